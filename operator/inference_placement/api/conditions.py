@@ -1,0 +1,169 @@
+"""A condition set as data, after Knative's ``apis/condition_set.go``.
+
+``Ready`` is computed from its dependents: it is True only when every dependent is in its happy state. Marking a
+condition that already has the same status, reason and message changes nothing (not even lastTransitionTime), so
+a reconcile that learns nothing new writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from inference_placement.api.status import Condition, ConditionStatus, ConditionType, Phase, Reason
+
+__all__ = ["ConditionSet", "WORKLOAD_CONDITIONS", "derive_phase"]
+
+
+@dataclass(frozen=True)
+class ConditionSet:
+    """``Ready`` plus the dependents it summarises, each with the status that counts as healthy."""
+
+    happy: ConditionType
+    dependents: Mapping[ConditionType, ConditionStatus]
+
+    def mark(
+        self,
+        conditions: Iterable[Condition],
+        type_: ConditionType,
+        status: ConditionStatus,
+        reason: Reason,
+        message: str,
+        *,
+        now: str,
+        generation: int | None,
+    ) -> list[Condition]:
+        """Return the conditions with ``type_`` set, and ``Ready`` recomputed."""
+        updated = _set(list(conditions), type_, status, reason, message, now=now, generation=generation)
+        return self._recompute_happy(updated, now=now, generation=generation)
+
+    def _recompute_happy(self, conditions: list[Condition], *, now: str, generation: int | None) -> list[Condition]:
+        by_type = {c.type: c for c in conditions}
+        blocking: list[Condition] = []
+        unknown: list[Condition] = []
+        for type_, healthy in self.dependents.items():
+            cond = by_type.get(type_)
+            if cond is None:
+                if healthy is ConditionStatus.TRUE:
+                    # A positive dependent nobody has reported yet keeps Ready Unknown.
+                    return _set(
+                        conditions,
+                        self.happy,
+                        ConditionStatus.UNKNOWN,
+                        Reason.AWAITING_PLACEMENT,
+                        f"waiting for {type_.value}",
+                        now=now,
+                        generation=generation,
+                    )
+                continue
+            if cond.status is ConditionStatus.UNKNOWN:
+                unknown.append(cond)
+            elif cond.status is not healthy:
+                blocking.append(cond)
+        if blocking:
+            first = blocking[0]
+            return _set(
+                conditions,
+                self.happy,
+                ConditionStatus.FALSE,
+                first.reason,
+                f"{first.type.value}: {first.message}" if first.message else first.type.value,
+                now=now,
+                generation=generation,
+            )
+        if unknown:
+            first = unknown[0]
+            return _set(
+                conditions, self.happy, ConditionStatus.UNKNOWN, first.reason, first.message, now=now, generation=generation
+            )
+        return _set(
+            conditions,
+            self.happy,
+            ConditionStatus.TRUE,
+            Reason.ALL_DEPENDENTS_READY,
+            "",
+            now=now,
+            generation=generation,
+        )
+
+
+def _set(
+    conditions: list[Condition],
+    type_: ConditionType,
+    status: ConditionStatus,
+    reason: Reason,
+    message: str,
+    *,
+    now: str,
+    generation: int | None,
+) -> list[Condition]:
+    out: list[Condition] = []
+    found = False
+    for cond in conditions:
+        if cond.type is not type_:
+            out.append(cond)
+            continue
+        found = True
+        if cond.status is status and cond.reason is reason and cond.message == message:
+            if cond.observed_generation == generation:
+                out.append(cond)
+            else:
+                out.append(cond.model_copy(update={"observed_generation": generation}))
+            continue
+        transition = cond.last_transition_time if cond.status is status else now
+        out.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=transition,
+                observed_generation=generation,
+            )
+        )
+    if not found:
+        out.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=now,
+                observed_generation=generation,
+            )
+        )
+    order = {t: i for i, t in enumerate(ConditionType)}
+    return sorted(out, key=lambda c: order[c.type])
+
+
+WORKLOAD_CONDITIONS = ConditionSet(
+    happy=ConditionType.READY,
+    dependents={
+        ConditionType.INVALID_SPEC: ConditionStatus.FALSE,
+        ConditionType.PLACED: ConditionStatus.TRUE,
+    },
+)
+"""Ready = the spec is valid and a target serves. Metrics, budget, SLO risk and migrations are reported beside
+Ready but do not make a serving workload un-ready."""
+
+
+def derive_phase(conditions: Iterable[Condition]) -> Phase:
+    """A one-word summary for ``kubectl get``, derived from the conditions (never stored as truth)."""
+    by_type = {c.type: c for c in conditions}
+
+    def is_true(type_: ConditionType) -> bool:
+        cond = by_type.get(type_)
+        return cond is not None and cond.status is ConditionStatus.TRUE
+
+    if is_true(ConditionType.INVALID_SPEC):
+        return Phase.INVALID
+    if is_true(ConditionType.MIGRATING):
+        return Phase.MIGRATING
+    if is_true(ConditionType.READY):
+        return Phase.SERVING
+    placed = by_type.get(ConditionType.PLACED)
+    if placed is not None and placed.reason in (Reason.TARGET_FAILED, Reason.CLOUD_API_ERROR, Reason.NOT_OWNED):
+        return Phase.DEGRADED
+    if placed is not None and placed.reason is Reason.TARGET_PROVISIONING:
+        return Phase.PROVISIONING
+    return Phase.PENDING

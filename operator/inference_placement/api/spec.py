@@ -1,0 +1,324 @@
+"""The InferenceWorkload spec: what a platform team declares.
+
+These pydantic models are the single source of truth for the API: the CRD's OpenAPI schema in ``crds/`` is
+generated from them (``inference-placement crd``), and the controller, the simulator and the benchmark all read
+a workload through them. Field names are snake_case in Python and camelCase on the wire (aliases).
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "AcceleratorSpec",
+    "AcceleratorType",
+    "ApiModel",
+    "BudgetAction",
+    "BudgetSpec",
+    "CloudRunSpec",
+    "ClusterSpec",
+    "ComplianceSpec",
+    "EnvVar",
+    "GPUSharing",
+    "InferenceWorkloadSpec",
+    "LambdaSpec",
+    "ModelSpec",
+    "PlacementSpec",
+    "Quantity",
+    "SLOSpec",
+    "ScalingSpec",
+    "TargetName",
+    "ThresholdMode",
+    "ThresholdsSpec",
+    "parse_cpu_cores",
+    "parse_memory_mib",
+]
+
+
+class ApiModel(BaseModel):
+    """Base of every API model: camelCase aliases on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=False,
+        validate_default=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as the apiserver stores it (camelCase, enums as strings, unset optionals left out)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class AcceleratorType(str, Enum):
+    NONE = "none"
+    NVIDIA_T4 = "nvidia-t4"
+    NVIDIA_L4 = "nvidia-l4"
+    NVIDIA_A10G = "nvidia-a10g"
+    NVIDIA_A100_40GB = "nvidia-a100-40gb"
+    NVIDIA_A100_80GB = "nvidia-a100-80gb"
+    NVIDIA_H100_80GB = "nvidia-h100-80gb"
+
+
+class GPUSharing(str, Enum):
+    EXCLUSIVE = "exclusive"
+    MIG = "mig"
+    TIME_SLICING = "time-slicing"
+
+
+class TargetName(str, Enum):
+    CLUSTER = "cluster"
+    CLOUDRUN = "cloudrun"
+    LAMBDA = "lambda"
+
+
+class BudgetAction(str, Enum):
+    ALERT = "alert"
+    """Only report: BudgetExceeded condition, an Event and the burn metric."""
+    PREFER_CHEAPER = "prefer-cheaper"
+    """Choose the cheapest feasible target even where a costlier one carries less SLO risk."""
+    CAP_SCALING = "cap-scaling"
+    """Cap replicas / serverless concurrency so the projected month stays within budget."""
+
+
+class ThresholdMode(str, Enum):
+    AUTO = "auto"
+    EXPLICIT = "explicit"
+
+
+_QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
+_QUANTITY_RE = re.compile(_QUANTITY_PATTERN)
+
+
+def _normalise_quantity(value: object) -> object:
+    if isinstance(value, bool):
+        return value  # rejected by the str type below, with the field named
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
+Quantity = Annotated[
+    str,
+    Field(
+        pattern=_QUANTITY_PATTERN,
+        json_schema_extra={"x-kubernetes-int-or-string": True},
+    ),
+]
+"""A Kubernetes resource quantity such as ``500m``, ``2``, ``16Gi``."""
+
+_DECIMAL_SUFFIX = {"": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+_BINARY_SUFFIX = {"Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40}
+
+
+def _quantity_value(quantity: str) -> float:
+    match = _QUANTITY_RE.match(quantity)
+    if match is None:
+        raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
+    number, _, suffix = match.groups()
+    suffix = suffix or ""
+    factor = _BINARY_SUFFIX.get(suffix, _DECIMAL_SUFFIX.get(suffix, 1.0))
+    return float(number) * factor
+
+
+def parse_cpu_cores(quantity: str) -> float:
+    """CPU cores in a quantity: ``"500m"`` -> 0.5, ``"2"`` -> 2.0."""
+    return _quantity_value(quantity)
+
+
+def parse_memory_mib(quantity: str) -> float:
+    """Memory in MiB: ``"2Gi"`` -> 2048.0, ``"512Mi"`` -> 512.0, ``"1G"`` -> 953.67."""
+    return _quantity_value(quantity) / 2.0**20
+
+
+class EnvVar(ApiModel):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Variable name.")
+    value: str = Field(default="", description="Literal value (never put secrets here).")
+
+
+class ModelSpec(ApiModel):
+    """The model server container."""
+
+    image: str = Field(min_length=1, description="Container image of the model server.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port the model server listens on.")
+    health_path: str = Field(default="/healthz", pattern=r"^/", description="HTTP path answering 200 when ready.")
+    predict_path: str = Field(default="/predict", pattern=r"^/", description="HTTP path serving predictions.")
+    size_mb: int = Field(ge=1, description="Size of the model weights in MB (drives cold start and load time).")
+    cpu: Quantity = Field(default="1", description="CPU per replica (Kubernetes quantity, e.g. 500m, 4).")
+    memory: Quantity = Field(default="2Gi", description="Memory per replica (Kubernetes quantity, e.g. 2Gi).")
+    service_seconds: float = Field(
+        default=0.05, gt=0, le=900, description="Warm service time of one request in seconds (before metrics exist)."
+    )
+    env: list[EnvVar] = Field(default_factory=list, description="Environment variables of the model server.")
+
+    @field_validator("cpu", "memory", mode="before")
+    @classmethod
+    def _quantity_from_number(cls, value: object) -> object:
+        return _normalise_quantity(value)
+
+    @property
+    def cpu_cores(self) -> float:
+        return parse_cpu_cores(self.cpu)
+
+    @property
+    def memory_mib(self) -> float:
+        return parse_memory_mib(self.memory)
+
+
+class AcceleratorSpec(ApiModel):
+    """The GPU the model needs and how it may be shared."""
+
+    type: AcceleratorType = Field(default=AcceleratorType.NONE, description="GPU type, or none for CPU-only.")
+    count: int = Field(default=1, ge=1, le=8, description="Whole GPUs per replica (exclusive sharing only).")
+    sharing: GPUSharing = Field(
+        default=GPUSharing.EXCLUSIVE, description="exclusive GPUs, an NVIDIA MIG slice, or a time-sliced GPU."
+    )
+    mig_profile: str | None = Field(
+        default=None,
+        pattern=r"^[1-7]g\.[0-9]+gb$",
+        description="MIG profile such as 1g.10gb (sharing: mig only).",
+    )
+    time_slicing_replicas: int | None = Field(
+        default=None,
+        ge=2,
+        le=64,
+        description="How many replicas share one GPU by time-slicing (sharing: time-slicing only).",
+    )
+
+    @property
+    def needs_gpu(self) -> bool:
+        return self.type is not AcceleratorType.NONE
+
+
+class SLOSpec(ApiModel):
+    """The service level the workload must meet wherever it runs."""
+
+    latency_p99_seconds: float = Field(default=1.0, gt=0, description="p99 end-to-end latency objective, seconds.")
+    attainment: float = Field(
+        default=0.99, ge=0.5, le=1.0, description="Share of requests that must finish within latencyP99Seconds."
+    )
+    tolerable_cold_start_seconds: float = Field(
+        default=10.0, ge=0, description="Longest cold start a request may wait (serverless feasibility)."
+    )
+
+
+class BudgetSpec(ApiModel):
+    """Monthly spending limit."""
+
+    monthly_usd: float | None = Field(default=None, ge=0, description="Monthly budget in USD; unset = no budget.")
+    action: BudgetAction = Field(default=BudgetAction.ALERT, description="What to do when the projection exceeds it.")
+
+
+class ThresholdsSpec(ApiModel):
+    """When to offload to serverless and when to reclaim into the cluster."""
+
+    mode: ThresholdMode = Field(
+        default=ThresholdMode.AUTO,
+        description="auto: thresholds from the cost break-even; explicit: the request rates below.",
+    )
+    offload_below_rps: float | None = Field(
+        default=None, ge=0, description="Offload to serverless when sustained traffic is below this (explicit mode)."
+    )
+    reclaim_above_rps: float | None = Field(
+        default=None, ge=0, description="Reclaim into the cluster when sustained traffic is above this (explicit)."
+    )
+    hysteresis_fraction: float = Field(
+        default=0.2, ge=0, le=1, description="Band around the auto break-even inside which nothing moves."
+    )
+
+
+class PlacementSpec(ApiModel):
+    """Where the workload may run and how eagerly it moves."""
+
+    allowed_targets: list[TargetName] = Field(
+        default_factory=lambda: [TargetName.CLUSTER],
+        min_length=1,
+        max_length=3,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Targets the operator may place the workload on.",
+    )
+    pin: TargetName | None = Field(default=None, description="Always run here (must be an allowed target).")
+    thresholds: ThresholdsSpec = Field(default_factory=ThresholdsSpec, description="Offload and reclaim thresholds.")
+    sustain_seconds: int = Field(
+        default=300, ge=0, le=86400, description="A threshold must hold this long before a migration starts."
+    )
+    cooldown_seconds: int = Field(
+        default=900, ge=0, le=604800, description="Minimum time between two migrations of this workload."
+    )
+
+
+class ScalingSpec(ApiModel):
+    """Replica bounds in the cluster."""
+
+    min_replicas: int = Field(default=1, ge=0, le=1000, description="Fewest in-cluster replicas while placed there.")
+    max_replicas: int = Field(default=10, ge=1, le=1000, description="Most in-cluster replicas.")
+    target_concurrency: int = Field(default=4, ge=1, le=1000, description="Requests in flight per replica.")
+
+
+class ClusterSpec(ApiModel):
+    """In-cluster settings."""
+
+    spot: bool = Field(default=False, description="Run on spot/preemptible GPU nodes (priced with the spot discount).")
+    node_autoscaler: bool = Field(
+        default=False, description="A node autoscaler provides missing GPU nodes, so lack of capacity is not fatal."
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Extra node selector for the replicas.")
+
+
+class CloudRunSpec(ApiModel):
+    """Google Cloud Run settings."""
+
+    project: str | None = Field(default=None, min_length=1, description="Google Cloud project id.")
+    region: str = Field(default="us-central1", min_length=1, description="Cloud Run region.")
+    service_account: str | None = Field(default=None, description="Service account the service runs as.")
+    image: str | None = Field(default=None, description="Image in Artifact Registry, if not model.image.")
+    min_instances: int = Field(default=0, ge=0, le=1000, description="Instances kept warm (billed while idle).")
+    max_instances: int = Field(default=100, ge=1, le=1000, description="Instance cap (a bill cap).")
+    concurrency: int = Field(default=80, ge=1, le=1000, description="Requests in flight per instance.")
+
+
+class LambdaSpec(ApiModel):
+    """AWS Lambda settings."""
+
+    region: str = Field(default="us-east-1", min_length=1, description="AWS region.")
+    role_arn: str | None = Field(
+        default=None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$", description="Execution role ARN."
+    )
+    image_uri: str | None = Field(default=None, description="ECR image URI, if not model.image.")
+    memory_mb: int | None = Field(
+        default=None, ge=128, le=10240, description="Function memory in MB (default: the model's memory)."
+    )
+    timeout_seconds: int = Field(default=60, ge=1, le=900, description="Per-invocation timeout.")
+    reserved_concurrency: int | None = Field(
+        default=None, ge=0, le=1000, description="Concurrency cap (default: derived from the budget)."
+    )
+    provisioned_concurrency: int = Field(
+        default=0, ge=0, le=1000, description="Warm instances kept ready (billed while enabled)."
+    )
+
+
+class ComplianceSpec(ApiModel):
+    single_tenant: bool = Field(
+        default=False, description="Single-tenant / data-residency: the workload is pinned to the cluster."
+    )
+
+
+class InferenceWorkloadSpec(ApiModel):
+    """Desired state of an InferenceWorkload."""
+
+    model: ModelSpec = Field(description="The model server.")
+    accelerator: AcceleratorSpec = Field(default_factory=AcceleratorSpec, description="GPU and sharing.")
+    slo: SLOSpec = Field(default_factory=SLOSpec, description="Latency objective.")
+    budget: BudgetSpec = Field(default_factory=BudgetSpec, description="Monthly budget.")
+    placement: PlacementSpec = Field(default_factory=PlacementSpec, description="Allowed targets and thresholds.")
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec, description="In-cluster replica bounds.")
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec, description="In-cluster settings.")
+    cloud_run: CloudRunSpec = Field(default_factory=CloudRunSpec, description="Cloud Run settings.")
+    lambda_: LambdaSpec = Field(default_factory=LambdaSpec, alias="lambda", description="AWS Lambda settings.")
+    compliance: ComplianceSpec = Field(default_factory=ComplianceSpec, description="Compliance constraints.")

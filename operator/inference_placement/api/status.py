@@ -1,0 +1,190 @@
+"""The InferenceWorkload status: what the operator observed, decided and did.
+
+Every field the operator writes is declared here, so the CRD's status schema lists it and the apiserver never
+prunes it silently. The phase is derived from the conditions (see ``conditions.py``), never the source of truth.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import Field
+
+from inference_placement.api.spec import ApiModel, TargetName
+
+__all__ = [
+    "BudgetStatus",
+    "Condition",
+    "ConditionStatus",
+    "ConditionType",
+    "DecisionRecord",
+    "InferenceWorkloadStatus",
+    "MigrationStatus",
+    "MigrationStep",
+    "ObservedTraffic",
+    "Phase",
+    "ProjectedCosts",
+    "Reason",
+    "TargetResourceStatus",
+    "TargetsStatus",
+]
+
+
+class ConditionType(str, Enum):
+    READY = "Ready"
+    PLACED = "Placed"
+    METRICS_AVAILABLE = "MetricsAvailable"
+    MIGRATING = "Migrating"
+    BUDGET_EXCEEDED = "BudgetExceeded"
+    SLO_AT_RISK = "SLOAtRisk"
+    INVALID_SPEC = "InvalidSpec"
+    CAPACITY_AVAILABLE = "CapacityAvailable"
+
+
+class ConditionStatus(str, Enum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Reason(str, Enum):
+    """Machine-readable reasons (CamelCase, per the Kubernetes API conventions)."""
+
+    ALL_DEPENDENTS_READY = "AllDependentsReady"
+    SPEC_VALID = "SpecValid"
+    SPEC_INVALID = "InvalidSpec"
+    AWAITING_PLACEMENT = "AwaitingPlacement"
+    TARGET_PROVISIONING = "TargetProvisioning"
+    TARGET_READY = "TargetReady"
+    TARGET_NOT_READY = "TargetNotReady"
+    TARGET_FAILED = "TargetFailed"
+    NOT_OWNED = "ResourceNotOwned"
+    CLOUD_API_ERROR = "CloudAPIError"
+    METRICS_FRESH = "MetricsFresh"
+    METRICS_MISSING = "MetricsMissing"
+    METRICS_STALE = "MetricsStale"
+    METRICS_INVALID = "MetricsInvalid"
+    NO_MIGRATION = "NoMigration"
+    MIGRATION_IN_PROGRESS = "MigrationInProgress"
+    MIGRATION_SUCCEEDED = "MigrationSucceeded"
+    MIGRATION_ROLLED_BACK = "MigrationRolledBack"
+    WITHIN_BUDGET = "WithinBudget"
+    OVER_BUDGET = "OverBudget"
+    NO_BUDGET = "NoBudget"
+    SLO_MET = "SLOMet"
+    SLO_RISK = "ColdStartRisk"
+    LATENCY_ABOVE_SLO = "LatencyAboveSLO"
+    CAPACITY_FREE = "CapacityFree"
+    CAPACITY_EXHAUSTED = "CapacityExhausted"
+    NO_MATCHING_NODES = "NoMatchingNodes"
+    NOT_APPLICABLE = "NotApplicable"
+
+
+class Phase(str, Enum):
+    PENDING = "Pending"
+    PROVISIONING = "Provisioning"
+    SERVING = "Serving"
+    MIGRATING = "Migrating"
+    DEGRADED = "Degraded"
+    INVALID = "Invalid"
+
+
+class Condition(ApiModel):
+    """One condition, following the Kubernetes API conventions."""
+
+    type: ConditionType = Field(description="Condition type.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: Reason = Field(description="CamelCase reason.")
+    message: str = Field(default="", description="Human-readable detail, with numbers.")
+    last_transition_time: str = Field(description="RFC 3339 time the status last changed.")
+    observed_generation: int | None = Field(default=None, ge=0, description="Generation the condition is about.")
+
+
+class ObservedTraffic(ApiModel):
+    """The metrics window the last decision used."""
+
+    rps: float | None = Field(default=None, ge=0, description="Mean requests per second over the window.")
+    latency_p99_seconds: float | None = Field(default=None, ge=0, description="Observed p99 latency.")
+    gpu_utilization: float | None = Field(default=None, ge=0, description="Mean GPU utilisation, 0..1.")
+    window_seconds: int | None = Field(default=None, ge=0, description="Length of the window.")
+    sampled_at: str | None = Field(default=None, description="RFC 3339 end of the window.")
+
+
+class ProjectedCosts(ApiModel):
+    """Projected monthly cost of serving the observed traffic on each target, USD (absent = infeasible)."""
+
+    cluster: float | None = Field(default=None, ge=0, description="In-cluster Deployment.")
+    cloudrun: float | None = Field(default=None, ge=0, description="Google Cloud Run.")
+    lambda_: float | None = Field(default=None, ge=0, alias="lambda", description="AWS Lambda.")
+
+
+class DecisionRecord(ApiModel):
+    """The last placement decision, explained in numbers."""
+
+    target: TargetName = Field(description="Chosen target.")
+    replicas: int = Field(ge=0, description="Replicas or warm instances the decision asks for.")
+    reason: str = Field(description="Why, with the figures that decided it.")
+    decided_at: str = Field(description="RFC 3339 time of the decision.")
+    projected_monthly_cost_usd: float | None = Field(default=None, ge=0, description="Cost on the chosen target.")
+    slo_risk: float | None = Field(default=None, ge=0, le=1, description="Expected share of requests missing the SLO.")
+
+
+class MigrationStep(str, Enum):
+    PROVISIONING = "Provisioning"
+    AWAITING_HEALTHY = "AwaitingHealthy"
+    SHIFTING = "Shifting"
+    DRAINING = "Draining"
+    RETIRING = "Retiring"
+    ROLLING_BACK = "RollingBack"
+
+
+class MigrationStatus(ApiModel):
+    """Progress of the migration in flight; persisted so a restarted operator resumes at the same step."""
+
+    source: TargetName | None = Field(default=None, description="Where traffic comes from (none on first placement).")
+    target: TargetName = Field(description="Where traffic goes.")
+    step: MigrationStep = Field(description="Current step.")
+    traffic_percent: int = Field(default=0, ge=0, le=100, description="Share of traffic on the target.")
+    attempt: int = Field(default=1, ge=1, description="Attempt number of this migration.")
+    started_at: str = Field(description="RFC 3339 start of the migration.")
+    step_started_at: str = Field(description="RFC 3339 start of the current step.")
+    reason: str = Field(default="", description="The decision that started it.")
+    last_error: str | None = Field(default=None, description="Why the last attempt failed, if it did.")
+
+
+class TargetResourceStatus(ApiModel):
+    """What the operator owns on one target."""
+
+    name: str = Field(description="Name of the Deployment, Cloud Run service or Lambda function.")
+    endpoint: str | None = Field(default=None, description="URL or in-cluster address serving it.")
+    ready: bool = Field(default=False, description="Passed its own health check.")
+    replicas: int | None = Field(default=None, ge=0, description="Ready replicas or instances, where known.")
+    message: str | None = Field(default=None, description="Last problem seen on this target.")
+
+
+class TargetsStatus(ApiModel):
+    cluster: TargetResourceStatus | None = Field(default=None, description="In-cluster Deployment.")
+    cloudrun: TargetResourceStatus | None = Field(default=None, description="Cloud Run service.")
+    lambda_: TargetResourceStatus | None = Field(default=None, alias="lambda", description="Lambda function.")
+
+
+class BudgetStatus(ApiModel):
+    month_to_date_usd: float = Field(default=0.0, ge=0, description="Spend so far this calendar month.")
+    projected_month_usd: float = Field(default=0.0, ge=0, description="Month-to-date plus forecast to month end.")
+
+
+class InferenceWorkloadStatus(ApiModel):
+    """Observed state of an InferenceWorkload."""
+
+    observed_generation: int | None = Field(default=None, ge=0, description="Generation last reconciled.")
+    placement: TargetName | None = Field(default=None, description="Target serving the traffic now.")
+    phase: Phase | None = Field(default=None, description="Summary derived from the conditions (display only).")
+    endpoint: str | None = Field(default=None, description="Stable endpoint clients call.")
+    observed: ObservedTraffic | None = Field(default=None, description="Traffic and latency last observed.")
+    projected_monthly_cost_usd: ProjectedCosts | None = Field(default=None, description="Cost per target, USD/month.")
+    current_monthly_cost_usd: float | None = Field(default=None, ge=0, description="Projected cost where it runs.")
+    last_decision: DecisionRecord | None = Field(default=None, description="The last placement decision.")
+    migration: MigrationStatus | None = Field(default=None, description="The migration in flight, if any.")
+    targets: TargetsStatus | None = Field(default=None, description="Resources the operator owns per target.")
+    budget: BudgetStatus | None = Field(default=None, description="Budget burn.")
+    conditions: list[Condition] = Field(default_factory=list, description="Current conditions.")

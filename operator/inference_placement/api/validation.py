@@ -1,0 +1,142 @@
+"""Semantic validation: the rules the CRD schema cannot express (Kubernetes 1.20 has no CEL rules).
+
+Pure: takes a parsed spec, returns every problem found, each naming the field it is about. The controller turns a
+non-empty list into ``InvalidSpec=True`` plus an Event and keeps serving whatever was already serving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from inference_placement.api.spec import (
+    AcceleratorType,
+    GPUSharing,
+    InferenceWorkloadSpec,
+    TargetName,
+    ThresholdMode,
+)
+
+__all__ = ["MIG_PROFILES", "SpecProblem", "parse_spec", "semantic_problems"]
+
+MIG_PROFILES: dict[AcceleratorType, frozenset[str]] = {
+    AcceleratorType.NVIDIA_A100_40GB: frozenset({"1g.5gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb"}),
+    AcceleratorType.NVIDIA_A100_80GB: frozenset({"1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"}),
+    AcceleratorType.NVIDIA_H100_80GB: frozenset({"1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"}),
+}
+"""MIG profiles per GPU (NVIDIA MIG user guide); other GPU types have no MIG."""
+
+CLOUD_RUN_GPU_TYPES = frozenset({AcceleratorType.NVIDIA_L4})
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    """One thing wrong with a spec: the field path as written in YAML, and why."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"spec.{self.field}: {self.message}"
+
+
+def parse_spec(raw: Any) -> tuple[InferenceWorkloadSpec | None, list[SpecProblem]]:
+    """Parse a raw spec; on failure return the schema problems with their field paths (camelCase)."""
+    try:
+        spec = InferenceWorkloadSpec.model_validate(raw if raw is not None else {})
+    except ValidationError as err:
+        problems = [
+            SpecProblem(".".join(str(p) for p in e["loc"]) or "(root)", e["msg"])
+            for e in err.errors(include_url=False)
+        ]
+        return None, problems
+    return spec, semantic_problems(spec)
+
+
+def semantic_problems(spec: InferenceWorkloadSpec) -> list[SpecProblem]:
+    problems: list[SpecProblem] = []
+    acc = spec.accelerator
+    allowed = set(spec.placement.allowed_targets)
+
+    if acc.sharing is not GPUSharing.EXCLUSIVE and not acc.needs_gpu:
+        problems.append(SpecProblem("accelerator.sharing", f"{acc.sharing.value} needs a GPU type, not none"))
+    if acc.sharing is GPUSharing.MIG:
+        valid = MIG_PROFILES.get(acc.type)
+        if valid is None and acc.needs_gpu:
+            problems.append(SpecProblem("accelerator.sharing", f"{acc.type.value} does not support MIG"))
+        if acc.mig_profile is None:
+            problems.append(SpecProblem("accelerator.migProfile", "required when sharing is mig"))
+        elif valid is not None and acc.mig_profile not in valid:
+            problems.append(
+                SpecProblem(
+                    "accelerator.migProfile",
+                    f"{acc.mig_profile} is not a MIG profile of {acc.type.value} (valid: {', '.join(sorted(valid))})",
+                )
+            )
+    elif acc.mig_profile is not None:
+        problems.append(SpecProblem("accelerator.migProfile", "only valid with sharing: mig"))
+    if acc.time_slicing_replicas is not None and acc.sharing is not GPUSharing.TIME_SLICING:
+        problems.append(SpecProblem("accelerator.timeSlicingReplicas", "only valid with sharing: time-slicing"))
+    if acc.count > 1 and acc.sharing is not GPUSharing.EXCLUSIVE:
+        problems.append(SpecProblem("accelerator.count", "more than one GPU needs sharing: exclusive"))
+    if acc.count > 1 and not acc.needs_gpu:
+        problems.append(SpecProblem("accelerator.count", "a GPU count needs a GPU type"))
+
+    if TargetName.LAMBDA in allowed and acc.needs_gpu:
+        problems.append(
+            SpecProblem("placement.allowedTargets", f"lambda has no GPU but the model needs {acc.type.value}")
+        )
+    if TargetName.CLOUDRUN in allowed and acc.needs_gpu:
+        if acc.type not in CLOUD_RUN_GPU_TYPES:
+            problems.append(
+                SpecProblem("placement.allowedTargets", f"Cloud Run offers only nvidia-l4 GPUs, not {acc.type.value}")
+            )
+        elif acc.sharing is not GPUSharing.EXCLUSIVE or acc.count != 1:
+            problems.append(
+                SpecProblem("placement.allowedTargets", "Cloud Run offers exactly one whole L4 per instance")
+            )
+    if TargetName.CLOUDRUN in allowed and spec.cloud_run.project is None:
+        problems.append(SpecProblem("cloudRun.project", "required when cloudrun is an allowed target"))
+    if TargetName.LAMBDA in allowed and spec.lambda_.role_arn is None:
+        problems.append(SpecProblem("lambda.roleArn", "required when lambda is an allowed target"))
+
+    pin = spec.placement.pin
+    if pin is not None and pin not in allowed:
+        problems.append(SpecProblem("placement.pin", f"{pin.value} is not in allowedTargets"))
+    if spec.compliance.single_tenant:
+        if TargetName.CLUSTER not in allowed:
+            problems.append(
+                SpecProblem("compliance.singleTenant", "pins the workload to the cluster, which is not allowed")
+            )
+        if pin is not None and pin is not TargetName.CLUSTER:
+            problems.append(SpecProblem("compliance.singleTenant", f"pins to the cluster, but placement.pin is {pin.value}"))
+
+    th = spec.placement.thresholds
+    if th.mode is ThresholdMode.EXPLICIT:
+        if th.offload_below_rps is None:
+            problems.append(SpecProblem("placement.thresholds.offloadBelowRps", "required in explicit mode"))
+        if th.reclaim_above_rps is None:
+            problems.append(SpecProblem("placement.thresholds.reclaimAboveRps", "required in explicit mode"))
+        if (
+            th.offload_below_rps is not None
+            and th.reclaim_above_rps is not None
+            and th.reclaim_above_rps < th.offload_below_rps
+        ):
+            problems.append(
+                SpecProblem(
+                    "placement.thresholds.reclaimAboveRps",
+                    f"{th.reclaim_above_rps} is below offloadBelowRps {th.offload_below_rps}",
+                )
+            )
+    if spec.scaling.min_replicas > spec.scaling.max_replicas:
+        problems.append(
+            SpecProblem(
+                "scaling.minReplicas",
+                f"{spec.scaling.min_replicas} exceeds maxReplicas {spec.scaling.max_replicas}",
+            )
+        )
+    if spec.cloud_run.min_instances > spec.cloud_run.max_instances:
+        problems.append(SpecProblem("cloudRun.minInstances", "exceeds cloudRun.maxInstances"))
+    return problems

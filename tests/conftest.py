@@ -1,0 +1,5 @@
+"""Shared pytest configuration: plugin modules, each owned by one area of the test suite."""
+
+pytest_plugins = [
+    "tests.plugins.cluster",
+]
