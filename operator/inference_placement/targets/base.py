@@ -1,0 +1,87 @@
+"""The one small interface every placement target implements: ensure, observe, retire.
+
+Targets are idempotent: ``ensure`` called twice with the same inputs writes nothing the second time; a resource
+found by its deterministic name and carrying this workload's ownership label/tag is adopted, one with another
+owner is never touched (``NotOwnedError``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from inference_placement.api import InferenceWorkload, TargetName
+
+__all__ = [
+    "DesiredTarget",
+    "NotOwnedError",
+    "PermanentTargetError",
+    "RetryableTargetError",
+    "Target",
+    "TargetError",
+    "TargetState",
+]
+
+
+@dataclass(frozen=True)
+class DesiredTarget:
+    """What the policy asks of a target on this reconcile."""
+
+    replicas: int
+    """In-cluster replicas, or warm instances (Cloud Run min instances / Lambda provisioned concurrency)."""
+    max_replicas: int | None = None
+    """Cap on replicas or instances (serverless: the bill cap derived from the budget); None = the spec's."""
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """What a target looks like now, as its own API reports it."""
+
+    name: str
+    endpoint: str | None
+    ready: bool
+    replicas: int | None = None
+    message: str | None = None
+
+
+class TargetError(Exception):
+    """Base of every target failure. ``message`` is safe to show in status and Events (no secrets)."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+
+class RetryableTargetError(TargetError):
+    """Throttling, 5xx, timeouts: try again after ``retry_after_seconds``."""
+
+    def __init__(self, message: str, *, retry_after_seconds: float = 30.0, status_code: int | None = None) -> None:
+        super().__init__(message, status_code=status_code)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class PermanentTargetError(TargetError):
+    """Permission, quota, invalid request: retrying the same call cannot help until something changes."""
+
+
+class NotOwnedError(PermanentTargetError):
+    """A resource with our deterministic name exists but belongs to someone else; it is never modified."""
+
+
+class Target(Protocol):
+    """A placement target. Implementations: ``cluster``, ``cloudrun``, ``aws_lambda``."""
+
+    name: TargetName
+
+    async def ensure(self, workload: InferenceWorkload, desired: DesiredTarget) -> TargetState:
+        """Create or update the workload's resource so it matches the spec and ``desired``; return its state."""
+        ...
+
+    async def observe(self, workload: InferenceWorkload) -> TargetState | None:
+        """The resource's current state, or None when it does not exist."""
+        ...
+
+    async def retire(self, workload: InferenceWorkload) -> bool:
+        """Remove the workload's resource; True once it is gone (call again until it is)."""
+        ...
