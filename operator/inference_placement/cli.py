@@ -26,9 +26,7 @@ app = typer.Typer(
 )
 
 # Modules that add subcommands with a ``register(app)`` function.
-_COMMAND_MODULES = (
-
-)
+_COMMAND_MODULES = ("inference_placement.controller.cli",)
 
 
 @app.command()
@@ -39,7 +37,9 @@ def version() -> None:
 
 @app.command()
 def crd(
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")
+    ] = None,
 ) -> None:
     """Print the InferenceWorkload CRD generated from the API models."""
     from inference_placement.api.crd import render_crd_yaml

@@ -74,7 +74,13 @@ class ConditionSet:
         if unknown:
             first = unknown[0]
             return _set(
-                conditions, self.happy, ConditionStatus.UNKNOWN, first.reason, first.message, now=now, generation=generation
+                conditions,
+                self.happy,
+                ConditionStatus.UNKNOWN,
+                first.reason,
+                first.message,
+                now=now,
+                generation=generation,
             )
         return _set(
             conditions,

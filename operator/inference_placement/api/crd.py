@@ -74,6 +74,9 @@ def _convert(node: Any, defs: dict[str, Any]) -> Any:
         out.pop("type", None)
     if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
         out["x-kubernetes-preserve-unknown-fields"] = True
+    if out.get("default") == "":
+        # Kubernetes 1.20 reads an empty-string default as null and rejects the CRD; pydantic applies it anyway.
+        out.pop("default")
     if "default" in out and isinstance(out["default"], (dict, list)) and not out["default"]:
         # Empty object/list defaults: let the nested defaults apply instead of storing {} or [].
         if out.get("type") == "object":

@@ -8,7 +8,7 @@ a workload through them. Field names are snake_case in Python and camelCase on t
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -56,7 +56,7 @@ class ApiModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-class AcceleratorType(str, Enum):
+class AcceleratorType(StrEnum):
     NONE = "none"
     NVIDIA_T4 = "nvidia-t4"
     NVIDIA_L4 = "nvidia-l4"
@@ -66,19 +66,19 @@ class AcceleratorType(str, Enum):
     NVIDIA_H100_80GB = "nvidia-h100-80gb"
 
 
-class GPUSharing(str, Enum):
+class GPUSharing(StrEnum):
     EXCLUSIVE = "exclusive"
     MIG = "mig"
     TIME_SLICING = "time-slicing"
 
 
-class TargetName(str, Enum):
+class TargetName(StrEnum):
     CLUSTER = "cluster"
     CLOUDRUN = "cloudrun"
     LAMBDA = "lambda"
 
 
-class BudgetAction(str, Enum):
+class BudgetAction(StrEnum):
     ALERT = "alert"
     """Only report: BudgetExceeded condition, an Event and the burn metric."""
     PREFER_CHEAPER = "prefer-cheaper"
@@ -87,7 +87,7 @@ class BudgetAction(str, Enum):
     """Cap replicas / serverless concurrency so the projected month stays within budget."""
 
 
-class ThresholdMode(str, Enum):
+class ThresholdMode(StrEnum):
     AUTO = "auto"
     EXPLICIT = "explicit"
 

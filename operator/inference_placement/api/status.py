@@ -6,7 +6,7 @@ prunes it silently. The phase is derived from the conditions (see ``conditions.p
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from pydantic import Field
 
@@ -19,6 +19,8 @@ __all__ = [
     "ConditionType",
     "DecisionRecord",
     "InferenceWorkloadStatus",
+    "LastMigration",
+    "MigrationOutcome",
     "MigrationStatus",
     "MigrationStep",
     "ObservedTraffic",
@@ -30,7 +32,7 @@ __all__ = [
 ]
 
 
-class ConditionType(str, Enum):
+class ConditionType(StrEnum):
     READY = "Ready"
     PLACED = "Placed"
     METRICS_AVAILABLE = "MetricsAvailable"
@@ -41,13 +43,13 @@ class ConditionType(str, Enum):
     CAPACITY_AVAILABLE = "CapacityAvailable"
 
 
-class ConditionStatus(str, Enum):
+class ConditionStatus(StrEnum):
     TRUE = "True"
     FALSE = "False"
     UNKNOWN = "Unknown"
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     """Machine-readable reasons (CamelCase, per the Kubernetes API conventions)."""
 
     ALL_DEPENDENTS_READY = "AllDependentsReady"
@@ -80,7 +82,7 @@ class Reason(str, Enum):
     NOT_APPLICABLE = "NotApplicable"
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     PENDING = "Pending"
     PROVISIONING = "Provisioning"
     SERVING = "Serving"
@@ -129,7 +131,7 @@ class DecisionRecord(ApiModel):
     slo_risk: float | None = Field(default=None, ge=0, le=1, description="Expected share of requests missing the SLO.")
 
 
-class MigrationStep(str, Enum):
+class MigrationStep(StrEnum):
     PROVISIONING = "Provisioning"
     AWAITING_HEALTHY = "AwaitingHealthy"
     SHIFTING = "Shifting"
@@ -150,6 +152,21 @@ class MigrationStatus(ApiModel):
     step_started_at: str = Field(description="RFC 3339 start of the current step.")
     reason: str = Field(default="", description="The decision that started it.")
     last_error: str | None = Field(default=None, description="Why the last attempt failed, if it did.")
+
+
+class MigrationOutcome(StrEnum):
+    SUCCEEDED = "Succeeded"
+    ROLLED_BACK = "RolledBack"
+
+
+class LastMigration(ApiModel):
+    """How the last migration ended (drives the cooldown)."""
+
+    source: TargetName | None = Field(default=None, description="Where traffic came from.")
+    target: TargetName = Field(description="Where traffic was moving to.")
+    outcome: MigrationOutcome = Field(description="Succeeded or RolledBack.")
+    finished_at: str = Field(description="RFC 3339 end of the migration.")
+    message: str = Field(default="", description="Why it ended that way.")
 
 
 class TargetResourceStatus(ApiModel):
@@ -185,6 +202,7 @@ class InferenceWorkloadStatus(ApiModel):
     current_monthly_cost_usd: float | None = Field(default=None, ge=0, description="Projected cost where it runs.")
     last_decision: DecisionRecord | None = Field(default=None, description="The last placement decision.")
     migration: MigrationStatus | None = Field(default=None, description="The migration in flight, if any.")
+    last_migration: LastMigration | None = Field(default=None, description="The last migration that ended.")
     targets: TargetsStatus | None = Field(default=None, description="Resources the operator owns per target.")
     budget: BudgetStatus | None = Field(default=None, description="Budget burn.")
     conditions: list[Condition] = Field(default_factory=list, description="Current conditions.")

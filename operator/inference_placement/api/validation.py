@@ -48,8 +48,7 @@ def parse_spec(raw: Any) -> tuple[InferenceWorkloadSpec | None, list[SpecProblem
         spec = InferenceWorkloadSpec.model_validate(raw if raw is not None else {})
     except ValidationError as err:
         problems = [
-            SpecProblem(".".join(str(p) for p in e["loc"]) or "(root)", e["msg"])
-            for e in err.errors(include_url=False)
+            SpecProblem(".".join(str(p) for p in e["loc"]) or "(root)", e["msg"]) for e in err.errors(include_url=False)
         ]
         return None, problems
     return spec, semantic_problems(spec)
@@ -111,7 +110,9 @@ def semantic_problems(spec: InferenceWorkloadSpec) -> list[SpecProblem]:
                 SpecProblem("compliance.singleTenant", "pins the workload to the cluster, which is not allowed")
             )
         if pin is not None and pin is not TargetName.CLUSTER:
-            problems.append(SpecProblem("compliance.singleTenant", f"pins to the cluster, but placement.pin is {pin.value}"))
+            problems.append(
+                SpecProblem("compliance.singleTenant", f"pins to the cluster, but placement.pin is {pin.value}")
+            )
 
     th = spec.placement.thresholds
     if th.mode is ThresholdMode.EXPLICIT:

@@ -1,1 +1,1 @@
-"""metrics"""
+"""Traffic metrics: the batched Prometheus source and its PromQL templates."""

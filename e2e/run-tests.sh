@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The test command (README, `make test`, .ci/run): static checks, then the whole pytest suite against the real
+# local control plane, node, Prometheus, Envoy and cloud stand-ins that the fixtures start.
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+started=$SECONDS
+status=0
+
+echo "== ruff"; .venv/bin/ruff check operator tests || status=1
+echo "== import contracts"; .venv/bin/lint-imports || status=1
+echo "== mypy"; .venv/bin/mypy || status=1
+echo "== crd drift"
+if ! .venv/bin/inference-placement crd | diff -u crds/inferenceworkloads.yaml - >/dev/null; then
+  echo "crds/inferenceworkloads.yaml differs from the models: run 'make crd'"; status=1
+fi
+
+echo "== pytest"
+.venv/bin/python -m pytest "$@"
+rc=$?
+if [[ $rc -eq 5 ]]; then
+  echo "pytest collected no tests"; rc=1
+fi
+[[ $rc -ne 0 ]] && status=$rc
+echo "tests finished in $((SECONDS - started))s (exit $status)"
+exit $status

@@ -1,0 +1,66 @@
+"""``inference-placement run``: the operator process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from inference_placement.controller.settings import OperatorSettings
+
+__all__ = ["register"]
+
+
+def run(
+    kubeconfig: Annotated[
+        Optional[str], typer.Option(help="Kubeconfig path (default: in-cluster, then ~/.kube/config).")
+    ] = None,
+    namespace: Annotated[
+        Optional[list[str]],
+        typer.Option("--namespace", "-n", help="Watch only these namespaces (repeatable); default all."),
+    ] = None,
+    tick_seconds: Annotated[float, typer.Option(help="Period of the fleet-wide metrics + decision loop.")] = 30.0,
+    price_book: Annotated[
+        Optional[Path], typer.Option(help="Price book YAML (mounted ConfigMap); default: packaged.")
+    ] = None,
+    prometheus_url: Annotated[Optional[str], typer.Option(help="Prometheus base URL for traffic metrics.")] = None,
+    metrics_port: Annotated[int, typer.Option(help="Port of the operator's own /metrics (0 = off).")] = 9090,
+    health_port: Annotated[int, typer.Option(help="Port of /healthz for liveness probes (0 = off).")] = 8081,
+    peering: Annotated[
+        Optional[str], typer.Option(help="kopf peering name for leader election; default standalone.")
+    ] = None,
+    config: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Target settings KEY=VALUE (repeatable).")
+    ] = None,
+    log_format: Annotated[str, typer.Option(help="json or plain.")] = "json",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the operator: watch InferenceWorkloads, decide their placement, move them."""
+    from inference_placement.controller.runtime import run_operator
+
+    extra: dict[str, str] = {}
+    for item in config or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set expects KEY=VALUE, got {item!r}")
+        extra[key.strip()] = value.strip()
+    settings = OperatorSettings(
+        namespaces=tuple(namespace or ()),
+        tick_seconds=tick_seconds,
+        price_book_path=price_book,
+        kubeconfig=kubeconfig,
+        health_port=health_port,
+        metrics_port=metrics_port,
+        peering=peering,
+        prometheus_url=prometheus_url,
+        extra=extra,
+    )
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO)
+    asyncio.run(run_operator(settings, log_format=log_format, verbose=verbose))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

@@ -1,0 +1,200 @@
+"""The fleet: a plain dict of workloads filled by kopf's event stream, and ONE loop that reconciles them.
+
+This is the shape measured to scale (DOMAIN.md, "kopf at fleet scale"): no per-object timers, daemons or change
+handlers (which cost ~3x the memory and write an annotation and a finalizer on every object). The loop
+  - every ``tick_seconds``: one batched metrics fetch for all workloads, then a reconcile of each;
+  - in between: reconciles promptly whatever changed (spec edits, deletions) and whatever is mid-migration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from inference_placement.controller.reconciler import Reconciler, TickInputs
+from inference_placement.metrics.source import MetricsSnapshot, MetricsSource, WorkloadKey
+from inference_placement.policy.capacity import ClusterCapacity
+from inference_placement.policy.price_book import PriceBook
+
+__all__ = ["Fleet", "FleetStats"]
+
+log = logging.getLogger(__name__)
+
+ACTIVE_RECONCILE_SECONDS = 2.0
+"""How often a workload with something in flight (migration, provisioning) is revisited between ticks."""
+
+
+@dataclass
+class FleetStats:
+    ticks: int = 0
+    reconciles: int = 0
+    reconcile_errors: int = 0
+    last_tick_seconds: float = 0.0
+    last_metrics_queries: int = 0
+    last_tick_at: datetime | None = None
+
+
+@dataclass
+class _Entry:
+    body: dict[str, Any]
+    generation: int
+    resource_version: str
+
+
+@dataclass
+class Fleet:
+    reconciler: Reconciler
+    metrics: MetricsSource
+    price_book: Callable[[], PriceBook]
+    capacity: Callable[[], ClusterCapacity] = ClusterCapacity
+    capacity_verdict: Callable[[Mapping[str, Any]], tuple[bool, str] | None] = lambda body: None
+    tick_seconds: float = 30.0
+    debounce_seconds: float = 0.5
+    reconcile_concurrency: int = 32
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    stats: FleetStats = field(default_factory=FleetStats)
+
+    def __post_init__(self) -> None:
+        self._workloads: dict[WorkloadKey, _Entry] = {}
+        self._dirty: set[WorkloadKey] = set()
+        self._active: set[WorkloadKey] = set()
+        self._wake = asyncio.Event()
+        self._snapshot = MetricsSnapshot(problem="no metrics fetched yet")
+        self._stopping = False
+
+    # ------------------------------------------------------------------ fed by kopf's event handler
+
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = WorkloadKey(meta.get("namespace", "default"), meta.get("name", ""))
+        if event_type == "DELETED":
+            self._workloads.pop(key, None)
+            self._dirty.discard(key)
+            self._active.discard(key)
+            return
+        generation = int(meta.get("generation") or 0)
+        previous = self._workloads.get(key)
+        self._store(key, body)
+        changed = (
+            previous is None
+            or previous.generation != generation
+            or (
+                meta.get("deletionTimestamp") is not None and previous.body["metadata"].get("deletionTimestamp") is None
+            )
+        )
+        if changed:
+            self._dirty.add(key)
+            self._wake.set()
+
+    def _store(self, key: WorkloadKey, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        rv = str(meta.get("resourceVersion", ""))
+        previous = self._workloads.get(key)
+        if previous is not None and _rv_older(rv, previous.resource_version):
+            return  # a late watch event must not undo what we already know from our own write
+        self._workloads[key] = _Entry(
+            body={k: copy.deepcopy(v) for k, v in body.items()},
+            generation=int(meta.get("generation") or 0),
+            resource_version=rv,
+        )
+
+    def __len__(self) -> int:
+        return len(self._workloads)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    # ------------------------------------------------------------------ the one loop
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        while not self._stopping:
+            now_mono = loop.time()
+            if now_mono >= next_tick:
+                await self.tick()
+                next_tick = loop.time() + self.tick_seconds
+                continue
+            timeout = min(next_tick - now_mono, ACTIVE_RECONCILE_SECONDS if self._active else self.tick_seconds)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                await asyncio.sleep(self.debounce_seconds)  # let a burst of edits settle
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            keys = self._dirty | self._active
+            self._dirty.clear()
+            if keys:
+                await self._reconcile_keys(keys)
+
+    async def tick(self) -> None:
+        """One full tick: fetch metrics for every workload in one batch, then reconcile all of them."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        keys = list(self._workloads)
+        now = self.clock()
+        try:
+            self._snapshot = await self.metrics.fetch(keys, now)
+        except Exception as err:  # a broken metrics source freezes placement; it never stops the loop
+            log.exception("metrics fetch failed")
+            self._snapshot = MetricsSnapshot(problem=f"metrics source error: {type(err).__name__}")
+        self.stats.last_metrics_queries = self._snapshot.queries
+        self._dirty.clear()
+        await self._reconcile_keys(set(keys))
+        self.stats.ticks += 1
+        self.stats.last_tick_seconds = loop.time() - started
+        self.stats.last_tick_at = now
+
+    async def reconcile_now(self, keys: set[WorkloadKey] | None = None) -> None:
+        """Reconcile the given workloads (all when None) with the last metrics snapshot. For tests and tools."""
+        await self._reconcile_keys(set(self._workloads) if keys is None else keys)
+
+    async def _reconcile_keys(self, keys: set[WorkloadKey]) -> None:
+        price_book = self.price_book()
+        capacity = self.capacity()
+        now = self.clock()
+        slots = asyncio.Semaphore(self.reconcile_concurrency)
+
+        async def one(key: WorkloadKey) -> None:
+            entry = self._workloads.get(key)
+            if entry is None:
+                return
+            window = self._snapshot.windows.get(key)
+            inputs = TickInputs(
+                now=now,
+                price_book=price_book,
+                capacity=capacity,
+                window=window,
+                metrics_problem=self._snapshot.problem,
+                capacity_verdict=self.capacity_verdict(entry.body),
+            )
+            async with slots:
+                try:
+                    result = await self.reconciler.reconcile(entry.body, inputs)
+                except Exception:
+                    self.stats.reconcile_errors += 1
+                    log.exception("reconcile of %s failed; retried on the next pass", key)
+                    self._active.add(key)
+                    return
+            self.stats.reconciles += 1
+            if result.body is not None:
+                self._store(key, result.body)
+            if result.active:
+                self._active.add(key)
+            else:
+                self._active.discard(key)
+
+        await asyncio.gather(*(one(k) for k in keys))
+
+
+def _rv_older(candidate: str, known: str) -> bool:
+    try:
+        return int(candidate) < int(known)
+    except ValueError:
+        return False

@@ -1,0 +1,114 @@
+"""The operator's apiserver access: an async client, writes funnelled through one counted, bounded writer.
+
+All writes go through ``KubeWriter`` so that (a) concurrency is capped (a burst of PATCHes must not open one TLS
+connection per object) and (b) tests and the operator's own metrics can count writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client.rest import ApiException
+
+from inference_placement.api.workload import GROUP, KIND, PLURAL, VERSION
+
+__all__ = ["KubeWriter", "make_api_client", "now_rfc3339"]
+
+log = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def now_rfc3339(now: datetime | None = None) -> str:
+    moment = now or datetime.now(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def make_api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
+    """An ApiClient from a kubeconfig path, else the in-cluster service account, else the default kubeconfig."""
+    configuration = k8s.Configuration()
+    if kubeconfig:
+        await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            await k8s_config.load_kube_config(client_configuration=configuration)
+    return k8s.ApiClient(configuration)
+
+
+class KubeWriter:
+    """Every write the operator makes to the apiserver, bounded and counted."""
+
+    def __init__(self, api: k8s.ApiClient, *, concurrency: int = 16, component: str = "inference-placement") -> None:
+        self.api = api
+        self.custom = k8s.CustomObjectsApi(api)
+        self.core = k8s.CoreV1Api(api)
+        self._slots = asyncio.Semaphore(concurrency)
+        self.component = component
+        self.writes: Counter[str] = Counter()
+
+    @property
+    def total_writes(self) -> int:
+        return sum(self.writes.values())
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        async with self._slots:
+            self.writes["status"] += 1
+            result: dict[str, Any] = await self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, _content_type=MERGE_PATCH
+            )
+            return result
+
+    async def set_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> dict[str, Any]:
+        """Replace the finalizer list, guarded by resourceVersion (a concurrent change gives 409, retried later)."""
+        async with self._slots:
+            self.writes["finalizers"] += 1
+            body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+            result: dict[str, Any] = await self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, body, _content_type=MERGE_PATCH
+            )
+            return result
+
+    async def post_event(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        uid: str,
+        reason: str,
+        message: str,
+        warning: bool = False,
+        now: datetime | None = None,
+    ) -> None:
+        """Post a core/v1 Event about a workload. Failure to post is logged, never fatal."""
+        stamp = now_rfc3339(now)
+        event = k8s.CoreV1Event(
+            metadata=k8s.V1ObjectMeta(generate_name=f"{name}.", namespace=namespace),
+            involved_object=k8s.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}", kind=KIND, name=name, namespace=namespace, uid=uid
+            ),
+            reason=reason,
+            message=message[:1024],
+            type="Warning" if warning else "Normal",
+            source=k8s.V1EventSource(component=self.component),
+            first_timestamp=stamp,
+            last_timestamp=stamp,
+            count=1,
+            reporting_component=self.component,
+            reporting_instance=self.component,
+        )
+        async with self._slots:
+            self.writes["event"] += 1
+            try:
+                await self.core.create_namespaced_event(namespace, event)
+            except ApiException as err:
+                log.warning("could not post event %s on %s/%s: HTTP %s", reason, namespace, name, err.status)

@@ -1,0 +1,266 @@
+"""The migration state machine, as a pure function of (status, observation, clock).
+
+    Provisioning -> AwaitingHealthy -> Shifting (10% -> 50% -> 100%, each held) -> Draining -> Retiring -> done
+                         any failure or timeout -> RollingBack (traffic back to the source, target retired)
+
+Everything it needs lives in ``status.migration``, so an operator killed at any step resumes at the same step. The
+reconciler performs the I/O each step needs (``actions_for``), feeds what it saw back as a ``MigrationObservation``
+and writes the returned status. A first placement is a migration without a source: no traffic to shift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from inference_placement.api.spec import TargetName
+from inference_placement.api.status import LastMigration, MigrationOutcome, MigrationStatus, MigrationStep
+
+__all__ = [
+    "MigrationAction",
+    "MigrationObservation",
+    "MigrationTimings",
+    "Transition",
+    "actions_for",
+    "advance",
+    "parse_time",
+    "start_migration",
+]
+
+
+@dataclass(frozen=True)
+class MigrationTimings:
+    shift_steps_percent: tuple[int, ...] = (10, 50, 100)
+    """Traffic share on the target at each shifting step; the last must be 100."""
+    step_hold_seconds: float = 10.0
+    """How long each traffic step is held (and watched) before the next."""
+    drain_seconds: float = 30.0
+    """How long the source keeps serving in-flight requests after all traffic has moved."""
+    provision_timeout_seconds: float = 900.0
+    """Longest wait for the target to become healthy (model load included)."""
+    retire_timeout_seconds: float = 600.0
+    """Longest wait for a retirement before it is reported (it is retried, never abandoned)."""
+
+
+class MigrationAction(StrEnum):
+    ENSURE_TARGET = "EnsureTarget"
+    RETIRE_SOURCE = "RetireSource"
+    RETIRE_TARGET = "RetireTarget"
+
+
+@dataclass(frozen=True)
+class MigrationObservation:
+    """What the reconciler saw while performing this step's actions."""
+
+    target_ready: bool = False
+    target_error: str | None = None
+    """A permanent failure of the target (permission, quota, not owned): roll back."""
+    traffic_problem: str | None = None
+    """Error rate or latency on the shifted traffic outside the SLO: roll back."""
+    retired: bool = False
+    """The resource this step retires is gone."""
+
+
+@dataclass(frozen=True)
+class Transition:
+    migration: MigrationStatus | None
+    """The migration to store (None once it ended)."""
+    placement: TargetName | None
+    """Where traffic is served after this step."""
+    finished: LastMigration | None = None
+    event_reason: str | None = None
+    event_message: str | None = None
+    warning: bool = False
+
+
+def parse_time(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def _stamp(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def start_migration(source: TargetName | None, target: TargetName, reason: str, now: datetime) -> MigrationStatus:
+    stamp = _stamp(now)
+    return MigrationStatus(
+        source=source,
+        target=target,
+        step=MigrationStep.PROVISIONING,
+        traffic_percent=0,
+        started_at=stamp,
+        step_started_at=stamp,
+        reason=reason,
+    )
+
+
+def actions_for(migration: MigrationStatus) -> frozenset[MigrationAction]:
+    if migration.step is MigrationStep.RETIRING:
+        return frozenset({MigrationAction.RETIRE_SOURCE})
+    if migration.step is MigrationStep.ROLLING_BACK:
+        return frozenset({MigrationAction.RETIRE_TARGET})
+    return frozenset({MigrationAction.ENSURE_TARGET})
+
+
+def _next(migration: MigrationStatus, step: MigrationStep, now: datetime, **changes: object) -> MigrationStatus:
+    return migration.model_copy(update={"step": step, "step_started_at": _stamp(now), **changes})
+
+
+def _rollback(migration: MigrationStatus, why: str, now: datetime) -> Transition:
+    rolled = _next(migration, MigrationStep.ROLLING_BACK, now, traffic_percent=0, last_error=why)
+    return Transition(
+        migration=rolled,
+        placement=migration.source,
+        event_reason="MigrationRollingBack",
+        event_message=f"{_route(migration)}: {why}; all traffic back on {_name(migration.source)}",
+        warning=True,
+    )
+
+
+def _name(target: TargetName | None) -> str:
+    return target.value if target is not None else "nothing"
+
+
+def _route(migration: MigrationStatus) -> str:
+    return f"{_name(migration.source)} -> {migration.target.value}"
+
+
+def advance(
+    migration: MigrationStatus, observation: MigrationObservation, now: datetime, timings: MigrationTimings
+) -> Transition:
+    """One step of the state machine. Pure: the same inputs always give the same transition."""
+    held = (now - parse_time(migration.step_started_at)).total_seconds()
+    step = migration.step
+    serving = migration.source if migration.traffic_percent < 100 else migration.target
+
+    if step is MigrationStep.ROLLING_BACK:
+        if observation.retired:
+            finished = LastMigration(
+                source=migration.source,
+                target=migration.target,
+                outcome=MigrationOutcome.ROLLED_BACK,
+                finished_at=_stamp(now),
+                message=migration.last_error or "",
+            )
+            return Transition(
+                migration=None,
+                placement=migration.source,
+                finished=finished,
+                event_reason="MigrationRolledBack",
+                event_message=f"{_route(migration)} rolled back: {migration.last_error or 'unknown error'}; "
+                f"{migration.target.value} retired",
+                warning=True,
+            )
+        return Transition(migration=migration, placement=migration.source)
+
+    if step in (MigrationStep.PROVISIONING, MigrationStep.AWAITING_HEALTHY, MigrationStep.SHIFTING):
+        if observation.target_error is not None:
+            return _rollback(migration, observation.target_error, now)
+        if observation.traffic_problem is not None and step is MigrationStep.SHIFTING:
+            return _rollback(migration, observation.traffic_problem, now)
+
+    if step is MigrationStep.PROVISIONING:
+        # The target exists (ensure succeeded without error): wait for its own health check.
+        return Transition(
+            migration=_next(migration, MigrationStep.AWAITING_HEALTHY, now),
+            placement=migration.source,
+            event_reason="MigrationStarted",
+            event_message=f"{_route(migration)}: {migration.reason}",
+        )
+
+    if step is MigrationStep.AWAITING_HEALTHY:
+        if not observation.target_ready:
+            started = (now - parse_time(migration.started_at)).total_seconds()
+            if started > timings.provision_timeout_seconds:
+                return _rollback(
+                    migration,
+                    f"target not healthy after {started:.0f}s (limit {timings.provision_timeout_seconds:.0f}s)",
+                    now,
+                )
+            return Transition(migration=migration, placement=migration.source)
+        if migration.source is None:
+            # First placement: nothing to shift from; the target takes all traffic now.
+            finished = LastMigration(
+                source=None,
+                target=migration.target,
+                outcome=MigrationOutcome.SUCCEEDED,
+                finished_at=_stamp(now),
+                message=migration.reason,
+            )
+            return Transition(
+                migration=None,
+                placement=migration.target,
+                finished=finished,
+                event_reason="Placed",
+                event_message=f"placed on {migration.target.value}: {migration.reason}",
+            )
+        first = timings.shift_steps_percent[0]
+        return Transition(
+            migration=_next(migration, MigrationStep.SHIFTING, now, traffic_percent=first),
+            placement=migration.source,
+            event_reason="TrafficShifted",
+            event_message=f"{_route(migration)}: {first}% of traffic on {migration.target.value}",
+        )
+
+    if step is MigrationStep.SHIFTING:
+        if not observation.target_ready:
+            return _rollback(migration, f"{migration.target.value} failed its health check while taking traffic", now)
+        if held < timings.step_hold_seconds:
+            return Transition(migration=migration, placement=serving)
+        later = [p for p in timings.shift_steps_percent if p > migration.traffic_percent]
+        if later:
+            percent = later[0]
+            moved = _next(migration, MigrationStep.SHIFTING, now, traffic_percent=percent)
+            return Transition(
+                migration=moved,
+                placement=migration.target if percent >= 100 else migration.source,
+                event_reason="TrafficShifted",
+                event_message=f"{_route(migration)}: {percent}% of traffic on {migration.target.value}",
+            )
+        return Transition(
+            migration=_next(migration, MigrationStep.DRAINING, now),
+            placement=migration.target,
+            event_reason="Draining",
+            event_message=f"{_route(migration)}: all traffic on {migration.target.value}; "
+            f"draining {_name(migration.source)} for {timings.drain_seconds:.0f}s",
+        )
+
+    if step is MigrationStep.DRAINING:
+        if held < timings.drain_seconds:
+            return Transition(migration=migration, placement=migration.target)
+        return Transition(
+            migration=_next(migration, MigrationStep.RETIRING, now),
+            placement=migration.target,
+            event_reason="RetiringSource",
+            event_message=f"{_route(migration)}: retiring {_name(migration.source)}",
+        )
+
+    # RETIRING
+    if observation.retired:
+        finished = LastMigration(
+            source=migration.source,
+            target=migration.target,
+            outcome=MigrationOutcome.SUCCEEDED,
+            finished_at=_stamp(now),
+            message=migration.reason,
+        )
+        return Transition(
+            migration=None,
+            placement=migration.target,
+            finished=finished,
+            event_reason="MigrationSucceeded",
+            event_message=f"{_route(migration)} done in "
+            f"{(now - parse_time(migration.started_at)).total_seconds():.0f}s: {migration.reason}",
+        )
+    if held > timings.retire_timeout_seconds and migration.last_error is None:
+        return Transition(
+            migration=migration.model_copy(
+                update={"last_error": f"source not retired after {held:.0f}s; still trying"}
+            ),
+            placement=migration.target,
+            event_reason="RetireSlow",
+            event_message=f"{_name(migration.source)} not retired after {held:.0f}s; still trying",
+            warning=True,
+        )
+    return Transition(migration=migration, placement=migration.target)

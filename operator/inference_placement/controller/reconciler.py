@@ -1,0 +1,650 @@
+"""One level-triggered reconcile of one InferenceWorkload.
+
+Every call recomputes the desired state from the spec, the metrics window, the price book and the status (which
+holds everything that must survive a restart: placement, the migration in flight, the last migration), performs the
+I/O the current step needs, and writes status only when it changed semantically. Bad input never stops what is
+serving: an invalid spec freezes the workload where it is and says why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kubernetes_asyncio.client.rest import ApiException
+from pydantic import ValidationError
+
+from inference_placement.api.conditions import WORKLOAD_CONDITIONS, derive_phase
+from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
+from inference_placement.api.status import (
+    BudgetStatus,
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    DecisionRecord,
+    InferenceWorkloadStatus,
+    ObservedTraffic,
+    ProjectedCosts,
+    Reason,
+    TargetResourceStatus,
+    TargetsStatus,
+)
+from inference_placement.api.validation import parse_spec
+from inference_placement.api.workload import InferenceWorkload, ObjectMeta
+from inference_placement.controller.kube import KubeWriter, now_rfc3339
+from inference_placement.controller.migration import (
+    MigrationAction,
+    MigrationObservation,
+    MigrationTimings,
+    actions_for,
+    advance,
+    parse_time,
+    start_migration,
+)
+from inference_placement.controller.status_diff import merge_patch, semantically_equal
+from inference_placement.policy.capacity import ClusterCapacity
+from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
+from inference_placement.policy.price_book import PriceBook
+from inference_placement.targets.base import (
+    DesiredTarget,
+    NotOwnedError,
+    PermanentTargetError,
+    RetryableTargetError,
+    Target,
+    TargetError,
+    TargetState,
+)
+
+__all__ = ["ReconcileResult", "Reconciler", "TickInputs"]
+
+log = logging.getLogger(__name__)
+
+SERVERLESS = (TargetName.CLOUDRUN, TargetName.LAMBDA)
+
+
+@dataclass(frozen=True)
+class TickInputs:
+    """What the fleet loop gathered once per tick for all workloads, and hands to each reconcile."""
+
+    now: datetime
+    price_book: PriceBook
+    capacity: ClusterCapacity
+    window: TrafficWindow | None = None
+    metrics_problem: str | None = None
+    """Why there is no usable window (source down, no series, garbage), when there is none."""
+    capacity_verdict: tuple[bool, str] | None = None
+    """(enough free capacity, numbers) for the workload's in-cluster needs; None when not applicable."""
+
+
+@dataclass
+class ReconcileResult:
+    wrote_status: bool = False
+    active: bool = False
+    """Something is in flight (a migration, provisioning): reconcile again soon rather than next tick."""
+    events: list[str] = field(default_factory=list)
+    body: dict[str, Any] | None = None
+    """The object as the apiserver returned it after our last write (fresher than the watch)."""
+
+
+@dataclass
+class _Pending:
+    """Changes gathered during one reconcile, applied at the end."""
+
+    events: list[tuple[str, str, bool]] = field(default_factory=list)
+
+    def event(self, reason: str, message: str, *, warning: bool = False) -> None:
+        self.events.append((reason, message, warning))
+
+
+class Reconciler:
+    def __init__(
+        self,
+        writer: KubeWriter,
+        targets: Mapping[TargetName, Target],
+        *,
+        timings: MigrationTimings | None = None,
+        cloud_finalizer: str = "placement.inference.dev/cloud-resources",
+        max_metrics_staleness_seconds: float = 180.0,
+    ) -> None:
+        self.writer = writer
+        self.targets = dict(targets)
+        self.timings = timings or MigrationTimings()
+        self.cloud_finalizer = cloud_finalizer
+        self.max_metrics_staleness_seconds = max_metrics_staleness_seconds
+
+    # ------------------------------------------------------------------ entry point
+
+    async def reconcile(self, raw: Mapping[str, Any], inputs: TickInputs) -> ReconcileResult:
+        meta = ObjectMeta.model_validate(raw.get("metadata") or {})
+        current_wire: dict[str, Any] = dict(raw.get("status") or {})
+        status = _parse_status(current_wire, meta)
+        pending = _Pending()
+        result = ReconcileResult()
+        now = inputs.now
+        stamp = now_rfc3339(now)
+        gen = meta.generation
+
+        if meta.deletion_timestamp is not None:
+            await self._finalize(raw, meta, status)
+            return result
+
+        spec, problems = parse_spec(raw.get("spec"))
+        conditions = list(status.conditions)
+
+        def mark(type_: ConditionType, state: ConditionStatus, reason: Reason, message: str) -> None:
+            nonlocal conditions
+            before = next((c for c in conditions if c.type is type_), None)
+            conditions = WORKLOAD_CONDITIONS.mark(conditions, type_, state, reason, message, now=stamp, generation=gen)
+            after = next(c for c in conditions if c.type is type_)
+            if type_ is ConditionType.INVALID_SPEC and (before is None or before.status is not after.status):
+                if state is ConditionStatus.TRUE:
+                    pending.event("InvalidSpec", message, warning=True)
+                elif before is not None:
+                    pending.event("SpecValid", "spec is valid again; placement resumes")
+            elif type_ in (ConditionType.BUDGET_EXCEEDED, ConditionType.SLO_AT_RISK, ConditionType.METRICS_AVAILABLE):
+                became_bad = (state is ConditionStatus.TRUE) == (type_ is not ConditionType.METRICS_AVAILABLE)
+                if (before is None and became_bad) or (before is not None and before.status is not after.status):
+                    pending.event(reason.value, message, warning=became_bad)
+
+        if spec is None or problems:
+            mark(
+                ConditionType.INVALID_SPEC,
+                ConditionStatus.TRUE,
+                Reason.SPEC_INVALID,
+                "; ".join(str(p) for p in problems),
+            )
+            new_status = status.model_copy(update={"conditions": conditions, "observed_generation": gen})
+            result.body = await self._write(meta, current_wire, new_status, pending)
+            result.wrote_status = result.body is not None
+            return result
+        mark(ConditionType.INVALID_SPEC, ConditionStatus.FALSE, Reason.SPEC_VALID, "")
+
+        configured = [t for t in spec.placement.allowed_targets if t in self.targets]
+        if not configured:
+            names = ", ".join(t.value for t in spec.placement.allowed_targets)
+            mark(
+                ConditionType.INVALID_SPEC,
+                ConditionStatus.TRUE,
+                Reason.SPEC_INVALID,
+                f"spec.placement.allowedTargets: none of [{names}] is configured in this operator",
+            )
+            new_status = status.model_copy(update={"conditions": conditions, "observed_generation": gen})
+            result.body = await self._write(meta, current_wire, new_status, pending)
+            result.wrote_status = result.body is not None
+            return result
+        effective = spec.model_copy(
+            update={"placement": spec.placement.model_copy(update={"allowed_targets": configured})}
+        )
+        workload = InferenceWorkload(metadata=meta, spec=spec, status=status)
+
+        # ---------------------------------------------------------------- decide
+        last_finished = parse_time(status.last_migration.finished_at) if status.last_migration is not None else None
+        state = PlacementState(
+            current=status.placement,
+            last_migration_finished_at=last_finished,
+            month_to_date_usd=status.budget.month_to_date_usd if status.budget else 0.0,
+        )
+        decision = decide(
+            effective,
+            inputs.window,
+            state,
+            inputs.price_book,
+            inputs.capacity,
+            now,
+            max_staleness_seconds=self.max_metrics_staleness_seconds,
+        )
+
+        if decision.metrics_ok:
+            mark(
+                ConditionType.METRICS_AVAILABLE, ConditionStatus.TRUE, Reason.METRICS_FRESH, _window_text(inputs.window)
+            )
+        else:
+            problem = inputs.metrics_problem or _staleness_text(inputs.window, now)
+            reason = Reason.METRICS_STALE if inputs.window is not None else Reason.METRICS_MISSING
+            mark(ConditionType.METRICS_AVAILABLE, ConditionStatus.FALSE, reason, f"{problem}; placement frozen")
+
+        if spec.budget.monthly_usd is None:
+            mark(ConditionType.BUDGET_EXCEEDED, ConditionStatus.FALSE, Reason.NO_BUDGET, "no budget set")
+        elif decision.budget_exceeded:
+            mark(
+                ConditionType.BUDGET_EXCEEDED,
+                ConditionStatus.TRUE,
+                Reason.OVER_BUDGET,
+                f"projected ${decision.projected_month_usd:,.0f} this month > budget ${spec.budget.monthly_usd:,.0f} "
+                f"(action: {spec.budget.action.value})",
+            )
+        else:
+            mark(
+                ConditionType.BUDGET_EXCEEDED,
+                ConditionStatus.FALSE,
+                Reason.WITHIN_BUDGET,
+                f"projected ${decision.projected_month_usd:,.0f} this month <= budget ${spec.budget.monthly_usd:,.0f}",
+            )
+
+        slo_budget = 1.0 - spec.slo.attainment
+        observed_p99 = inputs.window.latency_p99_seconds if inputs.window is not None and decision.metrics_ok else None
+        if observed_p99 is not None and observed_p99 > spec.slo.latency_p99_seconds:
+            mark(
+                ConditionType.SLO_AT_RISK,
+                ConditionStatus.TRUE,
+                Reason.LATENCY_ABOVE_SLO,
+                f"observed p99 {observed_p99 * 1000:.0f} ms > objective {spec.slo.latency_p99_seconds * 1000:.0f} ms",
+            )
+        elif decision.slo_risk is not None and decision.slo_risk > slo_budget:
+            mark(
+                ConditionType.SLO_AT_RISK,
+                ConditionStatus.TRUE,
+                Reason.SLO_RISK,
+                f"expected {decision.slo_risk:.2%} of requests miss the SLO > {slo_budget:.2%} allowed",
+            )
+        else:
+            risk = f"{decision.slo_risk:.2%}" if decision.slo_risk is not None else "unknown"
+            mark(
+                ConditionType.SLO_AT_RISK, ConditionStatus.FALSE, Reason.SLO_MET, f"SLO risk {risk} <= {slo_budget:.2%}"
+            )
+
+        if TargetName.CLUSTER in configured and inputs.capacity_verdict is not None:
+            ok, numbers = inputs.capacity_verdict
+            mark(
+                ConditionType.CAPACITY_AVAILABLE,
+                ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
+                Reason.CAPACITY_FREE if ok else Reason.CAPACITY_EXHAUSTED,
+                numbers,
+            )
+
+        # ---------------------------------------------------------------- act
+        new_status = status.model_copy(
+            update={
+                "observed_generation": gen,
+                "observed": _observed(inputs.window) if decision.metrics_ok else status.observed,
+                "projected_monthly_cost_usd": _costs(decision),
+            }
+        )
+        new_status = _record_decision(new_status, decision, stamp, pending)
+
+        placement_update = await self._drive_placement(workload, effective, decision, new_status, inputs, pending)
+        new_status = placement_update
+        result.active = new_status.migration is not None or not _placed_ready(new_status)
+
+        placed = new_status.placement
+        targets_status = new_status.targets or TargetsStatus()
+        serving = _target_status(targets_status, placed) if placed is not None else None
+        if new_status.migration is not None:
+            mig = new_status.migration
+            mark(
+                ConditionType.MIGRATING,
+                ConditionStatus.TRUE,
+                Reason.MIGRATION_IN_PROGRESS,
+                f"{_n(mig.source)} -> {mig.target.value}: {mig.step.value}, {mig.traffic_percent}% on target",
+            )
+        else:
+            last = new_status.last_migration
+            reason = (
+                Reason.MIGRATION_ROLLED_BACK
+                if last is not None and last.outcome.value == "RolledBack"
+                else Reason.NO_MIGRATION
+            )
+            mark(
+                ConditionType.MIGRATING,
+                ConditionStatus.FALSE,
+                reason,
+                last.message if last and reason is Reason.MIGRATION_ROLLED_BACK else "",
+            )
+        if placed is not None and serving is not None and serving.ready:
+            mark(ConditionType.PLACED, ConditionStatus.TRUE, Reason.TARGET_READY, f"serving on {placed.value}")
+        elif placed is not None:
+            message = serving.message if serving is not None and serving.message else f"{placed.value} not ready"
+            mark(ConditionType.PLACED, ConditionStatus.FALSE, Reason.TARGET_NOT_READY, message)
+        else:
+            error = _first_error(targets_status)
+            if error is not None:
+                mark(ConditionType.PLACED, ConditionStatus.FALSE, Reason.TARGET_FAILED, error)
+            else:
+                mark(
+                    ConditionType.PLACED,
+                    ConditionStatus.FALSE,
+                    Reason.TARGET_PROVISIONING,
+                    f"provisioning {new_status.migration.target.value}"
+                    if new_status.migration
+                    else "awaiting placement",
+                )
+
+        cost_now = decision.projected_monthly_cost_usd.get(placed) if placed is not None else None
+        new_status = new_status.model_copy(
+            update={
+                "conditions": conditions,
+                "current_monthly_cost_usd": cost_now,
+                "endpoint": serving.endpoint if serving is not None else None,
+                "budget": BudgetStatus(
+                    month_to_date_usd=state.month_to_date_usd,
+                    projected_month_usd=decision.projected_month_usd,
+                ),
+            }
+        )
+        result.body = await self._write(meta, current_wire, new_status, pending)
+        result.wrote_status = result.body is not None
+        result.events = [e[0] for e in pending.events]
+        return result
+
+    # ------------------------------------------------------------------ placement and migration
+
+    async def _drive_placement(
+        self,
+        workload: InferenceWorkload,
+        spec: InferenceWorkloadSpec,
+        decision: Decision,
+        status: InferenceWorkloadStatus,
+        inputs: TickInputs,
+        pending: _Pending,
+    ) -> InferenceWorkloadStatus:
+        now = inputs.now
+        migration = status.migration
+        if migration is None:
+            if status.placement is None and decision.target is not None:
+                migration = start_migration(None, decision.target, decision.reason, now)
+            elif (
+                status.placement is not None
+                and decision.migrate
+                and decision.target is not None
+                and decision.target is not status.placement
+            ):
+                migration = start_migration(status.placement, decision.target, decision.reason, now)
+            if migration is not None:
+                status = status.model_copy(update={"migration": migration})
+
+        if migration is None:
+            if status.placement is not None:
+                status = await self._ensure(workload, status.placement, decision, status, pending)
+            return status
+
+        if migration.target in SERVERLESS or migration.source in SERVERLESS:
+            await self._ensure_finalizer(workload.metadata)
+
+        observation = MigrationObservation()
+        actions = actions_for(migration)
+        if MigrationAction.ENSURE_TARGET in actions:
+            if migration.source is not None:
+                status = await self._ensure(workload, migration.source, decision, status, pending)
+            status = await self._ensure(workload, migration.target, decision, status, pending)
+            entry = _target_status(status.targets or TargetsStatus(), migration.target)
+            error = entry.message if entry is not None and not entry.ready and _is_permanent(entry) else None
+            observation = MigrationObservation(target_ready=entry is not None and entry.ready, target_error=error)
+        elif MigrationAction.RETIRE_SOURCE in actions:
+            status = await self._ensure(workload, migration.target, decision, status, pending)
+            gone = await self._retire(workload, migration.source, status, pending) if migration.source else True
+            status = _drop_target(status, migration.source) if gone and migration.source else status
+            observation = MigrationObservation(target_ready=True, retired=gone)
+        elif MigrationAction.RETIRE_TARGET in actions:
+            gone = await self._retire(workload, migration.target, status, pending)
+            status = _drop_target(status, migration.target) if gone else status
+            observation = MigrationObservation(retired=gone)
+
+        transition = advance(migration, observation, now, self.timings)
+        if transition.event_reason is not None and transition.event_message is not None:
+            pending.event(transition.event_reason, transition.event_message, warning=transition.warning)
+        update: dict[str, Any] = {"migration": transition.migration, "placement": transition.placement}
+        if transition.finished is not None:
+            update["last_migration"] = transition.finished
+        return status.model_copy(update=update)
+
+    async def _ensure(
+        self,
+        workload: InferenceWorkload,
+        target_name: TargetName,
+        decision: Decision,
+        status: InferenceWorkloadStatus,
+        pending: _Pending,
+    ) -> InferenceWorkloadStatus:
+        target = self.targets.get(target_name)
+        if target is None:
+            return _set_target(status, target_name, None, f"{target_name.value} is not configured in this operator")
+        if target_name in SERVERLESS:
+            await self._ensure_finalizer(workload.metadata)
+        replicas = decision.replicas if decision.target is target_name else _min_replicas(workload.spec, target_name)
+        try:
+            state = await target.ensure(workload, DesiredTarget(replicas=replicas))
+        except TargetError as err:
+            return self._target_failed(status, target_name, err, pending)
+        return _set_target(status, target_name, state, None)
+
+    async def _retire(
+        self,
+        workload: InferenceWorkload,
+        target_name: TargetName,
+        status: InferenceWorkloadStatus,
+        pending: _Pending,
+    ) -> bool:
+        target = self.targets.get(target_name)
+        if target is None:
+            return True
+        try:
+            return await target.retire(workload)
+        except TargetError as err:
+            self._target_failed(status, target_name, err, pending)
+            return False
+
+    def _target_failed(
+        self, status: InferenceWorkloadStatus, target_name: TargetName, err: TargetError, pending: _Pending
+    ) -> InferenceWorkloadStatus:
+        kind = (
+            "not owned"
+            if isinstance(err, NotOwnedError)
+            else "permanent"
+            if isinstance(err, PermanentTargetError)
+            else "retrying"
+        )
+        message = f"{target_name.value} ({kind}): {err.message}"
+        previous = _target_status(status.targets or TargetsStatus(), target_name)
+        if previous is None or previous.message != message:
+            pending.event("TargetError", message, warning=True)
+        log.warning("target error on %s: %s", target_name.value, message)
+        if isinstance(err, RetryableTargetError) and previous is not None:
+            return _set_target(
+                status,
+                target_name,
+                TargetState(previous.name, previous.endpoint, previous.ready, previous.replicas, message),
+                None,
+            )
+        return _set_target(status, target_name, None, message)
+
+    # ------------------------------------------------------------------ finalizer and deletion
+
+    async def _ensure_finalizer(self, meta: ObjectMeta) -> None:
+        if self.cloud_finalizer in meta.finalizers:
+            return
+        finalizers = [*meta.finalizers, self.cloud_finalizer]
+        result = await self.writer.set_finalizers(meta.namespace, meta.name, finalizers, meta.resource_version)
+        meta.finalizers = finalizers
+        meta.resource_version = str(result.get("metadata", {}).get("resourceVersion", meta.resource_version))
+
+    async def _finalize(self, raw: Mapping[str, Any], meta: ObjectMeta, status: InferenceWorkloadStatus) -> None:
+        if self.cloud_finalizer not in meta.finalizers:
+            return
+        spec, _ = parse_spec(raw.get("spec"))
+        if spec is None:
+            # The stored spec no longer parses; retiring needs only names, which come from metadata.
+            spec = InferenceWorkloadSpec.model_construct()
+        workload = InferenceWorkload.model_construct(metadata=meta, spec=spec, status=status)
+        all_gone = True
+        for name in SERVERLESS:
+            target = self.targets.get(name)
+            if target is None:
+                continue
+            try:
+                gone = await target.retire(workload)
+            except TargetError as err:
+                log.warning("cannot retire %s of %s/%s yet: %s", name.value, meta.namespace, meta.name, err.message)
+                gone = False
+            all_gone = all_gone and gone
+        if not all_gone:
+            return
+        finalizers = [f for f in meta.finalizers if f != self.cloud_finalizer]
+        try:
+            await self.writer.set_finalizers(meta.namespace, meta.name, finalizers, meta.resource_version)
+        except ApiException as err:
+            if err.status not in (404, 409):
+                raise
+
+    # ------------------------------------------------------------------ status write
+
+    async def _write(
+        self,
+        meta: ObjectMeta,
+        current_wire: dict[str, Any],
+        new_status: InferenceWorkloadStatus,
+        pending: _Pending,
+    ) -> dict[str, Any] | None:
+        """Write status if it changed semantically; post the pending Events. Returns the written object."""
+        new_status = new_status.model_copy(update={"phase": derive_phase(new_status.conditions)})
+        new_wire = new_status.to_wire()
+        written: dict[str, Any] | None = None
+        if not semantically_equal(current_wire, new_wire):
+            written = await self.writer.patch_status(meta.namespace, meta.name, merge_patch(current_wire, new_wire))
+        for reason, message, warning in pending.events:
+            await self.writer.post_event(
+                namespace=meta.namespace, name=meta.name, uid=meta.uid, reason=reason, message=message, warning=warning
+            )
+        return written
+
+
+# ---------------------------------------------------------------------- helpers (pure)
+
+
+def _parse_status(wire: dict[str, Any], meta: ObjectMeta) -> InferenceWorkloadStatus:
+    try:
+        return InferenceWorkloadStatus.model_validate(wire)
+    except ValidationError as err:
+        # Only this operator writes status; a status it cannot read (an older/newer operator version) is rebuilt.
+        log.warning("status of %s/%s unreadable, rebuilding: %s", meta.namespace, meta.name, err.error_count())
+        return InferenceWorkloadStatus()
+
+
+def _n(target: TargetName | None) -> str:
+    return target.value if target is not None else "nothing"
+
+
+def _window_text(window: TrafficWindow | None) -> str:
+    if window is None or not window.rps:
+        return "metrics fresh"
+    span = window.step_seconds * len(window.rps)
+    return f"{len(window.rps)} samples over {span:.0f}s, last at {now_rfc3339(window.end)}"
+
+
+def _staleness_text(window: TrafficWindow | None, now: datetime) -> str:
+    if window is None:
+        return "no traffic metrics for this workload"
+    age = (now - window.end).total_seconds()
+    return f"last sample {age:.0f}s old"
+
+
+def _observed(window: TrafficWindow | None) -> ObservedTraffic | None:
+    if window is None or not window.rps:
+        return None
+    mean = sum(window.rps) / len(window.rps)
+    return ObservedTraffic(
+        rps=round(mean, 4),
+        latency_p99_seconds=window.latency_p99_seconds,
+        window_seconds=int(window.step_seconds * len(window.rps)),
+        sampled_at=now_rfc3339(window.end),
+    )
+
+
+def _costs(decision: Decision) -> ProjectedCosts:
+    costs = decision.projected_monthly_cost_usd
+
+    def value(name: TargetName) -> float | None:
+        cost = costs.get(name)
+        return round(cost, 2) if cost is not None else None
+
+    return ProjectedCosts(
+        cluster=value(TargetName.CLUSTER), cloudrun=value(TargetName.CLOUDRUN), lambda_=value(TargetName.LAMBDA)
+    )
+
+
+def _record_decision(
+    status: InferenceWorkloadStatus, decision: Decision, stamp: str, pending: _Pending
+) -> InferenceWorkloadStatus:
+    if decision.target is None:
+        return status
+    last = status.last_decision
+    if last is not None and last.target is decision.target and last.replicas == decision.replicas:
+        return status
+    cost = decision.projected_monthly_cost_usd.get(decision.target)
+    record = DecisionRecord(
+        target=decision.target,
+        replicas=decision.replicas,
+        reason=decision.reason,
+        decided_at=stamp,
+        projected_monthly_cost_usd=round(cost, 2) if cost is not None else None,
+        slo_risk=decision.slo_risk,
+    )
+    pending.event("Decision", f"{decision.target.value} x{decision.replicas}: {decision.reason}")
+    return status.model_copy(update={"last_decision": record})
+
+
+def _target_status(targets: TargetsStatus, name: TargetName) -> TargetResourceStatus | None:
+    entry: TargetResourceStatus | None = getattr(targets, _field(name))
+    return entry
+
+
+def _field(name: TargetName) -> str:
+    return "lambda_" if name is TargetName.LAMBDA else name.value
+
+
+def _set_target(
+    status: InferenceWorkloadStatus, name: TargetName, state: TargetState | None, error: str | None
+) -> InferenceWorkloadStatus:
+    targets = status.targets or TargetsStatus()
+    previous = _target_status(targets, name)
+    if state is not None:
+        entry = TargetResourceStatus(
+            name=state.name, endpoint=state.endpoint, ready=state.ready, replicas=state.replicas, message=state.message
+        )
+    else:
+        entry = TargetResourceStatus(
+            name=previous.name if previous is not None else "",
+            endpoint=previous.endpoint if previous is not None else None,
+            ready=False,
+            replicas=previous.replicas if previous is not None else None,
+            message=error,
+        )
+    return status.model_copy(update={"targets": targets.model_copy(update={_field(name): entry})})
+
+
+def _drop_target(status: InferenceWorkloadStatus, name: TargetName) -> InferenceWorkloadStatus:
+    targets = status.targets or TargetsStatus()
+    return status.model_copy(update={"targets": targets.model_copy(update={_field(name): None})})
+
+
+def _is_permanent(entry: TargetResourceStatus) -> bool:
+    return entry.message is not None and ("(permanent)" in entry.message or "(not owned)" in entry.message)
+
+
+def _first_error(targets: TargetsStatus) -> str | None:
+    for name in TargetName:
+        entry = _target_status(targets, name)
+        if entry is not None and entry.message:
+            return entry.message
+    return None
+
+
+def _placed_ready(status: InferenceWorkloadStatus) -> bool:
+    if status.placement is None:
+        return False
+    entry = _target_status(status.targets or TargetsStatus(), status.placement)
+    return entry is not None and entry.ready
+
+
+def _min_replicas(spec: InferenceWorkloadSpec, name: TargetName) -> int:
+    if name is TargetName.CLUSTER:
+        return max(1, spec.scaling.min_replicas)
+    if name is TargetName.CLOUDRUN:
+        return spec.cloud_run.min_instances
+    return spec.lambda_.provisioned_concurrency
+
+
+def condition(status: InferenceWorkloadStatus, type_: ConditionType) -> Condition | None:
+    return next((c for c in status.conditions if c.type is type_), None)

@@ -1,0 +1,57 @@
+"""Decide whether a status changed *semantically*, and build the JSON merge patch (RFC 7386) that applies it.
+
+Observed rates and projected costs move a little on every tick; writing each wobble would make every workload
+cost one apiserver write per tick. Numbers therefore count as changed only beyond a relative tolerance, and the
+sample timestamp alone never triggers a write.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["IGNORED_PATHS", "merge_patch", "semantically_equal"]
+
+RELATIVE_TOLERANCE = 0.05
+ABSOLUTE_TOLERANCE = 0.01
+
+IGNORED_PATHS: frozenset[tuple[str, ...]] = frozenset({("observed", "sampledAt")})
+"""Paths whose change alone is not worth a write (they are refreshed with the next real change)."""
+
+
+def semantically_equal(old: Any, new: Any, _path: tuple[str, ...] = ()) -> bool:
+    if _path in IGNORED_PATHS:
+        return True
+    if isinstance(old, bool) or isinstance(new, bool):
+        return old is new
+    if isinstance(old, (int, float)) and isinstance(new, (int, float)):
+        if isinstance(old, int) and isinstance(new, int):
+            return old == new
+        return math.isclose(float(old), float(new), rel_tol=RELATIVE_TOLERANCE, abs_tol=ABSOLUTE_TOLERANCE)
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = set(old) | set(new)
+        return all(
+            (*_path, k) in IGNORED_PATHS
+            or (k in old and k in new and semantically_equal(old[k], new[k], (*_path, k)))
+            for k in keys
+        )
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(semantically_equal(a, b, _path) for a, b in zip(old, new, strict=True))
+    return bool(old == new)
+
+
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The RFC 7386 merge patch turning ``old`` into ``new`` (removed keys become null; lists are replaced)."""
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif isinstance(value, dict) and isinstance(old[key], dict):
+            sub = merge_patch(old[key], value)
+            if sub:
+                patch[key] = sub
+        elif value != old[key]:
+            patch[key] = value
+    return patch

@@ -1,0 +1,42 @@
+"""Where traffic windows come from. One ``fetch`` per tick for ALL workloads (never one query per workload)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from inference_placement.policy.decide import TrafficWindow
+
+__all__ = ["MetricsSnapshot", "MetricsSource", "NoMetricsSource", "WorkloadKey"]
+
+
+@dataclass(frozen=True)
+class WorkloadKey:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    windows: Mapping[WorkloadKey, TrafficWindow] = field(default_factory=dict)
+    """A window per workload that has usable data."""
+    problem: str | None = None
+    """Why the whole source failed (down, slow, garbage); None when it answered."""
+    queries: int = 0
+    """How many queries this fetch sent (constant in the number of workloads)."""
+
+
+class MetricsSource(Protocol):
+    async def fetch(self, keys: Sequence[WorkloadKey], now: datetime) -> MetricsSnapshot: ...
+
+
+class NoMetricsSource:
+    """The operator runs without a metrics backend: every workload reports MetricsAvailable=False."""
+
+    async def fetch(self, keys: Sequence[WorkloadKey], now: datetime) -> MetricsSnapshot:
+        return MetricsSnapshot(problem="no metrics source configured (--prometheus-url)")

@@ -1,0 +1,145 @@
+"""Fixtures that run the real operator (``inference-placement run``) against the local cluster, as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.plugins.cluster import REPO_ROOT, KubeCluster
+
+__all__ = ["OperatorProcess", "crd_installed", "namespace", "operator_factory", "wait_for"]
+
+CRD_FILE = REPO_ROOT / "crds" / "inferenceworkloads.yaml"
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.5, what: str = "") -> Any:
+    """Poll until ``predicate`` returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or predicate}; last value: {last!r}")
+
+
+@dataclass
+class OperatorProcess:
+    """One operator process; ``kill()`` sends SIGKILL (no graceful cleanup), ``start()`` starts a fresh one."""
+
+    cluster: KubeCluster
+    namespace: str
+    log_path: Path
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        log = self.log_path.open("ab")
+        args = [
+            sys.executable,
+            "-m",
+            "inference_placement.cli",
+            "run",
+            "--kubeconfig",
+            self.cluster.kubeconfig,
+            "--namespace",
+            self.namespace,
+            "--tick-seconds",
+            "2",
+            "--health-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--log-format",
+            "plain",
+            *self.extra_args,
+        ]
+        self.proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT
+        )
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def crd_installed(kube_cluster: KubeCluster) -> KubeCluster:
+    kube_cluster.kubectl("apply", "-f", str(CRD_FILE))
+    wait_for(
+        lambda: (
+            kube_cluster.kubectl(
+                "get",
+                "crd",
+                "inferenceworkloads.placement.inference.dev",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+                check=False,
+            ).stdout
+            == "True"
+        ),
+        timeout=30,
+        what="CRD established",
+    )
+    return kube_cluster
+
+
+@pytest.fixture
+def namespace(kube_cluster: KubeCluster) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kube_cluster.kubectl("create", "namespace", name)
+    yield name
+    # Workloads with a cloud finalizer need the operator to let go; tests clean up their own before this.
+    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def operator_factory(crd_installed: KubeCluster, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+    started: list[OperatorProcess] = []
+
+    def make(namespace: str, *extra_args: str) -> OperatorProcess:
+        op = OperatorProcess(crd_installed, namespace, tmp_path / f"operator-{len(started)}.log", list(extra_args))
+        op.start()
+        started.append(op)
+        return op
+
+    yield make
+    for op in started:
+        op.stop()
+    if os.environ.get("INFERENCE_PLACEMENT_SHOW_OPERATOR_LOGS") == "1":
+        for op in started:
+            print(op.logs())
+
+
+def load_example(path: Path, namespace: str) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(path.read_text())
+    doc["metadata"]["namespace"] = namespace
+    return doc

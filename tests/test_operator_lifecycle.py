@@ -1,0 +1,176 @@
+"""The operator against the real local apiserver: CRD, examples, invalid input, deletion, restart, no idle writes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.plugins.cluster import REPO_ROOT, KubeCluster
+from tests.plugins.operator import OperatorProcess, load_example, wait_for
+
+pytestmark = pytest.mark.cluster
+
+EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
+CPU_WORKLOAD = REPO_ROOT / "examples" / "sentiment-bursty.yaml"
+
+
+def _get(cluster: KubeCluster, ns: str, name: str) -> dict[str, Any] | None:
+    result = cluster.kubectl("get", "iw", name, "-n", ns, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def _condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    if obj is None:
+        return None
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), None)
+
+
+def _apply(cluster: KubeCluster, doc: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+
+
+def _cluster_only(path: Path, ns: str, name: str | None = None) -> dict[str, Any]:
+    """An example restricted to the cluster target (the cloud targets are exercised in their own tests)."""
+    doc = load_example(path, ns)
+    doc["spec"]["placement"] = {"allowedTargets": ["cluster"]}
+    doc["spec"].pop("accelerator", None)
+    if name:
+        doc["metadata"]["name"] = name
+    return doc
+
+
+def test_crd_installs_with_columns_and_short_name(crd_installed: KubeCluster) -> None:
+    crd = crd_installed.kubectl_json("get", "crd", "inferenceworkloads.placement.inference.dev")
+    assert crd["spec"]["names"]["shortNames"] == ["iw"]
+    columns = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
+    assert columns == ["Placement", "Phase", "RPS", "Cost/mo", "Ready", "Age"]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_applies(crd_installed: KubeCluster, namespace: str, path: Path) -> None:
+    doc = load_example(path, namespace)
+    _apply(crd_installed, doc)
+    stored = _get(crd_installed, namespace, doc["metadata"]["name"])
+    assert stored is not None and stored["spec"]["model"]["image"] == doc["spec"]["model"]["image"]
+
+
+def test_schema_invalid_cr_is_rejected_with_422_naming_the_field(crd_installed: KubeCluster, namespace: str) -> None:
+    from kubernetes import client, config
+
+    api = client.CustomObjectsApi(config.new_client_from_config(config_file=crd_installed.kubeconfig))
+    body = load_example(CPU_WORKLOAD, namespace)
+    body["spec"]["model"]["sizeMb"] = 0
+    body["spec"]["accelerator"] = {"type": "nvidia-z9"}
+    with pytest.raises(client.ApiException) as caught:
+        api.create_namespaced_custom_object(
+            "placement.inference.dev", "v1alpha1", namespace, "inferenceworkloads", body
+        )
+    assert caught.value.status == 422
+    message = json.loads(caught.value.body)["message"]
+    assert "spec.model.sizeMb" in message and "spec.accelerator.type" in message
+
+
+def test_semantically_invalid_cr_gets_invalid_spec_and_an_event_and_keeps_serving(
+    crd_installed: KubeCluster, namespace: str, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    operator_factory(namespace)
+    doc = _cluster_only(CPU_WORKLOAD, namespace, "edit-me")
+    _apply(crd_installed, doc)
+    placed = wait_for(
+        lambda: (_get(crd_installed, namespace, "edit-me") or {}).get("status", {}).get("placement"),
+        timeout=60,
+        what="first placement",
+    )
+    assert placed == "cluster"
+    deployments_before = crd_installed.kubectl_json("get", "deployments", "-n", namespace)["items"]
+
+    # A bad edit: reclaim threshold below the offload threshold.
+    doc["spec"]["placement"]["thresholds"] = {"mode": "explicit", "offloadBelowRps": 5, "reclaimAboveRps": 1}
+    _apply(crd_installed, doc)
+    cond = wait_for(
+        lambda: (
+            (c := _condition(_get(crd_installed, namespace, "edit-me"), "InvalidSpec")) and c["status"] == "True" and c
+        ),
+        timeout=30,
+        what="InvalidSpec=True",
+    )
+    assert "spec.placement.thresholds.reclaimAboveRps" in cond["message"]
+    obj = _get(crd_installed, namespace, "edit-me")
+    assert _condition(obj, "Ready")["status"] == "False"
+    assert obj["status"]["phase"] == "Invalid"
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    events = crd_installed.kubectl_json("get", "events", "-n", namespace)["items"]
+    assert any(e["reason"] == "InvalidSpec" and e["type"] == "Warning" for e in events)
+    # Nothing that was serving stopped serving.
+    assert obj["status"]["placement"] == "cluster"
+    deployments_after = crd_installed.kubectl_json("get", "deployments", "-n", namespace)["items"]
+    assert [d["metadata"]["uid"] for d in deployments_after] == [d["metadata"]["uid"] for d in deployments_before]
+
+    # Fixing the spec clears the condition.
+    doc["spec"]["placement"]["thresholds"] = {"mode": "auto"}
+    _apply(crd_installed, doc)
+    wait_for(
+        lambda: (c := _condition(_get(crd_installed, namespace, "edit-me"), "InvalidSpec")) and c["status"] == "False",
+        timeout=30,
+        what="InvalidSpec=False after the fix",
+    )
+
+
+def test_deleting_a_workload_completes(
+    crd_installed: KubeCluster, namespace: str, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    operator_factory(namespace)
+    doc = _cluster_only(CPU_WORKLOAD, namespace, "short-lived")
+    _apply(crd_installed, doc)
+    wait_for(lambda: _get(crd_installed, namespace, "short-lived")["status"].get("placement"), what="placement")
+    crd_installed.kubectl("delete", "iw", "short-lived", "-n", namespace, "--timeout=60s")
+    assert _get(crd_installed, namespace, "short-lived") is None
+    # Owned children go through owner references (garbage collector).
+    wait_for(
+        lambda: not crd_installed.kubectl_json("get", "deployments", "-n", namespace)["items"],
+        timeout=60,
+        what="Deployment garbage-collected",
+    )
+
+
+def test_operator_survives_a_restart_and_resumes(
+    crd_installed: KubeCluster, namespace: str, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    op = operator_factory(namespace)
+    _apply(crd_installed, _cluster_only(CPU_WORKLOAD, namespace, "resumable"))
+    wait_for(lambda: _get(crd_installed, namespace, "resumable")["status"].get("placement"), what="placement")
+    op.kill()
+    # While it is down, a bad edit lands; the restarted operator must notice it from the listing alone.
+    doc = _cluster_only(CPU_WORKLOAD, namespace, "resumable")
+    doc["spec"]["scaling"] = {"minReplicas": 3, "maxReplicas": 1}
+    _apply(crd_installed, doc)
+    op.start()
+    cond = wait_for(
+        lambda: (
+            (c := _condition(_get(crd_installed, namespace, "resumable"), "InvalidSpec"))
+            and c["status"] == "True"
+            and c
+        ),
+        timeout=60,
+        what="InvalidSpec after restart",
+    )
+    assert "spec.scaling.minReplicas" in cond["message"]
+    assert op.alive(), op.logs()[-3000:]
+
+
+def test_finalizers_only_on_workloads_that_own_cloud_resources(
+    crd_installed: KubeCluster, namespace: str, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    operator_factory(namespace)
+    _apply(crd_installed, _cluster_only(CPU_WORKLOAD, namespace, "in-cluster-only"))
+    obj = wait_for(
+        lambda: (o := _get(crd_installed, namespace, "in-cluster-only")) and o["status"].get("placement") and o
+    )
+    assert obj["metadata"].get("finalizers", []) == []
+    annotations = obj["metadata"].get("annotations", {})
+    assert not any(k.startswith("kopf.zalando.org") for k in annotations), annotations

@@ -1,0 +1,34 @@
+"""Status is written only when it changed semantically."""
+
+from __future__ import annotations
+
+from inference_placement.controller.status_diff import merge_patch, semantically_equal
+
+
+def test_small_numeric_wobble_is_not_a_change() -> None:
+    assert semantically_equal({"observed": {"rps": 10.0}}, {"observed": {"rps": 10.2}})
+    assert not semantically_equal({"observed": {"rps": 10.0}}, {"observed": {"rps": 12.0}})
+
+
+def test_sample_time_alone_is_not_a_change() -> None:
+    a = {"observed": {"rps": 1.0, "sampledAt": "2026-11-22T10:00:00Z"}}
+    b = {"observed": {"rps": 1.0, "sampledAt": "2026-11-22T10:00:30Z"}}
+    assert semantically_equal(a, b)
+
+
+def test_integers_strings_and_booleans_compare_exactly() -> None:
+    assert not semantically_equal({"observedGeneration": 1}, {"observedGeneration": 2})
+    assert not semantically_equal({"placement": "cluster"}, {"placement": "lambda"})
+    assert not semantically_equal({"ready": True}, {"ready": False})
+    assert not semantically_equal({"a": 1}, {"a": 1, "b": 2})
+
+
+def test_merge_patch_nulls_removed_keys_and_replaces_lists() -> None:
+    old = {"placement": "cluster", "migration": {"step": "Shifting"}, "conditions": [{"type": "Ready"}]}
+    new = {"placement": "lambda", "conditions": [{"type": "Ready"}, {"type": "Placed"}]}
+    assert merge_patch(old, new) == {
+        "placement": "lambda",
+        "migration": None,
+        "conditions": [{"type": "Ready"}, {"type": "Placed"}],
+    }
+    assert merge_patch(new, new) == {}
