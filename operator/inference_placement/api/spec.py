@@ -52,8 +52,21 @@ class ApiModel(BaseModel):
     )
 
     def to_wire(self) -> dict[str, Any]:
-        """The object as the apiserver stores it (camelCase, enums as strings, unset optionals left out)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        """The object as the apiserver stores it (camelCase, enums as strings, unset optionals left out).
+
+        Empty strings are left out too: the Kubernetes 1.20 apiserver built here decodes "" as null and rejects
+        it for string fields; every such field defaults to "" when read back.
+        """
+        wire: dict[str, Any] = _drop_empty_strings(self.model_dump(mode="json", by_alias=True, exclude_none=True))
+        return wire
+
+
+def _drop_empty_strings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_empty_strings(v) for k, v in value.items() if v != ""}
+    if isinstance(value, list):
+        return [_drop_empty_strings(v) for v in value]
+    return value
 
 
 class AcceleratorType(StrEnum):

@@ -188,6 +188,7 @@ class TargetsStatus(ApiModel):
 class BudgetStatus(ApiModel):
     month_to_date_usd: float = Field(default=0.0, ge=0, description="Spend so far this calendar month.")
     projected_month_usd: float = Field(default=0.0, ge=0, description="Month-to-date plus forecast to month end.")
+    accounted_at: str | None = Field(default=None, description="RFC 3339 time monthToDateUsd was accrued up to.")
 
 
 class InferenceWorkloadStatus(ApiModel):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -58,7 +57,6 @@ def run(
         prometheus_url=prometheus_url,
         extra=extra,
     )
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO)
     asyncio.run(run_operator(settings, log_format=log_format, verbose=verbose))
 
 

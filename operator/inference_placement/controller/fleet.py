@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from inference_placement.controller.reconciler import Reconciler, TickInputs
+from inference_placement.controller.telemetry import Telemetry
 from inference_placement.metrics.source import MetricsSnapshot, MetricsSource, WorkloadKey
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.price_book import PriceBook
@@ -58,6 +59,7 @@ class Fleet:
     reconcile_concurrency: int = 32
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     stats: FleetStats = field(default_factory=FleetStats)
+    telemetry: Telemetry | None = None
 
     def __post_init__(self) -> None:
         self._workloads: dict[WorkloadKey, _Entry] = {}
@@ -74,6 +76,8 @@ class Fleet:
         key = WorkloadKey(meta.get("namespace", "default"), meta.get("name", ""))
         if event_type == "DELETED":
             self._workloads.pop(key, None)
+            if self.telemetry is not None:
+                self.telemetry.forget_workload(key.namespace, key.name)
             self._dirty.discard(key)
             self._active.discard(key)
             return
@@ -145,11 +149,18 @@ class Fleet:
             log.exception("metrics fetch failed")
             self._snapshot = MetricsSnapshot(problem=f"metrics source error: {type(err).__name__}")
         self.stats.last_metrics_queries = self._snapshot.queries
+        if self.telemetry is not None:
+            self.telemetry.metrics_queries.set(self._snapshot.queries)
+            if self._snapshot.problem is None and self._snapshot.windows:
+                self.telemetry.metrics_fresh.set(now.timestamp())
         self._dirty.clear()
         await self._reconcile_keys(set(keys))
         self.stats.ticks += 1
         self.stats.last_tick_seconds = loop.time() - started
         self.stats.last_tick_at = now
+        if self.telemetry is not None:
+            self.telemetry.tick_duration.set(self.stats.last_tick_seconds)
+            self.telemetry.workloads.set(len(self._workloads))
 
     async def reconcile_now(self, keys: set[WorkloadKey] | None = None) -> None:
         """Reconcile the given workloads (all when None) with the last metrics snapshot. For tests and tools."""
@@ -175,6 +186,7 @@ class Fleet:
                 capacity_verdict=self.capacity_verdict(entry.body),
             )
             async with slots:
+                started = asyncio.get_running_loop().time()
                 try:
                     result = await self.reconciler.reconcile(entry.body, inputs)
                 except Exception:
@@ -183,6 +195,8 @@ class Fleet:
                     self._active.add(key)
                     return
             self.stats.reconciles += 1
+            if self.telemetry is not None:
+                self.telemetry.reconcile_duration.observe(asyncio.get_running_loop().time() - started)
             if result.body is not None:
                 self._store(key, result.body)
             if result.active:

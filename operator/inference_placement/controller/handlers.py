@@ -29,6 +29,15 @@ def build_registry(settings: OperatorSettings, make_fleet: FleetFactory) -> kopf
     registry = kopf.OperatorRegistry()
     state: dict[str, Any] = {}
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # An explicit --kubeconfig wins; else the pod's service account; else the default kubeconfig.
+        if settings.kubeconfig is None:
+            info = kopf.login_with_service_account(**kwargs)
+            if info is not None:
+                return info
+        return kopf.login_with_kubeconfig(**kwargs)
+
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.enabled = False  # our own Events, only on transitions

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,13 +47,26 @@ async def make_api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
 class KubeWriter:
     """Every write the operator makes to the apiserver, bounded and counted."""
 
-    def __init__(self, api: k8s.ApiClient, *, concurrency: int = 16, component: str = "inference-placement") -> None:
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        *,
+        concurrency: int = 16,
+        component: str = "inference-placement",
+        on_write: Callable[[str], None] | None = None,
+    ) -> None:
         self.api = api
         self.custom = k8s.CustomObjectsApi(api)
         self.core = k8s.CoreV1Api(api)
         self._slots = asyncio.Semaphore(concurrency)
         self.component = component
         self.writes: Counter[str] = Counter()
+        self._on_write = on_write
+
+    def _count(self, kind: str) -> None:
+        self.writes[kind] += 1
+        if self._on_write is not None:
+            self._on_write(kind)
 
     @property
     def total_writes(self) -> int:
@@ -60,7 +74,7 @@ class KubeWriter:
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         async with self._slots:
-            self.writes["status"] += 1
+            self._count("status")
             result: dict[str, Any] = await self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, _content_type=MERGE_PATCH
             )
@@ -71,7 +85,7 @@ class KubeWriter:
     ) -> dict[str, Any]:
         """Replace the finalizer list, guarded by resourceVersion (a concurrent change gives 409, retried later)."""
         async with self._slots:
-            self.writes["finalizers"] += 1
+            self._count("finalizers")
             body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
             result: dict[str, Any] = await self.custom.patch_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, name, body, _content_type=MERGE_PATCH
@@ -107,7 +121,7 @@ class KubeWriter:
             reporting_instance=self.component,
         )
         async with self._slots:
-            self.writes["event"] += 1
+            self._count("event")
             try:
                 await self.core.create_namespaced_event(namespace, event)
             except ApiException as err:

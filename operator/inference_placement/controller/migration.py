@@ -162,8 +162,11 @@ def advance(
 
     if step is MigrationStep.PROVISIONING:
         # The target exists (ensure succeeded without error): wait for its own health check.
+        awaiting = _next(migration, MigrationStep.AWAITING_HEALTHY, now)
+        if migration.source is None:
+            return Transition(migration=awaiting, placement=None)  # first placement: the Decision event says why
         return Transition(
-            migration=_next(migration, MigrationStep.AWAITING_HEALTHY, now),
+            migration=awaiting,
             placement=migration.source,
             event_reason="MigrationStarted",
             event_message=f"{_route(migration)}: {migration.reason}",

@@ -26,6 +26,7 @@ from inference_placement.api.status import (
     ConditionType,
     DecisionRecord,
     InferenceWorkloadStatus,
+    MigrationStep,
     ObservedTraffic,
     ProjectedCosts,
     Reason,
@@ -45,6 +46,7 @@ from inference_placement.controller.migration import (
     start_migration,
 )
 from inference_placement.controller.status_diff import merge_patch, semantically_equal
+from inference_placement.controller.telemetry import Telemetry
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
 from inference_placement.policy.price_book import PriceBook
@@ -108,8 +110,10 @@ class Reconciler:
         timings: MigrationTimings | None = None,
         cloud_finalizer: str = "placement.inference.dev/cloud-resources",
         max_metrics_staleness_seconds: float = 180.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.writer = writer
+        self.telemetry = telemetry or Telemetry()
         self.targets = dict(targets)
         self.timings = timings or MigrationTimings()
         self.cloud_finalizer = cloud_finalizer
@@ -182,10 +186,11 @@ class Reconciler:
 
         # ---------------------------------------------------------------- decide
         last_finished = parse_time(status.last_migration.finished_at) if status.last_migration is not None else None
+        accrued = accrue_spend(status.budget, status.current_monthly_cost_usd, now)
         state = PlacementState(
             current=status.placement,
             last_migration_finished_at=last_finished,
-            month_to_date_usd=status.budget.month_to_date_usd if status.budget else 0.0,
+            month_to_date_usd=accrued.month_to_date_usd,
         )
         decision = decide(
             effective,
@@ -263,7 +268,11 @@ class Reconciler:
                 "projected_monthly_cost_usd": _costs(decision),
             }
         )
-        new_status = _record_decision(new_status, decision, stamp, pending)
+        recorded = _record_decision(new_status, decision, stamp, pending)
+        if recorded is not new_status and decision.target is not None:
+            self.telemetry.decisions.labels(_n(status.placement), decision.target.value).inc()
+        new_status = recorded
+        self._export_costs(meta, spec, decision)
 
         placement_update = await self._drive_placement(workload, effective, decision, new_status, inputs, pending)
         new_status = placement_update
@@ -318,10 +327,7 @@ class Reconciler:
                 "conditions": conditions,
                 "current_monthly_cost_usd": cost_now,
                 "endpoint": serving.endpoint if serving is not None else None,
-                "budget": BudgetStatus(
-                    month_to_date_usd=state.month_to_date_usd,
-                    projected_month_usd=decision.projected_month_usd,
-                ),
+                "budget": accrued.model_copy(update={"projected_month_usd": round(decision.projected_month_usd, 2)}),
             }
         )
         result.body = await self._write(meta, current_wire, new_status, pending)
@@ -385,6 +391,12 @@ class Reconciler:
         transition = advance(migration, observation, now, self.timings)
         if transition.event_reason is not None and transition.event_message is not None:
             pending.event(transition.event_reason, transition.event_message, warning=transition.warning)
+        route = (_n(migration.source), migration.target.value)
+        if transition.migration is not None and transition.migration.step is MigrationStep.ROLLING_BACK:
+            if migration.step is not MigrationStep.ROLLING_BACK:
+                self.telemetry.migration_rollbacks.labels(*route, migration.step.value).inc()
+        if transition.finished is not None:
+            self.telemetry.migrations.labels(*route, transition.finished.outcome.value).inc()
         update: dict[str, Any] = {"migration": transition.migration, "placement": transition.placement}
         if transition.finished is not None:
             update["last_migration"] = transition.finished
@@ -403,9 +415,9 @@ class Reconciler:
             return _set_target(status, target_name, None, f"{target_name.value} is not configured in this operator")
         if target_name in SERVERLESS:
             await self._ensure_finalizer(workload.metadata)
-        replicas = decision.replicas if decision.target is target_name else _min_replicas(workload.spec, target_name)
+        desired = _desired(workload.spec, target_name, decision, status)
         try:
-            state = await target.ensure(workload, DesiredTarget(replicas=replicas))
+            state = await target.ensure(workload, desired)
         except TargetError as err:
             return self._target_failed(status, target_name, err, pending)
         return _set_target(status, target_name, state, None)
@@ -437,6 +449,7 @@ class Reconciler:
             else "retrying"
         )
         message = f"{target_name.value} ({kind}): {err.message}"
+        self.telemetry.target_errors.labels(target_name.value, kind.replace(" ", "-")).inc()
         previous = _target_status(status.targets or TargetsStatus(), target_name)
         if previous is None or previous.message != message:
             pending.event("TargetError", message, warning=True)
@@ -449,6 +462,20 @@ class Reconciler:
                 None,
             )
         return _set_target(status, target_name, None, message)
+
+    def _export_costs(self, meta: ObjectMeta, spec: InferenceWorkloadSpec, decision: Decision) -> None:
+        for name in TargetName:
+            cost = decision.projected_monthly_cost_usd.get(name)
+            if cost is None:
+                try:
+                    self.telemetry.projected_cost.remove(meta.namespace, meta.name, name.value)
+                except KeyError:
+                    pass
+            else:
+                self.telemetry.projected_cost.labels(meta.namespace, meta.name, name.value).set(cost)
+        if spec.budget.monthly_usd:
+            burn = decision.projected_month_usd / spec.budget.monthly_usd
+            self.telemetry.budget_burn.labels(meta.namespace, meta.name).set(burn)
 
     # ------------------------------------------------------------------ finalizer and deletion
 
@@ -520,6 +547,27 @@ def _parse_status(wire: dict[str, Any], meta: ObjectMeta) -> InferenceWorkloadSt
         # Only this operator writes status; a status it cannot read (an older/newer operator version) is rebuilt.
         log.warning("status of %s/%s unreadable, rebuilding: %s", meta.namespace, meta.name, err.error_count())
         return InferenceWorkloadStatus()
+
+
+SECONDS_PER_MONTH = 30.4375 * 86400
+
+
+def accrue_spend(budget: BudgetStatus | None, monthly_cost_usd: float | None, now: datetime) -> BudgetStatus:
+    """Month-to-date spend, accrued at the projected cost of where the workload ran since the last accrual.
+
+    Pure and restart-safe: everything it needs is in status. It resets at the start of each calendar month (UTC).
+    """
+    stamp = now_rfc3339(now)
+    if budget is None or budget.accounted_at is None:
+        return BudgetStatus(month_to_date_usd=0.0, accounted_at=stamp)
+    since = parse_time(budget.accounted_at)
+    spent = budget.month_to_date_usd
+    if (since.year, since.month) != (now.year, now.month):
+        since = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        spent = 0.0
+    elapsed = max(0.0, (now - since).total_seconds())
+    spent += (monthly_cost_usd or 0.0) * elapsed / SECONDS_PER_MONTH
+    return BudgetStatus(month_to_date_usd=round(spent, 4), accounted_at=stamp)
 
 
 def _n(target: TargetName | None) -> str:
@@ -636,6 +684,19 @@ def _placed_ready(status: InferenceWorkloadStatus) -> bool:
         return False
     entry = _target_status(status.targets or TargetsStatus(), status.placement)
     return entry is not None and entry.ready
+
+
+def _desired(
+    spec: InferenceWorkloadSpec, name: TargetName, decision: Decision, status: InferenceWorkloadStatus
+) -> DesiredTarget:
+    """Replicas for a target: the decision's when it is about this target; else what the last decision about it
+    said (a decision withheld for missing metrics must not scale anything); else the spec's minimum."""
+    if decision.target is name:
+        return DesiredTarget(replicas=decision.replicas, max_replicas=decision.max_replicas)
+    last = status.last_decision
+    if decision.target is None and last is not None and last.target is name:
+        return DesiredTarget(replicas=last.replicas)
+    return DesiredTarget(replicas=_min_replicas(spec, name))
 
 
 def _min_replicas(spec: InferenceWorkloadSpec, name: TargetName) -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -15,15 +17,31 @@ from inference_placement.controller.handlers import build_registry
 from inference_placement.controller.kube import KubeWriter, make_api_client
 from inference_placement.controller.reconciler import Reconciler
 from inference_placement.controller.settings import OperatorSettings
+from inference_placement.controller.telemetry import Telemetry
 from inference_placement.metrics.source import MetricsSource, NoMetricsSource
 from inference_placement.policy.price_book import PriceBook, default_price_book, load_price_book
 from inference_placement.targets.base import Target
 from inference_placement.targets.capacity import CapacityCache
 from inference_placement.targets.cluster import ClusterTarget
+from inference_placement.targets.credentials import SecretRedactingFilter, secret_values
 
 __all__ = ["build_fleet", "run_operator"]
 
 log = logging.getLogger(__name__)
+
+
+def install_redaction() -> SecretRedactingFilter:
+    """Scrub credentials from every log record, whichever library writes it (botocore logs headers at DEBUG)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        for existing in handler.filters:
+            if isinstance(existing, SecretRedactingFilter):
+                return existing
+    redactor = SecretRedactingFilter()
+    for handler in root.handlers:
+        handler.addFilter(redactor)
+    root.addFilter(redactor)
+    return redactor
 
 
 def _load_price_book(settings: OperatorSettings) -> PriceBook:
@@ -63,8 +81,15 @@ class PriceBookHolder:
 
 
 async def build_fleet(settings: OperatorSettings) -> tuple[Fleet, Callable[[], Awaitable[None]]]:
+    telemetry = Telemetry()
+    if settings.metrics_port:
+        telemetry.serve(settings.metrics_port)
     api = await make_api_client(settings.kubeconfig)
-    writer = KubeWriter(api, concurrency=settings.write_concurrency)
+    writer = KubeWriter(
+        api,
+        concurrency=settings.write_concurrency,
+        on_write=lambda kind: telemetry.apiserver_writes.labels(kind).inc(),
+    )
     capacity = CapacityCache(api)
     await capacity.start()
     targets: dict[TargetName, Target] = {
@@ -72,7 +97,8 @@ async def build_fleet(settings: OperatorSettings) -> tuple[Fleet, Callable[[], A
             api, capacity, image_pull_policy=settings.extra.get("cluster.imagePullPolicy")
         ),
     }
-    targets.update(_serverless_targets(settings))
+    redactor = install_redaction()
+    targets.update(_serverless_targets(settings, redactor))
     metrics: MetricsSource = NoMetricsSource()
     if settings.prometheus_url:
         from inference_placement.metrics.prometheus import PrometheusSource
@@ -83,13 +109,15 @@ async def build_fleet(settings: OperatorSettings) -> tuple[Fleet, Callable[[], A
         targets,
         cloud_finalizer=settings.cloud_finalizer,
         max_metrics_staleness_seconds=settings.max_metrics_staleness_seconds,
+        telemetry=telemetry,
     )
 
     def verdict(body: Mapping[str, Any]) -> tuple[bool, str] | None:
         spec, problems = parse_spec(body.get("spec"))
         if spec is None or problems or TargetName.CLUSTER not in spec.placement.allowed_targets:
             return None
-        return capacity.check(spec)
+        owner = str((body.get("metadata") or {}).get("uid") or "") or None
+        return capacity.check(spec, owner=owner)
 
     fleet = Fleet(
         reconciler=reconciler,
@@ -99,6 +127,7 @@ async def build_fleet(settings: OperatorSettings) -> tuple[Fleet, Callable[[], A
         capacity_verdict=verdict,
         tick_seconds=settings.tick_seconds,
         debounce_seconds=settings.dirty_debounce_seconds,
+        telemetry=telemetry,
     )
 
     async def close() -> None:
@@ -108,17 +137,69 @@ async def build_fleet(settings: OperatorSettings) -> tuple[Fleet, Callable[[], A
     return fleet, close
 
 
-def _serverless_targets(settings: OperatorSettings) -> dict[TargetName, Target]:
-    """Cloud targets configured through --set (endpoints of stand-ins, regions); absent = not offered."""
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _secret_dir(path: str) -> dict[str, str]:
+    """A Secret mounted as a directory: one file per key (hidden files are the kubelet's bookkeeping)."""
+    directory = Path(path)
+    return {
+        f.name: f.read_text(encoding="utf-8")
+        for f in sorted(directory.iterdir())
+        if f.is_file() and not f.name.startswith(".")
+    }
+
+
+def _serverless_targets(settings: OperatorSettings, redactor: SecretRedactingFilter) -> dict[TargetName, Target]:
+    """Cloud targets are offered only when configured (``--set cloudrun.enabled=true`` etc.).
+
+    Credentials: workload identity / the default chain, or a Secret mounted as a directory
+    (``cloudrun.credentialsDir``, ``lambda.credentialsDir``) whose values are also scrubbed from every log line.
+    ``*.endpoint`` points a target at a local stand-in (tests and the demo).
+    """
+    extra = settings.extra
     targets: dict[TargetName, Target] = {}
+    if _truthy(extra.get("cloudrun.enabled")) or extra.get("cloudrun.endpoint"):
+        from inference_placement.targets.cloudrun import CloudRunTarget
+        from inference_placement.targets.credentials import google_anonymous_credentials
+
+        kwargs: dict[str, Any] = {"default_project": extra.get("cloudrun.project")}
+        if extra.get("cloudrun.endpoint"):
+            kwargs["api_endpoint"] = extra["cloudrun.endpoint"]
+        if extra.get("cloudrun.credentialsDir"):
+            data = _secret_dir(extra["cloudrun.credentialsDir"])
+            redactor.add_secrets(secret_values(data))
+            targets[TargetName.CLOUDRUN] = CloudRunTarget.from_secret(data, **kwargs)
+        elif extra.get("cloudrun.endpoint") and _truthy(extra.get("cloudrun.anonymous", "true")):
+            targets[TargetName.CLOUDRUN] = CloudRunTarget(credentials=google_anonymous_credentials(), **kwargs)
+        else:
+            targets[TargetName.CLOUDRUN] = CloudRunTarget(**kwargs)
+    if _truthy(extra.get("lambda.enabled")) or extra.get("lambda.endpoint"):
+        from inference_placement.targets.aws_lambda import LambdaTarget
+
+        lkwargs: dict[str, Any] = {"default_region": extra.get("lambda.region", "us-east-1")}
+        if extra.get("lambda.endpoint"):
+            lkwargs["endpoint_url"] = extra["lambda.endpoint"]
+        if extra.get("lambda.credentialsDir"):
+            data = _secret_dir(extra["lambda.credentialsDir"])
+            redactor.add_secrets(secret_values(data))
+            targets[TargetName.LAMBDA] = LambdaTarget.from_secret(data, **lkwargs)
+        else:
+            targets[TargetName.LAMBDA] = LambdaTarget(**lkwargs)
     return targets
 
 
 async def run_operator(settings: OperatorSettings, *, log_format: str = "json", verbose: bool = False) -> None:
+    if settings.kubeconfig is not None:
+        os.environ["KUBECONFIG"] = settings.kubeconfig  # read by kopf's kubeconfig login
     kopf.configure(
         verbose=verbose,
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.PLAIN,
     )
+    if not verbose:
+        # kopf logs every handled event at INFO: one line per workload per change is noise at fleet scale.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
     async def make_fleet() -> tuple[Fleet, Callable[[], Awaitable[None]]]:
         return await build_fleet(settings)

@@ -15,8 +15,14 @@ __all__ = ["IGNORED_PATHS", "merge_patch", "semantically_equal"]
 RELATIVE_TOLERANCE = 0.05
 ABSOLUTE_TOLERANCE = 0.01
 
-IGNORED_PATHS: frozenset[tuple[str, ...]] = frozenset({("observed", "sampledAt")})
+IGNORED_PATHS: frozenset[tuple[str, ...]] = frozenset({("observed", "sampledAt"), ("budget", "accountedAt")})
 """Paths whose change alone is not worth a write (they are refreshed with the next real change)."""
+
+PATH_TOLERANCES: dict[tuple[str, ...], tuple[float, float]] = {
+    ("budget", "monthToDateUsd"): (0.05, 1.0),
+    ("budget", "projectedMonthUsd"): (0.05, 1.0),
+}
+"""(relative, absolute USD) tolerance for money that grows steadily: re-written at most every ~5% or $1."""
 
 
 def semantically_equal(old: Any, new: Any, _path: tuple[str, ...] = ()) -> bool:
@@ -27,7 +33,8 @@ def semantically_equal(old: Any, new: Any, _path: tuple[str, ...] = ()) -> bool:
     if isinstance(old, (int, float)) and isinstance(new, (int, float)):
         if isinstance(old, int) and isinstance(new, int):
             return old == new
-        return math.isclose(float(old), float(new), rel_tol=RELATIVE_TOLERANCE, abs_tol=ABSOLUTE_TOLERANCE)
+        rel, abs_ = PATH_TOLERANCES.get(_path, (RELATIVE_TOLERANCE, ABSOLUTE_TOLERANCE))
+        return math.isclose(float(old), float(new), rel_tol=rel, abs_tol=abs_)
     if isinstance(old, dict) and isinstance(new, dict):
         keys = set(old) | set(new)
         return all(
