@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.plugins.cloud",
     "tests.plugins.cluster",
+    "tests.plugins.envoy",
     "tests.plugins.operator",
     "tests.plugins.prometheus",
 ]

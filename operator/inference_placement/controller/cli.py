@@ -26,6 +26,9 @@ def run(
         Optional[Path], typer.Option(help="Price book YAML (mounted ConfigMap); default: packaged.")
     ] = None,
     prometheus_url: Annotated[Optional[str], typer.Option(help="Prometheus base URL for traffic metrics.")] = None,
+    promql_templates: Annotated[
+        Optional[Path], typer.Option(help="PromQL templates YAML.")
+    ] = None,
     metrics_port: Annotated[int, typer.Option(help="Port of the operator's own /metrics (0 = off).")] = 9090,
     health_port: Annotated[int, typer.Option(help="Port of /healthz for liveness probes (0 = off).")] = 8081,
     peering: Annotated[
@@ -55,6 +58,7 @@ def run(
         metrics_port=metrics_port,
         peering=peering,
         prometheus_url=prometheus_url,
+        promql_templates_path=promql_templates,
         extra=extra,
     )
     asyncio.run(run_operator(settings, log_format=log_format, verbose=verbose))

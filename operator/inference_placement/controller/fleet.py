@@ -182,7 +182,7 @@ class Fleet:
                 price_book=price_book,
                 capacity=capacity,
                 window=window,
-                metrics_problem=self._snapshot.problem,
+                metrics_problem=self._snapshot.problem_for(key),
                 capacity_verdict=self.capacity_verdict(entry.body),
             )
             async with slots:

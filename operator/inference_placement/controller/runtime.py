@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import kopf
+import yaml
 
 from inference_placement.api.spec import TargetName
 from inference_placement.api.validation import parse_spec
@@ -18,6 +21,7 @@ from inference_placement.controller.kube import KubeWriter, make_api_client
 from inference_placement.controller.reconciler import Reconciler
 from inference_placement.controller.settings import OperatorSettings
 from inference_placement.controller.telemetry import Telemetry
+from inference_placement.metrics.promql import PromQLTemplates
 from inference_placement.metrics.source import MetricsSource, NoMetricsSource
 from inference_placement.policy.price_book import PriceBook, default_price_book, load_price_book
 from inference_placement.targets.base import Target
@@ -42,6 +46,23 @@ def install_redaction() -> SecretRedactingFilter:
         handler.addFilter(redactor)
     root.addFilter(redactor)
     return redactor
+
+
+def load_promql_templates(path: Path | None) -> PromQLTemplates:
+    """PromQL templates from a YAML file (the chart's ConfigMap); keys in camelCase or snake_case."""
+    if path is None:
+        return PromQLTemplates()
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of template names to PromQL")
+    known = {f.name for f in fields(PromQLTemplates)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", str(key)).lower()
+        if name not in known:
+            raise ValueError(f"{path}: unknown template {key!r} (known: {', '.join(sorted(known))})")
+        values[name] = value
+    return PromQLTemplates(**values)
 
 
 def _load_price_book(settings: OperatorSettings) -> PriceBook:
@@ -103,7 +124,13 @@ async def build_fleet(settings: OperatorSettings) -> tuple[Fleet, Callable[[], A
     if settings.prometheus_url:
         from inference_placement.metrics.prometheus import PrometheusSource
 
-        metrics = PrometheusSource(settings.prometheus_url)
+        metrics = PrometheusSource(
+            settings.prometheus_url,
+            templates=load_promql_templates(settings.promql_templates_path),
+            range_seconds=settings.metrics_range_seconds,
+            step_seconds=settings.metrics_step_seconds,
+            max_staleness_seconds=settings.max_metrics_staleness_seconds,
+        )
     reconciler = Reconciler(
         writer,
         targets,

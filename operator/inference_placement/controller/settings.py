@@ -26,6 +26,12 @@ class OperatorSettings:
     """YAML price book (mounted from a ConfigMap); None = the packaged default."""
     prometheus_url: str | None = None
     """Base URL of the Prometheus that holds the workloads' traffic metrics; None = no metrics (placement frozen)."""
+    promql_templates_path: Path | None = None
+    """YAML mapping of PromQL templates (requestRate, latencyP99, serviceSeconds, gpuUtilization, selector)."""
+    metrics_range_seconds: int = 1800
+    """Trailing window fetched per tick; sustain windows longer than this cannot be confirmed (the policy waits)."""
+    metrics_step_seconds: int = 30
+    """Resolution of that window."""
     kubeconfig: str | None = None
     """Path to a kubeconfig; None = in-cluster service account, then the default kubeconfig."""
     health_port: int = 8081

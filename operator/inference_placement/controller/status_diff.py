@@ -38,8 +38,7 @@ def semantically_equal(old: Any, new: Any, _path: tuple[str, ...] = ()) -> bool:
     if isinstance(old, dict) and isinstance(new, dict):
         keys = set(old) | set(new)
         return all(
-            (*_path, k) in IGNORED_PATHS
-            or (k in old and k in new and semantically_equal(old[k], new[k], (*_path, k)))
+            (*_path, k) in IGNORED_PATHS or (k in old and k in new and semantically_equal(old[k], new[k], (*_path, k)))
             for k in keys
         )
     if isinstance(old, list) and isinstance(new, list):

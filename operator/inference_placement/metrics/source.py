@@ -29,6 +29,16 @@ class MetricsSnapshot:
     """Why the whole source failed (down, slow, garbage); None when it answered."""
     queries: int = 0
     """How many queries this fetch sent (constant in the number of workloads)."""
+    per_workload_problem: Mapping[WorkloadKey, str] = field(default_factory=dict)
+    """Why a requested workload has no window although the source answered (no series, stale, garbage values)."""
+    gpu_utilization: Mapping[WorkloadKey, float] = field(default_factory=dict)
+    """Mean GPU utilisation over the window, 0..1, for workloads whose GPUs report it."""
+
+    def problem_for(self, key: WorkloadKey) -> str | None:
+        """Why ``key`` has no usable window: the whole source's problem first, then the workload's own."""
+        if self.problem is not None:
+            return self.problem
+        return self.per_workload_problem.get(key)
 
 
 class MetricsSource(Protocol):

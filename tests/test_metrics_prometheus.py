@@ -1,0 +1,498 @@
+"""The Prometheus metrics source against a real Prometheus serving backfilled data (no mock of Prometheus).
+
+The data: a 30-minute segment of the Azure Functions 2019 trace (``../shared/traces``; per-minute invocation counts,
+sampled every 15 s) for a few workloads with a latency histogram, 1,000 synthetic workloads, and workloads whose data
+is garbage, stale or has a gap. Every fetch is pinned to ``NOW``, the end of the data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from inference_placement.metrics.prometheus import PrometheusSource
+from inference_placement.metrics.promql import PromQLTemplates, Signal, TemplateError, render_queries
+from inference_placement.metrics.source import MetricsSnapshot, WorkloadKey
+from tests.plugins.prometheus import OpenMetricsBuilder, PrometheusBinaries, PrometheusServer, running_prometheus
+
+REPO = Path(__file__).resolve().parents[1]
+TRACE = REPO / ".." / "shared" / "traces" / "azure-functions-2019" / "100_inv.csv"
+
+TRACE_DAY = datetime(2019, 7, 15, tzinfo=UTC).timestamp()
+"""Minute 1 of the trace (the Azure Functions 2019 trace was recorded in July 2019; the weekday is irrelevant)."""
+FIRST_MINUTE = 600
+"""0-based index of the segment's first minute column (10:00)."""
+MINUTES = 30
+START = TRACE_DAY + FIRST_MINUTE * 60
+NOW_TS = START + MINUTES * 60
+NOW = datetime.fromtimestamp(NOW_TS, UTC)
+
+TRACE_FUNCTIONS = {
+    "busy": "e80f0c2ac8",  # 18..47 per minute
+    "steady": "93c121e7aa",  # 25..41 per minute, alternating
+    "bursty": "5314165977",  # mostly idle, bursts of 10-14; 1 request in the last minute
+    "alternating": "e6c9527702",  # 14, 0, 14, 0 ...: no request in the last minute
+}
+LATENCY_SHARES = {0.05: 0.90, 0.1: 0.08, 0.25: 0.02}
+"""90% <= 50 ms, 8% in (50, 100] ms, 2% in (100, 250] ms: p99 interpolates to 100 + 150 * (0.99 - 0.98) / 0.02."""
+EXPECTED_P99_SECONDS = 0.175
+MEAN_SERVICE_SECONDS = 0.06
+GPU_PERCENT = {"0": 40.0, "1": 44.0}
+"""Two GPUs of the busy workload (DCGM percent): mean utilisation 0.42."""
+FLEET_SIZE = 1000
+
+NAN_AT = START + 25 * 60
+STALE_MINUTES = 15
+GAP = (START + 10 * 60, START + 15 * 60)
+
+GARBAGE_TEMPLATES = PromQLTemplates(
+    request_rate="sum by ($by) (garbage_rps{$selector})",
+    latency_p99="sum by ($by) (garbage_latency{$selector})",
+    service_seconds=None,
+    gpu_utilization=None,
+)
+
+
+def _trace_counts() -> dict[str, list[int]]:
+    if not TRACE.is_file():
+        message = f"trace not found at {TRACE} (the shared material lives at ../shared)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    wanted = {prefix: name for name, prefix in TRACE_FUNCTIONS.items()}
+    counts: dict[str, list[int]] = {}
+    with TRACE.open(newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        first = header.index("minute_1") + FIRST_MINUTE
+        for row in reader:
+            name = wanted.get(row[0][:10])
+            if name is not None:
+                counts[name] = [int(v) for v in row[first : first + MINUTES]]
+    assert set(counts) == set(TRACE_FUNCTIONS), "trace rows not found"
+    return counts
+
+
+def _constant(value: float) -> Callable[[float], float]:
+    return lambda _ts: value
+
+
+def _openmetrics(counts: dict[str, list[int]]) -> str:
+    om = OpenMetricsBuilder(sample_interval_seconds=15)
+    for name, minute_counts in counts.items():
+        labels = {"namespace": "trace", "workload": name, "code": "200"}
+        om.counter_from_minute_counts("model_requests_total", labels, START, minute_counts)
+    for name, minute_counts in counts.items():
+        om.histogram_from_minute_counts(
+            "model_request_duration_seconds",
+            {"namespace": "trace", "workload": name},
+            START,
+            minute_counts,
+            bucket_shares=LATENCY_SHARES,
+            mean_seconds=MEAN_SERVICE_SECONDS,
+        )
+    for gpu, percent in GPU_PERCENT.items():
+        labels = {"namespace": "trace", "workload": "busy", "gpu": gpu, "UUID": f"GPU-{gpu}"}
+        om.gauge_every("DCGM_FI_DEV_GPU_UTIL", labels, START, NOW_TS, _constant(percent))
+    # a GPU no workload uses: its series has no workload label and must be ignored
+    om.gauge_every("DCGM_FI_DEV_GPU_UTIL", {"gpu": "7", "UUID": "GPU-7"}, START, NOW_TS, _constant(99.0))
+
+    fleet_start = NOW_TS - 20 * 60
+    for i in range(FLEET_SIZE):
+        labels = {"namespace": "fleet", "workload": f"w{i:04d}", "code": "200"}
+        om.counter_from_minute_counts("model_requests_total", labels, fleet_start, [float(i % 7) * 6] * 20)
+
+    steady = [30.0] * MINUTES
+    om.counter_from_minute_counts(
+        "model_requests_total", {"namespace": "bad", "workload": "nan-rate", "code": "200"}, START, steady,
+        overrides={NAN_AT: math.nan},
+    )  # fmt: skip
+    om.counter_from_minute_counts(
+        "model_requests_total", {"namespace": "bad", "workload": "stale", "code": "200"}, START, steady[:STALE_MINUTES]
+    )
+    om.counter_from_minute_counts(
+        "model_requests_total", {"namespace": "bad", "workload": "gappy", "code": "200"}, START, steady,
+        omit=lambda ts: GAP[0] < ts < GAP[1],
+    )  # fmt: skip
+    for code in ("200", "500"):
+        labels = {"namespace": "bad", "workload": "two-codes", "code": code}
+        om.counter_from_minute_counts("model_requests_total", labels, START, steady)
+
+    def garbage(name: str, rps: Callable[[float], float], latency: Callable[[float], float]) -> None:
+        labels = {"namespace": "garbage", "workload": name}
+        om.gauge_every("garbage_rps", labels, START, NOW_TS, rps)
+        om.gauge_every("garbage_latency", labels, START, NOW_TS, latency)
+
+    fine = _constant(1.0)
+
+    def at_now(value: float) -> Callable[[float], float]:
+        return lambda ts: value if ts == NOW_TS else 1.0
+
+    garbage("ok", fine, _constant(0.2))
+    garbage("negative-rate", lambda ts: -1.0 if ts == NOW_TS - 300 else 1.0, fine)
+    garbage("inf-rate", at_now(math.inf), fine)
+    garbage("nan-rate", at_now(math.nan), fine)
+    garbage("negative-latency", fine, at_now(-0.5))
+    garbage("inf-latency", fine, at_now(math.inf))
+    garbage("nan-latency", fine, at_now(math.nan))
+    return om.render()
+
+
+@pytest.fixture(scope="module")
+def trace_counts() -> dict[str, list[int]]:
+    return _trace_counts()
+
+
+@pytest.fixture(scope="module")
+def prom(
+    prometheus_binaries: PrometheusBinaries,
+    trace_counts: dict[str, list[int]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[PrometheusServer]:
+    with running_prometheus(prometheus_binaries, _openmetrics(trace_counts), tmp_path_factory.mktemp("prom")) as srv:
+        yield srv
+
+
+def _keys(namespace: str, *names: str) -> list[WorkloadKey]:
+    return [WorkloadKey(namespace, name) for name in names]
+
+
+# ----------------------------------------------------------------------------------------------- templates
+
+
+def test_default_queries_are_one_per_signal_grouped_by_workload() -> None:
+    queries = render_queries(PromQLTemplates())
+    assert set(queries) == set(Signal)
+    assert queries[Signal.REQUEST_RATE] == "sum by (namespace, workload) (rate(model_requests_total{}[60s]))"
+    assert queries[Signal.LATENCY_P99] == (
+        "histogram_quantile(0.99, sum by (namespace, workload, le) "
+        "(rate(model_request_duration_seconds_bucket{}[60s])))"
+    )
+    assert "DCGM_FI_DEV_GPU_UTIL" in queries[Signal.GPU_UTILIZATION]
+
+
+def test_templates_take_the_configured_labels_selector_and_rate_window() -> None:
+    templates = PromQLTemplates(selector='job="model-servers"', gpu_utilization=None, service_seconds=None)
+    queries = render_queries(templates, namespace_label="kube_namespace", workload_label="app", rate_window_seconds=90)
+    assert set(queries) == {Signal.REQUEST_RATE, Signal.LATENCY_P99}
+    assert queries[Signal.REQUEST_RATE] == (
+        'sum by (kube_namespace, app) (rate(model_requests_total{job="model-servers"}[90s]))'
+    )
+    assert "[1500ms]" in render_queries(templates, rate_window_seconds=1.5)[Signal.REQUEST_RATE]
+
+
+def test_label_replace_references_survive_templating() -> None:
+    text = 'sum by ($by) (label_replace(rate(x_total[$rate_window]), "workload", "$1", "pod", "(.*)-[^-]+"))'
+    query = render_queries(PromQLTemplates(request_rate=text))[Signal.REQUEST_RATE]
+    assert '"$1"' in query and "[60s]" in query
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param({"request_rate": "sum by ($groups) (x)"}, "unknown placeholder", id="unknown-placeholder"),
+        pytest.param({"request_rate": "  "}, "empty", id="empty-request-rate"),
+        pytest.param({"selector": '{job="x"}'}, "without braces", id="selector-with-braces"),
+    ],
+)
+def test_bad_templates_are_rejected_at_construction(kwargs: dict[str, str], message: str) -> None:
+    with pytest.raises(TemplateError, match=message):
+        PromQLTemplates(**kwargs)
+
+
+def test_bad_source_settings_are_rejected_at_construction() -> None:
+    with pytest.raises(TemplateError, match="label name"):
+        PrometheusSource("http://127.0.0.1:9", workload_label="app-name")
+    with pytest.raises(ValueError, match="whole number"):
+        PrometheusSource("http://127.0.0.1:9", step_seconds=7.5)
+    with pytest.raises(ValueError, match="points per series"):
+        PrometheusSource("http://127.0.0.1:9", range_seconds=86400 * 7, step_seconds=15)
+    with pytest.raises(ValueError, match="http"):
+        PrometheusSource("127.0.0.1:9090")
+
+
+def test_snapshot_defaults_stay_compatible() -> None:
+    snapshot = MetricsSnapshot(problem="down")
+    assert snapshot.per_workload_problem == {} and snapshot.gpu_utilization == {}
+    key = WorkloadKey("a", "b")
+    assert snapshot.problem_for(key) == "down"
+    assert MetricsSnapshot(per_workload_problem={key: "stale"}).problem_for(key) == "stale"
+
+
+# ----------------------------------------------------------------------------------------------- real data
+
+
+async def test_window_rps_matches_the_trace_per_minute_counts(
+    prom: PrometheusServer, trace_counts: dict[str, list[int]]
+) -> None:
+    source = PrometheusSource(prom.url, step_seconds=60, range_seconds=20 * 60, rate_window_seconds=60)
+    snapshot = await source.fetch(_keys("trace", *TRACE_FUNCTIONS), NOW)
+
+    assert snapshot.problem is None and snapshot.per_workload_problem == {}
+    for name, counts in trace_counts.items():
+        window = snapshot.windows[WorkloadKey("trace", name)]
+        assert window.step_seconds == 60 and window.end == NOW
+        # the point at minute boundary t is the rate over the minute ending at t
+        assert window.rps == pytest.approx([c / 60 for c in counts[-20:]], abs=1e-9), name
+
+
+async def test_window_at_30_s_steps_blends_adjacent_minutes(
+    prom: PrometheusServer, trace_counts: dict[str, list[int]]
+) -> None:
+    source = PrometheusSource(prom.url)  # defaults: 15 min at 30 s steps, rate over 60 s
+    window = (await source.fetch(_keys("trace", "busy"), NOW)).windows[WorkloadKey("trace", "busy")]
+    counts = trace_counts["busy"]
+    assert len(window.rps) == 30 and window.step_seconds == 30
+    expected: list[float] = []
+    for minute in range(MINUTES - 15, MINUTES):
+        expected.append((counts[minute - 1] + counts[minute]) / 120)  # half a minute of each
+        expected.append(counts[minute] / 60)  # at the boundary: the whole minute
+    assert window.rps == pytest.approx(expected, abs=1e-9)
+
+
+async def test_latency_p99_and_service_time_come_from_the_histogram(prom: PrometheusServer) -> None:
+    snapshot = await PrometheusSource(prom.url).fetch(_keys("trace", *TRACE_FUNCTIONS), NOW)
+    for name in ("busy", "steady", "bursty"):
+        window = snapshot.windows[WorkloadKey("trace", name)]
+        assert window.latency_p99_seconds == pytest.approx(EXPECTED_P99_SECONDS), name
+        assert window.service_seconds == pytest.approx(MEAN_SERVICE_SECONDS), name
+    # no request in the last minute: p99 and mean are 0/0 in PromQL, i.e. unknown, and the window still counts
+    idle_now = snapshot.windows[WorkloadKey("trace", "alternating")]
+    assert idle_now.latency_p99_seconds is None and idle_now.service_seconds is None
+    assert idle_now.rps[-1] == 0.0 and max(idle_now.rps) > 0
+
+
+async def test_gpu_utilization_is_joined_to_workloads_by_label(prom: PrometheusServer) -> None:
+    snapshot = await PrometheusSource(prom.url).fetch(_keys("trace", *TRACE_FUNCTIONS), NOW)
+    assert snapshot.gpu_utilization == {WorkloadKey("trace", "busy"): pytest.approx(0.42)}
+
+
+async def test_ambiguous_gpu_series_drop_only_the_gpu_value(prom: PrometheusServer) -> None:
+    per_gpu = PromQLTemplates(gpu_utilization="DCGM_FI_DEV_GPU_UTIL{$selector} / 100")  # one series per GPU
+    key = WorkloadKey("trace", "busy")
+    snapshot = await PrometheusSource(prom.url, templates=per_gpu).fetch([key], NOW)
+    assert key in snapshot.windows and snapshot.gpu_utilization == {}
+
+
+async def test_queries_per_tick_are_constant_for_10_and_1000_workloads(prom: PrometheusServer) -> None:
+    source = PrometheusSource(prom.url)
+    fleet = [WorkloadKey("fleet", f"w{i:04d}") for i in range(FLEET_SIZE)]
+    sent: dict[int, int] = {}
+    for size in (10, FLEET_SIZE):
+        before = prom.api_requests()
+        snapshot = await source.fetch(fleet[:size], NOW)
+        sent[size] = prom.api_requests() - before
+        assert snapshot.problem is None and len(snapshot.windows) == size
+        assert snapshot.queries == sent[size]
+    assert sent == {10: len(Signal), FLEET_SIZE: len(Signal)}
+    # and the numbers are right for all of them
+    snapshot = await source.fetch(fleet, NOW)
+    for i, key in enumerate(fleet):
+        assert snapshot.windows[key].rps[-1] == pytest.approx((i % 7) * 6 / 60), key
+
+
+async def test_no_workloads_sends_no_query(prom: PrometheusServer) -> None:
+    before = prom.api_requests()
+    snapshot = await PrometheusSource(prom.url).fetch([], NOW)
+    assert snapshot == MetricsSnapshot() and prom.api_requests() == before
+
+
+async def test_workload_without_series_gets_no_window_and_a_reason(prom: PrometheusServer) -> None:
+    snapshot = await PrometheusSource(prom.url).fetch(_keys("trace", "busy", "absent"), NOW)
+    assert snapshot.problem is None
+    assert WorkloadKey("trace", "absent") not in snapshot.windows
+    assert "no request-rate series" in snapshot.per_workload_problem[WorkloadKey("trace", "absent")]
+    assert WorkloadKey("trace", "busy") in snapshot.windows
+
+
+async def test_stale_series_gets_no_window(prom: PrometheusServer) -> None:
+    key = WorkloadKey("bad", "stale")
+    snapshot = await PrometheusSource(prom.url, max_staleness_seconds=180).fetch([key], NOW)
+    assert key not in snapshot.windows
+    reason = snapshot.per_workload_problem[key]
+    assert "stale" in reason and "> 180 s" in reason
+
+
+async def test_nan_in_a_counter_gets_no_window(prom: PrometheusServer) -> None:
+    key = WorkloadKey("bad", "nan-rate")
+    snapshot = await PrometheusSource(prom.url).fetch([key], NOW)
+    assert key not in snapshot.windows
+    assert "request rate is invalid (NaN)" in snapshot.per_workload_problem[key]
+
+
+async def test_a_gap_keeps_only_the_points_after_it(prom: PrometheusServer) -> None:
+    key = WorkloadKey("bad", "gappy")
+    source = PrometheusSource(prom.url, step_seconds=60, range_seconds=30 * 60)
+    window = (await source.fetch([key], NOW)).windows[key]
+    # samples resume at the gap's end; the first 60 s rate with two samples is a minute later
+    first_point = GAP[1] + 60
+    assert len(window.rps) == (NOW_TS - first_point) // 60 + 1
+    assert window.rps == pytest.approx([0.5] * len(window.rps))
+
+
+@pytest.mark.parametrize(
+    ("workload", "reason"),
+    [
+        pytest.param("negative-rate", "request rate is invalid (-1)", id="negative-rate"),
+        pytest.param("inf-rate", "request rate is invalid (+Inf)", id="inf-rate"),
+        pytest.param("nan-rate", "request rate is invalid (NaN)", id="nan-rate"),
+        pytest.param("negative-latency", "p99 latency is invalid (-0.5)", id="negative-latency"),
+        pytest.param("inf-latency", "p99 latency is invalid (+Inf)", id="inf-latency"),
+    ],
+)
+async def test_garbage_values_give_that_workload_no_window(prom: PrometheusServer, workload: str, reason: str) -> None:
+    source = PrometheusSource(prom.url, templates=GARBAGE_TEMPLATES)
+    keys = _keys("garbage", "ok", workload)
+    snapshot = await source.fetch(keys, NOW)
+    assert snapshot.problem is None
+    assert set(snapshot.windows) == {WorkloadKey("garbage", "ok")}
+    assert reason in snapshot.per_workload_problem[WorkloadKey("garbage", workload)]
+
+
+async def test_nan_latency_reads_as_unknown_not_garbage(prom: PrometheusServer) -> None:
+    key = WorkloadKey("garbage", "nan-latency")
+    snapshot = await PrometheusSource(prom.url, templates=GARBAGE_TEMPLATES).fetch([key], NOW)
+    assert snapshot.windows[key].latency_p99_seconds is None
+    assert snapshot.windows[key].rps[-1] == 1.0
+
+
+async def test_several_series_per_workload_give_no_window(prom: PrometheusServer) -> None:
+    key = WorkloadKey("bad", "two-codes")
+    grouped = await PrometheusSource(prom.url).fetch([key], NOW)
+    assert grouped.windows[key].rps[-1] == pytest.approx(1.0)  # 0.5 rps of 200s + 0.5 rps of 500s
+    ungrouped = PromQLTemplates(request_rate="rate(model_requests_total{$selector}[$rate_window])")
+    snapshot = await PrometheusSource(prom.url, templates=ungrouped).fetch([key], NOW)
+    assert key not in snapshot.windows
+    assert "several series" in snapshot.per_workload_problem[key]
+
+
+async def test_series_without_workload_labels_are_explained(prom: PrometheusServer) -> None:
+    templates = PromQLTemplates(request_rate="sum(rate(model_requests_total[$rate_window]))")
+    key = WorkloadKey("trace", "busy")
+    snapshot = await PrometheusSource(prom.url, templates=templates).fetch([key], NOW)
+    assert key not in snapshot.windows
+    assert "1 series lack the labels namespace/workload" in snapshot.per_workload_problem[key]
+
+
+async def test_an_invalid_query_is_a_problem_with_the_http_status(prom: PrometheusServer) -> None:
+    templates = PromQLTemplates(latency_p99="histogram_quantile(0.99, sum by ($by) (")
+    snapshot = await PrometheusSource(prom.url, templates=templates).fetch(_keys("trace", "busy"), NOW)
+    assert snapshot.windows == {}
+    assert snapshot.problem is not None
+    assert snapshot.problem.startswith("latency_p99 query:") and "HTTP Status Code 400" in snapshot.problem
+
+
+async def test_prometheus_stopped_gives_a_problem_and_no_window(
+    prometheus_factory: Callable[[str], PrometheusServer],
+) -> None:
+    om = OpenMetricsBuilder()
+    om.counter_from_minute_counts("model_requests_total", {"namespace": "a", "workload": "w"}, START, [60.0] * 5)
+    server = prometheus_factory(om.render())
+    source = PrometheusSource(server.url, timeout_seconds=2)
+    now = datetime.fromtimestamp(START + 5 * 60, UTC)
+    assert WorkloadKey("a", "w") in (await source.fetch(_keys("a", "w"), now)).windows
+
+    server.stop()
+    snapshot = await source.fetch(_keys("a", "w"), now)
+    assert snapshot.windows == {}
+    assert snapshot.problem is not None and "unreachable" in snapshot.problem
+    assert snapshot.queries == len(Signal)
+
+
+# ----------------------------------------------------------------------------------------------- not Prometheus
+
+
+class _NotPrometheus(ThreadingHTTPServer):
+    """What a wrong URL or a broken proxy answers: HTML, the wrong JSON, or nothing for a long time."""
+
+    daemon_threads = True
+    mode = "html"
+    delay_seconds = 0.0
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _NotPrometheus
+
+    def do_GET(self) -> None:
+        time.sleep(self.server.delay_seconds)
+        if self.server.mode == "html":
+            body, kind = b"<html><body>Grafana</body></html>", "text/html"
+        elif self.server.mode == "scalar":
+            body = json.dumps({"status": "success", "data": {"resultType": "scalar", "result": [1, "1"]}}).encode()
+            kind = "application/json"
+        else:
+            body, kind = b'{"status": "success"}', "application/json"
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            pass  # the client gave up (timeout test)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def not_prometheus() -> Iterator[_NotPrometheus]:
+    server = _NotPrometheus(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        pytest.param("html", "unparsable response from Prometheus at 127.0.0.1", id="html"),
+        pytest.param("no-data", "unparsable response", id="json-without-data"),
+        pytest.param("scalar", "not a matrix", id="scalar-result"),
+    ],
+)
+async def test_garbage_responses_are_a_problem(not_prometheus: _NotPrometheus, mode: str, reason: str) -> None:
+    not_prometheus.mode = mode
+    url = f"http://user:secret@127.0.0.1:{not_prometheus.server_address[1]}"
+    snapshot = await PrometheusSource(url, timeout_seconds=2).fetch(_keys("a", "w"), NOW)
+    assert snapshot.windows == {}
+    assert snapshot.problem is not None and reason in snapshot.problem
+    assert "secret" not in snapshot.problem
+
+
+async def test_a_slow_prometheus_times_out_without_blocking_the_loop(not_prometheus: _NotPrometheus) -> None:
+    not_prometheus.delay_seconds = 3.0
+    source = PrometheusSource(f"http://127.0.0.1:{not_prometheus.server_address[1]}", timeout_seconds=0.5)
+    beats = 0
+    done = asyncio.Event()
+
+    async def heartbeat() -> None:
+        nonlocal beats
+        while not done.is_set():
+            beats += 1
+            await asyncio.sleep(0.02)
+
+    beating = asyncio.create_task(heartbeat())
+    started = time.monotonic()
+    snapshot = await source.fetch(_keys("a", "w"), NOW)
+    elapsed = time.monotonic() - started
+    done.set()
+    await beating
+    assert snapshot.windows == {}
+    assert snapshot.problem is not None and "timed out after 0.5 s" in snapshot.problem
+    assert elapsed < 2.5
+    assert beats >= 5  # the event loop kept running while the queries waited
