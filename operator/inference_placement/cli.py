@@ -26,7 +26,11 @@ app = typer.Typer(
 )
 
 # Modules that add subcommands with a ``register(app)`` function.
-_COMMAND_MODULES = ("inference_placement.controller.cli",)
+_COMMAND_MODULES = (
+    "inference_placement.demo",
+    "inference_placement.controller.cli",
+    "inference_placement.sim.cli",
+)
 
 
 @app.command()

@@ -26,7 +26,8 @@ def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The model's JSON schema turned into a structural OpenAPI v3.0 schema."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs: dict[str, Any] = raw.get("$defs", {})
-    return _convert(raw, defs)
+    schema: dict[str, Any] = _convert(raw, defs)
+    return schema
 
 
 def _convert(node: Any, defs: dict[str, Any]) -> Any:

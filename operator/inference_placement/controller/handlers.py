@@ -69,10 +69,10 @@ def build_registry(settings: OperatorSettings, make_fleet: FleetFactory) -> kopf
             await close()
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def workload_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+    def workload_event(*, type: str | None, body: kopf.Body, **_: Any) -> None:
         fleet: Fleet | None = state.get("fleet")
         if fleet is None:  # events before start-up finished are replayed by the initial listing anyway
             return
-        fleet.observe(event.get("type"), body)
+        fleet.observe(type, body)
 
     return registry

@@ -38,7 +38,7 @@ async def make_api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
         await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     else:
         try:
-            k8s_config.load_incluster_config(client_configuration=configuration)
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except k8s_config.ConfigException:
             await k8s_config.load_kube_config(client_configuration=configuration)
     return k8s.ApiClient(configuration)
@@ -76,7 +76,13 @@ class KubeWriter:
         async with self._slots:
             self._count("status")
             result: dict[str, Any] = await self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, _content_type=MERGE_PATCH
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"status": patch},
+                _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # accepted by the client, not in its stubs
             )
             return result
 
@@ -88,7 +94,13 @@ class KubeWriter:
             self._count("finalizers")
             body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
             result: dict[str, Any] = await self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, body, _content_type=MERGE_PATCH
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                body,
+                _content_type=MERGE_PATCH,  # type: ignore[call-arg]
             )
             return result
 
@@ -104,7 +116,7 @@ class KubeWriter:
         now: datetime | None = None,
     ) -> None:
         """Post a core/v1 Event about a workload. Failure to post is logged, never fatal."""
-        stamp = now_rfc3339(now)
+        stamp = now or datetime.now(UTC)
         event = k8s.CoreV1Event(
             metadata=k8s.V1ObjectMeta(generate_name=f"{name}.", namespace=namespace),
             involved_object=k8s.V1ObjectReference(

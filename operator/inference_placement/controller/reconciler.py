@@ -18,7 +18,7 @@ from kubernetes_asyncio.client.rest import ApiException
 from pydantic import ValidationError
 
 from inference_placement.api.conditions import WORKLOAD_CONDITIONS, derive_phase
-from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
+from inference_placement.api.spec import InferenceWorkloadSpec, ModelSpec, TargetName
 from inference_placement.api.status import (
     BudgetStatus,
     Condition,
@@ -281,7 +281,7 @@ class Reconciler:
         placed = new_status.placement
         targets_status = new_status.targets or TargetsStatus()
         serving = _target_status(targets_status, placed) if placed is not None else None
-        if new_status.migration is not None:
+        if new_status.migration is not None and new_status.migration.source is not None:
             mig = new_status.migration
             mark(
                 ConditionType.MIGRATING,
@@ -493,7 +493,7 @@ class Reconciler:
         spec, _ = parse_spec(raw.get("spec"))
         if spec is None:
             # The stored spec no longer parses; retiring needs only names, which come from metadata.
-            spec = InferenceWorkloadSpec.model_construct()
+            spec = InferenceWorkloadSpec.model_construct(model=ModelSpec.model_construct(image="", size_mb=1))
         workload = InferenceWorkload.model_construct(metadata=meta, spec=spec, status=status)
         all_gone = True
         for name in SERVERLESS:
