@@ -1,0 +1,278 @@
+"""The route of one workload: which upstream each target is, and the share of traffic each one takes.
+
+Pure: a ``Route`` is derived from the workload's status (``route_from_status``) and an ``EndpointsConfig`` that says
+how published endpoints are reached from the router. Rendering it for Envoy lives in ``routing.envoy``; writing the
+rendered files lives in ``routing.xds_files``.
+
+Weights come from the migration recorded in status, never from memory, so a restarted operator renders the same
+weights the migration had reached:
+
+* no migration: the placement takes 100%;
+* a migration shifting traffic: the source takes ``100 - traffic_percent``, the target ``traffic_percent``;
+* a migration rolling back: the source takes 100% (the target leaves the route at once);
+* nothing serving yet (first placement still provisioning): the route has no serving backend and the router answers
+  503 for it (a clear "not placed yet" rather than a connection error).
+
+A backend at weight 0 stays in the route when its upstream is known, so its Envoy cluster exists (and is warm) before
+the first request is shifted to it, and a drained source keeps its cluster until the route drops it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import urlsplit
+
+from inference_placement.api.spec import TargetName
+from inference_placement.api.status import InferenceWorkloadStatus, MigrationStep, TargetResourceStatus
+from inference_placement.api.workload import InferenceWorkload
+
+__all__ = [
+    "Backend",
+    "CLUSTER_DOMAIN",
+    "CloudRunUpstream",
+    "EndpointsConfig",
+    "LambdaUpstream",
+    "Route",
+    "RouteError",
+    "ServiceUpstream",
+    "Upstream",
+    "UpstreamAddress",
+    "route_from_status",
+    "traffic_weights",
+]
+
+CLUSTER_DOMAIN: Final = "cluster.local"
+"""Default Kubernetes cluster DNS domain."""
+_LAMBDA_HOST_TEMPLATE: Final = "lambda.{region}.amazonaws.com"
+_ARN_MIN_PARTS: Final = 7
+
+
+class RouteError(ValueError):
+    """The status names a backend that must take traffic but says nothing the router could send it to."""
+
+
+@dataclass(frozen=True)
+class UpstreamAddress:
+    """Where the router opens connections: host (DNS name or IP literal), port, and whether to speak TLS."""
+
+    host: str
+    port: int
+    tls: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ValueError("upstream host is empty")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"upstream port {self.port} out of range 1..65535")
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+    @classmethod
+    def from_url(cls, url: str) -> UpstreamAddress:
+        """``http://host:port`` / ``https://host`` (default ports 80/443); anything else is a ``ValueError``."""
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        tls = parts.scheme == "https"
+        return cls(parts.hostname, parts.port or (443 if tls else 80), tls)
+
+    def origin(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServiceUpstream:
+    """The in-cluster model Service, over plain HTTP."""
+
+    address: UpstreamAddress
+
+
+@dataclass(frozen=True)
+class CloudRunUpstream:
+    """A Cloud Run service: TLS to its URL host, Host rewritten to it, an ID token for ``audience`` per request."""
+
+    host: str
+    """The ``*.run.app`` host: the Host header and TLS SNI."""
+    audience: str
+    """The audience of the ID token the ``gcp_authn`` filter fetches (the service URL)."""
+    address: UpstreamAddress
+    """Where to connect: ``host:443`` over TLS in production, a loopback stand-in in tests."""
+
+
+@dataclass(frozen=True)
+class LambdaUpstream:
+    """A Lambda function invoked by Envoy's ``aws_lambda`` filter (SigV4-signed ``Invoke``)."""
+
+    function_arn: str
+    """Qualified ARN (``...:function:NAME:ALIAS``) so the alias and its warm instances serve."""
+    region: str
+    address: UpstreamAddress
+    """``lambda.REGION.amazonaws.com:443`` over TLS in production; moto's server over plain HTTP in tests."""
+    payload_passthrough: bool = False
+    """False: the request is wrapped in the filter's JSON and the function answers Lambda-proxy JSON."""
+
+    @property
+    def host_rewrite(self) -> str:
+        """The Host the request is signed for: always the real Lambda endpoint, so SigV4 matches real AWS."""
+        return _LAMBDA_HOST_TEMPLATE.format(region=self.region)
+
+
+Upstream = ServiceUpstream | CloudRunUpstream | LambdaUpstream
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One target of a route and its share of the workload's traffic, in percent."""
+
+    target: TargetName
+    upstream: Upstream
+    weight: int
+
+
+@dataclass(frozen=True)
+class Route:
+    """The route of one workload: its backends and their weights (summing to 100, or all 0 = nothing serves)."""
+
+    namespace: str
+    name: str
+    backends: tuple[Backend, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.namespace or not self.name:
+            raise ValueError("a route needs a namespace and a name")
+        targets = [b.target for b in self.backends]
+        if len(set(targets)) != len(targets):
+            raise ValueError(f"{self.key}: a target appears twice in {targets}")
+        for backend in self.backends:
+            if not 0 <= backend.weight <= 100:
+                raise ValueError(f"{self.key}: weight {backend.weight} of {backend.target.value} outside 0..100")
+        total = sum(b.weight for b in self.backends)
+        if total not in (0, 100):
+            raise ValueError(f"{self.key}: weights sum to {total}, not 100")
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def serving(self) -> bool:
+        """True when some backend takes traffic."""
+        return any(b.weight > 0 for b in self.backends)
+
+    def weights(self) -> dict[TargetName, int]:
+        return {b.target: b.weight for b in self.backends}
+
+
+@dataclass(frozen=True)
+class EndpointsConfig:
+    """How the router reaches what the status publishes (the production defaults need nothing set)."""
+
+    address_overrides: Mapping[str, str] = field(default_factory=dict)
+    """Origin as published in status (``http://embedder-model.default.svc:8080``, ``https://x.a.run.app``) -> URL
+    the router connects to instead. Tests map Services and Cloud Run URLs to loopback stand-ins here; a Service
+    ClusterIP is never used."""
+    lambda_endpoint: str | None = None
+    """Lambda API endpoint URL; None = ``https://lambda.REGION.amazonaws.com``. Tests: ``http://127.0.0.1:PORT``."""
+    lambda_payload_passthrough: bool = False
+    """Send the request body to the function unchanged (and return its answer unchanged)."""
+
+    def connect_address(self, published: UpstreamAddress) -> UpstreamAddress:
+        """Where to connect for an endpoint published in status (keys compared as normalised origins, so
+        ``https://x.a.run.app`` and ``https://x.a.run.app:443`` are the same key)."""
+        for key, override in self.address_overrides.items():
+            if UpstreamAddress.from_url(key) == published:
+                return UpstreamAddress.from_url(override)
+        return published
+
+    def lambda_address(self, region: str) -> UpstreamAddress:
+        if self.lambda_endpoint is not None:
+            return UpstreamAddress.from_url(self.lambda_endpoint)
+        return UpstreamAddress(_LAMBDA_HOST_TEMPLATE.format(region=region), 443, tls=True)
+
+
+def traffic_weights(status: InferenceWorkloadStatus) -> dict[TargetName, int]:
+    """The share of traffic each target takes, in percent, as the status says (empty: nothing is placed)."""
+    migration = status.migration
+    if migration is None:
+        return {status.placement: 100} if status.placement is not None else {}
+    source, target = migration.source, migration.target
+    if migration.step is MigrationStep.ROLLING_BACK:
+        return {source: 100} if source is not None else {}
+    if source is None or source is target:
+        # A first placement takes traffic only when it ends (status.placement); same-target: nothing to split.
+        return {target: 100 if source is target else migration.traffic_percent}
+    percent = migration.traffic_percent
+    return {source: 100 - percent, target: percent}
+
+
+def _resource(status: InferenceWorkloadStatus, target: TargetName) -> TargetResourceStatus | None:
+    targets = status.targets
+    if targets is None:
+        return None
+    if target is TargetName.CLUSTER:
+        return targets.cluster
+    if target is TargetName.CLOUDRUN:
+        return targets.cloudrun
+    return targets.lambda_
+
+
+def _lambda_region(arn: str) -> str | None:
+    parts = arn.split(":")
+    if len(parts) < _ARN_MIN_PARTS or parts[0] != "arn" or parts[2] != "lambda" or parts[5] != "function":
+        return None
+    return parts[3] or None
+
+
+def _upstream(target: TargetName, resource: TargetResourceStatus | None, config: EndpointsConfig) -> Upstream | str:
+    """The upstream of ``target``, or why there is none."""
+    if resource is None:
+        return "no resource recorded in status.targets"
+    if target is TargetName.LAMBDA:
+        region = _lambda_region(resource.name)
+        if region is None:
+            return f"{resource.name!r} is not a Lambda function ARN"
+        return LambdaUpstream(
+            function_arn=resource.name,
+            region=region,
+            address=config.lambda_address(region),
+            payload_passthrough=config.lambda_payload_passthrough,
+        )
+    if not resource.endpoint:
+        return "no endpoint recorded yet"
+    try:
+        published = UpstreamAddress.from_url(resource.endpoint)
+        address = config.connect_address(published)
+    except ValueError as err:
+        return str(err)
+    if target is TargetName.CLOUDRUN:
+        audience = f"https://{published.host}" if published.port == 443 else published.origin()
+        return CloudRunUpstream(host=published.host, audience=audience, address=address)
+    return ServiceUpstream(address)
+
+
+def route_from_status(workload: InferenceWorkload, config: EndpointsConfig | None = None) -> Route:
+    """The route of ``workload`` as its status says (weights from the migration, upstreams from status.targets).
+
+    Raises ``RouteError`` when a backend that must take traffic has no usable upstream in status; a backend at
+    weight 0 without one is left out (it is still being provisioned).
+    """
+    config = config or EndpointsConfig()
+    status = workload.status
+    backends: list[Backend] = []
+    for target, weight in traffic_weights(status).items():
+        upstream = _upstream(target, _resource(status, target), config)
+        if isinstance(upstream, str):
+            if weight > 0:
+                raise RouteError(f"{workload.key}: {target.value} must take {weight}% of traffic but {upstream}")
+            continue
+        backends.append(Backend(target, upstream, weight))
+    return Route(workload.metadata.namespace, workload.metadata.name, tuple(backends))
