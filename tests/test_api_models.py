@@ -18,7 +18,9 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 def test_generated_crd_matches_committed_file() -> None:
     committed = (ROOT / "crds" / "inferenceworkloads.yaml").read_text()
-    assert committed == render_crd_yaml(), "crds/ drifted from the models: run `inference-placement crd -o crds/inferenceworkloads.yaml`"
+    assert committed == render_crd_yaml(), (
+        "crds/ drifted from the models: run `inference-placement crd -o crds/inferenceworkloads.yaml`"
+    )
 
 
 def _walk(node: object, path: str = "") -> list[tuple[str, dict]]:
@@ -37,7 +39,7 @@ def test_crd_schema_is_structural() -> None:
     schema = render_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     for path, node in _walk(schema):
         assert "$ref" not in node and "anyOf" not in node and "title" not in node, path
-        if path.endswith(".properties") or path.endswith("additionalProperties") and not isinstance(node, dict):
+        if path.endswith(".properties") or (path.endswith("additionalProperties") and not isinstance(node, dict)):
             continue
         if "properties" in node:
             assert node.get("type") == "object", f"{path} has properties but no type object"
@@ -54,7 +56,14 @@ def test_crd_names_and_columns() -> None:
     assert (names["plural"], names["shortNames"], names["categories"]) == ("inferenceworkloads", ["iw"], ["inference"])
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Placement", "Phase", "RPS", "Cost/mo", "Ready", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Placement",
+        "Phase",
+        "RPS",
+        "Cost/mo",
+        "Ready",
+        "Age",
+    ]
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
@@ -68,7 +77,9 @@ def test_examples_cover_the_seed_cases() -> None:
     specs = [InferenceWorkloadSpec.model_validate(yaml.safe_load(p.read_text())["spec"]) for p in EXAMPLES]
     assert any(TargetName.LAMBDA in s.placement.allowed_targets and not s.accelerator.needs_gpu for s in specs)
     assert any(s.accelerator.sharing.value == "mig" for s in specs)
-    assert any(s.accelerator.type.value == "nvidia-l4" and TargetName.CLOUDRUN in s.placement.allowed_targets for s in specs)
+    assert any(
+        s.accelerator.type.value == "nvidia-l4" and TargetName.CLOUDRUN in s.placement.allowed_targets for s in specs
+    )
     assert any(s.compliance.single_tenant for s in specs)
 
 
@@ -85,7 +96,11 @@ def _with(**changes: object) -> dict:
     ("raw", "field", "fragment"),
     [
         pytest.param(
-            _with(accelerator={"type": "nvidia-l4"}, placement={"allowedTargets": ["lambda"]}, **{"lambda": {"roleArn": "arn:aws:iam::123456789012:role/x"}}),
+            _with(
+                accelerator={"type": "nvidia-l4"},
+                placement={"allowedTargets": ["lambda"]},
+                **{"lambda": {"roleArn": "arn:aws:iam::123456789012:role/x"}},
+            ),
             "spec.placement.allowedTargets",
             "lambda has no GPU",
             id="lambda-with-gpu",
@@ -109,7 +124,9 @@ def _with(**changes: object) -> dict:
             id="reclaim-below-offload",
         ),
         pytest.param(
-            _with(placement={"allowedTargets": ["cloudrun"]}, cloudRun={"project": "p"}, compliance={"singleTenant": True}),
+            _with(
+                placement={"allowedTargets": ["cloudrun"]}, cloudRun={"project": "p"}, compliance={"singleTenant": True}
+            ),
             "spec.compliance.singleTenant",
             "not allowed",
             id="single-tenant-serverless-only",
@@ -127,7 +144,11 @@ def _with(**changes: object) -> dict:
             id="min-above-max",
         ),
         pytest.param(
-            _with(accelerator={"type": "nvidia-h100-80gb"}, placement={"allowedTargets": ["cloudrun"]}, cloudRun={"project": "p"}),
+            _with(
+                accelerator={"type": "nvidia-h100-80gb"},
+                placement={"allowedTargets": ["cloudrun"]},
+                cloudRun={"project": "p"},
+            ),
             "spec.placement.allowedTargets",
             "only nvidia-l4",
             id="cloudrun-with-h100",
@@ -158,16 +179,12 @@ def test_valid_spec_has_no_semantic_problems() -> None:
     assert spec.placement.allowed_targets == [TargetName.CLUSTER]
 
 
-@pytest.mark.parametrize(
-    ("quantity", "cores"), [("500m", 0.5), ("2", 2.0), ("1.5", 1.5)]
-)
+@pytest.mark.parametrize(("quantity", "cores"), [("500m", 0.5), ("2", 2.0), ("1.5", 1.5)])
 def test_cpu_quantities(quantity: str, cores: float) -> None:
     assert parse_cpu_cores(quantity) == pytest.approx(cores)
 
 
-@pytest.mark.parametrize(
-    ("quantity", "mib"), [("2Gi", 2048.0), ("512Mi", 512.0), ("1G", 953.674)]
-)
+@pytest.mark.parametrize(("quantity", "mib"), [("2Gi", 2048.0), ("512Mi", 512.0), ("1G", 953.674)])
 def test_memory_quantities(quantity: str, mib: float) -> None:
     assert parse_memory_mib(quantity) == pytest.approx(mib, rel=1e-4)
 
