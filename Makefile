@@ -1,8 +1,6 @@
 # The two commands a newcomer needs:  make demo   and   make test
 .PHONY: demo test setup crd lint cluster-up cluster-down
 
-PY := .venv/bin/python
-
 setup:
 	bash e2e/setup.sh
 
@@ -12,8 +10,11 @@ demo: setup
 test: setup
 	bash e2e/run-tests.sh
 
+# Regenerate everything derived from the API models (tests fail when these drift).
 crd: setup
 	.venv/bin/inference-placement crd -o crds/inferenceworkloads.yaml
+	cp crds/inferenceworkloads.yaml charts/inference-placement/crds/inferenceworkloads.yaml
+	.venv/bin/python docs/generate.py
 
 lint: setup
 	.venv/bin/ruff check operator tests
@@ -21,7 +22,7 @@ lint: setup
 	.venv/bin/lint-imports
 
 cluster-up:
-	bash e2e/local-cluster.sh up
+	bash e2e/local-cluster.sh up --with-node
 
 cluster-down:
 	bash e2e/local-cluster.sh down

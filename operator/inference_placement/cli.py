@@ -30,6 +30,7 @@ _COMMAND_MODULES = (
     "inference_placement.demo",
     "inference_placement.controller.cli",
     "inference_placement.sim.cli",
+    "inference_placement.explain",
 )
 
 

@@ -41,25 +41,27 @@ class ConditionSet:
         by_type = {c.type: c for c in conditions}
         blocking: list[Condition] = []
         unknown: list[Condition] = []
+        missing: list[ConditionType] = []
         for type_, healthy in self.dependents.items():
             cond = by_type.get(type_)
             if cond is None:
                 if healthy is ConditionStatus.TRUE:
-                    # A positive dependent nobody has reported yet keeps Ready Unknown.
-                    return _set(
-                        conditions,
-                        self.happy,
-                        ConditionStatus.UNKNOWN,
-                        Reason.AWAITING_PLACEMENT,
-                        f"waiting for {type_.value}",
-                        now=now,
-                        generation=generation,
-                    )
+                    missing.append(type_)  # a positive dependent nobody has reported yet
                 continue
             if cond.status is ConditionStatus.UNKNOWN:
                 unknown.append(cond)
             elif cond.status is not healthy:
                 blocking.append(cond)
+        if missing and not blocking:
+            return _set(
+                conditions,
+                self.happy,
+                ConditionStatus.UNKNOWN,
+                Reason.AWAITING_PLACEMENT,
+                f"waiting for {missing[0].value}",
+                now=now,
+                generation=generation,
+            )
         if blocking:
             first = blocking[0]
             return _set(

@@ -27,6 +27,7 @@ __all__ = [
     "Phase",
     "ProjectedCosts",
     "Reason",
+    "TargetErrorKind",
     "TargetResourceStatus",
     "TargetsStatus",
 ]
@@ -169,6 +170,12 @@ class LastMigration(ApiModel):
     message: str = Field(default="", description="Why it ended that way.")
 
 
+class TargetErrorKind(StrEnum):
+    RETRYABLE = "Retryable"
+    PERMANENT = "Permanent"
+    NOT_OWNED = "NotOwned"
+
+
 class TargetResourceStatus(ApiModel):
     """What the operator owns on one target."""
 
@@ -177,6 +184,9 @@ class TargetResourceStatus(ApiModel):
     ready: bool = Field(default=False, description="Passed its own health check.")
     replicas: int | None = Field(default=None, ge=0, description="Ready replicas or instances, where known.")
     message: str | None = Field(default=None, description="Last problem seen on this target.")
+    error: TargetErrorKind | None = Field(
+        default=None, description="Set when the last call to the target's API failed (the message says why)."
+    )
 
 
 class TargetsStatus(ApiModel):

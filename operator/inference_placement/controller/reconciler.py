@@ -30,6 +30,7 @@ from inference_placement.api.status import (
     ObservedTraffic,
     ProjectedCosts,
     Reason,
+    TargetErrorKind,
     TargetResourceStatus,
     TargetsStatus,
 )
@@ -192,12 +193,19 @@ class Reconciler:
             last_migration_finished_at=last_finished,
             month_to_date_usd=accrued.month_to_date_usd,
         )
+        on_cluster = TargetName.CLUSTER in (
+            status.placement,
+            status.migration.source if status.migration else None,
+            status.migration.target if status.migration else None,
+        )
+        # A workload already on the cluster holds its capacity: free capacity only gates new placements there.
+        capacity = ClusterCapacity() if on_cluster else inputs.capacity
         decision = decide(
             effective,
             inputs.window,
             state,
             inputs.price_book,
-            inputs.capacity,
+            capacity,
             now,
             max_staleness_seconds=self.max_metrics_staleness_seconds,
         )
@@ -251,7 +259,14 @@ class Reconciler:
                 ConditionType.SLO_AT_RISK, ConditionStatus.FALSE, Reason.SLO_MET, f"SLO risk {risk} <= {slo_budget:.2%}"
             )
 
-        if TargetName.CLUSTER in configured and inputs.capacity_verdict is not None:
+        if TargetName.CLUSTER in configured and on_cluster:
+            mark(
+                ConditionType.CAPACITY_AVAILABLE,
+                ConditionStatus.TRUE,
+                Reason.CAPACITY_FREE,
+                "the workload holds its in-cluster capacity",
+            )
+        elif TargetName.CLUSTER in configured and inputs.capacity_verdict is not None:
             ok, numbers = inputs.capacity_verdict
             mark(
                 ConditionType.CAPACITY_AVAILABLE,
@@ -442,26 +457,22 @@ class Reconciler:
         self, status: InferenceWorkloadStatus, target_name: TargetName, err: TargetError, pending: _Pending
     ) -> InferenceWorkloadStatus:
         kind = (
-            "not owned"
+            TargetErrorKind.NOT_OWNED
             if isinstance(err, NotOwnedError)
-            else "permanent"
+            else TargetErrorKind.PERMANENT
             if isinstance(err, PermanentTargetError)
-            else "retrying"
+            else TargetErrorKind.RETRYABLE
         )
-        message = f"{target_name.value} ({kind}): {err.message}"
-        self.telemetry.target_errors.labels(target_name.value, kind.replace(" ", "-")).inc()
+        message = f"{target_name.value}: {err.message}"
+        self.telemetry.target_errors.labels(target_name.value, kind.value).inc()
         previous = _target_status(status.targets or TargetsStatus(), target_name)
         if previous is None or previous.message != message:
             pending.event("TargetError", message, warning=True)
         log.warning("target error on %s: %s", target_name.value, message)
         if isinstance(err, RetryableTargetError) and previous is not None:
-            return _set_target(
-                status,
-                target_name,
-                TargetState(previous.name, previous.endpoint, previous.ready, previous.replicas, message),
-                None,
-            )
-        return _set_target(status, target_name, None, message)
+            kept = TargetState(previous.name, previous.endpoint, previous.ready, previous.replicas, message)
+            return _set_target(status, target_name, kept, None, kind)
+        return _set_target(status, target_name, None, message, kind)
 
     def _export_costs(self, meta: ObjectMeta, spec: InferenceWorkloadSpec, decision: Decision) -> None:
         for name in TargetName:
@@ -643,13 +654,22 @@ def _field(name: TargetName) -> str:
 
 
 def _set_target(
-    status: InferenceWorkloadStatus, name: TargetName, state: TargetState | None, error: str | None
+    status: InferenceWorkloadStatus,
+    name: TargetName,
+    state: TargetState | None,
+    error: str | None,
+    kind: TargetErrorKind | None = None,
 ) -> InferenceWorkloadStatus:
     targets = status.targets or TargetsStatus()
     previous = _target_status(targets, name)
     if state is not None:
         entry = TargetResourceStatus(
-            name=state.name, endpoint=state.endpoint, ready=state.ready, replicas=state.replicas, message=state.message
+            name=state.name,
+            endpoint=state.endpoint,
+            ready=state.ready,
+            replicas=state.replicas,
+            message=state.message,
+            error=kind,
         )
     else:
         entry = TargetResourceStatus(
@@ -658,6 +678,7 @@ def _set_target(
             ready=False,
             replicas=previous.replicas if previous is not None else None,
             message=error,
+            error=kind,
         )
     return status.model_copy(update={"targets": targets.model_copy(update={_field(name): entry})})
 
@@ -668,13 +689,13 @@ def _drop_target(status: InferenceWorkloadStatus, name: TargetName) -> Inference
 
 
 def _is_permanent(entry: TargetResourceStatus) -> bool:
-    return entry.message is not None and ("(permanent)" in entry.message or "(not owned)" in entry.message)
+    return entry.error in (TargetErrorKind.PERMANENT, TargetErrorKind.NOT_OWNED)
 
 
 def _first_error(targets: TargetsStatus) -> str | None:
     for name in TargetName:
         entry = _target_status(targets, name)
-        if entry is not None and entry.message:
+        if entry is not None and entry.error is not None and entry.message:
             return entry.message
     return None
 

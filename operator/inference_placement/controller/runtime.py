@@ -143,8 +143,9 @@ async def build_fleet(settings: OperatorSettings) -> tuple[Fleet, Callable[[], A
         spec, problems = parse_spec(body.get("spec"))
         if spec is None or problems or TargetName.CLUSTER not in spec.placement.allowed_targets:
             return None
-        owner = str((body.get("metadata") or {}).get("uid") or "") or None
-        return capacity.check(spec, owner=owner)
+        meta = body.get("metadata") or {}
+        # The capacity this workload already holds must not count against it.
+        return capacity.check(spec, owner=f"{meta.get('namespace', 'default')}/{meta.get('name', '')}")
 
     fleet = Fleet(
         reconciler=reconciler,

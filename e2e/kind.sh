@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The same flow as e2e/local-cluster.sh on kind, for users who have Docker (not used by this project's CI,
+# which has no Docker engine: there e2e/local-cluster.sh builds a real 1.20 cluster from Debian's sources).
+#
+#   e2e/kind.sh up      create the cluster, load the model-server image, install the CRDs from crds/
+#   e2e/kind.sh env     print `export KUBECONFIG=...`
+#   e2e/kind.sh down    delete the cluster
+#
+# Env: KIND_CLUSTER_NAME (default inference-placement), KIND_NODE_IMAGE (default kindest/node:v1.20.15, the
+# newest 1.20 node image; kind v0.17 is the last release that documents it), KIND_KUBECONFIG.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CLUSTER=${KIND_CLUSTER_NAME:-inference-placement}
+NODE_IMAGE=${KIND_NODE_IMAGE:-kindest/node:v1.20.15}
+KUBECONFIG_FILE=${KIND_KUBECONFIG:-${INFERENCE_PLACEMENT_CACHE:-$HOME/.cache/inference-placement}/kind-$CLUSTER.kubeconfig}
+MODEL_SERVER_IMAGE=localhost/inference-placement/model-server:dev
+
+need() {
+  local tool
+  for tool in "$@"; do command -v "$tool" >/dev/null || { echo "kind.sh: $tool not found" >&2; exit 1; }; done
+}
+
+up() {
+  need kind docker kubectl
+  mkdir -p "$(dirname "$KUBECONFIG_FILE")"
+  if ! kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+    kind create cluster --name "$CLUSTER" --image "$NODE_IMAGE" --kubeconfig "$KUBECONFIG_FILE" --wait 180s
+  else
+    kind export kubeconfig --name "$CLUSTER" --kubeconfig "$KUBECONFIG_FILE"
+  fi
+  # The same model server as the local cluster's image; kind nodes cannot pull localhost/ images, so load it.
+  # Pods use imagePullPolicy: Never, exactly as on the local cluster.
+  docker build -t "$MODEL_SERVER_IMAGE" -f - "$REPO/e2e" <<'DOCKERFILE'
+FROM python:3.11-slim
+COPY model_server.py /app/model_server.py
+ENV PORT=8080 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /app
+ENTRYPOINT ["python3", "-u", "/app/model_server.py"]
+DOCKERFILE
+  kind load docker-image "$MODEL_SERVER_IMAGE" --name "$CLUSTER"
+  if compgen -G "$REPO/crds/*.yaml" >/dev/null; then
+    kubectl --kubeconfig "$KUBECONFIG_FILE" apply -f "$REPO/crds/"
+    kubectl --kubeconfig "$KUBECONFIG_FILE" wait --for condition=established --timeout 60s -f "$REPO/crds/"
+  fi
+  echo "export KUBECONFIG=$KUBECONFIG_FILE"
+}
+
+case ${1:-} in
+  up) up ;;
+  env) echo "export KUBECONFIG=$KUBECONFIG_FILE" ;;
+  down) need kind; kind delete cluster --name "$CLUSTER"; rm -f "$KUBECONFIG_FILE" ;;
+  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac

@@ -1,0 +1,553 @@
+"""``inference-placement explain NAME``: why a workload runs where it runs, in numbers.
+
+Reads the workload (and its recent Events) from the apiserver and re-runs the placement policy -- the same
+``policy.decide`` the controller runs -- on the traffic recorded in its status with the price book given (the
+packaged one by default, or the file the operator mounts). It shows, per target: allowed, feasible (and why not),
+projected monthly cost now and as the operator last recorded it, SLO risk; the offload/reclaim thresholds; what the
+policy would do now; and the operator's last decision, migration and conditions.
+
+``explain_workload`` is pure (object + price book + clock -> ``Explanation``); the command adds the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import numpy as np
+import typer
+from pydantic import ValidationError
+
+from inference_placement.api.spec import InferenceWorkloadSpec, TargetName, ThresholdMode
+from inference_placement.api.status import (
+    Condition,
+    ConditionType,
+    DecisionRecord,
+    InferenceWorkloadStatus,
+    LastMigration,
+    MigrationStatus,
+    ObservedTraffic,
+    TargetResourceStatus,
+)
+from inference_placement.api.validation import parse_spec
+from inference_placement.api.workload import GROUP, KIND, PLURAL, VERSION
+from inference_placement.policy.capacity import ClusterCapacity
+from inference_placement.policy.cost_model import break_even_rps, plan_target
+from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
+from inference_placement.policy.economics import workload_economics
+from inference_placement.policy.feasibility import assess_feasibility
+from inference_placement.policy.forecast import TrafficForecast, forecast_from_rates, idle_forecast
+from inference_placement.policy.price_book import PriceBook, default_price_book, load_price_book
+from inference_placement.policy.slo_risk import SloTerms
+
+__all__ = [
+    "EventRow",
+    "Explanation",
+    "TargetRow",
+    "ThresholdRow",
+    "explain_workload",
+    "register",
+    "render",
+]
+
+SERVERLESS = (TargetName.CLOUDRUN, TargetName.LAMBDA)
+DEFAULT_STEP_SECONDS = 60.0
+"""Step of the window rebuilt from ``status.observed`` (the status keeps the mean rate, not the series)."""
+MAX_EVENTS = 10
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    """One target as the policy sees it for this workload."""
+
+    target: TargetName
+    allowed: bool
+    feasible: bool
+    why_not: str
+    """Why the target is excluded (empty when feasible)."""
+    projected_monthly_cost_usd: float | None
+    """With the given price book on the recorded traffic (None = infeasible or unpriced)."""
+    recorded_monthly_cost_usd: float | None
+    """As the operator recorded it in status at its last tick."""
+    slo_risk: float | None
+    """Expected share of requests missing the SLO on this target."""
+    serving: bool
+    resource: TargetResourceStatus | None
+
+
+@dataclass(frozen=True)
+class ThresholdRow:
+    """Offload/reclaim request rates between the cluster and one serverless target."""
+
+    serverless: TargetName
+    offload_below_rps: float
+    reclaim_above_rps: float
+    how: str
+
+
+@dataclass(frozen=True)
+class EventRow:
+    time: str
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Explanation:
+    namespace: str
+    name: str
+    generation: int | None
+    observed_generation: int | None
+    placement: TargetName | None
+    phase: str | None
+    endpoint: str | None
+    observed: ObservedTraffic | None
+    targets: tuple[TargetRow, ...]
+    thresholds: tuple[ThresholdRow, ...]
+    policy_now: str
+    """What the policy decides now with the given price book (its reason, in numbers)."""
+    policy_target: TargetName | None
+    policy_would_migrate: bool
+    last_decision: DecisionRecord | None
+    migration: MigrationStatus | None
+    last_migration: LastMigration | None
+    conditions: tuple[Condition, ...]
+    spec_problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    events: tuple[EventRow, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (enums as their values, models in their wire form)."""
+
+        def convert(value: Any) -> Any:
+            if isinstance(value, TargetName):
+                return value.value
+            if hasattr(value, "to_wire"):
+                return value.to_wire()
+            if isinstance(value, dict):
+                return {k: convert(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [convert(v) for v in value]
+            if isinstance(value, float) and not math.isfinite(value):
+                return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+            return value
+
+        raw = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        raw["targets"] = [
+            {**{k: v for k, v in asdict(row).items() if k != "resource"}, "resource": row.resource}
+            for row in self.targets
+        ]
+        raw["thresholds"] = [asdict(row) for row in self.thresholds]
+        raw["events"] = [asdict(row) for row in self.events]
+        converted: dict[str, Any] = convert(raw)
+        return converted
+
+
+# ----------------------------------------------------------------------------------------------- pure part
+
+
+def _parse_time(stamp: str | None) -> datetime | None:
+    if not stamp:
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _window(observed: ObservedTraffic | None, spec: InferenceWorkloadSpec) -> TrafficWindow | None:
+    """The recorded traffic as a constant-rate window ending at the sample time (the status keeps only the mean)."""
+    if observed is None or observed.rps is None:
+        return None
+    end = _parse_time(observed.sampled_at)
+    if end is None:
+        return None
+    span = float(observed.window_seconds or max(spec.placement.sustain_seconds, DEFAULT_STEP_SECONDS))
+    step = min(DEFAULT_STEP_SECONDS, span) if span > 0 else DEFAULT_STEP_SECONDS
+    steps = max(1, round(span / step))
+    return TrafficWindow(
+        step_seconds=step,
+        rps=tuple([float(observed.rps)] * steps),
+        latency_p99_seconds=observed.latency_p99_seconds,
+        end=end,
+    )
+
+
+def _forecast(spec: InferenceWorkloadSpec, window: TrafficWindow | None) -> TrafficForecast:
+    if window is None:
+        return idle_forecast(spec)
+    return forecast_from_rates(spec, np.asarray(window.rps, dtype=np.float64), window.step_seconds)
+
+
+def _thresholds(
+    spec: InferenceWorkloadSpec,
+    price_book: PriceBook,
+    feasible: Sequence[TargetName],
+    window: TrafficWindow | None,
+) -> tuple[ThresholdRow, ...]:
+    """Offload/reclaim rates between the cluster and each feasible serverless target (as ``decide`` sets them)."""
+    if TargetName.CLUSTER not in feasible:
+        return ()
+    serverless = [t for t in SERVERLESS if t in feasible]
+    if not serverless:
+        return ()
+    th = spec.placement.thresholds
+    if th.mode is ThresholdMode.EXPLICIT and th.offload_below_rps is not None and th.reclaim_above_rps is not None:
+        return tuple(ThresholdRow(t, th.offload_below_rps, th.reclaim_above_rps, "explicit") for t in serverless)
+    econs = workload_economics(spec, price_book)
+    if TargetName.CLUSTER not in econs:
+        return ()
+    forecast = _forecast(spec, window)
+    slo = SloTerms.from_spec(spec)
+    cluster_plan = plan_target(econs[TargetName.CLUSTER], forecast, slo)
+    rows: list[ThresholdRow] = []
+    h = th.hysteresis_fraction
+    for target in serverless:
+        if target not in econs:
+            continue
+        plan = plan_target(econs[target], forecast, slo)
+        b = break_even_rps(
+            econs[TargetName.CLUSTER], cluster_plan.warm, econs[target], plan.warm, forecast.service_seconds, slo
+        )
+        rows.append(ThresholdRow(target, b * (1.0 - h), b * (1.0 + h), f"auto: break-even {b:.3g} rps -/+{h:.0%}"))
+    return tuple(rows)
+
+
+def _recorded_cost(status: InferenceWorkloadStatus, target: TargetName) -> float | None:
+    costs = status.projected_monthly_cost_usd
+    if costs is None:
+        return None
+    value: float | None = getattr(costs, "lambda_" if target is TargetName.LAMBDA else target.value)
+    return value
+
+
+def _resource(status: InferenceWorkloadStatus, target: TargetName) -> TargetResourceStatus | None:
+    if status.targets is None:
+        return None
+    entry: TargetResourceStatus | None = getattr(
+        status.targets, "lambda_" if target is TargetName.LAMBDA else target.value
+    )
+    return entry
+
+
+def _parse_status(raw: Any) -> tuple[InferenceWorkloadStatus, str | None]:
+    try:
+        return InferenceWorkloadStatus.model_validate(raw or {}), None
+    except ValidationError as err:
+        return InferenceWorkloadStatus(), f"status unreadable by this version ({err.error_count()} problems); ignored"
+
+
+def explain_workload(
+    obj: Mapping[str, Any],
+    price_book: PriceBook,
+    *,
+    now: datetime | None = None,
+    events: Sequence[Mapping[str, Any]] = (),
+) -> Explanation:
+    """Explain one workload object (as the apiserver returns it) with ``price_book``.
+
+    ``now`` is the decision time; by default the time of the recorded traffic sample (so the recorded metrics count
+    as fresh and the verdict is the one the operator would reach on them), else the current time.
+    """
+    meta: Mapping[str, Any] = obj.get("metadata") or {}
+    status, status_note = _parse_status(obj.get("status"))
+    notes: list[str] = [status_note] if status_note else []
+    spec, problems = parse_spec(obj.get("spec"))
+    conditions = tuple(status.conditions)
+    base: dict[str, Any] = {
+        "namespace": str(meta.get("namespace") or "default"),
+        "name": str(meta.get("name") or ""),
+        "generation": meta.get("generation"),
+        "observed_generation": status.observed_generation,
+        "placement": status.placement,
+        "phase": status.phase.value if status.phase is not None else None,
+        "endpoint": status.endpoint,
+        "observed": status.observed,
+        "last_decision": status.last_decision,
+        "migration": status.migration,
+        "last_migration": status.last_migration,
+        "conditions": conditions,
+        "events": tuple(_event_rows(events)),
+    }
+    if spec is None or problems:
+        return Explanation(
+            **base,
+            targets=(),
+            thresholds=(),
+            policy_now="the spec is invalid: nothing is decided until it is fixed; whatever serves keeps serving",
+            policy_target=None,
+            policy_would_migrate=False,
+            spec_problems=tuple(f"spec.{p.field}: {p.message}" for p in problems),
+            notes=tuple(notes),
+        )
+
+    window = _window(status.observed, spec)
+    when = now or (window.end if window is not None else datetime.now(UTC))
+    last_finished = _parse_time(status.last_migration.finished_at) if status.last_migration is not None else None
+    state = PlacementState(
+        current=status.placement,
+        last_migration_finished_at=last_finished,
+        month_to_date_usd=status.budget.month_to_date_usd if status.budget is not None else 0.0,
+    )
+    # explain reads no Nodes: capacity is unknown to it, so the cluster is not gated on free capacity here.
+    capacity = ClusterCapacity()
+    decision: Decision = decide(spec, window, state, price_book, capacity, when)
+    feasibility = assess_feasibility(spec, price_book, capacity, status.placement)
+    allowed = set(spec.placement.allowed_targets)
+    rows = tuple(
+        TargetRow(
+            target=t,
+            allowed=t in allowed,
+            feasible=feasibility.feasible(t) and decision.projected_monthly_cost_usd.get(t) is not None,
+            why_not=feasibility.infeasible.get(
+                t, "" if decision.projected_monthly_cost_usd.get(t) is not None else "not priced"
+            ),
+            projected_monthly_cost_usd=decision.projected_monthly_cost_usd.get(t),
+            recorded_monthly_cost_usd=_recorded_cost(status, t),
+            slo_risk=decision.slo_risk_by_target.get(t),
+            serving=status.placement is t,
+            resource=_resource(status, t),
+        )
+        for t in TargetName
+    )
+    feasible = [r.target for r in rows if r.feasible]
+    if window is None:
+        notes.append("no traffic recorded in status: costs use the idle prior (no requests yet)")
+    else:
+        notes.append(
+            f"traffic: the recorded mean {window.rps[-1]:.4g} rps over {len(window.rps) * window.step_seconds:.0f} s "
+            "taken as constant (the status keeps the mean, not the series)"
+        )
+    capacity_condition = next((c for c in conditions if c.type is ConditionType.CAPACITY_AVAILABLE), None)
+    if capacity_condition is not None:
+        notes.append(
+            f"cluster capacity (operator, last tick): {capacity_condition.status.value}, {capacity_condition.message}"
+        )
+    else:
+        notes.append("cluster capacity is not checked here (explain reads no Nodes)")
+    return Explanation(
+        **base,
+        targets=rows,
+        thresholds=_thresholds(spec, price_book, feasible, window),
+        policy_now=decision.reason,
+        policy_target=decision.target if decision.target is not None else status.placement,
+        policy_would_migrate=decision.migrate,
+        notes=tuple(notes),
+    )
+
+
+def _event_rows(events: Sequence[Mapping[str, Any]]) -> list[EventRow]:
+    def when(event: Mapping[str, Any]) -> str:
+        return str(event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp") or "")
+
+    ordered = sorted(events, key=when)[-MAX_EVENTS:]
+    return [
+        EventRow(
+            time=when(e),
+            type=str(e.get("type") or ""),
+            reason=str(e.get("reason") or ""),
+            message=str(e.get("message") or ""),
+        )
+        for e in ordered
+    ]
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+
+
+def _money(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"${value:,.0f}"
+    return f"${value:,.2f}"
+
+
+def _rate(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:.3g}"
+
+
+def render(expl: Explanation, console: Any) -> None:
+    """Print the explanation as rich tables on ``console`` (a ``rich.console.Console``)."""
+    from rich.table import Table
+
+    title = f"{expl.namespace}/{expl.name}"
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("placement", expl.placement.value if expl.placement else "none yet")
+    head.add_row("phase", expl.phase or "-")
+    head.add_row("endpoint", expl.endpoint or "-")
+    gens = f"{expl.observed_generation if expl.observed_generation is not None else '-'} of {expl.generation}"
+    head.add_row("reconciled generation", gens)
+    if expl.observed is not None:
+        obs = expl.observed
+        p99 = f"{obs.latency_p99_seconds * 1000:.0f} ms" if obs.latency_p99_seconds is not None else "-"
+        head.add_row(
+            "observed", f"{obs.rps if obs.rps is not None else '-'} rps, p99 {p99}, at {obs.sampled_at or '-'}"
+        )
+    console.print(f"[bold]InferenceWorkload {title}[/bold]")
+    console.print(head)
+
+    if expl.spec_problems:
+        problems = Table(title="Invalid spec", title_justify="left")
+        problems.add_column("problem")
+        for problem in expl.spec_problems:
+            problems.add_row(problem)
+        console.print(problems)
+
+    if expl.targets:
+        table = Table(title="Targets", title_justify="left")
+        for column in (
+            "target",
+            "allowed",
+            "feasible",
+            "cost/mo now",
+            "cost/mo recorded",
+            "SLO risk",
+            "resource",
+            "why not",
+        ):
+            table.add_column(column)
+        for row in expl.targets:
+            resource = "-"
+            if row.resource is not None:
+                state = "ready" if row.resource.ready else "not ready"
+                resource = f"{row.resource.name} ({state})" + (
+                    f": {row.resource.message}" if row.resource.message else ""
+                )
+            name = f"[bold]{row.target.value}*[/bold]" if row.serving else row.target.value
+            table.add_row(
+                name,
+                "yes" if row.allowed else "no",
+                "yes" if row.feasible else "no",
+                _money(row.projected_monthly_cost_usd),
+                _money(row.recorded_monthly_cost_usd),
+                f"{row.slo_risk:.2%}" if row.slo_risk is not None else "-",
+                resource,
+                row.why_not or "",
+            )
+        console.print(table)
+        console.print("* serving now")
+
+    if expl.thresholds:
+        th = Table(title="Thresholds (cluster <-> serverless)", title_justify="left")
+        for column in ("serverless", "offload below", "reclaim above", "set by"):
+            th.add_column(column)
+        for t in expl.thresholds:
+            th.add_row(
+                t.serverless.value, f"{_rate(t.offload_below_rps)} rps", f"{_rate(t.reclaim_above_rps)} rps", t.how
+            )
+        console.print(th)
+
+    decisions = Table(title="Decisions", title_justify="left")
+    decisions.add_column("when")
+    decisions.add_column("what")
+    decisions.add_column("why")
+    move = " (would migrate)" if expl.policy_would_migrate else ""
+    target = expl.policy_target.value if expl.policy_target else "-"
+    decisions.add_row("policy now", f"{target}{move}", expl.policy_now)
+    if expl.last_decision is not None:
+        d = expl.last_decision
+        decisions.add_row(d.decided_at, f"{d.target.value} x{d.replicas}", d.reason)
+    if expl.migration is not None:
+        m = expl.migration
+        source = m.source.value if m.source else "nothing"
+        decisions.add_row(
+            m.step_started_at,
+            f"migrating {source} -> {m.target.value}",
+            f"{m.step.value}, {m.traffic_percent}% on target; {m.reason}"
+            + (f"; last error: {m.last_error}" if m.last_error else ""),
+        )
+    if expl.last_migration is not None:
+        lm = expl.last_migration
+        source = lm.source.value if lm.source else "nothing"
+        decisions.add_row(lm.finished_at, f"migration {source} -> {lm.target.value}: {lm.outcome.value}", lm.message)
+    for event in expl.events:
+        decisions.add_row(event.time, f"event {event.reason}", event.message)
+    console.print(decisions)
+
+    if expl.conditions:
+        conds = Table(title="Conditions", title_justify="left")
+        for column in ("type", "status", "reason", "message", "since"):
+            conds.add_column(column)
+        for c in expl.conditions:
+            conds.add_row(c.type.value, c.status.value, c.reason.value, c.message, c.last_transition_time)
+        console.print(conds)
+
+    for note in expl.notes:
+        console.print(f"[dim]note: {note}[/dim]")
+
+
+# ----------------------------------------------------------------------------------------------- I/O and command
+
+
+async def read_workload(
+    name: str, namespace: str, kubeconfig: str | None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The workload object and its Events (Events are best effort: a user without access to them gets none)."""
+    from kubernetes_asyncio import client as k8s
+    from kubernetes_asyncio.client.rest import ApiException
+
+    from inference_placement.controller.kube import make_api_client
+
+    async with await make_api_client(kubeconfig) as api:
+        custom = k8s.CustomObjectsApi(api)
+        obj: dict[str, Any] = await custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        events: list[dict[str, Any]] = []
+        try:
+            core = k8s.CoreV1Api(api)
+            selector = f"involvedObject.name={name},involvedObject.kind={KIND}"
+            listing = await core.list_namespaced_event(namespace, field_selector=selector)
+            events = [api.sanitize_for_serialization(item) for item in listing.items]
+        except ApiException:
+            events = []
+    return obj, events
+
+
+def explain_command(
+    name: Annotated[str, typer.Argument(help="Name of the InferenceWorkload.")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the workload.")] = "default",
+    kubeconfig: Annotated[
+        Optional[str], typer.Option(help="Kubeconfig path (default: in-cluster, then ~/.kube/config).")
+    ] = None,
+    price_book: Annotated[Optional[Path], typer.Option(help="Price book YAML (default: the packaged one).")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+) -> None:
+    """Explain why a workload runs where it runs: cost and feasibility per target, thresholds, last decisions."""
+    from kubernetes_asyncio.client.rest import ApiException
+    from rich.console import Console
+
+    if output not in ("table", "json"):
+        raise typer.BadParameter("--output must be table or json")
+    try:
+        book = (
+            load_price_book(price_book.read_text(encoding="utf-8"), source=str(price_book))
+            if price_book
+            else (default_price_book())
+        )
+    except (OSError, ValueError) as err:
+        raise typer.BadParameter(str(err), param_hint="--price-book") from err
+    try:
+        obj, events = asyncio.run(read_workload(name, namespace, kubeconfig))
+    except ApiException as err:
+        what = "not found" if err.status == 404 else f"HTTP {err.status} {err.reason}"
+        typer.echo(f"error: InferenceWorkload {namespace}/{name}: {what}", err=True)
+        raise typer.Exit(1) from err
+    explanation = explain_workload(obj, book, events=events)
+    if output == "json":
+        typer.echo(json.dumps(explanation.to_dict(), indent=2, sort_keys=False))
+    else:
+        render(explanation, Console(width=160))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("explain")(explain_command)

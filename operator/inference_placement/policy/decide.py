@@ -1,0 +1,527 @@
+"""The placement decision: spec + observed window + current placement + price book + capacity + clock -> Decision.
+
+Pure and stateless across ticks (everything it needs about the past is in the window and the placement state), so
+the controller, ``simulate`` and the benchmark call this same function. In order:
+
+1. feasibility: platform limits, allowed targets, compliance, cluster capacity (``feasibility.py``);
+2. per feasible target, the warm capacity with the lowest projected cost whose SLO risk stays in budget, and its
+   projected monthly cost (``cost_model.py``, forecast = the observed window);
+3. the target: a pin wins; the first placement takes the cheapest; otherwise a move needs a cheaper target over the
+   near term (migration included) and its threshold held over every step of the sustain window (explicit
+   thresholds from the spec, or ``auto``: the cost break-even rate -/+ the hysteresis band), and no cooldown;
+4. the budget: month-to-date plus the forecast to the month's end, and the spec's action;
+5. replicas for the target that serves after this decision.
+
+No change while metrics are missing or stale (``target=None``), except the first placement, which uses the
+idle prior (no traffic yet; the first request must still be served within the SLO).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from inference_placement.api.spec import BudgetAction, InferenceWorkloadSpec, TargetName, ThresholdMode
+from inference_placement.policy.capacity import ClusterCapacity
+from inference_placement.policy.cost_model import (
+    Projection,
+    break_even_rps,
+    migration_cost_usd,
+    plan_target,
+    slack,
+    steady_cost_per_second,
+)
+from inference_placement.policy.economics import Billing, TargetEconomics, workload_economics
+from inference_placement.policy.feasibility import assess_feasibility
+from inference_placement.policy.forecast import TrafficForecast, clean_rates, forecast_from_rates, idle_forecast
+from inference_placement.policy.price_book import PriceBook
+from inference_placement.policy.queueing import replicas_for_wait_scalar
+from inference_placement.policy.slo_risk import SloTerms
+
+__all__ = ["Decision", "PlacementState", "TrafficWindow", "decide", "seconds_to_month_end"]
+
+SERVERLESS = (TargetName.LAMBDA, TargetName.CLOUDRUN)
+_PREFERENCE = {TargetName.CLUSTER: 0, TargetName.CLOUDRUN: 1, TargetName.LAMBDA: 2}
+
+
+@dataclass(frozen=True)
+class TrafficWindow:
+    """What metrics say: a trailing window ending at ``end``."""
+
+    step_seconds: float
+    rps: tuple[float, ...]
+    """Request rate per step, oldest first (the window covers >= sustain_seconds when available)."""
+    latency_p99_seconds: float | None
+    end: datetime
+    """Time of the last sample (staleness = now - end)."""
+    service_seconds: float | None = None
+    """Observed mean service time of warm requests (rate(duration_sum) / rate(count)); None = use the spec's."""
+    warm_latency_seconds: float | None = None
+    """Observed mean of the latency the SLO measures on requests that did not queue (e.g. time to first token of a
+    streamed LLM response); None = the whole service time."""
+    peak_in_flight: tuple[float, ...] | None = None
+    """Peak requests in flight per step, aligned with ``rps`` (``max_over_time`` of the servers' in-flight gauge);
+    None = unknown. Shows bursts shorter than a step that rates average away."""
+    slo_miss_share: float | None = None
+    """Observed share of the window's requests slower than the SLO's latency (the latency histogram's bucket at
+    the objective); None = unknown. Calibrates the model on the current target when it misses more than planned."""
+
+
+@dataclass(frozen=True)
+class PlacementState:
+    """From the workload's status, so the policy itself is stateless across ticks."""
+
+    current: TargetName | None
+    last_migration_finished_at: datetime | None
+    month_to_date_usd: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    target: TargetName | None
+    """Where the workload runs after this decision; None = keep as is (metrics missing, nothing feasible)."""
+    replicas: int
+    """For ``target``: cluster replicas, or serverless instances held warm by the platform (Lambda provisioned
+    concurrency / Cloud Run min instances)."""
+    reason: str
+    projected_monthly_cost_usd: dict[TargetName, float | None]
+    """Projected monthly cost on each target (None = infeasible)."""
+    infeasible: dict[TargetName, str]
+    """Why each excluded target is excluded."""
+    slo_risk: float | None
+    """Expected share of requests missing the SLO on ``target``."""
+    budget_exceeded: bool
+    projected_month_usd: float
+    metrics_ok: bool
+    migrate: bool
+    """True when ``target`` differs from the current placement and a move may start now."""
+    keep_warm_instances: int = 0
+    """Serverless: instances to keep warm with pings (a billed request every ``ping_interval_seconds``)."""
+    ping_interval_seconds: float | None = None
+    max_replicas: int | None = None
+    """Cap on replicas / serverless concurrency (budget action cap-scaling); None = the spec's."""
+    preferred: TargetName | None = None
+    """The target the policy would move to when a move is held back (sustain, cooldown); None otherwise."""
+    slo_risk_by_target: dict[TargetName, float | None] = field(default_factory=dict)
+    thresholds_rps: tuple[float, float] | None = None
+    """(offload below, reclaim above) used for this decision, when a cluster/serverless move was considered."""
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def seconds_to_month_end(now: datetime) -> float:
+    """Seconds from ``now`` to the first instant of the next calendar month (UTC)."""
+    moment = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    return max(0.0, (datetime(year, month, 1, tzinfo=UTC) - moment).total_seconds())
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _metrics_state(window: TrafficWindow | None, now: datetime, max_staleness_seconds: float) -> tuple[bool, str]:
+    if window is None or len(window.rps) == 0:
+        return False, "no traffic metrics"
+    if not (window.step_seconds > 0 and math.isfinite(window.step_seconds)):
+        return False, f"invalid metrics step {window.step_seconds}"
+    age = (_aware(now) - _aware(window.end)).total_seconds()
+    if age > max_staleness_seconds:
+        return False, f"metrics are {age:.0f} s old (> {max_staleness_seconds:.0f} s)"
+    last = window.rps[-1]
+    if not math.isfinite(last) or last < 0:
+        return False, f"latest rate sample is invalid ({last})"
+    return True, ""
+
+
+def _money(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if value >= 100:
+        return f"${value:,.0f}"
+    if value >= 1:
+        return f"${value:,.2f}"
+    return f"${value:.4f}"
+
+
+def _rate(value: float) -> str:
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.3g}"
+
+
+@dataclass(frozen=True)
+class _Choice:
+    target: TargetName | None
+    move_now: bool
+    preferred: TargetName | None
+    note: str
+    thresholds: tuple[float, float] | None = None
+
+
+def _sustained(values: np.ndarray, below: float | None = None, above: float | None = None) -> bool:
+    if values.size == 0:
+        return False
+    if below is not None and not bool((values < below).all()):
+        return False
+    return not (above is not None and not bool((values > above).all()))
+
+
+def _cluster_serverless_thresholds(
+    spec: InferenceWorkloadSpec,
+    econs: dict[TargetName, TargetEconomics],
+    plans: dict[TargetName, Projection],
+    serverless: TargetName,
+    forecast: TrafficForecast,
+    slo: SloTerms,
+) -> tuple[float, float, str]:
+    """(offload below, reclaim above, how they were set) between the cluster and one serverless target."""
+    th = spec.placement.thresholds
+    if th.mode is ThresholdMode.EXPLICIT and th.offload_below_rps is not None and th.reclaim_above_rps is not None:
+        return th.offload_below_rps, th.reclaim_above_rps, "explicit"
+    b = break_even_rps(
+        econs[TargetName.CLUSTER],
+        plans[TargetName.CLUSTER].warm,
+        econs[serverless],
+        plans[serverless].warm,
+        forecast.service_seconds,
+        slo,
+        slack(forecast, slo),
+    )
+    h = th.hysteresis_fraction
+    return b * (1.0 - h), b * (1.0 + h), f"auto: break-even {_rate(b)} rps -/+{h:.0%}"
+
+
+def _choose(
+    spec: InferenceWorkloadSpec,
+    state: PlacementState,
+    now: datetime,
+    econs: dict[TargetName, TargetEconomics],
+    plans: dict[TargetName, Projection],
+    candidates: list[TargetName],
+    forecast: TrafficForecast,
+    slo: SloTerms,
+    drain_seconds: float,
+) -> _Choice:
+    current = state.current
+    recent = forecast.recent
+    pin = spec.placement.pin
+
+    near: dict[TargetName, float] = {}
+
+    def near_cost(t: TargetName) -> float:
+        if t not in near:
+            near[t] = plans[t].cost_usd(recent)
+        return near[t]
+
+    if pin is not None:
+        move = current is not pin
+        return _Choice(pin, move, None, f"pinned to {pin.value}")
+    if not candidates:
+        return _Choice(None, False, None, "no feasible target")
+    ranked = sorted(candidates, key=lambda t: (near_cost(t), t is not current, _PREFERENCE[t]))
+    cheapest = ranked[0]
+    if current is None:
+        return _Choice(cheapest, True, None, "first placement: cheapest feasible target")
+    if current not in plans:
+        return _Choice(cheapest, True, None, f"{current.value} is no longer feasible")
+    if current not in candidates:
+        # the current target carries more SLO risk than the budget allows; a safer one exists
+        return _Choice(cheapest, True, None, f"{current.value} SLO risk {plans[current].miss_share():.2%} over budget")
+    if cheapest is current:
+        return _Choice(current, False, None, "")
+
+    th = spec.placement.thresholds
+    sustain_rates = forecast.rps[forecast.sustain]
+    h = th.hysteresis_fraction
+    explicit = th.mode is ThresholdMode.EXPLICIT
+
+    def migration(to: TargetName) -> float:
+        return migration_cost_usd(plans[current], econs[current], plans[to], econs[to], drain_seconds)
+
+    # explicit thresholds decide between the cluster and serverless whatever the cost
+    if current is TargetName.CLUSTER or (explicit and TargetName.CLUSTER in candidates):
+        serverless_options = [t for t in ranked if t in SERVERLESS]
+        if current is TargetName.CLUSTER and serverless_options:
+            to = serverless_options[0]
+            cheaper = near_cost(to) + migration(to) < near_cost(current)
+            if not (explicit or cheaper):
+                return _Choice(current, False, None, "")
+            offload, reclaim, how = _cluster_serverless_thresholds(spec, econs, plans, to, forecast, slo)
+            peak = float(sustain_rates.max()) if sustain_rates.size else 0.0
+            if _sustained(sustain_rates, below=offload):
+                note = f"sustained peak {_rate(peak)} rps < offload {_rate(offload)} rps ({how})"
+                return _Choice(to, True, None, note, (offload, reclaim))
+            note = (
+                f"{to.value} cheaper but peak {_rate(peak)} rps in the sustain window is not below offload "
+                f"{_rate(offload)} rps ({how})"
+            )
+            return _Choice(current, False, to if cheaper else None, note, (offload, reclaim))
+    if current in SERVERLESS and TargetName.CLUSTER in candidates:
+        cluster_cheaper = near_cost(TargetName.CLUSTER) + migration(TargetName.CLUSTER) < near_cost(current)
+        if explicit or cluster_cheaper:
+            offload, reclaim, how = _cluster_serverless_thresholds(spec, econs, plans, current, forecast, slo)
+            low = float(sustain_rates.min()) if sustain_rates.size else 0.0
+            if _sustained(sustain_rates, above=reclaim):
+                note = f"sustained low {_rate(low)} rps > reclaim {_rate(reclaim)} rps ({how})"
+                return _Choice(TargetName.CLUSTER, True, None, note, (offload, reclaim))
+            if cheapest is TargetName.CLUSTER:
+                note = (
+                    f"cluster cheaper but low {_rate(low)} rps in the sustain window is not above reclaim "
+                    f"{_rate(reclaim)} rps ({how})"
+                )
+                return _Choice(current, False, TargetName.CLUSTER, note, (offload, reclaim))
+    if current in SERVERLESS and cheapest in SERVERLESS:
+        to = cheapest
+        if near_cost(to) + migration(to) < near_cost(current) * (1.0 - h):
+            service = forecast.service_seconds
+            ours = steady_cost_per_second(econs[current], sustain_rates, service, plans[current].warm, slo)
+            theirs = steady_cost_per_second(econs[to], sustain_rates, service, plans[to].warm, slo)
+            if bool((theirs < ours * (1.0 - h)).all()):
+                note = f"{to.value} cheaper by more than {h:.0%} at every step of the sustain window"
+                return _Choice(to, True, None, note)
+            note = f"{to.value} cheaper overall but not at every step of the sustain window"
+            return _Choice(current, False, to, note)
+        return _Choice(current, False, None, f"{to.value} within the {h:.0%} hysteresis band")
+    return _Choice(current, False, None, "")
+
+
+def _replicas_for(
+    spec: InferenceWorkloadSpec,
+    target: TargetName,
+    econ: TargetEconomics,
+    plan: Projection,
+    forecast: TrafficForecast,
+    slo: SloTerms,
+    window: TrafficWindow | None,
+    current: TargetName | None,
+) -> tuple[int, int, str]:
+    """(replicas, keep-warm instances by ping, note) for the serving target."""
+    if target is TargetName.CLUSTER:
+        rate = forecast.sizing_rps(econ.cold_start_seconds)
+        a = rate * forecast.service_seconds
+        needed = int(
+            replicas_for_wait_scalar(a, econ.concurrency, slack(forecast, slo), slo.sizing_tail, econ.max_instances)
+        )
+        concurrency = max(1, econ.concurrency)
+        notes: list[str] = []
+        # the observed in-flight peak of the sustain window: bursts shorter than a step that rates average away
+        recent_peak = forecast.observed_peak(forecast.sustain)
+        observed = math.ceil(recent_peak / concurrency - 1e-9)
+        if observed > needed:
+            needed = observed
+            notes.append(f"observed peak {recent_peak:.0f} in flight")
+        replicas = max(plan.warm, needed, spec.scaling.min_replicas)
+        p99 = window.latency_p99_seconds if window is not None else None
+        if current is TargetName.CLUSTER and p99 is not None and p99 > slo.latency_seconds and rate > 0:
+            replicas += 1
+            notes.append(f"observed p99 {p99 * 1000:.0f} ms > {slo.latency_seconds * 1000:.0f} ms: +1 replica")
+        return min(replicas, spec.scaling.max_replicas), 0, "; ".join(notes)
+    if econ.billing is Billing.INSTANCE_BASED:
+        # kept warm by min instances: an instance-based instance is billed alive whether pinged or not
+        return econ.floor_instances + plan.warm, 0, ""
+    return econ.floor_instances, plan.warm, ""
+
+
+def _budget_cap(target: TargetName, econ: TargetEconomics, remaining_usd: float, seconds_left: float) -> int:
+    affordable_per_second = max(0.0, remaining_usd) / max(seconds_left, 1.0)
+    unit = (
+        econ.instance_usd_per_second
+        if econ.billing in (Billing.REPLICA, Billing.INSTANCE_BASED)
+        else (econ.busy_usd_per_second)
+    )
+    if unit <= 0:
+        return econ.max_instances
+    return max(1, min(econ.max_instances, math.floor(affordable_per_second / unit)))
+
+
+# ----------------------------------------------------------------------------------------------- decide
+
+
+def decide(
+    spec: InferenceWorkloadSpec,
+    window: TrafficWindow | None,
+    state: PlacementState,
+    price_book: PriceBook,
+    capacity: ClusterCapacity,
+    now: datetime,
+    max_staleness_seconds: float = 180.0,
+) -> Decision:
+    """Where the workload should run now, with how many replicas, and why (in numbers)."""
+    slo = SloTerms.from_spec(spec)
+    feasibility = assess_feasibility(spec, price_book, capacity, state.current)
+    econs = {
+        t: e
+        for t, e in workload_economics(spec, price_book, node_provision=feasibility.cluster_needs_node).items()
+        if feasibility.feasible(t)
+    }
+    infeasible = dict(feasibility.infeasible)
+    metrics_ok, metrics_note = _metrics_state(window, now, max_staleness_seconds)
+    if metrics_ok and window is not None:
+        peaks = clean_rates(window.peak_in_flight) if window.peak_in_flight is not None else None
+        forecast = forecast_from_rates(
+            spec,
+            clean_rates(window.rps),
+            window.step_seconds,
+            window.service_seconds,
+            window.warm_latency_seconds,
+            peaks,
+        )
+    else:
+        forecast = idle_forecast(spec)
+
+    plans = {t: plan_target(econ, forecast, slo) for t, econ in econs.items()}
+    current_slo = slo
+    calibration_note = ""
+    if metrics_ok and window is not None and state.current in plans:
+        current_slo = slo.calibrated(window.slo_miss_share)
+        if current_slo is not slo:
+            # the current target misses more than the model says: trust the observation for it
+            plans[state.current] = plan_target(econs[state.current], forecast, current_slo)
+            calibration_note = (
+                f"observed {window.slo_miss_share:.2%} of requests over the SLO on {state.current.value} "
+                f"> {slo.risk_budget:.2%} planned: sizing x{current_slo.model_error:.1f} stricter"
+            )
+    monthly: dict[TargetName, float | None] = {t: (plans[t].monthly_usd() if t in plans else None) for t in TargetName}
+    risks: dict[TargetName, float | None] = {t: (plans[t].miss_share() if t in plans else None) for t in TargetName}
+    current = state.current
+
+    def summary() -> str:
+        parts = [f"{t.value} {_money(monthly[t])}/mo" for t in TargetName if monthly[t] is not None]
+        return "projected " + ", ".join(parts) if parts else "no target can run it"
+
+    if not metrics_ok and current is not None:
+        return Decision(
+            target=None,
+            replicas=0,
+            reason=f"{metrics_note}: keeping {current.value} as is",
+            projected_monthly_cost_usd=monthly,
+            infeasible=infeasible,
+            slo_risk=risks.get(current),
+            budget_exceeded=False,
+            projected_month_usd=state.month_to_date_usd,
+            metrics_ok=False,
+            migrate=False,
+            slo_risk_by_target=risks,
+        )
+
+    budget = spec.budget
+    seconds_left = seconds_to_month_end(now)
+
+    def month_projection(target: TargetName | None) -> float:
+        if target is None or target not in plans:
+            return state.month_to_date_usd
+        return state.month_to_date_usd + plans[target].usd_per_second() * seconds_left
+
+    safe = [t for t in plans if (risks[t] or 0.0) <= slo.risk_budget + 1e-12]
+    candidates = safe or ([min(plans, key=lambda t: (risks[t] or 0.0, _PREFERENCE[t]))] if plans else [])
+    drain = price_book.migration.drain_seconds
+    choice = _choose(spec, state, now, econs, plans, candidates, forecast, slo, drain)
+    serving = choice.target if choice.move_now else (current if current is not None else choice.target)
+    projected_month = month_projection(serving)
+    exceeded = budget.monthly_usd is not None and projected_month > budget.monthly_usd
+    budget_note = ""
+    if exceeded and budget.action is BudgetAction.PREFER_CHEAPER and spec.placement.pin is None:
+        # the budget outranks SLO risk: every feasible target competes on cost alone
+        choice = _choose(spec, state, now, econs, plans, list(plans), forecast, slo, drain)
+        serving = choice.target if choice.move_now else (current if current is not None else choice.target)
+        projected_month = month_projection(serving)
+        budget_note = "budget action prefer-cheaper: SLO risk not used to exclude targets"
+
+    # cooldown: at most one migration per cooldown window (a first placement or an infeasible current move anyway)
+    if choice.move_now and current is not None and current in plans and state.last_migration_finished_at is not None:
+        since = (_aware(now) - _aware(state.last_migration_finished_at)).total_seconds()
+        cooldown = spec.placement.cooldown_seconds
+        if since < cooldown and spec.placement.pin is None and current in candidates:
+            choice = _Choice(
+                current,
+                False,
+                choice.target,
+                f"{choice.note}; held by cooldown ({since:.0f} s of {cooldown} s since the last migration)",
+                choice.thresholds,
+            )
+            serving = current
+            projected_month = month_projection(serving)
+
+    exceeded = budget.monthly_usd is not None and projected_month > budget.monthly_usd
+    if serving is None or serving not in plans:
+        target_out = serving if current is None else None
+        return Decision(
+            target=target_out,
+            replicas=0,
+            reason=f"{choice.note or 'no feasible target'}; {summary()}",
+            projected_monthly_cost_usd=monthly,
+            infeasible=infeasible,
+            slo_risk=None,
+            budget_exceeded=exceeded,
+            projected_month_usd=projected_month,
+            metrics_ok=metrics_ok,
+            migrate=current is None and target_out is not None,
+            preferred=choice.preferred,
+            slo_risk_by_target=risks,
+        )
+
+    econ = econs[serving]
+    plan = plans[serving]
+    serving_slo = current_slo if serving is current else slo
+    replicas, keep_warm, replica_note = _replicas_for(spec, serving, econ, plan, forecast, serving_slo, window, current)
+    max_replicas: int | None = None
+    if exceeded and budget.action is BudgetAction.CAP_SCALING and budget.monthly_usd is not None:
+        cap = _budget_cap(serving, econ, budget.monthly_usd - state.month_to_date_usd, seconds_left)
+        max_replicas = cap
+        if serving is TargetName.CLUSTER:
+            replicas = min(replicas, cap)
+        unit = "replicas" if serving is TargetName.CLUSTER else "instances"
+        budget_note = f"budget action cap-scaling: at most {cap} {unit}"
+
+    risk = risks[serving]
+    warm_text = ""
+    if serving is TargetName.CLUSTER:
+        warm_text = f"{replicas} replica(s)"
+    elif keep_warm:
+        warm_text = f"{keep_warm} instance(s) kept warm by pings"
+    elif replicas:
+        warm_text = f"{replicas} warm instance(s)"
+    else:
+        warm_text = "scale to zero"
+    risk_text = f"SLO risk {risk:.2%} {'<=' if (risk or 0) <= slo.risk_budget else '>'} {slo.risk_budget:.2%} budget"
+    if not forecast.observed:
+        risk_text += " (no traffic seen yet)"
+    parts = [f"{serving.value} ({warm_text})", summary(), risk_text]
+    if choice.note:
+        parts.append(choice.note)
+    if calibration_note:
+        parts.append(calibration_note)
+    if replica_note:
+        parts.append(replica_note)
+    if budget.monthly_usd is not None:
+        relation = ">" if exceeded else "<="
+        parts.append(f"month projected {_money(projected_month)} {relation} budget {_money(budget.monthly_usd)}")
+    if budget_note:
+        parts.append(budget_note)
+    if not metrics_ok:
+        parts.append(metrics_note)
+    migrate = choice.move_now and serving is not current
+    return Decision(
+        target=serving,
+        replicas=int(replicas),
+        reason="; ".join(parts),
+        projected_monthly_cost_usd=monthly,
+        infeasible=infeasible,
+        slo_risk=risk,
+        budget_exceeded=exceeded,
+        projected_month_usd=projected_month,
+        metrics_ok=metrics_ok,
+        migrate=migrate,
+        keep_warm_instances=int(keep_warm),
+        ping_interval_seconds=econ.ping_interval_seconds if keep_warm else None,
+        max_replicas=max_replicas,
+        preferred=choice.preferred if not migrate else None,
+        slo_risk_by_target=risks,
+        thresholds_rps=choice.thresholds,
+    )

@@ -1,0 +1,288 @@
+"""SLO risk: the expected share of requests that miss the latency objective on a target, step by step.
+
+Two things make a request miss when the target is healthy: it waits for a cold start (no warm instance or replica
+was free) or it queues behind full replicas. Both are estimated from the observed window, step by step:
+
+- in flight: requests in flight are Poisson with mean ``rate x service`` (``queueing.py``);
+- idle gaps vs keep-alive: a serverless instance stays warm ``keep_alive`` after its last use, so a step whose
+  previous ``keep_alive`` seconds saw no traffic starts cold unless instances are kept warm (pings, min instances,
+  provisioned concurrency); the pool that survives is the peak of the instances used within the keep-alive;
+- a cold start delays the request that triggered it and every arrival during the start that finds no free slot;
+- a cluster scaled to zero starts a replica for the first request after an idle step.
+
+A cold request misses only when the cold start plus the service exceeds the objective (or the cold start exceeds
+what the SLO tolerates); otherwise cold starts cost money but no attainment.
+
+Functions take a vector of warm capacities and return one row per capacity, so the cost model prices all
+candidates in one pass (only busy steps carry risk, so the work scales with the busy part of the window).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from inference_placement.api.spec import InferenceWorkloadSpec
+from inference_placement.policy.queueing import (
+    FloatArray,
+    queue_miss_many,
+    replicas_for_wait_many,
+    sf_many,
+    slots_many,
+)
+
+__all__ = [
+    "RISK_SHARE_OF_BUDGET",
+    "RiskRows",
+    "SloTerms",
+    "StepTraffic",
+    "cluster_rows",
+    "keep_alive_pool",
+    "serverless_rows",
+    "step_traffic",
+]
+
+RISK_SHARE_OF_BUDGET = 0.5
+"""The policy spends at most half of the SLO's error budget on the misses it models (cold starts, queueing);
+the other half absorbs what it does not (clumped arrivals within a step, autoscaling lag, forecast error)."""
+
+
+_MAX_MODEL_ERROR = 100.0
+
+
+@dataclass(frozen=True)
+class SloTerms:
+    latency_seconds: float
+    attainment: float
+    tolerable_cold_start_seconds: float
+    model_error: float = 1.0
+    """How many times more misses were observed on the current target than the policy plans for (>= 1): its
+    capacity is sized for a tail that much tighter (calibration from the observed SLO misses)."""
+
+    @classmethod
+    def from_spec(cls, spec: InferenceWorkloadSpec) -> SloTerms:
+        slo = spec.slo
+        return cls(slo.latency_p99_seconds, slo.attainment, slo.tolerable_cold_start_seconds)
+
+    @property
+    def error_budget(self) -> float:
+        """Share of requests allowed to miss the objective."""
+        return max(0.0, 1.0 - self.attainment)
+
+    @property
+    def risk_budget(self) -> float:
+        """Share of requests the policy lets its modelled risks take."""
+        return self.error_budget * RISK_SHARE_OF_BUDGET
+
+    @property
+    def sizing_tail(self) -> float:
+        """Share of requests capacity is sized to let queue past their slack (the risk budget, calibrated)."""
+        return self.risk_budget / max(1.0, self.model_error)
+
+    def calibrated(self, observed_miss_share: float | None) -> SloTerms:
+        """These terms with the model error the observed misses show (unchanged when they are within budget)."""
+        if observed_miss_share is None or observed_miss_share <= self.risk_budget or self.risk_budget <= 0:
+            return self
+        return replace(self, model_error=min(_MAX_MODEL_ERROR, observed_miss_share / self.risk_budget))
+
+    def slack_over_service(self, warm_latency_seconds: float, service_seconds: float) -> float:
+        """How long a request may queue before it misses, in units of the service time."""
+        return max(0.0, self.latency_seconds - warm_latency_seconds) / max(service_seconds, 1e-9)
+
+    def cold_request_misses(self, cold_start_seconds: float, service_seconds: float) -> bool:
+        """Whether a request that waits for a cold start misses the SLO."""
+        return (
+            cold_start_seconds + service_seconds > self.latency_seconds
+            or cold_start_seconds > self.tolerable_cold_start_seconds
+        )
+
+
+@dataclass(frozen=True)
+class StepTraffic:
+    """The window's steps as the risk model sees them (independent of the warm capacity)."""
+
+    step_seconds: float
+    rps: FloatArray
+    requests: FloatArray
+    in_flight: FloatArray
+    """Mean requests in flight (rate x service)."""
+    busy: npt.NDArray[np.intp]
+    """Indices of steps with traffic."""
+
+    @property
+    def steps(self) -> int:
+        return int(self.rps.size)
+
+
+def step_traffic(rps: FloatArray, step_seconds: float, service_seconds: float) -> StepTraffic:
+    return StepTraffic(
+        step_seconds=step_seconds,
+        rps=rps,
+        requests=rps * step_seconds,
+        in_flight=rps * service_seconds,
+        busy=np.flatnonzero(rps > 0),
+    )
+
+
+def keep_alive_pool(instances: FloatArray, keep_alive_steps: int) -> FloatArray:
+    """Instances still warm at the start of each step: the peak used within the previous ``keep_alive_steps``."""
+    n = instances.size
+    out = np.zeros(n, dtype=np.float64)
+    if n == 0 or keep_alive_steps <= 0:
+        return out
+    nz = np.flatnonzero(instances > 0)
+    if nz.size == 0:
+        return out
+    if nz.size <= 2:
+        # (nearly) idle window: spread each busy step forward over the keep-alive
+        for i in nz:
+            end = min(n, i + 1 + keep_alive_steps)
+            seg = out[i + 1 : end]
+            np.maximum(seg, instances[i], out=seg)
+        return out
+    padded = np.concatenate([np.zeros(keep_alive_steps, dtype=np.float64), instances[:-1]])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, keep_alive_steps)
+    result: FloatArray = windows.max(axis=1)
+    return result
+
+
+@dataclass(frozen=True)
+class RiskRows:
+    """One row per warm capacity, one column per step."""
+
+    warm: FloatArray
+    cold_starts: FloatArray
+    misses: FloatArray
+    capacity: FloatArray
+    """Cluster: replicas. Serverless: instances alive (busy, or warm within the keep-alive, or kept warm)."""
+
+
+def _scatter(rows: int, steps: int, columns: npt.NDArray[np.intp], values: FloatArray) -> FloatArray:
+    out = np.zeros((rows, steps), dtype=np.float64)
+    if columns.size:
+        out[:, columns] = values
+    return out
+
+
+def serverless_rows(
+    traffic: StepTraffic,
+    warm: FloatArray,
+    concurrency: int,
+    keep_alive_seconds: float,
+    cold_start_seconds: float,
+    cold_misses: bool,
+    peak_in_flight: FloatArray | None = None,
+) -> RiskRows:
+    """Per-step instances, cold starts and misses on a serverless target keeping ``warm`` instances warm."""
+    c = float(max(1, concurrency))
+    n, idx = traffic.steps, traffic.busy
+    rows = warm.size
+    requests_b = traffic.requests[idx]
+    a_b = traffic.in_flight[idx]
+    # the level about one of the step's arrivals reaches
+    peak_b = slots_many(a_b, 1.0 / np.maximum(requests_b, 1.0))
+    if peak_in_flight is not None:
+        # bursts shorter than a step: the observed peak is the level the step's instances had to reach
+        peak_b = np.maximum(peak_b, peak_in_flight[idx])
+    instances = np.zeros(n, dtype=np.float64)
+    instances[idx] = np.maximum(1.0, np.ceil(peak_b / c))
+    k_steps = max(1, math.floor(keep_alive_seconds / traffic.step_seconds))
+    # an instance started for a level reached once stays warm for the keep-alive: the pool a step leaves behind is
+    # the level about one arrival reaches over a whole keep-alive at this rate, not just within the step
+    reached = np.zeros(n, dtype=np.float64)
+    reached_b = slots_many(a_b, 1.0 / np.maximum(requests_b * k_steps, 1.0))
+    if peak_in_flight is not None:
+        reached_b = np.maximum(reached_b, peak_in_flight[idx])
+    reached[idx] = np.maximum(1.0, np.ceil(reached_b / c))
+    base_pool = keep_alive_pool(reached, k_steps)
+    pool = np.maximum(base_pool[None, :], warm[:, None])
+    alive = np.maximum(pool, instances[None, :])
+    pool_b = pool[:, idx]
+    inst_b = instances[idx][None, :]
+    new = np.maximum(inst_b - pool_b, 0.0)
+    if cold_misses:
+        # one table for both tails: beyond the step's instances, and beyond the warm pool alone
+        tails = sf_many(a_b, np.concatenate([np.maximum(inst_b, pool_b) * c, pool_b * c]))
+        overflow = requests_b * tails[:rows]
+        first = requests_b * tails[rows:]
+        if peak_in_flight is not None:
+            # a burst above the warm slots waits for new instances: that share of the step is at risk
+            peaks_b = np.maximum(peak_in_flight[idx], 1e-9)
+            first = np.maximum(first, requests_b * np.clip(1.0 - pool_b * c / peaks_b, 0.0, 1.0))
+        cold_b = new + overflow
+        # every arrival during a needed cold start waits for it; with a warm pool only overflows miss
+        ramp = new * (1.0 + traffic.rps[idx] * cold_start_seconds) + overflow
+        misses_b = np.minimum(requests_b, np.minimum(np.maximum(first, new), ramp))
+    else:
+        overflow = requests_b * sf_many(a_b, np.maximum(inst_b, pool_b) * c)
+        cold_b = new + overflow
+        misses_b = np.zeros_like(cold_b)
+    return RiskRows(
+        warm=warm,
+        cold_starts=_scatter(rows, n, idx, cold_b),
+        misses=_scatter(rows, n, idx, misses_b),
+        capacity=alive,
+    )
+
+
+def cluster_rows(
+    traffic: StepTraffic,
+    floor: FloatArray,
+    concurrency: int,
+    tail: float,
+    slack_over_service: float,
+    cold_start_seconds: float,
+    cold_misses: bool,
+    max_replicas: int,
+    lag_steps: int,
+    peak_in_flight: FloatArray | None = None,
+) -> RiskRows:
+    """Per-step replicas, queueing misses and scale-from-zero misses in the cluster.
+
+    Replicas follow the traffic with a lag, as the policy sizes them: each step has the replicas the peak of the
+    previous ``lag_steps`` needed (so that waits past the slack stay under ``tail``, Erlang C), never fewer than
+    the floor. A burst above the recent peak is absorbed only by the floor; a step that finds no replica waits
+    for one to start.
+    """
+    c = float(max(1, concurrency))
+    n, idx = traffic.steps, traffic.busy
+    rows = floor.size
+    needed = np.zeros(n, dtype=np.float64)
+    a_b = traffic.in_flight[idx]
+    needed[idx] = replicas_for_wait_many(a_b, concurrency, slack_over_service, tail, max_replicas)
+    peaks_b = peak_in_flight[idx] if peak_in_flight is not None else None
+    if peaks_b is not None:
+        # bursts shorter than a step: the observed peak needs its slots too (the excess of a burst queues behind
+        # requests whose service times are long-tailed, so no queueing slack is counted on here)
+        burst = np.ceil(peaks_b / c - 1e-9)
+        needed[idx] = np.minimum(np.maximum(needed[idx], burst), float(max_replicas))
+    following = keep_alive_pool(needed, max(1, lag_steps))
+    replicas = np.clip(np.maximum(following[None, :], floor[:, None]), 0.0, float(max_replicas))
+    requests_b = traffic.requests[idx]
+    replicas_b = replicas[:, idx]
+    from_zero_b = replicas_b <= 0
+    # with no replica the first request starts one; it then serves the step
+    serving_b = np.maximum(replicas_b, 1.0)
+    queued_b = requests_b * queue_miss_many(a_b, serving_b * c, slack_over_service)
+    if peaks_b is not None:
+        # a burst above the slots queues its excess: that share of the step's requests is at risk
+        over_b = np.clip(1.0 - serving_b * c / np.maximum(peaks_b, 1e-9), 0.0, 1.0)
+        queued_b = np.maximum(queued_b, requests_b * over_b)
+    cold_b = from_zero_b.astype(np.float64)
+    if cold_misses:
+        start_b = np.minimum(requests_b, 1.0 + traffic.rps[idx] * cold_start_seconds)
+        zero_misses_b = cold_b * start_b
+    else:
+        zero_misses_b = np.zeros_like(cold_b)
+    misses_b = np.minimum(requests_b, queued_b + zero_misses_b)
+    billed = replicas.copy()
+    billed[:, idx] = serving_b
+    return RiskRows(
+        warm=floor,
+        cold_starts=_scatter(rows, n, idx, cold_b),
+        misses=_scatter(rows, n, idx, misses_b),
+        capacity=billed,
+    )

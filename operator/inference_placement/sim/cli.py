@@ -1,0 +1,241 @@
+"""``inference-placement simulate`` (a what-if on your own traffic) and ``inference-placement bench``."""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.parse
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+__all__ = ["register"]
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(float(text), tz=UTC)
+    except ValueError:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _prometheus_rates(url: str, query: str, start: datetime, end: datetime, step: float) -> list[float]:
+    params = urllib.parse.urlencode(
+        {"query": query, "start": start.timestamp(), "end": end.timestamp(), "step": f"{step:g}"}
+    )
+    with urllib.request.urlopen(f"{url.rstrip('/')}/api/v1/query_range?{params}", timeout=60) as response:
+        body: dict[str, Any] = json.loads(response.read().decode("utf-8"))
+    if body.get("status") != "success":
+        raise typer.BadParameter(f"Prometheus answered {body.get('status')}: {body.get('error')}")
+    series = body.get("data", {}).get("result", [])
+    if not series:
+        raise typer.BadParameter("the query returned no series")
+    steps = math.floor((end - start).total_seconds() / step) + 1
+    rates = [float("nan")] * steps
+    # a query with several series (e.g. per pod) is summed
+    for s in series:
+        for stamp, value in s.get("values", []):
+            i = round((float(stamp) - start.timestamp()) / step)
+            if 0 <= i < steps:
+                v = float(value)
+                rates[i] = v if math.isnan(rates[i]) else rates[i] + v
+    return [0.0 if math.isnan(r) else r for r in rates]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def simulate(
+        workload: Annotated[Path, typer.Option("--workload", help="InferenceWorkload YAML (or a bare spec).")],
+        trace: Annotated[Optional[Path], typer.Option("--trace", help="Trace CSV: per-step matrix or per-request.")] = (
+            None
+        ),
+        row: Annotated[int, typer.Option("--row", help="Row of a per-step matrix (one workload per row).")] = 0,
+        prometheus: Annotated[Optional[str], typer.Option("--prometheus", help="Prometheus base URL.")] = None,
+        query: Annotated[Optional[str], typer.Option("--query", help="PromQL giving requests/s.")] = None,
+        start: Annotated[Optional[str], typer.Option("--start", help="Range start (RFC 3339 or epoch).")] = None,
+        end: Annotated[Optional[str], typer.Option("--end", help="Range end (RFC 3339 or epoch).")] = None,
+        price_book: Annotated[Optional[Path], typer.Option("--price-book", help="Price book or scenario YAML.")] = None,
+        step_seconds: Annotated[float, typer.Option("--step-seconds", help="Metrics step and policy tick.")] = 60.0,
+        first_token: Annotated[
+            bool, typer.Option("--first-token", help="The SLO latency is time to first token.")
+        ] = False,
+        service_formula: Annotated[
+            Optional[str],
+            typer.Option("--service-formula", help="e.g. '0.0002 * context_tokens + 0.02 * generated_tokens'."),
+        ] = None,
+        optimum: Annotated[
+            bool, typer.Option("--optimum/--no-optimum", help="Also compute the offline optimum.")
+        ] = True,
+        plot: Annotated[
+            Optional[Path], typer.Option("--plot", help="Write traffic, placement and cost to a PNG.")
+        ] = None,
+        warmup_seconds: Annotated[
+            float, typer.Option("--warmup-seconds", help="Run but neither bill nor score the first seconds.")
+        ] = 300.0,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON.")] = None,
+    ) -> None:
+        """What-if: run your workload's traffic through every policy and compare cost and SLO."""
+        import yaml
+        from rich.console import Console
+        from rich.progress import Progress
+
+        from inference_placement.api.validation import parse_spec
+        from inference_placement.policy.price_book import default_price_book, price_book_from_mapping
+        from inference_placement.sim.baselines import (
+            AllCloudRunPolicy,
+            AllLambdaPolicy,
+            ClusterAutoscaledPolicy,
+            ClusterScaleToZeroPolicy,
+            RuleOfThumbPolicy,
+            StaticClusterPolicy,
+        )
+        from inference_placement.sim.optimum import optimum as run_optimum
+        from inference_placement.sim.policies import OursPolicy
+        from inference_placement.sim.report import plot_simulation, simulation_table
+        from inference_placement.sim.simulator import SimPolicy, WorkloadResult, feasible_economics
+        from inference_placement.sim.simulator import simulate as run
+        from inference_placement.sim.traces import Trace, TraceError, load_trace, minute_trace_from_rates
+        from inference_placement.sim.workloads import spec_workloads
+
+        console = Console()
+        raw = yaml.safe_load(workload.read_text(encoding="utf-8"))
+        body = raw.get("spec", raw) if isinstance(raw, dict) else raw
+        spec, problems = parse_spec(body)
+        if spec is None or problems:
+            for problem in problems:
+                console.print(f"[red]{problem}[/red]")
+            raise typer.Exit(2)
+        if price_book is None:
+            pb = default_price_book()
+        else:
+            data = yaml.safe_load(price_book.read_text(encoding="utf-8"))
+            if isinstance(data, dict):
+                data = {k: v for k, v in data.items() if k not in ("profiles", "benchmark")}
+            pb = price_book_from_mapping(data, source=str(price_book))
+
+        loaded: Trace
+        if prometheus is not None:
+            if not (query and start and end):
+                raise typer.BadParameter("--prometheus needs --query, --start and --end")
+            t0, t1 = _parse_time(start), _parse_time(end)
+            import numpy as np
+
+            rates = _prometheus_rates(prometheus, query, t0, t1, step_seconds)
+            loaded = minute_trace_from_rates(query, np.array(rates), step_seconds, t0)
+            row = 0
+        elif trace is not None:
+            try:
+                loaded = load_trace(trace, step_seconds=step_seconds)
+            except TraceError as err:
+                raise typer.BadParameter(str(err)) from err
+            if not 0 <= row < loaded.workloads:
+                raise typer.BadParameter(f"--row {row}: the trace has {loaded.workloads} workload(s)")
+        else:
+            raise typer.BadParameter("give --trace FILE or --prometheus URL --query Q --start T --end T")
+
+        sim_workload = spec_workloads(loaded, spec, formula_text=service_formula, first_token=first_token, rows=[row])[
+            0
+        ]
+        economics = feasible_economics(spec, pb)
+        if not economics:
+            console.print("[red]no target can run this workload (see the spec's allowedTargets and limits)[/red]")
+            raise typer.Exit(2)
+        policies: list[SimPolicy] = [
+            OursPolicy(),
+            StaticClusterPolicy(),
+            ClusterAutoscaledPolicy(),
+            ClusterScaleToZeroPolicy(),
+            AllLambdaPolicy(),
+            AllCloudRunPolicy(),
+            RuleOfThumbPolicy(),
+        ]
+        results: list[WorkloadResult] = []
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("simulating", total=len(policies) + int(optimum))
+            for policy in policies:
+                progress.update(task, description=f"simulating {policy.name}")
+                check = getattr(policy, "applicable", None)
+                if check is None or check(economics):
+                    results.append(run(sim_workload, policy, pb, economics=economics, warmup_seconds=warmup_seconds))
+                progress.advance(task)
+            if optimum:
+                progress.update(task, description="offline optimum")
+                results.append(run_optimum(sim_workload, economics, pb, warmup_seconds=warmup_seconds))
+                progress.advance(task)
+        title = (
+            f"{workload.name} on {sim_workload.requests.count:,} requests over "
+            f"{sim_workload.requests.steps * sim_workload.requests.step_seconds / 3600:.1f} h"
+        )
+        console.print(simulation_table(results, title))
+        if plot is not None:
+            plot_simulation(results, sim_workload.requests.per_step(), sim_workload.requests.step_seconds, plot, title)
+            console.print(f"plot written to {plot}")
+        if json_out is not None:
+            json_out.write_text(
+                json.dumps(
+                    {
+                        "workload": str(workload),
+                        "requests": sim_workload.requests.count,
+                        "policies": {
+                            r.policy: {
+                                "cost_usd": r.cost_usd,
+                                "attainment": r.attainment,
+                                "meets_slo": r.meets_slo,
+                                "cold_starts": r.cold_starts,
+                                "migrations": r.migrations,
+                            }
+                            for r in results
+                        },
+                    },
+                    indent=2,
+                ),
+                encoding="utf-8",
+            )
+
+    @app.command()
+    def bench(
+        scenario: Annotated[Path, typer.Option("--scenario", help="Scenario YAML (price book + profiles + rows).")],
+        traces: Annotated[Path, typer.Option("--traces", help="Directory the scenario's trace paths are under.")],
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON.")] = None,
+        jobs: Annotated[Optional[int], typer.Option("--jobs", help="Worker processes (default: all cores).")] = None,
+        step_seconds: Annotated[float, typer.Option("--step-seconds", help="Metrics step and policy tick.")] = 60.0,
+        warmup_seconds: Annotated[
+            float, typer.Option("--warmup-seconds", help="Run but neither bill nor score the first seconds.")
+        ] = 300.0,
+    ) -> None:
+        """Every benchmark row of the scenario x every policy, with the offline optimum, in one run."""
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from inference_placement.sim.bench import run_bench
+        from inference_placement.sim.report import print_bench
+        from inference_placement.sim.scenario import ScenarioError
+
+        console = Console()
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("workloads", total=None)
+
+            def tick(done: int, total: int, label: str) -> None:
+                progress.update(task, completed=done, total=total, description=label)
+
+            try:
+                result = run_bench(
+                    scenario, traces, jobs=jobs, step_seconds=step_seconds, warmup_seconds=warmup_seconds, progress=tick
+                )
+            except ScenarioError as err:
+                raise typer.BadParameter(str(err)) from err
+        print_bench(result, console)
+        if json_out is not None:
+            json_out.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+            console.print(f"results written to {json_out}")

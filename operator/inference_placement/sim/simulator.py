@@ -1,0 +1,412 @@
+"""Run one workload's requests through the simulated platforms under a policy.
+
+Time advances step by step (the trace's step, 60 s by default, which is also the controller tick here). At the
+start of each step the policy sees what a metrics system would have shown it (requests per past step, p99 latency
+of the last step, mean service time, where it runs, the month-to-date bill) and answers with controls; the
+requests of the step are then served in arrival order on the target that holds the traffic.
+
+A move is make-before-break: the new target is provisioned (deploy, replicas or instances started and warm),
+traffic switches when it is ready, the old target drains for ``migration.drain_seconds`` and is retired; both are
+billed meanwhile. Controls may carry a time inside the step (the offline optimum starts moves early so they are
+ready on a step boundary).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
+from inference_placement.policy.capacity import ClusterCapacity
+from inference_placement.policy.economics import TargetEconomics, workload_economics
+from inference_placement.policy.feasibility import assess_feasibility
+from inference_placement.policy.price_book import PriceBook
+from inference_placement.sim.platforms import ClusterPool, Pool, ServerlessPool, make_pool
+from inference_placement.sim.traces import Requests
+
+__all__ = [
+    "Control",
+    "Observation",
+    "SimPolicy",
+    "SimWorkload",
+    "WorkloadResult",
+    "feasible_economics",
+    "simulate",
+]
+
+FloatArray = npt.NDArray[np.float64]
+TARGET_INDEX = {TargetName.CLUSTER: 0, TargetName.CLOUDRUN: 1, TargetName.LAMBDA: 2}
+
+
+@dataclass(frozen=True)
+class SimWorkload:
+    """One workload of a benchmark row (or of a ``simulate`` run)."""
+
+    name: str
+    spec: InferenceWorkloadSpec
+    requests: Requests
+    start: datetime
+    slo_latency_seconds: float
+    attainment: float
+
+
+@dataclass(frozen=True)
+class Control:
+    """What a policy asks for: where the traffic goes and the capacity there."""
+
+    target: TargetName
+    replicas: int = 0
+    """Cluster replicas."""
+    warm_floor: int = 0
+    """Serverless instances kept warm and billed while enabled (provisioned concurrency / min instances)."""
+    warm_pings: int = 0
+    """Serverless instances kept warm by pings."""
+    idle_timeout_seconds: float | None = None
+    """Cluster: scale to zero this long after the last request (Knative); None = keep the replicas."""
+    at: float | None = None
+    """Seconds since the start of the trace; None = at the start of the current step."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    step: int
+    t: float
+    now: datetime
+    step_seconds: float
+    requests_per_step: FloatArray
+    """Requests of every completed step so far (a view; do not modify)."""
+    service_sum_per_step: FloatArray
+    misses_per_step: FloatArray
+    """Requests of every completed step that were slower than the SLO (what a latency histogram shows)."""
+    peak_in_flight_per_step: FloatArray
+    """Peak demand in flight during each completed step: requests that would be in flight had none waited (what
+    the servers' in-flight gauge reads at its peak while capacity suffices)."""
+    latency_p99_seconds: float | None
+    """p99 latency of the requests of the last completed step (None when it had none)."""
+    warm_latency_seconds: float | None
+    """Mean latency (as the SLO measures it) of the requests so far that neither queued nor waited for a start."""
+    placement: TargetName | None
+    migrating: bool
+    last_migration_finished_at: datetime | None
+    month_to_date_usd: float
+
+
+class SimPolicy(Protocol):
+    name: str
+
+    def reset(self, workload: SimWorkload, economics: dict[TargetName, TargetEconomics], price_book: PriceBook) -> None:
+        """Called once per workload before its first step."""
+
+    def tick(self, obs: Observation) -> Sequence[Control]:
+        """Controls to apply from this step on (empty: no change)."""
+        ...
+
+
+@dataclass
+class WorkloadResult:
+    name: str
+    policy: str
+    requests: int
+    misses: int
+    cold_starts: int
+    """Requests that waited for a cold start (a new instance or replica)."""
+    migrations: int
+    cost_usd: float
+    attainment_target: float
+    days: float
+    cost_per_step: FloatArray = field(repr=False)
+    requests_per_step: FloatArray = field(repr=False)
+    misses_per_step: FloatArray = field(repr=False)
+    placement_per_step: npt.NDArray[np.int8] = field(repr=False)
+    capacity_per_step: FloatArray = field(repr=False)
+    note: str = ""
+
+    @property
+    def attainment(self) -> float:
+        return 1.0 - self.misses / self.requests if self.requests else 1.0
+
+    @property
+    def meets_slo(self) -> bool:
+        return self.attainment >= self.attainment_target - 1e-12
+
+
+def feasible_economics(spec: InferenceWorkloadSpec, price_book: PriceBook) -> dict[TargetName, TargetEconomics]:
+    """Economics of the targets this workload may run on (allowed, within platform limits; capacity unknown)."""
+    feasibility = assess_feasibility(spec, price_book, ClusterCapacity())
+    return {t: e for t, e in workload_economics(spec, price_book).items() if feasibility.feasible(t)}
+
+
+@dataclass
+class _Migration:
+    source: TargetName | None
+    target: TargetName
+    switch_at: float
+    retire_at: float | None = None
+
+
+class _Engine:
+    def __init__(self, workload: SimWorkload, economics: dict[TargetName, TargetEconomics], price_book: PriceBook):
+        self.workload = workload
+        self.economics = economics
+        self.price_book = price_book
+        self.pools: dict[TargetName, Pool] = {}
+        self.active: TargetName | None = None
+        self.migration: _Migration | None = None
+        self.retiring: list[tuple[float, TargetName]] = []
+        self.migrations = 0
+        self.last_finished: float | None = None
+        self.retired_cold_starts = 0
+
+    def pool(self, target: TargetName) -> Pool:
+        pool = self.pools.get(target)
+        if pool is None or (isinstance(pool, ServerlessPool) and pool.retired_at is not None):
+            if pool is not None:
+                self.retired_cold_starts += pool.cold_starts
+            pool = make_pool(self.economics[target])
+            self.pools[target] = pool
+        return pool
+
+    def _set_level(
+        self,
+        target: TargetName,
+        control: Control,
+        t: float,
+        *,
+        available_from: float | None = None,
+        prewarmed: bool = False,
+        serving_check: bool = False,
+    ) -> float:
+        pool = self.pool(target)
+        if isinstance(pool, ClusterPool):
+            pool.idle_timeout_seconds = control.idle_timeout_seconds
+            replicas = max(1, control.replicas) if serving_check else control.replicas
+            return pool.provision(t, replicas, prewarmed=prewarmed)
+        # a target serves only after its own health check passed on a warm instance (kept only if asked)
+        return pool.set_levels(
+            t,
+            control.warm_floor,
+            control.warm_pings,
+            available_from=available_from,
+            prewarmed=prewarmed,
+            warm_up=1 if serving_check else 0,
+        )
+
+    def apply(self, control: Control, t: float) -> None:
+        target = control.target
+        if target not in self.economics:
+            return
+        if self.active is None and self.migration is None:
+            # first placement: deployed before the trace starts, warm at t (as for every policy)
+            self._set_level(target, control, t, prewarmed=True, serving_check=True)
+            self.active = target
+            return
+        if self.migration is not None:
+            if target is self.migration.target:
+                self._set_level(target, control, t)
+            return
+        if target is self.active:
+            self._set_level(target, control, t)
+            return
+        # make before break: provision the target, switch when it is ready
+        econ = self.economics[target]
+        deploy = econ.provision_seconds - econ.cold_start_seconds
+        ready = self._set_level(target, control, t, available_from=t + deploy, serving_check=True)
+        if isinstance(self.pools[target], ClusterPool):
+            ready = max(ready, t + econ.provision_seconds)
+        self.migration = _Migration(self.active, target, switch_at=max(ready, t))
+        self.migrations += 1
+
+    def due(self) -> float:
+        """Next time a migration event is due (switch or retire), or +inf."""
+        times = [when for when, _ in self.retiring]
+        if self.migration is not None:
+            times.append(self.migration.switch_at)
+        return min(times) if times else float("inf")
+
+    def advance(self, t: float) -> None:
+        """Run the migration events due at or before ``t``."""
+        drain = self.price_book.migration.drain_seconds
+        m = self.migration
+        if m is not None and m.switch_at <= t:
+            if m.source is not None:
+                self.retiring.append((m.switch_at + drain, m.source))
+                self.last_finished = m.switch_at + drain
+            else:
+                self.last_finished = m.switch_at
+            self.active = m.target
+            self.migration = None
+        if self.retiring:
+            keep = []
+            for when, source in self.retiring:
+                if when <= t and source is not self.active:
+                    pool = self.pools.get(source)
+                    if pool is not None:
+                        pool.retire(when)
+                elif source is not self.active:
+                    keep.append((when, source))
+            self.retiring = keep
+
+
+def simulate(
+    workload: SimWorkload,
+    policy: SimPolicy,
+    price_book: PriceBook,
+    *,
+    economics: dict[TargetName, TargetEconomics] | None = None,
+    warmup_seconds: float = 0.0,
+) -> WorkloadResult:
+    """Serve the workload's requests under ``policy``; bill, count misses, cold starts and migrations.
+
+    The first ``warmup_seconds`` run (the policy observes them) but are neither billed nor scored: the operator
+    is taken as already running when scoring starts, as it would be in production.
+    """
+    econ = economics if economics is not None else feasible_economics(workload.spec, price_book)
+    reqs = workload.requests
+    step = reqs.step_seconds
+    steps = reqs.steps
+    engine = _Engine(workload, econ, price_book)
+    policy.reset(workload, econ, price_book)
+
+    cost = np.zeros(steps)
+    requests = np.zeros(steps)
+    misses = np.zeros(steps)
+    service_sum = np.zeros(steps)
+    peaks = np.zeros(steps)
+    in_flight: list[float] = []  # when each request would end had it not waited (a heap): the demand in flight
+    track_peaks = bool(getattr(policy, "observes_in_flight", False))
+    placement = np.full(steps, -1, dtype=np.int8)
+    capacity = np.zeros(steps)
+    arrivals = reqs.arrivals.tolist()
+    services = reqs.service.tolist()
+    parts = reqs.latency_part.tolist()
+    n = len(arrivals)
+    slo = workload.slo_latency_seconds + 1e-9
+    i = 0
+    total_cost = 0.0
+    total_misses = 0
+    cold_requests = 0
+    warmup_steps = min(steps, round(warmup_seconds / step)) if warmup_seconds > 0 else 0
+    scored_migrations = 0
+    p99: float | None = None
+    warm_sum = 0.0
+    warm_count = 0
+    start = workload.start
+    for k in range(steps):
+        t0 = k * step
+        t1 = t0 + step
+        finished = engine.last_finished
+        obs = Observation(
+            step=k,
+            t=t0,
+            now=start + timedelta(seconds=t0),
+            step_seconds=step,
+            requests_per_step=requests[:k],
+            service_sum_per_step=service_sum[:k],
+            misses_per_step=misses[:k],
+            peak_in_flight_per_step=peaks[:k],
+            latency_p99_seconds=p99,
+            warm_latency_seconds=warm_sum / warm_count if warm_count else None,
+            placement=engine.active,
+            migrating=engine.migration is not None,
+            last_migration_finished_at=start + timedelta(seconds=finished) if finished is not None else None,
+            month_to_date_usd=total_cost,
+        )
+        controls = sorted(policy.tick(obs), key=lambda c: t0 if c.at is None else c.at)
+        migrations_before = engine.migrations
+        pending = [(t0 if c.at is None else max(c.at, t0), c) for c in controls]
+        step_latencies: list[float] = []
+        step_peak = 0
+        step_misses = 0
+        step_services = 0.0
+        due = engine.due()
+        dispatch = engine.pools[engine.active].dispatch if engine.active is not None else None
+        while True:
+            arrival = arrivals[i] if i < n and arrivals[i] < t1 else None
+            if pending and pending[0][0] <= (arrival if arrival is not None else t1):
+                when, control = pending.pop(0)
+                engine.advance(when)
+                engine.apply(control, when)
+                due = engine.due()
+                dispatch = engine.pools[engine.active].dispatch if engine.active is not None else None
+                continue
+            if arrival is None:
+                break
+            if due <= arrival:
+                engine.advance(arrival)
+                due = engine.due()
+                dispatch = engine.pools[engine.active].dispatch if engine.active is not None else None
+            if dispatch is None:
+                # nothing placed: the request fails
+                step_misses += 1
+                step_latencies.append(float("inf"))
+                i += 1
+                continue
+            service = services[i]
+            begin, cold = dispatch(arrival, service)
+            if track_peaks:
+                while in_flight and in_flight[0] <= arrival:
+                    heapq.heappop(in_flight)
+                heapq.heappush(in_flight, arrival + service)
+                if len(in_flight) > step_peak:
+                    step_peak = len(in_flight)
+            part = parts[i]
+            latency = begin - arrival + part
+            if begin <= arrival:
+                warm_sum += part
+                warm_count += 1
+            step_latencies.append(latency)
+            step_services += service
+            if latency > slo:
+                step_misses += 1
+            if cold and k >= warmup_steps:
+                cold_requests += 1
+            i += 1
+        engine.advance(t1 - 1e-9)
+        step_cost = 0.0
+        for pool in engine.pools.values():
+            step_cost += pool.accrue(t0, t1)
+        if k >= warmup_steps:
+            scored_migrations += engine.migrations - migrations_before
+        else:
+            step_cost = 0.0
+        cost[k] = step_cost
+        total_cost += step_cost
+        requests[k] = len(step_latencies)
+        misses[k] = step_misses
+        if k >= warmup_steps:
+            total_misses += step_misses
+        service_sum[k] = step_services
+        while in_flight and in_flight[0] <= t0:
+            heapq.heappop(in_flight)
+        peaks[k] = max(step_peak, len(in_flight))
+        if engine.active is not None:
+            placement[k] = TARGET_INDEX[engine.active]
+            capacity[k] = engine.pools[engine.active].size
+        if step_latencies:
+            step_latencies.sort()
+            p99 = step_latencies[min(len(step_latencies) - 1, int(0.99 * len(step_latencies)))]
+        else:
+            p99 = None
+    scored_requests = int(requests[warmup_steps:].sum())
+    return WorkloadResult(
+        name=workload.name,
+        policy=policy.name,
+        requests=scored_requests,
+        misses=total_misses,
+        cold_starts=cold_requests,
+        migrations=scored_migrations,
+        cost_usd=total_cost,
+        attainment_target=workload.attainment,
+        days=(steps - warmup_steps) * step / 86400.0,
+        cost_per_step=cost,
+        requests_per_step=np.where(np.arange(steps) >= warmup_steps, requests, 0.0),
+        misses_per_step=np.where(np.arange(steps) >= warmup_steps, misses, 0.0),
+        placement_per_step=placement,
+        capacity_per_step=capacity,
+    )

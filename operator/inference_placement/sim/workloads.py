@@ -1,0 +1,54 @@
+"""Turn a trace plus a profile (or a user's CR) into the workloads the simulator runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from inference_placement.api.spec import InferenceWorkloadSpec
+from inference_placement.policy.price_book import PriceBook
+from inference_placement.sim.scenario import Profile, parse_service_formula, profile_latency_measure, profile_spec
+from inference_placement.sim.simulator import SimWorkload
+from inference_placement.sim.traces import MinuteTrace, Trace, requests_for
+
+__all__ = ["profile_workloads", "spec_workloads"]
+
+
+def profile_workloads(trace: Trace, profile: Profile, price_book: PriceBook, *, seed: int = 0) -> list[SimWorkload]:
+    """Every row of a per-step trace (or the one workload of a per-request trace) as this profile."""
+    spec = profile_spec(profile, price_book)
+    formula = parse_service_formula(profile.service_seconds_formula) if profile.service_seconds_formula else None
+    first_token = profile_latency_measure(profile) == "first-token"
+    return spec_workloads(
+        trace, spec, formula_text=formula.text if formula else None, first_token=first_token, seed=seed
+    )
+
+
+def spec_workloads(
+    trace: Trace,
+    spec: InferenceWorkloadSpec,
+    *,
+    formula_text: str | None = None,
+    first_token: bool = False,
+    seed: int = 0,
+    rows: list[int] | None = None,
+    start: datetime | None = None,
+) -> list[SimWorkload]:
+    formula = parse_service_formula(formula_text) if formula_text else None
+    out: list[SimWorkload] = []
+    indices = rows if rows is not None else list(range(trace.workloads))
+    for row in indices:
+        requests = requests_for(
+            trace, row, service_seconds=spec.model.service_seconds, formula=formula, first_token=first_token, seed=seed
+        )
+        name = trace.names[row] if isinstance(trace, MinuteTrace) else trace.path.rsplit("/", 1)[-1]
+        out.append(
+            SimWorkload(
+                name=f"{row}:{name}" if isinstance(trace, MinuteTrace) else name,
+                spec=spec,
+                requests=requests,
+                start=start or trace.start,
+                slo_latency_seconds=spec.slo.latency_p99_seconds,
+                attainment=spec.slo.attainment,
+            )
+        )
+    return out

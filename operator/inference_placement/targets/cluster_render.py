@@ -1,0 +1,351 @@
+"""The in-cluster model server as plain Kubernetes objects, and the minimal patch that brings a live one in line (pure).
+
+``render_deployment`` / ``render_service`` return dicts exactly as they are sent to the apiserver. ``merge_patch``
+compares a rendered object with the live one and returns the JSON merge patch (RFC 7386) of only the fields that
+differ, or None when nothing does, so an unchanged workload costs no write. The comparison is semantic where the
+apiserver rewrites what it stores: defaulted fields the render does not set are ignored, quantities compare by
+value (``0.5`` == ``500m``), and an absent list/map equals an empty one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+from inference_placement.api import API_VERSION, KIND, InferenceWorkload
+from inference_placement.targets.gpu_scheduling import GPUScheduling
+
+__all__ = [
+    "COMPONENT_LABEL",
+    "MANAGED_BY",
+    "MANAGED_BY_LABEL",
+    "MODEL_SERVER_COMPONENT",
+    "MODEL_SERVER_CONTAINER",
+    "NAME_LABEL",
+    "SCHEDULING_ANNOTATION",
+    "WORKLOAD_LABEL",
+    "deployment_name",
+    "is_ours",
+    "left_by_predecessor",
+    "merge_patch",
+    "model_labels",
+    "owner_reference",
+    "parse_quantity",
+    "render_deployment",
+    "render_service",
+    "selector_labels",
+    "service_name",
+]
+
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "inference-placement"
+NAME_LABEL: Final = "app.kubernetes.io/name"
+COMPONENT_LABEL: Final = "app.kubernetes.io/component"
+WORKLOAD_LABEL: Final = "placement.inference.dev/workload"
+MODEL_SERVER_COMPONENT: Final = "model-server"
+MODEL_SERVER_CONTAINER: Final = "model-server"
+SCHEDULING_ANNOTATION: Final = "placement.inference.dev/gpu-scheduling"
+PORT_NAME: Final = "http"
+
+_LABEL_VALUE_MAX = 63
+_DNS_LABEL_MAX = 63
+_MODEL_SUFFIX = "-model"
+
+
+def _fit(value: str, limit: int) -> str:
+    """``value`` if it fits, else a prefix plus a short stable hash (labels and DNS labels max out at 63)."""
+    if len(value) <= limit:
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    return f"{value[: limit - 9].rstrip('-.')}-{digest}"
+
+
+def deployment_name(workload: InferenceWorkload) -> str:
+    """``<name>-model``; the bare ``<name>`` is reserved for the stable router Service."""
+    return _fit(workload.metadata.name, _DNS_LABEL_MAX - len(_MODEL_SUFFIX)) + _MODEL_SUFFIX
+
+
+def service_name(workload: InferenceWorkload) -> str:
+    """Service in front of the model server Pods (a DNS-1035 label, so at most 63 characters)."""
+    return deployment_name(workload)
+
+
+def _label_value(workload: InferenceWorkload) -> str:
+    return _fit(workload.metadata.name, _LABEL_VALUE_MAX)
+
+
+def selector_labels(workload: InferenceWorkload) -> dict[str, str]:
+    """The Deployment's (immutable) selector and the Service's selector."""
+    return {WORKLOAD_LABEL: _label_value(workload), COMPONENT_LABEL: MODEL_SERVER_COMPONENT}
+
+
+def model_labels(workload: InferenceWorkload) -> dict[str, str]:
+    """Labels on every object the cluster target owns, and on its Pods."""
+    return {
+        MANAGED_BY_LABEL: MANAGED_BY,
+        NAME_LABEL: _label_value(workload),
+        **selector_labels(workload),
+    }
+
+
+def is_ours(obj: Mapping[str, Any], workload: InferenceWorkload) -> bool:
+    """True when a live object carries this workload's ownership labels, or a controller reference to it.
+
+    A found object that is ours is adopted; anything else with our deterministic name is never touched.
+    """
+    metadata = obj.get("metadata") or {}
+    for ref in metadata.get("ownerReferences") or []:
+        if ref.get("controller"):
+            return bool(ref.get("kind") == KIND and ref.get("uid") == workload.metadata.uid)
+    labels = metadata.get("labels") or {}
+    return bool(labels.get(MANAGED_BY_LABEL) == MANAGED_BY and labels.get(WORKLOAD_LABEL) == _label_value(workload))
+
+
+def left_by_predecessor(obj: Mapping[str, Any], workload: InferenceWorkload) -> bool:
+    """True when the object belongs to a deleted InferenceWorkload of the same name (garbage collection pending)."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == KIND:
+            return bool(ref.get("name") == workload.metadata.name and ref.get("uid") != workload.metadata.uid)
+    return False
+
+
+def owner_reference(workload: InferenceWorkload) -> dict[str, Any]:
+    """Controller reference to the InferenceWorkload: deleting it garbage-collects what we created."""
+    if not workload.metadata.uid:
+        raise ValueError(f"{workload.key} has no uid (read it from the apiserver before rendering)")
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": workload.metadata.name,
+        "uid": workload.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(workload: InferenceWorkload, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": workload.metadata.namespace,
+        "labels": model_labels(workload),
+        "ownerReferences": [owner_reference(workload)],
+    }
+
+
+def render_deployment(
+    workload: InferenceWorkload,
+    replicas: int,
+    scheduling: GPUScheduling,
+    *,
+    image_pull_policy: str | None = None,
+) -> dict[str, Any]:
+    """The model server Deployment: ``replicas`` as decided, GPU scheduling as given, readiness on the health path.
+
+    CPU-only workloads (``CPU_ONLY``) get no GPU resource, affinity or toleration at all.
+    """
+    if replicas < 0:
+        raise ValueError(f"replicas must be >= 0, got {replicas}")
+    model = workload.spec.model
+    requests: dict[str, str] = {"cpu": model.cpu, "memory": model.memory, **scheduling.resources}
+    limits: dict[str, str] = {"memory": model.memory, **scheduling.resources}
+    container: dict[str, Any] = {
+        "name": MODEL_SERVER_CONTAINER,
+        "image": model.image,
+        "ports": [{"name": PORT_NAME, "containerPort": model.port, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": model.health_path, "port": PORT_NAME},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "resources": {"requests": requests, "limits": limits},
+    }
+    if model.env:
+        # An empty value is dropped by the apiserver (omitempty); leaving it out keeps the comparison exact.
+        container["env"] = [{"name": e.name, "value": e.value} if e.value else {"name": e.name} for e in model.env]
+    if image_pull_policy is not None:
+        container["imagePullPolicy"] = image_pull_policy
+
+    pod_spec: dict[str, Any] = {"containers": [container]}
+    node_selector = dict(workload.spec.cluster.node_selector)
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    affinity = scheduling.affinity()
+    if affinity is not None:
+        pod_spec["affinity"] = affinity
+    if scheduling.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in scheduling.tolerations]
+
+    metadata = _metadata(workload, deployment_name(workload))
+    metadata["annotations"] = {SCHEDULING_ANNOTATION: scheduling.description}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector_labels(workload)},
+            # Make before break: a new replica must be Ready before an old one goes.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "revisionHistoryLimit": 3,
+            "template": {"metadata": {"labels": model_labels(workload)}, "spec": pod_spec},
+        },
+    }
+
+
+def render_service(workload: InferenceWorkload) -> dict[str, Any]:
+    """ClusterIP Service ``<name>-model`` in front of the model server Pods (the router targets it)."""
+    port = workload.spec.model.port
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(workload, service_name(workload)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(workload),
+            "ports": [{"name": PORT_NAME, "port": port, "targetPort": PORT_NAME, "protocol": "TCP"}],
+        },
+    }
+
+
+# ----------------------------------------------------------------------------------------------- minimal patches
+
+Path = tuple[str, ...]
+_ITEM: Final = "[]"
+_POD_SPEC: Final[Path] = ("spec", "template", "spec")
+_CONTAINER: Final[Path] = (*_POD_SPEC, "containers", _ITEM)
+
+_OWNED_EXACTLY: Final[frozenset[Path]] = frozenset(
+    {
+        (*_POD_SPEC, "nodeSelector"),
+        (*_CONTAINER, "resources", "requests"),
+        (*_CONTAINER, "resources", "limits"),
+        ("spec", "selector"),
+    }
+)
+"""Maps the render owns entirely: keys the live object has and the render lacks are removed."""
+
+_OWNED_WHEN_ABSENT: Final[Mapping[Path, frozenset[str]]] = {
+    _POD_SPEC: frozenset({"affinity", "tolerations", "nodeSelector"}),
+    _CONTAINER: frozenset({"env"}),
+}
+"""Fields the render owns even when it leaves them out (a workload that became CPU-only drops its affinity)."""
+
+_QUANTITY_RE = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
+_QUANTITY_SUFFIX: Final[Mapping[str, Decimal]] = {
+    "": Decimal(1),
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+}
+
+
+def parse_quantity(quantity: str | int | float) -> Decimal:
+    """A Kubernetes quantity as an exact number: ``"500m"`` -> 0.5, ``"2Gi"`` -> 2147483648, ``4`` -> 4."""
+    if isinstance(quantity, bool):
+        raise ValueError(f"not a quantity: {quantity!r}")
+    if isinstance(quantity, (int, float)):
+        return Decimal(str(quantity))
+    match = _QUANTITY_RE.match(quantity.strip())
+    if match is None or match.group(2) not in _QUANTITY_SUFFIX:
+        raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
+    try:
+        return Decimal(match.group(1)) * _QUANTITY_SUFFIX[match.group(2)]
+    except InvalidOperation as e:
+        raise ValueError(f"not a Kubernetes quantity: {quantity!r}") from e
+
+
+def _is_quantity_map(path: Path) -> bool:
+    return len(path) >= 2 and path[-2] == "resources" and path[-1] in ("requests", "limits")
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == {} or value == []
+
+
+def _scalar_equal(want: Any, have: Any, path: Path) -> bool:
+    if want == have and type(want) is type(have):
+        return True
+    if len(path) >= 2 and _is_quantity_map(path[:-1]):
+        try:
+            return parse_quantity(want) == parse_quantity(have)
+        except (ValueError, TypeError):
+            return False
+    # JSON has one number type: 1 and 1.0 are the same value.
+    if isinstance(want, (int, float)) and isinstance(have, (int, float)) and not isinstance(want, bool):
+        return not isinstance(have, bool) and float(want) == float(have)
+    return False
+
+
+def _equal(want: Any, have: Any, path: Path) -> bool:
+    if isinstance(want, dict):
+        if have is None and not want:
+            return True
+        return isinstance(have, dict) and _dict_patch(want, have, path) is None
+    if isinstance(want, list):
+        if have is None and not want:
+            return True
+        if not isinstance(have, list) or len(want) != len(have):
+            return False
+        item_path = (*path, _ITEM)
+        return all(_equal(w, h, item_path) for w, h in zip(want, have, strict=True))
+    return _scalar_equal(want, have, path)
+
+
+def _dict_patch(want: Mapping[str, Any], have: Mapping[str, Any], path: Path) -> dict[str, Any] | None:
+    patch: dict[str, Any] = {}
+    for key, wanted in want.items():
+        sub = (*path, key)
+        current = have.get(key)
+        if isinstance(wanted, dict) and isinstance(current, dict):
+            nested = _dict_patch(wanted, current, sub)
+            if nested is not None:
+                patch[key] = nested
+        elif not _equal(wanted, current, sub):
+            patch[key] = wanted
+    removable = set(_OWNED_WHEN_ABSENT.get(path, frozenset()))
+    if path in _OWNED_EXACTLY:
+        removable |= set(have)
+    for key in sorted(removable - set(want)):
+        if not _empty(have.get(key)):
+            patch[key] = None
+    return patch or None
+
+
+def merge_patch(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any] | None:
+    """JSON merge patch that makes ``live`` match ``desired`` in the fields the render owns; None when it does.
+
+    Only ``metadata`` (labels, annotations, owner references) and ``spec`` are compared; labels and annotations
+    others added are kept. A list that differs is replaced whole (merge-patch semantics), which for containers is
+    what a template change means anyway.
+    """
+    patch: dict[str, Any] = {}
+    want_meta = desired.get("metadata") or {}
+    have_meta = live.get("metadata") or {}
+    meta: dict[str, Any] = {}
+    for key in ("labels", "annotations", "ownerReferences"):
+        if key in want_meta:
+            sub = _dict_patch({key: want_meta[key]}, {key: have_meta.get(key)}, ("metadata",))
+            if sub is not None:
+                meta.update(sub)
+    if meta:
+        patch["metadata"] = meta
+    if "spec" in desired:
+        spec_patch = _dict_patch({"spec": desired["spec"]}, {"spec": live.get("spec") or {}}, ())
+        if spec_patch is not None:
+            patch.update(spec_patch)
+    return patch or None

@@ -1,0 +1,600 @@
+"""Capacity discovery: Nodes minus bound Pods, kept by list+watch; feasibility with numbers.
+
+Pure tests fold API objects into ``CapacityIndex`` and script the watch protocol (410 Gone, errors); the cluster
+tests run the cache against the real apiserver with fake GPU Nodes and a Pod bound to one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from kubernetes_asyncio.client import ApiClient, CoreV1Api
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from inference_placement.api import InferenceWorkloadSpec, Reason, TargetName
+from inference_placement.policy.capacity import ResourceCapacity
+from inference_placement.policy.decide import PlacementState, TrafficWindow, decide
+from inference_placement.policy.feasibility import assess_feasibility
+from inference_placement.policy.price_book import default_price_book
+from inference_placement.targets import capacity as capacity_module
+from inference_placement.targets.capacity import (
+    CapacityCache,
+    CapacityIndex,
+    PodUsage,
+    node_view_from_object,
+    pod_usage_from_object,
+)
+from inference_placement.targets.gpu_scheduling import MigStrategy
+from tests.plugins.cluster import KubeCluster
+from tests.test_target_cluster import (
+    BASE_ALLOCATABLE,
+    FakeNode,
+    FakeNodes,
+    client_for,
+    create_fake_nodes,
+    delete_fake_nodes,
+    eventually,
+    gfd_labels,
+)
+
+MIB = 2**20
+
+
+def spec(accelerator: dict[str, Any] | None = None, **extra: Any) -> InferenceWorkloadSpec:
+    raw: dict[str, Any] = {"model": {"image": "m:1", "sizeMb": 100, "cpu": "1", "memory": "1Gi"}, **extra}
+    if accelerator is not None:
+        raw["accelerator"] = accelerator
+    return InferenceWorkloadSpec.model_validate(raw)
+
+
+MIG_3G = {"type": "nvidia-a100-80gb", "sharing": "mig", "migProfile": "3g.40gb"}
+MIG_1G = {"type": "nvidia-a100-80gb", "sharing": "mig", "migProfile": "1g.10gb"}
+
+
+def node_object(name: str, labels: dict[str, str], allocatable: dict[str, str], **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": labels}, "spec": spec, "status": {"allocatable": allocatable}}
+
+
+def pod_object(
+    name: str,
+    node: str | None,
+    requests: dict[str, str],
+    *,
+    phase: str = "Pending",
+    namespace: str = "ml",
+    labels: dict[str, str] | None = None,
+    limits_only: bool = False,
+) -> dict[str, Any]:
+    resources = {"limits": requests} if limits_only else {"requests": requests, "limits": requests}
+    spec: dict[str, Any] = {"containers": [{"name": "c", "image": "i", "resources": resources}]}
+    if node:
+        spec["nodeName"] = node
+    return {
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+        "spec": spec,
+        "status": {"phase": phase},
+    }
+
+
+A100_LABELS = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/mig.strategy": "mixed"}
+A100_ALLOCATABLE = {"cpu": "16", "memory": "64Gi", "nvidia.com/mig-3g.40gb": "1", "nvidia.com/mig-2g.20gb": "2"}
+
+
+def a100_index() -> CapacityIndex:
+    index = CapacityIndex()
+    index.replace_nodes([node_view_from_object(node_object("a100", A100_LABELS, A100_ALLOCATABLE))])
+    return index
+
+
+# ------------------------------------------------------------------------------------------- pure: folding
+
+
+def test_node_view_reads_labels_allocatable_and_cordon() -> None:
+    view = node_view_from_object(node_object("n", {"a": "b"}, {"cpu": "3500m", "memory": "2Gi"}, unschedulable=True))
+    assert view.labels == {"a": "b"}
+    assert view.allocatable == {"cpu": 3.5, "memory": 2 * 2**30}
+    assert view.unschedulable
+
+
+@pytest.mark.parametrize(
+    ("pod", "expected"),
+    [
+        pytest.param(pod_object("p", None, {"cpu": "1"}), None, id="unbound-holds-nothing"),
+        pytest.param(pod_object("p", "n", {"cpu": "1"}, phase="Succeeded"), None, id="terminated"),
+        pytest.param(
+            pod_object("p", "n", {"nvidia.com/gpu": "1"}, limits_only=True),
+            PodUsage(node="n", requests={"nvidia.com/gpu": 1.0}),
+            id="limits-imply-requests",
+        ),
+        pytest.param(
+            pod_object("p", "n", {"cpu": "250m"}, labels={"placement.inference.dev/workload": "x"}),
+            PodUsage(node="n", requests={"cpu": 0.25}),
+            id="foreign-label-is-no-owner",
+        ),
+        pytest.param(
+            pod_object(
+                "p",
+                "n",
+                {"cpu": "250m"},
+                labels={"placement.inference.dev/workload": "x", "app.kubernetes.io/managed-by": "inference-placement"},
+            ),
+            PodUsage(node="n", requests={"cpu": 0.25}, owner="ml/x"),
+            id="ours",
+        ),
+    ],
+)
+def test_pod_usage(pod: dict[str, Any], expected: PodUsage | None) -> None:
+    assert pod_usage_from_object(pod) == expected
+
+
+def test_pod_usage_counts_init_containers_and_overhead_like_the_scheduler() -> None:
+    pod = pod_object("p", "n", {"cpu": "1", "memory": "1Gi"})
+    pod["spec"]["containers"].append({"name": "d", "resources": {"requests": {"cpu": "500m"}}})
+    pod["spec"]["initContainers"] = [{"name": "i", "resources": {"requests": {"cpu": "2", "memory": "512Mi"}}}]
+    pod["spec"]["overhead"] = {"cpu": "100m"}
+    usage = pod_usage_from_object(pod)
+    assert usage is not None
+    assert usage.requests == {"cpu": pytest.approx(2.1), "memory": float(2**30)}
+
+
+def test_snapshot_sums_per_resource_and_product() -> None:
+    index = a100_index()
+    index.upsert_node(
+        node_view_from_object(
+            node_object(
+                "l4",
+                {"nvidia.com/gpu.product": "NVIDIA-L4"},
+                {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"},
+            )
+        )
+    )
+    index.upsert_pod(
+        "ml/a", pod_usage_from_object(pod_object("a", "a100", {"nvidia.com/mig-2g.20gb": "1", "cpu": "2"}))
+    )
+    snap = index.snapshot()
+    assert snap.known
+    assert snap.resources == (
+        ResourceCapacity("nvidia.com/gpu", "NVIDIA-L4", 1, 0, 1),
+        ResourceCapacity("nvidia.com/mig-2g.20gb", "NVIDIA-A100-SXM4-80GB", 2, 1, 1),
+        ResourceCapacity("nvidia.com/mig-3g.40gb", "NVIDIA-A100-SXM4-80GB", 1, 0, 1),
+    )
+    assert snap.cpu_free_cores == pytest.approx(22.0)
+    assert snap.memory_free_mib == pytest.approx(96 * 1024)
+
+
+def test_cordoned_nodes_offer_nothing() -> None:
+    index = CapacityIndex()
+    index.replace_nodes([node_view_from_object(node_object("a100", A100_LABELS, A100_ALLOCATABLE, unschedulable=True))])
+    assert index.snapshot().resources == ()
+    result = index.assess(spec(MIG_3G))
+    assert (result.ok, result.reason) == (False, Reason.NO_MATCHING_NODES)
+
+
+def test_pod_removal_and_termination_free_the_slice() -> None:
+    index = a100_index()
+    holder = pod_object("holder", "a100", {"nvidia.com/mig-3g.40gb": "1"})
+    index.upsert_pod("ml/holder", pod_usage_from_object(holder))
+    assert not index.assess(spec(MIG_3G)).ok
+    index.upsert_pod("ml/holder", pod_usage_from_object({**holder, "status": {"phase": "Failed"}}))
+    assert index.assess(spec(MIG_3G)).ok
+    index.upsert_pod("ml/holder", pod_usage_from_object(holder))
+    index.remove_pod("ml/holder")
+    assert index.assess(spec(MIG_3G)).ok
+    assert index.requested("a100") == {}
+
+
+# ------------------------------------------------------------------------------------------- pure: feasibility
+
+
+def test_taken_slice_is_reported_with_numbers() -> None:
+    index = a100_index()
+    index.upsert_pod("ml/holder", pod_usage_from_object(pod_object("holder", "a100", {"nvidia.com/mig-3g.40gb": "1"})))
+    result = index.assess(spec(MIG_3G))
+    assert not result.ok
+    assert result.reason is Reason.CAPACITY_EXHAUSTED
+    assert result.message.startswith("0 of 1 nvidia.com/mig-3g.40gb free on NVIDIA-A100-SXM4-80GB (1 node)")
+    assert (result.free, result.allocatable, result.nodes, result.replicas_that_fit) == (0, 1, 1, 0)
+
+
+def test_the_workloads_own_pods_do_not_count_against_it() -> None:
+    index = a100_index()
+    ours = {"placement.inference.dev/workload": "llm", "app.kubernetes.io/managed-by": "inference-placement"}
+    index.upsert_pod(
+        "ml/llm-1", pod_usage_from_object(pod_object("llm-1", "a100", {"nvidia.com/mig-3g.40gb": "1"}, labels=ours))
+    )
+    assert not index.assess(spec(MIG_3G), owner="ml/other").ok
+    assert index.assess(spec(MIG_3G), owner="ml/llm").ok
+
+
+def test_profile_no_node_offers_says_so() -> None:
+    result = a100_index().assess(spec(MIG_1G))
+    assert not result.ok
+    assert result.reason is Reason.NO_MATCHING_NODES
+    assert result.message.startswith("no schedulable node offers nvidia.com/mig-1g.10gb on nvidia-a100-80gb (")
+
+
+def test_node_autoscaler_makes_missing_capacity_acceptable() -> None:
+    result = a100_index().assess(spec(MIG_1G, cluster={"nodeAutoscaler": True}))
+    assert result.ok
+    assert "node autoscaler" in result.message
+
+
+def test_gpu_is_free_but_cpu_is_not() -> None:
+    index = a100_index()
+    index.upsert_pod("ml/cpu-hog", pod_usage_from_object(pod_object("cpu-hog", "a100", {"cpu": "15500m"})))
+    result = index.assess(spec(MIG_3G))
+    assert not result.ok
+    assert result.free == 1
+    assert "0 replicas of 1 x nvidia.com/mig-3g.40gb + 1 CPU, 1024 MiB fit, needs 1" in result.message
+
+
+def test_min_replicas_must_all_fit() -> None:
+    two = spec({"type": "nvidia-a100-80gb", "sharing": "mig", "migProfile": "2g.20gb"}, scaling={"minReplicas": 3})
+    result = a100_index().assess(two)
+    assert not result.ok
+    assert result.replicas_that_fit == 2
+
+
+def test_node_selector_of_the_spec_limits_the_nodes() -> None:
+    result = a100_index().assess(spec(MIG_3G, cluster={"nodeSelector": {"pool": "other"}}))
+    assert not result.ok
+    assert result.reason is Reason.NO_MATCHING_NODES
+
+
+def test_cpu_only_workload_fits_by_cpu_and_memory() -> None:
+    index = a100_index()
+    result = index.assess(spec())
+    assert result.ok
+    assert result.resource is None
+    assert result.replicas_that_fit == 16
+
+
+def test_facts_follow_node_changes() -> None:
+    index = a100_index()
+    assert index.gpu_facts().profile_strategies == {
+        ("NVIDIA-A100-SXM4-80GB", "3g.40gb"): {MigStrategy.MIXED},
+        ("NVIDIA-A100-SXM4-80GB", "2g.20gb"): {MigStrategy.MIXED},
+    }
+    version = index.version
+    index.upsert_node(node_view_from_object(node_object("a100", A100_LABELS, A100_ALLOCATABLE)))
+    assert index.version == version  # a heartbeat that changes nothing we read is not a change
+    index.remove_node("a100")
+    assert index.gpu_facts().profile_strategies == {}
+
+
+# ------------------------------------------------------------------------------------------- pure: the watch loop
+
+
+class FakeStream:
+    def __init__(self, lines: list[bytes]) -> None:
+        self._lines = list(lines)
+
+    async def readline(self) -> bytes:
+        if self._lines:
+            return self._lines.pop(0)
+        return b""
+
+
+class FakeResponse:
+    def __init__(self, status: int, body: dict[str, Any] | None = None, events: list[dict[str, Any]] | None = None):
+        self.status = status
+        self._body = json.dumps(body or {}).encode()
+        self.content = FakeStream([json.dumps(e).encode() + b"\n" for e in events or []])
+
+    async def read(self) -> bytes:
+        return self._body
+
+    def release(self) -> None:
+        pass
+
+
+class ScriptedApi:
+    """Answers list and watch calls from a script, recording the arguments; then blocks like an idle watch."""
+
+    def __init__(self, script: list[FakeResponse | Exception]) -> None:
+        self.script = script
+        self.calls: list[dict[str, Any]] = []
+
+    async def __call__(self, **kwargs: Any) -> FakeResponse:
+        self.calls.append(kwargs)
+        if not self.script:
+            await asyncio.sleep(3600)
+        item = self.script.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+
+def listing(items: list[dict[str, Any]], version: str) -> FakeResponse:
+    return FakeResponse(200, {"items": items, "metadata": {"resourceVersion": version}})
+
+
+def a100_node() -> dict[str, Any]:
+    node = node_object("a100", A100_LABELS, A100_ALLOCATABLE)
+    node["metadata"]["resourceVersion"] = "10"
+    return node
+
+
+async def test_watch_resumes_from_the_last_version_and_relists_after_gone() -> None:
+    holder = pod_object("holder", "a100", {"nvidia.com/mig-3g.40gb": "1"})
+    holder["metadata"]["resourceVersion"] = "12"
+    pods = ScriptedApi(
+        [
+            listing([], "11"),
+            FakeResponse(200, events=[{"type": "ADDED", "object": holder}]),  # then the server ends the watch
+            FakeResponse(200, events=[{"type": "ERROR", "object": {"kind": "Status", "code": 410}}]),
+            listing([], "20"),  # the holder is gone by the time we list again
+        ]
+    )
+    nodes = ScriptedApi([listing([a100_node()], "10")])
+    cache = CapacityCache(None, list_nodes=nodes, list_pods=pods, sync_timeout_seconds=5)
+    await cache.start()
+    try:
+        await eventually(lambda: _done(pods), timeout=5, what="script consumed")
+        assert [c.get("resource_version") for c in pods.calls] == [None, "11", "12", None, "20"]
+        assert [bool(c.get("watch")) for c in pods.calls] == [False, True, True, False, True]
+        assert pods.calls[1]["field_selector"] == "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"
+        assert cache.relists_after_gone == 1
+        assert cache.check(spec(MIG_3G))[0]  # the re-list replaced the stale holder
+    finally:
+        await cache.stop()
+
+
+async def test_watch_backs_off_on_errors_and_recovers() -> None:
+    pods = ScriptedApi([ConnectionError("refused"), FakeResponse(500, {"message": "etcd"}), listing([], "5")])
+    nodes = ScriptedApi([listing([a100_node()], "10")])
+    cache = CapacityCache(None, list_nodes=nodes, list_pods=pods, backoff_initial_seconds=0.01, sync_timeout_seconds=5)
+    assert not cache.synced
+    assert cache.check(spec(MIG_3G)) == (False, "cluster capacity not read yet")
+    assert not cache.snapshot().known
+    await cache.start()
+    try:
+        assert cache.synced
+        assert cache.errors == 2
+        assert cache.snapshot().known
+    finally:
+        await cache.stop()
+
+
+async def test_list_pages_are_followed() -> None:
+    first = FakeResponse(200, {"items": [a100_node()], "metadata": {"continue": "tok"}})
+    nodes = ScriptedApi([first, listing([node_object("b", {}, {"cpu": "1"})], "30")])
+    pods = ScriptedApi([listing([], "1")])
+    cache = CapacityCache(None, list_nodes=nodes, list_pods=pods, page_size=1, sync_timeout_seconds=5)
+    await cache.start()
+    try:
+        assert set(cache.index.nodes) == {"a100", "b"}
+        assert nodes.calls[1]["_continue"] == "tok"
+    finally:
+        await cache.stop()
+
+
+async def _done(api: ScriptedApi) -> bool:
+    return not api.script and len(api.calls) >= 5
+
+
+def test_public_names_are_exported() -> None:
+    for name in capacity_module.__all__:
+        assert hasattr(capacity_module, name), name
+
+
+# ------------------------------------------------------------------------------------------- the real apiserver
+
+A100_ONE_3G = FakeNode(
+    "a100-one-3g",
+    gfd_labels(
+        "NVIDIA-A100-SXM4-80GB",
+        1,
+        81920,
+        **{"nvidia.com/mig.capable": "true", "nvidia.com/mig.strategy": "mixed"},
+    ),
+    {**BASE_ALLOCATABLE, "nvidia.com/gpu": "0", "nvidia.com/mig-3g.40gb": "1", "nvidia.com/mig-2g.20gb": "2"},
+)
+
+
+L4_ONE = FakeNode("l4-one", gfd_labels("NVIDIA-L4", 1, 23034), {**BASE_ALLOCATABLE, "nvidia.com/gpu": "1"})
+
+
+@pytest.fixture(scope="module")
+def capacity_nodes(kube_cluster: KubeCluster) -> Iterator[FakeNodes]:
+    fake = create_fake_nodes(kube_cluster, (A100_ONE_3G, L4_ONE))
+    yield fake
+    delete_fake_nodes(kube_cluster, fake)
+
+
+@pytest.fixture
+async def live_api(kube_cluster: KubeCluster) -> AsyncIterator[ApiClient]:
+    client = await client_for(kube_cluster)
+    yield client
+    await client.close()
+
+
+async def create_pod(api: ApiClient, namespace: str, pod: Any) -> None:
+    """Create a Pod, retrying while the new namespace's service account token is not there yet (HTTP 500)."""
+    for _ in range(60):
+        try:
+            await CoreV1Api(api).create_namespaced_pod(namespace, pod)
+            return
+        except ApiException as e:
+            if e.status != 500:
+                raise
+            await asyncio.sleep(0.5)
+    raise AssertionError(f"could not create Pod in {namespace}")
+
+
+@pytest.fixture
+async def live_namespace(live_api: ApiClient) -> AsyncIterator[str]:
+    name = f"ipcap-{uuid.uuid4().hex[:8]}"
+    body: Any = {"metadata": {"name": name}}
+    await CoreV1Api(live_api).create_namespace(body)
+    yield name
+    await CoreV1Api(live_api).delete_namespace(name, grace_period_seconds=0)
+
+
+def holder_pod(node: str, gpu: dict[str, str], labels: dict[str, str] | None = None, name: str = "slice-holder") -> Any:
+    resources = {**gpu, "cpu": "2", "memory": "8Gi"}
+    container = {
+        "name": "c",
+        "image": "registry.local/batch:1",
+        "resources": {"requests": resources, "limits": resources},
+    }
+    return {
+        "metadata": {"name": name, "labels": labels or {"app": "batch"}},
+        # Bound directly (no scheduler involved), like a Pod the scheduler already placed.
+        "spec": {"nodeName": node, "containers": [container]},
+    }
+
+
+def slice_holder(node: str, labels: dict[str, str] | None = None) -> Any:
+    return holder_pod(node, {"nvidia.com/mig-3g.40gb": "1"}, labels)
+
+
+@pytest.mark.cluster
+async def test_taken_mig_slice_makes_capacity_unavailable_with_the_numbers(
+    capacity_nodes: FakeNodes, live_api: ApiClient, live_namespace: str
+) -> None:
+    node = capacity_nodes.names[A100_ONE_3G.key]
+    cache = CapacityCache(live_api, node_label_selector=capacity_nodes.selector)
+    await cache.start()
+    try:
+        assert cache.synced
+        ok, message = cache.check(spec(MIG_3G))
+        assert ok, message
+        assert message.startswith("1 of 1 nvidia.com/mig-3g.40gb free on NVIDIA-A100-SXM4-80GB (1 node)")
+
+        await create_pod(live_api, live_namespace, slice_holder(node))
+
+        async def taken() -> bool:
+            return not cache.check(spec(MIG_3G))[0]
+
+        await eventually(taken, timeout=15, what="the watch to see the bound Pod")
+        result = cache.assess(spec(MIG_3G))
+        assert result.reason is Reason.CAPACITY_EXHAUSTED
+        assert result.message.startswith("0 of 1 nvidia.com/mig-3g.40gb free on NVIDIA-A100-SXM4-80GB (1 node)")
+        entry = next(r for r in cache.snapshot().resources if r.resource == "nvidia.com/mig-3g.40gb")
+        assert (entry.product, entry.allocatable, entry.requested, entry.nodes) == ("NVIDIA-A100-SXM4-80GB", 1, 1, 1)
+
+        # Other profiles on the same GPU are still free; with a node autoscaler the slice is not fatal.
+        assert cache.check(spec({"type": "nvidia-a100-80gb", "sharing": "mig", "migProfile": "2g.20gb"}))[0]
+        assert cache.check(spec(MIG_3G, cluster={"nodeAutoscaler": True}))[0]
+
+        # Reads cost no API calls: one list per kind at start, everything since came from the watches.
+        for _ in range(100):
+            cache.check(spec(MIG_3G))
+            cache.snapshot()
+        assert cache.list_requests == 2
+
+        await CoreV1Api(live_api).delete_namespaced_pod("slice-holder", live_namespace, grace_period_seconds=0)
+
+        async def free_again() -> bool:
+            return cache.check(spec(MIG_3G))[0]
+
+        await eventually(free_again, timeout=15, what="the watch to see the Pod gone")
+        assert cache.list_requests == 2
+    finally:
+        await cache.stop()
+
+
+@pytest.mark.cluster
+async def test_the_workloads_own_slice_is_not_a_competitor(
+    capacity_nodes: FakeNodes, live_api: ApiClient, live_namespace: str
+) -> None:
+    node = capacity_nodes.names[A100_ONE_3G.key]
+    ours = {"app.kubernetes.io/managed-by": "inference-placement", "placement.inference.dev/workload": "llm"}
+    await create_pod(live_api, live_namespace, slice_holder(node, ours))
+    cache = CapacityCache(live_api, node_label_selector=capacity_nodes.selector)
+    await cache.start()
+    try:
+        assert not cache.check(spec(MIG_3G))[0]
+        assert cache.check(spec(MIG_3G), owner=f"{live_namespace}/llm")[0]
+    finally:
+        await cache.stop()
+        await CoreV1Api(live_api).delete_namespaced_pod("slice-holder", live_namespace, grace_period_seconds=0)
+
+
+@pytest.mark.cluster
+async def test_profile_no_node_offers_is_not_placed_in_cluster(capacity_nodes: FakeNodes, live_api: ApiClient) -> None:
+    cache = CapacityCache(live_api, node_label_selector=capacity_nodes.selector)
+    await cache.start()
+    try:
+        result = cache.assess(spec(MIG_1G))
+        assert not result.ok
+        assert result.reason is Reason.NO_MATCHING_NODES
+        assert "no schedulable node offers nvidia.com/mig-1g.10gb on nvidia-a100-80gb" in result.message
+    finally:
+        await cache.stop()
+
+
+@pytest.mark.cluster
+async def test_node_changes_arrive_through_the_watch(
+    kube_cluster: KubeCluster, capacity_nodes: FakeNodes, live_api: ApiClient
+) -> None:
+    node = capacity_nodes.names[A100_ONE_3G.key]
+    cache = CapacityCache(live_api, node_label_selector=capacity_nodes.selector)
+    await cache.start()
+    core = CoreV1Api(live_api)
+    try:
+        assert cache.check(spec(MIG_3G))[0]
+        await core.patch_node(node, {"spec": {"unschedulable": True}})
+
+        async def cordoned() -> bool:
+            return not cache.check(spec(MIG_3G))[0]
+
+        await eventually(cordoned, timeout=15, what="the cordon to arrive")
+        assert cache.list_requests == 2
+    finally:
+        await core.patch_node(node, {"spec": {"unschedulable": False}})
+        await cache.stop()
+
+
+@pytest.mark.cluster
+async def test_placement_avoids_the_cluster_when_its_only_gpu_is_taken(
+    capacity_nodes: FakeNodes, live_api: ApiClient, live_namespace: str
+) -> None:
+    """The policy's feasibility reads the cache's snapshot: no free slice, no cluster; another allowed target wins."""
+    cache = CapacityCache(live_api, node_label_selector=capacity_nodes.selector)
+    await cache.start()
+    core = CoreV1Api(live_api)
+    try:
+        await create_pod(live_api, live_namespace, slice_holder(capacity_nodes.names[A100_ONE_3G.key]))
+        l4_holder = holder_pod(capacity_nodes.names[L4_ONE.key], {"nvidia.com/gpu": "1"}, name="l4-holder")
+        await create_pod(live_api, live_namespace, l4_holder)
+
+        async def both_taken() -> bool:
+            snapshot = cache.snapshot()
+            return sum(r.requested for r in snapshot.resources) == 2
+
+        await eventually(both_taken, timeout=15, what="the watch to see both holders")
+        snapshot = cache.snapshot()
+        book = default_price_book()
+
+        # The MIG workload: cluster infeasible, with the numbers; nothing else can run an A100 slice.
+        mig = spec(MIG_3G)
+        assert not cache.check(mig)[0]
+        feasibility = assess_feasibility(mig, book, snapshot)
+        assert "0 of 1 free" in feasibility.infeasible[TargetName.CLUSTER]
+
+        # An L4 workload that Cloud Run may also serve: the cluster is avoided, Cloud Run is chosen.
+        l4 = spec(
+            {"type": "nvidia-l4"},
+            placement={"allowedTargets": ["cluster", "cloudrun"]},
+            cloudRun={"project": "demo"},
+        )
+        ok, message = cache.check(l4)
+        assert not ok
+        assert message.startswith("0 of 1 nvidia.com/gpu free on NVIDIA-L4 (1 node)")
+        now = datetime.now(UTC)
+        window = TrafficWindow(step_seconds=15, rps=(2.0,) * 40, latency_p99_seconds=None, end=now)
+        decision = decide(l4, window, PlacementState(None, None, 0.0), book, snapshot, now)
+        assert TargetName.CLUSTER in decision.infeasible
+        assert decision.target is TargetName.CLOUDRUN, decision.reason
+    finally:
+        await cache.stop()
+        for name in ("slice-holder", "l4-holder"):
+            await core.delete_namespaced_pod(name, live_namespace, grace_period_seconds=0)

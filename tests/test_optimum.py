@@ -1,0 +1,139 @@
+"""The offline optimum: a lower bound on the cost of every policy that meets the SLO, meeting it wherever it can."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from inference_placement.api.spec import (
+    AcceleratorSpec,
+    AcceleratorType,
+    InferenceWorkloadSpec,
+    LambdaSpec,
+    ModelSpec,
+    PlacementSpec,
+    ScalingSpec,
+    SLOSpec,
+    TargetName,
+)
+from inference_placement.policy.price_book import default_price_book
+from inference_placement.sim.baselines import (
+    AllCloudRunPolicy,
+    AllLambdaPolicy,
+    ClusterAutoscaledPolicy,
+    ClusterScaleToZeroPolicy,
+    RuleOfThumbPolicy,
+    StaticClusterPolicy,
+)
+from inference_placement.sim.optimum import Mode, PlanPolicy, optimum, workload_modes
+from inference_placement.sim.policies import OursPolicy
+from inference_placement.sim.simulator import SimWorkload, feasible_economics, simulate
+from inference_placement.sim.traces import MinuteTrace, requests_for
+
+PB = default_price_book()
+
+
+def cpu_spec() -> InferenceWorkloadSpec:
+    return InferenceWorkloadSpec(
+        model=ModelSpec(image="x", size_mb=300, cpu="1", memory="2Gi", service_seconds=0.04),
+        slo=SLOSpec(latency_p99_seconds=0.3, attainment=0.99),
+        placement=PlacementSpec(allowed_targets=list(TargetName)),
+        scaling=ScalingSpec(min_replicas=0, target_concurrency=4),
+        lambda_=LambdaSpec(memory_mb=2048),
+    )
+
+
+def gpu_spec() -> InferenceWorkloadSpec:
+    return InferenceWorkloadSpec(
+        model=ModelSpec(image="x", size_mb=1300, cpu="2", memory="8Gi", service_seconds=0.025),
+        accelerator=AcceleratorSpec(type=AcceleratorType.NVIDIA_L4),
+        slo=SLOSpec(latency_p99_seconds=0.2, attainment=0.99),
+        placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER, TargetName.CLOUDRUN]),
+        scaling=ScalingSpec(min_replicas=0, target_concurrency=8),
+    )
+
+
+def workload(spec: InferenceWorkloadSpec, counts: list[int]) -> SimWorkload:
+    trace = MinuteTrace(path="synthetic", names=("w",), counts=np.array([counts], dtype=np.int64))
+    return SimWorkload(
+        name="w",
+        spec=spec,
+        requests=requests_for(trace, 0, service_seconds=spec.model.service_seconds),
+        start=datetime(2026, 1, 1, tzinfo=UTC),
+        slo_latency_seconds=spec.slo.latency_p99_seconds,
+        attainment=spec.slo.attainment,
+    )
+
+
+POLICIES = [
+    OursPolicy,
+    StaticClusterPolicy,
+    ClusterAutoscaledPolicy,
+    ClusterScaleToZeroPolicy,
+    AllLambdaPolicy,
+    AllCloudRunPolicy,
+    RuleOfThumbPolicy,
+]
+
+traffic = st.lists(st.one_of(st.just(0), st.integers(0, 3), st.integers(20, 400)), min_size=20, max_size=60)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(counts=traffic, gpu=st.booleans())
+def test_optimum_is_no_dearer_than_any_policy_that_meets_the_slo(counts: list[int], gpu: bool) -> None:
+    w = workload(gpu_spec() if gpu else cpu_spec(), counts)
+    economics = feasible_economics(w.spec, PB)
+    best = optimum(w, economics, PB)
+    for make in POLICIES:
+        policy = make()
+        check = getattr(policy, "applicable", None)
+        if check is not None and not check(economics):
+            continue
+        result = simulate(w, policy, PB, economics=economics)
+        if result.meets_slo:
+            assert best.meets_slo, f"{policy.name} meets the SLO but the optimum does not"
+            assert best.cost_usd <= result.cost_usd * (1 + 1e-9) + 1e-12, (
+                f"optimum ${best.cost_usd:.6f} > {policy.name} ${result.cost_usd:.6f}"
+            )
+
+
+def test_optimum_meets_the_slo_where_a_fixed_placement_can() -> None:
+    counts = [0] * 20 + [300] * 10 + [0] * 30 + [2] * 10
+    w = workload(gpu_spec(), counts)
+    economics = feasible_economics(w.spec, PB)
+    held = simulate(
+        w, PlanPolicy([Mode(TargetName.CLUSTER, 2)] * len(counts), economics, 60.0), PB, economics=economics
+    )
+    assert held.meets_slo
+    best = optimum(w, economics, PB)
+    assert best.meets_slo
+    assert best.cost_usd <= held.cost_usd
+
+
+def test_optimum_moves_with_foresight_and_pays_for_its_moves() -> None:
+    # an hour of heavy traffic in a day of silence on a CPU model: serverless around a cluster hour, or all
+    # serverless; either way each move is billed (both placements during make-before-break)
+    counts = [0] * 60 + [6000] * 60 + [0] * 60
+    w = workload(cpu_spec(), counts)
+    economics = feasible_economics(w.spec, PB)
+    best = optimum(w, economics, PB)
+    assert best.meets_slo
+    modes = workload_modes(economics, w)
+    assert {m.target for m in modes} == set(TargetName)
+
+
+def test_plan_policy_issues_moves_early_by_their_lead() -> None:
+    w = workload(cpu_spec(), [10] * 10)
+    economics = feasible_economics(w.spec, PB)
+    plan = [Mode(TargetName.CLUSTER, 1)] * 5 + [Mode(TargetName.LAMBDA, 1)] * 5
+    policy = PlanPolicy(plan, economics, 60.0)
+    lead = economics[TargetName.LAMBDA].provision_seconds
+    issued = [c for controls in policy.events.values() for c in controls if c.target is TargetName.LAMBDA]
+    assert issued and issued[0].at == pytest.approx(300.0 - lead)
+    result = simulate(w, policy, PB, economics=economics)
+    assert result.migrations == 1
+    assert result.placement_per_step[5] == 2  # serving on Lambda from the boundary on

@@ -1,0 +1,394 @@
+"""The placement decision: decision tables for each rule, then properties (hypothesis)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inference_placement.api.spec import (
+    AcceleratorSpec,
+    AcceleratorType,
+    BudgetAction,
+    BudgetSpec,
+    ClusterSpec,
+    ComplianceSpec,
+    GPUSharing,
+    InferenceWorkloadSpec,
+    ModelSpec,
+    PlacementSpec,
+    ScalingSpec,
+    SLOSpec,
+    TargetName,
+    ThresholdMode,
+    ThresholdsSpec,
+)
+from inference_placement.policy.capacity import ClusterCapacity, ResourceCapacity
+from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide, seconds_to_month_end
+from inference_placement.policy.price_book import default_price_book
+
+PB = default_price_book()
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+ALL = [TargetName.CLUSTER, TargetName.CLOUDRUN, TargetName.LAMBDA]
+UNKNOWN = ClusterCapacity()
+
+
+def cpu_spec(**placement: object) -> InferenceWorkloadSpec:
+    """A small CPU classifier (seed 000's 'lightweight inference')."""
+    return InferenceWorkloadSpec(
+        model=ModelSpec(image="x", size_mb=300, cpu="1", memory="2Gi", service_seconds=0.04),
+        slo=SLOSpec(latency_p99_seconds=0.3, attainment=0.99),
+        placement=PlacementSpec(**({"allowed_targets": ALL} | placement)),  # type: ignore[arg-type]
+    )
+
+
+def gpu_spec(**overrides: object) -> InferenceWorkloadSpec:
+    base: dict[str, object] = {
+        "model": ModelSpec(image="x", size_mb=1300, cpu="4", memory="16Gi", service_seconds=0.025),
+        "accelerator": AcceleratorSpec(type=AcceleratorType.NVIDIA_L4),
+        "slo": SLOSpec(latency_p99_seconds=0.2),
+        "placement": PlacementSpec(allowed_targets=[TargetName.CLUSTER, TargetName.CLOUDRUN]),
+        "scaling": ScalingSpec(target_concurrency=8),
+    }
+    base.update(overrides)
+    return InferenceWorkloadSpec(**base)  # type: ignore[arg-type]
+
+
+def window(
+    rps: float | list[float], steps: int = 120, *, end: datetime = NOW, p99: float | None = None
+) -> TrafficWindow:
+    rates = [float(rps)] * steps if not isinstance(rps, list) else [float(r) for r in rps]
+    return TrafficWindow(step_seconds=60.0, rps=tuple(rates), latency_p99_seconds=p99, end=end)
+
+
+def state(current: TargetName | None, *, finished: datetime | None = None, mtd: float = 0.0) -> PlacementState:
+    return PlacementState(current=current, last_migration_finished_at=finished, month_to_date_usd=mtd)
+
+
+def run(
+    spec: InferenceWorkloadSpec, w: TrafficWindow | None, s: PlacementState, capacity: ClusterCapacity = UNKNOWN
+) -> Decision:
+    return decide(spec, w, s, PB, capacity, NOW)
+
+
+# ------------------------------------------------------------------------------------------------ decision tables
+
+
+def test_first_placement_without_metrics_takes_the_cheapest_target_kept_warm() -> None:
+    d = run(cpu_spec(), None, state(None))
+    assert d.metrics_ok is False
+    assert d.target in (TargetName.LAMBDA, TargetName.CLOUDRUN)
+    assert d.migrate is True
+    # a cold start (2.2 s) would break a 300 ms objective: the first request must find a warm instance
+    assert d.keep_warm_instances + d.replicas >= 1
+    assert "no traffic seen yet" in d.reason
+
+
+@pytest.mark.parametrize(
+    "w",
+    [
+        pytest.param(None, id="missing"),
+        pytest.param(window(5.0, end=NOW - timedelta(seconds=600)), id="stale"),
+        pytest.param(window([1.0] * 10 + [float("nan")]), id="latest-sample-invalid"),
+        pytest.param(TrafficWindow(60.0, (), None, NOW), id="empty"),
+    ],
+)
+def test_no_change_while_metrics_are_missing_or_stale(w: TrafficWindow | None) -> None:
+    d = run(cpu_spec(), w, state(TargetName.CLUSTER))
+    assert d.metrics_ok is False
+    assert d.target is None
+    assert d.migrate is False
+
+
+def test_gpu_model_is_never_placed_on_lambda_and_says_why() -> None:
+    spec = gpu_spec(placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER, TargetName.CLOUDRUN]))
+    d = run(spec, window(0.0), state(None))
+    assert d.target is not TargetName.LAMBDA
+    assert d.projected_monthly_cost_usd[TargetName.LAMBDA] is None
+    assert TargetName.LAMBDA in d.infeasible
+
+
+def test_cloud_run_offers_only_l4() -> None:
+    spec = gpu_spec(accelerator=AcceleratorSpec(type=AcceleratorType.NVIDIA_A100_80GB))
+    d = run(spec, window(0.0), state(None))
+    assert "nvidia-l4" in d.infeasible[TargetName.CLOUDRUN]
+    assert d.target is TargetName.CLUSTER
+
+
+def test_lambda_memory_and_duration_limits() -> None:
+    big = InferenceWorkloadSpec(
+        model=ModelSpec(image="x", size_mb=300, cpu="4", memory="16Gi", service_seconds=0.04),
+        placement=PlacementSpec(allowed_targets=ALL),
+    )
+    assert "10,240" in run(big, window(0.0), state(None)).infeasible[TargetName.LAMBDA]
+    slow = InferenceWorkloadSpec(
+        model=ModelSpec(image="x", size_mb=300, cpu="1", memory="2Gi", service_seconds=120),
+        placement=PlacementSpec(allowed_targets=ALL),
+    )
+    assert "timeout" in run(slow, window(0.0), state(None)).infeasible[TargetName.LAMBDA]
+
+
+def test_pin_wins_over_cost() -> None:
+    spec = cpu_spec(pin=TargetName.CLUSTER)
+    d = run(spec, window(0.01), state(TargetName.LAMBDA))
+    assert d.target is TargetName.CLUSTER and d.migrate is True
+    assert "pinned" in d.reason
+
+
+def test_single_tenant_keeps_it_in_the_cluster_and_reports_the_price_of_the_rule() -> None:
+    spec = cpu_spec().model_copy(update={"compliance": ComplianceSpec(single_tenant=True)})
+    d = run(spec, window(0.01), state(None))
+    assert d.target is TargetName.CLUSTER
+    assert "singleTenant" in d.infeasible[TargetName.LAMBDA]
+
+
+def test_allowed_targets_are_honoured() -> None:
+    spec = cpu_spec(allowed_targets=[TargetName.CLUSTER, TargetName.CLOUDRUN])
+    d = run(spec, window(0.01), state(None))
+    assert d.target is TargetName.CLOUDRUN
+    assert "allowedTargets" in d.infeasible[TargetName.LAMBDA]
+
+
+def _l4_capacity(free: float) -> ClusterCapacity:
+    return ClusterCapacity(
+        resources=(ResourceCapacity("nvidia.com/gpu", "NVIDIA-L4", allocatable=4, requested=4 - free, nodes=1),),
+        known=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("capacity", "autoscaler", "cluster_ok"),
+    [
+        pytest.param(_l4_capacity(1), False, True, id="free-l4"),
+        pytest.param(_l4_capacity(0), False, False, id="no-free-l4"),
+        pytest.param(_l4_capacity(0), True, True, id="no-free-l4-but-node-autoscaler"),
+        pytest.param(ClusterCapacity(known=True), False, False, id="no-l4-node-at-all"),
+        pytest.param(ClusterCapacity(known=False), False, True, id="capacity-not-read-yet"),
+    ],
+)
+def test_cluster_capacity_gates_moving_in(capacity: ClusterCapacity, autoscaler: bool, cluster_ok: bool) -> None:
+    spec = gpu_spec(cluster=ClusterSpec(node_autoscaler=autoscaler))
+    d = run(spec, window(0.0), state(TargetName.CLOUDRUN), capacity)
+    assert (TargetName.CLUSTER not in d.infeasible) is cluster_ok
+    if not cluster_ok:
+        assert d.target is not TargetName.CLUSTER
+
+
+def test_mig_slice_capacity_is_matched_by_profile_resource() -> None:
+    spec = gpu_spec(
+        accelerator=AcceleratorSpec(
+            type=AcceleratorType.NVIDIA_A100_80GB, sharing=GPUSharing.MIG, mig_profile="1g.10gb"
+        ),
+        placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER]),
+    )
+    mixed = ClusterCapacity(
+        resources=(ResourceCapacity("nvidia.com/mig-1g.10gb", "NVIDIA-A100-SXM4-80GB", 7, 6, 1),), known=True
+    )
+    other_profile = ClusterCapacity(
+        resources=(ResourceCapacity("nvidia.com/mig-3g.40gb", "NVIDIA-A100-SXM4-80GB", 2, 0, 1),), known=True
+    )
+    assert TargetName.CLUSTER not in run(spec, window(0.0), state(None), mixed).infeasible
+    assert TargetName.CLUSTER in run(spec, window(0.0), state(None), other_profile).infeasible
+
+
+def test_offloads_after_sustained_low_traffic() -> None:
+    d = run(cpu_spec(), window(0.05), state(TargetName.CLUSTER))
+    assert d.target in (TargetName.LAMBDA, TargetName.CLOUDRUN)
+    assert d.migrate is True
+    assert "offload" in d.reason and "break-even" in d.reason
+    assert d.thresholds_rps is not None and d.thresholds_rps[0] > 0.05
+
+
+def test_a_spike_inside_the_sustain_window_holds_the_offload() -> None:
+    rates = [0.05] * 115 + [0.05, 40.0, 0.05, 0.05, 0.05]  # the sustain window is the last 5 steps
+    d = run(cpu_spec(), window(rates), state(TargetName.CLUSTER))
+    assert d.target is TargetName.CLUSTER
+    assert d.migrate is False
+    assert d.preferred in (TargetName.LAMBDA, TargetName.CLOUDRUN)
+
+
+def test_reclaims_into_the_cluster_after_sustained_high_traffic() -> None:
+    d = run(cpu_spec(), window(60.0), state(TargetName.LAMBDA))
+    assert d.target is TargetName.CLUSTER and d.migrate is True
+    assert "reclaim" in d.reason
+
+
+def test_explicit_thresholds_decide_whatever_the_cost() -> None:
+    spec = cpu_spec(
+        thresholds=ThresholdsSpec(mode=ThresholdMode.EXPLICIT, offload_below_rps=0.5, reclaim_above_rps=2.0)
+    )
+    # 1 rps is between the thresholds: stay where it is, on either side
+    assert run(spec, window(1.0), state(TargetName.CLUSTER)).target is TargetName.CLUSTER
+    assert run(spec, window(1.0), state(TargetName.LAMBDA)).target is TargetName.LAMBDA
+    # 3 rps is above reclaim: back to the cluster, even though Lambda would be cheaper at 3 rps
+    d = run(spec, window(3.0), state(TargetName.LAMBDA))
+    assert d.target is TargetName.CLUSTER and d.migrate
+    assert "explicit" in d.reason
+
+
+def test_cooldown_holds_a_move_and_then_lets_it_go() -> None:
+    spec = cpu_spec(cooldown_seconds=900)
+    held = run(spec, window(0.05), state(TargetName.CLUSTER, finished=NOW - timedelta(seconds=300)))
+    assert held.target is TargetName.CLUSTER and held.migrate is False
+    assert "cooldown" in held.reason and held.preferred is not None
+    free = run(spec, window(0.05), state(TargetName.CLUSTER, finished=NOW - timedelta(seconds=1000)))
+    assert free.migrate is True
+
+
+def test_budget_projection_is_month_to_date_plus_forecast() -> None:
+    spec = gpu_spec(
+        budget=BudgetSpec(monthly_usd=300, action=BudgetAction.ALERT),
+        placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER]),
+    )
+    d = run(spec, window(1.0), state(TargetName.CLUSTER, mtd=200.0))
+    hours_left = seconds_to_month_end(NOW) / 3600
+    assert d.projected_month_usd == pytest.approx(200.0 + 0.805 * hours_left, rel=0.02)
+    assert d.budget_exceeded is True
+    assert "budget" in d.reason
+
+
+def test_budget_cap_scaling_caps_replicas() -> None:
+    spec = gpu_spec(
+        budget=BudgetSpec(monthly_usd=400, action=BudgetAction.CAP_SCALING),
+        placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER]),
+    )
+    d = run(spec, window(400.0), state(TargetName.CLUSTER, mtd=100.0))
+    assert d.budget_exceeded is True
+    assert d.max_replicas is not None and d.replicas <= d.max_replicas
+    assert "cap-scaling" in d.reason
+
+
+def test_budget_prefer_cheaper_takes_the_cheapest_even_when_riskier() -> None:
+    # without warm capacity Cloud Run would be cheapest; the 200 ms SLO makes it risky, the budget makes it win
+    spec = gpu_spec(budget=BudgetSpec(monthly_usd=1, action=BudgetAction.PREFER_CHEAPER))
+    d = run(spec, window(0.0), state(TargetName.CLUSTER))
+    assert d.budget_exceeded is True
+    assert "prefer-cheaper" in d.reason
+
+
+def test_reason_carries_the_numbers() -> None:
+    d = run(cpu_spec(), window(0.05), state(TargetName.CLUSTER))
+    assert "$" in d.reason and "/mo" in d.reason and "rps" in d.reason and "%" in d.reason
+    assert all(v is None or v >= 0 for v in d.projected_monthly_cost_usd.values())
+    assert d.slo_risk is not None and 0.0 <= d.slo_risk <= 1.0
+
+
+def test_cluster_replicas_follow_the_recent_peak_and_react_to_observed_latency() -> None:
+    spec = gpu_spec(placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER]))
+    quiet = run(spec, window(1.0), state(TargetName.CLUSTER))
+    busy = run(spec, window([1.0] * 100 + [400.0] * 20), state(TargetName.CLUSTER))
+    assert busy.replicas > quiet.replicas >= 1
+    slow = run(spec, window([1.0] * 100 + [400.0] * 20, p99=0.5), state(TargetName.CLUSTER))
+    assert slow.replicas == busy.replicas + 1 or slow.replicas == spec.scaling.max_replicas
+
+
+# ------------------------------------------------------------------------------------------------ properties
+
+SPECS = [cpu_spec(), gpu_spec(), cpu_spec(allowed_targets=[TargetName.CLUSTER, TargetName.LAMBDA])]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    spec_index=st.integers(0, len(SPECS) - 1),
+    rates=st.lists(st.floats(0.0, 200.0), min_size=1, max_size=40),
+    current=st.sampled_from([None, *TargetName]),
+    free_gpus=st.sampled_from([None, 0.0, 2.0]),
+)
+def test_never_an_infeasible_target(
+    spec_index: int, rates: list[float], current: TargetName | None, free_gpus: float | None
+) -> None:
+    spec = SPECS[spec_index]
+    capacity = UNKNOWN if free_gpus is None else _l4_capacity(free_gpus)
+    d = run(spec, window(rates), state(current), capacity)
+    if d.target is not None and d.target is not current:
+        assert d.target not in d.infeasible
+        assert d.target in spec.placement.allowed_targets
+    if d.migrate:
+        assert d.target is not None and d.target not in d.infeasible
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    spec_index=st.integers(0, len(SPECS) - 1), start=st.sampled_from(list(TargetName)), position=st.floats(-0.95, 0.95)
+)
+def test_no_flapping_under_constant_traffic_inside_the_hysteresis_band(
+    spec_index: int, start: TargetName, position: float
+) -> None:
+    """Constant traffic inside the band around the break-even never moves the workload, tick after tick."""
+    spec = SPECS[spec_index]
+    if start not in spec.placement.allowed_targets or start in run(spec, window(0.0), state(None)).infeasible:
+        return
+    probe = run(spec, window(0.0), state(TargetName.CLUSTER))
+    probe = (
+        run(
+            spec,
+            window(100.0),
+            state(TargetName.LAMBDA if TargetName.LAMBDA in spec.placement.allowed_targets else TargetName.CLOUDRUN),
+        )
+        if probe.thresholds_rps is None
+        else probe
+    )
+    if probe.thresholds_rps is None:
+        return
+    offload, reclaim = probe.thresholds_rps
+    if not np.isfinite(reclaim) or reclaim <= 0:
+        return
+    rate = offload + (reclaim - offload) * (position + 1.0) / 2.0
+    current = start
+    moves = 0
+    now = NOW
+    finished: datetime | None = None
+    for _ in range(12):
+        d = decide(spec, window(rate, end=now), state(current, finished=finished), PB, UNKNOWN, now)
+        if d.migrate and d.target is not None and d.target is not current:
+            moves += 1
+            current = d.target
+            finished = now
+        now += timedelta(minutes=20)
+    # inside the band the cluster/serverless boundary is never crossed; one serverless-to-serverless move at most
+    assert moves <= 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(spec_index=st.integers(0, len(SPECS) - 1), rate=st.floats(0.0, 300.0), start=st.sampled_from(list(TargetName)))
+def test_constant_traffic_settles_after_at_most_one_move(spec_index: int, rate: float, start: TargetName) -> None:
+    spec = SPECS[spec_index]
+    if start not in spec.placement.allowed_targets or start in run(spec, window(0.0), state(None)).infeasible:
+        return
+    current = start
+    history = [current]
+    now = NOW
+    finished: datetime | None = None
+    for _ in range(10):
+        d = decide(spec, window(rate, end=now), state(current, finished=finished), PB, UNKNOWN, now)
+        if d.migrate and d.target is not None and d.target is not current:
+            current = d.target
+            finished = now
+            history.append(current)
+        now += timedelta(minutes=20)
+    assert len(history) <= 3, history
+    assert len(set(history)) == len(history), f"came back: {history}"
+
+
+def test_observed_in_flight_peaks_size_for_bursts_the_rates_average_away() -> None:
+    spec = gpu_spec(placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER]))
+    rates = [2.0] * 60
+    smooth = TrafficWindow(60.0, tuple(rates), None, NOW, peak_in_flight=tuple([1.0] * 60))
+    bursty = TrafficWindow(60.0, tuple(rates), None, NOW, peak_in_flight=tuple([1.0] * 58 + [40.0, 2.0]))
+    calm = run(spec, smooth, state(TargetName.CLUSTER))
+    burst = run(spec, bursty, state(TargetName.CLUSTER))
+    assert burst.replicas >= 5 > calm.replicas  # 40 in flight on 8-slot replicas
+    assert "observed peak 40 in flight" in burst.reason
+
+
+def test_observed_slo_misses_tighten_the_sizing_of_the_current_target() -> None:
+    spec = gpu_spec(placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER]))
+    rates = tuple([30.0] * 60)
+    fine = run(spec, TrafficWindow(60.0, rates, None, NOW, slo_miss_share=0.0), state(TargetName.CLUSTER))
+    missing = run(spec, TrafficWindow(60.0, rates, None, NOW, slo_miss_share=0.05), state(TargetName.CLUSTER))
+    assert missing.replicas >= fine.replicas
+    assert "observed 5.00% of requests over the SLO" in missing.reason
+    assert "stricter" in missing.reason

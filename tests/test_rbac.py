@@ -1,0 +1,288 @@
+"""The chart's ServiceAccount and RBAC on the real local apiserver (RBAC on): allowed exactly what the operator needs,
+refused the rest (Secrets in other namespaces above all), and the real operator does its job with only that token.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.plugins.cluster import REPO_ROOT, KubeCluster
+from tests.plugins.operator import wait_for
+from tests.test_chart import CHART, Manifest, by_kind, one, render_chart
+
+pytestmark = pytest.mark.cluster
+
+CPU_EXAMPLE = REPO_ROOT / "examples" / "sentiment-bursty.yaml"
+
+
+@dataclass(frozen=True)
+class Release:
+    cluster: KubeCluster
+    namespace: str
+    service_account: str
+    peering: str
+    manifests: list[Manifest]
+
+    @property
+    def user(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+    def can(self, verb: str, resource: str, *, namespace: str | None = None, subresource: str | None = None) -> bool:
+        args = ["auth", "can-i", verb, resource, "--as", self.user]
+        args += ["--all-namespaces"] if namespace is None else ["-n", namespace]
+        if subresource:
+            args += ["--subresource", subresource]
+        done = self.cluster.kubectl(*args, check=False)
+        answer = done.stdout.strip()
+        assert answer in ("yes", "no"), f"kubectl auth can-i {verb} {resource}: {done.stdout}{done.stderr}"
+        return answer == "yes"
+
+
+def _install(cluster: KubeCluster, namespace: str, release: str, values: list[str]) -> Iterator[Release]:
+    """Apply the rendered chart for real (CRDs first), without running the operator pod; remove what is cluster-scoped
+    afterwards (the namespace fixture removes the rest)."""
+    cluster.kubectl("apply", "-f", str(CHART / "crds"))
+    for name in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev", "inferenceworkloads.placement.inference.dev"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    manifests = render_chart(release=release, namespace=namespace, values=["replicaCount=0", *values])
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests, sort_keys=False))
+    args = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    peering = next(a.split("=", 1)[1] for a in args if a.startswith("--peering="))
+    try:
+        yield Release(cluster, namespace, one(manifests, "ServiceAccount")["metadata"]["name"], peering, manifests)
+    finally:
+        for manifest in manifests:
+            if "namespace" not in manifest["metadata"]:
+                cluster.kubectl("delete", manifest["kind"], manifest["metadata"]["name"], "--wait=false", check=False)
+
+
+@pytest.fixture
+def other_namespace(kube_cluster: KubeCluster) -> Iterator[str]:
+    name = f"t-other-{uuid.uuid4().hex[:6]}"
+    kube_cluster.kubectl("create", "namespace", name)
+    kube_cluster.kubectl("create", "secret", "generic", "foreign", "-n", name, "--from-literal=token=not-yours")
+    yield name
+    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def clusterwide(kube_cluster: KubeCluster, namespace: str) -> Iterator[Release]:
+    for secret in ("aws-creds", "unrelated"):
+        kube_cluster.kubectl(
+            "create", "secret", "generic", secret, "-n", namespace, "--from-literal=aws_access_key_id=AKIAEXAMPLE"
+        )
+    values = ["lambda.enabled=true", "lambda.credentials.existingSecret=aws-creds"]
+    yield from _install(kube_cluster, namespace, f"rbac-{namespace}", values)
+
+
+@pytest.fixture
+def namespaced(kube_cluster: KubeCluster, namespace: str) -> Iterator[Release]:
+    yield from _install(kube_cluster, namespace, f"live-{namespace}", [f"operator.watchNamespaces={{{namespace}}}"])
+
+
+def _token_kubeconfig(release: Release, path: Path) -> Path:
+    """A kubeconfig holding a real token of the chart's ServiceAccount (TokenRequest API)."""
+    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}}
+    done = release.cluster.kubectl(
+        "create",
+        "--raw",
+        f"/api/v1/namespaces/{release.namespace}/serviceaccounts/{release.service_account}/token",
+        "-f",
+        "-",
+        input=json.dumps(request),
+    )
+    token = json.loads(done.stdout)["status"]["token"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "local",
+                "cluster": {"server": release.cluster.api_url, "certificate-authority": release.cluster.ca_file},
+            }
+        ],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [
+            {"name": "operator", "context": {"cluster": "local", "user": "operator", "namespace": release.namespace}}
+        ],
+        "current-context": "operator",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def _as_operator(release: Release, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [release.cluster.kubectl_path, "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- cluster-wide
+
+
+def test_service_account_is_allowed_what_the_operator_uses(clusterwide: Release, other_namespace: str) -> None:
+    r, ns = clusterwide, other_namespace
+    allowed = [
+        ("list", "inferenceworkloads.placement.inference.dev", None, None),
+        ("watch", "inferenceworkloads.placement.inference.dev", None, None),
+        ("patch", "inferenceworkloads.placement.inference.dev", ns, None),
+        ("patch", "inferenceworkloads.placement.inference.dev", ns, "status"),
+        ("get", "inferenceworkloads.placement.inference.dev", ns, "status"),
+        ("create", "events", ns, None),
+        ("create", "deployments.apps", ns, None),
+        ("patch", "deployments.apps", ns, None),
+        ("delete", "deployments.apps", ns, None),
+        ("watch", "deployments.apps", None, None),
+        ("create", "services", ns, None),
+        ("delete", "services", ns, None),
+        ("create", "configmaps", ns, None),
+        ("list", "nodes", None, None),
+        ("watch", "pods", None, None),
+        ("watch", "customresourcedefinitions.apiextensions.k8s.io", None, None),
+        ("watch", "clusterkopfpeerings.kopf.dev", None, None),
+        ("patch", f"clusterkopfpeerings.kopf.dev/{r.peering}", None, None),
+        ("get", "secrets/aws-creds", r.namespace, None),
+    ]
+    refused = [
+        ("get", "secrets/foreign", ns, None),
+        ("get", "secrets", ns, None),
+        ("list", "secrets", None, None),
+        ("get", "secrets/unrelated", r.namespace, None),
+        ("list", "secrets", r.namespace, None),
+        ("watch", "secrets", r.namespace, None),
+        ("create", "inferenceworkloads.placement.inference.dev", ns, None),
+        ("update", "inferenceworkloads.placement.inference.dev", ns, None),
+        ("delete", "inferenceworkloads.placement.inference.dev", ns, None),
+        ("update", "deployments.apps", ns, None),
+        ("create", "pods", ns, None),
+        ("delete", "pods", ns, None),
+        ("patch", "nodes", None, None),
+        ("create", "customresourcedefinitions.apiextensions.k8s.io", None, None),
+        ("patch", "clusterkopfpeerings.kopf.dev/someone-else", None, None),
+        ("create", "clusterroles.rbac.authorization.k8s.io", None, None),
+        ("create", "rolebindings.rbac.authorization.k8s.io", r.namespace, None),
+        ("list", "namespaces", None, None),
+        ("create", "serviceaccounts/token", r.namespace, None),
+    ]
+    wrong_allowed = [a for a in allowed if not r.can(a[0], a[1], namespace=a[2], subresource=a[3])]
+    wrong_refused = [a for a in refused if r.can(a[0], a[1], namespace=a[2], subresource=a[3])]
+    assert not wrong_allowed, f"refused but needed: {wrong_allowed}"
+    assert not wrong_refused, f"allowed but never needed: {wrong_refused}"
+
+
+def test_real_token_is_refused_secrets_in_another_namespace(
+    clusterwide: Release, other_namespace: str, tmp_path: Path
+) -> None:
+    kubeconfig = _token_kubeconfig(clusterwide, tmp_path / "operator.kubeconfig")
+    foreign = _as_operator(clusterwide, kubeconfig, "get", "secret", "foreign", "-n", other_namespace)
+    assert foreign.returncode != 0 and "forbidden" in foreign.stderr.lower(), foreign.stderr
+    listing = _as_operator(clusterwide, kubeconfig, "get", "secrets", "-n", clusterwide.namespace)
+    assert listing.returncode != 0 and "forbidden" in listing.stderr.lower(), listing.stderr
+    own = _as_operator(clusterwide, kubeconfig, "get", "secret", "aws-creds", "-n", clusterwide.namespace, "-o", "name")
+    assert own.returncode == 0, own.stderr
+    workloads = _as_operator(clusterwide, kubeconfig, "get", "inferenceworkloads", "--all-namespaces")
+    assert workloads.returncode == 0, workloads.stderr
+
+
+# ----------------------------------------------------------------------------------------------- the operator itself
+
+
+def _cpu_workload(cluster: KubeCluster, namespace: str) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(CPU_EXAMPLE.read_text())
+    doc["metadata"]["namespace"] = namespace
+    doc["metadata"]["name"] = "rbac-cpu"
+    doc["spec"]["placement"] = {"allowedTargets": ["cluster"]}
+    doc["spec"].pop("accelerator", None)
+    doc["spec"]["model"]["image"] = cluster.model_server_image or doc["spec"]["model"]["image"]
+    doc["spec"]["model"]["cpu"] = "100m"
+    doc["spec"]["model"]["memory"] = "64Mi"
+    return doc
+
+
+def test_operator_with_only_the_charts_rbac_places_a_cpu_workload(namespaced: Release, tmp_path: Path) -> None:
+    r = namespaced
+    assert {m["metadata"]["namespace"] for m in by_kind(r.manifests, "Role")} == {r.namespace}
+    kubeconfig = _token_kubeconfig(r, tmp_path / "operator.kubeconfig")
+    log_path = tmp_path / "operator.log"
+    args = [
+        sys.executable,
+        "-m",
+        "inference_placement.cli",
+        "run",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--namespace",
+        r.namespace,
+        "--peering",
+        r.peering,
+        "--tick-seconds",
+        "2",
+        "--health-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--log-format",
+        "plain",
+        "--set",
+        "cluster.imagePullPolicy=Never",
+    ]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT)
+    try:
+        doc = _cpu_workload(r.cluster, r.namespace)
+        r.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+
+        def placed() -> dict[str, Any] | None:
+            assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
+            obj = r.cluster.kubectl_json("get", "iw", "rbac-cpu", "-n", r.namespace)
+            status = obj.get("status") or {}
+            target = (status.get("migration") or {}).get("target") or status.get("placement")
+            return obj if target == "cluster" else None
+
+        obj = wait_for(placed, timeout=120, what="the operator to place the workload on the cluster")
+        uid = obj["metadata"]["uid"]
+
+        def deployment() -> dict[str, Any] | None:
+            found = r.cluster.kubectl("get", "deployments", "-n", r.namespace, "-o", "json", check=False)
+            items = json.loads(found.stdout).get("items", []) if found.returncode == 0 else []
+            owned = [d for d in items if any(o.get("uid") == uid for o in d["metadata"].get("ownerReferences", []))]
+            return owned[0] if owned else None
+
+        owned = wait_for(deployment, timeout=60, what="a Deployment owned by the workload")
+        assert owned["spec"]["template"]["spec"]["containers"][0]["image"] == doc["spec"]["model"]["image"]
+        peering = r.cluster.kubectl_json("get", "kopfpeerings.kopf.dev", r.peering, "-n", r.namespace)
+        assert peering.get("status"), "the operator recorded itself in its peering object"
+        if r.cluster.node_enabled:  # Pods really run: the workload ends up serving
+
+            def ready() -> bool:
+                obj = r.cluster.kubectl_json("get", "iw", "rbac-cpu", "-n", r.namespace)
+                conditions = (obj.get("status") or {}).get("conditions") or []
+                return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+            wait_for(ready, timeout=180, interval=2, what="Ready=True with only the chart's RBAC")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+        r.cluster.kubectl("delete", "iw", "rbac-cpu", "-n", r.namespace, "--wait=false", check=False)
+    logs = log_path.read_text(errors="replace")
+    refused = [line for line in logs.splitlines() if "403" in line or "forbidden" in line.lower()]
+    assert not refused, "\n".join(refused[:20])
