@@ -127,7 +127,10 @@ def test_deleting_a_workload_completes(
     operator_factory(namespace)
     doc = _cluster_only(CPU_WORKLOAD, namespace, "short-lived")
     _apply(crd_installed, doc)
-    wait_for(lambda: (_get(crd_installed, namespace, "short-lived") or {}).get("status", {}).get("placement"), what="placement")
+    wait_for(
+        lambda: (_get(crd_installed, namespace, "short-lived") or {}).get("status", {}).get("placement"),
+        what="placement",
+    )
     crd_installed.kubectl("delete", "iw", "short-lived", "-n", namespace, "--timeout=60s")
     assert _get(crd_installed, namespace, "short-lived") is None
     # Owned children go through owner references (garbage collector).
@@ -143,7 +146,9 @@ def test_operator_survives_a_restart_and_resumes(
 ) -> None:
     op = operator_factory(namespace)
     _apply(crd_installed, _cluster_only(CPU_WORKLOAD, namespace, "resumable"))
-    wait_for(lambda: (_get(crd_installed, namespace, "resumable") or {}).get("status", {}).get("placement"), what="placement")
+    wait_for(
+        lambda: (_get(crd_installed, namespace, "resumable") or {}).get("status", {}).get("placement"), what="placement"
+    )
     op.kill()
     # While it is down, a bad edit lands; the restarted operator must notice it from the listing alone.
     doc = _cluster_only(CPU_WORKLOAD, namespace, "resumable")
@@ -169,7 +174,7 @@ def test_finalizers_only_on_workloads_that_own_cloud_resources(
     operator_factory(namespace)
     _apply(crd_installed, _cluster_only(CPU_WORKLOAD, namespace, "in-cluster-only"))
     obj = wait_for(
-        lambda: (o := _get(crd_installed, namespace, "in-cluster-only")) and o["status"].get("placement") and o
+        lambda: (o := _get(crd_installed, namespace, "in-cluster-only")) and o.get("status", {}).get("placement") and o
     )
     assert obj["metadata"].get("finalizers", []) == []
     annotations = obj["metadata"].get("annotations", {})

@@ -404,7 +404,9 @@ def decide(
             infeasible=infeasible,
             slo_risk=risks.get(current),
             budget_exceeded=False,
-            projected_month_usd=state.month_to_date_usd,
+            # keep projecting at the current placement's cost: missing metrics must not hide the month's spend
+            projected_month_usd=state.month_to_date_usd
+            + (plans[current].usd_per_second() * seconds_to_month_end(now) if current in plans else 0.0),
             metrics_ok=False,
             migrate=False,
             slo_risk_by_target=risks,
