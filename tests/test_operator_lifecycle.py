@@ -179,3 +179,34 @@ def test_finalizers_only_on_workloads_that_own_cloud_resources(
     assert obj["metadata"].get("finalizers", []) == []
     annotations = obj["metadata"].get("annotations", {})
     assert not any(k.startswith("kopf.zalando.org") for k in annotations), annotations
+
+
+@pytest.mark.node
+def test_cpu_workload_becomes_ready_because_its_pod_really_runs_and_answers(
+    kube_node: KubeCluster, crd_installed: KubeCluster, namespace: str, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    import urllib.request
+
+    operator_factory(namespace, "--set", "cluster.imagePullPolicy=Never")
+    doc = _cluster_only(CPU_WORKLOAD, namespace, "really-runs")
+    doc["spec"]["model"]["image"] = kube_node.model_server_image
+    doc["spec"]["model"]["cpu"] = "100m"
+    doc["spec"]["model"]["memory"] = "128Mi"
+    _apply(kube_node, doc)
+    wait_for(
+        lambda: (c := _condition(_get(kube_node, namespace, "really-runs"), "Ready")) and c["status"] == "True",
+        timeout=120,
+        what="Ready=True",
+    )
+    deployment = kube_node.kubectl_json("get", "deployment", "really-runs-model", "-n", namespace)
+    assert deployment["status"]["availableReplicas"] == 1  # written by the controller-manager from the kubelet
+    pods = kube_node.kubectl_json("get", "pods", "-n", namespace, "-l", "placement.inference.dev/workload=really-runs")
+    running = [p for p in pods["items"] if p["status"].get("phase") == "Running"]
+    assert len(running) == 1 and running[0]["spec"]["nodeName"] == kube_node.node_name
+    pod_ip = running[0]["status"]["podIP"]
+    port = doc["spec"]["model"]["port"]
+    with urllib.request.urlopen(f"http://{pod_ip}:{port}/healthz", timeout=10) as response:
+        assert response.status == 200
+    request = urllib.request.Request(f"http://{pod_ip}:{port}/predict", data=b'{"inputs": ["great"]}', method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200 and response.read()
