@@ -103,6 +103,7 @@ def test_simulate_command_on_a_matrix_row_with_a_plot(scenario: tuple[Path, Path
     workload = ROOT / "examples" / "sentiment-bursty.yaml"
     if not workload.exists():
         pytest.skip("examples/ not available")
+    pytest.importorskip("matplotlib", reason="--plot needs the optional matplotlib")
     plot = tmp_path / "what-if.png"
     out = tmp_path / "what-if.json"
     result = CliRunner().invoke(

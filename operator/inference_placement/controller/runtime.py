@@ -48,21 +48,33 @@ def install_redaction() -> SecretRedactingFilter:
     return redactor
 
 
-def load_promql_templates(path: Path | None) -> PromQLTemplates:
-    """PromQL templates from a YAML file (the chart's ConfigMap); keys in camelCase or snake_case."""
+SOURCE_OPTIONS = {"namespace_label": str, "workload_label": str, "rate_window_seconds": int}
+"""Keys of the PromQL file that configure the Prometheus source itself rather than a template."""
+
+
+def load_promql_templates(path: Path | None) -> tuple[PromQLTemplates, dict[str, Any]]:
+    """PromQL templates (and the source's label/rate-window options) from a YAML file, the chart's ConfigMap.
+
+    Keys in snake_case or camelCase; an unknown key is an error naming it.
+    """
     if path is None:
-        return PromQLTemplates()
+        return PromQLTemplates(), {}
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of template names to PromQL")
     known = {f.name for f in fields(PromQLTemplates)}
-    values: dict[str, Any] = {}
+    templates: dict[str, Any] = {}
+    options: dict[str, Any] = {}
     for key, value in raw.items():
         name = re.sub(r"(?<!^)(?=[A-Z])", "_", str(key)).lower()
-        if name not in known:
-            raise ValueError(f"{path}: unknown template {key!r} (known: {', '.join(sorted(known))})")
-        values[name] = value
-    return PromQLTemplates(**values)
+        if name in SOURCE_OPTIONS:
+            options[name] = SOURCE_OPTIONS[name](value)
+        elif name in known:
+            templates[name] = value
+        else:
+            allowed = ", ".join(sorted(known | set(SOURCE_OPTIONS)))
+            raise ValueError(f"{path}: unknown key {key!r} (known: {allowed})")
+    return PromQLTemplates(**templates), options
 
 
 def _load_price_book(settings: OperatorSettings) -> PriceBook:
@@ -124,9 +136,11 @@ async def build_fleet(settings: OperatorSettings) -> tuple[Fleet, Callable[[], A
     if settings.prometheus_url:
         from inference_placement.metrics.prometheus import PrometheusSource
 
+        templates, source_options = load_promql_templates(settings.promql_templates_path)
         metrics = PrometheusSource(
             settings.prometheus_url,
-            templates=load_promql_templates(settings.promql_templates_path),
+            templates=templates,
+            **source_options,
             range_seconds=settings.metrics_range_seconds,
             step_seconds=settings.metrics_step_seconds,
             max_staleness_seconds=settings.max_metrics_staleness_seconds,
