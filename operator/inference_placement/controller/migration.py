@@ -118,6 +118,16 @@ def _rollback(migration: MigrationStatus, why: str, now: datetime) -> Transition
     )
 
 
+def _ended(migration: MigrationStatus, outcome: MigrationOutcome, now: datetime, message: str) -> LastMigration:
+    return LastMigration(
+        source=migration.source,
+        target=migration.target,
+        outcome=outcome,
+        finished_at=_stamp(now),
+        message=message,
+    )
+
+
 def _name(target: TargetName | None) -> str:
     return target.value if target is not None else "nothing"
 
@@ -136,13 +146,7 @@ def advance(
 
     if step is MigrationStep.ROLLING_BACK:
         if observation.retired:
-            finished = LastMigration(
-                source=migration.source,
-                target=migration.target,
-                outcome=MigrationOutcome.ROLLED_BACK,
-                finished_at=_stamp(now),
-                message=migration.last_error or "",
-            )
+            finished = _ended(migration, MigrationOutcome.ROLLED_BACK, now, migration.last_error or "")
             return Transition(
                 migration=None,
                 placement=migration.source,
@@ -184,13 +188,7 @@ def advance(
             return Transition(migration=migration, placement=migration.source)
         if migration.source is None:
             # First placement: nothing to shift from; the target takes all traffic now.
-            finished = LastMigration(
-                source=None,
-                target=migration.target,
-                outcome=MigrationOutcome.SUCCEEDED,
-                finished_at=_stamp(now),
-                message=migration.reason,
-            )
+            finished = _ended(migration, MigrationOutcome.SUCCEEDED, now, migration.reason)
             return Transition(
                 migration=None,
                 placement=migration.target,
@@ -241,13 +239,7 @@ def advance(
 
     # RETIRING
     if observation.retired:
-        finished = LastMigration(
-            source=migration.source,
-            target=migration.target,
-            outcome=MigrationOutcome.SUCCEEDED,
-            finished_at=_stamp(now),
-            message=migration.reason,
-        )
+        finished = _ended(migration, MigrationOutcome.SUCCEEDED, now, migration.reason)
         return Transition(
             migration=None,
             placement=migration.target,
