@@ -17,6 +17,12 @@ fi
 
 echo "== local cluster (built once from Debian's sources, cached in ~/.cache/inference-placement)"
 # Its own step with its own output, so a cold build is not hidden inside the first test's fixture.
+# Stopped again at the end when this run started it (a cluster that was already up is somebody else's).
+cluster_was_up=false
+bash e2e/local-cluster.sh status >/dev/null 2>&1 && cluster_was_up=true
+if ! $cluster_was_up; then
+  trap 'echo "== local cluster down"; bash e2e/local-cluster.sh down >/dev/null 2>&1 || true' EXIT
+fi
 if ! bash e2e/local-cluster.sh up --with-node; then
   echo "local cluster did not come up; the tests that need it will fail (CI) or skip (elsewhere)"
 fi
