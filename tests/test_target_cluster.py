@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -31,9 +30,6 @@ from inference_placement.targets.cluster import ClusterTarget
 from inference_placement.targets.gpu_scheduling import requirement_matches
 from tests.plugins.cluster import KubeCluster
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CRD_FILE = REPO_ROOT / "crds" / "inferenceworkloads.yaml"
-CRD_NAME = f"{PLURAL}.{GROUP}"
 RUN_LABEL = "inference-placement.test/run"
 FAKE_TAINT = {"key": "inference-placement.test/fake", "value": "true", "effect": "NoSchedule"}
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists"}
@@ -41,14 +37,6 @@ MERGE_PATCH = "application/merge-patch+json"
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.25) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 async def eventually(
@@ -177,24 +165,9 @@ def delete_fake_nodes(cluster: KubeCluster, fake: FakeNodes) -> None:
 
 
 @pytest.fixture(scope="module")
-def crd(kube_cluster: KubeCluster) -> KubeCluster:
-    kube_cluster.kubectl("apply", "-f", str(CRD_FILE))
-    wait_for(
-        lambda: (
-            kube_cluster.kubectl(
-                "get",
-                "crd",
-                CRD_NAME,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type=='Established')].status}",
-                check=False,
-            ).stdout
-            == "True"
-        ),
-        timeout=30,
-        what="CRD established",
-    )
-    return kube_cluster
+def crd(crd_installed: KubeCluster) -> KubeCluster:
+    """The CRD installed and established (the shared session fixture)."""
+    return crd_installed
 
 
 @pytest.fixture(scope="module")
