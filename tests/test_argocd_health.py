@@ -204,7 +204,8 @@ CASES = [
 
 
 def _lupa_runner(module_name: str) -> Runner:
-    lupa = pytest.importorskip("lupa")
+    import lupa  # a pinned dev dependency: its absence must fail, not skip
+
     module = getattr(lupa, module_name, None)
     if module is None:
         if os.environ.get("CI") == "true":
