@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -141,6 +142,7 @@ class Fleet:
         """One full tick: fetch metrics for every workload in one batch, then reconcile all of them."""
         loop = asyncio.get_running_loop()
         started = loop.time()
+        cpu_started = time.process_time()
         keys = list(self._workloads)
         now = self.clock()
         try:
@@ -160,6 +162,8 @@ class Fleet:
         self.stats.last_tick_at = now
         if self.telemetry is not None:
             self.telemetry.tick_duration.set(self.stats.last_tick_seconds)
+            self.telemetry.tick_cpu.set(time.process_time() - cpu_started)
+            self.telemetry.ticks.inc()
             self.telemetry.workloads.set(len(self._workloads))
 
     async def reconcile_now(self, keys: set[WorkloadKey] | None = None) -> None:

@@ -23,6 +23,12 @@ class Telemetry:
         self.tick_duration = Gauge(
             "inference_placement_tick_duration_seconds", "Wall time of the last full fleet tick.", registry=r
         )
+        self.tick_cpu = Gauge(
+            "inference_placement_tick_cpu_seconds",
+            "CPU time (user + system) the operator process spent on the last full fleet tick.",
+            registry=r,
+        )
+        self.ticks = Counter("inference_placement_ticks", "Full fleet ticks completed.", registry=r)
         self.workloads = Gauge("inference_placement_workloads", "Workloads known to the operator.", registry=r)
         self.decisions = Counter(
             "inference_placement_decisions_total",
