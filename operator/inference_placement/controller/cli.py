@@ -26,9 +26,16 @@ def run(
         Optional[Path], typer.Option(help="Price book YAML (mounted ConfigMap); default: packaged.")
     ] = None,
     prometheus_url: Annotated[Optional[str], typer.Option(help="Prometheus base URL for traffic metrics.")] = None,
-    promql_templates: Annotated[
-        Optional[Path], typer.Option(help="PromQL templates YAML.")
-    ] = None,
+    promql_templates: Annotated[Optional[Path], typer.Option(help="PromQL templates YAML.")] = None,
+    metrics_range_seconds: Annotated[
+        int, typer.Option(help="Trailing window of metrics fetched each tick (seconds).")
+    ] = OperatorSettings.metrics_range_seconds,
+    metrics_step_seconds: Annotated[
+        int, typer.Option(help="Resolution of that window (seconds).")
+    ] = OperatorSettings.metrics_step_seconds,
+    max_metrics_staleness_seconds: Annotated[
+        float, typer.Option(help="Metrics older than this freeze placement (seconds).")
+    ] = OperatorSettings.max_metrics_staleness_seconds,
     metrics_port: Annotated[int, typer.Option(help="Port of the operator's own /metrics (0 = off).")] = 9090,
     health_port: Annotated[int, typer.Option(help="Port of /healthz for liveness probes (0 = off).")] = 8081,
     peering: Annotated[
@@ -59,6 +66,9 @@ def run(
         peering=peering,
         prometheus_url=prometheus_url,
         promql_templates_path=promql_templates,
+        metrics_range_seconds=metrics_range_seconds,
+        metrics_step_seconds=metrics_step_seconds,
+        max_metrics_staleness_seconds=max_metrics_staleness_seconds,
         extra=extra,
     )
     asyncio.run(run_operator(settings, log_format=log_format, verbose=verbose))

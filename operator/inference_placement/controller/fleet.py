@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from inference_placement.controller.reconciler import Reconciler, TickInputs
+from inference_placement.controller.router_sync import RouterSync
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.metrics.source import MetricsSnapshot, MetricsSource, WorkloadKey
 from inference_placement.policy.capacity import ClusterCapacity
@@ -61,6 +62,8 @@ class Fleet:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     stats: FleetStats = field(default_factory=FleetStats)
     telemetry: Telemetry | None = None
+    router: RouterSync | None = None
+    """The stable endpoints' router; None = routing is not managed by this operator (no traffic gating)."""
 
     def __post_init__(self) -> None:
         self._workloads: dict[WorkloadKey, _Entry] = {}
@@ -77,6 +80,8 @@ class Fleet:
         key = WorkloadKey(meta.get("namespace", "default"), meta.get("name", ""))
         if event_type == "DELETED":
             self._workloads.pop(key, None)
+            if self.router is not None:
+                self.router.forget(key)
             if self.telemetry is not None:
                 self.telemetry.forget_workload(key.namespace, key.name)
             self._dirty.discard(key)
@@ -107,6 +112,8 @@ class Fleet:
             generation=int(meta.get("generation") or 0),
             resource_version=rv,
         )
+        if self.router is not None:
+            self.router.observe(key, body)
 
     def __len__(self) -> int:
         return len(self._workloads)
@@ -188,6 +195,8 @@ class Fleet:
                 window=window,
                 metrics_problem=self._snapshot.problem_for(key),
                 capacity_verdict=self.capacity_verdict(entry.body),
+                router_enabled=self.router is not None,
+                router_weights=self.router.confirmed(key) if self.router is not None else None,
             )
             async with slots:
                 started = asyncio.get_running_loop().time()
@@ -209,6 +218,10 @@ class Fleet:
                 self._active.discard(key)
 
         await asyncio.gather(*(one(k) for k in keys))
+        if self.router is not None:
+            await self.router.sync()
+            if self.router.last_error is not None:
+                self._active.update(keys)  # retry the router soon; migrations wait for it
 
 
 def _rv_older(candidate: str, known: str) -> bool:

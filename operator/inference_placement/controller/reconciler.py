@@ -9,7 +9,7 @@ serving: an invalid spec freezes the workload where it is and says why.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,6 +26,7 @@ from inference_placement.api.status import (
     ConditionType,
     DecisionRecord,
     InferenceWorkloadStatus,
+    MigrationStatus,
     MigrationStep,
     ObservedTraffic,
     ProjectedCosts,
@@ -46,11 +47,13 @@ from inference_placement.controller.migration import (
     parse_time,
     start_migration,
 )
+from inference_placement.controller.router_sync import positive_weights
 from inference_placement.controller.status_diff import merge_patch, semantically_equal
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
 from inference_placement.policy.price_book import PriceBook
+from inference_placement.routing.model import traffic_weights
 from inference_placement.targets.base import (
     DesiredTarget,
     NotOwnedError,
@@ -80,6 +83,10 @@ class TickInputs:
     """Why there is no usable window (source down, no series, garbage), when there is none."""
     capacity_verdict: tuple[bool, str] | None = None
     """(enough free capacity, numbers) for the workload's in-cluster needs; None when not applicable."""
+    router_enabled: bool = False
+    """The operator manages the router: migrations wait for it to confirm each step's weights."""
+    router_weights: Mapping[TargetName, int] | None = None
+    """Weights the router confirmed for this workload (positive ones); None = nothing confirmed yet."""
 
 
 @dataclass
@@ -112,6 +119,7 @@ class Reconciler:
         cloud_finalizer: str = "placement.inference.dev/cloud-resources",
         max_metrics_staleness_seconds: float = 180.0,
         telemetry: Telemetry | None = None,
+        stable_endpoint: Callable[[str, str], str] | None = None,
     ) -> None:
         self.writer = writer
         self.telemetry = telemetry or Telemetry()
@@ -119,6 +127,8 @@ class Reconciler:
         self.timings = timings or MigrationTimings()
         self.cloud_finalizer = cloud_finalizer
         self.max_metrics_staleness_seconds = max_metrics_staleness_seconds
+        self.stable_endpoint = stable_endpoint
+        """(namespace, name) -> the URL that never changes (the router); None = publish the serving target's."""
 
     # ------------------------------------------------------------------ entry point
 
@@ -341,7 +351,7 @@ class Reconciler:
             update={
                 "conditions": conditions,
                 "current_monthly_cost_usd": cost_now,
-                "endpoint": serving.endpoint if serving is not None else None,
+                "endpoint": self._endpoint(meta, serving),
                 "budget": accrued.model_copy(update={"projected_month_usd": round(decision.projected_month_usd, 2)}),
             }
         )
@@ -349,6 +359,11 @@ class Reconciler:
         result.wrote_status = result.body is not None
         result.events = [e[0] for e in pending.events]
         return result
+
+    def _endpoint(self, meta: ObjectMeta, serving: TargetResourceStatus | None) -> str | None:
+        if self.stable_endpoint is not None:
+            return self.stable_endpoint(meta.namespace, meta.name)
+        return serving.endpoint if serving is not None else None
 
     # ------------------------------------------------------------------ placement and migration
 
@@ -383,6 +398,13 @@ class Reconciler:
 
         if migration.target in SERVERLESS or migration.source in SERVERLESS:
             await self._ensure_finalizer(workload.metadata)
+
+        if not _router_serves(migration, status, inputs):
+            # The router does not serve this step's weights yet: keep both sides up, move nothing, retire nothing.
+            for name in (migration.source, migration.target):
+                if name is not None and not (migration.step is MigrationStep.ROLLING_BACK and name is migration.target):
+                    status = await self._ensure(workload, name, decision, status, pending)
+            return status
 
         observation = MigrationObservation()
         actions = actions_for(migration)
@@ -642,6 +664,21 @@ def _record_decision(
     )
     pending.event("Decision", f"{decision.target.value} x{decision.replicas}: {decision.reason}")
     return status.model_copy(update={"last_decision": record})
+
+
+_ROUTED_STEPS = frozenset(
+    {MigrationStep.SHIFTING, MigrationStep.DRAINING, MigrationStep.RETIRING, MigrationStep.ROLLING_BACK}
+)
+
+
+def _router_serves(migration: MigrationStatus, status: InferenceWorkloadStatus, inputs: TickInputs) -> bool:
+    """True when the next move of ``migration`` is safe for the router: it serves the weights the step needs."""
+    if not inputs.router_enabled or migration.step not in _ROUTED_STEPS:
+        return True
+    if inputs.router_weights is None:
+        return False
+    expected = positive_weights(traffic_weights(status.model_copy(update={"migration": migration})))
+    return dict(inputs.router_weights) == expected
 
 
 def _target_status(targets: TargetsStatus, name: TargetName) -> TargetResourceStatus | None:

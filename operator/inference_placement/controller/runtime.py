@@ -15,15 +15,18 @@ import yaml
 
 from inference_placement.api.spec import TargetName
 from inference_placement.api.validation import parse_spec
+from inference_placement.api.workload import GROUP, PLURAL, VERSION
 from inference_placement.controller.fleet import Fleet
 from inference_placement.controller.handlers import build_registry
 from inference_placement.controller.kube import KubeWriter, make_api_client
+from inference_placement.controller.migration import MigrationTimings
 from inference_placement.controller.reconciler import Reconciler
+from inference_placement.controller.router_sync import RouterSync
 from inference_placement.controller.settings import OperatorSettings
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.metrics.promql import PromQLTemplates
 from inference_placement.metrics.source import MetricsSource, NoMetricsSource
-from inference_placement.policy.price_book import PriceBook, default_price_book, load_price_book
+from inference_placement.policy.price_book import PriceBook, PriceBookError, default_price_book, load_price_book
 from inference_placement.targets.base import Target
 from inference_placement.targets.capacity import CapacityCache
 from inference_placement.targets.cluster import ClusterTarget
@@ -130,6 +133,12 @@ async def build_fleet(settings: OperatorSettings) -> tuple[Fleet, Callable[[], A
             api, capacity, image_pull_policy=settings.extra.get("cluster.imagePullPolicy")
         ),
     }
+    if _truthy(settings.extra.get("cluster.dryRun")):
+        # Decide and record, apply nothing in the cluster (the fleet-scale benchmark; shadow evaluation).
+        from inference_placement.targets.dry_run import DryRunTarget
+
+        log.warning("cluster.dryRun: the cluster target applies nothing; decisions are only recorded")
+        targets[TargetName.CLUSTER] = DryRunTarget(TargetName.CLUSTER)
     redactor = install_redaction()
     targets.update(_serverless_targets(settings, redactor))
     metrics: MetricsSource = NoMetricsSource()
@@ -145,12 +154,15 @@ async def build_fleet(settings: OperatorSettings) -> tuple[Fleet, Callable[[], A
             step_seconds=settings.metrics_step_seconds,
             max_staleness_seconds=settings.max_metrics_staleness_seconds,
         )
+    router = build_router(settings.extra)
     reconciler = Reconciler(
         writer,
         targets,
+        timings=migration_timings(settings.extra),
         cloud_finalizer=settings.cloud_finalizer,
         max_metrics_staleness_seconds=settings.max_metrics_staleness_seconds,
         telemetry=telemetry,
+        stable_endpoint=router.stable_endpoint if router is not None else None,
     )
 
     def verdict(body: Mapping[str, Any]) -> tuple[bool, str] | None:
@@ -170,13 +182,106 @@ async def build_fleet(settings: OperatorSettings) -> tuple[Fleet, Callable[[], A
         tick_seconds=settings.tick_seconds,
         debounce_seconds=settings.dirty_debounce_seconds,
         telemetry=telemetry,
+        router=router,
     )
+
+    await prime_fleet(api, fleet, settings.namespaces)
 
     async def close() -> None:
         await capacity.stop()
         await api.close()
 
     return fleet, close
+
+
+async def prime_fleet(api: Any, fleet: Fleet, namespaces: tuple[str, ...], page_size: int = 500) -> int:
+    """Feed the fleet one full listing before its loop starts, so the first tick (and the first router update)
+    sees every workload, not just those kopf's watch delivered so far: a router updated from a partial fleet would
+    drop the routes of workloads not seen yet. Returns how many workloads were listed."""
+    from kubernetes_asyncio import client as k8s
+
+    custom = k8s.CustomObjectsApi(api)
+    listed = 0
+    for namespace in namespaces or (None,):
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": page_size}
+            if token:
+                kwargs["_continue"] = token
+            if namespace is None:
+                page = await custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
+            else:
+                page = await custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, **kwargs)
+            for item in page.get("items", []):
+                fleet.observe("ADDED", item)
+                listed += 1
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                break
+    log.info("fleet primed with %d workload(s)", listed)
+    return listed
+
+
+def migration_timings(extra: Mapping[str, str]) -> MigrationTimings:
+    """``--set migration.stepHoldSeconds=10 migration.drainSeconds=30 migration.shiftSteps=10,50,100
+    migration.provisionTimeoutSeconds=900`` (defaults: ``MigrationTimings``)."""
+    defaults = MigrationTimings()
+    steps = extra.get("migration.shiftSteps")
+    shift = tuple(int(p) for p in steps.split(",")) if steps else defaults.shift_steps_percent
+    if not shift or shift[-1] != 100 or list(shift) != sorted(set(shift)) or shift[0] <= 0:
+        raise ValueError(f"migration.shiftSteps must rise strictly to 100, got {steps!r}")
+    return MigrationTimings(
+        shift_steps_percent=shift,
+        step_hold_seconds=float(extra.get("migration.stepHoldSeconds", defaults.step_hold_seconds)),
+        drain_seconds=float(extra.get("migration.drainSeconds", defaults.drain_seconds)),
+        provision_timeout_seconds=float(
+            extra.get("migration.provisionTimeoutSeconds", defaults.provision_timeout_seconds)
+        ),
+    )
+
+
+def _overrides(text: str) -> dict[str, str]:
+    """``published=connect,published2=connect2``: how the router reaches what status publishes."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        published, sep, connect = item.partition("=")
+        if not sep or not published or not connect:
+            raise ValueError(f"router.addressOverrides: expected PUBLISHED=URL, got {item!r}")
+        pairs[published.strip()] = connect.strip()
+    return pairs
+
+
+def build_router(extra: Mapping[str, str]) -> RouterSync | None:
+    """The router this operator keeps in step with the workloads (``--set router.mode=files``), or None.
+
+    ``files``: an Envoy started from ``routing.envoy.render_bootstrap`` reads ``router.xdsDir``; the operator writes
+    there and confirms every move on ``router.adminUrl`` (its admin or health listener). ``router.envoyBinary``
+    validates each config with ``envoy --mode validate`` before it is written. ``router.addressOverrides`` and
+    ``router.lambdaEndpoint`` point published endpoints at loopback stand-ins (tests and the demo).
+    """
+    mode = extra.get("router.mode", "off")
+    if mode == "off":
+        return None
+    if mode != "files":
+        raise ValueError(f"router.mode must be off or files, got {mode!r}")
+    from inference_placement.routing.envoy import EnvoySettings
+    from inference_placement.routing.model import EndpointsConfig
+    from inference_placement.routing.xds_files import EnvoyXdsApplier
+
+    xds_dir, admin_url = extra.get("router.xdsDir"), extra.get("router.adminUrl")
+    if not xds_dir or not admin_url:
+        raise ValueError("router.mode=files needs router.xdsDir and router.adminUrl")
+    cluster_domain = extra.get("router.clusterDomain", "cluster.local")
+    envoy = EnvoySettings(xds_dir=xds_dir, cluster_domain=cluster_domain)
+    endpoints = EndpointsConfig(
+        address_overrides=_overrides(extra.get("router.addressOverrides", "")),
+        lambda_endpoint=extra.get("router.lambdaEndpoint"),
+        lambda_payload_passthrough=_truthy(extra.get("router.lambdaPassthrough")),
+    )
+    applier = EnvoyXdsApplier(
+        Path(xds_dir), admin_url, settings=envoy, envoy_binary=extra.get("router.envoyBinary") or None
+    )
+    return RouterSync(applier, endpoints, cluster_domain=cluster_domain)
 
 
 def _truthy(value: str | None) -> bool:
@@ -233,6 +338,13 @@ def _serverless_targets(settings: OperatorSettings, redactor: SecretRedactingFil
 
 
 async def run_operator(settings: OperatorSettings, *, log_format: str = "json", verbose: bool = False) -> None:
+    try:
+        _load_price_book(settings)
+    except (OSError, ValueError) as err:  # PriceBookError, a missing file, bytes that are not UTF-8
+        # No last good book to fall back on: refuse to start with one clear line, rather than kopf retrying its
+        # start-up every 60 s with a traceback while nothing is reconciled.
+        reason = err if isinstance(err, PriceBookError) else f"{settings.price_book_path}: {err}"
+        raise SystemExit(f"inference-placement: price book rejected, not starting: {reason}") from None
     if settings.kubeconfig is not None:
         os.environ["KUBECONFIG"] = settings.kubeconfig  # read by kopf's kubeconfig login
     kopf.configure(

@@ -40,6 +40,7 @@ __all__ = [
     "ServiceUpstream",
     "Upstream",
     "UpstreamAddress",
+    "route_for",
     "route_from_status",
     "traffic_weights",
 ]
@@ -265,14 +266,20 @@ def route_from_status(workload: InferenceWorkload, config: EndpointsConfig | Non
     Raises ``RouteError`` when a backend that must take traffic has no usable upstream in status; a backend at
     weight 0 without one is left out (it is still being provisioned).
     """
+    return route_for(workload.metadata.namespace, workload.metadata.name, workload.status, config)
+
+
+def route_for(
+    namespace: str, name: str, status: InferenceWorkloadStatus, config: EndpointsConfig | None = None
+) -> Route:
+    """``route_from_status`` from the parts a route depends on: identity and status, never the spec."""
     config = config or EndpointsConfig()
-    status = workload.status
     backends: list[Backend] = []
     for target, weight in traffic_weights(status).items():
         upstream = _upstream(target, _resource(status, target), config)
         if isinstance(upstream, str):
             if weight > 0:
-                raise RouteError(f"{workload.key}: {target.value} must take {weight}% of traffic but {upstream}")
+                raise RouteError(f"{namespace}/{name}: {target.value} must take {weight}% of traffic but {upstream}")
             continue
         backends.append(Backend(target, upstream, weight))
-    return Route(workload.metadata.namespace, workload.metadata.name, tuple(backends))
+    return Route(namespace, name, tuple(backends))

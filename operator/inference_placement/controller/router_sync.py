@@ -1,0 +1,124 @@
+"""Keep the router's routes equal to what the workloads' statuses say, and tell the reconciler what it confirmed.
+
+The migration state machine changes only ``status`` (traffic percent, step); this module turns the statuses of the
+whole fleet into routes (``routing.model.route_from_status``) and hands them to an applier (Envoy's file-based xDS
+on loopback, or the in-cluster router's ConfigMap). Make before break depends on the order of those two things, so
+the reconciler is told which weights the router has **confirmed** for each workload, and a migration does not move
+past a traffic step, retire a source or retire a rolled-back target until the router serves the weights that step
+needs (``weights_confirmed``). After a restart nothing is confirmed until the first successful apply, which
+re-reads the router's files: an operator killed between a status write and the router update resumes safely.
+
+A workload whose status cannot be routed (a backend that must take traffic has no usable endpoint) keeps the last
+route it had: a bad status never takes a serving workload off the router.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from inference_placement.api.spec import TargetName
+from inference_placement.api.status import InferenceWorkloadStatus
+from inference_placement.metrics.source import WorkloadKey
+from inference_placement.routing.model import EndpointsConfig, Route, RouteError, route_for
+
+__all__ = ["RouteApplier", "RouterSync", "positive_weights"]
+
+log = logging.getLogger(__name__)
+
+
+class RouteApplier(Protocol):
+    """Makes the router serve exactly ``routes`` (all workloads); returns once the router confirmed, or raises."""
+
+    async def apply(self, routes: Sequence[Route]) -> object: ...
+
+
+def positive_weights(weights: Mapping[TargetName, int]) -> dict[TargetName, int]:
+    """Weights of the backends that take traffic (a weight-0 backend serves nothing, present or not)."""
+    return {target: weight for target, weight in weights.items() if weight > 0}
+
+
+@dataclass
+class RouterSync:
+    applier: RouteApplier
+    endpoints: EndpointsConfig = field(default_factory=EndpointsConfig)
+    cluster_domain: str = "cluster.local"
+
+    def __post_init__(self) -> None:
+        self._routes: dict[WorkloadKey, Route] = {}
+        self._versions: dict[WorkloadKey, str] = {}
+        self._applied: dict[WorkloadKey, Route] | None = None
+        self._confirmed: dict[WorkloadKey, dict[TargetName, int]] = {}
+        self.errors = 0
+        self.last_error: str | None = None
+        self.applies = 0
+
+    # ------------------------------------------------------------------ fed by the fleet
+
+    def observe(self, key: WorkloadKey, body: Mapping[str, Any]) -> None:
+        """Recompute the route of one workload from its object (cached by resourceVersion)."""
+        version = str((body.get("metadata") or {}).get("resourceVersion", ""))
+        if version and self._versions.get(key) == version:
+            return
+        view = _routing_view(body)
+        if view is None:
+            return
+        try:
+            route = route_for(*view, self.endpoints)
+        except RouteError as err:
+            log.warning("route of %s unchanged: %s", key, err)
+            return
+        self._routes[key] = route
+        self._versions[key] = version
+
+    def forget(self, key: WorkloadKey) -> None:
+        self._routes.pop(key, None)
+        self._versions.pop(key, None)
+
+    async def sync(self) -> bool:
+        """Apply the routes if they differ from what was last confirmed. True when the router serves them."""
+        desired = dict(self._routes)
+        if self._applied is not None and desired == self._applied:
+            return True
+        try:
+            await self.applier.apply([desired[k] for k in sorted(desired, key=lambda k: (k.namespace, k.name))])
+        except Exception as err:  # the router keeps serving its previous config; migrations wait
+            self.errors += 1
+            self.last_error = f"{type(err).__name__}: {err}"
+            log.error("router not updated (migrations wait for it): %s", self.last_error)
+            return False
+        self.applies += 1
+        self.last_error = None
+        self._applied = desired
+        self._confirmed = {key: positive_weights(route.weights()) for key, route in desired.items()}
+        return True
+
+    # ------------------------------------------------------------------ read by the reconciler
+
+    def confirmed(self, key: WorkloadKey) -> dict[TargetName, int] | None:
+        """The weights the router serves for ``key``; None when nothing was confirmed since the operator started."""
+        if self._applied is None:
+            return None
+        return self._confirmed.get(key, {})
+
+    def stable_endpoint(self, namespace: str, name: str) -> str:
+        """The URL clients use whatever the placement: the workload's Service name, resolved to the router."""
+        return f"http://{name}.{namespace}.svc.{self.cluster_domain}"
+
+
+def _routing_view(body: Mapping[str, Any]) -> tuple[str, str, InferenceWorkloadStatus] | None:
+    """Identity and status only: the route never depends on the spec (a spec that no longer parses must not take
+    a serving workload off the router)."""
+    meta = body.get("metadata") or {}
+    try:
+        status = InferenceWorkloadStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        return None
+    name = meta.get("name")
+    if not name:
+        return None
+    return str(meta.get("namespace") or "default"), str(name), status
