@@ -1,6 +1,7 @@
 """Shared pytest configuration: plugin modules, each owned by one area of the test suite."""
 
 pytest_plugins = [
+    "tests.plugins.secret_scan",  # first: cloud and operator import it (assertion rewriting needs it registered first)
     "tests.plugins.cloud",
     "tests.plugins.cluster",
     "tests.plugins.envoy",

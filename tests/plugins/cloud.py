@@ -39,6 +39,7 @@ import pytest
 
 from inference_placement.api import InferenceWorkload
 from inference_placement.targets.retry import RetryPolicy
+from tests.plugins.secret_scan import CANARY_AWS_ACCESS_KEY_ID, CANARY_AWS_SECRET_ACCESS_KEY
 
 if TYPE_CHECKING:  # the cloud libraries are imported by the fixtures, so other test sessions don't pay for them
     from botocore.awsrequest import AWSResponse
@@ -71,8 +72,8 @@ __all__ = [
     "moto_server",
 ]
 
-FAKE_AWS_ACCESS_KEY_ID = "testing"
-FAKE_AWS_SECRET_ACCESS_KEY = "testing"
+FAKE_AWS_ACCESS_KEY_ID = CANARY_AWS_ACCESS_KEY_ID  # canaries: tests.plugins.secret_scan fails the run if one leaks
+FAKE_AWS_SECRET_ACCESS_KEY = CANARY_AWS_SECRET_ACCESS_KEY
 TEST_REGION_AWS = "us-east-1"
 TEST_REGION_GCP = "us-central1"
 TEST_PROJECT = "test-project"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from tests.plugins.cluster import REPO_ROOT, KubeCluster
+from tests.plugins.secret_scan import record_operator_run
 
 __all__ = ["OperatorProcess", "crd_installed", "namespace", "operator_factory", "wait_for"]
 
@@ -44,6 +46,8 @@ class OperatorProcess:
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
+    metrics_port: int = 0
+    """Port of the operator's /metrics on loopback (0 = off)."""
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "already running"
@@ -62,7 +66,7 @@ class OperatorProcess:
             "--health-port",
             "0",
             "--metrics-port",
-            "0",
+            str(self.metrics_port),
             "--log-format",
             "plain",
             *self.extra_args,
@@ -89,6 +93,13 @@ class OperatorProcess:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @pytest.fixture(scope="session")
@@ -122,17 +133,21 @@ def namespace(kube_cluster: KubeCluster) -> Iterator[str]:
 
 
 @pytest.fixture
-def operator_factory(crd_installed: KubeCluster, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+def operator_factory(
+    crd_installed: KubeCluster, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., OperatorProcess]]:
     started: list[OperatorProcess] = []
 
     def make(namespace: str, *extra_args: str) -> OperatorProcess:
-        op = OperatorProcess(crd_installed, namespace, tmp_path / f"operator-{len(started)}.log", list(extra_args))
+        log_path = tmp_path / f"operator-{len(started)}.log"
+        op = OperatorProcess(crd_installed, namespace, log_path, list(extra_args), metrics_port=free_port())
         op.start()
         started.append(op)
         return op
 
     yield make
     for op in started:
+        record_operator_run(op, request.node.nodeid)  # its log, /metrics, Events and statuses: scanned for secrets
         op.stop()
     if os.environ.get("INFERENCE_PLACEMENT_SHOW_OPERATOR_LOGS") == "1":
         for op in started:

@@ -179,7 +179,10 @@ class TargetErrorKind(StrEnum):
 class TargetResourceStatus(ApiModel):
     """What the operator owns on one target."""
 
-    name: str = Field(description="Name of the Deployment, Cloud Run service or Lambda function.")
+    name: str | None = Field(
+        default=None,
+        description="Name of the Deployment, Cloud Run service or Lambda function (unset until it was created).",
+    )
     endpoint: str | None = Field(default=None, description="URL or in-cluster address serving it.")
     ready: bool = Field(default=False, description="Passed its own health check.")
     replicas: int | None = Field(default=None, ge=0, description="Ready replicas or instances, where known.")

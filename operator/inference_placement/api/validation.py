@@ -6,6 +6,7 @@ non-empty list into ``InvalidSpec=True`` plus an Event and keeps serving whateve
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,14 +45,29 @@ class SpecProblem:
 
 def parse_spec(raw: Any) -> tuple[InferenceWorkloadSpec | None, list[SpecProblem]]:
     """Parse a raw spec; on failure return the schema problems with their field paths (camelCase)."""
+    # NaN passes no bound and infinity passes lower bounds; the apiserver cannot store either (JSON has neither).
+    not_finite = [SpecProblem(path or "(root)", "must be a finite number") for path in _non_finite(raw)]
     try:
         spec = InferenceWorkloadSpec.model_validate(raw if raw is not None else {})
     except ValidationError as err:
         problems = [
             SpecProblem(".".join(str(p) for p in e["loc"]) or "(root)", e["msg"]) for e in err.errors(include_url=False)
         ]
-        return None, problems
+        named = {p.field for p in problems}
+        return None, problems + [p for p in not_finite if p.field not in named]
+    if not_finite:
+        return None, not_finite
     return spec, semantic_problems(spec)
+
+
+def _non_finite(value: Any, path: str = "") -> list[str]:
+    if isinstance(value, float) and not math.isfinite(value):
+        return [path]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _non_finite(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _non_finite(v, f"{path}.{i}")]
+    return []
 
 
 def semantic_problems(spec: InferenceWorkloadSpec) -> list[SpecProblem]:

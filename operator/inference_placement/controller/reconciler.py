@@ -491,7 +491,7 @@ class Reconciler:
         if previous is None or previous.message != message:
             pending.event("TargetError", message, warning=True)
         log.warning("target error on %s: %s", target_name.value, message)
-        if isinstance(err, RetryableTargetError) and previous is not None:
+        if isinstance(err, RetryableTargetError) and previous is not None and previous.name:
             kept = TargetState(previous.name, previous.endpoint, previous.ready, previous.replicas, message)
             return _set_target(status, target_name, kept, None, kind)
         return _set_target(status, target_name, None, message, kind)
@@ -710,7 +710,7 @@ def _set_target(
         )
     else:
         entry = TargetResourceStatus(
-            name=previous.name if previous is not None else "",
+            name=previous.name if previous is not None else None,
             endpoint=previous.endpoint if previous is not None else None,
             ready=False,
             replicas=previous.replicas if previous is not None else None,

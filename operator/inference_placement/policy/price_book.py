@@ -35,7 +35,8 @@ __all__ = [
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity would pass the gt/ge bounds of a dict value or an unbounded field and poison every cost.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ClusterPrices(_Model):
@@ -85,6 +86,13 @@ class CloudRunPrices(_Model):
     request_based: CloudRunRates = Field(description="Billed while an instance handles requests (no GPU).")
     instance_based: CloudRunRates = Field(description="Billed for the whole life of an instance (GPU, min instances).")
     gpu_second: dict[str, float] = Field(default_factory=dict, description="USD per GPU-second by GPU type.")
+
+    @model_validator(mode="after")
+    def _gpu_prices_positive(self) -> CloudRunPrices:
+        for gpu, price in self.gpu_second.items():
+            if price <= 0:
+                raise ValueError(f"gpu_second.{gpu} must be > 0, got {price}")
+        return self
 
 
 class Prices(_Model):

@@ -238,6 +238,8 @@ def _upstream(target: TargetName, resource: TargetResourceStatus | None, config:
     if resource is None:
         return "no resource recorded in status.targets"
     if target is TargetName.LAMBDA:
+        if not resource.name:
+            return "no function recorded yet"
         region = _lambda_region(resource.name)
         if region is None:
             return f"{resource.name!r} is not a Lambda function ARN"
