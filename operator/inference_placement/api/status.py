@@ -130,6 +130,12 @@ class DecisionRecord(ApiModel):
     decided_at: str = Field(description="RFC 3339 time of the decision.")
     projected_monthly_cost_usd: float | None = Field(default=None, ge=0, description="Cost on the chosen target.")
     slo_risk: float | None = Field(default=None, ge=0, le=1, description="Expected share of requests missing the SLO.")
+    keep_warm_instances: int | None = Field(
+        default=None, ge=0, description="Serverless instances the operator keeps warm with pings (unset: none)."
+    )
+    ping_interval_seconds: float | None = Field(
+        default=None, gt=0, description="How often those instances are pinged (a little inside the keep-alive)."
+    )
 
 
 class MigrationStep(StrEnum):

@@ -82,6 +82,8 @@ class Fleet:
             self._workloads.pop(key, None)
             if self.router is not None:
                 self.router.forget(key)
+            if self.reconciler.pinger is not None:
+                self.reconciler.pinger.plan(key, None)
             if self.telemetry is not None:
                 self.telemetry.forget_workload(key.namespace, key.name)
             self._dirty.discard(key)

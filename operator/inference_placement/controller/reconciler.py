@@ -50,6 +50,8 @@ from inference_placement.controller.migration import (
 from inference_placement.controller.router_sync import positive_weights
 from inference_placement.controller.status_diff import merge_patch, semantically_equal
 from inference_placement.controller.telemetry import Telemetry
+from inference_placement.controller.warm_pinger import PingPlan, WarmPinger
+from inference_placement.metrics.source import WorkloadKey
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
 from inference_placement.policy.price_book import PriceBook
@@ -120,6 +122,7 @@ class Reconciler:
         max_metrics_staleness_seconds: float = 180.0,
         telemetry: Telemetry | None = None,
         stable_endpoint: Callable[[str, str], str] | None = None,
+        pinger: WarmPinger | None = None,
     ) -> None:
         self.writer = writer
         self.telemetry = telemetry or Telemetry()
@@ -128,6 +131,8 @@ class Reconciler:
         self.cloud_finalizer = cloud_finalizer
         self.max_metrics_staleness_seconds = max_metrics_staleness_seconds
         self.stable_endpoint = stable_endpoint
+        self.pinger = pinger
+        """Keeps serverless instances warm when the decision says so; None = no router to ping through."""
         """(namespace, name) -> the URL that never changes (the router); None = publish the serving target's."""
 
     # ------------------------------------------------------------------ entry point
@@ -143,6 +148,8 @@ class Reconciler:
         gen = meta.generation
 
         if meta.deletion_timestamp is not None:
+            if self.pinger is not None:
+                self.pinger.plan(WorkloadKey(meta.namespace, meta.name), None)
             await self._finalize(raw, meta, status)
             return result
 
@@ -301,6 +308,7 @@ class Reconciler:
 
         placement_update = await self._drive_placement(workload, effective, decision, new_status, inputs, pending)
         new_status = placement_update
+        self._plan_pings(meta, spec, decision, new_status, inputs)
         result.active = new_status.migration is not None or not _placed_ready(new_status)
 
         placed = new_status.placement
@@ -359,6 +367,33 @@ class Reconciler:
         result.wrote_status = result.body is not None
         result.events = [e[0] for e in pending.events]
         return result
+
+    def _plan_pings(
+        self,
+        meta: ObjectMeta,
+        spec: InferenceWorkloadSpec,
+        decision: Decision,
+        status: InferenceWorkloadStatus,
+        inputs: TickInputs,
+    ) -> None:
+        if self.pinger is None:
+            return
+        key = WorkloadKey(meta.namespace, meta.name)
+        placed = status.placement
+        if inputs.router_enabled and placed is not None and dict(inputs.router_weights or {}) != {placed: 100}:
+            return  # pings go through the router: wait until it serves the placement
+        # the decision in force: this one, or the recorded one while decisions are withheld (metrics missing)
+        last = status.last_decision
+        if decision.target is not None:
+            target, warm, interval = decision.target, decision.keep_warm_instances, decision.ping_interval_seconds
+        elif last is not None:
+            target, warm, interval = last.target, last.keep_warm_instances or 0, last.ping_interval_seconds
+        else:
+            target, warm, interval = None, 0, None
+        if status.migration is None and placed in SERVERLESS and target is placed and warm > 0 and interval:
+            self.pinger.plan(key, PingPlan(warm, interval, spec.model.health_path))
+        else:
+            self.pinger.plan(key, None)
 
     def _endpoint(self, meta: ObjectMeta, serving: TargetResourceStatus | None) -> str | None:
         if self.stable_endpoint is not None:
@@ -651,7 +686,14 @@ def _record_decision(
     if decision.target is None:
         return status
     last = status.last_decision
-    if last is not None and last.target is decision.target and last.replicas == decision.replicas:
+    keep_warm = decision.keep_warm_instances or None
+    interval = decision.ping_interval_seconds if keep_warm else None
+    if (
+        last is not None
+        and last.target is decision.target
+        and last.replicas == decision.replicas
+        and last.keep_warm_instances == keep_warm
+    ):
         return status
     cost = decision.projected_monthly_cost_usd.get(decision.target)
     record = DecisionRecord(
@@ -661,6 +703,8 @@ def _record_decision(
         decided_at=stamp,
         projected_monthly_cost_usd=round(cost, 2) if cost is not None else None,
         slo_risk=decision.slo_risk,
+        keep_warm_instances=keep_warm,
+        ping_interval_seconds=round(interval, 1) if interval else None,
     )
     pending.event("Decision", f"{decision.target.value} x{decision.replicas}: {decision.reason}")
     return status.model_copy(update={"last_decision": record})

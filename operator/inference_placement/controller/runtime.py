@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -24,6 +25,7 @@ from inference_placement.controller.reconciler import Reconciler
 from inference_placement.controller.router_sync import RouterSync
 from inference_placement.controller.settings import OperatorSettings
 from inference_placement.controller.telemetry import Telemetry
+from inference_placement.controller.warm_pinger import WarmPinger
 from inference_placement.metrics.promql import PromQLTemplates
 from inference_placement.metrics.source import MetricsSource, NoMetricsSource
 from inference_placement.policy.price_book import PriceBook, PriceBookError, default_price_book, load_price_book
@@ -153,8 +155,16 @@ async def build_fleet(settings: OperatorSettings) -> tuple[Fleet, Callable[[], A
             range_seconds=settings.metrics_range_seconds,
             step_seconds=settings.metrics_step_seconds,
             max_staleness_seconds=settings.max_metrics_staleness_seconds,
+            timeout_seconds=float(settings.extra.get("metrics.timeoutSeconds", 10.0)),
         )
     router = build_router(settings.extra)
+    pinger: WarmPinger | None = None
+    if settings.extra.get("router.url"):
+        # keep-warm pings go through the router, like client traffic (``--set router.url=http://...``)
+        pinger = WarmPinger(
+            settings.extra["router.url"], on_ping=lambda result: telemetry.warm_pings.labels(result).inc()
+        )
+        pinger_task = asyncio.create_task(pinger.run(), name="warm-pinger")
     reconciler = Reconciler(
         writer,
         targets,
@@ -163,6 +173,7 @@ async def build_fleet(settings: OperatorSettings) -> tuple[Fleet, Callable[[], A
         max_metrics_staleness_seconds=settings.max_metrics_staleness_seconds,
         telemetry=telemetry,
         stable_endpoint=router.stable_endpoint if router is not None else None,
+        pinger=pinger,
     )
 
     def verdict(body: Mapping[str, Any]) -> tuple[bool, str] | None:
@@ -188,6 +199,9 @@ async def build_fleet(settings: OperatorSettings) -> tuple[Fleet, Callable[[], A
     await prime_fleet(api, fleet, settings.namespaces)
 
     async def close() -> None:
+        if pinger is not None:
+            pinger.stop()
+            await asyncio.wait_for(pinger_task, timeout=10)
         await capacity.stop()
         await api.close()
 
@@ -303,7 +317,8 @@ def _serverless_targets(settings: OperatorSettings, redactor: SecretRedactingFil
 
     Credentials: workload identity / the default chain, or a Secret mounted as a directory
     (``cloudrun.credentialsDir``, ``lambda.credentialsDir``) whose values are also scrubbed from every log line.
-    ``*.endpoint`` points a target at a local stand-in (tests and the demo).
+    ``*.endpoint`` points a target at a local stand-in (tests and the demo). ``cloudrun.requestTimeoutSeconds``
+    and ``lambda.readTimeoutSeconds`` bound each API request (default 30 s).
     """
     extra = settings.extra
     targets: dict[TargetName, Target] = {}
@@ -312,6 +327,8 @@ def _serverless_targets(settings: OperatorSettings, redactor: SecretRedactingFil
         from inference_placement.targets.credentials import google_anonymous_credentials
 
         kwargs: dict[str, Any] = {"default_project": extra.get("cloudrun.project")}
+        if extra.get("cloudrun.requestTimeoutSeconds"):
+            kwargs["request_timeout_seconds"] = float(extra["cloudrun.requestTimeoutSeconds"])
         if extra.get("cloudrun.endpoint"):
             kwargs["api_endpoint"] = extra["cloudrun.endpoint"]
         if extra.get("cloudrun.credentialsDir"):
@@ -326,6 +343,8 @@ def _serverless_targets(settings: OperatorSettings, redactor: SecretRedactingFil
         from inference_placement.targets.aws_lambda import LambdaTarget
 
         lkwargs: dict[str, Any] = {"default_region": extra.get("lambda.region", "us-east-1")}
+        if extra.get("lambda.readTimeoutSeconds"):
+            lkwargs["read_timeout_seconds"] = float(extra["lambda.readTimeoutSeconds"])
         if extra.get("lambda.endpoint"):
             lkwargs["endpoint_url"] = extra["lambda.endpoint"]
         if extra.get("lambda.credentialsDir"):

@@ -83,6 +83,13 @@ class Telemetry:
             registry=r,
         )
 
+        self.warm_pings = Counter(
+            "inference_placement_warm_pings",
+            "Warm-up pings sent to serverless placements, by result (ok, failed).",
+            ["result"],
+            registry=r,
+        )
+
     def forget_workload(self, namespace: str, name: str) -> None:
         for target in ("cluster", "cloudrun", "lambda"):
             try:
