@@ -794,7 +794,12 @@ def _desired(
     """Replicas for a target: the decision's when it is about this target; else what the last decision about it
     said (a decision withheld for missing metrics must not scale anything); else the spec's minimum."""
     if decision.target is name:
-        return DesiredTarget(replicas=decision.replicas, max_replicas=decision.max_replicas)
+        replicas = decision.replicas
+        if name is TargetName.CLUSTER:
+            # No activator holds requests in front of the cluster target yet: a scale-to-zero decision (the idle-gap
+            # plan, which the simulator models with a Knative-style activator) keeps one replica live.
+            replicas = max(1, replicas)
+        return DesiredTarget(replicas=replicas, max_replicas=decision.max_replicas)
     last = status.last_decision
     if decision.target is None and last is not None and last.target is name:
         return DesiredTarget(replicas=last.replicas)

@@ -10,7 +10,8 @@ the controller, ``simulate`` and the benchmark call this same function. In order
    near term (migration included) and its threshold held over every step of the sustain window (explicit
    thresholds from the spec, or ``auto``: the cost break-even rate -/+ the hysteresis band), and no cooldown;
 4. the budget: month-to-date plus the forecast to the month's end, and the spec's action;
-5. replicas for the target that serves after this decision.
+5. replicas for the target that serves after this decision; on the cluster, an intermittent workload may scale to
+   zero between bursts where its idle-gap statistics leave the SLO's error budget room (``idle_gaps.py``).
 
 No change while metrics are missing or stale (``target=None``), except the first placement, which uses the
 idle prior (no traffic yet; the first request must still be served within the SLO).
@@ -37,8 +38,9 @@ from inference_placement.policy.cost_model import (
 from inference_placement.policy.economics import Billing, TargetEconomics, workload_economics
 from inference_placement.policy.feasibility import assess_feasibility
 from inference_placement.policy.forecast import TrafficForecast, clean_rates, forecast_from_rates, idle_forecast
+from inference_placement.policy.idle_gaps import IdleGapPlan, idle_gap_plan
 from inference_placement.policy.price_book import PriceBook
-from inference_placement.policy.queueing import replicas_for_wait_scalar
+from inference_placement.policy.queueing import poisson_mean_within, replicas_for_wait_scalar
 from inference_placement.policy.slo_risk import SloTerms
 
 __all__ = ["Decision", "PlacementState", "TrafficWindow", "decide", "seconds_to_month_end"]
@@ -68,6 +70,13 @@ class TrafficWindow:
     slo_miss_share: float | None = None
     """Observed share of the window's requests slower than the SLO's latency (the latency histogram's bucket at
     the objective); None = unknown. Calibrates the model on the current target when it misses more than planned."""
+    history_rps: tuple[float, ...] | None = None
+    """A longer trailing history of the request rate at the same step, oldest first, ending with the window's last
+    step (e.g. the last day); None = the window itself. Read only for the idle-gap statistics that decide whether an
+    intermittent workload may scale to zero between bursts (``idle_gaps.py``): rare gaps need a long history."""
+    history_slo_misses: float | None = None
+    """Requests slower than the SLO over ``history_rps``'s span; None = unknown (taken as none when the history is
+    the window: the window's ``slo_miss_share`` then tells)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,9 @@ class Decision:
     slo_risk_by_target: dict[TargetName, float | None] = field(default_factory=dict)
     thresholds_rps: tuple[float, float] | None = None
     """(offload below, reclaim above) used for this decision, when a cluster/serverless move was considered."""
+    idle_gap: IdleGapPlan | None = None
+    """The idle-gap plan behind a cluster scale to zero between bursts (or behind keeping a replica warm through
+    a gap); None when the workload is not intermittent or the plan did not apply."""
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -300,9 +312,12 @@ def _replicas_for(
     slo: SloTerms,
     window: TrafficWindow | None,
     current: TargetName | None,
+    idle_gap: IdleGapPlan | None = None,
 ) -> tuple[int, int, str]:
     """(replicas, keep-warm instances by ping, note) for the serving target."""
     if target is TargetName.CLUSTER:
+        if idle_gap is not None and idle_gap.scale_to_zero and spec.scaling.min_replicas == 0:
+            return 0, 0, idle_gap.describe(forecast.step_seconds)
         rate = forecast.sizing_rps(econ.cold_start_seconds)
         a = rate * forecast.service_seconds
         needed = int(
@@ -318,14 +333,70 @@ def _replicas_for(
             notes.append(f"observed peak {recent_peak:.0f} in flight")
         replicas = max(plan.warm, needed, spec.scaling.min_replicas)
         p99 = window.latency_p99_seconds if window is not None else None
-        if current is TargetName.CLUSTER and p99 is not None and p99 > slo.latency_seconds and rate > 0:
+        # a step that began a burst after an idle gap may carry a cold start the idle-gap plan budgeted for
+        cold_burst = idle_gap is not None and forecast.rps.size >= 2 and forecast.rps[-2] <= 0
+        if (
+            current is TargetName.CLUSTER
+            and p99 is not None
+            and p99 > slo.latency_seconds
+            and rate > 0
+            and not cold_burst
+        ):
             replicas += 1
             notes.append(f"observed p99 {p99 * 1000:.0f} ms > {slo.latency_seconds * 1000:.0f} ms: +1 replica")
+        if idle_gap is not None and forecast.rps.size and forecast.rps[-1] <= 0:
+            # idle now, and the gap statistics say a burst may come: say why the replica stays
+            notes.append(idle_gap.describe(forecast.step_seconds))
         return min(replicas, spec.scaling.max_replicas), 0, "; ".join(notes)
     if econ.billing is Billing.INSTANCE_BASED:
         # kept warm by min instances: an instance-based instance is billed alive whether pinged or not
         return econ.floor_instances + plan.warm, 0, ""
     return econ.floor_instances, plan.warm, ""
+
+
+def _idle_gap(
+    spec: InferenceWorkloadSpec,
+    econ: TargetEconomics,
+    plan: Projection,
+    forecast: TrafficForecast,
+    slo: SloTerms,
+    window: TrafficWindow,
+) -> IdleGapPlan | None:
+    """The idle-gap plan of an intermittent workload on the cluster, when scaling to zero between bursts is an
+    option: the spec allows zero replicas, a cold start misses the SLO (otherwise the cost model alone decides),
+    and one woken replica carries a burst's first step."""
+    if spec.scaling.min_replicas > 0 or not slo.cold_request_misses(econ.cold_start_seconds, forecast.service_seconds):
+        return None
+    history = window.history_rps if window.history_rps is not None else window.rps
+    rates = clean_rates(history)
+    if rates.size < forecast.rps.size:
+        rates = forecast.rps
+    # the budget the plan's own modelled misses (queueing, bursts) leave to cold starts between bursts ...
+    budget = max(0.0, slo.sizing_tail - plan.miss_share())
+    # ... and no more than keeps the chance of breaking the objective over the history's requests (the misses it
+    # allows, a whole number, less those already seen) within the objective's own miss share: a workload of a few
+    # requests may miss none
+    history_requests = float(rates.sum()) * forecast.step_seconds
+    if history_requests > 0:
+        if window.history_slo_misses is not None:
+            seen = window.history_slo_misses
+        else:
+            seen = (window.slo_miss_share or 0.0) * float(forecast.rps.sum()) * forecast.step_seconds
+        allowed = math.floor(slo.error_budget * history_requests + 1e-9) - math.ceil(seen - 1e-9)
+        if allowed < 0:
+            return None
+        budget = min(budget, poisson_mean_within(allowed, slo.error_budget) / history_requests)
+    gap_plan = idle_gap_plan(rates, forecast.step_seconds, econ.cold_start_seconds, budget)
+    if gap_plan is None:
+        return None
+    one_replica = replicas_for_wait_scalar(
+        gap_plan.burst_start_rps * forecast.service_seconds,
+        econ.concurrency,
+        slack(forecast, slo),
+        slo.sizing_tail,
+        econ.max_instances,
+    )
+    return gap_plan if one_replica <= 1 else None
 
 
 def _budget_cap(target: TargetName, econ: TargetEconomics, remaining_usd: float, seconds_left: float) -> int:
@@ -471,7 +542,14 @@ def decide(
     econ = econs[serving]
     plan = plans[serving]
     serving_slo = current_slo if serving is current else slo
-    replicas, keep_warm, replica_note = _replicas_for(spec, serving, econ, plan, forecast, serving_slo, window, current)
+    idle_gap = (
+        _idle_gap(spec, econ, plan, forecast, serving_slo, window)
+        if serving is TargetName.CLUSTER and metrics_ok and window is not None
+        else None
+    )
+    replicas, keep_warm, replica_note = _replicas_for(
+        spec, serving, econ, plan, forecast, serving_slo, window, current, idle_gap
+    )
     max_replicas: int | None = None
     if exceeded and budget.action is BudgetAction.CAP_SCALING and budget.monthly_usd is not None:
         cap = _budget_cap(serving, econ, budget.monthly_usd - state.month_to_date_usd, seconds_left)
@@ -526,4 +604,5 @@ def decide(
         preferred=choice.preferred if not migrate else None,
         slo_risk_by_target=risks,
         thresholds_rps=choice.thresholds,
+        idle_gap=idle_gap,
     )

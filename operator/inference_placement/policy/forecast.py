@@ -93,7 +93,7 @@ class TrafficForecast:
             return 0.0
         window = self.rps[self.sustain]
         peak = float(window.max())
-        if window.size >= 3:
+        if window.size >= 3 and peak > 0:
             x = np.arange(window.size, dtype=np.float64)
             slope = float(np.polyfit(x, window, 1)[0])
             if slope > 0:

@@ -19,6 +19,7 @@ import numpy.typing as npt
 __all__ = [
     "FloatArray",
     "busy_instances",
+    "poisson_mean_within",
     "poisson_sf",
     "poisson_slots",
     "queue_miss_many",
@@ -333,3 +334,19 @@ def replicas_for_wait_many(
         [replicas_for_wait_scalar(x, concurrency, slack_over_service, tail, max_replicas) for x in a.tolist()],
         dtype=np.float64,
     )
+
+
+@lru_cache(maxsize=1 << 12)
+def poisson_mean_within(count: int, tail: float) -> float:
+    """The largest mean ``a`` with ``P(N > count) <= tail`` for ``N ~ Poisson(a)``: how many misses may be expected
+    when more than ``count`` breaks the objective with a chance of at most ``tail`` (bisection)."""
+    if tail >= 1.0:
+        return math.inf
+    low, high = 0.0, float(count) + 10.0 * math.sqrt(count + 1.0) + 10.0
+    for _ in range(50):
+        mid = 0.5 * (low + high)
+        if sf_scalar(mid, count + 1) <= tail:
+            low = mid
+        else:
+            high = mid
+    return low

@@ -9,24 +9,42 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
 from inference_placement.policy.economics import TargetEconomics
+from inference_placement.policy.idle_gaps import idle_gap_signature
 from inference_placement.policy.price_book import PriceBook
 from inference_placement.sim.simulator import Control, Observation, SimWorkload
 
-__all__ = ["DEFAULT_WINDOW_SECONDS", "OursPolicy", "control_from_decision", "window_from_observation"]
+__all__ = [
+    "DEFAULT_WINDOW_SECONDS",
+    "HISTORY_SECONDS",
+    "OursPolicy",
+    "control_from_decision",
+    "window_from_observation",
+]
 
 DEFAULT_WINDOW_SECONDS = 3600.0
 """How much history the simulated metrics source hands the policy: the last hour of per-step samples (one
 batched Prometheus range query per signal per tick for the whole fleet stays affordable at that length)."""
 
 
-def window_from_observation(obs: Observation, window_seconds: float) -> TrafficWindow | None:
+HISTORY_SECONDS = 86400.0
+"""How much rate history the simulated metrics source hands the policy for its idle-gap statistics: a day (one
+range query of one signal; the cost model itself reads only the window)."""
+
+
+def window_from_observation(
+    obs: Observation, window_seconds: float, history_seconds: float = HISTORY_SECONDS
+) -> TrafficWindow | None:
     if obs.step == 0:
         return None
     steps = max(1, int(window_seconds // obs.step_seconds))
+    history_steps = max(steps, int(history_seconds // obs.step_seconds))
+    history = obs.requests_per_step[-history_steps:] / obs.step_seconds
     counts = obs.requests_per_step[-steps:]
     total = float(counts.sum())
     service = float(obs.service_sum_per_step[-steps:].sum()) / total if total > 0 else None
@@ -42,6 +60,8 @@ def window_from_observation(obs: Observation, window_seconds: float) -> TrafficW
         warm_latency_seconds=obs.warm_latency_seconds,
         slo_miss_share=missed,
         peak_in_flight=tuple(peaks.tolist()),
+        history_rps=tuple(history.tolist()),
+        history_slo_misses=float(obs.misses_per_step[-history_steps:].sum()),
     )
 
 
@@ -98,6 +118,8 @@ class OursPolicy:
             window.warm_latency_seconds,
             window.slo_miss_share,
             window.peak_in_flight,
+            idle_gap_signature(np.asarray(window.history_rps)) if window.history_rps is not None else None,
+            window.history_slo_misses,
             obs.placement,
             finished is None,
         )

@@ -1,0 +1,176 @@
+"""Idle-gap pre-warming: an intermittent workload scales to zero between bursts only where its history says the
+next burst is unlikely, within the SLO's error budget, and is warm again before the next burst is due."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inference_placement.api.spec import (
+    AcceleratorSpec,
+    AcceleratorType,
+    InferenceWorkloadSpec,
+    ModelSpec,
+    PlacementSpec,
+    ScalingSpec,
+    SLOSpec,
+    TargetName,
+)
+from inference_placement.policy.capacity import ClusterCapacity
+from inference_placement.policy.decide import PlacementState, TrafficWindow, decide
+from inference_placement.policy.idle_gaps import idle_gap_plan, idle_gap_signature
+from inference_placement.policy.price_book import default_price_book
+from inference_placement.policy.queueing import poisson_mean_within
+
+PB = default_price_book()
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+COLD = 8.6  # seconds: a pod start plus a model load, as the cluster of the reference scenario
+
+
+def periodic(period: int, cycles: int, per_burst: float = 14.0, idle_after: int = 0) -> np.ndarray:
+    """A timer-triggered workload: one busy step every ``period`` steps, then ``idle_after`` idle steps."""
+    rates = np.zeros(period * cycles + idle_after)
+    rates[::period] = per_burst / 60.0
+    if idle_after:
+        rates[-idle_after:] = 0.0
+    return rates[: period * (cycles - 1) + 1 + idle_after]
+
+
+def gpu_spec() -> InferenceWorkloadSpec:
+    return InferenceWorkloadSpec(
+        model=ModelSpec(image="x", size_mb=1300, cpu="2", memory="8Gi", service_seconds=0.025),
+        accelerator=AcceleratorSpec(type=AcceleratorType.NVIDIA_L4),
+        slo=SLOSpec(latency_p99_seconds=0.2, attainment=0.99),
+        placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER, TargetName.CLOUDRUN]),
+        scaling=ScalingSpec(min_replicas=0, max_replicas=50, target_concurrency=8),
+    )
+
+
+def window_of(history: np.ndarray, misses: float = 0.0) -> TrafficWindow:
+    recent = tuple(history[-60:].tolist())
+    return TrafficWindow(
+        step_seconds=60.0,
+        rps=recent,
+        latency_p99_seconds=None,
+        end=NOW,
+        service_seconds=0.025,
+        peak_in_flight=tuple(1.0 if r > 0 else 0.0 for r in recent),
+        slo_miss_share=0.0,
+        history_rps=tuple(history.tolist()),
+        history_slo_misses=misses,
+    )
+
+
+def on_cluster() -> PlacementState:
+    return PlacementState(current=TargetName.CLUSTER, last_migration_finished_at=None, month_to_date_usd=0.0)
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+
+
+@pytest.mark.parametrize(
+    ("idle_steps", "zero"),
+    [
+        pytest.param(1, True, id="just-after-a-burst"),
+        pytest.param(2, True, id="mid-gap"),
+        pytest.param(3, False, id="one-step-before-the-next-burst-is-due: start a replica now"),
+        pytest.param(4, False, id="the-step-the-burst-is-due"),
+    ],
+)
+def test_periodic_workload_is_cold_mid_gap_and_warm_before_the_next_burst(idle_steps: int, zero: bool) -> None:
+    history = periodic(5, 200, idle_after=idle_steps)
+    plan = idle_gap_plan(history, 60.0, COLD, 0.005)
+    assert plan is not None
+    assert plan.offset == idle_steps + 1
+    assert plan.scale_to_zero is zero
+    assert plan.cold_to == 4  # the burst comes at offset 5: the replica starts at offset 4's tick
+
+
+def test_few_cycles_seen_keep_the_replica_warm() -> None:
+    plan = idle_gap_plan(periodic(5, 4, idle_after=1), 60.0, COLD, 0.005)
+    assert plan is not None
+    assert not plan.scale_to_zero
+    assert plan.cold_from == 0
+
+
+def test_a_gap_longer_than_any_seen_is_kept_warm() -> None:
+    history = periodic(5, 200, idle_after=30)
+    plan = idle_gap_plan(history, 60.0, COLD, 0.005)
+    assert plan is not None
+    assert plan.offset > plan.longest_gap
+    assert not plan.scale_to_zero
+
+
+def test_no_idle_gap_gives_no_plan() -> None:
+    assert idle_gap_plan(np.full(100, 2.0), 60.0, COLD, 0.005) is None
+    assert idle_gap_plan(np.zeros(100), 60.0, COLD, 0.005) is None
+
+
+def test_a_zero_budget_never_scales_to_zero() -> None:
+    plan = idle_gap_plan(periodic(5, 500, idle_after=1), 60.0, COLD, 0.0)
+    assert plan is not None
+    assert not plan.scale_to_zero
+
+
+def test_expected_misses_stay_within_the_budget() -> None:
+    rng = np.random.default_rng(7)
+    history = (rng.random(1440) < 0.2).astype(float) * 0.5
+    plan = idle_gap_plan(history, 60.0, COLD, 0.005)
+    assert plan is not None
+    assert plan.expected_cold_misses_per_cycle <= plan.budget_misses_per_cycle + 1e-12
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 0.0, 0.0, 0.1, 0.5]), min_size=2, max_size=300), st.integers(1, 40))
+def test_same_signature_same_plan(rates: list[float], pad: int) -> None:
+    history = np.asarray(rates)
+    padded = np.concatenate([np.zeros(pad), history])  # leading idle steps change nothing the plan reads
+    assert idle_gap_signature(history) == idle_gap_signature(padded)
+    a = idle_gap_plan(history, 60.0, COLD, 0.005)
+    b = idle_gap_plan(padded, 60.0, COLD, 0.005)
+    assert (a is None) == (b is None)
+    if a is not None and b is not None:
+        assert a.scale_to_zero == b.scale_to_zero
+
+
+def test_poisson_mean_within_allows_no_miss_when_none_is_allowed() -> None:
+    assert poisson_mean_within(0, 0.01) == pytest.approx(0.01005, abs=1e-4)
+    assert 0.1 < poisson_mean_within(1, 0.01) < 0.2
+    assert poisson_mean_within(40, 0.01) < 40
+
+
+# ------------------------------------------------------------------------------------------------ in decide()
+
+
+def test_decide_scales_a_periodic_workload_to_zero_mid_gap_and_says_why() -> None:
+    decision = decide(gpu_spec(), window_of(periodic(5, 288, idle_after=2)), on_cluster(), PB, ClusterCapacity(), NOW)
+    assert decision.target is TargetName.CLUSTER
+    assert decision.replicas == 0
+    assert decision.idle_gap is not None and decision.idle_gap.scale_to_zero
+    assert "idle-gap plan" in decision.reason and "scale to zero" in decision.reason
+
+
+def test_decide_keeps_a_replica_warm_when_the_next_burst_is_due() -> None:
+    decision = decide(gpu_spec(), window_of(periodic(5, 288, idle_after=3)), on_cluster(), PB, ClusterCapacity(), NOW)
+    assert decision.replicas >= 1
+
+
+def test_decide_keeps_a_replica_warm_for_a_workload_that_may_miss_nothing() -> None:
+    # 30 requests in the history: 1% of them allows no miss, so no cold start may be risked
+    decision = decide(
+        gpu_spec(), window_of(periodic(5, 30, per_burst=1.0, idle_after=2)), on_cluster(), PB, ClusterCapacity(), NOW
+    )
+    assert decision.replicas >= 1
+
+
+def test_decide_keeps_a_replica_warm_once_the_history_spent_its_misses() -> None:
+    history = periodic(5, 288, idle_after=2)
+    requests = float(history.sum()) * 60.0
+    decision = decide(
+        gpu_spec(), window_of(history, misses=requests * 0.01 + 1), on_cluster(), PB, ClusterCapacity(), NOW
+    )
+    assert decision.replicas >= 1
