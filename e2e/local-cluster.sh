@@ -80,6 +80,7 @@ cluster_json() {
   "bridge": $(json_str "$BRIDGE"),
   "bridge_ip": $(json_str "$BRIDGE_IP"),
   "model_server_image": $(json_str "$MODEL_SERVER_IMAGE"),
+  "router_image": $(json_str "$ROUTER_IMAGE"),
   "pause_image": $(json_str "$PAUSE_IMAGE"),
   "kubectl": $(json_str "$BIN_DIR/kubectl"),
   "bin_dir": $(json_str "$BIN_DIR"),

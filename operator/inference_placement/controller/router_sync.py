@@ -14,6 +14,7 @@ route it had: a bad status never takes a serving workload off the router.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ class RouterSync:
     applier: RouteApplier
     endpoints: EndpointsConfig = field(default_factory=EndpointsConfig)
     cluster_domain: str = "cluster.local"
+    wait_seconds: float = 60.0
+    """How long one ``sync`` waits for the apply it started (the rest happens in the background)."""
 
     def __post_init__(self) -> None:
         self._routes: dict[WorkloadKey, Route] = {}
@@ -56,12 +59,18 @@ class RouterSync:
         self.errors = 0
         self.last_error: str | None = None
         self.applies = 0
+        self._task: asyncio.Task[None] | None = None
+        self.owners: dict[str, str] = {}
+        """``namespace/name`` -> uid of every workload seen (owner references of per-workload router objects)."""
 
     # ------------------------------------------------------------------ fed by the fleet
 
     def observe(self, key: WorkloadKey, body: Mapping[str, Any]) -> None:
         """Recompute the route of one workload from its object (cached by resourceVersion)."""
-        version = str((body.get("metadata") or {}).get("resourceVersion", ""))
+        meta = body.get("metadata") or {}
+        if meta.get("uid"):
+            self.owners[f"{key.namespace}/{key.name}"] = str(meta["uid"])
+        version = str(meta.get("resourceVersion", ""))
         if version and self._versions.get(key) == version:
             return
         view = _routing_view(body)
@@ -76,26 +85,54 @@ class RouterSync:
         self._versions[key] = version
 
     def forget(self, key: WorkloadKey) -> None:
+        self.owners.pop(f"{key.namespace}/{key.name}", None)
         self._routes.pop(key, None)
         self._versions.pop(key, None)
 
     async def sync(self) -> bool:
-        """Apply the routes if they differ from what was last confirmed. True when the router serves them."""
+        """Apply the routes if they differ from what was last confirmed. True when the router serves them.
+
+        The apply runs as a task; this waits for it at most ``wait_seconds`` (an in-cluster router confirms only
+        after the kubelet refreshed its ConfigMap volume, and the fleet loop must not stall that long). Until it is
+        confirmed, ``confirmed()`` keeps answering the previous weights, so migrations wait."""
+        if self._task is not None and not self._task.done():
+            await asyncio.wait({self._task}, timeout=self.wait_seconds)
+            return self._task.done() and self.last_error is None
         desired = dict(self._routes)
         if self._applied is not None and desired == self._applied:
             return True
+        self._task = asyncio.create_task(self._apply(desired), name="router-apply")
+        await asyncio.wait({self._task}, timeout=self.wait_seconds)
+        return self._task.done() and self.last_error is None
+
+    async def close(self) -> None:
+        """Cancel an apply in flight (at shutdown, before the API client it uses is closed)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def waiting(self) -> set[WorkloadKey]:
+        """Workloads whose route the router does not serve yet (all of them before the first apply)."""
+        applied = self._applied or {}
+        return {key for key, route in self._routes.items() if applied.get(key) != route}
+
+    @property
+    def busy(self) -> bool:
+        """An apply is in flight, or the last one failed: the fleet should come back soon."""
+        return (self._task is not None and not self._task.done()) or self.last_error is not None
+
+    async def _apply(self, desired: dict[WorkloadKey, Route]) -> None:
         try:
             await self.applier.apply([desired[k] for k in sorted(desired, key=lambda k: (k.namespace, k.name))])
         except Exception as err:  # the router keeps serving its previous config; migrations wait
             self.errors += 1
             self.last_error = f"{type(err).__name__}: {err}"
             log.error("router not updated (migrations wait for it): %s", self.last_error)
-            return False
+            return
         self.applies += 1
         self.last_error = None
         self._applied = desired
         self._confirmed = {key: positive_weights(route.weights()) for key, route in desired.items()}
-        return True
 
     # ------------------------------------------------------------------ read by the reconciler
 

@@ -157,7 +157,7 @@ async def build_fleet(settings: OperatorSettings) -> tuple[Fleet, Callable[[], A
             max_staleness_seconds=settings.max_metrics_staleness_seconds,
             timeout_seconds=float(settings.extra.get("metrics.timeoutSeconds", 10.0)),
         )
-    router = build_router(settings.extra)
+    router = build_router(settings.extra, api)
     pinger: WarmPinger | None = None
     if settings.extra.get("router.url"):
         # keep-warm pings go through the router, like client traffic (``--set router.url=http://...``)
@@ -199,6 +199,8 @@ async def build_fleet(settings: OperatorSettings) -> tuple[Fleet, Callable[[], A
     await prime_fleet(api, fleet, settings.namespaces)
 
     async def close() -> None:
+        if router is not None:
+            await router.close()
         if pinger is not None:
             pinger.stop()
             await asyncio.wait_for(pinger_task, timeout=10)
@@ -265,33 +267,59 @@ def _overrides(text: str) -> dict[str, str]:
     return pairs
 
 
-def build_router(extra: Mapping[str, str]) -> RouterSync | None:
-    """The router this operator keeps in step with the workloads (``--set router.mode=files``), or None.
+def build_router(extra: Mapping[str, str], api: Any = None) -> RouterSync | None:
+    """The router this operator keeps in step with the workloads (``--set router.mode=files|cluster``), or None.
 
     ``files``: an Envoy started from ``routing.envoy.render_bootstrap`` reads ``router.xdsDir``; the operator writes
     there and confirms every move on ``router.adminUrl`` (its admin or health listener). ``router.envoyBinary``
-    validates each config with ``envoy --mode validate`` before it is written. ``router.addressOverrides`` and
-    ``router.lambdaEndpoint`` point published endpoints at loopback stand-ins (tests and the demo).
+    validates each config with ``envoy --mode validate`` before it is written.
+    ``cluster``: the operator manages the router Deployment, Service and ConfigMap in ``router.namespace``
+    (``router.image``, ``router.replicas``, ``router.imagePullPolicy``, ``router.confirmTimeoutSeconds``) and a
+    stable ExternalName Service per workload (``controller/router_cluster.py``).
+    Both: ``router.addressOverrides`` and ``router.lambdaEndpoint`` point published endpoints elsewhere (loopback
+    stand-ins in tests and the demo); ``router.gcpMetadata`` (host:port) is where Cloud Run ID tokens come from.
     """
     mode = extra.get("router.mode", "off")
     if mode == "off":
         return None
-    if mode != "files":
-        raise ValueError(f"router.mode must be off or files, got {mode!r}")
+    if mode not in ("files", "cluster"):
+        raise ValueError(f"router.mode must be off, files or cluster, got {mode!r}")
     from inference_placement.routing.envoy import EnvoySettings
-    from inference_placement.routing.model import EndpointsConfig
-    from inference_placement.routing.xds_files import EnvoyXdsApplier
+    from inference_placement.routing.model import EndpointsConfig, UpstreamAddress
 
-    xds_dir, admin_url = extra.get("router.xdsDir"), extra.get("router.adminUrl")
-    if not xds_dir or not admin_url:
-        raise ValueError("router.mode=files needs router.xdsDir and router.adminUrl")
     cluster_domain = extra.get("router.clusterDomain", "cluster.local")
-    envoy = EnvoySettings(xds_dir=xds_dir, cluster_domain=cluster_domain)
+    envoy_options: dict[str, Any] = {"cluster_domain": cluster_domain}
+    if extra.get("router.gcpMetadata"):
+        envoy_options["gcp_metadata"] = UpstreamAddress.from_url(extra["router.gcpMetadata"])
     endpoints = EndpointsConfig(
         address_overrides=_overrides(extra.get("router.addressOverrides", "")),
         lambda_endpoint=extra.get("router.lambdaEndpoint"),
         lambda_payload_passthrough=_truthy(extra.get("router.lambdaPassthrough")),
     )
+    if mode == "cluster":
+        from inference_placement.controller.router_cluster import ClusterRouterApplier
+        from inference_placement.routing.manifests import DEFAULT_ENVOY_IMAGE
+
+        if api is None:
+            raise ValueError("router.mode=cluster needs the Kubernetes API client")
+        cluster_applier = ClusterRouterApplier(
+            api,
+            EnvoySettings(**envoy_options),
+            namespace=extra.get("router.namespace", "inference-placement"),
+            image=extra.get("router.image", DEFAULT_ENVOY_IMAGE),
+            replicas=int(extra.get("router.replicas", "2")),
+            image_pull_policy=extra.get("router.imagePullPolicy") or None,
+            confirm_timeout_seconds=float(extra.get("router.confirmTimeoutSeconds", "180")),
+        )
+        router = RouterSync(cluster_applier, endpoints, cluster_domain=cluster_domain, wait_seconds=1.0)
+        cluster_applier.owners = router.owners
+        return router
+    from inference_placement.routing.xds_files import EnvoyXdsApplier
+
+    xds_dir, admin_url = extra.get("router.xdsDir"), extra.get("router.adminUrl")
+    if not xds_dir or not admin_url:
+        raise ValueError("router.mode=files needs router.xdsDir and router.adminUrl")
+    envoy = EnvoySettings(xds_dir=xds_dir, **envoy_options)
     applier = EnvoyXdsApplier(
         Path(xds_dir), admin_url, settings=envoy, envoy_binary=extra.get("router.envoyBinary") or None
     )

@@ -55,8 +55,10 @@ __all__ = [
     "XdsTimeoutError",
     "XdsValidationError",
     "XdsWrite",
+    "parse_stats",
     "plan_xds_writes",
     "read_document",
+    "stats_query",
     "validate_with_envoy",
     "write_document",
 ]
@@ -321,18 +323,29 @@ class EnvoyXdsApplier:
             await asyncio.sleep(self.poll_interval_seconds)
 
     def _fetch_stats(self) -> dict[str, Any]:
-        rds_prefix = f"http.{self.settings.stat_prefix}.rds.{ROUTE_CONFIG_NAME}."
-        pattern = "^cluster_manager\\.(cds\\.|warming_clusters$)|^" + re.escape(rds_prefix)
-        query = urllib.parse.urlencode({"format": "json", "filter": pattern})
+        query = stats_query(self.settings)
         with urllib.request.urlopen(f"{self.admin_url}/stats?{query}", timeout=5) as response:
             payload: Any = json.load(response)
-        values: dict[str, Any] = {}
-        for stat in payload.get("stats", []):
-            name = stat.get("name")
-            if not isinstance(name, str):
-                continue
-            if name in _STAT_NAMES:
-                values[_STAT_NAMES[name]] = stat.get("value")
-            elif name.startswith(rds_prefix):
-                values[f"rds.{name[len(rds_prefix) :]}"] = stat.get("value")
-        return values
+        return parse_stats(payload, self.settings)
+
+
+def stats_query(settings: EnvoySettings) -> str:
+    """The ``/stats`` query string selecting the xDS subscription stats this module reads (JSON format)."""
+    rds_prefix = f"http.{settings.stat_prefix}.rds.{ROUTE_CONFIG_NAME}."
+    pattern = "^cluster_manager\\.(cds\\.|warming_clusters$)|^" + re.escape(rds_prefix)
+    return urllib.parse.urlencode({"format": "json", "filter": pattern})
+
+
+def parse_stats(payload: Any, settings: EnvoySettings) -> dict[str, Any]:
+    """``cds.*`` / ``rds.*`` values from a ``/stats?format=json`` answer (see ``XdsStats``)."""
+    rds_prefix = f"http.{settings.stat_prefix}.rds.{ROUTE_CONFIG_NAME}."
+    values: dict[str, Any] = {}
+    for stat in payload.get("stats", []) if isinstance(payload, dict) else []:
+        name = stat.get("name")
+        if not isinstance(name, str):
+            continue
+        if name in _STAT_NAMES:
+            values[_STAT_NAMES[name]] = stat.get("value")
+        elif name.startswith(rds_prefix):
+            values[f"rds.{name[len(rds_prefix) :]}"] = stat.get("value")
+    return values

@@ -1,0 +1,239 @@
+"""The in-cluster router: an Envoy Deployment the operator manages, configured by files from a ConfigMap.
+
+``--set router.mode=cluster``. The operator owns, in ``router.namespace``:
+
+* the ConfigMap ``inference-router`` holding ``envoy.json`` (bootstrap), ``cds.json`` and ``rds.json``, mounted into
+  the router Pods at ``EnvoySettings.xds_dir``; Envoy watches that directory, so the kubelet's atomic ``..data``
+  swap is picked up (the kubelet refreshes ConfigMap volumes at each Pod sync: ``syncFrequency``, 1 min by
+  default);
+* the router Deployment and its ClusterIP Service (``routing.manifests``);
+* per workload, an ExternalName Service ``NAME`` in the workload's namespace resolving to the router Service: the
+  stable endpoint ``http://NAME.NAMESPACE.svc`` (owner reference to the workload, so the garbage collector removes
+  it with the workload).
+
+RBAC (the chart's ``router.enabled``): in the router namespace configmaps, deployments and services get/create/
+patch, pods list and pods/proxy get; in workload namespaces services create.
+
+One ``apply`` is the same plan as the file applier (``plan_xds_writes``: CDS union, RDS, CDS final), one ConfigMap
+write per move, and each move is confirmed on EVERY ready router Pod: its health listener's ``/stats`` (read through
+the apiserver's Pod proxy, so the operator needs no network path to Pods) must report the move's version. A router
+Pod that does not confirm in ``confirm_timeout_seconds`` fails the apply: migrations wait, nothing is retired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl
+
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio.client.rest import ApiException
+
+from inference_placement.api.workload import API_VERSION, KIND
+from inference_placement.routing.envoy import CDS_FILE, RDS_FILE, EnvoySettings, JsonDict, render_cds, render_rds
+from inference_placement.routing.manifests import (
+    ROUTER_NAME,
+    render_configmap,
+    render_router_deployment,
+    render_router_service,
+    render_workload_service,
+)
+from inference_placement.routing.model import Route
+from inference_placement.routing.xds_files import (
+    XdsKind,
+    XdsTimeoutError,
+    parse_stats,
+    plan_xds_writes,
+    stats_query,
+)
+
+__all__ = ["ClusterRouterApplier"]
+
+log = logging.getLogger(__name__)
+
+
+class ClusterRouterApplier:
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        settings: EnvoySettings,
+        *,
+        namespace: str,
+        image: str,
+        replicas: int = 2,
+        image_pull_policy: str | None = None,
+        confirm_timeout_seconds: float = 180.0,
+        poll_seconds: float = 1.0,
+        owners: Mapping[str, str] | None = None,
+    ) -> None:
+        if settings.health_port is None:
+            raise ValueError("the in-cluster router needs a health listener (EnvoySettings.health_port)")
+        self.api = api
+        self.core = k8s.CoreV1Api(api)
+        self.apps = k8s.AppsV1Api(api)
+        self.settings = settings
+        self.namespace = namespace
+        self.image = image
+        self.replicas = replicas
+        self.image_pull_policy = image_pull_policy
+        self.confirm_timeout_seconds = confirm_timeout_seconds
+        self.poll_seconds = poll_seconds
+        self.owners: dict[str, str] = dict(owners or {})
+        """``namespace/name`` -> workload uid, for the owner reference of its stable Service."""
+        self._router_ready = False
+        self._services: set[tuple[str, str]] = set()
+
+    # ------------------------------------------------------------------ the router itself
+
+    async def ensure_router(self) -> None:
+        """Create what is missing and keep the Deployment and Service as rendered; never rewrite the routes."""
+        configmap: Any = render_configmap([], self.settings, namespace=self.namespace)
+        try:
+            await self.core.read_namespaced_config_map(ROUTER_NAME, self.namespace)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+            await self.core.create_namespaced_config_map(self.namespace, configmap)
+        else:
+            # the bootstrap may change with a new operator version; the routes stay as they are
+            bootstrap = {k: v for k, v in configmap["data"].items() if k not in (CDS_FILE, RDS_FILE)}
+            await self.core.patch_namespaced_config_map(ROUTER_NAME, self.namespace, {"data": bootstrap})
+        deployment: Any = render_router_deployment(
+            self.settings, image=self.image, namespace=self.namespace, replicas=self.replicas
+        )
+        if self.image_pull_policy:
+            for container in deployment["spec"]["template"]["spec"]["containers"]:
+                container["imagePullPolicy"] = self.image_pull_policy
+        await _create_or_patch(
+            lambda: self.apps.read_namespaced_deployment(ROUTER_NAME, self.namespace),
+            lambda: self.apps.create_namespaced_deployment(self.namespace, deployment),
+            lambda: self.apps.patch_namespaced_deployment(ROUTER_NAME, self.namespace, deployment),
+        )
+        service: Any = render_router_service(self.settings, namespace=self.namespace)
+        await _create_or_patch(
+            lambda: self.core.read_namespaced_service(ROUTER_NAME, self.namespace),
+            lambda: self.core.create_namespaced_service(self.namespace, service),
+            lambda: self.core.patch_namespaced_service(ROUTER_NAME, self.namespace, service),
+        )
+        self._router_ready = True
+
+    # ------------------------------------------------------------------ RouteApplier
+
+    async def apply(self, routes: Sequence[Route]) -> list[tuple[XdsKind, str]]:
+        if not self._router_ready:
+            await self.ensure_router()
+        configmap = await self.core.read_namespaced_config_map(ROUTER_NAME, self.namespace)
+        data = configmap.data or {}
+        current_cds, current_rds = _document(data.get(CDS_FILE)), _document(data.get(RDS_FILE))
+        desired_cds, desired_rds = render_cds(routes, self.settings), render_rds(routes, self.settings)
+        moves: list[tuple[XdsKind, str]] = []
+        for move in plan_xds_writes(current_cds, current_rds, desired_cds, desired_rds):
+            file_name = CDS_FILE if move.kind is XdsKind.CDS else RDS_FILE
+            body = {"data": {file_name: json.dumps(move.document, indent=1) + "\n"}}
+            await self.core.patch_namespaced_config_map(ROUTER_NAME, self.namespace, body)
+            await self._confirm(move.kind, move.version)
+            moves.append((move.kind, move.version))
+        await self._sync_services(routes)
+        return moves
+
+    async def _confirm(self, kind: XdsKind, version: str) -> None:
+        """Until every ready router Pod reports ``version`` for ``kind`` (and no warming cluster, for CDS)."""
+        started = time.monotonic()
+        lagging: list[str] = []
+        while True:
+            pods = await self.core.list_namespaced_pod(
+                self.namespace, label_selector=f"app.kubernetes.io/name={ROUTER_NAME}"
+            )
+            ready = [p.metadata.name for p in pods.items if _ready(p)]
+            lagging = []
+            for pod in ready:
+                stats = await self._pod_stats(pod)
+                prefix = "cds" if kind is XdsKind.CDS else "rds"
+                warming = int(stats.get("cds.warming_clusters", 0) or 0) if kind is XdsKind.CDS else 0
+                if str(stats.get(f"{prefix}.version_text", "")) != version or warming:
+                    lagging.append(pod)
+            if ready and not lagging:
+                return
+            if time.monotonic() - started > self.confirm_timeout_seconds:
+                who = ", ".join(lagging) if ready else "no ready router Pod"
+                raise XdsTimeoutError(
+                    f"router {self.namespace}/{ROUTER_NAME}: {kind.value.upper()} version {version} not confirmed "
+                    f"within {self.confirm_timeout_seconds:.0f}s ({who})"
+                )
+            await asyncio.sleep(self.poll_seconds)
+
+    async def _pod_stats(self, pod: str) -> dict[str, Any]:
+        path = f"/api/v1/namespaces/{self.namespace}/pods/{pod}:{self.settings.health_port}/proxy/stats"
+        query = [(k, v) for k, v in parse_qsl(stats_query(self.settings))]
+        try:
+            response = await self.api.call_api(
+                path,
+                "GET",
+                query_params=query,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=10,
+            )
+            async with response:
+                payload: Any = json.loads(await response.read())
+        except (ApiException, ValueError, OSError, TimeoutError) as err:
+            log.debug("stats of router pod %s unavailable: %s", pod, err)
+            return {}
+        return parse_stats(payload, self.settings)
+
+    # ------------------------------------------------------------------ the stable endpoints
+
+    async def _sync_services(self, routes: Sequence[Route]) -> None:
+        """One stable Service per workload, created once per operator run (409: it exists). It carries an owner
+        reference to its workload, so the garbage collector removes it with the workload: no list, no delete."""
+        for route in routes:
+            key = (route.namespace, route.name)
+            if key in self._services:
+                continue
+            endpoint: Any = render_workload_service(route, self.settings, router_namespace=self.namespace)
+            uid = self.owners.get(f"{route.namespace}/{route.name}")
+            if not uid:
+                continue  # not seen with its uid yet: next apply
+            endpoint["metadata"]["ownerReferences"] = [
+                {"apiVersion": API_VERSION, "kind": KIND, "name": route.name, "uid": uid, "controller": True}
+            ]
+            try:
+                await self.core.create_namespaced_service(route.namespace, endpoint)
+            except ApiException as err:
+                if err.status != 409:
+                    raise
+            self._services.add(key)
+        self._services &= {(r.namespace, r.name) for r in routes}
+
+
+def _document(text: str | None) -> JsonDict | None:
+    if not text:
+        return None
+    try:
+        document: JsonDict = json.loads(text)
+    except ValueError:
+        return None
+    return document
+
+
+def _ready(pod: Any) -> bool:
+    if pod.metadata.deletion_timestamp is not None or pod.status is None:
+        return False
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+async def _create_or_patch(read: Any, create: Any, patch: Any) -> None:
+    try:
+        await read()
+    except ApiException as err:
+        if err.status != 404:
+            raise
+        await create()
+        return
+    await patch()
