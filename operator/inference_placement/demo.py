@@ -212,6 +212,7 @@ class _Demo:
         published = f"http://{LIVE_WORKLOAD}-model.{NAMESPACE}.svc:8080"
         self.kubectl("apply", "-f", str(self.root / "crds" / "inferenceworkloads.yaml"))
         self.kubectl("wait", "--for=condition=Established", "crd/inferenceworkloads.placement.inference.dev")
+        self._fresh_namespace()
         self.kubectl("create", "namespace", NAMESPACE, check=False)
         env = {**os.environ, **FAKE_AWS}
         self.procs.start(
@@ -268,6 +269,20 @@ class _Demo:
             env,
         )
         self.console.print(f"operator running (log: {self.work / 'operator.log'})")
+
+    def _fresh_namespace(self) -> None:
+        """A previous demo that was killed may have left its namespace Terminating, held by finalizers of
+        workloads whose stand-ins are gone: release them and wait until the namespace is gone."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            phase = self.kubectl("get", "namespace", NAMESPACE, "-o", "jsonpath={.status.phase}", check=False)
+            if phase != "Terminating":
+                return
+            for ref in self.kubectl("get", "iw", "-n", NAMESPACE, "-o", "name", check=False).split():
+                patch = '{"metadata":{"finalizers":[]}}'
+                self.kubectl("patch", ref, "-n", NAMESPACE, "--type", "merge", "-p", patch, check=False)
+            time.sleep(2)
+        raise RuntimeError(f"namespace {NAMESPACE} is still terminating after 120s")
 
     def examples(self) -> list[str]:
         self.step("4/7  the examples: a bursty CPU classifier, an LLM on a MIG slice, an L4 embedder, a pinned model")
@@ -464,7 +479,11 @@ def demo(
             run.step("7/7  clean-up")
         finally:
             if not keep:
-                run.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False) if run.cluster else None
+                if run.cluster:
+                    # while the operator and the stand-ins still run: it retires the cloud resources and releases
+                    # its finalizers, so the namespace does not stay Terminating for the next run
+                    run.kubectl("delete", "iw", "--all", "-n", NAMESPACE, "--timeout=90s", check=False)
+                    run.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
                 run.procs.stop_all()
                 if run.we_started_cluster:
                     run.script("down", timeout=600)

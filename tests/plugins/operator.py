@@ -128,7 +128,14 @@ def namespace(kube_cluster: KubeCluster) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:8]}"
     kube_cluster.kubectl("create", "namespace", name)
     yield name
-    # Workloads with a cloud finalizer need the operator to let go; tests clean up their own before this.
+    # Workloads with a cloud finalizer need the operator to let go; tests clean up their own before this. One a
+    # failed test left behind would hold the namespace in Terminating forever once its operator is gone (the
+    # stand-ins it owned resources in are gone too): release it.
+    listed = kube_cluster.kubectl("get", "iw", "-n", name, "-o", "name", check=False)
+    for ref in listed.stdout.split():
+        kube_cluster.kubectl(
+            "patch", ref, "-n", name, "--type", "merge", "-p", '{"metadata":{"finalizers":[]}}', check=False
+        )
     kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
