@@ -7,4 +7,6 @@ pytest_plugins = [
     "tests.plugins.envoy",
     "tests.plugins.operator",
     "tests.plugins.prometheus",
+    "tests.plugins.live",  # after the plugins whose fixtures its live_stack uses
+    "tests.plugins.faults",
 ]

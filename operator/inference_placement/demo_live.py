@@ -69,7 +69,15 @@ def seconds_per_step(trace: Trace, settings: LiveSettings) -> float:
 
 
 def live_workload(
-    name: str, namespace: str, image: str, offload_rps: float, reclaim_rps: float, settings: LiveSettings
+    name: str,
+    namespace: str,
+    image: str,
+    offload_rps: float,
+    reclaim_rps: float,
+    settings: LiveSettings,
+    *,
+    project: str = "inference-demo",
+    allowed_targets: tuple[str, ...] = ("cluster", "cloudrun"),
 ) -> dict[str, Any]:
     """A CPU classifier allowed on the cluster and Cloud Run, with explicit thresholds from the chosen segment."""
     return {
@@ -87,7 +95,7 @@ def live_workload(
             },
             "slo": {"latencyP99Seconds": 0.5, "attainment": 0.99, "tolerableColdStartSeconds": 30},
             "placement": {
-                "allowedTargets": ["cluster", "cloudrun"],
+                "allowedTargets": list(allowed_targets),
                 "thresholds": {
                     "mode": "explicit",
                     "offloadBelowRps": round(offload_rps, 3),
@@ -97,7 +105,7 @@ def live_workload(
                 "cooldownSeconds": 0,
             },
             "scaling": {"minReplicas": 1, "maxReplicas": 2, "targetConcurrency": 4},
-            "cloudRun": {"project": "inference-demo", "region": "us-central1", "concurrency": 4, "maxInstances": 5},
+            "cloudRun": {"project": project, "region": "us-central1", "concurrency": 4, "maxInstances": 5},
         },
     }
 
