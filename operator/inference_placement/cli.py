@@ -31,6 +31,7 @@ _COMMAND_MODULES = (
     "inference_placement.controller.cli",
     "inference_placement.sim.cli",
     "inference_placement.explain",
+    "inference_placement.scale.cli",
 )
 
 

@@ -12,6 +12,7 @@ import asyncio
 import copy
 import logging
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from inference_placement.controller.router_sync import RouterSync
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.metrics.source import MetricsSnapshot, MetricsSource, WorkloadKey
 from inference_placement.policy.capacity import ClusterCapacity
+from inference_placement.policy.decide import TrafficWindow
 from inference_placement.policy.price_book import PriceBook
 
 __all__ = ["Fleet", "FleetStats"]
@@ -32,10 +34,18 @@ ACTIVE_RECONCILE_SECONDS = 2.0
 """How often a workload with something in flight (migration, provisioning) is revisited between ticks."""
 
 
+RESYNC_TICKS = 10
+"""A workload whose inputs did not change is still reconciled every this many ticks (staggered by name), so what
+depends on the clock alone (a cooldown ending, a month turning, a slow drift inside the fingerprint's rounding)
+is seen within ``RESYNC_TICKS x tick_seconds``."""
+
+
 @dataclass
 class FleetStats:
     ticks: int = 0
     reconciles: int = 0
+    skipped_unchanged: int = 0
+    """Workloads the last full tick did not reconcile: nothing they depend on had changed."""
     reconcile_errors: int = 0
     last_tick_seconds: float = 0.0
     last_metrics_queries: int = 0
@@ -47,6 +57,8 @@ class _Entry:
     body: dict[str, Any]
     generation: int
     resource_version: str
+    inputs: tuple[Any, ...] | None = None
+    """Fingerprint of everything the last successful reconcile read (None: reconcile at the next tick)."""
 
 
 @dataclass
@@ -60,6 +72,8 @@ class Fleet:
     debounce_seconds: float = 0.5
     reconcile_concurrency: int = 32
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    skip_unchanged: bool = True
+    """Full ticks reconcile only workloads whose inputs changed (plus a staggered resync, ``RESYNC_TICKS``)."""
     stats: FleetStats = field(default_factory=FleetStats)
     telemetry: Telemetry | None = None
     router: RouterSync | None = None
@@ -132,7 +146,10 @@ class Fleet:
         while not self._stopping:
             now_mono = loop.time()
             if now_mono >= next_tick:
-                await self.tick()
+                try:
+                    await self.tick()
+                except Exception:  # the loop is the operator: it must outlive any one tick
+                    log.exception("fleet tick failed; the next one runs on schedule")
                 next_tick = loop.time() + self.tick_seconds
                 continue
             timeout = min(next_tick - now_mono, ACTIVE_RECONCILE_SECONDS if self._active else self.tick_seconds)
@@ -165,7 +182,7 @@ class Fleet:
             if self._snapshot.problem is None and self._snapshot.windows:
                 self.telemetry.metrics_fresh.set(now.timestamp())
         self._dirty.clear()
-        await self._reconcile_keys(set(keys))
+        await self._reconcile_keys(set(keys), full_tick=True)
         self.stats.ticks += 1
         self.stats.last_tick_seconds = loop.time() - started
         self.stats.last_tick_at = now
@@ -179,26 +196,42 @@ class Fleet:
         """Reconcile the given workloads (all when None) with the last metrics snapshot. For tests and tools."""
         await self._reconcile_keys(set(self._workloads) if keys is None else keys)
 
-    async def _reconcile_keys(self, keys: set[WorkloadKey]) -> None:
+    async def _reconcile_keys(self, keys: set[WorkloadKey], *, full_tick: bool = False) -> None:
         price_book = self.price_book()
         capacity = self.capacity()
         now = self.clock()
         slots = asyncio.Semaphore(self.reconcile_concurrency)
+        shared = (id(price_book), hash(repr(capacity)))
+        skipped = 0
 
         async def one(key: WorkloadKey) -> None:
+            nonlocal skipped
             entry = self._workloads.get(key)
             if entry is None:
                 return
             window = self._snapshot.windows.get(key)
+            problem = self._snapshot.problem_for(key)
+            verdict = self.capacity_verdict(entry.body)
+            routed = self.router.confirmed(key) if self.router is not None else None
+            fingerprint = (shared, _window_fingerprint(window), problem, verdict, _weights(routed))
+            if (
+                full_tick
+                and self.skip_unchanged
+                and key not in self._active
+                and entry.inputs == (entry.resource_version, fingerprint)
+                and not _resync_due(key, self.stats.ticks)
+            ):
+                skipped += 1
+                return
             inputs = TickInputs(
                 now=now,
                 price_book=price_book,
                 capacity=capacity,
                 window=window,
-                metrics_problem=self._snapshot.problem_for(key),
-                capacity_verdict=self.capacity_verdict(entry.body),
+                metrics_problem=problem,
+                capacity_verdict=verdict,
                 router_enabled=self.router is not None,
-                router_weights=self.router.confirmed(key) if self.router is not None else None,
+                router_weights=routed,
             )
             async with slots:
                 started = asyncio.get_running_loop().time()
@@ -214,17 +247,64 @@ class Fleet:
                 self.telemetry.reconcile_duration.observe(asyncio.get_running_loop().time() - started)
             if result.body is not None:
                 self._store(key, result.body)
+            stored = self._workloads.get(key)
+            if stored is not None:
+                stored.inputs = (stored.resource_version, fingerprint)
             if result.active:
                 self._active.add(key)
             else:
                 self._active.discard(key)
 
         await asyncio.gather(*(one(k) for k in keys))
+        if full_tick:
+            self.stats.skipped_unchanged = skipped
+            if self.telemetry is not None:
+                self.telemetry.skipped_unchanged.set(skipped)
         if self.router is not None:
             await self.router.sync()
             if self.router.busy:
                 # come back soon for the workloads waiting on the router (applying, or to be retried)
                 self._active.update(self.router.waiting() & set(self._workloads))
+
+
+def _q(value: float | None) -> float | None:
+    """Two significant digits: the status diff's tolerance is 5 %, so a finer change cannot change what is written."""
+    return None if value is None else float(f"{value:.2g}")
+
+
+def _window_fingerprint(window: TrafficWindow | None) -> tuple[Any, ...] | None:
+    """What of a metrics window can change a decision, rounded: levels over the whole window and its recent end
+    (a sustain window sliding over a threshold shows in the recent max/min), latency, service time, history."""
+    if window is None:
+        return None
+    rps = window.rps
+    recent = rps[-10:]
+    return (
+        window.step_seconds,
+        len(rps),
+        _q(sum(rps) / len(rps)) if rps else None,
+        _q(max(rps)) if rps else None,
+        _q(max(recent)) if recent else None,
+        _q(min(recent)) if recent else None,
+        _q(rps[-1]) if rps else None,
+        _q(window.latency_p99_seconds),
+        _q(window.service_seconds),
+        _q(window.warm_latency_seconds),
+        _q(window.slo_miss_share),
+        _q(max((p for p in window.peak_in_flight if p is not None), default=0.0)) if window.peak_in_flight else None,
+        len(window.history_rps) if window.history_rps else None,
+        _q(sum(window.history_rps)) if window.history_rps else None,
+        _q(window.history_slo_misses),
+    )
+
+
+def _weights(weights: Mapping[Any, int] | None) -> tuple[tuple[str, int], ...] | None:
+    return None if weights is None else tuple(sorted((str(k), v) for k, v in weights.items()))
+
+
+def _resync_due(key: WorkloadKey, tick: int) -> bool:
+    slot = zlib.crc32(f"{key.namespace}/{key.name}".encode()) % RESYNC_TICKS
+    return tick % RESYNC_TICKS == slot
 
 
 def _rv_older(candidate: str, known: str) -> bool:

@@ -646,7 +646,8 @@ def _window_text(window: TrafficWindow | None) -> str:
     if window is None or not window.rps:
         return "metrics fresh"
     span = window.step_seconds * len(window.rps)
-    return f"{len(window.rps)} samples over {span:.0f}s, last at {now_rfc3339(window.end)}"
+    # no timestamp here: it moves every tick and would rewrite every workload's status (observed.sampledAt has it)
+    return f"{len(window.rps)} samples over {span:.0f}s"
 
 
 def _staleness_text(window: TrafficWindow | None, now: datetime) -> str:

@@ -29,6 +29,11 @@ class Telemetry:
             registry=r,
         )
         self.ticks = Counter("inference_placement_ticks", "Full fleet ticks completed.", registry=r)
+        self.skipped_unchanged = Gauge(
+            "inference_placement_reconciles_skipped_per_tick",
+            "Workloads the last full tick did not reconcile because nothing they depend on had changed.",
+            registry=r,
+        )
         self.workloads = Gauge("inference_placement_workloads", "Workloads known to the operator.", registry=r)
         self.decisions = Counter(
             "inference_placement_decisions_total",

@@ -1,0 +1,316 @@
+"""One benchmark run per fleet size: create, backfill, start, settle, measure steady ticks, shift traffic, clean up.
+
+Per size N (``RunResult``):
+  rss_mb            operator resident set at the end of the steady ticks (/proc VmRSS; ``rss_peak_mb`` = VmHWM)
+  tick_cpu_seconds  mean of the operator's ``inference_placement_tick_cpu_seconds`` over the steady ticks (CPU of
+                    the whole process while one full tick ran: one metrics fetch + a reconcile of every workload)
+  queries_per_tick  the operator's ``inference_placement_metrics_queries_per_tick`` (checked against the range
+                    queries the switch forwarded per tick)
+  writes_per_tick   apiserver writes (``inference_placement_apiserver_writes_total``, every kind) over the steady
+                    ticks / ticks; steady = every workload placed with a decision recorded, plus one settle tick
+  react_seconds     from the flip of the traffic switch (low -> high traffic for every workload) until the watch has
+                    seen every workload's new decision in status (includes waiting for the next tick)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inference_placement.scale.cluster import BenchCluster
+from inference_placement.scale.openmetrics import SAMPLE_INTERVAL_SECONDS, write_traffic
+from inference_placement.scale.operator import OperatorMetrics, OperatorProcess
+from inference_placement.scale.prometheus import (
+    PrometheusServer,
+    Switch,
+    backfill,
+    find_binaries,
+    free_port,
+    start_prometheus,
+)
+
+__all__ = ["BenchConfig", "RunResult", "run_bench", "run_one"]
+
+HISTORY_SECONDS = 1800 + 300
+"""Backfilled history before "now": the operator's default 30-minute window plus the rate window and a margin."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    kubeconfig: str | None = None
+    tick_seconds: float = 30.0
+    steady_ticks: int = 3
+    low_rps: int = 1
+    high_rps: int = 200
+    future_seconds: float | None = None
+    """Backfilled data after "now" (the whole run must end before it); None = 900 s + 0.25 s per workload."""
+    create_concurrency: int = 32
+    workdir: Path | None = None
+    operator_command: list[str] | None = None
+    """How to start the operator (default: this interpreter, ``-m inference_placement.cli``)."""
+    operator_extra: tuple[str, ...] = ()
+    keep_namespace: bool = False
+    wait_cleanup: bool = True
+    """Wait until the namespace (and every workload in it) is gone before the next size; else only request it."""
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class RunResult:
+    workloads: int
+    rss_mb: float
+    tick_cpu_seconds: float
+    queries_per_tick: float
+    writes_per_tick: float
+    react_seconds: float
+    # details
+    rss_peak_mb: float = 0.0
+    tick_cpu_seconds_max: float = 0.0
+    tick_wall_seconds: float = 0.0
+    process_cpu_seconds_per_tick: float = 0.0
+    switch_queries_per_tick: float = 0.0
+    steady_ticks: int = 0
+    writes_by_kind: dict[str, float] = field(default_factory=dict)
+    reaction_writes: float = 0.0
+    create_seconds: float = 0.0
+    settle_seconds: float = 0.0
+    tick_seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def _settled(obj: Mapping[str, Any]) -> bool:
+    status = obj.get("status") or {}
+    return status.get("placement") == "cluster" and not status.get("migration") and bool(status.get("lastDecision"))
+
+
+def _replicas(obj: Mapping[str, Any]) -> int | None:
+    decision = (obj.get("status") or {}).get("lastDecision") or {}
+    value = decision.get("replicas")
+    return int(value) if value is not None else None
+
+
+def _spread(rps: int) -> Callable[[int], int]:
+    """Requests/s of workload ``i``: ``rps`` plus 0-10 % (three levels), so the series are not all identical."""
+    return lambda i: rps + (i % 3) * max(1, rps // 20)
+
+
+async def _wait_scrape(
+    op: OperatorProcess, predicate: Callable[[OperatorMetrics], bool], *, timeout: float, interval: float, what: str
+) -> OperatorMetrics:
+    deadline = time.monotonic() + timeout
+    last: OperatorMetrics | None = None
+    while time.monotonic() < deadline:
+        if not op.alive():
+            raise BenchError(f"operator exited while waiting for {what}:\n{op.log_tail()}")
+        last = op.scrape()
+        if last is not None and predicate(last):
+            return last
+        await asyncio.sleep(interval)
+    raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}; last scrape {last}")
+
+
+async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path) -> RunResult:
+    log = config.log
+    namespace = f"scale-{n}-{uuid.uuid4().hex[:6]}"
+    names = [f"w{i:05d}" for i in range(n)]
+    directory = root / namespace
+    directory.mkdir(parents=True)
+    servers: list[PrometheusServer] = []
+    switch: Switch | None = None
+    op: OperatorProcess | None = None
+    scrape_every = max(1.0, min(5.0, config.tick_seconds / 4))
+    try:
+        # ---------------------------------------------------------------- workloads on the apiserver
+        await cluster.create_namespace(namespace)
+        started = time.monotonic()
+        await cluster.create_workloads(namespace, names, concurrency=config.create_concurrency)
+        create_seconds = time.monotonic() - started
+        log(f"[{n}] {n} workloads created in {namespace} in {create_seconds:.1f}s")
+
+        # ---------------------------------------------------------------- Prometheus: low and high traffic
+        prometheus, promtool = find_binaries()
+        now = int(time.time())
+        anchor = now - now % SAMPLE_INTERVAL_SECONDS
+        future = config.future_seconds if config.future_seconds is not None else 900 + 0.25 * n
+        start = anchor - HISTORY_SECONDS
+        end = anchor + int(future) - int(future) % SAMPLE_INTERVAL_SECONDS
+        data_end_mono = time.monotonic() + (end - now)
+        started = time.monotonic()
+        for label, rps in (("low", config.low_rps), ("high", config.high_rps)):
+            om = directory / f"{label}.om"
+            samples = await asyncio.to_thread(write_traffic, om, namespace, names, _spread(rps), start, end)
+            tsdb = directory / f"tsdb-{label}"
+            await asyncio.to_thread(backfill, promtool, om, tsdb)
+            servers.append(await asyncio.to_thread(start_prometheus, prometheus, tsdb, directory / label))
+            log(f"[{n}] {label}-traffic Prometheus: {samples:,} samples backfilled, serving at {servers[-1].url}")
+        switch = Switch([s.url for s in servers])
+        log(f"[{n}] metrics ready in {time.monotonic() - started:.1f}s; data until {end - now}s from now")
+
+        # ---------------------------------------------------------------- the operator, until settled
+        port = free_port()
+        op = OperatorProcess.start(
+            kubeconfig=config.kubeconfig,
+            namespace=namespace,
+            prometheus_url=switch.url,
+            metrics_port=port,
+            tick_seconds=config.tick_seconds,
+            log_path=directory / "operator.log",
+            extra=list(config.operator_extra),
+            python=config.operator_command,
+        )
+        started = time.monotonic()
+        settle_timeout = 300 + 0.2 * n + 4 * config.tick_seconds
+        await _wait_scrape(
+            op, lambda m: m.workloads >= n, timeout=settle_timeout, interval=scrape_every, what=f"{n} workloads seen"
+        )
+        pending = set(names)
+        poll = max(1.0, n / 1000)
+        while pending:
+            if time.monotonic() - started > settle_timeout:
+                raise BenchError(f"{len(pending)} workloads not settled after {settle_timeout:.0f}s")
+            if not op.alive():
+                raise BenchError(f"operator exited while settling:\n{op.log_tail()}")
+            items, _ = await cluster.list_workloads(namespace)
+            pending = {o["metadata"]["name"] for o in items if not _settled(o)} | (
+                set(names) - {o["metadata"]["name"] for o in items}
+            )
+            if pending:
+                await asyncio.sleep(poll)
+        settle_seconds = time.monotonic() - started
+        log(f"[{n}] all placed with a decision {settle_seconds:.1f}s after the operator started")
+
+        # ---------------------------------------------------------------- steady ticks
+        first = await _wait_scrape(op, lambda m: True, timeout=30, interval=1, what="metrics")
+        base = await _wait_scrape(
+            op,
+            # +2: the tick running when the fleet settled may have started before it; the next one is a full tick
+            lambda m: m.ticks >= first.ticks + 2,
+            timeout=120 + 6 * config.tick_seconds + 0.06 * n,
+            interval=scrape_every,
+            what="a settle tick",
+        )
+        cpu0, queries0, t0 = op.cpu_seconds(), switch.range_queries, time.monotonic()
+        seen_ticks = base.ticks
+        tick_cpu: list[float] = []
+        tick_wall: list[float] = []
+        queries: list[float] = []
+        last = base
+        while last.ticks < base.ticks + config.steady_ticks:
+            if time.monotonic() - t0 > config.steady_ticks * (config.tick_seconds + 60 + 0.03 * n) + 60:
+                raise BenchError("steady ticks take too long")
+            await asyncio.sleep(scrape_every)
+            scraped = op.scrape()
+            if scraped is None:
+                if not op.alive():
+                    raise BenchError(f"operator exited during steady ticks:\n{op.log_tail()}")
+                continue
+            last = scraped
+            if last.ticks > seen_ticks:
+                seen_ticks = last.ticks
+                tick_cpu.append(last.tick_cpu_seconds)
+                tick_wall.append(last.tick_duration_seconds)
+                queries.append(last.queries_per_tick)
+        ticks = last.ticks - base.ticks
+        rss, peak = op.rss_mb()
+        cpu_per_tick = (op.cpu_seconds() - cpu0) / ticks
+        switch_queries = (switch.range_queries - queries0) / ticks
+        writes = {k: last.writes.get(k, 0.0) - base.writes.get(k, 0.0) for k in set(last.writes) | set(base.writes)}
+        writes_per_tick = sum(writes.values()) / ticks
+        log(
+            f"[{n}] steady over {ticks:.0f} ticks: tick CPU {tick_cpu}, RSS {rss:.0f} MB, "
+            f"writes/tick {writes_per_tick:g}, queries/tick {queries}"
+        )
+
+        # ---------------------------------------------------------------- fleet-wide traffic shift
+        if time.monotonic() + 60 + 3 * (config.tick_seconds + max(tick_wall, default=0.0)) > data_end_mono:
+            raise BenchError("the backfilled data ends too soon for the traffic shift: raise --future-seconds")
+        items, resource_version = await cluster.list_workloads(namespace)
+        before = {o["metadata"]["name"]: _replicas(o) for o in items}
+        before_shift = op.scrape() or last
+        pending = set(names)
+        switch.flip(1)
+        flipped = time.monotonic()
+        done_at = await cluster.watch_until(
+            namespace,
+            resource_version,
+            lambda o: _replicas(o) != before.get(o["metadata"]["name"]),
+            pending,
+            timeout=settle_timeout,
+        )
+        if done_at is None:
+            items, _ = await cluster.list_workloads(namespace)
+            still = {o["metadata"]["name"] for o in items if _replicas(o) == before.get(o["metadata"]["name"])}
+            if still:
+                raise BenchError(f"{len(still)} workloads kept their decision after the traffic shift")
+            done_at = time.monotonic()
+        react = done_at - flipped
+        after_shift = op.scrape() or before_shift
+        log(f"[{n}] every decision changed and recorded {react:.1f}s after the traffic shift")
+
+        return RunResult(
+            workloads=n,
+            rss_mb=round(rss, 1),
+            tick_cpu_seconds=round(sum(tick_cpu) / len(tick_cpu), 3) if tick_cpu else float("nan"),
+            queries_per_tick=queries[-1] if queries else last.queries_per_tick,
+            writes_per_tick=round(writes_per_tick, 3),
+            react_seconds=round(react, 2),
+            rss_peak_mb=round(peak, 1),
+            tick_cpu_seconds_max=round(max(tick_cpu), 3) if tick_cpu else float("nan"),
+            tick_wall_seconds=round(sum(tick_wall) / len(tick_wall), 3) if tick_wall else float("nan"),
+            process_cpu_seconds_per_tick=round(cpu_per_tick, 3),
+            switch_queries_per_tick=round(switch_queries, 2),
+            steady_ticks=int(ticks),
+            writes_by_kind={k: v for k, v in sorted(writes.items()) if v},
+            reaction_writes=after_shift.total_writes - before_shift.total_writes,
+            create_seconds=round(create_seconds, 1),
+            settle_seconds=round(settle_seconds, 1),
+            tick_seconds=config.tick_seconds,
+        )
+    finally:
+        if op is not None:
+            op.stop()
+        if switch is not None:
+            switch.close()
+        for server in servers:
+            server.stop()
+        if not config.keep_namespace:
+            wait = 120 + 0.06 * n if config.wait_cleanup else 0.0
+            gone = await cluster.delete_namespace(namespace, wait_seconds=wait)
+            log(f"[{n}] namespace {namespace} {'deleted' if wait and gone else 'deletion requested'}")
+        shutil.rmtree(directory / "tsdb-low", ignore_errors=True)
+        shutil.rmtree(directory / "tsdb-high", ignore_errors=True)
+
+
+async def run_bench(
+    sizes: list[int], config: BenchConfig, on_result: Callable[[list[RunResult]], None] | None = None
+) -> list[RunResult]:
+    """Run each size in turn; ``on_result`` gets the results so far after each (a partial JSON survives a crash)."""
+    cluster = await BenchCluster.connect(config.kubeconfig)
+    root = config.workdir or Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        if not await cluster.crd_established():
+            raise BenchError(
+                "the InferenceWorkload CRD is not installed: kubectl apply -f crds/inferenceworkloads.yaml"
+            )
+        results: list[RunResult] = []
+        for n in sizes:
+            results.append(await run_one(n, config, cluster, root))
+            if on_result is not None:
+                on_result(results)
+        return results
+    finally:
+        await cluster.close()

@@ -1,0 +1,76 @@
+"""``inference-placement bench-scale``: registered by ``inference_placement.cli``; heavy imports inside the command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+__all__ = ["register"]
+
+
+def bench_scale(
+    workloads: Annotated[
+        str, typer.Option(help="Fleet sizes to run, comma-separated; ratios are to the first.")
+    ] = "1000,5000,10000",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results here as JSON.")] = None,
+    kubeconfig: Annotated[
+        Optional[str], typer.Option(help="Kubeconfig of the apiserver to load (default: $KUBECONFIG).")
+    ] = None,
+    tick_seconds: Annotated[float, typer.Option(help="The operator's --tick-seconds.")] = 30.0,
+    steady_ticks: Annotated[int, typer.Option(help="Ticks measured at steady state.")] = 3,
+    future_seconds: Annotated[
+        Optional[float], typer.Option(help="Backfilled data after now (default 900 s + 0.25 s per workload).")
+    ] = None,
+    workdir: Annotated[
+        Optional[Path], typer.Option(help="Scratch directory (TSDBs, logs); default a temp dir.")
+    ] = None,
+    keep_namespace: Annotated[bool, typer.Option(help="Leave the workloads behind (debugging).")] = False,
+    wait_cleanup: Annotated[
+        bool, typer.Option(help="Wait until each size's namespace is gone before the next.")
+    ] = True,
+) -> None:
+    """Measure the operator at fleet scale on the real apiserver: RSS, CPU and queries per tick, steady writes,
+    and the reaction to a fleet-wide traffic shift. Runs `inference-placement run --set cluster.dryRun=true`."""
+    import asyncio
+    import json
+    import signal
+
+    from rich.console import Console
+
+    from inference_placement.scale.bench import BenchConfig, RunResult, run_bench
+    from inference_placement.scale.report import render_table, results_json
+
+    try:
+        sizes = [int(part) for part in workloads.split(",") if part.strip()]
+    except ValueError as err:
+        raise typer.BadParameter(f"--workloads expects comma-separated integers, got {workloads!r}") from err
+    if not sizes or any(n < 1 for n in sizes):
+        raise typer.BadParameter("--workloads needs at least one size >= 1")
+    console = Console(stderr=True)
+    config = BenchConfig(
+        kubeconfig=kubeconfig,
+        tick_seconds=tick_seconds,
+        steady_ticks=steady_ticks,
+        future_seconds=future_seconds,
+        workdir=workdir,
+        keep_namespace=keep_namespace,
+        wait_cleanup=wait_cleanup,
+        log=lambda text: console.log(text, markup=False),
+    )
+
+    def save(results: list[RunResult]) -> None:
+        if json_out is not None:
+            json_out.write_text(json.dumps(results_json(results), indent=2) + "\n", encoding="utf-8")
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds run_bench's finally blocks: operator, Prometheus, namespace cleaned up
+
+    signal.signal(signal.SIGTERM, stop)
+    results = asyncio.run(run_bench(sizes, config, on_result=save))
+    render_table(results, Console())
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench-scale")(bench_scale)

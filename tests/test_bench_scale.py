@@ -1,0 +1,67 @@
+"""``inference-placement bench-scale`` at CI size: the real command, apiserver, Prometheus and operator.
+
+Two small fleets (20 and 40 workloads, 2 s ticks): the JSON has the documented shape, the operator sends the same
+number of Prometheus queries per tick whatever the fleet size, and at steady state it writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.plugins.cluster import REPO_ROOT, KubeCluster
+from tests.plugins.prometheus import PrometheusBinaries
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+FIELDS = {"workloads", "rss_mb", "tick_cpu_seconds", "queries_per_tick", "writes_per_tick", "react_seconds"}
+
+
+def test_bench_scale_smoke(crd_installed: KubeCluster, prometheus_binaries: PrometheusBinaries, tmp_path: Path) -> None:
+    out = tmp_path / "scale.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "inference_placement.cli",
+            "bench-scale",
+            "--workloads",
+            "20,40",
+            "--kubeconfig",
+            crd_installed.kubeconfig,
+            "--tick-seconds",
+            "2",
+            "--steady-ticks",
+            "2",
+            "--future-seconds",
+            "300",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--no-wait-cleanup",
+            "--json",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, f"bench-scale failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["workloads"] for r in runs] == [20, 40]
+    for run in runs:
+        assert FIELDS <= set(run), f"missing {FIELDS - set(run)}"
+        assert all(isinstance(run[f], int | float) for f in FIELDS)
+        assert 0 < run["rss_mb"] < 1000
+        assert 0 < run["tick_cpu_seconds"] < 30
+        assert run["react_seconds"] > 0
+    assert runs[0]["queries_per_tick"] == runs[1]["queries_per_tick"] > 0, "queries per tick grow with the fleet"
+    assert [r["writes_per_tick"] for r in runs] == [0, 0], (
+        f"apiserver writes at steady state: {[r['writes_by_kind'] for r in runs]}"
+    )
+    assert "ratio" in result.stdout and "40" in result.stdout, result.stdout
