@@ -46,7 +46,8 @@ def _route_weights(configmap: dict[str, Any], namespace: str) -> dict[str, int]:
     for resource in rds.get("resources", []):
         for host in resource.get("virtual_hosts", []):
             if f"{NAME}.{namespace}" in host.get("domains", []):
-                clusters = host["routes"][0]["route"]["weighted_clusters"]["clusters"]
+                route = host["routes"][0].get("route") or {}  # not placed yet: a direct 503 answer, no clusters
+                clusters = route.get("weighted_clusters", {}).get("clusters", [])
                 return {c["name"].rsplit("|", 1)[-1]: c["weight"] for c in clusters}
     return {}
 
