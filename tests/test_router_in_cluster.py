@@ -115,7 +115,7 @@ def test_the_operator_runs_the_router_and_confirms_routes_on_the_router_pod(
             and _route_weights(c, namespace) == {"cluster": 100}
             and c
         ),
-        timeout=60,
+        timeout=150,  # routes are written after the new cluster is confirmed (one kubelet ConfigMap refresh)
         what="the route in the router ConfigMap",
     )
     version = json.loads(configmap["data"]["rds.json"])["version_info"]
