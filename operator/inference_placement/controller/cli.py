@@ -44,7 +44,9 @@ def run(
     config: Annotated[
         Optional[list[str]], typer.Option("--set", help="Target settings KEY=VALUE (repeatable).")
     ] = None,
-    log_format: Annotated[str, typer.Option(help="json or plain.")] = "json",
+    log_format: Annotated[
+        str, typer.Option(help="json, or plain (one text line per record: time, logger, level, message).")
+    ] = "json",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the operator: watch InferenceWorkloads, decide their placement, move them."""

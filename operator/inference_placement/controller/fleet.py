@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
+
 from inference_placement.controller.reconciler import Reconciler, TickInputs
 from inference_placement.controller.router_sync import RouterSync
 from inference_placement.controller.telemetry import Telemetry
@@ -237,9 +239,12 @@ class Fleet:
                 started = asyncio.get_running_loop().time()
                 try:
                     result = await self.reconciler.reconcile(entry.body, inputs)
-                except Exception:
+                except Exception as err:
                     self.stats.reconcile_errors += 1
-                    log.exception("reconcile of %s failed; retried on the next pass", key)
+                    if _unreachable(err):  # one line per pass, not a traceback, while the apiserver is down
+                        log.warning("reconcile of %s waits for the apiserver (%s); retried on the next pass", key, err)
+                    else:
+                        log.exception("reconcile of %s failed; retried on the next pass", key)
                     self._active.add(key)
                     return
             self.stats.reconciles += 1
@@ -265,6 +270,14 @@ class Fleet:
             if self.router.busy:
                 # come back soon for the workloads waiting on the router (applying, or to be retried)
                 self._active.update(self.router.waiting() & set(self._workloads))
+
+
+def _unreachable(err: BaseException) -> bool:
+    """An apiserver that cannot be reached or answers 5xx: expected during its restarts, not a bug."""
+    status = getattr(err, "status", None)
+    if isinstance(status, int) and status >= 500:
+        return True
+    return isinstance(err, aiohttp.ClientConnectionError | TimeoutError)
 
 
 def _q(value: float | None) -> float | None:

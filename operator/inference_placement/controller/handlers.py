@@ -16,6 +16,7 @@ import kopf
 from inference_placement.api.workload import GROUP, PLURAL, VERSION
 from inference_placement.controller.fleet import Fleet
 from inference_placement.controller.settings import OperatorSettings
+from inference_placement.controller.supervisor import WatchBackoffs
 
 __all__ = ["build_registry"]
 
@@ -44,6 +45,7 @@ def build_registry(settings: OperatorSettings, make_fleet: FleetFactory) -> kopf
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
+        settings.networking.error_backoffs = WatchBackoffs()  # a watch never gives up on an apiserver outage
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="placement.inference.dev")
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix="placement.inference.dev", key="last-handled-configuration"

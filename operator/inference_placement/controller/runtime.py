@@ -24,6 +24,7 @@ from inference_placement.controller.migration import MigrationTimings
 from inference_placement.controller.reconciler import Reconciler
 from inference_placement.controller.router_sync import RouterSync
 from inference_placement.controller.settings import OperatorSettings
+from inference_placement.controller.supervisor import supervise
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.controller.warm_pinger import WarmPinger
 from inference_placement.metrics.promql import PromQLTemplates
@@ -118,10 +119,15 @@ class PriceBookHolder:
         return self.current
 
 
-async def build_fleet(settings: OperatorSettings) -> tuple[Fleet, Callable[[], Awaitable[None]]]:
-    telemetry = Telemetry()
-    if settings.metrics_port:
-        telemetry.serve(settings.metrics_port)
+async def build_fleet(
+    settings: OperatorSettings, telemetry: Telemetry | None = None
+) -> tuple[Fleet, Callable[[], Awaitable[None]]]:
+    """The fleet and everything it drives. ``telemetry`` outlives one fleet (the supervisor builds a new fleet after
+    a restart, on the same /metrics port); without it, one is made here and served on ``settings.metrics_port``."""
+    if telemetry is None:
+        telemetry = Telemetry()
+        if settings.metrics_port:
+            telemetry.serve(settings.metrics_port)
     api = await make_api_client(settings.kubeconfig)
     writer = KubeWriter(
         api,
@@ -396,22 +402,30 @@ async def run_operator(settings: OperatorSettings, *, log_format: str = "json", 
         os.environ["KUBECONFIG"] = settings.kubeconfig  # read by kopf's kubeconfig login
     kopf.configure(
         verbose=verbose,
-        log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.PLAIN,
+        log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,  # text: time, logger, level
     )
     if not verbose:
         # kopf logs every handled event at INFO: one line per workload per change is noise at fleet scale.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
-    async def make_fleet() -> tuple[Fleet, Callable[[], Awaitable[None]]]:
-        return await build_fleet(settings)
+    telemetry = Telemetry()
+    if settings.metrics_port:
+        telemetry.serve(settings.metrics_port)
 
-    registry = build_registry(settings, make_fleet)
+    async def make_fleet() -> tuple[Fleet, Callable[[], Awaitable[None]]]:
+        return await build_fleet(settings, telemetry)
+
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
-    await kopf.operator(
-        registry=registry,
-        standalone=settings.peering is None,
-        peering_name=settings.peering,
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        liveness_endpoint=liveness,
-    )
+
+    async def run_once() -> None:
+        # a fresh registry per run: its start-up handler builds a fresh fleet, primed from one LIST
+        await kopf.operator(
+            registry=build_registry(settings, make_fleet),
+            standalone=settings.peering is None,
+            peering_name=settings.peering,
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            liveness_endpoint=liveness,
+        )
+
+    await supervise(run_once, on_restart=lambda _err: telemetry.operator_restarts.inc())

@@ -88,6 +88,11 @@ class Telemetry:
             registry=r,
         )
 
+        self.operator_restarts = Counter(
+            "inference_placement_operator_restarts",
+            "Times the operator started its controller again after it stopped on an error (apiserver outage).",
+            registry=r,
+        )
         self.warm_pings = Counter(
             "inference_placement_warm_pings",
             "Warm-up pings sent to serverless placements, by result (ok, failed).",
