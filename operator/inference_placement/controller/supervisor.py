@@ -4,8 +4,8 @@ Two ways kopf ends an operator on its own, both seen when kube-apiserver restart
 
 * its requests give up after ``settings.networking.error_backoffs`` (by default 8 retries, 54 s in all), so a
   control plane down for a minute ends every watch, and a failed watch ends the whole operator;
-* a watch answered 404 is not retried at all, and a restarting apiserver answers 404 for custom resources until it
-  has loaded their CRDs again.
+* a watch answered 404 is not retried at all, and an apiserver whose caches are not synced yet can answer a
+  transient 404 for a custom resource that exists (kubernetes/kubernetes#71218, #115241).
 
 ``WatchBackoffs`` makes the first retry forever (capped), and ``supervise`` starts a kopf run that still ended with
 an error again, after a capped backoff, instead of exiting. A normal end (SIGTERM, SIGINT) ends it. Serving is not
