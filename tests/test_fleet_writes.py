@@ -37,7 +37,7 @@ def test_second_pass_over_unchanged_workloads_writes_nothing(crd_installed: Kube
     for doc in _workloads(namespace):
         crd_installed.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
 
-    async def scenario() -> tuple[list[int], list[int]]:
+    async def scenario() -> tuple[list[int], list[int], list[dict[str, Any]]]:
         settings = OperatorSettings(kubeconfig=crd_installed.kubeconfig, metrics_port=0, health_port=0)
         fleet, close = await build_fleet(settings)
         try:
@@ -60,10 +60,17 @@ def test_second_pass_over_unchanged_workloads_writes_nothing(crd_installed: Kube
                     break
                 await asyncio.sleep(1)
             steady_writes = [await one_tick() for _ in range(3)]
-            return settling, steady_writes
+            ours = [entry.body for key, entry in fleet._workloads.items() if key.namespace == namespace]
+            return settling, steady_writes, ours
         finally:
             await close()
 
-    settling, steady_writes = asyncio.run(scenario())
+    settling, steady_writes, stored = asyncio.run(scenario())
     assert settling[0] > 0, "the first pass places one workload and marks the other invalid"
     assert steady_writes == [0, 0, 0], f"writes per tick while settling {settling}, then {steady_writes}"
+    # what the fleet keeps of the real objects (applied with kubectl: managedFields and last-applied are on them)
+    assert len(stored) == 2
+    for body in stored:
+        assert set(body) == {"metadata", "spec", "status"}
+        assert "managedFields" not in body["metadata"]
+        assert "kubectl.kubernetes.io/last-applied-configuration" not in (body["metadata"].get("annotations") or {})

@@ -9,10 +9,12 @@ handlers (which cost ~3x the memory and write an annotation and a finalizer on e
 from __future__ import annotations
 
 import asyncio
-import copy
+import heapq
+import json
 import logging
+import math
 import time
-import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +22,8 @@ from typing import Any
 
 import aiohttp
 
+from inference_placement.api.spec import InferenceWorkloadSpec
+from inference_placement.api.validation import SpecProblem, parse_spec
 from inference_placement.controller.reconciler import Reconciler, TickInputs
 from inference_placement.controller.router_sync import RouterSync
 from inference_placement.controller.telemetry import Telemetry
@@ -28,7 +32,7 @@ from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import TrafficWindow
 from inference_placement.policy.price_book import PriceBook
 
-__all__ = ["Fleet", "FleetStats"]
+__all__ = ["Fleet", "FleetStats", "ParsedSpec"]
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +40,17 @@ ACTIVE_RECONCILE_SECONDS = 2.0
 """How often a workload with something in flight (migration, provisioning) is revisited between ticks."""
 
 
-RESYNC_TICKS = 10
-"""A workload whose inputs did not change is still reconciled every this many ticks (staggered by name), so what
-depends on the clock alone (a cooldown ending, a month turning, a slow drift inside the fingerprint's rounding)
-is seen within ``RESYNC_TICKS x tick_seconds``."""
+DROPPED_METADATA = frozenset({"managedFields"})
+"""Metadata keys the fleet does not keep: nothing downstream reads them (1.5 KB per object for managedFields)."""
+
+DROPPED_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
+"""Annotations the fleet does not keep: ``kubectl apply``'s copy of the whole object (nothing reads it)."""
+
+SPEC_CACHE_SIZE = 4096
+"""Distinct specs whose parse is kept for sharing between workloads (a workload keeps its own parse anyway)."""
+
+ParsedSpec = tuple[InferenceWorkloadSpec | None, list[SpecProblem]]
+"""What ``parse_spec`` returns: shared, never mutated."""
 
 
 @dataclass
@@ -57,10 +68,19 @@ class FleetStats:
 @dataclass
 class _Entry:
     body: dict[str, Any]
+    """``metadata`` (without ``DROPPED_METADATA``/``DROPPED_ANNOTATIONS``), ``spec`` and ``status`` of the object;
+    the values are the decoded event's own (not copied): nothing mutates them."""
     generation: int
     resource_version: str
+    uid: str = ""
+    parsed: ParsedSpec | None = None
+    """``parse_spec(body["spec"])``, filled on first use and kept while uid and generation stay the same."""
     inputs: tuple[Any, ...] | None = None
     """Fingerprint of everything the last successful reconcile read (None: reconcile at the next tick)."""
+    reconciled_at: float = -math.inf
+    """Fleet clock (POSIX seconds) of the last successful reconcile: the resync takes the oldest first."""
+    revisit_at: float | None = None
+    """The last reconcile's earliest clock-only deadline (e.g. a cooldown ending): reconciled once it passed."""
 
 
 @dataclass
@@ -69,13 +89,22 @@ class Fleet:
     metrics: MetricsSource
     price_book: Callable[[], PriceBook]
     capacity: Callable[[], ClusterCapacity] = ClusterCapacity
-    capacity_verdict: Callable[[Mapping[str, Any]], tuple[bool, str] | None] = lambda body: None
+    capacity_verdict: Callable[[WorkloadKey, InferenceWorkloadSpec], tuple[bool, str] | None] = lambda key, spec: None
+    """(enough free capacity, numbers) for a workload with a valid spec; None when not applicable."""
     tick_seconds: float = 30.0
     debounce_seconds: float = 0.5
     reconcile_concurrency: int = 32
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     skip_unchanged: bool = True
-    """Full ticks reconcile only workloads whose inputs changed (plus a staggered resync, ``RESYNC_TICKS``)."""
+    """Full ticks reconcile only workloads whose inputs changed, whose deadline passed, plus the resync share."""
+    resync_seconds: float = 300.0
+    """Every workload is reconciled at least once per this many seconds even when nothing it depends on changed
+    (spread evenly: each full tick resyncs the ``ceil(N x tick_seconds / resync_seconds)`` least recently
+    reconciled), unless ``max_resyncs_per_tick`` caps that; see ``_resync_picks`` for the bound."""
+    max_resyncs_per_tick: int | None = 100
+    """Cap on the resync share of one full tick (None = no cap); what exceeds it is carried over, oldest first.
+    With the cap, the resync period is ``max(resync_seconds, ceil(N / max_resyncs_per_tick) x tick_seconds)``
+    (100: 300 s up to 1,000 workloads at 30 s ticks, 50 min at 10,000)."""
     stats: FleetStats = field(default_factory=FleetStats)
     telemetry: Telemetry | None = None
     router: RouterSync | None = None
@@ -88,6 +117,9 @@ class Fleet:
         self._wake = asyncio.Event()
         self._snapshot = MetricsSnapshot(problem="no metrics fetched yet")
         self._stopping = False
+        self._specs: OrderedDict[str, tuple[Any, ParsedSpec]] = OrderedDict()
+        self.spec_parses = 0
+        """How many times a spec was parsed (at most once per distinct spec content in ``SPEC_CACHE_SIZE``)."""
 
     # ------------------------------------------------------------------ fed by kopf's event handler
 
@@ -120,18 +152,55 @@ class Fleet:
             self._wake.set()
 
     def _store(self, key: WorkloadKey, body: Mapping[str, Any]) -> None:
+        """Keep what the reconcile, the capacity verdict and the router read: trimmed metadata, spec and status.
+
+        Nothing is deep-copied: watch events and API answers are freshly decoded JSON that nobody mutates (kopf
+        replaces a body's source, never edits it; the reconciler and the router only read). An unchanged spec
+        (same uid and generation) keeps the previous entry's spec object and its parse, so the spec decoded with
+        each status write is dropped at once."""
         meta = body.get("metadata") or {}
         rv = str(meta.get("resourceVersion", ""))
         previous = self._workloads.get(key)
         if previous is not None and _rv_older(rv, previous.resource_version):
             return  # a late watch event must not undo what we already know from our own write
-        self._workloads[key] = _Entry(
-            body={k: copy.deepcopy(v) for k, v in body.items()},
-            generation=int(meta.get("generation") or 0),
-            resource_version=rv,
-        )
+        generation = int(meta.get("generation") or 0)
+        uid = str(meta.get("uid") or "")
+        entry = _Entry(body=_trimmed(body), generation=generation, resource_version=rv, uid=uid)
+        if previous is not None:
+            entry.reconciled_at = previous.reconciled_at
+            entry.revisit_at = previous.revisit_at
+            if previous.uid == uid and previous.generation == generation and "spec" in previous.body:
+                entry.body["spec"] = previous.body["spec"]
+                entry.parsed = previous.parsed
+            if previous.resource_version == rv and rv:
+                entry.inputs = previous.inputs  # the same object version again (our write, then its watch event)
+        self._workloads[key] = entry
         if self.router is not None:
             self.router.observe(key, body)
+
+    def _parsed(self, entry: _Entry) -> ParsedSpec:
+        """The entry's parsed spec: parsed once per distinct spec content (shared between workloads)."""
+        if entry.parsed is not None:
+            return entry.parsed
+        raw = entry.body.get("spec")
+        try:
+            text = json.dumps(raw, sort_keys=True, separators=(",", ":"))
+        except (TypeError, ValueError):  # not JSON (only from a caller that is not the apiserver): no sharing
+            self.spec_parses += 1
+            entry.parsed = parse_spec(raw)
+            return entry.parsed
+        hit = self._specs.get(text)
+        if hit is None:
+            self.spec_parses += 1
+            hit = (raw, parse_spec(raw))
+            self._specs[text] = hit
+            if len(self._specs) > SPEC_CACHE_SIZE:
+                self._specs.popitem(last=False)
+        else:
+            self._specs.move_to_end(text)
+            entry.body["spec"] = hit[0]  # one copy of an identical spec (they are read only)
+        entry.parsed = hit[1]
+        return entry.parsed
 
     def __len__(self) -> int:
         return len(self._workloads)
@@ -184,7 +253,7 @@ class Fleet:
             if self._snapshot.problem is None and self._snapshot.windows:
                 self.telemetry.metrics_fresh.set(now.timestamp())
         self._dirty.clear()
-        await self._reconcile_keys(set(keys), full_tick=True)
+        await self._reconcile_keys(set(keys), full_tick=True, resync=self._resync_picks(_posix(now)))
         self.stats.ticks += 1
         self.stats.last_tick_seconds = loop.time() - started
         self.stats.last_tick_at = now
@@ -198,12 +267,36 @@ class Fleet:
         """Reconcile the given workloads (all when None) with the last metrics snapshot. For tests and tools."""
         await self._reconcile_keys(set(self._workloads) if keys is None else keys)
 
-    async def _reconcile_keys(self, keys: set[WorkloadKey], *, full_tick: bool = False) -> None:
+    def _resync_picks(self, now: float) -> set[WorkloadKey]:
+        """The workloads a full tick reconciles although nothing they depend on changed: the least recently
+        reconciled ``min(ceil(N x tick_seconds / resync_seconds), max_resyncs_per_tick)``.
+
+        Bound: a workload is reconciled at least every ``max(resync_seconds, ceil(N / max_resyncs_per_tick) x
+        tick_seconds)`` seconds (+ one tick's wall time), whatever else happens: what depends on the clock alone and
+        has no deadline of its own (a slow drift inside the fingerprint's rounding, projected month cost) is seen
+        within that. A cooldown ending is a deadline of its own (``ReconcileResult.revisit_at``), a month turning
+        and a window growing stale are in the fingerprint: those are seen at the next full tick."""
+        count = len(self._workloads)
+        if not count or not self.skip_unchanged:
+            return set()
+        share = math.ceil(count * self.tick_seconds / max(self.resync_seconds, self.tick_seconds))
+        if self.max_resyncs_per_tick is not None:
+            share = min(share, self.max_resyncs_per_tick)
+        entries = self._workloads
+        return set(heapq.nsmallest(share, entries, key=lambda k: entries[k].reconciled_at))
+
+    async def _reconcile_keys(
+        self, keys: set[WorkloadKey], *, full_tick: bool = False, resync: set[WorkloadKey] | None = None
+    ) -> None:
         price_book = self.price_book()
         capacity = self.capacity()
         now = self.clock()
+        now_ts = _posix(now)
         slots = asyncio.Semaphore(self.reconcile_concurrency)
-        shared = (id(price_book), hash(repr(capacity)))
+        # a month turning resets budgets: every workload is reconciled at the first tick of a month
+        shared = (id(price_book), hash(repr(capacity)), now.year, now.month)
+        staleness = self.reconciler.max_metrics_staleness_seconds
+        resync = resync or set()
         skipped = 0
 
         async def one(key: WorkloadKey) -> None:
@@ -213,15 +306,20 @@ class Fleet:
                 return
             window = self._snapshot.windows.get(key)
             problem = self._snapshot.problem_for(key)
-            verdict = self.capacity_verdict(entry.body)
+            parsed = self._parsed(entry)
+            spec, problems = parsed
+            verdict = self.capacity_verdict(key, spec) if spec is not None and not problems else None
             routed = self.router.confirmed(key) if self.router is not None else None
-            fingerprint = (shared, _window_fingerprint(window), problem, verdict, _weights(routed))
+            # a window whose last sample grows too old freezes placement: that flip is an input of its own
+            stale = window is not None and now_ts - _posix(window.end) > staleness
+            fingerprint = (shared, _window_fingerprint(window), stale, problem, verdict, _weights(routed))
             if (
                 full_tick
                 and self.skip_unchanged
                 and key not in self._active
                 and entry.inputs == (entry.resource_version, fingerprint)
-                and not _resync_due(key, self.stats.ticks)
+                and key not in resync
+                and (entry.revisit_at is None or now_ts < entry.revisit_at)
             ):
                 skipped += 1
                 return
@@ -238,7 +336,7 @@ class Fleet:
             async with slots:
                 started = asyncio.get_running_loop().time()
                 try:
-                    result = await self.reconciler.reconcile(entry.body, inputs)
+                    result = await self.reconciler.reconcile(entry.body, inputs, parsed_spec=parsed)
                 except Exception as err:
                     self.stats.reconcile_errors += 1
                     if _unreachable(err):  # one line per pass, not a traceback, while the apiserver is down
@@ -255,6 +353,8 @@ class Fleet:
             stored = self._workloads.get(key)
             if stored is not None:
                 stored.inputs = (stored.resource_version, fingerprint)
+                stored.reconciled_at = now_ts
+                stored.revisit_at = _posix(result.revisit_at) if result.revisit_at is not None else None
             if result.active:
                 self._active.add(key)
             else:
@@ -315,9 +415,23 @@ def _weights(weights: Mapping[Any, int] | None) -> tuple[tuple[str, int], ...] |
     return None if weights is None else tuple(sorted((str(k), v) for k, v in weights.items()))
 
 
-def _resync_due(key: WorkloadKey, tick: int) -> bool:
-    slot = zlib.crc32(f"{key.namespace}/{key.name}".encode()) % RESYNC_TICKS
-    return tick % RESYNC_TICKS == slot
+def _posix(moment: datetime) -> float:
+    """POSIX seconds; a naive time is UTC (as in the policy)."""
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _trimmed(body: Mapping[str, Any]) -> dict[str, Any]:
+    """metadata without what nothing reads, spec and status: references into ``body``, not copies."""
+    meta = body.get("metadata") or {}
+    kept = {k: v for k, v in meta.items() if k not in DROPPED_METADATA}
+    annotations = meta.get("annotations")
+    if annotations and not DROPPED_ANNOTATIONS.isdisjoint(annotations):
+        kept["annotations"] = {k: v for k, v in annotations.items() if k not in DROPPED_ANNOTATIONS}
+    trimmed: dict[str, Any] = {"metadata": kept}
+    for part in ("spec", "status"):
+        if part in body:
+            trimmed[part] = body[part]
+    return trimmed
 
 
 def _rv_older(candidate: str, known: str) -> bool:

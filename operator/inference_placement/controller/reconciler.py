@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes_asyncio.client.rest import ApiException
@@ -35,7 +35,7 @@ from inference_placement.api.status import (
     TargetResourceStatus,
     TargetsStatus,
 )
-from inference_placement.api.validation import parse_spec
+from inference_placement.api.validation import SpecProblem, parse_spec
 from inference_placement.api.workload import InferenceWorkload, ObjectMeta
 from inference_placement.controller.kube import KubeWriter, now_rfc3339
 from inference_placement.controller.migration import (
@@ -99,6 +99,9 @@ class ReconcileResult:
     events: list[str] = field(default_factory=list)
     body: dict[str, Any] | None = None
     """The object as the apiserver returned it after our last write (fresher than the watch)."""
+    revisit_at: datetime | None = None
+    """The earliest future time at which the clock alone can change this reconcile's outcome and that no input
+    shows (a cooldown ending); None = none known. The fleet reconciles the workload again once it passed."""
 
 
 @dataclass
@@ -137,7 +140,14 @@ class Reconciler:
 
     # ------------------------------------------------------------------ entry point
 
-    async def reconcile(self, raw: Mapping[str, Any], inputs: TickInputs) -> ReconcileResult:
+    async def reconcile(
+        self,
+        raw: Mapping[str, Any],
+        inputs: TickInputs,
+        *,
+        parsed_spec: tuple[InferenceWorkloadSpec | None, list[SpecProblem]] | None = None,
+    ) -> ReconcileResult:
+        """``parsed_spec``: ``parse_spec(raw["spec"])`` when the caller keeps it (read only, never mutated here)."""
         meta = ObjectMeta.model_validate(raw.get("metadata") or {})
         current_wire: dict[str, Any] = dict(raw.get("status") or {})
         status = _parse_status(current_wire, meta)
@@ -153,7 +163,7 @@ class Reconciler:
             await self._finalize(raw, meta, status)
             return result
 
-        spec, problems = parse_spec(raw.get("spec"))
+        spec, problems = parsed_spec if parsed_spec is not None else parse_spec(raw.get("spec"))
         conditions = list(status.conditions)
 
         def mark(type_: ConditionType, state: ConditionStatus, reason: Reason, message: str) -> None:
@@ -204,6 +214,10 @@ class Reconciler:
 
         # ---------------------------------------------------------------- decide
         last_finished = parse_time(status.last_migration.finished_at) if status.last_migration is not None else None
+        if last_finished is not None:
+            cooldown_end = last_finished + timedelta(seconds=spec.placement.cooldown_seconds)
+            if cooldown_end > (now if now.tzinfo is not None else now.replace(tzinfo=UTC)):
+                result.revisit_at = cooldown_end  # a move held by the cooldown may start then
         accrued = accrue_spend(status.budget, status.current_monthly_cost_usd, now)
         state = PlacementState(
             current=status.placement,

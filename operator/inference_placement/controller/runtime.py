@@ -14,8 +14,7 @@ from typing import Any
 import kopf
 import yaml
 
-from inference_placement.api.spec import TargetName
-from inference_placement.api.validation import parse_spec
+from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.api.workload import GROUP, PLURAL, VERSION
 from inference_placement.controller.fleet import Fleet
 from inference_placement.controller.handlers import build_registry
@@ -28,14 +27,14 @@ from inference_placement.controller.supervisor import supervise
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.controller.warm_pinger import WarmPinger
 from inference_placement.metrics.promql import PromQLTemplates
-from inference_placement.metrics.source import MetricsSource, NoMetricsSource
+from inference_placement.metrics.source import MetricsSource, NoMetricsSource, WorkloadKey
 from inference_placement.policy.price_book import PriceBook, PriceBookError, default_price_book, load_price_book
 from inference_placement.targets.base import Target
 from inference_placement.targets.capacity import CapacityCache
 from inference_placement.targets.cluster import ClusterTarget
 from inference_placement.targets.credentials import SecretRedactingFilter, secret_values
 
-__all__ = ["build_fleet", "run_operator"]
+__all__ = ["build_fleet", "capacity_verdict", "run_operator"]
 
 log = logging.getLogger(__name__)
 
@@ -182,20 +181,12 @@ async def build_fleet(
         pinger=pinger,
     )
 
-    def verdict(body: Mapping[str, Any]) -> tuple[bool, str] | None:
-        spec, problems = parse_spec(body.get("spec"))
-        if spec is None or problems or TargetName.CLUSTER not in spec.placement.allowed_targets:
-            return None
-        meta = body.get("metadata") or {}
-        # The capacity this workload already holds must not count against it.
-        return capacity.check(spec, owner=f"{meta.get('namespace', 'default')}/{meta.get('name', '')}")
-
     fleet = Fleet(
         reconciler=reconciler,
         metrics=metrics,
         price_book=PriceBookHolder(settings),
         capacity=capacity.snapshot,
-        capacity_verdict=verdict,
+        capacity_verdict=capacity_verdict(capacity),
         tick_seconds=settings.tick_seconds,
         debounce_seconds=settings.dirty_debounce_seconds,
         telemetry=telemetry,
@@ -214,6 +205,20 @@ async def build_fleet(
         await api.close()
 
     return fleet, close
+
+
+def capacity_verdict(
+    capacity: CapacityCache,
+) -> Callable[[WorkloadKey, InferenceWorkloadSpec], tuple[bool, str] | None]:
+    """The fleet's capacity check of a workload with a valid spec (the fleet parses each spec once per change)."""
+
+    def verdict(key: WorkloadKey, spec: InferenceWorkloadSpec) -> tuple[bool, str] | None:
+        if TargetName.CLUSTER not in spec.placement.allowed_targets:
+            return None
+        # The capacity this workload already holds must not count against it.
+        return capacity.check(spec, owner=f"{key.namespace}/{key.name}")
+
+    return verdict
 
 
 async def prime_fleet(api: Any, fleet: Fleet, namespaces: tuple[str, ...], page_size: int = 500) -> int:

@@ -1,0 +1,368 @@
+"""The fleet loop's per-workload memory and per-tick work, without an apiserver: what ``Fleet`` keeps of each
+object, how often a spec is parsed, and which workloads a full tick reconciles (resync bound, deadlines)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pytest
+
+from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
+from inference_placement.api.validation import parse_spec
+from inference_placement.controller import fleet as fleet_module
+from inference_placement.controller import reconciler as reconciler_module
+from inference_placement.controller.fleet import Fleet
+from inference_placement.controller.reconciler import Reconciler, ReconcileResult, TickInputs
+from inference_placement.metrics.source import MetricsSnapshot, WorkloadKey
+from inference_placement.policy.capacity import ClusterCapacity
+from inference_placement.policy.decide import TrafficWindow
+from inference_placement.policy.price_book import default_price_book
+from inference_placement.scale.cluster import workload_body
+from inference_placement.targets.dry_run import DryRunTarget
+
+NS = "unit"
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+START = datetime(2024, 5, 10, 12, 0, tzinfo=UTC)
+
+
+def _body(name: str, *, generation: int = 1, rv: int = 1, uid: str | None = None) -> dict[str, Any]:
+    body = workload_body(NS, name)
+    body["metadata"].update(
+        {
+            "uid": uid or f"uid-{name}",
+            "generation": generation,
+            "resourceVersion": str(rv),
+            "annotations": {LAST_APPLIED: '{"big": "copy of the object"}', "team": "search"},
+            "managedFields": [{"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:spec": {}}}],
+        }
+    )
+    body["status"] = {"placement": "cluster", "observedGeneration": generation}
+    return body
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class StubReconciler:
+    """Records what the fleet hands over; a status write is simulated by ``write_next``."""
+
+    max_metrics_staleness_seconds = 180.0
+    pinger = None
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[WorkloadKey, datetime]] = []
+        self.parsed: list[Any] = []
+        self.revisit_at: dict[str, datetime] = {}
+        self.write_next: set[str] = set()
+
+    async def reconcile(
+        self, raw: Mapping[str, Any], inputs: TickInputs, *, parsed_spec: Any = None
+    ) -> ReconcileResult:
+        meta = raw["metadata"]
+        self.calls.append((WorkloadKey(meta["namespace"], meta["name"]), inputs.now))
+        self.parsed.append(parsed_spec)
+        revisit = self.revisit_at.get(meta["name"])  # like the reconciler: only a deadline still ahead
+        result = ReconcileResult(revisit_at=revisit if revisit is not None and revisit > inputs.now else None)
+        if meta["name"] in self.write_next:
+            self.write_next.discard(meta["name"])
+            written = copy.deepcopy(dict(raw))
+            written["metadata"]["resourceVersion"] = str(int(meta["resourceVersion"]) + 1000)
+            written["metadata"]["managedFields"] = [{"manager": "inference-placement", "subresource": "status"}]
+            result.body = written
+        return result
+
+
+class WindowMetrics:
+    """The same traffic every tick, the last sample at ``end`` (None: at the fetch's now)."""
+
+    def __init__(self) -> None:
+        self.end: datetime | None = None
+
+    async def fetch(self, keys: Any, now: datetime) -> MetricsSnapshot:
+        end = self.end or now
+        window = TrafficWindow(step_seconds=30.0, rps=(1.0,) * 60, latency_p99_seconds=0.2, end=end)
+        return MetricsSnapshot(windows=dict.fromkeys(keys, window), queries=4)
+
+
+def _fleet(clock: Clock, **kwargs: Any) -> tuple[Fleet, StubReconciler]:
+    stub = StubReconciler()
+    book = default_price_book()
+    fleet = Fleet(
+        reconciler=cast(Reconciler, stub),
+        metrics=WindowMetrics(),
+        price_book=lambda: book,
+        clock=clock,
+        tick_seconds=30.0,
+        **kwargs,
+    )
+    return fleet, stub
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+# ---------------------------------------------------------------------- what is stored
+
+
+def test_stored_body_keeps_metadata_spec_status_only_without_managed_fields_or_last_applied() -> None:
+    fleet, _ = _fleet(Clock())
+    event = _body("a")
+    pristine = copy.deepcopy(event)
+    fleet.observe("ADDED", event)
+    stored = fleet._workloads[WorkloadKey(NS, "a")].body
+    assert set(stored) == {"metadata", "spec", "status"}
+    assert "managedFields" not in stored["metadata"]
+    assert stored["metadata"]["annotations"] == {"team": "search"}
+    assert stored["metadata"]["labels"] == event["metadata"]["labels"]
+    for key in ("name", "namespace", "uid", "generation", "resourceVersion"):
+        assert stored["metadata"][key] == event["metadata"][key]
+    assert event == pristine, "the event's body must not be edited"
+    # not copied: the decoded event's own values (nothing mutates them)
+    assert stored["spec"] is event["spec"]
+    assert stored["status"] is event["status"]
+
+
+def test_an_unchanged_generation_keeps_the_stored_spec_object() -> None:
+    fleet, _ = _fleet(Clock())
+    first = _body("a", rv=1)
+    fleet.observe("ADDED", first)
+    second = _body("a", rv=2)  # e.g. the watch event of a status write: a new decoded copy of the same spec
+    fleet.observe("MODIFIED", second)
+    entry = fleet._workloads[WorkloadKey(NS, "a")]
+    assert entry.resource_version == "2"
+    assert entry.body["spec"] is first["spec"]
+    assert entry.body["status"] is second["status"]
+    edited = _body("a", rv=3, generation=2)
+    edited["spec"]["scaling"]["maxReplicas"] = 4
+    fleet.observe("MODIFIED", edited)
+    assert fleet._workloads[WorkloadKey(NS, "a")].body["spec"]["scaling"]["maxReplicas"] == 4
+
+
+def test_the_reconciler_reads_only_what_the_fleet_keeps() -> None:
+    """A real reconcile of a trimmed body: metadata.managedFields and the last-applied annotation are not read."""
+
+    class Writer:
+        def __init__(self) -> None:
+            self.patches: list[dict[str, Any]] = []
+
+        async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+            self.patches.append(patch)
+            return {"metadata": {"name": name, "namespace": namespace, "resourceVersion": "9"}, "status": patch}
+
+        async def post_event(self, **_: Any) -> None:
+            return None
+
+    writer = Writer()
+    reconciler = Reconciler(cast(Any, writer), {TargetName.CLUSTER: DryRunTarget()})
+    trimmed = fleet_module._trimmed(_body("a"))
+    inputs = TickInputs(now=START, price_book=default_price_book(), capacity=ClusterCapacity())
+    result = _run(reconciler.reconcile(trimmed, inputs))
+    assert result.wrote_status and writer.patches
+
+
+# ---------------------------------------------------------------------- spec parsed once per change
+
+
+def test_spec_parsed_once_per_distinct_spec_not_per_tick_or_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    parses: list[Any] = []
+
+    def counting(raw: Any) -> Any:
+        parses.append(raw)
+        return parse_spec(raw)
+
+    monkeypatch.setattr(fleet_module, "parse_spec", counting)
+    clock = Clock()
+    fleet, stub = _fleet(clock, skip_unchanged=False)  # every tick reconciles every workload
+    names = [f"w{i}" for i in range(20)]
+    for name in names:
+        fleet.observe("ADDED", _body(name))
+
+    async def ticks(count: int) -> None:
+        for _ in range(count):
+            clock.now += timedelta(seconds=30)
+            stub.write_next.update(names)  # every reconcile "writes status": a new body per workload per tick
+            await fleet.tick()
+
+    _run(ticks(3))
+    assert len(stub.calls) == 60
+    assert len(parses) == 1, "20 workloads with the same spec: one parse over 3 ticks and 60 status writes"
+    assert all(p is not None and p[0] is not None for p in stub.parsed), "the reconcile gets the parsed spec"
+    specs = {id(e.body["spec"]) for e in fleet._workloads.values()}
+    assert len(specs) == 1, "identical specs are kept once"
+
+    edited = _body("w3", generation=2, rv=50_000)
+    edited["spec"]["scaling"]["maxReplicas"] = 3
+    fleet.observe("MODIFIED", edited)
+    _run(ticks(2))
+    assert len(parses) == 2, "a new generation with a new spec: parsed once more"
+    spec = fleet._workloads[WorkloadKey(NS, "w3")].parsed
+    assert spec is not None and isinstance(spec[0], InferenceWorkloadSpec)
+    assert spec[0].scaling.max_replicas == 3
+
+
+def test_reconcile_uses_the_parsed_spec_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Writer:
+        async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+            return {"metadata": {"name": name, "namespace": namespace}, "status": patch}
+
+        async def post_event(self, **_: Any) -> None:
+            return None
+
+    body = fleet_module._trimmed(_body("a"))
+    parsed = parse_spec(body["spec"])
+
+    def forbidden(raw: Any) -> Any:
+        raise AssertionError("parse_spec called although the parsed spec was given")
+
+    monkeypatch.setattr(reconciler_module, "parse_spec", forbidden)
+    reconciler = Reconciler(cast(Any, Writer()), {TargetName.CLUSTER: DryRunTarget()})
+    inputs = TickInputs(now=START, price_book=default_price_book(), capacity=ClusterCapacity())
+    result = _run(reconciler.reconcile(body, inputs, parsed_spec=parsed))
+    assert result.wrote_status
+
+
+def test_capacity_verdict_gets_the_parsed_spec_of_valid_workloads_only() -> None:
+    seen: list[tuple[WorkloadKey, InferenceWorkloadSpec]] = []
+
+    def verdict(key: WorkloadKey, spec: InferenceWorkloadSpec) -> tuple[bool, str]:
+        seen.append((key, spec))
+        return True, "room"
+
+    clock = Clock()
+    fleet, _ = _fleet(clock, capacity_verdict=verdict)
+    fleet.observe("ADDED", _body("good"))
+    broken = _body("broken")
+    broken["spec"]["placement"]["pin"] = "lambda"  # not in allowedTargets: a semantic problem
+    fleet.observe("ADDED", broken)
+    _run(fleet.tick())
+    assert [k.name for k, _ in seen] == ["good"]
+    assert isinstance(seen[0][1], InferenceWorkloadSpec)
+
+
+# ---------------------------------------------------------------------- which workloads a tick reconciles
+
+
+def _reconcile_gaps(stub: StubReconciler, names: list[str], ticks: int) -> dict[str, int]:
+    """Per workload, the longest run of consecutive full ticks (of ``ticks``) without a reconcile of it."""
+    tick_of: dict[datetime, int] = {}
+    for _, when in stub.calls:
+        tick_of.setdefault(when, len(tick_of))
+    done: dict[str, set[int]] = {n: set() for n in names}
+    for key, when in stub.calls:
+        done[key.name].add(tick_of[when])
+    gaps = {}
+    for name, hit in done.items():
+        longest = current = 0
+        for t in range(len(tick_of) - ticks, len(tick_of)):
+            current = 0 if t in hit else current + 1
+            longest = max(longest, current)
+        gaps[name] = longest
+    return gaps
+
+
+@pytest.mark.parametrize(("count", "cap", "per_tick", "max_gap_ticks"), [(50, None, 5, 9), (50, 2, 2, 24)])
+def test_every_workload_is_resynced_within_the_bound(
+    count: int, cap: int | None, per_tick: int, max_gap_ticks: int
+) -> None:
+    """Unchanged inputs: a tick reconciles min(ceil(N x tick / resync), cap) workloads, the least recently
+    reconciled; so each is reconciled at least every max(resync_seconds, ceil(N / cap) x tick_seconds)."""
+    clock = Clock()
+    fleet, stub = _fleet(clock, resync_seconds=300.0, max_resyncs_per_tick=cap)
+    names = [f"w{i:03d}" for i in range(count)]
+    for name in names:
+        fleet.observe("ADDED", _body(name))
+    steady_ticks = 3 * math.ceil(count / per_tick)
+
+    async def ticks() -> list[int]:
+        reconciled = []
+        for _ in range(1 + steady_ticks):
+            before = len(stub.calls)
+            clock.now += timedelta(seconds=30)
+            await fleet.tick()
+            reconciled.append(len(stub.calls) - before)
+        return reconciled
+
+    reconciled = _run(ticks())
+    assert reconciled[0] == count, "the first tick reconciles everything (no fingerprint yet)"
+    assert reconciled[1:] == [per_tick] * steady_ticks
+    assert fleet.stats.skipped_unchanged == count - per_tick
+    gaps = _reconcile_gaps(stub, names, steady_ticks)
+    assert max(gaps.values()) == max_gap_ticks, gaps  # = bound / tick_seconds - 1 ticks without a reconcile
+    # the resync never reconciles one workload twice while another waits longer
+    counts = {n: sum(1 for k, _ in stub.calls if k.name == n) for n in names}
+    assert max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_a_changed_workload_moves_to_the_back_of_the_resync_queue() -> None:
+    clock = Clock()
+    fleet, stub = _fleet(clock, resync_seconds=300.0, max_resyncs_per_tick=None)
+    names = [f"w{i:02d}" for i in range(10)]
+    for name in names:
+        fleet.observe("ADDED", _body(name))
+
+    async def tick() -> list[str]:
+        before = len(stub.calls)
+        clock.now += timedelta(seconds=30)
+        await fleet.tick()
+        return [k.name for k, _ in stub.calls[before:]]
+
+    _run(tick())  # all, once
+    edited = _body("w05", generation=2, rv=100)
+    fleet.observe("MODIFIED", edited)
+    order = [_run(tick()) for _ in range(10)]
+    assert "w05" in order[0], "a new generation is reconciled at the next tick"
+    assert sum(1 for batch in order for n in batch if n == "w05") == 1, (
+        "reconciled for its change, it is not resynced again within the period"
+    )
+    assert all(len(batch) <= 2 for batch in order)
+
+
+def test_a_cooldown_deadline_is_reconciled_at_the_first_tick_after_it() -> None:
+    clock = Clock()
+    fleet, stub = _fleet(clock, resync_seconds=3600.0, max_resyncs_per_tick=0)  # no resync at all
+    fleet.observe("ADDED", _body("a"))
+    stub.revisit_at["a"] = START + timedelta(seconds=100)
+
+    async def tick() -> int:
+        before = len(stub.calls)
+        clock.now += timedelta(seconds=30)
+        await fleet.tick()
+        return len(stub.calls) - before
+
+    stub_counts = [_run(tick()) for _ in range(6)]  # ticks at +30, +60, +90, +120, +150, +180
+    assert stub_counts == [1, 0, 0, 1, 0, 0]
+
+
+def test_a_month_turning_and_a_window_going_stale_are_inputs() -> None:
+    clock = Clock()
+    clock.now = datetime(2024, 5, 31, 23, 58, 0, tzinfo=UTC)
+    fleet, stub = _fleet(clock, resync_seconds=3600.0, max_resyncs_per_tick=0)
+    metrics = cast(WindowMetrics, fleet.metrics)
+    fleet.observe("ADDED", _body("a"))
+
+    async def tick() -> int:
+        before = len(stub.calls)
+        clock.now += timedelta(seconds=30)
+        await fleet.tick()
+        return len(stub.calls) - before
+
+    assert [_run(tick()) for _ in range(3)] == [1, 0, 0]  # 23:58:30 .. 23:59:30
+    assert _run(tick()) == 1, "00:00:00 on June 1st: budgets reset, reconciled"
+    assert _run(tick()) == 0
+    metrics.end = clock.now  # the source keeps answering with the same last sample
+    staleness = fleet.reconciler.max_metrics_staleness_seconds
+    counts = [_run(tick()) for _ in range(int(staleness // 30) + 2)]
+    assert counts[0] == 0
+    assert sum(counts) == 1, f"reconciled once when the window turned stale, not on every tick: {counts}"
+    assert counts.index(1) == int(staleness // 30), counts
