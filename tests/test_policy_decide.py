@@ -392,3 +392,81 @@ def test_observed_slo_misses_tighten_the_sizing_of_the_current_target() -> None:
     assert missing.replicas >= fine.replicas
     assert "observed 5.00% of requests over the SLO" in missing.reason
     assert "stricter" in missing.reason
+
+
+def llm_spec() -> InferenceWorkloadSpec:
+    """LLM-like: 16 slots per replica, a 2 s time-to-first-token objective on a 4.45 s mean generation."""
+    return InferenceWorkloadSpec(
+        model=ModelSpec(image="x", size_mb=14000, cpu="4", memory="32Gi", service_seconds=4.45),
+        accelerator=AcceleratorSpec(type=AcceleratorType.NVIDIA_L4),
+        slo=SLOSpec(latency_p99_seconds=2.0),
+        placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER]),
+        scaling=ScalingSpec(target_concurrency=16, max_replicas=20),
+    )
+
+
+def llm_window(rates: list[float], peaks: list[float] | None = None) -> TrafficWindow:
+    """Per-minute rates with the LLM's observed service time and time to first token (0.3 s)."""
+    return TrafficWindow(
+        60.0,
+        tuple(rates),
+        None,
+        NOW,
+        service_seconds=4.45,
+        warm_latency_seconds=0.3,
+        peak_in_flight=tuple(peaks) if peaks is not None else None,
+    )
+
+
+def test_a_steady_stream_under_a_peak_works_off_its_excess_a_lone_burst_does_not() -> None:
+    spec = llm_spec()
+    # 4.5 rps: 20 in flight all along (2 replicas by Erlang C), with Poisson peaks of 36 in flight
+    on_steady = run(spec, llm_window([4.5] * 60, [36.0] * 60), state(TargetName.CLUSTER))
+    # the same peak reached by a burst on a near-idle stream: its own requests free no slot within the slack
+    on_lone = run(spec, llm_window([0.05] * 60, [1.0] * 59 + [36.0]), state(TargetName.CLUSTER))
+    assert on_lone.replicas == 3  # 36 in flight on 16-slot replicas
+    assert "observed peak 36 in flight" in on_lone.reason
+    # 2 x 16 slots, and the 20 steady requests free slots fast enough for the other 4 to start within 1.7 s
+    assert on_steady.replicas == 2, on_steady.reason
+    assert "observed peak" not in on_steady.reason
+
+
+def test_only_a_trend_that_stands_out_of_the_noise_is_carried_over_a_replica_start() -> None:
+    spec = llm_spec()
+    rng = np.random.default_rng(7)
+    # Poisson counts of a steady 8.6 rps whose last five minutes happen to rise a little (a slope of one
+    # standard error): sized for the sustain window's peak, as flat traffic at that peak is
+    noisy = [float(c) / 60.0 for c in rng.poisson(8.6 * 60.0, 55)] + [8.4, 8.5, 8.6, 8.7, 8.8]
+    calm = run(spec, llm_window(noisy), state(TargetName.CLUSTER))
+    flat = run(spec, llm_window([8.8] * 60), state(TargetName.CLUSTER))
+    assert calm.replicas == flat.replicas == 3, calm.reason
+    # a real ramp: sized beyond its last step, for where it will be once a new replica serves
+    ramp = [5.5] * 55 + [6.0, 8.0, 10.0, 12.0, 14.0]
+    rising = run(spec, llm_window(ramp), state(TargetName.CLUSTER))
+    at_last_step = run(spec, llm_window([14.0] * 60), state(TargetName.CLUSTER))
+    assert rising.replicas > at_last_step.replicas
+
+
+def test_calibration_reads_the_misses_of_the_capacity_in_place_now() -> None:
+    spec = gpu_spec(placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER]))
+    rates = tuple([30.0] * 60)
+    share = 3000 / 108000  # the window's share in both cases
+    early = tuple([300.0] * 10 + [0.0] * 50)  # misses while capacity was short, 50 minutes ago
+    recent = tuple([0.0] * 50 + [300.0] * 10)
+    old = run(
+        spec, TrafficWindow(60.0, rates, None, NOW, slo_miss_share=share, slo_misses=early), state(TargetName.CLUSTER)
+    )
+    now = run(
+        spec, TrafficWindow(60.0, rates, None, NOW, slo_miss_share=share, slo_misses=recent), state(TargetName.CLUSTER)
+    )
+    assert "stricter" not in old.reason
+    assert "over the last 5 min" in now.reason and "stricter" in now.reason
+    assert now.replicas >= old.replicas
+    # too few recent requests for the budget to allow a single miss: the whole window's share speaks
+    sparse = tuple([0.2] * 60)
+    few = run(
+        spec,
+        TrafficWindow(60.0, sparse, None, NOW, slo_miss_share=0.2, slo_misses=tuple([0.0] * 60)),
+        state(TargetName.CLUSTER),
+    )
+    assert "over the window" in few.reason

@@ -40,7 +40,7 @@ from inference_placement.policy.feasibility import assess_feasibility
 from inference_placement.policy.forecast import TrafficForecast, clean_rates, forecast_from_rates, idle_forecast
 from inference_placement.policy.idle_gaps import IdleGapPlan, idle_gap_plan
 from inference_placement.policy.price_book import PriceBook
-from inference_placement.policy.queueing import poisson_mean_within, replicas_for_wait_scalar
+from inference_placement.policy.queueing import burst_level, poisson_mean_within, replicas_for_wait_scalar
 from inference_placement.policy.slo_risk import SloTerms
 
 __all__ = ["Decision", "PlacementState", "TrafficWindow", "decide", "seconds_to_month_end"]
@@ -70,6 +70,10 @@ class TrafficWindow:
     slo_miss_share: float | None = None
     """Observed share of the window's requests slower than the SLO's latency (the latency histogram's bucket at
     the objective); None = unknown. Calibrates the model on the current target when it misses more than planned."""
+    slo_misses: tuple[float, ...] | None = None
+    """Requests slower than the SLO's latency per step, aligned with ``rps``; None = unknown. When given, the
+    calibration reads the misses of the recent steps (those of the capacity in place now) rather than the
+    window's share, which still holds the misses of capacity that has since been added."""
     history_rps: tuple[float, ...] | None = None
     """A longer trailing history of the request rate at the same step, oldest first, ending with the window's last
     step (e.g. the last day); None = the window itself. Read only for the idle-gap statistics that decide whether an
@@ -327,7 +331,18 @@ def _replicas_for(
         notes: list[str] = []
         # the observed in-flight peak of the sustain window: bursts shorter than a step that rates average away
         recent_peak = forecast.observed_peak(forecast.sustain)
-        observed = math.ceil(recent_peak / concurrency - 1e-9)
+        # the smallest replica count whose slots, plus what the steady stream under the burst works off within the
+        # slack, hold the peak; steady = the in-flight level every step of the sustain window carried
+        steady = float(forecast.rps[forecast.sustain].min()) * forecast.service_seconds if forecast.rps.size else 0.0
+        observed = next(
+            (
+                r
+                for r in range(1, max(1, econ.max_instances) + 1)
+                if burst_level(r * concurrency, steady, slack(forecast, slo)) >= recent_peak - 1e-9
+            ),
+            max(1, econ.max_instances),
+        )
+        observed = observed if recent_peak > 0 else 0
         if observed > needed:
             needed = observed
             notes.append(f"observed peak {recent_peak:.0f} in flight")
@@ -352,6 +367,23 @@ def _replicas_for(
         # kept warm by min instances: an instance-based instance is billed alive whether pinged or not
         return econ.floor_instances + plan.warm, 0, ""
     return econ.floor_instances, plan.warm, ""
+
+
+def _observed_miss_share(window: TrafficWindow, forecast: TrafficForecast, slo: SloTerms) -> tuple[float | None, str]:
+    """The observed share of requests over the SLO that calibrates the model, and over what it was observed.
+
+    Misses speak for the capacity that served them: with per-step misses, the sustain window's (the capacity the
+    policy sized last), provided it holds enough requests for the risk budget to allow a miss (fewer cannot show a
+    share above the budget except by chance); else the whole window's share."""
+    steps = forecast.rps.size
+    if window.slo_misses is not None and len(window.slo_misses) == steps and slo.risk_budget > 0:
+        recent = forecast.sustain
+        requests = float(forecast.rps[recent].sum()) * forecast.step_seconds
+        if requests * slo.risk_budget >= 1.0:
+            misses = float(clean_rates(window.slo_misses)[recent].sum())
+            span = min(steps, forecast.sustain_steps) * forecast.step_seconds
+            return min(1.0, misses / requests), f"over the last {span / 60:.0f} min"
+    return window.slo_miss_share, "over the window"
 
 
 def _idle_gap(
@@ -450,12 +482,13 @@ def decide(
     current_slo = slo
     calibration_note = ""
     if metrics_ok and window is not None and state.current in plans:
-        current_slo = slo.calibrated(window.slo_miss_share)
+        observed_share, over = _observed_miss_share(window, forecast, slo)
+        current_slo = slo.calibrated(observed_share)
         if current_slo is not slo:
             # the current target misses more than the model says: trust the observation for it
             plans[state.current] = plan_target(econs[state.current], forecast, current_slo)
             calibration_note = (
-                f"observed {window.slo_miss_share:.2%} of requests over the SLO on {state.current.value} "
+                f"observed {observed_share:.2%} of requests over the SLO on {state.current.value} {over} "
                 f"> {slo.risk_budget:.2%} planned: sizing x{current_slo.model_error:.1f} stricter"
             )
     monthly: dict[TargetName, float | None] = {t: (plans[t].monthly_usd() if t in plans else None) for t in TargetName}

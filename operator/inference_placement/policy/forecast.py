@@ -3,7 +3,7 @@
 The next month is projected to look like the observed window (its daily cycle included when the window spans a
 day); the near term is the trailing part of the window the workload is committed for (a migration cannot be
 undone before the cooldown); replicas are sized for the peak of the trailing sustain window, extrapolated over the
-time a new replica needs to start when traffic is rising.
+time a new replica needs to start when traffic is rising by more than its noise.
 """
 
 from __future__ import annotations
@@ -88,17 +88,33 @@ class TrafficForecast:
         return slice(max(0, self.steps - self.sustain_steps), self.steps)
 
     def sizing_rps(self, lead_seconds: float) -> float:
-        """Rate to size replicas for now: the sustain window's peak, or the rising trend carried over the lead."""
+        """Rate to size replicas for now: the sustain window's peak, or the rising trend carried over the lead.
+
+        The trend counts only when it stands out of the noise: its least-squares slope must exceed two standard
+        errors, the noise being the larger of the fit's residuals and the Poisson noise of the counts (a steady
+        stream's random ups and downs must not buy a replica)."""
         if self.rps.size == 0:
             return 0.0
         window = self.rps[self.sustain]
         peak = float(window.max())
-        if window.size >= 3 and peak > 0:
-            x = np.arange(window.size, dtype=np.float64)
-            slope = float(np.polyfit(x, window, 1)[0])
-            if slope > 0:
-                peak = max(peak, float(window[-1]) + slope * (lead_seconds / self.step_seconds + 1.0))
+        slope = _significant_slope(window, self.step_seconds) if window.size >= 3 and peak > 0 else 0.0
+        if slope > 0:
+            peak = max(peak, float(window[-1]) + slope * (lead_seconds / self.step_seconds + 1.0))
         return peak
+
+
+def _significant_slope(rates: FloatArray, step_seconds: float) -> float:
+    """The least-squares slope of ``rates`` per step when it exceeds two standard errors, else 0."""
+    n = rates.size
+    x = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
+    sxx = float(x @ x)
+    mean = float(rates.mean())
+    slope = float(x @ (rates - mean)) / sxx
+    residual = rates - mean - slope * x
+    residual_var = float(residual @ residual) / (n - 2)
+    poisson_var = mean / step_seconds  # variance of a rate measured from Poisson counts over one step
+    stderr = math.sqrt(max(residual_var, poisson_var) / sxx)
+    return slope if slope > 2.0 * stderr else 0.0
 
 
 def _steps(seconds: float, step_seconds: float) -> int:

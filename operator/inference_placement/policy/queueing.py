@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 __all__ = [
     "FloatArray",
+    "burst_level",
     "busy_instances",
     "poisson_mean_within",
     "poisson_sf",
@@ -254,6 +255,18 @@ def sf_scalar(a: float, n: int) -> float:
 @lru_cache(maxsize=1 << 16)
 def slots_scalar(a: float, tail: float) -> float:
     return _scalar_slots(a, tail)
+
+
+def burst_level(slots: float, steady_in_flight: float, slack_over_service: float) -> float:
+    """The in-flight level a burst may reach on ``slots`` before its last request waits past the slack.
+
+    Beyond the slots a request waits for a departure. Requests of a steady stream that were already in flight
+    before the burst leave at ``steady / service`` per second (Little's law), so the k-th request beyond the slots
+    waits about ``k x service / steady`` and stays within the slack while ``k <= steady x slack_over_service``. A
+    burst's own requests start together and free no slot for a whole service time, so they absorb nothing: with no
+    steady stream under it, a burst needs its full slots."""
+    steady = min(max(0.0, steady_in_flight), slots)
+    return slots + steady * max(0.0, slack_over_service)
 
 
 @lru_cache(maxsize=1 << 16)

@@ -255,8 +255,9 @@ def cluster_rows(
     needed[idx] = replicas_for_wait_many(a_b, concurrency, slack_over_service, tail, max_replicas)
     peaks_b = peak_in_flight[idx] if peak_in_flight is not None else None
     if peaks_b is not None:
-        # bursts shorter than a step: the observed peak needs its slots too (the excess of a burst queues behind
-        # requests whose service times are long-tailed, so no queueing slack is counted on here)
+        # bursts shorter than a step: the observed peak needs its slots too. Conservative: no queueing slack is
+        # counted on here, as a burst's own requests free no slot within it (``decide`` sizes replicas with what a
+        # steady stream under the burst works off, ``queueing.burst_level``)
         burst = np.ceil(peaks_b / c - 1e-9)
         needed[idx] = np.minimum(np.maximum(needed[idx], burst), float(max_replicas))
     following = keep_alive_pool(needed, max(1, lag_steps))
