@@ -21,6 +21,7 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import re
 import threading
 import time
 import uuid
@@ -557,7 +558,7 @@ def test_409_conflicts_on_resource_version_guarded_writes(stack: Stack) -> None:
 def _conflicts(log: str) -> tuple[int, int]:
     """(409s on finalizer writes, 409s on status writes) in the operator's log (its failed-reconcile tracebacks)."""
     finalizers = status = 0
-    for block in log.split("\nreconcile of ")[1:]:
+    for block in re.split(r"\n[^\n]*?reconcile of ", log)[1:]:  # a log line's prefix (time, logger, level) varies
         if "ApiException: (409)" not in block:
             continue
         if "in set_finalizers" in block:
