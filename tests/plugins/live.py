@@ -30,6 +30,7 @@ import yaml
 from inference_placement.demo_live import LiveSettings, live_workload
 from inference_placement.replay.load import LoadReplay, schedule_from_counts
 from inference_placement.replay.segment import SwingSegment, find_swing
+from inference_placement.scale.prometheus import prometheus_command
 from inference_placement.sim.traces import load_trace
 from tests.cloudrun_standin import CloudRunStandin
 from tests.plugins.cluster import REPO_ROOT, KubeCluster
@@ -293,19 +294,14 @@ def restart_prometheus(server: PrometheusServer, binaries: PrometheusBinaries) -
     log_path = server.directory / "prometheus-restart.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [
-                binaries.prometheus,
-                f"--config.file={server.directory / 'prometheus.yml'}",
-                f"--storage.tsdb.path={server.directory / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--storage.tsdb.retention.time=100y",
-                "--log.level=warn",
-            ],
+            prometheus_command(
+                binaries.prometheus, server.directory / "prometheus.yml", server.directory / "tsdb", port
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-    return PrometheusServer(server.url, process, server.directory, log_path)
+    return PrometheusServer(url=server.url, process=process, log_path=log_path, directory=server.directory)
 
 
 def operator_args(

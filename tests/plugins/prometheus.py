@@ -38,6 +38,9 @@ from typing import NoReturn
 
 import pytest
 
+from inference_placement.scale.prometheus import PrometheusServer as ScalePrometheusServer
+from inference_placement.scale.prometheus import prometheus_command
+
 __all__ = [
     "DEFAULT_BUCKETS_SECONDS",
     "OpenMetricsBuilder",
@@ -52,7 +55,6 @@ DEFAULT_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 """The model server's histogram buckets (``e2e/model_server.py``)."""
 
 READY_TIMEOUT_SECONDS = 30.0
-STOP_TIMEOUT_SECONDS = 10.0
 _START_ATTEMPTS = 3
 
 
@@ -210,29 +212,11 @@ class PrometheusBinaries:
 
 
 @dataclass
-class PrometheusServer:
-    """A running ``prometheus`` over a backfilled TSDB, on loopback."""
+class PrometheusServer(ScalePrometheusServer):
+    """A running ``prometheus`` over a backfilled TSDB, on loopback (stop by its own PID, log tail: the benchmark's
+    server type)."""
 
-    url: str
-    process: subprocess.Popen[bytes]
-    directory: Path
-    log_path: Path
-
-    def stop(self) -> None:
-        """Stop this server (its own PID only); idempotent."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+    directory: Path = field(default_factory=Path)
 
     def api_requests(self, handler: str = "/api/v1/query_range") -> int:
         """How many requests to ``handler`` this server has answered (``prometheus_http_requests_total``)."""
@@ -278,20 +262,14 @@ def _start(binaries: PrometheusBinaries, tsdb: Path, directory: Path) -> Prometh
         log_path = directory / f"prometheus-{attempt}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [
-                    binaries.prometheus,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={tsdb}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    # blocks are judged against the newest block, but keep old backfills whatever the version does
-                    "--storage.tsdb.retention.time=100y",
-                    "--log.level=warn",
-                ],
+                prometheus_command(binaries.prometheus, config, tsdb, port),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        server = PrometheusServer(f"http://127.0.0.1:{port}", process, directory, log_path)
+        server = PrometheusServer(
+            url=f"http://127.0.0.1:{port}", process=process, log_path=log_path, directory=directory
+        )
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline and process.poll() is None:
             try:

@@ -78,6 +78,19 @@ class PrometheusServer:
             return ""
 
 
+def prometheus_command(prometheus: str, config: Path, tsdb: Path, port: int | str) -> list[str]:
+    """A loopback ``prometheus`` serving ``tsdb`` (backfilled blocks are judged against the newest block: keep old
+    backfills, whatever the version's default retention)."""
+    return [
+        prometheus,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tsdb}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--storage.tsdb.retention.time=100y",
+        "--log.level=warn",
+    ]
+
+
 def start_prometheus(prometheus: str, tsdb: Path, directory: Path) -> PrometheusServer:
     """Serve ``tsdb`` on a free loopback port, no scrape jobs (the data never changes under the benchmark)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -87,14 +100,7 @@ def start_prometheus(prometheus: str, tsdb: Path, directory: Path) -> Prometheus
     log_path = directory / "prometheus.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [
-                prometheus,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tsdb}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--storage.tsdb.retention.time=100y",
-                "--log.level=warn",
-            ],
+            prometheus_command(prometheus, config, tsdb, port),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
