@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from inference_placement.scale.processes import log_tail, stop_process
 
 __all__ = ["OperatorMetrics", "OperatorProcess", "parse_metrics"]
 
@@ -145,17 +146,8 @@ class OperatorProcess:
 
     def stop(self) -> None:
         """SIGTERM (kopf's graceful stop), then SIGKILL; by this process's own PID only."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=_STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=_STOP_TIMEOUT_SECONDS)
+        if self.process is not None:
+            stop_process(self.process, _STOP_TIMEOUT_SECONDS)
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines)

@@ -18,7 +18,17 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-__all__ = ["PrometheusServer", "Switch", "backfill", "find_binaries", "free_port", "start_prometheus"]
+from inference_placement.scale.processes import log_tail, stop_process
+
+__all__ = [
+    "PrometheusServer",
+    "Switch",
+    "backfill",
+    "find_binaries",
+    "free_port",
+    "prometheus_command",
+    "start_prometheus",
+]
 
 _READY_TIMEOUT_SECONDS = 120.0
 _STOP_TIMEOUT_SECONDS = 15.0
@@ -63,19 +73,10 @@ class PrometheusServer:
 
     def stop(self) -> None:
         """Stop this server, by its own PID only; idempotent."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=_STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=_STOP_TIMEOUT_SECONDS)
+        stop_process(self.process, _STOP_TIMEOUT_SECONDS)
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines)
 
 
 def prometheus_command(prometheus: str, config: Path, tsdb: Path, port: int | str) -> list[str]:
