@@ -122,11 +122,9 @@ async def build_fleet(
     settings: OperatorSettings, telemetry: Telemetry | None = None
 ) -> tuple[Fleet, Callable[[], Awaitable[None]]]:
     """The fleet and everything it drives. ``telemetry`` outlives one fleet (the supervisor builds a new fleet after
-    a restart, on the same /metrics port); without it, one is made here and served on ``settings.metrics_port``."""
-    if telemetry is None:
-        telemetry = Telemetry()
-        if settings.metrics_port:
-            telemetry.serve(settings.metrics_port)
+    a restart, on the same /metrics port, which ``run_operator`` serves); without it, an unserved one (in-process
+    callers read it directly)."""
+    telemetry = telemetry if telemetry is not None else Telemetry()
     api = await make_api_client(settings.kubeconfig)
     writer = KubeWriter(
         api,
