@@ -139,10 +139,11 @@ import_images() {
       "$MODEL_SERVER_TAR") name=$MODEL_SERVER_IMAGE ;;
       *) name=$ROUTER_IMAGE ;;
     esac
-    if ctr_k8s images ls -q | grep -qxF "$name"; then
+    # the listing is read whole before grep: `ctr ... | grep -q` fails under pipefail when grep exits first (SIGPIPE)
+    if grep -qxF "$name" <<<"$(ctr_k8s images ls -q)"; then
       ctr_k8s images rm "$name" >/dev/null # re-import: the tarball may be newer than what containerd holds
     fi
     ctr_k8s images import --snapshotter "$(snapshotter)" "$tar" >&2
-    ctr_k8s images ls -q | grep -qxF "$name" || die "import of $tar did not create image $name"
+    grep -qxF "$name" <<<"$(ctr_k8s images ls -q)" || die "import of $tar did not create image $name"
   done
 }

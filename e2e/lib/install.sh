@@ -35,7 +35,7 @@ ensure_packages() {
 
 # ensure_deb_src: a deb-src line for bookworm main, so `apt-get source` finds the kubernetes source package.
 ensure_deb_src() {
-  if apt-cache showsrc kubernetes 2>/dev/null | grep -q '^Version: '; then
+  if grep -q '^Version: ' <<<"$(apt-cache showsrc kubernetes 2>/dev/null)"; then  # whole, not piped: see images.sh
     return 0
   fi
   need_root
