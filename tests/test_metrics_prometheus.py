@@ -24,6 +24,7 @@ import pytest
 from inference_placement.metrics.prometheus import PrometheusSource
 from inference_placement.metrics.promql import PromQLTemplates, Signal, TemplateError, render_queries
 from inference_placement.metrics.source import MetricsSnapshot, WorkloadKey
+from inference_placement.scale.prometheus import Switch, free_port
 from tests.plugins.prometheus import OpenMetricsBuilder, PrometheusBinaries, PrometheusServer, running_prometheus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -496,3 +497,103 @@ async def test_a_slow_prometheus_times_out_without_blocking_the_loop(not_prometh
     assert snapshot.problem is not None and "timed out after 0.5 s" in snapshot.problem
     assert elapsed < 2.5
     assert beats >= 5  # the event loop kept running while the queries waited
+
+
+# ----------------------------------------------------------------------------------------------- incremental fetch
+
+
+class _RecordingSource(PrometheusSource):
+    """The real source; it also records the span each query asked for (real Prometheus answers it)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.spans: list[tuple[str, float]] = []
+
+    def _query_range(self, query: str, start: datetime, end: datetime) -> object:
+        self.spans.append((query, (end - start).total_seconds()))
+        return super()._query_range(query, start, end)
+
+
+INCREMENTAL_KEYS = [
+    *_keys("trace", *TRACE_FUNCTIONS),
+    *_keys("bad", "nan-rate", "stale", "gappy", "two-codes"),
+    *_keys("fleet", "w0001", "w0006"),
+    WorkloadKey("trace", "absent"),
+]
+
+
+@pytest.mark.parametrize(
+    ("templates", "keys", "first_ts"),
+    [
+        # from before the gap ends and before the stale series stops, to past the NaN: every transition is crossed
+        pytest.param(None, INCREMENTAL_KEYS, START + 12 * 60, id="trace-and-bad-data"),
+        pytest.param(GARBAGE_TEMPLATES, _keys("garbage", "ok", "negative-rate", "inf-rate", "nan-rate",
+                     "negative-latency", "inf-latency", "nan-latency"), NOW_TS - 420, id="garbage"),
+    ],
+)  # fmt: skip
+async def test_fetching_only_the_newest_points_gives_the_whole_windows(
+    prom: PrometheusServer, templates: PromQLTemplates | None, keys: list[WorkloadKey], first_ts: float
+) -> None:
+    """One source fetched tick after tick (newest points only, the rest kept) answers exactly what a fresh source
+    fetching the whole window answers at each tick: windows, reasons, GPU utilisation."""
+    incremental = _RecordingSource(prom.url, templates=templates, range_seconds=15 * 60)
+    ts = first_ts
+    ticks = 0
+    while ts <= NOW_TS:
+        now = datetime.fromtimestamp(ts, UTC)
+        kept = await incremental.fetch(keys, now)
+        whole = await PrometheusSource(prom.url, templates=templates, range_seconds=15 * 60).fetch(keys, now)
+        assert whole.problem is None and kept.problem is None
+        assert kept.windows == whole.windows, now
+        assert kept.per_workload_problem == whole.per_workload_problem, now
+        assert kept.gpu_utilization == whole.gpu_utilization, now
+        assert kept.queries == whole.queries == len(incremental.queries)
+        ticks += 1
+        ts += 30
+    assert ticks >= 14 and incremental.whole_fetches == 1
+    # after the first fetch no query asked for more than the overlap (max_staleness_seconds = 180 s)
+    later = incremental.spans[len(incremental.queries) :]
+    assert later and max(span for _, span in later) <= 180
+    window_query = incremental.queries[Signal.REQUEST_RATE]
+    assert [span for query, span in incremental.spans[: len(incremental.queries)] if query == window_query] == [870]
+
+
+async def test_a_new_workload_a_missed_tick_or_a_clock_going_back_fetch_the_whole_window(
+    prom: PrometheusServer,
+) -> None:
+    source = PrometheusSource(prom.url)
+    busy = _keys("trace", "busy")
+    both = _keys("trace", "busy", "steady")
+
+    def at(offset: float) -> datetime:
+        return datetime.fromtimestamp(NOW_TS + offset, UTC)
+
+    await source.fetch(busy, at(-600))
+    await source.fetch(busy, at(-570))
+    await source.fetch(busy, at(-555))  # within the same step: the newest points again
+    assert source.whole_fetches == 1
+    snapshot = await source.fetch(both, at(-540))  # a workload not fetched before
+    assert source.whole_fetches == 2 and len(snapshot.windows[WorkloadKey("trace", "steady")].rps) == 30
+    await source.fetch(both, at(-300))  # 240 s later: more than the 180 s overlap was missed
+    assert source.whole_fetches == 3
+    await source.fetch(both, at(-330))  # the clock went back
+    assert source.whole_fetches == 4
+    await source.fetch(busy, at(-300))  # fewer workloads: the kept window serves
+    assert source.whole_fetches == 4
+
+
+async def test_a_failed_fetch_keeps_the_last_good_window_for_the_next(prom: PrometheusServer) -> None:
+    switch = Switch([prom.url, f"http://127.0.0.1:{free_port()}"])  # the second upstream: nobody listens
+    try:
+        source = PrometheusSource(switch.url, timeout_seconds=5)
+        keys = _keys("trace", *TRACE_FUNCTIONS)
+        await source.fetch(keys, datetime.fromtimestamp(NOW_TS - 60, UTC))
+        switch.flip(1)
+        failed = await source.fetch(keys, datetime.fromtimestamp(NOW_TS - 30, UTC))
+        assert failed.problem is not None and "502" in failed.problem and failed.windows == {}
+        switch.flip(0)
+        after = await source.fetch(keys, NOW)
+        assert source.whole_fetches == 1  # the failure neither moved nor dropped the kept window
+        assert after.windows == (await PrometheusSource(prom.url).fetch(keys, NOW)).windows
+    finally:
+        switch.close()

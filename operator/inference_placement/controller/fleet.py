@@ -299,14 +299,15 @@ class Fleet:
         resync = resync or set()
         skipped = 0
 
-        async def one(key: WorkloadKey) -> None:
+        def prepare(key: WorkloadKey) -> tuple[_Entry, tuple[Any, ...], TickInputs, ParsedSpec] | None:
+            """What a reconcile of ``key`` reads, or None when it can be skipped (decided without a task)."""
             nonlocal skipped
             entry = self._workloads.get(key)
             if entry is None:
-                return
-            window = self._snapshot.windows.get(key)
-            problem = self._snapshot.problem_for(key)
-            parsed = self._parsed(entry)
+                return None
+            window = windows.get(key)
+            problem = snapshot.problem_for(key)
+            parsed = entry.parsed if entry.parsed is not None else self._parsed(entry)
             spec, problems = parsed
             verdict = self.capacity_verdict(key, spec) if spec is not None and not problems else None
             routed = self.router.confirmed(key) if self.router is not None else None
@@ -322,7 +323,7 @@ class Fleet:
                 and (entry.revisit_at is None or now_ts < entry.revisit_at)
             ):
                 skipped += 1
-                return
+                return None
             inputs = TickInputs(
                 now=now,
                 price_book=price_book,
@@ -333,6 +334,11 @@ class Fleet:
                 router_enabled=self.router is not None,
                 router_weights=routed,
             )
+            return entry, fingerprint, inputs, parsed
+
+        async def one(
+            key: WorkloadKey, entry: _Entry, fingerprint: tuple[Any, ...], inputs: TickInputs, parsed: ParsedSpec
+        ) -> None:
             async with slots:
                 started = asyncio.get_running_loop().time()
                 try:
@@ -360,7 +366,10 @@ class Fleet:
             else:
                 self._active.discard(key)
 
-        await asyncio.gather(*(one(k) for k in keys))
+        snapshot = self._snapshot
+        windows = snapshot.windows
+        work = [(key, prepared) for key in keys if (prepared := prepare(key)) is not None]
+        await asyncio.gather(*(one(key, *prepared) for key, prepared in work))
         if full_tick:
             self.stats.skipped_unchanged = skipped
             if self.telemetry is not None:

@@ -17,6 +17,7 @@ import yaml
 from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.api.workload import GROUP, PLURAL, VERSION
 from inference_placement.controller.fleet import Fleet
+from inference_placement.controller.gc_tuning import tune_gc
 from inference_placement.controller.handlers import build_registry
 from inference_placement.controller.kube import KubeWriter, make_api_client
 from inference_placement.controller.migration import MigrationTimings
@@ -414,6 +415,7 @@ async def run_operator(settings: OperatorSettings, *, log_format: str = "json", 
     telemetry = Telemetry()
     if settings.metrics_port:
         telemetry.serve(settings.metrics_port)
+    tune_gc()  # start-up is done: what is imported now lives for ever (gc_tuning.py)
 
     async def make_fleet() -> tuple[Fleet, Callable[[], Awaitable[None]]]:
         return await build_fleet(settings, telemetry)
