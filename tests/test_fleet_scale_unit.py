@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -112,6 +113,14 @@ def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+def _stored(body: dict[str, Any]) -> dict[str, Any]:
+    """The body the fleet hands the reconciler for this object."""
+    fleet, _ = _fleet(Clock())
+    fleet.observe("ADDED", body)
+    meta = body["metadata"]
+    return fleet._workloads[WorkloadKey(meta["namespace"], meta["name"])].body
+
+
 # ---------------------------------------------------------------------- what is stored
 
 
@@ -128,9 +137,14 @@ def test_stored_body_keeps_metadata_spec_status_only_without_managed_fields_or_l
     for key in ("name", "namespace", "uid", "generation", "resourceVersion"):
         assert stored["metadata"][key] == event["metadata"][key]
     assert event == pristine, "the event's body must not be edited"
-    # not copied: the decoded event's own values (nothing mutates them)
+    # the spec is not copied: the decoded event's own (nothing mutates it); the status is kept as compact JSON
+    # (a quarter of its decoded size) and decoded afresh for each reconcile
     assert stored["spec"] is event["spec"]
-    assert stored["status"] is event["status"]
+    assert stored["status"] == event["status"] and stored["status"] is not event["status"]
+    entry = fleet._workloads[WorkloadKey(NS, "a")]
+    assert isinstance(entry.status, str) and json.loads(entry.status) == event["status"]
+    stored["status"]["phase"] = "edited by a caller"
+    assert entry.body["status"] == event["status"], "what a caller does to a body does not stick"
 
 
 def test_an_unchanged_generation_keeps_the_stored_spec_object() -> None:
@@ -142,7 +156,7 @@ def test_an_unchanged_generation_keeps_the_stored_spec_object() -> None:
     entry = fleet._workloads[WorkloadKey(NS, "a")]
     assert entry.resource_version == "2"
     assert entry.body["spec"] is first["spec"]
-    assert entry.body["status"] is second["status"]
+    assert entry.body["status"] == second["status"]
     edited = _body("a", rv=3, generation=2)
     edited["spec"]["scaling"]["maxReplicas"] = 4
     fleet.observe("MODIFIED", edited)
@@ -165,7 +179,7 @@ def test_the_reconciler_reads_only_what_the_fleet_keeps() -> None:
 
     writer = Writer()
     reconciler = Reconciler(cast(Any, writer), {TargetName.CLUSTER: DryRunTarget()})
-    trimmed = fleet_module._trimmed(_body("a"))
+    trimmed = _stored(_body("a"))
     inputs = TickInputs(now=START, price_book=default_price_book(), capacity=ClusterCapacity())
     result = _run(reconciler.reconcile(trimmed, inputs))
     assert result.wrote_status and writer.patches
@@ -219,7 +233,7 @@ def test_reconcile_uses_the_parsed_spec_it_is_given(monkeypatch: pytest.MonkeyPa
         async def post_event(self, **_: Any) -> None:
             return None
 
-    body = fleet_module._trimmed(_body("a"))
+    body = _stored(_body("a"))
     parsed = parse_spec(body["spec"])
 
     def forbidden(raw: Any) -> Any:

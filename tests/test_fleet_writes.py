@@ -38,7 +38,10 @@ def test_second_pass_over_unchanged_workloads_writes_nothing(crd_installed: Kube
         crd_installed.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
 
     async def scenario() -> tuple[list[int], list[int], list[dict[str, Any]]]:
-        settings = OperatorSettings(kubeconfig=crd_installed.kubeconfig, metrics_port=0, health_port=0)
+        # this namespace only: another test's workloads (e.g. a namespace still terminating) are not ours to count
+        settings = OperatorSettings(
+            namespaces=(namespace,), kubeconfig=crd_installed.kubeconfig, metrics_port=0, health_port=0
+        )
         fleet, close = await build_fleet(settings)
         try:
             cluster_target = fleet.reconciler.targets[next(iter(fleet.reconciler.targets))]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from inference_placement.metrics.prometheus import PrometheusSource
+from inference_placement.metrics.prometheus import WHOLE_WINDOW_POINTS_PER_QUERY, PrometheusSource
 from inference_placement.metrics.promql import PromQLTemplates, Signal, TemplateError, render_queries
 from inference_placement.metrics.source import MetricsSnapshot, WorkloadKey
 from inference_placement.scale.prometheus import Switch, free_port
@@ -296,7 +296,11 @@ async def test_queries_per_tick_are_constant_for_10_and_1000_workloads(prom: Pro
         sent[size] = prom.api_requests() - before
         assert snapshot.problem is None and len(snapshot.windows) == size
         assert snapshot.queries == sent[size]
-    assert sent == {10: len(Signal), FLEET_SIZE: len(Signal)}
+    # a first fetch asks for the whole window, the windowed signals in spans of WHOLE_WINDOW_POINTS_PER_QUERY
+    assert sent[10] == sent[FLEET_SIZE] == 2 * math.ceil(source.points / WHOLE_WINDOW_POINTS_PER_QUERY) + 2
+    # later fetches: one query per signal
+    before = prom.api_requests()
+    assert (await source.fetch(fleet, NOW)).queries == len(Signal) == prom.api_requests() - before
     # and the numbers are right for all of them
     snapshot = await source.fetch(fleet, NOW)
     for i, key in enumerate(fleet):
@@ -539,6 +543,7 @@ async def test_fetching_only_the_newest_points_gives_the_whole_windows(
     incremental = _RecordingSource(prom.url, templates=templates, range_seconds=15 * 60)
     ts = first_ts
     ticks = 0
+    whole_queries = 0
     while ts <= NOW_TS:
         now = datetime.fromtimestamp(ts, UTC)
         kept = await incremental.fetch(keys, now)
@@ -547,15 +552,18 @@ async def test_fetching_only_the_newest_points_gives_the_whole_windows(
         assert kept.windows == whole.windows, now
         assert kept.per_workload_problem == whole.per_workload_problem, now
         assert kept.gpu_utilization == whole.gpu_utilization, now
-        assert kept.queries == whole.queries == len(incremental.queries)
+        assert kept.queries == (len(incremental.queries) if ticks else whole.queries)
+        if not ticks:
+            whole_queries = kept.queries  # the windowed signals in two spans each, the others in one
         ticks += 1
         ts += 30
     assert ticks >= 14 and incremental.whole_fetches == 1
     # after the first fetch no query asked for more than the overlap (max_staleness_seconds = 180 s)
-    later = incremental.spans[len(incremental.queries) :]
+    later = incremental.spans[whole_queries:]
     assert later and max(span for _, span in later) <= 180
     window_query = incremental.queries[Signal.REQUEST_RATE]
-    assert [span for query, span in incremental.spans[: len(incremental.queries)] if query == window_query] == [870]
+    first = [span for query, span in incremental.spans[:whole_queries] if query == window_query]
+    assert first == [420, 420]  # the whole window (30 points), in spans of 15 points
 
 
 async def test_a_new_workload_a_missed_tick_or_a_clock_going_back_fetch_the_whole_window(

@@ -65,11 +65,18 @@ class FleetStats:
     last_tick_at: datetime | None = None
 
 
+_NO_SPEC: Any = object()
+
+
 @dataclass
 class _Entry:
-    body: dict[str, Any]
-    """``metadata`` (without ``DROPPED_METADATA``/``DROPPED_ANNOTATIONS``), ``spec`` and ``status`` of the object;
-    the values are the decoded event's own (not copied): nothing mutates them."""
+    metadata: dict[str, Any]
+    """The object's metadata without ``DROPPED_METADATA``/``DROPPED_ANNOTATIONS`` (the event's own values)."""
+    spec: Any
+    """The object's spec, by reference (``_NO_SPEC``: none); identical specs share one object."""
+    status: str | Mapping[str, Any] | None
+    """The object's status as compact JSON (a decoded status is ~4x its JSON: 10.8 KB against 2.6 KB measured with
+    metadata), decoded again only when the workload is reconciled; a status that is not JSON is kept as is."""
     generation: int
     resource_version: str
     uid: str = ""
@@ -81,6 +88,18 @@ class _Entry:
     """Fleet clock (POSIX seconds) of the last successful reconcile: the resync takes the oldest first."""
     revisit_at: float | None = None
     """The last reconcile's earliest clock-only deadline (e.g. a cooldown ending): reconciled once it passed."""
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The object as the reconciler reads it (a fresh status each call: nothing the caller does sticks)."""
+        body: dict[str, Any] = {"metadata": self.metadata}
+        if self.spec is not _NO_SPEC:
+            body["spec"] = self.spec
+        if isinstance(self.status, str):
+            body["status"] = json.loads(self.status)
+        elif self.status is not None:
+            body["status"] = self.status
+        return body
 
 
 @dataclass
@@ -143,9 +162,7 @@ class Fleet:
         changed = (
             previous is None
             or previous.generation != generation
-            or (
-                meta.get("deletionTimestamp") is not None and previous.body["metadata"].get("deletionTimestamp") is None
-            )
+            or (meta.get("deletionTimestamp") is not None and previous.metadata.get("deletionTimestamp") is None)
         )
         if changed:
             self._dirty.add(key)
@@ -165,12 +182,19 @@ class Fleet:
             return  # a late watch event must not undo what we already know from our own write
         generation = int(meta.get("generation") or 0)
         uid = str(meta.get("uid") or "")
-        entry = _Entry(body=_trimmed(body), generation=generation, resource_version=rv, uid=uid)
+        entry = _Entry(
+            metadata=_trimmed_metadata(meta),
+            spec=body.get("spec", _NO_SPEC),
+            status=_compact(body.get("status")),
+            generation=generation,
+            resource_version=rv,
+            uid=uid,
+        )
         if previous is not None:
             entry.reconciled_at = previous.reconciled_at
             entry.revisit_at = previous.revisit_at
-            if previous.uid == uid and previous.generation == generation and "spec" in previous.body:
-                entry.body["spec"] = previous.body["spec"]
+            if previous.uid == uid and previous.generation == generation and previous.spec is not _NO_SPEC:
+                entry.spec = previous.spec
                 entry.parsed = previous.parsed
             if previous.resource_version == rv and rv:
                 entry.inputs = previous.inputs  # the same object version again (our write, then its watch event)
@@ -182,7 +206,7 @@ class Fleet:
         """The entry's parsed spec: parsed once per distinct spec content (shared between workloads)."""
         if entry.parsed is not None:
             return entry.parsed
-        raw = entry.body.get("spec")
+        raw = None if entry.spec is _NO_SPEC else entry.spec
         try:
             text = json.dumps(raw, sort_keys=True, separators=(",", ":"))
         except (TypeError, ValueError):  # not JSON (only from a caller that is not the apiserver): no sharing
@@ -198,7 +222,7 @@ class Fleet:
                 self._specs.popitem(last=False)
         else:
             self._specs.move_to_end(text)
-            entry.body["spec"] = hit[0]  # one copy of an identical spec (they are read only)
+            entry.spec = hit[0]  # one copy of an identical spec (they are read only)
         entry.parsed = hit[1]
         return entry.parsed
 
@@ -429,18 +453,22 @@ def _posix(moment: datetime) -> float:
     return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def _trimmed(body: Mapping[str, Any]) -> dict[str, Any]:
-    """metadata without what nothing reads, spec and status: references into ``body``, not copies."""
-    meta = body.get("metadata") or {}
+def _trimmed_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """metadata without what nothing reads: references into the event's metadata, not copies."""
     kept = {k: v for k, v in meta.items() if k not in DROPPED_METADATA}
     annotations = meta.get("annotations")
     if annotations and not DROPPED_ANNOTATIONS.isdisjoint(annotations):
         kept["annotations"] = {k: v for k, v in annotations.items() if k not in DROPPED_ANNOTATIONS}
-    trimmed: dict[str, Any] = {"metadata": kept}
-    for part in ("spec", "status"):
-        if part in body:
-            trimmed[part] = body[part]
-    return trimmed
+    return kept
+
+
+def _compact(status: Any) -> str | Mapping[str, Any] | None:
+    if status is None:
+        return None
+    try:
+        return json.dumps(status, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError):  # not JSON (only from a caller that is not the apiserver)
+        return status  # type: ignore[no-any-return]
 
 
 def _rv_older(candidate: str, known: str) -> bool:
