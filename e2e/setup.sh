@@ -8,6 +8,12 @@ cd "$ROOT"
 started=$SECONDS
 
 APT_PACKAGES=(lua5.4 prometheus prometheus-pushgateway)
+PYTHON=${PYTHON:-python3}
+# Debian's python3 makes venvs only with python3-venv (ensurepip); a Python >= 3.11 from elsewhere needs nothing
+if ! "$PYTHON" -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
+  APT_PACKAGES+=(python3 python3-venv)
+  PYTHON=/usr/bin/python3
+fi
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -23,7 +29,6 @@ if ((${#missing[@]})); then
   done
 fi
 
-PYTHON=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv
 fi

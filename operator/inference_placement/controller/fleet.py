@@ -331,7 +331,7 @@ class Fleet:
                 return None
             window = windows.get(key)
             problem = snapshot.problem_for(key)
-            parsed = entry.parsed if entry.parsed is not None else self._parsed(entry)
+            parsed = self._parsed(entry)
             spec, problems = parsed
             verdict = self.capacity_verdict(key, spec) if spec is not None and not problems else None
             routed = self.router.confirmed(key) if self.router is not None else None

@@ -61,11 +61,10 @@ _LabelKey = tuple[str, str]
 _Sample = tuple[float, Any]
 """(time, value as Prometheus sent it)."""
 _Points = list[list[Any]]
-"""A series' samples as Prometheus sends them, ``[[time, "value"], ...]`` (shape checked by ``_parse``); values
-are converted only where they are read, so a fleet-wide answer is not copied point by point."""
+"""A series' samples as Prometheus sends them, ``[[time, "value"], ...]``; each sample is shape-checked (``_pair``)
+and converted only where it is read, so a fleet-wide answer is not copied point by point."""
 
-_TIME_TYPES = (int, float)
-_TIME_TYPE_SET = frozenset(_TIME_TYPES)
+_TIME_TYPE_SET = frozenset({int, float})
 
 WHOLE_WINDOW_POINTS_PER_QUERY = 15
 """A whole window is asked for in spans of at most this many points per series, one after the other, so that the
@@ -73,10 +72,6 @@ decoded answer (the transient peak of a fetch) stays small: a constant number of
 
 _WINDOWED = frozenset({Signal.REQUEST_RATE, Signal.GPU_UTILIZATION})
 """Signals read over the whole window: kept between fetches, only their newest points fetched (module docstring)."""
-
-_LATEST_ONLY = frozenset({Signal.LATENCY_P99, Signal.SERVICE_SECONDS})
-"""Signals of which only the latest point within ``max_staleness_seconds`` is read: fetched over that span only,
-not the whole window (at 10,000 workloads, 60 points per series cost ~9x the parsing of 7)."""
 
 
 class _BadResponse(Exception):
