@@ -4,7 +4,8 @@ Each ``fetch(keys, now)`` sends the enabled signals' queries (request rate, p99 
 utilisation; see ``promql.py``) as range queries at ``step_seconds`` on a grid of whole steps (the window ends at the
 last multiple of the step at or before the ``now`` passed in, never the wall clock), concurrently in worker threads
 (``prometheus-api-client`` is synchronous; the event loop is never blocked). The number of queries is constant in the
-number of workloads: one per signal, every fetch.
+number of workloads: one per signal on a steady fetch; a whole-window fetch asks for the windowed signals in spans of
+``WHOLE_WINDOW_POINTS_PER_QUERY`` points.
 
 Incremental: the windowed signals (request rate, GPU utilisation) are kept between fetches as floats on that grid.
 A fetch asks for the whole window only when it has to (the first fetch, a workload it has not fetched before, a
@@ -112,7 +113,7 @@ class _Kept:
     """What the last successful fetch keeps for the next one."""
 
     end_ts: int
-    fetched: frozenset[_LabelKey] | set[_LabelKey]
+    fetched: set[_LabelKey]
     """The workloads it asked for (one not among them makes the next fetch ask for the whole window)."""
     series: dict[Signal, dict[_LabelKey, _Series]]
     latest: dict[Signal, dict[_LabelKey, _Sample]]
