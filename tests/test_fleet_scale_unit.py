@@ -88,8 +88,10 @@ class WindowMetrics:
 
     def __init__(self) -> None:
         self.end: datetime | None = None
+        self.slo_seconds: Any = None
 
-    async def fetch(self, keys: Any, now: datetime) -> MetricsSnapshot:
+    async def fetch(self, keys: Any, now: datetime, slo_seconds: Any = None) -> MetricsSnapshot:
+        self.slo_seconds = slo_seconds
         end = self.end or now
         window = TrafficWindow(step_seconds=30.0, rps=(1.0,) * 60, latency_p99_seconds=0.2, end=end)
         return MetricsSnapshot(windows=dict.fromkeys(keys, window), queries=4)
@@ -262,6 +264,27 @@ def test_capacity_verdict_gets_the_parsed_spec_of_valid_workloads_only() -> None
     _run(fleet.tick())
     assert [k.name for k, _ in seen] == ["good"]
     assert isinstance(seen[0][1], InferenceWorkloadSpec)
+
+
+def test_the_metrics_fetch_gets_each_parsed_workloads_latency_objective() -> None:
+    """The source counts each workload's requests slower than its own SLO; a spec that does not parse has none."""
+    clock = Clock()
+    fleet, _ = _fleet(clock)
+    tight = _body("tight")
+    tight["spec"]["slo"] = {"latencyP99Seconds": 0.25}
+    fleet.observe("ADDED", tight)
+    fleet.observe("ADDED", _body("default"))
+    garbage = _body("garbage")
+    garbage["spec"]["slo"] = {"latencyP99Seconds": "fast"}
+    fleet.observe("ADDED", garbage)
+    _run(fleet.tick())
+    metrics = cast(WindowMetrics, fleet.metrics)
+    default = parse_spec(_body("default")["spec"])[0]
+    assert default is not None
+    assert metrics.slo_seconds == {
+        WorkloadKey(NS, "tight"): 0.25,
+        WorkloadKey(NS, "default"): default.slo.latency_p99_seconds,
+    }
 
 
 # ---------------------------------------------------------------------- which workloads a tick reconciles

@@ -184,11 +184,18 @@ def test_default_queries_are_one_per_signal_grouped_by_workload() -> None:
 
 
 def test_templates_take_the_configured_labels_selector_and_rate_window() -> None:
-    templates = PromQLTemplates(selector='job="model-servers"', gpu_utilization=None, service_seconds=None)
+    templates = PromQLTemplates(
+        selector='job="model-servers"', gpu_utilization=None, service_seconds=None, latency_buckets=None
+    )
     queries = render_queries(templates, namespace_label="kube_namespace", workload_label="app", rate_window_seconds=90)
     assert set(queries) == {Signal.REQUEST_RATE, Signal.LATENCY_P99}
     assert queries[Signal.REQUEST_RATE] == (
         'sum by (kube_namespace, app) (rate(model_requests_total{job="model-servers"}[90s]))'
+    )
+    # extra matchers (the latency buckets' le) join the selector in every metric of every template
+    bucket = render_queries(PromQLTemplates(selector='job="m"'), extra_matchers='le=~"0\\\\.1"')
+    assert bucket[Signal.LATENCY_BUCKETS] == (
+        'sum by (namespace, workload, le) (rate(model_request_duration_seconds_bucket{job="m",le=~"0\\\\.1"}[60s]))'
     )
     assert "[1500ms]" in render_queries(templates, rate_window_seconds=1.5)[Signal.REQUEST_RATE]
 
@@ -289,20 +296,23 @@ async def test_ambiguous_gpu_series_drop_only_the_gpu_value(prom: PrometheusServ
 async def test_queries_per_tick_are_constant_for_10_and_1000_workloads(prom: PrometheusServer) -> None:
     source = PrometheusSource(prom.url)
     fleet = [WorkloadKey("fleet", f"w{i:04d}") for i in range(FLEET_SIZE)]
+    objectives = dict.fromkeys(fleet, 0.1)
     sent: dict[int, int] = {}
     for size in (10, FLEET_SIZE):
-        before = prom.api_requests()
-        snapshot = await source.fetch(fleet[:size], NOW)
-        sent[size] = prom.api_requests() - before
+        before, instant_before = prom.api_requests(), prom.api_requests("/api/v1/query")
+        snapshot = await source.fetch(fleet[:size], NOW, objectives)
+        sent[size] = prom.api_requests() - before + prom.api_requests("/api/v1/query") - instant_before
         assert snapshot.problem is None and len(snapshot.windows) == size
         assert snapshot.queries == sent[size]
-    # a first fetch asks for the whole window, the windowed signals in spans of WHOLE_WINDOW_POINTS_PER_QUERY
-    assert sent[10] == sent[FLEET_SIZE] == 2 * math.ceil(source.points / WHOLE_WINDOW_POINTS_PER_QUERY) + 2
+    # a first fetch asks for the whole window, the windowed signals in spans of WHOLE_WINDOW_POINTS_PER_QUERY; the
+    # very first also for the histogram's bucket bounds
+    whole = 3 * math.ceil(source.points / WHOLE_WINDOW_POINTS_PER_QUERY) + 2
+    assert sent[10] - 1 == sent[FLEET_SIZE] == whole
     # later fetches: one query per signal
     before = prom.api_requests()
-    assert (await source.fetch(fleet, NOW)).queries == len(Signal) == prom.api_requests() - before
+    assert (await source.fetch(fleet, NOW, objectives)).queries == len(Signal) == prom.api_requests() - before
     # and the numbers are right for all of them
-    snapshot = await source.fetch(fleet, NOW)
+    snapshot = await source.fetch(fleet, NOW, objectives)
     for i, key in enumerate(fleet):
         assert snapshot.windows[key].rps[-1] == pytest.approx((i % 7) * 6 / 60), key
 
@@ -412,7 +422,7 @@ async def test_prometheus_stopped_gives_a_problem_and_no_window(
     snapshot = await source.fetch(_keys("a", "w"), now)
     assert snapshot.windows == {}
     assert snapshot.problem is not None and "unreachable" in snapshot.problem
-    assert snapshot.queries == len(Signal)
+    assert snapshot.queries == len(Signal) - 1  # no objective given: no latency-bucket query
 
 
 # ----------------------------------------------------------------------------------------------- not Prometheus
@@ -479,6 +489,23 @@ async def test_garbage_responses_are_a_problem(not_prometheus: _NotPrometheus, m
     assert "secret" not in snapshot.problem
 
 
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        pytest.param("html", "unparsable response", id="html"),
+        pytest.param("scalar", "not an instant vector", id="scalar-result"),
+    ],
+)
+async def test_garbage_bucket_bounds_are_a_problem(not_prometheus: _NotPrometheus, mode: str, reason: str) -> None:
+    """The bounds query goes first when objectives are given; its garbage freezes the fetch like any query's."""
+    not_prometheus.mode = mode
+    source = PrometheusSource(f"http://127.0.0.1:{not_prometheus.server_address[1]}", timeout_seconds=2)
+    snapshot = await source.fetch(_keys("a", "w"), NOW, {WorkloadKey("a", "w"): 0.2})
+    assert snapshot.windows == {} and snapshot.queries == 1
+    assert snapshot.problem is not None
+    assert snapshot.problem.startswith("latency bucket bounds query:") and reason in snapshot.problem
+
+
 async def test_a_slow_prometheus_times_out_without_blocking_the_loop(not_prometheus: _NotPrometheus) -> None:
     not_prometheus.delay_seconds = 3.0
     source = PrometheusSource(f"http://127.0.0.1:{not_prometheus.server_address[1]}", timeout_seconds=0.5)
@@ -501,6 +528,69 @@ async def test_a_slow_prometheus_times_out_without_blocking_the_loop(not_prometh
     assert snapshot.problem is not None and "timed out after 0.5 s" in snapshot.problem
     assert elapsed < 2.5
     assert beats >= 5  # the event loop kept running while the queries waited
+
+
+@pytest.mark.parametrize(
+    ("objective", "share"),
+    [
+        pytest.param(0.1, 0.02, id="a-bound-at-the-objective"),
+        pytest.param(0.2, 0.02, id="between-bounds-counts-from-the-bound-under-it"),
+        pytest.param(0.07, 0.10, id="a-tighter-objective"),
+        pytest.param(0.25, 0.0, id="every-request-within"),
+    ],
+)
+async def test_slo_misses_come_from_the_bucket_at_or_under_the_objective(
+    prom: PrometheusServer, objective: float, share: float
+) -> None:
+    """LATENCY_SHARES: 90 % <= 50 ms, 98 % <= 100 ms, 100 % <= 250 ms. Between two bounds the misses are counted
+    from the lower one (more capacity, never less)."""
+    keys = _keys("trace", "busy", "steady")
+    snapshot = await PrometheusSource(prom.url).fetch(keys, NOW, dict.fromkeys(keys, objective))
+    for key in keys:
+        window = snapshot.windows[key]
+        assert window.slo_miss_share == pytest.approx(share, abs=1e-9), key
+        assert window.slo_misses is not None and len(window.slo_misses) == len(window.rps)
+        expected = [rate * share * window.step_seconds for rate in window.rps]
+        assert window.slo_misses == pytest.approx(expected, abs=1e-9), key
+
+
+async def test_slo_misses_are_unknown_without_an_objective_or_a_bound_under_it(prom: PrometheusServer) -> None:
+    busy, steady, alternating = keys = _keys("trace", "busy", "steady", "alternating")
+    source = _RecordingSource(prom.url)
+    # 4 ms is under every bucket bound (5 ms is the smallest); alternating has no objective at all
+    snapshot = await source.fetch(keys, NOW, {busy: 0.004, steady: 0.1})
+    assert snapshot.windows[busy].slo_misses is None and snapshot.windows[busy].slo_miss_share is None
+    assert snapshot.windows[alternating].slo_misses is None
+    assert snapshot.windows[steady].slo_miss_share == pytest.approx(0.02)
+    # the other windows are what a source without the bucket signal answers
+    plain = PromQLTemplates(latency_buckets=None)
+    without = await PrometheusSource(prom.url, templates=plain).fetch(keys, NOW, {busy: 0.004, steady: 0.1})
+    assert without.windows[busy] == snapshot.windows[busy]
+    assert without.windows[steady].slo_misses is None
+    assert without.queries == 2 * 2 + 2  # the two windowed signals in two spans each; p99, service time
+    # the misses were asked for at the bound the objective needs (100 ms) only: +Inf less that bucket
+    misses = [query for query, _ in source.spans if "ignoring (le)" in query]
+    assert misses and all('le="+Inf"' in query and 'le="0.1"' in query for query in misses), misses
+    assert not any('le="0.005"' in query for query, _ in source.spans)
+
+
+async def test_bucket_bounds_are_asked_for_once_an_hour_and_an_objective_change_refetches(
+    prom: PrometheusServer,
+) -> None:
+    busy = _keys("trace", "busy")
+    source = PrometheusSource(prom.url)
+
+    def at(offset: float) -> datetime:
+        return datetime.fromtimestamp(NOW_TS + offset, UTC)
+
+    first = await source.fetch(busy, at(-300), {busy[0]: 0.1})
+    steady = await source.fetch(busy, at(-270), {busy[0]: 0.1})
+    assert first.queries == 1 + 3 * 2 + 2  # the bounds; 3 windowed signals in two spans each; p99, service
+    assert steady.queries == 5 and source.whole_fetches == 1
+    tighter = await source.fetch(busy, at(-240), {busy[0]: 0.07})  # another bucket: its window is asked for whole
+    assert source.whole_fetches == 2
+    assert tighter.windows[busy[0]].slo_miss_share == pytest.approx(0.10)
+    assert len(tighter.windows[busy[0]].slo_misses or ()) == len(tighter.windows[busy[0]].rps)
 
 
 # ----------------------------------------------------------------------------------------------- incremental fetch
@@ -539,22 +629,24 @@ async def test_fetching_only_the_newest_points_gives_the_whole_windows(
     prom: PrometheusServer, templates: PromQLTemplates | None, keys: list[WorkloadKey], first_ts: float
 ) -> None:
     """One source fetched tick after tick (newest points only, the rest kept) answers exactly what a fresh source
-    fetching the whole window answers at each tick: windows, reasons, GPU utilisation."""
+    fetching the whole window answers at each tick: windows (SLO misses included), reasons, GPU utilisation."""
     incremental = _RecordingSource(prom.url, templates=templates, range_seconds=15 * 60)
+    objectives = {key: (0.07, 0.1)[i % 2] for i, key in enumerate(keys)}  # two bounds: 50 ms, 100 ms
     ts = first_ts
     ticks = 0
     whole_queries = 0
     while ts <= NOW_TS:
         now = datetime.fromtimestamp(ts, UTC)
-        kept = await incremental.fetch(keys, now)
-        whole = await PrometheusSource(prom.url, templates=templates, range_seconds=15 * 60).fetch(keys, now)
+        kept = await incremental.fetch(keys, now, objectives)
+        fresh = PrometheusSource(prom.url, templates=templates, range_seconds=15 * 60)
+        whole = await fresh.fetch(keys, now, objectives)
         assert whole.problem is None and kept.problem is None
         assert kept.windows == whole.windows, now
         assert kept.per_workload_problem == whole.per_workload_problem, now
         assert kept.gpu_utilization == whole.gpu_utilization, now
-        assert kept.queries == (len(incremental.queries) if ticks else whole.queries)
+        assert kept.queries == (len(incremental.queries) + 1 if ticks else whole.queries)  # the misses: per bound
         if not ticks:
-            whole_queries = kept.queries  # the windowed signals in two spans each, the others in one
+            whole_queries = len(incremental.spans)  # the windowed signals in two spans each, the others in one
         ticks += 1
         ts += 30
     assert ticks >= 14 and incremental.whole_fetches == 1

@@ -267,7 +267,7 @@ class Fleet:
         keys = list(self._workloads)
         now = self.clock()
         try:
-            self._snapshot = await self.metrics.fetch(keys, now)
+            self._snapshot = await self.metrics.fetch(keys, now, self._slo_seconds())
         except Exception as err:  # a broken metrics source freezes placement; it never stops the loop
             log.exception("metrics fetch failed")
             self._snapshot = MetricsSnapshot(problem=f"metrics source error: {type(err).__name__}")
@@ -286,6 +286,16 @@ class Fleet:
             self.telemetry.tick_cpu.set(time.process_time() - cpu_started)
             self.telemetry.ticks.inc()
             self.telemetry.workloads.set(len(self._workloads))
+
+    def _slo_seconds(self) -> dict[WorkloadKey, float]:
+        """Each workload's latency objective, from its parsed spec (parsed once per distinct spec): what the metrics
+        source counts misses against. A spec that does not parse has none."""
+        out: dict[WorkloadKey, float] = {}
+        for key, entry in self._workloads.items():
+            spec = self._parsed(entry)[0]
+            if spec is not None:
+                out[key] = spec.slo.latency_p99_seconds
+        return out
 
     async def reconcile_now(self, keys: set[WorkloadKey] | None = None) -> None:
         """Reconcile the given workloads (all when None) with the last metrics snapshot. For tests and tools."""
@@ -437,6 +447,7 @@ def _window_fingerprint(window: TrafficWindow | None) -> tuple[Any, ...] | None:
         _q(window.service_seconds),
         _q(window.warm_latency_seconds),
         _q(window.slo_miss_share),
+        _q(sum(window.slo_misses[-10:])) if window.slo_misses else None,
         _q(max((p for p in window.peak_in_flight if p is not None), default=0.0)) if window.peak_in_flight else None,
         len(window.history_rps) if window.history_rps else None,
         _q(sum(window.history_rps)) if window.history_rps else None,

@@ -1,18 +1,24 @@
 """The Prometheus metrics source: per tick ONE range query per signal for ALL workloads, grouped by workload.
 
-Each ``fetch(keys, now)`` sends the enabled signals' queries (request rate, p99 latency, mean service time, GPU
-utilisation; see ``promql.py``) as range queries at ``step_seconds`` on a grid of whole steps (the window ends at the
-last multiple of the step at or before the ``now`` passed in, never the wall clock), concurrently in worker threads
+Each ``fetch(keys, now, slo_seconds)`` sends the enabled signals' queries (request rate, p99 latency, mean service
+time, GPU utilisation, the latency buckets at the workloads' objectives; see ``promql.py``) as range queries at
+``step_seconds`` on a grid of whole steps (the window ends at the last multiple of the step at or before the ``now``
+passed in, never the wall clock), concurrently in worker threads
 (``prometheus-api-client`` is synchronous; the event loop is never blocked). The number of queries is constant in the
 number of workloads: one per signal on a steady fetch; a whole-window fetch asks for the windowed signals in spans of
 ``WHOLE_WINDOW_POINTS_PER_QUERY`` points.
 
-Incremental: the windowed signals (request rate, GPU utilisation) are kept between fetches as floats on that grid.
-A fetch asks for the whole window only when it has to (the first fetch, a workload it has not fetched before, a
-fetch missed for longer than the overlap, a clock that went back); otherwise it asks for the newest points only,
-over the last ``max_staleness_seconds`` (the overlap: points that recent are replaced, since late scrapes may still
-change them), and slides the kept window. At 10,000 workloads that is 7 points per series decoded instead of 60. A
-point older than the overlap is taken as final (Prometheus refuses out-of-order samples by default).
+Requests slower than each workload's SLO (``TrafficWindow.slo_misses`` / ``slo_miss_share``) come from the latency
+histogram (``slo_buckets.py``): which bucket bounds exist is asked once an hour (one instant query); each tick sends
+one query per bound the objectives in ``slo_seconds`` use (``+Inf`` less that bound, subtracted by Prometheus: one
+series per workload).
+
+Incremental: the windowed signals (request rate, GPU utilisation, SLO misses) are kept between fetches as floats on
+that grid. A fetch asks for the whole window only when it has to (the first fetch, a workload it has not fetched
+before, a fetch missed for longer than the overlap, a clock that went back); otherwise it asks for the newest points
+only, over the last ``max_staleness_seconds`` (the overlap: points that recent are replaced, since late scrapes may
+still change them), and slides the kept window. At 10,000 workloads that is 7 points per series decoded instead of
+60. A point older than the overlap is taken as final (Prometheus refuses out-of-order samples by default).
 
 What goes wrong is answered, never raised:
   - Prometheus down, slow, an HTTP error, a response that is not the expected JSON: ``MetricsSnapshot.problem`` says
@@ -43,10 +49,16 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from inference_placement.metrics.promql import PromQLTemplates, Signal, prometheus_duration, render_queries
+from inference_placement.metrics.slo_buckets import INF_LE, BucketBounds, bounds_query, le_matcher, miss_query
 from inference_placement.metrics.source import MetricsSnapshot, WorkloadKey
 from inference_placement.policy.decide import TrafficWindow
 
-__all__ = ["MAX_POINTS_PER_SERIES", "WHOLE_WINDOW_POINTS_PER_QUERY", "PrometheusSource"]
+__all__ = [
+    "BUCKET_BOUNDS_REFRESH_SECONDS",
+    "MAX_POINTS_PER_SERIES",
+    "WHOLE_WINDOW_POINTS_PER_QUERY",
+    "PrometheusSource",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +83,10 @@ WHOLE_WINDOW_POINTS_PER_QUERY = 15
 """A whole window is asked for in spans of at most this many points per series, one after the other, so that the
 decoded answer (the transient peak of a fetch) stays small: a constant number of queries, whatever the fleet size."""
 
-_WINDOWED = frozenset({Signal.REQUEST_RATE, Signal.GPU_UTILIZATION})
+BUCKET_BOUNDS_REFRESH_SECONDS = 3600
+"""How often (on the fetches' clock) the latency histogram's bucket bounds are asked for again."""
+
+_WINDOWED = frozenset({Signal.REQUEST_RATE, Signal.GPU_UTILIZATION, Signal.LATENCY_BUCKETS})
 """Signals read over the whole window: kept between fetches, only their newest points fetched (module docstring)."""
 
 
@@ -118,6 +133,8 @@ class _Kept:
     series: dict[Signal, dict[_LabelKey, _Series]]
     latest: dict[Signal, dict[_LabelKey, _Sample]]
     """Latest-only signals: each workload's newest sample within ``max_staleness_seconds``."""
+    le_of: dict[_LabelKey, str]
+    """The histogram bucket (``le``) whose misses the kept SLO-miss series count, per workload."""
 
 
 def _aware(moment: datetime) -> datetime:
@@ -206,12 +223,19 @@ class PrometheusSource:
         port = f":{parts.port}" if parts.port else ""
         self._where = f"Prometheus at {parts.hostname}{port}"
         self._kept: _Kept | None = None
+        self._bounds = BucketBounds(())
+        self._bounds_ts: int | None = None
+        """Fetch clock of the last bucket-bounds answer (None: never asked)."""
         self.whole_fetches = 0
         """Fetches that asked for the whole window (the others asked for the newest points only)."""
 
     # ------------------------------------------------------------------ the protocol
 
-    async def fetch(self, keys: Sequence[WorkloadKey], now: datetime) -> MetricsSnapshot:
+    async def fetch(
+        self, keys: Sequence[WorkloadKey], now: datetime, slo_seconds: Mapping[WorkloadKey, float] | None = None
+    ) -> MetricsSnapshot:
+        """Windows for ``keys`` ending at ``now``; ``slo_seconds`` (each workload's latency objective) asks for
+        their requests slower than it too (workloads without one get none)."""
         if not keys:
             return MetricsSnapshot()
         step = self.step_seconds
@@ -221,18 +245,45 @@ class PrometheusSource:
         recent_steps = min(self.points - 1, int(self.max_staleness_seconds // step))
         recent_ts = end_ts - recent_steps * step
         wanted = {(k.namespace, k.name) for k in keys}
+        discovery = 0
+        le_of: dict[_LabelKey, str] = {}
+        if Signal.LATENCY_BUCKETS in self.queries and slo_seconds:
+            try:
+                async with asyncio.timeout(self.timeout_seconds + _FETCH_BUDGET_MARGIN_SECONDS):
+                    discovery = await self._refresh_bounds(end_ts)
+            except TimeoutError:
+                slow = f"{self._where} did not answer within {self.timeout_seconds:g} s"
+                return self._failed(f"latency bucket bounds query: {slow}", 1)
+            except Exception as err:  # answered as a problem, like every query's failure
+                bad = f"unexpected response from {self._where}: {err}" if isinstance(err, _BadResponse) else None
+                return self._failed(f"latency bucket bounds query: {bad or self._describe(err)}", 1)
+            for key in keys:
+                objective = slo_seconds.get(key)
+                le = None if objective is None else self._bounds.le_for(objective)
+                if le is not None:
+                    le_of[(key.namespace, key.name)] = le
         kept = self._kept
-        whole = kept is None or not (recent_ts - step <= kept.end_ts <= end_ts) or not wanted <= kept.fetched
+        whole = (
+            kept is None
+            or not (recent_ts - step <= kept.end_ts <= end_ts)
+            or not wanted <= kept.fetched
+            or any(kept.le_of.get(k) != le for k, le in le_of.items())
+        )
         previous = None if whole else kept
-        signals = list(self.queries)
+        signals = [s for s in self.queries if s is not Signal.LATENCY_BUCKETS or le_of]
         chunks = _chunks(start_ts, end_ts, step, WHOLE_WINDOW_POINTS_PER_QUERY) if whole else []
-        sent = sum(len(chunks) if whole and s in _WINDOWED else 1 for s in signals)
-        budget = self.timeout_seconds * max(1, len(chunks)) + _FETCH_BUDGET_MARGIN_SECONDS
+        bound_count = len(set(le_of.values()))
+        sent = discovery + sum(
+            (len(chunks) if whole and s in _WINDOWED else 1) * (bound_count if s is Signal.LATENCY_BUCKETS else 1)
+            for s in signals
+        )
+        # the signals run side by side; each asks for its spans one after the other (the misses: per bound)
+        budget = self.timeout_seconds * max(1, len(chunks)) * max(1, bound_count) + _FETCH_BUDGET_MARGIN_SECONDS
         window = _Grid(start_ts=start_ts, recent_ts=recent_ts, end_ts=end_ts, step=step)
         try:
             async with asyncio.timeout(budget):
                 answers = await asyncio.gather(
-                    *(self._fetch_signal(s, previous, window, chunks, wanted) for s in signals),
+                    *(self._fetch_signal(s, previous, window, chunks, wanted, le_of) for s in signals),
                     return_exceptions=True,
                 )
         except TimeoutError:
@@ -255,7 +306,7 @@ class PrometheusSource:
             else:
                 latest[signal] = kept_part  # type: ignore[assignment]
         # every answer is good: only now does the kept window move
-        self._kept = _Kept(end_ts=end_ts, fetched=wanted, series=series, latest=latest)
+        self._kept = _Kept(end_ts=end_ts, fetched=wanted, series=series, latest=latest, le_of=le_of)
         self.whole_fetches += whole
         return self._snapshot(keys, end_ts, results, self._kept, sent)
 
@@ -266,11 +317,14 @@ class PrometheusSource:
         window: _Grid,
         chunks: list[tuple[int, int]],
         wanted: AbstractSet[_LabelKey],
+        le_of: Mapping[_LabelKey, str],
     ) -> tuple[_SignalResult, dict[_LabelKey, _Series] | dict[_LabelKey, _Sample]]:
         """One signal's queries and what is kept of them. A whole window is asked for in ``chunks``, one after the
         other, each folded into the kept floats before the next is asked for (the decoded answer is the transient
         peak of a fetch: 114 MB for 10,000 series x 60 points, 33 MB for 15)."""
         query = self.queries[signal]
+        if signal is Signal.LATENCY_BUCKETS:
+            wanted = wanted & le_of.keys()
         step = window.step
 
         def when(ts: int) -> datetime:
@@ -293,9 +347,12 @@ class PrometheusSource:
         unlabelled = 0
         result = _SignalResult({}, frozenset(), 0)
         for first_ts, last_ts in spans:
-            answer = await asyncio.to_thread(self._query_range, query, when(first_ts), when(last_ts))
-            result = self._parse(answer)
-            del answer
+            if signal is Signal.LATENCY_BUCKETS:
+                result = await self._misses(le_of, when(first_ts), when(last_ts))
+            else:
+                answer = await asyncio.to_thread(self._query_range, query, when(first_ts), when(last_ts))
+                result = self._parse(answer)
+                del answer
             duplicated |= result.duplicated
             unlabelled = max(unlabelled, result.unlabelled)
             kept = _slide(
@@ -312,10 +369,62 @@ class PrometheusSource:
             kept_end = window.end_ts
         return _SignalResult(result.series, frozenset(duplicated), unlabelled), kept or {}
 
+    async def _refresh_bounds(self, end_ts: int) -> int:
+        """Ask for the histogram's bucket bounds when they are older than ``BUCKET_BOUNDS_REFRESH_SECONDS``, unknown
+        or none, or the clock went back; the number of queries sent (0 or 1). Raises what the query raised."""
+        asked = self._bounds_ts
+        if self._bounds and asked is not None and asked <= end_ts < asked + BUCKET_BOUNDS_REFRESH_SECONDS:
+            return 0
+        query = bounds_query(self.queries[Signal.LATENCY_BUCKETS])
+        answer = await asyncio.to_thread(self._query_instant, query, datetime.fromtimestamp(end_ts, UTC))
+        if not isinstance(answer, list) or not all(isinstance(item, dict) for item in answer):
+            raise _BadResponse("bucket bounds are not an instant vector")
+        self._bounds = BucketBounds.from_le_values(
+            item["metric"].get("le") for item in answer if isinstance(item.get("metric"), dict)
+        )
+        self._bounds_ts = end_ts
+        return 1
+
+    async def _misses(self, le_of: Mapping[_LabelKey, str], start: datetime, end: datetime) -> _SignalResult:
+        """Requests per second slower than each workload's objective over ``[start, end]``: one query per bound
+        in use (Prometheus subtracts; ``slo_buckets.miss_query``), each answer kept for the workloads of its bound."""
+        series: dict[_LabelKey, _Points] = {}
+        duplicated: set[_LabelKey] = set()
+        unlabelled = 0
+        for le in sorted(set(le_of.values())):
+            query = miss_query(self._bucket_query(INF_LE), self._bucket_query(le))
+            result = self._parse(await asyncio.to_thread(self._query_range, query, start, end))
+            unlabelled = max(unlabelled, result.unlabelled)
+            for key, points in result.series.items():
+                if le_of.get(key) == le:
+                    series[key] = points
+                    if key in result.duplicated:
+                        duplicated.add(key)
+        return _SignalResult(series, frozenset(duplicated), unlabelled)
+
+    def _bucket_query(self, le: str) -> str:
+        """The latency-bucket template with every metric cut to one bucket bound."""
+        return render_queries(
+            self.templates,
+            namespace_label=self.namespace_label,
+            workload_label=self.workload_label,
+            rate_window_seconds=self.rate_window_seconds,
+            extra_matchers=le_matcher(le),
+        )[Signal.LATENCY_BUCKETS]
+
     # ------------------------------------------------------------------ I/O (runs in a worker thread)
 
-    def _query_range(self, query: str, start: datetime, end: datetime) -> Any:
-        client = PrometheusConnect(
+    def _query_instant(self, query: str, at: datetime) -> Any:
+        client = self._client()
+        try:
+            return client.custom_query(
+                query, params={"time": at.timestamp(), "timeout": prometheus_duration(self.timeout_seconds)}
+            )
+        finally:
+            client.close()
+
+    def _client(self) -> PrometheusConnect:
+        return PrometheusConnect(
             url=self.url,
             headers=self._headers,
             # No status retries by default: a 5xx must surface with its code, not as urllib3's "too many retries".
@@ -328,6 +437,9 @@ class PrometheusSource:
             ),
             timeout=self.timeout_seconds,  # type: ignore[arg-type,unused-ignore]  # requests takes float seconds
         )
+
+    def _query_range(self, query: str, start: datetime, end: datetime) -> Any:
+        client = self._client()
         try:
             return client.custom_query_range(
                 query,
@@ -397,7 +509,7 @@ class PrometheusSource:
         ambiguous: dict[Signal, frozenset[_LabelKey]] = {
             signal: result.duplicated
             for signal, result in results.items()
-            if signal is not Signal.GPU_UTILIZATION and result.duplicated
+            if signal not in _OPTIONAL_WINDOWED and result.duplicated
         }
         for key in keys:
             label_key = (key.namespace, key.name)
@@ -458,12 +570,18 @@ class PrometheusSource:
             run = run[last + 1 - run[::-1].index(None) :]
         latency = self._latest(kept.latest.get(Signal.LATENCY_P99), key, end_ts, "p99 latency")
         service = self._latest(kept.latest.get(Signal.SERVICE_SECONDS), key, end_ts, "service time")
+        misses_series = kept.series.get(Signal.LATENCY_BUCKETS, {}).get(key)
+        misses, share = (None, None)
+        if misses_series is not None:
+            misses, share = _slo_misses(run, misses_series.values[last + 1 - len(run) : last + 1], float(step))
         return TrafficWindow(
             step_seconds=float(step),
             rps=tuple(run),  # type: ignore[arg-type]  # no None left in the run
             latency_p99_seconds=latency,
             end=datetime.fromtimestamp(last_ts, UTC),
             service_seconds=service,
+            slo_miss_share=share,
+            slo_misses=misses,
         )
 
     def _latest(
@@ -499,6 +617,28 @@ def _mean_fraction(values: Sequence[float | None]) -> float | None:
     return sum(valid) / len(valid) if valid else None
 
 
+def _slo_misses(
+    rps: Sequence[float | None], miss_rps: Sequence[float | None], step: float
+) -> tuple[tuple[float, ...] | None, float | None]:
+    """(requests slower than the SLO per step, aligned with ``rps``: None unless every step is known; their share of
+    the requests over the steps where both are known: None when those hold no request)."""
+    requests = 0.0
+    missed = 0.0
+    known = True
+    clean: list[float] = []
+    for rate, miss in zip(rps, miss_rps, strict=True):
+        if miss is None or rate is None or not math.isfinite(miss):
+            known = False
+            continue
+        miss = max(0.0, miss)  # a counter reset inside the rate window can make the difference negative
+        clean.append(miss)
+        requests += rate
+        missed += miss
+    per_step = tuple(m * step for m in clean) if known else None
+    share = min(1.0, missed / requests) if requests > 0 else None
+    return per_step, share
+
+
 def _valid_rate(value: float) -> bool:
     return 0.0 <= value < math.inf  # NaN fails both comparisons
 
@@ -506,7 +646,11 @@ def _valid_rate(value: float) -> bool:
 _VALID: Mapping[Signal, Callable[[float], bool] | None] = {
     Signal.REQUEST_RATE: _valid_rate,
     Signal.GPU_UTILIZATION: None,  # out-of-range utilisation is skipped where it is read, not a problem
+    Signal.LATENCY_BUCKETS: None,  # a miss rate that is not a finite number reads as unknown (_slo_misses)
 }
+
+_OPTIONAL_WINDOWED = frozenset({Signal.GPU_UTILIZATION, Signal.LATENCY_BUCKETS})
+"""Windowed signals whose ambiguity (several series for a workload) drops only their own value, not the window."""
 
 
 def _chunks(start_ts: int, end_ts: int, step: int, points: int) -> list[tuple[int, int]]:

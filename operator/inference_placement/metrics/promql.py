@@ -12,6 +12,10 @@ Every template must return one series per workload carrying both grouping labels
 model server (``e2e/model_server.py``): a ``model_requests_total`` counter and a ``model_request_duration_seconds``
 histogram, with ``namespace`` and ``workload`` labels added by the scrape config (relabeling from the pod), and
 NVIDIA's DCGM exporter's ``DCGM_FI_DEV_GPU_UTIL`` (percent) relabeled the same way.
+
+``latency_buckets`` is the one template grouped by ``le`` too: the latency histogram's buckets, from which the source
+counts each workload's requests slower than its SLO (``metrics/slo_buckets.py``). The source sends it with an ``le``
+matcher added to every ``$selector``: ``+Inf`` less the bound at or under the objective, one series per workload.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from string import Template
 
 __all__ = [
     "DEFAULT_GPU_UTILIZATION",
+    "DEFAULT_LATENCY_BUCKETS",
     "DEFAULT_LATENCY_P99",
     "DEFAULT_REQUEST_RATE",
     "DEFAULT_SERVICE_SECONDS",
@@ -45,6 +50,7 @@ DEFAULT_SERVICE_SECONDS = (
     "sum by ($by) (rate(model_request_duration_seconds_sum{$selector}[$rate_window]))"
     " / sum by ($by) (rate(model_request_duration_seconds_count{$selector}[$rate_window]))"
 )
+DEFAULT_LATENCY_BUCKETS = "sum by ($by, le) (rate(model_request_duration_seconds_bucket{$selector}[$rate_window]))"
 DEFAULT_GPU_UTILIZATION = "avg by ($by) (avg_over_time(DCGM_FI_DEV_GPU_UTIL{$selector}[$rate_window])) / 100"
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -61,6 +67,7 @@ class Signal(enum.Enum):
     LATENCY_P99 = "latency_p99"
     SERVICE_SECONDS = "service_seconds"
     GPU_UTILIZATION = "gpu_utilization"
+    LATENCY_BUCKETS = "latency_buckets"
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,10 @@ class PromQLTemplates:
     """Mean service time in seconds: rate(duration sum) / rate(duration count)."""
     gpu_utilization: str | None = DEFAULT_GPU_UTILIZATION
     """GPU utilisation as a fraction 0..1 (DCGM reports percent, hence the default's ``/ 100``)."""
+    latency_buckets: str | None = DEFAULT_LATENCY_BUCKETS
+    """The latency histogram's cumulative bucket rates per workload and ``le`` (requests per second at or under each
+    bound): the requests slower than a workload's SLO are the ``+Inf`` bucket's rate less the rate of the largest
+    bound at or under the objective. Its ``$selector`` also carries an ``le`` matcher (module docstring)."""
     selector: str = ""
     """Extra label matchers put into every ``$selector``, e.g. ``job="model-servers"``; empty = none."""
 
@@ -104,6 +115,7 @@ class PromQLTemplates:
             Signal.LATENCY_P99: self.latency_p99,
             Signal.SERVICE_SECONDS: self.service_seconds,
             Signal.GPU_UTILIZATION: self.gpu_utilization,
+            Signal.LATENCY_BUCKETS: self.latency_buckets,
         }
         return {signal: text for signal, text in enabled.items() if text is not None}
 
@@ -121,8 +133,10 @@ def render_queries(
     namespace_label: str = "namespace",
     workload_label: str = "workload",
     rate_window_seconds: float = 60.0,
+    extra_matchers: str = "",
 ) -> dict[Signal, str]:
-    """The PromQL sent each tick, one query per enabled signal."""
+    """The PromQL sent each tick, one query per enabled signal; ``extra_matchers`` (bare, e.g. ``le=~"0\\.25"``) are
+    added to every ``$selector``."""
     for name, value in (("namespace_label", namespace_label), ("workload_label", workload_label)):
         if not _LABEL_NAME.match(value):
             raise TemplateError(f"{name} {value!r} is not a Prometheus label name")
@@ -135,6 +149,6 @@ def render_queries(
         "namespace_label": namespace_label,
         "workload_label": workload_label,
         "rate_window": prometheus_duration(rate_window_seconds),
-        "selector": templates.selector,
+        "selector": ",".join(part for part in (templates.selector, extra_matchers) if part),
     }
     return {signal: Template(text).safe_substitute(values) for signal, text in templates.by_signal().items()}

@@ -42,11 +42,18 @@ class MetricsSnapshot:
 
 
 class MetricsSource(Protocol):
-    async def fetch(self, keys: Sequence[WorkloadKey], now: datetime) -> MetricsSnapshot: ...
+    async def fetch(
+        self, keys: Sequence[WorkloadKey], now: datetime, slo_seconds: Mapping[WorkloadKey, float] | None = None
+    ) -> MetricsSnapshot:
+        """Windows for ``keys`` ending at ``now``. ``slo_seconds`` gives each workload's latency objective, for the
+        count of its requests slower than it (``TrafficWindow.slo_misses``); a source may ignore it."""
+        ...
 
 
 class NoMetricsSource:
     """The operator runs without a metrics backend: every workload reports MetricsAvailable=False."""
 
-    async def fetch(self, keys: Sequence[WorkloadKey], now: datetime) -> MetricsSnapshot:
+    async def fetch(
+        self, keys: Sequence[WorkloadKey], now: datetime, slo_seconds: Mapping[WorkloadKey, float] | None = None
+    ) -> MetricsSnapshot:
         return MetricsSnapshot(problem="no metrics source configured (--prometheus-url)")
