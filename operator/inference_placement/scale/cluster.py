@@ -71,7 +71,10 @@ class BenchCluster:
                 return False
             raise
         body = json.loads(await response.read())
-        conditions = (body.get("status") or {}).get("conditions") or []
+        if not isinstance(body, dict) or body.get("kind") == "Status":  # an error answered as a Status (e.g. 404)
+            return False
+        status = body.get("status")
+        conditions = (status.get("conditions") if isinstance(status, dict) else None) or []
         return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
     async def create_namespace(self, name: str) -> None:
