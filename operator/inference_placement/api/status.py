@@ -77,6 +77,7 @@ class Reason(StrEnum):
     SLO_MET = "SLOMet"
     SLO_RISK = "ColdStartRisk"
     LATENCY_ABOVE_SLO = "LatencyAboveSLO"
+    MISSES_ABOVE_BUDGET = "MissesAboveBudget"
     CAPACITY_FREE = "CapacityFree"
     CAPACITY_EXHAUSTED = "CapacityExhausted"
     NO_MATCHING_NODES = "NoMatchingNodes"
@@ -108,6 +109,13 @@ class ObservedTraffic(ApiModel):
 
     rps: float | None = Field(default=None, ge=0, description="Mean requests per second over the window.")
     latency_p99_seconds: float | None = Field(default=None, ge=0, description="Observed p99 latency.")
+    slo_miss_share: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Share of the window's requests slower than the latency objective (the latency histogram's "
+        "bucket at or under it); unknown when the histogram has no bound at or under the objective.",
+    )
     gpu_utilization: float | None = Field(default=None, ge=0, description="Mean GPU utilisation, 0..1.")
     window_seconds: int | None = Field(default=None, ge=0, description="Length of the window.")
     sampled_at: str | None = Field(default=None, description="RFC 3339 end of the window.")

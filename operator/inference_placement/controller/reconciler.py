@@ -270,7 +270,17 @@ class Reconciler:
 
         slo_budget = 1.0 - spec.slo.attainment
         observed_p99 = inputs.window.latency_p99_seconds if inputs.window is not None and decision.metrics_ok else None
-        if observed_p99 is not None and observed_p99 > spec.slo.latency_p99_seconds:
+        missed = inputs.window.slo_miss_share if inputs.window is not None and decision.metrics_ok else None
+        if missed is not None and missed > slo_budget:
+            # the objective itself, measured: the window's requests slower than the SLO exceed the error budget
+            mark(
+                ConditionType.SLO_AT_RISK,
+                ConditionStatus.TRUE,
+                Reason.MISSES_ABOVE_BUDGET,
+                f"observed {missed:.2%} of requests slower than {spec.slo.latency_p99_seconds * 1000:.0f} ms "
+                f"> {slo_budget:.2%} allowed",
+            )
+        elif observed_p99 is not None and observed_p99 > spec.slo.latency_p99_seconds:
             mark(
                 ConditionType.SLO_AT_RISK,
                 ConditionStatus.TRUE,
@@ -678,6 +688,7 @@ def _observed(window: TrafficWindow | None) -> ObservedTraffic | None:
     return ObservedTraffic(
         rps=round(mean, 4),
         latency_p99_seconds=window.latency_p99_seconds,
+        slo_miss_share=None if window.slo_miss_share is None else round(window.slo_miss_share, 5),
         window_seconds=int(window.step_seconds * len(window.rps)),
         sampled_at=now_rfc3339(window.end),
     )
