@@ -306,6 +306,10 @@ async def run_bench(
             raise BenchError(
                 "the InferenceWorkload CRD is not installed: kubectl apply -f crds/inferenceworkloads.yaml"
             )
+        if not await cluster.ready_nodes():
+            raise BenchError(
+                "no Ready node: the operator's capacity check would place nothing (e2e/local-cluster.sh up --with-node)"
+            )
         results: list[RunResult] = []
         for n in sizes:
             results.append(await run_one(n, config, cluster, root))

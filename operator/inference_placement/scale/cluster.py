@@ -77,6 +77,14 @@ class BenchCluster:
         conditions = (status.get("conditions") if isinstance(status, dict) else None) or []
         return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
+    async def ready_nodes(self) -> int:
+        """Nodes whose Ready condition is True (the operator's capacity check places nothing on a cluster without)."""
+        nodes = await self.core.list_node()
+        return sum(
+            any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+            for node in nodes.items
+        )
+
     async def create_namespace(self, name: str) -> None:
         await self.core.create_namespace(
             k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels={"app.kubernetes.io/part-of": "bench-scale"}))
