@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -48,3 +49,17 @@ def test_queries_name_one_bucket_each_and_subtract_ignoring_le() -> None:
     assert bounds_query("sum by (le) (x)") == "count by (le) (sum by (le) (x))"
     assert miss_query("A", "B") == "(A) - ignoring (le) (B)"
     assert BucketBounds.from_le_values(ENVOY_LIKE).le_for(200.0) == "100"
+
+
+def test_per_step_misses_are_known_only_when_every_step_is() -> None:
+    from inference_placement.metrics.prometheus import _slo_misses
+
+    # every step known: counts per step (rate x step) and the share over the window
+    assert _slo_misses([1.0, 3.0], [0.1, 0.3], 30.0) == (pytest.approx((3.0, 9.0)), pytest.approx(0.1))
+    # a step without a miss rate: no per-step counts, the share over the known steps only
+    assert _slo_misses([1.0, 3.0], [None, 0.3], 30.0) == (None, pytest.approx(0.1))
+    # a negative difference (a counter reset) reads as zero; a non-finite one as unknown
+    assert _slo_misses([1.0, 1.0], [-0.2, 0.1], 30.0) == (pytest.approx((0.0, 3.0)), pytest.approx(0.05))
+    assert _slo_misses([1.0, 1.0], [math.nan, 0.1], 30.0) == (None, pytest.approx(0.1))
+    # no request: no share
+    assert _slo_misses([0.0, 0.0], [0.0, 0.0], 30.0) == ((0.0, 0.0), None)

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import requests
@@ -622,6 +622,14 @@ def _slo_misses(
 ) -> tuple[tuple[float, ...] | None, float | None]:
     """(requests slower than the SLO per step, aligned with ``rps``: None unless every step is known; their share of
     the requests over the steps where both are known: None when those hold no request)."""
+    if None not in miss_rps and None not in rps:
+        # the usual case, once per workload per tick: whole-sequence builtins rather than a loop per point
+        known_misses = cast(Sequence[float], miss_rps)
+        total_missed = sum(known_misses)
+        if math.isfinite(total_missed) and min(known_misses, default=0.0) >= 0:
+            total_requests = sum(cast(Sequence[float], rps))
+            share = min(1.0, total_missed / total_requests) if total_requests > 0 else None
+            return tuple(map(step.__mul__, known_misses)), share
     requests = 0.0
     missed = 0.0
     known = True
