@@ -54,12 +54,11 @@ def test_queries_name_one_bucket_each_and_subtract_ignoring_le() -> None:
 def test_per_step_misses_are_known_only_when_every_step_is() -> None:
     from inference_placement.metrics.prometheus import _slo_misses
 
-    # every step known: counts per step (rate x step) and the share over the window
-    assert _slo_misses([1.0, 3.0], [0.1, 0.3], 30.0) == (pytest.approx((3.0, 9.0)), pytest.approx(0.1))
-    # a step without a miss rate: no per-step counts, the share over the known steps only
-    assert _slo_misses([1.0, 3.0], [None, 0.3], 30.0) == (None, pytest.approx(0.1))
-    # a negative difference (a counter reset) reads as zero; a non-finite one as unknown
-    assert _slo_misses([1.0, 1.0], [-0.2, 0.1], 30.0) == (pytest.approx((0.0, 3.0)), pytest.approx(0.05))
-    assert _slo_misses([1.0, 1.0], [math.nan, 0.1], 30.0) == (None, pytest.approx(0.1))
+    # the kept counts per step (the miss rate x 30 s) and the request rates: every step known
+    assert _slo_misses([1.0, 3.0], [3.0, 9.0], 30.0) == ((3.0, 9.0), pytest.approx(0.1))
+    # a step without a count: no per-step counts, the share over the known steps only
+    assert _slo_misses([1.0, 3.0], [None, 9.0], 30.0) == (None, pytest.approx(0.1))
+    # a count that is not a finite number reads as unknown
+    assert _slo_misses([1.0, 1.0], [math.nan, 3.0], 30.0) == (None, pytest.approx(0.1))
     # no request: no share
     assert _slo_misses([0.0, 0.0], [0.0, 0.0], 30.0) == ((0.0, 0.0), None)

@@ -365,6 +365,7 @@ class PrometheusSource:
                 end_ts=window.end_ts,
                 step=step,
                 valid=_VALID[signal],
+                per_step=float(step) if signal is Signal.LATENCY_BUCKETS else None,
             )
             kept_end = window.end_ts
         return _SignalResult(result.series, frozenset(duplicated), unlabelled), kept or {}
@@ -618,31 +619,28 @@ def _mean_fraction(values: Sequence[float | None]) -> float | None:
 
 
 def _slo_misses(
-    rps: Sequence[float | None], miss_rps: Sequence[float | None], step: float
+    rps: Sequence[float | None], misses: Sequence[float | None], step: float
 ) -> tuple[tuple[float, ...] | None, float | None]:
     """(requests slower than the SLO per step, aligned with ``rps``: None unless every step is known; their share of
-    the requests over the steps where both are known: None when those hold no request)."""
-    if None not in miss_rps and None not in rps:
-        # the usual case, once per workload per tick: whole-sequence builtins rather than a loop per point
-        known_misses = cast(Sequence[float], miss_rps)
-        total_missed = sum(known_misses)
-        if math.isfinite(total_missed) and min(known_misses, default=0.0) >= 0:
-            total_requests = sum(cast(Sequence[float], rps))
-            share = min(1.0, total_missed / total_requests) if total_requests > 0 else None
-            return tuple(map(step.__mul__, known_misses)), share
+    the requests over the steps where both are known: None when those hold no request). ``misses`` are the kept
+    per-step counts (the miss rate times the step, never below zero: ``_slide``), so the usual all-known case makes
+    no new float per step: a fleet-wide tick would otherwise create one per point and workload for the collector."""
+    if None not in misses and None not in rps:
+        counts = cast(Sequence[float], misses)
+        total_missed = sum(counts)
+        if math.isfinite(total_missed):
+            total_requests = sum(cast(Sequence[float], rps)) * step
+            return tuple(counts), (min(1.0, total_missed / total_requests) if total_requests > 0 else None)
     requests = 0.0
     missed = 0.0
     known = True
-    clean: list[float] = []
-    for rate, miss in zip(rps, miss_rps, strict=True):
-        if miss is None or rate is None or not math.isfinite(miss):
+    for rate, count in zip(rps, misses, strict=True):
+        if count is None or rate is None or not math.isfinite(count):
             known = False
             continue
-        miss = max(0.0, miss)  # a counter reset inside the rate window can make the difference negative
-        clean.append(miss)
-        requests += rate
-        missed += miss
-    per_step = tuple(m * step for m in clean) if known else None
+        requests += rate * step
+        missed += count
+    per_step = tuple(cast(Sequence[float], misses)) if known else None
     share = min(1.0, missed / requests) if requests > 0 else None
     return per_step, share
 
@@ -714,12 +712,13 @@ def _slide(
     end_ts: int,
     step: int,
     valid: Callable[[float], bool] | None,
+    per_step: float | None = None,
 ) -> dict[_LabelKey, _Series]:
     """The kept series of one windowed signal after this fetch: ``previous`` slid to ``[start_ts, end_ts]``, its
     points from ``from_ts`` on replaced by the answer's (``from_ts == start_ts``: the answer is the whole window).
 
     Only wanted workloads are kept; a workload the answer has several series for keeps none (its window restarts
-    from later answers rather than mixing series)."""
+    from later answers rather than mixing series). ``per_step``: keep each rate times it, and never below zero."""
     points = (end_ts - start_ts) // step + 1
     keep = (from_ts - start_ts) // step
     shift = (end_ts - previous_end_ts) // step
@@ -749,6 +748,8 @@ def _slide(
                 continue
             try:
                 value = float(text)
+                if per_step is not None:  # a rate kept as the step's count; a negative one (a counter reset) as 0
+                    value = max(0.0, value * per_step) if value == value else value
             except (TypeError, ValueError):
                 value = math.nan
                 ok = False
