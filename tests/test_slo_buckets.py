@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inference_placement.metrics.slo_buckets import BucketBounds, bounds_query, le_matcher, miss_query
+from inference_placement.metrics.slo_buckets import BucketBounds, bounds_query, le_matcher, miss_share_query
 
 ENVOY_LIKE = ["0.5", "1", "5", "10", "25", "50", "100", "250", "500", "1000", "+Inf"]
 
@@ -47,18 +46,5 @@ def test_queries_name_one_bucket_each_and_subtract_ignoring_le() -> None:
     assert le_matcher("0.25") == 'le="0.25"'
     assert le_matcher('a"b\\') == 'le="a\\"b\\\\"'
     assert bounds_query("sum by (le) (x)") == "count by (le) (sum by (le) (x))"
-    assert miss_query("A", "B") == "(A) - ignoring (le) (B)"
+    assert miss_share_query("A", "B") == "((A) - ignoring (le) (B)) / ignoring (le) (A)"
     assert BucketBounds.from_le_values(ENVOY_LIKE).le_for(200.0) == "100"
-
-
-def test_per_step_misses_are_known_only_when_every_step_is() -> None:
-    from inference_placement.metrics.prometheus import _slo_misses
-
-    # the kept counts per step (the miss rate x 30 s) and the request rates: every step known
-    assert _slo_misses([1.0, 3.0], [3.0, 9.0], 30.0) == ((3.0, 9.0), pytest.approx(0.1))
-    # a step without a count: no per-step counts, the share over the known steps only
-    assert _slo_misses([1.0, 3.0], [None, 9.0], 30.0) == (None, pytest.approx(0.1))
-    # a count that is not a finite number reads as unknown
-    assert _slo_misses([1.0, 1.0], [math.nan, 3.0], 30.0) == (None, pytest.approx(0.1))
-    # no request: no share
-    assert _slo_misses([0.0, 0.0], [0.0, 0.0], 30.0) == ((0.0, 0.0), None)

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -49,7 +49,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from inference_placement.metrics.promql import PromQLTemplates, Signal, prometheus_duration, render_queries
-from inference_placement.metrics.slo_buckets import INF_LE, BucketBounds, bounds_query, le_matcher, miss_query
+from inference_placement.metrics.slo_buckets import INF_LE, BucketBounds, bounds_query, le_matcher, miss_share_query
 from inference_placement.metrics.source import MetricsSnapshot, WorkloadKey
 from inference_placement.policy.decide import TrafficWindow
 
@@ -86,7 +86,7 @@ decoded answer (the transient peak of a fetch) stays small: a constant number of
 BUCKET_BOUNDS_REFRESH_SECONDS = 3600
 """How often (on the fetches' clock) the latency histogram's bucket bounds are asked for again."""
 
-_WINDOWED = frozenset({Signal.REQUEST_RATE, Signal.GPU_UTILIZATION, Signal.LATENCY_BUCKETS})
+_WINDOWED = frozenset({Signal.REQUEST_RATE, Signal.GPU_UTILIZATION})
 """Signals read over the whole window: kept between fetches, only their newest points fetched (module docstring)."""
 
 
@@ -161,6 +161,9 @@ class PrometheusSource:
         step_seconds: distance between the window's samples, whole seconds (default 30 s).
         rate_window_seconds: the range of ``rate()`` in the templates (``$rate_window``); at least 4x the scrape
             interval (default 60 s, for 15 s scrapes).
+        slo_miss_window_seconds: the span the share of requests slower than the SLO is measured over
+            (``TrafficWindow.slo_miss_share``; default 300 s, the policy's default sustain window: the misses of
+            the capacity in place now, not of capacity since added).
         max_staleness_seconds: a workload whose latest request-rate point is older than this gets no window
             (default 180 s). The point at ``t`` summarises ``[t - rate_window, t]``, so it lags the last scrape by up
             to ``rate_window_seconds``.
@@ -179,6 +182,7 @@ class PrometheusSource:
         range_seconds: float = 900.0,
         step_seconds: float = 30.0,
         rate_window_seconds: float = 60.0,
+        slo_miss_window_seconds: float = 300.0,
         max_staleness_seconds: float = 180.0,
         timeout_seconds: float = 10.0,
         namespace_label: str = "namespace",
@@ -196,8 +200,8 @@ class PrometheusSource:
         points = math.ceil(range_seconds / step_seconds)
         if points > MAX_POINTS_PER_SERIES:
             raise ValueError(f"range/step gives {points} points per series; Prometheus allows {MAX_POINTS_PER_SERIES}")
-        if not (timeout_seconds > 0 and max_staleness_seconds > 0):
-            raise ValueError("timeout_seconds and max_staleness_seconds must be > 0")
+        if not (timeout_seconds > 0 and max_staleness_seconds > 0 and slo_miss_window_seconds > 0):
+            raise ValueError("timeout_seconds, max_staleness_seconds and slo_miss_window_seconds must be > 0")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
         self.url = url.rstrip("/")
@@ -207,6 +211,7 @@ class PrometheusSource:
         self.range_seconds = points * self.step_seconds
         """The span the window's points cover (``range_seconds`` rounded up to whole steps)."""
         self.rate_window_seconds = rate_window_seconds
+        self.slo_miss_window_seconds = slo_miss_window_seconds
         self.max_staleness_seconds = max_staleness_seconds
         self.timeout_seconds = timeout_seconds
         self.namespace_label = namespace_label
@@ -332,7 +337,12 @@ class PrometheusSource:
 
         if signal not in _WINDOWED:
             since = window.recent_ts if previous is None else max(window.recent_ts, min(window.end_ts, previous.end_ts))
-            result = self._parse(await asyncio.to_thread(self._query_range, query, when(since), when(window.end_ts)))
+            if signal is Signal.LATENCY_BUCKETS:
+                result = await self._misses(le_of, when(since), when(window.end_ts))
+            else:
+                result = self._parse(
+                    await asyncio.to_thread(self._query_range, query, when(since), when(window.end_ts))
+                )
             newest = _newest(
                 None if previous is None else previous.latest.get(signal),
                 result,
@@ -347,12 +357,9 @@ class PrometheusSource:
         unlabelled = 0
         result = _SignalResult({}, frozenset(), 0)
         for first_ts, last_ts in spans:
-            if signal is Signal.LATENCY_BUCKETS:
-                result = await self._misses(le_of, when(first_ts), when(last_ts))
-            else:
-                answer = await asyncio.to_thread(self._query_range, query, when(first_ts), when(last_ts))
-                result = self._parse(answer)
-                del answer
+            answer = await asyncio.to_thread(self._query_range, query, when(first_ts), when(last_ts))
+            result = self._parse(answer)
+            del answer
             duplicated |= result.duplicated
             unlabelled = max(unlabelled, result.unlabelled)
             kept = _slide(
@@ -365,7 +372,6 @@ class PrometheusSource:
                 end_ts=window.end_ts,
                 step=step,
                 valid=_VALID[signal],
-                per_step=float(step) if signal is Signal.LATENCY_BUCKETS else None,
             )
             kept_end = window.end_ts
         return _SignalResult(result.series, frozenset(duplicated), unlabelled), kept or {}
@@ -387,13 +393,14 @@ class PrometheusSource:
         return 1
 
     async def _misses(self, le_of: Mapping[_LabelKey, str], start: datetime, end: datetime) -> _SignalResult:
-        """Requests per second slower than each workload's objective over ``[start, end]``: one query per bound
-        in use (Prometheus subtracts; ``slo_buckets.miss_query``), each answer kept for the workloads of its bound."""
+        """Each workload's share of requests slower than its objective over the ``slo_miss_window_seconds`` ending
+        at each point of ``[start, end]``: one query per bound in use (Prometheus computes the share;
+        ``slo_buckets.miss_share_query``), each answer kept for the workloads of its bound."""
         series: dict[_LabelKey, _Points] = {}
         duplicated: set[_LabelKey] = set()
         unlabelled = 0
         for le in sorted(set(le_of.values())):
-            query = miss_query(self._bucket_query(INF_LE), self._bucket_query(le))
+            query = miss_share_query(self._bucket_query(INF_LE), self._bucket_query(le))
             result = self._parse(await asyncio.to_thread(self._query_range, query, start, end))
             unlabelled = max(unlabelled, result.unlabelled)
             for key, points in result.series.items():
@@ -409,7 +416,7 @@ class PrometheusSource:
             self.templates,
             namespace_label=self.namespace_label,
             workload_label=self.workload_label,
-            rate_window_seconds=self.rate_window_seconds,
+            rate_window_seconds=self.slo_miss_window_seconds,
             extra_matchers=le_matcher(le),
         )[Signal.LATENCY_BUCKETS]
 
@@ -510,7 +517,7 @@ class PrometheusSource:
         ambiguous: dict[Signal, frozenset[_LabelKey]] = {
             signal: result.duplicated
             for signal, result in results.items()
-            if signal not in _OPTIONAL_WINDOWED and result.duplicated
+            if signal not in _OPTIONAL and result.duplicated
         }
         for key in keys:
             label_key = (key.namespace, key.name)
@@ -571,10 +578,7 @@ class PrometheusSource:
             run = run[last + 1 - run[::-1].index(None) :]
         latency = self._latest(kept.latest.get(Signal.LATENCY_P99), key, end_ts, "p99 latency")
         service = self._latest(kept.latest.get(Signal.SERVICE_SECONDS), key, end_ts, "service time")
-        misses_series = kept.series.get(Signal.LATENCY_BUCKETS, {}).get(key)
-        misses, share = (None, None)
-        if misses_series is not None:
-            misses, share = _slo_misses(run, misses_series.values[last + 1 - len(run) : last + 1], float(step))
+        share = self._miss_share(kept.latest.get(Signal.LATENCY_BUCKETS), key, end_ts)
         return TrafficWindow(
             step_seconds=float(step),
             rps=tuple(run),  # type: ignore[arg-type]  # no None left in the run
@@ -582,7 +586,6 @@ class PrometheusSource:
             end=datetime.fromtimestamp(last_ts, UTC),
             service_seconds=service,
             slo_miss_share=share,
-            slo_misses=misses,
         )
 
     def _latest(
@@ -599,6 +602,17 @@ class PrometheusSource:
         if value is None or math.isinf(value) or value < 0:
             raise _WorkloadProblem(f"{what} is invalid ({text}) at {_when(ts)}")
         return None if math.isnan(value) else value
+
+    def _miss_share(self, newest: Mapping[_LabelKey, _Sample] | None, key: _LabelKey, end_ts: int) -> float | None:
+        """The latest share of requests slower than the objective, 0..1; None when absent, stale, NaN (no request in
+        the span) or not a number. Optional: never a reason to withhold the window."""
+        sample = None if newest is None else newest.get(key)
+        if sample is None or end_ts - sample[0] > self.max_staleness_seconds:
+            return None
+        value = _number(sample[1])
+        if value is None or not math.isfinite(value):
+            return None
+        return min(1.0, max(0.0, value))  # a counter reset inside the span can push it out of 0..1
 
 
 class _WorkloadProblem(Exception):
@@ -618,33 +632,6 @@ def _mean_fraction(values: Sequence[float | None]) -> float | None:
     return sum(valid) / len(valid) if valid else None
 
 
-def _slo_misses(
-    rps: Sequence[float | None], misses: Sequence[float | None], step: float
-) -> tuple[tuple[float, ...] | None, float | None]:
-    """(requests slower than the SLO per step, aligned with ``rps``: None unless every step is known; their share of
-    the requests over the steps where both are known: None when those hold no request). ``misses`` are the kept
-    per-step counts (the miss rate times the step, never below zero: ``_slide``), so the usual all-known case makes
-    no new float per step: a fleet-wide tick would otherwise create one per point and workload for the collector."""
-    if None not in misses and None not in rps:
-        counts = cast(Sequence[float], misses)
-        total_missed = sum(counts)
-        if math.isfinite(total_missed):
-            total_requests = sum(cast(Sequence[float], rps)) * step
-            return tuple(counts), (min(1.0, total_missed / total_requests) if total_requests > 0 else None)
-    requests = 0.0
-    missed = 0.0
-    known = True
-    for rate, count in zip(rps, misses, strict=True):
-        if count is None or rate is None or not math.isfinite(count):
-            known = False
-            continue
-        requests += rate * step
-        missed += count
-    per_step = tuple(cast(Sequence[float], misses)) if known else None
-    share = min(1.0, missed / requests) if requests > 0 else None
-    return per_step, share
-
-
 def _valid_rate(value: float) -> bool:
     return 0.0 <= value < math.inf  # NaN fails both comparisons
 
@@ -652,11 +639,10 @@ def _valid_rate(value: float) -> bool:
 _VALID: Mapping[Signal, Callable[[float], bool] | None] = {
     Signal.REQUEST_RATE: _valid_rate,
     Signal.GPU_UTILIZATION: None,  # out-of-range utilisation is skipped where it is read, not a problem
-    Signal.LATENCY_BUCKETS: None,  # a miss rate that is not a finite number reads as unknown (_slo_misses)
 }
 
-_OPTIONAL_WINDOWED = frozenset({Signal.GPU_UTILIZATION, Signal.LATENCY_BUCKETS})
-"""Windowed signals whose ambiguity (several series for a workload) drops only their own value, not the window."""
+_OPTIONAL = frozenset({Signal.GPU_UTILIZATION, Signal.LATENCY_BUCKETS})
+"""Signals whose ambiguity (several series for a workload) drops only their own value, not the window."""
 
 
 def _chunks(start_ts: int, end_ts: int, step: int, points: int) -> list[tuple[int, int]]:
@@ -712,13 +698,12 @@ def _slide(
     end_ts: int,
     step: int,
     valid: Callable[[float], bool] | None,
-    per_step: float | None = None,
 ) -> dict[_LabelKey, _Series]:
     """The kept series of one windowed signal after this fetch: ``previous`` slid to ``[start_ts, end_ts]``, its
     points from ``from_ts`` on replaced by the answer's (``from_ts == start_ts``: the answer is the whole window).
 
     Only wanted workloads are kept; a workload the answer has several series for keeps none (its window restarts
-    from later answers rather than mixing series). ``per_step``: keep each rate times it, and never below zero."""
+    from later answers rather than mixing series)."""
     points = (end_ts - start_ts) // step + 1
     keep = (from_ts - start_ts) // step
     shift = (end_ts - previous_end_ts) // step
@@ -748,8 +733,6 @@ def _slide(
                 continue
             try:
                 value = float(text)
-                if per_step is not None:  # a rate kept as the step's count; a negative one (a counter reset) as 0
-                    value = max(0.0, value * per_step) if value == value else value
             except (TypeError, ValueError):
                 value = math.nan
                 ok = False

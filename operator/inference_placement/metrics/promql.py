@@ -14,8 +14,9 @@ histogram, with ``namespace`` and ``workload`` labels added by the scrape config
 NVIDIA's DCGM exporter's ``DCGM_FI_DEV_GPU_UTIL`` (percent) relabeled the same way.
 
 ``latency_buckets`` is the one template grouped by ``le`` too: the latency histogram's buckets, from which the source
-counts each workload's requests slower than its SLO (``metrics/slo_buckets.py``). The source sends it with an ``le``
-matcher added to every ``$selector``: ``+Inf`` less the bound at or under the objective, one series per workload.
+measures each workload's share of requests slower than its SLO (``metrics/slo_buckets.py``). The source sends it
+with its ``$rate_window`` set to the share's span and an ``le`` matcher added to every ``$selector``: (``+Inf`` less
+the bound at or under the objective) over ``+Inf``, one series per workload.
 """
 
 from __future__ import annotations

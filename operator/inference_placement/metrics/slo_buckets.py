@@ -6,9 +6,9 @@ When no bound equals ``L`` exactly this over-counts (requests between that bound
 the error is on the side of more capacity, never less. A workload whose objective lies below every bound gets no
 count (unknown), as does one whose histogram lacks its bound or ``+Inf`` at a step.
 
-Which bounds exist is discovered from Prometheus (``bounds_query``). Prometheus does the subtraction
-(``miss_query``): one range query per bound the fleet's objectives use (usually one), each answering one series per
-workload, so the answer is no larger than the request rate's.
+Which bounds exist is discovered from Prometheus (``bounds_query``). Prometheus computes the share
+(``miss_share_query``): one query per bound the fleet's objectives use (usually one), for the newest points only,
+each answering one series per workload.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["INF_LE", "BucketBounds", "bounds_query", "le_matcher", "miss_query"]
+__all__ = ["INF_LE", "BucketBounds", "bounds_query", "le_matcher", "miss_share_query"]
 
 INF_LE = "+Inf"
 """The ``le`` of the bucket that counts every request."""
@@ -72,7 +72,8 @@ def le_matcher(le: str) -> str:
     return "le=" + json.dumps(le)
 
 
-def miss_query(all_requests: str, within: str) -> str:
-    """Requests per second slower than the objective, one series per workload: the ``+Inf`` bucket's query less
-    the query of the bound at or under the objective, matched on every label but ``le`` (which the result drops)."""
-    return f"({all_requests}) - ignoring (le) ({within})"
+def miss_share_query(all_requests: str, within: str) -> str:
+    """The share of requests slower than the objective, one series per workload: the ``+Inf`` bucket's query less
+    the query of the bound at or under the objective, over the ``+Inf`` one, matched on every label but ``le``
+    (which the result drops). NaN where no request finished (0/0): unknown."""
+    return f"(({all_requests}) - ignoring (le) ({within})) / ignoring (le) ({all_requests})"
