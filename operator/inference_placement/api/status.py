@@ -113,8 +113,8 @@ class ObservedTraffic(ApiModel):
         default=None,
         ge=0,
         le=1,
-        description="Share of the window's requests slower than the latency objective (the latency histogram's "
-        "bucket at or under it); unknown when the histogram has no bound at or under the objective.",
+        description="Share of the last 5 minutes' requests slower than the latency objective (the latency "
+        "histogram's bucket at or under it); unknown when the histogram has no bound at or under the objective.",
     )
     gpu_utilization: float | None = Field(default=None, ge=0, description="Mean GPU utilisation, 0..1.")
     window_seconds: int | None = Field(default=None, ge=0, description="Length of the window.")
