@@ -506,6 +506,16 @@ async def test_garbage_bucket_bounds_are_a_problem(not_prometheus: _NotPrometheu
     assert snapshot.problem.startswith("latency bucket bounds query:") and reason in snapshot.problem
 
 
+async def test_a_slow_bucket_bounds_query_is_a_problem(not_prometheus: _NotPrometheus) -> None:
+    not_prometheus.delay_seconds = 3.0
+    source = PrometheusSource(f"http://127.0.0.1:{not_prometheus.server_address[1]}", timeout_seconds=0.5)
+    started = time.monotonic()
+    snapshot = await source.fetch(_keys("a", "w"), NOW, {WorkloadKey("a", "w"): 0.2})
+    assert time.monotonic() - started < 2.5  # bounded by the timeout, not by the server's delay
+    assert snapshot.windows == {} and snapshot.problem is not None
+    assert snapshot.problem.startswith("latency bucket bounds query:") and "0.5 s" in snapshot.problem
+
+
 async def test_a_slow_prometheus_times_out_without_blocking_the_loop(not_prometheus: _NotPrometheus) -> None:
     not_prometheus.delay_seconds = 3.0
     source = PrometheusSource(f"http://127.0.0.1:{not_prometheus.server_address[1]}", timeout_seconds=0.5)
@@ -647,6 +657,8 @@ async def test_fetching_only_the_newest_points_gives_the_whole_windows(
             whole_queries = len(incremental.spans)  # the windowed signals in two spans each, the others in one
         ticks += 1
         ts += 30
+        if templates is None:  # the trace workloads carry the latency histogram: their shares are compared too
+            assert any(w.slo_miss_share is not None for w in kept.windows.values()), now
     assert ticks >= 14 and incremental.whole_fetches == 1
     # after the first fetch no query asked for more than the overlap (max_staleness_seconds = 180 s)
     later = incremental.spans[whole_queries:]

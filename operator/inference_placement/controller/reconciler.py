@@ -272,7 +272,7 @@ class Reconciler:
         observed_p99 = inputs.window.latency_p99_seconds if inputs.window is not None and decision.metrics_ok else None
         missed = inputs.window.slo_miss_share if inputs.window is not None and decision.metrics_ok else None
         if missed is not None and missed > slo_budget:
-            # the objective itself, measured: the window's requests slower than the SLO exceed the error budget
+            # the objective itself, measured: the recent requests slower than the SLO exceed the error budget
             mark(
                 ConditionType.SLO_AT_RISK,
                 ConditionStatus.TRUE,

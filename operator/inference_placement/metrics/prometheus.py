@@ -8,12 +8,12 @@ passed in, never the wall clock), concurrently in worker threads
 number of workloads: one per signal on a steady fetch; a whole-window fetch asks for the windowed signals in spans of
 ``WHOLE_WINDOW_POINTS_PER_QUERY`` points.
 
-Requests slower than each workload's SLO (``TrafficWindow.slo_misses`` / ``slo_miss_share``) come from the latency
-histogram (``slo_buckets.py``): which bucket bounds exist is asked once an hour (one instant query); each tick sends
-one query per bound the objectives in ``slo_seconds`` use (``+Inf`` less that bound, subtracted by Prometheus: one
-series per workload).
+The share of each workload's requests slower than its SLO (``TrafficWindow.slo_miss_share``, over the last
+``slo_miss_window_seconds``) comes from the latency histogram (``slo_buckets.py``): which bucket bounds exist is
+asked once an hour (one instant query); each fetch sends one query per bound the objectives in ``slo_seconds`` use,
+for the newest points only, and Prometheus computes the share (one series per workload).
 
-Incremental: the windowed signals (request rate, GPU utilisation, SLO misses) are kept between fetches as floats on
+Incremental: the windowed signals (request rate, GPU utilisation) are kept between fetches as floats on
 that grid. A fetch asks for the whole window only when it has to (the first fetch, a workload it has not fetched
 before, a fetch missed for longer than the overlap, a clock that went back); otherwise it asks for the newest points
 only, over the last ``max_staleness_seconds`` (the overlap: points that recent are replaced, since late scrapes may
@@ -134,7 +134,7 @@ class _Kept:
     latest: dict[Signal, dict[_LabelKey, _Sample]]
     """Latest-only signals: each workload's newest sample within ``max_staleness_seconds``."""
     le_of: dict[_LabelKey, str]
-    """The histogram bucket (``le``) whose misses the kept SLO-miss series count, per workload."""
+    """The histogram bucket (``le``) each workload's SLO-miss share was asked for (another one: a whole fetch)."""
 
 
 def _aware(moment: datetime) -> datetime:
@@ -260,8 +260,7 @@ class PrometheusSource:
                 slow = f"{self._where} did not answer within {self.timeout_seconds:g} s"
                 return self._failed(f"latency bucket bounds query: {slow}", 1)
             except Exception as err:  # answered as a problem, like every query's failure
-                bad = f"unexpected response from {self._where}: {err}" if isinstance(err, _BadResponse) else None
-                return self._failed(f"latency bucket bounds query: {bad or self._describe(err)}", 1)
+                return self._failed(f"latency bucket bounds query: {self._describe(err)}", 1)
             for key in keys:
                 objective = slo_seconds.get(key)
                 le = None if objective is None else self._bounds.le_for(objective)
@@ -282,8 +281,9 @@ class PrometheusSource:
             (len(chunks) if whole and s in _WINDOWED else 1) * (bound_count if s is Signal.LATENCY_BUCKETS else 1)
             for s in signals
         )
-        # the signals run side by side; each asks for its spans one after the other (the misses: per bound)
-        budget = self.timeout_seconds * max(1, len(chunks)) * max(1, bound_count) + _FETCH_BUDGET_MARGIN_SECONDS
+        # the signals run side by side, each asking one query after the other: a windowed one per span, the
+        # SLO-miss share per bound
+        budget = self.timeout_seconds * max(1, len(chunks), bound_count) + _FETCH_BUDGET_MARGIN_SECONDS
         window = _Grid(start_ts=start_ts, recent_ts=recent_ts, end_ts=end_ts, step=step)
         try:
             async with asyncio.timeout(budget):
@@ -300,11 +300,7 @@ class PrometheusSource:
             if isinstance(answer, BaseException):
                 if not isinstance(answer, Exception):
                     raise answer
-                if isinstance(answer, _BadResponse):
-                    reason = f"unexpected response from {self._where}: {answer}"
-                else:
-                    reason = self._describe(answer)
-                return self._failed(f"{signal.value} query: {reason}", sent)
+                return self._failed(f"{signal.value} query: {self._describe(answer)}", sent)
             results[signal], kept_part = answer
             if signal in _WINDOWED:
                 series[signal] = kept_part  # type: ignore[assignment]
@@ -460,6 +456,8 @@ class PrometheusSource:
             client.close()
 
     def _describe(self, err: Exception) -> str:
+        if isinstance(err, _BadResponse):
+            return f"unexpected response from {self._where}: {err}"
         if isinstance(err, requests.exceptions.JSONDecodeError):
             return f"unparsable response from {self._where} (not JSON)"
         if isinstance(err, requests.exceptions.Timeout):

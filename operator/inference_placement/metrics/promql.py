@@ -85,8 +85,9 @@ class PromQLTemplates:
     """GPU utilisation as a fraction 0..1 (DCGM reports percent, hence the default's ``/ 100``)."""
     latency_buckets: str | None = DEFAULT_LATENCY_BUCKETS
     """The latency histogram's cumulative bucket rates per workload and ``le`` (requests per second at or under each
-    bound): the requests slower than a workload's SLO are the ``+Inf`` bucket's rate less the rate of the largest
-    bound at or under the objective. Its ``$selector`` also carries an ``le`` matcher (module docstring)."""
+    bound): the share slower than a workload's SLO is the ``+Inf`` bucket's rate less the rate of the largest bound
+    at or under the objective, over the ``+Inf`` one. Its ``$selector`` also carries an ``le`` matcher and its
+    ``$rate_window`` is the share's span (module docstring)."""
     selector: str = ""
     """Extra label matchers put into every ``$selector``, e.g. ``job="model-servers"``; empty = none."""
 
@@ -136,7 +137,7 @@ def render_queries(
     rate_window_seconds: float = 60.0,
     extra_matchers: str = "",
 ) -> dict[Signal, str]:
-    """The PromQL sent each tick, one query per enabled signal; ``extra_matchers`` (bare, e.g. ``le=~"0\\.25"``) are
+    """The PromQL sent each tick, one query per enabled signal; ``extra_matchers`` (bare, e.g. ``le="0.25"``) are
     added to every ``$selector``."""
     for name, value in (("namespace_label", namespace_label), ("workload_label", workload_label)):
         if not _LABEL_NAME.match(value):

@@ -46,7 +46,7 @@ class MetricsSource(Protocol):
         self, keys: Sequence[WorkloadKey], now: datetime, slo_seconds: Mapping[WorkloadKey, float] | None = None
     ) -> MetricsSnapshot:
         """Windows for ``keys`` ending at ``now``. ``slo_seconds`` gives each workload's latency objective, for the
-        count of its requests slower than it (``TrafficWindow.slo_misses``); a source may ignore it."""
+        share of its requests slower than it (``TrafficWindow.slo_miss_share``); a source may ignore it."""
         ...
 
 
