@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 import numpy as np
 
 from inference_placement.api.spec import BudgetAction, InferenceWorkloadSpec, TargetName, ThresholdMode
+from inference_placement.policy.actuation import Actuators, effective_spec
+from inference_placement.policy.budget import seconds_to_month_end
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.cost_model import (
     Projection,
@@ -43,7 +45,7 @@ from inference_placement.policy.price_book import PriceBook
 from inference_placement.policy.queueing import burst_level, poisson_mean_within, replicas_for_wait_scalar
 from inference_placement.policy.slo_risk import SloTerms
 
-__all__ = ["Decision", "PlacementState", "TrafficWindow", "decide", "seconds_to_month_end"]
+__all__ = ["Decision", "PlacementState", "TrafficWindow", "decide"]
 
 SERVERLESS = (TargetName.LAMBDA, TargetName.CLOUDRUN)
 _PREFERENCE = {TargetName.CLUSTER: 0, TargetName.CLOUDRUN: 1, TargetName.LAMBDA: 2}
@@ -127,14 +129,6 @@ class Decision:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def seconds_to_month_end(now: datetime) -> float:
-    """Seconds from ``now`` to the first instant of the next calendar month (UTC)."""
-    moment = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
-    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
-    return max(0.0, (datetime(year, month, 1, tzinfo=UTC) - moment).total_seconds())
 
 
 def _aware(moment: datetime) -> datetime:
@@ -454,8 +448,13 @@ def decide(
     capacity: ClusterCapacity,
     now: datetime,
     max_staleness_seconds: float = 180.0,
+    actuators: Actuators = Actuators(),
 ) -> Decision:
-    """Where the workload should run now, with how many replicas, and why (in numbers)."""
+    """Where the workload should run now, with how many replicas, and why (in numbers).
+
+    ``actuators``: what the operator can carry out; without a way to wake the cluster from zero replicas, the
+    cluster is sized and priced with at least one replica whatever ``minReplicas`` says."""
+    spec = effective_spec(spec, actuators)
     slo = SloTerms.from_spec(spec)
     feasibility = assess_feasibility(spec, price_book, capacity, state.current)
     econs = {
