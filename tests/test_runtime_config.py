@@ -3,6 +3,7 @@ lands in its typed field; an unknown key or a bad value is refused, naming it)."
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from inference_placement.controller.settings import (
     OperatorSettings,
     SettingsError,
     build_settings,
+    default_text,
     set_groups,
     set_keys,
 )
@@ -110,6 +112,23 @@ def test_every_field_has_a_docstring_and_seconds_are_in_the_names() -> None:
             assert info.description, f"{model.__name__}.{name} has no docstring"
             if "seconds" in info.description.lower().split("(")[0] and info.annotation in (float, int):
                 assert name.endswith("_seconds"), f"{model.__name__}.{name}: a duration needs _seconds"
+
+
+STATED_DEFAULT = re.compile(r"Default:?\s+(?:``([^`]*)``|(unset|none)\b|(\d+(?:\.\d+)?))")
+DEFAULT_IN_WORDS = {"router.image"}  # the pinned Envoy image, named by its constant
+
+
+def test_each_keys_docstring_states_its_default_truly() -> None:
+    for group, model in set_groups().items():
+        for key, (name, info) in set_keys(model).items():
+            assert info.description is not None and "Default" in info.description, f"{group}.{key}"
+            stated = STATED_DEFAULT.search(info.description)
+            if f"{group}.{key}" in DEFAULT_IN_WORDS:
+                assert stated is None
+                continue
+            assert stated is not None, f"{group}.{key}: no default stated"
+            text = next(part for part in stated.groups() if part is not None)
+            assert text == default_text(info), f"{group}.{key} ({name}): docstring says {text}"
 
 
 def test_defaults_are_the_ones_the_components_had() -> None:
@@ -226,3 +245,23 @@ def test_the_router_is_built_from_its_typed_group(tmp_path: Path) -> None:
     assert (router.applier.settings.gcp_metadata.host, router.applier.settings.gcp_metadata.port) == ("127.0.0.1", 9)
     assert router.endpoints.address_overrides == {"http://m.ns.svc:8080": "http://127.0.0.1:9"}
     assert router.endpoints.lambda_endpoint == "http://127.0.0.1:5000" and router.endpoints.lambda_payload_passthrough
+
+
+def test_every_set_key_the_repository_passes_is_known() -> None:
+    """The demo, the benchmarks and the tests start the operator with ``"--set", "KEY=..."``: each key exists."""
+    repo = Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"""["']--set["'],\s*f?["']([^"'=]+)=""")
+    known = {f"{group}.{key}" for group, model in set_groups().items() for key in set_keys(model)}
+    found: dict[str, set[str]] = {}
+    for source in [
+        *(repo / "operator").rglob("*.py"),
+        *(repo / "tests").rglob("*.py"),
+        *(repo / "bench").rglob("*.py"),
+    ]:
+        if source == Path(__file__).resolve():  # this file names unknown keys on purpose
+            continue
+        for key in pattern.findall(source.read_text(encoding="utf-8")):
+            found.setdefault(key, set()).add(str(source.relative_to(repo)))
+    assert len(found) >= 10, found  # the pattern still finds the call sites
+    unknown = {key: sorted(where) for key, where in found.items() if key not in known}
+    assert not unknown, unknown

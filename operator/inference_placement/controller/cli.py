@@ -58,7 +58,9 @@ def run(
     log_format: Annotated[
         str, typer.Option(help="json, or plain (one text line per record: time, logger, level, message).")
     ] = "json",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log at DEBUG, with kopf's line per handled event.")
+    ] = False,
 ) -> None:
     """Run the operator: watch InferenceWorkloads, decide their placement, move them."""
     from inference_placement.controller.runtime import run_operator

@@ -49,6 +49,7 @@ __all__ = [
     "RouterSettings",
     "SettingsError",
     "build_settings",
+    "default_text",
     "describe_type",
     "parse_set_options",
     "set_groups",
@@ -140,10 +141,10 @@ class RouterSettings(_Group):
     Default: unset (no keep-warm pings)."""
     xds_dir: Path | None = None
     """``files`` mode: directory the Envoy reads ``cds.json`` and ``rds.json`` from, where the operator writes them.
-    Required with ``mode=files``."""
+    Default: unset; required with ``mode=files``."""
     admin_url: Url | None = None
-    """``files`` mode: the Envoy's admin or health listener URL, where every route change is confirmed. Required with
-    ``mode=files``."""
+    """``files`` mode: the Envoy's admin or health listener URL, where every route change is confirmed. Default:
+    unset; required with ``mode=files``."""
     envoy_binary: str | None = None
     """``files`` mode: an ``envoy`` binary that validates each config (``envoy --mode validate``) before it is
     written. Default: unset (no validation)."""
@@ -167,7 +168,8 @@ class RouterSettings(_Group):
     """``cluster`` mode: namespace of the router's Deployment, Service and ConfigMap. Default ``inference-placement``
     (the chart passes its release namespace)."""
     image: str = DEFAULT_ENVOY_IMAGE
-    """``cluster`` mode: the Envoy image of the router Deployment."""
+    """``cluster`` mode: the Envoy image of the router Deployment. Default: the image the operator is tested with
+    (``routing.manifests.DEFAULT_ENVOY_IMAGE``)."""
     replicas: Annotated[int, Ge(1)] = 2
     """``cluster`` mode: replicas of the router Deployment. Default 2."""
     image_pull_policy: PullPolicy | None = None
@@ -264,7 +266,7 @@ class MetricsSettings(_Group):
     """The Prometheus source of the workloads' traffic metrics (``metrics/prometheus.py``)."""
 
     timeout_seconds: Seconds = 10.0
-    """Seconds each Prometheus query may take. Default 10."""
+    """Seconds each Prometheus query (one HTTP request) may take before the fetch counts as failed. Default 10."""
 
 
 class ClusterSettings(_Group):
@@ -464,3 +466,19 @@ def _describe(annotation: Any, metadata: Iterable[Any]) -> str:
 def describe_type(info: FieldInfo) -> str:
     """What a field accepts, in words (``an integer >= 1``, ``one of `off`, `files`, `cluster```)."""
     return _describe(info.annotation, info.metadata)
+
+
+def default_text(info: FieldInfo) -> str:
+    """A field's default as it would be typed after ``--set KEY=`` (``unset`` for none, ``10,50,100``)."""
+    value = info.get_default(call_default_factory=True)
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(str(part) for part in value)
+    if isinstance(value, dict):
+        return ",".join(f"{key}={url}" for key, url in value.items()) or "none"
+    return str(value)
