@@ -3,6 +3,7 @@ lands in its typed field; an unknown key or a bad value is refused, naming it)."
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -265,3 +266,38 @@ def test_every_set_key_the_repository_passes_is_known() -> None:
     assert len(found) >= 10, found  # the pattern still finds the call sites
     unknown = {key: sorted(where) for key, where in found.items() if key not in known}
     assert not unknown, unknown
+
+
+def test_the_cloud_targets_are_built_from_their_typed_groups(tmp_path: Path) -> None:
+    from inference_placement.api.spec import TargetName
+    from inference_placement.controller.runtime import _serverless_targets
+    from inference_placement.targets.aws_lambda import LambdaTarget
+    from inference_placement.targets.cloudrun import CloudRunTarget
+    from inference_placement.targets.credentials import SecretRedactingFilter
+
+    assert _serverless_targets(OperatorSettings().cloudrun, OperatorSettings().lambda_, SecretRedactingFilter()) == {}
+    aws = tmp_path / "aws"
+    aws.mkdir()
+    (aws / "aws_access_key_id").write_text("AKIAEXAMPLEEXAMPLE00")
+    (aws / "aws_secret_access_key").write_text("a-secret-that-must-not-be-logged")
+    (aws / "..data").write_text("the kubelet's bookkeeping")
+    settings = build_settings(
+        [
+            "cloudrun.endpoint=http://127.0.0.1:8090",
+            "cloudrun.project=acme",
+            "cloudrun.requestTimeoutSeconds=2.5",
+            "lambda.enabled=true",
+            "lambda.region=eu-west-1",
+            "lambda.readTimeoutSeconds=4",
+            f"lambda.credentialsDir={aws}",
+        ]
+    )
+    redactor = SecretRedactingFilter()
+    targets = _serverless_targets(settings.cloudrun, settings.lambda_, redactor)
+    cloudrun, lambda_ = targets[TargetName.CLOUDRUN], targets[TargetName.LAMBDA]
+    assert isinstance(cloudrun, CloudRunTarget) and isinstance(lambda_, LambdaTarget)
+    assert cloudrun.request_timeout_seconds == 2.5
+    assert lambda_.default_region == "eu-west-1" and lambda_.endpoint_url is None
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "key a-secret-that-must-not-be-logged", None, None)
+    redactor.filter(record)
+    assert "a-secret-that-must-not-be-logged" not in record.getMessage()
