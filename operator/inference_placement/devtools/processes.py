@@ -105,10 +105,11 @@ class Processes:
         self.started.append((name, process))
         return process
 
-    def stop_all(self) -> None:
-        """SIGTERM to all first (they stop in parallel), then wait for each, SIGKILL when one does not stop."""
+    def stop_all(self, timeout_seconds: float = _STOP_TIMEOUT_SECONDS) -> None:
+        """SIGTERM to all first (they stop in parallel), then wait for each; SIGKILL to one that has not stopped
+        ``timeout_seconds`` after it was asked."""
         for _, process in reversed(self.started):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         for _, process in reversed(self.started):
-            stop_process(process, _STOP_TIMEOUT_SECONDS)
+            stop_process(process, timeout_seconds)

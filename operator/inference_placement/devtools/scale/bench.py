@@ -152,6 +152,7 @@ async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path
         for label, rps in (("low", config.low_rps), ("high", config.high_rps)):
             om = directory / f"{label}.om"
             samples = await asyncio.to_thread(write_traffic, om, namespace, names, _spread(rps), start, end)
+            (directory / label).mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(backfill, promtool, om, directory / label / "tsdb")
             servers.append(await asyncio.to_thread(start_prometheus, prometheus, directory / label))
             log(f"[{n}] {label}-traffic Prometheus: {samples:,} samples backfilled, serving at {servers[-1].url}")
