@@ -29,10 +29,6 @@ class Feasibility:
     def feasible(self, target: TargetName) -> bool:
         return target not in self.infeasible
 
-    @property
-    def feasible_targets(self) -> list[TargetName]:
-        return [t for t in TargetName if t not in self.infeasible]
-
 
 def product_matches(accelerator: str, product_label: str) -> bool:
     """Whether a ``nvidia.com/gpu.product`` label is a GPU of this accelerator type.
