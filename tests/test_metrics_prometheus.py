@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -607,8 +608,8 @@ async def test_bucket_bounds_are_asked_for_once_an_hour_and_an_objective_change_
 class _RecordingSource(PrometheusSource):
     """The real source; it also records the span each query asked for (real Prometheus answers it)."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.spans: list[tuple[str, float]] = []
 
     def _query_range(self, query: str, start: datetime, end: datetime) -> object:
