@@ -375,7 +375,7 @@ def _rate(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:.3g}"
 
 
-def render(expl: Explanation, console: Any) -> None:
+def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 item 1
     """Print the explanation as rich tables on ``console`` (a ``rich.console.Console``)."""
     from rich.table import Table
 

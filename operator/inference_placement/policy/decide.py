@@ -213,7 +213,7 @@ def _cluster_serverless_thresholds(
     return b * (1.0 - h), b * (1.0 + h), f"auto: break-even {_rate(b)} rps -/+{h:.0%}"
 
 
-def _choose(
+def _choose(  # noqa: C901 - split in progress
     spec: InferenceWorkloadSpec,
     state: PlacementState,
     now: datetime,
@@ -446,7 +446,7 @@ def _budget_cap(target: TargetName, econ: TargetEconomics, remaining_usd: float,
 # ----------------------------------------------------------------------------------------------- decide
 
 
-def decide(
+def decide(  # noqa: C901 - split in progress
     spec: InferenceWorkloadSpec,
     window: TrafficWindow | None,
     state: PlacementState,

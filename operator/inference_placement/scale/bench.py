@@ -122,7 +122,7 @@ async def _wait_scrape(
     raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}; last scrape {last}")
 
 
-async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path) -> RunResult:
+async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path) -> RunResult:  # noqa: C901 - issue 23 item 2
     log = config.log
     namespace = f"scale-{n}-{uuid.uuid4().hex[:6]}"
     names = [f"w{i:05d}" for i in range(n)]

@@ -253,7 +253,7 @@ class _Engine:
             self.retiring = keep
 
 
-def simulate(
+def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
     workload: SimWorkload,
     policy: SimPolicy,
     price_book: PriceBook,
