@@ -15,7 +15,7 @@ import typer
 
 from inference_placement import __version__
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "crd", "version"]
 
 app = typer.Typer(
     name="inference-placement",

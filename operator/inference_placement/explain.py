@@ -54,6 +54,11 @@ __all__ = [
     "explain_workload",
     "register",
     "render",
+    "DEFAULT_STEP_SECONDS",
+    "MAX_EVENTS",
+    "SERVERLESS",
+    "explain_command",
+    "read_workload",
 ]
 
 SERVERLESS = (TargetName.CLOUDRUN, TargetName.LAMBDA)

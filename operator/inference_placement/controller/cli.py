@@ -10,7 +10,7 @@ import typer
 
 from inference_placement.controller.settings import OperatorSettings
 
-__all__ = ["register"]
+__all__ = ["register", "run"]
 
 
 def run(

@@ -36,7 +36,7 @@ from inference_placement.scale.prometheus import (
     start_prometheus,
 )
 
-__all__ = ["BenchConfig", "RunResult", "run_bench", "run_one"]
+__all__ = ["BenchConfig", "RunResult", "run_bench", "run_one", "BenchError", "HISTORY_SECONDS"]
 
 HISTORY_SECONDS = 1800 + 300
 """Backfilled history before "now": the operator's default 30-minute window plus the rate window and a margin."""

@@ -11,7 +11,7 @@ from rich.table import Table
 from inference_placement.sim.bench import POLICY_NAMES, SINGLE_PLATFORM_BASELINES, BenchResult, RowResult
 from inference_placement.sim.simulator import WorkloadResult
 
-__all__ = ["bench_summary", "bench_table", "plot_simulation", "simulation_table"]
+__all__ = ["bench_summary", "bench_table", "plot_simulation", "simulation_table", "print_bench"]
 
 _TARGETS = ("cluster", "cloudrun", "lambda")
 

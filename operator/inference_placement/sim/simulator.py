@@ -38,6 +38,8 @@ __all__ = [
     "WorkloadResult",
     "feasible_economics",
     "simulate",
+    "FloatArray",
+    "TARGET_INDEX",
 ]
 
 FloatArray = npt.NDArray[np.float64]
