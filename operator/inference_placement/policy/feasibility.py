@@ -97,7 +97,7 @@ def _cluster_capacity_problem(spec: InferenceWorkloadSpec, capacity: ClusterCapa
     return f"no free {what}: {free:g} of {total:g} free on {sum(r.nodes for r in offers)} node(s), need {need:g}", True
 
 
-def assess_feasibility(
+def assess_feasibility(  # noqa: C901 - rewritten as the one per-node fit check (issue 23)
     spec: InferenceWorkloadSpec,
     price_book: PriceBook,
     capacity: ClusterCapacity,
