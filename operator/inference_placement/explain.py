@@ -20,11 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import numpy as np
 import typer
 from pydantic import ValidationError
 
-from inference_placement.api.spec import InferenceWorkloadSpec, TargetName, ThresholdMode
+from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.api.status import (
     Condition,
     ConditionType,
@@ -38,13 +37,10 @@ from inference_placement.api.status import (
 from inference_placement.api.validation import parse_spec
 from inference_placement.api.workload import GROUP, KIND, PLURAL, VERSION
 from inference_placement.policy.capacity import ClusterCapacity
-from inference_placement.policy.cost_model import break_even_rps, plan_target
-from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
-from inference_placement.policy.economics import workload_economics
+from inference_placement.policy.decide import Assessment, Decision, PlacementState, TrafficWindow, assess, decide
 from inference_placement.policy.feasibility import assess_feasibility
-from inference_placement.policy.forecast import TrafficForecast, forecast_from_rates, idle_forecast
 from inference_placement.policy.price_book import PriceBook, default_price_book, load_price_book
-from inference_placement.policy.slo_risk import SloTerms
+from inference_placement.policy.verdicts import Verdict, budget_verdict, slo_verdict
 
 __all__ = [
     "EventRow",
@@ -127,6 +123,10 @@ class Explanation:
     spec_problems: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     events: tuple[EventRow, ...] = field(default_factory=tuple)
+    slo_now: str = ""
+    """The SLOAtRisk verdict the operator reaches on these inputs (``policy.verdicts``)."""
+    budget_now: str = ""
+    """The BudgetExceeded verdict the operator reaches on these inputs."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (enums as their values, models in their wire form)."""
@@ -183,47 +183,18 @@ def _window(observed: ObservedTraffic | None, spec: InferenceWorkloadSpec) -> Tr
         rps=tuple([float(observed.rps)] * steps),
         latency_p99_seconds=observed.latency_p99_seconds,
         end=end,
+        slo_miss_share=observed.slo_miss_share,
     )
 
 
-def _forecast(spec: InferenceWorkloadSpec, window: TrafficWindow | None) -> TrafficForecast:
-    if window is None:
-        return idle_forecast(spec)
-    return forecast_from_rates(spec, np.asarray(window.rps, dtype=np.float64), window.step_seconds)
+def _threshold_rows(assessment: Assessment) -> tuple[ThresholdRow, ...]:
+    """The offload/reclaim rates ``decide`` moves by, between the cluster and each feasible serverless target."""
+    rows = assessment.thresholds().items()
+    return tuple(ThresholdRow(t, offload, reclaim, how) for t, (offload, reclaim, how) in rows)
 
 
-def _thresholds(
-    spec: InferenceWorkloadSpec,
-    price_book: PriceBook,
-    feasible: Sequence[TargetName],
-    window: TrafficWindow | None,
-) -> tuple[ThresholdRow, ...]:
-    """Offload/reclaim rates between the cluster and each feasible serverless target (as ``decide`` sets them)."""
-    if TargetName.CLUSTER not in feasible:
-        return ()
-    serverless = [t for t in SERVERLESS if t in feasible]
-    if not serverless:
-        return ()
-    th = spec.placement.thresholds
-    if th.mode is ThresholdMode.EXPLICIT and th.offload_below_rps is not None and th.reclaim_above_rps is not None:
-        return tuple(ThresholdRow(t, th.offload_below_rps, th.reclaim_above_rps, "explicit") for t in serverless)
-    econs = workload_economics(spec, price_book)
-    if TargetName.CLUSTER not in econs:
-        return ()
-    forecast = _forecast(spec, window)
-    slo = SloTerms.from_spec(spec)
-    cluster_plan = plan_target(econs[TargetName.CLUSTER], forecast, slo)
-    rows: list[ThresholdRow] = []
-    h = th.hysteresis_fraction
-    for target in serverless:
-        if target not in econs:
-            continue
-        plan = plan_target(econs[target], forecast, slo)
-        b = break_even_rps(
-            econs[TargetName.CLUSTER], cluster_plan.warm, econs[target], plan.warm, forecast.service_seconds, slo
-        )
-        rows.append(ThresholdRow(target, b * (1.0 - h), b * (1.0 + h), f"auto: break-even {b:.3g} rps -/+{h:.0%}"))
-    return tuple(rows)
+def _verdict_text(verdict: Verdict, holds: str, fine: str) -> str:
+    return f"{holds if verdict.true else fine} ({verdict.reason.value}): {verdict.message}"
 
 
 def _recorded_cost(status: InferenceWorkloadStatus, target: TargetName) -> float | None:
@@ -305,7 +276,8 @@ def explain_workload(
     # explain reads no Nodes: capacity is unknown to it, so the cluster is not gated on free capacity here.
     capacity = ClusterCapacity()
     decision: Decision = decide(spec, window, state, price_book, capacity, when)
-    feasibility = assess_feasibility(spec, price_book, capacity, status.placement)
+    assessment = assess(spec, window, state, price_book, capacity, when)
+    feasibility = assess_feasibility(assessment.spec, price_book, capacity, status.placement)
     allowed = set(spec.placement.allowed_targets)
     rows = tuple(
         TargetRow(
@@ -323,7 +295,6 @@ def explain_workload(
         )
         for t in TargetName
     )
-    feasible = [r.target for r in rows if r.feasible]
     if window is None:
         notes.append("no traffic recorded in status: costs use the idle prior (no requests yet)")
     else:
@@ -341,8 +312,10 @@ def explain_workload(
     return Explanation(
         **base,
         targets=rows,
-        thresholds=_thresholds(spec, price_book, feasible, window),
+        thresholds=_threshold_rows(assessment),
         policy_now=decision.reason,
+        slo_now=_verdict_text(slo_verdict(spec, window, decision), "at risk", "met"),
+        budget_now=_verdict_text(budget_verdict(spec, decision), "exceeded", "within"),
         policy_target=decision.target if decision.target is not None else status.placement,
         policy_would_migrate=decision.migrate,
         notes=tuple(notes),
@@ -460,6 +433,10 @@ def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 it
     move = " (would migrate)" if expl.policy_would_migrate else ""
     target = expl.policy_target.value if expl.policy_target else "-"
     decisions.add_row("policy now", f"{target}{move}", expl.policy_now)
+    if expl.slo_now:
+        decisions.add_row("SLO now", "", expl.slo_now)
+    if expl.budget_now:
+        decisions.add_row("budget now", "", expl.budget_now)
     if expl.last_decision is not None:
         d = expl.last_decision
         decisions.add_row(d.decided_at, f"{d.target.value} x{d.replicas}", d.reason)

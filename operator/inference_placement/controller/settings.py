@@ -40,6 +40,10 @@ from inference_placement.routing.manifests import DEFAULT_ENVOY_IMAGE
 from inference_placement.routing.model import CLUSTER_DOMAIN, UpstreamAddress
 
 __all__ = [
+    "PullPolicy",
+    "Seconds",
+    "ShiftSteps",
+    "Url",
     "ClusterSettings",
     "CloudRunSettings",
     "LambdaSettings",

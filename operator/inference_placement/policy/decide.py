@@ -48,7 +48,7 @@ from inference_placement.policy.slo_risk import SloTerms
 
 __all__ = ["Assessment", "Decision", "PlacementState", "TrafficWindow", "assess", "decide", "switch_thresholds"]
 
-SERVERLESS = (TargetName.LAMBDA, TargetName.CLOUDRUN)
+_SERVERLESS = (TargetName.LAMBDA, TargetName.CLOUDRUN)
 _PREFERENCE = {TargetName.CLUSTER: 0, TargetName.CLOUDRUN: 1, TargetName.LAMBDA: 2}
 
 
@@ -210,7 +210,95 @@ def switch_thresholds(
     return b * (1.0 - h), b * (1.0 + h), f"auto: break-even {_rate(b)} rps -/+{h:.0%}"
 
 
-def _choose(  # noqa: C901 - split in progress
+@dataclass(frozen=True)
+class _Move:
+    """What ``_choose`` weighs a move with: the near-term cost of each target and the cost of migrating."""
+
+    spec: InferenceWorkloadSpec
+    current: TargetName
+    econs: dict[TargetName, TargetEconomics]
+    plans: dict[TargetName, Projection]
+    forecast: TrafficForecast
+    slo: SloTerms
+    drain_seconds: float
+    near: dict[TargetName, float] = field(default_factory=dict)
+
+    def near_cost(self, t: TargetName) -> float:
+        if t not in self.near:
+            self.near[t] = self.plans[t].cost_usd(self.forecast.recent)
+        return self.near[t]
+
+    def migration(self, to: TargetName) -> float:
+        c = self.current
+        return migration_cost_usd(self.plans[c], self.econs[c], self.plans[to], self.econs[to], self.drain_seconds)
+
+    def cheaper_with_move(self, to: TargetName) -> bool:
+        return self.near_cost(to) + self.migration(to) < self.near_cost(self.current)
+
+    @property
+    def sustain_rates(self) -> np.ndarray:
+        return self.forecast.rps[self.forecast.sustain]
+
+    @property
+    def explicit(self) -> bool:
+        return self.spec.placement.thresholds.mode is ThresholdMode.EXPLICIT
+
+
+def _offload(m: _Move, to: TargetName) -> _Choice:
+    """On the cluster, a serverless target is cheaper (or thresholds are explicit): offload once the sustain
+    window stayed below the offload threshold."""
+    cheaper = m.cheaper_with_move(to)
+    if not (m.explicit or cheaper):
+        return _Choice(m.current, False, None, "")
+    offload, reclaim, how = switch_thresholds(m.spec, m.econs, m.plans, to, m.forecast, m.slo)
+    rates = m.sustain_rates
+    peak = float(rates.max()) if rates.size else 0.0
+    if _sustained(rates, below=offload):
+        note = f"sustained peak {_rate(peak)} rps < offload {_rate(offload)} rps ({how})"
+        return _Choice(to, True, None, note, (offload, reclaim))
+    note = (
+        f"{to.value} cheaper but peak {_rate(peak)} rps in the sustain window is not below offload "
+        f"{_rate(offload)} rps ({how})"
+    )
+    return _Choice(m.current, False, to if cheaper else None, note, (offload, reclaim))
+
+
+def _reclaim(m: _Move, cheapest: TargetName) -> _Choice | None:
+    """On serverless, the cluster is cheaper (or thresholds are explicit): reclaim once the sustain window stayed
+    above the reclaim threshold. None = no cluster move to weigh."""
+    if not (m.explicit or m.cheaper_with_move(TargetName.CLUSTER)):
+        return None
+    offload, reclaim, how = switch_thresholds(m.spec, m.econs, m.plans, m.current, m.forecast, m.slo)
+    rates = m.sustain_rates
+    low = float(rates.min()) if rates.size else 0.0
+    if _sustained(rates, above=reclaim):
+        note = f"sustained low {_rate(low)} rps > reclaim {_rate(reclaim)} rps ({how})"
+        return _Choice(TargetName.CLUSTER, True, None, note, (offload, reclaim))
+    if cheapest is TargetName.CLUSTER:
+        note = (
+            f"cluster cheaper but low {_rate(low)} rps in the sustain window is not above reclaim "
+            f"{_rate(reclaim)} rps ({how})"
+        )
+        return _Choice(m.current, False, TargetName.CLUSTER, note, (offload, reclaim))
+    return None
+
+
+def _between_serverless(m: _Move, to: TargetName) -> _Choice:
+    """Serverless to serverless: cheaper by more than the hysteresis band overall and at every sustained step."""
+    h = m.spec.placement.thresholds.hysteresis_fraction
+    current = m.current
+    if not m.near_cost(to) + m.migration(to) < m.near_cost(current) * (1.0 - h):
+        return _Choice(current, False, None, f"{to.value} within the {h:.0%} hysteresis band")
+    service = m.forecast.service_seconds
+    rates = m.sustain_rates
+    ours = steady_cost_per_second(m.econs[current], rates, service, m.plans[current].warm, m.slo)
+    theirs = steady_cost_per_second(m.econs[to], rates, service, m.plans[to].warm, m.slo)
+    if bool((theirs < ours * (1.0 - h)).all()):
+        return _Choice(to, True, None, f"{to.value} cheaper by more than {h:.0%} at every step of the sustain window")
+    return _Choice(current, False, to, f"{to.value} cheaper overall but not at every step of the sustain window")
+
+
+def _choose(
     spec: InferenceWorkloadSpec,
     state: PlacementState,
     now: datetime,
@@ -221,23 +309,17 @@ def _choose(  # noqa: C901 - split in progress
     slo: SloTerms,
     drain_seconds: float,
 ) -> _Choice:
+    """Stage 3: the target. A pin wins; the first placement takes the cheapest; a target no longer feasible or
+    over its SLO risk budget is left; otherwise a move needs a cheaper target over the near term (migration
+    included) and its threshold held over every step of the sustain window."""
     current = state.current
-    recent = forecast.recent
     pin = spec.placement.pin
-
-    near: dict[TargetName, float] = {}
-
-    def near_cost(t: TargetName) -> float:
-        if t not in near:
-            near[t] = plans[t].cost_usd(recent)
-        return near[t]
-
     if pin is not None:
-        move = current is not pin
-        return _Choice(pin, move, None, f"pinned to {pin.value}")
+        return _Choice(pin, current is not pin, None, f"pinned to {pin.value}")
     if not candidates:
         return _Choice(None, False, None, "no feasible target")
-    ranked = sorted(candidates, key=lambda t: (near_cost(t), t is not current, _PREFERENCE[t]))
+    m = _Move(spec, current or candidates[0], econs, plans, forecast, slo, drain_seconds)
+    ranked = sorted(candidates, key=lambda t: (m.near_cost(t), t is not current, _PREFERENCE[t]))
     cheapest = ranked[0]
     if current is None:
         return _Choice(cheapest, True, None, "first placement: cheapest feasible target")
@@ -248,59 +330,17 @@ def _choose(  # noqa: C901 - split in progress
         return _Choice(cheapest, True, None, f"{current.value} SLO risk {plans[current].miss_share():.2%} over budget")
     if cheapest is current:
         return _Choice(current, False, None, "")
-
-    th = spec.placement.thresholds
-    sustain_rates = forecast.rps[forecast.sustain]
-    h = th.hysteresis_fraction
-    explicit = th.mode is ThresholdMode.EXPLICIT
-
-    def migration(to: TargetName) -> float:
-        return migration_cost_usd(plans[current], econs[current], plans[to], econs[to], drain_seconds)
-
     # explicit thresholds decide between the cluster and serverless whatever the cost
-    if current is TargetName.CLUSTER or (explicit and TargetName.CLUSTER in candidates):
-        serverless_options = [t for t in ranked if t in SERVERLESS]
+    if current is TargetName.CLUSTER or (m.explicit and TargetName.CLUSTER in candidates):
+        serverless_options = [t for t in ranked if t in _SERVERLESS]
         if current is TargetName.CLUSTER and serverless_options:
-            to = serverless_options[0]
-            cheaper = near_cost(to) + migration(to) < near_cost(current)
-            if not (explicit or cheaper):
-                return _Choice(current, False, None, "")
-            offload, reclaim, how = switch_thresholds(spec, econs, plans, to, forecast, slo)
-            peak = float(sustain_rates.max()) if sustain_rates.size else 0.0
-            if _sustained(sustain_rates, below=offload):
-                note = f"sustained peak {_rate(peak)} rps < offload {_rate(offload)} rps ({how})"
-                return _Choice(to, True, None, note, (offload, reclaim))
-            note = (
-                f"{to.value} cheaper but peak {_rate(peak)} rps in the sustain window is not below offload "
-                f"{_rate(offload)} rps ({how})"
-            )
-            return _Choice(current, False, to if cheaper else None, note, (offload, reclaim))
-    if current in SERVERLESS and TargetName.CLUSTER in candidates:
-        cluster_cheaper = near_cost(TargetName.CLUSTER) + migration(TargetName.CLUSTER) < near_cost(current)
-        if explicit or cluster_cheaper:
-            offload, reclaim, how = switch_thresholds(spec, econs, plans, current, forecast, slo)
-            low = float(sustain_rates.min()) if sustain_rates.size else 0.0
-            if _sustained(sustain_rates, above=reclaim):
-                note = f"sustained low {_rate(low)} rps > reclaim {_rate(reclaim)} rps ({how})"
-                return _Choice(TargetName.CLUSTER, True, None, note, (offload, reclaim))
-            if cheapest is TargetName.CLUSTER:
-                note = (
-                    f"cluster cheaper but low {_rate(low)} rps in the sustain window is not above reclaim "
-                    f"{_rate(reclaim)} rps ({how})"
-                )
-                return _Choice(current, False, TargetName.CLUSTER, note, (offload, reclaim))
-    if current in SERVERLESS and cheapest in SERVERLESS:
-        to = cheapest
-        if near_cost(to) + migration(to) < near_cost(current) * (1.0 - h):
-            service = forecast.service_seconds
-            ours = steady_cost_per_second(econs[current], sustain_rates, service, plans[current].warm, slo)
-            theirs = steady_cost_per_second(econs[to], sustain_rates, service, plans[to].warm, slo)
-            if bool((theirs < ours * (1.0 - h)).all()):
-                note = f"{to.value} cheaper by more than {h:.0%} at every step of the sustain window"
-                return _Choice(to, True, None, note)
-            note = f"{to.value} cheaper overall but not at every step of the sustain window"
-            return _Choice(current, False, to, note)
-        return _Choice(current, False, None, f"{to.value} within the {h:.0%} hysteresis band")
+            return _offload(m, serverless_options[0])
+    if current in _SERVERLESS and TargetName.CLUSTER in candidates:
+        reclaimed = _reclaim(m, cheapest)
+        if reclaimed is not None:
+            return reclaimed
+    if current in _SERVERLESS and cheapest in _SERVERLESS:
+        return _between_serverless(m, cheapest)
     return _Choice(current, False, None, "")
 
 
@@ -479,7 +519,7 @@ class Assessment:
             return {}
         return {
             t: switch_thresholds(self.spec, self.econs, self.plans, t, self.forecast, self.slo)
-            for t in SERVERLESS
+            for t in _SERVERLESS
             if t in self.plans
         }
 

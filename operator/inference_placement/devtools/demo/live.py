@@ -20,6 +20,7 @@ from typing import Any
 
 from inference_placement.devtools.replay.load import LoadReplay, schedule_from_counts
 from inference_placement.devtools.replay.segment import SwingSegment, find_swing
+from inference_placement.policy.budget import MONTH_SECONDS
 from inference_placement.sim.traces import Trace
 
 __all__ = [
@@ -27,12 +28,10 @@ __all__ = [
     "choose_segment",
     "live_workload",
     "run_live_replay",
-    "SECONDS_PER_MONTH",
     "SHOWN_EVENTS",
     "seconds_per_step",
 ]
 
-SECONDS_PER_MONTH = 30.4375 * 86400
 SHOWN_EVENTS = frozenset(
     {
         "Decision",
@@ -198,7 +197,7 @@ class _Watcher:
             trace_seconds = (now - self._last_sample) * self.speedup
             self.seconds_by_target[self.placement] = self.seconds_by_target.get(self.placement, 0.0) + trace_seconds
             monthly = float(status.get("currentMonthlyCostUsd") or 0.0)
-            cost = monthly * trace_seconds / SECONDS_PER_MONTH
+            cost = monthly * trace_seconds / MONTH_SECONDS
             self.cost_by_target[self.placement] = self.cost_by_target.get(self.placement, 0.0) + cost
         self._last_sample = now
         self.placement = placement
