@@ -21,6 +21,7 @@ from inference_placement.api import InferenceWorkloadSpec, Reason, TargetName
 from inference_placement.policy.capacity import ResourceCapacity
 from inference_placement.policy.decide import PlacementState, TrafficWindow, decide
 from inference_placement.policy.feasibility import assess_feasibility
+from inference_placement.policy.gpu_scheduling import MigStrategy
 from inference_placement.policy.price_book import default_price_book
 from inference_placement.targets import capacity as capacity_module
 from inference_placement.targets.capacity import (
@@ -30,7 +31,6 @@ from inference_placement.targets.capacity import (
     node_view_from_object,
     pod_usage_from_object,
 )
-from inference_placement.targets.gpu_scheduling import MigStrategy
 from tests.plugins.cluster import KubeCluster
 from tests.test_target_cluster import (
     BASE_ALLOCATABLE,

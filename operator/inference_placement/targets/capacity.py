@@ -22,12 +22,12 @@ from kubernetes_asyncio.client import ApiClient, CoreV1Api
 
 from inference_placement.api import InferenceWorkloadSpec, Reason
 from inference_placement.policy.capacity import ClusterCapacity, ResourceCapacity
-from inference_placement.targets.cluster_render import MANAGED_BY, MANAGED_BY_LABEL, WORKLOAD_LABEL, parse_quantity
-from inference_placement.targets.gpu_scheduling import (
+from inference_placement.policy.gpu_scheduling import (
     GPUNodeFacts,
     NodeView,
     scheduling_for,
 )
+from inference_placement.targets.cluster_render import MANAGED_BY, MANAGED_BY_LABEL, WORKLOAD_LABEL, parse_quantity
 
 __all__ = [
     "CapacityAssessment",
