@@ -2,9 +2,10 @@
 
 Hard limits only (a target listed here is never chosen): Lambda has no GPU and caps memory, duration and image
 size; Cloud Run offers one whole L4 per instance; the cluster offers only the GPU types its price book and nodes
-have, and only while a node has free capacity for one more replica (unless a node autoscaler adds nodes, which
-lengthens the migration lead instead). Cold starts longer than the SLO tolerates are not a hard limit: they make
-the target keep instances warm, which the cost model prices and the SLO risk checks (``slo_risk.py``).
+have, and only while ``max(1, minReplicas)`` replicas fit on its nodes, each wholly on one node
+(``capacity.replica_fit``), unless a node autoscaler adds nodes, which lengthens the migration lead instead. Cold
+starts longer than the SLO tolerates are not a hard limit: they make the target keep instances warm, which the cost
+model prices and the SLO risk checks (``slo_risk.py``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from inference_placement.api.spec import GPUSharing, InferenceWorkloadSpec, TargetName
-from inference_placement.policy.capacity import ClusterCapacity, ResourceCapacity
+from inference_placement.policy.capacity import ClusterCapacity, replica_fit
 from inference_placement.policy.economics import cluster_replica_usd_per_hour
 from inference_placement.policy.price_book import PriceBook
 
-__all__ = ["Feasibility", "assess_feasibility", "gpu_resource_names", "product_matches"]
+__all__ = ["Feasibility", "assess_feasibility"]
 
 
 @dataclass(frozen=True)
@@ -32,73 +33,6 @@ class Feasibility:
     @property
     def feasible_targets(self) -> list[TargetName]:
         return [t for t in TargetName if t not in self.infeasible]
-
-
-def product_matches(accelerator: str, product_label: str) -> bool:
-    """Whether a ``nvidia.com/gpu.product`` label is a GPU of this accelerator type.
-
-    ``nvidia-a100-80gb`` matches ``NVIDIA-A100-SXM4-80GB``, ``NVIDIA-A100-80GB-PCIe`` and their ``-MIG-<profile>``
-    / ``-SHARED`` forms; ``nvidia-t4`` matches ``Tesla-T4``. Every token of the type (``a100``, ``80gb``) must be a
-    token of the label's base product.
-    """
-    base = product_label.lower()
-    for marker in ("-mig-", "-shared"):
-        index = base.find(marker)
-        if index >= 0:
-            base = base[:index]
-    tokens = set(base.split("-"))
-    wanted = [t for t in accelerator.lower().split("-") if t != "nvidia"]
-    return bool(wanted) and all(t in tokens for t in wanted)
-
-
-def gpu_resource_names(spec: InferenceWorkloadSpec) -> tuple[str, ...]:
-    """Extended resources that can hold one replica's GPU (MIG mixed and single strategies, time-slicing renamed)."""
-    acc = spec.accelerator
-    if acc.sharing is GPUSharing.MIG:
-        return (f"nvidia.com/mig-{acc.mig_profile}", "nvidia.com/gpu")
-    if acc.sharing is GPUSharing.TIME_SLICING:
-        return ("nvidia.com/gpu", "nvidia.com/gpu.shared")
-    return ("nvidia.com/gpu",)
-
-
-def _offers(spec: InferenceWorkloadSpec, entry: ResourceCapacity) -> bool:
-    acc = spec.accelerator
-    if entry.resource not in gpu_resource_names(spec):
-        return False
-    if not product_matches(acc.type.value, entry.product):
-        return False
-    if acc.sharing is GPUSharing.MIG and entry.resource == "nvidia.com/gpu":
-        # MIG strategy single: the slice is nvidia.com/gpu on nodes whose product names the profile
-        return entry.product.lower().endswith(f"-mig-{(acc.mig_profile or '').lower()}")
-    if acc.sharing is not GPUSharing.MIG and "-mig-" in entry.product.lower():
-        return False
-    return True
-
-
-def _cluster_capacity_problem(spec: InferenceWorkloadSpec, capacity: ClusterCapacity) -> tuple[str | None, bool]:
-    """(why the cluster cannot take one more replica, or None; whether that is fixed by adding a node)."""
-    if not capacity.known:
-        return None, False
-    acc = spec.accelerator
-    if not acc.needs_gpu:
-        cpu, memory = spec.model.cpu_cores, spec.model.memory_mib
-        if capacity.cpu_free_cores + 1e-9 >= cpu and capacity.memory_free_mib + 1e-9 >= memory:
-            return None, False
-        return (
-            f"no free CPU capacity: {capacity.cpu_free_cores:g} cores / {capacity.memory_free_mib:,.0f} MiB free, "
-            f"a replica needs {cpu:g} / {memory:,.0f} MiB",
-            True,
-        )
-    offers = [r for r in capacity.resources if _offers(spec, r)]
-    need = float(acc.count) if acc.sharing is GPUSharing.EXCLUSIVE else 1.0
-    what = acc.type.value + (f" MIG {acc.mig_profile}" if acc.sharing is GPUSharing.MIG else "")
-    if not offers:
-        return f"no node offers {what} ({', '.join(gpu_resource_names(spec))})", True
-    free = sum(r.free for r in offers)
-    if max(r.free for r in offers) + 1e-9 >= need:
-        return None, False
-    total = sum(r.allocatable for r in offers)
-    return f"no free {what}: {free:g} of {total:g} free on {sum(r.nodes for r in offers)} node(s), need {need:g}", True
 
 
 def assess_feasibility(
@@ -159,10 +93,11 @@ def assess_feasibility(
             out[TargetName.CLUSTER] = f"the price book has no price for {what}"
         elif current is not TargetName.CLUSTER:
             # A workload already in the cluster holds its own resources; capacity gates moving in, not staying.
-            problem, fixable = _cluster_capacity_problem(spec, capacity)
-            if problem is not None:
-                if fixable and spec.cluster.node_autoscaler:
-                    needs_node = True
+            # The same rule, and the same numbers, as the controller's CapacityAvailable condition.
+            fit = replica_fit(spec, capacity)
+            if fit.known and not fit.fits_now:
+                if fit.ok:
+                    needs_node = True  # a node autoscaler adds what is missing
                 else:
-                    out[TargetName.CLUSTER] = problem
+                    out[TargetName.CLUSTER] = fit.message
     return Feasibility(infeasible=out, cluster_needs_node=needs_node)
