@@ -146,6 +146,10 @@ class _Pool:
     where: Mapping[str, tuple[int, int, NodeCapacity]]
     """Node name -> (its group, its position, the node) for the nodes in ``groups``."""
 
+    @property
+    def nodes(self) -> int:
+        return len(self.where)
+
 
 @dataclass(frozen=True)
 class ClusterCapacity:
@@ -247,7 +251,8 @@ def replica_fit(
 
     ``held`` (node -> resources, ``ClusterCapacity`` units) is what the workload's own Pods hold: it counts as
     free for it (the slice it already has is not taken). Cheap on a large cluster: the nodes a placement shape may
-    use are found once per capacity and grouped by their free resources, so one fit costs O(distinct node shapes).
+    use are found once per capacity and grouped by their free resources, the sums over them are taken once per
+    replica shape, and the workload's own Pods only adjust the nodes they are on.
     """
     if not capacity.known:
         return NOT_READ
@@ -258,6 +263,62 @@ def replica_fit(
     if cached is None:
         cached = capacity._memo[key] = _fit(spec, capacity, held)
     return cached
+
+
+@dataclass
+class _Totals:
+    """Sums over the nodes a replica may use, for one replica shape."""
+
+    replicas: int = 0
+    with_room: int = 0
+    by_product: dict[str, list[float]] = field(default_factory=dict)
+    """GPU product -> [free, allocatable, nodes] of the replica's GPU resource."""
+    best_cpu: tuple[float, int, str] = (-1.0, 0, "")
+    """(free cores, -position, name): the first node with the most free CPU."""
+
+    def copy(self) -> _Totals:
+        return _Totals(self.replicas, self.with_room, {p: list(v) for p, v in self.by_product.items()}, self.best_cpu)
+
+
+class _Shape:
+    """One replica's needs and how many of them a node's free resources hold."""
+
+    def __init__(self, spec: InferenceWorkloadSpec, scheduling: GPUScheduling) -> None:
+        self.resource = scheduling.resource_name
+        self.per_gpu = float(scheduling.resource_count)
+        self.cpu = spec.model.cpu_cores
+        self.memory = spec.model.memory_mib
+        self.needed = max(1, spec.scaling.min_replicas)
+
+    def replicas_on(self, cpu_free: float, memory_free: float, gpu_free: float) -> int:
+        best = float("inf")
+        if self.cpu > 0:
+            best = min(best, cpu_free / self.cpu)
+        if self.memory > 0:
+            best = min(best, memory_free / self.memory)
+        if self.resource is not None:
+            best = min(best, gpu_free / self.per_gpu)
+        return int(best + _EPSILON) if best != float("inf") else self.needed
+
+
+def _totals(spec: InferenceWorkloadSpec, capacity: ClusterCapacity, pool: _Pool, shape: _Shape) -> _Totals:
+    """The sums over the pool's nodes as they are (memoized per replica shape on the capacity)."""
+    key = ("totals", *_placement_key(spec), spec.model.cpu, spec.model.memory, spec.scaling.min_replicas)
+    cached: _Totals | None = capacity._memo.get(key)
+    if cached is not None:
+        return cached
+    totals = _Totals()
+    for group in pool.groups:
+        fits = shape.replicas_on(group.cpu, group.memory, group.gpu_free)
+        totals.replicas += fits * group.count
+        totals.with_room += group.count if fits > 0 else 0
+        sums = totals.by_product.setdefault(group.product, [0.0, 0.0, 0.0])
+        sums[0] += group.gpu_free * group.count
+        sums[1] += group.gpu_allocatable * group.count
+        sums[2] += group.count
+        totals.best_cpu = max(totals.best_cpu, (group.cpu, -group.first, group.name))
+    capacity._memo[key] = totals
+    return totals
 
 
 def _fit(spec: InferenceWorkloadSpec, capacity: ClusterCapacity, held: Mapping[str, Mapping[str, float]]) -> Fit:
@@ -275,20 +336,8 @@ def _fit(spec: InferenceWorkloadSpec, capacity: ClusterCapacity, held: Mapping[s
     scheduling = pool.scheduling
     autoscaler = spec.cluster.node_autoscaler
     autoscaler_note = "; a node autoscaler is expected to add capacity" if autoscaler else ""
-    resource = scheduling.resource_name
-    per_gpu = float(scheduling.resource_count)
-    cpu = spec.model.cpu_cores
-    memory = spec.model.memory_mib
-
-    def replicas_on(cpu_free: float, memory_free: float, gpu_free: float) -> int:
-        best = float("inf")
-        if cpu > 0:
-            best = min(best, cpu_free / cpu)
-        if memory > 0:
-            best = min(best, memory_free / memory)
-        if resource is not None:
-            best = min(best, gpu_free / per_gpu)
-        return int(best + _EPSILON) if best != float("inf") else needed
+    shape = _Shape(spec, scheduling)
+    resource = shape.resource
 
     if not pool.groups:
         if resource is None:
@@ -306,48 +355,39 @@ def _fit(spec: InferenceWorkloadSpec, capacity: ClusterCapacity, held: Mapping[s
             resource=resource,
         )
 
-    replicas = 0
-    with_room = 0
-    by_product: dict[str, list[float]] = {}
-    best_cpu = (-1.0, 0, "")  # (free cores, -position, name): the first node with the most free CPU
-    for group in pool.groups:
-        fits = replicas_on(group.cpu, group.memory, group.gpu_free)
-        replicas += fits * group.count
-        with_room += group.count if fits > 0 else 0
-        sums = by_product.setdefault(group.product, [0.0, 0.0, 0.0])
-        sums[0] += group.gpu_free * group.count
-        sums[1] += group.gpu_allocatable * group.count
-        sums[2] += group.count
-        best_cpu = max(best_cpu, (group.cpu, -group.first, group.name))
+    totals = _totals(spec, capacity, pool, shape)
+    if held:
+        totals = totals.copy()
     for name, own in held.items():
         located = pool.where.get(name)
         if located is None:
             continue
         at, position, node = located
         group = pool.groups[at]
-        mine = [
+        cpu_free, memory_free, gpu_free = (
             min(node.allocatable.get(key, 0.0), free + own.get(key, 0.0)) if key is not None else 0.0
             for key, free in ((CPU, group.cpu), (MEMORY, group.memory), (resource, group.gpu_free))
-        ]
-        before = replicas_on(group.cpu, group.memory, group.gpu_free)
-        after = replicas_on(mine[0], mine[1], mine[2])
-        replicas += after - before
-        with_room += (after > 0) - (before > 0)
-        by_product[group.product][0] += mine[2] - group.gpu_free
-        best_cpu = max(best_cpu, (mine[0], -position, name))
+        )
+        before = shape.replicas_on(group.cpu, group.memory, group.gpu_free)
+        after = shape.replicas_on(cpu_free, memory_free, gpu_free)
+        totals.replicas += after - before
+        totals.with_room += (after > 0) - (before > 0)
+        totals.by_product[group.product][0] += gpu_free - group.gpu_free
+        totals.best_cpu = max(totals.best_cpu, (cpu_free, -position, name))
 
+    replicas = totals.replicas
     fits_now = replicas >= needed
-    nodes = sum(g.count for g in pool.groups)
-    per_replica = f"{_fmt(cpu)} CPU, {_fmt(memory)} MiB"
+    nodes = pool.nodes
+    per_replica = f"{_fmt(shape.cpu)} CPU, {_fmt(shape.memory)} MiB"
     if resource is None:
         message = (
             f"{replicas} replicas of {per_replica} fit on {_plural(nodes, 'node')} "
-            f"(most CPU free: {_fmt(best_cpu[0])} cores on {best_cpu[2]}); needs {needed}"
+            f"(most CPU free: {_fmt(totals.best_cpu[0])} cores on {totals.best_cpu[2]}); needs {needed}"
         )
     else:
         numbers = "; ".join(
             f"{_fmt(free)} of {_fmt(alloc)} {resource} free on {product} ({_plural(int(n), 'node')})"
-            for product, (free, alloc, n) in sorted(by_product.items())
+            for product, (free, alloc, n) in sorted(totals.by_product.items())
         )
         each = f"{scheduling.resource_count} x {resource} + {per_replica}"
         message = f"{numbers}; {replicas} replicas of {each} fit, needs {needed}"
@@ -359,9 +399,9 @@ def _fit(spec: InferenceWorkloadSpec, capacity: ClusterCapacity, held: Mapping[s
         message=message + ("" if fits_now else autoscaler_note),
         needed=needed,
         replicas_that_fit=replicas,
-        nodes_with_room=with_room,
+        nodes_with_room=totals.with_room,
         resource=resource,
-        free=sum(v[0] for v in by_product.values()),
-        allocatable=sum(v[1] for v in by_product.values()),
+        free=sum(v[0] for v in totals.by_product.values()),
+        allocatable=sum(v[1] for v in totals.by_product.values()),
         nodes=nodes,
     )
