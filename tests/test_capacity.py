@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -453,6 +455,46 @@ def test_the_controller_verdict_and_the_policy_feasibility_agree(
     assert feasibility.cluster_needs_node is (verdict.ok and not verdict.fits_now)
     if not verdict.ok:
         assert feasibility.infeasible[TargetName.CLUSTER] == verdict.message
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    shapes=st.lists(
+        st.tuples(st.integers(0, 16), st.integers(0, 64), st.integers(0, 4), st.booleans()), min_size=1, max_size=12
+    ),
+    cpu=st.integers(1, 8),
+    memory_gib=st.integers(1, 32),
+    gpus=st.integers(0, 2),
+    min_replicas=st.integers(0, 6),
+)
+def test_the_fit_counts_replicas_node_by_node(
+    shapes: list[tuple[int, int, int, bool]], cpu: int, memory_gib: int, gpus: int, min_replicas: int
+) -> None:
+    """Against a direct count: each node holds min(its free CPU, memory, GPUs per replica) replicas; cordoned
+    nodes hold none; the policy and the controller say the same."""
+    nodes = [
+        node_object(
+            f"n{i}",
+            L4_LABELS,
+            {"cpu": str(c), "memory": f"{m}Gi", "nvidia.com/gpu": str(g)},
+            unschedulable=not schedulable,
+        )
+        for i, (c, m, g, schedulable) in enumerate(shapes)
+    ]
+    accelerator = {"type": "nvidia-l4", "count": gpus} if gpus else None
+    wanted = workload(accelerator, cpu=str(cpu), memory=f"{memory_gib}Gi", scaling={"minReplicas": min_replicas})
+    expected = sum(
+        min(c // cpu, m // memory_gib, g // gpus if gpus else c // cpu)
+        for c, m, g, schedulable in shapes
+        if schedulable and (g > 0 or not gpus)
+    )
+    index = cluster_of(nodes)
+    verdict = index.assess(wanted)
+    if verdict.reason is not Reason.NO_MATCHING_NODES:
+        assert verdict.replicas_that_fit == expected
+    assert verdict.fits_now is (expected >= max(1, min_replicas))
+    feasibility = assess_feasibility(wanted, BOOK, index.snapshot())
+    assert feasibility.feasible(TargetName.CLUSTER) is verdict.ok is verdict.fits_now
 
 
 def test_free_cpu_is_not_added_up_across_nodes() -> None:
