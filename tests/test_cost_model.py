@@ -20,9 +20,9 @@ from inference_placement.api.spec import (
     PlacementSpec,
     TargetName,
 )
+from inference_placement.policy.budget import MONTH_SECONDS
 from inference_placement.policy.cost_model import plan_target, project, steady_cost_per_second
 from inference_placement.policy.economics import (
-    MONTH_SECONDS,
     Billing,
     cluster_replica_usd_per_hour,
     economics_for,

@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 import yaml
 
-from inference_placement.replay.load import LoadReplay
+from inference_placement.devtools.replay.load import LoadReplay
 from inference_placement.routing.model import UpstreamAddress
 from inference_placement.targets.naming import owner_from_cloud_run_labels, owner_from_lambda_tags
 from tests.cloudrun_standin import CloudRunStandin

@@ -26,8 +26,9 @@ from inference_placement.api.spec import (
     ThresholdMode,
     ThresholdsSpec,
 )
+from inference_placement.policy.budget import seconds_to_month_end
 from inference_placement.policy.capacity import ClusterCapacity, NodeCapacity
-from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide, seconds_to_month_end
+from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
 from inference_placement.policy.price_book import default_price_book
 
 PB = default_price_book()

@@ -280,7 +280,6 @@ async def test_persistent_throttling_or_5xx_ends_as_a_retryable_error_with_the_c
     error = caught.value
     assert error.status_code == status
     assert cloud_message in error.message and "gave up after 3 attempts" in error.message
-    assert error.retry_after_seconds == cloudrun_target.retry_policy.requeue_after_seconds
     assert len(cloudrun_standin.requests) == 3  # bounded: no tight loop
 
 

@@ -123,7 +123,6 @@ def fast_retry_policy() -> RetryPolicy:
         initial_backoff_seconds=0.01,
         max_backoff_seconds=0.05,
         deadline_seconds=10.0,
-        requeue_after_seconds=1.0,
     )
 
 

@@ -52,6 +52,7 @@ from typing import Any
 
 import pytest
 
+from inference_placement.devtools.processes import free_port
 from inference_placement.routing.envoy import (
     EnvoySettings,
     JsonDict,
@@ -410,12 +411,6 @@ def _listener_port(admin_url: str, name: str) -> int:
     raise AssertionError(f"no listener {name!r} in {payload}")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def loopback_settings(
     xds_dir: Path, gcp_metadata: UpstreamAddress | None = None, *, health_listener: bool = False
 ) -> EnvoySettings:
@@ -424,7 +419,7 @@ def loopback_settings(
     return EnvoySettings(
         listen_address="127.0.0.1",
         listen_port=0,
-        admin_port=_free_port() if health_listener else 0,
+        admin_port=free_port() if health_listener else 0,
         health_port=0 if health_listener else None,
         health_address="127.0.0.1",
         xds_dir=str(xds_dir),

@@ -16,7 +16,6 @@ OpenMetrics of replayed traffic, one sample per second, timestamps reaching into
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,10 +26,11 @@ from typing import Any
 import pytest
 import yaml
 
-from inference_placement.demo_live import LiveSettings, live_workload
-from inference_placement.replay.load import LoadReplay, schedule_from_counts
-from inference_placement.replay.segment import SwingSegment, find_swing
-from inference_placement.scale.prometheus import prometheus_command
+from inference_placement.devtools.demo.live import LiveSettings, live_workload
+from inference_placement.devtools.processes import spawn
+from inference_placement.devtools.prometheus import prometheus_command
+from inference_placement.devtools.replay.load import LoadReplay, schedule_from_counts
+from inference_placement.devtools.replay.segment import SwingSegment, find_swing
 from inference_placement.sim.traces import load_trace
 from tests.cloudrun_standin import CloudRunStandin
 from tests.plugins.cluster import REPO_ROOT, KubeCluster
@@ -180,7 +180,7 @@ def workload_doc(
     sustain_seconds: int = SUSTAIN_SECONDS,
     allowed_targets: tuple[str, ...] = ("cluster", "cloudrun"),
 ) -> dict[str, Any]:
-    """The demo's live workload (``demo_live.live_workload``) with this harness's timings."""
+    """The demo's live workload (``devtools.demo.live.live_workload``) with this harness's timings."""
     settings = LiveSettings(sustain_seconds=sustain_seconds)
     return live_workload(
         name, namespace, image, offload_rps, reclaim_rps, settings, project=project, allowed_targets=allowed_targets
@@ -291,17 +291,10 @@ def wait_placed(watcher: Watcher, target: str, timeout: float) -> dict[str, Any]
 def restart_prometheus(server: PrometheusServer, binaries: PrometheusBinaries) -> PrometheusServer:
     """The same TSDB on the same port (the operator keeps its --prometheus-url)."""
     port = server.url.rsplit(":", 1)[1]
-    log_path = server.directory / "prometheus-restart.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            prometheus_command(
-                binaries.prometheus, server.directory / "prometheus.yml", server.directory / "tsdb", port
-            ),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    return PrometheusServer(url=server.url, process=process, log_path=log_path, directory=server.directory)
+    directory = server.directory
+    log_path = directory / "prometheus-restart.log"
+    command = prometheus_command(binaries.prometheus, directory / "prometheus.yml", directory / "tsdb", port)
+    return PrometheusServer(server.url, spawn(command, log_path), log_path, directory)
 
 
 def operator_args(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,11 +62,3 @@ class InferenceWorkload(BaseModel):
     @property
     def key(self) -> str:
         return f"{self.metadata.namespace}/{self.metadata.name}"
-
-    def to_manifest(self) -> dict[str, Any]:
-        return {
-            "apiVersion": self.api_version,
-            "kind": self.kind,
-            "metadata": {"name": self.metadata.name, "namespace": self.metadata.namespace},
-            "spec": self.spec.to_wire(),
-        }

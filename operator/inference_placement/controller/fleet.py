@@ -297,10 +297,6 @@ class Fleet:
                 out[key] = spec.slo.latency_p99_seconds
         return out
 
-    async def reconcile_now(self, keys: set[WorkloadKey] | None = None) -> None:
-        """Reconcile the given workloads (all when None) with the last metrics snapshot. For tests and tools."""
-        await self._reconcile_keys(set(self._workloads) if keys is None else keys)
-
     def _resync_picks(self, now: float) -> set[WorkloadKey]:
         """The workloads a full tick reconciles although nothing they depend on changed: the least recently
         reconciled ``min(ceil(N x tick_seconds / resync_seconds), max_resyncs_per_tick)``.

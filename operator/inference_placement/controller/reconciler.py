@@ -20,7 +20,6 @@ from pydantic import ValidationError
 from inference_placement.api.conditions import WORKLOAD_CONDITIONS, derive_phase
 from inference_placement.api.spec import InferenceWorkloadSpec, ModelSpec, TargetName
 from inference_placement.api.status import (
-    BudgetStatus,
     Condition,
     ConditionStatus,
     ConditionType,
@@ -52,6 +51,8 @@ from inference_placement.controller.status_diff import merge_patch, semantically
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.controller.warm_pinger import PingPlan, WarmPinger
 from inference_placement.metrics.source import WorkloadKey
+from inference_placement.policy.actuation import Actuators, target_settings
+from inference_placement.policy.budget import accrue_spend
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
 from inference_placement.policy.price_book import PriceBook
@@ -126,6 +127,7 @@ class Reconciler:
         telemetry: Telemetry | None = None,
         stable_endpoint: Callable[[str, str], str] | None = None,
         pinger: WarmPinger | None = None,
+        actuators: Actuators = Actuators(),
     ) -> None:
         self.writer = writer
         self.telemetry = telemetry or Telemetry()
@@ -135,6 +137,8 @@ class Reconciler:
         self.max_metrics_staleness_seconds = max_metrics_staleness_seconds
         self.stable_endpoint = stable_endpoint
         self.pinger = pinger
+        self.actuators = actuators
+        """What this operator can carry out (``decide`` and the actuation read it)."""
         """Keeps serverless instances warm when the decision says so; None = no router to ping through."""
         """(namespace, name) -> the URL that never changes (the router); None = publish the serving target's."""
 
@@ -239,6 +243,7 @@ class Reconciler:
             capacity,
             now,
             max_staleness_seconds=self.max_metrics_staleness_seconds,
+            actuators=self.actuators,
         )
 
         if decision.metrics_ok:
@@ -407,14 +412,14 @@ class Reconciler:
         if inputs.router_enabled and placed is not None and dict(inputs.router_weights or {}) != {placed: 100}:
             return  # pings go through the router: wait until it serves the placement
         # the decision in force: this one, or the recorded one while decisions are withheld (metrics missing)
-        last = status.last_decision
-        if decision.target is not None:
-            target, warm, interval = decision.target, decision.keep_warm_instances, decision.ping_interval_seconds
-        elif last is not None:
-            target, warm, interval = last.target, last.keep_warm_instances or 0, last.ping_interval_seconds
-        else:
-            target, warm, interval = None, 0, None
-        if status.migration is None and placed in SERVERLESS and target is placed and warm > 0 and interval:
+        settings = (
+            target_settings(placed, decision, spec, status.last_decision, self.actuators)
+            if placed is not None
+            else None
+        )
+        warm = settings.keep_warm_pings if settings is not None else 0
+        interval = settings.ping_interval_seconds if settings is not None else None
+        if status.migration is None and placed in SERVERLESS and warm > 0 and interval:
             self.pinger.plan(key, PingPlan(warm, interval, spec.model.health_path))
         else:
             self.pinger.plan(key, None)
@@ -511,7 +516,16 @@ class Reconciler:
             return _set_target(status, target_name, None, f"{target_name.value} is not configured in this operator")
         if target_name in SERVERLESS:
             await self._ensure_finalizer(workload.metadata)
-        desired = _desired(workload.spec, target_name, decision, status)
+        migration = status.migration
+        settings = target_settings(
+            target_name,
+            decision,
+            workload.spec,
+            status.last_decision,
+            self.actuators,
+            provisioning=migration is not None and migration.target is target_name,
+        )
+        desired = DesiredTarget(replicas=settings.replicas, max_replicas=settings.max_replicas)
         try:
             state = await target.ensure(workload, desired)
         except TargetError as err:
@@ -639,27 +653,6 @@ def _parse_status(wire: dict[str, Any], meta: ObjectMeta) -> InferenceWorkloadSt
         # Only this operator writes status; a status it cannot read (an older/newer operator version) is rebuilt.
         log.warning("status of %s/%s unreadable, rebuilding: %s", meta.namespace, meta.name, err.error_count())
         return InferenceWorkloadStatus()
-
-
-SECONDS_PER_MONTH = 30.4375 * 86400
-
-
-def accrue_spend(budget: BudgetStatus | None, monthly_cost_usd: float | None, now: datetime) -> BudgetStatus:
-    """Month-to-date spend, accrued at the projected cost of where the workload ran since the last accrual.
-
-    Pure and restart-safe: everything it needs is in status. It resets at the start of each calendar month (UTC).
-    """
-    stamp = now_rfc3339(now)
-    if budget is None or budget.accounted_at is None:
-        return BudgetStatus(month_to_date_usd=0.0, accounted_at=stamp)
-    since = parse_time(budget.accounted_at)
-    spent = budget.month_to_date_usd
-    if (since.year, since.month) != (now.year, now.month):
-        since = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        spent = 0.0
-    elapsed = max(0.0, (now - since).total_seconds())
-    spent += (monthly_cost_usd or 0.0) * elapsed / SECONDS_PER_MONTH
-    return BudgetStatus(month_to_date_usd=round(spent, 4), accounted_at=stamp)
 
 
 def _n(target: TargetName | None) -> str:
@@ -812,32 +805,6 @@ def _placed_ready(status: InferenceWorkloadStatus) -> bool:
         return False
     entry = _target_status(status.targets or TargetsStatus(), status.placement)
     return entry is not None and entry.ready
-
-
-def _desired(
-    spec: InferenceWorkloadSpec, name: TargetName, decision: Decision, status: InferenceWorkloadStatus
-) -> DesiredTarget:
-    """Replicas for a target: the decision's when it is about this target; else what the last decision about it
-    said (a decision withheld for missing metrics must not scale anything); else the spec's minimum."""
-    if decision.target is name:
-        replicas = decision.replicas
-        if name is TargetName.CLUSTER:
-            # No activator holds requests in front of the cluster target yet: a scale-to-zero decision (the idle-gap
-            # plan, which the simulator models with a Knative-style activator) keeps one replica live.
-            replicas = max(1, replicas)
-        return DesiredTarget(replicas=replicas, max_replicas=decision.max_replicas)
-    last = status.last_decision
-    if decision.target is None and last is not None and last.target is name:
-        return DesiredTarget(replicas=last.replicas)
-    return DesiredTarget(replicas=_min_replicas(spec, name))
-
-
-def _min_replicas(spec: InferenceWorkloadSpec, name: TargetName) -> int:
-    if name is TargetName.CLUSTER:
-        return max(1, spec.scaling.min_replicas)
-    if name is TargetName.CLOUDRUN:
-        return spec.cloud_run.min_instances
-    return spec.lambda_.provisioned_concurrency
 
 
 def condition(status: InferenceWorkloadStatus, type_: ConditionType) -> Condition | None:

@@ -30,10 +30,6 @@ class Feasibility:
     def feasible(self, target: TargetName) -> bool:
         return target not in self.infeasible
 
-    @property
-    def feasible_targets(self) -> list[TargetName]:
-        return [t for t in TargetName if t not in self.infeasible]
-
 
 def assess_feasibility(
     spec: InferenceWorkloadSpec,

@@ -8,6 +8,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from inference_placement.policy.budget import MONTH_SECONDS
 from inference_placement.sim.bench import POLICY_NAMES, SINGLE_PLATFORM_BASELINES, BenchResult, RowResult
 from inference_placement.sim.simulator import WorkloadResult
 
@@ -32,7 +33,7 @@ def simulation_table(results: list[WorkloadResult], title: str) -> Table:
         share = np.bincount(r.placement_per_step[r.placement_per_step >= 0], minlength=3)
         total = max(1, int(share.sum()))
         where = ", ".join(f"{_TARGETS[i]} {share[i] / total:.0%}" for i in range(3) if share[i])
-        monthly = r.cost_usd / max(r.days, 1e-9) * 730.0 / 24.0
+        monthly = r.cost_usd / max(r.days * 86400.0, 1e-9) * MONTH_SECONDS
         table.add_row(
             r.policy,
             _money(r.cost_usd),

@@ -318,10 +318,7 @@ class LambdaTarget:
             self._call("create Lambda function", self._create, client, name, want)
             function = self._get_function(client, name)
             if function is None:
-                raise RetryableTargetError(
-                    f"Lambda function {name} not found right after create",
-                    retry_after_seconds=self.retry_policy.requeue_after_seconds,
-                )
+                raise RetryableTargetError(f"Lambda function {name} not found right after create")
         self._check_owner(client, function, owner, name)
         try:
             self._settle(client, name, function)
@@ -342,10 +339,7 @@ class LambdaTarget:
         self._ensure_url(client, name)
         state = self.observe_sync(workload)
         if state is None:
-            raise RetryableTargetError(
-                f"Lambda function {name} vanished during ensure",
-                retry_after_seconds=self.retry_policy.requeue_after_seconds,
-            )
+            raise RetryableTargetError(f"Lambda function {name} vanished during ensure")
         return state
 
     def observe_sync(self, workload: InferenceWorkload) -> TargetState | None:
@@ -596,7 +590,7 @@ class LambdaTarget:
     # -------------------------------------------------------------------------------- helpers
 
     def _classify(self, exc: BaseException) -> TargetError:
-        error = classify_aws_error(exc, requeue_after_seconds=self.retry_policy.requeue_after_seconds)
+        error = classify_aws_error(exc)
         return scrub_error(error, self._secret_values)
 
     def _call(self, describe: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -666,8 +660,7 @@ class LambdaTarget:
                 reason = str(exc.kwargs.get("reason", ""))
                 if "Max attempts exceeded" in reason:
                     raise StillInProgressError(
-                        f"Lambda function {name} still changing after {self.waiter_timeout_seconds:g}s",
-                        retry_after_seconds=self.retry_policy.requeue_after_seconds,
+                        f"Lambda function {name} still changing after {self.waiter_timeout_seconds:g}s"
                     ) from exc
                 config = last.get("Configuration", last)
                 detail = config.get("StateReason") or config.get("LastUpdateStatusReason") or reason

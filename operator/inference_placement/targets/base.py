@@ -54,11 +54,7 @@ class TargetError(Exception):
 
 
 class RetryableTargetError(TargetError):
-    """Throttling, 5xx, timeouts: try again after ``retry_after_seconds``."""
-
-    def __init__(self, message: str, *, retry_after_seconds: float = 30.0, status_code: int | None = None) -> None:
-        super().__init__(message, status_code=status_code)
-        self.retry_after_seconds = retry_after_seconds
+    """Throttling, 5xx, timeouts: the next reconcile tries again."""
 
 
 class PermanentTargetError(TargetError):

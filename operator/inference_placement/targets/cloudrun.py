@@ -353,10 +353,7 @@ class CloudRunTarget:
             # It exists after all: created by an earlier attempt whose answer never arrived. Adopt it if ours.
             current = self._get(name)
             if current is None:
-                raise RetryableTargetError(
-                    f"Cloud Run service {name} reported as existing but not found",
-                    retry_after_seconds=self.retry_policy.requeue_after_seconds,
-                )
+                raise RetryableTargetError(f"Cloud Run service {name} reported as existing but not found")
         self._check_owner(current, owner, name)
         changed = service_differences(want, current)
         if not changed:
@@ -433,7 +430,7 @@ class CloudRunTarget:
             return self._client
 
     def _classify(self, exc: BaseException) -> TargetError:
-        error = classify_google_error(exc, requeue_after_seconds=self.retry_policy.requeue_after_seconds)
+        error = classify_google_error(exc)
         return scrub_error(error, self._secret_values)
 
     def _call(self, describe: str, fn: Callable[..., T], *args: Any) -> T:
@@ -503,10 +500,7 @@ class CloudRunTarget:
             return _state(result)
         current = self._get(name)
         if current is None:
-            raise RetryableTargetError(
-                f"Cloud Run service {name} not found after {verb}",
-                retry_after_seconds=self.retry_policy.requeue_after_seconds,
-            )
+            raise RetryableTargetError(f"Cloud Run service {name} not found after {verb}")
         return _state(current)
 
     @staticmethod

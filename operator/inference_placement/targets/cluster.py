@@ -225,7 +225,7 @@ class ClusterTarget:
         except (aiohttp.ClientError, TimeoutError) as e:
             raise RetryableTargetError(f"GET Pods {namespace}: {type(e).__name__}: {e}") from e
         if not 200 <= status < 300:
-            raise _api_error(f"GET Pods {namespace}", status, body, None)
+            raise _api_error(f"GET Pods {namespace}", status, body)
         now = datetime.now(UTC)
         return sum(1 for pod in json.loads(body).get("items") or [] if not _stuck_terminating(pod, now))
 
@@ -233,7 +233,7 @@ class ClusterTarget:
     async def scheduling(self, workload: InferenceWorkload) -> GPUScheduling:
         """GPU scheduling from what the capacity cache saw on the nodes (waits for its first sync if needed)."""
         if workload.spec.accelerator.needs_gpu and not await self._capacity.wait_synced(self.sync_timeout_seconds):
-            raise RetryableTargetError("GPU nodes not read yet (capacity cache not synced)", retry_after_seconds=5.0)
+            raise RetryableTargetError("GPU nodes not read yet (capacity cache not synced)")
         try:
             return scheduling_for(workload.spec, self._capacity.gpu_facts())
         except ValueError as e:
@@ -259,8 +259,7 @@ class ClusterTarget:
             if left_by_predecessor(live, workload):
                 raise RetryableTargetError(
                     f"{kind.name} {workload.metadata.namespace}/{name} belongs to a deleted InferenceWorkload of the "
-                    "same name; waiting for garbage collection",
-                    retry_after_seconds=5.0,
+                    "same name; waiting for garbage collection"
                 )
             raise NotOwnedError(
                 f"{kind.name} {workload.metadata.namespace}/{name} exists but does not belong to {workload.key}"
@@ -286,7 +285,7 @@ class ClusterTarget:
                 return created
         self._check_ours(kind, live, workload)
         if (live.get("metadata") or {}).get("deletionTimestamp"):
-            raise RetryableTargetError(f"{kind.name} {namespace}/{name} is being deleted", retry_after_seconds=2.0)
+            raise RetryableTargetError(f"{kind.name} {namespace}/{name} is being deleted")
         patch = merge_patch(desired, live)
         if patch is None:
             return live
@@ -341,7 +340,6 @@ class ClusterTarget:
             try:
                 body = await response.read()
                 status = int(response.status)
-                retry_after = response.headers.get("Retry-After")
             finally:
                 response.release()
         except (aiohttp.ClientError, TimeoutError) as e:
@@ -351,7 +349,7 @@ class ClusterTarget:
         if 200 <= status < 300:
             parsed: dict[str, Any] = json.loads(body) if body else {}
             return parsed
-        raise _api_error(what, status, body, retry_after)
+        raise _api_error(what, status, body)
 
 
 def _stuck_terminating(pod: Mapping[str, Any], now: datetime) -> bool:
@@ -366,18 +364,14 @@ def _stuck_terminating(pod: Mapping[str, Any], now: datetime) -> bool:
     return now > ends + timedelta(seconds=_STUCK_TERMINATING_SECONDS)
 
 
-def _api_error(what: str, status: int, body: bytes, retry_after: str | None) -> TargetError:
+def _api_error(what: str, status: int, body: bytes) -> TargetError:
     try:
         detail = str(json.loads(body).get("message", ""))
     except (ValueError, AttributeError):
         detail = body[:200].decode(errors="replace")
     message = f"{what}: HTTP {status}: {detail}".rstrip(": ")
     if status in (409, 429) or status >= 500:
-        try:
-            delay = float(retry_after) if retry_after else 5.0
-        except ValueError:
-            delay = 5.0
-        return RetryableTargetError(message, retry_after_seconds=delay, status_code=status)
+        return RetryableTargetError(message, status_code=status)
     return PermanentTargetError(message, status_code=status)
 
 

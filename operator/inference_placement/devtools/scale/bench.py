@@ -24,17 +24,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference_placement.scale.cluster import BenchCluster
-from inference_placement.scale.openmetrics import SAMPLE_INTERVAL_SECONDS, write_traffic
-from inference_placement.scale.operator import OperatorMetrics, OperatorProcess
-from inference_placement.scale.prometheus import (
+from inference_placement.devtools.processes import free_port
+from inference_placement.devtools.prometheus import (
     PrometheusServer,
     Switch,
     backfill,
     find_binaries,
-    free_port,
     start_prometheus,
 )
+from inference_placement.devtools.scale.cluster import BenchCluster
+from inference_placement.devtools.scale.openmetrics import SAMPLE_INTERVAL_SECONDS, write_traffic
+from inference_placement.devtools.scale.operator import OperatorMetrics, OperatorProcess
 
 __all__ = ["BenchConfig", "RunResult", "run_bench", "run_one"]
 
@@ -152,9 +152,9 @@ async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path
         for label, rps in (("low", config.low_rps), ("high", config.high_rps)):
             om = directory / f"{label}.om"
             samples = await asyncio.to_thread(write_traffic, om, namespace, names, _spread(rps), start, end)
-            tsdb = directory / f"tsdb-{label}"
-            await asyncio.to_thread(backfill, promtool, om, tsdb)
-            servers.append(await asyncio.to_thread(start_prometheus, prometheus, tsdb, directory / label))
+            (directory / label).mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(backfill, promtool, om, directory / label / "tsdb")
+            servers.append(await asyncio.to_thread(start_prometheus, prometheus, directory / label))
             log(f"[{n}] {label}-traffic Prometheus: {samples:,} samples backfilled, serving at {servers[-1].url}")
         switch = Switch([s.url for s in servers])
         log(f"[{n}] metrics ready in {time.monotonic() - started:.1f}s; data until {end - now}s from now")
@@ -290,8 +290,8 @@ async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path
             wait = 120 + 0.06 * n if config.wait_cleanup else 0.0
             gone = await cluster.delete_namespace(namespace, wait_seconds=wait)
             log(f"[{n}] namespace {namespace} {'deleted' if wait and gone else 'deletion requested'}")
-        shutil.rmtree(directory / "tsdb-low", ignore_errors=True)
-        shutil.rmtree(directory / "tsdb-high", ignore_errors=True)
+        shutil.rmtree(directory / "low" / "tsdb", ignore_errors=True)
+        shutil.rmtree(directory / "high" / "tsdb", ignore_errors=True)
 
 
 async def run_bench(

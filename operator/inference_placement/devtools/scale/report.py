@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from inference_placement.scale.bench import RunResult
+from inference_placement.devtools.scale.bench import RunResult
 
 __all__ = ["TARGETS", "render_table", "results_json", "target_verdicts"]
 

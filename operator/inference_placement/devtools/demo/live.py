@@ -18,8 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from inference_placement.replay.load import LoadReplay, schedule_from_counts
-from inference_placement.replay.segment import SwingSegment, find_swing
+from inference_placement.devtools.replay.load import LoadReplay, schedule_from_counts
+from inference_placement.devtools.replay.segment import SwingSegment, find_swing
 from inference_placement.sim.traces import Trace
 
 __all__ = ["LiveSettings", "choose_segment", "live_workload", "run_live_replay"]
