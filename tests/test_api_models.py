@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -23,8 +24,8 @@ def test_generated_crd_matches_committed_file() -> None:
     )
 
 
-def _walk(node: object, path: str = "") -> list[tuple[str, dict]]:
-    out: list[tuple[str, dict]] = []
+def _walk(node: object, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
     if isinstance(node, dict):
         out.append((path, node))
         for key, value in node.items():
@@ -86,8 +87,8 @@ def test_examples_cover_the_seed_cases() -> None:
 BASE = {"model": {"image": "img", "sizeMb": 100}}
 
 
-def _with(**changes: object) -> dict:
-    spec: dict = {k: dict(v) if isinstance(v, dict) else v for k, v in BASE.items()}
+def _with(**changes: object) -> dict[str, Any]:
+    spec: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in BASE.items()}
     spec.update(changes)
     return spec
 
@@ -155,7 +156,7 @@ def _with(**changes: object) -> dict:
         ),
     ],
 )
-def test_semantic_problems_name_the_field(raw: dict, field: str, fragment: str) -> None:
+def test_semantic_problems_name_the_field(raw: dict[str, Any], field: str, fragment: str) -> None:
     spec, problems = parse_spec(raw)
     assert spec is not None, "schema-valid input"
     messages = [str(p) for p in problems]

@@ -16,8 +16,9 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import click
 import pytest
 import yaml
 
@@ -206,8 +207,8 @@ def _run_settings(values: Sequence[str]) -> tuple[list[str], Any]:
     entrypoint = json.loads(entrypoint_line.removeprefix("ENTRYPOINT").strip())
     assert entrypoint[:2] == ["inference-placement", "run"]
     args = container(render_chart(values=values))["args"]
-    command = typer.main.get_command(app)
-    run = command.commands["run"]  # type: ignore[attr-defined]
+    command = cast(click.Group, typer.main.get_command(app))
+    run = command.commands["run"]
     context = run.make_context("run", [*entrypoint[2:], *args])
     assert context.params["price_book"] is not None and context.params["tick_seconds"] == 30
     flags = {name: value for name, value in context.params.items() if name not in ("log_format", "verbose")}

@@ -24,6 +24,7 @@ from inference_placement.policy.budget import MONTH_SECONDS
 from inference_placement.policy.cost_model import plan_target, project, steady_cost_per_second
 from inference_placement.policy.economics import (
     Billing,
+    TargetEconomics,
     cluster_replica_usd_per_hour,
     economics_for,
     workload_economics,
@@ -57,7 +58,7 @@ def _spec(
     )
 
 
-def _econ(spec: InferenceWorkloadSpec, target: TargetName):  # type: ignore[no-untyped-def]
+def _econ(spec: InferenceWorkloadSpec, target: TargetName) -> TargetEconomics:
     econ = economics_for(target, spec, PB)
     assert econ is not None
     return econ

@@ -101,7 +101,9 @@ def test_semantically_invalid_cr_gets_invalid_spec_and_an_event_and_keeps_servin
     )
     assert "spec.placement.thresholds.reclaimAboveRps" in cond["message"]
     obj = _get(crd_installed, namespace, "edit-me")
-    assert _condition(obj, "Ready")["status"] == "False"
+    assert obj is not None
+    ready = _condition(obj, "Ready")
+    assert ready is not None and ready["status"] == "False"
     assert obj["status"]["phase"] == "Invalid"
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
     events = crd_installed.kubectl_json("get", "events", "-n", namespace)["items"]

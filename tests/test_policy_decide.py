@@ -42,7 +42,7 @@ def cpu_spec(**placement: object) -> InferenceWorkloadSpec:
     return InferenceWorkloadSpec(
         model=ModelSpec(image="x", size_mb=300, cpu="1", memory="2Gi", service_seconds=0.04),
         slo=SLOSpec(latency_p99_seconds=0.3, attainment=0.99),
-        placement=PlacementSpec(**({"allowed_targets": ALL} | placement)),  # type: ignore[arg-type]
+        placement=PlacementSpec(**({"allowed_targets": ALL} | placement)),
     )
 
 
@@ -55,7 +55,7 @@ def gpu_spec(**overrides: object) -> InferenceWorkloadSpec:
         "scaling": ScalingSpec(target_concurrency=8),
     }
     base.update(overrides)
-    return InferenceWorkloadSpec(**base)  # type: ignore[arg-type]
+    return InferenceWorkloadSpec(**base)
 
 
 def window(

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from inference_placement.controller.migration import MigrationTimings
 from inference_placement.controller.runtime import build_router, load_promql_templates
@@ -108,7 +109,8 @@ def test_the_table_covers_every_key_the_settings_accept() -> None:
 
 
 def test_every_field_has_a_docstring_and_seconds_are_in_the_names() -> None:
-    for model in [OperatorSettings, *set_groups().values()]:
+    models: list[type[BaseModel]] = [OperatorSettings, *set_groups().values()]
+    for model in models:
         for name, info in model.model_fields.items():
             assert info.description, f"{model.__name__}.{name} has no docstring"
             if "seconds" in info.description.lower().split("(")[0] and info.annotation in (float, int):

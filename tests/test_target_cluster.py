@@ -274,7 +274,7 @@ class CallRecorder:
             self.calls.append((method, url.split("?")[0], kwargs.get("body")))
             return await original(method, url, *args, **kwargs)
 
-        client.request = recording  # type: ignore[method-assign]
+        client.request = recording  # type: ignore[method-assign]  # instruments the real client's transport
 
     @property
     def writes(self) -> list[tuple[str, str, Any]]:

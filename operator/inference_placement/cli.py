@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 from inference_placement import __version__
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "crd", "version"]
 
 # Modules that add subcommands with a ``register(app)`` function.
 _COMMAND_MODULES = (

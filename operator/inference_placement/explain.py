@@ -54,6 +54,11 @@ __all__ = [
     "explain_workload",
     "register",
     "render",
+    "DEFAULT_STEP_SECONDS",
+    "MAX_EVENTS",
+    "SERVERLESS",
+    "explain_command",
+    "read_workload",
 ]
 
 SERVERLESS = (TargetName.CLOUDRUN, TargetName.LAMBDA)
@@ -375,7 +380,7 @@ def _rate(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:.3g}"
 
 
-def render(expl: Explanation, console: Any) -> None:
+def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 item 1
     """Print the explanation as rich tables on ``console`` (a ``rich.console.Console``)."""
     from rich.table import Table
 

@@ -360,7 +360,7 @@ def cloudrun_client(cloudrun_standin: CloudRunStandin) -> run_v2.ServicesClient:
     from google.cloud import run_v2
 
     return run_v2.ServicesClient(
-        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]  # google-auth is untyped
         transport="rest",
         client_options={"api_endpoint": cloudrun_standin.url},
     )

@@ -20,7 +20,7 @@ from inference_placement.api.spec import (
     ThresholdMode,
 )
 
-__all__ = ["MIG_PROFILES", "SpecProblem", "parse_spec", "semantic_problems"]
+__all__ = ["MIG_PROFILES", "SpecProblem", "parse_spec", "semantic_problems", "CLOUD_RUN_GPU_TYPES"]
 
 MIG_PROFILES: dict[AcceleratorType, frozenset[str]] = {
     AcceleratorType.NVIDIA_A100_40GB: frozenset({"1g.5gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb"}),
@@ -70,7 +70,7 @@ def _non_finite(value: Any, path: str = "") -> list[str]:
     return []
 
 
-def semantic_problems(spec: InferenceWorkloadSpec) -> list[SpecProblem]:
+def semantic_problems(spec: InferenceWorkloadSpec) -> list[SpecProblem]:  # noqa: C901 - flat independent rules
     problems: list[SpecProblem] = []
     acc = spec.accelerator
     allowed = set(spec.placement.allowed_targets)

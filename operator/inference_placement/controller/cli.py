@@ -14,7 +14,7 @@ import typer
 
 from inference_placement.controller.settings import OperatorSettings, SettingsError, build_settings
 
-__all__ = ["register", "settings_from_flags"]
+__all__ = ["register", "run", "settings_from_flags"]
 
 
 def _help(field: str) -> str:

@@ -32,7 +32,15 @@ from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import TrafficWindow
 from inference_placement.policy.price_book import PriceBook
 
-__all__ = ["Fleet", "FleetStats", "ParsedSpec"]
+__all__ = [
+    "Fleet",
+    "FleetStats",
+    "ParsedSpec",
+    "ACTIVE_RECONCILE_SECONDS",
+    "DROPPED_ANNOTATIONS",
+    "DROPPED_METADATA",
+    "SPEC_CACHE_SIZE",
+]
 
 log = logging.getLogger(__name__)
 

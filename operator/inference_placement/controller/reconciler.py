@@ -144,7 +144,7 @@ class Reconciler:
 
     # ------------------------------------------------------------------ entry point
 
-    async def reconcile(
+    async def reconcile(  # noqa: C901 - split in progress
         self,
         raw: Mapping[str, Any],
         inputs: TickInputs,
@@ -431,7 +431,7 @@ class Reconciler:
 
     # ------------------------------------------------------------------ placement and migration
 
-    async def _drive_placement(
+    async def _drive_placement(  # noqa: C901 - split in progress
         self,
         workload: InferenceWorkload,
         spec: InferenceWorkloadSpec,

@@ -39,7 +39,17 @@ from inference_placement.targets.capacity import CapacityCache
 from inference_placement.targets.cluster import ClusterTarget
 from inference_placement.targets.credentials import SecretRedactingFilter, secret_values
 
-__all__ = ["build_fleet", "build_router", "capacity_verdict", "run_operator"]
+__all__ = [
+    "build_fleet",
+    "capacity_verdict",
+    "run_operator",
+    "PriceBookHolder",
+    "SOURCE_OPTIONS",
+    "build_router",
+    "install_redaction",
+    "load_promql_templates",
+    "prime_fleet",
+]
 
 log = logging.getLogger(__name__)
 

@@ -210,7 +210,7 @@ def switch_thresholds(
     return b * (1.0 - h), b * (1.0 + h), f"auto: break-even {_rate(b)} rps -/+{h:.0%}"
 
 
-def _choose(
+def _choose(  # noqa: C901 - split in progress
     spec: InferenceWorkloadSpec,
     state: PlacementState,
     now: datetime,

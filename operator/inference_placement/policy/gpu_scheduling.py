@@ -52,6 +52,7 @@ __all__ = [
     "product_values",
     "requirement_matches",
     "scheduling_for",
+    "Requirement",
 ]
 
 GPU_PRODUCT_LABEL: Final = "nvidia.com/gpu.product"

@@ -33,6 +33,9 @@ __all__ = [
     "ClusterScaleToZeroPolicy",
     "RuleOfThumbPolicy",
     "StaticClusterPolicy",
+    "HPA_SCALE_DOWN_STABILIZATION_SECONDS",
+    "KPA_SCALE_TO_ZERO_GRACE_SECONDS",
+    "KPA_STABLE_WINDOW_SECONDS",
 ]
 
 HPA_TARGET_UTILIZATION = 0.7

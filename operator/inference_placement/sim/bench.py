@@ -41,6 +41,7 @@ __all__ = [
     "WorkloadOutcome",
     "run_bench",
     "run_workload",
+    "DEFAULT_WARMUP_SECONDS",
 ]
 
 DEFAULT_WARMUP_SECONDS = 300.0

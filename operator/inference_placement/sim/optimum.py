@@ -31,7 +31,7 @@ from inference_placement.policy.queueing import poisson_slots
 from inference_placement.sim.baselines import KPA_IDLE_SECONDS
 from inference_placement.sim.simulator import Control, Observation, SimWorkload, WorkloadResult, simulate
 
-__all__ = ["Mode", "OptimumPolicy", "PlanPolicy", "optimum", "workload_modes"]
+__all__ = ["Mode", "OptimumPolicy", "PlanPolicy", "optimum", "workload_modes", "FloatArray"]
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -12,7 +12,7 @@ from inference_placement.policy.budget import MONTH_SECONDS
 from inference_placement.sim.bench import POLICY_NAMES, SINGLE_PLATFORM_BASELINES, BenchResult, RowResult
 from inference_placement.sim.simulator import WorkloadResult
 
-__all__ = ["bench_summary", "bench_table", "plot_simulation", "simulation_table"]
+__all__ = ["bench_summary", "bench_table", "plot_simulation", "simulation_table", "print_bench"]
 
 _TARGETS = ("cluster", "cloudrun", "lambda")
 

@@ -40,6 +40,7 @@ __all__ = [
     "parse_service_formula",
     "profile_latency_measure",
     "profile_spec",
+    "ProfileGPU",
 ]
 
 

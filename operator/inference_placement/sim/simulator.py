@@ -38,6 +38,8 @@ __all__ = [
     "WorkloadResult",
     "feasible_economics",
     "simulate",
+    "FloatArray",
+    "TARGET_INDEX",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -253,7 +255,7 @@ class _Engine:
             self.retiring = keep
 
 
-def simulate(
+def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
     workload: SimWorkload,
     policy: SimPolicy,
     price_book: PriceBook,

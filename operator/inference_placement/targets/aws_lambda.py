@@ -67,6 +67,8 @@ __all__ = [
     "LambdaTarget",
     "config_differences",
     "function_config",
+    "LAMBDA_MIN_MEMORY_MB",
+    "URL_AUTH_TYPE",
 ]
 
 log = logging.getLogger(__name__)

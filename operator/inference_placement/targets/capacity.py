@@ -32,6 +32,7 @@ __all__ = [
     "PodUsage",
     "node_view_from_object",
     "pod_usage_from_object",
+    "ListFunc",
 ]
 
 log = logging.getLogger(__name__)

@@ -56,6 +56,9 @@ __all__ = [
     "build_service",
     "cloud_run_limits",
     "service_differences",
+    "GPU_ACCELERATOR",
+    "GPU_MIN_CPU",
+    "GPU_MIN_MEMORY_MIB",
 ]
 
 log = logging.getLogger(__name__)

@@ -38,6 +38,7 @@ __all__ = [
     "render_service",
     "selector_labels",
     "service_name",
+    "PORT_NAME",
 ]
 
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
@@ -212,12 +213,12 @@ def render_service(workload: InferenceWorkload) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- minimal patches
 
-Path = tuple[str, ...]
+_FieldPath = tuple[str, ...]
 _ITEM: Final = "[]"
-_POD_SPEC: Final[Path] = ("spec", "template", "spec")
-_CONTAINER: Final[Path] = (*_POD_SPEC, "containers", _ITEM)
+_POD_SPEC: Final[_FieldPath] = ("spec", "template", "spec")
+_CONTAINER: Final[_FieldPath] = (*_POD_SPEC, "containers", _ITEM)
 
-_OWNED_EXACTLY: Final[frozenset[Path]] = frozenset(
+_OWNED_EXACTLY: Final[frozenset[_FieldPath]] = frozenset(
     {
         (*_POD_SPEC, "nodeSelector"),
         (*_CONTAINER, "resources", "requests"),
@@ -227,7 +228,7 @@ _OWNED_EXACTLY: Final[frozenset[Path]] = frozenset(
 )
 """Maps the render owns entirely: keys the live object has and the render lacks are removed."""
 
-_OWNED_WHEN_ABSENT: Final[Mapping[Path, frozenset[str]]] = {
+_OWNED_WHEN_ABSENT: Final[Mapping[_FieldPath, frozenset[str]]] = {
     _POD_SPEC: frozenset({"affinity", "tolerations", "nodeSelector"}),
     _CONTAINER: frozenset({"env"}),
 }
@@ -269,7 +270,7 @@ def parse_quantity(quantity: str | int | float) -> Decimal:
         raise ValueError(f"not a Kubernetes quantity: {quantity!r}") from e
 
 
-def _is_quantity_map(path: Path) -> bool:
+def _is_quantity_map(path: _FieldPath) -> bool:
     return len(path) >= 2 and path[-2] == "resources" and path[-1] in ("requests", "limits")
 
 
@@ -277,7 +278,7 @@ def _empty(value: Any) -> bool:
     return value is None or value == {} or value == []
 
 
-def _scalar_equal(want: Any, have: Any, path: Path) -> bool:
+def _scalar_equal(want: Any, have: Any, path: _FieldPath) -> bool:
     if want == have and type(want) is type(have):
         return True
     if len(path) >= 2 and _is_quantity_map(path[:-1]):
@@ -291,7 +292,7 @@ def _scalar_equal(want: Any, have: Any, path: Path) -> bool:
     return False
 
 
-def _equal(want: Any, have: Any, path: Path) -> bool:
+def _equal(want: Any, have: Any, path: _FieldPath) -> bool:
     if isinstance(want, dict):
         if have is None and not want:
             return True
@@ -306,7 +307,7 @@ def _equal(want: Any, have: Any, path: Path) -> bool:
     return _scalar_equal(want, have, path)
 
 
-def _dict_patch(want: Mapping[str, Any], have: Mapping[str, Any], path: Path) -> dict[str, Any] | None:
+def _dict_patch(want: Mapping[str, Any], have: Mapping[str, Any], path: _FieldPath) -> dict[str, Any] | None:
     patch: dict[str, Any] = {}
     for key, wanted in want.items():
         sub = (*path, key)

@@ -34,7 +34,7 @@ from inference_placement.devtools.prometheus import find_binaries, start_prometh
 from inference_placement.routing.envoy_binary import find_envoy_binary
 from inference_placement.routing.model import UpstreamAddress
 
-__all__ = ["register"]
+__all__ = ["register", "FAKE_AWS", "LAMBDA_ROLE", "LIVE_WORKLOAD", "NAMESPACE", "demo"]
 
 NAMESPACE = "inference-demo"
 FAKE_AWS = {

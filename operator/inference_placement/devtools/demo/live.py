@@ -22,7 +22,15 @@ from inference_placement.devtools.replay.load import LoadReplay, schedule_from_c
 from inference_placement.devtools.replay.segment import SwingSegment, find_swing
 from inference_placement.sim.traces import Trace
 
-__all__ = ["LiveSettings", "choose_segment", "live_workload", "run_live_replay"]
+__all__ = [
+    "LiveSettings",
+    "choose_segment",
+    "live_workload",
+    "run_live_replay",
+    "SECONDS_PER_MONTH",
+    "SHOWN_EVENTS",
+    "seconds_per_step",
+]
 
 SECONDS_PER_MONTH = 30.4375 * 86400
 SHOWN_EVENTS = frozenset(

@@ -33,7 +33,7 @@ from inference_placement.sim.simulator import Control, Observation, WorkloadResu
 from inference_placement.sim.traces import MinuteTrace, Trace, load_trace, minute_trace_from_rates
 from inference_placement.sim.workloads import spec_workloads
 
-__all__ = ["pick_row", "replay_trace", "synthetic_day"]
+__all__ = ["pick_row", "replay_trace", "synthetic_day", "DEFAULT_TRACE", "TARGET_ORDER"]
 
 DEFAULT_TRACE = Path("..") / "shared" / "traces" / "azure-functions-2019" / "100_inv.csv"
 TARGET_ORDER = (TargetName.CLUSTER, TargetName.CLOUDRUN, TargetName.LAMBDA)

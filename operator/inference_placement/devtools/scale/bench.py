@@ -36,7 +36,7 @@ from inference_placement.devtools.scale.cluster import BenchCluster
 from inference_placement.devtools.scale.openmetrics import SAMPLE_INTERVAL_SECONDS, write_traffic
 from inference_placement.devtools.scale.operator import OperatorMetrics, OperatorProcess
 
-__all__ = ["BenchConfig", "RunResult", "run_bench", "run_one"]
+__all__ = ["BenchConfig", "RunResult", "run_bench", "run_one", "BenchError", "HISTORY_SECONDS"]
 
 HISTORY_SECONDS = 1800 + 300
 """Backfilled history before "now": the operator's default 30-minute window plus the rate window and a margin."""
@@ -122,7 +122,7 @@ async def _wait_scrape(
     raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}; last scrape {last}")
 
 
-async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path) -> RunResult:
+async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path) -> RunResult:  # noqa: C901 - issue 23 item 2
     log = config.log
     namespace = f"scale-{n}-{uuid.uuid4().hex[:6]}"
     names = [f"w{i:05d}" for i in range(n)]

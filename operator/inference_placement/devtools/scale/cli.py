@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-__all__ = ["register"]
+__all__ = ["register", "bench_scale"]
 
 
 def bench_scale(
