@@ -112,7 +112,7 @@ class Fit:
     """Nodes the replica may use: that offer ``resource`` (GPU) or match the node selector (CPU-only)."""
 
 
-NOT_READ: Final = Fit(
+_NOT_READ: Final = Fit(
     known=False, fits_now=False, ok=False, reason=Reason.NO_MATCHING_NODES, message="cluster capacity not read yet"
 )
 
@@ -255,7 +255,7 @@ def replica_fit(
     replica shape, and the workload's own Pods only adjust the nodes they are on.
     """
     if not capacity.known:
-        return NOT_READ
+        return _NOT_READ
     held = {n: h for n, h in (held or {}).items() if h}
     mine = tuple(sorted((node, tuple(sorted(h.items()))) for node, h in held.items()))
     key = ("fit", *_placement_key(spec), spec.model.cpu, spec.model.memory, spec.scaling.min_replicas, mine)
