@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from inference_placement.api import InferenceWorkload
+from inference_placement.policy.gpu_scheduling import CPU_ONLY, GPUNodeFacts, GPUScheduling, scheduling_for
 from inference_placement.targets import cluster_render
 from inference_placement.targets.cluster_render import (
     deployment_name,
@@ -20,7 +21,6 @@ from inference_placement.targets.cluster_render import (
     render_service,
     service_name,
 )
-from inference_placement.targets.gpu_scheduling import CPU_ONLY, GPUNodeFacts, GPUScheduling, scheduling_for
 
 UID = "0b9c6c1e-8d1f-4a53-9d43-8a3c5e0f7f10"
 

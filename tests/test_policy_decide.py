@@ -27,7 +27,7 @@ from inference_placement.api.spec import (
     ThresholdsSpec,
 )
 from inference_placement.policy.budget import seconds_to_month_end
-from inference_placement.policy.capacity import ClusterCapacity, ResourceCapacity
+from inference_placement.policy.capacity import ClusterCapacity, NodeCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
 from inference_placement.policy.price_book import default_price_book
 
@@ -153,11 +153,18 @@ def test_allowed_targets_are_honoured() -> None:
     assert "allowedTargets" in d.infeasible[TargetName.LAMBDA]
 
 
-def _l4_capacity(free: float) -> ClusterCapacity:
-    return ClusterCapacity(
-        resources=(ResourceCapacity("nvidia.com/gpu", "NVIDIA-L4", allocatable=4, requested=4 - free, nodes=1),),
-        known=True,
+def _gpu_node(product: str, resource: str, allocatable: float, free: float, **labels: str) -> NodeCapacity:
+    """A GPU node with room for plenty of replicas' CPU and memory."""
+    return NodeCapacity(
+        name=f"{product}-{resource}",
+        labels={"nvidia.com/gpu.product": product, **labels},
+        allocatable={"cpu": 48, "memory": 192 * 1024, resource: allocatable},
+        free={"cpu": 40, "memory": 160 * 1024, resource: free},
     )
+
+
+def _l4_capacity(free: float) -> ClusterCapacity:
+    return ClusterCapacity(nodes=(_gpu_node("NVIDIA-L4", "nvidia.com/gpu", 4, free),), known=True)
 
 
 @pytest.mark.parametrize(
@@ -185,11 +192,9 @@ def test_mig_slice_capacity_is_matched_by_profile_resource() -> None:
         ),
         placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER]),
     )
-    mixed = ClusterCapacity(
-        resources=(ResourceCapacity("nvidia.com/mig-1g.10gb", "NVIDIA-A100-SXM4-80GB", 7, 6, 1),), known=True
-    )
+    mixed = ClusterCapacity(nodes=(_gpu_node("NVIDIA-A100-SXM4-80GB", "nvidia.com/mig-1g.10gb", 7, 1),), known=True)
     other_profile = ClusterCapacity(
-        resources=(ResourceCapacity("nvidia.com/mig-3g.40gb", "NVIDIA-A100-SXM4-80GB", 2, 0, 1),), known=True
+        nodes=(_gpu_node("NVIDIA-A100-SXM4-80GB", "nvidia.com/mig-3g.40gb", 2, 2),), known=True
     )
     assert TargetName.CLUSTER not in run(spec, window(0.0), state(None), mixed).infeasible
     assert TargetName.CLUSTER in run(spec, window(0.0), state(None), other_profile).infeasible

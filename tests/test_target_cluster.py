@@ -23,11 +23,11 @@ from kubernetes_asyncio import config as async_config
 from kubernetes_asyncio.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, CustomObjectsApi
 
 from inference_placement.api import GROUP, PLURAL, VERSION, InferenceWorkload
+from inference_placement.policy.gpu_scheduling import requirement_matches
 from inference_placement.targets import cluster as cluster_module
 from inference_placement.targets.base import DesiredTarget, NotOwnedError
 from inference_placement.targets.capacity import CapacityCache
 from inference_placement.targets.cluster import ClusterTarget
-from inference_placement.targets.gpu_scheduling import requirement_matches
 from tests.plugins.cluster import KubeCluster
 
 RUN_LABEL = "inference-placement.test/run"

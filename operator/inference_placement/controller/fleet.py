@@ -332,7 +332,7 @@ class Fleet:
         now_ts = _posix(now)
         slots = asyncio.Semaphore(self.reconcile_concurrency)
         # a month turning resets budgets: every workload is reconciled at the first tick of a month
-        shared = (id(price_book), hash(repr(capacity)), now.year, now.month)
+        shared = (id(price_book), capacity.fingerprint, now.year, now.month)
         staleness = self.reconciler.max_metrics_staleness_seconds
         resync = resync or set()
         skipped = 0

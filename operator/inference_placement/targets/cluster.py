@@ -22,6 +22,7 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient, AppsV1Api, CoreV1Api
 
 from inference_placement.api import InferenceWorkload, TargetName
+from inference_placement.policy.gpu_scheduling import GPUNodeFacts, GPUScheduling, scheduling_for
 from inference_placement.targets.base import (
     DesiredTarget,
     NotOwnedError,
@@ -40,7 +41,6 @@ from inference_placement.targets.cluster_render import (
     selector_labels,
     service_name,
 )
-from inference_placement.targets.gpu_scheduling import GPUNodeFacts, GPUScheduling, scheduling_for
 
 __all__ = ["FIELD_MANAGER", "ClusterTarget", "GPUFactsSource", "WriteRecord", "deployment_state"]
 

@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from inference_placement.api import API_VERSION, KIND, InferenceWorkload
-from inference_placement.targets.gpu_scheduling import GPUScheduling
+from inference_placement.policy.gpu_scheduling import GPUScheduling
 
 __all__ = [
     "COMPONENT_LABEL",
