@@ -141,6 +141,16 @@ class OursPolicy:
         self._budget: BudgetStatus | None = None
         self._monthly_cost_usd: float | None = None
 
+    @property
+    def month_to_date_usd(self) -> float | None:
+        """Month-to-date spend as this policy accrued it (None before its first tick)."""
+        return self._budget.month_to_date_usd if self._budget is not None else None
+
+    @property
+    def monthly_cost_usd(self) -> float | None:
+        """The projected monthly cost of the placement it accrues at (None before a placement)."""
+        return self._monthly_cost_usd
+
     def reset(self, workload: SimWorkload, economics: dict[TargetName, TargetEconomics], price_book: PriceBook) -> None:
         self._spec = workload.spec
         self._price_book = price_book
