@@ -286,3 +286,48 @@ def test_the_simulator_accrues_the_month_as_the_live_status_does() -> None:
     # both accrue their own projection over the same hours; equal projections give equal month-to-date
     assert decisions[-1] == pytest.approx(sim_monthly * hours * 3600 / MONTH_SECONDS, rel=1e-3)
     assert live == pytest.approx(monthly * hours * 3600 / MONTH_SECONDS, rel=0.02)
+
+
+# ------------------------------------------------------------------------------------------------ the observation
+
+
+def test_the_simulator_shows_ours_the_window_the_live_operator_fetches_by_default() -> None:
+    """The parity rule's resolution: the operator's default window and step are what ``ours`` is shown."""
+    from inference_placement.controller.settings import OperatorSettings
+    from inference_placement.policy.observation import LIVE_OBSERVATION
+
+    settings = OperatorSettings()
+    assert settings.metrics_range_seconds == LIVE_OBSERVATION.window_seconds
+    assert settings.metrics_step_seconds == LIVE_OBSERVATION.step_seconds
+    assert OursPolicy().window_seconds == LIVE_OBSERVATION.window_seconds
+
+
+def test_the_simulated_window_holds_only_what_the_live_source_measures() -> None:
+    from inference_placement.policy.observation import LIVE_OBSERVATION
+    from inference_placement.sim.policies import window_from_observation
+
+    steps = 120
+    requests = np.full(steps, 600.0)
+    obs = Observation(
+        step=steps,
+        t=0.0,
+        now=NOW,
+        step_seconds=60.0,
+        requests_per_step=requests,
+        service_sum_per_step=requests * 0.05,
+        misses_per_step=np.r_[np.zeros(steps - 5), np.full(5, 60.0)],
+        peak_in_flight_per_step=np.full(steps, 40.0),
+        latency_p99_seconds=0.3,
+        warm_latency_seconds=0.04,
+        placement=TargetName.CLUSTER,
+        migrating=False,
+        last_migration_finished_at=None,
+        month_to_date_usd=0.0,
+    )
+    window = window_from_observation(obs, LIVE_OBSERVATION)
+    assert window is not None
+    assert len(window.rps) == LIVE_OBSERVATION.window_seconds // 60  # a 60 s trace step is coarser than 30 s
+    # the miss share spans the last 5 minutes, as the live histogram query does: 60 of 600 per step
+    assert window.slo_miss_share == pytest.approx(0.1)
+    assert window.peak_in_flight is None and window.warm_latency_seconds is None
+    assert window.slo_misses is None and window.history_rps is None and window.history_slo_misses is None
