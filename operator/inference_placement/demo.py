@@ -190,6 +190,7 @@ class _Demo:
             self.procs,
             self.work,
             [(cluster_model.removeprefix("http://"), labels), (cloudrun_model.removeprefix("http://"), labels)],
+            router=[self.envoy.stats_target],
         )
         self.console.print(
             f"Lambda (moto) {moto_url}; Cloud Run API {run_url}; model servers {cluster_model} (cluster), "

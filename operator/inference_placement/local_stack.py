@@ -1,5 +1,8 @@
 """The loopback processes of a local run (the demo): model-server stand-ins, the Envoy router, a scraping Prometheus.
 
+Prometheus scrapes the router's stats port (``/stats/prometheus``, job ``inference-router``): the operator's default
+PromQL templates read the router's per-workload, per-target series from there.
+
 Everything binds 127.0.0.1, every process is started through ``Processes`` and stopped by its PID. Runs from a
 source checkout (the model server is ``e2e/model_server.py``).
 """
@@ -21,7 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from inference_placement.routing.envoy import EnvoySettings, render_bootstrap, render_cds, render_rds
+from inference_placement.metrics.promql import ROUTER_JOB
+from inference_placement.routing.envoy import STATS_PATH, EnvoySettings, render_bootstrap, render_cds, render_rds
 from inference_placement.routing.model import UpstreamAddress
 from inference_placement.routing.xds_files import XdsKind, write_document
 
@@ -29,6 +33,7 @@ __all__ = [
     "EnvoyProcess",
     "Processes",
     "free_port",
+    "prometheus_config",
     "start_envoy",
     "start_model_server",
     "start_prometheus",
@@ -126,6 +131,12 @@ class EnvoyProcess:
     admin_url: str
     listen_port: int
 
+    @property
+    def stats_target(self) -> str:
+        """``host:port`` of the scrape listener (only ``/stats/prometheus``)."""
+        assert self.settings.stats_port is not None
+        return f"127.0.0.1:{self.settings.stats_port}"
+
 
 def start_envoy(procs: Processes, binary: str, work: Path, gcp_metadata: UpstreamAddress) -> EnvoyProcess:
     """Envoy from ``render_bootstrap`` on loopback, empty routes; the operator fills ``xds_dir``."""
@@ -136,6 +147,8 @@ def start_envoy(procs: Processes, binary: str, work: Path, gcp_metadata: Upstrea
         listen_port=free_port(),
         admin_port=free_port(),
         health_port=None,
+        stats_address="127.0.0.1",
+        stats_port=free_port(),
         xds_dir=str(xds_dir),
         gcp_metadata=gcp_metadata,
         connect_timeout_seconds=2.0,
@@ -161,19 +174,46 @@ def start_envoy(procs: Processes, binary: str, work: Path, gcp_metadata: Upstrea
     return EnvoyProcess(settings, xds_dir, admin_url, settings.listen_port)
 
 
-def start_prometheus(
-    procs: Processes, work: Path, targets: Sequence[tuple[str, Mapping[str, str]]], *, scrape_seconds: int = 1
-) -> str:
-    """A real Prometheus scraping ``targets`` ((host:port, extra labels)) on loopback; returns its URL."""
-    config = {
-        "global": {"scrape_interval": f"{scrape_seconds}s", "evaluation_interval": f"{scrape_seconds}s"},
-        "scrape_configs": [
+def prometheus_config(
+    targets: Sequence[tuple[str, Mapping[str, str]]], *, router: Sequence[str] = (), scrape_seconds: int = 1
+) -> dict[str, object]:
+    """Scrape config: the model servers ``targets`` ((host:port, extra labels), job ``model-servers``; optional
+    extras such as GPU metrics) and the routers' stats ports ``router`` (host:port, job ``inference-router``,
+    ``/stats/prometheus``, the router's own ``namespace``/``workload``/``target`` labels kept)."""
+    jobs: list[dict[str, object]] = []
+    if targets:
+        jobs.append(
             {
                 "job_name": "model-servers",
                 "static_configs": [{"targets": [target], "labels": dict(labels)} for target, labels in targets],
             }
-        ],
+        )
+    if router:
+        jobs.append(
+            {
+                "job_name": ROUTER_JOB,
+                "metrics_path": STATS_PATH,
+                "honor_labels": True,
+                "static_configs": [{"targets": list(router)}],
+            }
+        )
+    return {
+        "global": {"scrape_interval": f"{scrape_seconds}s", "evaluation_interval": f"{scrape_seconds}s"},
+        "scrape_configs": jobs,
     }
+
+
+def start_prometheus(
+    procs: Processes,
+    work: Path,
+    targets: Sequence[tuple[str, Mapping[str, str]]],
+    *,
+    router: Sequence[str] = (),
+    scrape_seconds: int = 1,
+) -> str:
+    """A real Prometheus scraping ``targets`` and the routers' stats ports ``router`` on loopback
+    (``prometheus_config``); returns its URL."""
+    config = prometheus_config(targets, router=router, scrape_seconds=scrape_seconds)
     directory = work / "prometheus"
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "prometheus.yml").write_text(yaml.safe_dump(config))

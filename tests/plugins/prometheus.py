@@ -11,7 +11,8 @@ Fixtures
 ``prometheus_factory``  ``start(openmetrics_text) -> PrometheusServer``; every server started is stopped (by its
                         PID) at the end of the test.
 
-For module-scoped servers, use :func:`running_prometheus` with ``tmp_path_factory``.
+For module-scoped servers, use :func:`running_prometheus` with ``tmp_path_factory``; for a server that scrapes
+live targets (the router's stats port), :func:`scraping_prometheus` with a scrape config.
 
 Helpers
 :class:`OpenMetricsBuilder` builds counters and histograms from per-minute request counts, sampled every 15 s (at
@@ -49,6 +50,7 @@ __all__ = [
     "prometheus_binaries",
     "prometheus_factory",
     "running_prometheus",
+    "scraping_prometheus",
 ]
 
 DEFAULT_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -254,9 +256,11 @@ def _backfill(binaries: PrometheusBinaries, openmetrics: str, directory: Path) -
     return tsdb
 
 
-def _start(binaries: PrometheusBinaries, tsdb: Path, directory: Path) -> PrometheusServer:
+def _start(
+    binaries: PrometheusBinaries, tsdb: Path, directory: Path, config_text: str | None = None
+) -> PrometheusServer:
     config = directory / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
+    config.write_text(config_text or "global:\n  scrape_interval: 15s\nscrape_configs: []\n")
     for attempt in range(_START_ATTEMPTS):
         port = _free_port()
         log_path = directory / f"prometheus-{attempt}.log"
@@ -283,6 +287,18 @@ def _start(binaries: PrometheusBinaries, tsdb: Path, directory: Path) -> Prometh
         if "address already in use" not in server.log_tail():
             raise AssertionError(f"prometheus did not become ready:\n{server.log_tail()}")
     raise AssertionError("prometheus found no free loopback port")
+
+
+@contextmanager
+def scraping_prometheus(binaries: PrometheusBinaries, config_text: str, directory: Path) -> Iterator[PrometheusServer]:
+    """A real Prometheus on loopback with the scrape config ``config_text`` and an empty TSDB in ``directory``;
+    stopped (by its PID) on exit."""
+    directory.mkdir(parents=True, exist_ok=True)
+    server = _start(binaries, directory / "tsdb", directory, config_text)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @contextmanager
