@@ -294,13 +294,15 @@ def build_router(extra: Mapping[str, str], api: Any = None) -> RouterSync | None
         return None
     if mode not in ("files", "cluster"):
         raise ValueError(f"router.mode must be off, files or cluster, got {mode!r}")
-    from inference_placement.routing.envoy import EnvoySettings
+    from inference_placement.routing.envoy import EnvoySettings, parse_latency_buckets
     from inference_placement.routing.model import EndpointsConfig, UpstreamAddress
 
     cluster_domain = extra.get("router.clusterDomain", "cluster.local")
     envoy_options: dict[str, Any] = {"cluster_domain": cluster_domain}
     if extra.get("router.gcpMetadata"):
         envoy_options["gcp_metadata"] = UpstreamAddress.from_url(extra["router.gcpMetadata"])
+    if extra.get("router.latencyBucketsMs"):  # the request-time histogram's bounds, e.g. 50,100,250,500,1000
+        envoy_options["latency_buckets_ms"] = parse_latency_buckets(extra["router.latencyBucketsMs"])
     endpoints = EndpointsConfig(
         address_overrides=_overrides(extra.get("router.addressOverrides", "")),
         lambda_endpoint=extra.get("router.lambdaEndpoint"),

@@ -70,6 +70,7 @@ __all__ = [
     "ROUTE_CONFIG_TYPE_URL",
     "EnvoySettings",
     "cluster_name",
+    "parse_latency_buckets",
     "route_domains",
     "render_bootstrap",
     "render_cds",
@@ -179,6 +180,16 @@ class EnvoySettings:
         buckets = self.latency_buckets_ms
         if not buckets or any(not 0 < b < float("inf") for b in buckets) or list(buckets) != sorted(set(buckets)):
             raise ValueError(f"latency_buckets_ms must be positive, finite and strictly ascending, got {buckets}")
+
+
+def parse_latency_buckets(text: str) -> tuple[float, ...]:
+    """``"50,100,250"`` -> ``(50.0, 100.0, 250.0)`` (milliseconds); ``ValueError`` naming what is wrong."""
+    try:
+        buckets = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"latency buckets must be comma-separated milliseconds, got {text!r}") from None
+    EnvoySettings(latency_buckets_ms=buckets)  # the same checks as everywhere else
+    return buckets
 
 
 def xds_version(resources: Sequence[JsonDict]) -> str:
