@@ -13,9 +13,11 @@ A stats scrape that fails or returns garbage fails the whole fetch (placement fr
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,13 +26,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
+from urllib.parse import urlencode
 
 import pytest
 import yaml
 
 from inference_placement.api.spec import TargetName
-from inference_placement.local_stack import prometheus_config
+from inference_placement.controller.reconciler import Reconciler, TickInputs
+from inference_placement.local_stack import Processes, prometheus_config
+from inference_placement.local_stack import start_envoy as start_local_envoy
+from inference_placement.local_stack import start_prometheus as start_local_prometheus
 from inference_placement.metrics.prometheus import PrometheusSource
 from inference_placement.metrics.promql import (
     DEFAULT_ROUTER_UP,
@@ -41,6 +47,8 @@ from inference_placement.metrics.promql import (
 )
 from inference_placement.metrics.slo_buckets import BucketBounds
 from inference_placement.metrics.source import WorkloadKey
+from inference_placement.policy.capacity import ClusterCapacity
+from inference_placement.policy.price_book import default_price_book
 from inference_placement.routing.envoy import (
     ADMIN_CLUSTER,
     DEFAULT_LATENCY_BUCKETS_MS,
@@ -51,6 +59,7 @@ from inference_placement.routing.envoy import (
 )
 from inference_placement.routing.manifests import render_router_deployment, render_router_service
 from inference_placement.routing.model import Backend, CloudRunUpstream, Route, ServiceUpstream, UpstreamAddress
+from inference_placement.targets.dry_run import DryRunTarget
 from tests.plugins.envoy import EnvoyRouter, start_envoy
 from tests.plugins.prometheus import PrometheusBinaries, PrometheusServer, scraping_prometheus
 
@@ -217,10 +226,7 @@ def _wait_until(predicate: Any, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _query(prometheus: PrometheusServer, promql: str) -> list[dict[str, Any]]:
-    import json
-    from urllib.parse import urlencode
-
+def _query(prometheus: PrometheusServer | _Url, promql: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(f"{prometheus.url}/api/v1/query?{urlencode({'query': promql})}", timeout=5) as r:
         result: list[dict[str, Any]] = json.load(r)["data"]["result"]
     return result
@@ -455,6 +461,33 @@ async def test_a_failing_or_garbage_router_scrape_freezes_placement_with_a_reaso
         thread.join(timeout=5)
 
 
+def test_the_local_stack_prometheus_scrapes_the_local_stack_envoy(
+    envoy_binary: str, prometheus_binaries: PrometheusBinaries, tmp_path: Path
+) -> None:
+    """What ``make demo`` starts: its Prometheus scrapes its Envoy's stats port as job inference-router, and the
+    router's tagged series arrive (the demo's operator reads them with the default templates)."""
+    procs = Processes()
+    try:
+        envoy = start_local_envoy(procs, envoy_binary, tmp_path, UpstreamAddress("127.0.0.1", 9))
+        assert envoy.settings.stats_address == "127.0.0.1"
+        url = start_local_prometheus(procs, tmp_path, [], router=[envoy.stats_target])
+
+        def scraped() -> bool:
+            up = _query(_Url(url), 'up{job="inference-router"}')
+            return bool(up) and up[0]["value"][1] == "1"
+
+        _wait_until(scraped, 30, "the router scraped")
+        live = _query(_Url(url), 'envoy_server_live{job="inference-router"}')
+        assert live and live[0]["metric"]["instance"] == envoy.stats_target
+    finally:
+        procs.stop_all()
+
+
+@dataclass(frozen=True)
+class _Url:
+    url: str
+
+
 async def test_no_router_scraped_at_all_is_a_problem_of_the_whole_fetch(
     prometheus_binaries: PrometheusBinaries, tmp_path: Path
 ) -> None:
@@ -462,3 +495,76 @@ async def test_no_router_scraped_at_all_is_a_problem_of_the_whole_fetch(
         snapshot = await _source(prom).fetch([CHAT], datetime.now(UTC))
     assert snapshot.windows == {}
     assert snapshot.problem is not None and "router stats not scraped" in snapshot.problem
+
+
+# ----------------------------------------------------------------------------------------------- the reconcile
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.status: dict[str, Any] = {}
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        _merge(self.status, patch)
+        return {"metadata": {"name": name, "namespace": namespace}, "status": self.status}
+
+    async def post_event(self, **_: Any) -> None:
+        return None
+
+
+def _merge(into: dict[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in patch.items():
+        if value is None:
+            into.pop(key, None)
+        elif isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+async def test_a_router_scrape_problem_freezes_a_reconcile_like_a_prometheus_outage() -> None:
+    """The fleet hands ``snapshot.problem_for(key)`` to each reconcile, whichever way the fetch failed: a workload
+    placed on the cluster, allowed on Cloud Run too, stays where it is, provisions nothing elsewhere, starts no
+    migration, and says why in ``MetricsAvailable``: the reason is the same as for Prometheus down, with the
+    router's words."""
+    now = datetime(2026, 12, 6, 1, 0, tzinfo=UTC)
+    body: dict[str, Any] = {
+        "apiVersion": "placement.inference.dev/v1alpha1",
+        "kind": "InferenceWorkload",
+        "metadata": {
+            "name": "chat",
+            "namespace": NAMESPACE,
+            "uid": "uid-chat",
+            "generation": 1,
+            "resourceVersion": "1",
+        },
+        "spec": {
+            "model": {"image": "registry.example/chat:1", "sizeMb": 100, "cpu": "1", "memory": "1Gi"},
+            "slo": {"latencyP99Seconds": 1.0, "attainment": 0.99},
+            "placement": {"allowedTargets": ["cluster", "cloudrun"]},
+            "cloudRun": {"project": "p", "region": "us-central1"},
+        },
+        "status": {"placement": "cluster"},
+    }
+    outage = "request_rate query: Prometheus at 127.0.0.1:9090 unreachable (ConnectionError)"
+    router_down = (
+        'router stats scrape failing: up{job="inference-router"} is 0 for 10.0.3.7:9903 (the stats port is down or '
+        "answers garbage); placement holds"
+    )
+    conditions = {}
+    for problem in (outage, router_down):
+        writer = _Writer()
+        writer.status = {"placement": "cluster"}
+        targets: dict[TargetName, Any] = {C: DryRunTarget(C), R: DryRunTarget(R)}
+        reconciler = Reconciler(cast(Any, writer), targets)
+        inputs = TickInputs(
+            now=now, price_book=default_price_book(), capacity=ClusterCapacity(), metrics_problem=problem
+        )
+        await reconciler.reconcile({**body, "status": dict(writer.status)}, inputs)
+        assert writer.status.get("placement") == "cluster"
+        assert not writer.status.get("migration")
+        metrics = next(c for c in writer.status["conditions"] if c["type"] == "MetricsAvailable")
+        assert metrics["status"] == "False" and problem in metrics["message"], metrics
+        conditions[problem] = metrics["reason"]
+        assert targets[R].ensures == 0  # nothing provisioned on the other target
+    assert conditions[outage] == conditions[router_down] == "MetricsMissing"
