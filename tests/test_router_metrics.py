@@ -322,7 +322,6 @@ async def test_prometheus_reads_rate_latency_misses_errors_and_in_flight_from_th
             'envoy_cluster_upstream_rq_total{envoy_cluster_name="ip|team|embed|cloudrun",namespace="team",'
             'workload="embed",target="cloudrun"} 0'
         ) in text.decode()
-        assert 'target="cluster",le="500"}' in text.decode()
         with scraping_prometheus(prometheus_binaries, _scrape_config([router.stats_target]), tmp_path / "prom") as prom:
             load = _Load(router.listen_port)
             stop = threading.Event()
@@ -375,6 +374,17 @@ async def test_prometheus_reads_rate_latency_misses_errors_and_in_flight_from_th
             # in flight: the 8 held requests (peak over the rate window)
             assert snapshot.in_flight[BURST] == 8.0
             assert load.statuses.get(0, 0) == 0
+            # every router cluster's request-time histogram has the ladder's bounds (seen once requests were timed)
+            _, text = _fetch(f"http://{router.stats_target}{STATS_PATH}")
+            lines = text.decode().splitlines()
+            ladder = {f'le="{bound:g}"' for bound in DEFAULT_LATENCY_BUCKETS_MS} | {'le="+Inf"'}
+            rq_time = [
+                line for line in lines if line.startswith("envoy_cluster_upstream_rq_time_bucket{") and "ip|" in line
+            ]
+            assert rq_time and {line.split(",")[-1].split("}")[0] for line in rq_time} == ladder
+            # the ladder is for the router's request time only: the external copy keeps Envoy's default buckets
+            external = [line for line in lines if line.startswith("envoy_cluster_external_upstream_rq_time_bucket{")]
+            assert external and not any('le="750"' in line for line in external)
 
 
 class _Switchable(ThreadingHTTPServer):
