@@ -132,8 +132,8 @@ class PromQLTemplates:
     """The unit of ``latency_buckets``' ``le`` values in seconds: 0.001 for Envoy's millisecond histograms, 1 for a
     histogram in seconds."""
     in_flight: str | None = DEFAULT_IN_FLIGHT
-    """Peak requests in flight per workload over the rate window (the router's ``upstream_rq_active``, summed over
-    targets): ``MetricsSnapshot.in_flight``."""
+    """Peak requests in flight per workload over the rate window: the router's ``upstream_rq_active``, each target's
+    and router replica's peak summed (an upper bound of the simultaneous peak): ``MetricsSnapshot.in_flight``."""
     error_rate: str | None = DEFAULT_ERROR_RATE
     """Requests per second answered 5xx (by the target or by the router): ``MetricsSnapshot.error_rate``."""
     overflow_rate: str | None = DEFAULT_OVERFLOW_RATE
