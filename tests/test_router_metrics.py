@@ -464,6 +464,9 @@ async def test_a_failing_or_garbage_router_scrape_freezes_placement_with_a_reaso
             assert snapshot.problem is not None
             assert "router stats scrape failing" in snapshot.problem and target in snapshot.problem
             assert snapshot.problem_for(CHAT) == snapshot.problem
+        # Prometheus' own words for each failure: a parse error, then a refused connection
+        assert garbage.problem is not None and gone.problem is not None
+        assert "connection refused" not in garbage.problem and "connection refused" in gone.problem
     finally:
         if not stopped:
             stand_in.shutdown()
@@ -558,8 +561,8 @@ async def test_a_router_scrape_problem_freezes_a_reconcile_like_a_prometheus_out
     }
     outage = "request_rate query: Prometheus at 127.0.0.1:9090 unreachable (ConnectionError)"
     router_down = (
-        'router stats scrape failing: up{job="inference-router"} is 0 for 10.0.3.7:9903 (the stats port is down or '
-        "answers garbage); placement holds"
+        'router stats scrape failing (up{job="inference-router"} is 0): 10.0.3.7:9903: "INVALID" is not a valid '
+        "start token"
     )
     conditions = {}
     for problem in (outage, router_down):

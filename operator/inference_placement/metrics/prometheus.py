@@ -28,7 +28,8 @@ What goes wrong is answered, never raised:
     which, and no workload gets a window (placement freezes; nothing moves on half an answer);
   - the router's stats scrape failing (its stats port gone, a garbage answer: Prometheus' ``up`` at 0 for any
     router, or no router scraped at all; ``PromQLTemplates.router_up``): the same, the whole fetch fails with the
-    reason, since sums over router replicas with one unscraped would read as less traffic;
+    reason (with Prometheus' last scrape error per failing router, from its targets API), since sums over router
+    replicas with one unscraped would read as less traffic;
   - a workload with no request-rate series, a series whose last point is older than ``max_staleness_seconds``, a
     NaN/Inf/negative request rate anywhere in the window, an Inf/negative latency or service time, or several series
     for one workload (a template not grouped by workload): that workload gets no window, and
@@ -409,7 +410,7 @@ class PrometheusSource:
         if not answer:
             return (
                 f"router stats not scraped: {shown_query} has no series at {_when(end_ts)} (is the router's stats "
-                "port scraped, and is its job named as the query says?); placement holds"
+                "port scraped, and is its job named as the query says?)"
             )
         down: list[str] = []
         for item in answer:
@@ -421,12 +422,31 @@ class PrometheusSource:
             if number is None or not number >= 1:
                 down.append(str(metric.get("instance", metric)))
         if down:
-            shown = ", ".join(sorted(down)[:5]) + (f" and {len(down) - 5} more" if len(down) > 5 else "")
-            return (
-                f"router stats scrape failing: {shown_query} is 0 for {shown} (the stats port is down or answers "
-                "garbage); placement holds"
-            )
+            try:  # Prometheus' own words for each failed scrape: one more request, only while a router is down
+                errors = await asyncio.to_thread(self._scrape_errors)
+            except Exception as err:
+                log.debug("no scrape errors from %s: %s", self._where, self._describe(err))
+                errors = {}
+            named = [f"{i}: {_short(errors[i])[:160]}" if errors.get(i) else i for i in sorted(down)]
+            shown = ", ".join(named[:5]) + (f" and {len(down) - 5} more" if len(down) > 5 else "")
+            return f"router stats scrape failing ({shown_query} is 0): {shown}"
         return None
+
+    def _scrape_errors(self) -> dict[str, str]:
+        """``instance`` -> the last scrape error Prometheus recorded, for its active targets that have one."""
+        client = self._client()
+        try:
+            data = client.get_targets(state="active")
+        finally:
+            client.close()
+        errors: dict[str, str] = {}
+        targets = data.get("activeTargets") if isinstance(data, dict) else None
+        for target in targets if isinstance(targets, list) else []:
+            labels = target.get("labels") if isinstance(target, dict) else None
+            error = target.get("lastError") if isinstance(target, dict) else None
+            if isinstance(labels, dict) and isinstance(error, str) and error:
+                errors[str(labels.get("instance"))] = error
+        return errors
 
     async def _refresh_bounds(self, end_ts: int) -> int:
         """Ask for the histogram's bucket bounds when they are older than ``BUCKET_BOUNDS_REFRESH_SECONDS``, unknown
