@@ -25,8 +25,10 @@ import yaml
 from inference_placement.api.crd import render_crd_yaml
 from inference_placement.controller.settings import build_settings
 from inference_placement.controller.telemetry import Telemetry
-from inference_placement.metrics.promql import PromQLTemplates
+from inference_placement.metrics.promql import ROUTER_JOB, PromQLTemplates
 from inference_placement.policy.price_book import default_price_book, load_price_book
+from inference_placement.routing.envoy import STATS_PATH, parse_latency_buckets
+from inference_placement.routing.manifests import render_router_deployment
 from tests.plugins.cluster import REPO_ROOT, KubeCluster
 
 CHART = REPO_ROOT / "charts" / "inference-placement"
@@ -292,6 +294,32 @@ def test_price_book_configmap_is_the_packaged_book_and_an_override_replaces_it()
 def _escape(text: str) -> str:
     """A value for ``helm --set`` (commas and backslashes are special there)."""
     return text.replace("\\", "\\\\").replace(",", "\\,")
+
+
+def test_router_pod_monitor_scrapes_only_the_stats_port_as_the_default_templates_expect() -> None:
+    assert not by_kind(render_chart(values=["router.enabled=true"]), "PodMonitor")
+    manifests = render_chart(
+        values=["router.enabled=true", "router.podMonitor.enabled=true", "router.latencyBucketsMs={100,250,500}"]
+    )
+    monitor = one(manifests, "PodMonitor")
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    assert (endpoint["port"], endpoint["path"], endpoint["honorLabels"]) == ("stats", STATS_PATH, True)
+    assert endpoint["relabelings"] == [{"targetLabel": "job", "replacement": ROUTER_JOB}]
+    assert f'job="{ROUTER_JOB}"' in (PromQLTemplates().router_up or "")
+    # it selects the router Pods the operator renders, by their stats port's name
+    pod = render_router_deployment()["spec"]["template"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert "stats" in {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+    args = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--set=router.latencyBucketsMs=100,250,500" in args
+    assert parse_latency_buckets("100,250,500") == (100.0, 250.0, 500.0)
+    with pytest.raises(ValueError, match="latency"):
+        parse_latency_buckets("100,fast")
+
+
+def test_router_pod_monitor_needs_the_router() -> None:
+    with pytest.raises(AssertionError, match=r"router\.podMonitor\.enabled needs router\.enabled"):
+        render_chart(values=["router.podMonitor.enabled=true"])
 
 
 def test_promql_configmap_holds_the_operators_default_templates() -> None:

@@ -11,7 +11,8 @@ Fixtures
 ``prometheus_factory``  ``start(openmetrics_text) -> PrometheusServer``; every server started is stopped (by its
                         PID) at the end of the test.
 
-For module-scoped servers, use :func:`running_prometheus` with ``tmp_path_factory``.
+For module-scoped servers, use :func:`running_prometheus` with ``tmp_path_factory``; for a server that scrapes
+live targets (the router's stats port), :func:`scraping_prometheus` with a scrape config.
 
 Helpers
 :class:`OpenMetricsBuilder` builds counters and histograms from per-minute request counts, sampled every 15 s (at
@@ -43,6 +44,7 @@ __all__ = [
     "prometheus_binaries",
     "prometheus_factory",
     "running_prometheus",
+    "scraping_prometheus",
 ]
 
 DEFAULT_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -213,6 +215,22 @@ def _start(binaries: PrometheusBinaries, openmetrics: str, directory: Path) -> P
         return start_prometheus(binaries.prometheus, directory, ready_timeout_seconds=READY_TIMEOUT_SECONDS)
     except RuntimeError as err:
         raise AssertionError(str(err)) from None
+
+
+@contextmanager
+def scraping_prometheus(binaries: PrometheusBinaries, config_text: str, directory: Path) -> Iterator[PrometheusServer]:
+    """A real Prometheus on loopback with the scrape config ``config_text`` and an empty TSDB in ``directory``;
+    stopped (by its PID) on exit."""
+    try:
+        server = start_prometheus(
+            binaries.prometheus, directory, ready_timeout_seconds=READY_TIMEOUT_SECONDS, config_text=config_text
+        )
+    except RuntimeError as err:
+        raise AssertionError(str(err)) from None
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @contextmanager

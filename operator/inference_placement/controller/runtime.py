@@ -274,6 +274,8 @@ def build_router(router: RouterSettings, api: Any = None) -> RouterSync | None:
     envoy_options: dict[str, Any] = {"cluster_domain": router.cluster_domain}
     if router.gcp_metadata is not None:
         envoy_options["gcp_metadata"] = UpstreamAddress.from_url(router.gcp_metadata)
+    if router.latency_buckets_ms is not None:  # the request-time histogram's bounds, e.g. 50,100,250,500,1000
+        envoy_options["latency_buckets_ms"] = router.latency_buckets_ms
     endpoints = EndpointsConfig(
         address_overrides=dict(router.address_overrides),
         lambda_endpoint=router.lambda_endpoint,

@@ -112,6 +112,15 @@ PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 """A container's imagePullPolicy."""
 Seconds = Annotated[float, Gt(0)]
 """A duration in seconds, > 0."""
+def _latency_buckets(value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+    """The router's own checks (positive, rising), at start-up rather than when the router is built."""
+    if value is not None:
+        from inference_placement.routing.envoy import EnvoySettings
+
+        EnvoySettings(latency_buckets_ms=value)
+    return value
+
+
 ShiftSteps = Annotated[tuple[int, ...], BeforeValidator(_comma_list), AfterValidator(_shift_steps)]
 """Percentages, comma-separated on the command line, rising strictly to 100."""
 
@@ -181,6 +190,12 @@ class RouterSettings(_Group):
     confirm_timeout_seconds: Seconds = 180.0
     """``cluster`` mode: seconds to wait until every router Pod serves a route change before it counts as failed.
     Default 180 (the kubelet refreshes ConfigMap mounts about once a minute)."""
+    latency_buckets_ms: Annotated[
+        tuple[float, ...] | None, BeforeValidator(_comma_list), AfterValidator(_latency_buckets)
+    ] = None
+    """Comma-separated bounds (milliseconds) of the router's request-time histogram, rising; the SLO-miss share
+    is read at the largest bound at or under each objective, so include the objectives in use. Default: unset
+    (``routing.envoy.DEFAULT_LATENCY_BUCKETS_MS``)."""
 
     @model_validator(mode="after")
     def _files_mode_is_complete(self) -> RouterSettings:

@@ -1,5 +1,8 @@
 """The demo's loopback processes: model-server stand-ins and the Envoy router (its Prometheus: ``prometheus``).
 
+The router serves its stats on a scrape port (only ``/stats/prometheus``); the demo's Prometheus scrapes it as job
+``inference-router``: the operator's default PromQL templates read the router's per-workload, per-target series.
+
 Everything binds 127.0.0.1, every process is started through ``processes.Processes`` and stopped by its PID. Runs
 from a source checkout (the model server is ``e2e/model_server.py``).
 """
@@ -48,6 +51,12 @@ class EnvoyProcess:
     admin_url: str
     listen_port: int
 
+    @property
+    def stats_target(self) -> str:
+        """``host:port`` of the scrape listener (only ``/stats/prometheus``)."""
+        assert self.settings.stats_port is not None
+        return f"127.0.0.1:{self.settings.stats_port}"
+
 
 def start_envoy(procs: Processes, binary: str, work: Path, gcp_metadata: UpstreamAddress) -> EnvoyProcess:
     """Envoy from ``render_bootstrap`` on loopback, empty routes; the operator fills ``xds_dir``."""
@@ -58,6 +67,8 @@ def start_envoy(procs: Processes, binary: str, work: Path, gcp_metadata: Upstrea
         listen_port=free_port(),
         admin_port=free_port(),
         health_port=None,
+        stats_address="127.0.0.1",
+        stats_port=free_port(),
         xds_dir=str(xds_dir),
         gcp_metadata=gcp_metadata,
         connect_timeout_seconds=2.0,

@@ -21,8 +21,11 @@ from pathlib import Path
 import yaml
 
 from inference_placement.devtools.processes import free_port, log_tail, spawn, stop_process, wait_http
+from inference_placement.metrics.promql import ROUTER_JOB
+from inference_placement.routing.envoy import STATS_PATH
 
 __all__ = [
+    "prometheus_config",
     "PrometheusServer",
     "Switch",
     "backfill",
@@ -99,34 +102,51 @@ def prometheus_command(prometheus: str, config: Path, tsdb: Path, port: int | st
     ]
 
 
+def prometheus_config(
+    targets: Sequence[tuple[str, Mapping[str, str]]], *, router: Sequence[str] = (), scrape_seconds: int = 15
+) -> dict[str, object]:
+    """Scrape config: the model servers ``targets`` ((host:port, extra labels), job ``model-servers``; optional
+    extras such as GPU metrics) and the routers' stats ports ``router`` (host:port, job ``inference-router``,
+    ``/stats/prometheus``, the router's own ``namespace``/``workload``/``target`` labels kept)."""
+    jobs: list[dict[str, object]] = []
+    if targets:
+        jobs.append(
+            {
+                "job_name": "model-servers",
+                "static_configs": [{"targets": [target], "labels": dict(labels)} for target, labels in targets],
+            }
+        )
+    if router:
+        jobs.append(
+            {
+                "job_name": ROUTER_JOB,
+                "metrics_path": STATS_PATH,
+                "honor_labels": True,
+                "static_configs": [{"targets": list(router)}],
+            }
+        )
+    interval = f"{scrape_seconds}s"
+    return {"global": {"scrape_interval": interval, "evaluation_interval": interval}, "scrape_configs": jobs}
+
+
 def start_prometheus(
     prometheus: str,
     directory: Path,
     *,
     scrape_targets: Sequence[tuple[str, Mapping[str, str]]] = (),
+    router_targets: Sequence[str] = (),
     scrape_seconds: int = 15,
     ready_timeout_seconds: float = _READY_TIMEOUT_SECONDS,
+    config_text: str | None = None,
 ) -> PrometheusServer:
-    """Serve ``directory / "tsdb"`` on a free loopback port once it answers ready; no scrape jobs unless
-    ``scrape_targets`` ((host:port, extra labels)) are given, so backfilled data never changes under its reader.
-    Another port is tried when the chosen one was taken in between."""
+    """Serve ``directory / "tsdb"`` on a free loopback port once it answers ready; no scrape jobs unless targets
+    are given (``prometheus_config``) or a whole ``config_text``, so backfilled data never changes under its
+    reader. Another port is tried when the chosen one was taken in between."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "prometheus.yml"
-    jobs = (
-        [
-            {
-                "job_name": "model-servers",
-                "static_configs": [{"targets": [target], "labels": dict(labels)} for target, labels in scrape_targets],
-            }
-        ]
-        if scrape_targets
-        else []
-    )
-    interval = f"{scrape_seconds}s"
     config.write_text(
-        yaml.safe_dump(
-            {"global": {"scrape_interval": interval, "evaluation_interval": interval}, "scrape_configs": jobs}
-        )
+        config_text
+        or yaml.safe_dump(prometheus_config(scrape_targets, router=router_targets, scrape_seconds=scrape_seconds))
     )
     for attempt in range(_START_ATTEMPTS):
         port = free_port()

@@ -33,6 +33,14 @@ class MetricsSnapshot:
     """Why a requested workload has no window although the source answered (no series, stale, garbage values)."""
     gpu_utilization: Mapping[WorkloadKey, float] = field(default_factory=dict)
     """Mean GPU utilisation over the window, 0..1, for workloads whose GPUs report it."""
+    in_flight: Mapping[WorkloadKey, float] = field(default_factory=dict)
+    """Peak requests in flight at the router over the latest rate window, summed over targets."""
+    error_rate: Mapping[WorkloadKey, float] = field(default_factory=dict)
+    """Requests per second answered with a 5xx over the latest rate window."""
+    overflow_rate: Mapping[WorkloadKey, float] = field(default_factory=dict)
+    """Requests per second the router refused at a circuit breaker over the latest rate window."""
+    time_to_first_token: Mapping[WorkloadKey, float] = field(default_factory=dict)
+    """Time to first token in seconds, where a model server exports it (off by default)."""
 
     def problem_for(self, key: WorkloadKey) -> str | None:
         """Why ``key`` has no usable window: the whole source's problem first, then the workload's own."""

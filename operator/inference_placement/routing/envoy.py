@@ -19,8 +19,16 @@ One router serves every workload. Shape:
   the Lambda cluster itself, so each function's ARN travels with its own cluster (no listener-wide ARN, no per-route
   config that would not inherit credentials or ``host_rewrite``); the cluster still carries
   ``com.amazonaws.lambda.egress_gateway: true``, without which the filter does nothing;
-* admin on loopback only; an optional health listener proxies just ``GET /ready`` and ``GET /stats`` to it so
-  probes and the operator can read readiness and applied versions without exposing the admin API.
+* admin on loopback only; an optional health listener proxies just ``GET /ready`` and ``GET /stats`` (exact paths)
+  to it so probes and the operator can read readiness and applied versions without exposing the admin API;
+* the scrape port (``EnvoySettings.stats_port``): a listener whose only route sends exactly ``GET /stats/prometheus``
+  to the admin and answers every other path with a 404, so Prometheus reads the router's own stats and nothing else;
+* ``stats_config`` (``render_stats_config``): tag extractors turn the cluster name ``ip|NAMESPACE|NAME|TARGET`` into
+  the labels ``namespace``, ``workload`` and ``target`` on every cluster stat, so any Prometheus gets per-workload,
+  per-target series without relabeling (``envoy_cluster_upstream_rq_total{namespace=..,workload=..,target=..}``),
+  and the request-time histogram ``upstream_rq_time`` (milliseconds) gets ``EnvoySettings.latency_buckets_ms``, a
+  ladder with a bound at or just under every common latency objective (the SLO-miss share reads the largest bound
+  at or under the objective, ``metrics/slo_buckets.py``).
 
 ``render_static_config`` composes the same listener, routes and clusters into one static bootstrap: validating a
 bootstrap that points at xDS files checks nothing inside those files, so that is what ``envoy --mode validate``
@@ -49,6 +57,11 @@ from inference_placement.routing.model import (
 __all__ = [
     "ADMIN_CLUSTER",
     "CDS_FILE",
+    "DEFAULT_LATENCY_BUCKETS_MS",
+    "STATS_PATH",
+    "TAG_NAMESPACE",
+    "TAG_TARGET",
+    "TAG_WORKLOAD",
     "CLUSTER_TYPE_URL",
     "GCP_METADATA_CLUSTER",
     "JsonDict",
@@ -57,6 +70,7 @@ __all__ = [
     "ROUTE_CONFIG_TYPE_URL",
     "EnvoySettings",
     "cluster_name",
+    "parse_latency_buckets",
     "route_domains",
     "render_bootstrap",
     "render_cds",
@@ -64,6 +78,7 @@ __all__ = [
     "render_rds",
     "render_route_configuration",
     "render_static_config",
+    "render_stats_config",
     "xds_version",
 ]
 
@@ -75,7 +90,23 @@ ROUTE_CONFIG_NAME: Final = "inference-routes"
 GCP_METADATA_CLUSTER: Final = "gcp-metadata"
 """Static cluster the ``gcp_authn`` filter fetches ID tokens through (the GCE/GKE metadata server)."""
 ADMIN_CLUSTER: Final = "envoy-admin"
-"""Static cluster to the loopback admin, used by the health listener only."""
+"""Static cluster to the loopback admin, used by the health and stats listeners only."""
+STATS_PATH: Final = "/stats/prometheus"
+"""The one path the stats (scrape) listener answers."""
+TAG_NAMESPACE: Final = "namespace"
+TAG_WORKLOAD: Final = "workload"
+TAG_TARGET: Final = "target"
+"""Labels the router's cluster stats carry (from the cluster name, ``render_stats_config``)."""
+
+DEFAULT_LATENCY_BUCKETS_MS: Final[tuple[float, ...]] = (
+    5, 10, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 750,
+    1_000, 1_500, 2_000, 2_500, 3_000, 4_000, 5_000, 7_500,
+    10_000, 15_000, 20_000, 30_000, 45_000, 60_000, 120_000, 300_000, 900_000,
+)  # fmt: skip
+"""Bucket bounds (ms) of the router's request-time histogram: a bound at every common latency objective from 50 ms
+to 60 s (100/200/250/300/500/750 ms, 1/1.5/2/2.5/3/4/5/7.5/10/15/20/30/45/60 s), up to Lambda's 900 s limit. An
+objective between two bounds is measured against the bound under it (misses over-counted: more capacity, never
+less). 30 buckets per (workload, target): mind the series count on large fleets (``EnvoySettings``)."""
 
 CLUSTER_TYPE_URL: Final = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ROUTE_CONFIG_TYPE_URL: Final = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -114,6 +145,12 @@ class EnvoySettings:
     """Port of the listener proxying ``GET /ready`` and ``GET /stats`` to the admin (None = no such listener)."""
     health_address: str = "0.0.0.0"
     """Address of the health listener."""
+    stats_port: int | None = 9903
+    """Port Prometheus scrapes: only ``GET /stats/prometheus`` (None = no such listener)."""
+    stats_address: str = "0.0.0.0"
+    """Address of the stats listener."""
+    latency_buckets_ms: tuple[float, ...] = DEFAULT_LATENCY_BUCKETS_MS
+    """Bucket bounds (milliseconds, ascending) of every cluster's ``upstream_rq_time`` histogram."""
     xds_dir: str = "/etc/inference-router"
     """Directory holding ``cds.json`` and ``rds.json`` (a ConfigMap mount in the cluster)."""
     stat_prefix: str = "ingress"
@@ -138,6 +175,21 @@ class EnvoySettings:
     """Envoy node id (shows in logs and admin)."""
     max_downstream_connections: int = 50_000
     """Connections the router accepts at once, over all listeners (Envoy's overload manager)."""
+
+    def __post_init__(self) -> None:
+        buckets = self.latency_buckets_ms
+        if not buckets or any(not 0 < b < float("inf") for b in buckets) or list(buckets) != sorted(set(buckets)):
+            raise ValueError(f"latency_buckets_ms must be positive, finite and strictly ascending, got {buckets}")
+
+
+def parse_latency_buckets(text: str) -> tuple[float, ...]:
+    """``"50,100,250"`` -> ``(50.0, 100.0, 250.0)`` (milliseconds); ``ValueError`` naming what is wrong."""
+    try:
+        buckets = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"latency buckets must be comma-separated milliseconds, got {text!r}") from None
+    EnvoySettings(latency_buckets_ms=buckets)  # the same checks as everywhere else
+    return buckets
 
 
 def xds_version(resources: Sequence[JsonDict]) -> str:
@@ -379,27 +431,55 @@ def _listener(name: str, address: str, port: int, hcm: JsonDict) -> JsonDict:
     }
 
 
-def _health_listener(settings: EnvoySettings, port: int) -> JsonDict:
+def _admin_proxy_listener(name: str, address: str, port: int, paths: Sequence[str]) -> JsonDict:
+    """A listener that sends ``GET`` of exactly ``paths`` (any query string) to the loopback admin and answers
+    everything else with a 404: no other admin endpoint (``/config_dump``, ``/clusters``, ``/quitquitquit``, ...)
+    is reachable through it."""
     get_only = [{"name": ":method", "string_match": {"exact": "GET"}}]
+    routes: list[JsonDict] = [
+        {"match": {"path": path, "headers": get_only}, "route": {"cluster": ADMIN_CLUSTER}} for path in paths
+    ]
+    routes.append(
+        {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {"inline_string": "not found\n"}}}
+    )
     hcm = {
         "@type": _HCM_TYPE_URL,
-        "stat_prefix": "health",
-        "route_config": {
-            "name": "health",
-            "virtual_hosts": [
-                {
-                    "name": "health",
-                    "domains": ["*"],
-                    "routes": [
-                        {"match": {"path": "/ready", "headers": get_only}, "route": {"cluster": ADMIN_CLUSTER}},
-                        {"match": {"prefix": "/stats", "headers": get_only}, "route": {"cluster": ADMIN_CLUSTER}},
-                    ],
-                }
-            ],
-        },
+        "stat_prefix": name,
+        "route_config": {"name": name, "virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}]},
         "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER_TYPE_URL}}],
     }
-    return _listener("health", settings.health_address, port, hcm)
+    return _listener(name, address, port, hcm)
+
+
+def _health_listener(settings: EnvoySettings, port: int) -> JsonDict:
+    return _admin_proxy_listener("health", settings.health_address, port, ["/ready", "/stats"])
+
+
+def _stats_listener(settings: EnvoySettings, port: int) -> JsonDict:
+    return _admin_proxy_listener("stats", settings.stats_address, port, [STATS_PATH])
+
+
+def render_stats_config(settings: EnvoySettings | None = None) -> JsonDict:
+    """The bootstrap's ``stats_config``: the ``namespace``/``workload``/``target`` tags from the cluster name
+    (``ip|NAMESPACE|NAME|TARGET``; Envoy's default tags, ``envoy_cluster_name`` and ``envoy_response_code`` among
+    them, stay) and the request-time histogram's buckets. Each regex's first group is what the tag removes from
+    the stat name, its second the tag's value."""
+    settings = settings or EnvoySettings()
+    field_ = r"[^|]+"
+    return {
+        "stats_tags": [
+            {"tag_name": TAG_NAMESPACE, "regex": rf"^cluster\.(ip\|({field_})\|){field_}\|[^|.]+\."},
+            {"tag_name": TAG_WORKLOAD, "regex": rf"^cluster\.ip\|{field_}\|(({field_})\|)[^|.]+\."},
+            {"tag_name": TAG_TARGET, "regex": rf"^cluster\.ip\|{field_}\|{field_}\|(([^|.]+)\.)"},
+        ],
+        "histogram_bucket_settings": [
+            {
+                # the router's clusters only, and not the external/internal split of the same histogram
+                "match": {"safe_regex": {"regex": r"^cluster\.ip\|.*\|[^|.]+\.upstream_rq_time$"}},
+                "buckets": [float(b) for b in settings.latency_buckets_ms],
+            }
+        ],
+    }
 
 
 def _static_cluster(name: str, address: UpstreamAddress, settings: EnvoySettings) -> JsonDict:
@@ -410,7 +490,7 @@ def _static_cluster(name: str, address: UpstreamAddress, settings: EnvoySettings
 
 def _static_clusters(settings: EnvoySettings) -> list[JsonDict]:
     clusters = [_static_cluster(GCP_METADATA_CLUSTER, settings.gcp_metadata, settings)]
-    if settings.health_port is not None:
+    if settings.health_port is not None or settings.stats_port is not None:
         admin = UpstreamAddress(settings.admin_address, settings.admin_port)
         clusters.append(_static_cluster(ADMIN_CLUSTER, admin, settings))
     return clusters
@@ -420,6 +500,8 @@ def _listeners(settings: EnvoySettings, routes_from: JsonDict) -> list[JsonDict]
     listeners = [_listener("inference", settings.listen_address, settings.listen_port, _hcm(settings, routes_from))]
     if settings.health_port is not None:
         listeners.append(_health_listener(settings, settings.health_port))
+    if settings.stats_port is not None:
+        listeners.append(_stats_listener(settings, settings.stats_port))
     return listeners
 
 
@@ -427,6 +509,7 @@ def _skeleton(settings: EnvoySettings) -> JsonDict:
     return {
         "node": {"id": settings.node_id, "cluster": settings.node_id},
         "admin": {"address": _socket_address(settings.admin_address, settings.admin_port)},
+        "stats_config": render_stats_config(settings),
         "overload_manager": {
             "resource_monitors": [
                 {

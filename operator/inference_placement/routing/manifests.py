@@ -4,7 +4,9 @@
   ``EnvoySettings.xds_dir``, and Envoy's ``watched_directory`` picks up the kubelet's atomic ``..data`` swap.
   One ConfigMap write is one move of ``plan_xds_writes``: the operator writes CDS-union, waits until the router's
   stats (health listener, ``/stats``) report the version, then RDS, then CDS-final, exactly like the file applier;
-* the router Deployment (official Envoy image as a parameter), its ClusterIP Service, and per workload an
+* the router Deployment (official Envoy image as a parameter; container ports ``http``, ``health`` and ``stats``,
+  the last one the scrape port serving only ``/stats/prometheus``, which the chart's PodMonitor scrapes), its
+  ClusterIP Service, and per workload an
   ExternalName Service ``NAME`` in the workload's namespace resolving to the router: the stable endpoint
   ``http://NAME.NAMESPACE.svc`` whose Host header selects the workload's virtual host.
 """
@@ -138,6 +140,11 @@ def render_router_deployment(
         "ports": [
             {"name": "http", "containerPort": settings.listen_port, "protocol": "TCP"},
             {"name": "health", "containerPort": settings.health_port, "protocol": "TCP"},
+            *(
+                [{"name": "stats", "containerPort": settings.stats_port, "protocol": "TCP"}]
+                if settings.stats_port is not None
+                else []
+            ),
         ],
         "readinessProbe": {
             "httpGet": {"path": "/ready", "port": "health"},
@@ -193,9 +200,13 @@ def render_router_deployment(
 def render_router_service(
     settings: EnvoySettings | None = None, *, name: str = ROUTER_NAME, namespace: str = "inference-placement"
 ) -> JsonDict:
-    """ClusterIP Service of the router: port 80 to the workload listener."""
+    """ClusterIP Service of the router: port 80 to the workload listener, and the scrape port (``stats``, only
+    ``/stats/prometheus``) for a ServiceMonitor."""
     settings = settings or EnvoySettings()
     labels = _labels(name)
+    ports: list[JsonDict] = [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    if settings.stats_port is not None:
+        ports.append({"name": "stats", "port": settings.stats_port, "targetPort": "stats", "protocol": "TCP"})
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -203,7 +214,7 @@ def render_router_service(
         "spec": {
             "type": "ClusterIP",
             "selector": {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            "ports": ports,
         },
     }
 

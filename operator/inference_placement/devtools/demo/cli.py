@@ -184,6 +184,7 @@ class _Demo:
             find_binaries()[0],
             self.work / "prometheus",
             scrape_targets=[(url.removeprefix("http://"), labels) for url in (cluster_model, cloudrun_model)],
+            router_targets=[self.envoy.stats_target],
             scrape_seconds=1,
             ready_timeout_seconds=30,
         )
