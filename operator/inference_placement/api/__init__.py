@@ -1,6 +1,7 @@
 """The InferenceWorkload API: pydantic models that are the single source of truth for the CRD."""
 
 from inference_placement.api.spec import (
+    SERVERLESS,
     AcceleratorSpec,
     AcceleratorType,
     BudgetAction,
@@ -63,6 +64,7 @@ __all__ = [
     "PlacementSpec",
     "ProjectedCosts",
     "Reason",
+    "SERVERLESS",
     "SLOSpec",
     "ScalingSpec",
     "TargetName",

@@ -8,7 +8,7 @@ a workload through them. Field names are snake_case in Python and camelCase on t
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
@@ -31,6 +31,7 @@ __all__ = [
     "ModelSpec",
     "PlacementSpec",
     "Quantity",
+    "SERVERLESS",
     "SLOSpec",
     "ScalingSpec",
     "TargetName",
@@ -90,6 +91,11 @@ class TargetName(StrEnum):
     CLUSTER = "cluster"
     CLOUDRUN = "cloudrun"
     LAMBDA = "lambda"
+
+
+SERVERLESS: Final[tuple[TargetName, ...]] = (TargetName.CLOUDRUN, TargetName.LAMBDA)
+"""The targets the platform scales (instances, cold starts, warm floors), in ``TargetName`` order: a tuple because
+callers list them in this order (``explain``'s thresholds, the reconciler's cleanup)."""
 
 
 class BudgetAction(StrEnum):
