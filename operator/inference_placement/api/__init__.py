@@ -33,7 +33,7 @@ from inference_placement.api.status import (
     ProjectedCosts,
     Reason,
 )
-from inference_placement.api.workload import API_VERSION, GROUP, KIND, PLURAL, VERSION, InferenceWorkload
+from inference_placement.api.workload import API_VERSION, GROUP, KIND, PLURAL, VERSION, InferenceWorkload, WorkloadKey
 
 __all__ = [
     "API_VERSION",
@@ -71,4 +71,5 @@ __all__ = [
     "ThresholdMode",
     "ThresholdsSpec",
     "VERSION",
+    "WorkloadKey",
 ]
