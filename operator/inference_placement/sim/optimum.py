@@ -67,10 +67,16 @@ class _HoldMode:
         return [self.mode.control()] if obs.step == 0 else []
 
 
+class OptimumPolicy:
+    """Marker for the benchmark: ``optimum`` is computed by :func:`optimum`, not ticked like the others."""
+
+    name = "optimum"
+
+
 class PlanPolicy:
     """Replays a per-step mode plan, issuing each change early by its lead time (perfect foresight)."""
 
-    name = "optimum"
+    name = OptimumPolicy.name
 
     def __init__(self, plan: Sequence[Mode], economics: dict[TargetName, TargetEconomics], step_seconds: float):
         self.events: dict[int, list[Control]] = {}
@@ -266,12 +272,6 @@ def _dp(
     return plans, cost, misses
 
 
-class OptimumPolicy:
-    """Marker for the benchmark: ``optimum`` is computed by :func:`optimum`, not ticked like the others."""
-
-    name = "optimum"
-
-
 def _choose_plans(
     tables: _Tables, same: FloatArray, cross: FloatArray, gap_steps: int, budget: int
 ) -> list[npt.NDArray[np.int64]]:
@@ -364,5 +364,5 @@ def optimum(
         break
     assert best is not None
     result: WorkloadResult = best
-    result.policy = "optimum"
+    result.policy = OptimumPolicy.name
     return result
