@@ -64,8 +64,6 @@ def workload(spec: InferenceWorkloadSpec, counts: list[int]) -> SimWorkload:
         spec=spec,
         requests=requests_for(trace, 0, service_seconds=spec.model.service_seconds),
         start=datetime(2026, 1, 1, tzinfo=UTC),
-        slo_latency_seconds=spec.slo.latency_p99_seconds,
-        attainment=spec.slo.attainment,
     )
 
 

@@ -112,7 +112,7 @@ def _levels(econ: TargetEconomics, workload: SimWorkload) -> list[int]:
     per_step = reqs.per_step()
     service = float(reqs.service.mean())
     peak_a = float(per_step.max()) / reqs.step_seconds * service
-    tail = max(1e-6, (1.0 - workload.attainment) / 10.0)
+    tail = max(1e-6, (1.0 - workload.spec.slo.attainment) / 10.0)
     top = max(1, math.ceil(float(poisson_slots(peak_a, tail)) / max(1, econ.concurrency)))
     top = min(top, econ.max_instances)
     if econ.billing is Billing.REPLICA:
@@ -312,7 +312,7 @@ def optimum(
     lead = max(e.provision_seconds for e in economics.values())
     gap_steps = math.ceil((lead + drain) / step)
     scored = int(workload.requests.per_step()[round(warmup_seconds / step) :].sum())
-    budget = math.floor((1.0 - workload.attainment) * scored + 1e-9)
+    budget = math.floor((1.0 - workload.spec.slo.attainment) * scored + 1e-9)
 
     best: WorkloadResult | None = None
 
