@@ -102,7 +102,7 @@ def test_parse_quantity(quantity: str | int | float, value: Decimal) -> None:
 )
 def test_parse_quantity_rejects(bad: object) -> None:
     with pytest.raises(ValueError, match="not a Kubernetes quantity"):
-        parse_quantity(bad)  # type: ignore[arg-type]
+        parse_quantity(bad)  # type: ignore[arg-type]  # non-strings of the wrong type are refused too
 
 
 @given(st.decimals(allow_nan=False, allow_infinity=False, min_value=-(10**30), max_value=10**30))
