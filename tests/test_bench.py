@@ -11,7 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from inference_placement.cli import app
-from inference_placement.sim.bench import POLICY_NAMES, run_bench
+from inference_placement.sim.bench import run_bench
+from inference_placement.sim.registry import POLICY_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGED = ROOT / "operator" / "inference_placement" / "data" / "price-book.yaml"

@@ -15,12 +15,13 @@ import pytest
 
 from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.api.validation import parse_spec
+from inference_placement.api.workload import WorkloadKey
 from inference_placement.controller import fleet as fleet_module
 from inference_placement.controller import reconciler as reconciler_module
 from inference_placement.controller.fleet import Fleet
 from inference_placement.controller.reconciler import Reconciler, ReconcileResult, TickInputs
 from inference_placement.devtools.scale.cluster import workload_body
-from inference_placement.metrics.source import MetricsSnapshot, WorkloadKey
+from inference_placement.metrics.source import MetricsSnapshot
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import TrafficWindow
 from inference_placement.policy.price_book import default_price_book

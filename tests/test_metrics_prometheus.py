@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from inference_placement.api.workload import WorkloadKey
 from inference_placement.devtools.processes import free_port
 from inference_placement.devtools.prometheus import Switch
 from inference_placement.metrics.prometheus import WHOLE_WINDOW_POINTS_PER_QUERY, PrometheusSource
@@ -33,7 +34,7 @@ from inference_placement.metrics.promql import (
     TemplateError,
     render_queries,
 )
-from inference_placement.metrics.source import MetricsSnapshot, WorkloadKey
+from inference_placement.metrics.source import MetricsSnapshot
 from tests.plugins.prometheus import OpenMetricsBuilder, PrometheusBinaries, PrometheusServer, running_prometheus
 
 REPO = Path(__file__).resolve().parents[1]

@@ -34,6 +34,7 @@ import pytest
 import yaml
 
 from inference_placement.api.spec import TargetName
+from inference_placement.api.workload import WorkloadKey
 from inference_placement.controller.reconciler import Reconciler, TickInputs
 from inference_placement.devtools.local_stack import start_envoy as start_local_envoy
 from inference_placement.devtools.processes import Processes
@@ -47,7 +48,6 @@ from inference_placement.metrics.promql import (
     render_queries,
 )
 from inference_placement.metrics.slo_buckets import BucketBounds
-from inference_placement.metrics.source import WorkloadKey
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.price_book import default_price_book
 from inference_placement.routing.envoy import (

@@ -187,8 +187,6 @@ def workload(spec: InferenceWorkloadSpec, arrivals: list[float], steps: int) -> 
         spec=spec,
         requests=Requests(a, service, service.copy(), steps, 60.0),
         start=datetime(2026, 1, 1, tzinfo=UTC),
-        slo_latency_seconds=spec.slo.latency_p99_seconds,
-        attainment=spec.slo.attainment,
     )
 
 

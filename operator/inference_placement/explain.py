@@ -52,12 +52,10 @@ __all__ = [
     "render",
     "DEFAULT_STEP_SECONDS",
     "MAX_EVENTS",
-    "SERVERLESS",
     "explain_command",
     "read_workload",
 ]
 
-SERVERLESS = (TargetName.CLOUDRUN, TargetName.LAMBDA)
 DEFAULT_STEP_SECONDS = 60.0
 """Step of the window rebuilt from ``status.observed`` (the status keeps the mean rate, not the series)."""
 MAX_EVENTS = 10

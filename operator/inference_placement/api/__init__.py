@@ -1,6 +1,7 @@
 """The InferenceWorkload API: pydantic models that are the single source of truth for the CRD."""
 
 from inference_placement.api.spec import (
+    SERVERLESS,
     AcceleratorSpec,
     AcceleratorType,
     BudgetAction,
@@ -32,7 +33,7 @@ from inference_placement.api.status import (
     ProjectedCosts,
     Reason,
 )
-from inference_placement.api.workload import API_VERSION, GROUP, KIND, PLURAL, VERSION, InferenceWorkload
+from inference_placement.api.workload import API_VERSION, GROUP, KIND, PLURAL, VERSION, InferenceWorkload, WorkloadKey
 
 __all__ = [
     "API_VERSION",
@@ -63,10 +64,12 @@ __all__ = [
     "PlacementSpec",
     "ProjectedCosts",
     "Reason",
+    "SERVERLESS",
     "SLOSpec",
     "ScalingSpec",
     "TargetName",
     "ThresholdMode",
     "ThresholdsSpec",
     "VERSION",
+    "WorkloadKey",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,6 +21,7 @@ __all__ = [
     "API_VERSION",
     "InferenceWorkload",
     "ObjectMeta",
+    "WorkloadKey",
 ]
 
 GROUP: Final = "placement.inference.dev"
@@ -30,6 +32,17 @@ PLURAL: Final = "inferenceworkloads"
 SINGULAR: Final = "inferenceworkload"
 SHORT_NAME: Final = "iw"
 CATEGORY: Final = "inference"
+
+
+@dataclass(frozen=True)
+class WorkloadKey:
+    """Which workload: the key the fleet, the metrics source, the router and the pinger index workloads by."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
 
 
 class ObjectMeta(BaseModel):

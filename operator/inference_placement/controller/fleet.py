@@ -24,10 +24,11 @@ import aiohttp
 
 from inference_placement.api.spec import InferenceWorkloadSpec
 from inference_placement.api.validation import SpecProblem, parse_spec
+from inference_placement.api.workload import WorkloadKey
 from inference_placement.controller.reconciler import Reconciler, TickInputs
 from inference_placement.controller.router_sync import RouterSync
 from inference_placement.controller.telemetry import Telemetry
-from inference_placement.metrics.source import MetricsSnapshot, MetricsSource, WorkloadKey
+from inference_placement.metrics.source import MetricsSnapshot, MetricsSource
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import TrafficWindow
 from inference_placement.policy.price_book import PriceBook

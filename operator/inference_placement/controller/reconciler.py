@@ -18,7 +18,7 @@ from kubernetes_asyncio.client.rest import ApiException
 from pydantic import ValidationError
 
 from inference_placement.api.conditions import WORKLOAD_CONDITIONS, derive_phase
-from inference_placement.api.spec import InferenceWorkloadSpec, ModelSpec, TargetName
+from inference_placement.api.spec import SERVERLESS, InferenceWorkloadSpec, ModelSpec, TargetName
 from inference_placement.api.status import (
     BudgetStatus,
     Condition,
@@ -36,7 +36,7 @@ from inference_placement.api.status import (
     TargetsStatus,
 )
 from inference_placement.api.validation import SpecProblem, parse_spec
-from inference_placement.api.workload import InferenceWorkload, ObjectMeta
+from inference_placement.api.workload import InferenceWorkload, ObjectMeta, WorkloadKey
 from inference_placement.controller.kube import KubeWriter, now_rfc3339
 from inference_placement.controller.migration import (
     MigrationAction,
@@ -51,7 +51,6 @@ from inference_placement.controller.router_sync import positive_weights
 from inference_placement.controller.status_diff import merge_patch, semantically_equal
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.controller.warm_pinger import PingPlan, WarmPinger
-from inference_placement.metrics.source import WorkloadKey
 from inference_placement.policy.actuation import Actuators, target_settings
 from inference_placement.policy.budget import accrue_spend
 from inference_placement.policy.capacity import ClusterCapacity
@@ -73,7 +72,6 @@ __all__ = ["ReconcileResult", "Reconciler", "TickInputs"]
 
 log = logging.getLogger(__name__)
 
-_SERVERLESS = (TargetName.CLOUDRUN, TargetName.LAMBDA)
 
 
 @dataclass(frozen=True)
@@ -351,7 +349,7 @@ class Reconciler:
         )
         warm = settings.keep_warm_pings if settings is not None else 0
         interval = settings.ping_interval_seconds if settings is not None else None
-        if status.migration is None and placed in _SERVERLESS and warm > 0 and interval:
+        if status.migration is None and placed in SERVERLESS and warm > 0 and interval:
             self.pinger.plan(key, PingPlan(warm, interval, spec.model.health_path))
         else:
             self.pinger.plan(key, None)
@@ -379,7 +377,7 @@ class Reconciler:
             if status.placement is not None:
                 status = await self._ensure(workload, status.placement, decision, status, pending)
             return status
-        if migration.target in _SERVERLESS or migration.source in _SERVERLESS:
+        if migration.target in SERVERLESS or migration.source in SERVERLESS:
             await self._ensure_finalizer(workload.metadata)
         if not _router_serves(migration, status, inputs):
             # The router does not serve this step's weights yet: keep both sides up, move nothing, retire nothing.
@@ -452,7 +450,7 @@ class Reconciler:
         target = self.targets.get(target_name)
         if target is None:
             return _set_target(status, target_name, None, f"{target_name.value} is not configured in this operator")
-        if target_name in _SERVERLESS:
+        if target_name in SERVERLESS:
             await self._ensure_finalizer(workload.metadata)
         migration = status.migration
         settings = target_settings(
@@ -540,7 +538,7 @@ class Reconciler:
             spec = InferenceWorkloadSpec.model_construct(model=ModelSpec.model_construct(image="", size_mb=1))
         workload = InferenceWorkload.model_construct(metadata=meta, spec=spec, status=status)
         all_gone = True
-        for name in _SERVERLESS:
+        for name in SERVERLESS:
             target = self.targets.get(name)
             if target is None:
                 continue

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from inference_placement.api.spec import TargetName
 from inference_placement.api.status import InferenceWorkloadStatus
-from inference_placement.metrics.source import WorkloadKey
+from inference_placement.api.workload import WorkloadKey
 from inference_placement.routing.model import EndpointsConfig, Route, RouteError, route_for
 
 __all__ = ["RouteApplier", "RouterSync", "positive_weights"]

@@ -15,7 +15,7 @@ import kopf
 import yaml
 
 from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
-from inference_placement.api.workload import GROUP, PLURAL, VERSION
+from inference_placement.api.workload import GROUP, PLURAL, VERSION, WorkloadKey
 from inference_placement.controller.fleet import Fleet
 from inference_placement.controller.gc_tuning import tune_gc
 from inference_placement.controller.handlers import build_registry
@@ -32,7 +32,7 @@ from inference_placement.controller.supervisor import supervise
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.controller.warm_pinger import WarmPinger
 from inference_placement.metrics.promql import PromQLTemplates
-from inference_placement.metrics.source import MetricsSource, NoMetricsSource, WorkloadKey
+from inference_placement.metrics.source import MetricsSource, NoMetricsSource
 from inference_placement.policy.price_book import PriceBook, PriceBookError, default_price_book, load_price_book
 from inference_placement.targets.base import Target
 from inference_placement.targets.capacity import CapacityCache

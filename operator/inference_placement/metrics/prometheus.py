@@ -55,9 +55,10 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
+from inference_placement.api.workload import WorkloadKey
 from inference_placement.metrics.promql import PromQLTemplates, Signal, prometheus_duration, render_queries
 from inference_placement.metrics.slo_buckets import INF_LE, BucketBounds, bounds_query, le_matcher, miss_share_query
-from inference_placement.metrics.source import MetricsSnapshot, WorkloadKey
+from inference_placement.metrics.source import MetricsSnapshot
 from inference_placement.policy.decide import TrafficWindow
 
 __all__ = [

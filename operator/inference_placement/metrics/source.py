@@ -7,18 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from inference_placement.api.workload import WorkloadKey
 from inference_placement.policy.decide import TrafficWindow
 
-__all__ = ["MetricsSnapshot", "MetricsSource", "NoMetricsSource", "WorkloadKey"]
-
-
-@dataclass(frozen=True)
-class WorkloadKey:
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
+__all__ = ["MetricsSnapshot", "MetricsSource", "NoMetricsSource"]
 
 
 @dataclass(frozen=True)

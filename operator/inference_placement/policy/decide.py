@@ -26,7 +26,7 @@ from functools import cached_property
 
 import numpy as np
 
-from inference_placement.api.spec import BudgetAction, InferenceWorkloadSpec, TargetName, ThresholdMode
+from inference_placement.api.spec import SERVERLESS, BudgetAction, InferenceWorkloadSpec, TargetName, ThresholdMode
 from inference_placement.policy.actuation import Actuators, effective_spec
 from inference_placement.policy.budget import seconds_to_month_end
 from inference_placement.policy.capacity import ClusterCapacity
@@ -48,7 +48,6 @@ from inference_placement.policy.slo_risk import SloTerms
 
 __all__ = ["Assessment", "Decision", "PlacementState", "TrafficWindow", "assess", "decide", "switch_thresholds"]
 
-_SERVERLESS = (TargetName.LAMBDA, TargetName.CLOUDRUN)
 _PREFERENCE = {TargetName.CLUSTER: 0, TargetName.CLOUDRUN: 1, TargetName.LAMBDA: 2}
 
 
@@ -332,14 +331,14 @@ def _choose(
         return _Choice(current, False, None, "")
     # explicit thresholds decide between the cluster and serverless whatever the cost
     if current is TargetName.CLUSTER or (m.explicit and TargetName.CLUSTER in candidates):
-        serverless_options = [t for t in ranked if t in _SERVERLESS]
+        serverless_options = [t for t in ranked if t in SERVERLESS]
         if current is TargetName.CLUSTER and serverless_options:
             return _offload(m, serverless_options[0])
-    if current in _SERVERLESS and TargetName.CLUSTER in candidates:
+    if current in SERVERLESS and TargetName.CLUSTER in candidates:
         reclaimed = _reclaim(m, cheapest)
         if reclaimed is not None:
             return reclaimed
-    if current in _SERVERLESS and cheapest in _SERVERLESS:
+    if current in SERVERLESS and cheapest in SERVERLESS:
         return _between_serverless(m, cheapest)
     return _Choice(current, False, None, "")
 
@@ -519,7 +518,7 @@ class Assessment:
             return {}
         return {
             t: switch_thresholds(self.spec, self.econs, self.plans, t, self.forecast, self.slo)
-            for t in _SERVERLESS
+            for t in SERVERLESS
             if t in self.plans
         }
 

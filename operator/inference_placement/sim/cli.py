@@ -85,16 +85,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - counts the nested comman
 
         from inference_placement.api.validation import parse_spec
         from inference_placement.policy.price_book import default_price_book, price_book_from_mapping
-        from inference_placement.sim.baselines import (
-            AllCloudRunPolicy,
-            AllLambdaPolicy,
-            ClusterAutoscaledPolicy,
-            ClusterScaleToZeroPolicy,
-            RuleOfThumbPolicy,
-            StaticClusterPolicy,
-        )
         from inference_placement.sim.optimum import optimum as run_optimum
-        from inference_placement.sim.policies import OursPolicy
+        from inference_placement.sim.registry import online_policies
         from inference_placement.sim.report import plot_simulation, simulation_table
         from inference_placement.sim.simulator import SimPolicy, WorkloadResult, feasible_economics
         from inference_placement.sim.simulator import simulate as run
@@ -144,15 +136,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - counts the nested comman
         if not economics:
             console.print("[red]no target can run this workload (see the spec's allowedTargets and limits)[/red]")
             raise typer.Exit(2)
-        policies: list[SimPolicy] = [
-            OursPolicy(),
-            StaticClusterPolicy(),
-            ClusterAutoscaledPolicy(),
-            ClusterScaleToZeroPolicy(),
-            AllLambdaPolicy(),
-            AllCloudRunPolicy(),
-            RuleOfThumbPolicy(),
-        ]
+        policies: list[SimPolicy] = online_policies()
         results: list[WorkloadResult] = []
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("simulating", total=len(policies) + int(optimum))

@@ -48,14 +48,13 @@ TARGET_INDEX = {TargetName.CLUSTER: 0, TargetName.CLOUDRUN: 1, TargetName.LAMBDA
 
 @dataclass(frozen=True)
 class SimWorkload:
-    """One workload of a benchmark row (or of a ``simulate`` run)."""
+    """One workload of a benchmark row (or of a ``simulate`` run): its requests, and the spec every policy, the
+    scoring (``spec.slo``) and the platform model read (nothing of the spec is copied)."""
 
     name: str
     spec: InferenceWorkloadSpec
     requests: Requests
     start: datetime
-    slo_latency_seconds: float
-    attainment: float
 
 
 @dataclass(frozen=True)
@@ -288,7 +287,7 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
     services = reqs.service.tolist()
     parts = reqs.latency_part.tolist()
     n = len(arrivals)
-    slo = workload.slo_latency_seconds + 1e-9
+    slo = workload.spec.slo.latency_p99_seconds + 1e-9
     i = 0
     total_cost = 0.0
     total_misses = 0
@@ -404,7 +403,7 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
         cold_starts=cold_requests,
         migrations=scored_migrations,
         cost_usd=total_cost,
-        attainment_target=workload.attainment,
+        attainment_target=workload.spec.slo.attainment,
         days=(steps - warmup_steps) * step / 86400.0,
         cost_per_step=cost,
         requests_per_step=np.where(np.arange(steps) >= warmup_steps, requests, 0.0),

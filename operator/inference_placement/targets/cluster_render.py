@@ -10,12 +10,11 @@ value (``0.5`` == ``500m``), and an absent list/map equals an empty one.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from inference_placement.api import API_VERSION, KIND, InferenceWorkload
+from inference_placement.api.quantity import parse_quantity
 from inference_placement.policy.gpu_scheduling import GPUScheduling
 
 __all__ = [
@@ -33,7 +32,6 @@ __all__ = [
     "merge_patch",
     "model_labels",
     "owner_reference",
-    "parse_quantity",
     "render_deployment",
     "render_service",
     "selector_labels",
@@ -233,41 +231,6 @@ _OWNED_WHEN_ABSENT: Final[Mapping[_FieldPath, frozenset[str]]] = {
     _CONTAINER: frozenset({"env"}),
 }
 """Fields the render owns even when it leaves them out (a workload that became CPU-only drops its affinity)."""
-
-_QUANTITY_RE = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
-_QUANTITY_SUFFIX: Final[Mapping[str, Decimal]] = {
-    "": Decimal(1),
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "k": Decimal("1e3"),
-    "M": Decimal("1e6"),
-    "G": Decimal("1e9"),
-    "T": Decimal("1e12"),
-    "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-    "Ki": Decimal(2**10),
-    "Mi": Decimal(2**20),
-    "Gi": Decimal(2**30),
-    "Ti": Decimal(2**40),
-    "Pi": Decimal(2**50),
-    "Ei": Decimal(2**60),
-}
-
-
-def parse_quantity(quantity: str | int | float) -> Decimal:
-    """A Kubernetes quantity as an exact number: ``"500m"`` -> 0.5, ``"2Gi"`` -> 2147483648, ``4`` -> 4."""
-    if isinstance(quantity, bool):
-        raise ValueError(f"not a quantity: {quantity!r}")
-    if isinstance(quantity, (int, float)):
-        return Decimal(str(quantity))
-    match = _QUANTITY_RE.match(quantity.strip())
-    if match is None or match.group(2) not in _QUANTITY_SUFFIX:
-        raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
-    try:
-        return Decimal(match.group(1)) * _QUANTITY_SUFFIX[match.group(2)]
-    except InvalidOperation as e:
-        raise ValueError(f"not a Kubernetes quantity: {quantity!r}") from e
 
 
 def _is_quantity_map(path: _FieldPath) -> bool:
