@@ -18,6 +18,7 @@ crd: setup
 
 lint: setup
 	.venv/bin/ruff check operator tests
+	.venv/bin/ruff format --check operator tests
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 

@@ -8,9 +8,14 @@ from typing import Any
 import pytest
 import yaml
 
-from inference_placement.api import SERVERLESS, InferenceWorkloadSpec, TargetName
 from inference_placement.api.crd import render_crd, render_crd_yaml
-from inference_placement.api.spec import parse_cpu_cores, parse_memory_mib
+from inference_placement.api.spec import (
+    SERVERLESS,
+    InferenceWorkloadSpec,
+    TargetName,
+    parse_cpu_cores,
+    parse_memory_mib,
+)
 from inference_placement.api.validation import parse_spec, semantic_problems
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from inference_placement.api import InferenceWorkloadSpec, Reason, TargetName
+from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
+from inference_placement.api.status import Reason
 from inference_placement.policy.capacity import ClusterCapacity, ResourceCapacity, replica_fit
 from inference_placement.policy.decide import PlacementState, TrafficWindow, decide
 from inference_placement.policy.feasibility import assess_feasibility
@@ -865,7 +866,7 @@ async def test_placement_avoids_the_cluster_when_its_only_gpu_is_taken(
         assert not ok
         assert message.startswith("0 of 1 nvidia.com/gpu free on NVIDIA-L4 (1 node)")
         now = datetime.now(UTC)
-        window = TrafficWindow(step_seconds=15, rps=(2.0,) * 40, latency_p99_seconds=None, end=now)
+        window = TrafficWindow(step_seconds=15, rps=(2.0,) * 40, observed_p99_seconds=None, end=now)
         decision = decide(l4, window, PlacementState(None, None, 0.0), book, snapshot, now)
         assert TargetName.CLUSTER in decision.infeasible
         assert decision.target is TargetName.CLOUDRUN, decision.reason

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from inference_placement.api import InferenceWorkload
+from inference_placement.api.workload import InferenceWorkload
 from inference_placement.policy.gpu_scheduling import CPU_ONLY, GPUNodeFacts, GPUScheduling, scheduling_for
 from inference_placement.targets import cluster_render
 from inference_placement.targets.cluster_render import (

@@ -82,7 +82,7 @@ def test_seed_002_lambda_2s_1gb_3m_requests_costs_about_100_to_110_a_month() -> 
     # the same figure out of the projection: a steady 3M requests/month, kept warm by one cheap ping
     rate = 3_000_000 / MONTH_SECONDS
     forecast = forecast_from_rates(_spec(lambda_mb=1024, service=2.0), np.full(60, rate), 60.0)
-    slo = SloTerms(latency_seconds=5.0, attainment=0.99, tolerable_cold_start_seconds=10.0)
+    slo = SloTerms(objective_seconds=5.0, attainment=0.99, tolerable_cold_start_seconds=10.0)
     projection = plan_target(lam, forecast, slo)
     assert 100 <= projection.monthly_usd() <= 110
 

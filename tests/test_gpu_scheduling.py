@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from inference_placement.api import AcceleratorType, InferenceWorkloadSpec
+from inference_placement.api.spec import AcceleratorType, InferenceWorkloadSpec
 from inference_placement.policy import gpu_scheduling
 from inference_placement.policy.gpu_scheduling import (
     CPU_ONLY,

@@ -301,11 +301,11 @@ async def test_latency_p99_and_service_time_come_from_the_histogram(prom: Promet
     snapshot = await _source(prom.url).fetch(_keys("trace", *TRACE_FUNCTIONS), NOW)
     for name in ("busy", "steady", "bursty"):
         window = snapshot.windows[WorkloadKey("trace", name)]
-        assert window.latency_p99_seconds == pytest.approx(EXPECTED_P99_SECONDS), name
+        assert window.observed_p99_seconds == pytest.approx(EXPECTED_P99_SECONDS), name
         assert window.service_seconds == pytest.approx(MEAN_SERVICE_SECONDS), name
     # no request in the last minute: p99 and mean are 0/0 in PromQL, i.e. unknown, and the window still counts
     idle_now = snapshot.windows[WorkloadKey("trace", "alternating")]
-    assert idle_now.latency_p99_seconds is None and idle_now.service_seconds is None
+    assert idle_now.observed_p99_seconds is None and idle_now.service_seconds is None
     assert idle_now.rps[-1] == 0.0 and max(idle_now.rps) > 0
 
 
@@ -409,7 +409,7 @@ async def test_garbage_values_give_that_workload_no_window(prom: PrometheusServe
 async def test_nan_latency_reads_as_unknown_not_garbage(prom: PrometheusServer) -> None:
     key = WorkloadKey("garbage", "nan-latency")
     snapshot = await _source(prom.url, templates=GARBAGE_TEMPLATES).fetch([key], NOW)
-    assert snapshot.windows[key].latency_p99_seconds is None
+    assert snapshot.windows[key].observed_p99_seconds is None
     assert snapshot.windows[key].rps[-1] == 1.0
 
 

@@ -102,7 +102,7 @@ def _window(rps: float, *, end: datetime, p99: float | None = 0.1, miss_share: f
     return TrafficWindow(
         step_seconds=30.0,
         rps=(rps,) * 30,
-        latency_p99_seconds=p99,
+        observed_p99_seconds=p99,
         end=end - timedelta(seconds=30),
         slo_miss_share=miss_share,
     )
@@ -232,7 +232,7 @@ def test_explain_shows_the_thresholds_decide_moves_by() -> None:
 def assess_from_status(body: dict[str, Any]) -> Any:
     spec = _spec(body)
     end = NOW - timedelta(seconds=30)
-    window = TrafficWindow(step_seconds=60.0, rps=(0.2,) * 15, latency_p99_seconds=None, end=end)
+    window = TrafficWindow(step_seconds=60.0, rps=(0.2,) * 15, observed_p99_seconds=None, end=end)
     state = PlacementState(current=TargetName.CLUSTER, last_migration_finished_at=None, month_to_date_usd=0.0)
     return assess(spec, window, state, PB, ClusterCapacity(), window.end)
 
@@ -271,7 +271,7 @@ def test_the_simulator_accrues_the_month_as_the_live_status_does() -> None:
             service_sum_per_step=requests * 0.05,
             misses_per_step=np.zeros(steps),
             peak_in_flight_per_step=np.zeros(steps),
-            latency_p99_seconds=0.1,
+            observed_p99_seconds=0.1,
             warm_latency_seconds=None,
             placement=TargetName.CLUSTER,
             migrating=False,
@@ -317,7 +317,7 @@ def test_the_simulated_window_holds_only_what_the_live_source_measures() -> None
         service_sum_per_step=requests * 0.05,
         misses_per_step=np.r_[np.zeros(steps - 5), np.full(5, 60.0)],
         peak_in_flight_per_step=np.full(steps, 40.0),
-        latency_p99_seconds=0.3,
+        observed_p99_seconds=0.3,
         warm_latency_seconds=0.04,
         placement=TargetName.CLUSTER,
         migrating=False,

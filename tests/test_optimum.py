@@ -32,7 +32,7 @@ PB = default_price_book()
 def cpu_spec() -> InferenceWorkloadSpec:
     return InferenceWorkloadSpec(
         model=ModelSpec(image="x", size_mb=300, cpu="1", memory="2Gi", service_seconds=0.04),
-        slo=SLOSpec(latency_p99_seconds=0.3, attainment=0.99),
+        slo=SLOSpec(objective_seconds=0.3, attainment=0.99),
         placement=PlacementSpec(allowed_targets=list(TargetName)),
         scaling=ScalingSpec(min_replicas=0, target_concurrency=4),
         lambda_=LambdaSpec(memory_mb=2048),
@@ -43,7 +43,7 @@ def gpu_spec() -> InferenceWorkloadSpec:
     return InferenceWorkloadSpec(
         model=ModelSpec(image="x", size_mb=1300, cpu="2", memory="8Gi", service_seconds=0.025),
         accelerator=AcceleratorSpec(type=AcceleratorType.NVIDIA_L4),
-        slo=SLOSpec(latency_p99_seconds=0.2, attainment=0.99),
+        slo=SLOSpec(objective_seconds=0.2, attainment=0.99),
         placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER, TargetName.CLOUDRUN]),
         scaling=ScalingSpec(min_replicas=0, target_concurrency=8),
     )

@@ -41,7 +41,7 @@ def cpu_spec(**placement: object) -> InferenceWorkloadSpec:
     """A small CPU classifier (seed 000's 'lightweight inference')."""
     return InferenceWorkloadSpec(
         model=ModelSpec(image="x", size_mb=300, cpu="1", memory="2Gi", service_seconds=0.04),
-        slo=SLOSpec(latency_p99_seconds=0.3, attainment=0.99),
+        slo=SLOSpec(objective_seconds=0.3, attainment=0.99),
         placement=PlacementSpec(**({"allowed_targets": ALL} | placement)),
     )
 
@@ -50,7 +50,7 @@ def gpu_spec(**overrides: object) -> InferenceWorkloadSpec:
     base: dict[str, object] = {
         "model": ModelSpec(image="x", size_mb=1300, cpu="4", memory="16Gi", service_seconds=0.025),
         "accelerator": AcceleratorSpec(type=AcceleratorType.NVIDIA_L4),
-        "slo": SLOSpec(latency_p99_seconds=0.2),
+        "slo": SLOSpec(objective_seconds=0.2),
         "placement": PlacementSpec(allowed_targets=[TargetName.CLUSTER, TargetName.CLOUDRUN]),
         "scaling": ScalingSpec(target_concurrency=8),
     }
@@ -62,7 +62,7 @@ def window(
     rps: float | list[float], steps: int = 120, *, end: datetime = NOW, p99: float | None = None
 ) -> TrafficWindow:
     rates = [float(rps)] * steps if not isinstance(rps, list) else [float(r) for r in rps]
-    return TrafficWindow(step_seconds=60.0, rps=tuple(rates), latency_p99_seconds=p99, end=end)
+    return TrafficWindow(step_seconds=60.0, rps=tuple(rates), observed_p99_seconds=p99, end=end)
 
 
 def state(current: TargetName | None, *, finished: datetime | None = None, mtd: float = 0.0) -> PlacementState:
@@ -405,7 +405,7 @@ def llm_spec() -> InferenceWorkloadSpec:
     return InferenceWorkloadSpec(
         model=ModelSpec(image="x", size_mb=14000, cpu="4", memory="32Gi", service_seconds=4.45),
         accelerator=AcceleratorSpec(type=AcceleratorType.NVIDIA_L4),
-        slo=SLOSpec(latency_p99_seconds=2.0),
+        slo=SLOSpec(objective_seconds=2.0),
         placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER]),
         scaling=ScalingSpec(target_concurrency=16, max_replicas=20),
     )

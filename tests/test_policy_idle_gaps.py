@@ -45,7 +45,7 @@ def gpu_spec() -> InferenceWorkloadSpec:
     return InferenceWorkloadSpec(
         model=ModelSpec(image="x", size_mb=1300, cpu="2", memory="8Gi", service_seconds=0.025),
         accelerator=AcceleratorSpec(type=AcceleratorType.NVIDIA_L4),
-        slo=SLOSpec(latency_p99_seconds=0.2, attainment=0.99),
+        slo=SLOSpec(objective_seconds=0.2, attainment=0.99),
         placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER, TargetName.CLOUDRUN]),
         scaling=ScalingSpec(min_replicas=0, max_replicas=50, target_concurrency=8),
     )
@@ -56,7 +56,7 @@ def window_of(history: np.ndarray, misses: float = 0.0) -> TrafficWindow:
     return TrafficWindow(
         step_seconds=60.0,
         rps=recent,
-        latency_p99_seconds=None,
+        observed_p99_seconds=None,
         end=NOW,
         service_seconds=0.025,
         peak_in_flight=tuple(1.0 if r > 0 else 0.0 for r in recent),

@@ -51,7 +51,7 @@ def _window(*, miss_share: float | None, p99: float | None) -> TrafficWindow:
     return TrafficWindow(
         step_seconds=30.0,
         rps=rps,
-        latency_p99_seconds=p99,
+        observed_p99_seconds=p99,
         end=NOW - timedelta(seconds=30),
         slo_miss_share=miss_share,
         slo_misses=misses,

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from inference_placement.api import InferenceWorkload
 from inference_placement.api.spec import TargetName
 from inference_placement.api.status import (
     InferenceWorkloadStatus,
@@ -23,6 +22,7 @@ from inference_placement.api.status import (
     TargetResourceStatus,
     TargetsStatus,
 )
+from inference_placement.api.workload import InferenceWorkload
 from inference_placement.routing.envoy import (
     CLUSTER_TYPE_URL,
     EnvoySettings,

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from inference_placement.api import InferenceWorkload
 from inference_placement.api.spec import TargetName
 from inference_placement.api.status import (
     InferenceWorkloadStatus,
@@ -17,6 +16,7 @@ from inference_placement.api.status import (
     TargetResourceStatus,
     TargetsStatus,
 )
+from inference_placement.api.workload import InferenceWorkload
 from inference_placement.controller.migration import MigrationObservation, MigrationTimings, advance, start_migration
 from inference_placement.routing import envoy, manifests, model, xds_files
 from inference_placement.routing.envoy import (

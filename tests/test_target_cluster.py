@@ -22,7 +22,7 @@ import pytest
 from kubernetes_asyncio import config as async_config
 from kubernetes_asyncio.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, CustomObjectsApi
 
-from inference_placement.api import GROUP, PLURAL, VERSION, InferenceWorkload
+from inference_placement.api.workload import GROUP, PLURAL, VERSION, InferenceWorkload
 from inference_placement.policy.gpu_scheduling import requirement_matches
 from inference_placement.targets import cluster as cluster_module
 from inference_placement.targets.base import DesiredTarget, NotOwnedError

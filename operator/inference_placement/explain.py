@@ -34,6 +34,7 @@ from inference_placement.api.status import (
     ObservedTraffic,
     TargetResourceStatus,
 )
+from inference_placement.api.timestamps import parse_time
 from inference_placement.api.validation import parse_spec
 from inference_placement.api.workload import GROUP, KIND, PLURAL, VERSION
 from inference_placement.policy.capacity import ClusterCapacity
@@ -156,21 +157,11 @@ class Explanation:
 # ----------------------------------------------------------------------------------------------- pure part
 
 
-def _parse_time(stamp: str | None) -> datetime | None:
-    if not stamp:
-        return None
-    try:
-        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _window(observed: ObservedTraffic | None, spec: InferenceWorkloadSpec) -> TrafficWindow | None:
     """The recorded traffic as a constant-rate window ending at the sample time (the status keeps only the mean)."""
     if observed is None or observed.rps is None:
         return None
-    end = _parse_time(observed.sampled_at)
+    end = parse_time(observed.sampled_at)
     if end is None:
         return None
     span = float(observed.window_seconds or max(spec.placement.sustain_seconds, DEFAULT_STEP_SECONDS))
@@ -179,7 +170,7 @@ def _window(observed: ObservedTraffic | None, spec: InferenceWorkloadSpec) -> Tr
     return TrafficWindow(
         step_seconds=step,
         rps=tuple([float(observed.rps)] * steps),
-        latency_p99_seconds=observed.latency_p99_seconds,
+        observed_p99_seconds=observed.observed_p99_seconds,
         end=end,
         slo_miss_share=observed.slo_miss_share,
     )
@@ -265,7 +256,7 @@ def explain_workload(
 
     window = _window(status.observed, spec)
     when = now or (window.end if window is not None else datetime.now(UTC))
-    last_finished = _parse_time(status.last_migration.finished_at) if status.last_migration is not None else None
+    last_finished = parse_time(status.last_migration.finished_at) if status.last_migration is not None else None
     state = PlacementState(
         current=status.placement,
         last_migration_finished_at=last_finished,
@@ -366,7 +357,7 @@ def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 it
     head.add_row("reconciled generation", gens)
     if expl.observed is not None:
         obs = expl.observed
-        p99 = f"{obs.latency_p99_seconds * 1000:.0f} ms" if obs.latency_p99_seconds is not None else "-"
+        p99 = f"{obs.observed_p99_seconds * 1000:.0f} ms" if obs.observed_p99_seconds is not None else "-"
         head.add_row(
             "observed", f"{obs.rps if obs.rps is not None else '-'} rps, p99 {p99}, at {obs.sampled_at or '-'}"
         )

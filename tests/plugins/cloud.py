@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from inference_placement.api import InferenceWorkload
+from inference_placement.api.workload import InferenceWorkload
 from inference_placement.targets.retry import RetryPolicy
 from tests.plugins.secret_scan import CANARY_AWS_ACCESS_KEY_ID, CANARY_AWS_SECRET_ACCESS_KEY
 

@@ -204,7 +204,9 @@ class AcceleratorSpec(ApiModel):
 class SLOSpec(ApiModel):
     """The service level the workload must meet wherever it runs."""
 
-    latency_p99_seconds: float = Field(default=1.0, gt=0, description="p99 end-to-end latency objective, seconds.")
+    objective_seconds: float = Field(
+        default=1.0, gt=0, alias="latencyP99Seconds", description="p99 end-to-end latency objective, seconds."
+    )
     attainment: float = Field(
         default=0.99, ge=0.5, le=1.0, description="Share of requests that must finish within latencyP99Seconds."
     )

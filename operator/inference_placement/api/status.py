@@ -108,7 +108,9 @@ class ObservedTraffic(ApiModel):
     """The metrics window the last decision used."""
 
     rps: float | None = Field(default=None, ge=0, description="Mean requests per second over the window.")
-    latency_p99_seconds: float | None = Field(default=None, ge=0, description="Observed p99 latency.")
+    observed_p99_seconds: float | None = Field(
+        default=None, ge=0, alias="latencyP99Seconds", description="Observed p99 latency."
+    )
     slo_miss_share: float | None = Field(
         default=None,
         ge=0,

@@ -303,7 +303,7 @@ class Fleet:
         for key, entry in self._workloads.items():
             spec = self._parsed(entry)[0]
             if spec is not None:
-                out[key] = spec.slo.latency_p99_seconds
+                out[key] = spec.slo.objective_seconds
         return out
 
     def _resync_picks(self, now: float) -> set[WorkloadKey]:
@@ -448,7 +448,7 @@ def _window_fingerprint(window: TrafficWindow | None) -> tuple[Any, ...] | None:
         _q(max(recent)) if recent else None,
         _q(min(recent)) if recent else None,
         _q(rps[-1]) if rps else None,
-        _q(window.latency_p99_seconds),
+        _q(window.observed_p99_seconds),
         _q(window.service_seconds),
         _q(window.warm_latency_seconds),
         _q(window.slo_miss_share),

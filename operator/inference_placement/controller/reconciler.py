@@ -73,7 +73,6 @@ __all__ = ["ReconcileResult", "Reconciler", "TickInputs"]
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class TickInputs:
     """What the fleet loop gathered once per tick for all workloads, and hands to each reconcile."""
@@ -696,7 +695,7 @@ def _observed(window: TrafficWindow | None) -> ObservedTraffic | None:
     mean = sum(window.rps) / len(window.rps)
     return ObservedTraffic(
         rps=round(mean, 4),
-        latency_p99_seconds=window.latency_p99_seconds,
+        observed_p99_seconds=window.observed_p99_seconds,
         slo_miss_share=None if window.slo_miss_share is None else round(window.slo_miss_share, 5),
         window_seconds=int(window.step_seconds * len(window.rps)),
         sampled_at=now_rfc3339(window.end),

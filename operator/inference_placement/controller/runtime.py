@@ -316,6 +316,20 @@ def _secret_dir(directory: Path) -> dict[str, str]:
     }
 
 
+def _with_credentials(
+    target_class: Any, credentials_dir: Path | None, redactor: SecretRedactingFilter, kwargs: dict[str, Any]
+) -> Target:
+    """A cloud target built with the credentials in a Secret mounted as ``credentials_dir`` (their values scrubbed
+    from every log line from now on), or with ``kwargs`` alone (workload identity, the default chain)."""
+    if credentials_dir is None:
+        built: Target = target_class(**kwargs)
+        return built
+    data = _secret_dir(credentials_dir)
+    redactor.add_secrets(secret_values(data))
+    from_secret: Target = target_class.from_secret(data, **kwargs)
+    return from_secret
+
+
 def _serverless_targets(
     cloudrun: CloudRunSettings, lambda_: LambdaSettings, redactor: SecretRedactingFilter
 ) -> dict[TargetName, Target]:
@@ -334,14 +348,9 @@ def _serverless_targets(
             "request_timeout_seconds": cloudrun.request_timeout_seconds,
             "api_endpoint": cloudrun.endpoint,
         }
-        if cloudrun.credentials_dir is not None:
-            data = _secret_dir(cloudrun.credentials_dir)
-            redactor.add_secrets(secret_values(data))
-            targets[TargetName.CLOUDRUN] = CloudRunTarget.from_secret(data, **kwargs)
-        elif cloudrun.endpoint is not None and cloudrun.anonymous:
-            targets[TargetName.CLOUDRUN] = CloudRunTarget(credentials=google_anonymous_credentials(), **kwargs)
-        else:
-            targets[TargetName.CLOUDRUN] = CloudRunTarget(**kwargs)
+        if cloudrun.credentials_dir is None and cloudrun.endpoint is not None and cloudrun.anonymous:
+            kwargs["credentials"] = google_anonymous_credentials()
+        targets[TargetName.CLOUDRUN] = _with_credentials(CloudRunTarget, cloudrun.credentials_dir, redactor, kwargs)
     if lambda_.active:
         from inference_placement.targets.aws_lambda import LambdaTarget
 
@@ -350,12 +359,7 @@ def _serverless_targets(
             "read_timeout_seconds": lambda_.read_timeout_seconds,
             "endpoint_url": lambda_.endpoint,
         }
-        if lambda_.credentials_dir is not None:
-            data = _secret_dir(lambda_.credentials_dir)
-            redactor.add_secrets(secret_values(data))
-            targets[TargetName.LAMBDA] = LambdaTarget.from_secret(data, **lkwargs)
-        else:
-            targets[TargetName.LAMBDA] = LambdaTarget(**lkwargs)
+        targets[TargetName.LAMBDA] = _with_credentials(LambdaTarget, lambda_.credentials_dir, redactor, lkwargs)
     return targets
 
 

@@ -112,6 +112,8 @@ PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 """A container's imagePullPolicy."""
 Seconds = Annotated[float, Gt(0)]
 """A duration in seconds, > 0."""
+
+
 def _latency_buckets(value: tuple[float, ...] | None) -> tuple[float, ...] | None:
     """The router's own checks (positive, rising), at start-up rather than when the router is built."""
     if value is not None:

@@ -1,6 +1,6 @@
 """The Prometheus metrics source: per tick ONE range query per signal for ALL workloads, grouped by workload.
 
-Each ``fetch(keys, now, slo_seconds)`` sends the enabled signals' queries (request rate, p99 latency, mean service
+Each ``fetch(keys, now, objective_seconds)`` sends the enabled signals' queries (request rate, p99 latency, mean service
 time, GPU utilisation, the latency buckets at the workloads' objectives; see ``promql.py``) as range queries at
 ``step_seconds`` on a grid of whole steps (the window ends at the last multiple of the step at or before the ``now``
 passed in, never the wall clock), concurrently in worker threads
@@ -10,8 +10,8 @@ number of workloads: one per signal on a steady fetch; a whole-window fetch asks
 
 The share of each workload's requests slower than its SLO (``TrafficWindow.slo_miss_share``, over the last
 ``slo_miss_window_seconds``) comes from the latency histogram (``slo_buckets.py``): which bucket bounds exist is
-asked once an hour (one instant query); each fetch sends one query per bound the objectives in ``slo_seconds`` use,
-for the newest points only, and Prometheus computes the share (one series per workload).
+asked once an hour (one instant query); each fetch sends one query per bound the objectives in
+``objective_seconds`` use, for the newest points only, and Prometheus computes the share (one series per workload).
 
 The router's latest-only readings (in flight, 5xx rate, overflow rate; time to first token where configured) are
 read like p99: each workload's newest point within ``max_staleness_seconds``; absent, NaN or invalid = not reported.
@@ -245,9 +245,9 @@ class PrometheusSource:
     # ------------------------------------------------------------------ the protocol
 
     async def fetch(
-        self, keys: Sequence[WorkloadKey], now: datetime, slo_seconds: Mapping[WorkloadKey, float] | None = None
+        self, keys: Sequence[WorkloadKey], now: datetime, objective_seconds: Mapping[WorkloadKey, float] | None = None
     ) -> MetricsSnapshot:
-        """Windows for ``keys`` ending at ``now``; ``slo_seconds`` (each workload's latency objective) asks for
+        """Windows for ``keys`` ending at ``now``; ``objective_seconds`` (each workload's latency objective) asks for
         their requests slower than it too (workloads without one get none)."""
         if not keys:
             return MetricsSnapshot()
@@ -260,7 +260,7 @@ class PrometheusSource:
         wanted = {(k.namespace, k.name) for k in keys}
         discovery = 0
         le_of: dict[_LabelKey, str] = {}
-        if Signal.LATENCY_BUCKETS in self.queries and slo_seconds:
+        if Signal.LATENCY_BUCKETS in self.queries and objective_seconds:
             try:
                 async with asyncio.timeout(self.timeout_seconds + _FETCH_BUDGET_MARGIN_SECONDS):
                     discovery = await self._refresh_bounds(end_ts)
@@ -270,7 +270,7 @@ class PrometheusSource:
             except Exception as err:  # answered as a problem, like every query's failure
                 return self._failed(f"latency bucket bounds query: {self._describe(err)}", 1)
             for key in keys:
-                objective = slo_seconds.get(key)
+                objective = objective_seconds.get(key)
                 le = None if objective is None else self._bounds.le_for(objective)
                 if le is not None:
                     le_of[(key.namespace, key.name)] = le
@@ -672,7 +672,7 @@ class PrometheusSource:
         return TrafficWindow(
             step_seconds=float(step),
             rps=tuple(run),  # type: ignore[arg-type]  # no None left in the run
-            latency_p99_seconds=latency,
+            observed_p99_seconds=latency,
             end=datetime.fromtimestamp(last_ts, UTC),
             service_seconds=service,
             slo_miss_share=share,

@@ -43,10 +43,10 @@ class MetricsSnapshot:
 
 class MetricsSource(Protocol):
     async def fetch(
-        self, keys: Sequence[WorkloadKey], now: datetime, slo_seconds: Mapping[WorkloadKey, float] | None = None
+        self, keys: Sequence[WorkloadKey], now: datetime, objective_seconds: Mapping[WorkloadKey, float] | None = None
     ) -> MetricsSnapshot:
-        """Windows for ``keys`` ending at ``now``. ``slo_seconds`` gives each workload's latency objective, for the
-        share of its requests slower than it (``TrafficWindow.slo_miss_share``); a source may ignore it."""
+        """Windows for ``keys`` ending at ``now``. ``objective_seconds`` gives each workload's latency objective, for
+        the share of its requests slower than it (``TrafficWindow.slo_miss_share``); a source may ignore it."""
         ...
 
 
@@ -54,6 +54,6 @@ class NoMetricsSource:
     """The operator runs without a metrics backend: every workload reports MetricsAvailable=False."""
 
     async def fetch(
-        self, keys: Sequence[WorkloadKey], now: datetime, slo_seconds: Mapping[WorkloadKey, float] | None = None
+        self, keys: Sequence[WorkloadKey], now: datetime, objective_seconds: Mapping[WorkloadKey, float] | None = None
     ) -> MetricsSnapshot:
         return MetricsSnapshot(problem="no metrics source configured (--prometheus-url)")

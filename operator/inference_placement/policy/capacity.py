@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Final
 
-from inference_placement.api import InferenceWorkloadSpec, Reason
+from inference_placement.api.spec import InferenceWorkloadSpec
+from inference_placement.api.status import Reason
 from inference_placement.policy.gpu_scheduling import GPU_PRODUCT_LABEL, GPUNodeFacts, GPUScheduling, scheduling_for
 
 __all__ = ["CPU", "MEMORY", "ClusterCapacity", "Fit", "NodeCapacity", "ResourceCapacity", "replica_fit"]

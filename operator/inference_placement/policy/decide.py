@@ -58,7 +58,7 @@ class TrafficWindow:
     step_seconds: float
     rps: tuple[float, ...]
     """Request rate per step, oldest first (the window covers >= sustain_seconds when available)."""
-    latency_p99_seconds: float | None
+    observed_p99_seconds: float | None
     end: datetime
     """Time of the last sample (staleness = now - end)."""
     service_seconds: float | None = None
@@ -383,18 +383,18 @@ def _replicas_for(
             needed = observed
             notes.append(f"observed peak {recent_peak:.0f} in flight")
         replicas = max(plan.warm, needed, spec.scaling.min_replicas)
-        p99 = window.latency_p99_seconds if window is not None else None
+        p99 = window.observed_p99_seconds if window is not None else None
         # a step that began a burst after an idle gap may carry a cold start the idle-gap plan budgeted for
         cold_burst = idle_gap is not None and forecast.rps.size >= 2 and forecast.rps[-2] <= 0
         if (
             current is TargetName.CLUSTER
             and p99 is not None
-            and p99 > slo.latency_seconds
+            and p99 > slo.objective_seconds
             and rate > 0
             and not cold_burst
         ):
             replicas += 1
-            notes.append(f"observed p99 {p99 * 1000:.0f} ms > {slo.latency_seconds * 1000:.0f} ms: +1 replica")
+            notes.append(f"observed p99 {p99 * 1000:.0f} ms > {slo.objective_seconds * 1000:.0f} ms: +1 replica")
         if idle_gap is not None and forecast.rps.size and forecast.rps[-1] <= 0:
             # idle now, and the gap statistics say a burst may come: say why the replica stays
             notes.append(idle_gap.describe(forecast.step_seconds))
@@ -618,9 +618,7 @@ class _Target:
     budget_note: str
 
 
-def _target_and_budget(
-    a: Assessment, state: PlacementState, price_book: PriceBook, now: datetime
-) -> _Target:
+def _target_and_budget(a: Assessment, state: PlacementState, price_book: PriceBook, now: datetime) -> _Target:
     """Stage 3, the target (a pin; the first placement; a cheaper target whose threshold held over the sustain
     window, outside the cooldown) and stage 4, the budget (month-to-date plus the forecast to the month's end, and
     the spec's action: prefer-cheaper re-chooses on cost alone)."""
@@ -715,9 +713,7 @@ def _reason(
     parts += [note for note in (t.choice.note, a.calibration_note, replica_note) if note]
     if budget.monthly_usd is not None:
         relation = ">" if t.exceeded else "<="
-        parts.append(
-            f"month projected {_money(t.projected_month_usd)} {relation} budget {_money(budget.monthly_usd)}"
-        )
+        parts.append(f"month projected {_money(t.projected_month_usd)} {relation} budget {_money(budget.monthly_usd)}")
     if budget_note:
         parts.append(budget_note)
     if not a.metrics_ok:

@@ -22,6 +22,7 @@ __all__ = [
     "workload_economics",
 ]
 
+
 class Billing(StrEnum):
     REPLICA = "replica"
     """Cluster: every replica billed for its whole life (GPU share or vCPU-hours)."""

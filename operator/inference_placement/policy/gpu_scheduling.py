@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
-from inference_placement.api import AcceleratorType, GPUSharing, InferenceWorkloadSpec
+from inference_placement.api.spec import AcceleratorType, GPUSharing, InferenceWorkloadSpec
 
 __all__ = [
     "GPU_PRODUCTS",

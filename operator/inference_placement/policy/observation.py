@@ -24,7 +24,7 @@ class ObservedSignals:
     slo_miss_window_seconds: float
     """Span of the measured share of requests slower than the SLO (``slo_miss_share``)."""
     latency_p99: bool = True
-    """``latency_p99_seconds``: the recent p99 from the latency histogram."""
+    """``observed_p99_seconds``: the recent p99 from the latency histogram."""
     service_seconds: bool = True
     """``service_seconds``: the window's mean service time (duration sum / count)."""
     peak_in_flight: bool = False

@@ -29,17 +29,17 @@ def slo_verdict(spec: InferenceWorkloadSpec, window: TrafficWindow | None, decis
     than the budget allows on the target. Measurements count only while the metrics are fresh."""
     slo = spec.slo
     budget = 1.0 - slo.attainment
-    objective_ms = slo.latency_p99_seconds * 1000
+    objective_ms = slo.objective_seconds * 1000
     fresh = window if window is not None and decision.metrics_ok else None
     missed = fresh.slo_miss_share if fresh is not None else None
-    observed_p99 = fresh.latency_p99_seconds if fresh is not None else None
+    observed_p99 = fresh.observed_p99_seconds if fresh is not None else None
     if missed is not None and missed > budget:
         return Verdict(
             True,
             Reason.MISSES_ABOVE_BUDGET,
             f"observed {missed:.2%} of requests slower than {objective_ms:.0f} ms > {budget:.2%} allowed",
         )
-    if observed_p99 is not None and observed_p99 > slo.latency_p99_seconds:
+    if observed_p99 is not None and observed_p99 > slo.objective_seconds:
         return Verdict(
             True,
             Reason.LATENCY_ABOVE_SLO,

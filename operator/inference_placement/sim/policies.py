@@ -81,7 +81,7 @@ def window_from_observation(
     return TrafficWindow(
         step_seconds=step,
         rps=tuple((counts / step).tolist()),
-        latency_p99_seconds=obs.latency_p99_seconds if signals.latency_p99 else None,
+        observed_p99_seconds=obs.observed_p99_seconds if signals.latency_p99 else None,
         end=obs.now,
         service_seconds=service,
         warm_latency_seconds=obs.warm_latency_seconds if signals.warm_latency else None,
@@ -175,7 +175,7 @@ class OursPolicy:
             return None
         return (
             window.rps,
-            window.latency_p99_seconds,
+            window.observed_p99_seconds,
             window.service_seconds,
             window.warm_latency_seconds,
             window.slo_miss_share,

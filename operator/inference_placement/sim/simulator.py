@@ -88,7 +88,7 @@ class Observation:
     peak_in_flight_per_step: FloatArray
     """Peak demand in flight during each completed step: requests that would be in flight had none waited (what
     the servers' in-flight gauge reads at its peak while capacity suffices)."""
-    latency_p99_seconds: float | None
+    observed_p99_seconds: float | None
     """p99 latency of the requests of the last completed step (None when it had none)."""
     warm_latency_seconds: float | None
     """Mean latency (as the SLO measures it) of the requests so far that neither queued nor waited for a start."""
@@ -287,7 +287,7 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
     services = reqs.service.tolist()
     parts = reqs.latency_part.tolist()
     n = len(arrivals)
-    slo = workload.spec.slo.latency_p99_seconds + 1e-9
+    slo = workload.spec.slo.objective_seconds + 1e-9
     i = 0
     total_cost = 0.0
     total_misses = 0
@@ -311,7 +311,7 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
             service_sum_per_step=service_sum[:k],
             misses_per_step=misses[:k],
             peak_in_flight_per_step=peaks[:k],
-            latency_p99_seconds=p99,
+            observed_p99_seconds=p99,
             warm_latency_seconds=warm_sum / warm_count if warm_count else None,
             placement=engine.active,
             migrating=engine.migration is not None,

@@ -35,9 +35,11 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError, WaiterError
 
-from inference_placement.api import InferenceWorkload, TargetName
+from inference_placement.api.spec import TargetName
+from inference_placement.api.workload import InferenceWorkload
 from inference_placement.targets import naming
 from inference_placement.targets.base import (
+    BlockingTarget,
     DesiredTarget,
     NotOwnedError,
     PermanentTargetError,
@@ -199,7 +201,7 @@ def _is_not_found(exc: BaseException) -> bool:
     return aws_error_code(exc) in _NOT_FOUND_CODES or status == 404
 
 
-class LambdaTarget:
+class LambdaTarget(BlockingTarget):
     """Places workloads on AWS Lambda (one container-image function per workload).
 
     Args:
@@ -289,15 +291,6 @@ class LambdaTarget:
         return naming.lambda_function_name(workload.metadata.namespace, workload.metadata.name)
 
     # -------------------------------------------------------------------------------- Target interface
-
-    async def ensure(self, workload: InferenceWorkload, desired: DesiredTarget) -> TargetState:
-        return await asyncio.to_thread(self.ensure_sync, workload, desired)
-
-    async def observe(self, workload: InferenceWorkload) -> TargetState | None:
-        return await asyncio.to_thread(self.observe_sync, workload)
-
-    async def retire(self, workload: InferenceWorkload) -> bool:
-        return await asyncio.to_thread(self.retire_sync, workload)
 
     async def list_owned(
         self, *, regions: Sequence[str] | None = None, owner_uid: str | None = None

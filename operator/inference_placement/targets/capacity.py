@@ -21,8 +21,8 @@ from typing import Any, Final
 import aiohttp
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 
-from inference_placement.api import InferenceWorkloadSpec
 from inference_placement.api.quantity import parse_quantity
+from inference_placement.api.spec import InferenceWorkloadSpec
 from inference_placement.policy.capacity import MEMORY, ClusterCapacity, Fit, NodeCapacity, replica_fit
 from inference_placement.policy.gpu_scheduling import GPUNodeFacts, NodeView
 from inference_placement.targets.cluster_render import MANAGED_BY, MANAGED_BY_LABEL, WORKLOAD_LABEL

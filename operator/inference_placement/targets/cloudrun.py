@@ -30,10 +30,11 @@ from google.api_core.future import polling
 from google.auth.credentials import Credentials
 from google.cloud import run_v2
 
-from inference_placement.api import AcceleratorType, InferenceWorkload, TargetName
-from inference_placement.api.spec import AcceleratorSpec, ModelSpec
+from inference_placement.api.spec import AcceleratorSpec, AcceleratorType, ModelSpec, TargetName
+from inference_placement.api.workload import InferenceWorkload
 from inference_placement.targets import naming
 from inference_placement.targets.base import (
+    BlockingTarget,
     DesiredTarget,
     NotOwnedError,
     PermanentTargetError,
@@ -238,7 +239,7 @@ def _state(service: run_v2.Service, *, message: str | None = None) -> TargetStat
 # ----------------------------------------------------------------------------------------------- the target
 
 
-class CloudRunTarget:
+class CloudRunTarget(BlockingTarget):
     """Places workloads on Google Cloud Run (one service per workload).
 
     Args:
@@ -296,15 +297,6 @@ class CloudRunTarget:
         return cls(credentials=google_credentials_from_secret(secret_data, key=key), **kwargs)
 
     # -------------------------------------------------------------------------------- Target interface
-
-    async def ensure(self, workload: InferenceWorkload, desired: DesiredTarget) -> TargetState:
-        return await asyncio.to_thread(self.ensure_sync, workload, desired)
-
-    async def observe(self, workload: InferenceWorkload) -> TargetState | None:
-        return await asyncio.to_thread(self.observe_sync, workload)
-
-    async def retire(self, workload: InferenceWorkload) -> bool:
-        return await asyncio.to_thread(self.retire_sync, workload)
 
     async def list_owned(
         self, *, project: str | None = None, regions: Sequence[str] | None = None, owner_uid: str | None = None

@@ -21,7 +21,8 @@ from typing import Any, Final, Protocol
 import aiohttp
 from kubernetes_asyncio.client import ApiClient, AppsV1Api, CoreV1Api
 
-from inference_placement.api import InferenceWorkload, TargetName
+from inference_placement.api.spec import TargetName
+from inference_placement.api.workload import InferenceWorkload
 from inference_placement.policy.gpu_scheduling import GPUNodeFacts, GPUScheduling, scheduling_for
 from inference_placement.targets.base import (
     DesiredTarget,
@@ -213,21 +214,11 @@ class ClusterTarget:
         selector = ",".join(f"{k}={v}" for k, v in selector_labels(workload).items())
         namespace = workload.metadata.namespace
         list_pods: Callable[..., Awaitable[Any]] = self._core.list_namespaced_pod  # raw answer, not a V1PodList
-        try:
-            response = await list_pods(
-                namespace, label_selector=selector, _preload_content=False, _request_timeout=_REQUEST_TIMEOUT_SECONDS
-            )
-            try:
-                body = await response.read()
-                status = int(response.status)
-            finally:
-                response.release()
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise RetryableTargetError(f"GET Pods {namespace}: {type(e).__name__}: {e}") from e
-        if not 200 <= status < 300:
-            raise _api_error(f"GET Pods {namespace}", status, body)
+        answer = await self._request(
+            "GET", "Pods", namespace, "", list_pods, namespace_only=True, label_selector=selector
+        )
         now = datetime.now(UTC)
-        return sum(1 for pod in json.loads(body).get("items") or [] if not _stuck_terminating(pod, now))
+        return sum(1 for pod in (answer or {}).get("items") or [] if not _stuck_terminating(pod, now))
 
     # ------------------------------------------------------------------------------------------ decisions
     async def scheduling(self, workload: InferenceWorkload) -> GPUScheduling:
@@ -304,7 +295,7 @@ class ClusterTarget:
         return patched
 
     async def _read(self, kind: _Kind, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._request("GET", kind, namespace, name, kind.read)
+        return await self._request("GET", kind.name, namespace, name, kind.read)
 
     async def _write(
         self,
@@ -318,13 +309,13 @@ class ClusterTarget:
         self.writes += 1
         self.write_log.append(WriteRecord(method, kind.name, f"{namespace}/{name}"))
         if method == "POST":
-            return await self._request(method, kind, namespace, name, func, namespace_only=True, **kwargs)
-        return await self._request(method, kind, namespace, name, func, **kwargs)
+            return await self._request(method, kind.name, namespace, name, func, namespace_only=True, **kwargs)
+        return await self._request(method, kind.name, namespace, name, func, **kwargs)
 
     async def _request(
         self,
         method: str,
-        kind: _Kind,
+        kind: str,
         namespace: str,
         name: str,
         func: Callable[..., Awaitable[Any]],
@@ -333,7 +324,7 @@ class ClusterTarget:
         **kwargs: Any,
     ) -> dict[str, Any] | None:
         """One API call with a raw JSON answer; None on 404; errors mapped onto the target error tree."""
-        what = f"{method} {kind.name} {namespace}/{name}"
+        what = f"{method} {kind} {namespace}/{name}"
         args = (namespace,) if namespace_only else (name, namespace)
         try:
             response = await func(*args, _preload_content=False, _request_timeout=_REQUEST_TIMEOUT_SECONDS, **kwargs)

@@ -13,8 +13,8 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any, Final
 
-from inference_placement.api import API_VERSION, KIND, InferenceWorkload
 from inference_placement.api.quantity import parse_quantity
+from inference_placement.api.workload import API_VERSION, KIND, InferenceWorkload
 from inference_placement.policy.gpu_scheduling import GPUScheduling
 
 __all__ = [
