@@ -83,38 +83,66 @@ def fill(
     duplicated: Collection[tuple[str, str]],
     *,
     from_ts: int,
+    to_ts: int | None = None,
     only: Mapping[tuple[str, str], str] | None = None,
     only_value: str | None = None,
 ) -> None:
-    """Write an answer's points (``[[time, "value"], ...]`` per workload, as Prometheus sends them) from
-    ``from_ts`` on into ``matrix`` (in place: it is the fetch's own new matrix). A text that is not a number is
-    NaN. A workload the answer has several series for gets its whole row blanked. ``only``/``only_value``: write
-    only the workloads ``only`` maps to ``only_value`` (the answer of one bucket bound). Raises ``BadSample`` for a
-    sample that is not ``[time, value]``."""
+    """Write an answer's points (``[[time, "value"], ...]`` per workload, as Prometheus sends them) for the span
+    ``from_ts``..``to_ts`` (default: the matrix's end) into ``matrix`` (in place: it is the fetch's own new
+    matrix). A text that is not a number is NaN. A workload the answer has several series for gets its whole row
+    blanked. ``only``/``only_value``: write only the workloads ``only`` maps to ``only_value`` (the answer of one
+    bucket bound). Raises ``BadSample`` for a sample that is not ``[time, value]``."""
     values = matrix.values
-    rows = matrix.rows
     start_ts, step = matrix.start_ts, matrix.step
-    points = values.shape[1]
     first_index = (from_ts - start_ts) // step
-    for key, pts in series.items():
-        row = rows.get(key)
-        if row is None or (only is not None and only.get(key) != only_value):
-            continue
-        if key in duplicated:
-            values[row] = np.nan
-            continue
-        if not pts:
-            continue
-        t0, _ = _pair(pts[0])
-        t1, _ = _pair(pts[-1])
-        i0 = round((t0 - start_ts) / step)
-        i1 = round((t1 - start_ts) / step)
-        if i1 - i0 == len(pts) - 1 and i0 >= first_index and i1 < points:
-            try:  # the usual answer: every point of the span, on the grid
-                values[row, i0 : i1 + 1] = [float(p[1]) for p in pts]
+    last_ts = matrix.end_ts if to_ts is None else min(to_ts, matrix.end_ts)
+    last_index = (last_ts - start_ts) // step
+    if first_index > last_index:
+        return
+    wanted = [
+        (row, pts)
+        for key, pts in series.items()
+        if pts and (row := matrix.rows.get(key)) is not None and (only is None or only.get(key) == only_value)
+    ]
+    # the usual answer: every point of the span, on the grid; parsed as one array (no Python float per point)
+    span = last_index + 1 - first_index
+    full: list[tuple[int, list[Any]]] = []
+    others: list[tuple[int, list[Any]]] = []
+    texts: list[Any] = []
+    for row, pts in wanted:
+        try:
+            if len(pts) == span and pts[0][0] == from_ts and pts[-1][0] == last_ts:
+                texts.extend([p[1] for p in pts])
+                full.append((row, pts))
                 continue
-            except (TypeError, ValueError, IndexError, KeyError):
-                pass  # a malformed or garbage sample: point by point below
+        except (TypeError, IndexError, KeyError):
+            del texts[len(full) * span :]
+        others.append((row, pts))
+    if full:
+        try:
+            parsed = np.array(texts, dtype=np.float64)
+        except (TypeError, ValueError):  # a text that is not a number somewhere: those series point by point
+            others.extend(full)
+        else:
+            rows = np.fromiter((row for row, _ in full), dtype=np.intp, count=len(full))
+            values[rows[:, None], np.arange(first_index, last_index + 1)] = parsed.reshape(-1, span)
+    _write_points(values, others, start_ts, step, first_index)
+    for key in duplicated:
+        row = matrix.rows.get(key)
+        if row is not None and (only is None or only.get(key) == only_value):
+            values[row] = np.nan
+
+
+def _write_points(
+    values: npt.NDArray[np.floating[Any]],
+    series: list[tuple[int, list[Any]]],
+    start_ts: int,
+    step: int,
+    first_index: int,
+) -> None:
+    """The answer's points one by one (a series with points missing, off the grid, or not numbers)."""
+    points = values.shape[1]
+    for row, pts in series:
         for point in pts:
             ts, text = _pair(point)
             index = round((ts - start_ts) / step)

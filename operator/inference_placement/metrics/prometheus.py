@@ -562,7 +562,15 @@ class PrometheusSource:
                 result = self._parse(answer)
                 del answer
                 try:
-                    fill(matrix, result.series, result.duplicated, from_ts=first_ts, only=task.le_of, only_value=le)
+                    fill(
+                        matrix,
+                        result.series,
+                        result.duplicated,
+                        from_ts=first_ts,
+                        to_ts=last_ts,
+                        only=task.le_of,
+                        only_value=le,
+                    )
                 except BadSample as err:
                     raise _BadResponse(str(err)) from None
         return matrix
