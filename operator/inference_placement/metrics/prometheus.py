@@ -868,8 +868,8 @@ class PrometheusSource:
         service = self._latest(kept.latest.get(Signal.SERVICE_SECONDS), key, end_ts, "service time")
         share = self._miss_share(kept.latest.get(Signal.LATENCY_BUCKETS), key, end_ts)
         matrices = kept.matrices
-        peaks = _per_step(matrices.get(_PEAKS), key, first, last, 1.0)
-        misses = _per_step(matrices.get(_MISSES), key, first, last, float(step))
+        peaks = _per_step(matrices.get(_PEAKS), key, first, last, 1.0, negative_is_zero=False)
+        misses = _per_step(matrices.get(_MISSES), key, first, last, float(step), negative_is_zero=True)
         history, history_misses = _history(matrices.get(_HISTORY), matrices.get(_HISTORY_MISSES), key)
         return TrafficWindow(
             step_seconds=float(step),
@@ -938,18 +938,22 @@ def _reading(
 
 
 def _per_step(
-    matrix: SeriesMatrix | None, key: _LabelKey, first: int, last: int, scale: float
+    matrix: SeriesMatrix | None, key: _LabelKey, first: int, last: int, scale: float, *, negative_is_zero: bool
 ) -> tuple[float, ...] | None:
     """A per-step signal aligned with the window's request-rate run (grid points ``first..last``), times
-    ``scale``: None when the workload has no row or any of those points is missing or not a finite number. A
-    negative value (a difference of rates across a counter reset) reads as 0."""
+    ``scale``: None when the workload has no row or any of those points is missing, not a finite number, or
+    negative (``negative_is_zero``: read as 0 instead, for a difference of rates across a counter reset)."""
     row = None if matrix is None else matrix.row(key)
     if row is None:
         return None
     part = row[first : last + 1]
     if part.size != last + 1 - first or not bool(np.isfinite(part).all()):
         return None
-    return tuple((np.maximum(part, 0.0) * scale).tolist())
+    if negative_is_zero:
+        part = np.maximum(part, 0.0)
+    elif bool((part < 0).any()):
+        return None
+    return tuple((part * scale).tolist())
 
 
 def _history(
