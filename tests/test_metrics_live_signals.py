@@ -9,7 +9,7 @@ opt-in warm latency. The default templates read them, as the operator does.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +44,10 @@ ROUTER = PromQLTemplates()
 WITH_WARM_LATENCY = replace(ROUTER, warm_latency=VLLM_WARM_LATENCY)
 
 
+def _spiking(level: float, spike: float) -> Callable[[float], float]:
+    return lambda ts: spike if ts % 60 == 15 else level
+
+
 def _openmetrics() -> str:
     om = OpenMetricsBuilder(sample_interval_seconds=15)
     for target, per_minute in PER_MINUTE.items():
@@ -64,13 +68,7 @@ def _openmetrics() -> str:
     for target, active in ACTIVE.items():
         labels = {"namespace": "router", "workload": "chat", "target": target}
         spike = SPIKE if target == "cluster" else active
-        om.gauge_every(
-            "envoy_cluster_upstream_rq_active",
-            labels,
-            START,
-            NOW_TS,
-            lambda ts, a=active, s=spike: s if ts % 60 == 15 else a,
-        )
+        om.gauge_every("envoy_cluster_upstream_rq_active", labels, START, NOW_TS, _spiking(active, spike))
     om.gauge_every(  # garbage: a negative number of requests in flight
         "envoy_cluster_upstream_rq_active",
         {"namespace": "router", "workload": "broken-gauge", "target": "cluster"},
