@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BadSample", "SeriesMatrix", "fill", "moved"]
+__all__ = ["BadSample", "HistoryReadout", "PerStepReadout", "SeriesMatrix", "fill", "moved"]
 
 _TIME_TYPES = (int, float)
 
@@ -158,3 +158,99 @@ def _pair(point: Any) -> tuple[float, Any]:
         text = repr(point)
         raise BadSample(f"a sample is not [time, value]: {text[:200]}")
     return point[0], point[1]
+
+
+def _last_true(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:
+    """Per row, the index of the last True (-1: none)."""
+    if mask.shape[1] == 0:
+        return np.full(mask.shape[0], -1, dtype=np.intp)
+    reverse = mask[:, ::-1]
+    last = mask.shape[1] - 1 - reverse.argmax(axis=1)
+    return np.where(reverse.any(axis=1), last, -1).astype(np.intp)
+
+
+class PerStepReadout:
+    """A per-step matrix read out row by row for the windows, checked for every row at once.
+
+    ``part(key, first, last)``: the workload's points ``first..last`` times ``scale`` as a tuple, or None when it
+    has no row or one of those points is missing, not finite, or (unless ``negative_is_zero``, which reads them
+    as 0) negative."""
+
+    def __init__(self, matrix: SeriesMatrix, *, scale: float, negative_is_zero: bool) -> None:
+        values = matrix.values
+        if negative_is_zero:
+            values = np.maximum(values, 0.0)
+            invalid = ~np.isfinite(values)
+        else:
+            invalid = ~np.isfinite(values) | (values < 0)
+        self._values = values * scale if scale != 1.0 else values
+        self._invalid = invalid
+        self._last_invalid = _last_true(invalid)
+        self._rows = matrix.rows
+
+    def part(self, key: tuple[str, str], first: int, last: int) -> tuple[float, ...] | None:
+        row = self._rows.get(key)
+        if row is None:
+            return None
+        last_invalid = int(self._last_invalid[row])
+        if last_invalid >= first and (last_invalid <= last or bool(self._invalid[row, first : last + 1].any())):
+            return None
+        return tuple(self._values[row, first : last + 1].tolist())
+
+
+class HistoryReadout:
+    """The history matrices read out for the windows: each workload's run of valid rates ending at the newest
+    point (None when that point is missing) and the misses over the same span (None: unknown).
+
+    The tuple of a workload whose rates did not change since ``previous_rates`` (the history moves one point per
+    its step; in between, a fetch re-asks for the newest points and usually gets the same) is the one in
+    ``previous_cache``; ``cache`` holds the tuples read out, for the next readout."""
+
+    def __init__(
+        self,
+        rates: SeriesMatrix,
+        misses: SeriesMatrix | None,
+        previous_rates: SeriesMatrix | None = None,
+        previous_cache: Mapping[tuple[str, str], tuple[float, ...]] | None = None,
+    ) -> None:
+        values = rates.values
+        self._rates = rates
+        self._start = _last_true(~np.isfinite(values) | (values < 0)) + 1
+        self._misses = misses
+        self._suffix: npt.NDArray[np.float64] | None = None
+        self._misses_bad: npt.NDArray[np.intp] | None = None
+        if misses is not None:
+            missed = np.maximum(misses.values.astype(np.float64), 0.0)
+            self._misses_bad = _last_true(~np.isfinite(missed))
+            self._suffix = np.cumsum(missed[:, ::-1], axis=1)[:, ::-1] * misses.step
+        self.cache: dict[tuple[str, str], tuple[float, ...]] = {}
+        self._same: npt.NDArray[np.bool_] | None = None
+        self._previous_cache: Mapping[tuple[str, str], tuple[float, ...]] = previous_cache or {}
+        old = previous_rates
+        if (
+            old is not None
+            and self._previous_cache
+            and old.end_ts == rates.end_ts
+            and old.rows is rates.rows
+            and old.values.shape == values.shape
+        ):
+            self._same = ((values == old.values) | (np.isnan(values) & np.isnan(old.values))).all(axis=1)
+
+    def read(self, key: tuple[str, str]) -> tuple[tuple[float, ...] | None, float | None]:
+        row = self._rates.rows.get(key)
+        if row is None:
+            return None, None
+        points = self._rates.values.shape[1]
+        first = int(self._start[row])
+        if first >= points:
+            return None, None
+        history = self._previous_cache.get(key) if self._same is not None and self._same[row] else None
+        if history is None:
+            history = tuple(self._rates.values[row, first:].tolist())
+        self.cache[key] = history
+        missed = None
+        if self._misses is not None and self._suffix is not None and self._misses_bad is not None:
+            miss_row = self._misses.rows.get(key)
+            if miss_row is not None and int(self._misses_bad[miss_row]) < first:
+                missed = float(self._suffix[miss_row, first])
+        return history, missed

@@ -57,7 +57,14 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from inference_placement.api.workload import WorkloadKey
-from inference_placement.metrics.matrix import BadSample, SeriesMatrix, fill, moved
+from inference_placement.metrics.matrix import (
+    BadSample,
+    HistoryReadout,
+    PerStepReadout,
+    SeriesMatrix,
+    fill,
+    moved,
+)
 from inference_placement.metrics.promql import PromQLTemplates, Signal, prometheus_duration, render_queries
 from inference_placement.metrics.slo_buckets import (
     INF_LE,
@@ -135,6 +142,15 @@ class _MatrixTask:
         return len(self.queries) * len(self.spans)
 
 
+@dataclass(frozen=True)
+class _Readouts:
+    """The matrix signals read out for this fetch's windows (each checked for all workloads at once)."""
+
+    peaks: PerStepReadout | None
+    misses: PerStepReadout | None
+    history: HistoryReadout | None
+
+
 class _BadResponse(Exception):
     """The answer of one query is not the matrix we asked for."""
 
@@ -182,6 +198,8 @@ class _Kept:
     """The histogram bucket (``le``) each workload's SLO-miss share was asked for (another one: a whole fetch)."""
     matrices: dict[str, SeriesMatrix]
     """The per-step in-flight peaks and SLO misses, and the day's history (absent: not asked for)."""
+    history_cache: dict[_LabelKey, tuple[float, ...]]
+    """The history tuples the last snapshot handed out (reused while a workload's history is unchanged)."""
 
 
 def _aware(moment: datetime) -> datetime:
@@ -404,9 +422,18 @@ class PrometheusSource:
         if isinstance(matrices, str):
             return self._failed(matrices, sent)
         # every answer is good: only now does the kept window move
-        self._kept = _Kept(end_ts=end_ts, fetched=wanted, series=series, latest=latest, le_of=le_of, matrices=matrices)
+        before = kept
+        self._kept = _Kept(
+            end_ts=end_ts,
+            fetched=wanted,
+            series=series,
+            latest=latest,
+            le_of=le_of,
+            matrices=matrices,
+            history_cache={},
+        )
         self.whole_fetches += whole
-        return self._snapshot(keys, end_ts, results, self._kept, sent)
+        return self._snapshot(keys, end_ts, results, self._kept, sent, before)
 
     async def _fetch_signal(
         self,
@@ -781,7 +808,9 @@ class PrometheusSource:
         results: Mapping[Signal, _SignalResult],
         kept: _Kept,
         sent: int,
+        before: _Kept | None = None,
     ) -> MetricsSnapshot:
+        readouts = self._readouts(kept, before)
         windows: dict[WorkloadKey, TrafficWindow] = {}
         problems: dict[WorkloadKey, str] = {}
         gpu: dict[WorkloadKey, float] = {}
@@ -795,7 +824,7 @@ class PrometheusSource:
         for key in keys:
             label_key = (key.namespace, key.name)
             try:
-                windows[key] = self._window(label_key, end_ts, results, kept, ambiguous)
+                windows[key] = self._window(label_key, end_ts, results, kept, ambiguous, readouts)
             except _WorkloadProblem as err:
                 problems[key] = str(err)
             if gpu_series is not None:
@@ -807,6 +836,8 @@ class PrometheusSource:
                 reading = _reading(kept.latest.get(signal), label_key, end_ts, self.max_staleness_seconds)
                 if reading is not None:
                     values[key] = reading
+        if readouts.history is not None:
+            kept.history_cache.update(readouts.history.cache)
         return MetricsSnapshot(
             windows=windows,
             queries=sent,
@@ -818,6 +849,23 @@ class PrometheusSource:
             time_to_first_token=readings[Signal.TIME_TO_FIRST_TOKEN],
         )
 
+    def _readouts(self, kept: _Kept, before: _Kept | None) -> _Readouts:
+        matrices = kept.matrices
+        peaks, misses, history = matrices.get(_PEAKS), matrices.get(_MISSES), matrices.get(_HISTORY)
+        previous = None if before is None else before.matrices.get(_HISTORY)
+        return _Readouts(
+            peaks=None if peaks is None else PerStepReadout(peaks, scale=1.0, negative_is_zero=False),
+            misses=None if misses is None else PerStepReadout(misses, scale=misses.step, negative_is_zero=True),
+            history=None
+            if history is None
+            else HistoryReadout(
+                history,
+                matrices.get(_HISTORY_MISSES),
+                previous,
+                None if before is None else before.history_cache,
+            ),
+        )
+
     def _window(
         self,
         key: _LabelKey,
@@ -825,6 +873,7 @@ class PrometheusSource:
         results: Mapping[Signal, _SignalResult],
         kept: _Kept,
         ambiguous: Mapping[Signal, frozenset[_LabelKey]],
+        readouts: _Readouts,
     ) -> TrafficWindow:
         rate = results[Signal.REQUEST_RATE]
         for signal, duplicated in ambiguous.items():
@@ -867,10 +916,9 @@ class PrometheusSource:
         latency = self._latest(kept.latest.get(Signal.LATENCY_P99), key, end_ts, "p99 latency")
         service = self._latest(kept.latest.get(Signal.SERVICE_SECONDS), key, end_ts, "service time")
         share = self._miss_share(kept.latest.get(Signal.LATENCY_BUCKETS), key, end_ts)
-        matrices = kept.matrices
-        peaks = _per_step(matrices.get(_PEAKS), key, first, last, 1.0, negative_is_zero=False)
-        misses = _per_step(matrices.get(_MISSES), key, first, last, float(step), negative_is_zero=True)
-        history, history_misses = _history(matrices.get(_HISTORY), matrices.get(_HISTORY_MISSES), key)
+        peaks = None if readouts.peaks is None else readouts.peaks.part(key, first, last)
+        misses = None if readouts.misses is None else readouts.misses.part(key, first, last)
+        history, history_misses = (None, None) if readouts.history is None else readouts.history.read(key)
         return TrafficWindow(
             step_seconds=float(step),
             rps=tuple(run),  # type: ignore[arg-type]  # no None left in the run
@@ -935,48 +983,6 @@ def _reading(
         return None
     value = _number(sample[1])
     return value if value is not None and 0.0 <= value < math.inf else None
-
-
-def _per_step(
-    matrix: SeriesMatrix | None, key: _LabelKey, first: int, last: int, scale: float, *, negative_is_zero: bool
-) -> tuple[float, ...] | None:
-    """A per-step signal aligned with the window's request-rate run (grid points ``first..last``), times
-    ``scale``: None when the workload has no row or any of those points is missing, not a finite number, or
-    negative (``negative_is_zero``: read as 0 instead, for a difference of rates across a counter reset)."""
-    row = None if matrix is None else matrix.row(key)
-    if row is None:
-        return None
-    part = row[first : last + 1]
-    if part.size != last + 1 - first or not bool(np.isfinite(part).all()):
-        return None
-    if negative_is_zero:
-        part = np.maximum(part, 0.0)
-    elif bool((part < 0).any()):
-        return None
-    return tuple((part * scale).tolist())
-
-
-def _history(
-    rates: SeriesMatrix | None, misses: SeriesMatrix | None, key: _LabelKey
-) -> tuple[tuple[float, ...] | None, float | None]:
-    """The request-rate history (the run of valid points ending at the newest coarse point; None when that point is
-    missing) and the requests slower than the SLO over the same span (None: unknown)."""
-    row = None if rates is None else rates.row(key)
-    if row is None:
-        return None, None
-    valid = np.isfinite(row) & (row >= 0)
-    if not valid[-1]:
-        return None, None
-    invalid = np.flatnonzero(~valid)
-    first = int(invalid[-1]) + 1 if invalid.size else 0
-    history = tuple(row[first:].tolist())
-    missed = None
-    miss_row = None if misses is None else misses.row(key)
-    if miss_row is not None:
-        part = miss_row[first:]
-        if bool(np.isfinite(part).all()):
-            missed = float(np.maximum(part, 0.0).sum(dtype=np.float64)) * (misses.step if misses else 0)
-    return history, missed
 
 
 def _mean_fraction(values: Sequence[float | None]) -> float | None:
