@@ -222,10 +222,11 @@ async def test_every_tick_equals_a_whole_fetch_and_sends_the_same_queries_for_on
     many workloads are asked for."""
     incremental = _operator_source(prom.url, templates=WITH_WARM_LATENCY)
     single = _operator_source(prom.url, templates=WITH_WARM_LATENCY)
-    steady: set[int] = set()
+    steady: set[tuple[int, bool]] = set()
     ticks = 0
     for ts in range(NOW_TS - 630, NOW_TS + 1, 30):
         now = datetime.fromtimestamp(ts, UTC)
+        complete = incremental.history_complete
         kept = await incremental.fetch([CHAT, BROKEN], now, OBJECTIVE)
         whole = await _operator_source(prom.url, templates=WITH_WARM_LATENCY).fetch([CHAT, BROKEN], now, OBJECTIVE)
         one = await single.fetch([CHAT], now, {CHAT: 0.1})
@@ -235,8 +236,11 @@ async def test_every_tick_equals_a_whole_fetch_and_sends_the_same_queries_for_on
         assert kept.windows[CHAT].peak_in_flight is not None and kept.windows[CHAT].history_rps is not None
         if ticks:
             assert kept.queries == one.queries
-            steady.add(kept.queries)
+            steady.add((kept.queries, complete))
         ticks += 1
     assert incremental.whole_fetches == 1 and single.whole_fetches == 1
-    # one per signal (router_up included), the share, per-step misses, peaks, history, history misses
-    assert steady == {len(incremental.queries) + 4}
+    # one per signal (router_up included), the share, per-step misses, peaks, the history and its misses; and an
+    # older span of those two per fetch until the day is in (the first fetch's newest span, then 19 more)
+    base = len(incremental.queries) + 4
+    assert steady == {(base + 2, False), (base, True)}
+    assert ticks == 22 and incremental.history_complete

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BadSample", "HistoryReadout", "PerStepReadout", "SeriesMatrix", "fill", "moved"]
+__all__ = ["BadSample", "HistoryReadout", "PerStepReadout", "SeriesMatrix", "fill", "moved", "with_rows"]
 
 _TIME_TYPES = (int, float)
 
@@ -254,3 +254,15 @@ class HistoryReadout:
             if miss_row is not None and int(self._misses_bad[miss_row]) < first:
                 missed = float(self._suffix[miss_row, first])
         return history, missed
+
+
+def with_rows(matrix: SeriesMatrix, keys: Collection[tuple[str, str]]) -> SeriesMatrix:
+    """``matrix`` with a blank row added for each of ``keys`` it has none for (itself when it has them all)."""
+    missing = sorted(set(keys) - matrix.rows.keys())
+    if not missing:
+        return matrix
+    rows = dict(matrix.rows)
+    for key in missing:
+        rows[key] = len(rows)
+    blank = np.full((len(missing), matrix.values.shape[1]), np.nan, dtype=matrix.values.dtype)
+    return SeriesMatrix(rows, np.vstack([matrix.values, blank]), matrix.end_ts, matrix.step)

@@ -64,6 +64,7 @@ from inference_placement.metrics.matrix import (
     SeriesMatrix,
     fill,
     moved,
+    with_rows,
 )
 from inference_placement.metrics.promql import PromQLTemplates, Signal, prometheus_duration, render_queries
 from inference_placement.metrics.slo_buckets import (
@@ -136,6 +137,8 @@ class _MatrixTask:
     dtype: type[np.floating[Any]]
     le_of: Mapping[_LabelKey, str] | None
     """The bound each workload's misses are asked at (None: not a per-bound signal)."""
+    base: SeriesMatrix | None = None
+    """The matrix the answers are written into, prepared (the history's); None: the kept one, moved."""
 
     @property
     def sent(self) -> int:
@@ -200,6 +203,8 @@ class _Kept:
     """The per-step in-flight peaks and SLO misses, and the day's history (absent: not asked for)."""
     history_cache: dict[_LabelKey, tuple[float, ...]]
     """The history tuples the last snapshot handed out (reused while a workload's history is unchanged)."""
+    history_cursor: int | None = None
+    """The oldest history point asked for every row so far: older spans are asked for one per fetch."""
 
 
 def _aware(moment: datetime) -> datetime:
@@ -327,6 +332,18 @@ class PrometheusSource:
         self.whole_fetches = 0
         """Fetches that asked for the whole window (the others asked for the newest points only)."""
 
+    @property
+    def history_complete(self) -> bool:
+        """Whether the kept history reaches back the whole ``history_seconds`` for every workload asked for (it
+        is asked for one older span per fetch after a start; ``_history_tasks``)."""
+        kept = self._kept
+        if not self.history_points:
+            return True
+        if kept is None or kept.history_cursor is None:
+            return False
+        rates = kept.matrices.get(_HISTORY)
+        return rates is not None and kept.history_cursor <= rates.start_ts
+
     # ------------------------------------------------------------------ the protocol
 
     async def fetch(
@@ -372,7 +389,7 @@ class PrometheusSource:
         chunks = _chunks(start_ts, end_ts, step, WHOLE_WINDOW_POINTS_PER_QUERY) if whole else []
         bound_count = len(set(le_of.values()))
         window = _Grid(start_ts=start_ts, recent_ts=recent_ts, end_ts=end_ts, step=step)
-        tasks = self._matrix_tasks(window, whole, wanted, le_of)
+        tasks, history_cursor = self._matrix_tasks(window, whole, wanted, le_of, kept)
         sent = (
             discovery
             + (router_up is not None)
@@ -431,6 +448,7 @@ class PrometheusSource:
             le_of=le_of,
             matrices=matrices,
             history_cache={},
+            history_cursor=history_cursor,
         )
         self.whole_fetches += whole
         return self._snapshot(keys, end_ts, results, self._kept, sent, before)
@@ -510,11 +528,15 @@ class PrometheusSource:
         return matrices
 
     def _matrix_tasks(
-        self, window: _Grid, whole: bool, wanted: AbstractSet[_LabelKey], le_of: Mapping[_LabelKey, str]
-    ) -> list[_MatrixTask]:
+        self,
+        window: _Grid,
+        whole: bool,
+        wanted: AbstractSet[_LabelKey],
+        le_of: Mapping[_LabelKey, str],
+        kept: _Kept | None,
+    ) -> tuple[list[_MatrixTask], int | None]:
         """The per-step signals (in-flight peaks, SLO misses: on the window's grid, the same spans as the request
-        rate) and the history (request rate and SLO misses at ``history_step_seconds`` over ``history_seconds``:
-        a whole fetch in spans of ``WHOLE_WINDOW_POINTS_PER_QUERY`` points, else the newest coarse points only)."""
+        rate) and the history (``_history_tasks``), and the history's cursor after this fetch."""
         step = window.step
         bounds = sorted(set(le_of.values()))
         fine_from = window.start_ts if whole else window.recent_ts
@@ -547,28 +569,81 @@ class PrometheusSource:
         misses = tuple((self._miss_rate_query(le, self.rate_window_seconds), le) for le in bounds)
         if misses:
             add(_MISSES, misses, le_of.keys(), fine, fine_spans, np.float64)
-        if self.history_query is not None:
-            coarse = self.history_step_seconds
-            end_ts = window.end_ts // coarse * coarse
-            start_ts = end_ts - (self.history_points - 1) * coarse
+        if self.history_query is None:
+            return tasks, None
+        history, cursor = self._history_tasks(window, wanted, le_of, kept)
+        return tasks + history, cursor
+
+    def _history_tasks(
+        self,
+        window: _Grid,
+        wanted: AbstractSet[_LabelKey],
+        le_of: Mapping[_LabelKey, str],
+        kept: _Kept | None,
+    ) -> tuple[list[_MatrixTask], int]:
+        """The day's history (request rate and SLO misses at ``history_step_seconds``): each fetch asks for its
+        newest points (from the window's overlap on) and, until the whole day is in, one span of
+        ``WHOLE_WINDOW_POINTS_PER_QUERY`` older points (a day at 300 s: 19 fetches after the first), so that no
+        fetch asks for the whole day at once. It starts over (the newest span only) on the first fetch, after a
+        fetch missed for longer than the overlap, a clock that went back, or another bound for a workload; a
+        workload it has no row for gets a blank one and the older spans are asked for again."""
+        coarse = self.history_step_seconds
+        span = WHOLE_WINDOW_POINTS_PER_QUERY
+        end_ts = window.end_ts // coarse * coarse
+        start_ts = end_ts - (self.history_points - 1) * coarse
+        continuous = (
+            kept is not None
+            and window.recent_ts - window.step <= kept.end_ts <= window.end_ts
+            and kept.history_cursor is not None
+            and all(kept.le_of.get(k, le) == le for k, le in le_of.items())
+        )
+        rates = kept.matrices.get(_HISTORY) if continuous and kept is not None else None
+        misses = kept.matrices.get(_HISTORY_MISSES) if continuous and kept is not None else None
+        if rates is None or kept is None or kept.history_cursor is None:
+            from_ts = max(start_ts, end_ts - (span - 1) * coarse)
+            spans = [(from_ts, end_ts)]
+            cursor = from_ts
+        else:
             # the kept history ends at or after this point (the window's overlap rule), so nothing is skipped
-            from_ts = start_ts if whole else max(start_ts, (window.recent_ts - step) // coarse * coarse)
-            spans = (
-                tuple(_chunks(start_ts, end_ts, coarse, WHOLE_WINDOW_POINTS_PER_QUERY))
-                if whole
-                else ((from_ts, end_ts),)
+            from_ts = max(start_ts, (window.recent_ts - window.step) // coarse * coarse)
+            spans = [(from_ts, end_ts)]
+            cursor = kept.history_cursor
+            if not (wanted <= rates.rows.keys() and (misses is None or le_of.keys() <= misses.rows.keys())):
+                cursor = from_ts  # new rows: their older points are asked for again
+            if cursor > start_ts:
+                older = max(start_ts, cursor - span * coarse)
+                spans.append((older, cursor - coarse))
+                cursor = older
+        cursor = max(cursor, start_ts)
+
+        def base(previous: SeriesMatrix | None, rows: AbstractSet[_LabelKey]) -> SeriesMatrix:
+            matrix = moved(
+                previous, rows, start_ts=start_ts, from_ts=from_ts, end_ts=end_ts, step=coarse, dtype=np.float32
             )
-            grid = (start_ts, from_ts, end_ts, coarse)
-            add(_HISTORY, ((self.history_query, None),), wanted, grid, spans, np.float32)
-            history_misses = tuple((self._miss_rate_query(le, coarse), le) for le in bounds)
-            if history_misses:
-                add(_HISTORY_MISSES, history_misses, le_of.keys(), grid, spans, np.float32)
-        return tasks
+            return with_rows(matrix, rows) if previous is not None else matrix
+
+        tasks = [
+            _MatrixTask(
+                _HISTORY, ((self.history_query or "", None),), frozenset(wanted), start_ts, from_ts, end_ts, coarse,
+                tuple(spans), np.float32, None, base(rates, wanted),
+            )
+        ]  # fmt: skip
+        bounds = sorted(set(le_of.values()))
+        if bounds:
+            queries = tuple((self._miss_rate_query(le, coarse), le) for le in bounds)
+            tasks.append(
+                _MatrixTask(
+                    _HISTORY_MISSES, queries, frozenset(le_of.keys()), start_ts, from_ts, end_ts, coarse,
+                    tuple(spans), np.float32, le_of, base(misses if misses is not None and rates is not None else None,
+                    le_of.keys()),
+                )
+            )  # fmt: skip
+        return tasks, cursor
 
     async def _fetch_matrix(self, task: _MatrixTask, previous: _Kept | None) -> SeriesMatrix:
         """One matrix signal's queries (per span, per bound, one after the other), written into a new matrix."""
         kept = None if previous is None else previous.matrices.get(task.name)
-        matrix = moved(
+        matrix = task.base or moved(
             kept,
             task.rows,
             start_ts=task.start_ts,

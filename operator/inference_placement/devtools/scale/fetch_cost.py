@@ -40,8 +40,8 @@ _OBJECTIVE_SECONDS = 0.1
 class _Without(PrometheusSource):
     """The source without the per-step and history signals (the matrix signals)."""
 
-    def _matrix_tasks(self, *args: Any, **kwargs: Any) -> list[Any]:
-        return []
+    def _matrix_tasks(self, *args: Any, **kwargs: Any) -> tuple[list[Any], None]:
+        return [], None
 
 
 async def _tick(source: PrometheusSource, keys: list[WorkloadKey], ts: int) -> tuple[float, float, int]:
