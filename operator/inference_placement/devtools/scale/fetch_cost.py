@@ -34,6 +34,8 @@ from inference_placement.metrics.prometheus import PrometheusSource
 __all__ = ["main", "measure"]
 
 _STEP = 30
+_BACKFILL_TICKS = 19
+"""Fetches after the first until the day's history is in (one older span of 15 points each)."""
 _OBJECTIVE_SECONDS = 0.1
 
 
@@ -58,7 +60,7 @@ async def measure(workloads: int, ticks: int, workdir: Path) -> dict[str, Any]:
     prometheus, promtool = find_binaries()
     now = int(time.time()) // 3600 * 3600 - 3600
     start = now - 35 * 60
-    end = now + (ticks + 2) * _STEP
+    end = now + (ticks + _BACKFILL_TICKS + 2) * _STEP
     history_from = (now - 86400 - 600) // HISTORY_SAMPLE_SECONDS * HISTORY_SAMPLE_SECONDS
     names = [f"w{i:05d}" for i in range(workloads)]
     om = workdir / "data.om"
@@ -78,19 +80,15 @@ async def measure(workloads: int, ticks: int, workdir: Path) -> dict[str, Any]:
         for label, source in sources.items():  # the whole-window fetches (not measured as steady)
             first[label] = await _tick(source, keys, now)
         steady: dict[str, list[tuple[float, float, int]]] = {label: [] for label in sources}
-        for k in range(1, ticks + 1):
+        backfill: dict[str, list[tuple[float, float, int]]] = {label: [] for label in sources}
+        for k in range(1, _BACKFILL_TICKS + ticks + 1):
             order = list(sources.items()) if k % 2 else list(reversed(sources.items()))
             for label, source in order:
-                steady[label].append(await _tick(source, keys, now + k * _STEP))
-        window = next(
-            iter(
-                (
-                    await sources["with"].fetch(
-                        keys, datetime.fromtimestamp(now + ticks * _STEP, UTC), dict.fromkeys(keys, _OBJECTIVE_SECONDS)
-                    )
-                ).windows.values()
-            )
-        )
+                complete = sources["with"].history_complete
+                (steady if complete else backfill)[label].append(await _tick(source, keys, now + k * _STEP))
+        last = datetime.fromtimestamp(now + (_BACKFILL_TICKS + ticks) * _STEP, UTC)
+        snapshot = await sources["with"].fetch(keys, last, dict.fromkeys(keys, _OBJECTIVE_SECONDS))
+        window = next(iter(snapshot.windows.values()))
     finally:
         server.stop()
     out: dict[str, Any] = {"workloads": workloads, "samples": samples, "prepare_seconds": round(prepared, 1)}
@@ -104,6 +102,8 @@ async def measure(workloads: int, ticks: int, workdir: Path) -> dict[str, Any]:
             "steady_cpu_median": round(statistics.median(cpu), 3),
             "steady_wall_mean": round(statistics.mean(w for _, w, _ in runs), 3),
             "queries_per_tick": sorted({q for _, _, q in runs}),
+            "backfill_cpu_mean": round(statistics.mean(c for c, _, _ in backfill[label]), 3),
+            "backfill_queries_per_tick": sorted({q for _, _, q in backfill[label]}),
         }
     out["sample_window"] = {
         "rps_points": len(window.rps),
