@@ -80,12 +80,12 @@ async def measure(workloads: int, ticks: int, workdir: Path) -> dict[str, Any]:
         for label, source in sources.items():  # the whole-window fetches (not measured as steady)
             first[label] = await _tick(source, keys, now)
         steady: dict[str, list[tuple[float, float, int]]] = {label: [] for label in sources}
-        backfill: dict[str, list[tuple[float, float, int]]] = {label: [] for label in sources}
+        filling: dict[str, list[tuple[float, float, int]]] = {label: [] for label in sources}
         for k in range(1, _BACKFILL_TICKS + ticks + 1):
             order = list(sources.items()) if k % 2 else list(reversed(sources.items()))
             for label, source in order:
                 complete = sources["with"].history_complete
-                (steady if complete else backfill)[label].append(await _tick(source, keys, now + k * _STEP))
+                (steady if complete else filling)[label].append(await _tick(source, keys, now + k * _STEP))
         last = datetime.fromtimestamp(now + (_BACKFILL_TICKS + ticks) * _STEP, UTC)
         snapshot = await sources["with"].fetch(keys, last, dict.fromkeys(keys, _OBJECTIVE_SECONDS))
         window = next(iter(snapshot.windows.values()))
@@ -102,8 +102,8 @@ async def measure(workloads: int, ticks: int, workdir: Path) -> dict[str, Any]:
             "steady_cpu_median": round(statistics.median(cpu), 3),
             "steady_wall_mean": round(statistics.mean(w for _, w, _ in runs), 3),
             "queries_per_tick": sorted({q for _, _, q in runs}),
-            "backfill_cpu_mean": round(statistics.mean(c for c, _, _ in backfill[label]), 3),
-            "backfill_queries_per_tick": sorted({q for _, _, q in backfill[label]}),
+            "backfill_cpu_mean": round(statistics.mean(c for c, _, _ in filling[label]), 3),
+            "backfill_queries_per_tick": sorted({q for _, _, q in filling[label]}),
         }
     out["sample_window"] = {
         "rps_points": len(window.rps),
