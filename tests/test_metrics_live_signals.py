@@ -244,3 +244,26 @@ async def test_every_tick_equals_a_whole_fetch_and_sends_the_same_queries_for_on
     base = len(incremental.queries) + 4
     assert steady == {(base + 2, False), (base, True)}
     assert ticks == 22 and incremental.history_complete
+
+
+async def test_a_new_workload_joins_the_history_and_a_missed_overlap_starts_it_over(prom: PrometheusServer) -> None:
+    source = _operator_source(prom.url)
+
+    def at(offset: int) -> datetime:
+        return datetime.fromtimestamp(NOW_TS + offset, UTC)
+
+    for k in range(20):  # the newest span, then 19 older ones: the day is in
+        assert not source.history_complete
+        await source.fetch([CHAT], at(-900 + 30 * k), {CHAT: 0.1})
+    assert source.history_complete
+    # a workload not fetched before gets a row; the older spans are asked for again, its newest ones at once
+    joined = await source.fetch([CHAT, BROKEN], at(-300), OBJECTIVE)
+    fresh = await _operator_source(prom.url).fetch([CHAT, BROKEN], at(-300), OBJECTIVE)
+    assert not source.history_complete
+    assert joined.windows[BROKEN].history_rps is not None
+    assert joined.windows == fresh.windows
+    # more than the overlap missed: the history starts over from its newest span
+    await source.fetch([CHAT, BROKEN], at(-30), OBJECTIVE)
+    assert not source.history_complete
+    later = await source.fetch([CHAT, BROKEN], NOW, OBJECTIVE)
+    assert later.windows == (await _operator_source(prom.url).fetch([CHAT, BROKEN], NOW, OBJECTIVE)).windows
