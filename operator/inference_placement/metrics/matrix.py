@@ -185,75 +185,110 @@ class PerStepReadout:
             invalid = ~np.isfinite(values) | (values < 0)
         self._values = values * scale if scale != 1.0 else values
         self._invalid = invalid
-        self._last_invalid = _last_true(invalid)
+        self._last_invalid = _last_true(invalid).tolist()
         self._rows = matrix.rows
+        self._lists: list[list[float]] | None = None
 
     def part(self, key: tuple[str, str], first: int, last: int) -> tuple[float, ...] | None:
         row = self._rows.get(key)
         if row is None:
             return None
-        last_invalid = int(self._last_invalid[row])
+        last_invalid = self._last_invalid[row]
         if last_invalid >= first and (last_invalid <= last or bool(self._invalid[row, first : last + 1].any())):
             return None
-        return tuple(self._values[row, first : last + 1].tolist())
+        if self._lists is None:  # every row at once: one conversion instead of one per workload
+            self._lists = self._values.tolist()
+        return tuple(self._lists[row][first : last + 1])
 
 
 class HistoryReadout:
     """The history matrices read out for the windows: each workload's run of valid rates ending at the newest
     point (None when that point is missing) and the misses over the same span (None: unknown).
 
-    The tuple of a workload whose rates did not change since ``previous_rates`` (the history moves one point per
-    its step; in between, a fetch re-asks for the newest points and usually gets the same) is the one in
-    ``previous_cache``; ``cache`` holds the tuples read out, for the next readout."""
+    While the matrices are what they were at ``previous`` (the history moves one point per its step; in between
+    a fetch re-asks for the newest points and usually gets the same), a workload's result is ``previous``'s, and a
+    workload whose rates row alone is unchanged keeps its tuple. ``results`` holds what was read out, for the next
+    readout."""
 
     def __init__(
         self,
         rates: SeriesMatrix,
         misses: SeriesMatrix | None,
-        previous_rates: SeriesMatrix | None = None,
-        previous_cache: Mapping[tuple[str, str], tuple[float, ...]] | None = None,
+        previous: HistoryReadout | None = None,
     ) -> None:
-        values = rates.values
-        self._rates = rates
-        self._start = _last_true(~np.isfinite(values) | (values < 0)) + 1
-        self._misses = misses
+        self.rates = rates
+        self.misses = misses
+        self.results: dict[tuple[str, str], tuple[tuple[float, ...] | None, float | None]] = {}
+        self._previous: Mapping[tuple[str, str], tuple[tuple[float, ...] | None, float | None]] = {}
+        self._same_rows: npt.NDArray[np.bool_] | None = None
+        self._all_same = False
+        self._prepared = False
+        if previous is not None and _comparable(previous.rates, rates):
+            self._previous = previous.results
+            if _equal(previous.rates, rates) and (
+                (misses is None and previous.misses is None)
+                or (misses is not None and previous.misses is not None and _equal(previous.misses, misses))
+            ):
+                self._all_same = True
+            else:
+                old = previous.rates.values
+                new = rates.values
+                self._same_rows = ((new == old) | (np.isnan(new) & np.isnan(old))).all(axis=1)
+
+    def _prepare(self) -> None:
+        values = self.rates.values
+        self._start = (_last_true(~np.isfinite(values) | (values < 0)) + 1).tolist()
         self._suffix: npt.NDArray[np.float64] | None = None
-        self._misses_bad: npt.NDArray[np.intp] | None = None
-        if misses is not None:
-            missed = np.maximum(misses.values.astype(np.float64), 0.0)
-            self._misses_bad = _last_true(~np.isfinite(missed))
-            self._suffix = np.cumsum(missed[:, ::-1], axis=1)[:, ::-1] * misses.step
-        self.cache: dict[tuple[str, str], tuple[float, ...]] = {}
-        self._same: npt.NDArray[np.bool_] | None = None
-        self._previous_cache: Mapping[tuple[str, str], tuple[float, ...]] = previous_cache or {}
-        old = previous_rates
-        if (
-            old is not None
-            and self._previous_cache
-            and old.end_ts == rates.end_ts
-            and old.rows is rates.rows
-            and old.values.shape == values.shape
-        ):
-            self._same = ((values == old.values) | (np.isnan(values) & np.isnan(old.values))).all(axis=1)
+        self._misses_bad: list[int] | None = None
+        if self.misses is not None:
+            missed = np.maximum(self.misses.values.astype(np.float64), 0.0)
+            self._misses_bad = _last_true(~np.isfinite(missed)).tolist()
+            self._suffix = np.cumsum(missed[:, ::-1], axis=1)[:, ::-1] * self.misses.step
+        self._prepared = True
+
+    def release(self) -> None:
+        """Drop the arrays the read-out used (kept: the matrices and ``results``)."""
+        self._prepared = False
+        self._suffix = None
+        self._misses_bad = None
+        self._same_rows = None
 
     def read(self, key: tuple[str, str]) -> tuple[tuple[float, ...] | None, float | None]:
-        row = self._rates.rows.get(key)
+        known = self._previous.get(key) if self._all_same else None
+        if known is None:
+            known = self._read(key)
+        self.results[key] = known
+        return known
+
+    def _read(self, key: tuple[str, str]) -> tuple[tuple[float, ...] | None, float | None]:
+        row = self.rates.rows.get(key)
         if row is None:
             return None, None
-        points = self._rates.values.shape[1]
-        first = int(self._start[row])
+        if not self._prepared:
+            self._prepare()
+        points = self.rates.values.shape[1]
+        first = self._start[row]
         if first >= points:
             return None, None
-        history = self._previous_cache.get(key) if self._same is not None and self._same[row] else None
+        history = None
+        if self._same_rows is not None and self._same_rows[row]:
+            history = (self._previous.get(key) or (None, None))[0]
         if history is None:
-            history = tuple(self._rates.values[row, first:].tolist())
-        self.cache[key] = history
+            history = tuple(self.rates.values[row, first:].tolist())
         missed = None
-        if self._misses is not None and self._suffix is not None and self._misses_bad is not None:
-            miss_row = self._misses.rows.get(key)
-            if miss_row is not None and int(self._misses_bad[miss_row]) < first:
+        if self.misses is not None and self._suffix is not None and self._misses_bad is not None:
+            miss_row = self.misses.rows.get(key)
+            if miss_row is not None and self._misses_bad[miss_row] < first:
                 missed = float(self._suffix[miss_row, first])
         return history, missed
+
+
+def _comparable(old: SeriesMatrix, new: SeriesMatrix) -> bool:
+    return old.end_ts == new.end_ts and old.rows is new.rows and old.values.shape == new.values.shape
+
+
+def _equal(old: SeriesMatrix, new: SeriesMatrix) -> bool:
+    return _comparable(old, new) and bool(np.array_equal(old.values, new.values, equal_nan=True))
 
 
 def with_rows(matrix: SeriesMatrix, keys: Collection[tuple[str, str]]) -> SeriesMatrix:

@@ -201,8 +201,8 @@ class _Kept:
     """The histogram bucket (``le``) each workload's SLO-miss share was asked for (another one: a whole fetch)."""
     matrices: dict[str, SeriesMatrix]
     """The per-step in-flight peaks and SLO misses, and the day's history (absent: not asked for)."""
-    history_cache: dict[_LabelKey, tuple[float, ...]]
-    """The history tuples the last snapshot handed out (reused while a workload's history is unchanged)."""
+    history: HistoryReadout | None = None
+    """The history as the last snapshot read it out (reused while a workload's history is unchanged)."""
     history_cursor: int | None = None
     """The oldest history point asked for every row so far: older spans are asked for one per fetch."""
 
@@ -439,7 +439,6 @@ class PrometheusSource:
         if isinstance(matrices, str):
             return self._failed(matrices, sent)
         # every answer is good: only now does the kept window move
-        before = kept
         self._kept = _Kept(
             end_ts=end_ts,
             fetched=wanted,
@@ -447,11 +446,15 @@ class PrometheusSource:
             latest=latest,
             le_of=le_of,
             matrices=matrices,
-            history_cache={},
             history_cursor=history_cursor,
+            history=None
+            if _HISTORY not in matrices
+            else HistoryReadout(
+                matrices[_HISTORY], matrices.get(_HISTORY_MISSES), None if kept is None else kept.history
+            ),
         )
         self.whole_fetches += whole
-        return self._snapshot(keys, end_ts, results, self._kept, sent, before)
+        return self._snapshot(keys, end_ts, results, self._kept, sent)
 
     async def _fetch_signal(
         self,
@@ -883,9 +886,8 @@ class PrometheusSource:
         results: Mapping[Signal, _SignalResult],
         kept: _Kept,
         sent: int,
-        before: _Kept | None = None,
     ) -> MetricsSnapshot:
-        readouts = self._readouts(kept, before)
+        readouts = self._readouts(kept)
         windows: dict[WorkloadKey, TrafficWindow] = {}
         problems: dict[WorkloadKey, str] = {}
         gpu: dict[WorkloadKey, float] = {}
@@ -912,7 +914,7 @@ class PrometheusSource:
                 if reading is not None:
                     values[key] = reading
         if readouts.history is not None:
-            kept.history_cache.update(readouts.history.cache)
+            readouts.history.release()
         return MetricsSnapshot(
             windows=windows,
             queries=sent,
@@ -924,21 +926,12 @@ class PrometheusSource:
             time_to_first_token=readings[Signal.TIME_TO_FIRST_TOKEN],
         )
 
-    def _readouts(self, kept: _Kept, before: _Kept | None) -> _Readouts:
-        matrices = kept.matrices
-        peaks, misses, history = matrices.get(_PEAKS), matrices.get(_MISSES), matrices.get(_HISTORY)
-        previous = None if before is None else before.matrices.get(_HISTORY)
+    def _readouts(self, kept: _Kept) -> _Readouts:
+        peaks, misses = kept.matrices.get(_PEAKS), kept.matrices.get(_MISSES)
         return _Readouts(
             peaks=None if peaks is None else PerStepReadout(peaks, scale=1.0, negative_is_zero=False),
             misses=None if misses is None else PerStepReadout(misses, scale=misses.step, negative_is_zero=True),
-            history=None
-            if history is None
-            else HistoryReadout(
-                history,
-                matrices.get(_HISTORY_MISSES),
-                previous,
-                None if before is None else before.history_cache,
-            ),
+            history=kept.history,
         )
 
     def _window(
