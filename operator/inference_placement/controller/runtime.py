@@ -33,6 +33,7 @@ from inference_placement.controller.telemetry import Telemetry
 from inference_placement.controller.warm_pinger import WarmPinger
 from inference_placement.metrics.promql import PromQLTemplates
 from inference_placement.metrics.source import MetricsSource, NoMetricsSource
+from inference_placement.policy.actuation import Actuators
 from inference_placement.policy.price_book import PriceBook, PriceBookError, default_price_book, load_price_book
 from inference_placement.targets.base import Target
 from inference_placement.targets.capacity import CapacityCache
@@ -188,6 +189,8 @@ async def build_fleet(
         telemetry=telemetry,
         stable_endpoint=router.stable_endpoint if router is not None else None,
         pinger=pinger,
+        # burst spillover needs the router that retries refused requests on the overflow target
+        actuators=Actuators(spillover=router is not None and settings.router.spillover),
     )
 
     fleet = Fleet(
