@@ -447,6 +447,8 @@ def loopback_settings(
         gcp_metadata=gcp_metadata or UpstreamAddress("127.0.0.1", 9),
         connect_timeout_seconds=2.0,
         route_timeout_seconds=10.0,
+        # the spill routes' overflow hop: a CDS cluster points at it, so its port is picked up front too
+        overflow_port=_free_port(),
     )
 
 
