@@ -459,6 +459,8 @@ async def test_scaled_to_zero_without_a_serverless_target_requests_are_held_unti
     await applier.apply([_route((pods.address,), hold_seconds=120)])
     requests.join()
     assert requests.served_by() == Counter({"cluster": held})
+    # the replay carried the body: the model server's stand-in prediction is the length of each instance
+    assert [json.loads(a[2])["predictions"] for a in requests.answers if not isinstance(a, str)] == [[1]] * held
     assert activator.sample(OUTCOMES, outcome="replayed") == held
     assert activator.sample(HELD) == 0
     assert activator.sample("inference_router_activator_hold_seconds_count") == held

@@ -36,13 +36,13 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from inference_placement.routing.envoy import ACTIVATED_HEADER, HOLD_HEADER, PODS_CLUSTER_HEADER, WORKLOAD_HEADER
@@ -284,59 +284,85 @@ class Activator:
         if self._held >= settings.max_held:
             self.metrics.outcomes.labels(namespace, name, "rejected").inc()
             return _refusal(503, f"{workload}: {self._held} requests held already", settings.retry_after_seconds)
-        arrived = time.monotonic()
-        deadline = arrived + hold
         self._held += 1
-        held = self.metrics.held.labels(namespace, name)
-        held.inc()
+        gauge = self.metrics.held.labels(namespace, name)
+        gauge.inc()
+        holding = True
+
+        def release() -> None:
+            nonlocal holding
+            if holding:
+                holding = False
+                self._held -= 1
+                gauge.dec()
+
         try:
             try:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:
                 self.metrics.outcomes.labels(namespace, name, "error").inc()
                 return _refusal(413, f"body over {settings.max_body_bytes} bytes", None)
-            response = await self._hold_and_replay(request, body, cluster, namespace, name, deadline)
+            return await self._hold_and_replay(request, body, cluster, namespace, name, hold, release)
         finally:
-            self._held -= 1
-            held.dec()
-        if response is None:
-            self.metrics.outcomes.labels(namespace, name, "timeout").inc()
-            return _refusal(503, f"{workload}: no ready pod after {hold:g}s (scaling up)", settings.retry_after_seconds)
-        if isinstance(response, str):
-            self.metrics.outcomes.labels(namespace, name, "error").inc()
-            return _refusal(502, f"{workload}: replay failed: {response}", None)
-        self.metrics.outcomes.labels(namespace, name, "replayed").inc()
-        return response
+            release()
 
     async def _hold_and_replay(
-        self, request: web.Request, body: bytes, cluster: str, namespace: str, name: str, deadline: float
-    ) -> web.Response | str | None:
-        """The pods' answer; None when the hold ran out; a string saying why the replay failed."""
+        self,
+        request: web.Request,
+        body: bytes,
+        cluster: str,
+        namespace: str,
+        name: str,
+        hold: float,
+        release: Callable[[], None],
+    ) -> web.StreamResponse:
+        """Wait for a healthy pod, replay through Envoy and stream the pods' answer back (``release`` when the
+        answer starts: the request is no longer held)."""
         assert self._readiness is not None and self._session is not None
+        settings = self.settings
         arrived = time.monotonic()
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP | _ROUTE_HEADERS}
+        deadline = arrived + hold
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in _HOP_BY_HOP | _ROUTE_HEADERS and not k.lower().startswith("x-envoy-")
+        }
         headers[ACTIVATED_HEADER] = "1"
         headers["Host"] = f"{name}.{namespace}"  # the workload's virtual host, whatever Host the client sent
-        url = f"{self.settings.envoy_url.rstrip('/')}{request.rel_url}"
+        url = f"{settings.envoy_url.rstrip('/')}{request.rel_url}"
+        outcomes = self.metrics.outcomes
         waited = False
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not await self._readiness.wait(cluster, remaining):
-                return None
+                outcomes.labels(namespace, name, "timeout").inc()
+                message = f"{namespace}/{name}: no ready pod after {hold:g}s (scaling up)"
+                return _refusal(503, message, settings.retry_after_seconds)
             if not waited:
                 self.metrics.hold_seconds.labels(namespace, name).observe(time.monotonic() - arrived)
                 waited = True
+            response: web.StreamResponse | None = None
             try:
                 async with self._session.request(request.method, url, headers=headers, data=body) as upstream:
-                    payload = await upstream.read()
                     local_refusal = upstream.status == 503 and _ENVOY_UPSTREAM_HEADER not in upstream.headers
                     if not local_refusal or time.monotonic() >= deadline:
+                        release()
                         out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
-                        return web.Response(status=upstream.status, body=payload, headers=out)
+                        response = web.StreamResponse(status=upstream.status, headers=out)
+                        await response.prepare(request)
+                        async for chunk in upstream.content.iter_any():  # streamed: tokens reach the client
+                            await response.write(chunk)
+                        await response.write_eof()
+                        outcomes.labels(namespace, name, "replayed").inc()
+                        return response
+                    await upstream.read()
             except (aiohttp.ClientError, TimeoutError) as err:
-                return f"{type(err).__name__}: {err}"
+                outcomes.labels(namespace, name, "error").inc()
+                if response is not None:
+                    raise  # the answer had started: the client sees the connection end
+                return _refusal(502, f"{namespace}/{name}: replay failed: {type(err).__name__}: {err}", None)
             # Envoy answered by itself (no pod reached its worker yet): the request never left, try again.
-            await asyncio.sleep(min(self.settings.poll_interval_seconds, max(0.0, deadline - time.monotonic())))
+            await asyncio.sleep(min(settings.poll_interval_seconds, max(0.0, deadline - time.monotonic())))
 
 
 def _parse_args(argv: Sequence[str] | None) -> ActivatorSettings:
@@ -370,6 +396,7 @@ def _parse_args(argv: Sequence[str] | None) -> ActivatorSettings:
 
 
 async def _serve(settings: ActivatorSettings) -> None:
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: the scrape stays small
     activator = Activator(settings)
     await activator.start()
     print(
