@@ -43,6 +43,7 @@ from inference_placement.routing.envoy import (
     render_route_configuration,
     render_static_config,
 )
+from inference_placement.routing.manifests import render_router_deployment
 from inference_placement.routing.model import (
     Backend,
     CloudRunUpstream,
@@ -492,6 +493,19 @@ async def test_a_hold_past_its_bound_answers_503_with_retry_after_and_the_held_c
     assert activator.sample(OUTCOMES, outcome="timeout") == 3
 
 
+async def test_the_activator_refuses_at_once_what_would_exceed_its_body_budget(
+    envoy_router: EnvoyRouter, processes: Processes
+) -> None:
+    activator = processes.activator(envoy_router, "--max-held-bytes=100")
+    await _applier(envoy_router, activator).apply([_route((), hold_seconds=60)])
+    conn = http.client.HTTPConnection("127.0.0.1", envoy_router.listen_port, timeout=60)
+    conn.request("POST", "/predict", body=b"x" * 200, headers={"Host": HOST})
+    response = conn.getresponse()
+    assert response.status == 503 and response.getheader("retry-after") == "5" and b"held already" in response.read()
+    conn.close()
+    assert activator.sample(OUTCOMES, outcome="rejected") == 1
+
+
 def test_the_activator_refuses_requests_that_did_not_come_through_a_holding_route(
     envoy_router: EnvoyRouter, processes: Processes
 ) -> None:
@@ -601,3 +615,20 @@ async def test_a_cloud_run_overflow_gets_its_host_and_id_token_and_the_pods_atte
     status, headers, _ = envoy_router.request(HOST, method="POST")
     assert status == 200 and headers["x-served-by"] == "cluster"
     assert headers["x-seen-host"] == HOST and headers["x-seen-authorization"] == ""
+
+
+def test_the_router_pod_runs_the_activator_next_to_envoy_when_asked() -> None:
+    assert [c["name"] for c in render_router_deployment()["spec"]["template"]["spec"]["containers"]] == ["envoy"]
+    settings = EnvoySettings(activator_port=8081, overflow_port=9905)
+    pod = render_router_deployment(settings, activator_image="operator:1")["spec"]["template"]["spec"]
+    envoy, activator = pod["containers"]
+    assert envoy["name"] == "envoy"
+    assert activator["image"] == "operator:1"
+    assert activator["command"] == ["python", "-m", "inference_placement.routing.activator"]
+    assert "--listen-address=127.0.0.1" in activator["args"] and "--listen-port=8081" in activator["args"]
+    assert "--envoy-url=http://127.0.0.1:8080" in activator["args"]
+    assert "--admin-url=http://127.0.0.1:9901" in activator["args"]
+    assert activator["ports"] == [{"name": "activator", "containerPort": 9904, "protocol": "TCP"}]
+    assert activator["securityContext"]["readOnlyRootFilesystem"] is True
+    with pytest.raises(ValueError, match="activator_port"):
+        render_router_deployment(activator_image="operator:1")

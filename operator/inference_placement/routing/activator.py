@@ -15,8 +15,8 @@ each request it
   reached its workers, is tried again until the hold ends);
 * gives up with 503 and ``Retry-After`` once the route's hold bound (``x-inference-hold-seconds``, the workload's
   tolerable cold start, capped by ``ActivatorSettings.max_hold_seconds``) has passed, and refuses at once (503,
-  ``Retry-After``) beyond ``ActivatorSettings.max_held`` requests held at once (bounded memory: at most that many
-  bodies of at most ``max_body_bytes``).
+  ``Retry-After``) beyond ``ActivatorSettings.max_held`` requests or ``max_held_bytes`` of bodies held at once
+  (bounded memory; one body at most ``max_body_bytes``, 413 beyond).
 
 The workload, the hold bound and the pods cluster come from headers the route sets (overwriting a client's), so
 the activator needs no configuration per workload. Metrics (own port, ``/metrics``; ``/healthz`` there too):
@@ -93,6 +93,8 @@ class ActivatorSettings:
     """Cap on a route's hold bound."""
     max_body_bytes: int = 16 * 1024 * 1024
     """Largest request body held (413 beyond)."""
+    max_held_bytes: int = 64 * 1024 * 1024
+    """Request bodies held at once, in bytes, over all requests; beyond it a request is refused at once (503)."""
     poll_interval_seconds: float = 0.2
     """Admin polling interval while a request waits."""
     replay_timeout_seconds: float = 300.0
@@ -101,8 +103,8 @@ class ActivatorSettings:
     """``Retry-After`` of a refusal or a hold that ran out."""
 
     def __post_init__(self) -> None:
-        if self.max_held < 1 or self.max_body_bytes < 0:
-            raise ValueError("max_held must be >= 1 and max_body_bytes >= 0")
+        if self.max_held < 1 or self.max_body_bytes < 0 or self.max_held_bytes < 0:
+            raise ValueError("max_held must be >= 1, max_body_bytes and max_held_bytes >= 0")
         if not 0 < self.poll_interval_seconds <= 10 or not 0 < self.max_hold_seconds:
             raise ValueError("poll_interval_seconds must be in (0, 10] and max_hold_seconds positive")
 
@@ -218,6 +220,7 @@ class Activator:
         self.settings = settings or ActivatorSettings()
         self.metrics = _Metrics()
         self._held = 0
+        self._held_bytes = 0
         self._runners: list[web.AppRunner] = []
         self._session: aiohttp.ClientSession | None = None
         self._readiness: PodsReadiness | None = None
@@ -281,12 +284,15 @@ class Activator:
         if not namespace or not name or not cluster or not hold > 0:
             return _refusal(400, "not sent by a holding route (workload, pods cluster or hold bound missing)", None)
         self.metrics.requests.labels(namespace, name).inc()
-        if self._held >= settings.max_held:
+        declared = request.content_length or 0
+        if self._held >= settings.max_held or self._held_bytes + declared > settings.max_held_bytes:
             self.metrics.outcomes.labels(namespace, name, "rejected").inc()
-            return _refusal(503, f"{workload}: {self._held} requests held already", settings.retry_after_seconds)
+            message = f"{workload}: {self._held} requests ({self._held_bytes} bytes) held already"
+            return _refusal(503, message, settings.retry_after_seconds)
         self._held += 1
         gauge = self.metrics.held.labels(namespace, name)
         gauge.inc()
+        held_bytes = 0
         holding = True
 
         def release() -> None:
@@ -294,6 +300,7 @@ class Activator:
             if holding:
                 holding = False
                 self._held -= 1
+                self._held_bytes -= held_bytes
                 gauge.dec()
 
         try:
@@ -302,6 +309,11 @@ class Activator:
             except web.HTTPRequestEntityTooLarge:
                 self.metrics.outcomes.labels(namespace, name, "error").inc()
                 return _refusal(413, f"body over {settings.max_body_bytes} bytes", None)
+            held_bytes = len(body)
+            self._held_bytes += held_bytes
+            if self._held_bytes > settings.max_held_bytes:  # a body without Content-Length
+                self.metrics.outcomes.labels(namespace, name, "rejected").inc()
+                return _refusal(503, f"{workload}: held bodies over budget", settings.retry_after_seconds)
             return await self._hold_and_replay(request, body, cluster, namespace, name, hold, release)
         finally:
             release()
@@ -377,6 +389,7 @@ def _parse_args(argv: Sequence[str] | None) -> ActivatorSettings:
     parser.add_argument("--max-held", type=int, default=defaults.max_held)
     parser.add_argument("--max-hold-seconds", type=float, default=defaults.max_hold_seconds)
     parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
+    parser.add_argument("--max-held-bytes", type=int, default=defaults.max_held_bytes)
     parser.add_argument("--poll-interval-seconds", type=float, default=defaults.poll_interval_seconds)
     parser.add_argument("--retry-after-seconds", type=int, default=defaults.retry_after_seconds)
     args = parser.parse_args(argv)
@@ -390,6 +403,7 @@ def _parse_args(argv: Sequence[str] | None) -> ActivatorSettings:
         max_held=args.max_held,
         max_hold_seconds=args.max_hold_seconds,
         max_body_bytes=args.max_body_bytes,
+        max_held_bytes=args.max_held_bytes,
         poll_interval_seconds=args.poll_interval_seconds,
         retry_after_seconds=args.retry_after_seconds,
     )
