@@ -28,6 +28,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from inference_placement.api.spec import TargetName
+from inference_placement.api.status import InferenceWorkloadStatus, TargetResourceStatus, TargetsStatus
 from inference_placement.routing.envoy import (
     ACTIVATED_HEADER,
     ACTIVATOR_CLUSTER,
@@ -53,6 +54,7 @@ from inference_placement.routing.model import (
     Route,
     ServiceUpstream,
     UpstreamAddress,
+    route_for,
 )
 from tests.plugins.envoy import EnvoyRouter, HttpUpstreams, LoopbackOnlyApplier, envoy_validate
 
@@ -364,6 +366,34 @@ def test_bad_spill_routes_are_refused(kwargs: dict[str, Any], message: str) -> N
         Route(NS, NAME, (Backend(R, _cloudrun(UpstreamAddress("127.0.0.1", 9)), 100),), hold_seconds=5)
     with pytest.raises(ValueError, match="serverless"):
         Overflow(C, _cloudrun(UpstreamAddress("127.0.0.1", 9)))
+
+
+def _status(*, cloudrun_endpoint: str | None = f"https://{CLOUDRUN_HOST}") -> InferenceWorkloadStatus:
+    return InferenceWorkloadStatus(
+        placement=C,
+        targets=TargetsStatus(
+            cluster=TargetResourceStatus(name="embedder-model", endpoint="http://embedder-model.default.svc:8080"),
+            cloudrun=TargetResourceStatus(name="svc", endpoint=cloudrun_endpoint),
+        ),
+    )
+
+
+def test_route_for_takes_the_spill_from_the_decision_and_the_upstreams_from_status() -> None:
+    pod = UpstreamAddress("10.1.2.3", 8080)
+    route = route_for(NS, NAME, _status(), pod_addresses=[pod], overflow=R, hold_seconds=30)
+    assert route.backends == (Backend(C, PodsUpstream((pod,)), 100),)
+    assert route.overflow is not None and route.overflow.target is R and route.hold_seconds is None
+    assert isinstance(route.overflow.upstream, CloudRunUpstream) and route.overflow.upstream.host == CLOUDRUN_HOST
+    # the serverless target still provisioning (no endpoint yet): the hold covers scale to zero meanwhile
+    waiting = route_for(NS, NAME, _status(cloudrun_endpoint=None), pod_addresses=[], overflow=R, hold_seconds=30)
+    assert waiting.overflow is None and waiting.hold_seconds == 30
+    assert waiting.backends == (Backend(C, PodsUpstream(()), 100),)
+    # no spill asked: the route of before, Service address and all
+    plain = route_for(NS, NAME, _status())
+    assert not plain.spills and isinstance(plain.backends[0].upstream, ServiceUpstream)
+    # no cluster backend (placed on Cloud Run): nothing to spill
+    on_cloudrun = _status().model_copy(update={"placement": R})
+    assert not route_for(NS, NAME, on_cloudrun, overflow=R, hold_seconds=30).spills
 
 
 def test_every_spill_shape_passes_envoy_validate(envoy_binary: str) -> None:
