@@ -196,8 +196,12 @@ def _route(
 
 
 def _applier(router: EnvoyRouter, activator: ActivatorProcess | None = None) -> LoopbackOnlyApplier:
-    settings = router.settings if activator is None else replace(router.settings, activator_port=activator.port)
-    return LoopbackOnlyApplier(router.xds_dir, router.admin_url, settings)
+    """The router's applier with a generous route timeout (it bounds a held request too: a loaded machine may take
+    seconds to start the pods) and the activator's port."""
+    settings = replace(router.settings, route_timeout_seconds=120.0)
+    if activator is not None:
+        settings = replace(settings, activator_port=activator.port)
+    return LoopbackOnlyApplier(router.xds_dir, router.admin_url, settings, timeout_seconds=60.0)
 
 
 def _post(port: int, path: str = "/predict", timeout: float = 120.0) -> tuple[int, dict[str, str], bytes]:
@@ -419,7 +423,7 @@ async def test_a_burst_over_the_queue_cap_spills_to_the_serverless_target_and_ev
     pods = processes.model_server("cluster", MAX_IN_FLIGHT=str(cap))
     serverless = processes.model_server("cloudrun")
     route = _route((pods.address,), overflow=Overflow(R, _cloudrun(serverless.address)))
-    await envoy_router.applier().apply([route])
+    await _applier(envoy_router).apply([route])
     # each request takes 3 s, so the whole burst is in flight at once even on a slow machine
     requests = Concurrent(envoy_router.listen_port, burst, "/predict?sleep=3")
     requests.join()
@@ -461,7 +465,7 @@ async def test_scaled_to_zero_with_a_serverless_target_requests_go_there_at_once
 ) -> None:
     serverless = processes.model_server("cloudrun")
     overflow = Overflow(R, _cloudrun(serverless.address))
-    applier = envoy_router.applier()
+    applier = _applier(envoy_router)
     await applier.apply([_route((), overflow=overflow)])
     answers = [_post(envoy_router.listen_port) for _ in range(10)]
     assert [(s, h.get("x-served-by")) for s, h, _ in answers] == [(200, "cloudrun")] * 10
@@ -616,7 +620,7 @@ async def test_a_lambda_overflow_is_a_signed_invocation_when_the_pods_are_gone(
     """The aws_lambda filter rides on the Lambda cluster, so it signs the fall-through from the composite too."""
     recorder = http_upstreams.start("lambda-endpoint")
     lambda_ = LambdaUpstream(LAMBDA_ARN, "eu-west-1", recorder.address, payload_passthrough=True)
-    await envoy_router.applier().apply([_route((), overflow=Overflow(L, lambda_))])
+    await _applier(envoy_router).apply([_route((), overflow=Overflow(L, lambda_))])
     status, headers, _ = envoy_router.request(HOST, method="POST")
     assert status == 200 and headers["x-served-by"] == "lambda-endpoint"
     assert recorder.last_path == f"/2015-03-31/functions/{LAMBDA_ARN}/invocations"
@@ -632,7 +636,7 @@ async def test_a_cloud_run_overflow_gets_its_host_and_id_token_and_the_pods_atte
     pods = http_upstreams.start("cluster")
     cloudrun = http_upstreams.start("cloudrun")
     overflow = Overflow(R, _cloudrun(cloudrun.address))
-    applier = envoy_router.applier()
+    applier = _applier(envoy_router)
     await applier.apply([_route((), overflow=overflow)])
     status, headers, _ = envoy_router.request(HOST, method="POST")
     assert status == 200 and headers["x-served-by"] == "cloudrun"
