@@ -19,7 +19,7 @@ Environment
   MODEL_NAME       model name reported for /predict (default "model")
   DRAIN_SECONDS    on SIGTERM, wait at most this long for in-flight requests (default 10)
   MAX_IN_FLIGHT    queue cap: with this many predictions in flight, another one is refused at once with 429 and
-                   `Retry-After` (a real model server's max concurrent requests, e.g. vLLM/TGI); 0 = no cap (default)
+                   `Retry-After` (like TGI/TEI beyond --max-concurrent-requests); 0 = no cap (default)
   RETRY_AFTER_SECONDS  the `Retry-After` of a refused request (default 1)
 
 Metrics (inference requests only, i.e. the predict paths)

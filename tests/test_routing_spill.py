@@ -69,6 +69,8 @@ LAMBDA_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:ip-default-embedder
 MODEL_SERVER = Path(__file__).resolve().parent.parent / "e2e" / "model_server.py"
 OPERATOR_DIR = Path(__file__).resolve().parent.parent / "operator"
 _START_SECONDS = 30.0
+
+pytestmark = pytest.mark.slow  # real Envoy and model-server processes (about 40 s for the module)
 REQUESTS = "inference_router_activator_requests_total"
 HELD = "inference_router_activator_held_requests"
 OUTCOMES = "inference_router_activator_outcomes_total"
