@@ -10,6 +10,7 @@ generous (a loaded 2-core machine); the assertions are on outcomes and counts, n
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -56,7 +57,7 @@ from inference_placement.routing.model import (
     UpstreamAddress,
     route_for,
 )
-from tests.plugins.envoy import EnvoyRouter, HttpUpstreams, LoopbackOnlyApplier, envoy_validate
+from tests.plugins.envoy import EnvoyRouter, HttpUpstreams, LoadLoop, LoopbackOnlyApplier, envoy_validate
 
 C, R, L = TargetName.CLUSTER, TargetName.CLOUDRUN, TargetName.LAMBDA
 NS, NAME = "default", "embedder"
@@ -668,3 +669,27 @@ def test_the_router_pod_runs_the_activator_next_to_envoy_when_asked() -> None:
     assert activator["securityContext"]["readOnlyRootFilesystem"] is True
     with pytest.raises(ValueError, match="activator_port"):
         render_router_deployment(activator_image="operator:1")
+
+
+async def test_pods_coming_and_going_under_load_fail_nothing_and_spill_nothing(
+    envoy_router: EnvoyRouter, processes: Processes
+) -> None:
+    """Each scale step rewrites the pods cluster (CDS): requests in flight finish, new ones find the new pods, and
+    none of them falls through to the overflow while a pod is there."""
+    first, second = processes.model_server("cluster"), processes.model_server("cluster")
+    serverless = processes.model_server("cloudrun")
+    overflow = Overflow(R, _cloudrun(serverless.address))
+    applier = _applier(envoy_router)
+    await applier.apply([_route((first.address,), overflow=overflow)])
+    loop = LoadLoop(envoy_router.listen_port, HOST, max_requests=3000, max_seconds=120).start()
+    try:
+        for phase, pods in (("one", (first,)), ("two", (first, second)), ("other", (second,))):
+            await applier.apply([_route(tuple(p.address for p in pods), overflow=overflow)])
+            loop.phase = phase
+            await asyncio.to_thread(loop.wait_for_phase, phase, 50, 60.0)
+            loop.phase = None
+    finally:
+        loop.stop()
+    assert loop.failures == 0, {k: v.errors for k, v in loop.results.items()}
+    assert all(set(r.served_by) == {"cluster"} for r in loop.results.values()), loop.results
+    assert _stat(envoy_router, f"cluster.{CLOUDRUN_CLUSTER}.upstream_rq_total") == 0
