@@ -72,6 +72,7 @@ _HOP_BY_HOP: Final = frozenset(
 _ROUTE_HEADERS: Final = frozenset({WORKLOAD_HEADER, HOLD_HEADER, PODS_CLUSTER_HEADER, ACTIVATED_HEADER})
 _ENVOY_UPSTREAM_HEADER: Final = "x-envoy-upstream-service-time"
 """On every answer Envoy got from an upstream; absent from Envoy's own local replies."""
+_ADMIN_TIMEOUT: Final = aiohttp.ClientTimeout(total=5)
 _HOLD_BUCKETS: Final = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 900)
 
 
@@ -147,7 +148,8 @@ class PodsReadiness:
     async def _healthy(self, clusters: Sequence[str]) -> dict[str, int]:
         pattern = "^(" + "|".join(re.escape(_healthy_stat(c)) for c in clusters) + ")$"
         url = f"{self.admin_url}/stats"
-        async with self.session.get(url, params={"format": "json", "filter": pattern}) as response:
+        query = {"format": "json", "filter": pattern}
+        async with self.session.get(url, params=query, timeout=_ADMIN_TIMEOUT) as response:
             response.raise_for_status()
             payload: Any = json.loads(await response.text())
         values: dict[str, int] = {}
@@ -254,9 +256,7 @@ class Activator:
             site = web.TCPSite(runner, address, port)
             await site.start()
             self._runners.append(runner)
-            server = site._server  # the bound socket: the port the kernel picked for port 0
-            sockets = getattr(server, "sockets", None) or []
-            setattr(self, attr, int(sockets[0].getsockname()[1]) if sockets else port)
+            setattr(self, attr, int(runner.addresses[0][1]))  # the port the kernel picked for port 0
 
     async def stop(self) -> None:
         for runner in reversed(self._runners):
