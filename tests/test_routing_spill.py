@@ -57,7 +57,15 @@ from inference_placement.routing.model import (
     UpstreamAddress,
     route_for,
 )
-from tests.plugins.envoy import EnvoyRouter, HttpUpstreams, LoadLoop, LoopbackOnlyApplier, envoy_validate
+from tests.plugins.envoy import (
+    EnvoyRouter,
+    FakeGcpMetadata,
+    HttpUpstreams,
+    LoadLoop,
+    LoopbackOnlyApplier,
+    envoy_validate,
+    start_envoy,
+)
 
 C, R, L = TargetName.CLUSTER, TargetName.CLOUDRUN, TargetName.LAMBDA
 NS, NAME = "default", "embedder"
@@ -183,6 +191,16 @@ def processes() -> Iterator[Processes]:
         yield started
     finally:
         started.stop_all()
+
+
+@pytest.fixture
+def envoy_router(envoy_binary: str, tmp_path: Path, fake_gcp_metadata: FakeGcpMetadata) -> Iterator[EnvoyRouter]:
+    """The plugin's router plus the overflow listener the spill routes hop through."""
+    router = start_envoy(envoy_binary, tmp_path, fake_gcp_metadata.address, overflow_listener=True)
+    try:
+        yield router
+    finally:
+        router.stop()
 
 
 # ----------------------------------------------------------------------------------------------- helpers
