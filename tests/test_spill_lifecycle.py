@@ -166,3 +166,58 @@ def test_an_ending_spill_drains_before_its_target_retires() -> None:
     assert early.spill is not None and early.retire is None
     done = advance_spill(draining, None, "", SpillObservation(), NOW + timedelta(seconds=31), 30.0)
     assert done.spill is None and done.retire is TargetName.LAMBDA
+
+
+# ------------------------------------------------------------------------------------------------ the router
+
+
+class _Applier:
+    def __init__(self) -> None:
+        self.routes: list[Any] = []
+
+    async def apply(self, routes: Any) -> None:
+        self.routes = list(routes)
+
+
+@pytest.mark.parametrize(
+    ("step", "routed"),
+    [
+        pytest.param("Provisioning", False, id="provisioning-nothing-spills"),
+        pytest.param("Routed", True, id="routed"),
+        pytest.param("Spilling", True, id="spilling"),
+        pytest.param("Uncapping", True, id="uncapping-still-retries"),
+        pytest.param("Draining", False, id="draining-no-more"),
+    ],
+)
+def test_the_router_retries_on_the_overflow_target_exactly_while_a_replica_may_refuse(step: str, routed: bool) -> None:
+    from inference_placement.api.workload import WorkloadKey
+    from inference_placement.controller.router_sync import RouterSync
+
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:unit-w"
+    body = {
+        "metadata": {"name": "w", "namespace": "unit", "uid": "u", "resourceVersion": "7"},
+        "status": {
+            "placement": "cluster",
+            "targets": {
+                "cluster": {"name": "w", "endpoint": "http://10.0.0.9:8080", "ready": True},
+                "lambda": {"name": arn, "ready": True},
+            },
+            "spill": {
+                "target": "lambda",
+                "step": step,
+                "baseReplicas": 2,
+                "overflowAboveInFlight": 8,
+                "slotsPerReplica": 4,
+                "stepStartedAt": "2026-03-10T12:00:00Z",
+            },
+        },
+    }
+    applier = _Applier()
+    sync = RouterSync(cast(Any, applier))
+    key = WorkloadKey("unit", "w")
+    sync.observe(key, body)
+    assert asyncio.run(sync.sync())
+    (route,) = applier.routes
+    assert (route.overflow is not None) is routed
+    assert sync.confirmed_spill(key) is (TargetName.LAMBDA if routed else None)
+    assert sync.confirmed(key) == {TargetName.CLUSTER: 100}

@@ -446,7 +446,7 @@ def loopback_settings(
         connect_timeout_seconds=2.0,
         route_timeout_seconds=10.0,
         # the spill routes' overflow hop: a CDS cluster points at it, so its port is picked up front too
-        overflow_port=_free_port() if overflow_listener else None,
+        overflow_port=free_port() if overflow_listener else None,
     )
 
 
