@@ -41,6 +41,7 @@ from inference_placement.targets.cluster import ClusterTarget
 from inference_placement.targets.credentials import SecretRedactingFilter, secret_values
 
 __all__ = [
+    "DEFAULT_OVERFLOW_PORT",
     "build_fleet",
     "capacity_verdict",
     "run_operator",
@@ -53,6 +54,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_OVERFLOW_PORT = 9905
+"""The router's overflow listener (loopback, in the router Pod) when spillover is on and no port is set."""
 
 
 def install_redaction() -> SecretRedactingFilter:
@@ -279,6 +283,9 @@ def build_router(router: RouterSettings, api: Any = None) -> RouterSync | None:
         envoy_options["gcp_metadata"] = UpstreamAddress.from_url(router.gcp_metadata)
     if router.latency_buckets_ms is not None:  # the request-time histogram's bounds, e.g. 50,100,250,500,1000
         envoy_options["latency_buckets_ms"] = router.latency_buckets_ms
+    overflow_port = router.overflow_port or (DEFAULT_OVERFLOW_PORT if router.spillover else None)
+    if overflow_port is not None:
+        envoy_options["overflow_port"] = overflow_port
     endpoints = EndpointsConfig(
         address_overrides=dict(router.address_overrides),
         lambda_endpoint=router.lambda_endpoint,

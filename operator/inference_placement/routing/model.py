@@ -47,6 +47,7 @@ __all__ = [
     "Overflow",
     "PodsUpstream",
     "Route",
+    "ServerlessUpstream",
     "RouteError",
     "ServiceUpstream",
     "Upstream",
