@@ -193,10 +193,18 @@ def _keys(namespace: str, *names: str) -> list[WorkloadKey]:
 def test_default_queries_are_one_per_signal_grouped_by_workload() -> None:
     queries = render_queries(PromQLTemplates())
     assert set(queries) == set(Signal) - {Signal.TIME_TO_FIRST_TOKEN, Signal.WARM_LATENCY}  # opt-in model-server extras
-    assert queries[Signal.REQUEST_RATE] == "sum by (namespace, workload) (rate(envoy_cluster_upstream_rq_total{}[60s]))"
+    # each request once: every target's attempts less a spilling route's retries (its composite cluster)
+    assert queries[Signal.REQUEST_RATE] == (
+        'sum by (namespace, workload) (rate(envoy_cluster_upstream_rq_total{target!="composite",}[60s]))'
+        ' - (sum by (namespace, workload) (rate(envoy_cluster_upstream_rq_retry{target="composite",}[60s]))'
+        ' or 0 * sum by (namespace, workload) (rate(envoy_cluster_upstream_rq_total{target!="composite",}[60s])))'
+    )
+    # latency as the client saw it: the composite's histogram where a route spills, else the targets'
     assert queries[Signal.LATENCY_P99] == (
         "histogram_quantile(0.99, sum by (namespace, workload, le) "
-        "(rate(envoy_cluster_upstream_rq_time_bucket{}[60s]))) / 1000"
+        '(rate(envoy_cluster_upstream_rq_time_bucket{target="composite",}[60s])) or '
+        "sum by (namespace, workload, le) "
+        '(rate(envoy_cluster_upstream_rq_time_bucket{target!="composite",}[60s]))) / 1000'
     )
     assert "DCGM_FI_DEV_GPU_UTIL" in queries[Signal.GPU_UTILIZATION]
     model = render_queries(MODEL_SERVER_TEMPLATES)

@@ -112,7 +112,9 @@ def test_the_router_deployment_and_service_expose_the_stats_port() -> None:
 
 def test_default_templates_read_the_router_and_model_server_ones_stay_available() -> None:
     queries = render_queries(PromQLTemplates())
-    assert queries[Signal.REQUEST_RATE] == "sum by (namespace, workload) (rate(envoy_cluster_upstream_rq_total{}[60s]))"
+    assert queries[Signal.REQUEST_RATE].startswith(
+        'sum by (namespace, workload) (rate(envoy_cluster_upstream_rq_total{target!="composite",}[60s]))'
+    )
     assert "envoy_cluster_upstream_rq_time_bucket" in queries[Signal.LATENCY_P99]
     assert queries[Signal.IN_FLIGHT].startswith("sum by (namespace, workload) (max_over_time(")
     assert queries[Signal.ROUTER_UP] == 'up{job="inference-router",}'

@@ -64,6 +64,8 @@ SET_TABLE: list[tuple[str, str, str, object]] = [
     ("router.replicas", "3", "router.replicas", 3),
     ("router.imagePullPolicy", "Never", "router.image_pull_policy", "Never"),
     ("router.confirmTimeoutSeconds", "90", "router.confirm_timeout_seconds", 90.0),
+    ("router.spillover", "true", "router.spillover", True),
+    ("router.overflowPort", "9911", "router.overflow_port", 9911),
     ("router.latencyBucketsMs", "50,100,250,1000", "router.latency_buckets_ms", (50.0, 100.0, 250.0, 1000.0)),
     ("cloudrun.enabled", "yes", "cloudrun.enabled", True),
     ("cloudrun.project", "acme", "cloudrun.project", "acme"),

@@ -32,6 +32,7 @@ from inference_placement.api.status import (
     LastMigration,
     MigrationStatus,
     ObservedTraffic,
+    SpillStatus,
     TargetResourceStatus,
 )
 from inference_placement.api.timestamps import parse_time
@@ -118,6 +119,8 @@ class Explanation:
     last_decision: DecisionRecord | None
     migration: MigrationStatus | None
     last_migration: LastMigration | None
+    spill: SpillStatus | None
+    """Burst spillover in force, as the operator recorded it."""
     conditions: tuple[Condition, ...]
     spec_problems: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
@@ -239,6 +242,7 @@ def explain_workload(
         "last_decision": status.last_decision,
         "migration": status.migration,
         "last_migration": status.last_migration,
+        "spill": status.spill,
         "conditions": conditions,
         "events": tuple(_event_rows(events)),
     }
@@ -429,6 +433,9 @@ def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 it
     if expl.last_decision is not None:
         d = expl.last_decision
         decisions.add_row(d.decided_at, f"{d.target.value} x{d.replicas}", d.reason)
+    if expl.spill is not None:
+        sp = expl.spill
+        decisions.add_row(sp.step_started_at, f"spill to {sp.target.value}: {sp.step.value}", sp.message)
     if expl.migration is not None:
         m = expl.migration
         source = m.source.value if m.source else "nothing"

@@ -22,6 +22,8 @@ its admin ``/listeners``, the admin address from ``--admin-address-path``), so n
     The same plus the health listener (``.health_url``: ``GET /ready`` and ``GET /stats`` proxied to the admin).
 ``start_envoy(..., stats_listener=True)``
     Adds the scrape listener (``.stats_target``: only ``GET /stats/prometheus``, proxied to the admin).
+``start_envoy(..., overflow_listener=True)``
+    Adds the loopback overflow listener spill routes hop through (``EnvoySettings.overflow_port``).
 ``fake_gcp_metadata``
     The metadata server's identity endpoint on loopback: answers a JWT-shaped token per ``?audience=``, records
     ``audiences`` and ``flavors`` (the ``Metadata-Flavor`` header). ``envoy_router`` fetches Cloud Run tokens here.
@@ -426,6 +428,7 @@ def loopback_settings(
     *,
     health_listener: bool = False,
     stats_listener: bool = False,
+    overflow_listener: bool = False,
 ) -> EnvoySettings:
     """Loopback only, ports from the kernel. The health and stats listeners proxy to the admin, so they need the
     admin port up front: with either, the admin gets a port picked here (the one small race of these fixtures)."""
@@ -442,6 +445,8 @@ def loopback_settings(
         gcp_metadata=gcp_metadata or UpstreamAddress("127.0.0.1", 9),
         connect_timeout_seconds=2.0,
         route_timeout_seconds=10.0,
+        # the spill routes' overflow hop: a CDS cluster points at it, so its port is picked up front too
+        overflow_port=free_port() if overflow_listener else None,
     )
 
 
@@ -452,11 +457,19 @@ def start_envoy(
     *,
     health_listener: bool = False,
     stats_listener: bool = False,
+    overflow_listener: bool = False,
 ) -> EnvoyRouter:
-    """Start Envoy from ``render_bootstrap`` (ports from the kernel) with empty xDS files in ``directory``."""
+    """Start Envoy from ``render_bootstrap`` (ports from the kernel) with empty xDS files in ``directory``;
+    ``overflow_listener`` adds the spill routes' loopback overflow hop (``EnvoySettings.overflow_port``)."""
     xds_dir = directory / "xds"
     xds_dir.mkdir(parents=True, exist_ok=True)
-    settings = loopback_settings(xds_dir, gcp_metadata, health_listener=health_listener, stats_listener=stats_listener)
+    settings = loopback_settings(
+        xds_dir,
+        gcp_metadata,
+        health_listener=health_listener,
+        stats_listener=stats_listener,
+        overflow_listener=overflow_listener,
+    )
     write_document(xds_dir / XdsKind.CDS.file_name, render_cds([], settings))
     write_document(xds_dir / XdsKind.RDS.file_name, render_rds([], settings))
     bootstrap = directory / "envoy.json"

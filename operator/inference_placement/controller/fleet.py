@@ -350,9 +350,10 @@ class Fleet:
             spec, problems = parsed
             verdict = self.capacity_verdict(key, spec) if spec is not None and not problems else None
             routed = self.router.confirmed(key) if self.router is not None else None
+            spill_routed = self.router.confirmed_spill(key) if self.router is not None else None
             # a window whose last sample grows too old freezes placement: that flip is an input of its own
             stale = window is not None and now_ts - _posix(window.end) > staleness
-            fingerprint = (shared, _window_fingerprint(window), stale, problem, verdict, _weights(routed))
+            fingerprint = (shared, _window_fingerprint(window), stale, problem, verdict, _weights(routed), spill_routed)
             if (
                 full_tick
                 and self.skip_unchanged
@@ -372,6 +373,7 @@ class Fleet:
                 capacity_verdict=verdict,
                 router_enabled=self.router is not None,
                 router_weights=routed,
+                router_spill=spill_routed,
             )
             return entry, fingerprint, inputs, parsed
 

@@ -31,6 +31,7 @@ from inference_placement.api.status import (
     ObservedTraffic,
     ProjectedCosts,
     Reason,
+    SpillStep,
     TargetErrorKind,
     TargetResourceStatus,
     TargetsStatus,
@@ -48,11 +49,12 @@ from inference_placement.controller.migration import (
     start_migration,
 )
 from inference_placement.controller.router_sync import positive_weights
+from inference_placement.controller.spill import SpillObservation, advance_spill
 from inference_placement.controller.status_diff import merge_patch, semantically_equal
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.controller.warm_pinger import PingPlan, WarmPinger
 from inference_placement.policy.actuation import Actuators, target_settings
-from inference_placement.policy.budget import accrue_spend
+from inference_placement.policy.budget import MONTH_SECONDS, accrue_spend
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
 from inference_placement.policy.price_book import PriceBook
@@ -89,6 +91,8 @@ class TickInputs:
     """The operator manages the router: migrations wait for it to confirm each step's weights."""
     router_weights: Mapping[TargetName, int] | None = None
     """Weights the router confirmed for this workload (positive ones); None = nothing confirmed yet."""
+    router_spill: TargetName | None = None
+    """The overflow target the router confirmed it retries this workload's refused requests on; None = none."""
 
 
 @dataclass
@@ -217,6 +221,7 @@ class Reconciler:
 
         workload = InferenceWorkload(metadata=meta, spec=spec, status=status)
         new_status = await self._drive_placement(workload, effective, decision, recorded, inputs, conditions.pending)
+        new_status = await self._drive_spill(workload, decision, new_status, inputs, conditions.pending)
         self._plan_pings(meta, spec, decision, new_status, inputs)
         result.active = new_status.migration is not None or not _placed_ready(new_status)
         serving = _mark_placement(conditions, new_status)
@@ -387,6 +392,44 @@ class Reconciler:
         status, observation = await self._migration_actions(workload, migration, decision, status, pending)
         return self._advance(status, migration, observation, inputs.now, pending)
 
+    async def _drive_spill(
+        self,
+        workload: InferenceWorkload,
+        decision: Decision,
+        status: InferenceWorkloadStatus,
+        inputs: TickInputs,
+        pending: _Pending,
+    ) -> InferenceWorkloadStatus:
+        """Start, keep, change or end burst spillover (``controller/spill.py``), one observed step at a time."""
+        spill = status.spill
+        serving_cluster = status.placement is TargetName.CLUSTER and status.migration is None
+        if decision.target is None and spill is not None and spill.step not in _SPILL_ENDING:
+            return status  # decisions withheld (metrics missing): the spill stays as it stands
+        plan = decision.spill if serving_cluster and decision.target is TargetName.CLUSTER else None
+        if spill is None and plan is None:
+            return status
+        overflow = plan.target if plan is not None and spill is None else spill.target if spill else None
+        if overflow is not None and overflow is not status.placement:
+            status = await self._ensure(workload, overflow, decision, status, pending)
+        entry = _target_status(status.targets or TargetsStatus(), overflow) if overflow is not None else None
+        cluster = _target_status(status.targets or TargetsStatus(), TargetName.CLUSTER)
+        seen = SpillObservation(
+            target_ready=entry is not None and entry.ready,
+            router_spills=overflow is not None and inputs.router_spill is overflow,
+            replicas_uncapped=cluster is not None and cluster.ready,
+        )
+        message = plan.describe(MONTH_SECONDS) if plan is not None else ""
+        moved = advance_spill(spill, plan, message, seen, inputs.now, self.timings.drain_seconds)
+        if moved.event_reason is not None and moved.event_message is not None:
+            pending.event(moved.event_reason, moved.event_message)
+        status = status.model_copy(update={"spill": moved.spill})
+        if moved.retire is not None and moved.retire is not status.placement:
+            if await self._retire(workload, moved.retire, status, pending):
+                status = _drop_target(status, moved.retire)
+            else:
+                status = status.model_copy(update={"spill": spill})  # retire again next tick
+        return status
+
     async def _migration_actions(
         self,
         workload: InferenceWorkload,
@@ -460,7 +503,11 @@ class Reconciler:
             self.actuators,
             provisioning=migration is not None and migration.target is target_name,
         )
-        desired = DesiredTarget(replicas=settings.replicas, max_replicas=settings.max_replicas)
+        desired = DesiredTarget(
+            replicas=settings.replicas,
+            max_replicas=settings.max_replicas,
+            max_in_flight=_queue_cap(status, target_name),
+        )
         try:
             state = await target.ensure(workload, desired)
         except TargetError as err:
@@ -600,11 +647,25 @@ def _with_configured_targets(
     return spec.model_copy(update={"placement": spec.placement.model_copy(update={"allowed_targets": configured})})
 
 
+_SPILL_ENDING = frozenset({SpillStep.UNCAPPING, SpillStep.DRAINING})
+
+
+def _queue_cap(status: InferenceWorkloadStatus, target: TargetName) -> int | None:
+    """The cluster replicas' queue cap: only while the router retries what they refuse (``SPILLING``)."""
+    spill = status.spill
+    if target is not TargetName.CLUSTER or spill is None or spill.step is not SpillStep.SPILLING:
+        return None
+    return spill.slots_per_replica
+
+
 def _with_started_migration(
     status: InferenceWorkloadStatus, decision: Decision, now: datetime
 ) -> InferenceWorkloadStatus:
-    """A first placement, or a move the decision allows now, starts a migration (none while one is in flight)."""
+    """A first placement, or a move the decision allows now, starts a migration (none while one is in flight, and
+    none while a spill is in force: it ends first, so no replica refuses a request the router no longer retries)."""
     if status.migration is not None or decision.target is None:
+        return status
+    if status.spill is not None and status.placement is not None:
         return status
     if status.placement is None:
         migration = start_migration(None, decision.target, decision.reason, now)

@@ -33,6 +33,7 @@ from inference_placement.controller.telemetry import Telemetry
 from inference_placement.controller.warm_pinger import WarmPinger
 from inference_placement.metrics.promql import PromQLTemplates
 from inference_placement.metrics.source import MetricsSource, NoMetricsSource
+from inference_placement.policy.actuation import Actuators
 from inference_placement.policy.price_book import PriceBook, PriceBookError, default_price_book, load_price_book
 from inference_placement.targets.base import Target
 from inference_placement.targets.capacity import CapacityCache
@@ -40,6 +41,7 @@ from inference_placement.targets.cluster import ClusterTarget
 from inference_placement.targets.credentials import SecretRedactingFilter, secret_values
 
 __all__ = [
+    "DEFAULT_OVERFLOW_PORT",
     "build_fleet",
     "capacity_verdict",
     "run_operator",
@@ -52,6 +54,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_OVERFLOW_PORT = 9905
+"""The router's overflow listener (loopback, in the router Pod) when spillover is on and no port is set."""
 
 
 def install_redaction() -> SecretRedactingFilter:
@@ -188,6 +193,8 @@ async def build_fleet(
         telemetry=telemetry,
         stable_endpoint=router.stable_endpoint if router is not None else None,
         pinger=pinger,
+        # burst spillover needs the router that retries refused requests on the overflow target
+        actuators=Actuators(spillover=router is not None and settings.router.spillover),
     )
 
     fleet = Fleet(
@@ -276,6 +283,9 @@ def build_router(router: RouterSettings, api: Any = None) -> RouterSync | None:
         envoy_options["gcp_metadata"] = UpstreamAddress.from_url(router.gcp_metadata)
     if router.latency_buckets_ms is not None:  # the request-time histogram's bounds, e.g. 50,100,250,500,1000
         envoy_options["latency_buckets_ms"] = router.latency_buckets_ms
+    overflow_port = router.overflow_port or (DEFAULT_OVERFLOW_PORT if router.spillover else None)
+    if overflow_port is not None:
+        envoy_options["overflow_port"] = overflow_port
     endpoints = EndpointsConfig(
         address_overrides=dict(router.address_overrides),
         lambda_endpoint=router.lambda_endpoint,

@@ -192,6 +192,14 @@ class RouterSettings(_Group):
     confirm_timeout_seconds: Seconds = 180.0
     """``cluster`` mode: seconds to wait until every router Pod serves a route change before it counts as failed.
     Default 180 (the kubelet refreshes ConfigMap mounts about once a minute)."""
+    spillover: bool = False
+    """Burst spillover: the policy may keep base replicas on the cluster and have the router retry what their model
+    servers refuse at their queue cap on a serverless target the workload allows (``MAX_IN_FLIGHT`` env on the
+    replicas while it spills). Needs a router (``mode`` files or cluster). Default ``false``."""
+    overflow_port: Annotated[int, Ge(1), Le(65535)] | None = None
+    """Loopback port of the router's overflow listener, the hop a spilled request takes to its serverless target
+    (``routing.envoy.EnvoySettings.overflow_port``). ``cluster`` mode: default 9905 when ``spillover`` is on;
+    ``files`` mode: the port the local Envoy's bootstrap listens on. Default: unset."""
     latency_buckets_ms: Annotated[
         tuple[float, ...] | None, BeforeValidator(_comma_list), AfterValidator(_latency_buckets)
     ] = None

@@ -64,23 +64,40 @@ PLACEHOLDERS = frozenset({"by", "namespace_label", "workload_label", "rate_windo
 ROUTER_JOB = "inference-router"
 """The scrape job of the router's stats port (the chart's PodMonitor and the local stack name it so)."""
 
-DEFAULT_REQUEST_RATE = "sum by ($by) (rate(envoy_cluster_upstream_rq_total{$selector}[$rate_window]))"
-DEFAULT_LATENCY_P99 = (
-    "histogram_quantile(0.99, sum by ($by, le) (rate(envoy_cluster_upstream_rq_time_bucket{$selector}[$rate_window])))"
-    " / 1000"
+
+def _client_view(aggregate: str, metric: str, selector: str = "$selector") -> str:
+    """``aggregate`` (with ``{sel}`` for the matchers) over what the client saw: a spilling workload's composite
+    cluster (the whole cluster share: refused first attempts and their spilled retries as one request each), else
+    its targets' own clusters. The composite's series win where they exist (``or`` keeps the left side's series)."""
+    composite = aggregate.format(metric=metric, sel=f'target="composite",{selector}')
+    targets = aggregate.format(metric=metric, sel=f'target!="composite",{selector}')
+    return f"{composite} or {targets}"
+
+
+DEFAULT_REQUEST_RATE = (
+    'sum by ($by) (rate(envoy_cluster_upstream_rq_total{target!="composite",$selector}[$rate_window]))'
+    ' - (sum by ($by) (rate(envoy_cluster_upstream_rq_retry{target="composite",$selector}[$rate_window]))'
+    ' or 0 * sum by ($by) (rate(envoy_cluster_upstream_rq_total{target!="composite",$selector}[$rate_window])))'
 )
+"""Requests per second per workload, each counted once: every target's attempts, less the retries a spilling
+route's composite cluster made (a refused request is counted by the pods and again by the overflow target)."""
+_BUCKETS = "sum by ($by, le) (rate({metric}{{{sel}}}[$rate_window]))"
+_SUM = "sum by ($by) (rate({metric}{{{sel}}}[$rate_window]))"
+DEFAULT_LATENCY_BUCKETS = _client_view(_BUCKETS, "envoy_cluster_upstream_rq_time_bucket")
+DEFAULT_LATENCY_P99 = f"histogram_quantile(0.99, {DEFAULT_LATENCY_BUCKETS}) / 1000"
 DEFAULT_SERVICE_SECONDS = (
-    "sum by ($by) (rate(envoy_cluster_upstream_rq_time_sum{$selector}[$rate_window]))"
-    " / sum by ($by) (rate(envoy_cluster_upstream_rq_time_count{$selector}[$rate_window])) / 1000"
+    f"({_client_view(_SUM, 'envoy_cluster_upstream_rq_time_sum')})"
+    f" / ({_client_view(_SUM, 'envoy_cluster_upstream_rq_time_count')}) / 1000"
 )
-DEFAULT_LATENCY_BUCKETS = "sum by ($by, le) (rate(envoy_cluster_upstream_rq_time_bucket{$selector}[$rate_window]))"
-DEFAULT_IN_FLIGHT = "sum by ($by) (max_over_time(envoy_cluster_upstream_rq_active{$selector}[$rate_window]))"
+DEFAULT_IN_FLIGHT = _client_view(
+    "sum by ($by) (max_over_time({metric}{{{sel}}}[$rate_window]))", "envoy_cluster_upstream_rq_active"
+)
 DEFAULT_ERROR_RATE = (
-    'sum by ($by) (rate(envoy_cluster_upstream_rq_xx{envoy_response_code_class="5",$selector}[$rate_window]))'
-    " or 0 * sum by ($by) (rate(envoy_cluster_upstream_rq_total{$selector}[$rate_window]))"
+    "(" + _client_view(_SUM, "envoy_cluster_upstream_rq_xx", 'envoy_response_code_class="5",$selector') + ")"
+    ' or 0 * sum by ($by) (rate(envoy_cluster_upstream_rq_total{target!="composite",$selector}[$rate_window]))'
 )
-"""5xx answers per second; 0 for a workload with requests and no 5xx yet (Envoy creates a response-code stat at
-its first occurrence)."""
+"""5xx answers per second as the client saw them (a refusal the overflow target then served is no error); 0 for a
+workload with requests and no 5xx yet (Envoy creates a response-code stat at its first occurrence)."""
 DEFAULT_OVERFLOW_RATE = "sum by ($by) (rate(envoy_cluster_upstream_rq_pending_overflow{$selector}[$rate_window]))"
 DEFAULT_ROUTER_UP = f'up{{job="{ROUTER_JOB}",$selector}}'
 DEFAULT_GPU_UTILIZATION = "avg by ($by) (avg_over_time(DCGM_FI_DEV_GPU_UTIL{$selector}[$rate_window])) / 100"

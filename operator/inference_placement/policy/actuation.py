@@ -32,6 +32,9 @@ class Actuators:
     """Something answers a request that arrives while the cluster target has no replica (a serverless target the
     router falls through to, or a hold until a replica is ready). Without it the cluster keeps at least one
     replica whatever the spec's ``minReplicas`` (0 would fail the next request), and the cost model prices that."""
+    spillover: bool = False
+    """The router sends the requests the cluster's model servers refuse at their queue cap to a serverless target
+    on the same endpoint (burst spillover); without it the cluster holds the peak."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ def target_settings(
     """The settings of ``target`` for this tick.
 
     * the decision is about ``target``: its replicas, cap and keep-warm pings;
+    * the decision spills the cluster's overflow to ``target``: the overflow's warm pool (floor and pings);
     * the decision is withheld (``target=None``: metrics missing or stale) and the last recorded decision was about
       ``target``: that decision's settings, so nothing scales on missing data;
     * otherwise (a migration's source or target the decision is not about): the spec's floor.
@@ -85,7 +89,12 @@ def target_settings(
     Without ``actuators.cluster_scale_to_zero`` the cluster never goes below one replica.
     """
     floor = _spec_floor(spec, target, actuators)
-    if decision.target is target:
+    spill = decision.spill if decision.target is TargetName.CLUSTER else None
+    if spill is not None and spill.target is target:
+        settings = TargetSettings(
+            target, max(floor, spill.warm_floor), None, spill.warm_pings, spill.ping_interval_seconds
+        )
+    elif decision.target is target:
         warm = decision.keep_warm_instances
         settings = TargetSettings(
             target,

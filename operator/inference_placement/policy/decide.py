@@ -28,7 +28,7 @@ import numpy as np
 
 from inference_placement.api.spec import SERVERLESS, BudgetAction, InferenceWorkloadSpec, TargetName, ThresholdMode
 from inference_placement.policy.actuation import Actuators, effective_spec
-from inference_placement.policy.budget import seconds_to_month_end
+from inference_placement.policy.budget import MONTH_SECONDS, seconds_to_month_end
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.cost_model import (
     Projection,
@@ -45,6 +45,7 @@ from inference_placement.policy.idle_gaps import IdleGapPlan, idle_gap_plan
 from inference_placement.policy.price_book import PriceBook
 from inference_placement.policy.queueing import burst_level, poisson_mean_within, replicas_for_wait_scalar
 from inference_placement.policy.slo_risk import SloTerms
+from inference_placement.policy.spillover import SpillPlan, spill_plan
 
 __all__ = ["Assessment", "Decision", "PlacementState", "TrafficWindow", "assess", "decide", "switch_thresholds"]
 
@@ -129,6 +130,9 @@ class Decision:
     idle_gap: IdleGapPlan | None = None
     """The idle-gap plan behind a cluster scale to zero between bursts (or behind keeping a replica warm through
     a gap); None when the workload is not intermittent or the plan did not apply."""
+    spill: SpillPlan | None = None
+    """On the cluster: the base replicas (``replicas``) and the serverless target the overflow goes to; None =
+    the cluster holds the peak itself."""
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -772,6 +776,16 @@ def decide(
     replicas, keep_warm, replica_note = _replicas_for(
         spec, serving, econ, plan, a.forecast, serving_slo, window, current, idle_gap
     )
+    spill = None
+    if serving is TargetName.CLUSTER and actuators.spillover and a.metrics_ok and a.forecast.observed:
+        h = spec.placement.thresholds.hysteresis_fraction
+        # the loss model of the overflow is its own; a calibration corrects the holding plan's queueing model
+        spill = spill_plan(a.econs, plan, a.forecast, a.slo, h)
+        if spill is not None and spill.base_replicas < replicas:
+            replicas = spill.base_replicas
+            replica_note = "; ".join(n for n in (replica_note, spill.describe(MONTH_SECONDS)) if n)
+        else:
+            spill = None
     max_replicas: int | None = None
     budget_note = t.budget_note
     budget = spec.budget
@@ -802,4 +816,5 @@ def decide(
         slo_risk_by_target=a.risks,
         thresholds_rps=t.choice.thresholds,
         idle_gap=idle_gap,
+        spill=spill,
     )

@@ -110,7 +110,17 @@ def control_from_decision(
         return None
     settings = target_settings(target, decision, spec, None, actuators)
     if target is TargetName.CLUSTER:
-        return Control(target, replicas=settings.replicas)
+        spill = decision.spill
+        if spill is None:
+            return Control(target, replicas=settings.replicas)
+        overflow = target_settings(spill.target, decision, spec, None, actuators)
+        return Control(
+            target,
+            replicas=settings.replicas,
+            overflow=spill.target,
+            overflow_warm_floor=overflow.replicas,
+            overflow_warm_pings=overflow.keep_warm_pings,
+        )
     return Control(target, warm_floor=settings.replicas, warm_pings=settings.keep_warm_pings)
 
 

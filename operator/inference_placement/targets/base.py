@@ -34,6 +34,8 @@ class DesiredTarget:
     """In-cluster replicas, or warm instances (Cloud Run min instances / Lambda provisioned concurrency)."""
     max_replicas: int | None = None
     """Cap on replicas or instances (serverless: the bill cap derived from the budget); None = the spec's."""
+    max_in_flight: int | None = None
+    """Cluster: each model server's queue cap while the workload spills its overflow; None = no cap."""
 
 
 @dataclass(frozen=True)

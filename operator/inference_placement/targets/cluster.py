@@ -149,7 +149,13 @@ class ClusterTarget:
         """Create or patch the Deployment and Service to match the spec and ``desired``; no write when equal."""
         scheduling = await self.scheduling(workload)
         replicas = self.replicas(workload, desired)
-        deployment = render_deployment(workload, replicas, scheduling, image_pull_policy=self.image_pull_policy)
+        deployment = render_deployment(
+            workload,
+            replicas,
+            scheduling,
+            image_pull_policy=self.image_pull_policy,
+            max_in_flight=desired.max_in_flight,
+        )
         live = await self._apply(self._deployments, workload, deployment)
         await self._apply(self._services, workload, render_service(workload))
         return deployment_state(live, self._endpoint(workload))

@@ -24,6 +24,7 @@ __all__ = [
     "MODEL_SERVER_COMPONENT",
     "MODEL_SERVER_CONTAINER",
     "NAME_LABEL",
+    "QUEUE_CAP_ENV",
     "SCHEDULING_ANNOTATION",
     "WORKLOAD_LABEL",
     "deployment_name",
@@ -52,6 +53,11 @@ PORT_NAME: Final = "http"
 _LABEL_VALUE_MAX = 63
 _DNS_LABEL_MAX = 63
 _MODEL_SUFFIX = "-model"
+
+
+QUEUE_CAP_ENV = "MAX_IN_FLIGHT"
+"""The model server's queue cap (requests in flight) beyond which it answers 429: the reference server
+(``e2e/model_server.py``) reads it; a real server takes its own flag (e.g. TGI's ``--max-concurrent-requests``)."""
 
 
 def _fit(value: str, limit: int) -> str:
@@ -140,8 +146,10 @@ def render_deployment(
     scheduling: GPUScheduling,
     *,
     image_pull_policy: str | None = None,
+    max_in_flight: int | None = None,
 ) -> dict[str, Any]:
-    """The model server Deployment: ``replicas`` as decided, GPU scheduling as given, readiness on the health path.
+    """The model server Deployment: ``replicas`` as decided, GPU scheduling as given, readiness on the health path;
+    ``max_in_flight``: the model server's queue cap while the workload spills (env ``MAX_IN_FLIGHT``).
 
     CPU-only workloads (``CPU_ONLY``) get no GPU resource, affinity or toleration at all.
     """
@@ -161,9 +169,14 @@ def render_deployment(
         },
         "resources": {"requests": requests, "limits": limits},
     }
-    if model.env:
+    env = [{"name": e.name, "value": e.value} if e.value else {"name": e.name} for e in model.env]
+    if max_in_flight is not None:
+        # burst spillover: the model server refuses (429) beyond this many requests in flight, and the router
+        # retries those on the overflow target (``controller/spill.py`` sets it only while the router does)
+        env = [e for e in env if e["name"] != QUEUE_CAP_ENV] + [{"name": QUEUE_CAP_ENV, "value": str(max_in_flight)}]
+    if env:
         # An empty value is dropped by the apiserver (omitempty); leaving it out keeps the comparison exact.
-        container["env"] = [{"name": e.name, "value": e.value} if e.value else {"name": e.name} for e in model.env]
+        container["env"] = env
     if image_pull_policy is not None:
         container["imagePullPolicy"] = image_pull_policy
 
