@@ -34,10 +34,11 @@ class ConditionSet:
         generation: int | None,
     ) -> list[Condition]:
         """Return the conditions with ``type_`` set, and ``Ready`` recomputed."""
-        updated = _set(list(conditions), type_, status, reason, message, now=now, generation=generation)
-        return self._recompute_happy(updated, now=now, generation=generation)
+        updated = _set(list(conditions), type_, (status, reason, message), now=now, generation=generation)
+        return _set(updated, self.happy, self._happy_state(updated), now=now, generation=generation)
 
-    def _recompute_happy(self, conditions: list[Condition], *, now: str, generation: int | None) -> list[Condition]:
+    def _happy_state(self, conditions: list[Condition]) -> _State:
+        """``Ready`` from its dependents: the first blocking one, else the first unknown one, else True."""
         by_type = {c.type: c for c in conditions}
         blocking: list[Condition] = []
         unknown: list[Condition] = []
@@ -53,93 +54,43 @@ class ConditionSet:
             elif cond.status is not healthy:
                 blocking.append(cond)
         if missing and not blocking:
-            return _set(
-                conditions,
-                self.happy,
-                ConditionStatus.UNKNOWN,
-                Reason.AWAITING_PLACEMENT,
-                f"waiting for {missing[0].value}",
-                now=now,
-                generation=generation,
-            )
+            return ConditionStatus.UNKNOWN, Reason.AWAITING_PLACEMENT, f"waiting for {missing[0].value}"
         if blocking:
             first = blocking[0]
-            return _set(
-                conditions,
-                self.happy,
+            return (
                 ConditionStatus.FALSE,
                 first.reason,
                 f"{first.type.value}: {first.message}" if first.message else first.type.value,
-                now=now,
-                generation=generation,
             )
         if unknown:
-            first = unknown[0]
-            return _set(
-                conditions,
-                self.happy,
-                ConditionStatus.UNKNOWN,
-                first.reason,
-                first.message,
-                now=now,
-                generation=generation,
-            )
-        return _set(
-            conditions,
-            self.happy,
-            ConditionStatus.TRUE,
-            Reason.ALL_DEPENDENTS_READY,
-            "",
-            now=now,
-            generation=generation,
-        )
+            return ConditionStatus.UNKNOWN, unknown[0].reason, unknown[0].message
+        return ConditionStatus.TRUE, Reason.ALL_DEPENDENTS_READY, ""
+
+
+_State = tuple[ConditionStatus, Reason, str]
+"""(status, reason, message) of one condition."""
 
 
 def _set(
-    conditions: list[Condition],
-    type_: ConditionType,
-    status: ConditionStatus,
-    reason: Reason,
-    message: str,
-    *,
-    now: str,
-    generation: int | None,
+    conditions: list[Condition], type_: ConditionType, state: _State, *, now: str, generation: int | None
 ) -> list[Condition]:
-    out: list[Condition] = []
-    found = False
-    for cond in conditions:
-        if cond.type is not type_:
-            out.append(cond)
-            continue
-        found = True
-        if cond.status is status and cond.reason is reason and cond.message == message:
-            if cond.observed_generation == generation:
-                out.append(cond)
-            else:
-                out.append(cond.model_copy(update={"observed_generation": generation}))
-            continue
-        transition = cond.last_transition_time if cond.status is status else now
-        out.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=transition,
-                observed_generation=generation,
-            )
+    """``conditions`` with ``type_`` in ``state``; ``lastTransitionTime`` moves only when the status changes, and an
+    unchanged condition is kept as it is (only its ``observedGeneration`` follows)."""
+    status, reason, message = state
+    previous = next((c for c in conditions if c.type is type_), None)
+    if previous is not None and (previous.status, previous.reason, previous.message) == state:
+        updated = (
+            previous
+            if previous.observed_generation == generation
+            else previous.model_copy(update={"observed_generation": generation})
         )
-    if not found:
-        out.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=now,
-                observed_generation=generation,
-            )
+    else:
+        transition = previous.last_transition_time if previous is not None and previous.status is status else now
+        updated = Condition.model_validate(
+            {"type": type_, "status": status, "reason": reason, "message": message}
+            | {"last_transition_time": transition, "observed_generation": generation}
         )
+    out = [updated if c.type is type_ else c for c in conditions] if previous is not None else [*conditions, updated]
     order = {t: i for i, t in enumerate(ConditionType)}
     return sorted(out, key=lambda c: order[c.type])
 

@@ -44,7 +44,6 @@ from inference_placement.targets.base import (
     NotOwnedError,
     PermanentTargetError,
     RetryableTargetError,
-    TargetError,
     TargetState,
 )
 from inference_placement.targets.credentials import (
@@ -52,13 +51,12 @@ from inference_placement.targets.credentials import (
     SecretData,
     aws_credentials_from_secret,
     aws_session,
-    scrub_error,
 )
 from inference_placement.targets.retry import (
+    RetriedCalls,
     RetryPolicy,
     StillInProgressError,
     aws_error_code,
-    call_with_retry,
     classify_aws_error,
 )
 
@@ -201,7 +199,7 @@ def _is_not_found(exc: BaseException) -> bool:
     return aws_error_code(exc) in _NOT_FOUND_CODES or status == 404
 
 
-class LambdaTarget(BlockingTarget):
+class LambdaTarget(BlockingTarget, RetriedCalls):
     """Places workloads on AWS Lambda (one container-image function per workload).
 
     Args:
@@ -218,6 +216,8 @@ class LambdaTarget(BlockingTarget):
             timeout the function is reported not ready and the next reconcile looks again.
         alias_name: alias that carries provisioned concurrency and the function URL.
     """
+
+    classify_error = staticmethod(classify_aws_error)
 
     name: TargetName = TargetName.LAMBDA
 
@@ -583,13 +583,6 @@ class LambdaTarget(BlockingTarget):
                 raise
 
     # -------------------------------------------------------------------------------- helpers
-
-    def _classify(self, exc: BaseException) -> TargetError:
-        error = classify_aws_error(exc)
-        return scrub_error(error, self._secret_values)
-
-    def _call(self, describe: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return call_with_retry(self.retry_policy, describe, self._classify, fn, *args, **kwargs)
 
     @staticmethod
     def _ignore_not_found(fn: Callable[..., Any], **kwargs: Any) -> Any:

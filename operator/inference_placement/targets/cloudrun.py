@@ -19,7 +19,7 @@ import asyncio
 import logging
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Final, TypeVar
 
@@ -39,17 +39,15 @@ from inference_placement.targets.base import (
     NotOwnedError,
     PermanentTargetError,
     RetryableTargetError,
-    TargetError,
     TargetState,
 )
 from inference_placement.targets.credentials import (
     GCP_SCOPES,
     SecretData,
     google_credentials_from_secret,
-    scrub_error,
     secret_values,
 )
-from inference_placement.targets.retry import RetryPolicy, StillInProgressError, call_with_retry, classify_google_error
+from inference_placement.targets.retry import RetriedCalls, RetryPolicy, StillInProgressError, classify_google_error
 
 __all__ = [
     "CONTAINER_NAME",
@@ -239,7 +237,7 @@ def _state(service: run_v2.Service, *, message: str | None = None) -> TargetStat
 # ----------------------------------------------------------------------------------------------- the target
 
 
-class CloudRunTarget(BlockingTarget):
+class CloudRunTarget(BlockingTarget, RetriedCalls):
     """Places workloads on Google Cloud Run (one service per workload).
 
     Args:
@@ -257,6 +255,8 @@ class CloudRunTarget(BlockingTarget):
         request_timeout_seconds: timeout of each HTTP request.
         redact_values: secret strings scrubbed from every error message (``from_secret`` passes the Secret's).
     """
+
+    classify_error = staticmethod(classify_google_error)
 
     name: TargetName = TargetName.CLOUDRUN
 
@@ -423,13 +423,6 @@ class CloudRunTarget(BlockingTarget):
                 options = {"api_endpoint": self._api_endpoint} if self._api_endpoint else None
                 self._client = run_v2.ServicesClient(credentials=credentials, transport="rest", client_options=options)
             return self._client
-
-    def _classify(self, exc: BaseException) -> TargetError:
-        error = classify_google_error(exc)
-        return scrub_error(error, self._secret_values)
-
-    def _call(self, describe: str, fn: Callable[..., T], *args: Any) -> T:
-        return call_with_retry(self.retry_policy, describe, self._classify, fn, *args)
 
     def _get(self, name: str) -> run_v2.Service | None:
         def get() -> run_v2.Service | None:

@@ -23,9 +23,10 @@ from typing import Any, Final, TypeVar
 import tenacity
 
 from inference_placement.targets.base import PermanentTargetError, RetryableTargetError, TargetError
-from inference_placement.targets.credentials import redact
+from inference_placement.targets.credentials import redact, scrub_error
 
 __all__ = [
+    "RetriedCalls",
     "AWS_RETRYABLE_CODES",
     "RetryPolicy",
     "StillInProgressError",
@@ -258,3 +259,21 @@ def call_with_retry(
             err.message = f"{err.message} (gave up after {attempts} attempts)"
             err.args = (err.message,)
         raise
+
+
+class RetriedCalls:
+    """Blocking cloud calls of a target: each through ``call_with_retry`` with the target's ``retry_policy``, its
+    failures classified by ``classify_error`` into the target error tree and scrubbed of the target's secrets."""
+
+    retry_policy: RetryPolicy
+    _secret_values: tuple[str, ...]
+
+    @staticmethod
+    def classify_error(exc: BaseException) -> TargetError:
+        raise NotImplementedError
+
+    def _classify(self, exc: BaseException) -> TargetError:
+        return scrub_error(self.classify_error(exc), self._secret_values)
+
+    def _call(self, describe: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return call_with_retry(self.retry_policy, describe, self._classify, fn, *args, **kwargs)
