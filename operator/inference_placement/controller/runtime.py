@@ -41,6 +41,7 @@ from inference_placement.targets.cluster import ClusterTarget
 from inference_placement.targets.credentials import SecretRedactingFilter, secret_values
 
 __all__ = [
+    "DEFAULT_ACTIVATOR_PORT",
     "DEFAULT_OVERFLOW_PORT",
     "build_fleet",
     "capacity_verdict",
