@@ -192,7 +192,7 @@ def _keys(namespace: str, *names: str) -> list[WorkloadKey]:
 
 def test_default_queries_are_one_per_signal_grouped_by_workload() -> None:
     queries = render_queries(PromQLTemplates())
-    assert set(queries) == set(Signal) - {Signal.TIME_TO_FIRST_TOKEN}  # an opt-in model-server extra
+    assert set(queries) == set(Signal) - {Signal.TIME_TO_FIRST_TOKEN, Signal.WARM_LATENCY}  # opt-in model-server extras
     # each request once: every target's attempts less a spilling route's retries (its composite cluster)
     assert queries[Signal.REQUEST_RATE] == (
         'sum by (namespace, workload) (rate(envoy_cluster_upstream_rq_total{target!="composite",}[60s]))'
@@ -336,24 +336,32 @@ async def test_ambiguous_gpu_series_drop_only_the_gpu_value(prom: PrometheusServ
 
 
 async def test_queries_per_tick_are_constant_for_10_and_1000_workloads(prom: PrometheusServer) -> None:
-    source = _source(prom.url)
+    source = _RecordingSource(prom.url)
     fleet = [WorkloadKey("fleet", f"w{i:04d}") for i in range(FLEET_SIZE)]
     objectives = dict.fromkeys(fleet, 0.1)
     sent: dict[int, int] = {}
+    history: dict[int, int] = {}
     for size in (10, FLEET_SIZE):
         before, instant_before = prom.api_requests(), prom.api_requests("/api/v1/query")
+        history_before = len(source.history_spans)
         snapshot = await source.fetch(fleet[:size], NOW, objectives)
         sent[size] = prom.api_requests() - before + prom.api_requests("/api/v1/query") - instant_before
+        history[size] = len(source.history_spans) - history_before
         assert snapshot.problem is None and len(snapshot.windows) == size
         assert snapshot.queries == sent[size]
-    # a first fetch asks for the whole window, the windowed signals in spans of WHOLE_WINDOW_POINTS_PER_QUERY; the
-    # very first also for the histogram's bucket bounds
-    whole = 2 * math.ceil(source.points / WHOLE_WINDOW_POINTS_PER_QUERY) + 3
-    assert sent[10] - 1 == sent[FLEET_SIZE] == whole
-    # later fetches: one query per signal
+    # a first fetch asks for the whole window, the windowed signals (request rate, GPU, per-step misses) in spans of
+    # WHOLE_WINDOW_POINTS_PER_QUERY; the very first also for the histogram's bucket bounds. The day's history
+    # (request rate, misses) comes one span of 15 points per fetch: the newest first, then one older span a fetch
+    spans = math.ceil(source.points / WHOLE_WINDOW_POINTS_PER_QUERY)
+    whole = 3 * spans + 3
+    assert sent[10] - 1 - history[10] == sent[FLEET_SIZE] - history[FLEET_SIZE] == whole
+    assert history[10] == 2 and history[FLEET_SIZE] == 2 * 2  # new workloads: an older span again
+    # later fetches: one query per signal, per-step misses included, the history's two (and an older span's two
+    # until the day is in)
     before = prom.api_requests()
-    enabled = len(MODEL_SERVER_TEMPLATES.by_signal())
-    assert (await source.fetch(fleet, NOW, objectives)).queries == enabled == prom.api_requests() - before
+    enabled = len(MODEL_SERVER_TEMPLATES.by_signal()) + 1 + 2
+    assert not source.history_complete
+    assert (await source.fetch(fleet, NOW, objectives)).queries == enabled + 2 == prom.api_requests() - before
     # and the numbers are right for all of them
     snapshot = await source.fetch(fleet, NOW, objectives)
     for i, key in enumerate(fleet):
@@ -465,7 +473,8 @@ async def test_prometheus_stopped_gives_a_problem_and_no_window(
     snapshot = await source.fetch(_keys("a", "w"), now)
     assert snapshot.windows == {}
     assert snapshot.problem is not None and "unreachable" in snapshot.problem
-    assert snapshot.queries == len(MODEL_SERVER_TEMPLATES.by_signal()) - 1  # no objective: no latency-bucket query
+    # no objective: no latency-bucket query (nor per-step misses); the history's request rate, newest and older
+    assert snapshot.queries == len(MODEL_SERVER_TEMPLATES.by_signal()) - 1 + 2
 
 
 # ----------------------------------------------------------------------------------------------- not Prometheus
@@ -600,14 +609,19 @@ async def test_slo_miss_share_comes_from_the_bucket_at_or_under_the_objective(
     prom: PrometheusServer, objective: float, share: float
 ) -> None:
     """LATENCY_SHARES: 90 % <= 50 ms, 98 % <= 100 ms, 100 % <= 250 ms. Between two bounds the misses are counted
-    from the lower one (more capacity, never less). The share is over the last 5 minutes; per-step counts are the
-    simulator's alone."""
+    from the lower one (more capacity, never less). The share is over the last 5 minutes; the per-step misses are
+    that share of each step's requests (the same rate window as the request rate), the history's over the day."""
     keys = _keys("trace", "busy", "steady")
     snapshot = await _source(prom.url).fetch(keys, NOW, dict.fromkeys(keys, objective))
     for key in keys:
         window = snapshot.windows[key]
         assert window.slo_miss_share == pytest.approx(share, abs=1e-9), key
-        assert window.slo_misses is None
+        assert window.slo_misses is not None and len(window.slo_misses) == len(window.rps)
+        expected = [share * rps * window.step_seconds for rps in window.rps]
+        assert window.slo_misses == pytest.approx(expected, abs=1e-9), key
+        assert window.history_rps is not None and window.history_step_seconds == 300
+        history_requests = sum(window.history_rps) * 300
+        assert window.history_slo_misses == pytest.approx(share * history_requests, rel=1e-5, abs=1e-9), key
 
 
 async def test_slo_misses_are_unknown_without_an_objective_or_a_bound_under_it(prom: PrometheusServer) -> None:
@@ -622,8 +636,9 @@ async def test_slo_misses_are_unknown_without_an_objective_or_a_bound_under_it(p
     plain = replace(MODEL_SERVER_TEMPLATES, latency_buckets=None)
     without = await _source(prom.url, templates=plain).fetch(keys, NOW, {busy: 0.004, steady: 0.1})
     assert without.windows[busy] == snapshot.windows[busy]
-    assert without.windows[steady].slo_miss_share is None
-    assert without.queries == 2 * 2 + 2  # the two windowed signals in two spans each; p99, service time
+    assert without.windows[steady].slo_miss_share is None and without.windows[steady].slo_misses is None
+    # the two windowed signals in two spans each; p99, service time; the day's newest span of request rate
+    assert without.queries == 2 * 2 + 2 + 1
     # the misses were asked for at the bound the objective needs (100 ms) only: +Inf less that bucket
     misses = [query for query, _ in source.spans if "ignoring (le)" in query]
     assert misses and all('le="+Inf"' in query and 'le="0.1"' in query for query in misses), misses
@@ -641,8 +656,10 @@ async def test_bucket_bounds_are_asked_for_once_an_hour_and_an_objective_change_
 
     first = await source.fetch(busy, at(-300), {busy[0]: 0.1})
     steady = await source.fetch(busy, at(-270), {busy[0]: 0.1})
-    assert first.queries == 1 + 2 * 2 + 3  # the bounds; 2 windowed signals in two spans each; p99, service, misses
-    assert steady.queries == 5 and source.whole_fetches == 1
+    # the bounds; 3 windowed signals (request rate, GPU, per-step misses) in two spans each; p99, service, share;
+    # the day's newest span of request rate and misses (then also an older span per fetch until the day is in)
+    assert first.queries == 1 + 3 * 2 + 3 + 2
+    assert steady.queries == 5 + 1 + 2 * 2 and source.whole_fetches == 1
     tighter = await source.fetch(busy, at(-240), {busy[0]: 0.07})  # another bucket: its window is asked for whole
     assert source.whole_fetches == 2
     assert tighter.windows[busy[0]].slo_miss_share == pytest.approx(0.10)
@@ -652,15 +669,18 @@ async def test_bucket_bounds_are_asked_for_once_an_hour_and_an_objective_change_
 
 
 class _RecordingSource(PrometheusSource):
-    """The real source; it also records the span each query asked for (real Prometheus answers it)."""
+    """The real source; it also records the span each query asked for (real Prometheus answers it): on the
+    window's step in ``spans``, on the history's in ``history_spans``."""
 
     def __init__(self, *args: Any, templates: PromQLTemplates | None = None, **kwargs: Any) -> None:
         super().__init__(*args, templates=templates or MODEL_SERVER_TEMPLATES, **kwargs)
         self.spans: list[tuple[str, float]] = []
+        self.history_spans: list[tuple[str, float]] = []
 
-    def _query_range(self, query: str, start: datetime, end: datetime) -> object:
-        self.spans.append((query, (end - start).total_seconds()))
-        return super()._query_range(query, start, end)
+    def _query_range(self, query: str, start: datetime, end: datetime, step: int | None = None) -> object:
+        coarse = step is not None and step != self.step_seconds
+        (self.history_spans if coarse else self.spans).append((query, (end - start).total_seconds()))
+        return super()._query_range(query, start, end, step)
 
 
 INCREMENTAL_KEYS = [
@@ -692,6 +712,7 @@ async def test_fetching_only_the_newest_points_gives_the_whole_windows(
     whole_queries = 0
     while ts <= NOW_TS:
         now = datetime.fromtimestamp(ts, UTC)
+        complete = incremental.history_complete
         kept = await incremental.fetch(keys, now, objectives)
         fresh = _source(prom.url, templates=templates, range_seconds=15 * 60)
         whole = await fresh.fetch(keys, now, objectives)
@@ -699,7 +720,10 @@ async def test_fetching_only_the_newest_points_gives_the_whole_windows(
         assert kept.windows == whole.windows, now
         assert kept.per_workload_problem == whole.per_workload_problem, now
         assert kept.gpu_utilization == whole.gpu_utilization, now
-        assert kept.queries == (len(incremental.queries) + 1 if ticks else whole.queries)  # the misses: per bound
+        # per bound: the share, the per-step misses, the history's misses; and the history's request rate; older
+        # history spans while the day is not in
+        history_spans = 1 if not ticks or complete else 2
+        assert kept.queries == (len(incremental.queries) + 1 + 2 if ticks else whole.queries - 3) + 3 * history_spans
         if not ticks:
             whole_queries = len(incremental.spans)  # the windowed signals in two spans each, the others in one
         ticks += 1
@@ -707,9 +731,13 @@ async def test_fetching_only_the_newest_points_gives_the_whole_windows(
         if templates is None:  # the trace workloads carry the latency histogram: their shares are compared too
             assert any(w.slo_miss_share is not None for w in kept.windows.values()), now
     assert ticks >= 14 and incremental.whole_fetches == 1
-    # after the first fetch no query asked for more than the overlap (max_staleness_seconds = 180 s)
+    # after the first fetch no query asked for more than the overlap (max_staleness_seconds = 180 s), and the
+    # history's for its newest one or two points (300 s apart)
     later = incremental.spans[whole_queries:]
     assert later and max(span for _, span in later) <= 180
+    # the history's newest points: one or two (300 s apart); an older span: 15 points
+    newest_history = {query: span for query, span in incremental.history_spans[3:]}
+    assert newest_history and all(span in (0, 300, 14 * 300) for span in newest_history.values())
     window_query = incremental.queries[Signal.REQUEST_RATE]
     first = [span for query, span in incremental.spans[:whole_queries] if query == window_query]
     assert first == [420, 420]  # the whole window (30 points), in spans of 15 points

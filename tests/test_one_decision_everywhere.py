@@ -329,5 +329,11 @@ def test_the_simulated_window_holds_only_what_the_live_source_measures() -> None
     assert len(window.rps) == LIVE_OBSERVATION.window_seconds // 60  # a 60 s trace step is coarser than 30 s
     # the miss share spans the last 5 minutes, as the live histogram query does: 60 of 600 per step
     assert window.slo_miss_share == pytest.approx(0.1)
-    assert window.peak_in_flight is None and window.warm_latency_seconds is None
-    assert window.slo_misses is None and window.history_rps is None and window.history_slo_misses is None
+    # per step, aligned with the rate: the in-flight peaks and the misses
+    assert window.peak_in_flight == (40.0,) * len(window.rps)
+    assert window.slo_misses == (0.0,) * (len(window.rps) - 5) + (60.0,) * 5
+    # a day of history at the live source's coarse step (here all 120 minutes the trace has: 24 points of 300 s)
+    assert window.history_step_seconds == LIVE_OBSERVATION.history_step_seconds == 300
+    assert window.history_rps == (10.0,) * 24 and window.history_slo_misses == 300.0
+    # not measured live: the warm latency (time to first token is an opt-in model-server template)
+    assert window.warm_latency_seconds is None and not LIVE_OBSERVATION.warm_latency

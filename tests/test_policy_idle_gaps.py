@@ -202,3 +202,51 @@ def test_decide_keeps_a_replica_warm_once_the_history_spent_its_misses() -> None
         actuators=WAKES,
     )
     assert decision.replicas >= 1
+
+
+# ------------------------------------------------------------------------------------------------ a coarse history
+
+
+def coarse_window(history: np.ndarray, recent_busy_steps: int = 0) -> TrafficWindow:
+    """The live source's shape: 30 s steps over the window, the day's history at 300 s. The window's last hour of
+    fine steps follows the history (each 300 s point spread over ten 30 s steps), with traffic in its last
+    ``recent_busy_steps`` steps too (a burst newer than the history's newest point)."""
+    fine = np.repeat(history[-6:], 10)
+    if recent_busy_steps:
+        fine[-recent_busy_steps:] = 0.5
+    return TrafficWindow(
+        step_seconds=30.0,
+        rps=tuple(fine.tolist()),
+        observed_p99_seconds=None,
+        end=NOW,
+        service_seconds=0.025,
+        peak_in_flight=tuple(1.0 if r > 0 else 0.0 for r in fine),
+        slo_miss_share=0.0,
+        slo_misses=(0.0,) * fine.size,
+        history_rps=tuple(history.tolist()),
+        history_slo_misses=0.0,
+        history_step_seconds=300.0,
+    )
+
+
+def test_a_coarse_history_is_planned_at_its_own_step() -> None:
+    """A day at 300 s (the live source's history): the gaps are counted in 300 s steps, and the reason says so."""
+    history = periodic(5, 288, idle_after=2)
+    decision = decide(gpu_spec(), coarse_window(history), on_cluster(), PB, ClusterCapacity(), NOW, actuators=WAKES)
+    plan = decision.idle_gap
+    assert plan is not None and plan.step_seconds == 300.0 and plan.offset == 3 and plan.scale_to_zero
+    assert decision.replicas == 0 and "step(s) of 300 s" in decision.reason
+    # offsets count 300 s steps: two idle history points since the burst (20 idle steps of the window's 30 s)
+    assert plan.longest_gap == 5 and plan.cycles == 287
+
+
+def test_a_burst_newer_than_the_coarse_history_keeps_a_replica() -> None:
+    """The history's newest 300 s point may end minutes before the window: traffic in the window's steps since then
+    means the gap the history shows is over, so the cluster keeps a replica."""
+    history = periodic(5, 288, idle_after=2)
+    decision = decide(
+        gpu_spec(), coarse_window(history, recent_busy_steps=3), on_cluster(), PB, ClusterCapacity(), NOW,
+        actuators=WAKES,
+    )  # fmt: skip
+    assert decision.idle_gap is not None and not decision.idle_gap.scale_to_zero
+    assert decision.replicas >= 1

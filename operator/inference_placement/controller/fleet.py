@@ -455,9 +455,12 @@ def _window_fingerprint(window: TrafficWindow | None) -> tuple[Any, ...] | None:
         _q(window.warm_latency_seconds),
         _q(window.slo_miss_share),
         _q(max((p for p in window.peak_in_flight if p is not None), default=0.0)) if window.peak_in_flight else None,
+        _q(sum(window.slo_misses[-10:])) if window.slo_misses else None,
+        _q(sum(window.slo_misses)) if window.slo_misses else None,
         len(window.history_rps) if window.history_rps else None,
         _q(sum(window.history_rps)) if window.history_rps else None,
         _q(window.history_slo_misses),
+        window.history_step_seconds,
     )
 
 

@@ -55,16 +55,19 @@ def _step(spill: SpillStatus, step: SpillStep, now: datetime) -> SpillStatus:
     return spill.model_copy(update={"step": step, "step_started_at": format_time(now)})
 
 
+def _plan_fields(plan: SpillPlan, message: str) -> dict[str, object]:
+    """What status records of a spill plan (the split in numbers)."""
+    return {
+        "base_replicas": plan.base_replicas,
+        "overflow_above_in_flight": plan.overflow_above_in_flight,
+        "slots_per_replica": plan.slots_per_replica,
+        "warm_instances": plan.warm_floor + plan.warm_pings,
+        "message": message,
+    }
+
+
 def _numbers(spill: SpillStatus, plan: SpillPlan, message: str) -> SpillStatus:
-    return spill.model_copy(
-        update={
-            "base_replicas": plan.base_replicas,
-            "overflow_above_in_flight": plan.overflow_above_in_flight,
-            "slots_per_replica": plan.slots_per_replica,
-            "warm_instances": plan.warm_floor + plan.warm_pings,
-            "message": message,
-        }
-    )
+    return spill.model_copy(update=_plan_fields(plan, message))
 
 
 def _ending(spill: SpillStatus, seen: SpillObservation, now: datetime, drain_seconds: float) -> SpillTransition:
@@ -105,15 +108,13 @@ def advance_spill(
     if spill is None:
         if plan is None:
             return SpillTransition(None)
-        started = SpillStatus(
-            target=plan.target,
-            step=SpillStep.PROVISIONING,
-            base_replicas=plan.base_replicas,
-            overflow_above_in_flight=plan.overflow_above_in_flight,
-            slots_per_replica=plan.slots_per_replica,
-            warm_instances=plan.warm_floor + plan.warm_pings,
-            step_started_at=format_time(now),
-            message=message,
+        started = SpillStatus.model_validate(
+            {
+                "target": plan.target,
+                "step": SpillStep.PROVISIONING,
+                "step_started_at": format_time(now),
+                **_plan_fields(plan, message),
+            }
         )
         return SpillTransition(started)
     if plan is None or plan.target is not spill.target or spill.step in (SpillStep.UNCAPPING, SpillStep.DRAINING):

@@ -50,14 +50,31 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from inference_placement.api.workload import WorkloadKey
+from inference_placement.metrics.matrix import (
+    BadSample,
+    HistoryReadout,
+    PerStepReadout,
+    SeriesMatrix,
+    fill,
+    moved,
+    with_rows,
+)
 from inference_placement.metrics.promql import PromQLTemplates, Signal, prometheus_duration, render_queries
-from inference_placement.metrics.slo_buckets import INF_LE, BucketBounds, bounds_query, le_matcher, miss_share_query
+from inference_placement.metrics.slo_buckets import (
+    INF_LE,
+    BucketBounds,
+    bounds_query,
+    le_matcher,
+    miss_rate_query,
+    miss_share_query,
+)
 from inference_placement.metrics.source import MetricsSnapshot
 from inference_placement.policy.decide import TrafficWindow
 
@@ -96,6 +113,45 @@ BUCKET_BOUNDS_REFRESH_SECONDS = 3600
 
 _WINDOWED = frozenset({Signal.REQUEST_RATE, Signal.GPU_UTILIZATION})
 """Signals read over the whole window: kept between fetches, only their newest points fetched (module docstring)."""
+
+_PEAKS = "peak_in_flight"
+_MISSES = "slo_misses"
+_HISTORY = "history_rps"
+_HISTORY_MISSES = "history_slo_misses"
+"""The per-step and history signals, kept as one array each (``matrix.py``)."""
+
+
+@dataclass(frozen=True)
+class _MatrixTask:
+    """How one matrix signal is asked for in this fetch."""
+
+    name: str
+    queries: tuple[tuple[str, str | None], ...]
+    """(PromQL, the ``le`` whose workloads it answers for, or None: all)."""
+    rows: frozenset[_LabelKey]
+    start_ts: int
+    from_ts: int
+    end_ts: int
+    step: int
+    spans: tuple[tuple[int, int], ...]
+    dtype: type[np.floating[Any]]
+    le_of: Mapping[_LabelKey, str] | None
+    """The bound each workload's misses are asked at (None: not a per-bound signal)."""
+    base: SeriesMatrix | None = None
+    """The matrix the answers are written into, prepared (the history's); None: the kept one, moved."""
+
+    @property
+    def sent(self) -> int:
+        return len(self.queries) * len(self.spans)
+
+
+@dataclass(frozen=True)
+class _Readouts:
+    """The matrix signals read out for this fetch's windows (each checked for all workloads at once)."""
+
+    peaks: PerStepReadout | None
+    misses: PerStepReadout | None
+    history: HistoryReadout | None
 
 
 class _BadResponse(Exception):
@@ -143,6 +199,12 @@ class _Kept:
     """Latest-only signals: each workload's newest sample within ``max_staleness_seconds``."""
     le_of: dict[_LabelKey, str]
     """The histogram bucket (``le``) each workload's SLO-miss share was asked for (another one: a whole fetch)."""
+    matrices: dict[str, SeriesMatrix]
+    """The per-step in-flight peaks and SLO misses, and the day's history (absent: not asked for)."""
+    history: HistoryReadout | None = None
+    """The history as the last snapshot read it out (reused while a workload's history is unchanged)."""
+    history_cursor: int | None = None
+    """The oldest history point asked for every row so far: older spans are asked for one per fetch."""
 
 
 def _aware(moment: datetime) -> datetime:
@@ -180,6 +242,10 @@ class PrometheusSource:
             (``$by`` in the templates; defaults ``namespace`` and ``workload``).
         headers: extra HTTP headers (e.g. ``Authorization``); never logged.
         retries: HTTP retries per query within a tick (default 0: the next tick is the retry).
+        history_seconds: the span of the request-rate history (``TrafficWindow.history_rps``; default a day);
+            0 = none.
+        history_step_seconds: the history's step, a whole multiple of ``step_seconds`` (default 300 s: 288 points
+            a day).
     """
 
     def __init__(
@@ -197,6 +263,8 @@ class PrometheusSource:
         workload_label: str = "workload",
         headers: Mapping[str, str] | None = None,
         retries: int = 0,
+        history_seconds: float = 86400.0,
+        history_step_seconds: float = 300.0,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -212,6 +280,19 @@ class PrometheusSource:
             raise ValueError("timeout_seconds, max_staleness_seconds and slo_miss_window_seconds must be > 0")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
+        history_points = 0
+        if history_seconds:
+            step_multiple = history_step_seconds / step_seconds
+            if not (history_step_seconds >= step_seconds and step_multiple == int(step_multiple)):
+                raise ValueError(
+                    f"history_step_seconds ({history_step_seconds}) must be a whole multiple of step_seconds "
+                    f"({step_seconds})"
+                )
+            if not history_seconds >= history_step_seconds:
+                raise ValueError(f"history_seconds ({history_seconds}) must be 0 or >= history_step_seconds")
+            history_points = math.ceil(history_seconds / history_step_seconds)
+            if history_points > MAX_POINTS_PER_SERIES:
+                raise ValueError(f"history_seconds/history_step_seconds gives {history_points} points per series")
         self.url = url.rstrip("/")
         self.templates = templates if templates is not None else PromQLTemplates()
         self.step_seconds = int(step_seconds)
@@ -226,13 +307,22 @@ class PrometheusSource:
         self.workload_label = workload_label
         self.retries = retries
         self._headers = dict(headers) if headers else None
-        self.queries: Mapping[Signal, str] = render_queries(
+        self.history_step_seconds = int(history_step_seconds) if history_points else 0
+        self.history_points = history_points
+        queries = render_queries(
             self.templates,
             namespace_label=namespace_label,
             workload_label=workload_label,
             rate_window_seconds=rate_window_seconds,
         )
+        if Signal.WARM_LATENCY in queries:  # the mean over the whole window
+            queries[Signal.WARM_LATENCY] = self._render(Signal.WARM_LATENCY, self.range_seconds)
+        self.queries: Mapping[Signal, str] = queries
         """The PromQL sent every tick, one per enabled signal."""
+        self.peak_query = self._render(Signal.IN_FLIGHT, self.step_seconds) if Signal.IN_FLIGHT in queries else None
+        """The in-flight template with the step as its range: each step's peak (``TrafficWindow.peak_in_flight``)."""
+        self.history_query = self._render(Signal.REQUEST_RATE, self.history_step_seconds) if history_points else None
+        """The request rate over each history step (``TrafficWindow.history_rps``)."""
         port = f":{parts.port}" if parts.port else ""
         self._where = f"Prometheus at {parts.hostname}{port}"
         self._kept: _Kept | None = None
@@ -241,6 +331,18 @@ class PrometheusSource:
         """Fetch clock of the last bucket-bounds answer (None: never asked)."""
         self.whole_fetches = 0
         """Fetches that asked for the whole window (the others asked for the newest points only)."""
+
+    @property
+    def history_complete(self) -> bool:
+        """Whether the kept history reaches back the whole ``history_seconds`` for every workload asked for (it
+        is asked for one older span per fetch after a start; ``_history_tasks``)."""
+        kept = self._kept
+        if not self.history_points:
+            return True
+        if kept is None or kept.history_cursor is None:
+            return False
+        rates = kept.matrices.get(_HISTORY)
+        return rates is not None and kept.history_cursor <= rates.start_ts
 
     # ------------------------------------------------------------------ the protocol
 
@@ -286,6 +388,8 @@ class PrometheusSource:
         router_up = self.queries.get(Signal.ROUTER_UP)
         chunks = _chunks(start_ts, end_ts, step, WHOLE_WINDOW_POINTS_PER_QUERY) if whole else []
         bound_count = len(set(le_of.values()))
+        window = _Grid(start_ts=start_ts, recent_ts=recent_ts, end_ts=end_ts, step=step)
+        tasks, history_cursor = self._matrix_tasks(window, whole, wanted, le_of, kept)
         sent = (
             discovery
             + (router_up is not None)
@@ -293,16 +397,21 @@ class PrometheusSource:
                 (len(chunks) if whole and s in _WINDOWED else 1) * (bound_count if s is Signal.LATENCY_BUCKETS else 1)
                 for s in signals
             )
+            + sum(task.sent for task in tasks)
         )
         # the signals run side by side, each asking one query after the other: a windowed one per span, the
         # SLO-miss share per bound
-        budget = self.timeout_seconds * max(1, len(chunks), bound_count) + _FETCH_BUDGET_MARGIN_SECONDS
-        window = _Grid(start_ts=start_ts, recent_ts=recent_ts, end_ts=end_ts, step=step)
+        sequential = max([1, len(chunks), bound_count, *(task.sent for task in tasks)])
+        budget = self.timeout_seconds * sequential + _FETCH_BUDGET_MARGIN_SECONDS
         try:
             async with asyncio.timeout(budget):
-                answers, router_answer = await asyncio.gather(
+                answers, matrix_answers, router_answer = await asyncio.gather(
                     asyncio.gather(
                         *(self._fetch_signal(s, previous, window, chunks, wanted, le_of) for s in signals),
+                        return_exceptions=True,
+                    ),
+                    asyncio.gather(
+                        *(self._fetch_matrix(task, previous) for task in tasks),
                         return_exceptions=True,
                     ),
                     self._router_check(router_up, end_ts),
@@ -326,8 +435,24 @@ class PrometheusSource:
                 series[signal] = kept_part  # type: ignore[assignment]
             else:
                 latest[signal] = kept_part  # type: ignore[assignment]
+        matrices = self._matrices(tasks, matrix_answers)
+        if isinstance(matrices, str):
+            return self._failed(matrices, sent)
         # every answer is good: only now does the kept window move
-        self._kept = _Kept(end_ts=end_ts, fetched=wanted, series=series, latest=latest, le_of=le_of)
+        self._kept = _Kept(
+            end_ts=end_ts,
+            fetched=wanted,
+            series=series,
+            latest=latest,
+            le_of=le_of,
+            matrices=matrices,
+            history_cursor=history_cursor,
+            history=None
+            if _HISTORY not in matrices
+            else HistoryReadout(
+                matrices[_HISTORY], matrices.get(_HISTORY_MISSES), None if kept is None else kept.history
+            ),
+        )
         self.whole_fetches += whole
         return self._snapshot(keys, end_ts, results, self._kept, sent)
 
@@ -391,6 +516,169 @@ class PrometheusSource:
             )
             kept_end = window.end_ts
         return _SignalResult(result.series, frozenset(duplicated), unlabelled), kept or {}
+
+    def _matrices(
+        self, tasks: Sequence[_MatrixTask], answers: Sequence[SeriesMatrix | BaseException]
+    ) -> dict[str, SeriesMatrix] | str:
+        """The matrix signals' new matrices by name, or what made the first failed one fail."""
+        matrices: dict[str, SeriesMatrix] = {}
+        for task, matrix in zip(tasks, answers, strict=True):
+            if isinstance(matrix, BaseException):
+                if not isinstance(matrix, Exception):
+                    raise matrix
+                return f"{task.name} query: {self._describe(matrix)}"
+            matrices[task.name] = matrix
+        return matrices
+
+    def _matrix_tasks(
+        self,
+        window: _Grid,
+        whole: bool,
+        wanted: AbstractSet[_LabelKey],
+        le_of: Mapping[_LabelKey, str],
+        kept: _Kept | None,
+    ) -> tuple[list[_MatrixTask], int | None]:
+        """The per-step signals (in-flight peaks, SLO misses: on the window's grid, the same spans as the request
+        rate) and the history (``_history_tasks``), and the history's cursor after this fetch."""
+        step = window.step
+        bounds = sorted(set(le_of.values()))
+        fine_from = window.start_ts if whole else window.recent_ts
+        fine_spans = (
+            tuple(_chunks(window.start_ts, window.end_ts, step, WHOLE_WINDOW_POINTS_PER_QUERY))
+            if whole
+            else ((window.recent_ts, window.end_ts),)
+        )
+        tasks: list[_MatrixTask] = []
+
+        def add(
+            name: str,
+            queries: tuple[tuple[str, str | None], ...],
+            rows: AbstractSet[_LabelKey],
+            grid: tuple[int, int, int, int],
+            spans: tuple[tuple[int, int], ...],
+            dtype: type[np.floating[Any]],
+        ) -> None:
+            start_ts, from_ts, end_ts, grid_step = grid
+            by_bound = le_of if queries[0][1] is not None else None
+            tasks.append(
+                _MatrixTask(
+                    name, queries, frozenset(rows), start_ts, from_ts, end_ts, grid_step, spans, dtype, by_bound
+                )
+            )
+
+        fine = (window.start_ts, fine_from, window.end_ts, step)
+        if self.peak_query is not None:
+            add(_PEAKS, ((self.peak_query, None),), wanted, fine, fine_spans, np.float64)
+        misses = tuple((self._miss_rate_query(le, self.rate_window_seconds), le) for le in bounds)
+        if misses:
+            add(_MISSES, misses, le_of.keys(), fine, fine_spans, np.float64)
+        if self.history_query is None:
+            return tasks, None
+        history, cursor = self._history_tasks(window, wanted, le_of, kept)
+        return tasks + history, cursor
+
+    def _history_tasks(
+        self,
+        window: _Grid,
+        wanted: AbstractSet[_LabelKey],
+        le_of: Mapping[_LabelKey, str],
+        kept: _Kept | None,
+    ) -> tuple[list[_MatrixTask], int]:
+        """The day's history (request rate and SLO misses at ``history_step_seconds``): each fetch asks for its
+        newest points (from the window's overlap on) and, until the whole day is in, one span of
+        ``WHOLE_WINDOW_POINTS_PER_QUERY`` older points (a day at 300 s: 19 fetches after the first), so that no
+        fetch asks for the whole day at once. It starts over (the newest span only) on the first fetch, after a
+        fetch missed for longer than the overlap, a clock that went back, or another bound for a workload; a
+        workload it has no row for gets a blank one and the older spans are asked for again."""
+        coarse = self.history_step_seconds
+        span = WHOLE_WINDOW_POINTS_PER_QUERY
+        end_ts = window.end_ts // coarse * coarse
+        start_ts = end_ts - (self.history_points - 1) * coarse
+        continuous = (
+            kept is not None
+            and window.recent_ts - window.step <= kept.end_ts <= window.end_ts
+            and kept.history_cursor is not None
+            and all(kept.le_of.get(k, le) == le for k, le in le_of.items())
+        )
+        rates = kept.matrices.get(_HISTORY) if continuous and kept is not None else None
+        misses = kept.matrices.get(_HISTORY_MISSES) if continuous and kept is not None else None
+        if rates is None or kept is None or kept.history_cursor is None:
+            from_ts = max(start_ts, end_ts - (span - 1) * coarse)
+            spans = [(from_ts, end_ts)]
+            cursor = from_ts
+        else:
+            # the kept history ends at or after this point (the window's overlap rule), so nothing is skipped
+            from_ts = max(start_ts, (window.recent_ts - window.step) // coarse * coarse)
+            spans = [(from_ts, end_ts)]
+            cursor = kept.history_cursor
+            if not (wanted <= rates.rows.keys() and (misses is None or le_of.keys() <= misses.rows.keys())):
+                cursor = from_ts  # new rows: their older points are asked for again
+            if cursor > start_ts:
+                older = max(start_ts, cursor - span * coarse)
+                spans.append((older, cursor - coarse))
+                cursor = older
+        cursor = max(cursor, start_ts)
+
+        def base(previous: SeriesMatrix | None, rows: AbstractSet[_LabelKey]) -> SeriesMatrix:
+            matrix = moved(
+                previous, rows, start_ts=start_ts, from_ts=from_ts, end_ts=end_ts, step=coarse, dtype=np.float32
+            )
+            return with_rows(matrix, rows) if previous is not None else matrix
+
+        tasks = [
+            _MatrixTask(
+                _HISTORY, ((self.history_query or "", None),), frozenset(wanted), start_ts, from_ts, end_ts, coarse,
+                tuple(spans), np.float32, None, base(rates, wanted),
+            )
+        ]  # fmt: skip
+        bounds = sorted(set(le_of.values()))
+        if bounds:
+            queries = tuple((self._miss_rate_query(le, coarse), le) for le in bounds)
+            tasks.append(
+                _MatrixTask(
+                    _HISTORY_MISSES, queries, frozenset(le_of.keys()), start_ts, from_ts, end_ts, coarse,
+                    tuple(spans), np.float32, le_of, base(misses if misses is not None and rates is not None else None,
+                    le_of.keys()),
+                )
+            )  # fmt: skip
+        return tasks, cursor
+
+    async def _fetch_matrix(self, task: _MatrixTask, previous: _Kept | None) -> SeriesMatrix:
+        """One matrix signal's queries (per span, per bound, one after the other), written into a new matrix."""
+        kept = None if previous is None else previous.matrices.get(task.name)
+        matrix = task.base or moved(
+            kept,
+            task.rows,
+            start_ts=task.start_ts,
+            from_ts=task.from_ts,
+            end_ts=task.end_ts,
+            step=task.step,
+            dtype=task.dtype,
+        )
+        for first_ts, last_ts in task.spans:
+            for query, le in task.queries:
+                answer = await asyncio.to_thread(
+                    self._query_range,
+                    query,
+                    datetime.fromtimestamp(first_ts, UTC),
+                    datetime.fromtimestamp(last_ts, UTC),
+                    task.step,
+                )
+                result = self._parse(answer)
+                del answer
+                try:
+                    fill(
+                        matrix,
+                        result.series,
+                        result.duplicated,
+                        from_ts=first_ts,
+                        to_ts=last_ts,
+                        only=task.le_of,
+                        only_value=le,
+                    )
+                except BadSample as err:
+                    raise _BadResponse(str(err)) from None
+        return matrix
 
     async def _router_check(self, query: str | None, end_ts: int) -> str | Exception | None:
         """``_router_problem``, with what it raised returned (answered like every query's failure)."""
@@ -484,15 +772,28 @@ class PrometheusSource:
                         duplicated.add(key)
         return _SignalResult(series, frozenset(duplicated), unlabelled)
 
-    def _bucket_query(self, le: str) -> str:
-        """The latency-bucket template with every metric cut to one bucket bound."""
+    def _bucket_query(self, le: str, rate_window_seconds: float | None = None) -> str:
+        """The latency-bucket template with every metric cut to one bucket bound (its rate window: the share's
+        span unless given)."""
+        window = self.slo_miss_window_seconds if rate_window_seconds is None else rate_window_seconds
+        return self._render(Signal.LATENCY_BUCKETS, window, le_matcher(le))
+
+    def _render(self, signal: Signal, rate_window_seconds: float, extra_matchers: str = "") -> str:
+        """One signal's template with another rate window (and extra matchers)."""
         return render_queries(
             self.templates,
             namespace_label=self.namespace_label,
             workload_label=self.workload_label,
-            rate_window_seconds=self.slo_miss_window_seconds,
-            extra_matchers=le_matcher(le),
-        )[Signal.LATENCY_BUCKETS]
+            rate_window_seconds=rate_window_seconds,
+            extra_matchers=extra_matchers,
+        )[signal]
+
+    def _miss_rate_query(self, le: str, rate_window_seconds: float) -> str:
+        """Requests per second slower than the bound ``le``, each point over the ``rate_window_seconds`` ending
+        at it."""
+        return miss_rate_query(
+            self._bucket_query(INF_LE, rate_window_seconds), self._bucket_query(le, rate_window_seconds)
+        )
 
     # ------------------------------------------------------------------ I/O (runs in a worker thread)
 
@@ -520,14 +821,14 @@ class PrometheusSource:
             timeout=self.timeout_seconds,  # type: ignore[arg-type,unused-ignore]  # requests takes float seconds
         )
 
-    def _query_range(self, query: str, start: datetime, end: datetime) -> Any:
+    def _query_range(self, query: str, start: datetime, end: datetime, step: int | None = None) -> Any:
         client = self._client()
         try:
             return client.custom_query_range(
                 query,
                 start_time=start,
                 end_time=end,
-                step=str(self.step_seconds),
+                step=str(step or self.step_seconds),
                 params={"timeout": prometheus_duration(self.timeout_seconds)},
             )
         finally:
@@ -586,6 +887,7 @@ class PrometheusSource:
         kept: _Kept,
         sent: int,
     ) -> MetricsSnapshot:
+        readouts = self._readouts(kept)
         windows: dict[WorkloadKey, TrafficWindow] = {}
         problems: dict[WorkloadKey, str] = {}
         gpu: dict[WorkloadKey, float] = {}
@@ -599,7 +901,7 @@ class PrometheusSource:
         for key in keys:
             label_key = (key.namespace, key.name)
             try:
-                windows[key] = self._window(label_key, end_ts, results, kept, ambiguous)
+                windows[key] = self._window(label_key, end_ts, results, kept, ambiguous, readouts)
             except _WorkloadProblem as err:
                 problems[key] = str(err)
             if gpu_series is not None:
@@ -611,6 +913,8 @@ class PrometheusSource:
                 reading = _reading(kept.latest.get(signal), label_key, end_ts, self.max_staleness_seconds)
                 if reading is not None:
                     values[key] = reading
+        if readouts.history is not None:
+            readouts.history.release()
         return MetricsSnapshot(
             windows=windows,
             queries=sent,
@@ -622,6 +926,14 @@ class PrometheusSource:
             time_to_first_token=readings[Signal.TIME_TO_FIRST_TOKEN],
         )
 
+    def _readouts(self, kept: _Kept) -> _Readouts:
+        peaks, misses = kept.matrices.get(_PEAKS), kept.matrices.get(_MISSES)
+        return _Readouts(
+            peaks=None if peaks is None else PerStepReadout(peaks, scale=1.0, negative_is_zero=False),
+            misses=None if misses is None else PerStepReadout(misses, scale=misses.step, negative_is_zero=True),
+            history=kept.history,
+        )
+
     def _window(
         self,
         key: _LabelKey,
@@ -629,6 +941,7 @@ class PrometheusSource:
         results: Mapping[Signal, _SignalResult],
         kept: _Kept,
         ambiguous: Mapping[Signal, frozenset[_LabelKey]],
+        readouts: _Readouts,
     ) -> TrafficWindow:
         rate = results[Signal.REQUEST_RATE]
         for signal, duplicated in ambiguous.items():
@@ -664,18 +977,31 @@ class PrometheusSource:
             raise _WorkloadProblem(f"request rate is invalid ({invalid[ts]}) at {_when(ts)}")
         # keep the contiguous run ending at the latest point: a gap is unknown traffic, never "zero" or "the same"
         run = values[: last + 1]
+        first = 0
         if None in run:
-            run = run[last + 1 - run[::-1].index(None) :]
+            first = last + 1 - run[::-1].index(None)
+            run = run[first:]
         latency = self._latest(kept.latest.get(Signal.LATENCY_P99), key, end_ts, "p99 latency")
         service = self._latest(kept.latest.get(Signal.SERVICE_SECONDS), key, end_ts, "service time")
         share = self._miss_share(kept.latest.get(Signal.LATENCY_BUCKETS), key, end_ts)
+        peaks = None if readouts.peaks is None else readouts.peaks.part(key, first, last)
+        misses = None if readouts.misses is None else readouts.misses.part(key, first, last)
+        history, history_misses = (None, None) if readouts.history is None else readouts.history.read(key)
         return TrafficWindow(
             step_seconds=float(step),
             rps=tuple(run),  # type: ignore[arg-type]  # no None left in the run
             observed_p99_seconds=latency,
             end=datetime.fromtimestamp(last_ts, UTC),
             service_seconds=service,
+            warm_latency_seconds=_reading(
+                kept.latest.get(Signal.WARM_LATENCY), key, end_ts, self.max_staleness_seconds
+            ),
+            peak_in_flight=peaks,
             slo_miss_share=share,
+            slo_misses=misses,
+            history_rps=history,
+            history_slo_misses=history_misses,
+            history_step_seconds=float(self.history_step_seconds) if history is not None else None,
         )
 
     def _latest(
@@ -746,7 +1072,7 @@ _READINGS = (Signal.IN_FLIGHT, Signal.ERROR_RATE, Signal.OVERFLOW_RATE, Signal.T
 """Latest-only readings reported as they are (``MetricsSnapshot.in_flight`` etc.), never a reason to withhold a
 window."""
 
-_OPTIONAL = frozenset({Signal.GPU_UTILIZATION, Signal.LATENCY_BUCKETS, *_READINGS})
+_OPTIONAL = frozenset({Signal.GPU_UTILIZATION, Signal.LATENCY_BUCKETS, Signal.WARM_LATENCY, *_READINGS})
 """Signals whose ambiguity (several series for a workload) drops only their own value, not the window."""
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "PLACEHOLDERS",
     "ROUTER_JOB",
     "VLLM_TIME_TO_FIRST_TOKEN",
+    "VLLM_WARM_LATENCY",
     "PromQLTemplates",
     "Signal",
     "TemplateError",
@@ -109,6 +110,11 @@ VLLM_TIME_TO_FIRST_TOKEN = (
     "(rate(vllm:time_to_first_token_seconds_bucket{$selector}[$rate_window])))"
 )
 """p99 time to first token from vLLM's histogram (relabel ``namespace``/``workload`` from the pod when scraping)."""
+VLLM_WARM_LATENCY = (
+    "sum by ($by) (rate(vllm:time_to_first_token_seconds_sum{$selector}[$rate_window]))"
+    " / sum by ($by) (rate(vllm:time_to_first_token_seconds_count{$selector}[$rate_window]))"
+)
+"""Mean time to first token from vLLM's histogram, for ``warm_latency`` (its ``$rate_window`` is the whole window)."""
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -129,6 +135,7 @@ class Signal(enum.Enum):
     ERROR_RATE = "error_rate"
     OVERFLOW_RATE = "overflow_rate"
     TIME_TO_FIRST_TOKEN = "time_to_first_token"
+    WARM_LATENCY = "warm_latency"
     ROUTER_UP = "router_up"
 
 
@@ -154,7 +161,9 @@ class PromQLTemplates:
     histogram in seconds."""
     in_flight: str | None = DEFAULT_IN_FLIGHT
     """Peak requests in flight per workload over the rate window: the router's ``upstream_rq_active``, each target's
-    and router replica's peak summed (an upper bound of the simultaneous peak): ``MetricsSnapshot.in_flight``."""
+    and router replica's peak summed (an upper bound of the simultaneous peak): ``MetricsSnapshot.in_flight``. The
+    source also sends it with ``$rate_window`` set to the step, as a range query: the peak of each step of the window
+    (``TrafficWindow.peak_in_flight``), so keep ``$rate_window`` as the range of its ``max_over_time``."""
     error_rate: str | None = DEFAULT_ERROR_RATE
     """Requests per second answered 5xx (by the target or by the router): ``MetricsSnapshot.error_rate``."""
     overflow_rate: str | None = DEFAULT_OVERFLOW_RATE
@@ -162,6 +171,11 @@ class PromQLTemplates:
     time_to_first_token: str | None = None
     """Time to first token in seconds, where the model server exports it (``VLLM_TIME_TO_FIRST_TOKEN`` for vLLM);
     off by default: ``MetricsSnapshot.time_to_first_token``."""
+    warm_latency: str | None = None
+    """Mean latency in seconds of requests that did not queue, as the SLO measures it: for a streamed LLM answer,
+    the mean time to first token where the model server exports it (``VLLM_WARM_LATENCY``), sent with its
+    ``$rate_window`` set to the whole window (``TrafficWindow.warm_latency_seconds``). Off by default: the policy
+    then uses the service time (there is no router-side measure of it)."""
     router_up: str | None = DEFAULT_ROUTER_UP
     """The router's scrape health, NOT grouped by workload: one series per scraped router (Prometheus' ``up``).
     Any series at 0, or none at all, is a problem of the whole fetch (placement freezes, as when Prometheus is
@@ -203,6 +217,7 @@ class PromQLTemplates:
             Signal.ERROR_RATE: self.error_rate,
             Signal.OVERFLOW_RATE: self.overflow_rate,
             Signal.TIME_TO_FIRST_TOKEN: self.time_to_first_token,
+            Signal.WARM_LATENCY: self.warm_latency,
             Signal.ROUTER_UP: self.router_up,
         }
         return {signal: text for signal, text in enabled.items() if text is not None}

@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["INF_LE", "BucketBounds", "bounds_query", "le_matcher", "miss_share_query"]
+__all__ = ["INF_LE", "BucketBounds", "bounds_query", "le_matcher", "miss_rate_query", "miss_share_query"]
 
 INF_LE = "+Inf"
 """The ``le`` of the bucket that counts every request."""
@@ -78,3 +78,9 @@ def miss_share_query(all_requests: str, within: str) -> str:
     the query of the bound at or under the objective, over the ``+Inf`` one, matched on every label but ``le``
     (which the result drops). NaN where no request finished (0/0): unknown."""
     return f"(({all_requests}) - ignoring (le) ({within})) / ignoring (le) ({all_requests})"
+
+
+def miss_rate_query(all_requests: str, within: str) -> str:
+    """Requests per second slower than the objective, one series per workload: the ``+Inf`` bucket's rate less the
+    rate of the bound at or under the objective (the per-step misses and the history's)."""
+    return f"({all_requests}) - ignoring (le) ({within})"

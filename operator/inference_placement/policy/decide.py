@@ -20,7 +20,7 @@ idle prior (no traffic yet; the first request must still be served within the SL
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 
@@ -84,6 +84,9 @@ class TrafficWindow:
     history_slo_misses: float | None = None
     """Requests slower than the SLO over ``history_rps``'s span; None = unknown (taken as none when the history is
     the window: the window's ``slo_miss_share`` then tells)."""
+    history_step_seconds: float | None = None
+    """The step of ``history_rps`` when it is coarser than the window's (the live source keeps a day at 300 s);
+    None = ``step_seconds``."""
 
 
 @dataclass(frozen=True)
@@ -361,7 +364,7 @@ def _replicas_for(
     """(replicas, keep-warm instances by ping, note) for the serving target."""
     if target is TargetName.CLUSTER:
         if idle_gap is not None and idle_gap.scale_to_zero and spec.scaling.min_replicas == 0:
-            return 0, 0, idle_gap.describe(forecast.step_seconds)
+            return 0, 0, idle_gap.describe()
         rate = forecast.sizing_rps(econ.cold_start_seconds)
         a = rate * forecast.service_seconds
         needed = int(
@@ -401,7 +404,7 @@ def _replicas_for(
             notes.append(f"observed p99 {p99 * 1000:.0f} ms > {slo.objective_seconds * 1000:.0f} ms: +1 replica")
         if idle_gap is not None and forecast.rps.size and forecast.rps[-1] <= 0:
             # idle now, and the gap statistics say a burst may come: say why the replica stays
-            notes.append(idle_gap.describe(forecast.step_seconds))
+            notes.append(idle_gap.describe())
         return min(replicas, spec.scaling.max_replicas), 0, "; ".join(notes)
     if econ.billing is Billing.INSTANCE_BASED:
         # kept warm by min instances: an instance-based instance is billed alive whether pinged or not
@@ -440,15 +443,18 @@ def _idle_gap(
     if spec.scaling.min_replicas > 0 or not slo.cold_request_misses(econ.cold_start_seconds, forecast.service_seconds):
         return None
     history = window.history_rps if window.history_rps is not None else window.rps
+    step = forecast.step_seconds
+    if window.history_rps is not None and window.history_step_seconds:
+        step = window.history_step_seconds
     rates = clean_rates(history)
-    if rates.size < forecast.rps.size:
-        rates = forecast.rps
+    if rates.size * step < forecast.rps.size * forecast.step_seconds:
+        rates, step = forecast.rps, forecast.step_seconds
     # the budget the plan's own modelled misses (queueing, bursts) leave to cold starts between bursts ...
     budget = max(0.0, slo.sizing_tail - plan.miss_share())
     # ... and no more than keeps the chance of breaking the objective over the history's requests (the misses it
     # allows, a whole number, less those already seen) within the objective's own miss share: a workload of a few
     # requests may miss none
-    history_requests = float(rates.sum()) * forecast.step_seconds
+    history_requests = float(rates.sum()) * step
     if history_requests > 0:
         if window.history_slo_misses is not None:
             seen = window.history_slo_misses
@@ -458,9 +464,15 @@ def _idle_gap(
         if allowed < 0:
             return None
         budget = min(budget, poisson_mean_within(allowed, slo.error_budget) / history_requests)
-    gap_plan = idle_gap_plan(rates, forecast.step_seconds, econ.cold_start_seconds, budget)
+    gap_plan = idle_gap_plan(rates, step, econ.cold_start_seconds, budget)
     if gap_plan is None:
         return None
+    if gap_plan.scale_to_zero and step > forecast.step_seconds and forecast.rps.size:
+        # a coarse history's newest point may end up to one of its steps before the window: zero only while the
+        # window's steps over that span are idle too
+        recent = forecast.rps[-max(1, math.ceil(step / forecast.step_seconds)) :]
+        if bool((recent > 0).any()):
+            gap_plan = replace(gap_plan, scale_to_zero=False)
     one_replica = replicas_for_wait_scalar(
         gap_plan.burst_start_rps * forecast.service_seconds,
         econ.concurrency,

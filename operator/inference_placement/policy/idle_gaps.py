@@ -66,12 +66,14 @@ class IdleGapPlan:
     """The highest request rate of a step that started a burst (what one woken replica has to carry)."""
     scale_to_zero: bool
     """True: this step and the next are both cold in the plan, so no replica is needed now."""
+    step_seconds: float
+    """The history's step, which the offsets count (a coarse history: e.g. 300 s while the window's is 30 s)."""
 
-    def describe(self, step_seconds: float) -> str:
+    def describe(self) -> str:
         verdict = "scale to zero" if self.scale_to_zero else "keep warm"
         cold = f"offsets {self.cold_from}-{self.cold_to} cold" if self.cold_from else "no offset cold"
         return (
-            f"idle-gap plan: {self.offset} step(s) of {step_seconds:.0f} s since the last busy step; {cold} of "
+            f"idle-gap plan: {self.offset} step(s) of {self.step_seconds:.0f} s since the last busy step; {cold} of "
             f"gaps up to {self.longest_gap} ({self.cycles} cycles seen), {self.expected_cold_misses_per_cycle:.3g} "
             f"expected misses per cycle <= budget {self.budget_misses_per_cycle:.3g}: {verdict}"
         )
@@ -83,8 +85,9 @@ def idle_gap_plan(
     cold_start_seconds: float,
     miss_budget_share: float,
 ) -> IdleGapPlan | None:
-    """The idle-gap plan for the step after ``rps`` (oldest first), or None when the history shows no idle gap
-    to plan (never busy, or busy without a break, or no gap has closed yet).
+    """The idle-gap plan for the step after ``rps`` (oldest first, one point per ``step_seconds``: the history's
+    own step, which may be coarser than the window's), or None when the history shows no idle gap to plan (never
+    busy, or busy without a break, or no gap has closed yet).
 
     ``miss_budget_share`` is the share of requests cold starts may make miss (the policy's risk budget left after
     its other modelled risks).
@@ -158,6 +161,7 @@ def idle_gap_plan(
         longest_gap=longest,
         burst_start_rps=float(rate.max()),
         scale_to_zero=zero and not math.isnan(expected),
+        step_seconds=step_seconds,
     )
 
 

@@ -35,7 +35,20 @@ class ObservedSignals:
     """``slo_misses``: requests slower than the SLO per step."""
     history_seconds: float = 0.0
     """``history_rps`` and ``history_slo_misses`` over this span; 0 = none beyond the window."""
+    history_step_seconds: float = 0.0
+    """The step of that history (``TrafficWindow.history_step_seconds``); 0 = the window's step."""
 
 
-LIVE_OBSERVATION = ObservedSignals(window_seconds=1800.0, step_seconds=30.0, slo_miss_window_seconds=300.0)
-"""What ``metrics/prometheus.py`` measures today with the operator's default settings."""
+LIVE_OBSERVATION = ObservedSignals(
+    window_seconds=1800.0,
+    step_seconds=30.0,
+    slo_miss_window_seconds=300.0,
+    peak_in_flight=True,
+    slo_misses_per_step=True,
+    history_seconds=86400.0,
+    history_step_seconds=300.0,
+)
+"""What ``metrics/prometheus.py`` measures with the operator's default settings and templates: the request rate,
+the in-flight peak and the SLO misses of each step of the window, p99, mean service time, the SLO-miss share, and a
+day of request-rate and miss history at 300 s. Not ``warm_latency``: its template (time to first token) is off by
+default, and nothing at the router measures it."""

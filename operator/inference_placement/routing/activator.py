@@ -37,7 +37,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
 import aiohttp
@@ -378,35 +378,11 @@ class Activator:
 
 
 def _parse_args(argv: Sequence[str] | None) -> ActivatorSettings:
-    defaults = ActivatorSettings()
+    """One option per ``ActivatorSettings`` field (``--listen-port`` for ``listen_port``), typed by its default."""
     parser = argparse.ArgumentParser(prog="activator", description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--listen-address", default=defaults.listen_address)
-    parser.add_argument("--listen-port", type=int, default=defaults.listen_port)
-    parser.add_argument("--metrics-address", default=defaults.metrics_address)
-    parser.add_argument("--metrics-port", type=int, default=defaults.metrics_port)
-    parser.add_argument("--envoy-url", default=defaults.envoy_url)
-    parser.add_argument("--admin-url", default=defaults.admin_url)
-    parser.add_argument("--max-held", type=int, default=defaults.max_held)
-    parser.add_argument("--max-hold-seconds", type=float, default=defaults.max_hold_seconds)
-    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
-    parser.add_argument("--max-held-bytes", type=int, default=defaults.max_held_bytes)
-    parser.add_argument("--poll-interval-seconds", type=float, default=defaults.poll_interval_seconds)
-    parser.add_argument("--retry-after-seconds", type=int, default=defaults.retry_after_seconds)
-    args = parser.parse_args(argv)
-    return ActivatorSettings(
-        listen_address=args.listen_address,
-        listen_port=args.listen_port,
-        metrics_address=args.metrics_address,
-        metrics_port=args.metrics_port,
-        envoy_url=args.envoy_url,
-        admin_url=args.admin_url,
-        max_held=args.max_held,
-        max_hold_seconds=args.max_hold_seconds,
-        max_body_bytes=args.max_body_bytes,
-        max_held_bytes=args.max_held_bytes,
-        poll_interval_seconds=args.poll_interval_seconds,
-        retry_after_seconds=args.retry_after_seconds,
-    )
+    for f in fields(ActivatorSettings):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    return ActivatorSettings(**vars(parser.parse_args(argv)))
 
 
 async def _serve(settings: ActivatorSettings) -> None:

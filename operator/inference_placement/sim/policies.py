@@ -73,11 +73,15 @@ def window_from_observation(
         raw = obs.peak_in_flight_per_step
         whole = (raw.size // factor) * factor
         peaks = tuple(raw[raw.size - whole :].reshape(-1, factor).max(axis=1)[-steps:].tolist()) if whole else None
-    history_rps = history_misses = None
+    history_rps = history_misses = history_step = None
     if signals.history_seconds > 0:
-        history_steps = max(steps, int(signals.history_seconds // step))
-        history_rps = tuple((requests[-history_steps:] / step).tolist())
-        history_misses = float(misses[-history_steps:].sum())
+        # the live source keeps the history at its own coarse step, summed from the trace's steps
+        history_factor = max(1, round(signals.history_step_seconds / step)) if signals.history_step_seconds else 1
+        history_step = step * history_factor
+        history_requests = _coarsened(requests, history_factor)
+        history_steps = max(1, int(signals.history_seconds // history_step))
+        history_rps = tuple((history_requests[-history_steps:] / history_step).tolist()) or None
+        history_misses = float(_coarsened(misses, history_factor)[-history_steps:].sum())
     return TrafficWindow(
         step_seconds=step,
         rps=tuple((counts / step).tolist()),
@@ -90,6 +94,7 @@ def window_from_observation(
         peak_in_flight=peaks,
         history_rps=history_rps,
         history_slo_misses=history_misses,
+        history_step_seconds=history_step if history_rps is not None and history_step != step else None,
     )
 
 
