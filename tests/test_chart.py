@@ -27,7 +27,7 @@ from inference_placement.controller.settings import build_settings
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.metrics.promql import ROUTER_JOB, PromQLTemplates
 from inference_placement.policy.price_book import default_price_book, load_price_book
-from inference_placement.routing.envoy import STATS_PATH, parse_latency_buckets
+from inference_placement.routing.envoy import STATS_PATH, EnvoySettings, parse_latency_buckets
 from inference_placement.routing.manifests import render_router_deployment
 from tests.plugins.cluster import REPO_ROOT, KubeCluster
 
@@ -315,6 +315,48 @@ def test_router_pod_monitor_scrapes_only_the_stats_port_as_the_default_templates
     assert parse_latency_buckets("100,250,500") == (100.0, 250.0, 500.0)
     with pytest.raises(ValueError, match="latency"):
         parse_latency_buckets("100,fast")
+
+
+def test_spillover_and_the_activator_are_chart_values_passed_to_the_operator() -> None:
+    """``router.spillover``, ``router.overflowPort`` and ``router.activator.enabled`` arrive as the operator's typed
+    settings (the activator image is the operator's own); off by default, nothing is passed."""
+    defaults, plain = _run_settings(["router.enabled=true"])
+    assert not [arg for arg in defaults if "spillover" in arg or "overflowPort" in arg or "activator" in arg]
+    assert not plain.router.spillover and plain.router.overflow_port is None and plain.router.activator_image is None
+    values = [
+        "router.enabled=true",
+        "router.spillover=true",
+        "router.overflowPort=9911",
+        "router.activator.enabled=true",
+        "image.repository=ghcr.io/acme/inference-placement",
+        "image.tag=1.2.3",
+    ]
+    args, settings = _run_settings(values)
+    assert {"--set=router.spillover=true", "--set=router.overflowPort=9911"} <= set(args)
+    assert settings.router.spillover and settings.router.overflow_port == 9911
+    assert settings.router.activator_image == "ghcr.io/acme/inference-placement:1.2.3"
+    operator_image = one(render_chart(values=values), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert operator_image["image"] == settings.router.activator_image
+
+
+def test_router_pod_monitor_scrapes_the_activator_when_it_runs() -> None:
+    monitor = one(render_chart(values=["router.enabled=true", "router.podMonitor.enabled=true"]), "PodMonitor")
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["stats"]
+    values = ["router.enabled=true", "router.podMonitor.enabled=true", "router.activator.enabled=true"]
+    monitor = one(render_chart(values=values), "PodMonitor")
+    stats, activator = monitor["spec"]["podMetricsEndpoints"]
+    assert stats["port"] == "stats"
+    assert (activator["port"], activator["path"], activator["honorLabels"]) == ("activator", "/metrics", True)
+    # its own job: a failing activator scrape is not a failing router (router_up checks job inference-router)
+    assert activator["relabelings"] == [{"targetLabel": "job", "replacement": "inference-router-activator"}]
+    assert activator["relabelings"][0]["replacement"] != ROUTER_JOB
+    # the port the operator renders on the activator container, in the Pods the monitor selects
+    pod = render_router_deployment(
+        dataclasses.replace(EnvoySettings(), activator_port=9906), activator_image="operator:1"
+    )["spec"]["template"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    ports = {p["name"] for c in pod["spec"]["containers"] if c["name"] == "activator" for p in c["ports"]}
+    assert ports == {"activator"}
 
 
 def test_router_pod_monitor_needs_the_router() -> None:

@@ -206,6 +206,10 @@ def test_default_queries_are_one_per_signal_grouped_by_workload() -> None:
         "sum by (namespace, workload, le) "
         '(rate(envoy_cluster_upstream_rq_time_bucket{target!="composite",}[60s]))) / 1000'
     )
+    # in flight: the targets' gauges (a composite cluster's stays 0; tests/test_router_metrics_spill.py)
+    assert queries[Signal.IN_FLIGHT] == (
+        'sum by (namespace, workload) (max_over_time(envoy_cluster_upstream_rq_active{target!="composite",}[60s]))'
+    )
     assert "DCGM_FI_DEV_GPU_UTIL" in queries[Signal.GPU_UTILIZATION]
     model = render_queries(MODEL_SERVER_TEMPLATES)
     assert model[Signal.REQUEST_RATE] == "sum by (namespace, workload) (rate(model_requests_total{}[60s]))"

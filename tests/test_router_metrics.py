@@ -488,6 +488,14 @@ def test_the_local_stack_prometheus_scrapes_the_local_stack_envoy(
     try:
         envoy = start_local_envoy(procs, envoy_binary, tmp_path, UpstreamAddress("127.0.0.1", 9))
         assert envoy.settings.stats_address == "127.0.0.1"
+        # the overflow hop the demo's operator routes spilled requests through (router.overflowPort) listens
+        with urllib.request.urlopen(f"{envoy.admin_url}/listeners?format=json", timeout=5) as response:
+            listeners = json.load(response)["listener_statuses"]
+        overflow = next(item for item in listeners if item["name"] == "overflow")
+        assert overflow["local_address"]["socket_address"] == {
+            "address": "127.0.0.1",
+            "port_value": envoy.overflow_port,
+        }
         server = start_prometheus(
             prometheus_binaries.prometheus,
             tmp_path / "prometheus",

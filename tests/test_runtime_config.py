@@ -66,6 +66,7 @@ SET_TABLE: list[tuple[str, str, str, object]] = [
     ("router.confirmTimeoutSeconds", "90", "router.confirm_timeout_seconds", 90.0),
     ("router.spillover", "true", "router.spillover", True),
     ("router.overflowPort", "9911", "router.overflow_port", 9911),
+    ("router.activatorImage", "ghcr.io/acme/operator:1", "router.activator_image", "ghcr.io/acme/operator:1"),
     ("router.latencyBucketsMs", "50,100,250,1000", "router.latency_buckets_ms", (50.0, 100.0, 250.0, 1000.0)),
     ("cloudrun.enabled", "yes", "cloudrun.enabled", True),
     ("cloudrun.project", "acme", "cloudrun.project", "acme"),
@@ -161,7 +162,7 @@ def test_an_empty_value_means_the_default_and_the_last_value_wins() -> None:
     [
         (
             "router.replica=3",
-            r"router\.replica: unknown key 'replica' of router \(known: addressOverrides, .*"
+            r"router\.replica: unknown key 'replica' of router \(known: activatorImage, addressOverrides, .*"
             r"replicas, .*\); did you mean router\.replicas\?",
         ),
         ("router.xds_dir=/x", r"unknown key 'xds_dir' of router .*did you mean router\.xdsDir\?"),  # camelCase only
@@ -252,6 +253,65 @@ def test_the_router_is_built_from_its_typed_group(tmp_path: Path) -> None:
     assert (router.applier.settings.gcp_metadata.host, router.applier.settings.gcp_metadata.port) == ("127.0.0.1", 9)
     assert router.endpoints.address_overrides == {"http://m.ns.svc:8080": "http://127.0.0.1:9"}
     assert router.endpoints.lambda_endpoint == "http://127.0.0.1:5000" and router.endpoints.lambda_payload_passthrough
+
+
+async def test_the_cluster_router_runs_the_overflow_listener_and_the_activator_only_when_configured() -> None:
+    """``router.spillover`` gives the in-cluster router's bootstrap its overflow listener (9905 by default, or
+    ``router.overflowPort``); ``router.activatorImage`` adds the activator container (and Envoy's activator port),
+    and nothing else changes: without it the Pod is Envoy alone."""
+    from kubernetes_asyncio import client as k8s
+
+    from inference_placement.controller.router_cluster import ClusterRouterApplier
+    from inference_placement.routing.envoy import render_bootstrap
+
+    async with k8s.ApiClient() as api:
+        plain = build_router(build_settings(["router.mode=cluster"]).router, api)
+        spill = build_router(build_settings(["router.mode=cluster", "router.spillover=true"]).router, api)
+        both = build_router(
+            build_settings(
+                [
+                    "router.mode=cluster",
+                    "router.spillover=true",
+                    "router.overflowPort=9911",
+                    "router.activatorImage=ghcr.io/acme/operator:1",
+                    "router.imagePullPolicy=Never",
+                ]
+            ).router,
+            api,
+        )
+    appliers = [r.applier if r is not None else None for r in (plain, spill, both)]
+    assert all(isinstance(a, ClusterRouterApplier) for a in appliers)
+    plain_applier, spill_applier, both_applier = (a for a in appliers if isinstance(a, ClusterRouterApplier))
+
+    def listeners(applier: ClusterRouterApplier) -> dict[str, int]:
+        bootstrap = render_bootstrap(applier.settings)
+        return {
+            x["name"]: x["address"]["socket_address"]["port_value"] for x in bootstrap["static_resources"]["listeners"]
+        }
+
+    def containers(applier: ClusterRouterApplier) -> dict[str, dict[str, object]]:
+        pod = applier.render_deployment()["spec"]["template"]["spec"]
+        return {c["name"]: c for c in pod["containers"]}
+
+    assert "overflow" not in listeners(plain_applier) and plain_applier.settings.overflow_port is None
+    assert listeners(spill_applier)["overflow"] == 9905
+    assert listeners(both_applier)["overflow"] == 9911
+    assert list(containers(plain_applier)) == list(containers(spill_applier)) == ["envoy"]
+    assert spill_applier.settings.activator_port is None
+    pod = containers(both_applier)
+    assert list(pod) == ["envoy", "activator"]
+    assert pod["activator"]["image"] == "ghcr.io/acme/operator:1"
+    assert "--listen-port=9906" in _strings(pod["activator"]["args"])
+    assert both_applier.settings.activator_port == 9906
+    assert {c["imagePullPolicy"] for c in pod.values()} == {"Never"}
+    # an activator image with no port for Envoy to reach it is refused
+    with pytest.raises(ValueError, match="activator_port"):
+        ClusterRouterApplier(api, spill_applier.settings, namespace="x", image="envoy", activator_image="op:1")
+
+
+def _strings(value: object) -> list[str]:
+    assert isinstance(value, list)
+    return [str(item) for item in value]
 
 
 def test_every_set_key_the_repository_passes_is_known() -> None:

@@ -319,9 +319,11 @@ def operator_args(
     range_seconds: int = 60,
     step_seconds: int = QUERY_STEP_SECONDS,
     staleness_seconds: int = 15,
+    spillover: bool = False,
     extra: tuple[str, ...] = (),
 ) -> list[str]:
-    """The live loop's operator command line: Prometheus, Cloud Run at the stand-in, the router in files mode."""
+    """The live loop's operator command line: Prometheus, Cloud Run at the stand-in, the router in files mode;
+    ``spillover`` turns burst spillover on (the router needs its overflow listener: ``overflow_listener=True``)."""
     overrides = ",".join(f"{published}={connect}" for published, connect in address_overrides.items())
     args = [
         "--prometheus-url",
@@ -355,6 +357,15 @@ def operator_args(
         "--set",
         f"migration.drainSeconds={drain_seconds}",
     ]
+    if spillover:
+        if envoy_router.settings.overflow_port is None:
+            raise ValueError("spillover needs the router's overflow listener (start_envoy(overflow_listener=True))")
+        args += [
+            "--set",
+            f"router.overflowPort={envoy_router.settings.overflow_port}",
+            "--set",
+            "router.spillover=true",
+        ]
     return [*args, *extra]
 
 

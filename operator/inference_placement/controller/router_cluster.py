@@ -69,6 +69,7 @@ class ClusterRouterApplier:
         confirm_timeout_seconds: float = 180.0,
         poll_seconds: float = 1.0,
         owners: Mapping[str, str] | None = None,
+        activator_image: str | None = None,
     ) -> None:
         if settings.health_port is None:
             raise ValueError("the in-cluster router needs a health listener (EnvoySettings.health_port)")
@@ -82,6 +83,10 @@ class ClusterRouterApplier:
         self.image_pull_policy = image_pull_policy
         self.confirm_timeout_seconds = confirm_timeout_seconds
         self.poll_seconds = poll_seconds
+        self.activator_image = activator_image
+        """The activator's image (a second container in the router Pod; needs ``settings.activator_port``)."""
+        if activator_image is not None and settings.activator_port is None:
+            raise ValueError("the router's activator needs EnvoySettings.activator_port (where Envoy reaches it)")
         self.owners: dict[str, str] = dict(owners or {})
         """``namespace/name`` -> workload uid, for the owner reference of its stable Service."""
         self._router_ready = False
@@ -102,12 +107,7 @@ class ClusterRouterApplier:
             # the bootstrap may change with a new operator version; the routes stay as they are
             bootstrap = {k: v for k, v in configmap["data"].items() if k not in (CDS_FILE, RDS_FILE)}
             await self.core.patch_namespaced_config_map(ROUTER_NAME, self.namespace, {"data": bootstrap})
-        deployment: Any = render_router_deployment(
-            self.settings, image=self.image, namespace=self.namespace, replicas=self.replicas
-        )
-        if self.image_pull_policy:
-            for container in deployment["spec"]["template"]["spec"]["containers"]:
-                container["imagePullPolicy"] = self.image_pull_policy
+        deployment: Any = self.render_deployment()
         await _create_or_patch(
             lambda: self.apps.read_namespaced_deployment(ROUTER_NAME, self.namespace),
             lambda: self.apps.create_namespaced_deployment(self.namespace, deployment),
@@ -120,6 +120,22 @@ class ClusterRouterApplier:
             lambda: self.core.patch_namespaced_service(ROUTER_NAME, self.namespace, service),
         )
         self._router_ready = True
+
+    def render_deployment(self) -> JsonDict:
+        """The router Deployment as ``ensure_router`` keeps it: Envoy (its bootstrap with the overflow listener when
+        ``settings.overflow_port`` is set), plus the activator container when ``activator_image`` is set; the pull
+        policy on every container."""
+        deployment = render_router_deployment(
+            self.settings,
+            image=self.image,
+            namespace=self.namespace,
+            replicas=self.replicas,
+            activator_image=self.activator_image,
+        )
+        if self.image_pull_policy:
+            for container in deployment["spec"]["template"]["spec"]["containers"]:
+                container["imagePullPolicy"] = self.image_pull_policy
+        return deployment
 
     # ------------------------------------------------------------------ RouteApplier
 

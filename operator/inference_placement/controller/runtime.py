@@ -41,6 +41,7 @@ from inference_placement.targets.cluster import ClusterTarget
 from inference_placement.targets.credentials import SecretRedactingFilter, secret_values
 
 __all__ = [
+    "DEFAULT_ACTIVATOR_PORT",
     "DEFAULT_OVERFLOW_PORT",
     "build_fleet",
     "capacity_verdict",
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OVERFLOW_PORT = 9905
 """The router's overflow listener (loopback, in the router Pod) when spillover is on and no port is set."""
+DEFAULT_ACTIVATOR_PORT = 9906
+"""The activator's listener in the router Pod (loopback; Envoy's activator cluster), with ``router.activatorImage``."""
 
 
 def install_redaction() -> SecretRedactingFilter:
@@ -296,9 +299,12 @@ def build_router(router: RouterSettings, api: Any = None) -> RouterSync | None:
 
         if api is None:
             raise ValueError("router.mode=cluster needs the Kubernetes API client")
+        if router.activator_image is not None:
+            envoy_options["activator_port"] = DEFAULT_ACTIVATOR_PORT
         cluster_applier = ClusterRouterApplier(
             api,
             EnvoySettings(**envoy_options),
+            activator_image=router.activator_image,
             namespace=router.namespace,
             image=router.image,
             replicas=router.replicas,

@@ -200,6 +200,11 @@ class RouterSettings(_Group):
     """Loopback port of the router's overflow listener, the hop a spilled request takes to its serverless target
     (``routing.envoy.EnvoySettings.overflow_port``). ``cluster`` mode: default 9905 when ``spillover`` is on;
     ``files`` mode: the port the local Envoy's bootstrap listens on. Default: unset."""
+    activator_image: str | None = None
+    """``cluster`` mode: image of the router's activator (``routing.activator``), run as a second container in the
+    router Pod next to Envoy, on loopback port 9906; it holds the requests of a workload with no ready pod and no
+    serverless target. Its ``/metrics`` is the Pod's port ``activator`` (9904). The operator's own image is the one
+    (the chart passes it when ``router.activator.enabled``). Default: unset (no activator container)."""
     latency_buckets_ms: Annotated[
         tuple[float, ...] | None, BeforeValidator(_comma_list), AfterValidator(_latency_buckets)
     ] = None

@@ -57,9 +57,17 @@ class EnvoyProcess:
         assert self.settings.stats_port is not None
         return f"127.0.0.1:{self.settings.stats_port}"
 
+    @property
+    def overflow_port(self) -> int:
+        """The overflow listener's port (loopback), the operator's ``router.overflowPort``."""
+        assert self.settings.overflow_port is not None
+        return self.settings.overflow_port
+
 
 def start_envoy(procs: Processes, binary: str, work: Path, gcp_metadata: UpstreamAddress) -> EnvoyProcess:
-    """Envoy from ``render_bootstrap`` on loopback, empty routes; the operator fills ``xds_dir``."""
+    """Envoy from ``render_bootstrap`` on loopback, empty routes; the operator fills ``xds_dir``. With the overflow
+    listener (``settings.overflow_port``), so the operator can route a burst's refused requests to a serverless
+    target (``--set router.spillover=true router.overflowPort=...``)."""
     xds_dir = work / "xds"
     xds_dir.mkdir(parents=True, exist_ok=True)
     settings = EnvoySettings(
@@ -69,6 +77,7 @@ def start_envoy(procs: Processes, binary: str, work: Path, gcp_metadata: Upstrea
         health_port=None,
         stats_address="127.0.0.1",
         stats_port=free_port(),
+        overflow_port=free_port(),  # the loopback hop of spilled requests (the operator's router.overflowPort)
         xds_dir=str(xds_dir),
         gcp_metadata=gcp_metadata,
         connect_timeout_seconds=2.0,

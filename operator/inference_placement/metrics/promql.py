@@ -89,9 +89,13 @@ DEFAULT_SERVICE_SECONDS = (
     f"({_client_view(_SUM, 'envoy_cluster_upstream_rq_time_sum')})"
     f" / ({_client_view(_SUM, 'envoy_cluster_upstream_rq_time_count')}) / 1000"
 )
-DEFAULT_IN_FLIGHT = _client_view(
-    "sum by ($by) (max_over_time({metric}{{{sel}}}[$rate_window]))", "envoy_cluster_upstream_rq_active"
+DEFAULT_IN_FLIGHT = (
+    'sum by ($by) (max_over_time(envoy_cluster_upstream_rq_active{target!="composite",$selector}[$rate_window]))'
 )
+"""Peak requests in flight per workload over the rate window, summed over its targets' clusters. Not the composite's
+(its gauge stays 0: the pods' and the overflow target's clusters own the connections, measured with Envoy 1.40 in
+``tests/test_router_metrics_spill.py``); a spilled request in flight counts once, under the overflow target (the
+overflow hop's cluster carries no workload label)."""
 DEFAULT_ERROR_RATE = (
     "(" + _client_view(_SUM, "envoy_cluster_upstream_rq_xx", 'envoy_response_code_class="5",$selector') + ")"
     ' or 0 * sum by ($by) (rate(envoy_cluster_upstream_rq_total{target!="composite",$selector}[$rate_window]))'
