@@ -119,7 +119,7 @@ def render_crd_reference() -> str:
         "",
         f"Resource `{PLURAL}`, short name `{SHORT_NAME}`, namespaced, with a `status` subresource. The tables below",
         "are the CRD's OpenAPI schema, generated from the pydantic models in `operator/inference_placement/api/`;",
-        "rules the schema cannot express on Kubernetes 1.20 are checked by the operator, which sets",
+        "rules that span several fields are checked by the operator, which sets",
         "`InvalidSpec=True` naming the field (see [operations.md](operations.md#conditions)).",
         "",
         "## spec",
