@@ -1,5 +1,5 @@
 # The two commands a newcomer needs:  make demo   and   make test
-.PHONY: demo test setup crd lint cluster-up cluster-down
+.PHONY: demo test setup crd lint fmt cluster-up cluster-down
 
 setup:
 	bash e2e/setup.sh
@@ -18,8 +18,13 @@ crd: setup
 
 lint: setup
 	.venv/bin/ruff check operator tests
+	.venv/bin/ruff format --check operator tests
 	.venv/bin/mypy
 	.venv/bin/lint-imports
+
+# Format the code in place (the test run checks it with `ruff format --check operator tests`).
+fmt: setup
+	.venv/bin/ruff format operator tests
 
 cluster-up:
 	bash e2e/local-cluster.sh up --with-node

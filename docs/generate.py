@@ -1,10 +1,11 @@
 """Generate the reference pages in docs/ from the code, so they cannot drift from it.
 
-    python docs/generate.py           # rewrite docs/crd-reference.md and docs/price-book-reference.md
+    python docs/generate.py           # rewrite every generated page (PAGES below)
     python docs/generate.py --check   # exit 1 when a page differs from what the code generates (tests/test_docs.py)
 
 The CRD reference walks the same structural OpenAPI schema that ``inference-placement crd`` puts into the CRD (so it
-documents exactly what the apiserver validates); the price book reference walks the pydantic price book models.
+documents exactly what the apiserver validates); the price book reference walks the pydantic price book models; the
+settings reference walks the operator's typed settings and the flags of ``inference-placement run``.
 """
 
 from __future__ import annotations
@@ -224,6 +225,53 @@ def render_price_book_reference() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _words(text: str | None) -> str:
+    """A docstring as one table cell: whitespace collapsed, RST double backticks as Markdown code."""
+    return _cell(" ".join((text or "").split()).replace("``", "`"))
+
+
+def render_settings_reference() -> str:
+    import typer.main
+
+    from inference_placement.cli import app
+    from inference_placement.controller.settings import default_text, describe_type, set_groups, set_keys
+
+    run = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
+    lines = [
+        HEADER,
+        "# Operator settings reference",
+        "",
+        "How `inference-placement run` is configured: its flags, and `--set GROUP.KEY=VALUE` options (repeatable),",
+        "generated from `operator/inference_placement/controller/settings.py` (the typed settings) and the `run`",
+        "command. The chart passes flags from its values and every entry of `operator.settings` as one `--set`",
+        "(`operator.settings: {migration.stepHoldSeconds: 5}`). The operator refuses to start on an unknown group or",
+        "key (the error names it and lists the known ones) and on a value that does not fit its key (the error names",
+        "the key and what it expects); an empty value (`--set router.url=`) means the default, and of two options",
+        "with one key the last wins. Units are in the names (`...Seconds`).",
+        "",
+        "## Flags",
+        "",
+        "| flag | default | description |",
+        "| --- | --- | --- |",
+    ]
+    for param in run.params:
+        if param.name == "config":
+            continue
+        flags = " ".join(f"`{opt}`" for opt in [*param.opts, *param.secondary_opts])
+        default = "" if param.default in (None, False) else f"`{param.default}`"
+        lines.append(f"| {flags} | {default} | {_words(getattr(param, 'help', ''))} |")
+    lines += ["", "## `--set` keys", ""]
+    for group, model in set_groups().items():
+        lines += [f"### `{group}`", "", _words(model.__doc__), ""]
+        lines += ["| key | accepts | default | description |", "| --- | --- | --- | --- |"]
+        for key, (_, info) in set_keys(model).items():
+            default = default_text(info)
+            default = default if default in ("unset", "none") else f"`{_cell(default)}`"
+            lines.append(f"| `{group}.{key}` | {_cell(describe_type(info))} | {default} | {_words(info.description)} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def render_metrics() -> str:
     from prometheus_client.metrics import MetricWrapperBase
 
@@ -302,6 +350,7 @@ def render_argocd() -> str:
 PAGES: dict[str, Callable[[], str]] = {
     "crd-reference.md": render_crd_reference,
     "price-book-reference.md": render_price_book_reference,
+    "settings-reference.md": render_settings_reference,
     "metrics.md": render_metrics,
     "argocd.md": render_argocd,
 }

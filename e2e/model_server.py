@@ -18,11 +18,16 @@ Environment
   SERVED_BY        echoed in the `x-served-by` header and the body (default: the hostname)
   MODEL_NAME       model name reported for /predict (default "model")
   DRAIN_SECONDS    on SIGTERM, wait at most this long for in-flight requests (default 10)
+  MAX_IN_FLIGHT    queue cap: with this many predictions in flight, another one is refused at once with 429 and
+                   `Retry-After` (like TGI/TEI beyond --max-concurrent-requests); 0 = no cap (default)
+  RETRY_AFTER_SECONDS  the `Retry-After` of a refused request (default 1)
 
 Metrics (inference requests only, i.e. the predict paths)
   model_requests_total{model,code}            counter
   model_request_duration_seconds{model}       histogram (seconds)
   model_in_flight_requests                    gauge
+  model_rejected_requests_total{model}        counter: refused at the queue cap (also counted as code="429" above;
+                                              not in the duration histogram, which times served predictions)
 """
 
 from __future__ import annotations
@@ -56,6 +61,10 @@ class Settings:
         self.served_by = env.get("SERVED_BY") or socket.gethostname()
         self.model_name = env.get("MODEL_NAME", "model")
         self.drain_seconds = float(env.get("DRAIN_SECONDS", "10"))
+        self.max_in_flight = int(env.get("MAX_IN_FLIGHT", "0"))
+        if self.max_in_flight < 0:
+            raise ValueError(f"MAX_IN_FLIGHT must be >= 0, got {self.max_in_flight}")
+        self.retry_after_seconds = int(env.get("RETRY_AFTER_SECONDS", "1"))
 
 
 class Metrics:
@@ -68,10 +77,21 @@ class Metrics:
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
         self.in_flight = 0
+        self.rejected: dict[str, int] = {}
 
-    def begin(self) -> None:
+    def begin(self, max_in_flight: int = 0) -> bool:
+        """Admit one request unless ``max_in_flight`` (> 0) are in flight already; False: refused (and counted)."""
         with self._lock:
+            if 0 < max_in_flight <= self.in_flight:
+                return False
             self.in_flight += 1
+            return True
+
+    def refused(self, model: str) -> None:
+        with self._lock:
+            key = (model, "429")
+            self.requests[key] = self.requests.get(key, 0) + 1
+            self.rejected[model] = self.rejected.get(model, 0) + 1
 
     def end(self, model: str, code: int, seconds: float) -> None:
         with self._lock:
@@ -112,7 +132,11 @@ class Metrics:
                 "# HELP model_in_flight_requests Inference requests being served now.",
                 "# TYPE model_in_flight_requests gauge",
                 f"model_in_flight_requests {self.in_flight}",
+                "# HELP model_rejected_requests_total Inference requests refused at the queue cap (MAX_IN_FLIGHT).",
+                "# TYPE model_rejected_requests_total counter",
             ]
+            for model, n in sorted(self.rejected.items()):
+                lines.append(f'model_rejected_requests_total{{model="{_esc(model)}"}} {n}')
         return "\n".join(lines) + "\n"
 
 
@@ -129,8 +153,12 @@ class Handler(BaseHTTPRequestHandler):
         if os.environ.get("ACCESS_LOG") == "1":
             super().log_message(format, *args)
 
-    def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
+    def _send(
+        self, code: int, body: bytes, content_type: str = "application/json", headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(code)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("x-served-by", self.server.settings.served_by)
@@ -173,7 +201,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         metrics = self.server.metrics
         start = time.monotonic()
-        metrics.begin()
+        if not metrics.begin(settings.max_in_flight):
+            metrics.refused(model)
+            retry_after = str(settings.retry_after_seconds)
+            body = {"error": f"queue full ({settings.max_in_flight} in flight)", "served_by": settings.served_by}
+            self._send(429, json.dumps(body).encode(), headers={"Retry-After": retry_after})
+            return
         code = 500
         try:
             code, payload = self._predict(model, url.query, raw, start)

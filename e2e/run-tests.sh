@@ -8,6 +8,7 @@ started=$SECONDS
 status=0
 
 echo "== ruff"; .venv/bin/ruff check operator tests || status=1
+echo "== ruff format"; .venv/bin/ruff format --check operator tests || status=1
 echo "== import contracts"; .venv/bin/lint-imports || status=1
 echo "== mypy"; .venv/bin/mypy || status=1
 echo "== crd drift"

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from inference_placement.api import InferenceWorkloadSpec, TargetName
 from inference_placement.api.crd import render_crd, render_crd_yaml
-from inference_placement.api.spec import parse_cpu_cores, parse_memory_mib
+from inference_placement.api.spec import (
+    SERVERLESS,
+    InferenceWorkloadSpec,
+    TargetName,
+    parse_cpu_cores,
+    parse_memory_mib,
+)
 from inference_placement.api.validation import parse_spec, semantic_problems
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,8 +29,8 @@ def test_generated_crd_matches_committed_file() -> None:
     )
 
 
-def _walk(node: object, path: str = "") -> list[tuple[str, dict]]:
-    out: list[tuple[str, dict]] = []
+def _walk(node: object, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
     if isinstance(node, dict):
         out.append((path, node))
         for key, value in node.items():
@@ -86,8 +92,8 @@ def test_examples_cover_the_seed_cases() -> None:
 BASE = {"model": {"image": "img", "sizeMb": 100}}
 
 
-def _with(**changes: object) -> dict:
-    spec: dict = {k: dict(v) if isinstance(v, dict) else v for k, v in BASE.items()}
+def _with(**changes: object) -> dict[str, Any]:
+    spec: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in BASE.items()}
     spec.update(changes)
     return spec
 
@@ -155,7 +161,7 @@ def _with(**changes: object) -> dict:
         ),
     ],
 )
-def test_semantic_problems_name_the_field(raw: dict, field: str, fragment: str) -> None:
+def test_semantic_problems_name_the_field(raw: dict[str, Any], field: str, fragment: str) -> None:
     spec, problems = parse_spec(raw)
     assert spec is not None, "schema-valid input"
     messages = [str(p) for p in problems]
@@ -187,6 +193,21 @@ def test_cpu_quantities(quantity: str, cores: float) -> None:
 @pytest.mark.parametrize(("quantity", "mib"), [("2Gi", 2048.0), ("512Mi", 512.0), ("1G", 953.674)])
 def test_memory_quantities(quantity: str, mib: float) -> None:
     assert parse_memory_mib(quantity) == pytest.approx(mib, rel=1e-4)
+
+
+@pytest.mark.parametrize(("quantity", "cores"), [("1e3", 1000.0), ("100u", 1e-4), ("+.5", 0.5)])
+def test_every_kubernetes_quantity_form_is_a_cpu(quantity: str, cores: float) -> None:
+    spec = InferenceWorkloadSpec.model_validate({"model": {"image": "i", "sizeMb": 1, "cpu": quantity}})
+    assert spec.model.cpu_cores == pytest.approx(cores)
+
+
+def test_a_negative_quantity_is_refused_with_the_field_named() -> None:
+    spec, problems = parse_spec({"model": {"image": "i", "sizeMb": 1, "memory": "-1Gi"}})
+    assert spec is None and [p.field for p in problems] == ["model.memory"]
+
+
+def test_serverless_is_every_target_but_the_cluster_in_declaration_order() -> None:
+    assert SERVERLESS == tuple(t for t in TargetName if t is not TargetName.CLUSTER)
 
 
 def test_numbers_are_accepted_as_quantities() -> None:

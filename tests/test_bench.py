@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from inference_placement.cli import app
-from inference_placement.sim.bench import POLICY_NAMES, run_bench
+from inference_placement.sim.bench import run_bench
+from inference_placement.sim.registry import POLICY_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGED = ROOT / "operator" / "inference_placement" / "data" / "price-book.yaml"
@@ -68,14 +70,15 @@ def test_bench_runs_every_row_with_every_policy(scenario: tuple[Path, Path]) -> 
     path, traces = scenario
     result = run_bench(path, traces, jobs=1)
     doc = result.to_json()
-    assert [r["trace"] for r in doc["rows"]] == ["inv.csv", "llm.csv"]  # type: ignore[index]
-    cpu_row = doc["rows"][0]  # type: ignore[index]
+    rows = cast(list[dict[str, Any]], doc["rows"])
+    assert [r["trace"] for r in rows] == ["inv.csv", "llm.csv"]
+    cpu_row = rows[0]
     assert set(cpu_row["policies"]) == set(POLICY_NAMES)
     for name, entry in cpu_row["policies"].items():
         assert {"cost_usd", "attainment", "workloads_meeting_slo", "migrations", "ratio_to_optimum"} <= set(entry), name
     assert cpu_row["policies"]["optimum"]["ratio_to_optimum"] == pytest.approx(1.0)
     # a GPU model has no Lambda column to compare: reported as not applicable, never as a number
-    llm_row = doc["rows"][1]  # type: ignore[index]
+    llm_row = rows[1]
     assert llm_row["policies"]["lambda"]["cost_usd"] is None
     assert "infeasible" in llm_row["policies"]["lambda"]["not_applicable"]
     for row in result.rows:

@@ -9,18 +9,22 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from inference_placement.api import InferenceWorkloadSpec, Reason, TargetName
-from inference_placement.policy.capacity import ResourceCapacity
+from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
+from inference_placement.api.status import Reason
+from inference_placement.policy.capacity import ClusterCapacity, ResourceCapacity, replica_fit
 from inference_placement.policy.decide import PlacementState, TrafficWindow, decide
 from inference_placement.policy.feasibility import assess_feasibility
+from inference_placement.policy.gpu_scheduling import MigStrategy
 from inference_placement.policy.price_book import default_price_book
 from inference_placement.targets import capacity as capacity_module
 from inference_placement.targets.capacity import (
@@ -30,7 +34,6 @@ from inference_placement.targets.capacity import (
     node_view_from_object,
     pod_usage_from_object,
 )
-from inference_placement.targets.gpu_scheduling import MigStrategy
 from tests.plugins.cluster import KubeCluster
 from tests.test_target_cluster import (
     BASE_ALLOCATABLE,
@@ -55,6 +58,7 @@ def spec(accelerator: dict[str, Any] | None = None, **extra: Any) -> InferenceWo
 
 MIG_3G = {"type": "nvidia-a100-80gb", "sharing": "mig", "migProfile": "3g.40gb"}
 MIG_1G = {"type": "nvidia-a100-80gb", "sharing": "mig", "migProfile": "1g.10gb"}
+MIG_2G = {"type": "nvidia-a100-80gb", "sharing": "mig", "migProfile": "2g.20gb"}
 
 
 def node_object(name: str, labels: dict[str, str], allocatable: dict[str, str], **spec: Any) -> dict[str, Any]:
@@ -164,8 +168,10 @@ def test_snapshot_sums_per_resource_and_product() -> None:
         ResourceCapacity("nvidia.com/mig-2g.20gb", "NVIDIA-A100-SXM4-80GB", 2, 1, 1),
         ResourceCapacity("nvidia.com/mig-3g.40gb", "NVIDIA-A100-SXM4-80GB", 1, 0, 1),
     )
-    assert snap.cpu_free_cores == pytest.approx(22.0)
-    assert snap.memory_free_mib == pytest.approx(96 * 1024)
+    free = {n.name: (n.free["cpu"], n.free["memory"]) for n in snap.nodes}
+    assert free == {"a100": (pytest.approx(14.0), 64 * 1024), "l4": (8.0, 32 * 1024)}  # per node, memory in MiB
+    assert all(n.schedulable for n in snap.nodes)
+    assert index.snapshot() is snap  # cached until a node or a bound Pod changes
 
 
 def test_cordoned_nodes_offer_nothing() -> None:
@@ -266,6 +272,276 @@ def test_facts_follow_node_changes() -> None:
     assert index.version == version  # a heartbeat that changes nothing we read is not a change
     index.remove_node("a100")
     assert index.gpu_facts().profile_strategies == {}
+
+
+# ------------------------------------------------------------- pure: one fit rule for the policy and the controller
+
+BOOK = default_price_book()
+L4_LABELS = {"nvidia.com/gpu.product": "NVIDIA-L4"}
+TS_LABELS = {"nvidia.com/gpu.sharing-strategy": "time-slicing", "nvidia.com/gpu.replicas": "4"}
+MIG_SINGLE_LABELS = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB-MIG-1g.10gb", "nvidia.com/mig.strategy": "single"}
+
+
+def workload(accelerator: dict[str, Any] | None = None, cpu: str = "1", memory: str = "1Gi", **extra: Any) -> Any:
+    raw: dict[str, Any] = {"model": {"image": "m:1", "sizeMb": 100, "cpu": cpu, "memory": memory}, **extra}
+    if accelerator is not None:
+        raw["accelerator"] = accelerator
+    return InferenceWorkloadSpec.model_validate(raw)
+
+
+def cluster_of(nodes: Sequence[dict[str, Any]], pods: Sequence[dict[str, Any]] = ()) -> CapacityIndex:
+    index = CapacityIndex()
+    index.replace_nodes(node_view_from_object(n) for n in nodes)
+    usages = {f"ml/{p['metadata']['name']}": pod_usage_from_object(p) for p in pods}
+    index.replace_pods({k: v for k, v in usages.items() if v is not None})
+    return index
+
+
+HALF_CPU = [node_object(f"half-{i}", {}, {"cpu": "8", "memory": "32Gi"}) for i in (1, 2)]
+HALF_CPU_PODS = [pod_object(f"busy-{i}", f"half-{i}", {"cpu": "4"}) for i in (1, 2)]
+
+
+@pytest.mark.parametrize(
+    ("nodes", "pods", "wanted", "fits_now", "reason", "replicas"),
+    [
+        pytest.param(
+            HALF_CPU, HALF_CPU_PODS, workload(cpu="8"), False, Reason.CAPACITY_EXHAUSTED, 0, id="cpu-split-over-nodes"
+        ),
+        pytest.param(HALF_CPU, HALF_CPU_PODS, workload(cpu="4"), True, Reason.CAPACITY_FREE, 2, id="cpu-fits-each"),
+        pytest.param(
+            HALF_CPU, [], workload(memory="48Gi"), False, Reason.CAPACITY_EXHAUSTED, 0, id="memory-split-over-nodes"
+        ),
+        pytest.param(
+            [
+                node_object("l4", L4_LABELS, {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}),
+                node_object("cpu", {}, {"cpu": "32", "memory": "128Gi"}),
+            ],
+            [pod_object("hog", "l4", {"cpu": "6"})],
+            workload({"type": "nvidia-l4"}, cpu="4"),
+            False,
+            Reason.CAPACITY_EXHAUSTED,
+            0,
+            id="gpu-on-one-node-cpu-on-another",
+        ),
+        pytest.param(
+            [node_object(f"l4-{i}", L4_LABELS, {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}) for i in (1, 2)],
+            [],
+            workload({"type": "nvidia-l4", "count": 2}),
+            False,
+            Reason.CAPACITY_EXHAUSTED,
+            0,
+            id="two-gpus-on-two-nodes",
+        ),
+        pytest.param(
+            [node_object("a100", A100_LABELS, A100_ALLOCATABLE)],
+            [pod_object("one", "a100", {"nvidia.com/mig-2g.20gb": "1"})],
+            workload({"type": "nvidia-a100-80gb", "sharing": "mig", "migProfile": "2g.20gb"}),
+            True,
+            Reason.CAPACITY_FREE,
+            1,
+            id="mig-mixed",
+        ),
+        pytest.param(
+            [node_object("a100", A100_LABELS, A100_ALLOCATABLE)],
+            [pod_object("one", "a100", {"nvidia.com/mig-3g.40gb": "1"})],
+            workload(MIG_3G),
+            False,
+            Reason.CAPACITY_EXHAUSTED,
+            0,
+            id="mig-mixed-taken",
+        ),
+        pytest.param(
+            [node_object("single", MIG_SINGLE_LABELS, {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "7"})],
+            [pod_object("six", "single", {"nvidia.com/gpu": "6"})],
+            workload(MIG_1G),
+            True,
+            Reason.CAPACITY_FREE,
+            1,
+            id="mig-single",
+        ),
+        pytest.param(
+            [node_object("single", MIG_SINGLE_LABELS, {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "7"})],
+            [],
+            workload(MIG_3G),
+            False,
+            Reason.NO_MATCHING_NODES,
+            0,
+            id="mig-single-other-profile",
+        ),
+        pytest.param(
+            [
+                node_object(
+                    "ts",
+                    {**L4_LABELS, **TS_LABELS},
+                    {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu.shared": "4"},
+                )
+            ],
+            [pod_object("three", "ts", {"nvidia.com/gpu.shared": "3"})],
+            workload({"type": "nvidia-l4", "sharing": "time-slicing", "timeSlicingReplicas": 4}),
+            True,
+            Reason.CAPACITY_FREE,
+            1,
+            id="time-slicing-renamed",
+        ),
+        pytest.param(
+            [
+                node_object(
+                    "ts",
+                    {"nvidia.com/gpu.product": "NVIDIA-L4-SHARED", **TS_LABELS},
+                    {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "4"},
+                )
+            ],
+            [pod_object("four", "ts", {"nvidia.com/gpu": "4"})],
+            workload({"type": "nvidia-l4", "sharing": "time-slicing", "timeSlicingReplicas": 4}),
+            False,
+            Reason.CAPACITY_EXHAUSTED,
+            0,
+            id="time-slicing-full",
+        ),
+        pytest.param(
+            [node_object("l4", L4_LABELS, {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}, unschedulable=True)],
+            [],
+            workload({"type": "nvidia-l4"}),
+            False,
+            Reason.NO_MATCHING_NODES,
+            0,
+            id="cordoned",
+        ),
+        pytest.param(
+            [node_object("a100", A100_LABELS, A100_ALLOCATABLE)],
+            [],
+            workload(
+                {"type": "nvidia-a100-80gb", "sharing": "mig", "migProfile": "2g.20gb"}, scaling={"minReplicas": 3}
+            ),
+            False,
+            Reason.CAPACITY_EXHAUSTED,
+            2,
+            id="min-replicas",
+        ),
+        pytest.param(
+            [node_object("a100", A100_LABELS, A100_ALLOCATABLE)],
+            [],
+            workload(MIG_1G, cluster={"nodeAutoscaler": True}),
+            False,
+            Reason.NO_MATCHING_NODES,
+            0,
+            id="node-autoscaler",
+        ),
+        pytest.param(
+            HALF_CPU,
+            [],
+            workload(cluster={"nodeSelector": {"pool": "gpu"}}),
+            False,
+            Reason.NO_MATCHING_NODES,
+            0,
+            id="node-selector",
+        ),
+    ],
+)
+def test_the_controller_verdict_and_the_policy_feasibility_agree(
+    nodes: list[dict[str, Any]],
+    pods: list[dict[str, Any]],
+    wanted: InferenceWorkloadSpec,
+    fits_now: bool,
+    reason: Reason,
+    replicas: int,
+) -> None:
+    """Same nodes and Pods: the CapacityAvailable verdict (targets/capacity.py) and the cluster's feasibility in
+    the policy (what decide, the simulator and explain read) give one answer, with the same numbers."""
+    index = cluster_of(nodes, pods)
+    verdict = index.assess(wanted)
+    feasibility = assess_feasibility(wanted, BOOK, index.snapshot())
+    assert (verdict.fits_now, verdict.reason, verdict.replicas_that_fit) == (fits_now, reason, replicas), verdict
+    assert feasibility.feasible(TargetName.CLUSTER) is verdict.ok
+    assert feasibility.cluster_needs_node is (verdict.ok and not verdict.fits_now)
+    if not verdict.ok:
+        assert feasibility.infeasible[TargetName.CLUSTER] == verdict.message
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    shapes=st.lists(
+        st.tuples(st.integers(0, 16), st.integers(0, 64), st.integers(0, 4), st.booleans()), min_size=1, max_size=12
+    ),
+    cpu=st.integers(1, 8),
+    memory_gib=st.integers(1, 32),
+    gpus=st.integers(0, 2),
+    min_replicas=st.integers(0, 6),
+)
+def test_the_fit_counts_replicas_node_by_node(
+    shapes: list[tuple[int, int, int, bool]], cpu: int, memory_gib: int, gpus: int, min_replicas: int
+) -> None:
+    """Against a direct count: each node holds min(its free CPU, memory, GPUs per replica) replicas; cordoned
+    nodes hold none; the policy and the controller say the same."""
+    nodes = [
+        node_object(
+            f"n{i}",
+            L4_LABELS,
+            {"cpu": str(c), "memory": f"{m}Gi", "nvidia.com/gpu": str(g)},
+            unschedulable=not schedulable,
+        )
+        for i, (c, m, g, schedulable) in enumerate(shapes)
+    ]
+    accelerator = {"type": "nvidia-l4", "count": gpus} if gpus else None
+    wanted = workload(accelerator, cpu=str(cpu), memory=f"{memory_gib}Gi", scaling={"minReplicas": min_replicas})
+    expected = sum(
+        min(c // cpu, m // memory_gib, g // gpus if gpus else c // cpu)
+        for c, m, g, schedulable in shapes
+        if schedulable and (g > 0 or not gpus)
+    )
+    index = cluster_of(nodes)
+    verdict = index.assess(wanted)
+    if verdict.reason is not Reason.NO_MATCHING_NODES:
+        assert verdict.replicas_that_fit == expected
+    assert verdict.fits_now is (expected >= max(1, min_replicas))
+    feasibility = assess_feasibility(wanted, BOOK, index.snapshot())
+    assert feasibility.feasible(TargetName.CLUSTER) is verdict.ok is verdict.fits_now
+
+
+def test_free_cpu_is_not_added_up_across_nodes() -> None:
+    """The old disagreement: the policy summed 4 + 4 free cores and let a replica of 8 in; no node holds it."""
+    index = cluster_of(HALF_CPU, HALF_CPU_PODS)
+    wanted = workload(cpu="8", placement={"allowedTargets": ["cluster"]})
+    verdict = index.assess(wanted)
+    assert not verdict.ok
+    assert verdict.message.startswith("0 replicas of 8 CPU, 1024 MiB fit on 2 nodes (most CPU free: 4 cores on half-1)")
+    assert "0 replicas of 8 CPU" in assess_feasibility(wanted, BOOK, index.snapshot()).infeasible[TargetName.CLUSTER]
+    decision = decide(wanted, None, PlacementState(None, None, 0.0), BOOK, index.snapshot(), datetime.now(UTC))
+    assert decision.target is None or decision.target is not TargetName.CLUSTER
+
+
+def test_unknown_capacity_gates_nothing() -> None:
+    wanted = workload(cpu="64")
+    assert assess_feasibility(wanted, BOOK, ClusterCapacity()).feasible(TargetName.CLUSTER)
+    fit = replica_fit(wanted, ClusterCapacity())
+    assert (fit.known, fit.ok, fit.message) == (False, False, "cluster capacity not read yet")
+
+
+def test_the_workloads_own_pods_count_as_free_per_node() -> None:
+    ours = {"placement.inference.dev/workload": "llm", "app.kubernetes.io/managed-by": "inference-placement"}
+    mine = pod_object("llm-1", "half-1", {"cpu": "4"}, labels=ours)
+    index = cluster_of(HALF_CPU, [mine, HALF_CPU_PODS[1]])
+    wanted = workload(cpu="8")
+    assert not index.assess(wanted, owner="ml/other").ok
+    held = index.assess(wanted, owner="ml/llm")
+    assert (held.ok, held.replicas_that_fit, held.nodes_with_room) == (True, 1, 1)
+    assert "most CPU free: 8 cores on half-1" in held.message
+
+
+def test_many_alike_nodes_count_per_node_and_unchanged_nodes_are_reused() -> None:
+    nodes = [
+        node_object(f"l4-{i}", L4_LABELS, {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}) for i in range(300)
+    ]
+    index = cluster_of(nodes, [pod_object("one", "l4-7", {"nvidia.com/gpu": "1"})])
+    fit = index.assess(workload({"type": "nvidia-l4"}, scaling={"minReplicas": 299}))
+    assert (fit.fits_now, fit.replicas_that_fit, fit.nodes, fit.free) == (True, 299, 300, 299)
+    before = index.snapshot()
+    index.upsert_pod("ml/two", pod_usage_from_object(pod_object("two", "l4-8", {"nvidia.com/gpu": "1"})))
+    after = index.snapshot()
+    assert after is not before and after.fingerprint != before.fingerprint
+    changed = [i for i, (a, b) in enumerate(zip(before.nodes, after.nodes, strict=True)) if a is not b]
+    assert changed == [8]  # only the node whose Pods changed is rebuilt
+    assert index.assess(workload({"type": "nvidia-l4"})).replicas_that_fit == 298
 
 
 # ------------------------------------------------------------------------------------------- pure: the watch loop
@@ -578,7 +854,7 @@ async def test_placement_avoids_the_cluster_when_its_only_gpu_is_taken(
         mig = spec(MIG_3G)
         assert not cache.check(mig)[0]
         feasibility = assess_feasibility(mig, book, snapshot)
-        assert "0 of 1 free" in feasibility.infeasible[TargetName.CLUSTER]
+        assert "0 of 1 nvidia.com/mig-3g.40gb free" in feasibility.infeasible[TargetName.CLUSTER]
 
         # An L4 workload that Cloud Run may also serve: the cluster is avoided, Cloud Run is chosen.
         l4 = spec(
@@ -590,7 +866,7 @@ async def test_placement_avoids_the_cluster_when_its_only_gpu_is_taken(
         assert not ok
         assert message.startswith("0 of 1 nvidia.com/gpu free on NVIDIA-L4 (1 node)")
         now = datetime.now(UTC)
-        window = TrafficWindow(step_seconds=15, rps=(2.0,) * 40, latency_p99_seconds=None, end=now)
+        window = TrafficWindow(step_seconds=15, rps=(2.0,) * 40, observed_p99_seconds=None, end=now)
         decision = decide(l4, window, PlacementState(None, None, 0.0), book, snapshot, now)
         assert TargetName.CLUSTER in decision.infeasible
         assert decision.target is TargetName.CLOUDRUN, decision.reason

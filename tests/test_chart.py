@@ -16,15 +16,19 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import click
 import pytest
 import yaml
 
 from inference_placement.api.crd import render_crd_yaml
+from inference_placement.controller.settings import build_settings
 from inference_placement.controller.telemetry import Telemetry
-from inference_placement.metrics.promql import PromQLTemplates
+from inference_placement.metrics.promql import ROUTER_JOB, PromQLTemplates
 from inference_placement.policy.price_book import default_price_book, load_price_book
+from inference_placement.routing.envoy import STATS_PATH, parse_latency_buckets
+from inference_placement.routing.manifests import render_router_deployment
 from tests.plugins.cluster import KUBERNETES_VERSION, REPO_ROOT, KubeCluster
 
 CHART = REPO_ROOT / "charts" / "inference-placement"
@@ -183,12 +187,24 @@ def test_template_renders_a_hardened_operator_deployment() -> None:
     assert pod["serviceAccountName"] == one(manifests, "ServiceAccount")["metadata"]["name"]
 
 
-@pytest.mark.parametrize("values", [pytest.param([], id="defaults"), pytest.param(FULL_VALUES, id="everything-on")])
-def test_image_entrypoint_plus_chart_args_parse_as_the_run_command(values: list[str]) -> None:
-    """The Dockerfile's ENTRYPOINT with the Deployment's args is a valid ``inference-placement run`` invocation."""
+# Every value that makes the chart pass `--set` options, including settings given through `operator.settings`.
+ROUTER_AND_SETTINGS = [
+    *FULL_VALUES,
+    "router.enabled=true",
+    "operator.settings.migration\\.shiftSteps=25\\,100",
+    "operator.settings.migration\\.stepHoldSeconds=5",
+    "operator.settings.router\\.confirmTimeoutSeconds=90",
+    "operator.settings.cluster\\.dryRun=true",
+]
+
+
+def _run_settings(values: Sequence[str]) -> tuple[list[str], Any]:
+    """The Deployment's args, and the settings ``inference-placement run`` builds from the image's ENTRYPOINT plus
+    those args (a usage error raises ``typer.BadParameter``: the operator exits with it, code 2)."""
     import typer.main
 
     from inference_placement.cli import app
+    from inference_placement.controller.cli import settings_from_flags
 
     entrypoint_line = next(
         line for line in (REPO_ROOT / "Dockerfile").read_text().splitlines() if line.startswith("ENTRYPOINT")
@@ -196,10 +212,53 @@ def test_image_entrypoint_plus_chart_args_parse_as_the_run_command(values: list[
     entrypoint = json.loads(entrypoint_line.removeprefix("ENTRYPOINT").strip())
     assert entrypoint[:2] == ["inference-placement", "run"]
     args = container(render_chart(values=values))["args"]
-    command = typer.main.get_command(app)
-    run = command.commands["run"]  # type: ignore[attr-defined]
+    command = cast(click.Group, typer.main.get_command(app))
+    run = command.commands["run"]
     context = run.make_context("run", [*entrypoint[2:], *args])
     assert context.params["price_book"] is not None and context.params["tick_seconds"] == 30
+    flags = {name: value for name, value in context.params.items() if name not in ("log_format", "verbose")}
+    return args, settings_from_flags(**flags)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param([], id="defaults"),
+        pytest.param(FULL_VALUES, id="everything-on"),
+        pytest.param(ROUTER_AND_SETTINGS, id="router-and-settings"),
+    ],
+)
+def test_image_entrypoint_plus_chart_args_parse_as_the_run_command(values: list[str]) -> None:
+    """The Dockerfile's ENTRYPOINT with the Deployment's args is a valid ``inference-placement run`` invocation, and
+    every ``--set`` key the chart passes is one the operator's typed settings accept."""
+    args, settings = _run_settings(values)
+    assert settings.tick_seconds == 30
+    passed = [arg.removeprefix("--set=") for arg in args if arg.startswith("--set=")]
+    if values:
+        assert passed, "the chart passes --set options with these values"
+    for item in passed:  # each one also parses on its own (not only as part of the whole)
+        build_settings([item])
+
+
+def test_chart_set_options_arrive_typed() -> None:
+    _, settings = _run_settings(ROUTER_AND_SETTINGS)
+    assert settings.namespaces == ("team-a", "team-b")
+    assert settings.cloudrun.enabled and settings.cloudrun.project == "acme-ml-prod"
+    assert settings.cloudrun.credentials_dir == Path("/var/run/secrets/inference-placement/cloudrun")
+    assert settings.lambda_.enabled and settings.lambda_.region == "eu-west-1"
+    assert settings.lambda_.credentials_dir == Path("/var/run/secrets/inference-placement/lambda")
+    assert settings.cluster.image_pull_policy == "IfNotPresent" and settings.cluster.dry_run is True
+    assert settings.router.mode == "cluster" and settings.router.namespace == "inference-placement"
+    assert settings.router.replicas >= 1 and settings.router.confirm_timeout_seconds == 90.0
+    assert settings.migration.shift_steps_percent == (25, 100) and settings.migration.step_hold_seconds == 5.0
+
+
+def test_a_mistyped_operator_setting_stops_the_operator_at_start_up() -> None:
+    """``operator.settings`` is a free-form map in the chart; the operator refuses a key it does not know."""
+    import typer
+
+    with pytest.raises(typer.BadParameter, match=r"router\.replica\b.*did you mean router\.replicas"):
+        _run_settings([*FULL_VALUES, "operator.settings.router\\.replica=3"])
 
 
 def test_everything_on_wires_credentials_identity_and_namespaces() -> None:
@@ -238,6 +297,32 @@ def test_price_book_configmap_is_the_packaged_book_and_an_override_replaces_it()
 def _escape(text: str) -> str:
     """A value for ``helm --set`` (commas and backslashes are special there)."""
     return text.replace("\\", "\\\\").replace(",", "\\,")
+
+
+def test_router_pod_monitor_scrapes_only_the_stats_port_as_the_default_templates_expect() -> None:
+    assert not by_kind(render_chart(values=["router.enabled=true"]), "PodMonitor")
+    manifests = render_chart(
+        values=["router.enabled=true", "router.podMonitor.enabled=true", "router.latencyBucketsMs={100,250,500}"]
+    )
+    monitor = one(manifests, "PodMonitor")
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    assert (endpoint["port"], endpoint["path"], endpoint["honorLabels"]) == ("stats", STATS_PATH, True)
+    assert endpoint["relabelings"] == [{"targetLabel": "job", "replacement": ROUTER_JOB}]
+    assert f'job="{ROUTER_JOB}"' in (PromQLTemplates().router_up or "")
+    # it selects the router Pods the operator renders, by their stats port's name
+    pod = render_router_deployment()["spec"]["template"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert "stats" in {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+    args = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--set=router.latencyBucketsMs=100,250,500" in args
+    assert parse_latency_buckets("100,250,500") == (100.0, 250.0, 500.0)
+    with pytest.raises(ValueError, match="latency"):
+        parse_latency_buckets("100,fast")
+
+
+def test_router_pod_monitor_needs_the_router() -> None:
+    with pytest.raises(AssertionError, match=r"router\.podMonitor\.enabled needs router\.enabled"):
+        render_chart(values=["router.podMonitor.enabled=true"])
 
 
 def test_promql_configmap_holds_the_operators_default_templates() -> None:

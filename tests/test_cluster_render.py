@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import copy
-from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from inference_placement.api import InferenceWorkload
+from inference_placement.api.workload import InferenceWorkload
+from inference_placement.policy.gpu_scheduling import CPU_ONLY, GPUNodeFacts, GPUScheduling, scheduling_for
 from inference_placement.targets import cluster_render
 from inference_placement.targets.cluster_render import (
     deployment_name,
     is_ours,
     left_by_predecessor,
     merge_patch,
-    parse_quantity,
     render_deployment,
     render_service,
     service_name,
 )
-from inference_placement.targets.gpu_scheduling import CPU_ONLY, GPUNodeFacts, GPUScheduling, scheduling_for
 
 UID = "0b9c6c1e-8d1f-4a53-9d43-8a3c5e0f7f10"
 
@@ -308,27 +306,6 @@ def test_image_change_replaces_the_container_list() -> None:
     desired = render_deployment(workload(model={"image": "registry.local/sentiment:2"}), 1, CPU_ONLY)
     patch = merge_patch(desired, live)
     assert patch == {"spec": {"template": {"spec": {"containers": desired["spec"]["template"]["spec"]["containers"]}}}}
-
-
-@pytest.mark.parametrize(
-    ("quantity", "value"),
-    [
-        pytest.param("500m", Decimal("0.5"), id="milli"),
-        pytest.param("0.5", Decimal("0.5"), id="decimal"),
-        pytest.param("2Gi", Decimal(2 * 2**30), id="binary"),
-        pytest.param("1k", Decimal(1000), id="kilo"),
-        pytest.param("1e3", Decimal(1000), id="exponent"),
-        pytest.param(4, Decimal(4), id="int"),
-    ],
-)
-def test_parse_quantity(quantity: str | int, value: Decimal) -> None:
-    assert parse_quantity(quantity) == value
-
-
-@pytest.mark.parametrize("bad", ["", "1x", "Gi", "1.2.3"])
-def test_parse_quantity_rejects_garbage(bad: str) -> None:
-    with pytest.raises(ValueError):
-        parse_quantity(bad)
 
 
 def test_public_names_are_exported() -> None:

@@ -20,10 +20,11 @@ from inference_placement.api.spec import (
     PlacementSpec,
     TargetName,
 )
+from inference_placement.policy.budget import MONTH_SECONDS
 from inference_placement.policy.cost_model import plan_target, project, steady_cost_per_second
 from inference_placement.policy.economics import (
-    MONTH_SECONDS,
     Billing,
+    TargetEconomics,
     cluster_replica_usd_per_hour,
     economics_for,
     workload_economics,
@@ -57,7 +58,7 @@ def _spec(
     )
 
 
-def _econ(spec: InferenceWorkloadSpec, target: TargetName):  # type: ignore[no-untyped-def]
+def _econ(spec: InferenceWorkloadSpec, target: TargetName) -> TargetEconomics:
     econ = economics_for(target, spec, PB)
     assert econ is not None
     return econ
@@ -81,7 +82,7 @@ def test_seed_002_lambda_2s_1gb_3m_requests_costs_about_100_to_110_a_month() -> 
     # the same figure out of the projection: a steady 3M requests/month, kept warm by one cheap ping
     rate = 3_000_000 / MONTH_SECONDS
     forecast = forecast_from_rates(_spec(lambda_mb=1024, service=2.0), np.full(60, rate), 60.0)
-    slo = SloTerms(latency_seconds=5.0, attainment=0.99, tolerable_cold_start_seconds=10.0)
+    slo = SloTerms(objective_seconds=5.0, attainment=0.99, tolerable_cold_start_seconds=10.0)
     projection = plan_target(lam, forecast, slo)
     assert 100 <= projection.monthly_usd() <= 110
 

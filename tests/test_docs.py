@@ -6,8 +6,11 @@ import importlib.util
 import re
 from pathlib import Path
 from types import ModuleType
+from typing import cast
 
+import click
 import pytest
+from pydantic import BaseModel
 
 from inference_placement.api.spec import InferenceWorkloadSpec
 from inference_placement.api.status import ConditionType, Reason
@@ -37,14 +40,14 @@ def test_generated_page_is_up_to_date(page: str) -> None:
 def test_crd_reference_lists_every_spec_field_by_its_wire_name() -> None:
     text = (DOCS / "crd-reference.md").read_text(encoding="utf-8")
 
-    def walk(model: type, path: str) -> None:
-        for name, field in model.model_fields.items():  # type: ignore[attr-defined]
+    def walk(model: type[BaseModel], path: str) -> None:
+        for name, field in model.model_fields.items():
             wire = field.alias or name
             assert f"| `{wire}`" in text, f"{path}.{wire} missing from docs/crd-reference.md"
             annotation = field.annotation
             if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
                 assert f"### `{path}.{wire}`" in text
-                walk(annotation, f"{path}.{wire}")
+                walk(cast(type[BaseModel], annotation), f"{path}.{wire}")
 
     walk(InferenceWorkloadSpec, "spec")
 
@@ -77,8 +80,8 @@ def test_docs_name_only_run_flags_that_exist() -> None:
 
     from inference_placement.cli import app
 
-    command = typer.main.get_command(app)
-    run = command.commands["run"]  # type: ignore[attr-defined]
+    command = cast(click.Group, typer.main.get_command(app))
+    run = command.commands["run"]
     flags = {opt for param in run.params for opt in param.opts}
     deployment = (REPO_ROOT / "charts" / "inference-placement" / "templates" / "deployment.yaml").read_text()
     used = set(re.findall(r"- (--[a-z-]+)(?:=|\s*$)", deployment, re.M))

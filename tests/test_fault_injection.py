@@ -34,7 +34,8 @@ from typing import Any
 import pytest
 import yaml
 
-from inference_placement.replay.load import LoadReplay
+from inference_placement.devtools.processes import free_port
+from inference_placement.devtools.replay.load import LoadReplay
 from inference_placement.routing.model import UpstreamAddress
 from inference_placement.targets.naming import owner_from_cloud_run_labels, owner_from_lambda_tags
 from tests.cloudrun_standin import CloudRunStandin
@@ -52,7 +53,7 @@ from tests.plugins.faults import (
     wait_until,
 )
 from tests.plugins.live import RATE_WINDOW_SECONDS, operator_args, render_openmetrics, traffic_lines, workload_doc
-from tests.plugins.operator import OperatorProcess, free_port
+from tests.plugins.operator import OperatorProcess
 from tests.plugins.prometheus import PrometheusBinaries, PrometheusServer, running_prometheus
 from tests.plugins.secret_scan import record_operator_run
 
@@ -530,7 +531,11 @@ def test_409_conflicts_on_resource_version_guarded_writes(stack: Stack) -> None:
         cpu = doc["spec"]["model"]["cpu"]
         doc["spec"]["model"]["cpu"] = -1
         stack.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
-        assert wait_until(lambda n=name: _condition(stack.recorder.status(n), "InvalidSpec"), 30)
+
+        def invalid(n: str = name) -> dict[str, Any] | None:
+            return _condition(stack.recorder.status(n), "InvalidSpec")
+
+        assert wait_until(invalid, 30)
         writers = [ConflictingWriter(stack.cluster, stack.api_path(name), interval_seconds=0.01) for _ in range(2)]
         for writer in writers:
             writer.start()
@@ -539,8 +544,15 @@ def test_409_conflicts_on_resource_version_guarded_writes(stack: Stack) -> None:
             valid = time.monotonic()
             fix = json.dumps({"spec": {"model": {"cpu": cpu}}})
             stack.cluster.kubectl("patch", "iw", name, "-n", stack.namespace, "--type", "merge", "-p", fix, timeout=30)
-            conflicts = wait_until(lambda o=log_offset: _conflicts(stack.operator.logs()[o:])[0] >= 1, 30)
-            placed_during = wait_until(lambda n=name: stack.recorder.placed(n, "cloudrun"), 10)
+
+            def conflicted(o: int = log_offset) -> bool:
+                return _conflicts(stack.operator.logs()[o:])[0] >= 1
+
+            def placed(n: str = name) -> bool:
+                return stack.recorder.placed(n, "cloudrun")
+
+            conflicts = wait_until(conflicted, 30)
+            placed_during = wait_until(placed, 10)
         finally:
             for writer in writers:
                 writer.stop()

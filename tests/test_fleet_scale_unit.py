@@ -15,15 +15,16 @@ import pytest
 
 from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.api.validation import parse_spec
+from inference_placement.api.workload import WorkloadKey
 from inference_placement.controller import fleet as fleet_module
 from inference_placement.controller import reconciler as reconciler_module
 from inference_placement.controller.fleet import Fleet
 from inference_placement.controller.reconciler import Reconciler, ReconcileResult, TickInputs
-from inference_placement.metrics.source import MetricsSnapshot, WorkloadKey
+from inference_placement.devtools.scale.cluster import workload_body
+from inference_placement.metrics.source import MetricsSnapshot
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import TrafficWindow
 from inference_placement.policy.price_book import default_price_book
-from inference_placement.scale.cluster import workload_body
 from inference_placement.targets.dry_run import DryRunTarget
 
 NS = "unit"
@@ -88,12 +89,12 @@ class WindowMetrics:
 
     def __init__(self) -> None:
         self.end: datetime | None = None
-        self.slo_seconds: Any = None
+        self.objective_seconds: Any = None
 
-    async def fetch(self, keys: Any, now: datetime, slo_seconds: Any = None) -> MetricsSnapshot:
-        self.slo_seconds = slo_seconds
+    async def fetch(self, keys: Any, now: datetime, objective_seconds: Any = None) -> MetricsSnapshot:
+        self.objective_seconds = objective_seconds
         end = self.end or now
-        window = TrafficWindow(step_seconds=30.0, rps=(1.0,) * 60, latency_p99_seconds=0.2, end=end)
+        window = TrafficWindow(step_seconds=30.0, rps=(1.0,) * 60, observed_p99_seconds=0.2, end=end)
         return MetricsSnapshot(windows=dict.fromkeys(keys, window), queries=4)
 
 
@@ -281,9 +282,9 @@ def test_the_metrics_fetch_gets_each_parsed_workloads_latency_objective() -> Non
     metrics = cast(WindowMetrics, fleet.metrics)
     default = parse_spec(_body("default")["spec"])[0]
     assert default is not None
-    assert metrics.slo_seconds == {
+    assert metrics.objective_seconds == {
         WorkloadKey(NS, "tight"): 0.25,
-        WorkloadKey(NS, "default"): default.slo.latency_p99_seconds,
+        WorkloadKey(NS, "default"): default.slo.objective_seconds,
     }
 
 

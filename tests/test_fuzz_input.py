@@ -726,7 +726,8 @@ def test_a_broken_price_book_reload_keeps_the_last_good_one_and_the_fleet_runnin
             "generation"
         ]
         settled = wait_for(partial(settled_at, generation), timeout=30, what=f"reconcile under the {kind} book")
-        assert _condition(settled, "InvalidSpec")["status"] == "False"  # type: ignore[index]
+        invalid = _condition(settled, "InvalidSpec")
+        assert invalid is not None and invalid["status"] == "False"
         assert settled["status"]["projectedMonthlyCostUsd"]["cluster"] > 0
     book.write_text(PACKAGED_TEXT)
     wait_for(lambda: "price book reloaded" in op.logs(), timeout=20, what="the fixed book to be reloaded")

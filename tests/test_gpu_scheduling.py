@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from inference_placement.api import AcceleratorType, InferenceWorkloadSpec
-from inference_placement.targets import gpu_scheduling
-from inference_placement.targets.gpu_scheduling import (
+from inference_placement.api.spec import AcceleratorType, InferenceWorkloadSpec
+from inference_placement.policy import gpu_scheduling
+from inference_placement.policy.gpu_scheduling import (
     CPU_ONLY,
     GPU_PRODUCTS,
     GPUNodeFacts,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from inference_placement.replay.load import LoadReplay
+from inference_placement.devtools.replay.load import LoadReplay
 from tests.cloudrun_standin import CloudRunStandin
 from tests.plugins.cluster import KubeCluster
 from tests.plugins.live import (

@@ -15,16 +15,26 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from inference_placement.api.workload import WorkloadKey
+from inference_placement.devtools.processes import free_port
+from inference_placement.devtools.prometheus import Switch
 from inference_placement.metrics.prometheus import WHOLE_WINDOW_POINTS_PER_QUERY, PrometheusSource
-from inference_placement.metrics.promql import PromQLTemplates, Signal, TemplateError, render_queries
-from inference_placement.metrics.source import MetricsSnapshot, WorkloadKey
-from inference_placement.scale.prometheus import Switch, free_port
+from inference_placement.metrics.promql import (
+    MODEL_SERVER_TEMPLATES,
+    PromQLTemplates,
+    Signal,
+    TemplateError,
+    render_queries,
+)
+from inference_placement.metrics.source import MetricsSnapshot
 from tests.plugins.prometheus import OpenMetricsBuilder, PrometheusBinaries, PrometheusServer, running_prometheus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +67,15 @@ NAN_AT = START + 25 * 60
 STALE_MINUTES = 15
 GAP = (START + 10 * 60, START + 15 * 60)
 
-GARBAGE_TEMPLATES = PromQLTemplates(
+
+def _source(url: str, *, templates: PromQLTemplates | None = None, **options: Any) -> PrometheusSource:
+    """The real source reading this module's data: the project's model-server series (``MODEL_SERVER_TEMPLATES``;
+    the router's series are read in ``test_router_metrics.py``)."""
+    return PrometheusSource(url, templates=templates or MODEL_SERVER_TEMPLATES, **options)
+
+
+GARBAGE_TEMPLATES = replace(
+    MODEL_SERVER_TEMPLATES,
     request_rate="sum by ($by) (garbage_rps{$selector})",
     latency_p99="sum by ($by) (garbage_latency{$selector})",
     service_seconds=None,
@@ -174,18 +192,36 @@ def _keys(namespace: str, *names: str) -> list[WorkloadKey]:
 
 def test_default_queries_are_one_per_signal_grouped_by_workload() -> None:
     queries = render_queries(PromQLTemplates())
-    assert set(queries) == set(Signal)
-    assert queries[Signal.REQUEST_RATE] == "sum by (namespace, workload) (rate(model_requests_total{}[60s]))"
+    assert set(queries) == set(Signal) - {Signal.TIME_TO_FIRST_TOKEN}  # an opt-in model-server extra
+    # each request once: every target's attempts less a spilling route's retries (its composite cluster)
+    assert queries[Signal.REQUEST_RATE] == (
+        'sum by (namespace, workload) (rate(envoy_cluster_upstream_rq_total{target!="composite",}[60s]))'
+        ' - (sum by (namespace, workload) (rate(envoy_cluster_upstream_rq_retry{target="composite",}[60s]))'
+        ' or 0 * sum by (namespace, workload) (rate(envoy_cluster_upstream_rq_total{target!="composite",}[60s])))'
+    )
+    # latency as the client saw it: the composite's histogram where a route spills, else the targets'
     assert queries[Signal.LATENCY_P99] == (
+        "histogram_quantile(0.99, sum by (namespace, workload, le) "
+        '(rate(envoy_cluster_upstream_rq_time_bucket{target="composite",}[60s])) or '
+        "sum by (namespace, workload, le) "
+        '(rate(envoy_cluster_upstream_rq_time_bucket{target!="composite",}[60s]))) / 1000'
+    )
+    assert "DCGM_FI_DEV_GPU_UTIL" in queries[Signal.GPU_UTILIZATION]
+    model = render_queries(MODEL_SERVER_TEMPLATES)
+    assert model[Signal.REQUEST_RATE] == "sum by (namespace, workload) (rate(model_requests_total{}[60s]))"
+    assert model[Signal.LATENCY_P99] == (
         "histogram_quantile(0.99, sum by (namespace, workload, le) "
         "(rate(model_request_duration_seconds_bucket{}[60s])))"
     )
-    assert "DCGM_FI_DEV_GPU_UTIL" in queries[Signal.GPU_UTILIZATION]
 
 
 def test_templates_take_the_configured_labels_selector_and_rate_window() -> None:
-    templates = PromQLTemplates(
-        selector='job="model-servers"', gpu_utilization=None, service_seconds=None, latency_buckets=None
+    templates = replace(
+        MODEL_SERVER_TEMPLATES,
+        selector='job="model-servers"',
+        gpu_utilization=None,
+        service_seconds=None,
+        latency_buckets=None,
     )
     queries = render_queries(templates, namespace_label="kube_namespace", workload_label="app", rate_window_seconds=90)
     assert set(queries) == {Signal.REQUEST_RATE, Signal.LATENCY_P99}
@@ -193,7 +229,7 @@ def test_templates_take_the_configured_labels_selector_and_rate_window() -> None
         'sum by (kube_namespace, app) (rate(model_requests_total{job="model-servers"}[90s]))'
     )
     # extra matchers (the latency buckets' le) join the selector in every metric of every template
-    bucket = render_queries(PromQLTemplates(selector='job="m"'), extra_matchers='le=~"0\\\\.1"')
+    bucket = render_queries(replace(MODEL_SERVER_TEMPLATES, selector='job="m"'), extra_matchers='le=~"0\\\\.1"')
     assert bucket[Signal.LATENCY_BUCKETS] == (
         'sum by (namespace, workload, le) (rate(model_request_duration_seconds_bucket{job="m",le=~"0\\\\.1"}[60s]))'
     )
@@ -214,7 +250,7 @@ def test_label_replace_references_survive_templating() -> None:
         pytest.param({"selector": '{job="x"}'}, "without braces", id="selector-with-braces"),
     ],
 )
-def test_bad_templates_are_rejected_at_construction(kwargs: dict[str, str], message: str) -> None:
+def test_bad_templates_are_rejected_at_construction(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(TemplateError, match=message):
         PromQLTemplates(**kwargs)
 
@@ -244,7 +280,7 @@ def test_snapshot_defaults_stay_compatible() -> None:
 async def test_window_rps_matches_the_trace_per_minute_counts(
     prom: PrometheusServer, trace_counts: dict[str, list[int]]
 ) -> None:
-    source = PrometheusSource(prom.url, step_seconds=60, range_seconds=20 * 60, rate_window_seconds=60)
+    source = _source(prom.url, step_seconds=60, range_seconds=20 * 60, rate_window_seconds=60)
     snapshot = await source.fetch(_keys("trace", *TRACE_FUNCTIONS), NOW)
 
     assert snapshot.problem is None and snapshot.per_workload_problem == {}
@@ -258,7 +294,7 @@ async def test_window_rps_matches_the_trace_per_minute_counts(
 async def test_window_at_30_s_steps_blends_adjacent_minutes(
     prom: PrometheusServer, trace_counts: dict[str, list[int]]
 ) -> None:
-    source = PrometheusSource(prom.url)  # defaults: 15 min at 30 s steps, rate over 60 s
+    source = _source(prom.url)  # defaults: 15 min at 30 s steps, rate over 60 s
     window = (await source.fetch(_keys("trace", "busy"), NOW)).windows[WorkloadKey("trace", "busy")]
     counts = trace_counts["busy"]
     assert len(window.rps) == 30 and window.step_seconds == 30
@@ -270,31 +306,33 @@ async def test_window_at_30_s_steps_blends_adjacent_minutes(
 
 
 async def test_latency_p99_and_service_time_come_from_the_histogram(prom: PrometheusServer) -> None:
-    snapshot = await PrometheusSource(prom.url).fetch(_keys("trace", *TRACE_FUNCTIONS), NOW)
+    snapshot = await _source(prom.url).fetch(_keys("trace", *TRACE_FUNCTIONS), NOW)
     for name in ("busy", "steady", "bursty"):
         window = snapshot.windows[WorkloadKey("trace", name)]
-        assert window.latency_p99_seconds == pytest.approx(EXPECTED_P99_SECONDS), name
+        assert window.observed_p99_seconds == pytest.approx(EXPECTED_P99_SECONDS), name
         assert window.service_seconds == pytest.approx(MEAN_SERVICE_SECONDS), name
     # no request in the last minute: p99 and mean are 0/0 in PromQL, i.e. unknown, and the window still counts
     idle_now = snapshot.windows[WorkloadKey("trace", "alternating")]
-    assert idle_now.latency_p99_seconds is None and idle_now.service_seconds is None
+    assert idle_now.observed_p99_seconds is None and idle_now.service_seconds is None
     assert idle_now.rps[-1] == 0.0 and max(idle_now.rps) > 0
 
 
 async def test_gpu_utilization_is_joined_to_workloads_by_label(prom: PrometheusServer) -> None:
-    snapshot = await PrometheusSource(prom.url).fetch(_keys("trace", *TRACE_FUNCTIONS), NOW)
+    snapshot = await _source(prom.url).fetch(_keys("trace", *TRACE_FUNCTIONS), NOW)
     assert snapshot.gpu_utilization == {WorkloadKey("trace", "busy"): pytest.approx(0.42)}
 
 
 async def test_ambiguous_gpu_series_drop_only_the_gpu_value(prom: PrometheusServer) -> None:
-    per_gpu = PromQLTemplates(gpu_utilization="DCGM_FI_DEV_GPU_UTIL{$selector} / 100")  # one series per GPU
+    per_gpu = replace(
+        MODEL_SERVER_TEMPLATES, gpu_utilization="DCGM_FI_DEV_GPU_UTIL{$selector} / 100"
+    )  # one series per GPU
     key = WorkloadKey("trace", "busy")
-    snapshot = await PrometheusSource(prom.url, templates=per_gpu).fetch([key], NOW)
+    snapshot = await _source(prom.url, templates=per_gpu).fetch([key], NOW)
     assert key in snapshot.windows and snapshot.gpu_utilization == {}
 
 
 async def test_queries_per_tick_are_constant_for_10_and_1000_workloads(prom: PrometheusServer) -> None:
-    source = PrometheusSource(prom.url)
+    source = _source(prom.url)
     fleet = [WorkloadKey("fleet", f"w{i:04d}") for i in range(FLEET_SIZE)]
     objectives = dict.fromkeys(fleet, 0.1)
     sent: dict[int, int] = {}
@@ -310,7 +348,8 @@ async def test_queries_per_tick_are_constant_for_10_and_1000_workloads(prom: Pro
     assert sent[10] - 1 == sent[FLEET_SIZE] == whole
     # later fetches: one query per signal
     before = prom.api_requests()
-    assert (await source.fetch(fleet, NOW, objectives)).queries == len(Signal) == prom.api_requests() - before
+    enabled = len(MODEL_SERVER_TEMPLATES.by_signal())
+    assert (await source.fetch(fleet, NOW, objectives)).queries == enabled == prom.api_requests() - before
     # and the numbers are right for all of them
     snapshot = await source.fetch(fleet, NOW, objectives)
     for i, key in enumerate(fleet):
@@ -319,12 +358,12 @@ async def test_queries_per_tick_are_constant_for_10_and_1000_workloads(prom: Pro
 
 async def test_no_workloads_sends_no_query(prom: PrometheusServer) -> None:
     before = prom.api_requests()
-    snapshot = await PrometheusSource(prom.url).fetch([], NOW)
+    snapshot = await _source(prom.url).fetch([], NOW)
     assert snapshot == MetricsSnapshot() and prom.api_requests() == before
 
 
 async def test_workload_without_series_gets_no_window_and_a_reason(prom: PrometheusServer) -> None:
-    snapshot = await PrometheusSource(prom.url).fetch(_keys("trace", "busy", "absent"), NOW)
+    snapshot = await _source(prom.url).fetch(_keys("trace", "busy", "absent"), NOW)
     assert snapshot.problem is None
     assert WorkloadKey("trace", "absent") not in snapshot.windows
     assert "no request-rate series" in snapshot.per_workload_problem[WorkloadKey("trace", "absent")]
@@ -333,7 +372,7 @@ async def test_workload_without_series_gets_no_window_and_a_reason(prom: Prometh
 
 async def test_stale_series_gets_no_window(prom: PrometheusServer) -> None:
     key = WorkloadKey("bad", "stale")
-    snapshot = await PrometheusSource(prom.url, max_staleness_seconds=180).fetch([key], NOW)
+    snapshot = await _source(prom.url, max_staleness_seconds=180).fetch([key], NOW)
     assert key not in snapshot.windows
     reason = snapshot.per_workload_problem[key]
     assert "stale" in reason and "> 180 s" in reason
@@ -341,14 +380,14 @@ async def test_stale_series_gets_no_window(prom: PrometheusServer) -> None:
 
 async def test_nan_in_a_counter_gets_no_window(prom: PrometheusServer) -> None:
     key = WorkloadKey("bad", "nan-rate")
-    snapshot = await PrometheusSource(prom.url).fetch([key], NOW)
+    snapshot = await _source(prom.url).fetch([key], NOW)
     assert key not in snapshot.windows
     assert "request rate is invalid (NaN)" in snapshot.per_workload_problem[key]
 
 
 async def test_a_gap_keeps_only_the_points_after_it(prom: PrometheusServer) -> None:
     key = WorkloadKey("bad", "gappy")
-    source = PrometheusSource(prom.url, step_seconds=60, range_seconds=30 * 60)
+    source = _source(prom.url, step_seconds=60, range_seconds=30 * 60)
     window = (await source.fetch([key], NOW)).windows[key]
     # samples resume at the gap's end; the first 60 s rate with two samples is a minute later
     first_point = GAP[1] + 60
@@ -367,7 +406,7 @@ async def test_a_gap_keeps_only_the_points_after_it(prom: PrometheusServer) -> N
     ],
 )
 async def test_garbage_values_give_that_workload_no_window(prom: PrometheusServer, workload: str, reason: str) -> None:
-    source = PrometheusSource(prom.url, templates=GARBAGE_TEMPLATES)
+    source = _source(prom.url, templates=GARBAGE_TEMPLATES)
     keys = _keys("garbage", "ok", workload)
     snapshot = await source.fetch(keys, NOW)
     assert snapshot.problem is None
@@ -377,32 +416,32 @@ async def test_garbage_values_give_that_workload_no_window(prom: PrometheusServe
 
 async def test_nan_latency_reads_as_unknown_not_garbage(prom: PrometheusServer) -> None:
     key = WorkloadKey("garbage", "nan-latency")
-    snapshot = await PrometheusSource(prom.url, templates=GARBAGE_TEMPLATES).fetch([key], NOW)
-    assert snapshot.windows[key].latency_p99_seconds is None
+    snapshot = await _source(prom.url, templates=GARBAGE_TEMPLATES).fetch([key], NOW)
+    assert snapshot.windows[key].observed_p99_seconds is None
     assert snapshot.windows[key].rps[-1] == 1.0
 
 
 async def test_several_series_per_workload_give_no_window(prom: PrometheusServer) -> None:
     key = WorkloadKey("bad", "two-codes")
-    grouped = await PrometheusSource(prom.url).fetch([key], NOW)
+    grouped = await _source(prom.url).fetch([key], NOW)
     assert grouped.windows[key].rps[-1] == pytest.approx(1.0)  # 0.5 rps of 200s + 0.5 rps of 500s
-    ungrouped = PromQLTemplates(request_rate="rate(model_requests_total{$selector}[$rate_window])")
-    snapshot = await PrometheusSource(prom.url, templates=ungrouped).fetch([key], NOW)
+    ungrouped = replace(MODEL_SERVER_TEMPLATES, request_rate="rate(model_requests_total{$selector}[$rate_window])")
+    snapshot = await _source(prom.url, templates=ungrouped).fetch([key], NOW)
     assert key not in snapshot.windows
     assert "several series" in snapshot.per_workload_problem[key]
 
 
 async def test_series_without_workload_labels_are_explained(prom: PrometheusServer) -> None:
-    templates = PromQLTemplates(request_rate="sum(rate(model_requests_total[$rate_window]))")
+    templates = replace(MODEL_SERVER_TEMPLATES, request_rate="sum(rate(model_requests_total[$rate_window]))")
     key = WorkloadKey("trace", "busy")
-    snapshot = await PrometheusSource(prom.url, templates=templates).fetch([key], NOW)
+    snapshot = await _source(prom.url, templates=templates).fetch([key], NOW)
     assert key not in snapshot.windows
     assert "1 series lack the labels namespace/workload" in snapshot.per_workload_problem[key]
 
 
 async def test_an_invalid_query_is_a_problem_with_the_http_status(prom: PrometheusServer) -> None:
-    templates = PromQLTemplates(latency_p99="histogram_quantile(0.99, sum by ($by) (")
-    snapshot = await PrometheusSource(prom.url, templates=templates).fetch(_keys("trace", "busy"), NOW)
+    templates = replace(MODEL_SERVER_TEMPLATES, latency_p99="histogram_quantile(0.99, sum by ($by) (")
+    snapshot = await _source(prom.url, templates=templates).fetch(_keys("trace", "busy"), NOW)
     assert snapshot.windows == {}
     assert snapshot.problem is not None
     assert snapshot.problem.startswith("latency_p99 query:") and "HTTP Status Code 400" in snapshot.problem
@@ -414,7 +453,7 @@ async def test_prometheus_stopped_gives_a_problem_and_no_window(
     om = OpenMetricsBuilder()
     om.counter_from_minute_counts("model_requests_total", {"namespace": "a", "workload": "w"}, START, [60.0] * 5)
     server = prometheus_factory(om.render())
-    source = PrometheusSource(server.url, timeout_seconds=2)
+    source = _source(server.url, timeout_seconds=2)
     now = datetime.fromtimestamp(START + 5 * 60, UTC)
     assert WorkloadKey("a", "w") in (await source.fetch(_keys("a", "w"), now)).windows
 
@@ -422,10 +461,14 @@ async def test_prometheus_stopped_gives_a_problem_and_no_window(
     snapshot = await source.fetch(_keys("a", "w"), now)
     assert snapshot.windows == {}
     assert snapshot.problem is not None and "unreachable" in snapshot.problem
-    assert snapshot.queries == len(Signal) - 1  # no objective given: no latency-bucket query
+    assert snapshot.queries == len(MODEL_SERVER_TEMPLATES.by_signal()) - 1  # no objective: no latency-bucket query
 
 
 # ----------------------------------------------------------------------------------------------- not Prometheus
+
+# A server that answers this late, against a 0.5 s client timeout: a fetch that ends in under half of it was ended by
+# the timeout, with seconds of slack for a loaded machine (the timing is the behaviour under test here).
+SLOW_SERVER_SECONDS = 30.0
 
 
 class _NotPrometheus(ThreadingHTTPServer):
@@ -483,7 +526,7 @@ def not_prometheus() -> Iterator[_NotPrometheus]:
 async def test_garbage_responses_are_a_problem(not_prometheus: _NotPrometheus, mode: str, reason: str) -> None:
     not_prometheus.mode = mode
     url = f"http://user:secret@127.0.0.1:{not_prometheus.server_address[1]}"
-    snapshot = await PrometheusSource(url, timeout_seconds=2).fetch(_keys("a", "w"), NOW)
+    snapshot = await _source(url, timeout_seconds=2).fetch(_keys("a", "w"), NOW)
     assert snapshot.windows == {}
     assert snapshot.problem is not None and reason in snapshot.problem
     assert "secret" not in snapshot.problem
@@ -499,7 +542,7 @@ async def test_garbage_responses_are_a_problem(not_prometheus: _NotPrometheus, m
 async def test_garbage_bucket_bounds_are_a_problem(not_prometheus: _NotPrometheus, mode: str, reason: str) -> None:
     """The bounds query goes first when objectives are given; its garbage freezes the fetch like any query's."""
     not_prometheus.mode = mode
-    source = PrometheusSource(f"http://127.0.0.1:{not_prometheus.server_address[1]}", timeout_seconds=2)
+    source = _source(f"http://127.0.0.1:{not_prometheus.server_address[1]}", timeout_seconds=2)
     snapshot = await source.fetch(_keys("a", "w"), NOW, {WorkloadKey("a", "w"): 0.2})
     assert snapshot.windows == {} and snapshot.queries == 1
     assert snapshot.problem is not None
@@ -507,18 +550,18 @@ async def test_garbage_bucket_bounds_are_a_problem(not_prometheus: _NotPrometheu
 
 
 async def test_a_slow_bucket_bounds_query_is_a_problem(not_prometheus: _NotPrometheus) -> None:
-    not_prometheus.delay_seconds = 3.0
-    source = PrometheusSource(f"http://127.0.0.1:{not_prometheus.server_address[1]}", timeout_seconds=0.5)
+    not_prometheus.delay_seconds = SLOW_SERVER_SECONDS
+    source = _source(f"http://127.0.0.1:{not_prometheus.server_address[1]}", timeout_seconds=0.5)
     started = time.monotonic()
     snapshot = await source.fetch(_keys("a", "w"), NOW, {WorkloadKey("a", "w"): 0.2})
-    assert time.monotonic() - started < 2.5  # bounded by the timeout, not by the server's delay
+    assert time.monotonic() - started < SLOW_SERVER_SECONDS / 2  # bounded by the timeout, not by the server's delay
     assert snapshot.windows == {} and snapshot.problem is not None
     assert snapshot.problem.startswith("latency bucket bounds query:") and "0.5 s" in snapshot.problem
 
 
 async def test_a_slow_prometheus_times_out_without_blocking_the_loop(not_prometheus: _NotPrometheus) -> None:
-    not_prometheus.delay_seconds = 3.0
-    source = PrometheusSource(f"http://127.0.0.1:{not_prometheus.server_address[1]}", timeout_seconds=0.5)
+    not_prometheus.delay_seconds = SLOW_SERVER_SECONDS
+    source = _source(f"http://127.0.0.1:{not_prometheus.server_address[1]}", timeout_seconds=0.5)
     beats = 0
     done = asyncio.Event()
 
@@ -536,7 +579,7 @@ async def test_a_slow_prometheus_times_out_without_blocking_the_loop(not_prometh
     await beating
     assert snapshot.windows == {}
     assert snapshot.problem is not None and "timed out after 0.5 s" in snapshot.problem
-    assert elapsed < 2.5
+    assert elapsed < SLOW_SERVER_SECONDS / 2
     assert beats >= 5  # the event loop kept running while the queries waited
 
 
@@ -556,7 +599,7 @@ async def test_slo_miss_share_comes_from_the_bucket_at_or_under_the_objective(
     from the lower one (more capacity, never less). The share is over the last 5 minutes; per-step counts are the
     simulator's alone."""
     keys = _keys("trace", "busy", "steady")
-    snapshot = await PrometheusSource(prom.url).fetch(keys, NOW, dict.fromkeys(keys, objective))
+    snapshot = await _source(prom.url).fetch(keys, NOW, dict.fromkeys(keys, objective))
     for key in keys:
         window = snapshot.windows[key]
         assert window.slo_miss_share == pytest.approx(share, abs=1e-9), key
@@ -572,8 +615,8 @@ async def test_slo_misses_are_unknown_without_an_objective_or_a_bound_under_it(p
     assert snapshot.windows[alternating].slo_miss_share is None
     assert snapshot.windows[steady].slo_miss_share == pytest.approx(0.02)
     # the other windows are what a source without the bucket signal answers
-    plain = PromQLTemplates(latency_buckets=None)
-    without = await PrometheusSource(prom.url, templates=plain).fetch(keys, NOW, {busy: 0.004, steady: 0.1})
+    plain = replace(MODEL_SERVER_TEMPLATES, latency_buckets=None)
+    without = await _source(prom.url, templates=plain).fetch(keys, NOW, {busy: 0.004, steady: 0.1})
     assert without.windows[busy] == snapshot.windows[busy]
     assert without.windows[steady].slo_miss_share is None
     assert without.queries == 2 * 2 + 2  # the two windowed signals in two spans each; p99, service time
@@ -587,7 +630,7 @@ async def test_bucket_bounds_are_asked_for_once_an_hour_and_an_objective_change_
     prom: PrometheusServer,
 ) -> None:
     busy = _keys("trace", "busy")
-    source = PrometheusSource(prom.url)
+    source = _source(prom.url)
 
     def at(offset: float) -> datetime:
         return datetime.fromtimestamp(NOW_TS + offset, UTC)
@@ -607,8 +650,8 @@ async def test_bucket_bounds_are_asked_for_once_an_hour_and_an_objective_change_
 class _RecordingSource(PrometheusSource):
     """The real source; it also records the span each query asked for (real Prometheus answers it)."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, templates: PromQLTemplates | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, templates=templates or MODEL_SERVER_TEMPLATES, **kwargs)
         self.spans: list[tuple[str, float]] = []
 
     def _query_range(self, query: str, start: datetime, end: datetime) -> object:
@@ -646,7 +689,7 @@ async def test_fetching_only_the_newest_points_gives_the_whole_windows(
     while ts <= NOW_TS:
         now = datetime.fromtimestamp(ts, UTC)
         kept = await incremental.fetch(keys, now, objectives)
-        fresh = PrometheusSource(prom.url, templates=templates, range_seconds=15 * 60)
+        fresh = _source(prom.url, templates=templates, range_seconds=15 * 60)
         whole = await fresh.fetch(keys, now, objectives)
         assert whole.problem is None and kept.problem is None
         assert kept.windows == whole.windows, now
@@ -671,7 +714,7 @@ async def test_fetching_only_the_newest_points_gives_the_whole_windows(
 async def test_a_new_workload_a_missed_tick_or_a_clock_going_back_fetch_the_whole_window(
     prom: PrometheusServer,
 ) -> None:
-    source = PrometheusSource(prom.url)
+    source = _source(prom.url)
     busy = _keys("trace", "busy")
     both = _keys("trace", "busy", "steady")
 
@@ -695,7 +738,7 @@ async def test_a_new_workload_a_missed_tick_or_a_clock_going_back_fetch_the_whol
 async def test_a_failed_fetch_keeps_the_last_good_window_for_the_next(prom: PrometheusServer) -> None:
     switch = Switch([prom.url, f"http://127.0.0.1:{free_port()}"])  # the second upstream: nobody listens
     try:
-        source = PrometheusSource(switch.url, timeout_seconds=5)
+        source = _source(switch.url, timeout_seconds=5)
         keys = _keys("trace", *TRACE_FUNCTIONS)
         await source.fetch(keys, datetime.fromtimestamp(NOW_TS - 60, UTC))
         switch.flip(1)
@@ -704,6 +747,6 @@ async def test_a_failed_fetch_keeps_the_last_good_window_for_the_next(prom: Prom
         switch.flip(0)
         after = await source.fetch(keys, NOW)
         assert source.whole_fetches == 1  # the failure neither moved nor dropped the kept window
-        assert after.windows == (await PrometheusSource(prom.url).fetch(keys, NOW)).windows
+        assert after.windows == (await _source(prom.url).fetch(keys, NOW)).windows
     finally:
         switch.close()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from inference_placement.api.spec import TargetName
-from inference_placement.api.status import MigrationOutcome, MigrationStatus, MigrationStep
+from inference_placement.api.status import LastMigration, MigrationOutcome, MigrationStatus, MigrationStep
 from inference_placement.controller.migration import (
     MigrationAction,
     MigrationObservation,
@@ -22,9 +22,11 @@ TIMINGS = MigrationTimings(shift_steps_percent=(10, 50, 100), step_hold_seconds=
 READY = MigrationObservation(target_ready=True)
 
 
-def _walk(migration: MigrationStatus, observations: list[MigrationObservation], step_seconds: float = 11):
+def _walk(
+    migration: MigrationStatus, observations: list[MigrationObservation], step_seconds: float = 11
+) -> tuple[list[tuple[MigrationStep | None, int | None]], TargetName | None, LastMigration | None]:
     now = T0
-    seen = []
+    seen: list[tuple[MigrationStep | None, int | None]] = []
     current: MigrationStatus | None = migration
     placement = migration.source
     for obs in observations:
@@ -57,6 +59,7 @@ def test_walks_every_step_cluster_to_lambda() -> None:
 
 
 def test_each_traffic_step_is_held() -> None:
+    m: MigrationStatus | None
     m = start_migration(TargetName.CLUSTER, TargetName.LAMBDA, "r", T0)
     m = advance(m, READY, T0, TIMINGS).migration  # -> awaiting healthy
     assert m is not None

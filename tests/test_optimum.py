@@ -21,16 +21,8 @@ from inference_placement.api.spec import (
     TargetName,
 )
 from inference_placement.policy.price_book import default_price_book
-from inference_placement.sim.baselines import (
-    AllCloudRunPolicy,
-    AllLambdaPolicy,
-    ClusterAutoscaledPolicy,
-    ClusterScaleToZeroPolicy,
-    RuleOfThumbPolicy,
-    StaticClusterPolicy,
-)
 from inference_placement.sim.optimum import Mode, PlanPolicy, optimum, workload_modes
-from inference_placement.sim.policies import OursPolicy
+from inference_placement.sim.registry import online_policies
 from inference_placement.sim.simulator import SimWorkload, feasible_economics, simulate
 from inference_placement.sim.traces import MinuteTrace, requests_for
 
@@ -40,7 +32,7 @@ PB = default_price_book()
 def cpu_spec() -> InferenceWorkloadSpec:
     return InferenceWorkloadSpec(
         model=ModelSpec(image="x", size_mb=300, cpu="1", memory="2Gi", service_seconds=0.04),
-        slo=SLOSpec(latency_p99_seconds=0.3, attainment=0.99),
+        slo=SLOSpec(objective_seconds=0.3, attainment=0.99),
         placement=PlacementSpec(allowed_targets=list(TargetName)),
         scaling=ScalingSpec(min_replicas=0, target_concurrency=4),
         lambda_=LambdaSpec(memory_mb=2048),
@@ -51,7 +43,7 @@ def gpu_spec() -> InferenceWorkloadSpec:
     return InferenceWorkloadSpec(
         model=ModelSpec(image="x", size_mb=1300, cpu="2", memory="8Gi", service_seconds=0.025),
         accelerator=AcceleratorSpec(type=AcceleratorType.NVIDIA_L4),
-        slo=SLOSpec(latency_p99_seconds=0.2, attainment=0.99),
+        slo=SLOSpec(objective_seconds=0.2, attainment=0.99),
         placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER, TargetName.CLOUDRUN]),
         scaling=ScalingSpec(min_replicas=0, target_concurrency=8),
     )
@@ -64,20 +56,8 @@ def workload(spec: InferenceWorkloadSpec, counts: list[int]) -> SimWorkload:
         spec=spec,
         requests=requests_for(trace, 0, service_seconds=spec.model.service_seconds),
         start=datetime(2026, 1, 1, tzinfo=UTC),
-        slo_latency_seconds=spec.slo.latency_p99_seconds,
-        attainment=spec.slo.attainment,
     )
 
-
-POLICIES = [
-    OursPolicy,
-    StaticClusterPolicy,
-    ClusterAutoscaledPolicy,
-    ClusterScaleToZeroPolicy,
-    AllLambdaPolicy,
-    AllCloudRunPolicy,
-    RuleOfThumbPolicy,
-]
 
 traffic = st.lists(st.one_of(st.just(0), st.integers(0, 3), st.integers(20, 400)), min_size=20, max_size=60)
 
@@ -88,8 +68,7 @@ def test_optimum_is_no_dearer_than_any_policy_that_meets_the_slo(counts: list[in
     w = workload(gpu_spec() if gpu else cpu_spec(), counts)
     economics = feasible_economics(w.spec, PB)
     best = optimum(w, economics, PB)
-    for make in POLICIES:
-        policy = make()
+    for policy in online_policies():
         check = getattr(policy, "applicable", None)
         if check is not None and not check(economics):
             continue

@@ -26,8 +26,9 @@ from inference_placement.api.spec import (
     ThresholdMode,
     ThresholdsSpec,
 )
-from inference_placement.policy.capacity import ClusterCapacity, ResourceCapacity
-from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide, seconds_to_month_end
+from inference_placement.policy.budget import seconds_to_month_end
+from inference_placement.policy.capacity import ClusterCapacity, NodeCapacity
+from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
 from inference_placement.policy.price_book import default_price_book
 
 PB = default_price_book()
@@ -40,8 +41,8 @@ def cpu_spec(**placement: object) -> InferenceWorkloadSpec:
     """A small CPU classifier (seed 000's 'lightweight inference')."""
     return InferenceWorkloadSpec(
         model=ModelSpec(image="x", size_mb=300, cpu="1", memory="2Gi", service_seconds=0.04),
-        slo=SLOSpec(latency_p99_seconds=0.3, attainment=0.99),
-        placement=PlacementSpec(**({"allowed_targets": ALL} | placement)),  # type: ignore[arg-type]
+        slo=SLOSpec(objective_seconds=0.3, attainment=0.99),
+        placement=PlacementSpec(**({"allowed_targets": ALL} | placement)),
     )
 
 
@@ -49,19 +50,19 @@ def gpu_spec(**overrides: object) -> InferenceWorkloadSpec:
     base: dict[str, object] = {
         "model": ModelSpec(image="x", size_mb=1300, cpu="4", memory="16Gi", service_seconds=0.025),
         "accelerator": AcceleratorSpec(type=AcceleratorType.NVIDIA_L4),
-        "slo": SLOSpec(latency_p99_seconds=0.2),
+        "slo": SLOSpec(objective_seconds=0.2),
         "placement": PlacementSpec(allowed_targets=[TargetName.CLUSTER, TargetName.CLOUDRUN]),
         "scaling": ScalingSpec(target_concurrency=8),
     }
     base.update(overrides)
-    return InferenceWorkloadSpec(**base)  # type: ignore[arg-type]
+    return InferenceWorkloadSpec(**base)
 
 
 def window(
     rps: float | list[float], steps: int = 120, *, end: datetime = NOW, p99: float | None = None
 ) -> TrafficWindow:
     rates = [float(rps)] * steps if not isinstance(rps, list) else [float(r) for r in rps]
-    return TrafficWindow(step_seconds=60.0, rps=tuple(rates), latency_p99_seconds=p99, end=end)
+    return TrafficWindow(step_seconds=60.0, rps=tuple(rates), observed_p99_seconds=p99, end=end)
 
 
 def state(current: TargetName | None, *, finished: datetime | None = None, mtd: float = 0.0) -> PlacementState:
@@ -152,11 +153,18 @@ def test_allowed_targets_are_honoured() -> None:
     assert "allowedTargets" in d.infeasible[TargetName.LAMBDA]
 
 
-def _l4_capacity(free: float) -> ClusterCapacity:
-    return ClusterCapacity(
-        resources=(ResourceCapacity("nvidia.com/gpu", "NVIDIA-L4", allocatable=4, requested=4 - free, nodes=1),),
-        known=True,
+def _gpu_node(product: str, resource: str, allocatable: float, free: float, **labels: str) -> NodeCapacity:
+    """A GPU node with room for plenty of replicas' CPU and memory."""
+    return NodeCapacity(
+        name=f"{product}-{resource}",
+        labels={"nvidia.com/gpu.product": product, **labels},
+        allocatable={"cpu": 48, "memory": 192 * 1024, resource: allocatable},
+        free={"cpu": 40, "memory": 160 * 1024, resource: free},
     )
+
+
+def _l4_capacity(free: float) -> ClusterCapacity:
+    return ClusterCapacity(nodes=(_gpu_node("NVIDIA-L4", "nvidia.com/gpu", 4, free),), known=True)
 
 
 @pytest.mark.parametrize(
@@ -184,11 +192,9 @@ def test_mig_slice_capacity_is_matched_by_profile_resource() -> None:
         ),
         placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER]),
     )
-    mixed = ClusterCapacity(
-        resources=(ResourceCapacity("nvidia.com/mig-1g.10gb", "NVIDIA-A100-SXM4-80GB", 7, 6, 1),), known=True
-    )
+    mixed = ClusterCapacity(nodes=(_gpu_node("NVIDIA-A100-SXM4-80GB", "nvidia.com/mig-1g.10gb", 7, 1),), known=True)
     other_profile = ClusterCapacity(
-        resources=(ResourceCapacity("nvidia.com/mig-3g.40gb", "NVIDIA-A100-SXM4-80GB", 2, 0, 1),), known=True
+        nodes=(_gpu_node("NVIDIA-A100-SXM4-80GB", "nvidia.com/mig-3g.40gb", 2, 2),), known=True
     )
     assert TargetName.CLUSTER not in run(spec, window(0.0), state(None), mixed).infeasible
     assert TargetName.CLUSTER in run(spec, window(0.0), state(None), other_profile).infeasible
@@ -399,7 +405,7 @@ def llm_spec() -> InferenceWorkloadSpec:
     return InferenceWorkloadSpec(
         model=ModelSpec(image="x", size_mb=14000, cpu="4", memory="32Gi", service_seconds=4.45),
         accelerator=AcceleratorSpec(type=AcceleratorType.NVIDIA_L4),
-        slo=SLOSpec(latency_p99_seconds=2.0),
+        slo=SLOSpec(objective_seconds=2.0),
         placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER]),
         scaling=ScalingSpec(target_concurrency=16, max_replicas=20),
     )

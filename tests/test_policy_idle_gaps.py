@@ -20,6 +20,7 @@ from inference_placement.api.spec import (
     SLOSpec,
     TargetName,
 )
+from inference_placement.policy.actuation import Actuators, target_settings
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import PlacementState, TrafficWindow, decide
 from inference_placement.policy.idle_gaps import idle_gap_plan, idle_gap_signature
@@ -44,7 +45,7 @@ def gpu_spec() -> InferenceWorkloadSpec:
     return InferenceWorkloadSpec(
         model=ModelSpec(image="x", size_mb=1300, cpu="2", memory="8Gi", service_seconds=0.025),
         accelerator=AcceleratorSpec(type=AcceleratorType.NVIDIA_L4),
-        slo=SLOSpec(latency_p99_seconds=0.2, attainment=0.99),
+        slo=SLOSpec(objective_seconds=0.2, attainment=0.99),
         placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER, TargetName.CLOUDRUN]),
         scaling=ScalingSpec(min_replicas=0, max_replicas=50, target_concurrency=8),
     )
@@ -55,7 +56,7 @@ def window_of(history: np.ndarray, misses: float = 0.0) -> TrafficWindow:
     return TrafficWindow(
         step_seconds=60.0,
         rps=recent,
-        latency_p99_seconds=None,
+        observed_p99_seconds=None,
         end=NOW,
         service_seconds=0.025,
         peak_in_flight=tuple(1.0 if r > 0 else 0.0 for r in recent),
@@ -146,23 +147,44 @@ def test_poisson_mean_within_allows_no_miss_when_none_is_allowed() -> None:
 # ------------------------------------------------------------------------------------------------ in decide()
 
 
+WAKES = Actuators(cluster_scale_to_zero=True)
+"""An operator that can answer a request while the cluster has no replica."""
+
+
 def test_decide_scales_a_periodic_workload_to_zero_mid_gap_and_says_why() -> None:
-    decision = decide(gpu_spec(), window_of(periodic(5, 288, idle_after=2)), on_cluster(), PB, ClusterCapacity(), NOW)
+    window = window_of(periodic(5, 288, idle_after=2))
+    decision = decide(gpu_spec(), window, on_cluster(), PB, ClusterCapacity(), NOW, actuators=WAKES)
     assert decision.target is TargetName.CLUSTER
     assert decision.replicas == 0
     assert decision.idle_gap is not None and decision.idle_gap.scale_to_zero
     assert "idle-gap plan" in decision.reason and "scale to zero" in decision.reason
 
 
+def test_decide_never_scales_the_cluster_to_zero_when_nothing_can_wake_it() -> None:
+    """Without an activator the decision keeps a replica and says so: its Event never claims a scale to zero."""
+    decision = decide(gpu_spec(), window_of(periodic(5, 288, idle_after=2)), on_cluster(), PB, ClusterCapacity(), NOW)
+    assert decision.target is TargetName.CLUSTER
+    assert decision.replicas == 1
+    assert "scale to zero" not in decision.reason
+    assert target_settings(TargetName.CLUSTER, decision, gpu_spec(), None, Actuators()).replicas == 1
+
+
 def test_decide_keeps_a_replica_warm_when_the_next_burst_is_due() -> None:
-    decision = decide(gpu_spec(), window_of(periodic(5, 288, idle_after=3)), on_cluster(), PB, ClusterCapacity(), NOW)
+    window = window_of(periodic(5, 288, idle_after=3))
+    decision = decide(gpu_spec(), window, on_cluster(), PB, ClusterCapacity(), NOW, actuators=WAKES)
     assert decision.replicas >= 1
 
 
 def test_decide_keeps_a_replica_warm_for_a_workload_that_may_miss_nothing() -> None:
     # 30 requests in the history: 1% of them allows no miss, so no cold start may be risked
     decision = decide(
-        gpu_spec(), window_of(periodic(5, 30, per_burst=1.0, idle_after=2)), on_cluster(), PB, ClusterCapacity(), NOW
+        gpu_spec(),
+        window_of(periodic(5, 30, per_burst=1.0, idle_after=2)),
+        on_cluster(),
+        PB,
+        ClusterCapacity(),
+        NOW,
+        actuators=WAKES,
     )
     assert decision.replicas >= 1
 
@@ -171,6 +193,12 @@ def test_decide_keeps_a_replica_warm_once_the_history_spent_its_misses() -> None
     history = periodic(5, 288, idle_after=2)
     requests = float(history.sum()) * 60.0
     decision = decide(
-        gpu_spec(), window_of(history, misses=requests * 0.01 + 1), on_cluster(), PB, ClusterCapacity(), NOW
+        gpu_spec(),
+        window_of(history, misses=requests * 0.01 + 1),
+        on_cluster(),
+        PB,
+        ClusterCapacity(),
+        NOW,
+        actuators=WAKES,
     )
     assert decision.replicas >= 1

@@ -12,10 +12,10 @@ import pytest
 
 from inference_placement.api.spec import TargetName
 from inference_placement.controller.reconciler import Reconciler, TickInputs
+from inference_placement.devtools.scale.cluster import workload_body
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import TrafficWindow
 from inference_placement.policy.price_book import default_price_book
-from inference_placement.scale.cluster import workload_body
 from inference_placement.targets.dry_run import DryRunTarget
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -51,7 +51,7 @@ def _window(*, miss_share: float | None, p99: float | None) -> TrafficWindow:
     return TrafficWindow(
         step_seconds=30.0,
         rps=rps,
-        latency_p99_seconds=p99,
+        observed_p99_seconds=p99,
         end=NOW - timedelta(seconds=30),
         slo_miss_share=miss_share,
         slo_misses=misses,

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from inference_placement.api import InferenceWorkload
 from inference_placement.api.spec import TargetName
 from inference_placement.api.status import (
     InferenceWorkloadStatus,
@@ -23,6 +22,7 @@ from inference_placement.api.status import (
     TargetResourceStatus,
     TargetsStatus,
 )
+from inference_placement.api.workload import InferenceWorkload
 from inference_placement.routing.envoy import (
     CLUSTER_TYPE_URL,
     EnvoySettings,
@@ -145,6 +145,13 @@ async def test_the_applier_refuses_a_config_envoy_would_not_load_before_writing_
 
 
 # ----------------------------------------------------------------------------------------------- live traffic
+
+
+def _read(request: str | urllib.request.Request) -> bytes:
+    """The body of a blocking HTTP request (tests run it in a thread, off the event loop)."""
+    with urllib.request.urlopen(request, timeout=5) as response:
+        body: bytes = response.read()
+        return body
 
 
 def _config(model: str, cloudrun: str) -> EndpointsConfig:
@@ -325,12 +332,11 @@ async def test_the_health_listener_serves_ready_and_stats_and_nothing_else(
     applier = LoopbackOnlyApplier(router.xds_dir, router.health_url, router.settings)  # stats through the proxy
     moves = await applier.apply([route_from_status(_workload(_status(C)), _config(model.url, model.url))])
     assert [m.kind for m in moves] == [XdsKind.CDS, XdsKind.RDS]
-    with urllib.request.urlopen(f"{router.health_url}/ready", timeout=5) as response:
-        assert response.read().strip() == b"LIVE"
+    assert (await asyncio.to_thread(_read, f"{router.health_url}/ready")).strip() == b"LIVE"
     for path, method in [("/quitquitquit", "POST"), ("/config_dump", "GET"), ("/stats", "POST")]:
         request = urllib.request.Request(f"{router.health_url}{path}", method=method)
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=5)
+            await asyncio.to_thread(_read, request)
         assert refused.value.code == 404
     assert router.process.poll() is None
 

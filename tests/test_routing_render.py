@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from inference_placement.api import InferenceWorkload
 from inference_placement.api.spec import TargetName
 from inference_placement.api.status import (
     InferenceWorkloadStatus,
@@ -17,6 +16,7 @@ from inference_placement.api.status import (
     TargetResourceStatus,
     TargetsStatus,
 )
+from inference_placement.api.workload import InferenceWorkload
 from inference_placement.controller.migration import MigrationObservation, MigrationTimings, advance, start_migration
 from inference_placement.routing import envoy, manifests, model, xds_files
 from inference_placement.routing.envoy import (
@@ -381,7 +381,13 @@ def test_bootstrap_reads_clusters_and_routes_from_watched_files_and_keeps_admin_
     assert hcm["http_filters"][0]["typed_config"]["cluster"] == "gcp-metadata"
     health = bootstrap["static_resources"]["listeners"][1]
     health_routes = health["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]
-    assert [r["match"].get("path") or r["match"].get("prefix") for r in health_routes["routes"]] == ["/ready", "/stats"]
+    # exact paths only; everything else a 404 (the stats listener, test_router_metrics.py, proxies /stats/prometheus)
+    assert [r["match"].get("path") or r["match"].get("prefix") for r in health_routes["routes"]] == [
+        "/ready",
+        "/stats",
+        "/",
+    ]
+    assert health_routes["routes"][-1]["direct_response"]["status"] == 404
 
 
 def test_static_config_inlines_the_same_clusters_and_routes() -> None:
@@ -451,7 +457,7 @@ def test_router_deployment_runs_the_given_envoy_image_with_probes_on_the_health_
     assert container["image"] == "envoyproxy/envoy:v1.40.0"
     assert container["args"][:2] == ["-c", "/etc/inference-router/envoy.json"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "health"}
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8080, "health": 9902}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8080, "health": 9902, "stats": 9903}
     assert pod["volumes"][0]["configMap"]["name"] == "inference-router"
     assert deployment["spec"]["replicas"] == 3
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0

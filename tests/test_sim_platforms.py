@@ -32,7 +32,7 @@ ALL = [TargetName.CLUSTER, TargetName.CLOUDRUN, TargetName.LAMBDA]
 def cpu_spec(concurrency: int = 4) -> InferenceWorkloadSpec:
     return InferenceWorkloadSpec(
         model=ModelSpec(image="x", size_mb=300, cpu="1", memory="2Gi", service_seconds=0.04),
-        slo=SLOSpec(latency_p99_seconds=0.3),
+        slo=SLOSpec(objective_seconds=0.3),
         placement=PlacementSpec(allowed_targets=ALL),
         scaling=ScalingSpec(target_concurrency=concurrency),
         lambda_=LambdaSpec(memory_mb=2048),
@@ -43,7 +43,7 @@ def gpu_spec() -> InferenceWorkloadSpec:
     return InferenceWorkloadSpec(
         model=ModelSpec(image="x", size_mb=1300, cpu="4", memory="16Gi", service_seconds=0.025),
         accelerator=AcceleratorSpec(type=AcceleratorType.NVIDIA_L4),
-        slo=SLOSpec(latency_p99_seconds=0.2),
+        slo=SLOSpec(objective_seconds=0.2),
         placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER, TargetName.CLOUDRUN]),
     )
 
@@ -187,8 +187,6 @@ def workload(spec: InferenceWorkloadSpec, arrivals: list[float], steps: int) -> 
         spec=spec,
         requests=Requests(a, service, service.copy(), steps, 60.0),
         start=datetime(2026, 1, 1, tzinfo=UTC),
-        slo_latency_seconds=spec.slo.latency_p99_seconds,
-        attainment=spec.slo.attainment,
     )
 
 

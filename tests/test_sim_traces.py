@@ -110,7 +110,7 @@ def test_reference_scenario_and_visible_traces() -> None:
     assert isinstance(code, RequestTrace) and code.arrivals_seconds.size == 8_819
     workloads = profile_workloads(code, scenario.profiles["llm-7b"], scenario.price_book)
     assert len(workloads) == 1 and workloads[0].requests.count == 8_819
-    assert workloads[0].slo_latency_seconds == 2.0
+    assert workloads[0].spec.slo.objective_seconds == 2.0
 
 
 def test_default_price_book_runs_a_profile() -> None:
@@ -118,4 +118,4 @@ def test_default_price_book_runs_a_profile() -> None:
     scenario = load_scenario(_shared("scenario/reference.yaml"))
     spec = profile_spec(scenario.profiles["llm-7b"], pb)
     assert spec.accelerator.type.value == "nvidia-l4"
-    assert spec.slo.latency_p99_seconds == 2.0
+    assert spec.slo.objective_seconds == 2.0

@@ -22,12 +22,12 @@ import pytest
 from kubernetes_asyncio import config as async_config
 from kubernetes_asyncio.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, CustomObjectsApi
 
-from inference_placement.api import GROUP, PLURAL, VERSION, InferenceWorkload
+from inference_placement.api.workload import GROUP, PLURAL, VERSION, InferenceWorkload
+from inference_placement.policy.gpu_scheduling import requirement_matches
 from inference_placement.targets import cluster as cluster_module
 from inference_placement.targets.base import DesiredTarget, NotOwnedError
 from inference_placement.targets.capacity import CapacityCache
 from inference_placement.targets.cluster import ClusterTarget
-from inference_placement.targets.gpu_scheduling import requirement_matches
 from tests.plugins.cluster import KubeCluster
 
 RUN_LABEL = "inference-placement.test/run"
@@ -274,7 +274,7 @@ class CallRecorder:
             self.calls.append((method, url.split("?")[0], kwargs.get("body")))
             return await original(method, url, *args, **kwargs)
 
-        client.request = recording  # type: ignore[method-assign]
+        client.request = recording  # type: ignore[method-assign]  # instruments the real client's transport
 
     @property
     def writes(self) -> list[tuple[str, str, Any]]:

@@ -20,11 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import numpy as np
 import typer
 from pydantic import ValidationError
 
-from inference_placement.api.spec import InferenceWorkloadSpec, TargetName, ThresholdMode
+from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.api.status import (
     Condition,
     ConditionType,
@@ -33,18 +32,17 @@ from inference_placement.api.status import (
     LastMigration,
     MigrationStatus,
     ObservedTraffic,
+    SpillStatus,
     TargetResourceStatus,
 )
+from inference_placement.api.timestamps import parse_time
 from inference_placement.api.validation import parse_spec
 from inference_placement.api.workload import GROUP, KIND, PLURAL, VERSION
 from inference_placement.policy.capacity import ClusterCapacity
-from inference_placement.policy.cost_model import break_even_rps, plan_target
-from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
-from inference_placement.policy.economics import workload_economics
+from inference_placement.policy.decide import Assessment, Decision, PlacementState, TrafficWindow, assess, decide
 from inference_placement.policy.feasibility import assess_feasibility
-from inference_placement.policy.forecast import TrafficForecast, forecast_from_rates, idle_forecast
 from inference_placement.policy.price_book import PriceBook, default_price_book, load_price_book
-from inference_placement.policy.slo_risk import SloTerms
+from inference_placement.policy.verdicts import Verdict, budget_verdict, slo_verdict
 
 __all__ = [
     "EventRow",
@@ -54,9 +52,12 @@ __all__ = [
     "explain_workload",
     "register",
     "render",
+    "DEFAULT_STEP_SECONDS",
+    "MAX_EVENTS",
+    "explain_command",
+    "read_workload",
 ]
 
-SERVERLESS = (TargetName.CLOUDRUN, TargetName.LAMBDA)
 DEFAULT_STEP_SECONDS = 60.0
 """Step of the window rebuilt from ``status.observed`` (the status keeps the mean rate, not the series)."""
 MAX_EVENTS = 10
@@ -118,10 +119,16 @@ class Explanation:
     last_decision: DecisionRecord | None
     migration: MigrationStatus | None
     last_migration: LastMigration | None
+    spill: SpillStatus | None
+    """Burst spillover in force, as the operator recorded it."""
     conditions: tuple[Condition, ...]
     spec_problems: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     events: tuple[EventRow, ...] = field(default_factory=tuple)
+    slo_now: str = ""
+    """The SLOAtRisk verdict the operator reaches on these inputs (``policy.verdicts``)."""
+    budget_now: str = ""
+    """The BudgetExceeded verdict the operator reaches on these inputs."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (enums as their values, models in their wire form)."""
@@ -153,21 +160,11 @@ class Explanation:
 # ----------------------------------------------------------------------------------------------- pure part
 
 
-def _parse_time(stamp: str | None) -> datetime | None:
-    if not stamp:
-        return None
-    try:
-        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _window(observed: ObservedTraffic | None, spec: InferenceWorkloadSpec) -> TrafficWindow | None:
     """The recorded traffic as a constant-rate window ending at the sample time (the status keeps only the mean)."""
     if observed is None or observed.rps is None:
         return None
-    end = _parse_time(observed.sampled_at)
+    end = parse_time(observed.sampled_at)
     if end is None:
         return None
     span = float(observed.window_seconds or max(spec.placement.sustain_seconds, DEFAULT_STEP_SECONDS))
@@ -176,49 +173,20 @@ def _window(observed: ObservedTraffic | None, spec: InferenceWorkloadSpec) -> Tr
     return TrafficWindow(
         step_seconds=step,
         rps=tuple([float(observed.rps)] * steps),
-        latency_p99_seconds=observed.latency_p99_seconds,
+        observed_p99_seconds=observed.observed_p99_seconds,
         end=end,
+        slo_miss_share=observed.slo_miss_share,
     )
 
 
-def _forecast(spec: InferenceWorkloadSpec, window: TrafficWindow | None) -> TrafficForecast:
-    if window is None:
-        return idle_forecast(spec)
-    return forecast_from_rates(spec, np.asarray(window.rps, dtype=np.float64), window.step_seconds)
+def _threshold_rows(assessment: Assessment) -> tuple[ThresholdRow, ...]:
+    """The offload/reclaim rates ``decide`` moves by, between the cluster and each feasible serverless target."""
+    rows = assessment.thresholds().items()
+    return tuple(ThresholdRow(t, offload, reclaim, how) for t, (offload, reclaim, how) in rows)
 
 
-def _thresholds(
-    spec: InferenceWorkloadSpec,
-    price_book: PriceBook,
-    feasible: Sequence[TargetName],
-    window: TrafficWindow | None,
-) -> tuple[ThresholdRow, ...]:
-    """Offload/reclaim rates between the cluster and each feasible serverless target (as ``decide`` sets them)."""
-    if TargetName.CLUSTER not in feasible:
-        return ()
-    serverless = [t for t in SERVERLESS if t in feasible]
-    if not serverless:
-        return ()
-    th = spec.placement.thresholds
-    if th.mode is ThresholdMode.EXPLICIT and th.offload_below_rps is not None and th.reclaim_above_rps is not None:
-        return tuple(ThresholdRow(t, th.offload_below_rps, th.reclaim_above_rps, "explicit") for t in serverless)
-    econs = workload_economics(spec, price_book)
-    if TargetName.CLUSTER not in econs:
-        return ()
-    forecast = _forecast(spec, window)
-    slo = SloTerms.from_spec(spec)
-    cluster_plan = plan_target(econs[TargetName.CLUSTER], forecast, slo)
-    rows: list[ThresholdRow] = []
-    h = th.hysteresis_fraction
-    for target in serverless:
-        if target not in econs:
-            continue
-        plan = plan_target(econs[target], forecast, slo)
-        b = break_even_rps(
-            econs[TargetName.CLUSTER], cluster_plan.warm, econs[target], plan.warm, forecast.service_seconds, slo
-        )
-        rows.append(ThresholdRow(target, b * (1.0 - h), b * (1.0 + h), f"auto: break-even {b:.3g} rps -/+{h:.0%}"))
-    return tuple(rows)
+def _verdict_text(verdict: Verdict, holds: str, fine: str) -> str:
+    return f"{holds if verdict.true else fine} ({verdict.reason.value}): {verdict.message}"
 
 
 def _recorded_cost(status: InferenceWorkloadStatus, target: TargetName) -> float | None:
@@ -274,6 +242,7 @@ def explain_workload(
         "last_decision": status.last_decision,
         "migration": status.migration,
         "last_migration": status.last_migration,
+        "spill": status.spill,
         "conditions": conditions,
         "events": tuple(_event_rows(events)),
     }
@@ -291,7 +260,7 @@ def explain_workload(
 
     window = _window(status.observed, spec)
     when = now or (window.end if window is not None else datetime.now(UTC))
-    last_finished = _parse_time(status.last_migration.finished_at) if status.last_migration is not None else None
+    last_finished = parse_time(status.last_migration.finished_at) if status.last_migration is not None else None
     state = PlacementState(
         current=status.placement,
         last_migration_finished_at=last_finished,
@@ -300,7 +269,8 @@ def explain_workload(
     # explain reads no Nodes: capacity is unknown to it, so the cluster is not gated on free capacity here.
     capacity = ClusterCapacity()
     decision: Decision = decide(spec, window, state, price_book, capacity, when)
-    feasibility = assess_feasibility(spec, price_book, capacity, status.placement)
+    assessment = assess(spec, window, state, price_book, capacity, when)
+    feasibility = assess_feasibility(assessment.spec, price_book, capacity, status.placement)
     allowed = set(spec.placement.allowed_targets)
     rows = tuple(
         TargetRow(
@@ -318,7 +288,6 @@ def explain_workload(
         )
         for t in TargetName
     )
-    feasible = [r.target for r in rows if r.feasible]
     if window is None:
         notes.append("no traffic recorded in status: costs use the idle prior (no requests yet)")
     else:
@@ -336,8 +305,10 @@ def explain_workload(
     return Explanation(
         **base,
         targets=rows,
-        thresholds=_thresholds(spec, price_book, feasible, window),
+        thresholds=_threshold_rows(assessment),
         policy_now=decision.reason,
+        slo_now=_verdict_text(slo_verdict(spec, window, decision), "at risk", "met"),
+        budget_now=_verdict_text(budget_verdict(spec, decision), "exceeded", "within"),
         policy_target=decision.target if decision.target is not None else status.placement,
         policy_would_migrate=decision.migrate,
         notes=tuple(notes),
@@ -375,7 +346,7 @@ def _rate(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:.3g}"
 
 
-def render(expl: Explanation, console: Any) -> None:
+def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 item 1
     """Print the explanation as rich tables on ``console`` (a ``rich.console.Console``)."""
     from rich.table import Table
 
@@ -390,7 +361,7 @@ def render(expl: Explanation, console: Any) -> None:
     head.add_row("reconciled generation", gens)
     if expl.observed is not None:
         obs = expl.observed
-        p99 = f"{obs.latency_p99_seconds * 1000:.0f} ms" if obs.latency_p99_seconds is not None else "-"
+        p99 = f"{obs.observed_p99_seconds * 1000:.0f} ms" if obs.observed_p99_seconds is not None else "-"
         head.add_row(
             "observed", f"{obs.rps if obs.rps is not None else '-'} rps, p99 {p99}, at {obs.sampled_at or '-'}"
         )
@@ -455,9 +426,16 @@ def render(expl: Explanation, console: Any) -> None:
     move = " (would migrate)" if expl.policy_would_migrate else ""
     target = expl.policy_target.value if expl.policy_target else "-"
     decisions.add_row("policy now", f"{target}{move}", expl.policy_now)
+    if expl.slo_now:
+        decisions.add_row("SLO now", "", expl.slo_now)
+    if expl.budget_now:
+        decisions.add_row("budget now", "", expl.budget_now)
     if expl.last_decision is not None:
         d = expl.last_decision
         decisions.add_row(d.decided_at, f"{d.target.value} x{d.replicas}", d.reason)
+    if expl.spill is not None:
+        sp = expl.spill
+        decisions.add_row(sp.step_started_at, f"spill to {sp.target.value}: {sp.step.value}", sp.message)
     if expl.migration is not None:
         m = expl.migration
         source = m.source.value if m.source else "nothing"

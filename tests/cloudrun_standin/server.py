@@ -179,6 +179,42 @@ def _check_probe(where: str, probe: run_v2.Probe, port: int | None, *, max_perio
         raise ApiError(400, f"{where}.timeoutSeconds must not exceed periodSeconds")
 
 
+def _check_container(where: str, container: run_v2.Container) -> bool:
+    """Raise ``ApiError(400, ...)`` where the real API would reject one container; True when it asks for a GPU."""
+    if not container.image:
+        raise ApiError(400, f"{where}.image is required")
+    port = container.ports[0].container_port if container.ports else None
+    if port is not None and not 1 <= port <= 65535:
+        raise ApiError(400, f"{where}.ports[0].containerPort must be between 1 and 65535")
+    limits = dict(container.resources.limits)
+    unknown = set(limits) - {"cpu", "memory", "nvidia.com/gpu"}
+    if unknown:
+        raise ApiError(400, f"{where}.resources.limits: unsupported resources {sorted(unknown)}")
+    cpu = _quantity(limits.get("cpu", "1"))
+    memory = _quantity(limits.get("memory", "512Mi"))
+    if cpu is None or not (0.08 <= cpu <= 8) or (cpu > 1 and cpu not in _MEMORY_MAX_GIB_BY_CPU):
+        raise ApiError(400, f"{where}.resources.limits.cpu: {limits.get('cpu')!r} is not a supported CPU value")
+    if memory is None or memory < 128 * 2**20:
+        raise ApiError(400, f"{where}.resources.limits.memory: {limits.get('memory')!r} is invalid")
+    memory_gib = memory / 2**30
+    max_gib = _MEMORY_MAX_GIB_BY_CPU.get(cpu, 1 if cpu < 1 else 4)
+    if memory_gib > max_gib:
+        raise ApiError(400, f"{where}: memory {limits['memory']} needs more than {limits.get('cpu', '1')} CPU")
+    if memory_gib < _MEMORY_MIN_GIB_BY_CPU.get(cpu, 0):
+        raise ApiError(400, f"{where}: {limits.get('cpu')} CPU needs at least {_MEMORY_MIN_GIB_BY_CPU[cpu]}Gi")
+    gpu = "nvidia.com/gpu" in limits
+    if gpu:
+        if limits["nvidia.com/gpu"] != "1":
+            raise ApiError(400, f"{where}: exactly one GPU per instance is supported")
+        if cpu < 4 or memory_gib < 16:
+            raise ApiError(400, f"{where}: a GPU needs at least 4 CPU and 16Gi of memory")
+        if container.resources.cpu_idle:
+            raise ApiError(400, f"{where}: a GPU needs instance-based billing (cpuIdle: false)")
+    _check_probe(f"{where}.startupProbe", container.startup_probe, port, max_period=240)
+    _check_probe(f"{where}.livenessProbe", container.liveness_probe, port, max_period=3600)
+    return gpu
+
+
 def validate_service(service: run_v2.Service) -> None:
     """Raise ``ApiError(400, ...)`` where the real API would reject ``service`` (the rules the operator relies on)."""
     _check_labels("service.labels", service.labels)
@@ -195,38 +231,8 @@ def validate_service(service: run_v2.Service) -> None:
         raise ApiError(400, "service.template.serviceAccount must be a service account email")
     gpu_requested = False
     for i, container in enumerate(template.containers):
-        where = f"service.template.containers[{i}]"
-        if not container.image:
-            raise ApiError(400, f"{where}.image is required")
-        port = container.ports[0].container_port if container.ports else None
-        if port is not None and not 1 <= port <= 65535:
-            raise ApiError(400, f"{where}.ports[0].containerPort must be between 1 and 65535")
-        limits = dict(container.resources.limits)
-        unknown = set(limits) - {"cpu", "memory", "nvidia.com/gpu"}
-        if unknown:
-            raise ApiError(400, f"{where}.resources.limits: unsupported resources {sorted(unknown)}")
-        cpu = _quantity(limits.get("cpu", "1"))
-        memory = _quantity(limits.get("memory", "512Mi"))
-        if cpu is None or not (0.08 <= cpu <= 8) or (cpu > 1 and cpu not in _MEMORY_MAX_GIB_BY_CPU):
-            raise ApiError(400, f"{where}.resources.limits.cpu: {limits.get('cpu')!r} is not a supported CPU value")
-        if memory is None or memory < 128 * 2**20:
-            raise ApiError(400, f"{where}.resources.limits.memory: {limits.get('memory')!r} is invalid")
-        memory_gib = memory / 2**30
-        max_gib = _MEMORY_MAX_GIB_BY_CPU.get(cpu, 1 if cpu < 1 else 4)
-        if memory_gib > max_gib:
-            raise ApiError(400, f"{where}: memory {limits['memory']} needs more than {limits.get('cpu', '1')} CPU")
-        if memory_gib < _MEMORY_MIN_GIB_BY_CPU.get(cpu, 0):
-            raise ApiError(400, f"{where}: {limits.get('cpu')} CPU needs at least {_MEMORY_MIN_GIB_BY_CPU[cpu]}Gi")
-        if "nvidia.com/gpu" in limits:
+        if _check_container(f"service.template.containers[{i}]", container):
             gpu_requested = True
-            if limits["nvidia.com/gpu"] != "1":
-                raise ApiError(400, f"{where}: exactly one GPU per instance is supported")
-            if cpu < 4 or memory_gib < 16:
-                raise ApiError(400, f"{where}: a GPU needs at least 4 CPU and 16Gi of memory")
-            if container.resources.cpu_idle:
-                raise ApiError(400, f"{where}: a GPU needs instance-based billing (cpuIdle: false)")
-        _check_probe(f"{where}.startupProbe", container.startup_probe, port, max_period=240)
-        _check_probe(f"{where}.livenessProbe", container.liveness_probe, port, max_period=3600)
     accelerator = template.node_selector.accelerator
     if accelerator and accelerator not in _GPU_ACCELERATORS:
         raise ApiError(400, f"service.template.nodeSelector.accelerator: {accelerator!r} is not available")

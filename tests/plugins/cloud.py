@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from inference_placement.api import InferenceWorkload
+from inference_placement.api.workload import InferenceWorkload
 from inference_placement.targets.retry import RetryPolicy
 from tests.plugins.secret_scan import CANARY_AWS_ACCESS_KEY_ID, CANARY_AWS_SECRET_ACCESS_KEY
 
@@ -123,7 +123,6 @@ def fast_retry_policy() -> RetryPolicy:
         initial_backoff_seconds=0.01,
         max_backoff_seconds=0.05,
         deadline_seconds=10.0,
-        requeue_after_seconds=1.0,
     )
 
 
@@ -361,7 +360,7 @@ def cloudrun_client(cloudrun_standin: CloudRunStandin) -> run_v2.ServicesClient:
     from google.cloud import run_v2
 
     return run_v2.ServicesClient(
-        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]  # google-auth is untyped
         transport="rest",
         client_options={"api_endpoint": cloudrun_standin.url},
     )

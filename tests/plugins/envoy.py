@@ -20,6 +20,10 @@ its admin ``/listeners``, the admin address from ``--admin-address-path``), so n
     ``.request(host, path)``, ``.stat(name)``, ``.log()``. Stopped by PID after the test.
 ``envoy_router_with_health``
     The same plus the health listener (``.health_url``: ``GET /ready`` and ``GET /stats`` proxied to the admin).
+``start_envoy(..., stats_listener=True)``
+    Adds the scrape listener (``.stats_target``: only ``GET /stats/prometheus``, proxied to the admin).
+``start_envoy(..., overflow_listener=True)``
+    Adds the loopback overflow listener spill routes hop through (``EnvoySettings.overflow_port``).
 ``fake_gcp_metadata``
     The metadata server's identity endpoint on loopback: answers a JWT-shaped token per ``?audience=``, records
     ``audiences`` and ``flavors`` (the ``Metadata-Flavor`` header). ``envoy_router`` fetches Cloud Run tokens here.
@@ -52,6 +56,7 @@ from typing import Any
 
 import pytest
 
+from inference_placement.devtools.processes import free_port
 from inference_placement.routing.envoy import (
     EnvoySettings,
     JsonDict,
@@ -339,6 +344,13 @@ class EnvoyRouter:
     admin_url: str
     listen_port: int
     health_port: int | None = None
+    stats_port: int | None = None
+
+    @property
+    def stats_target(self) -> str:
+        """``host:port`` of the scrape listener (only ``GET /stats/prometheus``)."""
+        assert self.stats_port is not None, "started without the stats listener"
+        return f"127.0.0.1:{self.stats_port}"
 
     @property
     def listen_url(self) -> str:
@@ -410,38 +422,54 @@ def _listener_port(admin_url: str, name: str) -> int:
     raise AssertionError(f"no listener {name!r} in {payload}")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def loopback_settings(
-    xds_dir: Path, gcp_metadata: UpstreamAddress | None = None, *, health_listener: bool = False
+    xds_dir: Path,
+    gcp_metadata: UpstreamAddress | None = None,
+    *,
+    health_listener: bool = False,
+    stats_listener: bool = False,
+    overflow_listener: bool = False,
 ) -> EnvoySettings:
-    """Loopback only, ports from the kernel. The health listener proxies to the admin, so it needs the admin port
-    up front: with ``health_listener`` the admin gets a port picked here (the one small race of these fixtures)."""
+    """Loopback only, ports from the kernel. The health and stats listeners proxy to the admin, so they need the
+    admin port up front: with either, the admin gets a port picked here (the one small race of these fixtures)."""
     return EnvoySettings(
         listen_address="127.0.0.1",
         listen_port=0,
-        admin_port=_free_port() if health_listener else 0,
+        admin_port=free_port() if health_listener or stats_listener else 0,
         health_port=0 if health_listener else None,
         health_address="127.0.0.1",
+        stats_port=0 if stats_listener else None,
+        stats_address="127.0.0.1",
         xds_dir=str(xds_dir),
         # Nothing listens on port 9: a token fetch fails fast when no fake metadata server is given.
         gcp_metadata=gcp_metadata or UpstreamAddress("127.0.0.1", 9),
         connect_timeout_seconds=2.0,
         route_timeout_seconds=10.0,
+        # the spill routes' overflow hop: a CDS cluster points at it, so its port is picked up front too
+        overflow_port=free_port() if overflow_listener else None,
     )
 
 
 def start_envoy(
-    binary: str, directory: Path, gcp_metadata: UpstreamAddress | None = None, *, health_listener: bool = False
+    binary: str,
+    directory: Path,
+    gcp_metadata: UpstreamAddress | None = None,
+    *,
+    health_listener: bool = False,
+    stats_listener: bool = False,
+    overflow_listener: bool = False,
 ) -> EnvoyRouter:
-    """Start Envoy from ``render_bootstrap`` (ports from the kernel) with empty xDS files in ``directory``."""
+    """Start Envoy from ``render_bootstrap`` (ports from the kernel) with empty xDS files in ``directory``;
+    ``overflow_listener`` adds the spill routes' loopback overflow hop (``EnvoySettings.overflow_port``)."""
     xds_dir = directory / "xds"
     xds_dir.mkdir(parents=True, exist_ok=True)
-    settings = loopback_settings(xds_dir, gcp_metadata, health_listener=health_listener)
+    settings = loopback_settings(
+        xds_dir,
+        gcp_metadata,
+        health_listener=health_listener,
+        stats_listener=stats_listener,
+        overflow_listener=overflow_listener,
+    )
     write_document(xds_dir / XdsKind.CDS.file_name, render_cds([], settings))
     write_document(xds_dir / XdsKind.RDS.file_name, render_rds([], settings))
     bootstrap = directory / "envoy.json"
@@ -472,11 +500,12 @@ def start_envoy(
         admin_url = _wait_admin(address_path, process, log_path)
         port = _listener_port(admin_url, "inference")
         health_port = _listener_port(admin_url, "health") if health_listener else None
+        stats_port = _listener_port(admin_url, "stats") if stats_listener else None
     except BaseException:
         process.kill()
         process.wait(timeout=10)
         raise
-    return EnvoyRouter(binary, settings, xds_dir, log_path, process, admin_url, port, health_port)
+    return EnvoyRouter(binary, settings, xds_dir, log_path, process, admin_url, port, health_port, stats_port)
 
 
 @pytest.fixture

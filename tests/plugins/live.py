@@ -16,7 +16,6 @@ OpenMetrics of replayed traffic, one sample per second, timestamps reaching into
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,10 +26,11 @@ from typing import Any
 import pytest
 import yaml
 
-from inference_placement.demo_live import LiveSettings, live_workload
-from inference_placement.replay.load import LoadReplay, schedule_from_counts
-from inference_placement.replay.segment import SwingSegment, find_swing
-from inference_placement.scale.prometheus import prometheus_command
+from inference_placement.devtools.demo.live import LiveSettings, live_workload
+from inference_placement.devtools.processes import spawn
+from inference_placement.devtools.prometheus import prometheus_command
+from inference_placement.devtools.replay.load import LoadReplay, schedule_from_counts
+from inference_placement.devtools.replay.segment import SwingSegment, find_swing
 from inference_placement.sim.traces import load_trace
 from tests.cloudrun_standin import CloudRunStandin
 from tests.plugins.cluster import REPO_ROOT, KubeCluster
@@ -105,6 +105,10 @@ def replay_rates(segment: SwingSegment) -> tuple[list[float], float, float]:
     )
 
 
+ROUTER_UP = 'up{job="inference-router",instance="router-0"}'
+"""The router's scrape health, backfilled at 1 beside the traffic (the default templates' ``router_up``)."""
+
+
 def traffic_lines(
     namespace: str,
     name: str,
@@ -115,11 +119,12 @@ def traffic_lines(
     step_seconds: float = STEP_SECONDS,
     nan_between: tuple[float, float] | None = None,
 ) -> tuple[list[str], list[str]]:
-    """(counter lines, histogram lines) of one workload's traffic: ``rates[i]`` rps during step ``i`` after
-    ``start``, one sample per second from ``start - history_seconds`` to the end. ``nan_between=(t0, t1)`` writes
-    NaN instead of the counter's value at the samples in [t0, t1] (garbage a broken exporter could send)."""
-    labels = f'namespace="{namespace}",workload="{name}"'
-    buckets = (0.025, 0.05, 0.1, 0.25, 1.0)
+    """(counter lines, histogram lines) of one workload's traffic as the router reports it (``target="cluster"``;
+    the request-time histogram in milliseconds): ``rates[i]`` rps during step ``i`` after ``start``, one sample per
+    second from ``start - history_seconds`` to the end. ``nan_between=(t0, t1)`` writes NaN instead of the counter's
+    value at the samples in [t0, t1] (garbage a broken exporter could send)."""
+    labels = f'namespace="{namespace}",workload="{name}",target="cluster"'
+    buckets = ("25", "50", "100", "250", "1000")
     lines_count: list[str] = []
     lines_hist: list[str] = []
     total = 0.0
@@ -132,29 +137,33 @@ def traffic_lines(
         stamp = f"{t:.3f}"
         garbage = nan_between is not None and nan_between[0] <= t <= nan_between[1]
         counted = "NaN" if garbage else f"{total:.3f}"
-        lines_count.append(f'model_requests_total{{{labels},code="200"}} {counted} {stamp}')
+        lines_count.append(f"envoy_cluster_upstream_rq_total{{{labels}}} {counted} {stamp}")
         for bound in buckets:
-            share = 0.98 if bound == 0.025 else 1.0  # p99 around 25-50 ms
+            share = 0.98 if bound == "25" else 1.0  # p99 around 25-50 ms
             lines_hist.append(
-                f'model_request_duration_seconds_bucket{{{labels},le="{bound}"}} {total * share:.3f} {stamp}'
+                f'envoy_cluster_upstream_rq_time_bucket{{{labels},le="{bound}"}} {total * share:.3f} {stamp}'
             )
-        lines_hist.append(f'model_request_duration_seconds_bucket{{{labels},le="+Inf"}} {total:.3f} {stamp}')
-        lines_hist.append(f"model_request_duration_seconds_count{{{labels}}} {total:.3f} {stamp}")
-        lines_hist.append(f"model_request_duration_seconds_sum{{{labels}}} {total * 0.02:.3f} {stamp}")
+        lines_hist.append(f'envoy_cluster_upstream_rq_time_bucket{{{labels},le="+Inf"}} {total:.3f} {stamp}')
+        lines_hist.append(f"envoy_cluster_upstream_rq_time_count{{{labels}}} {total:.3f} {stamp}")
+        lines_hist.append(f"envoy_cluster_upstream_rq_time_sum{{{labels}}} {total * 20:.3f} {stamp}")
         t += SAMPLE_SECONDS
     return lines_count, lines_hist
 
 
 def render_openmetrics(parts: list[tuple[list[str], list[str]]]) -> str:
-    """One OpenMetrics document from several workloads' :func:`traffic_lines` (each family's samples together)."""
+    """One OpenMetrics document from several workloads' :func:`traffic_lines` (each family's samples together), with
+    the router's scrape health at 1 over the same span."""
     counters = [line for count, _ in parts for line in count]
     histograms = [line for _, hist in parts for line in hist]
+    stamps = sorted({line.rsplit(" ", 1)[1] for line in counters}, key=float)
     return (
         "\n".join(
             [
-                "# TYPE model_requests counter",
+                "# TYPE up gauge",
+                *(f"{ROUTER_UP} 1 {stamp}" for stamp in stamps),
+                "# TYPE envoy_cluster_upstream_rq counter",
                 *counters,
-                "# TYPE model_request_duration_seconds histogram",
+                "# TYPE envoy_cluster_upstream_rq_time histogram",
                 *histograms,
                 "# EOF",
             ]
@@ -180,7 +189,7 @@ def workload_doc(
     sustain_seconds: int = SUSTAIN_SECONDS,
     allowed_targets: tuple[str, ...] = ("cluster", "cloudrun"),
 ) -> dict[str, Any]:
-    """The demo's live workload (``demo_live.live_workload``) with this harness's timings."""
+    """The demo's live workload (``devtools.demo.live.live_workload``) with this harness's timings."""
     settings = LiveSettings(sustain_seconds=sustain_seconds)
     return live_workload(
         name, namespace, image, offload_rps, reclaim_rps, settings, project=project, allowed_targets=allowed_targets
@@ -291,17 +300,10 @@ def wait_placed(watcher: Watcher, target: str, timeout: float) -> dict[str, Any]
 def restart_prometheus(server: PrometheusServer, binaries: PrometheusBinaries) -> PrometheusServer:
     """The same TSDB on the same port (the operator keeps its --prometheus-url)."""
     port = server.url.rsplit(":", 1)[1]
-    log_path = server.directory / "prometheus-restart.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            prometheus_command(
-                binaries.prometheus, server.directory / "prometheus.yml", server.directory / "tsdb", port
-            ),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    return PrometheusServer(url=server.url, process=process, log_path=log_path, directory=server.directory)
+    directory = server.directory
+    log_path = directory / "prometheus-restart.log"
+    command = prometheus_command(binaries.prometheus, directory / "prometheus.yml", directory / "tsdb", port)
+    return PrometheusServer(server.url, spawn(command, log_path), log_path, directory)
 
 
 def operator_args(

@@ -11,7 +11,8 @@ Fixtures
 ``prometheus_factory``  ``start(openmetrics_text) -> PrometheusServer``; every server started is stopped (by its
                         PID) at the end of the test.
 
-For module-scoped servers, use :func:`running_prometheus` with ``tmp_path_factory``.
+For module-scoped servers, use :func:`running_prometheus` with ``tmp_path_factory``; for a server that scrapes
+live targets (the router's stats port), :func:`scraping_prometheus` with a scrape config.
 
 Helpers
 :class:`OpenMetricsBuilder` builds counters and histograms from per-minute request counts, sampled every 15 s (at
@@ -25,11 +26,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,8 +34,7 @@ from typing import NoReturn
 
 import pytest
 
-from inference_placement.scale.prometheus import PrometheusServer as ScalePrometheusServer
-from inference_placement.scale.prometheus import prometheus_command
+from inference_placement.devtools.prometheus import PrometheusServer, backfill, start_prometheus
 
 __all__ = [
     "DEFAULT_BUCKETS_SECONDS",
@@ -49,13 +44,13 @@ __all__ = [
     "prometheus_binaries",
     "prometheus_factory",
     "running_prometheus",
+    "scraping_prometheus",
 ]
 
 DEFAULT_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """The model server's histogram buckets (``e2e/model_server.py``)."""
 
 READY_TIMEOUT_SECONDS = 30.0
-_START_ATTEMPTS = 3
 
 
 def _in_ci() -> bool:
@@ -211,86 +206,38 @@ class PrometheusBinaries:
     promtool: str
 
 
-@dataclass
-class PrometheusServer(ScalePrometheusServer):
-    """A running ``prometheus`` over a backfilled TSDB, on loopback (stop by its own PID, log tail: the benchmark's
-    server type)."""
-
-    directory: Path = field(default_factory=Path)
-
-    def api_requests(self, handler: str = "/api/v1/query_range") -> int:
-        """How many requests to ``handler`` this server has answered (``prometheus_http_requests_total``)."""
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:
-            text = response.read().decode()
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith("prometheus_http_requests_total{") and f'handler="{handler}"' in line:
-                total += float(line.rsplit(" ", 1)[1])
-        return int(total)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _backfill(binaries: PrometheusBinaries, openmetrics: str, directory: Path) -> Path:
+def _start(binaries: PrometheusBinaries, openmetrics: str, directory: Path) -> PrometheusServer:
+    """Backfill ``openmetrics`` into ``directory / "tsdb"`` and serve it (the developer tools' harness)."""
     source = directory / "backfill.om"
     source.write_text(openmetrics)
-    tsdb = directory / "tsdb"
-    result = subprocess.run(
-        [binaries.promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(tsdb)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise AssertionError(
-            f"promtool backfill failed ({result.returncode}): {(result.stderr or result.stdout)[-2000:]}"
-        )
-    return tsdb
+    try:
+        backfill(binaries.promtool, source, directory / "tsdb", timeout_seconds=120)
+        return start_prometheus(binaries.prometheus, directory, ready_timeout_seconds=READY_TIMEOUT_SECONDS)
+    except RuntimeError as err:
+        raise AssertionError(str(err)) from None
 
 
-def _start(binaries: PrometheusBinaries, tsdb: Path, directory: Path) -> PrometheusServer:
-    config = directory / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
-    for attempt in range(_START_ATTEMPTS):
-        port = _free_port()
-        log_path = directory / f"prometheus-{attempt}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                prometheus_command(binaries.prometheus, config, tsdb, port),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        server = PrometheusServer(
-            url=f"http://127.0.0.1:{port}", process=process, log_path=log_path, directory=directory
+@contextmanager
+def scraping_prometheus(binaries: PrometheusBinaries, config_text: str, directory: Path) -> Iterator[PrometheusServer]:
+    """A real Prometheus on loopback with the scrape config ``config_text`` and an empty TSDB in ``directory``;
+    stopped (by its PID) on exit."""
+    try:
+        server = start_prometheus(
+            binaries.prometheus, directory, ready_timeout_seconds=READY_TIMEOUT_SECONDS, config_text=config_text
         )
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2) as response:
-                    if response.status == 200:
-                        return server
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
+    except RuntimeError as err:
+        raise AssertionError(str(err)) from None
+    try:
+        yield server
+    finally:
         server.stop()
-        if "address already in use" not in server.log_tail():
-            raise AssertionError(f"prometheus did not become ready:\n{server.log_tail()}")
-    raise AssertionError("prometheus found no free loopback port")
 
 
 @contextmanager
 def running_prometheus(binaries: PrometheusBinaries, openmetrics: str, directory: Path) -> Iterator[PrometheusServer]:
     """Backfill ``openmetrics`` into ``directory`` and serve it; the server is stopped on exit."""
     directory.mkdir(parents=True, exist_ok=True)
-    tsdb = _backfill(binaries, openmetrics, directory)
-    server = _start(binaries, tsdb, directory)
+    server = _start(binaries, openmetrics, directory)
     try:
         yield server
     finally:
@@ -318,7 +265,7 @@ def prometheus_factory(
     def start(openmetrics: str) -> PrometheusServer:
         directory = tmp_path / f"prometheus-{len(servers)}"
         directory.mkdir()
-        server = _start(prometheus_binaries, _backfill(prometheus_binaries, openmetrics, directory), directory)
+        server = _start(prometheus_binaries, openmetrics, directory)
         servers.append(server)
         return server
 

@@ -55,6 +55,11 @@ def _convert(node: Any, defs: dict[str, Any]) -> Any:
         node = {**base, **node}
         if node.get("default", 0) is None:
             node.pop("default")
+    return _structural_fixes(_convert_keys(node, defs))
+
+
+def _convert_keys(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """One schema object's keys in their structural form (nested schemas converted, bounds made v3.0)."""
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROP:
@@ -77,6 +82,11 @@ def _convert(node: Any, defs: dict[str, Any]) -> Any:
             out["type"] = "string"
         else:
             out[key] = value
+    return out
+
+
+def _structural_fixes(out: dict[str, Any]) -> dict[str, Any]:
+    """What Kubernetes needs beyond OpenAPI: int-or-string without a type, open objects, no empty defaults."""
     if out.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
     if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:

@@ -7,12 +7,13 @@ a workload through them. Field names are snake_case in Python and camelCase on t
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+
+from inference_placement.api.quantity import NON_NEGATIVE_QUANTITY_PATTERN, parse_quantity
 
 __all__ = [
     "AcceleratorSpec",
@@ -30,6 +31,7 @@ __all__ = [
     "ModelSpec",
     "PlacementSpec",
     "Quantity",
+    "SERVERLESS",
     "SLOSpec",
     "ScalingSpec",
     "TargetName",
@@ -91,6 +93,11 @@ class TargetName(StrEnum):
     LAMBDA = "lambda"
 
 
+SERVERLESS: Final[tuple[TargetName, ...]] = (TargetName.CLOUDRUN, TargetName.LAMBDA)
+"""The targets the platform scales (instances, cold starts, warm floors), in ``TargetName`` order: a tuple because
+callers list them in this order (``explain``'s thresholds, the reconciler's cleanup)."""
+
+
 class BudgetAction(StrEnum):
     ALERT = "alert"
     """Only report: BudgetExceeded condition, an Event and the burn metric."""
@@ -105,10 +112,6 @@ class ThresholdMode(StrEnum):
     EXPLICIT = "explicit"
 
 
-_QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
-_QUANTITY_RE = re.compile(_QUANTITY_PATTERN)
-
-
 def _normalise_quantity(value: object) -> object:
     if isinstance(value, bool):
         return value  # rejected by the str type below, with the field named
@@ -120,34 +123,23 @@ def _normalise_quantity(value: object) -> object:
 Quantity = Annotated[
     str,
     Field(
-        pattern=_QUANTITY_PATTERN,
+        pattern=NON_NEGATIVE_QUANTITY_PATTERN,
         json_schema_extra={"x-kubernetes-int-or-string": True},
     ),
 ]
-"""A Kubernetes resource quantity such as ``500m``, ``2``, ``16Gi``."""
+"""A non-negative Kubernetes resource quantity such as ``500m``, ``2``, ``16Gi``, ``1e3`` (see ``api.quantity``)."""
 
-_DECIMAL_SUFFIX = {"": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
-_BINARY_SUFFIX = {"Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40}
-
-
-def _quantity_value(quantity: str) -> float:
-    match = _QUANTITY_RE.match(quantity)
-    if match is None:
-        raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
-    number, _, suffix = match.groups()
-    suffix = suffix or ""
-    factor = _BINARY_SUFFIX.get(suffix, _DECIMAL_SUFFIX.get(suffix, 1.0))
-    return float(number) * factor
+_MIB = 2.0**20
 
 
 def parse_cpu_cores(quantity: str) -> float:
     """CPU cores in a quantity: ``"500m"`` -> 0.5, ``"2"`` -> 2.0."""
-    return _quantity_value(quantity)
+    return float(parse_quantity(quantity))
 
 
 def parse_memory_mib(quantity: str) -> float:
     """Memory in MiB: ``"2Gi"`` -> 2048.0, ``"512Mi"`` -> 512.0, ``"1G"`` -> 953.67."""
-    return _quantity_value(quantity) / 2.0**20
+    return float(parse_quantity(quantity)) / _MIB
 
 
 class EnvVar(ApiModel):
@@ -213,7 +205,9 @@ class AcceleratorSpec(ApiModel):
 class SLOSpec(ApiModel):
     """The service level the workload must meet wherever it runs."""
 
-    latency_p99_seconds: float = Field(default=1.0, gt=0, description="p99 end-to-end latency objective, seconds.")
+    objective_seconds: float = Field(
+        default=1.0, gt=0, alias="latencyP99Seconds", description="p99 end-to-end latency objective, seconds."
+    )
     attainment: float = Field(
         default=0.99, ge=0.5, le=1.0, description="Share of requests that must finish within latencyP99Seconds."
     )

@@ -27,6 +27,8 @@ __all__ = [
     "Phase",
     "ProjectedCosts",
     "Reason",
+    "SpillStatus",
+    "SpillStep",
     "TargetErrorKind",
     "TargetResourceStatus",
     "TargetsStatus",
@@ -108,7 +110,9 @@ class ObservedTraffic(ApiModel):
     """The metrics window the last decision used."""
 
     rps: float | None = Field(default=None, ge=0, description="Mean requests per second over the window.")
-    latency_p99_seconds: float | None = Field(default=None, ge=0, description="Observed p99 latency.")
+    observed_p99_seconds: float | None = Field(
+        default=None, ge=0, alias="latencyP99Seconds", description="Observed p99 latency."
+    )
     slo_miss_share: float | None = Field(
         default=None,
         ge=0,
@@ -174,6 +178,37 @@ class MigrationOutcome(StrEnum):
     ROLLED_BACK = "RolledBack"
 
 
+class SpillStep(StrEnum):
+    PROVISIONING = "Provisioning"
+    """The overflow target is being deployed; nothing spills yet."""
+    ROUTED = "Routed"
+    """The router retries what the cluster refuses on the overflow target; the replicas' queue cap comes next."""
+    SPILLING = "Spilling"
+    """The model servers refuse beyond their cap and the router sends those requests to the overflow target."""
+    UNCAPPING = "Uncapping"
+    """Ending: the queue cap is being removed from the replicas; the router still spills what they refuse."""
+    DRAINING = "Draining"
+    """Ending: the router no longer spills; the overflow target finishes what it holds, then retires."""
+
+
+class SpillStatus(ApiModel):
+    """Burst spillover in force: base replicas on the cluster, the overflow to a serverless target. Each step is
+    make before break: the router retries on the overflow target before any replica refuses, and no replica
+    refuses once the router stops retrying."""
+
+    target: TargetName = Field(description="Serverless target taking the overflow.")
+    step: SpillStep = Field(description="Where the spill stands.")
+    base_replicas: int = Field(ge=0, description="Cluster replicas for the base load.")
+    overflow_above_in_flight: int = Field(
+        ge=0,
+        description="Requests in flight on the cluster beyond which its model servers refuse and the router spills.",
+    )
+    slots_per_replica: int = Field(ge=1, description="The queue cap of each model server (requests in flight).")
+    warm_instances: int = Field(default=0, ge=0, description="Overflow instances kept warm.")
+    step_started_at: str = Field(description="RFC 3339 time the step began.")
+    message: str = Field(default="", description="The split in numbers, as decided.")
+
+
 class LastMigration(ApiModel):
     """How the last migration ended (drives the cooldown)."""
 
@@ -232,5 +267,6 @@ class InferenceWorkloadStatus(ApiModel):
     migration: MigrationStatus | None = Field(default=None, description="The migration in flight, if any.")
     last_migration: LastMigration | None = Field(default=None, description="The last migration that ended.")
     targets: TargetsStatus | None = Field(default=None, description="Resources the operator owns per target.")
+    spill: SpillStatus | None = Field(default=None, description="Burst spillover in force, if any.")
     budget: BudgetStatus | None = Field(default=None, description="Budget burn.")
     conditions: list[Condition] = Field(default_factory=list, description="Current conditions.")

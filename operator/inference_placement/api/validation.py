@@ -86,7 +86,7 @@ def _non_finite(value: Any, path: str = "") -> list[str]:
     return []
 
 
-def semantic_problems(spec: InferenceWorkloadSpec) -> list[SpecProblem]:
+def semantic_problems(spec: InferenceWorkloadSpec) -> list[SpecProblem]:  # noqa: C901 - flat independent rules
     problems: list[SpecProblem] = []
     acc = spec.accelerator
     allowed = set(spec.placement.allowed_targets)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +21,7 @@ __all__ = [
     "API_VERSION",
     "InferenceWorkload",
     "ObjectMeta",
+    "WorkloadKey",
 ]
 
 GROUP: Final = "placement.inference.dev"
@@ -30,6 +32,17 @@ PLURAL: Final = "inferenceworkloads"
 SINGULAR: Final = "inferenceworkload"
 SHORT_NAME: Final = "iw"
 CATEGORY: Final = "inference"
+
+
+@dataclass(frozen=True)
+class WorkloadKey:
+    """Which workload: the key the fleet, the metrics source, the router and the pinger index workloads by."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
 
 
 class ObjectMeta(BaseModel):
@@ -62,11 +75,3 @@ class InferenceWorkload(BaseModel):
     @property
     def key(self) -> str:
         return f"{self.metadata.namespace}/{self.metadata.name}"
-
-    def to_manifest(self) -> dict[str, Any]:
-        return {
-            "apiVersion": self.api_version,
-            "kind": self.kind,
-            "metadata": {"name": self.metadata.name, "namespace": self.metadata.namespace},
-            "spec": self.spec.to_wire(),
-        }

@@ -1,79 +1,124 @@
-"""``inference-placement run``: the operator process."""
+"""``inference-placement run``: the operator process.
+
+Each flag's help and default come from the field of ``OperatorSettings`` it sets, and ``--set GROUP.KEY=VALUE``
+options fill the nested groups (``controller/settings.py``; ``docs/settings-reference.md``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from inference_placement.controller.settings import OperatorSettings
+from inference_placement.controller.settings import OperatorSettings, SettingsError, build_settings
 
-__all__ = ["register"]
+__all__ = ["register", "run", "settings_from_flags"]
+
+
+def _help(field: str) -> str:
+    return OperatorSettings.model_fields[field].description or ""
+
+
+def _default(field: str) -> Any:
+    return OperatorSettings.model_fields[field].default
 
 
 def run(
-    kubeconfig: Annotated[
-        Optional[str], typer.Option(help="Kubeconfig path (default: in-cluster, then ~/.kube/config).")
-    ] = None,
+    kubeconfig: Annotated[Optional[str], typer.Option(help=_help("kubeconfig"))] = None,
     namespace: Annotated[
         Optional[list[str]],
         typer.Option("--namespace", "-n", help="Watch only these namespaces (repeatable); default all."),
     ] = None,
-    tick_seconds: Annotated[float, typer.Option(help="Period of the fleet-wide metrics + decision loop.")] = 30.0,
-    price_book: Annotated[
-        Optional[Path], typer.Option(help="Price book YAML (mounted ConfigMap); default: packaged.")
-    ] = None,
-    prometheus_url: Annotated[Optional[str], typer.Option(help="Prometheus base URL for traffic metrics.")] = None,
-    promql_templates: Annotated[Optional[Path], typer.Option(help="PromQL templates YAML.")] = None,
-    metrics_range_seconds: Annotated[
-        int, typer.Option(help="Trailing window of metrics fetched each tick (seconds).")
-    ] = OperatorSettings.metrics_range_seconds,
-    metrics_step_seconds: Annotated[
-        int, typer.Option(help="Resolution of that window (seconds).")
-    ] = OperatorSettings.metrics_step_seconds,
+    tick_seconds: Annotated[float, typer.Option(help=_help("tick_seconds"))] = _default("tick_seconds"),
+    price_book: Annotated[Optional[Path], typer.Option(help=_help("price_book_path"))] = None,
+    prometheus_url: Annotated[Optional[str], typer.Option(help=_help("prometheus_url"))] = None,
+    promql_templates: Annotated[Optional[Path], typer.Option(help=_help("promql_templates_path"))] = None,
+    metrics_range_seconds: Annotated[int, typer.Option(help=_help("metrics_range_seconds"))] = _default(
+        "metrics_range_seconds"
+    ),
+    metrics_step_seconds: Annotated[int, typer.Option(help=_help("metrics_step_seconds"))] = _default(
+        "metrics_step_seconds"
+    ),
     max_metrics_staleness_seconds: Annotated[
-        float, typer.Option(help="Metrics older than this freeze placement (seconds).")
-    ] = OperatorSettings.max_metrics_staleness_seconds,
-    metrics_port: Annotated[int, typer.Option(help="Port of the operator's own /metrics (0 = off).")] = 9090,
-    health_port: Annotated[int, typer.Option(help="Port of /healthz for liveness probes (0 = off).")] = 8081,
-    peering: Annotated[
-        Optional[str], typer.Option(help="kopf peering name for leader election; default standalone.")
-    ] = None,
+        float, typer.Option(help=_help("max_metrics_staleness_seconds"))
+    ] = _default("max_metrics_staleness_seconds"),
+    metrics_port: Annotated[int, typer.Option(help=_help("metrics_port"))] = _default("metrics_port"),
+    health_port: Annotated[int, typer.Option(help=_help("health_port"))] = _default("health_port"),
+    peering: Annotated[Optional[str], typer.Option(help=_help("peering"))] = None,
     config: Annotated[
-        Optional[list[str]], typer.Option("--set", help="Target settings KEY=VALUE (repeatable).")
+        Optional[list[str]],
+        typer.Option(
+            "--set",
+            help="A setting GROUP.KEY=VALUE (repeatable), e.g. router.mode=cluster; the keys are listed in "
+            "docs/settings-reference.md. An unknown key or a bad value stops the start.",
+        ),
     ] = None,
     log_format: Annotated[
         str, typer.Option(help="json, or plain (one text line per record: time, logger, level, message).")
     ] = "json",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log at DEBUG, with kopf's line per handled event.")
+    ] = False,
 ) -> None:
     """Run the operator: watch InferenceWorkloads, decide their placement, move them."""
     from inference_placement.controller.runtime import run_operator
 
-    extra: dict[str, str] = {}
-    for item in config or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--set expects KEY=VALUE, got {item!r}")
-        extra[key.strip()] = value.strip()
-    settings = OperatorSettings(
-        namespaces=tuple(namespace or ()),
-        tick_seconds=tick_seconds,
-        price_book_path=price_book,
+    settings = settings_from_flags(
         kubeconfig=kubeconfig,
-        health_port=health_port,
-        metrics_port=metrics_port,
-        peering=peering,
+        namespace=namespace,
+        tick_seconds=tick_seconds,
+        price_book=price_book,
         prometheus_url=prometheus_url,
-        promql_templates_path=promql_templates,
+        promql_templates=promql_templates,
         metrics_range_seconds=metrics_range_seconds,
         metrics_step_seconds=metrics_step_seconds,
         max_metrics_staleness_seconds=max_metrics_staleness_seconds,
-        extra=extra,
+        metrics_port=metrics_port,
+        health_port=health_port,
+        peering=peering,
+        config=config,
     )
     asyncio.run(run_operator(settings, log_format=log_format, verbose=verbose))
+
+
+def settings_from_flags(
+    *,
+    kubeconfig: str | None = None,
+    namespace: list[str] | None = None,
+    tick_seconds: float = _default("tick_seconds"),
+    price_book: Path | None = None,
+    prometheus_url: str | None = None,
+    promql_templates: Path | None = None,
+    metrics_range_seconds: int = _default("metrics_range_seconds"),
+    metrics_step_seconds: int = _default("metrics_step_seconds"),
+    max_metrics_staleness_seconds: float = _default("max_metrics_staleness_seconds"),
+    metrics_port: int = _default("metrics_port"),
+    health_port: int = _default("health_port"),
+    peering: str | None = None,
+    config: list[str] | None = None,
+) -> OperatorSettings:
+    """The settings ``run`` starts with, from its parsed flags (the parameter names of ``run``); a flag or ``--set``
+    option it cannot accept is a usage error naming it (exit code 2)."""
+    try:
+        return build_settings(
+            config or (),
+            namespaces=tuple(namespace or ()),
+            tick_seconds=tick_seconds,
+            price_book_path=price_book,
+            kubeconfig=kubeconfig,
+            health_port=health_port,
+            metrics_port=metrics_port,
+            peering=peering,
+            prometheus_url=prometheus_url,
+            promql_templates_path=promql_templates,
+            metrics_range_seconds=metrics_range_seconds,
+            metrics_step_seconds=metrics_step_seconds,
+            max_metrics_staleness_seconds=max_metrics_staleness_seconds,
+        )
+    except SettingsError as err:
+        raise typer.BadParameter(str(err)) from None
 
 
 def register(app: typer.Typer) -> None:

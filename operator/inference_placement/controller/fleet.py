@@ -24,15 +24,24 @@ import aiohttp
 
 from inference_placement.api.spec import InferenceWorkloadSpec
 from inference_placement.api.validation import SpecProblem, parse_spec
+from inference_placement.api.workload import WorkloadKey
 from inference_placement.controller.reconciler import Reconciler, TickInputs
 from inference_placement.controller.router_sync import RouterSync
 from inference_placement.controller.telemetry import Telemetry
-from inference_placement.metrics.source import MetricsSnapshot, MetricsSource, WorkloadKey
+from inference_placement.metrics.source import MetricsSnapshot, MetricsSource
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import TrafficWindow
 from inference_placement.policy.price_book import PriceBook
 
-__all__ = ["Fleet", "FleetStats", "ParsedSpec"]
+__all__ = [
+    "Fleet",
+    "FleetStats",
+    "ParsedSpec",
+    "ACTIVE_RECONCILE_SECONDS",
+    "DROPPED_ANNOTATIONS",
+    "DROPPED_METADATA",
+    "SPEC_CACHE_SIZE",
+]
 
 log = logging.getLogger(__name__)
 
@@ -294,12 +303,8 @@ class Fleet:
         for key, entry in self._workloads.items():
             spec = self._parsed(entry)[0]
             if spec is not None:
-                out[key] = spec.slo.latency_p99_seconds
+                out[key] = spec.slo.objective_seconds
         return out
-
-    async def reconcile_now(self, keys: set[WorkloadKey] | None = None) -> None:
-        """Reconcile the given workloads (all when None) with the last metrics snapshot. For tests and tools."""
-        await self._reconcile_keys(set(self._workloads) if keys is None else keys)
 
     def _resync_picks(self, now: float) -> set[WorkloadKey]:
         """The workloads a full tick reconciles although nothing they depend on changed: the least recently
@@ -328,7 +333,7 @@ class Fleet:
         now_ts = _posix(now)
         slots = asyncio.Semaphore(self.reconcile_concurrency)
         # a month turning resets budgets: every workload is reconciled at the first tick of a month
-        shared = (id(price_book), hash(repr(capacity)), now.year, now.month)
+        shared = (id(price_book), capacity.fingerprint, now.year, now.month)
         staleness = self.reconciler.max_metrics_staleness_seconds
         resync = resync or set()
         skipped = 0
@@ -345,9 +350,10 @@ class Fleet:
             spec, problems = parsed
             verdict = self.capacity_verdict(key, spec) if spec is not None and not problems else None
             routed = self.router.confirmed(key) if self.router is not None else None
+            spill_routed = self.router.confirmed_spill(key) if self.router is not None else None
             # a window whose last sample grows too old freezes placement: that flip is an input of its own
             stale = window is not None and now_ts - _posix(window.end) > staleness
-            fingerprint = (shared, _window_fingerprint(window), stale, problem, verdict, _weights(routed))
+            fingerprint = (shared, _window_fingerprint(window), stale, problem, verdict, _weights(routed), spill_routed)
             if (
                 full_tick
                 and self.skip_unchanged
@@ -367,6 +373,7 @@ class Fleet:
                 capacity_verdict=verdict,
                 router_enabled=self.router is not None,
                 router_weights=routed,
+                router_spill=spill_routed,
             )
             return entry, fingerprint, inputs, parsed
 
@@ -443,7 +450,7 @@ def _window_fingerprint(window: TrafficWindow | None) -> tuple[Any, ...] | None:
         _q(max(recent)) if recent else None,
         _q(min(recent)) if recent else None,
         _q(rps[-1]) if rps else None,
-        _q(window.latency_p99_seconds),
+        _q(window.observed_p99_seconds),
         _q(window.service_seconds),
         _q(window.warm_latency_seconds),
         _q(window.slo_miss_share),

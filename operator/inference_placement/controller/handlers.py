@@ -18,7 +18,7 @@ from inference_placement.controller.fleet import Fleet
 from inference_placement.controller.settings import OperatorSettings
 from inference_placement.controller.supervisor import WatchBackoffs
 
-__all__ = ["build_registry"]
+__all__ = ["build_registry", "FleetFactory"]
 
 log = logging.getLogger(__name__)
 

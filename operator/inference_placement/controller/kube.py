@@ -19,7 +19,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from inference_placement.api.workload import GROUP, KIND, PLURAL, VERSION
 
-__all__ = ["KubeWriter", "make_api_client", "now_rfc3339"]
+__all__ = ["KubeWriter", "make_api_client", "now_rfc3339", "MERGE_PATCH"]
 
 log = logging.getLogger(__name__)
 

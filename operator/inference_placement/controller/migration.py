@@ -136,13 +136,73 @@ def _route(migration: MigrationStatus) -> str:
     return f"{_name(migration.source)} -> {migration.target.value}"
 
 
+def _awaiting_healthy(
+    migration: MigrationStatus, observation: MigrationObservation, now: datetime, timings: MigrationTimings
+) -> Transition:
+    """AWAITING_HEALTHY: roll back when the target never gets healthy; else place (first time) or start shifting."""
+    if not observation.target_ready:
+        started = (now - parse_time(migration.started_at)).total_seconds()
+        if started > timings.provision_timeout_seconds:
+            return _rollback(
+                migration,
+                f"target not healthy after {started:.0f}s (limit {timings.provision_timeout_seconds:.0f}s)",
+                now,
+            )
+        return Transition(migration=migration, placement=migration.source)
+    if migration.source is None:
+        # First placement: nothing to shift from; the target takes all traffic now.
+        finished = _ended(migration, MigrationOutcome.SUCCEEDED, now, migration.reason)
+        return Transition(
+            migration=None,
+            placement=migration.target,
+            finished=finished,
+            event_reason="Placed",
+            event_message=f"placed on {migration.target.value}: {migration.reason}",
+        )
+    first = timings.shift_steps_percent[0]
+    return Transition(
+        migration=_next(migration, MigrationStep.SHIFTING, now, traffic_percent=first),
+        placement=migration.source,
+        event_reason="TrafficShifted",
+        event_message=f"{_route(migration)}: {first}% of traffic on {migration.target.value}",
+    )
+
+
+def _shifting(
+    migration: MigrationStatus, observation: MigrationObservation, now: datetime, timings: MigrationTimings
+) -> Transition:
+    """SHIFTING: hold each traffic step, then move to the next one, then drain."""
+    held = (now - parse_time(migration.step_started_at)).total_seconds()
+    serving = migration.source if migration.traffic_percent < 100 else migration.target
+    if not observation.target_ready:
+        return _rollback(migration, f"{migration.target.value} failed its health check while taking traffic", now)
+    if held < timings.step_hold_seconds:
+        return Transition(migration=migration, placement=serving)
+    later = [p for p in timings.shift_steps_percent if p > migration.traffic_percent]
+    if later:
+        percent = later[0]
+        moved = _next(migration, MigrationStep.SHIFTING, now, traffic_percent=percent)
+        return Transition(
+            migration=moved,
+            placement=migration.target if percent >= 100 else migration.source,
+            event_reason="TrafficShifted",
+            event_message=f"{_route(migration)}: {percent}% of traffic on {migration.target.value}",
+        )
+    return Transition(
+        migration=_next(migration, MigrationStep.DRAINING, now),
+        placement=migration.target,
+        event_reason="Draining",
+        event_message=f"{_route(migration)}: all traffic on {migration.target.value}; "
+        f"draining {_name(migration.source)} for {timings.drain_seconds:.0f}s",
+    )
+
+
 def advance(
     migration: MigrationStatus, observation: MigrationObservation, now: datetime, timings: MigrationTimings
 ) -> Transition:
     """One step of the state machine. Pure: the same inputs always give the same transition."""
     held = (now - parse_time(migration.step_started_at)).total_seconds()
     step = migration.step
-    serving = migration.source if migration.traffic_percent < 100 else migration.target
 
     if step is MigrationStep.ROLLING_BACK:
         if observation.retired:
@@ -177,55 +237,10 @@ def advance(
         )
 
     if step is MigrationStep.AWAITING_HEALTHY:
-        if not observation.target_ready:
-            started = (now - parse_time(migration.started_at)).total_seconds()
-            if started > timings.provision_timeout_seconds:
-                return _rollback(
-                    migration,
-                    f"target not healthy after {started:.0f}s (limit {timings.provision_timeout_seconds:.0f}s)",
-                    now,
-                )
-            return Transition(migration=migration, placement=migration.source)
-        if migration.source is None:
-            # First placement: nothing to shift from; the target takes all traffic now.
-            finished = _ended(migration, MigrationOutcome.SUCCEEDED, now, migration.reason)
-            return Transition(
-                migration=None,
-                placement=migration.target,
-                finished=finished,
-                event_reason="Placed",
-                event_message=f"placed on {migration.target.value}: {migration.reason}",
-            )
-        first = timings.shift_steps_percent[0]
-        return Transition(
-            migration=_next(migration, MigrationStep.SHIFTING, now, traffic_percent=first),
-            placement=migration.source,
-            event_reason="TrafficShifted",
-            event_message=f"{_route(migration)}: {first}% of traffic on {migration.target.value}",
-        )
+        return _awaiting_healthy(migration, observation, now, timings)
 
     if step is MigrationStep.SHIFTING:
-        if not observation.target_ready:
-            return _rollback(migration, f"{migration.target.value} failed its health check while taking traffic", now)
-        if held < timings.step_hold_seconds:
-            return Transition(migration=migration, placement=serving)
-        later = [p for p in timings.shift_steps_percent if p > migration.traffic_percent]
-        if later:
-            percent = later[0]
-            moved = _next(migration, MigrationStep.SHIFTING, now, traffic_percent=percent)
-            return Transition(
-                migration=moved,
-                placement=migration.target if percent >= 100 else migration.source,
-                event_reason="TrafficShifted",
-                event_message=f"{_route(migration)}: {percent}% of traffic on {migration.target.value}",
-            )
-        return Transition(
-            migration=_next(migration, MigrationStep.DRAINING, now),
-            placement=migration.target,
-            event_reason="Draining",
-            event_message=f"{_route(migration)}: all traffic on {migration.target.value}; "
-            f"draining {_name(migration.source)} for {timings.drain_seconds:.0f}s",
-        )
+        return _shifting(migration, observation, now, timings)
 
     if step is MigrationStep.DRAINING:
         if held < timings.drain_seconds:

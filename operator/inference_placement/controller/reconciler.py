@@ -18,7 +18,7 @@ from kubernetes_asyncio.client.rest import ApiException
 from pydantic import ValidationError
 
 from inference_placement.api.conditions import WORKLOAD_CONDITIONS, derive_phase
-from inference_placement.api.spec import InferenceWorkloadSpec, ModelSpec, TargetName
+from inference_placement.api.spec import SERVERLESS, InferenceWorkloadSpec, ModelSpec, TargetName
 from inference_placement.api.status import (
     BudgetStatus,
     Condition,
@@ -31,12 +31,13 @@ from inference_placement.api.status import (
     ObservedTraffic,
     ProjectedCosts,
     Reason,
+    SpillStep,
     TargetErrorKind,
     TargetResourceStatus,
     TargetsStatus,
 )
 from inference_placement.api.validation import SpecProblem, parse_spec
-from inference_placement.api.workload import InferenceWorkload, ObjectMeta
+from inference_placement.api.workload import InferenceWorkload, ObjectMeta, WorkloadKey
 from inference_placement.controller.kube import KubeWriter, now_rfc3339
 from inference_placement.controller.migration import (
     MigrationAction,
@@ -48,13 +49,16 @@ from inference_placement.controller.migration import (
     start_migration,
 )
 from inference_placement.controller.router_sync import positive_weights
+from inference_placement.controller.spill import SpillObservation, advance_spill
 from inference_placement.controller.status_diff import merge_patch, semantically_equal
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.controller.warm_pinger import PingPlan, WarmPinger
-from inference_placement.metrics.source import WorkloadKey
+from inference_placement.policy.actuation import Actuators, target_settings
+from inference_placement.policy.budget import MONTH_SECONDS, accrue_spend
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
 from inference_placement.policy.price_book import PriceBook
+from inference_placement.policy.verdicts import budget_verdict, slo_verdict
 from inference_placement.routing.model import traffic_weights
 from inference_placement.targets.base import (
     DesiredTarget,
@@ -69,8 +73,6 @@ from inference_placement.targets.base import (
 __all__ = ["ReconcileResult", "Reconciler", "TickInputs"]
 
 log = logging.getLogger(__name__)
-
-SERVERLESS = (TargetName.CLOUDRUN, TargetName.LAMBDA)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class TickInputs:
     """The operator manages the router: migrations wait for it to confirm each step's weights."""
     router_weights: Mapping[TargetName, int] | None = None
     """Weights the router confirmed for this workload (positive ones); None = nothing confirmed yet."""
+    router_spill: TargetName | None = None
+    """The overflow target the router confirmed it retries this workload's refused requests on; None = none."""
 
 
 @dataclass
@@ -114,6 +118,33 @@ class _Pending:
         self.events.append((reason, message, warning))
 
 
+class _Conditions:
+    """The workload's conditions while one reconcile marks them; Events for the transitions that deserve one."""
+
+    def __init__(self, items: list[Condition], stamp: str, generation: int | None) -> None:
+        self.items = items
+        self.stamp = stamp
+        self.generation = generation
+        self.pending = _Pending()
+
+    def mark(self, type_: ConditionType, state: ConditionStatus, reason: Reason, message: str) -> None:
+        before = next((c for c in self.items if c.type is type_), None)
+        self.items = WORKLOAD_CONDITIONS.mark(
+            self.items, type_, state, reason, message, now=self.stamp, generation=self.generation
+        )
+        after = next(c for c in self.items if c.type is type_)
+        changed = before is None or before.status is not after.status
+        if type_ is ConditionType.INVALID_SPEC and changed:
+            if state is ConditionStatus.TRUE:
+                self.pending.event("InvalidSpec", message, warning=True)
+            elif before is not None:
+                self.pending.event("SpecValid", "spec is valid again; placement resumes")
+        elif type_ in (ConditionType.BUDGET_EXCEEDED, ConditionType.SLO_AT_RISK, ConditionType.METRICS_AVAILABLE):
+            became_bad = (state is ConditionStatus.TRUE) == (type_ is not ConditionType.METRICS_AVAILABLE)
+            if (before is None and became_bad) or (before is not None and before.status is not after.status):
+                self.pending.event(reason.value, message, warning=became_bad)
+
+
 class Reconciler:
     def __init__(
         self,
@@ -126,6 +157,7 @@ class Reconciler:
         telemetry: Telemetry | None = None,
         stable_endpoint: Callable[[str, str], str] | None = None,
         pinger: WarmPinger | None = None,
+        actuators: Actuators = Actuators(),
     ) -> None:
         self.writer = writer
         self.telemetry = telemetry or Telemetry()
@@ -135,6 +167,8 @@ class Reconciler:
         self.max_metrics_staleness_seconds = max_metrics_staleness_seconds
         self.stable_endpoint = stable_endpoint
         self.pinger = pinger
+        self.actuators = actuators
+        """What this operator can carry out (``decide`` and the actuation read it)."""
         """Keeps serverless instances warm when the decision says so; None = no router to ping through."""
         """(namespace, name) -> the URL that never changes (the router); None = publish the serving target's."""
 
@@ -147,16 +181,15 @@ class Reconciler:
         *,
         parsed_spec: tuple[InferenceWorkloadSpec | None, list[SpecProblem]] | None = None,
     ) -> ReconcileResult:
-        """``parsed_spec``: ``parse_spec(raw["spec"])`` when the caller keeps it (read only, never mutated here)."""
+        """``parsed_spec``: ``parse_spec(raw["spec"])`` when the caller keeps it (read only, never mutated here).
+
+        In order: a deletion finalizes; an invalid spec (or no configured target) freezes the workload and says why;
+        otherwise decide, mark the decision's conditions, drive the placement (migration steps, target settings,
+        keep-warm pings), mark the placement's conditions, and write status if it changed."""
         meta = ObjectMeta.model_validate(raw.get("metadata") or {})
         current_wire: dict[str, Any] = dict(raw.get("status") or {})
         status = _parse_status(current_wire, meta)
-        pending = _Pending()
         result = ReconcileResult()
-        now = inputs.now
-        stamp = now_rfc3339(now)
-        gen = meta.generation
-
         if meta.deletion_timestamp is not None:
             if self.pinger is not None:
                 self.pinger.plan(WorkloadKey(meta.namespace, meta.name), None)
@@ -164,55 +197,55 @@ class Reconciler:
             return result
 
         spec, problems = parsed_spec if parsed_spec is not None else parse_spec(raw.get("spec"))
-        conditions = list(status.conditions)
+        conditions = _Conditions(list(status.conditions), now_rfc3339(inputs.now), meta.generation)
+        refusal = _spec_refusal(spec, problems, self.targets)
+        if spec is None or refusal is not None:
+            conditions.mark(ConditionType.INVALID_SPEC, ConditionStatus.TRUE, Reason.SPEC_INVALID, refusal or "")
+            return await self._finish(meta, current_wire, status, conditions, result, changes={})
+        conditions.mark(ConditionType.INVALID_SPEC, ConditionStatus.FALSE, Reason.SPEC_VALID, "")
+        effective = _with_configured_targets(spec, self.targets)
 
-        def mark(type_: ConditionType, state: ConditionStatus, reason: Reason, message: str) -> None:
-            nonlocal conditions
-            before = next((c for c in conditions if c.type is type_), None)
-            conditions = WORKLOAD_CONDITIONS.mark(conditions, type_, state, reason, message, now=stamp, generation=gen)
-            after = next(c for c in conditions if c.type is type_)
-            if type_ is ConditionType.INVALID_SPEC and (before is None or before.status is not after.status):
-                if state is ConditionStatus.TRUE:
-                    pending.event("InvalidSpec", message, warning=True)
-                elif before is not None:
-                    pending.event("SpecValid", "spec is valid again; placement resumes")
-            elif type_ in (ConditionType.BUDGET_EXCEEDED, ConditionType.SLO_AT_RISK, ConditionType.METRICS_AVAILABLE):
-                became_bad = (state is ConditionStatus.TRUE) == (type_ is not ConditionType.METRICS_AVAILABLE)
-                if (before is None and became_bad) or (before is not None and before.status is not after.status):
-                    pending.event(reason.value, message, warning=became_bad)
-
-        if spec is None or problems:
-            mark(
-                ConditionType.INVALID_SPEC,
-                ConditionStatus.TRUE,
-                Reason.SPEC_INVALID,
-                "; ".join(str(p) for p in problems),
-            )
-            new_status = status.model_copy(update={"conditions": conditions, "observed_generation": gen})
-            result.body = await self._write(meta, current_wire, new_status, pending)
-            result.wrote_status = result.body is not None
-            return result
-        mark(ConditionType.INVALID_SPEC, ConditionStatus.FALSE, Reason.SPEC_VALID, "")
-
-        configured = [t for t in spec.placement.allowed_targets if t in self.targets]
-        if not configured:
-            names = ", ".join(t.value for t in spec.placement.allowed_targets)
-            mark(
-                ConditionType.INVALID_SPEC,
-                ConditionStatus.TRUE,
-                Reason.SPEC_INVALID,
-                f"spec.placement.allowedTargets: none of [{names}] is configured in this operator",
-            )
-            new_status = status.model_copy(update={"conditions": conditions, "observed_generation": gen})
-            result.body = await self._write(meta, current_wire, new_status, pending)
-            result.wrote_status = result.body is not None
-            return result
-        effective = spec.model_copy(
-            update={"placement": spec.placement.model_copy(update={"allowed_targets": configured})}
+        decision, accrued = self._decide(effective, status, inputs, result)
+        self._mark_decision(conditions, effective, decision, status, inputs)
+        new_status = status.model_copy(
+            update={
+                "observed_generation": meta.generation,
+                "observed": _observed(inputs.window) if decision.metrics_ok else status.observed,
+                "projected_monthly_cost_usd": _costs(decision),
+            }
         )
-        workload = InferenceWorkload(metadata=meta, spec=spec, status=status)
+        recorded = _record_decision(new_status, decision, conditions.stamp, conditions.pending)
+        if recorded is not new_status and decision.target is not None:
+            self.telemetry.decisions.labels(_n(status.placement), decision.target.value).inc()
+        self._export_costs(meta, spec, decision)
 
-        # ---------------------------------------------------------------- decide
+        workload = InferenceWorkload(metadata=meta, spec=spec, status=status)
+        new_status = await self._drive_placement(workload, effective, decision, recorded, inputs, conditions.pending)
+        new_status = await self._drive_spill(workload, decision, new_status, inputs, conditions.pending)
+        self._plan_pings(meta, spec, decision, new_status, inputs)
+        result.active = new_status.migration is not None or not _placed_ready(new_status)
+        serving = _mark_placement(conditions, new_status)
+
+        placed = new_status.placement
+        cost_now = decision.projected_monthly_cost_usd.get(placed) if placed is not None else None
+        changes = {
+            "current_monthly_cost_usd": cost_now,
+            "endpoint": self._endpoint(meta, serving),
+            "budget": accrued.model_copy(update={"projected_month_usd": round(decision.projected_month_usd, 2)}),
+        }
+        return await self._finish(meta, current_wire, new_status, conditions, result, changes=changes)
+
+    # ------------------------------------------------------------------ steps
+
+    def _decide(
+        self,
+        spec: InferenceWorkloadSpec,
+        status: InferenceWorkloadStatus,
+        inputs: TickInputs,
+        result: ReconcileResult,
+    ) -> tuple[Decision, BudgetStatus]:
+        """The policy's decision on this tick's inputs, and the month-to-date spend it was made with."""
+        now = inputs.now
         last_finished = parse_time(status.last_migration.finished_at) if status.last_migration is not None else None
         if last_finished is not None:
             cooldown_end = last_finished + timedelta(seconds=spec.placement.cooldown_seconds)
@@ -224,172 +257,78 @@ class Reconciler:
             last_migration_finished_at=last_finished,
             month_to_date_usd=accrued.month_to_date_usd,
         )
-        on_cluster = TargetName.CLUSTER in (
-            status.placement,
-            status.migration.source if status.migration else None,
-            status.migration.target if status.migration else None,
-        )
         # A workload already on the cluster holds its capacity: free capacity only gates new placements there.
-        capacity = ClusterCapacity() if on_cluster else inputs.capacity
+        capacity = ClusterCapacity() if _on_cluster(status) else inputs.capacity
         decision = decide(
-            effective,
+            spec,
             inputs.window,
             state,
             inputs.price_book,
             capacity,
             now,
             max_staleness_seconds=self.max_metrics_staleness_seconds,
+            actuators=self.actuators,
         )
+        return decision, accrued
 
+    def _mark_decision(
+        self,
+        conditions: _Conditions,
+        spec: InferenceWorkloadSpec,
+        decision: Decision,
+        status: InferenceWorkloadStatus,
+        inputs: TickInputs,
+    ) -> None:
+        """MetricsAvailable, BudgetExceeded, SLOAtRisk and CapacityAvailable from the decision and its inputs."""
         if decision.metrics_ok:
-            mark(
+            conditions.mark(
                 ConditionType.METRICS_AVAILABLE, ConditionStatus.TRUE, Reason.METRICS_FRESH, _window_text(inputs.window)
             )
         else:
-            problem = inputs.metrics_problem or _staleness_text(inputs.window, now)
+            problem = inputs.metrics_problem or _staleness_text(inputs.window, inputs.now)
             reason = Reason.METRICS_STALE if inputs.window is not None else Reason.METRICS_MISSING
-            mark(ConditionType.METRICS_AVAILABLE, ConditionStatus.FALSE, reason, f"{problem}; placement frozen")
-
-        if spec.budget.monthly_usd is None:
-            mark(ConditionType.BUDGET_EXCEEDED, ConditionStatus.FALSE, Reason.NO_BUDGET, "no budget set")
-        elif decision.budget_exceeded:
-            mark(
-                ConditionType.BUDGET_EXCEEDED,
-                ConditionStatus.TRUE,
-                Reason.OVER_BUDGET,
-                f"projected ${decision.projected_month_usd:,.0f} this month > budget ${spec.budget.monthly_usd:,.0f} "
-                f"(action: {spec.budget.action.value})",
-            )
-        else:
-            mark(
-                ConditionType.BUDGET_EXCEEDED,
-                ConditionStatus.FALSE,
-                Reason.WITHIN_BUDGET,
-                f"projected ${decision.projected_month_usd:,.0f} this month <= budget ${spec.budget.monthly_usd:,.0f}",
-            )
-
-        slo_budget = 1.0 - spec.slo.attainment
-        observed_p99 = inputs.window.latency_p99_seconds if inputs.window is not None and decision.metrics_ok else None
-        missed = inputs.window.slo_miss_share if inputs.window is not None and decision.metrics_ok else None
-        if missed is not None and missed > slo_budget:
-            # the objective itself, measured: the recent requests slower than the SLO exceed the error budget
-            mark(
-                ConditionType.SLO_AT_RISK,
-                ConditionStatus.TRUE,
-                Reason.MISSES_ABOVE_BUDGET,
-                f"observed {missed:.2%} of requests slower than {spec.slo.latency_p99_seconds * 1000:.0f} ms "
-                f"> {slo_budget:.2%} allowed",
-            )
-        elif observed_p99 is not None and observed_p99 > spec.slo.latency_p99_seconds:
-            mark(
-                ConditionType.SLO_AT_RISK,
-                ConditionStatus.TRUE,
-                Reason.LATENCY_ABOVE_SLO,
-                f"observed p99 {observed_p99 * 1000:.0f} ms > objective {spec.slo.latency_p99_seconds * 1000:.0f} ms",
-            )
-        elif decision.slo_risk is not None and decision.slo_risk > slo_budget:
-            mark(
-                ConditionType.SLO_AT_RISK,
-                ConditionStatus.TRUE,
-                Reason.SLO_RISK,
-                f"expected {decision.slo_risk:.2%} of requests miss the SLO > {slo_budget:.2%} allowed",
-            )
-        else:
-            risk = f"{decision.slo_risk:.2%}" if decision.slo_risk is not None else "unknown"
-            mark(
-                ConditionType.SLO_AT_RISK, ConditionStatus.FALSE, Reason.SLO_MET, f"SLO risk {risk} <= {slo_budget:.2%}"
-            )
-
-        if TargetName.CLUSTER in configured and on_cluster:
-            mark(
+            message = f"{problem}; placement frozen"
+            conditions.mark(ConditionType.METRICS_AVAILABLE, ConditionStatus.FALSE, reason, message)
+        for type_, verdict in (
+            (ConditionType.BUDGET_EXCEEDED, budget_verdict(spec, decision)),
+            (ConditionType.SLO_AT_RISK, slo_verdict(spec, inputs.window, decision)),
+        ):
+            state = ConditionStatus.TRUE if verdict.true else ConditionStatus.FALSE
+            conditions.mark(type_, state, verdict.reason, verdict.message)
+        if TargetName.CLUSTER not in spec.placement.allowed_targets:
+            return
+        if _on_cluster(status):
+            conditions.mark(
                 ConditionType.CAPACITY_AVAILABLE,
                 ConditionStatus.TRUE,
                 Reason.CAPACITY_FREE,
                 "the workload holds its in-cluster capacity",
             )
-        elif TargetName.CLUSTER in configured and inputs.capacity_verdict is not None:
+        elif inputs.capacity_verdict is not None:
             ok, numbers = inputs.capacity_verdict
-            mark(
+            conditions.mark(
                 ConditionType.CAPACITY_AVAILABLE,
                 ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
                 Reason.CAPACITY_FREE if ok else Reason.CAPACITY_EXHAUSTED,
                 numbers,
             )
 
-        # ---------------------------------------------------------------- act
+    async def _finish(
+        self,
+        meta: ObjectMeta,
+        current_wire: dict[str, Any],
+        status: InferenceWorkloadStatus,
+        conditions: _Conditions,
+        result: ReconcileResult,
+        *,
+        changes: dict[str, Any],
+    ) -> ReconcileResult:
         new_status = status.model_copy(
-            update={
-                "observed_generation": gen,
-                "observed": _observed(inputs.window) if decision.metrics_ok else status.observed,
-                "projected_monthly_cost_usd": _costs(decision),
-            }
+            update={**changes, "conditions": conditions.items, "observed_generation": meta.generation}
         )
-        recorded = _record_decision(new_status, decision, stamp, pending)
-        if recorded is not new_status and decision.target is not None:
-            self.telemetry.decisions.labels(_n(status.placement), decision.target.value).inc()
-        new_status = recorded
-        self._export_costs(meta, spec, decision)
-
-        placement_update = await self._drive_placement(workload, effective, decision, new_status, inputs, pending)
-        new_status = placement_update
-        self._plan_pings(meta, spec, decision, new_status, inputs)
-        result.active = new_status.migration is not None or not _placed_ready(new_status)
-
-        placed = new_status.placement
-        targets_status = new_status.targets or TargetsStatus()
-        serving = _target_status(targets_status, placed) if placed is not None else None
-        if new_status.migration is not None and new_status.migration.source is not None:
-            mig = new_status.migration
-            mark(
-                ConditionType.MIGRATING,
-                ConditionStatus.TRUE,
-                Reason.MIGRATION_IN_PROGRESS,
-                f"{_n(mig.source)} -> {mig.target.value}: {mig.step.value}, {mig.traffic_percent}% on target",
-            )
-        else:
-            last = new_status.last_migration
-            reason = (
-                Reason.MIGRATION_ROLLED_BACK
-                if last is not None and last.outcome.value == "RolledBack"
-                else Reason.NO_MIGRATION
-            )
-            mark(
-                ConditionType.MIGRATING,
-                ConditionStatus.FALSE,
-                reason,
-                last.message if last and reason is Reason.MIGRATION_ROLLED_BACK else "",
-            )
-        if placed is not None and serving is not None and serving.ready:
-            mark(ConditionType.PLACED, ConditionStatus.TRUE, Reason.TARGET_READY, f"serving on {placed.value}")
-        elif placed is not None:
-            message = serving.message if serving is not None and serving.message else f"{placed.value} not ready"
-            mark(ConditionType.PLACED, ConditionStatus.FALSE, Reason.TARGET_NOT_READY, message)
-        else:
-            error = _first_error(targets_status)
-            if error is not None:
-                mark(ConditionType.PLACED, ConditionStatus.FALSE, Reason.TARGET_FAILED, error)
-            else:
-                mark(
-                    ConditionType.PLACED,
-                    ConditionStatus.FALSE,
-                    Reason.TARGET_PROVISIONING,
-                    f"provisioning {new_status.migration.target.value}"
-                    if new_status.migration
-                    else "awaiting placement",
-                )
-
-        cost_now = decision.projected_monthly_cost_usd.get(placed) if placed is not None else None
-        new_status = new_status.model_copy(
-            update={
-                "conditions": conditions,
-                "current_monthly_cost_usd": cost_now,
-                "endpoint": self._endpoint(meta, serving),
-                "budget": accrued.model_copy(update={"projected_month_usd": round(decision.projected_month_usd, 2)}),
-            }
-        )
-        result.body = await self._write(meta, current_wire, new_status, pending)
+        result.body = await self._write(meta, current_wire, new_status, conditions.pending)
         result.wrote_status = result.body is not None
-        result.events = [e[0] for e in pending.events]
+        result.events = [e[0] for e in conditions.pending.events]
         return result
 
     def _plan_pings(
@@ -407,14 +346,14 @@ class Reconciler:
         if inputs.router_enabled and placed is not None and dict(inputs.router_weights or {}) != {placed: 100}:
             return  # pings go through the router: wait until it serves the placement
         # the decision in force: this one, or the recorded one while decisions are withheld (metrics missing)
-        last = status.last_decision
-        if decision.target is not None:
-            target, warm, interval = decision.target, decision.keep_warm_instances, decision.ping_interval_seconds
-        elif last is not None:
-            target, warm, interval = last.target, last.keep_warm_instances or 0, last.ping_interval_seconds
-        else:
-            target, warm, interval = None, 0, None
-        if status.migration is None and placed in SERVERLESS and target is placed and warm > 0 and interval:
+        settings = (
+            target_settings(placed, decision, spec, status.last_decision, self.actuators)
+            if placed is not None
+            else None
+        )
+        warm = settings.keep_warm_pings if settings is not None else 0
+        interval = settings.ping_interval_seconds if settings is not None else None
+        if status.migration is None and placed in SERVERLESS and warm > 0 and interval:
             self.pinger.plan(key, PingPlan(warm, interval, spec.model.health_path))
         else:
             self.pinger.plan(key, None)
@@ -435,37 +374,71 @@ class Reconciler:
         inputs: TickInputs,
         pending: _Pending,
     ) -> InferenceWorkloadStatus:
-        now = inputs.now
+        """Start a migration the decision asks for, or carry the one in flight one step; keep the targets set."""
+        status = _with_started_migration(status, decision, inputs.now)
         migration = status.migration
-        if migration is None:
-            if status.placement is None and decision.target is not None:
-                migration = start_migration(None, decision.target, decision.reason, now)
-            elif (
-                status.placement is not None
-                and decision.migrate
-                and decision.target is not None
-                and decision.target is not status.placement
-            ):
-                migration = start_migration(status.placement, decision.target, decision.reason, now)
-            if migration is not None:
-                status = status.model_copy(update={"migration": migration})
-
         if migration is None:
             if status.placement is not None:
                 status = await self._ensure(workload, status.placement, decision, status, pending)
             return status
-
         if migration.target in SERVERLESS or migration.source in SERVERLESS:
             await self._ensure_finalizer(workload.metadata)
-
         if not _router_serves(migration, status, inputs):
             # The router does not serve this step's weights yet: keep both sides up, move nothing, retire nothing.
             for name in (migration.source, migration.target):
                 if name is not None and not (migration.step is MigrationStep.ROLLING_BACK and name is migration.target):
                     status = await self._ensure(workload, name, decision, status, pending)
             return status
+        status, observation = await self._migration_actions(workload, migration, decision, status, pending)
+        return self._advance(status, migration, observation, inputs.now, pending)
 
-        observation = MigrationObservation()
+    async def _drive_spill(
+        self,
+        workload: InferenceWorkload,
+        decision: Decision,
+        status: InferenceWorkloadStatus,
+        inputs: TickInputs,
+        pending: _Pending,
+    ) -> InferenceWorkloadStatus:
+        """Start, keep, change or end burst spillover (``controller/spill.py``), one observed step at a time."""
+        spill = status.spill
+        serving_cluster = status.placement is TargetName.CLUSTER and status.migration is None
+        if decision.target is None and spill is not None and spill.step not in _SPILL_ENDING:
+            return status  # decisions withheld (metrics missing): the spill stays as it stands
+        plan = decision.spill if serving_cluster and decision.target is TargetName.CLUSTER else None
+        if spill is None and plan is None:
+            return status
+        overflow = plan.target if plan is not None and spill is None else spill.target if spill else None
+        if overflow is not None and overflow is not status.placement:
+            status = await self._ensure(workload, overflow, decision, status, pending)
+        entry = _target_status(status.targets or TargetsStatus(), overflow) if overflow is not None else None
+        cluster = _target_status(status.targets or TargetsStatus(), TargetName.CLUSTER)
+        seen = SpillObservation(
+            target_ready=entry is not None and entry.ready,
+            router_spills=overflow is not None and inputs.router_spill is overflow,
+            replicas_uncapped=cluster is not None and cluster.ready,
+        )
+        message = plan.describe(MONTH_SECONDS) if plan is not None else ""
+        moved = advance_spill(spill, plan, message, seen, inputs.now, self.timings.drain_seconds)
+        if moved.event_reason is not None and moved.event_message is not None:
+            pending.event(moved.event_reason, moved.event_message)
+        status = status.model_copy(update={"spill": moved.spill})
+        if moved.retire is not None and moved.retire is not status.placement:
+            if await self._retire(workload, moved.retire, status, pending):
+                status = _drop_target(status, moved.retire)
+            else:
+                status = status.model_copy(update={"spill": spill})  # retire again next tick
+        return status
+
+    async def _migration_actions(
+        self,
+        workload: InferenceWorkload,
+        migration: MigrationStatus,
+        decision: Decision,
+        status: InferenceWorkloadStatus,
+        pending: _Pending,
+    ) -> tuple[InferenceWorkloadStatus, MigrationObservation]:
+        """The I/O the migration's current step needs, and what it observed."""
         actions = actions_for(migration)
         if MigrationAction.ENSURE_TARGET in actions:
             if migration.source is not None:
@@ -473,24 +446,34 @@ class Reconciler:
             status = await self._ensure(workload, migration.target, decision, status, pending)
             entry = _target_status(status.targets or TargetsStatus(), migration.target)
             error = entry.message if entry is not None and not entry.ready and _is_permanent(entry) else None
-            observation = MigrationObservation(target_ready=entry is not None and entry.ready, target_error=error)
-        elif MigrationAction.RETIRE_SOURCE in actions:
+            return status, MigrationObservation(target_ready=entry is not None and entry.ready, target_error=error)
+        if MigrationAction.RETIRE_SOURCE in actions:
             status = await self._ensure(workload, migration.target, decision, status, pending)
             gone = await self._retire(workload, migration.source, status, pending) if migration.source else True
             status = _drop_target(status, migration.source) if gone and migration.source else status
-            observation = MigrationObservation(target_ready=True, retired=gone)
-        elif MigrationAction.RETIRE_TARGET in actions:
+            return status, MigrationObservation(target_ready=True, retired=gone)
+        if MigrationAction.RETIRE_TARGET in actions:
             gone = await self._retire(workload, migration.target, status, pending)
             status = _drop_target(status, migration.target) if gone else status
-            observation = MigrationObservation(retired=gone)
+            return status, MigrationObservation(retired=gone)
+        return status, MigrationObservation()
 
+    def _advance(
+        self,
+        status: InferenceWorkloadStatus,
+        migration: MigrationStatus,
+        observation: MigrationObservation,
+        now: datetime,
+        pending: _Pending,
+    ) -> InferenceWorkloadStatus:
+        """The migration's next step from what its current step observed; its Event and metrics."""
         transition = advance(migration, observation, now, self.timings)
         if transition.event_reason is not None and transition.event_message is not None:
             pending.event(transition.event_reason, transition.event_message, warning=transition.warning)
         route = (_n(migration.source), migration.target.value)
-        if transition.migration is not None and transition.migration.step is MigrationStep.ROLLING_BACK:
-            if migration.step is not MigrationStep.ROLLING_BACK:
-                self.telemetry.migration_rollbacks.labels(*route, migration.step.value).inc()
+        rolling_back = transition.migration is not None and transition.migration.step is MigrationStep.ROLLING_BACK
+        if rolling_back and migration.step is not MigrationStep.ROLLING_BACK:
+            self.telemetry.migration_rollbacks.labels(*route, migration.step.value).inc()
         if transition.finished is not None:
             self.telemetry.migrations.labels(*route, transition.finished.outcome.value).inc()
         update: dict[str, Any] = {"migration": transition.migration, "placement": transition.placement}
@@ -511,7 +494,20 @@ class Reconciler:
             return _set_target(status, target_name, None, f"{target_name.value} is not configured in this operator")
         if target_name in SERVERLESS:
             await self._ensure_finalizer(workload.metadata)
-        desired = _desired(workload.spec, target_name, decision, status)
+        migration = status.migration
+        settings = target_settings(
+            target_name,
+            decision,
+            workload.spec,
+            status.last_decision,
+            self.actuators,
+            provisioning=migration is not None and migration.target is target_name,
+        )
+        desired = DesiredTarget(
+            replicas=settings.replicas,
+            max_replicas=settings.max_replicas,
+            max_in_flight=_queue_cap(status, target_name),
+        )
         try:
             state = await target.ensure(workload, desired)
         except TargetError as err:
@@ -632,6 +628,100 @@ class Reconciler:
 # ---------------------------------------------------------------------- helpers (pure)
 
 
+def _spec_refusal(
+    spec: InferenceWorkloadSpec | None, problems: list[SpecProblem], targets: Mapping[TargetName, Target]
+) -> str | None:
+    """Why the spec cannot be acted on (its problems, or no allowed target configured here); None = it can."""
+    if spec is None or problems:
+        return "; ".join(str(p) for p in problems)
+    if not any(t in targets for t in spec.placement.allowed_targets):
+        names = ", ".join(t.value for t in spec.placement.allowed_targets)
+        return f"spec.placement.allowedTargets: none of [{names}] is configured in this operator"
+    return None
+
+
+def _with_configured_targets(
+    spec: InferenceWorkloadSpec, targets: Mapping[TargetName, Target]
+) -> InferenceWorkloadSpec:
+    configured = [t for t in spec.placement.allowed_targets if t in targets]
+    return spec.model_copy(update={"placement": spec.placement.model_copy(update={"allowed_targets": configured})})
+
+
+_SPILL_ENDING = frozenset({SpillStep.UNCAPPING, SpillStep.DRAINING})
+
+
+def _queue_cap(status: InferenceWorkloadStatus, target: TargetName) -> int | None:
+    """The cluster replicas' queue cap: only while the router retries what they refuse (``SPILLING``)."""
+    spill = status.spill
+    if target is not TargetName.CLUSTER or spill is None or spill.step is not SpillStep.SPILLING:
+        return None
+    return spill.slots_per_replica
+
+
+def _with_started_migration(
+    status: InferenceWorkloadStatus, decision: Decision, now: datetime
+) -> InferenceWorkloadStatus:
+    """A first placement, or a move the decision allows now, starts a migration (none while one is in flight, and
+    none while a spill is in force: it ends first, so no replica refuses a request the router no longer retries)."""
+    if status.migration is not None or decision.target is None:
+        return status
+    if status.spill is not None and status.placement is not None:
+        return status
+    if status.placement is None:
+        migration = start_migration(None, decision.target, decision.reason, now)
+    elif decision.migrate and decision.target is not status.placement:
+        migration = start_migration(status.placement, decision.target, decision.reason, now)
+    else:
+        return status
+    return status.model_copy(update={"migration": migration})
+
+
+def _on_cluster(status: InferenceWorkloadStatus) -> bool:
+    """The cluster serves, or a migration moves from or to it: the workload holds in-cluster capacity."""
+    migration = status.migration
+    return TargetName.CLUSTER in (
+        status.placement,
+        migration.source if migration else None,
+        migration.target if migration else None,
+    )
+
+
+def _mark_placement(conditions: _Conditions, status: InferenceWorkloadStatus) -> TargetResourceStatus | None:
+    """Migrating and Placed from the placement after this tick's moves; returns the serving target's status."""
+    placed = status.placement
+    targets_status = status.targets or TargetsStatus()
+    serving = _target_status(targets_status, placed) if placed is not None else None
+    migration = status.migration
+    if migration is not None and migration.source is not None:
+        conditions.mark(
+            ConditionType.MIGRATING,
+            ConditionStatus.TRUE,
+            Reason.MIGRATION_IN_PROGRESS,
+            f"{_n(migration.source)} -> {migration.target.value}: {migration.step.value}, "
+            f"{migration.traffic_percent}% on target",
+        )
+    else:
+        last = status.last_migration
+        rolled_back = last is not None and last.outcome.value == "RolledBack"
+        conditions.mark(
+            ConditionType.MIGRATING,
+            ConditionStatus.FALSE,
+            Reason.MIGRATION_ROLLED_BACK if rolled_back else Reason.NO_MIGRATION,
+            last.message if last is not None and rolled_back else "",
+        )
+    if placed is not None and serving is not None and serving.ready:
+        conditions.mark(ConditionType.PLACED, ConditionStatus.TRUE, Reason.TARGET_READY, f"serving on {placed.value}")
+    elif placed is not None:
+        message = serving.message if serving is not None and serving.message else f"{placed.value} not ready"
+        conditions.mark(ConditionType.PLACED, ConditionStatus.FALSE, Reason.TARGET_NOT_READY, message)
+    elif (error := _first_error(targets_status)) is not None:
+        conditions.mark(ConditionType.PLACED, ConditionStatus.FALSE, Reason.TARGET_FAILED, error)
+    else:
+        waiting = f"provisioning {migration.target.value}" if migration else "awaiting placement"
+        conditions.mark(ConditionType.PLACED, ConditionStatus.FALSE, Reason.TARGET_PROVISIONING, waiting)
+    return serving
+
+
 def _parse_status(wire: dict[str, Any], meta: ObjectMeta) -> InferenceWorkloadStatus:
     try:
         return InferenceWorkloadStatus.model_validate(wire)
@@ -639,27 +729,6 @@ def _parse_status(wire: dict[str, Any], meta: ObjectMeta) -> InferenceWorkloadSt
         # Only this operator writes status; a status it cannot read (an older/newer operator version) is rebuilt.
         log.warning("status of %s/%s unreadable, rebuilding: %s", meta.namespace, meta.name, err.error_count())
         return InferenceWorkloadStatus()
-
-
-SECONDS_PER_MONTH = 30.4375 * 86400
-
-
-def accrue_spend(budget: BudgetStatus | None, monthly_cost_usd: float | None, now: datetime) -> BudgetStatus:
-    """Month-to-date spend, accrued at the projected cost of where the workload ran since the last accrual.
-
-    Pure and restart-safe: everything it needs is in status. It resets at the start of each calendar month (UTC).
-    """
-    stamp = now_rfc3339(now)
-    if budget is None or budget.accounted_at is None:
-        return BudgetStatus(month_to_date_usd=0.0, accounted_at=stamp)
-    since = parse_time(budget.accounted_at)
-    spent = budget.month_to_date_usd
-    if (since.year, since.month) != (now.year, now.month):
-        since = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        spent = 0.0
-    elapsed = max(0.0, (now - since).total_seconds())
-    spent += (monthly_cost_usd or 0.0) * elapsed / SECONDS_PER_MONTH
-    return BudgetStatus(month_to_date_usd=round(spent, 4), accounted_at=stamp)
 
 
 def _n(target: TargetName | None) -> str:
@@ -687,7 +756,7 @@ def _observed(window: TrafficWindow | None) -> ObservedTraffic | None:
     mean = sum(window.rps) / len(window.rps)
     return ObservedTraffic(
         rps=round(mean, 4),
-        latency_p99_seconds=window.latency_p99_seconds,
+        observed_p99_seconds=window.observed_p99_seconds,
         slo_miss_share=None if window.slo_miss_share is None else round(window.slo_miss_share, 5),
         window_seconds=int(window.step_seconds * len(window.rps)),
         sampled_at=now_rfc3339(window.end),
@@ -812,33 +881,3 @@ def _placed_ready(status: InferenceWorkloadStatus) -> bool:
         return False
     entry = _target_status(status.targets or TargetsStatus(), status.placement)
     return entry is not None and entry.ready
-
-
-def _desired(
-    spec: InferenceWorkloadSpec, name: TargetName, decision: Decision, status: InferenceWorkloadStatus
-) -> DesiredTarget:
-    """Replicas for a target: the decision's when it is about this target; else what the last decision about it
-    said (a decision withheld for missing metrics must not scale anything); else the spec's minimum."""
-    if decision.target is name:
-        replicas = decision.replicas
-        if name is TargetName.CLUSTER:
-            # No activator holds requests in front of the cluster target yet: a scale-to-zero decision (the idle-gap
-            # plan, which the simulator models with a Knative-style activator) keeps one replica live.
-            replicas = max(1, replicas)
-        return DesiredTarget(replicas=replicas, max_replicas=decision.max_replicas)
-    last = status.last_decision
-    if decision.target is None and last is not None and last.target is name:
-        return DesiredTarget(replicas=last.replicas)
-    return DesiredTarget(replicas=_min_replicas(spec, name))
-
-
-def _min_replicas(spec: InferenceWorkloadSpec, name: TargetName) -> int:
-    if name is TargetName.CLUSTER:
-        return max(1, spec.scaling.min_replicas)
-    if name is TargetName.CLOUDRUN:
-        return spec.cloud_run.min_instances
-    return spec.lambda_.provisioned_concurrency
-
-
-def condition(status: InferenceWorkloadStatus, type_: ConditionType) -> Condition | None:
-    return next((c for c in status.conditions if c.type is type_), None)

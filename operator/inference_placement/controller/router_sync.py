@@ -23,8 +23,8 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from inference_placement.api.spec import TargetName
-from inference_placement.api.status import InferenceWorkloadStatus
-from inference_placement.metrics.source import WorkloadKey
+from inference_placement.api.status import InferenceWorkloadStatus, SpillStep
+from inference_placement.api.workload import WorkloadKey
 from inference_placement.routing.model import EndpointsConfig, Route, RouteError, route_for
 
 __all__ = ["RouteApplier", "RouterSync", "positive_weights"]
@@ -56,6 +56,7 @@ class RouterSync:
         self._versions: dict[WorkloadKey, str] = {}
         self._applied: dict[WorkloadKey, Route] | None = None
         self._confirmed: dict[WorkloadKey, dict[TargetName, int]] = {}
+        self._spills: dict[WorkloadKey, TargetName] = {}
         self.errors = 0
         self.last_error: str | None = None
         self.applies = 0
@@ -77,7 +78,7 @@ class RouterSync:
         if view is None:
             return
         try:
-            route = route_for(*view, self.endpoints)
+            route = route_for(*view, self.endpoints, overflow=_spill_route(view[2]))
         except RouteError as err:
             log.warning("route of %s unchanged: %s", key, err)
             return
@@ -133,6 +134,7 @@ class RouterSync:
         self.last_error = None
         self._applied = desired
         self._confirmed = {key: positive_weights(route.weights()) for key, route in desired.items()}
+        self._spills = {key: route.overflow.target for key, route in desired.items() if route.overflow is not None}
 
     # ------------------------------------------------------------------ read by the reconciler
 
@@ -142,9 +144,25 @@ class RouterSync:
             return None
         return self._confirmed.get(key, {})
 
+    def confirmed_spill(self, key: WorkloadKey) -> TargetName | None:
+        """The overflow target the router serves for ``key`` (it retries refused requests there); None = none."""
+        return self._spills.get(key)
+
     def stable_endpoint(self, namespace: str, name: str) -> str:
         """The URL clients use whatever the placement: the workload's Service name, resolved to the router."""
         return f"http://{name}.{namespace}.svc.{self.cluster_domain}"
+
+
+_ROUTED_SPILL = frozenset({SpillStep.ROUTED, SpillStep.SPILLING, SpillStep.UNCAPPING})
+
+
+def _spill_route(status: InferenceWorkloadStatus) -> TargetName | None:
+    """The overflow target the route retries refusals on: from the step where the router must (``ROUTED``) until
+    the replicas refuse no more (``UNCAPPING`` done). No migration starts while a spill is in force."""
+    spill = status.spill
+    if spill is None or spill.step not in _ROUTED_SPILL or status.placement is not TargetName.CLUSTER:
+        return None
+    return spill.target
 
 
 def _routing_view(body: Mapping[str, Any]) -> tuple[str, str, InferenceWorkloadStatus] | None:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -15,29 +15,48 @@ import kopf
 import yaml
 
 from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
-from inference_placement.api.workload import GROUP, PLURAL, VERSION
+from inference_placement.api.workload import GROUP, PLURAL, VERSION, WorkloadKey
 from inference_placement.controller.fleet import Fleet
 from inference_placement.controller.gc_tuning import tune_gc
 from inference_placement.controller.handlers import build_registry
 from inference_placement.controller.kube import KubeWriter, make_api_client
-from inference_placement.controller.migration import MigrationTimings
 from inference_placement.controller.reconciler import Reconciler
 from inference_placement.controller.router_sync import RouterSync
-from inference_placement.controller.settings import OperatorSettings
+from inference_placement.controller.settings import (
+    CloudRunSettings,
+    LambdaSettings,
+    OperatorSettings,
+    RouterSettings,
+)
 from inference_placement.controller.supervisor import supervise
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.controller.warm_pinger import WarmPinger
 from inference_placement.metrics.promql import PromQLTemplates
-from inference_placement.metrics.source import MetricsSource, NoMetricsSource, WorkloadKey
+from inference_placement.metrics.source import MetricsSource, NoMetricsSource
+from inference_placement.policy.actuation import Actuators
 from inference_placement.policy.price_book import PriceBook, PriceBookError, default_price_book, load_price_book
 from inference_placement.targets.base import Target
 from inference_placement.targets.capacity import CapacityCache
 from inference_placement.targets.cluster import ClusterTarget
 from inference_placement.targets.credentials import SecretRedactingFilter, secret_values
 
-__all__ = ["build_fleet", "capacity_verdict", "run_operator"]
+__all__ = [
+    "DEFAULT_OVERFLOW_PORT",
+    "build_fleet",
+    "capacity_verdict",
+    "run_operator",
+    "PriceBookHolder",
+    "SOURCE_OPTIONS",
+    "build_router",
+    "install_redaction",
+    "load_promql_templates",
+    "prime_fleet",
+]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_OVERFLOW_PORT = 9905
+"""The router's overflow listener (loopback, in the router Pod) when spillover is on and no port is set."""
 
 
 def install_redaction() -> SecretRedactingFilter:
@@ -135,18 +154,16 @@ async def build_fleet(
     capacity = CapacityCache(api)
     await capacity.start()
     targets: dict[TargetName, Target] = {
-        TargetName.CLUSTER: ClusterTarget(
-            api, capacity, image_pull_policy=settings.extra.get("cluster.imagePullPolicy")
-        ),
+        TargetName.CLUSTER: ClusterTarget(api, capacity, image_pull_policy=settings.cluster.image_pull_policy),
     }
-    if _truthy(settings.extra.get("cluster.dryRun")):
+    if settings.cluster.dry_run:
         # Decide and record, apply nothing in the cluster (the fleet-scale benchmark; shadow evaluation).
         from inference_placement.targets.dry_run import DryRunTarget
 
         log.warning("cluster.dryRun: the cluster target applies nothing; decisions are only recorded")
         targets[TargetName.CLUSTER] = DryRunTarget(TargetName.CLUSTER)
     redactor = install_redaction()
-    targets.update(_serverless_targets(settings, redactor))
+    targets.update(_serverless_targets(settings.cloudrun, settings.lambda_, redactor))
     metrics: MetricsSource = NoMetricsSource()
     if settings.prometheus_url:
         from inference_placement.metrics.prometheus import PrometheusSource
@@ -159,25 +176,25 @@ async def build_fleet(
             range_seconds=settings.metrics_range_seconds,
             step_seconds=settings.metrics_step_seconds,
             max_staleness_seconds=settings.max_metrics_staleness_seconds,
-            timeout_seconds=float(settings.extra.get("metrics.timeoutSeconds", 10.0)),
+            timeout_seconds=settings.metrics.timeout_seconds,
         )
-    router = build_router(settings.extra, api)
+    router = build_router(settings.router, api)
     pinger: WarmPinger | None = None
-    if settings.extra.get("router.url"):
+    if settings.router.url is not None:
         # keep-warm pings go through the router, like client traffic (``--set router.url=http://...``)
-        pinger = WarmPinger(
-            settings.extra["router.url"], on_ping=lambda result: telemetry.warm_pings.labels(result).inc()
-        )
+        pinger = WarmPinger(settings.router.url, on_ping=lambda result: telemetry.warm_pings.labels(result).inc())
         pinger_task = asyncio.create_task(pinger.run(), name="warm-pinger")
     reconciler = Reconciler(
         writer,
         targets,
-        timings=migration_timings(settings.extra),
+        timings=settings.migration.timings(),
         cloud_finalizer=settings.cloud_finalizer,
         max_metrics_staleness_seconds=settings.max_metrics_staleness_seconds,
         telemetry=telemetry,
         stable_endpoint=router.stable_endpoint if router is not None else None,
         pinger=pinger,
+        # burst spillover needs the router that retries refused requests on the overflow target
+        actuators=Actuators(spillover=router is not None and settings.router.spillover),
     )
 
     fleet = Fleet(
@@ -248,101 +265,60 @@ async def prime_fleet(api: Any, fleet: Fleet, namespaces: tuple[str, ...], page_
     return listed
 
 
-def migration_timings(extra: Mapping[str, str]) -> MigrationTimings:
-    """``--set migration.stepHoldSeconds=10 migration.drainSeconds=30 migration.shiftSteps=10,50,100
-    migration.provisionTimeoutSeconds=900`` (defaults: ``MigrationTimings``)."""
-    defaults = MigrationTimings()
-    steps = extra.get("migration.shiftSteps")
-    shift = tuple(int(p) for p in steps.split(",")) if steps else defaults.shift_steps_percent
-    if not shift or shift[-1] != 100 or list(shift) != sorted(set(shift)) or shift[0] <= 0:
-        raise ValueError(f"migration.shiftSteps must rise strictly to 100, got {steps!r}")
-    return MigrationTimings(
-        shift_steps_percent=shift,
-        step_hold_seconds=float(extra.get("migration.stepHoldSeconds", defaults.step_hold_seconds)),
-        drain_seconds=float(extra.get("migration.drainSeconds", defaults.drain_seconds)),
-        provision_timeout_seconds=float(
-            extra.get("migration.provisionTimeoutSeconds", defaults.provision_timeout_seconds)
-        ),
-    )
-
-
-def _overrides(text: str) -> dict[str, str]:
-    """``published=connect,published2=connect2``: how the router reaches what status publishes."""
-    pairs: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        published, sep, connect = item.partition("=")
-        if not sep or not published or not connect:
-            raise ValueError(f"router.addressOverrides: expected PUBLISHED=URL, got {item!r}")
-        pairs[published.strip()] = connect.strip()
-    return pairs
-
-
-def build_router(extra: Mapping[str, str], api: Any = None) -> RouterSync | None:
-    """The router this operator keeps in step with the workloads (``--set router.mode=files|cluster``), or None.
+def build_router(router: RouterSettings, api: Any = None) -> RouterSync | None:
+    """The router this operator keeps in step with the workloads (``router.mode``), or None when it is ``off``.
 
     ``files``: an Envoy started from ``routing.envoy.render_bootstrap`` reads ``router.xdsDir``; the operator writes
-    there and confirms every move on ``router.adminUrl`` (its admin or health listener). ``router.envoyBinary``
-    validates each config with ``envoy --mode validate`` before it is written.
-    ``cluster``: the operator manages the router Deployment, Service and ConfigMap in ``router.namespace``
-    (``router.image``, ``router.replicas``, ``router.imagePullPolicy``, ``router.confirmTimeoutSeconds``) and a
-    stable ExternalName Service per workload (``controller/router_cluster.py``).
-    Both: ``router.addressOverrides`` and ``router.lambdaEndpoint`` point published endpoints elsewhere (loopback
-    stand-ins in tests and the demo); ``router.gcpMetadata`` (host:port) is where Cloud Run ID tokens come from.
+    there and confirms every move on ``router.adminUrl``. ``cluster``: the operator manages the router Deployment,
+    Service and ConfigMap in ``router.namespace`` and a stable ExternalName Service per workload
+    (``controller/router_cluster.py``). Each key is described on ``RouterSettings``.
     """
-    mode = extra.get("router.mode", "off")
-    if mode == "off":
+    if router.mode == "off":
         return None
-    if mode not in ("files", "cluster"):
-        raise ValueError(f"router.mode must be off, files or cluster, got {mode!r}")
     from inference_placement.routing.envoy import EnvoySettings
     from inference_placement.routing.model import EndpointsConfig, UpstreamAddress
 
-    cluster_domain = extra.get("router.clusterDomain", "cluster.local")
-    envoy_options: dict[str, Any] = {"cluster_domain": cluster_domain}
-    if extra.get("router.gcpMetadata"):
-        envoy_options["gcp_metadata"] = UpstreamAddress.from_url(extra["router.gcpMetadata"])
+    envoy_options: dict[str, Any] = {"cluster_domain": router.cluster_domain}
+    if router.gcp_metadata is not None:
+        envoy_options["gcp_metadata"] = UpstreamAddress.from_url(router.gcp_metadata)
+    if router.latency_buckets_ms is not None:  # the request-time histogram's bounds, e.g. 50,100,250,500,1000
+        envoy_options["latency_buckets_ms"] = router.latency_buckets_ms
+    overflow_port = router.overflow_port or (DEFAULT_OVERFLOW_PORT if router.spillover else None)
+    if overflow_port is not None:
+        envoy_options["overflow_port"] = overflow_port
     endpoints = EndpointsConfig(
-        address_overrides=_overrides(extra.get("router.addressOverrides", "")),
-        lambda_endpoint=extra.get("router.lambdaEndpoint"),
-        lambda_payload_passthrough=_truthy(extra.get("router.lambdaPassthrough")),
+        address_overrides=dict(router.address_overrides),
+        lambda_endpoint=router.lambda_endpoint,
+        lambda_payload_passthrough=router.lambda_passthrough,
     )
-    if mode == "cluster":
+    if router.mode == "cluster":
         from inference_placement.controller.router_cluster import ClusterRouterApplier
-        from inference_placement.routing.manifests import DEFAULT_ENVOY_IMAGE
 
         if api is None:
             raise ValueError("router.mode=cluster needs the Kubernetes API client")
         cluster_applier = ClusterRouterApplier(
             api,
             EnvoySettings(**envoy_options),
-            namespace=extra.get("router.namespace", "inference-placement"),
-            image=extra.get("router.image", DEFAULT_ENVOY_IMAGE),
-            replicas=int(extra.get("router.replicas", "2")),
-            image_pull_policy=extra.get("router.imagePullPolicy") or None,
-            confirm_timeout_seconds=float(extra.get("router.confirmTimeoutSeconds", "180")),
+            namespace=router.namespace,
+            image=router.image,
+            replicas=router.replicas,
+            image_pull_policy=router.image_pull_policy,
+            confirm_timeout_seconds=router.confirm_timeout_seconds,
         )
-        router = RouterSync(cluster_applier, endpoints, cluster_domain=cluster_domain, wait_seconds=1.0)
-        cluster_applier.owners = router.owners
-        return router
+        sync = RouterSync(cluster_applier, endpoints, cluster_domain=router.cluster_domain, wait_seconds=1.0)
+        cluster_applier.owners = sync.owners
+        return sync
     from inference_placement.routing.xds_files import EnvoyXdsApplier
 
-    xds_dir, admin_url = extra.get("router.xdsDir"), extra.get("router.adminUrl")
-    if not xds_dir or not admin_url:
+    if router.xds_dir is None or router.admin_url is None:  # RouterSettings refuses this; for mypy
         raise ValueError("router.mode=files needs router.xdsDir and router.adminUrl")
-    envoy = EnvoySettings(xds_dir=xds_dir, **envoy_options)
-    applier = EnvoyXdsApplier(
-        Path(xds_dir), admin_url, settings=envoy, envoy_binary=extra.get("router.envoyBinary") or None
-    )
-    return RouterSync(applier, endpoints, cluster_domain=cluster_domain)
+    envoy = EnvoySettings(xds_dir=str(router.xds_dir), **envoy_options)
+    applier = EnvoyXdsApplier(router.xds_dir, router.admin_url, settings=envoy, envoy_binary=router.envoy_binary)
+    return RouterSync(applier, endpoints, cluster_domain=router.cluster_domain)
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _secret_dir(path: str) -> dict[str, str]:
+def _secret_dir(directory: Path) -> dict[str, str]:
     """A Secret mounted as a directory: one file per key (hidden files are the kubelet's bookkeeping)."""
-    directory = Path(path)
     return {
         f.name: f.read_text(encoding="utf-8")
         for f in sorted(directory.iterdir())
@@ -350,47 +326,50 @@ def _secret_dir(path: str) -> dict[str, str]:
     }
 
 
-def _serverless_targets(settings: OperatorSettings, redactor: SecretRedactingFilter) -> dict[TargetName, Target]:
-    """Cloud targets are offered only when configured (``--set cloudrun.enabled=true`` etc.).
+def _with_credentials(
+    target_class: Any, credentials_dir: Path | None, redactor: SecretRedactingFilter, kwargs: dict[str, Any]
+) -> Target:
+    """A cloud target built with the credentials in a Secret mounted as ``credentials_dir`` (their values scrubbed
+    from every log line from now on), or with ``kwargs`` alone (workload identity, the default chain)."""
+    if credentials_dir is None:
+        built: Target = target_class(**kwargs)
+        return built
+    data = _secret_dir(credentials_dir)
+    redactor.add_secrets(secret_values(data))
+    from_secret: Target = target_class.from_secret(data, **kwargs)
+    return from_secret
 
-    Credentials: workload identity / the default chain, or a Secret mounted as a directory
-    (``cloudrun.credentialsDir``, ``lambda.credentialsDir``) whose values are also scrubbed from every log line.
-    ``*.endpoint`` points a target at a local stand-in (tests and the demo). ``cloudrun.requestTimeoutSeconds``
-    and ``lambda.readTimeoutSeconds`` bound each API request (default 30 s).
+
+def _serverless_targets(
+    cloudrun: CloudRunSettings, lambda_: LambdaSettings, redactor: SecretRedactingFilter
+) -> dict[TargetName, Target]:
+    """Cloud targets are offered only when configured (``--set cloudrun.enabled=true``, ``cloudrun.endpoint=...``).
+
+    Credentials: workload identity / the default chain, or a Secret mounted as a directory (``credentialsDir``)
+    whose values are also scrubbed from every log line.
     """
-    extra = settings.extra
     targets: dict[TargetName, Target] = {}
-    if _truthy(extra.get("cloudrun.enabled")) or extra.get("cloudrun.endpoint"):
+    if cloudrun.active:
         from inference_placement.targets.cloudrun import CloudRunTarget
         from inference_placement.targets.credentials import google_anonymous_credentials
 
-        kwargs: dict[str, Any] = {"default_project": extra.get("cloudrun.project")}
-        if extra.get("cloudrun.requestTimeoutSeconds"):
-            kwargs["request_timeout_seconds"] = float(extra["cloudrun.requestTimeoutSeconds"])
-        if extra.get("cloudrun.endpoint"):
-            kwargs["api_endpoint"] = extra["cloudrun.endpoint"]
-        if extra.get("cloudrun.credentialsDir"):
-            data = _secret_dir(extra["cloudrun.credentialsDir"])
-            redactor.add_secrets(secret_values(data))
-            targets[TargetName.CLOUDRUN] = CloudRunTarget.from_secret(data, **kwargs)
-        elif extra.get("cloudrun.endpoint") and _truthy(extra.get("cloudrun.anonymous", "true")):
-            targets[TargetName.CLOUDRUN] = CloudRunTarget(credentials=google_anonymous_credentials(), **kwargs)
-        else:
-            targets[TargetName.CLOUDRUN] = CloudRunTarget(**kwargs)
-    if _truthy(extra.get("lambda.enabled")) or extra.get("lambda.endpoint"):
+        kwargs: dict[str, Any] = {
+            "default_project": cloudrun.project,
+            "request_timeout_seconds": cloudrun.request_timeout_seconds,
+            "api_endpoint": cloudrun.endpoint,
+        }
+        if cloudrun.credentials_dir is None and cloudrun.endpoint is not None and cloudrun.anonymous:
+            kwargs["credentials"] = google_anonymous_credentials()
+        targets[TargetName.CLOUDRUN] = _with_credentials(CloudRunTarget, cloudrun.credentials_dir, redactor, kwargs)
+    if lambda_.active:
         from inference_placement.targets.aws_lambda import LambdaTarget
 
-        lkwargs: dict[str, Any] = {"default_region": extra.get("lambda.region", "us-east-1")}
-        if extra.get("lambda.readTimeoutSeconds"):
-            lkwargs["read_timeout_seconds"] = float(extra["lambda.readTimeoutSeconds"])
-        if extra.get("lambda.endpoint"):
-            lkwargs["endpoint_url"] = extra["lambda.endpoint"]
-        if extra.get("lambda.credentialsDir"):
-            data = _secret_dir(extra["lambda.credentialsDir"])
-            redactor.add_secrets(secret_values(data))
-            targets[TargetName.LAMBDA] = LambdaTarget.from_secret(data, **lkwargs)
-        else:
-            targets[TargetName.LAMBDA] = LambdaTarget(**lkwargs)
+        lkwargs: dict[str, Any] = {
+            "default_region": lambda_.region,
+            "read_timeout_seconds": lambda_.read_timeout_seconds,
+            "endpoint_url": lambda_.endpoint,
+        }
+        targets[TargetName.LAMBDA] = _with_credentials(LambdaTarget, lambda_.credentials_dir, redactor, lkwargs)
     return targets
 
 

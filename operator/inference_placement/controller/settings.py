@@ -1,46 +1,513 @@
-"""Operator settings: explicit, passed in, nothing parsed at import time. Units are in the names."""
+"""Operator settings: typed, explicit, passed in; nothing is parsed at import time. Units are in the names.
+
+``inference-placement run`` builds one ``OperatorSettings`` from its flags and its ``--set GROUP.KEY=VALUE`` options
+(``build_settings``). The flags are the top-level fields; each ``--set`` group (``router``, ``cloudrun``, ``lambda``,
+``migration``, ``metrics``, ``cluster``) is a nested model whose fields are spelled in camelCase on the command line
+(``router.confirmTimeoutSeconds``) and in snake_case in the code (``settings.router.confirm_timeout_seconds``).
+Whatever reads a setting is handed the group it needs (``runtime.build_router(settings.router, ...)``).
+
+An unknown group or key, and a value that does not fit its field, is a ``SettingsError`` naming the key; the CLI
+reports it as a usage error. An empty value (``--set router.url=``) means the field's default. Every field's
+docstring (its unit, default and effect) is its description, and ``docs/settings-reference.md`` is generated from
+these models (``docs/generate.py``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Annotated, Any, Literal, Union
 
-__all__ = ["OperatorSettings"]
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import (
+    AfterValidator,
+    AliasGenerator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+
+from inference_placement.controller.migration import MigrationTimings
+from inference_placement.routing.manifests import DEFAULT_ENVOY_IMAGE
+from inference_placement.routing.model import CLUSTER_DOMAIN, UpstreamAddress
+
+__all__ = [
+    "PullPolicy",
+    "Seconds",
+    "ShiftSteps",
+    "Url",
+    "ClusterSettings",
+    "CloudRunSettings",
+    "LambdaSettings",
+    "MetricsSettings",
+    "MigrationSettings",
+    "OperatorSettings",
+    "RouterSettings",
+    "SettingsError",
+    "build_settings",
+    "default_text",
+    "describe_type",
+    "parse_set_options",
+    "set_groups",
+    "set_keys",
+]
 
 
-@dataclass(frozen=True)
-class OperatorSettings:
-    """How the operator runs. Built by ``inference-placement run`` from flags and the environment."""
+class SettingsError(ValueError):
+    """A flag or ``--set`` option the operator does not accept; the message names the key and what it expects."""
+
+
+# ----------------------------------------------------------------------------------------------- value parsers
+
+
+def _url(value: str) -> str:
+    UpstreamAddress.from_url(value)  # ValueError: not an http(s) URL
+    return value
+
+
+def _comma_list(value: Any) -> Any:
+    """``10,50,100`` -> ``["10", "50", "100"]`` (pydantic then makes each an int)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _pairs(value: Any) -> Any:
+    """``published=url,published2=url2`` -> a mapping."""
+    if not isinstance(value, str):
+        return value
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        published, sep, connect = item.partition("=")
+        if not sep or not published.strip() or not connect.strip():
+            raise ValueError(f"expected PUBLISHED=URL, got {item!r}")
+        pairs[published.strip()] = connect.strip()
+    return pairs
+
+
+def _url_pairs(value: dict[str, str]) -> dict[str, str]:
+    for published, connect in value.items():
+        _url(published)
+        _url(connect)
+    return value
+
+
+def _shift_steps(value: tuple[int, ...]) -> tuple[int, ...]:
+    if not value or value[-1] != 100 or list(value) != sorted(set(value)) or value[0] <= 0:
+        raise ValueError(f"must rise strictly to 100, got {','.join(map(str, value))}")
+    return value
+
+
+Url = Annotated[str, AfterValidator(_url)]
+"""An http(s) URL, or ``host:port`` (read as http)."""
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+"""A container's imagePullPolicy."""
+Seconds = Annotated[float, Gt(0)]
+"""A duration in seconds, > 0."""
+
+
+def _latency_buckets(value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+    """The router's own checks (positive, rising), at start-up rather than when the router is built."""
+    if value is not None:
+        from inference_placement.routing.envoy import EnvoySettings
+
+        EnvoySettings(latency_buckets_ms=value)
+    return value
+
+
+ShiftSteps = Annotated[tuple[int, ...], BeforeValidator(_comma_list), AfterValidator(_shift_steps)]
+"""Percentages, comma-separated on the command line, rising strictly to 100."""
+
+
+# ----------------------------------------------------------------------------------------------- --set groups
+
+
+class _Group(BaseModel):
+    """One ``--set`` group: its fields are set as ``GROUP.camelCaseName=VALUE``."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=AliasGenerator(validation_alias=to_camel),
+        validate_by_name=True,
+        validate_by_alias=True,
+        use_attribute_docstrings=True,
+        str_strip_whitespace=True,
+    )
+
+
+class RouterSettings(_Group):
+    """The stable-endpoint router the operator keeps in step with the workloads (``routing/``)."""
+
+    mode: Literal["off", "files", "cluster"] = "off"
+    """Which router: ``off`` (none), ``files`` (a local Envoy reading ``xdsDir``: the demo and the tests) or
+    ``cluster`` (an Envoy Deployment, Service and ConfigMap the operator manages in ``namespace``, and an
+    ExternalName Service per workload). Default ``off``."""
+    url: Url | None = None
+    """The router's URL as the operator reaches it; when set, keep-warm pings go through it, like client traffic.
+    Default: unset (no keep-warm pings)."""
+    xds_dir: Path | None = None
+    """``files`` mode: directory the Envoy reads ``cds.json`` and ``rds.json`` from, where the operator writes them.
+    Default: unset; required with ``mode=files``."""
+    admin_url: Url | None = None
+    """``files`` mode: the Envoy's admin or health listener URL, where every route change is confirmed. Default:
+    unset; required with ``mode=files``."""
+    envoy_binary: str | None = None
+    """``files`` mode: an ``envoy`` binary that validates each config (``envoy --mode validate``) before it is
+    written. Default: unset (no validation)."""
+    cluster_domain: str = CLUSTER_DOMAIN
+    """Kubernetes cluster DNS domain, for the ``NAME.NAMESPACE.svc.<domain>`` host form. Default ``cluster.local``."""
+    gcp_metadata: Url | None = None
+    """``host:port`` or URL of the metadata server Cloud Run ID tokens are fetched from. Default: unset (the real
+    ``metadata.google.internal:80``); tests and the demo point it at a loopback fake."""
+    address_overrides: Annotated[dict[str, str], BeforeValidator(_pairs), AfterValidator(_url_pairs)] = Field(
+        default_factory=dict
+    )
+    """Comma-separated ``PUBLISHED=URL`` pairs: connect to URL for an endpoint that status publishes as PUBLISHED
+    (loopback stand-ins in tests and the demo). Default: none."""
+    lambda_endpoint: Url | None = None
+    """Lambda API endpoint URL the router invokes functions at. Default: unset
+    (``https://lambda.REGION.amazonaws.com``)."""
+    lambda_passthrough: bool = False
+    """Send the request body to the function unchanged, and return its answer unchanged (no API Gateway-style
+    event). Default ``false``."""
+    namespace: str = "inference-placement"
+    """``cluster`` mode: namespace of the router's Deployment, Service and ConfigMap. Default ``inference-placement``
+    (the chart passes its release namespace)."""
+    image: str = DEFAULT_ENVOY_IMAGE
+    """``cluster`` mode: the Envoy image of the router Deployment. Default: the image the operator is tested with
+    (``routing.manifests.DEFAULT_ENVOY_IMAGE``)."""
+    replicas: Annotated[int, Ge(1)] = 2
+    """``cluster`` mode: replicas of the router Deployment. Default 2."""
+    image_pull_policy: PullPolicy | None = None
+    """``cluster`` mode: imagePullPolicy of the router's container. Default: unset (Kubernetes' default)."""
+    confirm_timeout_seconds: Seconds = 180.0
+    """``cluster`` mode: seconds to wait until every router Pod serves a route change before it counts as failed.
+    Default 180 (the kubelet refreshes ConfigMap mounts about once a minute)."""
+    spillover: bool = False
+    """Burst spillover: the policy may keep base replicas on the cluster and have the router retry what their model
+    servers refuse at their queue cap on a serverless target the workload allows (``MAX_IN_FLIGHT`` env on the
+    replicas while it spills). Needs a router (``mode`` files or cluster). Default ``false``."""
+    overflow_port: Annotated[int, Ge(1), Le(65535)] | None = None
+    """Loopback port of the router's overflow listener, the hop a spilled request takes to its serverless target
+    (``routing.envoy.EnvoySettings.overflow_port``). ``cluster`` mode: default 9905 when ``spillover`` is on;
+    ``files`` mode: the port the local Envoy's bootstrap listens on. Default: unset."""
+    latency_buckets_ms: Annotated[
+        tuple[float, ...] | None, BeforeValidator(_comma_list), AfterValidator(_latency_buckets)
+    ] = None
+    """Comma-separated bounds (milliseconds) of the router's request-time histogram, rising; the SLO-miss share
+    is read at the largest bound at or under each objective, so include the objectives in use. Default: unset
+    (``routing.envoy.DEFAULT_LATENCY_BUCKETS_MS``)."""
+
+    @model_validator(mode="after")
+    def _files_mode_is_complete(self) -> RouterSettings:
+        if self.mode == "files" and (self.xds_dir is None or self.admin_url is None):
+            raise ValueError("router.mode=files needs router.xdsDir and router.adminUrl")
+        return self
+
+
+class CloudRunSettings(_Group):
+    """The Cloud Run target (``targets/cloudrun.py``)."""
+
+    enabled: bool = False
+    """Offer the Cloud Run target to the workloads that allow it (also on when ``endpoint`` is set). Default
+    ``false``."""
+    project: str | None = None
+    """GCP project of the services a workload does not name one for. Default: unset (the workload must name it)."""
+    credentials_dir: Path | None = None
+    """A Secret mounted as a directory (one file per key) holding a service account key; its values are scrubbed
+    from every log line. Default: unset (workload identity or the default credential chain)."""
+    endpoint: str | None = None
+    """Cloud Run Admin API endpoint of a local stand-in (``http://127.0.0.1:PORT``; tests and the demo); setting it
+    enables the target. Default: unset (``run.googleapis.com``)."""
+    anonymous: bool = True
+    """With ``endpoint`` and no ``credentialsDir``: talk to the stand-in with anonymous credentials. Default
+    ``true``."""
+    request_timeout_seconds: Seconds = 30.0
+    """Seconds each Cloud Run API request may take. Default 30."""
+
+    @property
+    def active(self) -> bool:
+        """Whether the target is offered."""
+        return self.enabled or self.endpoint is not None
+
+
+class LambdaSettings(_Group):
+    """The AWS Lambda target (``targets/aws_lambda.py``)."""
+
+    enabled: bool = False
+    """Offer the Lambda target to the workloads that allow it (also on when ``endpoint`` is set). Default
+    ``false``."""
+    region: str = "us-east-1"
+    """AWS region of the functions a workload does not name one for. Default ``us-east-1``."""
+    credentials_dir: Path | None = None
+    """A Secret mounted as a directory (keys ``aws_access_key_id``, ``aws_secret_access_key``, optional
+    ``aws_session_token``); its values are scrubbed from every log line. Default: unset (IRSA or the default
+    credential chain)."""
+    endpoint: str | None = None
+    """Lambda API endpoint of a local stand-in (``http://127.0.0.1:PORT``, e.g. moto; tests and the demo); setting
+    it enables the target. Default: unset (AWS)."""
+    read_timeout_seconds: Seconds = 30.0
+    """Seconds to wait for each Lambda API response. Default 30."""
+
+    @property
+    def active(self) -> bool:
+        """Whether the target is offered."""
+        return self.enabled or self.endpoint is not None
+
+
+_TIMINGS = MigrationTimings()
+
+
+class MigrationSettings(_Group):
+    """How a workload moves between targets (``controller/migration.py``)."""
+
+    shift_steps_percent: ShiftSteps = Field(_TIMINGS.shift_steps_percent, validation_alias="shiftSteps")
+    """Comma-separated traffic shares (percent) on the new target at each shifting step, rising strictly to 100.
+    Default ``10,50,100``."""
+    step_hold_seconds: Annotated[float, Ge(0)] = _TIMINGS.step_hold_seconds
+    """Seconds each traffic step is held (and watched) before the next. Default 10."""
+    drain_seconds: Annotated[float, Ge(0)] = _TIMINGS.drain_seconds
+    """Seconds the source keeps serving in-flight requests after all traffic has moved. Default 30."""
+    provision_timeout_seconds: Seconds = _TIMINGS.provision_timeout_seconds
+    """Seconds to wait for the new target to become healthy (model load included) before rolling back. Default
+    900."""
+
+    def timings(self) -> MigrationTimings:
+        """The migration state machine's timings."""
+        return MigrationTimings(
+            shift_steps_percent=self.shift_steps_percent,
+            step_hold_seconds=self.step_hold_seconds,
+            drain_seconds=self.drain_seconds,
+            provision_timeout_seconds=self.provision_timeout_seconds,
+        )
+
+
+class MetricsSettings(_Group):
+    """The Prometheus source of the workloads' traffic metrics (``metrics/prometheus.py``)."""
+
+    timeout_seconds: Seconds = 10.0
+    """Seconds each Prometheus query (one HTTP request) may take before the fetch counts as failed. Default 10."""
+
+
+class ClusterSettings(_Group):
+    """The cluster target (``targets/cluster.py``)."""
+
+    image_pull_policy: PullPolicy | None = None
+    """imagePullPolicy of the model servers' containers. Default: unset (Kubernetes' default)."""
+    dry_run: bool = False
+    """Decide and record in status, apply nothing in the cluster (the fleet-scale benchmark, shadow evaluation).
+    Default ``false``."""
+
+
+# ----------------------------------------------------------------------------------------------- the whole
+
+
+class OperatorSettings(BaseModel):
+    """How the operator runs. Built by ``inference-placement run`` from its flags and ``--set`` options."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True, use_attribute_docstrings=True
+    )
 
     namespaces: tuple[str, ...] = ()
     """Namespaces to watch; empty = all namespaces (cluster-wide)."""
-    tick_seconds: float = 30.0
-    """Period of the fleet-wide loop that refreshes metrics and re-decides every workload."""
-    dirty_debounce_seconds: float = 0.5
-    """After a spec change, how long to wait for more changes before reconciling the changed workloads."""
-    write_concurrency: int = 16
+    tick_seconds: Seconds = 30.0
+    """Period of the fleet-wide loop that refreshes metrics and re-decides every workload, in seconds."""
+    dirty_debounce_seconds: Annotated[float, Ge(0)] = 0.5
+    """After a spec change, seconds to wait for more changes before reconciling the changed workloads."""
+    write_concurrency: Annotated[int, Ge(1)] = 16
     """At most this many apiserver writes in flight (kopf's connector has no connection limit)."""
-    max_metrics_staleness_seconds: float = 180.0
-    """Metrics older than this are stale: placement freezes and MetricsAvailable turns False."""
+    max_metrics_staleness_seconds: Seconds = 180.0
+    """Metrics older than this many seconds are stale: placement freezes and MetricsAvailable turns False."""
     price_book_path: Path | None = None
-    """YAML price book (mounted from a ConfigMap); None = the packaged default."""
+    """YAML price book (mounted from a ConfigMap); default: the packaged one."""
     prometheus_url: str | None = None
-    """Base URL of the Prometheus that holds the workloads' traffic metrics; None = no metrics (placement frozen)."""
+    """Base URL of the Prometheus that holds the workloads' traffic metrics; default: no metrics (placement frozen)."""
     promql_templates_path: Path | None = None
     """YAML mapping of PromQL templates (requestRate, latencyP99, serviceSeconds, gpuUtilization, selector)."""
-    metrics_range_seconds: int = 1800
-    """Trailing window fetched per tick; sustain windows longer than this cannot be confirmed (the policy waits)."""
-    metrics_step_seconds: int = 30
-    """Resolution of that window."""
+    metrics_range_seconds: Annotated[int, Ge(1)] = 1800
+    """Trailing window of metrics fetched per tick, in seconds; sustain windows longer than this cannot be
+    confirmed (the policy waits)."""
+    metrics_step_seconds: Annotated[int, Ge(1)] = 30
+    """Resolution of that window, in seconds."""
     kubeconfig: str | None = None
-    """Path to a kubeconfig; None = in-cluster service account, then the default kubeconfig."""
-    health_port: int = 8081
-    """Port of the liveness/readiness endpoint (0 = off)."""
-    metrics_port: int = 9090
-    """Port of the operator's Prometheus /metrics endpoint (0 = off)."""
+    """Kubeconfig path; default: the in-cluster service account, then ~/.kube/config."""
+    health_port: Annotated[int, Ge(0), Lt(65536)] = 8081
+    """Port of /healthz for liveness and readiness probes (0 = off)."""
+    metrics_port: Annotated[int, Ge(0), Lt(65536)] = 9090
+    """Port of the operator's own Prometheus /metrics (0 = off)."""
     peering: str | None = None
-    """kopf peering name for leader election across replicas; None = standalone."""
+    """kopf peering name for leader election across replicas; default: standalone."""
     cloud_finalizer: str = "placement.inference.dev/cloud-resources"
     """Finalizer added only to workloads that own resources outside the cluster."""
-    extra: dict[str, str] = field(default_factory=dict)
-    """Free-form settings for targets (endpoints of local stand-ins in tests and the demo)."""
+
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    """``--set router.*``."""
+    cloudrun: CloudRunSettings = Field(default_factory=CloudRunSettings)
+    """``--set cloudrun.*``."""
+    lambda_: LambdaSettings = Field(default_factory=LambdaSettings, validation_alias="lambda")
+    """``--set lambda.*``."""
+    migration: MigrationSettings = Field(default_factory=MigrationSettings)
+    """``--set migration.*``."""
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    """``--set metrics.*``."""
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    """``--set cluster.*``."""
+
+
+def _key(field_name: str, info: FieldInfo) -> str:
+    return info.validation_alias if isinstance(info.validation_alias, str) else field_name
+
+
+def set_groups() -> dict[str, type[BaseModel]]:
+    """Each ``--set`` group by the name typed on the command line, with its model."""
+    groups: dict[str, type[BaseModel]] = {}
+    for name, info in OperatorSettings.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, _Group):
+            groups[_key(name, info)] = info.annotation
+    return groups
+
+
+def set_keys(group: type[BaseModel]) -> dict[str, tuple[str, FieldInfo]]:
+    """A group's keys as typed on the command line -> (field name in the code, field)."""
+    return {_key(name, info): (name, info) for name, info in group.model_fields.items()}
+
+
+def parse_set_options(items: Iterable[str]) -> dict[str, dict[str, str]]:
+    """``["router.mode=files", "router.xdsDir=/x"]`` -> ``{"router": {"mode": "files", "xdsDir": "/x"}}``.
+
+    Raises ``SettingsError`` for an item that is not ``GROUP.KEY=VALUE`` or names an unknown group or key. Values
+    stay strings (typed by ``build_settings``); an empty value is left out (the default applies); the last of two
+    items with one key wins.
+    """
+    groups = set_groups()
+    parsed: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep:
+            raise SettingsError(f"--set expects KEY=VALUE, got {item!r}")
+        group, dot, name = key.partition(".")
+        if group not in groups or not dot:
+            raise SettingsError(f"--set {key}: unknown group {group!r} (groups: {', '.join(sorted(groups))})")
+        known = set_keys(groups[group])
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {group}.{close[0]}?" if close else ""
+            raise SettingsError(
+                f"--set {key}: unknown key {name!r} of {group} (known: {', '.join(sorted(known))}){hint}"
+            )
+        if value:
+            parsed.setdefault(group, {})[name] = value
+        else:
+            parsed.get(group, {}).pop(name, None)
+    return parsed
+
+
+def build_settings(set_options: Iterable[str] = (), **flags: Any) -> OperatorSettings:
+    """The operator's settings from ``run``'s flags (field names) and ``--set`` items; a ``SettingsError`` names the
+    flag or key that is unknown or has a bad value, and what it expects."""
+    options = parse_set_options(set_options)
+    try:
+        return OperatorSettings.model_validate({**flags, **options})
+    except ValidationError as err:
+        raise SettingsError("; ".join(_explain(error, options) for error in err.errors())) from None
+
+
+def _explain(error: Mapping[str, Any], options: Mapping[str, Mapping[str, str]]) -> str:
+    loc = tuple(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    groups = set_groups()
+    if loc and loc[0] in groups:
+        group = groups[loc[0]]
+        if len(loc) == 1:  # a rule across keys of the group
+            return f"--set {loc[0]}: {message}"
+        key = f"{loc[0]}.{loc[1]}"
+        given = options.get(loc[0], {}).get(loc[1], error.get("input"))
+        info = set_keys(group).get(loc[1], ("", None))[1]
+        expected = f"; expected {describe_type(info)}" if info is not None else ""
+        return f"--set {key}={given}: {message}{expected}"
+    if not loc:
+        return message
+    info = OperatorSettings.model_fields.get(loc[0])
+    expected = f"; expected {describe_type(info)}" if info is not None else ""
+    return f"{_flag(loc[0])}={error.get('input')}: {message}{expected}"
+
+
+def _flag(field_name: str) -> str:
+    """The ``run`` flag that sets a top-level field (``price_book_path`` -> ``--price-book``)."""
+    return "--namespace" if field_name == "namespaces" else "--" + field_name.removesuffix("_path").replace("_", "-")
+
+
+# ----------------------------------------------------------------------------------------------- descriptions
+
+
+_NAMES: dict[Any, str] = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    Path: "a path",
+}
+
+
+def _describe(annotation: Any, metadata: Iterable[Any]) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        inner, *extra = typing.get_args(annotation)
+        return _describe(inner, [*extra, *metadata])
+    if origin in (Union, types.UnionType):
+        options = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return " or ".join(_describe(arg, metadata) for arg in options)
+    if origin is Literal:
+        return "one of " + ", ".join(f"`{value}`" for value in typing.get_args(annotation))
+    if origin is tuple:
+        return "comma-separated integers"
+    if origin is dict:
+        return "comma-separated `PUBLISHED=URL` pairs"
+    bounds = []
+    for rule in metadata:
+        if isinstance(rule, Gt):
+            bounds.append(f"> {rule.gt:g}")
+        elif isinstance(rule, Ge):
+            bounds.append(f">= {rule.ge:g}")
+        elif isinstance(rule, Lt):
+            bounds.append(f"< {rule.lt:g}")
+        elif isinstance(rule, Le):
+            bounds.append(f"<= {rule.le:g}")
+        elif isinstance(rule, AfterValidator) and rule.func is _url:
+            return "an http(s) URL or host:port"
+    if annotation is type(None):
+        return "nothing"
+    name = _NAMES.get(annotation, getattr(annotation, "__name__", str(annotation)))
+    return " ".join([name, *bounds])
+
+
+def describe_type(info: FieldInfo) -> str:
+    """What a field accepts, in words (``an integer >= 1``, ``one of `off`, `files`, `cluster```)."""
+    return _describe(info.annotation, info.metadata)
+
+
+def default_text(info: FieldInfo) -> str:
+    """A field's default as it would be typed after ``--set KEY=`` (``unset`` for none, ``10,50,100``)."""
+    value = info.get_default(call_default_factory=True)
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(str(part) for part in value)
+    if isinstance(value, dict):
+        return ",".join(f"{key}={url}" for key, url in value.items()) or "none"
+    return str(value)

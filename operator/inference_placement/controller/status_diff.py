@@ -10,7 +10,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["IGNORED_PATHS", "merge_patch", "semantically_equal"]
+__all__ = [
+    "IGNORED_PATHS",
+    "merge_patch",
+    "semantically_equal",
+    "ABSOLUTE_TOLERANCE",
+    "PATH_TOLERANCES",
+    "RELATIVE_TOLERANCE",
+]
 
 RELATIVE_TOLERANCE = 0.05
 ABSOLUTE_TOLERANCE = 0.01

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from inference_placement.metrics.source import WorkloadKey
+from inference_placement.api.workload import WorkloadKey
 
 __all__ = ["PingPlan", "WarmPinger"]
 

@@ -1,6 +1,6 @@
 """The Prometheus metrics source: per tick ONE range query per signal for ALL workloads, grouped by workload.
 
-Each ``fetch(keys, now, slo_seconds)`` sends the enabled signals' queries (request rate, p99 latency, mean service
+Each ``fetch(keys, now, objective_seconds)`` sends the enabled signals' queries (request rate, p99 latency, mean service
 time, GPU utilisation, the latency buckets at the workloads' objectives; see ``promql.py``) as range queries at
 ``step_seconds`` on a grid of whole steps (the window ends at the last multiple of the step at or before the ``now``
 passed in, never the wall clock), concurrently in worker threads
@@ -10,8 +10,11 @@ number of workloads: one per signal on a steady fetch; a whole-window fetch asks
 
 The share of each workload's requests slower than its SLO (``TrafficWindow.slo_miss_share``, over the last
 ``slo_miss_window_seconds``) comes from the latency histogram (``slo_buckets.py``): which bucket bounds exist is
-asked once an hour (one instant query); each fetch sends one query per bound the objectives in ``slo_seconds`` use,
-for the newest points only, and Prometheus computes the share (one series per workload).
+asked once an hour (one instant query); each fetch sends one query per bound the objectives in
+``objective_seconds`` use, for the newest points only, and Prometheus computes the share (one series per workload).
+
+The router's latest-only readings (in flight, 5xx rate, overflow rate; time to first token where configured) are
+read like p99: each workload's newest point within ``max_staleness_seconds``; absent, NaN or invalid = not reported.
 
 Incremental: the windowed signals (request rate, GPU utilisation) are kept between fetches as floats on
 that grid. A fetch asks for the whole window only when it has to (the first fetch, a workload it has not fetched
@@ -23,6 +26,10 @@ still change them), and slides the kept window. At 10,000 workloads that is 7 po
 What goes wrong is answered, never raised:
   - Prometheus down, slow, an HTTP error, a response that is not the expected JSON: ``MetricsSnapshot.problem`` says
     which, and no workload gets a window (placement freezes; nothing moves on half an answer);
+  - the router's stats scrape failing (its stats port gone, a garbage answer: Prometheus' ``up`` at 0 for any
+    router, or no router scraped at all; ``PromQLTemplates.router_up``): the same, the whole fetch fails with the
+    reason (with Prometheus' last scrape error per failing router, from its targets API), since sums over router
+    replicas with one unscraped would read as less traffic;
   - a workload with no request-rate series, a series whose last point is older than ``max_staleness_seconds``, a
     NaN/Inf/negative request rate anywhere in the window, an Inf/negative latency or service time, or several series
     for one workload (a template not grouped by workload): that workload gets no window, and
@@ -48,9 +55,10 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
+from inference_placement.api.workload import WorkloadKey
 from inference_placement.metrics.promql import PromQLTemplates, Signal, prometheus_duration, render_queries
 from inference_placement.metrics.slo_buckets import INF_LE, BucketBounds, bounds_query, le_matcher, miss_share_query
-from inference_placement.metrics.source import MetricsSnapshot, WorkloadKey
+from inference_placement.metrics.source import MetricsSnapshot
 from inference_placement.policy.decide import TrafficWindow
 
 __all__ = [
@@ -237,9 +245,9 @@ class PrometheusSource:
     # ------------------------------------------------------------------ the protocol
 
     async def fetch(
-        self, keys: Sequence[WorkloadKey], now: datetime, slo_seconds: Mapping[WorkloadKey, float] | None = None
+        self, keys: Sequence[WorkloadKey], now: datetime, objective_seconds: Mapping[WorkloadKey, float] | None = None
     ) -> MetricsSnapshot:
-        """Windows for ``keys`` ending at ``now``; ``slo_seconds`` (each workload's latency objective) asks for
+        """Windows for ``keys`` ending at ``now``; ``objective_seconds`` (each workload's latency objective) asks for
         their requests slower than it too (workloads without one get none)."""
         if not keys:
             return MetricsSnapshot()
@@ -252,7 +260,7 @@ class PrometheusSource:
         wanted = {(k.namespace, k.name) for k in keys}
         discovery = 0
         le_of: dict[_LabelKey, str] = {}
-        if Signal.LATENCY_BUCKETS in self.queries and slo_seconds:
+        if Signal.LATENCY_BUCKETS in self.queries and objective_seconds:
             try:
                 async with asyncio.timeout(self.timeout_seconds + _FETCH_BUDGET_MARGIN_SECONDS):
                     discovery = await self._refresh_bounds(end_ts)
@@ -262,7 +270,7 @@ class PrometheusSource:
             except Exception as err:  # answered as a problem, like every query's failure
                 return self._failed(f"latency bucket bounds query: {self._describe(err)}", 1)
             for key in keys:
-                objective = slo_seconds.get(key)
+                objective = objective_seconds.get(key)
                 le = None if objective is None else self._bounds.le_for(objective)
                 if le is not None:
                     le_of[(key.namespace, key.name)] = le
@@ -274,12 +282,17 @@ class PrometheusSource:
             or any(kept.le_of.get(k) != le for k, le in le_of.items())
         )
         previous = None if whole else kept
-        signals = [s for s in self.queries if s is not Signal.LATENCY_BUCKETS or le_of]
+        signals = [s for s in self.queries if (s is not Signal.LATENCY_BUCKETS or le_of) and s is not Signal.ROUTER_UP]
+        router_up = self.queries.get(Signal.ROUTER_UP)
         chunks = _chunks(start_ts, end_ts, step, WHOLE_WINDOW_POINTS_PER_QUERY) if whole else []
         bound_count = len(set(le_of.values()))
-        sent = discovery + sum(
-            (len(chunks) if whole and s in _WINDOWED else 1) * (bound_count if s is Signal.LATENCY_BUCKETS else 1)
-            for s in signals
+        sent = (
+            discovery
+            + (router_up is not None)
+            + sum(
+                (len(chunks) if whole and s in _WINDOWED else 1) * (bound_count if s is Signal.LATENCY_BUCKETS else 1)
+                for s in signals
+            )
         )
         # the signals run side by side, each asking one query after the other: a windowed one per span, the
         # SLO-miss share per bound
@@ -287,12 +300,19 @@ class PrometheusSource:
         window = _Grid(start_ts=start_ts, recent_ts=recent_ts, end_ts=end_ts, step=step)
         try:
             async with asyncio.timeout(budget):
-                answers = await asyncio.gather(
-                    *(self._fetch_signal(s, previous, window, chunks, wanted, le_of) for s in signals),
-                    return_exceptions=True,
+                answers, router_answer = await asyncio.gather(
+                    asyncio.gather(
+                        *(self._fetch_signal(s, previous, window, chunks, wanted, le_of) for s in signals),
+                        return_exceptions=True,
+                    ),
+                    self._router_check(router_up, end_ts),
                 )
         except TimeoutError:
             return self._failed(f"{self._where} did not answer within {self.timeout_seconds:g} s", sent)
+        if isinstance(router_answer, Exception):
+            return self._failed(f"{Signal.ROUTER_UP.value} query: {self._describe(router_answer)}", sent)
+        if router_answer is not None:
+            return self._failed(router_answer, sent)
         results: dict[Signal, _SignalResult] = {}
         series: dict[Signal, dict[_LabelKey, _Series]] = {}
         latest: dict[Signal, dict[_LabelKey, _Sample]] = {}
@@ -372,6 +392,63 @@ class PrometheusSource:
             kept_end = window.end_ts
         return _SignalResult(result.series, frozenset(duplicated), unlabelled), kept or {}
 
+    async def _router_check(self, query: str | None, end_ts: int) -> str | Exception | None:
+        """``_router_problem``, with what it raised returned (answered like every query's failure)."""
+        try:
+            return await self._router_problem(query, end_ts)
+        except Exception as err:
+            return err
+
+    async def _router_problem(self, query: str | None, end_ts: int) -> str | None:
+        """Why the router's stats are not all scraped at ``end_ts`` (an instant query of ``router_up``), or None
+        when every router target is up (or the check is off). Raises what the query raised."""
+        if query is None:
+            return None
+        answer = await asyncio.to_thread(self._query_instant, query, datetime.fromtimestamp(end_ts, UTC))
+        if not isinstance(answer, list):
+            raise _BadResponse("router_up: result is not an instant vector")
+        shown_query = query.replace(",}", "}")
+        if not answer:
+            return (
+                f"router stats not scraped: {shown_query} has no series at {_when(end_ts)} (is the router's stats "
+                "port scraped, and is its job named as the query says?)"
+            )
+        down: list[str] = []
+        for item in answer:
+            metric = item.get("metric") if isinstance(item, dict) else None
+            value = item.get("value") if isinstance(item, dict) else None
+            if not isinstance(metric, dict) or not isinstance(value, list) or len(value) != 2:
+                raise _BadResponse("router_up: a sample is not {metric, value}")
+            number = _number(value[1])
+            if number is None or not number >= 1:
+                down.append(str(metric.get("instance", metric)))
+        if down:
+            try:  # Prometheus' own words for each failed scrape: one more request, only while a router is down
+                errors = await asyncio.to_thread(self._scrape_errors)
+            except Exception as err:
+                log.debug("no scrape errors from %s: %s", self._where, self._describe(err))
+                errors = {}
+            named = [f"{i}: {_short(errors[i])[:160]}" if errors.get(i) else i for i in sorted(down)]
+            shown = ", ".join(named[:5]) + (f" and {len(down) - 5} more" if len(down) > 5 else "")
+            return f"router stats scrape failing ({shown_query} is 0): {shown}"
+        return None
+
+    def _scrape_errors(self) -> dict[str, str]:
+        """``instance`` -> the last scrape error Prometheus recorded, for its active targets that have one."""
+        client = self._client()
+        try:
+            data = client.get_targets(state="active")
+        finally:
+            client.close()
+        errors: dict[str, str] = {}
+        targets = data.get("activeTargets") if isinstance(data, dict) else None
+        for target in targets if isinstance(targets, list) else []:
+            labels = target.get("labels") if isinstance(target, dict) else None
+            error = target.get("lastError") if isinstance(target, dict) else None
+            if isinstance(labels, dict) and isinstance(error, str) and error:
+                errors[str(labels.get("instance"))] = error
+        return errors
+
     async def _refresh_bounds(self, end_ts: int) -> int:
         """Ask for the histogram's bucket bounds when they are older than ``BUCKET_BOUNDS_REFRESH_SECONDS``, unknown
         or none, or the clock went back; the number of queries sent (0 or 1). Raises what the query raised."""
@@ -383,7 +460,8 @@ class PrometheusSource:
         if not isinstance(answer, list) or not all(isinstance(item, dict) for item in answer):
             raise _BadResponse("bucket bounds are not an instant vector")
         self._bounds = BucketBounds.from_le_values(
-            item["metric"].get("le") for item in answer if isinstance(item.get("metric"), dict)
+            (item["metric"].get("le") for item in answer if isinstance(item.get("metric"), dict)),
+            unit_seconds=self.templates.latency_bucket_unit_seconds,
         )
         self._bounds_ts = end_ts
         return 1
@@ -511,6 +589,7 @@ class PrometheusSource:
         windows: dict[WorkloadKey, TrafficWindow] = {}
         problems: dict[WorkloadKey, str] = {}
         gpu: dict[WorkloadKey, float] = {}
+        readings: dict[Signal, dict[WorkloadKey, float]] = {signal: {} for signal in _READINGS}
         gpu_series = kept.series.get(Signal.GPU_UTILIZATION)
         ambiguous: dict[Signal, frozenset[_LabelKey]] = {
             signal: result.duplicated
@@ -528,7 +607,20 @@ class PrometheusSource:
                 utilization = None if kept_gpu is None else _mean_fraction(kept_gpu.values)
                 if utilization is not None:
                     gpu[key] = utilization
-        return MetricsSnapshot(windows=windows, queries=sent, per_workload_problem=problems, gpu_utilization=gpu)
+            for signal, values in readings.items():
+                reading = _reading(kept.latest.get(signal), label_key, end_ts, self.max_staleness_seconds)
+                if reading is not None:
+                    values[key] = reading
+        return MetricsSnapshot(
+            windows=windows,
+            queries=sent,
+            per_workload_problem=problems,
+            gpu_utilization=gpu,
+            in_flight=readings[Signal.IN_FLIGHT],
+            error_rate=readings[Signal.ERROR_RATE],
+            overflow_rate=readings[Signal.OVERFLOW_RATE],
+            time_to_first_token=readings[Signal.TIME_TO_FIRST_TOKEN],
+        )
 
     def _window(
         self,
@@ -580,7 +672,7 @@ class PrometheusSource:
         return TrafficWindow(
             step_seconds=float(step),
             rps=tuple(run),  # type: ignore[arg-type]  # no None left in the run
-            latency_p99_seconds=latency,
+            observed_p99_seconds=latency,
             end=datetime.fromtimestamp(last_ts, UTC),
             service_seconds=service,
             slo_miss_share=share,
@@ -624,6 +716,17 @@ def _number(text: Any) -> float | None:
         return None
 
 
+def _reading(
+    newest: Mapping[_LabelKey, _Sample] | None, key: _LabelKey, end_ts: int, max_staleness: float
+) -> float | None:
+    """A workload's latest reading: None when absent, stale, not a number, infinite or negative."""
+    sample = None if newest is None else newest.get(key)
+    if sample is None or end_ts - sample[0] > max_staleness:
+        return None
+    value = _number(sample[1])
+    return value if value is not None and 0.0 <= value < math.inf else None
+
+
 def _mean_fraction(values: Sequence[float | None]) -> float | None:
     """Mean of the valid 0..1 values; None when there are none."""
     valid = [v for v in values if v is not None and 0.0 <= v <= 1.0]
@@ -639,7 +742,11 @@ _VALID: Mapping[Signal, Callable[[float], bool] | None] = {
     Signal.GPU_UTILIZATION: None,  # out-of-range utilisation is skipped where it is read, not a problem
 }
 
-_OPTIONAL = frozenset({Signal.GPU_UTILIZATION, Signal.LATENCY_BUCKETS})
+_READINGS = (Signal.IN_FLIGHT, Signal.ERROR_RATE, Signal.OVERFLOW_RATE, Signal.TIME_TO_FIRST_TOKEN)
+"""Latest-only readings reported as they are (``MetricsSnapshot.in_flight`` etc.), never a reason to withhold a
+window."""
+
+_OPTIONAL = frozenset({Signal.GPU_UTILIZATION, Signal.LATENCY_BUCKETS, *_READINGS})
 """Signals whose ambiguity (several series for a workload) drops only their own value, not the window."""
 
 

@@ -8,15 +8,25 @@ A template is a PromQL expression with ``$``-placeholders (``string.Template``; 
 ``$rate_window``  the range of ``rate()``/``*_over_time()``, e.g. ``60s``
 ``$selector``     extra label matchers for every metric, e.g. ``job="model-servers"`` (empty by default)
 
-Every template must return one series per workload carrying both grouping labels. The defaults fit the project's
-model server (``e2e/model_server.py``): a ``model_requests_total`` counter and a ``model_request_duration_seconds``
-histogram, with ``namespace`` and ``workload`` labels added by the scrape config (relabeling from the pod), and
-NVIDIA's DCGM exporter's ``DCGM_FI_DEV_GPU_UTIL`` (percent) relabeled the same way.
+Every template must return one series per workload carrying both grouping labels. The defaults read the
+stable-endpoint router's own stats (``routing/envoy.py``), scraped from its stats port (``/stats/prometheus``): per
+Envoy cluster, i.e. per (workload, target), ``envoy_cluster_upstream_rq_total``, the ``envoy_cluster_upstream_rq_time``
+histogram (milliseconds, bounds ``EnvoySettings.latency_buckets_ms``), the ``envoy_cluster_upstream_rq_active``
+gauge, ``envoy_cluster_upstream_rq_xx`` by ``envoy_response_code_class`` and ``envoy_cluster_upstream_rq_pending_
+overflow``, each labelled ``namespace``, ``workload`` and ``target`` by the router's own tag extractors. The
+templates sum over targets, so a workload served by Cloud Run or Lambda is measured with nothing scraped from the
+serverless instance. The router's scrape job is expected to be named ``inference-router`` (``router_up``).
+
+Model-server metrics are optional extras: NVIDIA's DCGM exporter's ``DCGM_FI_DEV_GPU_UTIL`` (percent, relabeled
+to ``namespace``/``workload`` from the pod) and, off by default, a time-to-first-token template
+(``VLLM_TIME_TO_FIRST_TOKEN`` fits vLLM). ``MODEL_SERVER_TEMPLATES`` reads the project's model server
+(``e2e/model_server.py``: ``model_requests_total``, ``model_request_duration_seconds``) instead of the router.
 
 ``latency_buckets`` is the one template grouped by ``le`` too: the latency histogram's buckets, from which the source
 measures each workload's share of requests slower than its SLO (``metrics/slo_buckets.py``). The source sends it
 with its ``$rate_window`` set to the share's span and an ``le`` matcher added to every ``$selector``: (``+Inf`` less
-the bound at or under the objective) over ``+Inf``, one series per workload.
+the bound at or under the objective) over ``+Inf``, one series per workload. Its ``le`` values are in
+``latency_bucket_unit_seconds`` (Envoy's histograms: milliseconds).
 """
 
 from __future__ import annotations
@@ -27,12 +37,19 @@ from dataclasses import dataclass, fields
 from string import Template
 
 __all__ = [
+    "DEFAULT_ERROR_RATE",
     "DEFAULT_GPU_UTILIZATION",
+    "DEFAULT_IN_FLIGHT",
     "DEFAULT_LATENCY_BUCKETS",
     "DEFAULT_LATENCY_P99",
+    "DEFAULT_OVERFLOW_RATE",
     "DEFAULT_REQUEST_RATE",
+    "DEFAULT_ROUTER_UP",
     "DEFAULT_SERVICE_SECONDS",
+    "MODEL_SERVER_TEMPLATES",
     "PLACEHOLDERS",
+    "ROUTER_JOB",
+    "VLLM_TIME_TO_FIRST_TOKEN",
     "PromQLTemplates",
     "Signal",
     "TemplateError",
@@ -43,16 +60,51 @@ __all__ = [
 PLACEHOLDERS = frozenset({"by", "namespace_label", "workload_label", "rate_window", "selector"})
 """The placeholders a template may use."""
 
-DEFAULT_REQUEST_RATE = "sum by ($by) (rate(model_requests_total{$selector}[$rate_window]))"
-DEFAULT_LATENCY_P99 = (
-    "histogram_quantile(0.99, sum by ($by, le) (rate(model_request_duration_seconds_bucket{$selector}[$rate_window])))"
+ROUTER_JOB = "inference-router"
+"""The scrape job of the router's stats port (the chart's PodMonitor and the local stack name it so)."""
+
+
+def _client_view(aggregate: str, metric: str, selector: str = "$selector") -> str:
+    """``aggregate`` (with ``{sel}`` for the matchers) over what the client saw: a spilling workload's composite
+    cluster (the whole cluster share: refused first attempts and their spilled retries as one request each), else
+    its targets' own clusters. The composite's series win where they exist (``or`` keeps the left side's series)."""
+    composite = aggregate.format(metric=metric, sel=f'target="composite",{selector}')
+    targets = aggregate.format(metric=metric, sel=f'target!="composite",{selector}')
+    return f"{composite} or {targets}"
+
+
+DEFAULT_REQUEST_RATE = (
+    'sum by ($by) (rate(envoy_cluster_upstream_rq_total{target!="composite",$selector}[$rate_window]))'
+    ' - (sum by ($by) (rate(envoy_cluster_upstream_rq_retry{target="composite",$selector}[$rate_window]))'
+    ' or 0 * sum by ($by) (rate(envoy_cluster_upstream_rq_total{target!="composite",$selector}[$rate_window])))'
 )
+"""Requests per second per workload, each counted once: every target's attempts, less the retries a spilling
+route's composite cluster made (a refused request is counted by the pods and again by the overflow target)."""
+_BUCKETS = "sum by ($by, le) (rate({metric}{{{sel}}}[$rate_window]))"
+_SUM = "sum by ($by) (rate({metric}{{{sel}}}[$rate_window]))"
+DEFAULT_LATENCY_BUCKETS = _client_view(_BUCKETS, "envoy_cluster_upstream_rq_time_bucket")
+DEFAULT_LATENCY_P99 = f"histogram_quantile(0.99, {DEFAULT_LATENCY_BUCKETS}) / 1000"
 DEFAULT_SERVICE_SECONDS = (
-    "sum by ($by) (rate(model_request_duration_seconds_sum{$selector}[$rate_window]))"
-    " / sum by ($by) (rate(model_request_duration_seconds_count{$selector}[$rate_window]))"
+    f"({_client_view(_SUM, 'envoy_cluster_upstream_rq_time_sum')})"
+    f" / ({_client_view(_SUM, 'envoy_cluster_upstream_rq_time_count')}) / 1000"
 )
-DEFAULT_LATENCY_BUCKETS = "sum by ($by, le) (rate(model_request_duration_seconds_bucket{$selector}[$rate_window]))"
+DEFAULT_IN_FLIGHT = _client_view(
+    "sum by ($by) (max_over_time({metric}{{{sel}}}[$rate_window]))", "envoy_cluster_upstream_rq_active"
+)
+DEFAULT_ERROR_RATE = (
+    "(" + _client_view(_SUM, "envoy_cluster_upstream_rq_xx", 'envoy_response_code_class="5",$selector') + ")"
+    ' or 0 * sum by ($by) (rate(envoy_cluster_upstream_rq_total{target!="composite",$selector}[$rate_window]))'
+)
+"""5xx answers per second as the client saw them (a refusal the overflow target then served is no error); 0 for a
+workload with requests and no 5xx yet (Envoy creates a response-code stat at its first occurrence)."""
+DEFAULT_OVERFLOW_RATE = "sum by ($by) (rate(envoy_cluster_upstream_rq_pending_overflow{$selector}[$rate_window]))"
+DEFAULT_ROUTER_UP = f'up{{job="{ROUTER_JOB}",$selector}}'
 DEFAULT_GPU_UTILIZATION = "avg by ($by) (avg_over_time(DCGM_FI_DEV_GPU_UTIL{$selector}[$rate_window])) / 100"
+VLLM_TIME_TO_FIRST_TOKEN = (
+    "histogram_quantile(0.99, sum by ($by, le) "
+    "(rate(vllm:time_to_first_token_seconds_bucket{$selector}[$rate_window])))"
+)
+"""p99 time to first token from vLLM's histogram (relabel ``namespace``/``workload`` from the pod when scraping)."""
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -69,6 +121,11 @@ class Signal(enum.Enum):
     SERVICE_SECONDS = "service_seconds"
     GPU_UTILIZATION = "gpu_utilization"
     LATENCY_BUCKETS = "latency_buckets"
+    IN_FLIGHT = "in_flight"
+    ERROR_RATE = "error_rate"
+    OVERFLOW_RATE = "overflow_rate"
+    TIME_TO_FIRST_TOKEN = "time_to_first_token"
+    ROUTER_UP = "router_up"
 
 
 @dataclass(frozen=True)
@@ -88,14 +145,34 @@ class PromQLTemplates:
     bound): the share slower than a workload's SLO is the ``+Inf`` bucket's rate less the rate of the largest bound
     at or under the objective, over the ``+Inf`` one. Its ``$selector`` also carries an ``le`` matcher and its
     ``$rate_window`` is the share's span (module docstring)."""
+    latency_bucket_unit_seconds: float = 0.001
+    """The unit of ``latency_buckets``' ``le`` values in seconds: 0.001 for Envoy's millisecond histograms, 1 for a
+    histogram in seconds."""
+    in_flight: str | None = DEFAULT_IN_FLIGHT
+    """Peak requests in flight per workload over the rate window: the router's ``upstream_rq_active``, each target's
+    and router replica's peak summed (an upper bound of the simultaneous peak): ``MetricsSnapshot.in_flight``."""
+    error_rate: str | None = DEFAULT_ERROR_RATE
+    """Requests per second answered 5xx (by the target or by the router): ``MetricsSnapshot.error_rate``."""
+    overflow_rate: str | None = DEFAULT_OVERFLOW_RATE
+    """Requests per second the router refused at a circuit breaker (never sent): ``MetricsSnapshot.overflow_rate``."""
+    time_to_first_token: str | None = None
+    """Time to first token in seconds, where the model server exports it (``VLLM_TIME_TO_FIRST_TOKEN`` for vLLM);
+    off by default: ``MetricsSnapshot.time_to_first_token``."""
+    router_up: str | None = DEFAULT_ROUTER_UP
+    """The router's scrape health, NOT grouped by workload: one series per scraped router (Prometheus' ``up``).
+    Any series at 0, or none at all, is a problem of the whole fetch (placement freezes, as when Prometheus is
+    down): with one router replica unscraped, the sums over replicas would read as less traffic. None = no check
+    (no router, e.g. with ``MODEL_SERVER_TEMPLATES``)."""
     selector: str = ""
     """Extra label matchers put into every ``$selector``, e.g. ``job="model-servers"``; empty = none."""
 
     def __post_init__(self) -> None:
         if not self.request_rate.strip():
             raise TemplateError("request_rate template is empty")
+        if not (0 < self.latency_bucket_unit_seconds < float("inf")):
+            raise TemplateError(f"latency_bucket_unit_seconds must be > 0, got {self.latency_bucket_unit_seconds}")
         for f in fields(self):
-            if f.name == "selector":
+            if f.name in ("selector", "latency_bucket_unit_seconds"):
                 continue
             text = getattr(self, f.name)
             if text is None:
@@ -118,8 +195,34 @@ class PromQLTemplates:
             Signal.SERVICE_SECONDS: self.service_seconds,
             Signal.GPU_UTILIZATION: self.gpu_utilization,
             Signal.LATENCY_BUCKETS: self.latency_buckets,
+            Signal.IN_FLIGHT: self.in_flight,
+            Signal.ERROR_RATE: self.error_rate,
+            Signal.OVERFLOW_RATE: self.overflow_rate,
+            Signal.TIME_TO_FIRST_TOKEN: self.time_to_first_token,
+            Signal.ROUTER_UP: self.router_up,
         }
         return {signal: text for signal, text in enabled.items() if text is not None}
+
+
+MODEL_SERVER_TEMPLATES = PromQLTemplates(
+    request_rate="sum by ($by) (rate(model_requests_total{$selector}[$rate_window]))",
+    latency_p99=(
+        "histogram_quantile(0.99, sum by ($by, le) "
+        "(rate(model_request_duration_seconds_bucket{$selector}[$rate_window])))"
+    ),
+    service_seconds=(
+        "sum by ($by) (rate(model_request_duration_seconds_sum{$selector}[$rate_window]))"
+        " / sum by ($by) (rate(model_request_duration_seconds_count{$selector}[$rate_window]))"
+    ),
+    latency_buckets="sum by ($by, le) (rate(model_request_duration_seconds_bucket{$selector}[$rate_window]))",
+    latency_bucket_unit_seconds=1.0,
+    in_flight=None,
+    error_rate=None,
+    overflow_rate=None,
+    router_up=None,
+)
+"""Templates reading the project's model server (``e2e/model_server.py``) instead of the router: a workload is
+measured only where Prometheus can scrape its model server (not on Cloud Run or Lambda)."""
 
 
 def prometheus_duration(seconds: float) -> str:

@@ -32,14 +32,15 @@ class BucketBounds:
     """(bound in seconds, its ``le`` text)."""
 
     @classmethod
-    def from_le_values(cls, values: Iterable[object]) -> BucketBounds:
-        """From ``le`` label values; texts that are not a finite non-negative number are left out."""
+    def from_le_values(cls, values: Iterable[object], unit_seconds: float = 1.0) -> BucketBounds:
+        """From ``le`` label values in ``unit_seconds`` (0.001: an Envoy histogram in milliseconds); texts that are
+        not a finite non-negative number are left out."""
         seen: dict[float, str] = {}
         for text in values:
             if not isinstance(text, str):
                 continue
             try:
-                bound = float(text)
+                bound = float(text) * unit_seconds
             except ValueError:
                 continue
             if math.isfinite(bound) and bound >= 0 and bound not in seen:

@@ -7,18 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from inference_placement.api.workload import WorkloadKey
 from inference_placement.policy.decide import TrafficWindow
 
-__all__ = ["MetricsSnapshot", "MetricsSource", "NoMetricsSource", "WorkloadKey"]
-
-
-@dataclass(frozen=True)
-class WorkloadKey:
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
+__all__ = ["MetricsSnapshot", "MetricsSource", "NoMetricsSource"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +25,14 @@ class MetricsSnapshot:
     """Why a requested workload has no window although the source answered (no series, stale, garbage values)."""
     gpu_utilization: Mapping[WorkloadKey, float] = field(default_factory=dict)
     """Mean GPU utilisation over the window, 0..1, for workloads whose GPUs report it."""
+    in_flight: Mapping[WorkloadKey, float] = field(default_factory=dict)
+    """Peak requests in flight at the router over the latest rate window, summed over targets."""
+    error_rate: Mapping[WorkloadKey, float] = field(default_factory=dict)
+    """Requests per second answered with a 5xx over the latest rate window."""
+    overflow_rate: Mapping[WorkloadKey, float] = field(default_factory=dict)
+    """Requests per second the router refused at a circuit breaker over the latest rate window."""
+    time_to_first_token: Mapping[WorkloadKey, float] = field(default_factory=dict)
+    """Time to first token in seconds, where a model server exports it (off by default)."""
 
     def problem_for(self, key: WorkloadKey) -> str | None:
         """Why ``key`` has no usable window: the whole source's problem first, then the workload's own."""
@@ -43,10 +43,10 @@ class MetricsSnapshot:
 
 class MetricsSource(Protocol):
     async def fetch(
-        self, keys: Sequence[WorkloadKey], now: datetime, slo_seconds: Mapping[WorkloadKey, float] | None = None
+        self, keys: Sequence[WorkloadKey], now: datetime, objective_seconds: Mapping[WorkloadKey, float] | None = None
     ) -> MetricsSnapshot:
-        """Windows for ``keys`` ending at ``now``. ``slo_seconds`` gives each workload's latency objective, for the
-        share of its requests slower than it (``TrafficWindow.slo_miss_share``); a source may ignore it."""
+        """Windows for ``keys`` ending at ``now``. ``objective_seconds`` gives each workload's latency objective, for
+        the share of its requests slower than it (``TrafficWindow.slo_miss_share``); a source may ignore it."""
         ...
 
 
@@ -54,6 +54,6 @@ class NoMetricsSource:
     """The operator runs without a metrics backend: every workload reports MetricsAvailable=False."""
 
     async def fetch(
-        self, keys: Sequence[WorkloadKey], now: datetime, slo_seconds: Mapping[WorkloadKey, float] | None = None
+        self, keys: Sequence[WorkloadKey], now: datetime, objective_seconds: Mapping[WorkloadKey, float] | None = None
     ) -> MetricsSnapshot:
         return MetricsSnapshot(problem="no metrics source configured (--prometheus-url)")

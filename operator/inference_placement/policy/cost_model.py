@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from inference_placement.api.spec import TargetName
-from inference_placement.policy.economics import MONTH_SECONDS, Billing, TargetEconomics
+from inference_placement.policy.budget import MONTH_SECONDS
+from inference_placement.policy.economics import Billing, TargetEconomics
 from inference_placement.policy.forecast import TrafficForecast
 from inference_placement.policy.queueing import (
     FloatArray,

@@ -22,10 +22,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 
 import numpy as np
 
-from inference_placement.api.spec import BudgetAction, InferenceWorkloadSpec, TargetName, ThresholdMode
+from inference_placement.api.spec import SERVERLESS, BudgetAction, InferenceWorkloadSpec, TargetName, ThresholdMode
+from inference_placement.policy.actuation import Actuators, effective_spec
+from inference_placement.policy.budget import MONTH_SECONDS, seconds_to_month_end
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.cost_model import (
     Projection,
@@ -42,10 +45,10 @@ from inference_placement.policy.idle_gaps import IdleGapPlan, idle_gap_plan
 from inference_placement.policy.price_book import PriceBook
 from inference_placement.policy.queueing import burst_level, poisson_mean_within, replicas_for_wait_scalar
 from inference_placement.policy.slo_risk import SloTerms
+from inference_placement.policy.spillover import SpillPlan, spill_plan
 
-__all__ = ["Decision", "PlacementState", "TrafficWindow", "decide", "seconds_to_month_end"]
+__all__ = ["Assessment", "Decision", "PlacementState", "TrafficWindow", "assess", "decide", "switch_thresholds"]
 
-SERVERLESS = (TargetName.LAMBDA, TargetName.CLOUDRUN)
 _PREFERENCE = {TargetName.CLUSTER: 0, TargetName.CLOUDRUN: 1, TargetName.LAMBDA: 2}
 
 
@@ -56,7 +59,7 @@ class TrafficWindow:
     step_seconds: float
     rps: tuple[float, ...]
     """Request rate per step, oldest first (the window covers >= sustain_seconds when available)."""
-    latency_p99_seconds: float | None
+    observed_p99_seconds: float | None
     end: datetime
     """Time of the last sample (staleness = now - end)."""
     service_seconds: float | None = None
@@ -124,17 +127,12 @@ class Decision:
     idle_gap: IdleGapPlan | None = None
     """The idle-gap plan behind a cluster scale to zero between bursts (or behind keeping a replica warm through
     a gap); None when the workload is not intermittent or the plan did not apply."""
+    spill: SpillPlan | None = None
+    """On the cluster: the base replicas (``replicas``) and the serverless target the overflow goes to; None =
+    the cluster holds the peak itself."""
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def seconds_to_month_end(now: datetime) -> float:
-    """Seconds from ``now`` to the first instant of the next calendar month (UTC)."""
-    moment = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
-    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
-    return max(0.0, (datetime(year, month, 1, tzinfo=UTC) - moment).total_seconds())
 
 
 def _aware(moment: datetime) -> datetime:
@@ -188,7 +186,7 @@ def _sustained(values: np.ndarray, below: float | None = None, above: float | No
     return not (above is not None and not bool((values > above).all()))
 
 
-def _cluster_serverless_thresholds(
+def switch_thresholds(
     spec: InferenceWorkloadSpec,
     econs: dict[TargetName, TargetEconomics],
     plans: dict[TargetName, Projection],
@@ -196,7 +194,9 @@ def _cluster_serverless_thresholds(
     forecast: TrafficForecast,
     slo: SloTerms,
 ) -> tuple[float, float, str]:
-    """(offload below, reclaim above, how they were set) between the cluster and one serverless target."""
+    """(offload below, reclaim above, how they were set) between the cluster and one serverless target: the spec's
+    explicit thresholds, or ``auto``: the cost break-even rate (with the SLO's slack) -/+ the hysteresis band.
+    ``decide`` moves by these; ``explain`` shows these (``Assessment.thresholds``)."""
     th = spec.placement.thresholds
     if th.mode is ThresholdMode.EXPLICIT and th.offload_below_rps is not None and th.reclaim_above_rps is not None:
         return th.offload_below_rps, th.reclaim_above_rps, "explicit"
@@ -213,6 +213,94 @@ def _cluster_serverless_thresholds(
     return b * (1.0 - h), b * (1.0 + h), f"auto: break-even {_rate(b)} rps -/+{h:.0%}"
 
 
+@dataclass(frozen=True)
+class _Move:
+    """What ``_choose`` weighs a move with: the near-term cost of each target and the cost of migrating."""
+
+    spec: InferenceWorkloadSpec
+    current: TargetName
+    econs: dict[TargetName, TargetEconomics]
+    plans: dict[TargetName, Projection]
+    forecast: TrafficForecast
+    slo: SloTerms
+    drain_seconds: float
+    near: dict[TargetName, float] = field(default_factory=dict)
+
+    def near_cost(self, t: TargetName) -> float:
+        if t not in self.near:
+            self.near[t] = self.plans[t].cost_usd(self.forecast.recent)
+        return self.near[t]
+
+    def migration(self, to: TargetName) -> float:
+        c = self.current
+        return migration_cost_usd(self.plans[c], self.econs[c], self.plans[to], self.econs[to], self.drain_seconds)
+
+    def cheaper_with_move(self, to: TargetName) -> bool:
+        return self.near_cost(to) + self.migration(to) < self.near_cost(self.current)
+
+    @property
+    def sustain_rates(self) -> np.ndarray:
+        return self.forecast.rps[self.forecast.sustain]
+
+    @property
+    def explicit(self) -> bool:
+        return self.spec.placement.thresholds.mode is ThresholdMode.EXPLICIT
+
+
+def _offload(m: _Move, to: TargetName) -> _Choice:
+    """On the cluster, a serverless target is cheaper (or thresholds are explicit): offload once the sustain
+    window stayed below the offload threshold."""
+    cheaper = m.cheaper_with_move(to)
+    if not (m.explicit or cheaper):
+        return _Choice(m.current, False, None, "")
+    offload, reclaim, how = switch_thresholds(m.spec, m.econs, m.plans, to, m.forecast, m.slo)
+    rates = m.sustain_rates
+    peak = float(rates.max()) if rates.size else 0.0
+    if _sustained(rates, below=offload):
+        note = f"sustained peak {_rate(peak)} rps < offload {_rate(offload)} rps ({how})"
+        return _Choice(to, True, None, note, (offload, reclaim))
+    note = (
+        f"{to.value} cheaper but peak {_rate(peak)} rps in the sustain window is not below offload "
+        f"{_rate(offload)} rps ({how})"
+    )
+    return _Choice(m.current, False, to if cheaper else None, note, (offload, reclaim))
+
+
+def _reclaim(m: _Move, cheapest: TargetName) -> _Choice | None:
+    """On serverless, the cluster is cheaper (or thresholds are explicit): reclaim once the sustain window stayed
+    above the reclaim threshold. None = no cluster move to weigh."""
+    if not (m.explicit or m.cheaper_with_move(TargetName.CLUSTER)):
+        return None
+    offload, reclaim, how = switch_thresholds(m.spec, m.econs, m.plans, m.current, m.forecast, m.slo)
+    rates = m.sustain_rates
+    low = float(rates.min()) if rates.size else 0.0
+    if _sustained(rates, above=reclaim):
+        note = f"sustained low {_rate(low)} rps > reclaim {_rate(reclaim)} rps ({how})"
+        return _Choice(TargetName.CLUSTER, True, None, note, (offload, reclaim))
+    if cheapest is TargetName.CLUSTER:
+        note = (
+            f"cluster cheaper but low {_rate(low)} rps in the sustain window is not above reclaim "
+            f"{_rate(reclaim)} rps ({how})"
+        )
+        return _Choice(m.current, False, TargetName.CLUSTER, note, (offload, reclaim))
+    return None
+
+
+def _between_serverless(m: _Move, to: TargetName) -> _Choice:
+    """Serverless to serverless: cheaper by more than the hysteresis band overall and at every sustained step."""
+    h = m.spec.placement.thresholds.hysteresis_fraction
+    current = m.current
+    if not m.near_cost(to) + m.migration(to) < m.near_cost(current) * (1.0 - h):
+        return _Choice(current, False, None, f"{to.value} within the {h:.0%} hysteresis band")
+    service = m.forecast.service_seconds
+    rates = m.sustain_rates
+    ours = steady_cost_per_second(m.econs[current], rates, service, m.plans[current].warm, m.slo)
+    theirs = steady_cost_per_second(m.econs[to], rates, service, m.plans[to].warm, m.slo)
+    if bool((theirs < ours * (1.0 - h)).all()):
+        return _Choice(to, True, None, f"{to.value} cheaper by more than {h:.0%} at every step of the sustain window")
+    return _Choice(current, False, to, f"{to.value} cheaper overall but not at every step of the sustain window")
+
+
 def _choose(
     spec: InferenceWorkloadSpec,
     state: PlacementState,
@@ -224,23 +312,17 @@ def _choose(
     slo: SloTerms,
     drain_seconds: float,
 ) -> _Choice:
+    """Stage 3: the target. A pin wins; the first placement takes the cheapest; a target no longer feasible or
+    over its SLO risk budget is left; otherwise a move needs a cheaper target over the near term (migration
+    included) and its threshold held over every step of the sustain window."""
     current = state.current
-    recent = forecast.recent
     pin = spec.placement.pin
-
-    near: dict[TargetName, float] = {}
-
-    def near_cost(t: TargetName) -> float:
-        if t not in near:
-            near[t] = plans[t].cost_usd(recent)
-        return near[t]
-
     if pin is not None:
-        move = current is not pin
-        return _Choice(pin, move, None, f"pinned to {pin.value}")
+        return _Choice(pin, current is not pin, None, f"pinned to {pin.value}")
     if not candidates:
         return _Choice(None, False, None, "no feasible target")
-    ranked = sorted(candidates, key=lambda t: (near_cost(t), t is not current, _PREFERENCE[t]))
+    m = _Move(spec, current or candidates[0], econs, plans, forecast, slo, drain_seconds)
+    ranked = sorted(candidates, key=lambda t: (m.near_cost(t), t is not current, _PREFERENCE[t]))
     cheapest = ranked[0]
     if current is None:
         return _Choice(cheapest, True, None, "first placement: cheapest feasible target")
@@ -251,59 +333,17 @@ def _choose(
         return _Choice(cheapest, True, None, f"{current.value} SLO risk {plans[current].miss_share():.2%} over budget")
     if cheapest is current:
         return _Choice(current, False, None, "")
-
-    th = spec.placement.thresholds
-    sustain_rates = forecast.rps[forecast.sustain]
-    h = th.hysteresis_fraction
-    explicit = th.mode is ThresholdMode.EXPLICIT
-
-    def migration(to: TargetName) -> float:
-        return migration_cost_usd(plans[current], econs[current], plans[to], econs[to], drain_seconds)
-
     # explicit thresholds decide between the cluster and serverless whatever the cost
-    if current is TargetName.CLUSTER or (explicit and TargetName.CLUSTER in candidates):
+    if current is TargetName.CLUSTER or (m.explicit and TargetName.CLUSTER in candidates):
         serverless_options = [t for t in ranked if t in SERVERLESS]
         if current is TargetName.CLUSTER and serverless_options:
-            to = serverless_options[0]
-            cheaper = near_cost(to) + migration(to) < near_cost(current)
-            if not (explicit or cheaper):
-                return _Choice(current, False, None, "")
-            offload, reclaim, how = _cluster_serverless_thresholds(spec, econs, plans, to, forecast, slo)
-            peak = float(sustain_rates.max()) if sustain_rates.size else 0.0
-            if _sustained(sustain_rates, below=offload):
-                note = f"sustained peak {_rate(peak)} rps < offload {_rate(offload)} rps ({how})"
-                return _Choice(to, True, None, note, (offload, reclaim))
-            note = (
-                f"{to.value} cheaper but peak {_rate(peak)} rps in the sustain window is not below offload "
-                f"{_rate(offload)} rps ({how})"
-            )
-            return _Choice(current, False, to if cheaper else None, note, (offload, reclaim))
+            return _offload(m, serverless_options[0])
     if current in SERVERLESS and TargetName.CLUSTER in candidates:
-        cluster_cheaper = near_cost(TargetName.CLUSTER) + migration(TargetName.CLUSTER) < near_cost(current)
-        if explicit or cluster_cheaper:
-            offload, reclaim, how = _cluster_serverless_thresholds(spec, econs, plans, current, forecast, slo)
-            low = float(sustain_rates.min()) if sustain_rates.size else 0.0
-            if _sustained(sustain_rates, above=reclaim):
-                note = f"sustained low {_rate(low)} rps > reclaim {_rate(reclaim)} rps ({how})"
-                return _Choice(TargetName.CLUSTER, True, None, note, (offload, reclaim))
-            if cheapest is TargetName.CLUSTER:
-                note = (
-                    f"cluster cheaper but low {_rate(low)} rps in the sustain window is not above reclaim "
-                    f"{_rate(reclaim)} rps ({how})"
-                )
-                return _Choice(current, False, TargetName.CLUSTER, note, (offload, reclaim))
+        reclaimed = _reclaim(m, cheapest)
+        if reclaimed is not None:
+            return reclaimed
     if current in SERVERLESS and cheapest in SERVERLESS:
-        to = cheapest
-        if near_cost(to) + migration(to) < near_cost(current) * (1.0 - h):
-            service = forecast.service_seconds
-            ours = steady_cost_per_second(econs[current], sustain_rates, service, plans[current].warm, slo)
-            theirs = steady_cost_per_second(econs[to], sustain_rates, service, plans[to].warm, slo)
-            if bool((theirs < ours * (1.0 - h)).all()):
-                note = f"{to.value} cheaper by more than {h:.0%} at every step of the sustain window"
-                return _Choice(to, True, None, note)
-            note = f"{to.value} cheaper overall but not at every step of the sustain window"
-            return _Choice(current, False, to, note)
-        return _Choice(current, False, None, f"{to.value} within the {h:.0%} hysteresis band")
+        return _between_serverless(m, cheapest)
     return _Choice(current, False, None, "")
 
 
@@ -347,18 +387,18 @@ def _replicas_for(
             needed = observed
             notes.append(f"observed peak {recent_peak:.0f} in flight")
         replicas = max(plan.warm, needed, spec.scaling.min_replicas)
-        p99 = window.latency_p99_seconds if window is not None else None
+        p99 = window.observed_p99_seconds if window is not None else None
         # a step that began a burst after an idle gap may carry a cold start the idle-gap plan budgeted for
         cold_burst = idle_gap is not None and forecast.rps.size >= 2 and forecast.rps[-2] <= 0
         if (
             current is TargetName.CLUSTER
             and p99 is not None
-            and p99 > slo.latency_seconds
+            and p99 > slo.objective_seconds
             and rate > 0
             and not cold_burst
         ):
             replicas += 1
-            notes.append(f"observed p99 {p99 * 1000:.0f} ms > {slo.latency_seconds * 1000:.0f} ms: +1 replica")
+            notes.append(f"observed p99 {p99 * 1000:.0f} ms > {slo.objective_seconds * 1000:.0f} ms: +1 replica")
         if idle_gap is not None and forecast.rps.size and forecast.rps[-1] <= 0:
             # idle now, and the gap statistics say a burst may come: say why the replica stays
             notes.append(idle_gap.describe(forecast.step_seconds))
@@ -443,10 +483,51 @@ def _budget_cap(target: TargetName, econ: TargetEconomics, remaining_usd: float,
     return max(1, min(econ.max_instances, math.floor(affordable_per_second / unit)))
 
 
-# ----------------------------------------------------------------------------------------------- decide
+# ----------------------------------------------------------------------------------------------- stages
 
 
-def decide(
+@dataclass(frozen=True)
+class Assessment:
+    """Stages 1-2 of ``decide``: what each target can do for the workload now and what it would cost.
+
+    ``explain`` reads the same assessment, so the thresholds and costs it shows are the ones ``decide`` used."""
+
+    spec: InferenceWorkloadSpec
+    """The spec as the operator can carry it out (``actuation.effective_spec``)."""
+    slo: SloTerms
+    econs: dict[TargetName, TargetEconomics]
+    """Feasible targets only."""
+    infeasible: dict[TargetName, str]
+    metrics_ok: bool
+    metrics_note: str
+    forecast: TrafficForecast
+    plans: dict[TargetName, Projection]
+    """Per feasible target, the cheapest warm capacity in SLO budget; the current target's calibrated by its
+    observed misses when they exceed the model's."""
+    current_slo: SloTerms
+    """The SLO terms the current target was planned with (stricter than ``slo`` after a calibration)."""
+    calibration_note: str
+
+    @cached_property
+    def monthly(self) -> dict[TargetName, float | None]:
+        return {t: (self.plans[t].monthly_usd() if t in self.plans else None) for t in TargetName}
+
+    @cached_property
+    def risks(self) -> dict[TargetName, float | None]:
+        return {t: (self.plans[t].miss_share() if t in self.plans else None) for t in TargetName}
+
+    def thresholds(self) -> dict[TargetName, tuple[float, float, str]]:
+        """(offload below, reclaim above, how) between the cluster and each feasible serverless target."""
+        if TargetName.CLUSTER not in self.plans:
+            return {}
+        return {
+            t: switch_thresholds(self.spec, self.econs, self.plans, t, self.forecast, self.slo)
+            for t in SERVERLESS
+            if t in self.plans
+        }
+
+
+def assess(
     spec: InferenceWorkloadSpec,
     window: TrafficWindow | None,
     state: PlacementState,
@@ -454,8 +535,11 @@ def decide(
     capacity: ClusterCapacity,
     now: datetime,
     max_staleness_seconds: float = 180.0,
-) -> Decision:
-    """Where the workload should run now, with how many replicas, and why (in numbers)."""
+    actuators: Actuators = Actuators(),
+) -> Assessment:
+    """Stage 1 (feasibility, economics, the forecast from the window) and stage 2 (a plan per feasible target,
+    calibrated on the current target by its observed misses)."""
+    spec = effective_spec(spec, actuators)
     slo = SloTerms.from_spec(spec)
     feasibility = assess_feasibility(spec, price_book, capacity, state.current)
     econs = {
@@ -463,7 +547,6 @@ def decide(
         for t, e in workload_economics(spec, price_book, node_provision=feasibility.cluster_needs_node).items()
         if feasibility.feasible(t)
     }
-    infeasible = dict(feasibility.infeasible)
     metrics_ok, metrics_note = _metrics_state(window, now, max_staleness_seconds)
     if metrics_ok and window is not None:
         peaks = clean_rates(window.peak_in_flight) if window.peak_in_flight is not None else None
@@ -477,7 +560,6 @@ def decide(
         )
     else:
         forecast = idle_forecast(spec)
-
     plans = {t: plan_target(econ, forecast, slo) for t, econ in econs.items()}
     current_slo = slo
     calibration_note = ""
@@ -491,31 +573,61 @@ def decide(
                 f"observed {observed_share:.2%} of requests over the SLO on {state.current.value} {over} "
                 f"> {slo.risk_budget:.2%} planned: sizing x{current_slo.model_error:.1f} stricter"
             )
-    monthly: dict[TargetName, float | None] = {t: (plans[t].monthly_usd() if t in plans else None) for t in TargetName}
-    risks: dict[TargetName, float | None] = {t: (plans[t].miss_share() if t in plans else None) for t in TargetName}
-    current = state.current
+    return Assessment(
+        spec=spec,
+        slo=slo,
+        econs=econs,
+        infeasible=dict(feasibility.infeasible),
+        metrics_ok=metrics_ok,
+        metrics_note=metrics_note,
+        forecast=forecast,
+        plans=plans,
+        current_slo=current_slo,
+        calibration_note=calibration_note,
+    )
 
-    def summary() -> str:
-        parts = [f"{t.value} {_money(monthly[t])}/mo" for t in TargetName if monthly[t] is not None]
-        return "projected " + ", ".join(parts) if parts else "no target can run it"
 
-    if not metrics_ok and current is not None:
-        return Decision(
-            target=None,
-            replicas=0,
-            reason=f"{metrics_note}: keeping {current.value} as is",
-            projected_monthly_cost_usd=monthly,
-            infeasible=infeasible,
-            slo_risk=risks.get(current),
-            budget_exceeded=False,
-            # keep projecting at the current placement's cost: missing metrics must not hide the month's spend
-            projected_month_usd=state.month_to_date_usd
-            + (plans[current].usd_per_second() * seconds_to_month_end(now) if current in plans else 0.0),
-            metrics_ok=False,
-            migrate=False,
-            slo_risk_by_target=risks,
-        )
+def _summary(monthly: dict[TargetName, float | None]) -> str:
+    parts = [f"{t.value} {_money(monthly[t])}/mo" for t in TargetName if monthly[t] is not None]
+    return "projected " + ", ".join(parts) if parts else "no target can run it"
 
+
+def _withheld(a: Assessment, state: PlacementState, now: datetime, current: TargetName) -> Decision:
+    """Metrics missing or stale on a placed workload: no change, the month still projected at its cost."""
+    return Decision(
+        target=None,
+        replicas=0,
+        reason=f"{a.metrics_note}: keeping {current.value} as is",
+        projected_monthly_cost_usd=a.monthly,
+        infeasible=a.infeasible,
+        slo_risk=a.risks.get(current),
+        budget_exceeded=False,
+        # keep projecting at the current placement's cost: missing metrics must not hide the month's spend
+        projected_month_usd=state.month_to_date_usd
+        + (a.plans[current].usd_per_second() * seconds_to_month_end(now) if current in a.plans else 0.0),
+        metrics_ok=False,
+        migrate=False,
+        slo_risk_by_target=a.risks,
+    )
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Stages 3-4: the target that serves after this decision, the month projected there, and budget notes."""
+
+    choice: _Choice
+    serving: TargetName | None
+    projected_month_usd: float
+    exceeded: bool
+    budget_note: str
+
+
+def _target_and_budget(a: Assessment, state: PlacementState, price_book: PriceBook, now: datetime) -> _Target:
+    """Stage 3, the target (a pin; the first placement; a cheaper target whose threshold held over the sustain
+    window, outside the cooldown) and stage 4, the budget (month-to-date plus the forecast to the month's end, and
+    the spec's action: prefer-cheaper re-chooses on cost alone)."""
+    spec, plans, slo, current = a.spec, a.plans, a.slo, state.current
+    risks = a.risks
     budget = spec.budget
     seconds_left = seconds_to_month_end(now)
 
@@ -524,18 +636,21 @@ def decide(
             return state.month_to_date_usd
         return state.month_to_date_usd + plans[target].usd_per_second() * seconds_left
 
+    def choose(candidates: list[TargetName]) -> tuple[_Choice, TargetName | None]:
+        choice = _choose(
+            spec, state, now, a.econs, plans, candidates, a.forecast, slo, price_book.migration.drain_seconds
+        )
+        return choice, choice.target if choice.move_now else (current if current is not None else choice.target)
+
     safe = [t for t in plans if (risks[t] or 0.0) <= slo.risk_budget + 1e-12]
     candidates = safe or ([min(plans, key=lambda t: (risks[t] or 0.0, _PREFERENCE[t]))] if plans else [])
-    drain = price_book.migration.drain_seconds
-    choice = _choose(spec, state, now, econs, plans, candidates, forecast, slo, drain)
-    serving = choice.target if choice.move_now else (current if current is not None else choice.target)
+    choice, serving = choose(candidates)
     projected_month = month_projection(serving)
     exceeded = budget.monthly_usd is not None and projected_month > budget.monthly_usd
     budget_note = ""
     if exceeded and budget.action is BudgetAction.PREFER_CHEAPER and spec.placement.pin is None:
         # the budget outranks SLO risk: every feasible target competes on cost alone
-        choice = _choose(spec, state, now, econs, plans, list(plans), forecast, slo, drain)
-        serving = choice.target if choice.move_now else (current if current is not None else choice.target)
+        choice, serving = choose(list(plans))
         projected_month = month_projection(serving)
         budget_note = "budget action prefer-cheaper: SLO risk not used to exclude targets"
 
@@ -553,47 +668,40 @@ def decide(
             )
             serving = current
             projected_month = month_projection(serving)
-
     exceeded = budget.monthly_usd is not None and projected_month > budget.monthly_usd
-    if serving is None or serving not in plans:
-        target_out = serving if current is None else None
-        return Decision(
-            target=target_out,
-            replicas=0,
-            reason=f"{choice.note or 'no feasible target'}; {summary()}",
-            projected_monthly_cost_usd=monthly,
-            infeasible=infeasible,
-            slo_risk=None,
-            budget_exceeded=exceeded,
-            projected_month_usd=projected_month,
-            metrics_ok=metrics_ok,
-            migrate=current is None and target_out is not None,
-            preferred=choice.preferred,
-            slo_risk_by_target=risks,
-        )
+    return _Target(choice, serving, projected_month, exceeded, budget_note)
 
-    econ = econs[serving]
-    plan = plans[serving]
-    serving_slo = current_slo if serving is current else slo
-    idle_gap = (
-        _idle_gap(spec, econ, plan, forecast, serving_slo, window)
-        if serving is TargetName.CLUSTER and metrics_ok and window is not None
-        else None
-    )
-    replicas, keep_warm, replica_note = _replicas_for(
-        spec, serving, econ, plan, forecast, serving_slo, window, current, idle_gap
-    )
-    max_replicas: int | None = None
-    if exceeded and budget.action is BudgetAction.CAP_SCALING and budget.monthly_usd is not None:
-        cap = _budget_cap(serving, econ, budget.monthly_usd - state.month_to_date_usd, seconds_left)
-        max_replicas = cap
-        if serving is TargetName.CLUSTER:
-            replicas = min(replicas, cap)
-        unit = "replicas" if serving is TargetName.CLUSTER else "instances"
-        budget_note = f"budget action cap-scaling: at most {cap} {unit}"
 
-    risk = risks[serving]
-    warm_text = ""
+def _nothing_to_serve(a: Assessment, state: PlacementState, t: _Target) -> Decision:
+    current = state.current
+    target_out = t.serving if current is None else None
+    return Decision(
+        target=target_out,
+        replicas=0,
+        reason=f"{t.choice.note or 'no feasible target'}; {_summary(a.monthly)}",
+        projected_monthly_cost_usd=a.monthly,
+        infeasible=a.infeasible,
+        slo_risk=None,
+        budget_exceeded=t.exceeded,
+        projected_month_usd=t.projected_month_usd,
+        metrics_ok=a.metrics_ok,
+        migrate=current is None and target_out is not None,
+        preferred=t.choice.preferred,
+        slo_risk_by_target=a.risks,
+    )
+
+
+def _reason(
+    a: Assessment,
+    serving: TargetName,
+    replicas: int,
+    keep_warm: int,
+    t: _Target,
+    replica_note: str,
+    budget_note: str,
+) -> str:
+    slo, budget = a.slo, a.spec.budget
+    risk = a.risks[serving]
     if serving is TargetName.CLUSTER:
         warm_text = f"{replicas} replica(s)"
     elif keep_warm:
@@ -603,39 +711,98 @@ def decide(
     else:
         warm_text = "scale to zero"
     risk_text = f"SLO risk {risk:.2%} {'<=' if (risk or 0) <= slo.risk_budget else '>'} {slo.risk_budget:.2%} budget"
-    if not forecast.observed:
+    if not a.forecast.observed:
         risk_text += " (no traffic seen yet)"
-    parts = [f"{serving.value} ({warm_text})", summary(), risk_text]
-    if choice.note:
-        parts.append(choice.note)
-    if calibration_note:
-        parts.append(calibration_note)
-    if replica_note:
-        parts.append(replica_note)
+    parts = [f"{serving.value} ({warm_text})", _summary(a.monthly), risk_text]
+    parts += [note for note in (t.choice.note, a.calibration_note, replica_note) if note]
     if budget.monthly_usd is not None:
-        relation = ">" if exceeded else "<="
-        parts.append(f"month projected {_money(projected_month)} {relation} budget {_money(budget.monthly_usd)}")
+        relation = ">" if t.exceeded else "<="
+        parts.append(f"month projected {_money(t.projected_month_usd)} {relation} budget {_money(budget.monthly_usd)}")
     if budget_note:
         parts.append(budget_note)
-    if not metrics_ok:
-        parts.append(metrics_note)
-    migrate = choice.move_now and serving is not current
+    if not a.metrics_ok:
+        parts.append(a.metrics_note)
+    return "; ".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------- decide
+
+
+def decide(
+    spec: InferenceWorkloadSpec,
+    window: TrafficWindow | None,
+    state: PlacementState,
+    price_book: PriceBook,
+    capacity: ClusterCapacity,
+    now: datetime,
+    max_staleness_seconds: float = 180.0,
+    actuators: Actuators = Actuators(),
+) -> Decision:
+    """Where the workload should run now, with how many replicas, and why (in numbers).
+
+    ``actuators``: what the operator can carry out; without a way to wake the cluster from zero replicas, the
+    cluster is sized and priced with at least one replica whatever ``minReplicas`` says."""
+    a = assess(spec, window, state, price_book, capacity, now, max_staleness_seconds, actuators)
+    current = state.current
+    if not a.metrics_ok and current is not None:
+        return _withheld(a, state, now, current)
+    t = _target_and_budget(a, state, price_book, now)
+    serving = t.serving
+    if serving is None or serving not in a.plans:
+        return _nothing_to_serve(a, state, t)
+
+    # stage 5: replicas for the target that serves after this decision
+    spec = a.spec
+    econ = a.econs[serving]
+    plan = a.plans[serving]
+    serving_slo = a.current_slo if serving is current else a.slo
+    idle_gap = (
+        _idle_gap(spec, econ, plan, a.forecast, serving_slo, window)
+        if serving is TargetName.CLUSTER and a.metrics_ok and window is not None
+        else None
+    )
+    replicas, keep_warm, replica_note = _replicas_for(
+        spec, serving, econ, plan, a.forecast, serving_slo, window, current, idle_gap
+    )
+    spill = None
+    if serving is TargetName.CLUSTER and actuators.spillover and a.metrics_ok and a.forecast.observed:
+        h = spec.placement.thresholds.hysteresis_fraction
+        # the loss model of the overflow is its own; a calibration corrects the holding plan's queueing model
+        spill = spill_plan(a.econs, plan, a.forecast, a.slo, h)
+        if spill is not None and spill.base_replicas < replicas:
+            replicas = spill.base_replicas
+            replica_note = "; ".join(n for n in (replica_note, spill.describe(MONTH_SECONDS)) if n)
+        else:
+            spill = None
+    max_replicas: int | None = None
+    budget_note = t.budget_note
+    budget = spec.budget
+    if t.exceeded and budget.action is BudgetAction.CAP_SCALING and budget.monthly_usd is not None:
+        cap = _budget_cap(serving, econ, budget.monthly_usd - state.month_to_date_usd, seconds_to_month_end(now))
+        max_replicas = cap
+        if serving is TargetName.CLUSTER:
+            replicas = min(replicas, cap)
+        unit = "replicas" if serving is TargetName.CLUSTER else "instances"
+        budget_note = f"budget action cap-scaling: at most {cap} {unit}"
+
+    migrate = t.choice.move_now and serving is not current
     return Decision(
         target=serving,
         replicas=int(replicas),
-        reason="; ".join(parts),
-        projected_monthly_cost_usd=monthly,
-        infeasible=infeasible,
-        slo_risk=risk,
-        budget_exceeded=exceeded,
-        projected_month_usd=projected_month,
-        metrics_ok=metrics_ok,
+        reason=_reason(a, serving, replicas, keep_warm, t, replica_note, budget_note),
+        projected_monthly_cost_usd=a.monthly,
+        infeasible=a.infeasible,
+        slo_risk=a.risks[serving],
+        budget_exceeded=t.exceeded,
+        projected_month_usd=t.projected_month_usd,
+        metrics_ok=a.metrics_ok,
         migrate=migrate,
         keep_warm_instances=int(keep_warm),
         ping_interval_seconds=econ.ping_interval_seconds if keep_warm else None,
         max_replicas=max_replicas,
-        preferred=choice.preferred if not migrate else None,
-        slo_risk_by_target=risks,
-        thresholds_rps=choice.thresholds,
+        preferred=t.choice.preferred if not migrate else None,
+        slo_risk_by_target=a.risks,
+        thresholds_rps=t.choice.thresholds,
         idle_gap=idle_gap,
+        spill=spill,
     )

@@ -15,16 +15,12 @@ from inference_placement.api.spec import GPUSharing, InferenceWorkloadSpec, Targ
 from inference_placement.policy.price_book import PriceBook
 
 __all__ = [
-    "MONTH_SECONDS",
     "Billing",
     "TargetEconomics",
     "cluster_replica_usd_per_hour",
     "economics_for",
     "workload_economics",
 ]
-
-MONTH_SECONDS = 730.0 * 3600.0
-"""A billing month (730 hours, the convention of the cloud price pages)."""
 
 
 class Billing(StrEnum):

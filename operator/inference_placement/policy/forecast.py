@@ -76,10 +76,6 @@ class TrafficForecast:
         return float(self.rps.sum() * self.step_seconds)
 
     @property
-    def mean_rps(self) -> float:
-        return float(self.rps.mean()) if self.rps.size else 0.0
-
-    @property
     def recent(self) -> slice:
         return slice(max(0, self.steps - self.recent_steps), self.steps)
 

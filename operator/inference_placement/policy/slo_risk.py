@@ -55,7 +55,7 @@ _MAX_MODEL_ERROR = 100.0
 
 @dataclass(frozen=True)
 class SloTerms:
-    latency_seconds: float
+    objective_seconds: float
     attainment: float
     tolerable_cold_start_seconds: float
     model_error: float = 1.0
@@ -65,7 +65,7 @@ class SloTerms:
     @classmethod
     def from_spec(cls, spec: InferenceWorkloadSpec) -> SloTerms:
         slo = spec.slo
-        return cls(slo.latency_p99_seconds, slo.attainment, slo.tolerable_cold_start_seconds)
+        return cls(slo.objective_seconds, slo.attainment, slo.tolerable_cold_start_seconds)
 
     @property
     def error_budget(self) -> float:
@@ -90,12 +90,12 @@ class SloTerms:
 
     def slack_over_service(self, warm_latency_seconds: float, service_seconds: float) -> float:
         """How long a request may queue before it misses, in units of the service time."""
-        return max(0.0, self.latency_seconds - warm_latency_seconds) / max(service_seconds, 1e-9)
+        return max(0.0, self.objective_seconds - warm_latency_seconds) / max(service_seconds, 1e-9)
 
     def cold_request_misses(self, cold_start_seconds: float, service_seconds: float) -> bool:
         """Whether a request that waits for a cold start misses the SLO."""
         return (
-            cold_start_seconds + service_seconds > self.latency_seconds
+            cold_start_seconds + service_seconds > self.objective_seconds
             or cold_start_seconds > self.tolerable_cold_start_seconds
         )
 

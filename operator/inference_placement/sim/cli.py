@@ -46,9 +46,9 @@ def _prometheus_rates(url: str, query: str, start: datetime, end: datetime, step
     return [0.0 if math.isnan(r) else r for r in rates]
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:  # noqa: C901 - counts the nested command below
     @app.command()
-    def simulate(
+    def simulate(  # noqa: C901 - shrinks with one list of policies (issue 23)
         workload: Annotated[Path, typer.Option("--workload", help="InferenceWorkload YAML (or a bare spec).")],
         trace: Annotated[Optional[Path], typer.Option("--trace", help="Trace CSV: per-step matrix or per-request.")] = (
             None
@@ -85,16 +85,8 @@ def register(app: typer.Typer) -> None:
 
         from inference_placement.api.validation import parse_spec
         from inference_placement.policy.price_book import default_price_book, price_book_from_mapping
-        from inference_placement.sim.baselines import (
-            AllCloudRunPolicy,
-            AllLambdaPolicy,
-            ClusterAutoscaledPolicy,
-            ClusterScaleToZeroPolicy,
-            RuleOfThumbPolicy,
-            StaticClusterPolicy,
-        )
         from inference_placement.sim.optimum import optimum as run_optimum
-        from inference_placement.sim.policies import OursPolicy
+        from inference_placement.sim.registry import online_policies
         from inference_placement.sim.report import plot_simulation, simulation_table
         from inference_placement.sim.simulator import SimPolicy, WorkloadResult, feasible_economics
         from inference_placement.sim.simulator import simulate as run
@@ -144,15 +136,7 @@ def register(app: typer.Typer) -> None:
         if not economics:
             console.print("[red]no target can run this workload (see the spec's allowedTargets and limits)[/red]")
             raise typer.Exit(2)
-        policies: list[SimPolicy] = [
-            OursPolicy(),
-            StaticClusterPolicy(),
-            ClusterAutoscaledPolicy(),
-            ClusterScaleToZeroPolicy(),
-            AllLambdaPolicy(),
-            AllCloudRunPolicy(),
-            RuleOfThumbPolicy(),
-        ]
+        policies: list[SimPolicy] = online_policies()
         results: list[WorkloadResult] = []
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("simulating", total=len(policies) + int(optimum))

@@ -31,7 +31,7 @@ from inference_placement.policy.queueing import poisson_slots
 from inference_placement.sim.baselines import KPA_IDLE_SECONDS
 from inference_placement.sim.simulator import Control, Observation, SimWorkload, WorkloadResult, simulate
 
-__all__ = ["Mode", "OptimumPolicy", "PlanPolicy", "optimum", "workload_modes"]
+__all__ = ["Mode", "OptimumPolicy", "PlanPolicy", "optimum", "workload_modes", "FloatArray"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -67,10 +67,16 @@ class _HoldMode:
         return [self.mode.control()] if obs.step == 0 else []
 
 
+class OptimumPolicy:
+    """Marker for the benchmark: ``optimum`` is computed by :func:`optimum`, not ticked like the others."""
+
+    name = "optimum"
+
+
 class PlanPolicy:
     """Replays a per-step mode plan, issuing each change early by its lead time (perfect foresight)."""
 
-    name = "optimum"
+    name = OptimumPolicy.name
 
     def __init__(self, plan: Sequence[Mode], economics: dict[TargetName, TargetEconomics], step_seconds: float):
         self.events: dict[int, list[Control]] = {}
@@ -106,7 +112,7 @@ def _levels(econ: TargetEconomics, workload: SimWorkload) -> list[int]:
     per_step = reqs.per_step()
     service = float(reqs.service.mean())
     peak_a = float(per_step.max()) / reqs.step_seconds * service
-    tail = max(1e-6, (1.0 - workload.attainment) / 10.0)
+    tail = max(1e-6, (1.0 - workload.spec.slo.attainment) / 10.0)
     top = max(1, math.ceil(float(poisson_slots(peak_a, tail)) / max(1, econ.concurrency)))
     top = min(top, econ.max_instances)
     if econ.billing is Billing.REPLICA:
@@ -266,12 +272,6 @@ def _dp(
     return plans, cost, misses
 
 
-class OptimumPolicy:
-    """Marker for the benchmark: ``optimum`` is computed by :func:`optimum`, not ticked like the others."""
-
-    name = "optimum"
-
-
 def _choose_plans(
     tables: _Tables, same: FloatArray, cross: FloatArray, gap_steps: int, budget: int
 ) -> list[npt.NDArray[np.int64]]:
@@ -312,7 +312,7 @@ def optimum(
     lead = max(e.provision_seconds for e in economics.values())
     gap_steps = math.ceil((lead + drain) / step)
     scored = int(workload.requests.per_step()[round(warmup_seconds / step) :].sum())
-    budget = math.floor((1.0 - workload.attainment) * scored + 1e-9)
+    budget = math.floor((1.0 - workload.spec.slo.attainment) * scored + 1e-9)
 
     best: WorkloadResult | None = None
 
@@ -364,5 +364,5 @@ def optimum(
         break
     assert best is not None
     result: WorkloadResult = best
-    result.policy = "optimum"
+    result.policy = OptimumPolicy.name
     return result

@@ -118,6 +118,10 @@ class ClusterPool:
             self._last_activity = end
         return start, best.ready > t
 
+    def has_free_slot(self, t: float) -> bool:
+        """Whether a ready replica has a free slot at ``t`` (else its model server refuses: the queue cap)."""
+        return any(r.ready <= t and r.slots[0] <= t for r in self.replicas)
+
     def retire(self, t: float) -> None:
         for r in self.replicas:
             self._closed.append((r.billed_until, max(t, r.busy_until)))

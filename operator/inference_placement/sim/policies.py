@@ -12,76 +12,133 @@ from collections.abc import Sequence
 import numpy as np
 
 from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
+from inference_placement.api.status import BudgetStatus
+from inference_placement.policy.actuation import Actuators, target_settings
+from inference_placement.policy.budget import accrue_spend
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
 from inference_placement.policy.economics import TargetEconomics
 from inference_placement.policy.idle_gaps import idle_gap_signature
+from inference_placement.policy.observation import LIVE_OBSERVATION, ObservedSignals
 from inference_placement.policy.price_book import PriceBook
-from inference_placement.sim.simulator import Control, Observation, SimWorkload
+from inference_placement.sim.simulator import Control, FloatArray, Observation, SimWorkload
 
 __all__ = [
     "DEFAULT_WINDOW_SECONDS",
-    "HISTORY_SECONDS",
     "OursPolicy",
     "control_from_decision",
     "window_from_observation",
 ]
 
-DEFAULT_WINDOW_SECONDS = 3600.0
-"""How much history the simulated metrics source hands the policy: the last hour of per-step samples (one
-batched Prometheus range query per signal per tick for the whole fleet stays affordable at that length)."""
+DEFAULT_WINDOW_SECONDS = LIVE_OBSERVATION.window_seconds
+"""How much history ``ours`` is shown: what the live operator fetches with its default settings."""
 
 
-HISTORY_SECONDS = 86400.0
-"""How much rate history the simulated metrics source hands the policy for its idle-gap statistics: a day (one
-range query of one signal; the cost model itself reads only the window)."""
+def _coarsened(values: FloatArray, factor: int) -> FloatArray:
+    """Sums of ``factor`` consecutive steps, ending with the newest (a leading partial group is dropped)."""
+    if factor <= 1:
+        return values
+    whole = (values.size // factor) * factor
+    summed: FloatArray = values[values.size - whole :].reshape(-1, factor).sum(axis=1)
+    return summed
 
 
 def window_from_observation(
-    obs: Observation, window_seconds: float, history_seconds: float = HISTORY_SECONDS
+    obs: Observation, signals: ObservedSignals = LIVE_OBSERVATION, window_seconds: float | None = None
 ) -> TrafficWindow | None:
+    """What the live metrics source would show at this step: the signals it measures, at its resolution.
+
+    ``window_seconds`` overrides ``signals.window_seconds`` (the benchmark's knob). Steps finer than the live
+    step are summed up to it; a coarser trace step is used as it is (the finest the trace can show)."""
     if obs.step == 0:
         return None
-    steps = max(1, int(window_seconds // obs.step_seconds))
-    history_steps = max(steps, int(history_seconds // obs.step_seconds))
-    history = obs.requests_per_step[-history_steps:] / obs.step_seconds
-    counts = obs.requests_per_step[-steps:]
+    factor = max(1, round(signals.step_seconds / obs.step_seconds))
+    step = obs.step_seconds * factor
+    requests = _coarsened(obs.requests_per_step, factor)
+    if requests.size == 0:
+        return None
+    span = signals.window_seconds if window_seconds is None else window_seconds
+    steps = max(1, int(span // step))
+    counts = requests[-steps:]
     total = float(counts.sum())
-    service = float(obs.service_sum_per_step[-steps:].sum()) / total if total > 0 else None
-    missed = float(obs.misses_per_step[-steps:].sum()) / total if total > 0 else None
-    peaks = obs.peak_in_flight_per_step[-steps:]
-    rps = counts / obs.step_seconds
+    service = None
+    if signals.service_seconds and total > 0:
+        service = float(_coarsened(obs.service_sum_per_step, factor)[-steps:].sum()) / total
+    misses = _coarsened(obs.misses_per_step, factor)
+    recent_steps = max(1, round(signals.slo_miss_window_seconds / step))
+    recent = float(requests[-recent_steps:].sum())
+    missed = float(misses[-recent_steps:].sum()) / recent if recent > 0 else None
+    peaks = None
+    if signals.peak_in_flight:
+        raw = obs.peak_in_flight_per_step
+        whole = (raw.size // factor) * factor
+        peaks = tuple(raw[raw.size - whole :].reshape(-1, factor).max(axis=1)[-steps:].tolist()) if whole else None
+    history_rps = history_misses = None
+    if signals.history_seconds > 0:
+        history_steps = max(steps, int(signals.history_seconds // step))
+        history_rps = tuple((requests[-history_steps:] / step).tolist())
+        history_misses = float(misses[-history_steps:].sum())
     return TrafficWindow(
-        step_seconds=obs.step_seconds,
-        rps=tuple(rps.tolist()),
-        latency_p99_seconds=obs.latency_p99_seconds,
+        step_seconds=step,
+        rps=tuple((counts / step).tolist()),
+        observed_p99_seconds=obs.observed_p99_seconds if signals.latency_p99 else None,
         end=obs.now,
         service_seconds=service,
-        warm_latency_seconds=obs.warm_latency_seconds,
+        warm_latency_seconds=obs.warm_latency_seconds if signals.warm_latency else None,
         slo_miss_share=missed,
-        slo_misses=tuple(obs.misses_per_step[-steps:].tolist()),
-        peak_in_flight=tuple(peaks.tolist()),
-        history_rps=tuple(history.tolist()),
-        history_slo_misses=float(obs.misses_per_step[-history_steps:].sum()),
+        slo_misses=tuple(misses[-steps:].tolist()) if signals.slo_misses_per_step else None,
+        peak_in_flight=peaks,
+        history_rps=history_rps,
+        history_slo_misses=history_misses,
     )
 
 
-def control_from_decision(decision: Decision) -> Control | None:
+def control_from_decision(
+    decision: Decision, spec: InferenceWorkloadSpec, actuators: Actuators = Actuators()
+) -> Control | None:
+    """The platform controls for a decision: the live reconciler's own actuation (``policy.actuation``).
+
+    A withheld decision (``target=None``) changes nothing: the simulator keeps the controls in force, as the live
+    reconciler keeps applying the last recorded decision's settings."""
     target = decision.target
     if target is None:
         return None
+    settings = target_settings(target, decision, spec, None, actuators)
     if target is TargetName.CLUSTER:
-        return Control(target, replicas=decision.replicas)
-    return Control(target, warm_floor=decision.replicas, warm_pings=decision.keep_warm_instances)
+        spill = decision.spill
+        if spill is None:
+            return Control(target, replicas=settings.replicas)
+        overflow = target_settings(spill.target, decision, spec, None, actuators)
+        return Control(
+            target,
+            replicas=settings.replicas,
+            overflow=spill.target,
+            overflow_warm_floor=overflow.replicas,
+            overflow_warm_pings=overflow.keep_warm_pings,
+        )
+    return Control(target, warm_floor=settings.replicas, warm_pings=settings.keep_warm_pings)
 
 
 class OursPolicy:
-    name = "ours"
-    observes_in_flight = True
-    """The simulator tracks the per-step in-flight peak only for policies that read it."""
+    """``ours``: sees what the live operator measures (``signals``), decides with ``decide``, acts through the live
+    actuation with the live operator's ``actuators``, and accrues its month-to-date spend as the live status does
+    (the projected monthly cost of where it runs: no bill is seen live)."""
 
-    def __init__(self, window_seconds: float = DEFAULT_WINDOW_SECONDS, capacity: ClusterCapacity | None = None):
-        self.window_seconds = window_seconds
+    name = "ours"
+
+    def __init__(
+        self,
+        window_seconds: float | None = None,
+        capacity: ClusterCapacity | None = None,
+        *,
+        signals: ObservedSignals = LIVE_OBSERVATION,
+        actuators: Actuators = Actuators(),
+    ):
+        self.signals = signals
+        self.window_seconds = signals.window_seconds if window_seconds is None else window_seconds
+        self.actuators = actuators
+        self.observes_in_flight = signals.peak_in_flight
+        """The simulator tracks the per-step in-flight peak only for policies that read it."""
         self.capacity = capacity or ClusterCapacity()
         self._spec: InferenceWorkloadSpec | None = None
         self._price_book: PriceBook | None = None
@@ -91,6 +148,18 @@ class OursPolicy:
         self.reused = 0
         self._last_key: tuple[object, ...] | None = None
         self._last_control: Control | None = None
+        self._budget: BudgetStatus | None = None
+        self._monthly_cost_usd: float | None = None
+
+    @property
+    def month_to_date_usd(self) -> float | None:
+        """Month-to-date spend as this policy accrued it (None before its first tick)."""
+        return self._budget.month_to_date_usd if self._budget is not None else None
+
+    @property
+    def monthly_cost_usd(self) -> float | None:
+        """The projected monthly cost of the placement it accrues at (None before a placement)."""
+        return self._monthly_cost_usd
 
     def reset(self, workload: SimWorkload, economics: dict[TargetName, TargetEconomics], price_book: PriceBook) -> None:
         self._spec = workload.spec
@@ -98,6 +167,8 @@ class OursPolicy:
         self.decisions = []
         self._last_key = None
         self._last_control = None
+        self._budget = None
+        self._monthly_cost_usd = None
 
     def _key(self, window: TrafficWindow | None, obs: Observation) -> tuple[object, ...] | None:
         """What the decision's controls depend on, when that excludes the clock; None when it does not.
@@ -114,7 +185,7 @@ class OursPolicy:
             return None
         return (
             window.rps,
-            window.latency_p99_seconds,
+            window.observed_p99_seconds,
             window.service_seconds,
             window.warm_latency_seconds,
             window.slo_miss_share,
@@ -128,7 +199,9 @@ class OursPolicy:
 
     def tick(self, obs: Observation) -> Sequence[Control]:
         assert self._spec is not None and self._price_book is not None
-        window = window_from_observation(obs, self.window_seconds)
+        # month-to-date as the live status accrues it: the projected cost of the placement since the last tick
+        self._budget = accrue_spend(self._budget, self._monthly_cost_usd, obs.now)
+        window = window_from_observation(obs, self.signals, self.window_seconds)
         key = self._key(window, obs)
         if key is not None and key == self._last_key and not self.keep_decisions:
             self.reused += 1
@@ -136,13 +209,16 @@ class OursPolicy:
         state = PlacementState(
             current=obs.placement,
             last_migration_finished_at=obs.last_migration_finished_at,
-            month_to_date_usd=obs.month_to_date_usd,
+            month_to_date_usd=self._budget.month_to_date_usd,
         )
-        decision = decide(self._spec, window, state, self._price_book, self.capacity, obs.now)
+        decision = decide(self._spec, window, state, self._price_book, self.capacity, obs.now, actuators=self.actuators)
         self.calls += 1
         if self.keep_decisions:
             self.decisions.append(decision)
-        control = control_from_decision(decision)
+        placed = obs.placement
+        if placed is not None:
+            self._monthly_cost_usd = decision.projected_monthly_cost_usd.get(placed)
+        control = control_from_decision(decision, self._spec, self.actuators)
         self._last_key = key
         self._last_control = control
         return [control] if control is not None else []

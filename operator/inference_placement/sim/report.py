@@ -8,10 +8,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from inference_placement.sim.bench import POLICY_NAMES, SINGLE_PLATFORM_BASELINES, BenchResult, RowResult
+from inference_placement.policy.budget import MONTH_SECONDS
+from inference_placement.sim.bench import BenchResult, RowResult
+from inference_placement.sim.registry import OPTIMUM, OURS, POLICY_NAMES, SINGLE_PLATFORM_BASELINES
 from inference_placement.sim.simulator import WorkloadResult
 
-__all__ = ["bench_summary", "bench_table", "plot_simulation", "simulation_table"]
+__all__ = ["bench_summary", "bench_table", "plot_simulation", "simulation_table", "print_bench"]
 
 _TARGETS = ("cluster", "cloudrun", "lambda")
 
@@ -32,7 +34,7 @@ def simulation_table(results: list[WorkloadResult], title: str) -> Table:
         share = np.bincount(r.placement_per_step[r.placement_per_step >= 0], minlength=3)
         total = max(1, int(share.sum()))
         where = ", ".join(f"{_TARGETS[i]} {share[i] / total:.0%}" for i in range(3) if share[i])
-        monthly = r.cost_usd / max(r.days, 1e-9) * 730.0 / 24.0
+        monthly = r.cost_usd / max(r.days * 86400.0, 1e-9) * MONTH_SECONDS
         table.add_row(
             r.policy,
             _money(r.cost_usd),
@@ -123,8 +125,8 @@ def bench_summary(result: BenchResult) -> Table:
     ):
         table.add_column(column)
     for row in result.rows:
-        ours = row.policies.get("ours")
-        opt = row.policies.get("optimum")
+        ours = row.policies.get(OURS)
+        opt = row.policies.get(OPTIMUM)
         if ours is None or opt is None:
             continue
         meeting = []
@@ -135,7 +137,7 @@ def bench_summary(result: BenchResult) -> Table:
                 continue
             meeting.append(f"{name} {_money(p.cost_usd)}")
             cheaper = cheaper and ours.cost_usd < p.cost_usd
-        ratio = row.ratio("ours")
+        ratio = row.ratio(OURS)
         table.add_row(
             f"{row.trace} / {row.profile}",
             f"{ratio:.2f}" + (" ok" if ratio is not None and ratio <= 1.15 else " MISSED") if ratio else "",

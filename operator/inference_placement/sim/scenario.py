@@ -40,6 +40,7 @@ __all__ = [
     "parse_service_formula",
     "profile_latency_measure",
     "profile_spec",
+    "ProfileGPU",
 ]
 
 
@@ -194,7 +195,7 @@ def profile_spec(profile: Profile, price_book: PriceBook) -> InferenceWorkloadSp
         allowed.append(TargetName.LAMBDA)
     if needs_gpu and gpu not in price_book.platforms.cloudrun.gpu_types:
         allowed.remove(TargetName.CLOUDRUN)
-    latency = profile.slo.latency_p99_seconds or profile.slo.time_to_first_token_p99_seconds or 1.0
+    objective_seconds = profile.slo.latency_p99_seconds or profile.slo.time_to_first_token_p99_seconds or 1.0
     memory_mb = int(profile.memory_gib * 1024)
     cloud_run_concurrency = min(
         profile.concurrency_per_replica, price_book.platforms.cloudrun.default_concurrency_per_instance
@@ -208,7 +209,7 @@ def profile_spec(profile: Profile, price_book: PriceBook) -> InferenceWorkloadSp
             service_seconds=profile.service_seconds,
         ),
         accelerator=AcceleratorSpec(type=AcceleratorType(gpu)) if needs_gpu else AcceleratorSpec(),
-        slo=SLOSpec(latency_p99_seconds=latency, attainment=profile.slo.attainment),
+        slo=SLOSpec(objective_seconds=objective_seconds, attainment=profile.slo.attainment),
         placement=PlacementSpec(allowed_targets=allowed),
         scaling=ScalingSpec(min_replicas=0, max_replicas=50, target_concurrency=profile.concurrency_per_replica),
         cloud_run=CloudRunSpec(

@@ -14,7 +14,8 @@ ready on a step boundary).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -27,7 +28,7 @@ from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.economics import TargetEconomics, workload_economics
 from inference_placement.policy.feasibility import assess_feasibility
 from inference_placement.policy.price_book import PriceBook
-from inference_placement.sim.platforms import ClusterPool, Pool, ServerlessPool, make_pool
+from inference_placement.sim.platforms import ClusterPool, Dispatch, Pool, ServerlessPool, make_pool
 from inference_placement.sim.traces import Requests
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "WorkloadResult",
     "feasible_economics",
     "simulate",
+    "FloatArray",
+    "TARGET_INDEX",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -46,14 +49,13 @@ TARGET_INDEX = {TargetName.CLUSTER: 0, TargetName.CLOUDRUN: 1, TargetName.LAMBDA
 
 @dataclass(frozen=True)
 class SimWorkload:
-    """One workload of a benchmark row (or of a ``simulate`` run)."""
+    """One workload of a benchmark row (or of a ``simulate`` run): its requests, and the spec every policy, the
+    scoring (``spec.slo``) and the platform model read (nothing of the spec is copied)."""
 
     name: str
     spec: InferenceWorkloadSpec
     requests: Requests
     start: datetime
-    slo_latency_seconds: float
-    attainment: float
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ class Control:
     """Serverless instances kept warm by pings."""
     idle_timeout_seconds: float | None = None
     """Cluster: scale to zero this long after the last request (Knative); None = keep the replicas."""
+    overflow: TargetName | None = None
+    """Cluster: the serverless target that takes the requests the replicas refuse (burst spillover); None = none."""
+    overflow_warm_floor: int = 0
+    overflow_warm_pings: int = 0
     at: float | None = None
     """Seconds since the start of the trace; None = at the start of the current step."""
 
@@ -87,7 +93,7 @@ class Observation:
     peak_in_flight_per_step: FloatArray
     """Peak demand in flight during each completed step: requests that would be in flight had none waited (what
     the servers' in-flight gauge reads at its peak while capacity suffices)."""
-    latency_p99_seconds: float | None
+    observed_p99_seconds: float | None
     """p99 latency of the requests of the last completed step (None when it had none)."""
     warm_latency_seconds: float | None
     """Mean latency (as the SLO measures it) of the requests so far that neither queued nor waited for a start."""
@@ -126,6 +132,8 @@ class WorkloadResult:
     placement_per_step: npt.NDArray[np.int8] = field(repr=False)
     capacity_per_step: FloatArray = field(repr=False)
     note: str = ""
+    spilled: int = 0
+    """Requests the cluster's replicas refused and the overflow target served (burst spillover)."""
 
     @property
     def attainment(self) -> float:
@@ -162,6 +170,48 @@ class _Engine:
         self.migrations = 0
         self.last_finished: float | None = None
         self.retired_cold_starts = 0
+        self.overflow: TargetName | None = None
+        self.overflow_from = math.inf
+        """When the overflow target is deployed and the router may spill to it (make before break)."""
+        self.spilled = 0
+
+    def dispatcher(self) -> Callable[[float, float], Dispatch] | None:
+        """Where the next request goes: the active target's pool, or, while spilling, the cluster's replicas with
+        the overflow target taking what they refuse."""
+        if self.active is None:
+            return None
+        active = self.pools[self.active]
+        overflow = self.overflow
+        if overflow is None or not isinstance(active, ClusterPool):
+            return active.dispatch
+        spill_to = self.pool(overflow)
+
+        def spill(t: float, service: float) -> Dispatch:
+            if t >= self.overflow_from and not active.has_free_slot(t):
+                self.spilled += 1
+                return spill_to.dispatch(t, service)
+            return active.dispatch(t, service)
+
+        return spill
+
+    def _set_overflow(self, control: Control, t: float) -> None:
+        """Start, change or end the spill to ``control.overflow`` (deployed first; drained before it retires)."""
+        target = control.overflow if control.target is TargetName.CLUSTER else None
+        if target is not None and target not in self.economics:
+            target = None
+        if self.overflow is not None and self.overflow is not target:
+            self.retiring.append((t + self.price_book.migration.drain_seconds, self.overflow))
+            self.overflow, self.overflow_from = None, math.inf
+        if target is None:
+            return
+        econ = self.economics[target]
+        if self.overflow is None:
+            self.overflow_from = t + econ.provision_seconds - econ.cold_start_seconds
+            self.retiring = [(when, source) for when, source in self.retiring if source is not target]
+        self.overflow = target
+        pool = self.pool(target)
+        assert isinstance(pool, ServerlessPool), "the overflow is a serverless target"
+        pool.set_levels(t, control.overflow_warm_floor, control.overflow_warm_pings, available_from=self.overflow_from)
 
     def pool(self, target: TargetName) -> Pool:
         pool = self.pools.get(target)
@@ -205,6 +255,7 @@ class _Engine:
             # first placement: deployed before the trace starts, warm at t (as for every policy)
             self._set_level(target, control, t, prewarmed=True, serving_check=True)
             self.active = target
+            self._set_overflow(control, t)
             return
         if self.migration is not None:
             if target is self.migration.target:
@@ -212,8 +263,10 @@ class _Engine:
             return
         if target is self.active:
             self._set_level(target, control, t)
+            self._set_overflow(control, t)
             return
-        # make before break: provision the target, switch when it is ready
+        # make before break: provision the target, switch when it is ready (a spill ends: the cluster leaves)
+        self._set_overflow(control, t)
         econ = self.economics[target]
         deploy = econ.provision_seconds - econ.cold_start_seconds
         ready = self._set_level(target, control, t, available_from=t + deploy, serving_check=True)
@@ -244,16 +297,16 @@ class _Engine:
         if self.retiring:
             keep = []
             for when, source in self.retiring:
-                if when <= t and source is not self.active:
+                if when <= t and source is not self.active and source is not self.overflow:
                     pool = self.pools.get(source)
                     if pool is not None:
                         pool.retire(when)
-                elif source is not self.active:
+                elif source is not self.active and source is not self.overflow:
                     keep.append((when, source))
             self.retiring = keep
 
 
-def simulate(
+def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
     workload: SimWorkload,
     policy: SimPolicy,
     price_book: PriceBook,
@@ -286,7 +339,7 @@ def simulate(
     services = reqs.service.tolist()
     parts = reqs.latency_part.tolist()
     n = len(arrivals)
-    slo = workload.slo_latency_seconds + 1e-9
+    slo = workload.spec.slo.objective_seconds + 1e-9
     i = 0
     total_cost = 0.0
     total_misses = 0
@@ -310,7 +363,7 @@ def simulate(
             service_sum_per_step=service_sum[:k],
             misses_per_step=misses[:k],
             peak_in_flight_per_step=peaks[:k],
-            latency_p99_seconds=p99,
+            observed_p99_seconds=p99,
             warm_latency_seconds=warm_sum / warm_count if warm_count else None,
             placement=engine.active,
             migrating=engine.migration is not None,
@@ -325,7 +378,7 @@ def simulate(
         step_misses = 0
         step_services = 0.0
         due = engine.due()
-        dispatch = engine.pools[engine.active].dispatch if engine.active is not None else None
+        dispatch = engine.dispatcher()
         while True:
             arrival = arrivals[i] if i < n and arrivals[i] < t1 else None
             if pending and pending[0][0] <= (arrival if arrival is not None else t1):
@@ -333,14 +386,14 @@ def simulate(
                 engine.advance(when)
                 engine.apply(control, when)
                 due = engine.due()
-                dispatch = engine.pools[engine.active].dispatch if engine.active is not None else None
+                dispatch = engine.dispatcher()
                 continue
             if arrival is None:
                 break
             if due <= arrival:
                 engine.advance(arrival)
                 due = engine.due()
-                dispatch = engine.pools[engine.active].dispatch if engine.active is not None else None
+                dispatch = engine.dispatcher()
             if dispatch is None:
                 # nothing placed: the request fails
                 step_misses += 1
@@ -402,11 +455,12 @@ def simulate(
         cold_starts=cold_requests,
         migrations=scored_migrations,
         cost_usd=total_cost,
-        attainment_target=workload.attainment,
+        attainment_target=workload.spec.slo.attainment,
         days=(steps - warmup_steps) * step / 86400.0,
         cost_per_step=cost,
         requests_per_step=np.where(np.arange(steps) >= warmup_steps, requests, 0.0),
         misses_per_step=np.where(np.arange(steps) >= warmup_steps, misses, 0.0),
         placement_per_step=placement,
         capacity_per_step=capacity,
+        spilled=engine.spilled,
     )

@@ -36,6 +36,7 @@ __all__ = [
     "minute_trace_from_rates",
     "requests_for",
     "snake_case",
+    "FloatArray",
 ]
 
 FloatArray = npt.NDArray[np.float64]

@@ -15,11 +15,13 @@ __all__ = ["profile_workloads", "spec_workloads"]
 
 def profile_workloads(trace: Trace, profile: Profile, price_book: PriceBook, *, seed: int = 0) -> list[SimWorkload]:
     """Every row of a per-step trace (or the one workload of a per-request trace) as this profile."""
-    spec = profile_spec(profile, price_book)
-    formula = parse_service_formula(profile.service_seconds_formula) if profile.service_seconds_formula else None
     first_token = profile_latency_measure(profile) == "first-token"
     return spec_workloads(
-        trace, spec, formula_text=formula.text if formula else None, first_token=first_token, seed=seed
+        trace,
+        profile_spec(profile, price_book),
+        formula_text=profile.service_seconds_formula,
+        first_token=first_token,
+        seed=seed,
     )
 
 
@@ -47,8 +49,6 @@ def spec_workloads(
                 spec=spec,
                 requests=requests,
                 start=start or trace.start,
-                slo_latency_seconds=spec.slo.latency_p99_seconds,
-                attainment=spec.slo.attainment,
             )
         )
     return out

@@ -35,9 +35,11 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError, WaiterError
 
-from inference_placement.api import InferenceWorkload, TargetName
+from inference_placement.api.spec import TargetName
+from inference_placement.api.workload import InferenceWorkload
 from inference_placement.targets import naming
 from inference_placement.targets.base import (
+    BlockingTarget,
     DesiredTarget,
     NotOwnedError,
     PermanentTargetError,
@@ -67,6 +69,8 @@ __all__ = [
     "LambdaTarget",
     "config_differences",
     "function_config",
+    "LAMBDA_MIN_MEMORY_MB",
+    "URL_AUTH_TYPE",
 ]
 
 log = logging.getLogger(__name__)
@@ -197,7 +201,7 @@ def _is_not_found(exc: BaseException) -> bool:
     return aws_error_code(exc) in _NOT_FOUND_CODES or status == 404
 
 
-class LambdaTarget:
+class LambdaTarget(BlockingTarget):
     """Places workloads on AWS Lambda (one container-image function per workload).
 
     Args:
@@ -288,15 +292,6 @@ class LambdaTarget:
 
     # -------------------------------------------------------------------------------- Target interface
 
-    async def ensure(self, workload: InferenceWorkload, desired: DesiredTarget) -> TargetState:
-        return await asyncio.to_thread(self.ensure_sync, workload, desired)
-
-    async def observe(self, workload: InferenceWorkload) -> TargetState | None:
-        return await asyncio.to_thread(self.observe_sync, workload)
-
-    async def retire(self, workload: InferenceWorkload) -> bool:
-        return await asyncio.to_thread(self.retire_sync, workload)
-
     async def list_owned(
         self, *, regions: Sequence[str] | None = None, owner_uid: str | None = None
     ) -> list[naming.OwnedResource]:
@@ -318,10 +313,7 @@ class LambdaTarget:
             self._call("create Lambda function", self._create, client, name, want)
             function = self._get_function(client, name)
             if function is None:
-                raise RetryableTargetError(
-                    f"Lambda function {name} not found right after create",
-                    retry_after_seconds=self.retry_policy.requeue_after_seconds,
-                )
+                raise RetryableTargetError(f"Lambda function {name} not found right after create")
         self._check_owner(client, function, owner, name)
         try:
             self._settle(client, name, function)
@@ -342,10 +334,7 @@ class LambdaTarget:
         self._ensure_url(client, name)
         state = self.observe_sync(workload)
         if state is None:
-            raise RetryableTargetError(
-                f"Lambda function {name} vanished during ensure",
-                retry_after_seconds=self.retry_policy.requeue_after_seconds,
-            )
+            raise RetryableTargetError(f"Lambda function {name} vanished during ensure")
         return state
 
     def observe_sync(self, workload: InferenceWorkload) -> TargetState | None:
@@ -596,7 +585,7 @@ class LambdaTarget:
     # -------------------------------------------------------------------------------- helpers
 
     def _classify(self, exc: BaseException) -> TargetError:
-        error = classify_aws_error(exc, requeue_after_seconds=self.retry_policy.requeue_after_seconds)
+        error = classify_aws_error(exc)
         return scrub_error(error, self._secret_values)
 
     def _call(self, describe: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -666,8 +655,7 @@ class LambdaTarget:
                 reason = str(exc.kwargs.get("reason", ""))
                 if "Max attempts exceeded" in reason:
                     raise StillInProgressError(
-                        f"Lambda function {name} still changing after {self.waiter_timeout_seconds:g}s",
-                        retry_after_seconds=self.retry_policy.requeue_after_seconds,
+                        f"Lambda function {name} still changing after {self.waiter_timeout_seconds:g}s"
                     ) from exc
                 config = last.get("Configuration", last)
                 detail = config.get("StateReason") or config.get("LastUpdateStatusReason") or reason

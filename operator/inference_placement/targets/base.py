@@ -7,12 +7,15 @@ owner is never touched (``NotOwnedError``).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
-from inference_placement.api import InferenceWorkload, TargetName
+from inference_placement.api.spec import TargetName
+from inference_placement.api.workload import InferenceWorkload
 
 __all__ = [
+    "BlockingTarget",
     "DesiredTarget",
     "NotOwnedError",
     "PermanentTargetError",
@@ -31,6 +34,8 @@ class DesiredTarget:
     """In-cluster replicas, or warm instances (Cloud Run min instances / Lambda provisioned concurrency)."""
     max_replicas: int | None = None
     """Cap on replicas or instances (serverless: the bill cap derived from the budget); None = the spec's."""
+    max_in_flight: int | None = None
+    """Cluster: each model server's queue cap while the workload spills its overflow; None = no cap."""
 
 
 @dataclass(frozen=True)
@@ -54,11 +59,7 @@ class TargetError(Exception):
 
 
 class RetryableTargetError(TargetError):
-    """Throttling, 5xx, timeouts: try again after ``retry_after_seconds``."""
-
-    def __init__(self, message: str, *, retry_after_seconds: float = 30.0, status_code: int | None = None) -> None:
-        super().__init__(message, status_code=status_code)
-        self.retry_after_seconds = retry_after_seconds
+    """Throttling, 5xx, timeouts: the next reconcile tries again."""
 
 
 class PermanentTargetError(TargetError):
@@ -85,3 +86,26 @@ class Target(Protocol):
     async def retire(self, workload: InferenceWorkload) -> bool:
         """Remove the workload's resource; True once it is gone (call again until it is)."""
         ...
+
+
+class BlockingTarget:
+    """A target whose cloud client blocks (boto3, google-cloud-run's REST transport): its ``*_sync`` methods do the
+    work, and the async interface runs them in a worker thread so no call freezes the event loop."""
+
+    def ensure_sync(self, workload: InferenceWorkload, desired: DesiredTarget) -> TargetState:
+        raise NotImplementedError
+
+    def observe_sync(self, workload: InferenceWorkload) -> TargetState | None:
+        raise NotImplementedError
+
+    def retire_sync(self, workload: InferenceWorkload) -> bool:
+        raise NotImplementedError
+
+    async def ensure(self, workload: InferenceWorkload, desired: DesiredTarget) -> TargetState:
+        return await asyncio.to_thread(self.ensure_sync, workload, desired)
+
+    async def observe(self, workload: InferenceWorkload) -> TargetState | None:
+        return await asyncio.to_thread(self.observe_sync, workload)
+
+    async def retire(self, workload: InferenceWorkload) -> bool:
+        return await asyncio.to_thread(self.retire_sync, workload)

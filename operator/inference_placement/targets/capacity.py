@@ -3,7 +3,8 @@
 ``CapacityCache`` keeps that in memory from one list + watch per kind (Nodes, bound non-terminated Pods), resuming
 from the last resourceVersion, re-listing on 410 Gone and backing off on errors; reading it (``snapshot``,
 ``check``, ``gpu_facts``) makes no API call. ``CapacityIndex`` is the pure part: it folds objects into per-node
-sums and answers the questions, so it is tested without a cluster.
+sums and fills the policy's ``ClusterCapacity``; whether a workload fits is ``policy.capacity.replica_fit``'s
+answer, the same one the policy's feasibility gives.
 """
 
 from __future__ import annotations
@@ -20,22 +21,19 @@ from typing import Any, Final
 import aiohttp
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 
-from inference_placement.api import InferenceWorkloadSpec, Reason
-from inference_placement.policy.capacity import ClusterCapacity, ResourceCapacity
-from inference_placement.targets.cluster_render import MANAGED_BY, MANAGED_BY_LABEL, WORKLOAD_LABEL, parse_quantity
-from inference_placement.targets.gpu_scheduling import (
-    GPUNodeFacts,
-    NodeView,
-    scheduling_for,
-)
+from inference_placement.api.quantity import parse_quantity
+from inference_placement.api.spec import InferenceWorkloadSpec
+from inference_placement.policy.capacity import MEMORY, ClusterCapacity, Fit, NodeCapacity, replica_fit
+from inference_placement.policy.gpu_scheduling import GPUNodeFacts, NodeView
+from inference_placement.targets.cluster_render import MANAGED_BY, MANAGED_BY_LABEL, WORKLOAD_LABEL
 
 __all__ = [
-    "CapacityAssessment",
     "CapacityCache",
     "CapacityIndex",
     "PodUsage",
     "node_view_from_object",
     "pod_usage_from_object",
+    "ListFunc",
 ]
 
 log = logging.getLogger(__name__)
@@ -118,67 +116,50 @@ def pod_usage_from_object(obj: Mapping[str, Any]) -> PodUsage | None:
     return PodUsage(node=str(node), requests={k: float(v) for k, v in total.items()}, owner=owner)
 
 
-@dataclass(frozen=True)
-class CapacityAssessment:
-    """Can one more replica set of this workload be placed in the cluster, with the numbers."""
-
-    ok: bool
-    known: bool
-    reason: Reason
-    """``CapacityFree``, ``CapacityExhausted`` or ``NoMatchingNodes`` (for the ``CapacityAvailable`` condition)."""
-    message: str
-    resource: str | None = None
-    """Extended resource needed per replica, e.g. ``nvidia.com/mig-3g.40gb`` (None for CPU-only)."""
-    free: float = 0.0
-    allocatable: float = 0.0
-    nodes: int = 0
-    replicas_that_fit: int = 0
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _fmt(value: float) -> str:
-    return f"{value:g}"
-
-
 class CapacityIndex:
-    """Nodes and bound Pods folded into per-node sums (pure; fed by ``CapacityCache``'s watches)."""
+    """Nodes and bound Pods folded into per-node sums (pure; fed by ``CapacityCache``'s watches).
+
+    ``snapshot`` turns them into the policy's ``ClusterCapacity``, once per change (a node's entry is rebuilt only
+    when the node or a Pod on it changed); whether a workload fits is ``policy.capacity.replica_fit``'s answer.
+    """
 
     def __init__(self) -> None:
         self._nodes: dict[str, NodeView] = {}
         self._pods: dict[str, PodUsage] = {}
         self._requested: dict[str, dict[str, float]] = {}
         self._owned: dict[str, dict[str, PodUsage]] = {}
-        self._facts: GPUNodeFacts | None = None
-        self._memo: dict[tuple[Any, ...], CapacityAssessment] = {}
+        self._node_capacity: dict[str, NodeCapacity] = {}
+        self._snapshots: dict[bool, ClusterCapacity] = {}
         self.version = 0
         """Bumped on every change; equal versions mean equal answers."""
 
     # -- updates
     def _changed(self) -> None:
+        """A new version: snapshots are rebuilt (the nodes' entries were dropped where they changed)."""
         self.version += 1
-        self._facts = None
-        self._memo.clear()
+        self._snapshots.clear()
 
     def replace_nodes(self, nodes: Iterable[NodeView]) -> None:
         self._nodes = {n.name: n for n in nodes}
+        self._node_capacity.clear()
         self._changed()
 
     def upsert_node(self, node: NodeView) -> None:
         if self._nodes.get(node.name) != node:
             self._nodes[node.name] = node
+            self._node_capacity.pop(node.name, None)
             self._changed()
 
     def remove_node(self, name: str) -> None:
         if self._nodes.pop(name, None) is not None:
+            self._node_capacity.pop(name, None)
             self._changed()
 
     def replace_pods(self, pods: Mapping[str, PodUsage]) -> None:
         self._pods = {}
         self._requested = {}
         self._owned = {}
+        self._node_capacity.clear()
         for key, usage in pods.items():
             self._add_pod(key, usage)
         self._changed()
@@ -199,6 +180,7 @@ class CapacityIndex:
 
     def _add_pod(self, key: str, usage: PodUsage) -> None:
         self._pods[key] = usage
+        self._node_capacity.pop(usage.node, None)
         sums = self._requested.setdefault(usage.node, {})
         for resource, amount in usage.requests.items():
             sums[resource] = sums.get(resource, 0.0) + amount
@@ -209,6 +191,7 @@ class CapacityIndex:
         usage = self._pods.pop(key, None)
         if usage is None:
             return
+        self._node_capacity.pop(usage.node, None)
         sums = self._requested.get(usage.node, {})
         for resource, amount in usage.requests.items():
             left = sums.get(resource, 0.0) - amount
@@ -234,164 +217,50 @@ class CapacityIndex:
 
     def gpu_facts(self) -> GPUNodeFacts:
         """MIG strategy and time-slicing resource names per GPU product, from the schedulable nodes."""
-        if self._facts is None:
-            self._facts = GPUNodeFacts.from_nodes(n for n in self._nodes.values() if not n.unschedulable)
-        return self._facts
+        return self.snapshot().gpu_facts
 
-    def _free(self, node: NodeView, resource: str, own: Mapping[str, float]) -> float:
-        used = self._requested.get(node.name, {}).get(resource, 0.0) - own.get(resource, 0.0)
-        return max(0.0, node.allocatable.get(resource, 0.0) - used)
+    def _capacity_of(self, node: NodeView) -> NodeCapacity:
+        cached = self._node_capacity.get(node.name)
+        if cached is None:
+            requested = self._requested.get(node.name, {})
+            allocatable = dict(node.allocatable)
+            free = {r: max(0.0, a - requested.get(r, 0.0)) for r, a in allocatable.items()}
+            if MEMORY in allocatable:  # bytes -> MiB, the policy's unit
+                allocatable[MEMORY] /= _MIB
+                free[MEMORY] /= _MIB
+            cached = NodeCapacity(
+                name=node.name,
+                labels=node.labels,
+                allocatable=allocatable,
+                free=free,
+                schedulable=not node.unschedulable,
+            )
+            self._node_capacity[node.name] = cached
+        return cached
 
     def snapshot(self, *, known: bool = True) -> ClusterCapacity:
-        """Per (extended resource, GPU product): allocatable, requested, node count; CPU and memory free."""
-        sums: dict[tuple[str, str], list[float]] = {}
-        cpu_free = 0.0
-        memory_free = 0.0
-        for node in self._nodes.values():
-            if node.unschedulable:
-                continue
-            requested = self._requested.get(node.name, {})
-            cpu_free += max(0.0, node.allocatable.get("cpu", 0.0) - requested.get("cpu", 0.0))
-            memory_free += max(0.0, node.allocatable.get("memory", 0.0) - requested.get("memory", 0.0))
-            for resource, amount in node.allocatable.items():
-                if not resource.startswith("nvidia.com/") or amount <= 0:
-                    continue
-                entry = sums.setdefault((resource, node.product), [0.0, 0.0, 0.0])
-                entry[0] += amount
-                entry[1] += requested.get(resource, 0.0)
-                entry[2] += 1
-        resources = tuple(
-            ResourceCapacity(resource=r, product=p, allocatable=a, requested=q, nodes=int(n))
-            for (r, p), (a, q, n) in sorted(sums.items())
-        )
-        return ClusterCapacity(
-            resources=resources, cpu_free_cores=cpu_free, memory_free_mib=memory_free / _MIB, known=known
-        )
+        """Every node's labels, allocatable and free capacity (cached until a Node or a bound Pod changes)."""
+        cached = self._snapshots.get(known)
+        if cached is None:
+            cached = ClusterCapacity(nodes=tuple(self._capacity_of(n) for n in self._nodes.values()), known=known)
+            self._snapshots[known] = cached
+        return cached
 
-    def assess(self, spec: InferenceWorkloadSpec, *, owner: str | None = None) -> CapacityAssessment:
+    def held(self, owner: str | None) -> dict[str, dict[str, float]]:
+        """What the Pods of workload ``owner`` (``namespace/name``) hold, per node, in ``ClusterCapacity`` units."""
+        out: dict[str, dict[str, float]] = {}
+        for usage in self._owned.get(owner, {}).values() if owner else ():
+            sums = out.setdefault(usage.node, {})
+            for name, amount in usage.requests.items():
+                sums[name] = sums.get(name, 0.0) + (amount / _MIB if name == MEMORY else amount)
+        return out
+
+    def assess(self, spec: InferenceWorkloadSpec, *, owner: str | None = None, known: bool = True) -> Fit:
         """Whether ``max(1, minReplicas)`` replicas fit on the nodes the workload may use, with the numbers.
 
         ``owner`` (``namespace/name``) excludes the workload's own Pods: the slice it already holds is not taken.
         """
-        acc = spec.accelerator
-        key = (
-            self.version,
-            owner,
-            acc.type,
-            acc.sharing,
-            acc.count,
-            acc.mig_profile,
-            acc.time_slicing_replicas,
-            tuple(sorted(spec.cluster.node_selector.items())),
-            spec.cluster.node_autoscaler,
-            spec.model.cpu,
-            spec.model.memory,
-            spec.scaling.min_replicas,
-        )
-        cached = self._memo.get(key)
-        if cached is None:
-            cached = self._assess(spec, owner)
-            self._memo[key] = cached
-        return cached
-
-    def _assess(self, spec: InferenceWorkloadSpec, owner: str | None) -> CapacityAssessment:
-        try:
-            scheduling = scheduling_for(spec, self.gpu_facts())
-        except ValueError as e:
-            return CapacityAssessment(ok=False, known=True, reason=Reason.NO_MATCHING_NODES, message=str(e))
-        needed = max(1, spec.scaling.min_replicas)
-        cpu = spec.model.cpu_cores
-        memory = spec.model.memory_mib * _MIB
-        own: dict[str, dict[str, float]] = {}
-        for usage in self._owned.get(owner, {}).values() if owner else ():
-            sums = own.setdefault(usage.node, {})
-            for name, amount in usage.requests.items():
-                sums[name] = sums.get(name, 0.0) + amount
-
-        candidates = [
-            n
-            for n in self._nodes.values()
-            if not n.unschedulable
-            and scheduling.node_matches(n.labels)
-            and all(n.labels.get(k) == v for k, v in spec.cluster.node_selector.items())
-        ]
-        autoscaler = spec.cluster.node_autoscaler
-        autoscaler_note = "; a node autoscaler is expected to add capacity" if autoscaler else ""
-        resource = scheduling.resource_name
-        per_replica = f"{_fmt(cpu)} CPU, {_fmt(spec.model.memory_mib)} MiB"
-
-        def fits(node: NodeView) -> int:
-            node_own = own.get(node.name, {})
-            limits = [
-                self._free(node, "cpu", node_own) / cpu if cpu > 0 else float("inf"),
-                self._free(node, "memory", node_own) / memory if memory > 0 else float("inf"),
-            ]
-            if resource is not None:
-                limits.append(self._free(node, resource, node_own) / scheduling.resource_count)
-            best = min(limits)
-            return int(best + 1e-9) if best != float("inf") else needed
-
-        if resource is None:
-            if not candidates:
-                reason = "no schedulable node matches the workload's node selector"
-                return CapacityAssessment(
-                    ok=autoscaler, known=True, reason=Reason.NO_MATCHING_NODES, message=reason + autoscaler_note
-                )
-            replicas = sum(fits(n) for n in candidates)
-            best = max(candidates, key=lambda n: self._free(n, "cpu", own.get(n.name, {})))
-            message = (
-                f"{replicas} replicas of {per_replica} fit on {_plural(len(candidates), 'node')} "
-                f"(most CPU free: {_fmt(self._free(best, 'cpu', own.get(best.name, {})))} cores on {best.name}); "
-                f"needs {needed}"
-            )
-            ok = replicas >= needed
-            return CapacityAssessment(
-                ok=ok or autoscaler,
-                known=True,
-                reason=Reason.CAPACITY_FREE if ok else Reason.CAPACITY_EXHAUSTED,
-                message=message + ("" if ok else autoscaler_note),
-                nodes=len(candidates),
-                replicas_that_fit=replicas,
-            )
-
-        offering = [n for n in candidates if n.allocatable.get(resource, 0.0) > 0]
-        if not offering:
-            products = ", ".join(scheduling.products)
-            message = f"no schedulable node offers {resource} on {spec.accelerator.type.value} ({products})"
-            return CapacityAssessment(
-                ok=autoscaler,
-                known=True,
-                reason=Reason.NO_MATCHING_NODES,
-                message=message + autoscaler_note,
-                resource=resource,
-            )
-        by_product: dict[str, list[float]] = {}
-        for node in offering:
-            entry = by_product.setdefault(node.product, [0.0, 0.0, 0.0])
-            entry[0] += self._free(node, resource, own.get(node.name, {}))
-            entry[1] += node.allocatable.get(resource, 0.0)
-            entry[2] += 1
-        numbers = "; ".join(
-            f"{_fmt(free)} of {_fmt(alloc)} {resource} free on {product} ({_plural(int(n), 'node')})"
-            for product, (free, alloc, n) in sorted(by_product.items())
-        )
-        replicas = sum(fits(n) for n in offering)
-        free_total = sum(v[0] for v in by_product.values())
-        alloc_total = sum(v[1] for v in by_product.values())
-        ok = replicas >= needed
-        each = f"{scheduling.resource_count} x {resource} + {per_replica}"
-        detail = f"; {replicas} replicas of {each} fit, needs {needed}"
-        return CapacityAssessment(
-            ok=ok or autoscaler,
-            known=True,
-            reason=Reason.CAPACITY_FREE if ok else Reason.CAPACITY_EXHAUSTED,
-            message=numbers + detail + ("" if ok else autoscaler_note),
-            resource=resource,
-            free=free_total,
-            allocatable=alloc_total,
-            nodes=len(offering),
-            replicas_that_fit=replicas,
-        )
+        return replica_fit(spec, self.snapshot(known=known), self.held(owner))
 
 
 # ---------------------------------------------------------------------------------------------- list + watch
@@ -508,12 +377,8 @@ class CapacityCache:
     def gpu_facts(self) -> GPUNodeFacts:
         return self.index.gpu_facts()
 
-    def assess(self, spec: InferenceWorkloadSpec, *, owner: str | None = None) -> CapacityAssessment:
-        if not self.synced:
-            return CapacityAssessment(
-                ok=False, known=False, reason=Reason.NO_MATCHING_NODES, message="cluster capacity not read yet"
-            )
-        return self.index.assess(spec, owner=owner)
+    def assess(self, spec: InferenceWorkloadSpec, *, owner: str | None = None) -> Fit:
+        return self.index.assess(spec, owner=owner, known=self.synced)
 
     def check(self, spec: InferenceWorkloadSpec, *, owner: str | None = None) -> tuple[bool, str]:
         """(enough free capacity for the workload, the numbers); ``owner`` = ``namespace/name`` of the workload."""

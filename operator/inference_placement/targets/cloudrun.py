@@ -30,10 +30,11 @@ from google.api_core.future import polling
 from google.auth.credentials import Credentials
 from google.cloud import run_v2
 
-from inference_placement.api import AcceleratorType, InferenceWorkload, TargetName
-from inference_placement.api.spec import AcceleratorSpec, ModelSpec
+from inference_placement.api.spec import AcceleratorSpec, AcceleratorType, ModelSpec, TargetName
+from inference_placement.api.workload import InferenceWorkload
 from inference_placement.targets import naming
 from inference_placement.targets.base import (
+    BlockingTarget,
     DesiredTarget,
     NotOwnedError,
     PermanentTargetError,
@@ -56,6 +57,9 @@ __all__ = [
     "build_service",
     "cloud_run_limits",
     "service_differences",
+    "GPU_ACCELERATOR",
+    "GPU_MIN_CPU",
+    "GPU_MIN_MEMORY_MIB",
 ]
 
 log = logging.getLogger(__name__)
@@ -235,7 +239,7 @@ def _state(service: run_v2.Service, *, message: str | None = None) -> TargetStat
 # ----------------------------------------------------------------------------------------------- the target
 
 
-class CloudRunTarget:
+class CloudRunTarget(BlockingTarget):
     """Places workloads on Google Cloud Run (one service per workload).
 
     Args:
@@ -294,15 +298,6 @@ class CloudRunTarget:
 
     # -------------------------------------------------------------------------------- Target interface
 
-    async def ensure(self, workload: InferenceWorkload, desired: DesiredTarget) -> TargetState:
-        return await asyncio.to_thread(self.ensure_sync, workload, desired)
-
-    async def observe(self, workload: InferenceWorkload) -> TargetState | None:
-        return await asyncio.to_thread(self.observe_sync, workload)
-
-    async def retire(self, workload: InferenceWorkload) -> bool:
-        return await asyncio.to_thread(self.retire_sync, workload)
-
     async def list_owned(
         self, *, project: str | None = None, regions: Sequence[str] | None = None, owner_uid: str | None = None
     ) -> list[naming.OwnedResource]:
@@ -353,10 +348,7 @@ class CloudRunTarget:
             # It exists after all: created by an earlier attempt whose answer never arrived. Adopt it if ours.
             current = self._get(name)
             if current is None:
-                raise RetryableTargetError(
-                    f"Cloud Run service {name} reported as existing but not found",
-                    retry_after_seconds=self.retry_policy.requeue_after_seconds,
-                )
+                raise RetryableTargetError(f"Cloud Run service {name} reported as existing but not found")
         self._check_owner(current, owner, name)
         changed = service_differences(want, current)
         if not changed:
@@ -433,7 +425,7 @@ class CloudRunTarget:
             return self._client
 
     def _classify(self, exc: BaseException) -> TargetError:
-        error = classify_google_error(exc, requeue_after_seconds=self.retry_policy.requeue_after_seconds)
+        error = classify_google_error(exc)
         return scrub_error(error, self._secret_values)
 
     def _call(self, describe: str, fn: Callable[..., T], *args: Any) -> T:
@@ -503,10 +495,7 @@ class CloudRunTarget:
             return _state(result)
         current = self._get(name)
         if current is None:
-            raise RetryableTargetError(
-                f"Cloud Run service {name} not found after {verb}",
-                retry_after_seconds=self.retry_policy.requeue_after_seconds,
-            )
+            raise RetryableTargetError(f"Cloud Run service {name} not found after {verb}")
         return _state(current)
 
     @staticmethod

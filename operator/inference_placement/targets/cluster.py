@@ -21,7 +21,9 @@ from typing import Any, Final, Protocol
 import aiohttp
 from kubernetes_asyncio.client import ApiClient, AppsV1Api, CoreV1Api
 
-from inference_placement.api import InferenceWorkload, TargetName
+from inference_placement.api.spec import TargetName
+from inference_placement.api.workload import InferenceWorkload
+from inference_placement.policy.gpu_scheduling import GPUNodeFacts, GPUScheduling, scheduling_for
 from inference_placement.targets.base import (
     DesiredTarget,
     NotOwnedError,
@@ -40,7 +42,6 @@ from inference_placement.targets.cluster_render import (
     selector_labels,
     service_name,
 )
-from inference_placement.targets.gpu_scheduling import GPUNodeFacts, GPUScheduling, scheduling_for
 
 __all__ = ["FIELD_MANAGER", "ClusterTarget", "GPUFactsSource", "WriteRecord", "deployment_state"]
 
@@ -148,7 +149,13 @@ class ClusterTarget:
         """Create or patch the Deployment and Service to match the spec and ``desired``; no write when equal."""
         scheduling = await self.scheduling(workload)
         replicas = self.replicas(workload, desired)
-        deployment = render_deployment(workload, replicas, scheduling, image_pull_policy=self.image_pull_policy)
+        deployment = render_deployment(
+            workload,
+            replicas,
+            scheduling,
+            image_pull_policy=self.image_pull_policy,
+            max_in_flight=desired.max_in_flight,
+        )
         live = await self._apply(self._deployments, workload, deployment)
         await self._apply(self._services, workload, render_service(workload))
         return deployment_state(live, self._endpoint(workload))
@@ -213,27 +220,17 @@ class ClusterTarget:
         selector = ",".join(f"{k}={v}" for k, v in selector_labels(workload).items())
         namespace = workload.metadata.namespace
         list_pods: Callable[..., Awaitable[Any]] = self._core.list_namespaced_pod  # raw answer, not a V1PodList
-        try:
-            response = await list_pods(
-                namespace, label_selector=selector, _preload_content=False, _request_timeout=_REQUEST_TIMEOUT_SECONDS
-            )
-            try:
-                body = await response.read()
-                status = int(response.status)
-            finally:
-                response.release()
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise RetryableTargetError(f"GET Pods {namespace}: {type(e).__name__}: {e}") from e
-        if not 200 <= status < 300:
-            raise _api_error(f"GET Pods {namespace}", status, body, None)
+        answer = await self._request(
+            "GET", "Pods", namespace, "", list_pods, namespace_only=True, label_selector=selector
+        )
         now = datetime.now(UTC)
-        return sum(1 for pod in json.loads(body).get("items") or [] if not _stuck_terminating(pod, now))
+        return sum(1 for pod in (answer or {}).get("items") or [] if not _stuck_terminating(pod, now))
 
     # ------------------------------------------------------------------------------------------ decisions
     async def scheduling(self, workload: InferenceWorkload) -> GPUScheduling:
         """GPU scheduling from what the capacity cache saw on the nodes (waits for its first sync if needed)."""
         if workload.spec.accelerator.needs_gpu and not await self._capacity.wait_synced(self.sync_timeout_seconds):
-            raise RetryableTargetError("GPU nodes not read yet (capacity cache not synced)", retry_after_seconds=5.0)
+            raise RetryableTargetError("GPU nodes not read yet (capacity cache not synced)")
         try:
             return scheduling_for(workload.spec, self._capacity.gpu_facts())
         except ValueError as e:
@@ -259,8 +256,7 @@ class ClusterTarget:
             if left_by_predecessor(live, workload):
                 raise RetryableTargetError(
                     f"{kind.name} {workload.metadata.namespace}/{name} belongs to a deleted InferenceWorkload of the "
-                    "same name; waiting for garbage collection",
-                    retry_after_seconds=5.0,
+                    "same name; waiting for garbage collection"
                 )
             raise NotOwnedError(
                 f"{kind.name} {workload.metadata.namespace}/{name} exists but does not belong to {workload.key}"
@@ -286,7 +282,7 @@ class ClusterTarget:
                 return created
         self._check_ours(kind, live, workload)
         if (live.get("metadata") or {}).get("deletionTimestamp"):
-            raise RetryableTargetError(f"{kind.name} {namespace}/{name} is being deleted", retry_after_seconds=2.0)
+            raise RetryableTargetError(f"{kind.name} {namespace}/{name} is being deleted")
         patch = merge_patch(desired, live)
         if patch is None:
             return live
@@ -305,7 +301,7 @@ class ClusterTarget:
         return patched
 
     async def _read(self, kind: _Kind, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._request("GET", kind, namespace, name, kind.read)
+        return await self._request("GET", kind.name, namespace, name, kind.read)
 
     async def _write(
         self,
@@ -319,13 +315,13 @@ class ClusterTarget:
         self.writes += 1
         self.write_log.append(WriteRecord(method, kind.name, f"{namespace}/{name}"))
         if method == "POST":
-            return await self._request(method, kind, namespace, name, func, namespace_only=True, **kwargs)
-        return await self._request(method, kind, namespace, name, func, **kwargs)
+            return await self._request(method, kind.name, namespace, name, func, namespace_only=True, **kwargs)
+        return await self._request(method, kind.name, namespace, name, func, **kwargs)
 
     async def _request(
         self,
         method: str,
-        kind: _Kind,
+        kind: str,
         namespace: str,
         name: str,
         func: Callable[..., Awaitable[Any]],
@@ -334,14 +330,13 @@ class ClusterTarget:
         **kwargs: Any,
     ) -> dict[str, Any] | None:
         """One API call with a raw JSON answer; None on 404; errors mapped onto the target error tree."""
-        what = f"{method} {kind.name} {namespace}/{name}"
+        what = f"{method} {kind} {namespace}/{name}"
         args = (namespace,) if namespace_only else (name, namespace)
         try:
             response = await func(*args, _preload_content=False, _request_timeout=_REQUEST_TIMEOUT_SECONDS, **kwargs)
             try:
                 body = await response.read()
                 status = int(response.status)
-                retry_after = response.headers.get("Retry-After")
             finally:
                 response.release()
         except (aiohttp.ClientError, TimeoutError) as e:
@@ -351,7 +346,7 @@ class ClusterTarget:
         if 200 <= status < 300:
             parsed: dict[str, Any] = json.loads(body) if body else {}
             return parsed
-        raise _api_error(what, status, body, retry_after)
+        raise _api_error(what, status, body)
 
 
 def _stuck_terminating(pod: Mapping[str, Any], now: datetime) -> bool:
@@ -366,18 +361,14 @@ def _stuck_terminating(pod: Mapping[str, Any], now: datetime) -> bool:
     return now > ends + timedelta(seconds=_STUCK_TERMINATING_SECONDS)
 
 
-def _api_error(what: str, status: int, body: bytes, retry_after: str | None) -> TargetError:
+def _api_error(what: str, status: int, body: bytes) -> TargetError:
     try:
         detail = str(json.loads(body).get("message", ""))
     except (ValueError, AttributeError):
         detail = body[:200].decode(errors="replace")
     message = f"{what}: HTTP {status}: {detail}".rstrip(": ")
     if status in (409, 429) or status >= 500:
-        try:
-            delay = float(retry_after) if retry_after else 5.0
-        except ValueError:
-            delay = 5.0
-        return RetryableTargetError(message, retry_after_seconds=delay, status_code=status)
+        return RetryableTargetError(message, status_code=status)
     return PermanentTargetError(message, status_code=status)
 
 

@@ -10,13 +10,12 @@ value (``0.5`` == ``500m``), and an absent list/map equals an empty one.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from inference_placement.api import API_VERSION, KIND, InferenceWorkload
-from inference_placement.targets.gpu_scheduling import GPUScheduling
+from inference_placement.api.quantity import parse_quantity
+from inference_placement.api.workload import API_VERSION, KIND, InferenceWorkload
+from inference_placement.policy.gpu_scheduling import GPUScheduling
 
 __all__ = [
     "COMPONENT_LABEL",
@@ -25,6 +24,7 @@ __all__ = [
     "MODEL_SERVER_COMPONENT",
     "MODEL_SERVER_CONTAINER",
     "NAME_LABEL",
+    "QUEUE_CAP_ENV",
     "SCHEDULING_ANNOTATION",
     "WORKLOAD_LABEL",
     "deployment_name",
@@ -33,11 +33,11 @@ __all__ = [
     "merge_patch",
     "model_labels",
     "owner_reference",
-    "parse_quantity",
     "render_deployment",
     "render_service",
     "selector_labels",
     "service_name",
+    "PORT_NAME",
 ]
 
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
@@ -53,6 +53,11 @@ PORT_NAME: Final = "http"
 _LABEL_VALUE_MAX = 63
 _DNS_LABEL_MAX = 63
 _MODEL_SUFFIX = "-model"
+
+
+QUEUE_CAP_ENV = "MAX_IN_FLIGHT"
+"""The model server's queue cap (requests in flight) beyond which it answers 429: the reference server
+(``e2e/model_server.py``) reads it; a real server takes its own flag (e.g. TGI's ``--max-concurrent-requests``)."""
 
 
 def _fit(value: str, limit: int) -> str:
@@ -141,8 +146,10 @@ def render_deployment(
     scheduling: GPUScheduling,
     *,
     image_pull_policy: str | None = None,
+    max_in_flight: int | None = None,
 ) -> dict[str, Any]:
-    """The model server Deployment: ``replicas`` as decided, GPU scheduling as given, readiness on the health path.
+    """The model server Deployment: ``replicas`` as decided, GPU scheduling as given, readiness on the health path;
+    ``max_in_flight``: the model server's queue cap while the workload spills (env ``MAX_IN_FLIGHT``).
 
     CPU-only workloads (``CPU_ONLY``) get no GPU resource, affinity or toleration at all.
     """
@@ -162,9 +169,14 @@ def render_deployment(
         },
         "resources": {"requests": requests, "limits": limits},
     }
-    if model.env:
+    env = [{"name": e.name, "value": e.value} if e.value else {"name": e.name} for e in model.env]
+    if max_in_flight is not None:
+        # burst spillover: the model server refuses (429) beyond this many requests in flight, and the router
+        # retries those on the overflow target (``controller/spill.py`` sets it only while the router does)
+        env = [e for e in env if e["name"] != QUEUE_CAP_ENV] + [{"name": QUEUE_CAP_ENV, "value": str(max_in_flight)}]
+    if env:
         # An empty value is dropped by the apiserver (omitempty); leaving it out keeps the comparison exact.
-        container["env"] = [{"name": e.name, "value": e.value} if e.value else {"name": e.name} for e in model.env]
+        container["env"] = env
     if image_pull_policy is not None:
         container["imagePullPolicy"] = image_pull_policy
 
@@ -212,12 +224,12 @@ def render_service(workload: InferenceWorkload) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- minimal patches
 
-Path = tuple[str, ...]
+_FieldPath = tuple[str, ...]
 _ITEM: Final = "[]"
-_POD_SPEC: Final[Path] = ("spec", "template", "spec")
-_CONTAINER: Final[Path] = (*_POD_SPEC, "containers", _ITEM)
+_POD_SPEC: Final[_FieldPath] = ("spec", "template", "spec")
+_CONTAINER: Final[_FieldPath] = (*_POD_SPEC, "containers", _ITEM)
 
-_OWNED_EXACTLY: Final[frozenset[Path]] = frozenset(
+_OWNED_EXACTLY: Final[frozenset[_FieldPath]] = frozenset(
     {
         (*_POD_SPEC, "nodeSelector"),
         (*_CONTAINER, "resources", "requests"),
@@ -227,49 +239,14 @@ _OWNED_EXACTLY: Final[frozenset[Path]] = frozenset(
 )
 """Maps the render owns entirely: keys the live object has and the render lacks are removed."""
 
-_OWNED_WHEN_ABSENT: Final[Mapping[Path, frozenset[str]]] = {
+_OWNED_WHEN_ABSENT: Final[Mapping[_FieldPath, frozenset[str]]] = {
     _POD_SPEC: frozenset({"affinity", "tolerations", "nodeSelector"}),
     _CONTAINER: frozenset({"env"}),
 }
 """Fields the render owns even when it leaves them out (a workload that became CPU-only drops its affinity)."""
 
-_QUANTITY_RE = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
-_QUANTITY_SUFFIX: Final[Mapping[str, Decimal]] = {
-    "": Decimal(1),
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "k": Decimal("1e3"),
-    "M": Decimal("1e6"),
-    "G": Decimal("1e9"),
-    "T": Decimal("1e12"),
-    "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-    "Ki": Decimal(2**10),
-    "Mi": Decimal(2**20),
-    "Gi": Decimal(2**30),
-    "Ti": Decimal(2**40),
-    "Pi": Decimal(2**50),
-    "Ei": Decimal(2**60),
-}
 
-
-def parse_quantity(quantity: str | int | float) -> Decimal:
-    """A Kubernetes quantity as an exact number: ``"500m"`` -> 0.5, ``"2Gi"`` -> 2147483648, ``4`` -> 4."""
-    if isinstance(quantity, bool):
-        raise ValueError(f"not a quantity: {quantity!r}")
-    if isinstance(quantity, (int, float)):
-        return Decimal(str(quantity))
-    match = _QUANTITY_RE.match(quantity.strip())
-    if match is None or match.group(2) not in _QUANTITY_SUFFIX:
-        raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
-    try:
-        return Decimal(match.group(1)) * _QUANTITY_SUFFIX[match.group(2)]
-    except InvalidOperation as e:
-        raise ValueError(f"not a Kubernetes quantity: {quantity!r}") from e
-
-
-def _is_quantity_map(path: Path) -> bool:
+def _is_quantity_map(path: _FieldPath) -> bool:
     return len(path) >= 2 and path[-2] == "resources" and path[-1] in ("requests", "limits")
 
 
@@ -277,7 +254,7 @@ def _empty(value: Any) -> bool:
     return value is None or value == {} or value == []
 
 
-def _scalar_equal(want: Any, have: Any, path: Path) -> bool:
+def _scalar_equal(want: Any, have: Any, path: _FieldPath) -> bool:
     if want == have and type(want) is type(have):
         return True
     if len(path) >= 2 and _is_quantity_map(path[:-1]):
@@ -291,7 +268,7 @@ def _scalar_equal(want: Any, have: Any, path: Path) -> bool:
     return False
 
 
-def _equal(want: Any, have: Any, path: Path) -> bool:
+def _equal(want: Any, have: Any, path: _FieldPath) -> bool:
     if isinstance(want, dict):
         if have is None and not want:
             return True
@@ -306,7 +283,7 @@ def _equal(want: Any, have: Any, path: Path) -> bool:
     return _scalar_equal(want, have, path)
 
 
-def _dict_patch(want: Mapping[str, Any], have: Mapping[str, Any], path: Path) -> dict[str, Any] | None:
+def _dict_patch(want: Mapping[str, Any], have: Mapping[str, Any], path: _FieldPath) -> dict[str, Any] | None:
     patch: dict[str, Any] = {}
     for key, wanted in want.items():
         sub = (*path, key)

@@ -47,6 +47,7 @@ __all__ = [
     "redact",
     "scrub_error",
     "secret_values",
+    "SecretData",
 ]
 
 GCP_SCOPES: Final = ("https://www.googleapis.com/auth/cloud-platform",)

@@ -9,7 +9,8 @@ settles like one whose target is healthy. It sends no request anywhere.
 
 from __future__ import annotations
 
-from inference_placement.api import InferenceWorkload, TargetName
+from inference_placement.api.spec import TargetName
+from inference_placement.api.workload import InferenceWorkload
 from inference_placement.targets.base import DesiredTarget, TargetState
 from inference_placement.targets.cluster_render import deployment_name
 

@@ -2,8 +2,8 @@
 
 Each cloud call is wrapped by :func:`call_with_retry`. A failure is first *classified* into the target error tree
 (``base.py``): throttling (429), 5xx, timeouts and connection failures are ``RetryableTargetError`` and are retried
-here with exponential backoff and full jitter, a few times within a deadline, then raised so the controller
-requeues after ``retry_after_seconds`` (a condition, never a tight loop). Permission, quota, invalid requests and
+here with exponential backoff and full jitter, a few times within a deadline, then raised so the workload's status
+shows it and the next reconcile tries again (a condition, never a tight loop). Permission, quota, invalid requests and
 other 4xx are ``PermanentTargetError`` and are raised at once, with the cloud's own message. Messages pass through
 :func:`~inference_placement.targets.credentials.redact`, so a credential echoed by an error never reaches status.
 
@@ -91,8 +91,6 @@ class RetryPolicy:
     """Longest single backoff."""
     deadline_seconds: float = 45.0
     """No new attempt starts after this much time spent on one call."""
-    requeue_after_seconds: float = 30.0
-    """``retry_after_seconds`` on the error raised once the attempts are used up."""
 
 
 class StillInProgressError(RetryableTargetError):
@@ -107,7 +105,7 @@ def _clip(message: str) -> str:
     return message if len(message) <= _MAX_MESSAGE_CHARS else message[: _MAX_MESSAGE_CHARS - 3] + "..."
 
 
-def classify_google_error(exc: BaseException, *, requeue_after_seconds: float = 30.0) -> TargetError:
+def classify_google_error(exc: BaseException) -> TargetError:
     """Map an exception from google-cloud-run / google-auth onto the target error tree."""
     # Imported here: only this module and cloudrun.py touch google.*, and the Lambda path must not need it.
     from google.api_core import exceptions as gexc
@@ -120,10 +118,10 @@ def classify_google_error(exc: BaseException, *, requeue_after_seconds: float = 
         text = _GOOGLE_URL_PREFIX.sub("", exc.message or "")  # "POST http://host/v2/...: " adds nothing
         message = _clip(f"Cloud Run API {code or ''} {type(exc).__name__}: {text}".replace("  ", " "))
         if code is None or code == 429 or code >= 500 or code == 408 or isinstance(exc, gexc.Aborted):
-            return RetryableTargetError(message, retry_after_seconds=requeue_after_seconds, status_code=code)
+            return RetryableTargetError(message, status_code=code)
         return PermanentTargetError(message, status_code=code)
     if isinstance(exc, gexc.RetryError):
-        return RetryableTargetError(_clip(f"Cloud Run API: {exc.message}"), retry_after_seconds=requeue_after_seconds)
+        return RetryableTargetError(_clip(f"Cloud Run API: {exc.message}"))
     if isinstance(exc, auth_exc.DefaultCredentialsError):
         return PermanentTargetError(
             "no Google credentials: configure workload identity / Application Default Credentials, "
@@ -133,14 +131,10 @@ def classify_google_error(exc: BaseException, *, requeue_after_seconds: float = 
         # The token endpoint's answer is left out on purpose: it may quote the assertion it was sent.
         return PermanentTargetError("Google credentials were rejected while fetching an access token")
     if isinstance(exc, auth_exc.TransportError):
-        return RetryableTargetError(
-            "could not reach the Google token endpoint", retry_after_seconds=requeue_after_seconds
-        )
+        return RetryableTargetError("could not reach the Google token endpoint")
     if isinstance(exc, FutureTimeoutError | TimeoutError):
-        return StillInProgressError(
-            "Cloud Run operation still running; will check again", retry_after_seconds=requeue_after_seconds
-        )
-    return _transport_or_unknown(exc, "Cloud Run API", requeue_after_seconds)
+        return StillInProgressError("Cloud Run operation still running; will check again")
+    return _transport_or_unknown(exc, "Cloud Run API")
 
 
 def aws_error_code(exc: BaseException) -> str | None:
@@ -164,7 +158,7 @@ def _aws_status(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
-def classify_aws_error(exc: BaseException, *, requeue_after_seconds: float = 30.0) -> TargetError:
+def classify_aws_error(exc: BaseException) -> TargetError:
     """Map an exception from boto3/botocore onto the target error tree."""
     from botocore import exceptions as bexc
 
@@ -179,7 +173,7 @@ def classify_aws_error(exc: BaseException, *, requeue_after_seconds: float = 30.
             raw_message = ""
         message = _clip(f"AWS Lambda {status or ''} {code}: {raw_message}".rstrip(": ").replace("  ", " "))
         if code in AWS_RETRYABLE_CODES or (status is not None and (status >= 500 or status == 429)):
-            return RetryableTargetError(message, retry_after_seconds=requeue_after_seconds, status_code=status)
+            return RetryableTargetError(message, status_code=status)
         if code in _AWS_CREDENTIAL_CODES:
             # The cloud's text is left out: rejections of a credential tend to quote it.
             return PermanentTargetError(
@@ -203,19 +197,15 @@ def classify_aws_error(exc: BaseException, *, requeue_after_seconds: float = 30.
         | bexc.ConnectTimeoutError
         | bexc.HTTPClientError,
     ):
-        return RetryableTargetError(
-            _clip(f"AWS Lambda unreachable: {type(exc).__name__}"), retry_after_seconds=requeue_after_seconds
-        )
-    return _transport_or_unknown(exc, "AWS Lambda", requeue_after_seconds)
+        return RetryableTargetError(_clip(f"AWS Lambda unreachable: {type(exc).__name__}"))
+    return _transport_or_unknown(exc, "AWS Lambda")
 
 
-def _transport_or_unknown(exc: BaseException, api: str, requeue_after_seconds: float) -> TargetError:
+def _transport_or_unknown(exc: BaseException, api: str) -> TargetError:
     import requests
 
     if isinstance(exc, requests.ConnectionError | requests.Timeout | ConnectionError | TimeoutError):
-        return RetryableTargetError(
-            f"{api} unreachable: {type(exc).__name__}", retry_after_seconds=requeue_after_seconds
-        )
+        return RetryableTargetError(f"{api} unreachable: {type(exc).__name__}")
     # Unknown failures are not retried in a loop: surface them (type only, the text may be anything).
     return PermanentTargetError(f"{api}: unexpected {type(exc).__name__}")
 

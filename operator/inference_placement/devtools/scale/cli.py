@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-__all__ = ["register"]
+__all__ = ["register", "bench_scale"]
 
 
 def bench_scale(
@@ -39,8 +39,8 @@ def bench_scale(
 
     from rich.console import Console
 
-    from inference_placement.scale.bench import BenchConfig, RunResult, run_bench
-    from inference_placement.scale.report import render_table, results_json
+    from inference_placement.devtools.scale.bench import BenchConfig, RunResult, run_bench
+    from inference_placement.devtools.scale.report import render_table, results_json
 
     try:
         sizes = [int(part) for part in workloads.split(",") if part.strip()]

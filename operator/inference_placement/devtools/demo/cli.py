@@ -27,20 +27,14 @@ from typing import Annotated, Any, Optional
 import typer
 import yaml
 
-from inference_placement.demo_live import LiveSettings
-from inference_placement.local_stack import (
-    EnvoyProcess,
-    Processes,
-    free_port,
-    start_envoy,
-    start_model_server,
-    start_prometheus,
-    wait_http,
-)
+from inference_placement.devtools.demo.live import LiveSettings
+from inference_placement.devtools.local_stack import EnvoyProcess, start_envoy, start_model_server
+from inference_placement.devtools.processes import Processes, free_port, wait_http
+from inference_placement.devtools.prometheus import find_binaries, start_prometheus
 from inference_placement.routing.envoy_binary import find_envoy_binary
 from inference_placement.routing.model import UpstreamAddress
 
-__all__ = ["register"]
+__all__ = ["register", "FAKE_AWS", "LAMBDA_ROLE", "LIVE_WORKLOAD", "NAMESPACE", "demo"]
 
 NAMESPACE = "inference-demo"
 FAKE_AWS = {
@@ -186,11 +180,16 @@ class _Demo:
         # Envoy's gcp_authn filter fetches Cloud Run ID tokens from the stand-in's metadata endpoint
         self.envoy = start_envoy(self.procs, envoy_binary, self.work, UpstreamAddress("127.0.0.1", run_port))
         labels = {"namespace": NAMESPACE, "workload": LIVE_WORKLOAD}
-        prometheus = start_prometheus(
-            self.procs,
-            self.work,
-            [(cluster_model.removeprefix("http://"), labels), (cloudrun_model.removeprefix("http://"), labels)],
+        server = start_prometheus(
+            find_binaries()[0],
+            self.work / "prometheus",
+            scrape_targets=[(url.removeprefix("http://"), labels) for url in (cluster_model, cloudrun_model)],
+            router_targets=[self.envoy.stats_target],
+            scrape_seconds=1,
+            ready_timeout_seconds=30,
         )
+        self.procs.adopt("prometheus", server.process)
+        prometheus = server.url
         self.console.print(
             f"Lambda (moto) {moto_url}; Cloud Run API {run_url}; model servers {cluster_model} (cluster), "
             f"{cloudrun_model} (cloudrun); Envoy :{self.envoy.listen_port} (admin {self.envoy.admin_url}); "
@@ -319,8 +318,13 @@ class _Demo:
 
     def live(self, trace_path: Path | None, speedup: float) -> dict[str, Any]:
         self.step("5/7  live: a real trace segment as HTTP traffic through the stable endpoint, the operator moving it")
-        from inference_placement.demo_live import choose_segment, live_workload, run_live_replay, seconds_per_step
-        from inference_placement.demo_replay import DEFAULT_TRACE, synthetic_day
+        from inference_placement.devtools.demo.live import (
+            choose_segment,
+            live_workload,
+            run_live_replay,
+            seconds_per_step,
+        )
+        from inference_placement.devtools.demo.simulation import DEFAULT_TRACE, synthetic_day
         from inference_placement.sim.traces import load_trace
 
         assert self.envoy is not None
@@ -451,7 +455,7 @@ def demo(
     """The whole product end to end on this machine (needs root, a Debian machine and a source checkout)."""
     from rich.console import Console
 
-    from inference_placement.demo_replay import replay_trace
+    from inference_placement.devtools.demo.simulation import replay_trace
 
     console = Console(width=max(140, shutil.get_terminal_size((140, 40)).columns))
     root = _repo_root()

@@ -9,7 +9,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference_placement.scale.processes import log_tail, stop_process
+from inference_placement.devtools.processes import log_tail, stop_process
 
 __all__ = ["OperatorMetrics", "OperatorProcess", "parse_metrics"]
 

@@ -9,9 +9,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from inference_placement.scale.bench import RunResult
+from inference_placement.devtools.scale.bench import RunResult
 
-__all__ = ["TARGETS", "render_table", "results_json", "target_verdicts"]
+__all__ = ["TARGETS", "render_table", "results_json", "target_verdicts", "RSS_LIMIT_MB", "TICK_CPU_LIMIT_SECONDS"]
 
 RSS_LIMIT_MB = 500.0
 TICK_CPU_LIMIT_SECONDS = 2.0

@@ -18,22 +18,15 @@ import yaml
 from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.policy.decide import Decision
 from inference_placement.policy.price_book import default_price_book
-from inference_placement.sim.baselines import (
-    AllCloudRunPolicy,
-    AllLambdaPolicy,
-    ClusterAutoscaledPolicy,
-    ClusterScaleToZeroPolicy,
-    RuleOfThumbPolicy,
-    StaticClusterPolicy,
-)
 from inference_placement.sim.optimum import optimum as run_optimum
 from inference_placement.sim.policies import OursPolicy
+from inference_placement.sim.registry import OURS, online_policies
 from inference_placement.sim.report import simulation_table
 from inference_placement.sim.simulator import Control, Observation, WorkloadResult, feasible_economics, simulate
 from inference_placement.sim.traces import MinuteTrace, Trace, load_trace, minute_trace_from_rates
 from inference_placement.sim.workloads import spec_workloads
 
-__all__ = ["pick_row", "replay_trace", "synthetic_day"]
+__all__ = ["pick_row", "replay_trace", "synthetic_day", "DEFAULT_TRACE", "TARGET_ORDER"]
 
 DEFAULT_TRACE = Path("..") / "shared" / "traces" / "azure-functions-2019" / "100_inv.csv"
 TARGET_ORDER = (TargetName.CLUSTER, TargetName.CLOUDRUN, TargetName.LAMBDA)
@@ -133,14 +126,7 @@ def replay_trace(
         console.print(
             f"[cyan]{_clock(timestamp)}[/cyan]  {origin} -> [bold]{decision.target.value}[/bold]: {decision.reason}"
         )
-    for policy in (
-        StaticClusterPolicy(),
-        ClusterAutoscaledPolicy(),
-        ClusterScaleToZeroPolicy(),
-        AllLambdaPolicy(),
-        AllCloudRunPolicy(),
-        RuleOfThumbPolicy(),
-    ):
+    for policy in (p for p in online_policies() if p.name != OURS):  # ours ran above, recording its decisions
         check = getattr(policy, "applicable", None)
         if check is None or check(economics):
             results.append(simulate(workload, policy, price_book, economics=economics))

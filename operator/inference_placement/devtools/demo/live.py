@@ -18,13 +18,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from inference_placement.replay.load import LoadReplay, schedule_from_counts
-from inference_placement.replay.segment import SwingSegment, find_swing
+from inference_placement.devtools.replay.load import LoadReplay, schedule_from_counts
+from inference_placement.devtools.replay.segment import SwingSegment, find_swing
+from inference_placement.policy.budget import MONTH_SECONDS
 from inference_placement.sim.traces import Trace
 
-__all__ = ["LiveSettings", "choose_segment", "live_workload", "run_live_replay"]
+__all__ = [
+    "LiveSettings",
+    "choose_segment",
+    "live_workload",
+    "run_live_replay",
+    "SHOWN_EVENTS",
+    "seconds_per_step",
+]
 
-SECONDS_PER_MONTH = 30.4375 * 86400
 SHOWN_EVENTS = frozenset(
     {
         "Decision",
@@ -190,7 +197,7 @@ class _Watcher:
             trace_seconds = (now - self._last_sample) * self.speedup
             self.seconds_by_target[self.placement] = self.seconds_by_target.get(self.placement, 0.0) + trace_seconds
             monthly = float(status.get("currentMonthlyCostUsd") or 0.0)
-            cost = monthly * trace_seconds / SECONDS_PER_MONTH
+            cost = monthly * trace_seconds / MONTH_SECONDS
             self.cost_by_target[self.placement] = self.cost_by_target.get(self.placement, 0.0) + cost
         self._last_sample = now
         self.placement = placement

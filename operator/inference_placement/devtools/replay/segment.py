@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from inference_placement.sim.traces import MinuteTrace, RequestTrace, Trace
 
-__all__ = ["SwingSegment", "find_swing", "minute_counts"]
+__all__ = ["SwingSegment", "find_swing", "minute_counts", "FloatArray"]
 
 FloatArray = npt.NDArray[np.float64]
 

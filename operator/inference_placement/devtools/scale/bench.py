@@ -24,19 +24,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference_placement.scale.cluster import BenchCluster
-from inference_placement.scale.openmetrics import SAMPLE_INTERVAL_SECONDS, write_traffic
-from inference_placement.scale.operator import OperatorMetrics, OperatorProcess
-from inference_placement.scale.prometheus import (
+from inference_placement.devtools.processes import free_port
+from inference_placement.devtools.prometheus import (
     PrometheusServer,
     Switch,
     backfill,
     find_binaries,
-    free_port,
     start_prometheus,
 )
+from inference_placement.devtools.scale.cluster import BenchCluster
+from inference_placement.devtools.scale.openmetrics import SAMPLE_INTERVAL_SECONDS, write_traffic
+from inference_placement.devtools.scale.operator import OperatorMetrics, OperatorProcess
 
-__all__ = ["BenchConfig", "RunResult", "run_bench", "run_one"]
+__all__ = ["BenchConfig", "RunResult", "run_bench", "run_one", "BenchError", "HISTORY_SECONDS"]
 
 HISTORY_SECONDS = 1800 + 300
 """Backfilled history before "now": the operator's default 30-minute window plus the rate window and a margin."""
@@ -122,7 +122,7 @@ async def _wait_scrape(
     raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}; last scrape {last}")
 
 
-async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path) -> RunResult:
+async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path) -> RunResult:  # noqa: C901 - issue 23 item 2
     log = config.log
     namespace = f"scale-{n}-{uuid.uuid4().hex[:6]}"
     names = [f"w{i:05d}" for i in range(n)]
@@ -152,9 +152,9 @@ async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path
         for label, rps in (("low", config.low_rps), ("high", config.high_rps)):
             om = directory / f"{label}.om"
             samples = await asyncio.to_thread(write_traffic, om, namespace, names, _spread(rps), start, end)
-            tsdb = directory / f"tsdb-{label}"
-            await asyncio.to_thread(backfill, promtool, om, tsdb)
-            servers.append(await asyncio.to_thread(start_prometheus, prometheus, tsdb, directory / label))
+            (directory / label).mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(backfill, promtool, om, directory / label / "tsdb")
+            servers.append(await asyncio.to_thread(start_prometheus, prometheus, directory / label))
             log(f"[{n}] {label}-traffic Prometheus: {samples:,} samples backfilled, serving at {servers[-1].url}")
         switch = Switch([s.url for s in servers])
         log(f"[{n}] metrics ready in {time.monotonic() - started:.1f}s; data until {end - now}s from now")
@@ -290,8 +290,8 @@ async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path
             wait = 120 + 0.06 * n if config.wait_cleanup else 0.0
             gone = await cluster.delete_namespace(namespace, wait_seconds=wait)
             log(f"[{n}] namespace {namespace} {'deleted' if wait and gone else 'deletion requested'}")
-        shutil.rmtree(directory / "tsdb-low", ignore_errors=True)
-        shutil.rmtree(directory / "tsdb-high", ignore_errors=True)
+        shutil.rmtree(directory / "low" / "tsdb", ignore_errors=True)
+        shutil.rmtree(directory / "high" / "tsdb", ignore_errors=True)
 
 
 async def run_bench(

@@ -19,7 +19,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from inference_placement.api.workload import GROUP, KIND, PLURAL, VERSION
 
-__all__ = ["BenchCluster", "workload_body"]
+__all__ = ["BenchCluster", "workload_body", "CRD_NAME"]
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
 _PAGE = 500

@@ -1,9 +1,11 @@
 """Synthetic traffic for N workloads as OpenMetrics text, in the shape the default PromQL templates read.
 
-Per workload (labels ``namespace`` and ``workload``, as ``metrics/promql.py`` groups by): the counter
-``model_requests_total`` and the histogram ``model_request_duration_seconds`` (buckets ``0.1`` and ``+Inf``, all
-requests in the first; ``_sum`` at ``MEAN_SERVICE_SECONDS`` each). Samples every 15 s: at 1-minute samples
-``rate(...[1m])`` is empty. Written series by series (each series' samples in time order), streamed to a file.
+Per workload, as the stable-endpoint router reports it (labels ``namespace``, ``workload`` and ``target="cluster"``,
+``metrics/promql.py`` groups by the first two): the counter ``envoy_cluster_upstream_rq_total`` and the histogram
+``envoy_cluster_upstream_rq_time`` in milliseconds (buckets ``100`` and ``+Inf``, all requests in the first;
+``_sum`` at ``MEAN_SERVICE_SECONDS`` each); and the router's scrape health ``up{job="inference-router"} 1``.
+Samples every 15 s: at 1-minute samples ``rate(...[1m])`` is empty. Written series by series (each series' samples
+in time order), streamed to a file.
 """
 
 from __future__ import annotations
@@ -16,12 +18,19 @@ __all__ = ["MEAN_SERVICE_SECONDS", "SAMPLE_INTERVAL_SECONDS", "write_traffic"]
 
 SAMPLE_INTERVAL_SECONDS = 15
 MEAN_SERVICE_SECONDS = 0.05
-_BUCKETS = ("0.1", "+Inf")
+_BUCKETS = ("100", "+Inf")
+_REQUESTS = "envoy_cluster_upstream_rq_total"
+_TIME = "envoy_cluster_upstream_rq_time"
+_ROUTER_UP = 'up{job="inference-router",instance="router-0"}'
 
 
 def _series(out: TextIO, name: str, labels: str, times: Sequence[int], values: Sequence[str]) -> None:
     prefix = f"{name}{{{labels}}} "
     out.write("".join(f"{prefix}{v} {t}\n" for t, v in zip(times, values, strict=True)))
+
+
+def _labels(namespace: str, name: str) -> str:
+    return f'namespace="{namespace}",workload="{name}",target="cluster"'
 
 
 def write_traffic(
@@ -37,24 +46,28 @@ def write_traffic(
     step = SAMPLE_INTERVAL_SECONDS
     times = list(range(start, end + 1, step))
     samples = 0
+    mean_ms = MEAN_SERVICE_SECONDS * 1000
     with path.open("w", encoding="ascii", buffering=1 << 20) as out:
-        out.write("# TYPE model_requests counter\n")
+        out.write("# TYPE up gauge\n")
+        out.write("".join(f"{_ROUTER_UP} 1 {t}\n" for t in times))
+        samples += len(times)
+        out.write(f"# TYPE {_REQUESTS.removesuffix('_total')} counter\n")
         for i, name in enumerate(names):
             rate = rps(i)
             counts = [str(rate * (t - start)) for t in times]
-            _series(out, "model_requests_total", f'namespace="{namespace}",workload="{name}"', times, counts)
+            _series(out, _REQUESTS, _labels(namespace, name), times, counts)
             samples += len(times)
-        out.write("# TYPE model_request_duration_seconds histogram\n")
+        out.write(f"# TYPE {_TIME} histogram\n")
         for i, name in enumerate(names):
             rate = rps(i)
-            labels = f'namespace="{namespace}",workload="{name}"'
+            labels = _labels(namespace, name)
             lines: list[str] = []
             for t in times:
                 total = rate * (t - start)
                 for bound in _BUCKETS:
-                    lines.append(f'model_request_duration_seconds_bucket{{{labels},le="{bound}"}} {total} {t}\n')
-                lines.append(f"model_request_duration_seconds_count{{{labels}}} {total} {t}\n")
-                lines.append(f"model_request_duration_seconds_sum{{{labels}}} {total * MEAN_SERVICE_SECONDS!r} {t}\n")
+                    lines.append(f'{_TIME}_bucket{{{labels},le="{bound}"}} {total} {t}\n')
+                lines.append(f"{_TIME}_count{{{labels}}} {total} {t}\n")
+                lines.append(f"{_TIME}_sum{{{labels}}} {total * mean_ms!r} {t}\n")
             out.write("".join(lines))
             samples += len(times) * (len(_BUCKETS) + 2)
         out.write("# EOF\n")

@@ -11,9 +11,11 @@ The vocabulary is what NVIDIA's k8s-device-plugin and GPU feature discovery (GFD
 - ``nvidia.com/mig.strategy`` (``single``/``mixed``), ``nvidia.com/gpu.sharing-strategy`` (``none``, ``mps``,
   ``time-slicing``) and ``nvidia.com/gpu.replicas`` (time-slicing replicas per GPU).
 
-``scheduling_for`` turns a spec plus what the capacity cache saw on the nodes (``GPUNodeFacts``) into a
-``GPUScheduling``. The choice is deterministic for the same facts: it never depends on free capacity, so a busy
-cluster does not make the Deployment's template flip back and forth.
+``scheduling_for`` turns a spec plus what the nodes show (``GPUNodeFacts``, from ``ClusterCapacity``) into a
+``GPUScheduling``: the Deployment's template (``targets/cluster_render.py``) and the replica-fit rule
+(``policy/capacity.py``) both follow it, so the nodes counted as able to hold a replica are the nodes it can land
+on. The choice is deterministic for the same facts: it never depends on free capacity, so a busy cluster does not
+make the Deployment's template flip back and forth.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
-from inference_placement.api import AcceleratorType, GPUSharing, InferenceWorkloadSpec
+from inference_placement.api.spec import AcceleratorType, GPUSharing, InferenceWorkloadSpec
 
 __all__ = [
     "GPU_PRODUCTS",
@@ -40,6 +42,7 @@ __all__ = [
     "GPUNodeFacts",
     "GPUScheduling",
     "MigStrategy",
+    "NodeLike",
     "NodeView",
     "SchedulingMode",
     "accelerator_for_product",
@@ -49,6 +52,7 @@ __all__ = [
     "product_values",
     "requirement_matches",
     "scheduling_for",
+    "Requirement",
 ]
 
 GPU_PRODUCT_LABEL: Final = "nvidia.com/gpu.product"
@@ -143,6 +147,16 @@ def mig_resource(profile: str) -> str:
     return f"{MIG_RESOURCE_PREFIX}{profile}"
 
 
+class NodeLike(Protocol):
+    """What ``GPUNodeFacts`` reads of a node: ``NodeView`` (targets) and ``NodeCapacity`` (policy) both have it."""
+
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+
+    @property
+    def allocatable(self) -> Mapping[str, float]: ...
+
+
 @dataclass(frozen=True)
 class NodeView:
     """The parts of a Node that scheduling and capacity read."""
@@ -171,12 +185,12 @@ class GPUNodeFacts:
     """Base product -> resources its time-slicing nodes advertise (``nvidia.com/gpu`` and/or ``.shared``)."""
 
     @classmethod
-    def from_nodes(cls, nodes: Iterable[NodeView]) -> GPUNodeFacts:
+    def from_nodes(cls, nodes: Iterable[NodeLike]) -> GPUNodeFacts:
         profiles: dict[tuple[str, str], set[MigStrategy]] = {}
         products: dict[str, set[MigStrategy]] = {}
         shared: dict[str, set[str]] = {}
         for node in nodes:
-            label = node.product
+            label = node.labels.get(GPU_PRODUCT_LABEL, "")
             if not label:
                 continue
             base = base_product(label)

@@ -1,44 +1,42 @@
-"""Real Prometheus servers over backfilled blocks, and a loopback switch in front of them.
+"""Real Prometheus servers on loopback (over backfilled blocks, or scraping targets), and a switch in front of them.
 
-The operator is pointed at the switch; flipping it from the low-traffic server to the high-traffic one is the
-fleet-wide traffic shift (every workload's window changes at once, at a known instant). The switch also counts the
-range queries it forwarded, a check on the operator's own ``metrics_queries_per_tick``.
+The fleet-scale benchmark points the operator at the switch; flipping it from the low-traffic server to the
+high-traffic one is the fleet-wide traffic shift (every workload's window changes at once, at a known instant). The
+switch also counts the range queries it forwarded, a check on the operator's own ``metrics_queries_per_tick``. The
+demo's Prometheus scrapes the model servers; the test fixtures serve backfilled OpenMetrics.
 """
 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from inference_placement.scale.processes import log_tail, stop_process
+import yaml
+
+from inference_placement.devtools.processes import free_port, log_tail, spawn, stop_process, wait_http
+from inference_placement.metrics.promql import ROUTER_JOB
+from inference_placement.routing.envoy import STATS_PATH
 
 __all__ = [
+    "prometheus_config",
     "PrometheusServer",
     "Switch",
     "backfill",
     "find_binaries",
-    "free_port",
     "prometheus_command",
     "start_prometheus",
 ]
 
 _READY_TIMEOUT_SECONDS = 120.0
 _STOP_TIMEOUT_SECONDS = 15.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+_START_ATTEMPTS = 3
 
 
 def find_binaries() -> tuple[str, str]:
@@ -49,13 +47,13 @@ def find_binaries() -> tuple[str, str]:
     return found[0], found[1]
 
 
-def backfill(promtool: str, openmetrics: Path, tsdb: Path) -> None:
-    """``promtool tsdb create-blocks-from openmetrics``; the text file is removed afterwards (it is large)."""
+def backfill(promtool: str, openmetrics: Path, tsdb: Path, *, timeout_seconds: float = 1800) -> None:
+    """``promtool tsdb create-blocks-from openmetrics``; the text file is removed afterwards (it can be large)."""
     result = subprocess.run(
         [promtool, "tsdb", "create-blocks-from", "openmetrics", str(openmetrics), str(tsdb)],
         capture_output=True,
         text=True,
-        timeout=1800,
+        timeout=timeout_seconds,
         check=False,
     )
     openmetrics.unlink(missing_ok=True)
@@ -70,6 +68,8 @@ class PrometheusServer:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    directory: Path = field(default_factory=Path)
+    """Where its configuration (``prometheus.yml``), TSDB (``tsdb``) and logs are."""
 
     def stop(self) -> None:
         """Stop this server, by its own PID only; idempotent."""
@@ -77,6 +77,16 @@ class PrometheusServer:
 
     def log_tail(self, lines: int = 20) -> str:
         return log_tail(self.log_path, lines)
+
+    def api_requests(self, handler: str = "/api/v1/query_range") -> int:
+        """How many requests to ``handler`` this server has answered (``prometheus_http_requests_total``)."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("prometheus_http_requests_total{") and f'handler="{handler}"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return int(total)
 
 
 def prometheus_command(prometheus: str, config: Path, tsdb: Path, port: int | str) -> list[str]:
@@ -92,32 +102,66 @@ def prometheus_command(prometheus: str, config: Path, tsdb: Path, port: int | st
     ]
 
 
-def start_prometheus(prometheus: str, tsdb: Path, directory: Path) -> PrometheusServer:
-    """Serve ``tsdb`` on a free loopback port, no scrape jobs (the data never changes under the benchmark)."""
+def prometheus_config(
+    targets: Sequence[tuple[str, Mapping[str, str]]], *, router: Sequence[str] = (), scrape_seconds: int = 15
+) -> dict[str, object]:
+    """Scrape config: the model servers ``targets`` ((host:port, extra labels), job ``model-servers``; optional
+    extras such as GPU metrics) and the routers' stats ports ``router`` (host:port, job ``inference-router``,
+    ``/stats/prometheus``, the router's own ``namespace``/``workload``/``target`` labels kept)."""
+    jobs: list[dict[str, object]] = []
+    if targets:
+        jobs.append(
+            {
+                "job_name": "model-servers",
+                "static_configs": [{"targets": [target], "labels": dict(labels)} for target, labels in targets],
+            }
+        )
+    if router:
+        jobs.append(
+            {
+                "job_name": ROUTER_JOB,
+                "metrics_path": STATS_PATH,
+                "honor_labels": True,
+                "static_configs": [{"targets": list(router)}],
+            }
+        )
+    interval = f"{scrape_seconds}s"
+    return {"global": {"scrape_interval": interval, "evaluation_interval": interval}, "scrape_configs": jobs}
+
+
+def start_prometheus(
+    prometheus: str,
+    directory: Path,
+    *,
+    scrape_targets: Sequence[tuple[str, Mapping[str, str]]] = (),
+    router_targets: Sequence[str] = (),
+    scrape_seconds: int = 15,
+    ready_timeout_seconds: float = _READY_TIMEOUT_SECONDS,
+    config_text: str | None = None,
+) -> PrometheusServer:
+    """Serve ``directory / "tsdb"`` on a free loopback port once it answers ready; no scrape jobs unless targets
+    are given (``prometheus_config``) or a whole ``config_text``, so backfilled data never changes under its
+    reader. Another port is tried when the chosen one was taken in between."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
-    port = free_port()
-    log_path = directory / "prometheus.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            prometheus_command(prometheus, config, tsdb, port),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    server = PrometheusServer(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + _READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline and process.poll() is None:
+    config.write_text(
+        config_text
+        or yaml.safe_dump(prometheus_config(scrape_targets, router=router_targets, scrape_seconds=scrape_seconds))
+    )
+    for attempt in range(_START_ATTEMPTS):
+        port = free_port()
+        log_path = directory / f"prometheus-{attempt}.log"
+        process = spawn(prometheus_command(prometheus, config, directory / "tsdb", port), log_path)
+        server = PrometheusServer(f"http://127.0.0.1:{port}", process, log_path, directory)
         try:
-            with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2) as response:
-                if response.status == 200:
-                    return server
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"prometheus did not become ready:\n{server.log_tail()}")
+            wait_http(f"{server.url}/-/ready", ready_timeout_seconds, ok_only=True, process=process)
+        except RuntimeError:
+            server.stop()
+            if "address already in use" not in server.log_tail():
+                raise RuntimeError(f"prometheus did not become ready:\n{server.log_tail()}") from None
+            continue
+        return server
+    raise RuntimeError("prometheus found no free loopback port")
 
 
 class Switch:

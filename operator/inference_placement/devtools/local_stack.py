@@ -1,0 +1,94 @@
+"""The demo's loopback processes: model-server stand-ins and the Envoy router (its Prometheus: ``prometheus``).
+
+The router serves its stats on a scrape port (only ``/stats/prometheus``); the demo's Prometheus scrapes it as job
+``inference-router``: the operator's default PromQL templates read the router's per-workload, per-target series.
+
+Everything binds 127.0.0.1, every process is started through ``processes.Processes`` and stopped by its PID. Runs
+from a source checkout (the model server is ``e2e/model_server.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from inference_placement.devtools.processes import Processes, free_port, wait_http
+from inference_placement.routing.envoy import EnvoySettings, render_bootstrap, render_cds, render_rds
+from inference_placement.routing.model import UpstreamAddress
+from inference_placement.routing.xds_files import XdsKind, write_document
+
+__all__ = ["EnvoyProcess", "start_envoy", "start_model_server"]
+
+
+def start_model_server(
+    procs: Processes, root: Path, work: Path, served_by: str, *, service_seconds: float = 0.02
+) -> str:
+    """``e2e/model_server.py`` on loopback answering as ``served_by``; returns its URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "SERVED_BY": served_by,
+        "SERVICE_SECONDS": str(service_seconds),
+        "MODEL_NAME": served_by,
+    }
+    procs.start(
+        f"model-{served_by}", [sys.executable, str(root / "e2e" / "model_server.py")], work / f"{served_by}.log", env
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/healthz", 30)
+    return url
+
+
+@dataclass(frozen=True)
+class EnvoyProcess:
+    settings: EnvoySettings
+    xds_dir: Path
+    admin_url: str
+    listen_port: int
+
+    @property
+    def stats_target(self) -> str:
+        """``host:port`` of the scrape listener (only ``/stats/prometheus``)."""
+        assert self.settings.stats_port is not None
+        return f"127.0.0.1:{self.settings.stats_port}"
+
+
+def start_envoy(procs: Processes, binary: str, work: Path, gcp_metadata: UpstreamAddress) -> EnvoyProcess:
+    """Envoy from ``render_bootstrap`` on loopback, empty routes; the operator fills ``xds_dir``."""
+    xds_dir = work / "xds"
+    xds_dir.mkdir(parents=True, exist_ok=True)
+    settings = EnvoySettings(
+        listen_address="127.0.0.1",
+        listen_port=free_port(),
+        admin_port=free_port(),
+        health_port=None,
+        stats_address="127.0.0.1",
+        stats_port=free_port(),
+        xds_dir=str(xds_dir),
+        gcp_metadata=gcp_metadata,
+        connect_timeout_seconds=2.0,
+        route_timeout_seconds=30.0,
+    )
+    write_document(xds_dir / XdsKind.CDS.file_name, render_cds([], settings))
+    write_document(xds_dir / XdsKind.RDS.file_name, render_rds([], settings))
+    bootstrap = work / "envoy.json"
+    bootstrap.write_text(json.dumps(render_bootstrap(settings), indent=1))
+    procs.start(
+        "envoy",
+        [binary, "-c", str(bootstrap), "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"],
+        work / "envoy.log",
+        {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "demo",
+            "AWS_SECRET_ACCESS_KEY": "demo",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        },
+    )
+    admin_url = f"http://127.0.0.1:{settings.admin_port}"
+    wait_http(f"{admin_url}/ready", 30)
+    return EnvoyProcess(settings, xds_dir, admin_url, settings.listen_port)

@@ -1,0 +1,119 @@
+"""The one step from a ``Decision`` to what is applied on each target, shared by the controller and the simulator.
+
+``decide`` says where the workload should run and with what capacity; this module says what each target is set to
+on a tick: cluster replicas, serverless instances the platform keeps warm (Cloud Run min instances, Lambda
+provisioned concurrency), instances kept warm by pings and their interval, and the cap on replicas. The live
+reconciler hands the result to its targets and its pinger; the simulator hands the same result to its platforms,
+so the benchmark credits ``ours`` with nothing the live operator does not carry out.
+
+``Actuators`` states what the live operator can carry out beyond placing and sizing. ``decide`` reads it too, so
+a decision never asks for what cannot be done (and its Event and ``status.lastDecision`` never claim it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
+from inference_placement.api.status import DecisionRecord
+
+if TYPE_CHECKING:  # decide imports Actuators from here
+    from inference_placement.policy.decide import Decision
+
+__all__ = ["Actuators", "TargetSettings", "effective_spec", "target_settings"]
+
+
+@dataclass(frozen=True)
+class Actuators:
+    """What the live operator can carry out; the simulator's ``ours`` is given the same (parity rule)."""
+
+    cluster_scale_to_zero: bool = False
+    """Something answers a request that arrives while the cluster target has no replica (a serverless target the
+    router falls through to, or a hold until a replica is ready). Without it the cluster keeps at least one
+    replica whatever the spec's ``minReplicas`` (0 would fail the next request), and the cost model prices that."""
+    spillover: bool = False
+    """The router sends the requests the cluster's model servers refuse at their queue cap to a serverless target
+    on the same endpoint (burst spillover); without it the cluster holds the peak."""
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    """What one target is set to on this tick."""
+
+    target: TargetName
+    replicas: int
+    """Cluster: Deployment replicas. Serverless: instances the platform keeps warm and bills while enabled (Cloud
+    Run min instances, Lambda provisioned concurrency)."""
+    max_replicas: int | None = None
+    """Cap on replicas or instances (the budget's cap-scaling action); None = the spec's."""
+    keep_warm_pings: int = 0
+    """Serverless: instances the operator keeps warm by pinging them (a billed request each interval)."""
+    ping_interval_seconds: float | None = None
+
+
+def effective_spec(spec: InferenceWorkloadSpec, actuators: Actuators) -> InferenceWorkloadSpec:
+    """The spec as the operator can carry it out: ``minReplicas: 0`` means 1 while nothing can wake the cluster."""
+    if spec.scaling.min_replicas > 0 or actuators.cluster_scale_to_zero:
+        return spec
+    return spec.model_copy(update={"scaling": spec.scaling.model_copy(update={"min_replicas": 1})})
+
+
+def _spec_floor(spec: InferenceWorkloadSpec, target: TargetName, actuators: Actuators) -> int:
+    if target is TargetName.CLUSTER:
+        return spec.scaling.min_replicas if actuators.cluster_scale_to_zero else max(1, spec.scaling.min_replicas)
+    if target is TargetName.CLOUDRUN:
+        return spec.cloud_run.min_instances
+    return spec.lambda_.provisioned_concurrency
+
+
+def target_settings(
+    target: TargetName,
+    decision: Decision,
+    spec: InferenceWorkloadSpec,
+    last_decision: DecisionRecord | None,
+    actuators: Actuators,
+    *,
+    provisioning: bool = False,
+) -> TargetSettings:
+    """The settings of ``target`` for this tick.
+
+    * the decision is about ``target``: its replicas, cap and keep-warm pings;
+    * the decision spills the cluster's overflow to ``target``: the overflow's warm pool (floor and pings);
+    * the decision is withheld (``target=None``: metrics missing or stale) and the last recorded decision was about
+      ``target``: that decision's settings, so nothing scales on missing data;
+    * otherwise (a migration's source or target the decision is not about): the spec's floor.
+
+    ``provisioning``: the target is being made ready to take traffic (a migration's target, a first placement): a
+    cluster target gets at least one replica, since its health check needs a replica that answers.
+    Without ``actuators.cluster_scale_to_zero`` the cluster never goes below one replica.
+    """
+    floor = _spec_floor(spec, target, actuators)
+    spill = decision.spill if decision.target is TargetName.CLUSTER else None
+    if spill is not None and spill.target is target:
+        settings = TargetSettings(
+            target, max(floor, spill.warm_floor), None, spill.warm_pings, spill.ping_interval_seconds
+        )
+    elif decision.target is target:
+        warm = decision.keep_warm_instances
+        settings = TargetSettings(
+            target,
+            decision.replicas,
+            decision.max_replicas,
+            warm,
+            decision.ping_interval_seconds if warm else None,
+        )
+    elif decision.target is None and last_decision is not None and last_decision.target is target:
+        warm = last_decision.keep_warm_instances or 0
+        settings = TargetSettings(
+            target, last_decision.replicas, None, warm, last_decision.ping_interval_seconds if warm else None
+        )
+    else:
+        settings = TargetSettings(target, floor)
+    if target is TargetName.CLUSTER:
+        least = 1 if provisioning or not actuators.cluster_scale_to_zero else 0
+        if settings.replicas < least:
+            settings = TargetSettings(
+                target, least, settings.max_replicas, settings.keep_warm_pings, settings.ping_interval_seconds
+            )
+    return settings

@@ -1,0 +1,41 @@
+"""What the live operator measures of a workload each tick: the signals ``decide`` may read, at what resolution.
+
+The simulator builds ``ours``'s ``TrafficWindow`` from this description and nothing else (the parity rule: every
+input ``ours`` reads in the benchmark is one the live operator measures), and a test checks that the live
+Prometheus source fills exactly these fields. A signal the live source learns to measure is added here, and the
+benchmark credits it from then on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["LIVE_OBSERVATION", "ObservedSignals"]
+
+
+@dataclass(frozen=True)
+class ObservedSignals:
+    """Which ``TrafficWindow`` fields a metrics source fills, and over what span."""
+
+    window_seconds: float
+    """Trailing window of per-step request rates handed to ``decide`` (the live ``--metrics-range-seconds``)."""
+    step_seconds: float
+    """Resolution of that window (the live ``--metrics-step-seconds``); a coarser trace step is used as it is."""
+    slo_miss_window_seconds: float
+    """Span of the measured share of requests slower than the SLO (``slo_miss_share``)."""
+    latency_p99: bool = True
+    """``observed_p99_seconds``: the recent p99 from the latency histogram."""
+    service_seconds: bool = True
+    """``service_seconds``: the window's mean service time (duration sum / count)."""
+    peak_in_flight: bool = False
+    """``peak_in_flight``: the in-flight peak of each step."""
+    warm_latency: bool = False
+    """``warm_latency_seconds``: latency of requests that neither queued nor waited for a start."""
+    slo_misses_per_step: bool = False
+    """``slo_misses``: requests slower than the SLO per step."""
+    history_seconds: float = 0.0
+    """``history_rps`` and ``history_slo_misses`` over this span; 0 = none beyond the window."""
+
+
+LIVE_OBSERVATION = ObservedSignals(window_seconds=1800.0, step_seconds=30.0, slo_miss_window_seconds=300.0)
+"""What ``metrics/prometheus.py`` measures today with the operator's default settings."""

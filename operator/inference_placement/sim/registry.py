@@ -1,0 +1,68 @@
+"""Every policy the simulator scores, listed once: ours, the baselines, the offline optimum.
+
+``simulate`` and ``bench`` run the policies from here, and the tables and the JSON list them in this order; a new
+baseline is one entry below. Names come from the policy classes (``name``), so a result's ``policy`` field and
+this list cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from inference_placement.sim.baselines import (
+    AllCloudRunPolicy,
+    AllLambdaPolicy,
+    ClusterAutoscaledPolicy,
+    ClusterScaleToZeroPolicy,
+    RuleOfThumbPolicy,
+    StaticClusterPolicy,
+)
+from inference_placement.sim.optimum import OptimumPolicy
+from inference_placement.sim.policies import DEFAULT_WINDOW_SECONDS, OursPolicy
+from inference_placement.sim.simulator import SimPolicy
+
+__all__ = [
+    "OPTIMUM",
+    "OURS",
+    "POLICIES",
+    "POLICY_NAMES",
+    "SINGLE_PLATFORM_BASELINES",
+    "RegisteredPolicy",
+    "online_policies",
+]
+
+
+@dataclass(frozen=True)
+class RegisteredPolicy:
+    name: str
+    make: Callable[[float], SimPolicy] | None
+    """Builds the policy for a sustain window (seconds); None for the optimum, which ``optimum()`` computes from
+    the whole trace instead of ticking."""
+    single_platform: bool = False
+    """A baseline that keeps the workload on one platform (what the summary checks ``ours`` is cheaper than)."""
+
+
+OURS: Final = OursPolicy.name
+OPTIMUM: Final = OptimumPolicy.name
+
+POLICIES: Final[tuple[RegisteredPolicy, ...]] = (
+    RegisteredPolicy(OURS, lambda window: OursPolicy(window_seconds=window)),
+    RegisteredPolicy(OPTIMUM, None),
+    RegisteredPolicy(StaticClusterPolicy.name, lambda _: StaticClusterPolicy(), single_platform=True),
+    RegisteredPolicy(ClusterAutoscaledPolicy.name, lambda _: ClusterAutoscaledPolicy(), single_platform=True),
+    RegisteredPolicy(ClusterScaleToZeroPolicy.name, lambda _: ClusterScaleToZeroPolicy(), single_platform=True),
+    RegisteredPolicy(AllLambdaPolicy.name, lambda _: AllLambdaPolicy(), single_platform=True),
+    RegisteredPolicy(AllCloudRunPolicy.name, lambda _: AllCloudRunPolicy(), single_platform=True),
+    RegisteredPolicy(RuleOfThumbPolicy.name, lambda _: RuleOfThumbPolicy()),
+)
+"""In report order."""
+
+POLICY_NAMES: Final = tuple(p.name for p in POLICIES)
+SINGLE_PLATFORM_BASELINES: Final = tuple(p.name for p in POLICIES if p.single_platform)
+
+
+def online_policies(window_seconds: float = DEFAULT_WINDOW_SECONDS) -> list[SimPolicy]:
+    """A fresh instance of every policy that ticks through the trace (all but the optimum), in report order."""
+    return [p.make(window_seconds) for p in POLICIES if p.make is not None]

@@ -1,0 +1,223 @@
+"""Starting and ending burst spillover without failing a request: the router retries on the overflow target before
+any replica refuses, and no replica refuses once the router stops (``controller/spill.py``, the reconciler)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pytest
+
+from inference_placement.api.spec import TargetName
+from inference_placement.api.status import SpillStep
+from inference_placement.api.workload import InferenceWorkload
+from inference_placement.controller.reconciler import Reconciler, TickInputs
+from inference_placement.controller.spill import SpillObservation, advance_spill
+from inference_placement.policy.actuation import Actuators
+from inference_placement.policy.capacity import ClusterCapacity
+from inference_placement.policy.decide import TrafficWindow
+from inference_placement.policy.price_book import default_price_book
+from inference_placement.targets.base import DesiredTarget, TargetState
+from tests.test_one_decision_everywhere import Writer
+from tests.test_policy_spillover import bursty_window, spec, steady_window
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+PB = default_price_book()
+
+
+class Recorder:
+    """A target that is ready at once; records what it was asked to apply and what it retired."""
+
+    def __init__(self, name: TargetName) -> None:
+        self.name = name
+        self.applied: list[DesiredTarget] = []
+        self.retired = 0
+
+    async def ensure(self, workload: InferenceWorkload, desired: DesiredTarget) -> TargetState:
+        self.applied.append(desired)
+        endpoint = None if self.name is TargetName.CLUSTER else "https://w.lambda-url.us-east-1.on.aws"
+        return TargetState(name=f"{self.name.value}-w", endpoint=endpoint, ready=True, replicas=desired.replicas)
+
+    async def observe(self, workload: InferenceWorkload) -> TargetState | None:
+        return None
+
+    async def retire(self, workload: InferenceWorkload) -> bool:
+        self.retired += 1
+        return True
+
+
+def _body() -> dict[str, Any]:
+    s = spec()
+    return {
+        "apiVersion": "placement.inference.dev/v1alpha1",
+        "kind": "InferenceWorkload",
+        "metadata": {"name": "w", "namespace": "unit", "uid": "uid-w", "generation": 1, "resourceVersion": "1"},
+        "spec": s.model_dump(by_alias=True, exclude_none=True, mode="json"),
+        "status": {"placement": "cluster"},
+    }
+
+
+def _at(window: TrafficWindow, now: datetime) -> TrafficWindow:
+    return TrafficWindow(
+        step_seconds=window.step_seconds,
+        rps=window.rps,
+        observed_p99_seconds=window.observed_p99_seconds,
+        end=now,
+        peak_in_flight=window.peak_in_flight,
+        slo_miss_share=window.slo_miss_share,
+    )
+
+
+def test_spill_starts_route_first_and_ends_cap_first_without_a_refusal_the_router_does_not_retry() -> None:
+    body = _body()
+    cluster, lam = Recorder(TargetName.CLUSTER), Recorder(TargetName.LAMBDA)
+    reconciler = Reconciler(
+        cast(Any, Writer(body)),
+        {TargetName.CLUSTER: cast(Any, cluster), TargetName.LAMBDA: cast(Any, lam)},
+        actuators=Actuators(spillover=True),
+    )
+    router_spill: TargetName | None = None
+    steps: list[SpillStep | None] = []
+    now = NOW
+
+    def tick(window: TrafficWindow) -> None:
+        nonlocal now, router_spill
+        now += timedelta(seconds=20)
+        inputs = TickInputs(
+            now=now,
+            price_book=PB,
+            capacity=ClusterCapacity(),
+            window=_at(window, now),
+            router_enabled=True,
+            router_weights={TargetName.CLUSTER: 100},
+            router_spill=router_spill,
+        )
+        asyncio.run(reconciler.reconcile(body, inputs))
+        spill = body["status"].get("spill")
+        steps.append(SpillStep(spill["step"]) if spill else None)
+        # the cap is only ever applied while the router confirmed it retries refusals on the overflow target
+        if cluster.applied and cluster.applied[-1].max_in_flight is not None:
+            assert router_spill is TargetName.LAMBDA
+        # the router follows status (router_sync: ROUTED, SPILLING, UNCAPPING route the overflow)
+        router_spill = TargetName.LAMBDA if spill and spill["step"] in ("Routed", "Spilling", "Uncapping") else None
+
+    for _ in range(5):
+        tick(bursty_window())
+    assert steps[:3] == [SpillStep.PROVISIONING, SpillStep.ROUTED, SpillStep.SPILLING]
+    spill = body["status"]["spill"]
+    assert spill["target"] == "lambda" and spill["baseReplicas"] >= 1
+    assert "overflow above" in spill["message"] and "holding the peak" in spill["message"]
+    assert cluster.applied[-1].max_in_flight == spill["slotsPerReplica"]
+    assert lam.applied, "the overflow target is deployed before anything spills"
+
+    for _ in range(6):
+        tick(steady_window())
+    assert SpillStep.UNCAPPING in steps and SpillStep.DRAINING in steps
+    assert steps[-1] is None and lam.retired == 1
+    assert cluster.applied[-1].max_in_flight is None
+    assert body["status"]["placement"] == "cluster" and "lambda" not in (body["status"].get("targets") or {})
+
+
+@pytest.mark.parametrize(
+    ("step", "seen", "expected"),
+    [
+        pytest.param(SpillStep.PROVISIONING, SpillObservation(), SpillStep.PROVISIONING, id="waits-for-the-target"),
+        pytest.param(SpillStep.PROVISIONING, SpillObservation(target_ready=True), SpillStep.ROUTED, id="target-ready"),
+        pytest.param(SpillStep.ROUTED, SpillObservation(target_ready=True), SpillStep.ROUTED, id="waits-for-router"),
+        pytest.param(
+            SpillStep.ROUTED, SpillObservation(target_ready=True, router_spills=True), SpillStep.SPILLING, id="routed"
+        ),
+    ],
+)
+def test_a_spill_starts_one_observed_step_at_a_time(
+    step: SpillStep, seen: SpillObservation, expected: SpillStep
+) -> None:
+    from inference_placement.policy.actuation import Actuators as A
+    from inference_placement.policy.decide import PlacementState, decide
+
+    on_cluster = PlacementState(current=TargetName.CLUSTER, last_migration_finished_at=None, month_to_date_usd=0.0)
+    plan = decide(spec(), bursty_window(), on_cluster, PB, ClusterCapacity(), NOW, actuators=A(spillover=True)).spill
+    assert plan is not None
+    started = advance_spill(None, plan, "m", SpillObservation(), NOW, 30.0).spill
+    assert started is not None
+    current = started.model_copy(update={"step": step})
+    moved = advance_spill(current, plan, "m", seen, NOW, 30.0).spill
+    assert moved is not None and moved.step is expected
+
+
+def test_an_ending_spill_drains_before_its_target_retires() -> None:
+    from inference_placement.policy.decide import PlacementState, decide
+
+    on_cluster = PlacementState(current=TargetName.CLUSTER, last_migration_finished_at=None, month_to_date_usd=0.0)
+    plan = decide(spec(), bursty_window(), on_cluster, PB, ClusterCapacity(), NOW, actuators=Actuators(spillover=True))
+    assert plan.spill is not None
+    spilling = advance_spill(None, plan.spill, "m", SpillObservation(), NOW, 30.0).spill
+    assert spilling is not None
+    spilling = spilling.model_copy(update={"step": SpillStep.SPILLING})
+    uncapping = advance_spill(spilling, None, "", SpillObservation(router_spills=True), NOW, 30.0).spill
+    assert uncapping is not None and uncapping.step is SpillStep.UNCAPPING
+    # the replicas still refuse until their rollout without the cap finished: the router keeps retrying
+    still = advance_spill(uncapping, None, "", SpillObservation(router_spills=True), NOW, 30.0).spill
+    assert still is not None and still.step is SpillStep.UNCAPPING
+    draining = advance_spill(uncapping, None, "", SpillObservation(replicas_uncapped=True), NOW, 30.0).spill
+    assert draining is not None and draining.step is SpillStep.DRAINING
+    early = advance_spill(draining, None, "", SpillObservation(), NOW + timedelta(seconds=10), 30.0)
+    assert early.spill is not None and early.retire is None
+    done = advance_spill(draining, None, "", SpillObservation(), NOW + timedelta(seconds=31), 30.0)
+    assert done.spill is None and done.retire is TargetName.LAMBDA
+
+
+# ------------------------------------------------------------------------------------------------ the router
+
+
+class _Applier:
+    def __init__(self) -> None:
+        self.routes: list[Any] = []
+
+    async def apply(self, routes: Any) -> None:
+        self.routes = list(routes)
+
+
+@pytest.mark.parametrize(
+    ("step", "routed"),
+    [
+        pytest.param("Provisioning", False, id="provisioning-nothing-spills"),
+        pytest.param("Routed", True, id="routed"),
+        pytest.param("Spilling", True, id="spilling"),
+        pytest.param("Uncapping", True, id="uncapping-still-retries"),
+        pytest.param("Draining", False, id="draining-no-more"),
+    ],
+)
+def test_the_router_retries_on_the_overflow_target_exactly_while_a_replica_may_refuse(step: str, routed: bool) -> None:
+    from inference_placement.api.workload import WorkloadKey
+    from inference_placement.controller.router_sync import RouterSync
+
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:unit-w"
+    body = {
+        "metadata": {"name": "w", "namespace": "unit", "uid": "u", "resourceVersion": "7"},
+        "status": {
+            "placement": "cluster",
+            "targets": {
+                "cluster": {"name": "w", "endpoint": "http://10.0.0.9:8080", "ready": True},
+                "lambda": {"name": arn, "ready": True},
+            },
+            "spill": {
+                "target": "lambda",
+                "step": step,
+                "baseReplicas": 2,
+                "overflowAboveInFlight": 8,
+                "slotsPerReplica": 4,
+                "stepStartedAt": "2026-03-10T12:00:00Z",
+            },
+        },
+    }
+    applier = _Applier()
+    sync = RouterSync(cast(Any, applier))
+    key = WorkloadKey("unit", "w")
+    sync.observe(key, body)
+    assert asyncio.run(sync.sync())
+    (route,) = applier.routes
+    assert (route.overflow is not None) is routed
+    assert sync.confirmed_spill(key) is (TargetName.LAMBDA if routed else None)
+    assert sync.confirmed(key) == {TargetName.CLUSTER: 100}
