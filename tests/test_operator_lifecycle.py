@@ -90,14 +90,16 @@ def test_semantically_invalid_cr_gets_invalid_spec_and_an_event_and_keeps_servin
     deployments_before = crd_installed.kubectl_json("get", "deployments", "-n", namespace)["items"]
 
     # A bad edit the CRD's CEL rules see (reclaim threshold below the offload threshold): kubectl apply fails at once.
-    generation = _get(crd_installed, namespace, "edit-me")["metadata"]["generation"]
+    stored = _get(crd_installed, namespace, "edit-me")
+    assert stored is not None
+    generation = stored["metadata"]["generation"]
     bad = json.loads(json.dumps(doc))
     bad["spec"]["placement"]["thresholds"] = {"mode": "explicit", "offloadBelowRps": 5, "reclaimAboveRps": 1}
     refused = crd_installed.kubectl("apply", "-f", "-", input=yaml.safe_dump(bad), check=False)
     assert refused.returncode != 0
     assert "spec.placement.thresholds.reclaimAboveRps" in refused.stderr, refused.stderr
     assert "must not be below offloadBelowRps" in refused.stderr, refused.stderr
-    assert _get(crd_installed, namespace, "edit-me")["metadata"]["generation"] == generation
+    assert (_get(crd_installed, namespace, "edit-me") or {})["metadata"]["generation"] == generation
 
     # A bad edit only the operator sees (a negative CPU as a number passes the CRD's int-or-string quantity).
     doc["spec"]["model"]["cpu"] = -1
