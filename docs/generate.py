@@ -119,15 +119,32 @@ def render_crd_reference() -> str:
         f"# {KIND} reference (`{API_VERSION}`)",
         "",
         f"Resource `{PLURAL}`, short name `{SHORT_NAME}`, namespaced, with a `status` subresource. The tables below",
-        "are the CRD's OpenAPI schema, generated from the pydantic models in `operator/inference_placement/api/`;",
-        "rules the schema cannot express on Kubernetes 1.20 are checked by the operator, which sets",
-        "`InvalidSpec=True` naming the field (see [operations.md](operations.md#conditions)).",
+        "are the CRD's OpenAPI schema, generated from the pydantic models in `operator/inference_placement/api/`.",
+        "Rules that span several fields are CEL rules of the CRD ([below](#validation-rules-cel)): the apiserver",
+        "refuses a spec that breaks one at `kubectl apply` or an Argo CD sync, naming the field. The operator checks",
+        "the same rules (for objects stored before a rule existed) and sets `InvalidSpec=True` naming the field",
+        "(see [operations.md](operations.md#conditions)).",
         "",
         "## spec",
         "",
     ]
-    for path, node in _objects("spec", structural_schema(InferenceWorkloadSpec)):
+    spec_schema = structural_schema(InferenceWorkloadSpec)
+    for path, node in _objects("spec", spec_schema):
         lines += _object_table(path, node)
+    lines += [
+        "## Validation rules (CEL)",
+        "",
+        "`x-kubernetes-validations` of the CRD (Kubernetes 1.29+), generated from",
+        "`operator/inference_placement/api/cel.py`.",
+        "",
+        "| field | refused with | rule |",
+        "| --- | --- | --- |",
+    ]
+    for path, node in _objects("spec", spec_schema):
+        for rule in node.get("x-kubernetes-validations", []):
+            field = f"{path}{rule['fieldPath']}"
+            lines.append(f"| `{field}` | {_cell(rule['message'])} | `{_cell(rule['rule'])}` |")
+    lines.append("")
     lines += [
         "## status",
         "",

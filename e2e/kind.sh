@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # The same flow as e2e/local-cluster.sh on kind, for users who have Docker (not used by this project's CI,
-# which has no Docker engine: there e2e/local-cluster.sh builds a real 1.20 cluster from Debian's sources).
+# which has no Docker engine: there e2e/local-cluster.sh builds a real 1.37 cluster from Go modules).
 #
 #   e2e/kind.sh up      create the cluster, load the model-server image, install the CRDs from crds/
 #   e2e/kind.sh env     print `export KUBECONFIG=...`
 #   e2e/kind.sh down    delete the cluster
 #
-# Env: KIND_CLUSTER_NAME (default inference-placement), KIND_NODE_IMAGE (default kindest/node:v1.20.15, the
-# newest 1.20 node image; kind v0.17 is the last release that documents it), KIND_KUBECONFIG.
+# Env: KIND_CLUSTER_NAME (default inference-placement), KIND_NODE_IMAGE (default kindest/node:v1.37.0 pinned by the
+# digest kind v0.33.0 publishes for it: the same minor as the local cluster's 1.37.2, whose patch release kind does
+# not prebuild; `kind build node-image v1.37.2` makes that one), KIND_KUBECONFIG. Kind images 1.35+ need cgroup v2.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLUSTER=${KIND_CLUSTER_NAME:-inference-placement}
-NODE_IMAGE=${KIND_NODE_IMAGE:-kindest/node:v1.20.15}
+NODE_IMAGE=${KIND_NODE_IMAGE:-kindest/node:v1.37.0@sha256:a1ed56cfb0e7b93589bdf97c8cd566405a265939e3620fc4f5de89adff580ae5}
 KUBECONFIG_FILE=${KIND_KUBECONFIG:-${INFERENCE_PLACEMENT_CACHE:-$HOME/.cache/inference-placement}/kind-$CLUSTER.kubeconfig}
 MODEL_SERVER_IMAGE=localhost/inference-placement/model-server:dev
 

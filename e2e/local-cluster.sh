@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real local Kubernetes 1.20 cluster for tests, CI and the demo, built from Debian's sources.
+# A real local Kubernetes cluster (1.37, see e2e/lib/common.sh) for tests, CI and the demo, built from Go modules.
 #
 #   e2e/local-cluster.sh up [--with-node|--no-node]   build once (cached), start, wait until ready; no-op when up
 #   e2e/local-cluster.sh down                          stop what up started, remove what it created (idempotent)
@@ -69,6 +69,7 @@ cluster_json() {
   cat <<JSON
 {
   "up": $up,
+  "kubernetes_version": $(json_str "$K8S_VERSION"),
   "node_enabled": $node,
   "api_url": $(json_str "$API_URL"),
   "kubeconfig": $(json_str "$KUBECONFIG_FILE"),

@@ -16,7 +16,7 @@ if ! .venv/bin/inference-placement crd | diff -u crds/inferenceworkloads.yaml - 
   echo "crds/inferenceworkloads.yaml differs from the models: run 'make crd'"; status=1
 fi
 
-echo "== local cluster (built once from Debian's sources, cached in ~/.cache/inference-placement)"
+echo "== local cluster (built once from Go modules, cached in ~/.cache/inference-placement)"
 # Its own step with its own output, so a cold build is not hidden inside the first test's fixture.
 # Stopped again at the end when this run started it (a cluster that was already up is somebody else's).
 cluster_was_up=false

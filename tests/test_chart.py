@@ -29,7 +29,7 @@ from inference_placement.metrics.promql import ROUTER_JOB, PromQLTemplates
 from inference_placement.policy.price_book import default_price_book, load_price_book
 from inference_placement.routing.envoy import STATS_PATH, EnvoySettings, parse_latency_buckets
 from inference_placement.routing.manifests import render_router_deployment
-from tests.plugins.cluster import REPO_ROOT, KubeCluster
+from tests.plugins.cluster import KUBERNETES_VERSION, REPO_ROOT, KubeCluster
 
 CHART = REPO_ROOT / "charts" / "inference-placement"
 HELM_SCRIPT = REPO_ROOT / "e2e" / "helm.sh"
@@ -92,6 +92,9 @@ def helm_binary() -> str:
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    if args and args[0] in ("template", "lint") and "--kube-version" not in args:
+        # offline, helm assumes its own client-go's version (v1.35 for helm 4.1), below the chart's kubeVersion floor
+        args = (*args, "--kube-version", KUBERNETES_VERSION)
     done = subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=120, check=False)
     if check and done.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
@@ -567,3 +570,15 @@ def test_rendered_chart_applies_with_server_side_dry_run(
     for manifest in manifests:
         assert manifest["metadata"]["name"] in output, manifest["kind"]
     assert "(server dry run)" in output
+
+
+def test_chart_kube_version_floor_is_the_release_ci_runs() -> None:
+    """The documented floor is the oldest Kubernetes CI tests on: the local cluster's pinned release."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    major, minor, _ = KUBERNETES_VERSION.split(".")
+    assert chart["kubeVersion"] == f">={major}.{minor}.0-0"
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert f"Supported Kubernetes: {major}.{minor}" in readme
+    assert f"`kubeVersion` says `>={major}.{minor}.0-0`" in readme
+    done = helm("template", "ip", str(CHART), "--kube-version", f"{major}.{int(minor) - 1}.0", check=False)
+    assert done.returncode != 0 and "kubeVersion" in done.stderr, done.stderr

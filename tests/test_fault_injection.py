@@ -525,7 +525,11 @@ def test_409_conflicts_on_resource_version_guarded_writes(stack: Stack) -> None:
     for attempt in range(3):
         name = "fin" if attempt == 0 else f"fin{attempt}"
         log_offset = len(stack.operator.logs())
-        doc = _doc(stack, name, ("cloudrun",), (5.0, 1.0))  # reclaim < offload: InvalidSpec, nothing placed yet
+        doc = _doc(stack, name, ("cloudrun",), THRESHOLDS)
+        # a value the CRD lets through but the operator refuses: InvalidSpec, nothing placed yet (what the CRD's CEL
+        # rules see, such as reclaim < offload, is refused at admission)
+        cpu = doc["spec"]["model"]["cpu"]
+        doc["spec"]["model"]["cpu"] = -1
         stack.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
 
         def invalid(n: str = name) -> dict[str, Any] | None:
@@ -538,7 +542,8 @@ def test_409_conflicts_on_resource_version_guarded_writes(stack: Stack) -> None:
         try:
             time.sleep(0.5)
             valid = time.monotonic()
-            stack.thresholds(name, THRESHOLDS)
+            fix = json.dumps({"spec": {"model": {"cpu": cpu}}})
+            stack.cluster.kubectl("patch", "iw", name, "-n", stack.namespace, "--type", "merge", "-p", fix, timeout=30)
 
             def conflicted(o: int = log_offset) -> bool:
                 return _conflicts(stack.operator.logs()[o:])[0] >= 1

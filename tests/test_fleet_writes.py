@@ -23,7 +23,9 @@ def _workloads(ns: str) -> list[dict[str, Any]]:
     valid["spec"]["placement"] = {"allowedTargets": ["cluster"]}
     invalid = load_example(REPO_ROOT / "examples" / "sentiment-bursty.yaml", ns)
     invalid["metadata"]["name"] = "broken"
-    invalid["spec"]["placement"] = {"allowedTargets": ["cluster"], "pin": "lambda"}
+    invalid["spec"]["placement"] = {"allowedTargets": ["cluster"]}
+    # invalid for the operator, let through by the CRD (its CEL rules refuse e.g. a pin outside allowedTargets)
+    invalid["spec"]["model"]["cpu"] = -1
     return [valid, invalid]
 
 

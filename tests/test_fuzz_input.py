@@ -4,10 +4,11 @@ Pure part (fast): every generated spec goes through ``parse_spec`` (pydantic + s
 one through ``decide``; every price book through the loader. Nothing raises; every rejection names the field.
 
 Cluster part (real apiserver + the real operator subprocess, a bounded number of examples): each generated object
-is either refused by the CRD schema with a 422 naming the field, or reconciled by the operator to a status with a
-``Ready`` condition (``InvalidSpec=True`` naming the field when it is invalid); a serving workload survives a stream
-of bad edits with its Deployment untouched; a broken price book, at start-up or on reload, is a clear error and
-never a crash. The operator is alive and its log free of tracebacks at the end of each.
+is either refused by the CRD (schema or CEL rule) with a 422 naming the field, or reconciled by the operator to a
+status with a ``Ready`` condition (``InvalidSpec=True`` naming the field when it is invalid; every semantic problem
+is refused at admission); a serving workload survives a stream of bad edits (refused at admission, or let through
+and refused by the operator) with its Deployment untouched; a broken price book, at start-up or on reload, is a
+clear error and never a crash. The operator is alive and its log free of tracebacks at the end of each.
 
 Deterministic: every hypothesis run here is derandomized (no example database), so CI sees the same examples.
 """
@@ -542,16 +543,21 @@ def test_fuzzed_workloads_through_the_real_apiserver_and_operator(
         except ApiException as err:
             assert err.status == 422, f"{case}: {err.status} {err.body[:2000]}"
             message = json.loads(err.body)["message"]
-            assert case.refused_by_schema, f"refused though only {case.mutations}: {message[:2000]}"
+            assert case.refused_by_schema or case.of("semantic"), (
+                f"refused though only {case.mutations}: {message[:2000]}"
+            )
             refused.append((case, message))
             return
+        # the CRD's CEL rules refuse every semantic problem at admission
+        assert not case.of("semantic"), f"accepted though {case.of('semantic')}"
         accepted[name] = case
 
     apply_one()
     assert accepted and refused, f"the generator should produce both: {len(accepted)} accepted, {len(refused)} refused"
 
     for case, message in refused:  # the apiserver names every field it refused ...
-        assert any(_names(message, m.path) for m in case.of("schema")), f"{case.mutations}: {message[:1500]}"
+        named = case.of("schema") + case.of("semantic")
+        assert any(_names(message, m.path) for m in named), f"{case.mutations}: {message[:1500]}"
 
     def all_settled() -> dict[str, Doc] | None:
         assert op.alive(), op.logs()[-4000:]
@@ -575,7 +581,8 @@ def test_fuzzed_workloads_through_the_real_apiserver_and_operator(
 
 @st.composite
 def bad_edits(draw: st.DrawFn) -> Mutation:
-    """Edits the apiserver lets through but the operator must refuse: semantic, or schema ones the CRD cannot see."""
+    """Bad edits: semantic ones (the CRD's CEL rules refuse them), or schema ones the CRD cannot see (the operator
+    refuses them)."""
     return draw(
         st.one_of(
             st.sampled_from(SEMANTIC),
@@ -588,6 +595,8 @@ def bad_edits(draw: st.DrawFn) -> Mutation:
 def test_bad_edits_of_a_serving_workload_leave_its_deployment_untouched(
     crd_installed: KubeCluster, namespace: str, operator_factory: Callable[..., OperatorProcess]
 ) -> None:
+    from kubernetes.client import ApiException
+
     op = operator_factory(namespace, *OPERATOR_ARGS)
     api = _api(crd_installed)
     base = _small_cluster_spec(crd_installed)
@@ -610,7 +619,16 @@ def test_bad_edits_of_a_serving_workload_leave_its_deployment_untouched(
         _apply(spec, edit)
         obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "serving")
         obj["spec"] = spec
-        written = api.replace_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "serving", obj)
+        try:
+            written = api.replace_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "serving", obj)
+        except ApiException as err:
+            assert err.status == 422 and edit.kind == "semantic", f"{edit}: {err.status} {err.body[:2000]}"
+            assert _names(json.loads(err.body)["message"], edit.path), f"{edit}: {err.body[:2000]}"
+            now = deployment()
+            assert (now["metadata"]["uid"], now["metadata"]["generation"], now["spec"]) == before_identity, edit
+            edits.append(edit)
+            return
+        assert edit.kind == "schema", f"the apiserver let a semantic edit through: {edit}"
         generation = written["metadata"]["generation"]
 
         def refused() -> Doc | None:

@@ -89,8 +89,20 @@ def test_semantically_invalid_cr_gets_invalid_spec_and_an_event_and_keeps_servin
     assert placed == "cluster"
     deployments_before = crd_installed.kubectl_json("get", "deployments", "-n", namespace)["items"]
 
-    # A bad edit: reclaim threshold below the offload threshold.
-    doc["spec"]["placement"]["thresholds"] = {"mode": "explicit", "offloadBelowRps": 5, "reclaimAboveRps": 1}
+    # A bad edit the CRD's CEL rules see (reclaim threshold below the offload threshold): kubectl apply fails at once.
+    stored = _get(crd_installed, namespace, "edit-me")
+    assert stored is not None
+    generation = stored["metadata"]["generation"]
+    bad = json.loads(json.dumps(doc))
+    bad["spec"]["placement"]["thresholds"] = {"mode": "explicit", "offloadBelowRps": 5, "reclaimAboveRps": 1}
+    refused = crd_installed.kubectl("apply", "-f", "-", input=yaml.safe_dump(bad), check=False)
+    assert refused.returncode != 0
+    assert "spec.placement.thresholds.reclaimAboveRps" in refused.stderr, refused.stderr
+    assert "must not be below offloadBelowRps" in refused.stderr, refused.stderr
+    assert (_get(crd_installed, namespace, "edit-me") or {})["metadata"]["generation"] == generation
+
+    # A bad edit only the operator sees (a negative CPU as a number passes the CRD's int-or-string quantity).
+    doc["spec"]["model"]["cpu"] = -1
     _apply(crd_installed, doc)
     cond = wait_for(
         lambda: (
@@ -99,7 +111,7 @@ def test_semantically_invalid_cr_gets_invalid_spec_and_an_event_and_keeps_servin
         timeout=30,
         what="InvalidSpec=True",
     )
-    assert "spec.placement.thresholds.reclaimAboveRps" in cond["message"]
+    assert "spec.model.cpu" in cond["message"]
     obj = _get(crd_installed, namespace, "edit-me")
     assert obj is not None
     ready = _condition(obj, "Ready")
@@ -114,7 +126,7 @@ def test_semantically_invalid_cr_gets_invalid_spec_and_an_event_and_keeps_servin
     assert [d["metadata"]["uid"] for d in deployments_after] == [d["metadata"]["uid"] for d in deployments_before]
 
     # Fixing the spec clears the condition.
-    doc["spec"]["placement"]["thresholds"] = {"mode": "auto"}
+    doc["spec"]["model"]["cpu"] = "1"
     _apply(crd_installed, doc)
     wait_for(
         lambda: (c := _condition(_get(crd_installed, namespace, "edit-me"), "InvalidSpec")) and c["status"] == "False",
@@ -152,9 +164,10 @@ def test_operator_survives_a_restart_and_resumes(
         lambda: (_get(crd_installed, namespace, "resumable") or {}).get("status", {}).get("placement"), what="placement"
     )
     op.kill()
-    # While it is down, a bad edit lands; the restarted operator must notice it from the listing alone.
+    # While it is down, a bad edit lands (one the CRD cannot see); the restarted operator must notice it from the
+    # listing alone.
     doc = _cluster_only(CPU_WORKLOAD, namespace, "resumable")
-    doc["spec"]["scaling"] = {"minReplicas": 3, "maxReplicas": 1}
+    doc["spec"]["model"]["memory"] = -2
     _apply(crd_installed, doc)
     op.start()
     cond = wait_for(
@@ -166,7 +179,7 @@ def test_operator_survives_a_restart_and_resumes(
         timeout=60,
         what="InvalidSpec after restart",
     )
-    assert "spec.scaling.minReplicas" in cond["message"]
+    assert "spec.model.memory" in cond["message"]
     assert op.alive(), op.logs()[-3000:]
 
 

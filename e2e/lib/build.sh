@@ -1,33 +1,45 @@
 # shellcheck shell=bash
-# Build Kubernetes 1.20.2 from Debian's source package, once, into $BIN_DIR (atomic: a temp dir renamed into place).
+# Build Kubernetes $K8S_VERSION and etcd $ETCD_VERSION from Go modules (e2e/k8s/go.mod), once, into $BIN_DIR
+# (atomic: a temp dir renamed into place). Module downloads and compiled packages are cached in $GO_CACHE_DIR.
+
+K8S_GO_MODULE_DIR="$E2E_DIR/k8s"
+GO_MIN_MINOR=26 # k8s.io/kubernetes 1.36+ declares `go 1.26.0`
+
+# k8s_recipe: the recipe string plus a digest of the pinned module graph (a go.mod/go.sum change rebuilds).
+k8s_recipe() {
+  printf '%s gomod=%s' "$K8S_BUILD_RECIPE_BASE" \
+    "$(cat "$K8S_GO_MODULE_DIR/go.mod" "$K8S_GO_MODULE_DIR/go.sum" | sha256sum | cut -c1-16)"
+}
 
 k8s_binaries_cached() {
   local b
-  [[ -f $BIN_DIR/.recipe && "$(<"$BIN_DIR/.recipe")" == "$K8S_BUILD_RECIPE" ]] || return 1
+  [[ -f $BIN_DIR/.recipe && "$(<"$BIN_DIR/.recipe")" == "$(k8s_recipe)" ]] || return 1
   for b in "${K8S_BINARIES[@]}" pause; do [[ -x $BIN_DIR/$b ]] || return 1; done
 }
 
-# fetch_k8s_source: the orig tarball (with vendor/) via `apt-get source --download-only`, verified by sha256.
-fetch_k8s_source() {
-  local dl="$K8S_DIR/download" tmp
-  mkdir -p "$dl"
-  if [[ -f $dl/$K8S_ORIG_TARBALL ]] && echo "$K8S_ORIG_SHA256  $dl/$K8S_ORIG_TARBALL" | sha256sum -c --quiet - 2>/dev/null; then
-    log "reusing downloaded $K8S_ORIG_TARBALL"
-    return 0
-  fi
-  ensure_deb_src
-  tmp=$(mktemp -d "$dl/apt.XXXXXX")
-  # apt drops privileges to _apt for downloads: let it write there
-  chmod 0777 "$tmp"
-  if ! (cd "$tmp" && apt-get source --download-only "kubernetes=$K8S_VERSION_DEB" >&2); then
-    log "kubernetes=$K8S_VERSION_DEB not offered by the mirror; trying the current source package (same orig tarball expected)"
-    (cd "$tmp" && apt-get source --download-only kubernetes >&2)
-  fi
-  echo "$K8S_ORIG_SHA256  $tmp/$K8S_ORIG_TARBALL" | sha256sum -c --quiet - ||
-    die "$K8S_ORIG_TARBALL missing or sha256 mismatch"
-  mv -f "$tmp/$K8S_ORIG_TARBALL" "$dl/$K8S_ORIG_TARBALL"
-  rm -rf "$tmp"
+# find_go: a Go toolchain >= 1.$GO_MIN_MINOR (PATH first, then /usr/local/go), printed as a path.
+find_go() {
+  local g v
+  for g in "$(command -v go 2>/dev/null || true)" /usr/local/go/bin/go; do
+    [[ -n $g && -x $g ]] || continue
+    v=$(GOTOOLCHAIN=local "$g" env GOVERSION 2>/dev/null) || continue # e.g. go1.26.8
+    if [[ $v =~ ^go1\.([0-9]+) ]] && ((BASH_REMATCH[1] >= GO_MIN_MINOR)); then
+      echo "$g"
+      return 0
+    fi
+    log "ignoring $g ($v): Kubernetes $K8S_VERSION needs Go >= 1.$GO_MIN_MINOR"
+  done
+  return 1
 }
+
+# k8s_go ARGS...: the go command with the project's caches and no leaking machine settings.
+k8s_go() {
+  env GOTOOLCHAIN=local GOFLAGS=-mod=readonly GOMODCACHE="$GO_CACHE_DIR/mod" GOCACHE="$GO_CACHE_DIR/build" \
+    GOPATH="$GO_CACHE_DIR/path" GOWORK=off CGO_ENABLED=0 GOOS=linux GOARCH=amd64 "$GO" "$@"
+}
+
+# k8s_go_in DIR ARGS...: k8s_go run in DIR.
+k8s_go_in() { (cd "$1" && shift && k8s_go "$@"); }
 
 # build_k8s: make sure $BIN_DIR holds the binaries of the current recipe. The build runs detached (run_detached):
 # a caller killed by its test timeout does not throw away minutes of compiling, and the next caller waits for it.
@@ -35,12 +47,13 @@ build_k8s() {
   local attempt rc
   for attempt in 1 2; do
     if k8s_binaries_cached; then
-      log "reusing cached Kubernetes binaries in $BIN_DIR (${K8S_BINARIES[*]} pause)"
+      log "reusing cached Kubernetes $K8S_VERSION binaries in $BIN_DIR (${K8S_BINARIES[*]} pause)"
       return 0
     fi
     ensure_packages "${PKGS_BUILD[@]}"
+    find_go >/dev/null || die "no Go >= 1.$GO_MIN_MINOR found (PATH, /usr/local/go/bin): needed to build Kubernetes $K8S_VERSION"
     mkdir -p "$K8S_DIR"
-    log "building Kubernetes (attempt $attempt; log $K8S_DIR/last-build.log)"
+    log "building Kubernetes $K8S_VERSION + etcd $ETCD_VERSION (attempt $attempt; log $K8S_DIR/last-build.log)"
     rc=0
     run_detached "$K8S_DIR/.build.lock" "$K8S_DIR/last-build.log" "$BASH" "$E2E_DIR/local-cluster.sh" _build-k8s || rc=$?
     ((rc == 2)) || break # 2: we only waited for an earlier caller's build: check its result, build if it failed
@@ -53,61 +66,67 @@ build_k8s_now() {
   if k8s_binaries_cached; then
     return 0
   fi
+  GO=$(find_go) || die "no Go >= 1.$GO_MIN_MINOR found"
+  log "using $GO ($(GOTOOLCHAIN=local "$GO" env GOVERSION))"
   rm -rf "$K8S_DIR"/build.* "$BIN_DIR.old" # leftovers of interrupted builds (we hold the build lock)
   [[ -e $BIN_DIR ]] && log "$BIN_DIR was built by another recipe: rebuilding (kept until the new build is complete)"
-  phase "fetch kubernetes source" fetch_k8s_source
+  mkdir -p "$GO_CACHE_DIR"
 
-  local work src
+  local work
   work=$(mktemp -d "$K8S_DIR/build.XXXXXX")
   log "building in $work"
-  phase "unpack source" tar -xzf "$K8S_DIR/download/$K8S_ORIG_TARBALL" -C "$work"
-  src=$(find "$work" -mindepth 1 -maxdepth 1 -type d | head -n1)
-  [[ -f $src/Makefile ]] || die "unexpected tarball layout in $work"
+  cp "$K8S_GO_MODULE_DIR/go.mod" "$K8S_GO_MODULE_DIR/go.sum" "$work/"
+  grep -q "^[[:space:]]*k8s.io/kubernetes v$K8S_VERSION\( // indirect\)\{0,1\}\$" "$work/go.mod" ||
+    die "e2e/k8s/go.mod does not pin k8s.io/kubernetes v$K8S_VERSION (K8S_VERSION in e2e/lib/common.sh)"
+  grep -q "^[[:space:]]*go.etcd.io/etcd/server/v3 v$ETCD_VERSION\( // indirect\)\{0,1\}\$" "$work/go.mod" ||
+    die "e2e/k8s/go.mod does not pin go.etcd.io/etcd/server/v3 v$ETCD_VERSION (ETCD_VERSION in e2e/lib/common.sh)"
+  # every module of the graph, verified against e2e/k8s/go.sum (a no-op when the cache has them)
+  phase "go mod download" k8s_go_in "$work" mod download >&2
 
-  # The vendored reflect2 1.0.1 crashes under Go 1.19 on the first custom-resource create: use Debian's.
-  local r2=$src/vendor/github.com/modern-go/reflect2
-  rm -rf "$r2"
-  cp -a /usr/share/gocode/src/github.com/modern-go/reflect2 "$r2"
-  rm -rf "$r2/go.mod" "$r2/go.sum" "$r2/tests" "$r2/test"
-  find "$r2" -name '*_test.go' -delete
-
-  # The kubelet would rewrite host sysctls (kernel.panic, vm.overcommit_memory): warn instead.
+  # The kubelet would rewrite host sysctls (kernel.panic, vm.overcommit_memory): warn instead. The module cache is
+  # read-only and shared, so the patch goes into a copy that the build's go.mod points at.
+  local moddir src=$work/kubernetes
+  moddir=$(k8s_go_in "$work" list -m -f '{{.Dir}}' k8s.io/kubernetes)
+  [[ -f $moddir/go.mod ]] || die "k8s.io/kubernetes v$K8S_VERSION not in the module cache ($moddir)"
+  phase "copy k8s.io/kubernetes v$K8S_VERSION for patching" cp -a "$moddir" "$src"
+  chmod -R u+w "$src"
   local cm=$src/pkg/kubelet/cm/container_manager_linux.go
   grep -q '^[[:space:]]*b := KernelTunableModify$' "$cm" || die "kubelet patch target not found in $cm"
   sed -i 's/^\([[:space:]]*b := \)KernelTunableModify$/\1KernelTunableWarn/' "$cm"
+  k8s_go_in "$work" mod edit -replace k8s.io/kubernetes=./kubernetes
 
-  # The kubelet's ECR credential provider asks the EC2 metadata endpoint (off this machine) for credentials when it
-  # starts; providerless drops the GCP and Azure ones but not this one in 1.20: unlink it.
-  local plugins=$src/cmd/kubelet/app/plugins.go
-  grep -q '^[[:space:]]*_ "k8s.io/kubernetes/pkg/credentialprovider/aws"$' "$plugins" ||
-    die "kubelet credential provider import not found in $plugins"
-  sed -i '\#^[[:space:]]*_ "k8s.io/kubernetes/pkg/credentialprovider/aws"$#d' "$plugins"
-
-  local what="" b
-  for b in "${K8S_BINARIES[@]}"; do what+="cmd/$b "; done
-  # providerless: no in-tree cloud providers (nor the GCP/Azure credential providers, which probe metadata
-  # endpoints); GOFLAGS is otherwise replaced so the machine's settings do not leak in.
-  phase "go build (${K8S_BINARIES[*]})" \
-    env -C "$src" GOFLAGS=-tags=providerless GOPROXY=off CGO_ENABLED=0 make WHAT="${what% }" >&2
+  # /version reports what hack/lib/version.sh would stamp; without it, v0.0.0.
+  local minor=${K8S_VERSION#*.}
+  minor=${minor%%.*}
+  local ldflags="-s -w" key val
+  for kv in "gitVersion=v$K8S_VERSION" "gitMajor=1" "gitMinor=$minor" "gitTreeState=clean" \
+    "gitCommit=$K8S_VERSION-module" "buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"; do
+    key=${kv%%=*} val=${kv#*=}
+    ldflags+=" -X k8s.io/component-base/version.$key=$val -X k8s.io/client-go/pkg/version.$key=$val"
+  done
+  mkdir "$work/bin"
+  local pkgs=() b
+  for b in "${K8S_BINARIES[@]}"; do [[ $b == etcd ]] || pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+  # providerless: no in-tree cloud provider code paths; CGO_ENABLED=0: static binaries, as upstream ships them.
+  phase "go build (${pkgs[*]##*/})" \
+    k8s_go_in "$work" build -trimpath -tags providerless -ldflags "$ldflags" -o ./bin/ "${pkgs[@]}" >&2
+  phase "go build (etcd $ETCD_VERSION)" k8s_go_in "$work" build -trimpath \
+    -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=v$ETCD_VERSION-module" -o ./bin/etcd go.etcd.io/etcd/server/v3 >&2
 
   # The pod sandbox ("pause") image's binary, statically linked.
   local tag
   tag=$(sed -n 's/^TAG[[:space:]]*?\{0,1\}=[[:space:]]*//p' "$src/build/pause/Makefile" | head -n1)
-  phase "gcc pause" gcc -Os -Wall -Werror -static -DVERSION="v${tag:-3.4}-inference-placement" \
-    -o "$work/pause" "$src/build/pause/linux/pause.c"
+  phase "gcc pause" gcc -Os -Wall -Werror -static -DVERSION="v${tag:-3.10}-inference-placement" \
+    -o "$work/bin/pause" "$src/build/pause/linux/pause.c"
 
-  mkdir "$work/bin"
-  for b in "${K8S_BINARIES[@]}"; do
-    cp "$src/_output/local/bin/linux/amd64/$b" "$work/bin/$b" || die "build did not produce $b"
-  done
-  cp "$work/pause" "$work/bin/pause"
-  echo "$K8S_BUILD_RECIPE" >"$work/bin/.recipe"
+  for b in "${K8S_BINARIES[@]}" pause; do [[ -x $work/bin/$b ]] || die "build did not produce $b"; done
+  "$work/bin/kubectl" version --client >&2
+  k8s_recipe >"$work/bin/.recipe"
   # a running cluster may still use the old binaries: swap directories, never leave $BIN_DIR missing or partial
   [[ -e $BIN_DIR ]] && mv -T "$BIN_DIR" "$BIN_DIR.old"
   mv -T "$work/bin" "$BIN_DIR"
   rm -rf "$BIN_DIR.old"
-  # ~2 GB of sources and Go build cache: removing it takes a minute on a busy disk, and nothing waits for it
-  # (a later build removes any leftover build.* first)
+  # the patched source copy (~120 MB): nothing waits for its removal (a later build removes any leftover build.*)
   rm -rf "$work" </dev/null >/dev/null 2>&1 &
   log "binaries ready in $BIN_DIR"
 }

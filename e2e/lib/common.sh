@@ -1,16 +1,20 @@
 # shellcheck shell=bash
 # Shared settings and helpers for e2e/local-cluster.sh. Sourced, never executed.
 
-K8S_VERSION_DEB="1.20.5+really1.20.2-1.1+deb12u1"
-K8S_ORIG_TARBALL="kubernetes_1.20.5+really1.20.2.orig.tar.gz"
-K8S_ORIG_SHA256="b83c0780efb182d928dc63d46488a847f161f04e40a94b96bf5247dd671ecdfc"
-# Bump when the build recipe (patches, binaries) changes so old caches are not reused.
-K8S_BUILD_RECIPE="k8s-1.20.2 reflect2=debian kubelet=KernelTunableWarn,no-ecr-provider tags=providerless pause=static v3"
-K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+# The Kubernetes release the local cluster runs, and the etcd that release pins (its build/dependencies.yaml). Both
+# are built from Go modules pinned in e2e/k8s/go.mod (which must name the same versions; see e2e/README.md).
+K8S_VERSION="1.37.2"
+ETCD_VERSION="3.7.0"
+# Bump when the build recipe (patches, binaries, flags) changes so old caches are not reused; the go.mod/go.sum
+# digest is added in build.sh.
+K8S_BUILD_RECIPE_BASE="k8s-$K8S_VERSION etcd-$ETCD_VERSION kubelet=KernelTunableWarn tags=providerless cgo=0 pause=static v1"
+K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl etcd)
 
 CACHE_DIR="${INFERENCE_PLACEMENT_CACHE:-$HOME/.cache/inference-placement}"
 RUN_DIR="${INFERENCE_PLACEMENT_RUN:-$CACHE_DIR/run}"
-K8S_DIR="$CACHE_DIR/k8s-1.20.2"
+K8S_DIR="$CACHE_DIR/k8s-$K8S_VERSION"
+# Go module and build caches (a second build of the same or a nearby version is fast)
+GO_CACHE_DIR="$CACHE_DIR/go"
 BIN_DIR="$K8S_DIR/bin"
 IMAGES_DIR="$CACHE_DIR/images"
 
@@ -30,7 +34,7 @@ BRIDGE_IP="$POD_SUBNET_PREFIX.1"
 NODE_NAME="${INFERENCE_PLACEMENT_NODE_NAME:-inference-placement-node}"
 API_URL="https://127.0.0.1:$APISERVER_PORT"
 
-PAUSE_IMAGE="localhost/inference-placement/pause:3.4"
+PAUSE_IMAGE="localhost/inference-placement/pause:3.10"
 MODEL_SERVER_IMAGE="localhost/inference-placement/model-server:dev"
 ROUTER_IMAGE="localhost/inference-placement/router:dev"
 

@@ -89,7 +89,7 @@ etcd_healthy() {
 start_etcd() {
   mkdir -p "$RUN_DIR/etcd"
   chmod 0700 "$RUN_DIR/etcd"
-  start_daemon etcd "$(command -v etcd)" \
+  start_daemon etcd "$BIN_DIR/etcd" \
     --name inference-placement \
     --data-dir "$RUN_DIR/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
@@ -109,7 +109,6 @@ start_apiserver() {
     --bind-address 127.0.0.1 \
     --advertise-address 127.0.0.1 \
     --secure-port "$APISERVER_PORT" \
-    --insecure-port 0 \
     --endpoint-reconciler-type none \
     --tls-cert-file "$PKI_DIR/apiserver.crt" \
     --tls-private-key-file "$PKI_DIR/apiserver.key" \
@@ -145,7 +144,6 @@ start_controller_manager() {
     --authorization-kubeconfig "$kc" \
     --bind-address 127.0.0.1 \
     --secure-port "$CONTROLLER_MANAGER_PORT" \
-    --port 0 \
     --cert-dir "$PKI_DIR/controller-manager-certs" \
     --leader-elect=false \
     --use-service-account-credentials=true \
@@ -161,9 +159,10 @@ start_controller_manager() {
   wait_daemon kube-controller-manager "kube-controller-manager /healthz" 60 controller_manager_healthy
 }
 
-# The default ServiceAccount (and its token Secret) appear once the controller-manager's SA controllers ran.
-default_sa_has_token() {
-  api_curl "$API_URL/api/v1/namespaces/default/serviceaccounts/default" 2>/dev/null | grep -q '"secrets"'
+# The default ServiceAccount appears once the controller-manager's SA controllers ran (since 1.24 no token Secret
+# comes with it: Pods get projected, bound tokens signed with sa.key).
+default_sa_exists() {
+  api_curl "$API_URL/api/v1/namespaces/default/serviceaccounts/default" 2>/dev/null | grep -q '"kind": *"ServiceAccount"'
 }
 
 up_control_plane() {
@@ -171,6 +170,6 @@ up_control_plane() {
   phase "etcd" start_etcd
   phase "kube-apiserver" start_apiserver
   phase "kube-controller-manager" start_controller_manager
-  wait_for "default ServiceAccount token" 60 default_sa_has_token ||
-    die "the controller-manager did not create the default ServiceAccount token (see $LOG_DIR/kube-controller-manager.log)"
+  wait_for "default ServiceAccount" 60 default_sa_exists ||
+    die "the controller-manager did not create the default ServiceAccount (see $LOG_DIR/kube-controller-manager.log)"
 }

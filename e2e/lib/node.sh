@@ -152,7 +152,14 @@ authentication:
     clientCAFile: $PKI_DIR/ca.crt
 authorization:
   mode: Webhook
+containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
+imageServiceEndpoint: unix://$CONTAINERD_SOCK
+runtimeRequestTimeout: 5m
+volumePluginDir: $KUBELET_ROOT/volume-plugins
+# PID 1 is not systemd here; containerd 1.6 does not answer the CRI RuntimeConfig call, so this value is used
 cgroupDriver: cgroupfs
+# this machine is cgroup v1 (hybrid); 1.35+ kubelets refuse it unless told not to (deprecated, still supported)
+failCgroupV1: false
 failSwapOn: false
 makeIPTablesUtilChains: false
 protectKernelDefaults: false
@@ -176,16 +183,10 @@ YAML
   start_daemon kubelet "$BIN_DIR/kubelet" \
     --config "$RUN_DIR/kubelet-config.yaml" \
     --kubeconfig "$RUN_DIR/kubeconfigs/kubelet.yaml" \
-    --container-runtime remote \
-    --container-runtime-endpoint "unix://$CONTAINERD_SOCK" \
-    --image-service-endpoint "unix://$CONTAINERD_SOCK" \
-    --runtime-request-timeout 5m \
-    --pod-infra-container-image "$PAUSE_IMAGE" \
     --node-ip "$BRIDGE_IP" \
     --hostname-override "$NODE_NAME" \
     --root-dir "$KUBELET_ROOT" \
     --cert-dir "$KUBELET_ROOT/pki" \
-    --volume-plugin-dir "$KUBELET_ROOT/volume-plugins" \
     --v 1
   wait_daemon kubelet "kubelet /healthz" 60 kubelet_healthy
   wait_daemon kubelet "node $NODE_NAME Ready" 120 node_ready
@@ -201,7 +202,6 @@ start_scheduler() {
     --authorization-kubeconfig "$kc" \
     --bind-address 127.0.0.1 \
     --secure-port "$SCHEDULER_PORT" \
-    --port 0 \
     --cert-dir "$PKI_DIR/scheduler-certs" \
     --leader-elect=false \
     --profiling=false \

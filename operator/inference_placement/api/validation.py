@@ -1,12 +1,15 @@
-"""Semantic validation: the rules the CRD schema cannot express (Kubernetes 1.20 has no CEL rules).
+"""Semantic validation: the rules that span several fields.
 
 Pure: takes a parsed spec, returns every problem found, each naming the field it is about. The controller turns a
-non-empty list into ``InvalidSpec=True`` plus an Event and keeps serving whatever was already serving.
+non-empty list into ``InvalidSpec=True`` plus an Event and keeps serving whatever was already serving. The CRD
+carries the same rules as CEL (``api/cel.py``), so the apiserver refuses such a spec at admission; these checks
+remain for objects stored before a rule existed.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +23,15 @@ from inference_placement.api.spec import (
     ThresholdMode,
 )
 
-__all__ = ["MIG_PROFILES", "SpecProblem", "parse_spec", "semantic_problems", "CLOUD_RUN_GPU_TYPES"]
+__all__ = [
+    "CLOUD_RUN_GPU_TYPES",
+    "CLOUD_RUN_REGION_PATTERN",
+    "LAMBDA_REGION_PATTERN",
+    "MIG_PROFILES",
+    "SpecProblem",
+    "parse_spec",
+    "semantic_problems",
+]
 
 MIG_PROFILES: dict[AcceleratorType, frozenset[str]] = {
     AcceleratorType.NVIDIA_A100_40GB: frozenset({"1g.5gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb"}),
@@ -30,6 +41,11 @@ MIG_PROFILES: dict[AcceleratorType, frozenset[str]] = {
 """MIG profiles per GPU (NVIDIA MIG user guide); other GPU types have no MIG."""
 
 CLOUD_RUN_GPU_TYPES = frozenset({AcceleratorType.NVIDIA_L4})
+
+CLOUD_RUN_REGION_PATTERN = r"^[a-z]+-[a-z]+[0-9]+$"
+"""Google Cloud region names: us-central1, europe-west4, asia-northeast1."""
+LAMBDA_REGION_PATTERN = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"
+"""AWS region names: us-east-1, eu-west-3, us-gov-west-1, ap-southeast-2."""
 
 
 @dataclass(frozen=True)
@@ -156,4 +172,8 @@ def semantic_problems(spec: InferenceWorkloadSpec) -> list[SpecProblem]:  # noqa
         )
     if spec.cloud_run.min_instances > spec.cloud_run.max_instances:
         problems.append(SpecProblem("cloudRun.minInstances", "exceeds cloudRun.maxInstances"))
+    if not re.match(CLOUD_RUN_REGION_PATTERN, spec.cloud_run.region):
+        problems.append(SpecProblem("cloudRun.region", f"{spec.cloud_run.region} is not a Google Cloud region name"))
+    if not re.match(LAMBDA_REGION_PATTERN, spec.lambda_.region):
+        problems.append(SpecProblem("lambda.region", f"{spec.lambda_.region} is not an AWS region name"))
     return problems

@@ -98,7 +98,7 @@ class _Demo:
     # ------------------------------------------------------------------ steps
 
     def cluster_up(self) -> None:
-        self.step("1/7  local Kubernetes 1.20: etcd, apiserver, controller-manager, scheduler, kubelet + containerd")
+        self.step("1/7  local Kubernetes 1.37: etcd, apiserver, controller-manager, scheduler, kubelet + containerd")
         before = self.script("status", "--json", timeout=120)
         was_up = False
         with suppress(ValueError):
