@@ -231,6 +231,15 @@ def test_node_autoscaler_makes_missing_capacity_acceptable() -> None:
     assert "node autoscaler" in result.message
 
 
+def test_the_same_capacity_answers_with_and_without_a_node_autoscaler() -> None:
+    """One snapshot asked twice (the fit is memoized on it): the autoscaler changes the verdict, not the sums."""
+    index = a100_index()
+    without = index.assess(spec(MIG_1G))
+    with_autoscaler = index.assess(spec(MIG_1G, cluster={"nodeAutoscaler": True}))
+    assert not without.ok and with_autoscaler.ok
+    assert "node autoscaler" in with_autoscaler.message and "node autoscaler" not in without.message
+
+
 def test_gpu_is_free_but_cpu_is_not() -> None:
     index = a100_index()
     index.upsert_pod("ml/cpu-hog", pod_usage_from_object(pod_object("cpu-hog", "a100", {"cpu": "15500m"})))

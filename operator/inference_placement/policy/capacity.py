@@ -259,7 +259,8 @@ def replica_fit(
         return _NOT_READ
     held = {n: h for n, h in (held or {}).items() if h}
     mine = tuple(sorted((node, tuple(sorted(h.items()))) for node, h in held.items()))
-    key = ("fit", *_placement_key(spec), spec.model.cpu, spec.model.memory, spec.scaling.min_replicas, mine)
+    key = ("fit", *_placement_key(spec), spec.model.cpu, spec.model.memory, spec.scaling.min_replicas)
+    key += (spec.cluster.node_autoscaler, mine)  # the autoscaler changes the verdict, not the sums
     cached: Fit | None = capacity._memo.get(key)
     if cached is None:
         cached = capacity._memo[key] = _fit(spec, capacity, held)
