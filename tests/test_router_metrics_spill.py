@@ -38,6 +38,7 @@ import yaml
 
 from inference_placement.api.spec import TargetName
 from inference_placement.api.workload import WorkloadKey
+from inference_placement.devtools.processes import stop_process
 from inference_placement.devtools.prometheus import prometheus_config
 from inference_placement.metrics.prometheus import PrometheusSource
 from inference_placement.metrics.promql import PromQLTemplates, Signal, render_queries
@@ -76,13 +77,7 @@ class _ModelServer:
         self.address = UpstreamAddress("127.0.0.1", int(json.loads(line)["port"]))
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, 15)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inference_placement.api.spec import TargetName
 from inference_placement.api.status import InferenceWorkloadStatus, TargetResourceStatus, TargetsStatus
+from inference_placement.devtools.processes import stop_process
 from inference_placement.routing.envoy import (
     ACTIVATED_HEADER,
     ACTIVATOR_CLUSTER,
@@ -94,13 +95,7 @@ class Process:
     info: dict[str, Any]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, 15)
 
 
 def _spawn(argv: list[str], env: dict[str, str]) -> Process:

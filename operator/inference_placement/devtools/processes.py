@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Processes", "free_port", "log_tail", "spawn", "stop_process", "wait_http"]
 
@@ -69,7 +70,7 @@ def spawn(
         )
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout_seconds: float) -> None:
+def stop_process(process: subprocess.Popen[Any], timeout_seconds: float) -> None:
     """SIGTERM, then SIGKILL after ``timeout_seconds``; idempotent (a process that already exited is left alone)."""
     if process.poll() is not None:
         return
