@@ -212,13 +212,33 @@ def test_a_burst_wakes_a_workload_at_zero_replicas_and_every_request_is_answered
             what="the router's pods cluster empty",
         )
         # a burst of concurrent requests at zero replicas: held, then answered by the woken Pod
+        scaled_up: list[float] = []
+        watching = threading.Event()
+
+        def watch_deployment() -> None:  # when the operator set the Deployment to a replica, from the burst's start
+            while not watching.is_set():
+                if _deployment(kube_node, namespace).get("spec", {}).get("replicas", 0) >= 1:
+                    scaled_up.append(time.monotonic())
+                    return
+                time.sleep(0.1)
+
+        watcher = threading.Thread(target=watch_deployment, daemon=True)
+        watcher.start()
+        sent = time.monotonic()
         answers = _burst(envoy_router.listen_port, f"{NAME}.{namespace}.svc", BURST)
+        watching.set()
+        watcher.join(10)
         failures = [a for a in answers if isinstance(a, str) or a[0] != 200]
         assert len(answers) == BURST and not failures, failures
         client_seconds = sorted(a[1] for a in answers if not isinstance(a, str))
         assert client_seconds[-1] < HOLD_SECONDS, client_seconds
         deployment = _deployment(kube_node, namespace)
         assert deployment["spec"]["replicas"] >= 1
+        # the operator scaled up from what the activator held: far faster than a tick of the default 30 s (the
+        # test's tick is 1 s, but nothing in the metrics it reads shows the burst: only the activator does)
+        assert scaled_up, "the Deployment was never set to a replica during the burst"
+        scale_up_seconds = scaled_up[0] - sent
+        assert scale_up_seconds < 5.0, scale_up_seconds
 
         def woken() -> dict[str, Any] | None:
             wake = (_status(kube_node, namespace).get("scaleToZero") or {}).get("lastWake") or {}
@@ -233,7 +253,8 @@ def test_a_burst_wakes_a_workload_at_zero_replicas_and_every_request_is_answered
         assert activator.sample("inference_router_activator_outcomes_total", namespace=namespace, workload=NAME,
                                 outcome="replayed") == BURST  # fmt: skip
         print(
-            f"\nscale to zero: at zero {time.monotonic() - zeroed:.1f}s before the burst was answered; "
+            f"\nscale to zero: at zero {time.monotonic() - zeroed:.1f}s before the burst was answered; Deployment "
+            f"scaled up {scale_up_seconds:.2f}s after the burst was sent; "
             f"{BURST} requests answered 200, client latency p50 {client_seconds[len(client_seconds) // 2]:.2f}s "
             f"max {client_seconds[-1]:.2f}s; wake latency (mean hold) {wake['wakeLatencyMs']:.0f} ms; "
             f"test {time.monotonic() - began:.0f}s"
