@@ -268,3 +268,64 @@ def test_a_burst_wakes_a_workload_at_zero_replicas_and_every_request_is_answered
         raise
     finally:
         kube_node.kubectl("delete", "iw", NAME, "-n", namespace, "--wait=false", check=False)
+
+
+def test_the_in_cluster_wake_read_reaches_each_router_pods_activator_through_the_pod_proxy(
+    kube_node: KubeCluster, namespace: str
+) -> None:
+    """``router.mode=cluster`` reads the activators through the apiserver's Pod proxy (no network path to the Pods
+    needed). A Pod carrying the router's label serves ``/metrics`` on the activator's port (the model server image
+    here: this machine has no image with the operator's package for a real router Pod's activator container); the
+    read returns its text, parsed without error."""
+    import asyncio
+
+    from inference_placement.controller.kube import make_api_client
+    from inference_placement.controller.router_cluster import ClusterRouterApplier
+    from inference_placement.controller.wake import parse_activator_metrics
+    from inference_placement.routing.envoy import EnvoySettings
+    from inference_placement.routing.manifests import ACTIVATOR_METRICS_PORT, ROUTER_NAME
+
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "router-stand-in",
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/name": ROUTER_NAME},
+        },
+        "spec": {
+            "containers": [
+                {
+                    "name": "activator",
+                    "image": kube_node.model_server_image,
+                    "imagePullPolicy": "Never",
+                    "env": [{"name": "PORT", "value": str(ACTIVATOR_METRICS_PORT)}],
+                    "ports": [{"name": "activator", "containerPort": ACTIVATOR_METRICS_PORT}],
+                    "readinessProbe": {
+                        "httpGet": {"path": "/metrics", "port": ACTIVATOR_METRICS_PORT},
+                        "periodSeconds": 1,
+                    },
+                }
+            ]
+        },
+    }
+    kube_node.kubectl("apply", "-f", "-", input=yaml.safe_dump(pod))
+    kube_node.kubectl("wait", "--for=condition=Ready", "pod/router-stand-in", "-n", namespace, "--timeout=90s")
+
+    async def read() -> list[str]:
+        api = await make_api_client(kube_node.kubeconfig)
+        try:
+            applier = ClusterRouterApplier(
+                api,
+                EnvoySettings(health_port=9902, activator_port=9906),
+                namespace=namespace,
+                image="unused",
+                activator_image="unused",
+            )
+            return await applier.activator_metrics()
+        finally:
+            await api.close()
+
+    (text,) = asyncio.run(read())
+    assert "# TYPE" in text
+    assert parse_activator_metrics(text) == {}  # a model server's series: none of the activator's
