@@ -7,6 +7,7 @@ The live end-to-end run (real apiserver and node, real Envoy, the real activator
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -281,6 +282,45 @@ def test_zero_replicas_only_while_the_router_answers_a_request_that_finds_no_pod
     assert cluster.applied[-1].replicas >= 1
     _reconcile(reconciler, body, NOW + timedelta(seconds=100), answers=True)
     assert cluster.applied[-1].replicas == 0 and body["status"]["scaleToZero"]["gaps"] == 2
+
+
+def test_a_restarted_operator_keeps_a_workload_at_zero_until_its_router_confirms_and_wakes_it_on_demand() -> None:
+    """After a restart the router has confirmed nothing yet; it still serves the holding route the previous run
+    confirmed, so a workload recorded at zero stays there (no needless wake-up on every restart), and a held
+    request still wakes it."""
+    body = _body()
+    cluster = RecordingTarget()
+    reconciler = Reconciler(
+        cast(Any, Writer(body)),
+        {TargetName.CLUSTER: cast(Any, cluster)},
+        actuators=Actuators(cluster_scale_to_zero=True),
+    )
+    _reconcile(reconciler, body, NOW, answers=True)
+    assert cluster.applied[-1].replicas == 0
+
+    def restarted(now: datetime, wake: WakeSignal | None, *, loading: bool = False) -> None:
+        window = _idle_window(now)
+        if loading:  # the newest span of the history only, as the source reads it back after a start: 2 cycles
+            short = tuple(periodic(6, 3, idle_after=2).tolist())
+            window = dataclasses.replace(window, history_rps=short, history_loading=True)
+        inputs = TickInputs(
+            now=now,
+            price_book=PB,
+            capacity=ClusterCapacity(),
+            window=window,
+            router_enabled=True,
+            router_weights=None,
+            wake=wake,
+        )
+        asyncio.run(reconciler.reconcile(body, inputs))
+
+    restarted(NOW + timedelta(seconds=10), None)
+    assert cluster.applied[-1].replicas == 0 and body["status"]["scaleToZero"]["zeroedAt"]
+    # on the partial history the plan keeps a replica warm; the workload stays at zero until the history is whole
+    restarted(NOW + timedelta(seconds=11), None, loading=True)
+    assert cluster.applied[-1].replicas == 0
+    restarted(NOW + timedelta(seconds=12), WakeSignal(held=1, arrived=1), loading=True)
+    assert cluster.applied[-1].replicas == 1
 
 
 def test_missing_metrics_never_scale_a_serving_workload_to_zero() -> None:

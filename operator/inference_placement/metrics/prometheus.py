@@ -1002,6 +1002,7 @@ class PrometheusSource:
             history_rps=history,
             history_slo_misses=history_misses,
             history_step_seconds=float(self.history_step_seconds) if history is not None else None,
+            history_loading=history is not None and not self.history_complete,
         )
 
     def _latest(
