@@ -302,7 +302,7 @@ def test_a_restarted_operator_keeps_a_workload_at_zero_until_its_router_confirms
         window = _idle_window(now)
         if loading:  # the newest span of the history only, as the source reads it back after a start: 2 cycles
             short = tuple(periodic(6, 3, idle_after=2).tolist())
-            window = dataclasses.replace(window, history_rps=short, history_loading=True)
+            window = dataclasses.replace(window, history_rps=short)
         inputs = TickInputs(
             now=now,
             price_book=PB,
@@ -311,6 +311,7 @@ def test_a_restarted_operator_keeps_a_workload_at_zero_until_its_router_confirms
             router_enabled=True,
             router_weights=None,
             wake=wake,
+            history_loading=loading,
         )
         asyncio.run(reconciler.reconcile(body, inputs))
 

@@ -102,6 +102,8 @@ class TickInputs:
     sends it to a serverless overflow): only then may the cluster go to zero replicas."""
     wake: WakeSignal | None = None
     """What the router's activator saw of this workload since its last reconcile (held requests: wake it now)."""
+    history_loading: bool = False
+    """The metrics source is still reading the request-rate history back after a start (``MetricsSnapshot``)."""
 
 
 @dataclass
@@ -745,11 +747,9 @@ def _kept_at_zero(decision: Decision, status: InferenceWorkloadStatus, inputs: T
     """A workload at zero is not woken by a decision on a history still being read back after a restart (its idle-gap
     plan then sees a few cycles and keeps a replica warm): the recorded decision stays in force (``target=None``,
     as when decisions are withheld) until the history is whole or a request is held."""
-    window = inputs.window
     zero = status.scale_to_zero
     if (
-        window is None
-        or not window.history_loading
+        not inputs.history_loading
         or zero is None
         or zero.zeroed_at is None
         or (inputs.wake is not None and inputs.wake.demand)

@@ -924,6 +924,7 @@ class PrometheusSource:
             error_rate=readings[Signal.ERROR_RATE],
             overflow_rate=readings[Signal.OVERFLOW_RATE],
             time_to_first_token=readings[Signal.TIME_TO_FIRST_TOKEN],
+            history_loading=not self.history_complete,
         )
 
     def _readouts(self, kept: _Kept) -> _Readouts:
@@ -1002,7 +1003,6 @@ class PrometheusSource:
             history_rps=history,
             history_slo_misses=history_misses,
             history_step_seconds=float(self.history_step_seconds) if history is not None else None,
-            history_loading=history is not None and not self.history_complete,
         )
 
     def _latest(

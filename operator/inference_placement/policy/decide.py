@@ -87,9 +87,6 @@ class TrafficWindow:
     history_step_seconds: float | None = None
     """The step of ``history_rps`` when it is coarser than the window's (the live source keeps a day at 300 s);
     None = ``step_seconds``."""
-    history_loading: bool = False
-    """The live source is still reading the history back after a start (one older span per fetch): ``history_rps``
-    is shorter than it will be. The controller does not wake a workload at zero replicas on such a history."""
 
 
 @dataclass(frozen=True)
