@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,6 +50,8 @@ class RouterSync:
     cluster_domain: str = "cluster.local"
     wait_seconds: float = 60.0
     """How long one ``sync`` waits for the apply it started (the rest happens in the background)."""
+    fence: Callable[[], None] | None = None
+    """Raises when this replica may not act (``leader.LeaseElector.fence``): checked before each apply."""
 
     def __post_init__(self) -> None:
         self._routes: dict[WorkloadKey, Route] = {}
@@ -102,6 +104,8 @@ class RouterSync:
         desired = dict(self._routes)
         if self._applied is not None and desired == self._applied:
             return True
+        if self.fence is not None:
+            self.fence()
         self._task = asyncio.create_task(self._apply(desired), name="router-apply")
         await asyncio.wait({self._task}, timeout=self.wait_seconds)
         return self._task.done() and self.last_error is None

@@ -93,6 +93,17 @@ class Telemetry:
             "Times the operator started its controller again after it stopped on an error (apiserver outage).",
             registry=r,
         )
+        self.leader = Gauge(
+            "inference_placement_leader",
+            "1 while this replica holds the leader-election Lease and acts, 0 while it is a standby.",
+            ["identity"],
+            registry=r,
+        )
+        self.leader_transitions = Counter(
+            "inference_placement_leader_transitions",
+            "Times this replica became the leader.",
+            registry=r,
+        )
         self.warm_pings = Counter(
             "inference_placement_warm_pings",
             "Warm-up pings sent to serverless placements, by result (ok, failed).",
