@@ -54,6 +54,7 @@ __all__ = [
     "lease_namespace",
     "load_promql_templates",
     "make_elector",
+    "SERVICE_ACCOUNT_NAMESPACE",
     "prime_fleet",
 ]
 
