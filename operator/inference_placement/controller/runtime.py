@@ -162,7 +162,7 @@ async def build_fleet(
         api,
         concurrency=settings.write_concurrency,
         instance=identity,
-        on_write=lambda kind: telemetry.apiserver_writes.labels(kind).inc(),
+        on_write=telemetry.count_write,
         fence=fence,
     )
     capacity = CapacityCache(api)

@@ -99,6 +99,12 @@ class Telemetry:
             ["identity"],
             registry=r,
         )
+        self.last_write = Gauge(
+            "inference_placement_last_write_timestamp_seconds",
+            "Wall-clock time at which this replica last sent a write to the apiserver (0: never); a standby's stays "
+            "where its last term left it.",
+            registry=r,
+        )
         self.leader_transitions = Counter(
             "inference_placement_leader_transitions",
             "Times this replica became the leader.",
@@ -110,6 +116,11 @@ class Telemetry:
             ["result"],
             registry=r,
         )
+
+    def count_write(self, kind: str) -> None:
+        """One write sent to the apiserver (``kind``: status, finalizers, event)."""
+        self.apiserver_writes.labels(kind).inc()
+        self.last_write.set_to_current_time()
 
     def forget_workload(self, namespace: str, name: str) -> None:
         for target in ("cluster", "cloudrun", "lambda"):
