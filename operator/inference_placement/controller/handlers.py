@@ -53,6 +53,8 @@ class Leadership:
 
     async def run(self) -> None:
         """Campaign, lead, lose, campaign again: until cancelled (then the Lease is released)."""
+        if self.on_change is not None:
+            self.on_change(False)  # a standby from now on: its fleet observes, and it campaigns for the Lease
         try:
             while True:
                 await self.elector.acquire()
