@@ -38,6 +38,13 @@ __all__ = ["LeaseElector", "LeaseTimings", "NotLeaderError", "default_identity"]
 
 log = logging.getLogger(__name__)
 
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def _micro(moment: datetime) -> str:
+    """A Lease's MicroTime: RFC 3339 in UTC with microseconds."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
 
 class NotLeaderError(RuntimeError):
     """This replica does not hold the Lease, or can no longer be sure it does: it must not act."""
@@ -150,12 +157,8 @@ class LeaseElector:
             )
             if lease.spec is None or lease.spec.holder_identity != self.identity:
                 return
-            lease.spec.holder_identity = ""
-            lease.spec.lease_duration_seconds = 1
-            lease.spec.renew_time = datetime.now(UTC)
-            await self.coordination.replace_namespaced_lease(
-                self.name, self.namespace, lease, _request_timeout=self.timings.retry_period_seconds
-            )
+            released = {"holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": _micro(datetime.now(UTC))}
+            await self._patch(lease, released)
             log.info("%s released the lease %s/%s", self.identity, self.namespace, self.name)
         except Exception as err:  # best effort: the Lease expires anyway
             log.warning("could not release the lease %s/%s: %s", self.namespace, self.name, err)
@@ -172,6 +175,18 @@ class LeaseElector:
         except Exception as err:  # the apiserver is unreachable or slow: try again next period
             log.warning("lease %s/%s: %s: %s", self.namespace, self.name, type(err).__name__, err)
         return False
+
+    async def _patch(self, lease: k8s.V1Lease, spec: dict[str, Any]) -> None:
+        """Merge-patch the Lease's spec onto the version just read (``resourceVersion``): of two candidates racing
+        for it, one gets 409. A patch, not an update: the chart's RBAC grants no ``update`` anywhere."""
+        body = {"metadata": {"resourceVersion": lease.metadata.resource_version}, "spec": spec}
+        await self.coordination.patch_namespaced_lease(
+            self.name,
+            self.namespace,
+            body,
+            _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # accepted by the client, not in its stubs
+            _request_timeout=self.timings.retry_period_seconds,
+        )
 
     async def _try(self) -> bool:
         sent = self.clock()  # before anything is sent: the deadline counts from the earliest the renew can land
@@ -204,15 +219,15 @@ class LeaseElector:
         expires = self._observed_at + float(spec.lease_duration_seconds or duration)
         if held_by_other and self.clock() < expires:
             return False
+        change: dict[str, Any] = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": duration,
+            "renewTime": _micro(now),
+        }
         if spec.holder_identity != self.identity:
-            spec.acquire_time = now
-            spec.lease_transitions = (spec.lease_transitions or 0) + 1
-        spec.holder_identity = self.identity
-        spec.lease_duration_seconds = duration
-        spec.renew_time = now
-        lease.spec = spec
-        # a replace carries the resourceVersion just read: two candidates racing for it cannot both win
-        await self.coordination.replace_namespaced_lease(self.name, self.namespace, lease)
+            change["acquireTime"] = _micro(now)
+            change["leaseTransitions"] = (spec.lease_transitions or 0) + 1
+        await self._patch(lease, change)
         self.holder = self.identity
         self._renewed_at = sent
         return True
