@@ -307,7 +307,7 @@ class Fleet:
         try:
             self.fence()
         except NotLeaderError as err:
-            log.warning("fleet loop stops: %s", err)
+            log.warning("fleet loop stops acting: %s", err)
             return False
         return True
 
