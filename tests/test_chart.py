@@ -157,7 +157,9 @@ def test_template_renders_a_hardened_operator_deployment() -> None:
             "ClusterRoleBinding",
             "Service",
             "Deployment",
-            "ClusterKopfPeering",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
         ]
     )
     deployment = one(manifests, "Deployment")
@@ -175,15 +177,30 @@ def test_template_renders_a_hardened_operator_deployment() -> None:
     args = main["args"]
     assert "--price-book=/etc/inference-placement/price-book.yaml" in args
     assert "--health-port=8081" in args and "--metrics-port=9090" in args
-    peering = one(manifests, "ClusterKopfPeering")["metadata"]["name"]
-    assert f"--peering={peering}" in args
+    assert not any(a.startswith("--peering") for a in args), "kopf peering pauses equal replicas: off by default"
+    # two replicas, one acting: the Lease (in the release namespace, named after the release), its RBAC, a PDB and
+    # the replicas spread over nodes
+    fullname = deployment["metadata"]["name"]
+    assert f"--leader-election-id={fullname}" in args and "--leader-election-namespace=inference-placement" in args
+    assert "--lease-duration-seconds=15" in args and "--renew-deadline-seconds=10" in args
+    assert "--retry-period-seconds=2" in args
+    lease_rules = one(manifests, "Role")["rules"]
+    assert {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]} in lease_rules
+    named = {"resourceNames": [fullname], "verbs": ["get", "patch"]}
+    assert any(named.items() <= rule.items() for rule in lease_rules), lease_rules
+    pdb = one(manifests, "PodDisruptionBudget")["spec"]
+    assert pdb["maxUnavailable"] == 1 and pdb["selector"] == deployment["spec"]["selector"]
+    spread = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert spread["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     assert not any(a.startswith("--namespace") for a in args), "cluster-wide by default"
     env = {e["name"]: e for e in main["env"]}
     assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"  # kopf's peer identity
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"  # the Lease identity
     mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
     assert "/tmp" in mounts and mounts["/etc/inference-placement"]["readOnly"] is True
     assert all("subPath" not in m for m in main["volumeMounts"]), "subPath mounts never see ConfigMap updates"
-    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["replicas"] == 2
     assert pod["serviceAccountName"] == one(manifests, "ServiceAccount")["metadata"]["name"]
 
 
@@ -276,6 +293,15 @@ def test_everything_on_wires_credentials_identity_and_namespaces() -> None:
     annotations = one(manifests, "ServiceAccount")["metadata"]["annotations"]
     assert annotations["eks.amazonaws.com/role-arn"].endswith(":role/inference-placement")
     assert annotations["iam.gke.io/gcp-service-account"].startswith("placement@")
+    assert not by_kind(manifests, "KopfPeering") and not by_kind(manifests, "ClusterKopfPeering")  # off by default
+    # the Lease stays in the release namespace whatever is watched
+    assert "--leader-election-namespace=inference-placement" in args
+    lease_role = next(r for r in by_kind(manifests, "Role") if r["metadata"]["name"].endswith("-leader-election"))
+    assert lease_role["metadata"]["namespace"] == "inference-placement"
+
+
+def test_kopf_peering_per_watched_namespace_with_one_replica() -> None:
+    manifests = render_chart(values=[*FULL_VALUES, "peering.enabled=true", "replicaCount=1"])
     peerings = by_kind(manifests, "KopfPeering")
     assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
     assert not by_kind(manifests, "ClusterKopfPeering")
@@ -400,7 +426,10 @@ def test_template_with_crds_includes_workload_and_peering_crds() -> None:
 @pytest.mark.parametrize(
     ("value", "field"),
     [
-        pytest.param("replicaCount=2", "replicaCount", id="two-replicas-would-freeze"),
+        pytest.param(["replicaCount=2", "peering.enabled=true"], "replicaCount", id="peering-pauses-two-replicas"),
+        pytest.param(["replicaCount=2", "leaderElection.enabled=false"], "replicaCount", id="two-replicas-unelected"),
+        pytest.param("leaderElection.leaseDurationSeconds=0", "leaseDurationSeconds", id="zero-lease"),
+        pytest.param("podAntiAffinity=sometimes", "podAntiAffinity", id="anti-affinity-mode"),
         pytest.param("replicaCount=-1", "replicaCount", id="negative-replicas"),
         pytest.param("image.pullPolicy=Sometimes", "pullPolicy", id="pull-policy"),
         pytest.param("image.digest=latest", "digest", id="digest-not-sha256"),
@@ -417,8 +446,9 @@ def test_template_with_crds_includes_workload_and_peering_crds() -> None:
         pytest.param("peering.enabled=maybe", "enabled", id="non-boolean"),
     ],
 )
-def test_values_schema_rejects_bad_values(value: str, field: str) -> None:
-    done = helm("template", "ip", str(CHART), "--set", value, check=False)
+def test_values_schema_rejects_bad_values(value: str | list[str], field: str) -> None:
+    sets = [value] if isinstance(value, str) else value
+    done = helm("template", "ip", str(CHART), *(arg for v in sets for arg in ("--set", v)), check=False)
     assert done.returncode != 0, f"--set {value} was accepted"
     assert "schema" in done.stderr.lower() and field in done.stderr, done.stderr
 
@@ -461,13 +491,16 @@ def test_rbac_has_no_wildcards_and_never_writes_spec_or_reads_foreign_secrets(va
         roles = {
             r["metadata"]["namespace"]
             for r in by_kind(manifests, "Role")
-            if not r["metadata"]["name"].endswith("-credentials")
+            if not r["metadata"]["name"].endswith(("-credentials", "-leader-election"))
         }
         assert roles == {"team-a", "team-b"}
         secrets_role = next(r for r in by_kind(manifests, "Role") if r["metadata"]["name"].endswith("-credentials"))
         assert sorted(secrets_role["rules"][0]["resourceNames"]) == ["aws-key", "gcp-key"]
     else:
-        assert not by_kind(manifests, "Role"), "no Secret access without credential Secrets"
+        names = [r["metadata"]["name"] for r in by_kind(manifests, "Role")]
+        assert names == ["ip-inference-placement-leader-election"], (
+            "no Secret access without credential Secrets; the Lease only"
+        )
 
 
 # ----------------------------------------------------------------------------------------------- dashboard

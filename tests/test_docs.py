@@ -82,7 +82,7 @@ def test_docs_name_only_run_flags_that_exist() -> None:
 
     command = cast(click.Group, typer.main.get_command(app))
     run = command.commands["run"]
-    flags = {opt for param in run.params for opt in param.opts}
+    flags = {opt for param in run.params for opt in (*param.opts, *param.secondary_opts)}  # --no-leader-elect too
     deployment = (REPO_ROOT / "charts" / "inference-placement" / "templates" / "deployment.yaml").read_text()
     used = set(re.findall(r"- (--[a-z-]+)(?:=|\s*$)", deployment, re.M))
     assert used and used <= flags, used - flags

@@ -173,7 +173,9 @@ def test_the_reconciler_reads_only_what_the_fleet_keeps() -> None:
         def __init__(self) -> None:
             self.patches: list[dict[str, Any]] = []
 
-        async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        async def patch_status(
+            self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
+        ) -> dict[str, Any]:
             self.patches.append(patch)
             return {"metadata": {"name": name, "namespace": namespace, "resourceVersion": "9"}, "status": patch}
 
@@ -230,7 +232,9 @@ def test_spec_parsed_once_per_distinct_spec_not_per_tick_or_write(monkeypatch: p
 
 def test_reconcile_uses_the_parsed_spec_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
     class Writer:
-        async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        async def patch_status(
+            self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
+        ) -> dict[str, Any]:
             return {"metadata": {"name": name, "namespace": namespace}, "status": patch}
 
         async def post_event(self, **_: Any) -> None:

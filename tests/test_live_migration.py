@@ -26,6 +26,7 @@ from tests.plugins.live import (
     STEP_SECONDS,
     SUSTAIN_SECONDS,
     Watcher,
+    event_order,
     restart_prometheus,
     wait_placed,
 )
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.cluster
 
 def _events(cluster: KubeCluster, namespace: str) -> list[tuple[str, str]]:
     items = cluster.kubectl_json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={NAME}")
-    ordered = sorted(items["items"], key=lambda e: (e.get("firstTimestamp") or "", e["metadata"]["name"]))
+    ordered = sorted(items["items"], key=event_order)
     return [(e["reason"], e["message"]) for e in ordered]
 
 

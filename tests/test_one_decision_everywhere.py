@@ -47,7 +47,9 @@ class Writer:
     def __init__(self, body: dict[str, Any]) -> None:
         self.body = body
 
-    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    async def patch_status(
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
         self.body["status"] = _merge(self.body.get("status") or {}, patch)
         return self.body
 

@@ -33,6 +33,8 @@ class Release:
     service_account: str
     peering: str
     manifests: list[Manifest]
+    lease: str
+    """The leader-election Lease's name (in the release namespace)."""
 
     @property
     def user(self) -> str:
@@ -55,12 +57,16 @@ def _install(cluster: KubeCluster, namespace: str, release: str, values: list[st
     cluster.kubectl("apply", "-f", str(CHART / "crds"))
     for name in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev", "inferenceworkloads.placement.inference.dev"):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
-    manifests = render_chart(release=release, namespace=namespace, values=["replicaCount=0", *values])
+    # peering on (with one replica) so its RBAC is checked too; leader election is on by default
+    chart_values = ["replicaCount=0", "peering.enabled=true", *values]
+    manifests = render_chart(release=release, namespace=namespace, values=chart_values)
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests, sort_keys=False))
     args = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     peering = next(a.split("=", 1)[1] for a in args if a.startswith("--peering="))
+    lease = next(a.split("=", 1)[1] for a in args if a.startswith("--leader-election-id="))
+    account = one(manifests, "ServiceAccount")["metadata"]["name"]
     try:
-        yield Release(cluster, namespace, one(manifests, "ServiceAccount")["metadata"]["name"], peering, manifests)
+        yield Release(cluster, namespace, account, peering, manifests, lease)
     finally:
         for manifest in manifests:
             if "namespace" not in manifest["metadata"]:
@@ -160,6 +166,9 @@ def test_service_account_is_allowed_what_the_operator_uses(clusterwide: Release,
         ("watch", "clusterkopfpeerings.kopf.dev", None, None),
         ("patch", f"clusterkopfpeerings.kopf.dev/{r.peering}", None, None),
         ("get", "secrets/aws-creds", r.namespace, None),
+        ("create", "leases.coordination.k8s.io", r.namespace, None),
+        ("get", f"leases.coordination.k8s.io/{r.lease}", r.namespace, None),
+        ("patch", f"leases.coordination.k8s.io/{r.lease}", r.namespace, None),
     ]
     refused = [
         ("get", "secrets/foreign", ns, None),
@@ -183,6 +192,9 @@ def test_service_account_is_allowed_what_the_operator_uses(clusterwide: Release,
         ("create", "rolebindings.rbac.authorization.k8s.io", r.namespace, None),
         ("list", "namespaces", None, None),
         ("create", "serviceaccounts/token", r.namespace, None),
+        ("patch", "leases.coordination.k8s.io/someone-else", r.namespace, None),
+        ("delete", f"leases.coordination.k8s.io/{r.lease}", r.namespace, None),
+        ("create", "leases.coordination.k8s.io", ns, None),
     ]
     wrong_allowed = [a for a in allowed if not r.can(a[0], a[1], namespace=a[2], subresource=a[3])]
     wrong_refused = [a for a in refused if r.can(a[0], a[1], namespace=a[2], subresource=a[3])]
@@ -235,6 +247,10 @@ def test_operator_with_only_the_charts_rbac_places_a_cpu_workload(namespaced: Re
         r.namespace,
         "--peering",
         r.peering,
+        "--leader-election-id",  # as the chart runs it: its Lease, in its namespace
+        r.lease,
+        "--leader-election-namespace",
+        r.namespace,
         "--tick-seconds",
         "2",
         "--health-port",
@@ -272,6 +288,8 @@ def test_operator_with_only_the_charts_rbac_places_a_cpu_workload(namespaced: Re
         assert owned["spec"]["template"]["spec"]["containers"][0]["image"] == doc["spec"]["model"]["image"]
         peering = r.cluster.kubectl_json("get", "kopfpeerings.kopf.dev", r.peering, "-n", r.namespace)
         assert peering.get("status"), "the operator recorded itself in its peering object"
+        lease = r.cluster.kubectl_json("get", "lease", r.lease, "-n", r.namespace)
+        assert lease["spec"]["holderIdentity"], "the operator holds its Lease"
         if r.cluster.node_enabled:  # Pods really run: the workload ends up serving
 
             def ready() -> bool:

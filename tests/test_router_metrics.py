@@ -537,7 +537,9 @@ class _Writer:
     def __init__(self) -> None:
         self.status: dict[str, Any] = {}
 
-    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    async def patch_status(
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
         _merge(self.status, patch)
         return {"metadata": {"name": name, "namespace": namespace}, "status": self.status}
 

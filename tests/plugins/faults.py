@@ -94,6 +94,8 @@ class FaultProxy:
         self.injected: Counter[str] = Counter()
         """Injected faults by kind/status (``status:429``, ``hold``, ``drop``), cumulative."""
         self.forwarded = 0
+        self.answered: list[tuple[str, str, int]] = []
+        """(method, path, status) of every request forwarded and answered by the upstream, in order."""
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"fault-proxy-{name}", daemon=True)
         self._thread.start()
@@ -161,6 +163,7 @@ class FaultProxy:
                     return
                 with proxy._lock:
                     proxy.forwarded += 1
+                    proxy.answered.append((self.command, self.path, status))
                 try:
                     self._answer(status, headers, answer)
                 except OSError:

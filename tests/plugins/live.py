@@ -52,6 +52,7 @@ __all__ = [
     "TRACE",
     "Watcher",
     "condition",
+    "event_order",
     "live_stack",
     "openmetrics",
     "operator_args",
@@ -203,6 +204,17 @@ class Observation:
     step: str | None
     percent: int | None
     weights: dict[str, int]
+
+
+def event_order(event: dict[str, Any]) -> int:
+    """The order the apiserver stored Events in: their resourceVersion (etcd's revision, which only grows).
+
+    Not ``firstTimestamp``: a core/v1 Event's timestamps have one-second resolution, and two steps of one migration
+    can be posted within one second (a step without a hold, such as AwaitingHealthy -> Shifting, or a full tick
+    right after a pass over the workloads in flight); sorted by (second, random generated name), such a pair comes
+    out in either order, which made ``test_live_migration``'s in-order check fail now and then, more often under
+    load (a slower status write moves the first Event into the second one's second)."""
+    return int(event["metadata"]["resourceVersion"])
 
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:

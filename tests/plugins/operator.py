@@ -48,6 +48,9 @@ class OperatorProcess:
     proc: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
     """Port of the operator's /metrics on loopback (0 = off)."""
+    identity: str = field(default_factory=lambda: f"op-{uuid.uuid4().hex[:8]}")
+    """Its name in the leader-election Lease, kept across ``kill()`` and ``start()``: like a container restarted in
+    the same Pod, a restarted process takes its Lease back at once (a second ``OperatorProcess`` is a rival)."""
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "already running"
@@ -69,6 +72,8 @@ class OperatorProcess:
             str(self.metrics_port),
             "--log-format",
             "plain",
+            "--leader-election-identity",
+            self.identity,
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(
@@ -87,6 +92,15 @@ class OperatorProcess:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets but runs nothing (a partition from the apiserver, a long GC)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

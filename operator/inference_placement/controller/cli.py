@@ -47,6 +47,19 @@ def run(
     metrics_port: Annotated[int, typer.Option(help=_help("metrics_port"))] = _default("metrics_port"),
     health_port: Annotated[int, typer.Option(help=_help("health_port"))] = _default("health_port"),
     peering: Annotated[Optional[str], typer.Option(help=_help("peering"))] = None,
+    leader_elect: Annotated[bool, typer.Option(help=_help("leader_elect"))] = _default("leader_elect"),
+    leader_election_namespace: Annotated[Optional[str], typer.Option(help=_help("leader_election_namespace"))] = None,
+    leader_election_id: Annotated[str, typer.Option(help=_help("leader_election_id"))] = _default("leader_election_id"),
+    leader_election_identity: Annotated[Optional[str], typer.Option(help=_help("leader_election_identity"))] = None,
+    lease_duration_seconds: Annotated[float, typer.Option(help=_help("lease_duration_seconds"))] = _default(
+        "lease_duration_seconds"
+    ),
+    renew_deadline_seconds: Annotated[float, typer.Option(help=_help("renew_deadline_seconds"))] = _default(
+        "renew_deadline_seconds"
+    ),
+    retry_period_seconds: Annotated[float, typer.Option(help=_help("retry_period_seconds"))] = _default(
+        "retry_period_seconds"
+    ),
     config: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -78,6 +91,13 @@ def run(
         metrics_port=metrics_port,
         health_port=health_port,
         peering=peering,
+        leader_elect=leader_elect,
+        leader_election_namespace=leader_election_namespace,
+        leader_election_id=leader_election_id,
+        leader_election_identity=leader_election_identity,
+        lease_duration_seconds=lease_duration_seconds,
+        renew_deadline_seconds=renew_deadline_seconds,
+        retry_period_seconds=retry_period_seconds,
         config=config,
     )
     asyncio.run(run_operator(settings, log_format=log_format, verbose=verbose))
@@ -97,6 +117,13 @@ def settings_from_flags(
     metrics_port: int = _default("metrics_port"),
     health_port: int = _default("health_port"),
     peering: str | None = None,
+    leader_elect: bool = _default("leader_elect"),
+    leader_election_namespace: str | None = None,
+    leader_election_id: str = _default("leader_election_id"),
+    leader_election_identity: str | None = None,
+    lease_duration_seconds: float = _default("lease_duration_seconds"),
+    renew_deadline_seconds: float = _default("renew_deadline_seconds"),
+    retry_period_seconds: float = _default("retry_period_seconds"),
     config: list[str] | None = None,
 ) -> OperatorSettings:
     """The settings ``run`` starts with, from its parsed flags (the parameter names of ``run``); a flag or ``--set``
@@ -111,6 +138,13 @@ def settings_from_flags(
             health_port=health_port,
             metrics_port=metrics_port,
             peering=peering,
+            leader_elect=leader_elect,
+            leader_election_namespace=leader_election_namespace,
+            leader_election_id=leader_election_id,
+            leader_election_identity=leader_election_identity,
+            lease_duration_seconds=lease_duration_seconds,
+            renew_deadline_seconds=renew_deadline_seconds,
+            retry_period_seconds=retry_period_seconds,
             prometheus_url=prometheus_url,
             promql_templates_path=promql_templates,
             metrics_range_seconds=metrics_range_seconds,

@@ -15,16 +15,18 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+from kubernetes_asyncio.client.rest import ApiException
 
 from inference_placement.api.spec import InferenceWorkloadSpec
 from inference_placement.api.validation import SpecProblem, parse_spec
 from inference_placement.api.workload import WorkloadKey
+from inference_placement.controller.leader import NotLeaderError
 from inference_placement.controller.reconciler import Reconciler, TickInputs
 from inference_placement.controller.router_sync import RouterSync
 from inference_placement.controller.telemetry import Telemetry
@@ -138,6 +140,11 @@ class Fleet:
     telemetry: Telemetry | None = None
     router: RouterSync | None = None
     """The stable endpoints' router; None = routing is not managed by this operator (no traffic gating)."""
+    fence: Callable[[], None] | None = None
+    """Raises ``NotLeaderError`` when this replica may not act (``leader.LeaseElector.fence``); the loop checks it
+    before every pass and ends when it raises. None = a single replica, always acting."""
+    relist: Callable[[], Awaitable[int]] | None = None
+    """Re-reads every workload from the apiserver into the fleet (one paginated LIST): a new leader's first step."""
 
     def __post_init__(self) -> None:
         self._workloads: dict[WorkloadKey, _Entry] = {}
@@ -259,6 +266,30 @@ class Fleet:
         entry.parsed = hit[1]
         return entry.parsed
 
+    async def _reconcile_failed(self, key: WorkloadKey, err: Exception) -> None:
+        self.stats.reconcile_errors += 1
+        self._active.add(key)
+        if isinstance(err, ApiException) and err.status == 409:
+            # our copy is stale (another writer, or another replica, changed the object): read it again
+            log.info("reconcile of %s refused (409, stale copy); re-read and retried", key, exc_info=err)
+            await self._reread(key)
+        elif _unreachable(err):  # one line per pass, not a traceback, while the apiserver is down
+            log.warning("reconcile of %s waits for the apiserver (%s); retried on the next pass", key, err)
+        else:
+            log.exception("reconcile of %s failed; retried on the next pass", key, exc_info=err)
+
+    async def _reread(self, key: WorkloadKey) -> None:
+        """Replace the stored copy of ``key`` with the apiserver's (after a refused conditional write)."""
+        try:
+            body = await self.reconciler.writer.read(key.namespace, key.name)
+        except Exception as err:  # the watch delivers it later anyway
+            log.warning("could not re-read %s: %s", key, err)
+            return
+        if body is None:
+            self.observe("DELETED", {"metadata": {"namespace": key.namespace, "name": key.name}})
+        else:
+            self._store(key, body)
+
     def __len__(self) -> int:
         return len(self._workloads)
 
@@ -272,6 +303,8 @@ class Fleet:
         loop = asyncio.get_running_loop()
         next_tick = loop.time()
         while not self._stopping:
+            if not self._may_act():
+                return
             now_mono = loop.time()
             if now_mono >= next_tick:
                 try:
@@ -294,6 +327,16 @@ class Fleet:
                 await self._reconcile_keys(keys)
             elif self._router_dirty:
                 await self._sync_router()
+
+    def _may_act(self) -> bool:
+        if self.fence is None:
+            return True
+        try:
+            self.fence()
+        except NotLeaderError as err:
+            log.warning("fleet loop stops acting: %s", err)
+            return False
+        return True
 
     async def tick(self) -> None:
         """One full tick: fetch metrics for every workload in one batch, then reconcile all of them."""
@@ -427,13 +470,10 @@ class Fleet:
                 started = asyncio.get_running_loop().time()
                 try:
                     result = await self.reconciler.reconcile(entry.body, inputs, parsed_spec=parsed)
+                except NotLeaderError:
+                    return  # leadership ended mid-pass: the loop stops at its next check; nothing to retry here
                 except Exception as err:
-                    self.stats.reconcile_errors += 1
-                    if _unreachable(err):  # one line per pass, not a traceback, while the apiserver is down
-                        log.warning("reconcile of %s waits for the apiserver (%s); retried on the next pass", key, err)
-                    else:
-                        log.exception("reconcile of %s failed; retried on the next pass", key)
-                    self._active.add(key)
+                    await self._reconcile_failed(key, err)
                     if inputs.wake is not None:  # not acted on: keep it for the retry
                         self._signals[key] = _merge(inputs.wake, self._signals.get(key))
                     return
@@ -466,7 +506,10 @@ class Fleet:
         if self.router is None:
             return
         self._router_dirty = False
-        await self.router.sync()
+        try:
+            await self.router.sync()
+        except NotLeaderError:
+            return  # leadership ended: the loop stops at its next check
         if self.router.busy:
             # come back soon for the workloads waiting on the router (applying, or to be retried)
             self._active.update(self.router.waiting() & set(self._workloads))

@@ -53,17 +53,26 @@ class KubeWriter:
         *,
         concurrency: int = 16,
         component: str = "inference-placement",
+        instance: str | None = None,
         on_write: Callable[[str], None] | None = None,
+        fence: Callable[[], None] | None = None,
     ) -> None:
         self.api = api
         self.custom = k8s.CustomObjectsApi(api)
         self.core = k8s.CoreV1Api(api)
         self._slots = asyncio.Semaphore(concurrency)
         self.component = component
+        self.instance = instance or component
+        """The replica's identity (the Lease holder's name), as the Events' ``reportingInstance``."""
+        self.fence = fence
+        """Raises (``leader.NotLeaderError``) when this replica may not write now; checked before every write, once
+        the write has its slot (a write queued behind others must not go out after leadership ended)."""
         self.writes: Counter[str] = Counter()
         self._on_write = on_write
 
     def _count(self, kind: str) -> None:
+        if self.fence is not None:
+            self.fence()
         self.writes[kind] += 1
         if self._on_write is not None:
             self._on_write(kind)
@@ -72,7 +81,26 @@ class KubeWriter:
     def total_writes(self) -> int:
         return sum(self.writes.values())
 
-    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    async def read(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The workload as the apiserver has it now (None: gone). A read, not counted as a write."""
+        try:
+            result: dict[str, Any] = await self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return result
+
+    async def patch_status(
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        """Merge-patch status. With ``resource_version``, only onto that version of the object: a writer whose
+        copy is stale (another replica wrote since) is refused with 409 instead of overwriting a newer step."""
+        body: dict[str, Any] = {"status": patch}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         async with self._slots:
             self._count("status")
             result: dict[str, Any] = await self.custom.patch_namespaced_custom_object_status(
@@ -81,7 +109,7 @@ class KubeWriter:
                 namespace,
                 PLURAL,
                 name,
-                {"status": patch},
+                body,
                 _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # accepted by the client, not in its stubs
             )
             return result
@@ -125,12 +153,12 @@ class KubeWriter:
             reason=reason,
             message=message[:1024],
             type="Warning" if warning else "Normal",
-            source=k8s.V1EventSource(component=self.component),
+            source=k8s.V1EventSource(component=self.component, host=self.instance),
             first_timestamp=stamp,
             last_timestamp=stamp,
             count=1,
             reporting_component=self.component,
-            reporting_instance=self.component,
+            reporting_instance=self.instance,
         )
         async with self._slots:
             self._count("event")

@@ -74,9 +74,12 @@ from inference_placement.targets.base import (
     TargetState,
 )
 
-__all__ = ["ReconcileResult", "Reconciler", "TickInputs"]
+__all__ = ["GUARDED_STATUS_KEYS", "ReconcileResult", "Reconciler", "TickInputs"]
 
 log = logging.getLogger(__name__)
+
+GUARDED_STATUS_KEYS = frozenset({"migration", "placement", "lastMigration", "targets", "spill"})
+"""Status keys whose change is written only onto the object version the reconcile read (resourceVersion)."""
 
 
 @dataclass(frozen=True)
@@ -170,8 +173,12 @@ class Reconciler:
         pinger: WarmPinger | None = None,
         actuators: Actuators = Actuators(),
         wake_keep_seconds: float = 60.0,
+        fence: Callable[[], None] | None = None,
     ) -> None:
         self.writer = writer
+        self.fence = fence
+        """Raises when this replica may not act (``leader.LeaseElector.fence``): checked before every call that
+        creates, changes or deletes a target's resources; None = a single replica, always acting."""
         self.telemetry = telemetry or Telemetry()
         self.targets = dict(targets)
         self.timings = timings or MigrationTimings()
@@ -618,6 +625,7 @@ class Reconciler:
             max_replicas=settings.max_replicas,
             max_in_flight=_queue_cap(status, target_name),
         )
+        self._fence()
         try:
             state = await target.ensure(workload, desired)
         except TargetError as err:
@@ -639,6 +647,7 @@ class Reconciler:
         target = self.targets.get(target_name)
         if target is None:
             return True
+        self._fence()
         try:
             return await target.retire(workload)
         except TargetError as err:
@@ -665,6 +674,10 @@ class Reconciler:
             kept = TargetState(previous.name, previous.endpoint, previous.ready, previous.replicas, message)
             return _set_target(status, target_name, kept, None, kind)
         return _set_target(status, target_name, None, message, kind)
+
+    def _fence(self) -> None:
+        if self.fence is not None:
+            self.fence()
 
     def _export_costs(self, meta: ObjectMeta, spec: InferenceWorkloadSpec, decision: Decision) -> None:
         for name in TargetName:
@@ -703,6 +716,7 @@ class Reconciler:
             target = self.targets.get(name)
             if target is None:
                 continue
+            self._fence()
             try:
                 gone = await target.retire(workload)
             except TargetError as err:
@@ -732,7 +746,12 @@ class Reconciler:
         new_wire = new_status.to_wire()
         written: dict[str, Any] | None = None
         if not semantically_equal(current_wire, new_wire):
-            written = await self.writer.patch_status(meta.namespace, meta.name, merge_patch(current_wire, new_wire))
+            patch = merge_patch(current_wire, new_wire)
+            # A write that moves a migration, the placement, the owned resources or a spill is conditional on the
+            # version this reconcile read: a replica acting on a stale copy is refused (409) instead of undoing a
+            # newer step. The rest (observations, costs, conditions) is recomputed every pass: last writer wins.
+            guarded = meta.resource_version if not GUARDED_STATUS_KEYS.isdisjoint(patch) else None
+            written = await self.writer.patch_status(meta.namespace, meta.name, patch, resource_version=guarded)
         for reason, message, warning in pending.events:
             await self.writer.post_event(
                 namespace=meta.namespace, name=meta.name, uid=meta.uid, reason=reason, message=message, warning=warning

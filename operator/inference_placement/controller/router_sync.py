@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -67,6 +67,8 @@ class RouterSync:
     hold: bool = False
     """The router runs the activator: a route whose pods are by address holds a request that finds no pod, for at
     most the workload's ``slo.tolerableColdStartSeconds`` (``Route.hold_seconds``)."""
+    fence: Callable[[], None] | None = None
+    """Raises when this replica may not act (``leader.LeaseElector.fence``): checked before each apply."""
 
     def __post_init__(self) -> None:
         self._routes: dict[WorkloadKey, Route] = {}
@@ -170,6 +172,8 @@ class RouterSync:
         desired = dict(self._routes)
         if self._applied is not None and desired == self._applied:
             return True
+        if self.fence is not None:
+            self.fence()
         self._task = asyncio.create_task(self._apply(desired), name="router-apply")
         await asyncio.wait({self._task}, timeout=self.wait_seconds)
         return self._task.done() and self.last_error is None

@@ -18,8 +18,9 @@ from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.api.workload import GROUP, PLURAL, VERSION, WorkloadKey
 from inference_placement.controller.fleet import Fleet
 from inference_placement.controller.gc_tuning import tune_gc
-from inference_placement.controller.handlers import build_registry
+from inference_placement.controller.handlers import Leadership, build_registry
 from inference_placement.controller.kube import KubeWriter, make_api_client
+from inference_placement.controller.leader import LeaseElector, default_identity
 from inference_placement.controller.pod_endpoints import PodEndpoints
 from inference_placement.controller.reconciler import Reconciler
 from inference_placement.controller.router_sync import RouterSync
@@ -52,7 +53,10 @@ __all__ = [
     "SOURCE_OPTIONS",
     "build_router",
     "install_redaction",
+    "lease_namespace",
     "load_promql_templates",
+    "make_elector",
+    "SERVICE_ACCOUNT_NAMESPACE",
     "prime_fleet",
     "prime_pods",
 ]
@@ -145,17 +149,24 @@ class PriceBookHolder:
 
 
 async def build_fleet(
-    settings: OperatorSettings, telemetry: Telemetry | None = None
+    settings: OperatorSettings,
+    telemetry: Telemetry | None = None,
+    *,
+    fence: Callable[[], None] | None = None,
+    identity: str | None = None,
 ) -> tuple[Fleet, Callable[[], Awaitable[None]]]:
     """The fleet and everything it drives. ``telemetry`` outlives one fleet (the supervisor builds a new fleet after
     a restart, on the same /metrics port, which ``run_operator`` serves); without it, an unserved one (in-process
-    callers read it directly)."""
+    callers read it directly). ``fence`` (``LeaseElector.fence``) is checked before every write the fleet makes:
+    status, finalizers, Events, target resources, router config; ``identity`` names this replica in its Events."""
     telemetry = telemetry if telemetry is not None else Telemetry()
     api = await make_api_client(settings.kubeconfig)
     writer = KubeWriter(
         api,
         concurrency=settings.write_concurrency,
-        on_write=lambda kind: telemetry.apiserver_writes.labels(kind).inc(),
+        instance=identity,
+        on_write=telemetry.count_write,
+        fence=fence,
     )
     capacity = CapacityCache(api)
     await capacity.start()
@@ -185,6 +196,8 @@ async def build_fleet(
             timeout_seconds=settings.metrics.timeout_seconds,
         )
     router = build_router(settings.router, api)
+    if router is not None:
+        router.fence = fence
     pinger: WarmPinger | None = None
     if settings.router.url is not None:
         # keep-warm pings go through the router, like client traffic (``--set router.url=http://...``)
@@ -206,6 +219,7 @@ async def build_fleet(
             spillover=router is not None and settings.router.spillover,
         ),
         wake_keep_seconds=settings.router.wake_keep_seconds,
+        fence=fence,
     )
 
     fleet = Fleet(
@@ -218,9 +232,14 @@ async def build_fleet(
         debounce_seconds=settings.dirty_debounce_seconds,
         telemetry=telemetry,
         router=router,
+        fence=fence,
     )
 
-    await prime_fleet(api, fleet, settings.namespaces)
+    async def relist() -> int:
+        return await prime_fleet(api, fleet, settings.namespaces)
+
+    fleet.relist = relist
+    await relist()
     if router is not None and router.pods is not None:
         await prime_pods(api, fleet, settings.namespaces)
     watch = _activator_watch(settings.router, router, fleet, telemetry)
@@ -265,6 +284,38 @@ def _activator_watch(
         fleet.on_wake_signals,
         interval_seconds=settings.wake_poll_seconds,
         on_poll=lambda ok: telemetry.activator_polls.labels("ok" if ok else "failed").inc(),
+    )
+
+
+def lease_namespace(settings: OperatorSettings) -> str:
+    """Where the Lease lives: the setting, else the first watched namespace (two namespace-scoped operators of
+    different namespaces are not rivals), else the Pod's own namespace, else ``default``."""
+    if settings.leader_election_namespace:
+        return settings.leader_election_namespace
+    if settings.namespaces:
+        return settings.namespaces[0]
+    pod_namespace = os.environ.get("POD_NAMESPACE")
+    if pod_namespace:
+        return pod_namespace
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text(encoding="utf-8").strip() or "default"
+    except OSError:
+        return "default"
+
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+"""The Pod's namespace, as the kubelet mounts it with the service account token."""
+
+
+async def make_elector(settings: OperatorSettings) -> LeaseElector:
+    """This replica's candidate for the Lease, on its own API client (renewals never queue behind fleet writes)."""
+    api = await make_api_client(settings.kubeconfig)
+    return LeaseElector(
+        api,
+        namespace=lease_namespace(settings),
+        name=settings.leader_election_id,
+        identity=settings.leader_election_identity or default_identity(),
+        timings=settings.lease_timings(),
     )
 
 
@@ -482,15 +533,43 @@ async def run_operator(settings: OperatorSettings, *, log_format: str = "json", 
         telemetry.serve(settings.metrics_port)
     tune_gc()  # start-up is done: what is imported now lives for ever (gc_tuning.py)
 
+    elector: LeaseElector | None = None
+    if settings.leader_elect:
+        elector = await make_elector(settings)
+        telemetry.leader.labels(elector.identity).set(0)
+        log.info(
+            "%s is a candidate for the lease %s/%s (it acts only while it holds it)",
+            elector.identity,
+            elector.namespace,
+            elector.name,
+        )
+
     async def make_fleet() -> tuple[Fleet, Callable[[], Awaitable[None]]]:
-        return await build_fleet(settings, telemetry)
+        if elector is None:
+            return await build_fleet(settings, telemetry)
+        return await build_fleet(settings, telemetry, fence=elector.fence, identity=elector.identity)
 
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
 
+    def on_leadership(leading: bool) -> None:
+        if elector is None:
+            return
+        telemetry.leader.labels(elector.identity).set(1 if leading else 0)
+        if leading:
+            telemetry.leader_transitions.inc()
+        log.info(
+            "leader status: %s %s (lease %s/%s)",
+            elector.identity,
+            "LEADS" if leading else "is a STANDBY",
+            elector.namespace,
+            elector.name,
+        )
+
     async def run_once() -> None:
         # a fresh registry per run: its start-up handler builds a fresh fleet, primed from one LIST
+        leadership = Leadership(elector, make_fleet, on_leadership) if elector is not None else None
         await kopf.operator(
-            registry=build_registry(settings, make_fleet),
+            registry=build_registry(settings, make_fleet, leadership),
             standalone=settings.peering is None,
             peering_name=settings.peering,
             clusterwide=not settings.namespaces,

@@ -35,6 +35,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
+from inference_placement.controller.leader import LeaseTimings
 from inference_placement.controller.migration import MigrationTimings
 from inference_placement.routing.manifests import DEFAULT_ENVOY_IMAGE
 from inference_placement.routing.model import CLUSTER_DOMAIN, UpstreamAddress
@@ -378,7 +379,29 @@ class OperatorSettings(BaseModel):
     metrics_port: Annotated[int, Ge(0), Lt(65536)] = 9090
     """Port of the operator's own Prometheus /metrics (0 = off)."""
     peering: str | None = None
-    """kopf peering name for leader election across replicas; default: standalone."""
+    """kopf peering name (kopf's own coordination of operators; not leader election: see ``leader_elect``); default:
+    standalone."""
+    leader_elect: bool = True
+    """Elect one leader among the operator's replicas on a ``coordination.k8s.io/v1`` Lease: only the leader runs the
+    fleet loop and writes status, Events, router config and cloud resources; a standby keeps its caches warm and
+    takes over when the Lease expires. Default on; off runs a single replica that always acts."""
+    leader_election_namespace: str | None = None
+    """Namespace of the Lease; default: the first watched namespace, else the Pod's own namespace, else
+    ``default``."""
+    leader_election_id: str = "inference-placement"
+    """Name of the Lease; replicas with the same name and namespace elect one leader. Default
+    ``inference-placement`` (the chart passes its release's full name)."""
+    leader_election_identity: str | None = None
+    """This replica's name in the Lease, Events and logs; default: ``$POD_NAME`` (the chart sets it), else
+    ``HOSTNAME_RANDOM``."""
+    lease_duration_seconds: Annotated[float, Ge(1)] = 15.0
+    """Seconds a standby waits from the last renew it saw before it takes the Lease. Default 15
+    (controller-runtime's)."""
+    renew_deadline_seconds: Annotated[float, Ge(1)] = 10.0
+    """Seconds the leader keeps acting after its last successful renew was sent; past it, it stops acting (fencing).
+    Must be under the lease duration. Default 10."""
+    retry_period_seconds: Annotated[float, Ge(0.5)] = 2.0
+    """Seconds between renews of the leader and between tries of a standby. Default 2."""
     cloud_finalizer: str = "placement.inference.dev/cloud-resources"
     """Finalizer added only to workloads that own resources outside the cluster."""
 
@@ -394,6 +417,15 @@ class OperatorSettings(BaseModel):
     """``--set metrics.*``."""
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     """``--set cluster.*``."""
+
+    @model_validator(mode="after")
+    def _lease_timings_fit(self) -> OperatorSettings:
+        self.lease_timings()  # ValueError naming the three values when they do not fit
+        return self
+
+    def lease_timings(self) -> LeaseTimings:
+        """The leader election's timings."""
+        return LeaseTimings(self.lease_duration_seconds, self.renew_deadline_seconds, self.retry_period_seconds)
 
 
 def _key(field_name: str, info: FieldInfo) -> str:

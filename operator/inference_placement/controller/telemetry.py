@@ -93,6 +93,23 @@ class Telemetry:
             "Times the operator started its controller again after it stopped on an error (apiserver outage).",
             registry=r,
         )
+        self.leader = Gauge(
+            "inference_placement_leader",
+            "1 while this replica holds the leader-election Lease and acts, 0 while it is a standby.",
+            ["identity"],
+            registry=r,
+        )
+        self.last_write = Gauge(
+            "inference_placement_last_write_timestamp_seconds",
+            "Wall-clock time at which this replica last sent a write to the apiserver (0: never); a standby's stays "
+            "where its last term left it.",
+            registry=r,
+        )
+        self.leader_transitions = Counter(
+            "inference_placement_leader_transitions",
+            "Times this replica became the leader.",
+            registry=r,
+        )
         self.warm_pings = Counter(
             "inference_placement_warm_pings",
             "Warm-up pings sent to serverless placements, by result (ok, failed).",
@@ -119,6 +136,11 @@ class Telemetry:
             ["result"],
             registry=r,
         )
+
+    def count_write(self, kind: str) -> None:
+        """One write sent to the apiserver (``kind``: status, finalizers, event)."""
+        self.apiserver_writes.labels(kind).inc()
+        self.last_write.set_to_current_time()
 
     def forget_workload(self, namespace: str, name: str) -> None:
         for target in ("cluster", "cloudrun", "lambda"):
