@@ -75,6 +75,8 @@ class ServiceLaw:
     parts: FloatArray
     """Equal-weight quantiles of the latency part (seconds after a request starts at which the SLO measures it)."""
     part_mean: float
+    sorted_parts: FloatArray
+    """Every latency part of the sample, ascending: its exact tail decides the share that misses with no wait."""
 
     @classmethod
     def of(cls, service: FloatArray, latency_part: FloatArray) -> ServiceLaw:
@@ -82,8 +84,20 @@ class ServiceLaw:
         mean = float(service.mean())
         var = float(service.var())
         q = (np.arange(_PART_QUANTILES) + 0.5) / _PART_QUANTILES
-        parts = np.quantile(np.asarray(latency_part, dtype=np.float64), q)
-        return cls(mean=mean, scv=var / (mean * mean) if mean > 0 else 0.0, parts=parts, part_mean=float(np.mean(latency_part)))
+        ordered = np.sort(np.asarray(latency_part, dtype=np.float64))
+        return cls(
+            mean=mean,
+            scv=var / (mean * mean) if mean > 0 else 0.0,
+            parts=np.quantile(ordered, q),
+            part_mean=float(ordered.mean()),
+            sorted_parts=ordered,
+        )
+
+    def part_above(self, x: FloatArray) -> FloatArray:
+        """Share of latency parts above each ``x``."""
+        n = self.sorted_parts.size
+        share: FloatArray = 1.0 - np.searchsorted(self.sorted_parts, x, side="right") / n
+        return share
 
 
 @dataclass
@@ -109,30 +123,33 @@ class WaitMixture:
         self.queue_probability += other.queue_probability
         self.queue_rate += other.queue_rate
 
-    def late_share(self, budget: FloatArray) -> FloatArray:
-        """``P(W > x)`` for each ``x`` of ``budget`` (a weighted mean over the components; weights need not sum to 1:
-        the result is divided by the total weight)."""
+    def late_share(self, law: ServiceLaw, objective: FloatArray) -> FloatArray:
+        """Share of requests whose wait plus latency part exceeds each ``x`` of ``objective``: a fixed wait ``d``
+        misses with the sample's share of parts above ``x - d`` (exact); an Erlang-C law with the parts' tail above
+        ``x`` (exact) plus ``C exp(-theta (x - p))`` averaged over the parts' quantiles below ``x``."""
         total = self.weight
-        out = np.zeros(budget.shape)
+        out = np.zeros(objective.shape)
         if total <= 0:
             return out
         if self.fixed_weights:
             w = np.asarray(self.fixed_weights)[:, None]
             d = np.asarray(self.fixed_waits)[:, None]
-            out += (w * (d > budget[None, :])).sum(axis=0)
+            out += (w * law.part_above(objective[None, :] - d)).sum(axis=0)
         if self.queue_weights:
-            w = np.asarray(self.queue_weights)[:, None]
-            c = np.asarray(self.queue_probability)[:, None]
-            th = np.asarray(self.queue_rate)[:, None]
-            x = budget[None, :]
-            tail = np.where(x < 0, 1.0, c * np.exp(-th * np.maximum(x, 0.0)))
-            out += (w * tail).sum(axis=0)
+            w = np.asarray(self.queue_weights)[:, None, None]
+            c = np.asarray(self.queue_probability)[:, None, None]
+            th = np.asarray(self.queue_rate)[:, None, None]
+            slack = objective[None, :, None] - law.parts[None, None, :]
+            below = slack >= 0
+            smooth = np.where(below, c * np.exp(-th * np.maximum(slack, 0.0)), 0.0).mean(axis=2)
+            tail = law.part_above(objective)[None, :]
+            out += (w[:, :, 0] * (smooth + tail)).sum(axis=0)
         result: FloatArray = out / total
         return result
 
     def miss_share(self, law: ServiceLaw, objective_seconds: float) -> float:
         """Share of requests whose wait plus latency part exceeds the objective."""
-        return float(self.late_share(objective_seconds - law.parts).mean())
+        return float(self.late_share(law, np.array([objective_seconds]))[0])
 
     def no_wait_share(self) -> float:
         total = self.weight
@@ -144,18 +161,16 @@ class WaitMixture:
 
     def latency_quantile(self, law: ServiceLaw, q: float) -> float:
         """The ``q`` quantile of wait + latency part (bisection on the mixture's distribution function)."""
-        lo = float(law.parts[0])
-        hi = float(law.parts[-1]) + max(self.fixed_waits, default=0.0) + 1.0
+        lo = 0.0
+        hi = float(law.sorted_parts[-1]) + max(self.fixed_waits, default=0.0) + 1.0
         rates = [r for r in self.queue_rate if r > 0]
         if rates:
             hi += 40.0 / min(rates)
-        for _ in range(60):
-            if float(self.late_share(hi - law.parts).mean()) <= 1.0 - q:
-                break
-            hi *= 2.0
+        if not math.isfinite(hi):
+            return math.inf
         for _ in range(32):
             mid = 0.5 * (lo + hi)
-            if float(self.late_share(mid - law.parts).mean()) <= 1.0 - q:
+            if self.miss_share(law, mid) <= 1.0 - q:
                 hi = mid
             else:
                 lo = mid
@@ -246,7 +261,14 @@ def _level_for_work(y: FloatArray, w: FloatArray, cum_w: FloatArray, cum_wy: Flo
 
 
 def fill_slots(
-    free_at: FloatArray, slots: FloatArray, t0: float, t1: float, lam: float, law: ServiceLaw
+    free_at: FloatArray,
+    slots: FloatArray,
+    t0: float,
+    t1: float,
+    lam: float,
+    law: ServiceLaw,
+    in_flight_work: float = 0.0,
+    fresh: npt.NDArray[np.bool_] | None = None,
 ) -> SlotFill:
     """Serve ``lam`` requests per second over [t0, t1) on slot groups (``slots[i]`` slots free from ``free_at[i]``),
     each request taking the earliest free slot, as the per-request cluster does (a request is bound to a slot when
@@ -256,6 +278,10 @@ def fill_slots(
     (module docstring). Otherwise the slots fill like water: the lowest free times rise together to a level ``W``
     with ``lam x mean x (t - t0)`` slot-seconds of work poured in; a request arriving at ``t`` waits ``W(t) - t``,
     until the level falls back to the clock (more slots freed than the load needs) and the wait is M/G/c's again.
+    ``in_flight_work`` is the slot-seconds of service still to do at ``t0`` on the slots free by then (the requests
+    in flight under the load before): where the slots saturate, the level starts from it. A group's free time is
+    its earliest slot's; a busy group's slots are on average a residual service time beyond it, except ``fresh``
+    groups (replicas not started yet, or never used: every slot free at once).
     """
     mix = WaitMixture()
     seconds = t1 - t0
@@ -270,8 +296,9 @@ def fill_slots(
     # a saturated slot's free time is the earliest of its group's: on average the group's slots are busy a
     # residual service time beyond it (equilibrium residual, m (1 + scv) / 2), which is work the level carries
     residual = m * (1.0 + law.scv) / 2.0
-    occupancy = min(1.0, work_rate / free_now) if free_now > 0 else 1.0
-    base = np.where(free_at > t0, free_at + residual, t0 + residual * occupancy)
+    carried = in_flight_work / free_now if free_now > 0 else 0.0
+    busy_residual = residual if fresh is None else np.where(fresh, 0.0, residual)
+    base = np.where(free_at > t0, free_at + busy_residual, t0 + carried)
     order = np.argsort(base, kind="stable")
     y = base[order]
     w = slots[order]

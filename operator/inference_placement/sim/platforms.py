@@ -96,7 +96,13 @@ class ClusterPool:
             return WaitMixture(), 0.0
         c = float(max(1, self.econ.concurrency))
         free_at = np.array([r.slots[0] for r in self.replicas])
-        fill = fill_slots(free_at, np.full(free_at.size, c), t0, t1, lam, law)
+        if self._aggregate_load is not None:
+            # the load before left this much work in flight (equilibrium residuals of its requests)
+            in_flight_work = self._aggregate_load * law.mean * (1.0 + law.scv) / 2.0
+        else:
+            in_flight_work = sum(s - t0 for r in self.replicas if r.slots[0] <= t0 for s in r.slots if s > t0)
+        fresh = np.array([r.busy_until <= r.slots[0] for r in self.replicas])
+        fill = fill_slots(free_at, np.full(free_at.size, c), t0, t1, lam, law, in_flight_work, fresh)
         self._aggregate_load = lam * law.mean
         cold = 0.0
         level = fill.level

@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -440,10 +440,12 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
             spilling = engine.overflow is not None or any(c.overflow is not None for _, c in pending)
             if count >= aggregate_min_arrivals and not spilling:
                 lam = count / step
+                # the work poured in is the step's own (the very requests the per-request path would serve)
+                step_law = replace(law, mean=reqs.service_sum(k) / count)
                 a_now = lam * law.mean
                 a_before = float(requests[k - 1]) / step * law.mean if k > 0 else a_now
                 peak = demand_peak(a_now, a_before, step, law.mean)
-                waits, cold = engine.serve_aggregate(t0, t1, lam, law, peak, pending)
+                waits, cold = engine.serve_aggregate(t0, t1, lam, step_law, peak, pending)
                 share = waits.miss_share(law, slo) if waits.weight > 0 else 0.0
                 expected_misses += count * share
                 step_misses = int(math.floor(expected_misses + 1e-9)) - counted_misses
