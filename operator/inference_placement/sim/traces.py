@@ -269,9 +269,13 @@ def scaled_minute_trace(
     trace: RequestTrace, factor: float, *, steps: int | None = None, step_seconds: float = 60.0, name: str = ""
 ) -> MinuteTrace:
     """A one-row per-step matrix with ``trace``'s shape: its requests per step x ``factor``, tiled over ``steps``
-    (default: the trace's own length). The synthetic high-volume rows are built this way (never stored)."""
+    (default: the trace's own length). The first and last steps are partial (the trace starts and ends inside
+    them) and are left out, so the tiles join without a false lull. The synthetic high-volume rows are built this
+    way (never stored)."""
     idx = (trace.arrivals_seconds // step_seconds).astype(np.int64)
     own = np.bincount(idx, minlength=int(idx.max()) + 1 if idx.size else 1).astype(np.float64)
+    if own.size > 2:
+        own = own[1:-1]
     total = steps if steps is not None else own.size
     tiled = np.resize(own, total)
     counts = np.rint(tiled * factor).astype(np.int64)[None, :]
