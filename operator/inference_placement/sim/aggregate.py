@@ -251,7 +251,9 @@ class SlotFill:
     """Slot groups whose free time was below ``level`` were raised to it (as ``level``; -inf when none)."""
 
 
-def _level_for_work(y: FloatArray, w: FloatArray, cum_w: FloatArray, cum_wy: FloatArray, work: FloatArray) -> FloatArray:
+def _level_for_work(
+    y: FloatArray, w: FloatArray, cum_w: FloatArray, cum_wy: FloatArray, work: FloatArray
+) -> FloatArray:
     """Water level ``W`` with ``sum_i w_i max(0, W - y_i) = work`` (``y`` ascending)."""
     g = y * cum_w - cum_wy  # g(y_k): work to raise every group below y_k to it
     k = np.searchsorted(g, work, side="right") - 1

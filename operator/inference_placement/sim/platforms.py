@@ -319,7 +319,9 @@ class ServerlessPool:
             provisioned = self.floor > 0 and econ.floor_busy_usd_per_second is not None
             rate = (econ.floor_busy_usd_per_second if provisioned else econ.busy_usd_per_second) or 0.0
             billed = law.mean + econ.billing_granularity_seconds / 2.0
-            self._request_cost += arrivals * (billed * rate + econ.per_request_usd) + cold * econ.cold_start_seconds * rate
+            self._request_cost += (
+                arrivals * (billed * rate + econ.per_request_usd) + cold * econ.cold_start_seconds * rate
+            )
         elif billing is Billing.REQUEST_BASED:
             busy = float(busy_instances(np.array([lam * law.mean]), conc)[0])
             self._request_cost += busy * (t1 - t0) * econ.busy_usd_per_second + arrivals * econ.per_request_usd

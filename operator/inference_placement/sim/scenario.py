@@ -91,8 +91,8 @@ class BenchmarkRow(BaseModel):
     trace: str
     profile: str
     service_sample: str | None = None
-    """A per-request trace (under the traces directory, or an absolute path) whose requests' fields every request of this per-step row
-    draws from (the service-time distribution of a high-volume row of that shape)."""
+    """A per-request trace (under the traces directory, or an absolute path) whose requests' fields every request
+    of this per-step row draws from (the service-time distribution of a high-volume row of that shape)."""
 
 
 LatencyMeasure = str

@@ -389,11 +389,10 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
     track_peaks = bool(getattr(policy, "observes_in_flight", False))
     placement = np.full(steps, -1, dtype=np.int8)
     capacity = np.zeros(steps)
-    lazy = isinstance(reqs, StepRequests)
-    law = ServiceLaw.of(reqs.service, reqs.latency_part) if lazy and reqs.service.size else None
-    arrivals: list[float] = [] if lazy else reqs.arrivals.tolist()
-    services: list[float] = [] if lazy else reqs.service.tolist()
-    parts: list[float] = [] if lazy else reqs.latency_part.tolist()
+    law = ServiceLaw.of(reqs.service, reqs.latency_part) if isinstance(reqs, StepRequests) else None
+    arrivals: list[float] = reqs.arrivals.tolist() if isinstance(reqs, Requests) else []
+    services: list[float] = reqs.service.tolist() if isinstance(reqs, Requests) else []
+    parts: list[float] = reqs.latency_part.tolist() if isinstance(reqs, Requests) else []
     n = len(arrivals)
     expected_misses = 0.0
     counted_misses = 0
@@ -448,7 +447,7 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
                 waits, cold = engine.serve_aggregate(t0, t1, lam, step_law, peak, pending)
                 share = waits.miss_share(law, slo) if waits.weight > 0 else 0.0
                 expected_misses += count * share
-                step_misses = int(math.floor(expected_misses + 1e-9)) - counted_misses
+                step_misses = math.floor(expected_misses + 1e-9) - counted_misses
                 counted_misses += step_misses
                 step_services = reqs.service_sum(k)
                 no_wait = count * waits.no_wait_share()

@@ -292,7 +292,9 @@ def service_sample(
     return service, (first if first_token else service)
 
 
-def _services(trace: RequestTrace, formula: ServiceFormula | None, service_seconds: float) -> tuple[FloatArray, FloatArray]:
+def _services(
+    trace: RequestTrace, formula: ServiceFormula | None, service_seconds: float
+) -> tuple[FloatArray, FloatArray]:
     """Per-request (service, time to first token) from the trace's fields through ``formula`` (or a constant)."""
     arrivals = trace.arrivals_seconds
     if formula is not None and all(f in trace.fields for f in formula.fields):
