@@ -168,6 +168,11 @@ def test_aggregate_agrees_with_per_request_on_sampled_windows(make_policy: type)
     assert requests[True] == requests[False] > 0
     cost_error = abs(cost[True] - cost[False]) / cost[False]
     attainment_error = abs(misses[True] - misses[False]) / requests[False]
+    print(
+        f"windows {firsts}: cost ${cost[True]:.2f} aggregate vs ${cost[False]:.2f} per request ({cost_error:.3%}); "
+        f"attainment {1 - misses[True] / requests[True]:.5f} vs {1 - misses[False] / requests[False]:.5f} "
+        f"({attainment_error * 100:.3f} points)"
+    )
     assert cost_error <= COST_ERROR_BOUND, f"cost error {cost_error:.4%}"
     assert attainment_error <= ATTAINMENT_ERROR_BOUND, f"attainment error {attainment_error:.4%}"
 
