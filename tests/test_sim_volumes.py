@@ -177,6 +177,31 @@ def test_aggregate_agrees_with_per_request_on_sampled_windows(make_policy: type)
     assert attainment_error <= ATTAINMENT_ERROR_BOUND, f"attainment error {attainment_error:.4%}"
 
 
+@pytest.mark.slow
+def test_aggregate_agrees_through_repeated_overloads() -> None:
+    """The hardest regime: ``ours`` over the day's first 30 minutes (default warm-up) under-sizes for the shape's
+    minute-to-minute swings (+10-15 %, far above the Poisson noise at 5,500 requests/s) and overloads again and
+    again; the fluid fill and its recovery are exercised step after step. Measured: attainment 73.79 % aggregate vs
+    73.38 % per request, cost $151.74 vs $151.85."""
+    workload, price_book = _fleet_workload(steps=30)
+    runs = {
+        aggregate: simulate(
+            workload,
+            OursPolicy(),
+            price_book,
+            warmup_seconds=300.0,
+            aggregate_min_arrivals=AGGREGATE_MIN_ARRIVALS if aggregate else math.inf,
+        )
+        for aggregate in (True, False)
+    }
+    agg, exact = runs[True], runs[False]
+    assert agg.requests == exact.requests
+    assert abs(agg.cost_usd - exact.cost_usd) / exact.cost_usd <= COST_ERROR_BOUND
+    assert abs(agg.attainment - exact.attainment) <= ATTAINMENT_ERROR_BOUND
+    # the same steps go wrong both ways
+    assert set(np.flatnonzero(agg.misses_per_step > 1000)) == set(np.flatnonzero(exact.misses_per_step > 1000))
+
+
 def test_fill_slots_binds_requests_to_slots_like_the_per_request_path() -> None:
     """A replica starting later takes only later requests: old slots keep their backlog, new slots serve at once."""
     law = ServiceLaw.of(np.full(100, 1.0), np.full(100, 0.1))

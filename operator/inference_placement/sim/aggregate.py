@@ -330,9 +330,10 @@ def _stationary(mix: WaitMixture, arrivals: float, a: float, slots: float, law: 
         return
     m = max(law.mean, 1e-9)
     if slots <= a:
-        # saturated at the margin: waits of the order of a service time (fluid with no backlog)
+        # critically loaded with no fluid backlog: within a step the queue only grows by its fluctuations, of the
+        # order of sqrt(arrivals (1 + scv)) requests (the diffusion scale), served by ``slots`` at once
         mix.fixed_weights.append(arrivals)
-        mix.fixed_waits.append(m)
+        mix.fixed_waits.append(math.sqrt(arrivals * (1.0 + law.scv)) * m / max(slots, 1.0))
         return
     erlang_c = float(queue_miss_share(np.array([a]), np.array([slots]), 0.0)[0])
     mix.queue_weights.append(arrivals)
