@@ -41,6 +41,7 @@ from inference_placement.policy.queueing import queue_miss_share
 
 __all__ = [
     "AGGREGATE_MIN_ARRIVALS",
+    "FloatArray",
     "ServiceLaw",
     "StepLaw",
     "WaitMixture",

@@ -18,6 +18,7 @@ import yaml
 from inference_placement.sim.traces import MinuteTrace, RequestTrace, load_trace, scaled_minute_trace
 
 __all__ = [
+    "DAY_STEPS",
     "FLEET_PROFILE",
     "HIGH_VOLUME_FACTOR",
     "HIGH_VOLUME_SOURCE",
