@@ -11,7 +11,15 @@ import pytest
 from inference_placement.api.spec import TargetName
 from inference_placement.policy.price_book import default_price_book
 from inference_placement.sim.scenario import ScenarioError, load_scenario, parse_service_formula, profile_spec
-from inference_placement.sim.traces import MinuteTrace, RequestTrace, TraceError, load_trace, requests_for, snake_case
+from inference_placement.sim.traces import (
+    MinuteTrace,
+    Requests,
+    RequestTrace,
+    TraceError,
+    load_trace,
+    requests_for,
+    snake_case,
+)
 from inference_placement.sim.workloads import profile_workloads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,11 +42,13 @@ def test_per_step_matrix_every_row_is_a_workload(tmp_path: Path) -> None:
     assert isinstance(trace, MinuteTrace)
     assert trace.workloads == 2 and trace.steps == 3
     reqs = requests_for(trace, 0, service_seconds=0.1)
+    assert isinstance(reqs, Requests)
     assert reqs.count == 4
     assert np.all(np.diff(reqs.arrivals) >= 0)
     assert list(reqs.per_step()) == [0.0, 3.0, 1.0]
     # arrivals stay inside their minute and are reproducible
     again = requests_for(trace, 0, service_seconds=0.1)
+    assert isinstance(again, Requests)
     assert np.array_equal(reqs.arrivals, again.arrivals)
     assert np.all((reqs.arrivals >= 60) & (reqs.arrivals < 180))
 

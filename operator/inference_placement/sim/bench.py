@@ -20,9 +20,9 @@ from inference_placement.policy.economics import TargetEconomics
 from inference_placement.sim.optimum import optimum
 from inference_placement.sim.policies import DEFAULT_WINDOW_SECONDS
 from inference_placement.sim.registry import OPTIMUM, POLICY_NAMES, online_policies
-from inference_placement.sim.scenario import Scenario, load_scenario
+from inference_placement.sim.scenario import Scenario, ScenarioError, load_scenario
 from inference_placement.sim.simulator import SimPolicy, SimWorkload, WorkloadResult, feasible_economics, simulate
-from inference_placement.sim.traces import MinuteTrace, Trace, load_trace
+from inference_placement.sim.traces import MinuteTrace, RequestTrace, Trace, load_trace
 from inference_placement.sim.workloads import profile_workloads
 
 __all__ = [
@@ -243,8 +243,19 @@ def _task(args: _Task) -> tuple[int, list[WorkloadOutcome]]:
 @lru_cache(maxsize=8)
 def _row_workloads_cached(scenario_path: str, row_index: int, trace_path: str, step: float) -> list[SimWorkload]:
     scenario = _cached_scenario(scenario_path)
+    row = scenario.benchmark[row_index]
+    sample = None
+    if row.service_sample is not None:
+        sample_path = Path(row.service_sample)
+        if not sample_path.is_absolute():
+            # under the same traces directory as the row's trace
+            sample_path = Path(trace_path).parents[len(Path(row.trace).parts) - 1] / sample_path
+        loaded = _cached_trace(str(sample_path), step)
+        if not isinstance(loaded, RequestTrace):
+            raise ScenarioError(f"{scenario_path}: benchmark[{row_index}].service_sample: not a per-request trace")
+        sample = loaded
     return profile_workloads(
-        _cached_trace(trace_path, step), scenario.profiles[scenario.benchmark[row_index].profile], scenario.price_book
+        _cached_trace(trace_path, step), scenario.profiles[row.profile], scenario.price_book, sample=sample
     )
 
 

@@ -35,6 +35,9 @@ __all__ = ["Mode", "OptimumPolicy", "PlanPolicy", "optimum", "workload_modes", "
 
 FloatArray = npt.NDArray[np.float64]
 
+_EXACT_LEVELS = 64
+"""Up to this many cluster levels the optimum tries every replica count; above, the counts some step asks for."""
+
 _LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-7, 1e4, 23)])
 """USD per missed request: the multipliers tried at once (0 = cheapest regardless of the SLO)."""
 
@@ -116,7 +119,15 @@ def _levels(econ: TargetEconomics, workload: SimWorkload) -> list[int]:
     top = max(1, math.ceil(float(poisson_slots(peak_a, tail)) / max(1, econ.concurrency)))
     top = min(top, econ.max_instances)
     if econ.billing is Billing.REPLICA:
-        levels = list(range(0, top + 2))
+        if top + 2 <= _EXACT_LEVELS:
+            levels = list(range(0, top + 2))
+        else:
+            # a fleet of hundreds of replicas: the levels the Poisson sizing asks for at some step, and one above
+            # (every other level is dearer than the next one asked for, or misses more than the one below)
+            step_a = per_step / reqs.step_seconds * service
+            asked = np.ceil(poisson_slots(step_a[step_a > 0], tail) / max(1, econ.concurrency))
+            wanted = {0, 1, top, top + 1} | {int(n) for n in asked} | {int(n) + 1 for n in asked}
+            levels = sorted(level for level in wanted if level <= econ.max_instances)
     else:
         levels = list(range(0, min(top, 2) + 1))
         if top > 2:

@@ -19,9 +19,30 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 from inference_placement.policy.economics import Billing, TargetEconomics
+from inference_placement.policy.queueing import busy_instances
+from inference_placement.sim.aggregate import ServiceLaw, WaitMixture, fill_slots, segment_waits
 
 __all__ = ["ClusterPool", "Dispatch", "Pool", "ServerlessPool", "make_pool"]
+
+_FAST_PICK_FROM = 64
+"""From this many replicas the earliest free slot is found with numpy over a cached array of each replica's
+earliest slot (the same choice: the first replica holding the minimum) instead of a Python loop."""
+
+
+def _settle_slots(slots: list[float], t: float, wait: float, busy: int, residual_mean: float) -> int:
+    """Set a replica's or instance's slots as a fluid backlog and a steady load leave them: every slot busy until
+    ``t + wait``, and ``busy`` of them busy for a residual service time beyond it (spread evenly over twice the mean
+    residual). Returns how many busy slots it took."""
+    taken = min(busy, len(slots))
+    for i in range(len(slots)):
+        residual = (i + 0.5) / taken * 2.0 * residual_mean if i < taken else 0.0
+        slots[i] = max(slots[i], t + wait + residual)
+    heapq.heapify(slots)
+    return taken
 
 
 Dispatch = tuple[float, bool]
@@ -49,15 +70,77 @@ class ClusterPool:
     _last_activity: float = 0.0
     _request_cost: float = 0.0
     cold_starts: int = 0
+    _aggregate_load: float | None = None
+    """The demand (``lam x mean service``) of the last aggregate segment; None while serving request by request."""
+    _heads: npt.NDArray[np.float64] | None = None
 
     @property
     def size(self) -> int:
         return len(self.replicas)
 
+    def ready_slots(self, t: float) -> float:
+        c = max(1, self.econ.concurrency)
+        return float(c * sum(1 for r in self.replicas if r.ready <= t))
+
+    def next_ready(self, t: float) -> float:
+        """When the next replica still starting at ``t`` becomes ready (+inf: none)."""
+        return min((r.ready for r in self.replicas if r.ready > t), default=math.inf)
+
+    def serve_aggregate(self, t0: float, t1: float, lam: float, law: ServiceLaw) -> tuple[WaitMixture, float]:
+        """Serve ``lam`` requests per second over [t0, t1) in aggregate (``sim/aggregate.py: fill_slots``, each
+        replica's slots taken as free from its earliest free slot); returns the wait law of those requests and how
+        many waited for a replica's start. The caller cuts segments where a replica becomes ready."""
+        if not self.replicas and lam > 0:
+            self._add(t0, t0 + self.econ.cold_start_seconds)  # activator: a request wakes a replica
+        if not self.replicas:
+            return WaitMixture(), 0.0
+        c = float(max(1, self.econ.concurrency))
+        free_at = np.array([r.slots[0] for r in self.replicas])
+        if self._aggregate_load is not None:
+            # the load before left this much work in flight (equilibrium residuals of its requests)
+            in_flight_work = self._aggregate_load * law.mean * (1.0 + law.scv) / 2.0
+        else:
+            in_flight_work = sum(s - t0 for r in self.replicas if r.slots[0] <= t0 for s in r.slots if s > t0)
+        fresh = np.array([r.busy_until <= r.slots[0] for r in self.replicas])
+        fill = fill_slots(free_at, np.full(free_at.size, c), t0, t1, lam, law, in_flight_work, fresh)
+        self._aggregate_load = lam * law.mean
+        cold = 0.0
+        level = fill.level
+        if level is not None:
+            for r in self.replicas:
+                if r.slots[0] < level:
+                    if r.ready > t0:
+                        cold += c  # bound to a replica still starting: its first requests wait for the start
+                    r.slots = [level] * len(r.slots)
+            self._heads = None
+        if lam > 0:
+            busy_until = (level if level is not None else t1) + law.mean
+            for r in self.replicas:
+                if r.ready <= t1 and busy_until > r.busy_until:
+                    r.busy_until = busy_until
+            if busy_until > self._last_activity:
+                self._last_activity = busy_until
+        return fill.waits, min(cold, lam * (t1 - t0))
+
+    def leave_aggregate(self, t: float, law: ServiceLaw) -> None:
+        """Back to request-by-request serving: the backlog and the steady load become busy slots."""
+        load = self._aggregate_load
+        if load is None:
+            return
+        slots = self.ready_slots(t)
+        busy = round(min(load, slots))
+        residual = law.mean * (1.0 + law.scv) / 2.0
+        for r in self.replicas:
+            if r.ready <= t:
+                busy -= _settle_slots(r.slots, t, 0.0, busy, residual)
+        self._aggregate_load = None
+        self._heads = None
+
     def _add(self, t: float, ready: float) -> _Replica:
         c = max(1, self.econ.concurrency)
         replica = _Replica(created=t, ready=ready, slots=[ready] * c, busy_until=ready, billed_until=t)
         self.replicas.append(replica)
+        self._heads = None
         self._last_activity = max(self._last_activity, ready)
         if ready > t:
             self.cold_starts += 1
@@ -80,6 +163,7 @@ class ClusterPool:
             for victim in victims:
                 self.replicas.remove(victim)
                 self._closed.append((victim.billed_until, max(t, victim.busy_until)))
+            self._heads = None
         if self.replicas:
             last_ready = max(last_ready, min(r.ready for r in self.replicas))
         return last_ready
@@ -94,6 +178,7 @@ class ClusterPool:
             for r in self.replicas:
                 self._closed.append((r.billed_until, max(end, r.billed_until)))
             self.replicas = []
+            self._heads = None
 
     def dispatch(self, t: float, service: float) -> Dispatch:
         if self.idle_timeout_seconds is not None:
@@ -102,16 +187,26 @@ class ClusterPool:
         if not replicas:
             self._add(t, t + self.econ.cold_start_seconds)  # activator: a request wakes a replica
             replicas = self.replicas
-        best = replicas[0]
-        if len(replicas) > 1:
-            free = best.slots[0]
-            for r in replicas:
-                if r.slots[0] < free:
-                    best, free = r, r.slots[0]
+        heads = None
+        if len(replicas) >= _FAST_PICK_FROM:
+            heads = self._heads
+            if heads is None:
+                heads = self._heads = np.array([r.slots[0] for r in replicas])
+            index = int(heads.argmin())
+            best = replicas[index]
+        else:
+            best = replicas[0]
+            if len(replicas) > 1:
+                free = best.slots[0]
+                for r in replicas:
+                    if r.slots[0] < free:
+                        best, free = r, r.slots[0]
         slot = best.slots[0]
         start = slot if slot > t else t
         end = start + service
         heapq.heapreplace(best.slots, end)
+        if heads is not None:
+            heads[index] = best.slots[0]
         if end > best.busy_until:
             best.busy_until = end
         if end > self._last_activity:
@@ -126,6 +221,7 @@ class ClusterPool:
         for r in self.replicas:
             self._closed.append((r.billed_until, max(t, r.busy_until)))
         self.replicas = []
+        self._heads = None
 
     def accrue(self, t0: float, t1: float) -> float:
         """USD billed in [t0, t1) (replica time; the cluster has no per-request charge)."""
@@ -175,6 +271,75 @@ class ServerlessPool:
     _closed_life: list[tuple[float, float]] = field(default_factory=list)
     _next_expiry: float = math.inf
     _levels_since: float = 0.0
+    backlog: float = 0.0
+    """Requests waiting in the fluid queue of the aggregate model (high-volume steps, at the instance cap)."""
+    _aggregate_load: float | None = None
+
+    def next_ready(self, t: float) -> float:
+        return math.inf
+
+    def serve_aggregate(
+        self, t0: float, t1: float, lam: float, law: ServiceLaw, peak: float
+    ) -> tuple[WaitMixture, float]:
+        """Serve ``lam`` requests per second over [t0, t1) in aggregate: instances grow to hold the peak demand
+        ``peak`` (up to the cap), each new one serving its first ``concurrency`` requests after its cold start;
+        the rest queue as M/G/c over the instances' slots (a fluid backlog at the cap). Bills as the per-request
+        path does: Lambda per request (duration rounded up: + half the granularity on average, INIT on a cold
+        start), Cloud Run request-based for busy instance time (M/G/infinity packing, ``busy_instances``) plus the
+        fee, instance-based for the instances' lives (``accrue``)."""
+        self._reclaim(t0)
+        econ = self.econ
+        conc = max(1, econ.concurrency)
+        if self._aggregate_load is None:
+            self.backlog = 0.0
+        arrivals = lam * (t1 - t0)
+        need = min(econ.max_instances, max(self.warm_target, math.ceil(peak / conc - 1e-9))) if lam > 0 else 0
+        new = max(0, need - len(self.instances))
+        for _ in range(new):
+            self._new_instance(t0, t0 + econ.cold_start_seconds, request_path=True)
+        slots = float(conc * len(self.instances))
+        outcome = segment_waits(lam, slots, self.backlog, t1 - t0, law)
+        self.backlog = outcome.backlog_end
+        self._aggregate_load = lam * law.mean
+        waits = outcome.waits
+        cold = min(float(new * conc), arrivals)
+        if cold > 0 and arrivals > 0:
+            keep = 1.0 - cold / arrivals
+            waits.fixed_weights = [w * keep for w in waits.fixed_weights]
+            waits.queue_weights = [w * keep for w in waits.queue_weights]
+            waits.fixed_weights.append(cold)
+            waits.fixed_waits.append(econ.cold_start_seconds)
+        if lam > 0:
+            busy_until = t1 + law.mean
+            for inst in sorted(self.instances, key=lambda i: i.last_used, reverse=True)[:need]:
+                inst.last_used = max(inst.last_used, busy_until)
+                inst.busy_until = max(inst.busy_until, busy_until)
+        billing = econ.billing
+        if billing is Billing.PER_REQUEST:
+            provisioned = self.floor > 0 and econ.floor_busy_usd_per_second is not None
+            rate = (econ.floor_busy_usd_per_second if provisioned else econ.busy_usd_per_second) or 0.0
+            billed = law.mean + econ.billing_granularity_seconds / 2.0
+            self._request_cost += (
+                arrivals * (billed * rate + econ.per_request_usd) + cold * econ.cold_start_seconds * rate
+            )
+        elif billing is Billing.REQUEST_BASED:
+            busy = float(busy_instances(np.array([lam * law.mean]), conc)[0])
+            self._request_cost += busy * (t1 - t0) * econ.busy_usd_per_second + arrivals * econ.per_request_usd
+        return waits, cold
+
+    def leave_aggregate(self, t: float, law: ServiceLaw) -> None:
+        load = self._aggregate_load
+        if load is None:
+            return
+        conc = max(1, self.econ.concurrency)
+        slots = float(conc * len(self.instances))
+        wait = self.backlog * law.mean / slots if slots > 0 else 0.0
+        busy = round(min(load, slots))
+        residual = law.mean * (1.0 + law.scv) / 2.0
+        for inst in self.instances:
+            busy -= _settle_slots(inst.slots, t, wait, busy, residual)
+        self.backlog = 0.0
+        self._aggregate_load = None
 
     @property
     def size(self) -> int:

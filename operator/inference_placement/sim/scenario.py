@@ -76,6 +76,8 @@ class Profile(BaseModel):
     service_seconds: float = Field(gt=0)
     service_seconds_formula: str | None = None
     concurrency_per_replica: int = Field(default=1, ge=1)
+    max_replicas: int = Field(default=50, ge=1, le=1000)
+    """The spec's ``scaling.maxReplicas`` (a fleet row needs more than the default)."""
     slo: ProfileSLO
 
     @property
@@ -88,6 +90,9 @@ class BenchmarkRow(BaseModel):
 
     trace: str
     profile: str
+    service_sample: str | None = None
+    """A per-request trace (under the traces directory, or an absolute path) whose requests' fields every request
+    of this per-step row draws from (the service-time distribution of a high-volume row of that shape)."""
 
 
 LatencyMeasure = str
@@ -211,7 +216,9 @@ def profile_spec(profile: Profile, price_book: PriceBook) -> InferenceWorkloadSp
         accelerator=AcceleratorSpec(type=AcceleratorType(gpu)) if needs_gpu else AcceleratorSpec(),
         slo=SLOSpec(objective_seconds=objective_seconds, attainment=profile.slo.attainment),
         placement=PlacementSpec(allowed_targets=allowed),
-        scaling=ScalingSpec(min_replicas=0, max_replicas=50, target_concurrency=profile.concurrency_per_replica),
+        scaling=ScalingSpec(
+            min_replicas=0, max_replicas=profile.max_replicas, target_concurrency=profile.concurrency_per_replica
+        ),
         cloud_run=CloudRunSpec(
             project="bench",
             concurrency=cloud_run_concurrency,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -28,8 +28,9 @@ from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.economics import TargetEconomics, workload_economics
 from inference_placement.policy.feasibility import assess_feasibility
 from inference_placement.policy.price_book import PriceBook
+from inference_placement.sim.aggregate import AGGREGATE_MIN_ARRIVALS, ServiceLaw, WaitMixture, demand_peak
 from inference_placement.sim.platforms import ClusterPool, Dispatch, Pool, ServerlessPool, make_pool
-from inference_placement.sim.traces import Requests
+from inference_placement.sim.traces import Requests, StepRequests
 
 __all__ = [
     "Control",
@@ -54,7 +55,7 @@ class SimWorkload:
 
     name: str
     spec: InferenceWorkloadSpec
-    requests: Requests
+    requests: Requests | StepRequests
     start: datetime
 
 
@@ -275,6 +276,53 @@ class _Engine:
         self.migration = _Migration(self.active, target, switch_at=max(ready, t))
         self.migrations += 1
 
+    def serve_aggregate(
+        self,
+        t0: float,
+        t1: float,
+        lam: float,
+        law: ServiceLaw,
+        peak: float,
+        pending: list[tuple[float, Control]],
+    ) -> tuple[WaitMixture, float]:
+        """Serve a high-volume step in aggregate: cut it where a control applies, a migration event is due or a
+        replica becomes ready, and serve each piece on the target holding the traffic (``sim/aggregate.py``)."""
+        waits = WaitMixture()
+        cold = 0.0
+        t = t0
+        while t < t1:
+            if pending and pending[0][0] <= t:
+                when, control = pending.pop(0)
+                self.advance(when)
+                self.apply(control, when)
+                continue
+            if self.due() <= t:
+                self.advance(t)
+                continue
+            pool = self.pools[self.active] if self.active is not None else None
+            end = min(t1, pending[0][0] if pending else math.inf, self.due())
+            if pool is not None:
+                end = min(end, pool.next_ready(t))
+            end = max(end, math.nextafter(t, math.inf))
+            if pool is None:
+                # nothing placed: the requests fail
+                waits.fixed_weights.append(lam * (end - t))
+                waits.fixed_waits.append(math.inf)
+            elif isinstance(pool, ClusterPool):
+                part, c = pool.serve_aggregate(t, end, lam, law)
+                waits.add(part)
+                cold += c
+            else:
+                part, c = pool.serve_aggregate(t, end, lam, law, peak)
+                waits.add(part)
+                cold += c
+            t = end
+        return waits, cold
+
+    def leave_aggregate(self, t: float, law: ServiceLaw) -> None:
+        for pool in self.pools.values():
+            pool.leave_aggregate(t, law)
+
     def due(self) -> float:
         """Next time a migration event is due (switch or retire), or +inf."""
         times = [when for when, _ in self.retiring]
@@ -313,11 +361,17 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
     *,
     economics: dict[TargetName, TargetEconomics] | None = None,
     warmup_seconds: float = 0.0,
+    aggregate_min_arrivals: float = AGGREGATE_MIN_ARRIVALS,
 ) -> WorkloadResult:
     """Serve the workload's requests under ``policy``; bill, count misses, cold starts and migrations.
 
     The first ``warmup_seconds`` run (the policy observes them) but are neither billed nor scored: the operator
     is taken as already running when scoring starts, as it would be in production.
+
+    A workload kept as counts per step (``StepRequests``) is served step by step: request by request where a step
+    has fewer than ``aggregate_min_arrivals`` requests or burst spillover is in force, else in aggregate
+    (``sim/aggregate.py``: M/G/c with a fluid backlog), producing the same observation signals. Memory stays
+    O(steps + one step's requests) whatever the volume; ``aggregate_min_arrivals=math.inf`` serves every request.
     """
     econ = economics if economics is not None else feasible_economics(workload.spec, price_book)
     reqs = workload.requests
@@ -335,10 +389,13 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
     track_peaks = bool(getattr(policy, "observes_in_flight", False))
     placement = np.full(steps, -1, dtype=np.int8)
     capacity = np.zeros(steps)
-    arrivals = reqs.arrivals.tolist()
-    services = reqs.service.tolist()
-    parts = reqs.latency_part.tolist()
+    law = ServiceLaw.of(reqs.service, reqs.latency_part) if isinstance(reqs, StepRequests) else None
+    arrivals: list[float] = reqs.arrivals.tolist() if isinstance(reqs, Requests) else []
+    services: list[float] = reqs.service.tolist() if isinstance(reqs, Requests) else []
+    parts: list[float] = reqs.latency_part.tolist() if isinstance(reqs, Requests) else []
     n = len(arrivals)
+    expected_misses = 0.0
+    counted_misses = 0
     slo = workload.spec.slo.objective_seconds + 1e-9
     i = 0
     total_cost = 0.0
@@ -348,7 +405,7 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
     scored_migrations = 0
     p99: float | None = None
     warm_sum = 0.0
-    warm_count = 0
+    warm_count = 0.0
     start = workload.start
     for k in range(steps):
         t0 = k * step
@@ -377,6 +434,53 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
         step_peak = 0
         step_misses = 0
         step_services = 0.0
+        if isinstance(reqs, StepRequests) and law is not None:
+            count = int(reqs.counts[k])
+            spilling = engine.overflow is not None or any(c.overflow is not None for _, c in pending)
+            if count >= aggregate_min_arrivals and not spilling:
+                lam = count / step
+                # the work poured in is the step's own (the very requests the per-request path would serve)
+                step_law = replace(law, mean=reqs.service_sum(k) / count)
+                a_now = lam * law.mean
+                a_before = float(requests[k - 1]) / step * law.mean if k > 0 else a_now
+                peak = demand_peak(a_now, a_before, step, law.mean)
+                waits, cold = engine.serve_aggregate(t0, t1, lam, step_law, peak, pending)
+                share = waits.miss_share(law, slo) if waits.weight > 0 else 0.0
+                expected_misses += count * share
+                step_misses = math.floor(expected_misses + 1e-9) - counted_misses
+                counted_misses += step_misses
+                step_services = reqs.service_sum(k)
+                no_wait = count * waits.no_wait_share()
+                warm_sum += no_wait * law.part_mean
+                warm_count += no_wait
+                if cold and k >= warmup_steps:
+                    cold_requests += round(cold)
+                in_flight = []
+                step_peak = round(peak)
+                p99 = waits.latency_quantile(law, 0.99) if count else None
+                engine.advance(t1 - 1e-9)
+                step_cost = 0.0
+                for pool in engine.pools.values():
+                    step_cost += pool.accrue(t0, t1)
+                if k >= warmup_steps:
+                    scored_migrations += engine.migrations - migrations_before
+                    total_misses += step_misses
+                else:
+                    step_cost = 0.0
+                cost[k] = step_cost
+                total_cost += step_cost
+                requests[k] = count
+                misses[k] = step_misses
+                service_sum[k] = step_services
+                peaks[k] = step_peak
+                if engine.active is not None:
+                    placement[k] = TARGET_INDEX[engine.active]
+                    capacity[k] = engine.pools[engine.active].size
+                continue
+            engine.leave_aggregate(t0, law)
+            step_arrivals, step_service, step_parts = reqs.step_requests(k)
+            arrivals, services, parts = step_arrivals.tolist(), step_service.tolist(), step_parts.tolist()
+            i, n = 0, len(arrivals)
         due = engine.due()
         dispatch = engine.dispatcher()
         while True:

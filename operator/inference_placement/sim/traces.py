@@ -29,12 +29,16 @@ __all__ = [
     "DEFAULT_START",
     "MinuteTrace",
     "RequestTrace",
+    "MATERIALIZE_LIMIT",
     "Requests",
+    "StepRequests",
     "Trace",
     "TraceError",
     "load_trace",
     "minute_trace_from_rates",
     "requests_for",
+    "scaled_minute_trace",
+    "service_sample",
     "snake_case",
     "FloatArray",
 ]
@@ -208,28 +212,90 @@ class Requests:
         return np.bincount(idx, minlength=self.steps).astype(np.float64)
 
 
-def _seed(path: str, row: int, seed: int) -> int:
-    digest = hashlib.sha256(f"{Path(path).name}:{row}:{seed}".encode()).digest()
-    return int.from_bytes(digest[:8], "little")
+MATERIALIZE_LIMIT = 5_000_000
+"""A per-step row with more requests than this is not materialised (three float arrays of 8 bytes per request):
+its requests are drawn step by step (``StepRequests``), and high-volume steps are simulated in aggregate."""
 
 
-def requests_for(
-    trace: Trace,
-    row: int,
-    *,
-    service_seconds: float,
-    formula: ServiceFormula | None = None,
-    first_token: bool = False,
-    seed: int = 0,
-) -> Requests:
-    """One workload's requests: arrivals, warm service time, and the part of it the SLO latency measures."""
-    if isinstance(trace, MinuteTrace):
-        counts = trace.counts[row]
-        rng = np.random.default_rng(_seed(trace.path, row, seed))
-        steps = np.repeat(np.arange(counts.size, dtype=np.float64), counts)
-        arrivals = np.sort((steps + rng.random(steps.size)) * trace.step_seconds)
-        service = np.full(arrivals.size, service_seconds)
-        return Requests(arrivals, service, service.copy(), trace.steps, trace.step_seconds)
+@dataclass(frozen=True)
+class StepRequests:
+    """The requests of one high-volume workload, kept as counts per step and a service-time distribution.
+
+    Memory is O(steps + sample), whatever the volume. Within a step the arrivals are a Poisson process given the
+    count (uniform in the step), as for a materialised per-step row; each request's (service, latency part) pair is
+    drawn from the sample (the empirical distribution of a per-request trace's fields through the profile's
+    formula, or a constant). ``step_requests(k)`` draws one step's requests (seeded per step: reproducible, the
+    same for every policy) for the steps the simulator runs request by request.
+    """
+
+    counts: npt.NDArray[np.int64]
+    """Requests per step."""
+    service: FloatArray
+    """A sample of the service-time distribution (seconds a request occupies a slot once it starts)."""
+    latency_part: FloatArray
+    """The sample's matching latency parts (service, or time to first token), pairwise with ``service``."""
+    steps: int
+    step_seconds: float
+    seed: int = 0
+
+    @property
+    def count(self) -> int:
+        return int(self.counts.sum())
+
+    def per_step(self) -> FloatArray:
+        return self.counts.astype(np.float64)
+
+    _service_sums: dict[int, float] = field(default_factory=dict, compare=False, repr=False)
+
+    def step_requests(self, k: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(arrivals, service, latency part) of step ``k``, in arrival order."""
+        n = int(self.counts[k])
+        rng = np.random.default_rng([self.seed, k])
+        pick = rng.integers(0, self.service.size, n)
+        arrivals = np.sort(k * self.step_seconds + rng.random(n) * self.step_seconds)
+        return arrivals, self.service[pick], self.latency_part[pick]
+
+    def service_sum(self, k: int) -> float:
+        """The summed service time of step ``k``'s requests (the very requests ``step_requests(k)`` draws)."""
+        cached = self._service_sums.get(k)
+        if cached is None:
+            n = int(self.counts[k])
+            pick = np.random.default_rng([self.seed, k]).integers(0, self.service.size, n)
+            cached = self._service_sums[k] = float(self.service[pick].sum())
+        return cached
+
+
+def scaled_minute_trace(
+    trace: RequestTrace, factor: float, *, steps: int | None = None, step_seconds: float = 60.0, name: str = ""
+) -> MinuteTrace:
+    """A one-row per-step matrix with ``trace``'s shape: its requests per step x ``factor``, tiled over ``steps``
+    (default: the trace's own length). The first and last steps are partial (the trace starts and ends inside
+    them) and are left out, so the tiles join without a false lull. The synthetic high-volume rows are built this
+    way (never stored)."""
+    idx = (trace.arrivals_seconds // step_seconds).astype(np.int64)
+    own = np.bincount(idx, minlength=int(idx.max()) + 1 if idx.size else 1).astype(np.float64)
+    if own.size > 2:
+        own = own[1:-1]
+    total = steps if steps is not None else own.size
+    tiled = np.resize(own, total)
+    counts = np.rint(tiled * factor).astype(np.int64)[None, :]
+    label = name or f"{Path(trace.path).stem}-x{factor:g}"
+    return MinuteTrace(path=label, names=(label,), counts=counts, step_seconds=step_seconds, start=trace.start)
+
+
+def service_sample(
+    trace: RequestTrace, formula: ServiceFormula | None, service_seconds: float, *, first_token: bool = False
+) -> tuple[FloatArray, FloatArray]:
+    """(service, latency part) of every request of ``trace``: the empirical distribution a high-volume row of its
+    shape draws from."""
+    service, first = _services(trace, formula, service_seconds)
+    return service, (first if first_token else service)
+
+
+def _services(
+    trace: RequestTrace, formula: ServiceFormula | None, service_seconds: float
+) -> tuple[FloatArray, FloatArray]:
+    """Per-request (service, time to first token) from the trace's fields through ``formula`` (or a constant)."""
     arrivals = trace.arrivals_seconds
     if formula is not None and all(f in trace.fields for f in formula.fields):
         service = np.full(arrivals.size, formula.constant)
@@ -245,5 +311,48 @@ def requests_for(
     else:
         service = np.full(arrivals.size, service_seconds)
         first = service.copy()
+    return service, first
+
+
+def _seed(path: str, row: int, seed: int) -> int:
+    digest = hashlib.sha256(f"{Path(path).name}:{row}:{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def requests_for(
+    trace: Trace,
+    row: int,
+    *,
+    service_seconds: float,
+    formula: ServiceFormula | None = None,
+    first_token: bool = False,
+    seed: int = 0,
+    sample: RequestTrace | None = None,
+) -> Requests | StepRequests:
+    """One workload's requests: arrivals, warm service time, and the part of it the SLO latency measures.
+
+    A per-step row draws each request's fields from ``sample`` (a per-request trace) when one is given, and is kept
+    as counts per step (``StepRequests``) when it has a sample or more than ``MATERIALIZE_LIMIT`` requests."""
+    if isinstance(trace, MinuteTrace):
+        counts = trace.counts[row]
+        if sample is not None or int(counts.sum()) > MATERIALIZE_LIMIT:
+            if sample is not None:
+                svc, part = service_sample(sample, formula, service_seconds, first_token=first_token)
+            else:
+                svc = part = np.full(1, service_seconds)
+            return StepRequests(
+                counts=counts.copy(),
+                service=svc,
+                latency_part=part,
+                steps=trace.steps,
+                step_seconds=trace.step_seconds,
+                seed=_seed(trace.path, row, seed),
+            )
+        rng = np.random.default_rng(_seed(trace.path, row, seed))
+        steps = np.repeat(np.arange(counts.size, dtype=np.float64), counts)
+        arrivals = np.sort((steps + rng.random(steps.size)) * trace.step_seconds)
+        service = np.full(arrivals.size, service_seconds)
+        return Requests(arrivals, service, service.copy(), trace.steps, trace.step_seconds)
+    service, first = _services(trace, formula, service_seconds)
     latency_part = first if first_token else service
-    return Requests(arrivals.copy(), service, latency_part, trace.steps, trace.step_seconds)
+    return Requests(trace.arrivals_seconds.copy(), service, latency_part, trace.steps, trace.step_seconds)

@@ -8,13 +8,16 @@ from inference_placement.api.spec import InferenceWorkloadSpec
 from inference_placement.policy.price_book import PriceBook
 from inference_placement.sim.scenario import Profile, parse_service_formula, profile_latency_measure, profile_spec
 from inference_placement.sim.simulator import SimWorkload
-from inference_placement.sim.traces import MinuteTrace, Trace, requests_for
+from inference_placement.sim.traces import MinuteTrace, RequestTrace, Trace, requests_for
 
 __all__ = ["profile_workloads", "spec_workloads"]
 
 
-def profile_workloads(trace: Trace, profile: Profile, price_book: PriceBook, *, seed: int = 0) -> list[SimWorkload]:
-    """Every row of a per-step trace (or the one workload of a per-request trace) as this profile."""
+def profile_workloads(
+    trace: Trace, profile: Profile, price_book: PriceBook, *, seed: int = 0, sample: RequestTrace | None = None
+) -> list[SimWorkload]:
+    """Every row of a per-step trace (or the one workload of a per-request trace) as this profile; a per-step row
+    draws its requests' fields from ``sample`` when given."""
     first_token = profile_latency_measure(profile) == "first-token"
     return spec_workloads(
         trace,
@@ -22,6 +25,7 @@ def profile_workloads(trace: Trace, profile: Profile, price_book: PriceBook, *, 
         formula_text=profile.service_seconds_formula,
         first_token=first_token,
         seed=seed,
+        sample=sample,
     )
 
 
@@ -34,13 +38,20 @@ def spec_workloads(
     seed: int = 0,
     rows: list[int] | None = None,
     start: datetime | None = None,
+    sample: RequestTrace | None = None,
 ) -> list[SimWorkload]:
     formula = parse_service_formula(formula_text) if formula_text else None
     out: list[SimWorkload] = []
     indices = rows if rows is not None else list(range(trace.workloads))
     for row in indices:
         requests = requests_for(
-            trace, row, service_seconds=spec.model.service_seconds, formula=formula, first_token=first_token, seed=seed
+            trace,
+            row,
+            service_seconds=spec.model.service_seconds,
+            formula=formula,
+            first_token=first_token,
+            seed=seed,
+            sample=sample,
         )
         name = trace.names[row] if isinstance(trace, MinuteTrace) else trace.path.rsplit("/", 1)[-1]
         out.append(
