@@ -283,9 +283,7 @@ async def create_fleet(
 
 async def _ready_count(core: k8s.CoreV1Api, selector: str) -> tuple[int, int]:
     nodes = await core.list_node(label_selector=selector)
-    ready = sum(
-        any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or [])) for n in nodes.items
-    )
+    ready = sum(any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or [])) for n in nodes.items)
     return ready, len(nodes.items)
 
 
