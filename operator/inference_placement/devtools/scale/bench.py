@@ -185,15 +185,27 @@ async def run_one(  # noqa: C901 - issue 23 item 2
         end = anchor + int(future) - int(future) % SAMPLE_INTERVAL_SECONDS
         data_end_mono = time.monotonic() + (end - now)
         started = time.monotonic()
-        for label, rps in (("low", config.low_rps), ("high", config.high_rps)):
+
+        async def serve(label: str, rps: int) -> PrometheusServer:
             om = directory / f"{label}.om"
-            samples = await asyncio.to_thread(
-                write_traffic, om, namespace, names, _spread(rps), start, end, history_from
-            )
+            # the day of history only where the run starts: after the shift the source asks only for new points
+            history = history_from if label == "low" else None
+            samples = await asyncio.to_thread(write_traffic, om, namespace, names, _spread(rps), start, end, history)
             (directory / label).mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(backfill, promtool, om, directory / label / "tsdb")
-            servers.append(await asyncio.to_thread(start_prometheus, prometheus, directory / label))
-            log(f"[{n}] {label}-traffic Prometheus: {samples:,} samples backfilled, serving at {servers[-1].url}")
+            om.unlink()
+            started_server = await asyncio.to_thread(start_prometheus, prometheus, directory / label)
+            log(f"[{n}] {label}-traffic Prometheus: {samples:,} samples backfilled, serving at {started_server.url}")
+            return started_server
+
+        # both backfills at once (promtool is single-threaded); a failure stops the one that did start
+        made = await asyncio.gather(
+            serve("low", config.low_rps), serve("high", config.high_rps), return_exceptions=True
+        )
+        servers.extend(m for m in made if isinstance(m, PrometheusServer))
+        for m in made:
+            if isinstance(m, BaseException):
+                raise m
         switch = Switch([s.url for s in servers])
         log(f"[{n}] metrics ready in {time.monotonic() - started:.1f}s; data until {end - now}s from now")
 
