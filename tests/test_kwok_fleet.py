@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import config as async_config
-from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api, CustomObjectsApi
+from kubernetes_asyncio.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, CustomObjectsApi
 
 from inference_placement.api.workload import GROUP, PLURAL, VERSION, InferenceWorkload
 from inference_placement.devtools.kwok import FLEET_LABEL, GPU_POOLS, KwokFleet, create_fleet, delete_fleet, fleet_plan
@@ -74,12 +74,18 @@ async def fleet(api: ApiClient) -> AsyncIterator[KwokFleet]:
 
 
 @pytest.fixture
-async def namespace(api: ApiClient, crd_installed: KubeCluster) -> AsyncIterator[str]:
+async def namespace(api: ApiClient, crd_installed: KubeCluster, fleet: KwokFleet) -> AsyncIterator[str]:
+    """Its Pods are removed before the fleet (kwok finishes a Pod's deletion only while its Node exists)."""
     name = f"ipkwok-{uuid.uuid4().hex[:8]}"
     body: Any = {"metadata": {"name": name}}
-    await CoreV1Api(api).create_namespace(body)
+    core = CoreV1Api(api)
+    await core.create_namespace(body)
     yield name
-    await CoreV1Api(api).delete_namespace(name, grace_period_seconds=0)
+    apps = AppsV1Api(api)
+    await apps.delete_collection_namespaced_deployment(name)
+    await apps.delete_collection_namespaced_replica_set(name)
+    await core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
+    await core.delete_namespace(name, grace_period_seconds=0)
 
 
 async def create_workload(
@@ -158,14 +164,31 @@ async def test_the_scheduler_places_the_targets_pods_on_the_right_fake_gpu_node(
         per_pod = int(accelerator.get("count", 1))
         assert all(p.spec.containers[0].resources.limits.get(resource) == str(per_pod) for p in ours)
 
-        # the capacity view counts what the replicas took (as a competitor for another workload)
+        # the capacity view counts what the replicas took (as a competitor for another workload), and what any other
+        # Pod the scheduler bound to that node took (a concurrent run's GPU workloads may land on this fleet too)
         total = int(GPU_POOLS[pool].gpu_resources[resource])
-        left = total - replicas * per_pod
+
+        async def taken_on_node() -> int:
+            pods = await CoreV1Api(api).list_pod_for_all_namespaces(field_selector=f"spec.nodeName={expected_node}")
+            return sum(
+                int((p.spec.containers[0].resources.requests or {}).get(resource, "0"))
+                for p in pods.items
+                if p.status.phase not in ("Succeeded", "Failed")
+            )
+
+        taken = await taken_on_node()
+        assert taken >= replicas * per_pod
+        left = total - taken
+        seen: list[str] = []
 
         async def counted() -> bool:
-            return f"{left} of {total} {resource} free" in cache.check(workload.spec)[1]
+            seen[:] = [cache.check(workload.spec)[1]]
+            return f"{left} of {total} {resource} free" in seen[0]
 
-        await eventually(counted, timeout=30, what=f"{left} of {total} {resource} free in the capacity view")
+        try:
+            await eventually(counted, timeout=30, what=f"{left} of {total} {resource} free in the capacity view")
+        except AssertionError as err:
+            raise AssertionError(f"{err}; it says: {seen}; {await taken_on_node()} taken on {expected_node}") from err
         assert cache.check(workload.spec, owner=f"{namespace}/w-{case}")[1].startswith(f"{total} of {total}")
     finally:
         await cache.stop()
