@@ -60,7 +60,7 @@ class BenchConfig:
     low_rps: int = 1
     high_rps: int = 200
     future_seconds: float | None = None
-    """Backfilled data after "now" (the whole run must end before it); None = 900 s + 0.25 s per workload."""
+    """Backfilled data after "now" (the whole run must end before it); None = ``default_future_seconds``."""
     create_concurrency: int = 32
     workdir: Path | None = None
     operator_command: list[str] | None = None
@@ -123,6 +123,13 @@ class BenchError(RuntimeError):
     pass
 
 
+def default_future_seconds(n: int, config: BenchConfig) -> float:
+    """Data after "now" for a run of ``n``: the backfill itself (~0.12 s per workload on a loaded 2-core machine),
+    settling, the ticks that fill the day of history, the steady ticks and the shift, with a margin."""
+    ticks = (FILL_TICKS if config.wait_history else 2) + config.steady_ticks + 4
+    return 900 + 0.5 * n + ticks * config.tick_seconds
+
+
 def _settled(obj: Mapping[str, Any]) -> bool:
     status = obj.get("status") or {}
     return status.get("placement") == "cluster" and not status.get("migration") and bool(status.get("lastDecision"))
@@ -179,7 +186,7 @@ async def run_one(  # noqa: C901 - issue 23 item 2
         prometheus, promtool = find_binaries()
         now = int(time.time())
         anchor = now - now % SAMPLE_INTERVAL_SECONDS
-        future = config.future_seconds if config.future_seconds is not None else 900 + 0.25 * n
+        future = config.future_seconds if config.future_seconds is not None else default_future_seconds(n, config)
         start = anchor - HISTORY_SECONDS
         history_from = (start - DAY_SECONDS) // HISTORY_SAMPLE_SECONDS * HISTORY_SAMPLE_SECONDS
         end = anchor + int(future) - int(future) % SAMPLE_INTERVAL_SECONDS
@@ -192,8 +199,8 @@ async def run_one(  # noqa: C901 - issue 23 item 2
             history = history_from if label == "low" else None
             samples = await asyncio.to_thread(write_traffic, om, namespace, names, _spread(rps), start, end, history)
             (directory / label).mkdir(parents=True, exist_ok=True)
-            await asyncio.to_thread(backfill, promtool, om, directory / label / "tsdb")
-            om.unlink()
+            # removes the text file; a day for 10,000 workloads takes promtool tens of minutes on a loaded machine
+            await asyncio.to_thread(backfill, promtool, om, directory / label / "tsdb", timeout_seconds=5400)
             started_server = await asyncio.to_thread(start_prometheus, prometheus, directory / label)
             log(f"[{n}] {label}-traffic Prometheus: {samples:,} samples backfilled, serving at {started_server.url}")
             return started_server

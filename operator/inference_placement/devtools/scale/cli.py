@@ -21,7 +21,8 @@ def bench_scale(
     tick_seconds: Annotated[float, typer.Option(help="The operator's --tick-seconds.")] = 30.0,
     steady_ticks: Annotated[int, typer.Option(help="Ticks measured at steady state.")] = 3,
     future_seconds: Annotated[
-        Optional[float], typer.Option(help="Backfilled data after now (default 900 s + 0.25 s per workload).")
+        Optional[float],
+        typer.Option(help="Backfilled data after now (default 900 s + 0.5 s per workload + the ticks to measure)."),
     ] = None,
     workdir: Annotated[
         Optional[Path], typer.Option(help="Scratch directory (TSDBs, logs); default a temp dir.")
