@@ -3,7 +3,7 @@
 # real apiserver; plus kube-scheduler, so those Pods are placed by the real scheduler. No kubelet, no containers.
 # The fake Nodes themselves (GPU pools: nvidia.com/gpu, nvidia.com/mig-<profile>, time-sliced shares, GFD labels)
 # are created by whoever needs them (inference_placement.devtools.kwok); kwok manages only Nodes annotated
-# $KWOK_NODE_ANNOTATION.
+# $KWOK_NODE_ANNOTATION. Logs at WARN: at INFO it logs every heartbeat patch (MBs per minute with hundreds of nodes).
 
 kwok_healthy() { [[ $(curl -sS --max-time 2 "http://127.0.0.1:$KWOK_PORT/healthz" 2>/dev/null) == ok ]]; }
 
@@ -15,7 +15,8 @@ start_kwok() {
     --manage-nodes-with-annotation-selector "$KWOK_NODE_ANNOTATION" \
     --node-lease-duration-seconds 40 \
     --server-address "127.0.0.1:$KWOK_PORT" \
-    --cidr 10.250.0.0/16
+    --cidr 10.250.0.0/16 \
+    --v WARN
   wait_daemon kwok "kwok /healthz" 60 kwok_healthy
 }
 

@@ -274,9 +274,13 @@ async def create_fleet(
             await _retrying(core.patch_node_status, name, status, _preload_content=False)
 
     started = time.monotonic()
-    await asyncio.gather(*(one(*job) for job in jobs))
-    result.create_seconds = time.monotonic() - started
-    await wait_ready(api, result, timeout=ready_timeout)
+    try:
+        await asyncio.gather(*(one(*job) for job in jobs))
+        result.create_seconds = time.monotonic() - started
+        await wait_ready(api, result, timeout=ready_timeout)
+    except BaseException:
+        await delete_fleet(api, result)  # nothing is left behind by a fleet that did not come up
+        raise
     result.ready_seconds = time.monotonic() - started
     return result
 

@@ -381,6 +381,8 @@ async def run_one(  # noqa: C901 - issue 23 item 2
         for server in servers:
             server.stop()
         if not config.keep_namespace:
+            if fleet is not None:
+                await cluster.remove_pods(namespace)
             wait = 120 + 0.06 * n if config.wait_cleanup else 0.0
             gone = await cluster.delete_namespace(namespace, wait_seconds=wait)
             log(f"[{n}] namespace {namespace} {'deleted' if wait and gone else 'deletion requested'}")
@@ -404,7 +406,10 @@ async def run_bench(
                 "the InferenceWorkload CRD is not installed: kubectl apply -f crds/inferenceworkloads.yaml"
             )
         if config.kwok_nodes:
-            fleet = await create_fleet(cluster.api, fleet_plan(config.kwok_nodes))
+            # kwok makes ~1-10 nodes Ready per second here, depending on the load
+            fleet = await create_fleet(
+                cluster.api, fleet_plan(config.kwok_nodes), ready_timeout=120 + 2.0 * config.kwok_nodes
+            )
             config.log(
                 f"KWOK fleet {fleet.fleet}: {len(fleet.names)} fake GPU nodes "
                 f"({', '.join(f'{k} {len(v)}' for k, v in fleet.pools.items())}; {fleet.capacity()}) "

@@ -121,6 +121,14 @@ class BenchCluster:
             if not token:
                 return running, len(nodes)
 
+    async def remove_pods(self, namespace: str) -> None:
+        """Deployments, ReplicaSets, then Pods (at once, grace 0) of the namespace: a KWOK fleet may be deleted next,
+        and kwok finishes a Pod's deletion only while its Node exists."""
+        apps = k8s.AppsV1Api(self.api)
+        await apps.delete_collection_namespaced_deployment(namespace, _preload_content=False)
+        await apps.delete_collection_namespaced_replica_set(namespace, _preload_content=False)
+        await self.core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0, _preload_content=False)
+
     async def create_namespace(self, name: str) -> None:
         await self.core.create_namespace(
             k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels={"app.kubernetes.io/part-of": "bench-scale"}))
