@@ -41,7 +41,17 @@ from inference_placement.devtools.scale.openmetrics import (
 )
 from inference_placement.devtools.scale.operator import OperatorMetrics, OperatorProcess
 
-__all__ = ["BenchConfig", "RunResult", "run_bench", "run_one", "BenchError", "HISTORY_SECONDS"]
+__all__ = [
+    "BenchConfig",
+    "RunResult",
+    "run_bench",
+    "run_one",
+    "BenchError",
+    "DAY_SECONDS",
+    "FILL_TICKS",
+    "HISTORY_SECONDS",
+    "default_future_seconds",
+]
 
 HISTORY_SECONDS = 1800 + 300
 """Backfilled before "now" at 15 s: the operator's default 30-minute window plus the rate window and a margin."""
