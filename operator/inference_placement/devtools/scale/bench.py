@@ -392,7 +392,10 @@ async def run_one(  # noqa: C901 - issue 23 item 2
             server.stop()
         if not config.keep_namespace:
             if fleet is not None:
-                await cluster.remove_pods(namespace)
+                try:
+                    await cluster.remove_pods(namespace)
+                except Exception as err:  # clean-up goes on: the namespace and the fleet still go
+                    log(f"[{n}] could not remove the Pods of {namespace} first: {err!r}")
             wait = 120 + 0.06 * n if config.wait_cleanup else 0.0
             gone = await cluster.delete_namespace(namespace, wait_seconds=wait)
             log(f"[{n}] namespace {namespace} {'deleted' if wait and gone else 'deletion requested'}")
