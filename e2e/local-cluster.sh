@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # A real local Kubernetes cluster (1.37, see e2e/lib/common.sh) for tests, CI and the demo, built from Go modules.
 #
-#   e2e/local-cluster.sh up [--with-node|--no-node]   build once (cached), start, wait until ready; no-op when up
+#   e2e/local-cluster.sh up [--with-node|--no-node] [--kwok]
+#                                                      build once (cached), start, wait until ready; no-op when up;
+#                                                      --kwok adds kwok + kube-scheduler (fake GPU nodes; e2e/README.md)
 #   e2e/local-cluster.sh down                          stop what up started, remove what it created (idempotent)
 #   e2e/local-cluster.sh env                           print `export KUBECONFIG=...` (eval "$(... env)")
 #   e2e/local-cluster.sh status [--json]               components, readiness; exit 0 when the control plane is up, else 3
 #   e2e/local-cluster.sh build                         only build/cache the Kubernetes binaries and images
 #
 # Node default: with a node when INFERENCE_PLACEMENT_NODE=1, or when CI=true and INFERENCE_PLACEMENT_NODE is unset;
-# otherwise control plane only (etcd, kube-apiserver, kube-controller-manager). See e2e/README.md.
+# otherwise control plane only (etcd, kube-apiserver, kube-controller-manager). KWOK: with --kwok, or when
+# INFERENCE_PLACEMENT_KWOK=1 (an `up --kwok` on a running cluster adds it). See e2e/README.md.
 set -Eeuo pipefail
 trap 'log "failed (exit $?) at ${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND"' ERR
 
@@ -25,11 +28,12 @@ source "$E2E_DIR/lib/control-plane.sh"
 source "$E2E_DIR/lib/images.sh"
 # shellcheck source=e2e/lib/node.sh
 source "$E2E_DIR/lib/node.sh"
+# shellcheck source=e2e/lib/kwok.sh
+source "$E2E_DIR/lib/kwok.sh"
 
 CONTROL_PLANE=(etcd kube-apiserver kube-controller-manager)
 NODE_COMPONENTS=(containerd kube-scheduler kubelet)
 RUN_MARKER="$RUN_DIR/.inference-placement-run"
-LOCK_FILE="$CACHE_DIR/local-cluster.lock"
 
 usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
@@ -55,13 +59,16 @@ take_lock() {
 all_alive() { local c; for c in "$@"; do pid_alive "$c" || return 1; done; }
 control_plane_up() { all_alive "${CONTROL_PLANE[@]}" && apiserver_ready; }
 node_up() { all_alive "${NODE_COMPONENTS[@]}" && node_ready; }
+kwok_up() { all_alive kwok kube-scheduler && kwok_healthy; }
+kwok_wanted_default() { [[ -n ${INFERENCE_PLACEMENT_KWOK:-} ]] && truthy "$INFERENCE_PLACEMENT_KWOK"; }
 
 json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
 
 cluster_json() {
-  local up=false node=false admin="" unpriv=""
+  local up=false node=false kwok=false admin="" unpriv=""
   control_plane_up && up=true
   $up && node_up && node=true
+  $up && kwok_up && kwok=true
   if [[ -r $PKI_DIR/tokens.csv ]]; then
     admin=$(admin_token)
     unpriv=$(awk -F, '$2=="inference-placement:unprivileged"{print $1}' "$PKI_DIR/tokens.csv")
@@ -71,6 +78,9 @@ cluster_json() {
   "up": $up,
   "kubernetes_version": $(json_str "$K8S_VERSION"),
   "node_enabled": $node,
+  "kwok_enabled": $kwok,
+  "kwok_version": $(json_str "$KWOK_VERSION"),
+  "kwok_node_annotation": $(json_str "$KWOK_NODE_ANNOTATION"),
   "api_url": $(json_str "$API_URL"),
   "kubeconfig": $(json_str "$KUBECONFIG_FILE"),
   "ca_file": $(json_str "$PKI_DIR/ca.crt"),
@@ -89,7 +99,7 @@ cluster_json() {
   "log_dir": $(json_str "$LOG_DIR"),
   "ports": {"apiserver": $APISERVER_PORT, "etcd_client": $ETCD_CLIENT_PORT, "etcd_peer": $ETCD_PEER_PORT,
             "controller_manager": $CONTROLLER_MANAGER_PORT, "scheduler": $SCHEDULER_PORT,
-            "kubelet": $KUBELET_PORT, "kubelet_healthz": $KUBELET_HEALTHZ_PORT}
+            "kubelet": $KUBELET_PORT, "kubelet_healthz": $KUBELET_HEALTHZ_PORT, "kwok": $KWOK_PORT}
 }
 JSON
 }
@@ -101,17 +111,17 @@ print_env() {
 }
 
 cmd_up() {
-  local want_node=$1
+  local want_node=$1 want_kwok=$2
   need_root
   take_lock
-  if control_plane_up && { ! $want_node || node_up; }; then
-    log "already up (pids alive, /readyz ok$($want_node && echo ', node Ready')): nothing to do"
+  if control_plane_up && { ! $want_node || node_up; } && { ! $want_kwok || kwok_up; }; then
+    log "already up (pids alive, /readyz ok$($want_node && echo ', node Ready')$($want_kwok && echo ', kwok')): nothing to do"
     log "use: eval \"\$($0 env)\""
     return 0
   fi
   mkdir -p "$RUN_DIR" "$PID_DIR" "$LOG_DIR"
   touch "$RUN_MARKER"
-  log "cache $CACHE_DIR, run dir $RUN_DIR, node: $($want_node && echo yes || echo no)"
+  log "cache $CACHE_DIR, run dir $RUN_DIR, node: $($want_node && echo yes || echo no), kwok: $($want_kwok && echo yes || echo no)"
   local pkgs=("${PKGS_CONTROL_PLANE[@]}") rootfs_pid=""
   $want_node && pkgs+=("${PKGS_NODE[@]}" "${PKGS_ROOTFS[@]}")
   phase "packages" ensure_packages "${pkgs[@]}"
@@ -135,6 +145,7 @@ cmd_up() {
   elif all_alive "${NODE_COMPONENTS[@]}"; then
     log "node components already running: kept (down stops them)"
   fi
+  $want_kwok && up_kwok
   log "cluster up in $(elapsed_total)s: $API_URL ($(node_up && echo "node $NODE_NAME Ready, pod CIDR $POD_CIDR" || echo 'no node'))"
   log "use: eval \"\$($0 env)\""
 }
@@ -146,6 +157,7 @@ cmd_down() {
     log "nothing to do: $RUN_DIR does not exist"
     return 0
   fi
+  phase "kwok down" down_kwok
   phase "node down" down_node
   local c
   for c in kube-controller-manager kube-apiserver etcd; do stop_daemon "$c"; done
@@ -159,8 +171,8 @@ cmd_down() {
     done <"$CREATED_PATHS_FILE"
   fi
   if [[ -d $LOG_DIR ]]; then
-    rm -rf "$CACHE_DIR/last-run-logs"
-    cp -a "$LOG_DIR" "$CACHE_DIR/last-run-logs" 2>/dev/null || true
+    rm -rf "$LAST_LOGS_DIR"
+    cp -a "$LOG_DIR" "$LAST_LOGS_DIR" 2>/dev/null || true
   fi
   if awk -v d="$(realpath -m "$RUN_DIR")" '{ if ($5==d || index($5, d"/")==1) found=1 } END { exit !found }' /proc/self/mountinfo; then
     die "mounts remain under $RUN_DIR; not removing it"
@@ -170,7 +182,7 @@ cmd_down() {
   else
     log "$RUN_DIR has no $(basename "$RUN_MARKER"): left in place"
   fi
-  log "down in $(elapsed_total)s (logs kept in $CACHE_DIR/last-run-logs)"
+  log "down in $(elapsed_total)s (logs kept in $LAST_LOGS_DIR)"
 }
 
 cmd_status() {
@@ -179,7 +191,7 @@ cmd_status() {
     cluster_json
     if control_plane_up; then exit 0; else exit 3; fi
   fi
-  for c in "${CONTROL_PLANE[@]}" "${NODE_COMPONENTS[@]}"; do
+  for c in "${CONTROL_PLANE[@]}" "${NODE_COMPONENTS[@]}" kwok; do
     if pid_alive "$c"; then
       printf '%-24s running (pid %s)\n' "$c" "$(<"$PID_DIR/$c.pid")"
     else
@@ -202,19 +214,22 @@ cmd_build() {
   take_lock
   phase "packages" ensure_packages "${PKGS_CONTROL_PLANE[@]}" "${PKGS_NODE[@]}"
   phase "kubernetes binaries" build_k8s
+  phase "kwok binary" build_kwok
   phase "images" build_images
   log "build done in $(elapsed_total)s"
 }
 
 main() {
-  local cmd=${1:-} want_node json=false
+  local cmd=${1:-} want_node want_kwok=false json=false
   [[ -n $cmd ]] || { usage >&2; exit 2; }
   shift
   node_wanted_default && want_node=true || want_node=false
+  kwok_wanted_default && want_kwok=true
   while (($#)); do
     case $1 in
       --with-node) want_node=true ;;
       --no-node) want_node=false ;;
+      --kwok) want_kwok=true ;;
       --json) json=true ;;
       -h | --help) usage; exit 0 ;;
       *) log "unknown argument: $1"; usage >&2; exit 2 ;;
@@ -222,13 +237,14 @@ main() {
     shift
   done
   case $cmd in
-    up) cmd_up "$want_node" ;;
+    up) cmd_up "$want_node" "$want_kwok" ;;
     down) cmd_down ;;
     env) print_env ;;
     status) cmd_status "$json" ;;
     build) cmd_build ;;
     # internal: the detached builders started by run_detached (they hold their own build locks)
     _build-k8s) need_root; phase "kubernetes build" build_k8s_now ;;
+    _build-kwok) need_root; phase "kwok build" build_kwok_now ;;
     _build-rootfs) need_root; phase "model-server rootfs (debootstrap)" build_rootfs ;;
     -h | --help | help) usage ;;
     *) log "unknown command: $cmd"; usage >&2; exit 2 ;;

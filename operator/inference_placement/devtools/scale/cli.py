@@ -21,18 +21,38 @@ def bench_scale(
     tick_seconds: Annotated[float, typer.Option(help="The operator's --tick-seconds.")] = 30.0,
     steady_ticks: Annotated[int, typer.Option(help="Ticks measured at steady state.")] = 3,
     future_seconds: Annotated[
-        Optional[float], typer.Option(help="Backfilled data after now (default 900 s + 0.25 s per workload).")
+        Optional[float],
+        typer.Option(help="Backfilled data after now (default 900 s + 0.5 s per workload + the ticks to measure)."),
     ] = None,
     workdir: Annotated[
         Optional[Path], typer.Option(help="Scratch directory (TSDBs, logs); default a temp dir.")
     ] = None,
     keep_namespace: Annotated[bool, typer.Option(help="Leave the workloads behind (debugging).")] = False,
+    wait_history: Annotated[
+        bool,
+        typer.Option(help="Measure steady ticks once the day of history is fetched (~20 ticks after a start)."),
+    ] = True,
+    kwok_nodes: Annotated[
+        int,
+        typer.Option(
+            help="Create this many fake GPU nodes (kwok must run: e2e/local-cluster.sh up --kwok) and give the "
+            "workloads GPUs (time-sliced L4, MIG A100, shared T4, whole H100); 0: CPU workloads, real nodes."
+        ),
+    ] = 0,
+    deployments_up_to: Annotated[
+        int,
+        typer.Option(
+            help="Sizes up to this run the real cluster target (Deployments; Pods scheduled onto the fake nodes); "
+            "larger sizes cluster.dryRun. Needs --kwok-nodes."
+        ),
+    ] = 0,
     wait_cleanup: Annotated[
         bool, typer.Option(help="Wait until each size's namespace is gone before the next.")
     ] = True,
 ) -> None:
     """Measure the operator at fleet scale on the real apiserver: RSS, CPU and queries per tick, steady writes,
-    and the reaction to a fleet-wide traffic shift. Runs `inference-placement run --set cluster.dryRun=true`."""
+    and the reaction to a fleet-wide traffic shift. Runs `inference-placement run`, with `--set cluster.dryRun=true`
+    unless the size is at most --deployments-up-to (then real Deployments on a KWOK GPU fleet)."""
     import asyncio
     import json
     import signal
@@ -48,6 +68,8 @@ def bench_scale(
         raise typer.BadParameter(f"--workloads expects comma-separated integers, got {workloads!r}") from err
     if not sizes or any(n < 1 for n in sizes):
         raise typer.BadParameter("--workloads needs at least one size >= 1")
+    if deployments_up_to and not kwok_nodes:
+        raise typer.BadParameter("--deployments-up-to needs --kwok-nodes (real Pods only land on the fake GPU nodes)")
     console = Console(stderr=True)
     config = BenchConfig(
         kubeconfig=kubeconfig,
@@ -56,6 +78,9 @@ def bench_scale(
         future_seconds=future_seconds,
         workdir=workdir,
         keep_namespace=keep_namespace,
+        wait_history=wait_history,
+        kwok_nodes=kwok_nodes,
+        deployments_up_to=deployments_up_to,
         wait_cleanup=wait_cleanup,
         log=lambda text: console.log(text, markup=False),
     )

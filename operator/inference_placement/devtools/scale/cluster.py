@@ -19,15 +19,25 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from inference_placement.api.workload import GROUP, KIND, PLURAL, VERSION
 
-__all__ = ["BenchCluster", "workload_body", "CRD_NAME"]
+__all__ = ["BenchCluster", "GPU_MIX", "workload_body", "CRD_NAME"]
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
 _PAGE = 500
 
 
-def workload_body(namespace: str, name: str) -> dict[str, Any]:
-    """A small CPU model allowed only on the cluster (the operator runs it with ``cluster.dryRun``)."""
-    return {
+GPU_MIX: tuple[dict[str, Any], ...] = (
+    {"type": "nvidia-l4", "sharing": "time-slicing", "timeSlicingReplicas": 8},
+    {"type": "nvidia-a100-80gb", "sharing": "mig", "migProfile": "1g.10gb"},
+    {"type": "nvidia-t4", "sharing": "time-slicing", "timeSlicingReplicas": 8},
+    {"type": "nvidia-h100-80gb", "sharing": "exclusive", "count": 1},
+)
+"""Workload ``i`` on a KWOK GPU fleet needs ``GPU_MIX[i % 4]``: a time-sliced L4 share, a MIG 1g.10gb slice of an
+A100, a renamed time-sliced T4 share (``nvidia.com/gpu.shared``), a whole H100 (``devtools/kwok.py``'s pools)."""
+
+
+def workload_body(namespace: str, name: str, accelerator: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A small model allowed only on the cluster: CPU-only, or on a GPU (``accelerator``, a KWOK fleet's)."""
+    body: dict[str, Any] = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
         "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "bench-scale"}},
@@ -44,6 +54,9 @@ def workload_body(namespace: str, name: str) -> dict[str, Any]:
             "scaling": {"minReplicas": 1, "maxReplicas": 8, "targetConcurrency": 4},
         },
     }
+    if accelerator is not None:
+        body["spec"]["accelerator"] = dict(accelerator)
+    return body
 
 
 class BenchCluster:
@@ -85,6 +98,37 @@ class BenchCluster:
             for node in nodes.items
         )
 
+    async def running_pods(self, namespace: str) -> tuple[int, int]:
+        """Pods of the namespace that are Running and Ready, and on how many distinct nodes (paginated raw list)."""
+        running = 0
+        nodes: set[str] = set()
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": _PAGE}
+            if token:
+                kwargs["_continue"] = token
+            response: Any = await self.core.list_namespaced_pod(namespace, _preload_content=False, **kwargs)
+            page = json.loads(await response.read())
+            for pod in page.get("items") or []:
+                status = pod.get("status") or {}
+                ready = any(
+                    c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+                )
+                if status.get("phase") == "Running" and ready:
+                    running += 1
+                    nodes.add(str((pod.get("spec") or {}).get("nodeName")))
+            token = (page.get("metadata") or {}).get("continue") or None
+            if not token:
+                return running, len(nodes)
+
+    async def remove_pods(self, namespace: str) -> None:
+        """Deployments, ReplicaSets, then Pods (at once, grace 0) of the namespace: a KWOK fleet may be deleted next,
+        and kwok finishes a Pod's deletion only while its Node exists."""
+        apps = k8s.AppsV1Api(self.api)
+        await apps.delete_collection_namespaced_deployment(namespace, _preload_content=False)
+        await apps.delete_collection_namespaced_replica_set(namespace, _preload_content=False)
+        await self.core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0, _preload_content=False)
+
     async def create_namespace(self, name: str) -> None:
         await self.core.create_namespace(
             k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels={"app.kubernetes.io/part-of": "bench-scale"}))
@@ -108,15 +152,23 @@ class BenchCluster:
             await asyncio.sleep(2)
         return wait_seconds == 0
 
-    async def create_workloads(self, namespace: str, names: list[str], *, concurrency: int = 32) -> None:
+    async def create_workloads(
+        self, namespace: str, names: list[str], *, concurrency: int = 32, gpus: bool = False
+    ) -> None:
+        """Create the workloads; with ``gpus`` workload ``i`` needs ``GPU_MIX[i % len(GPU_MIX)]``."""
         slots = asyncio.Semaphore(concurrency)
 
-        async def one(name: str) -> None:
+        async def one(i: int, name: str) -> None:
             async with slots:
                 for attempt in range(5):
                     try:
                         response = await self.custom.create_namespaced_custom_object(
-                            GROUP, VERSION, namespace, PLURAL, workload_body(namespace, name), _preload_content=False
+                            GROUP,
+                            VERSION,
+                            namespace,
+                            PLURAL,
+                            workload_body(namespace, name, GPU_MIX[i % len(GPU_MIX)] if gpus else None),
+                            _preload_content=False,
                         )
                         response.release()
                         return
@@ -128,7 +180,7 @@ class BenchCluster:
                             continue
                         raise
 
-        await asyncio.gather(*(one(n) for n in names))
+        await asyncio.gather(*(one(i, n) for i, n in enumerate(names)))
 
     async def list_workloads(self, namespace: str) -> tuple[list[dict[str, Any]], str]:
         """Every workload in the namespace (paginated) and the list's resourceVersion."""

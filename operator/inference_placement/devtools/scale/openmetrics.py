@@ -6,9 +6,9 @@ Per workload, as the stable-endpoint router reports it (labels ``namespace``, ``
 ``_sum`` at ``MEAN_SERVICE_SECONDS`` each); the gauge ``envoy_cluster_upstream_rq_active`` (requests in flight:
 the rate times the service time); and the router's scrape health ``up{job="inference-router"} 1``.
 Samples every 15 s: at 1-minute samples ``rate(...[1m])`` is empty. ``history_from`` adds samples every
-``HISTORY_SAMPLE_SECONDS`` before ``start`` (the counters and histogram only, for the source's day of 300 s history:
-two samples per 300 s rate window). Written series by series (each series' samples in time order), streamed to a
-file.
+``HISTORY_SAMPLE_SECONDS`` before ``start`` (the request counter and the histogram's buckets only, what the source's
+day of 300 s request-rate and SLO-miss history reads: two samples per 300 s rate window). Written series by series
+(each series' samples in time order), streamed to a file.
 """
 
 from __future__ import annotations
@@ -80,9 +80,10 @@ def write_traffic(
                 total = rate * (t - origin)
                 for bound in _BUCKETS:
                     lines.append(f'{_TIME}_bucket{{{labels},le="{bound}"}} {total} {t}\n')
-                lines.append(f"{_TIME}_count{{{labels}}} {total} {t}\n")
-                lines.append(f"{_TIME}_sum{{{labels}}} {total * mean_ms!r} {t}\n")
+                if t >= start:  # _count and _sum feed service time: only its newest points are ever asked for
+                    lines.append(f"{_TIME}_count{{{labels}}} {total} {t}\n")
+                    lines.append(f"{_TIME}_sum{{{labels}}} {total * mean_ms!r} {t}\n")
             out.write("".join(lines))
-            samples += len(times) * (len(_BUCKETS) + 2)
+            samples += len(times) * len(_BUCKETS) + len(fine) * 2
         out.write("# EOF\n")
     return samples

@@ -86,6 +86,7 @@ class OperatorProcess:
         log_path: Path,
         extra: list[str] | None = None,
         python: list[str] | None = None,
+        dry_run: bool = True,
     ) -> OperatorProcess:
         args = [
             *(python or [sys.executable, "-m", "inference_placement.cli"]),
@@ -103,8 +104,7 @@ class OperatorProcess:
             f"{tick_seconds:g}",
             "--log-format",
             "plain",
-            "--set",
-            "cluster.dryRun=true",
+            *(["--set", "cluster.dryRun=true"] if dry_run else []),
             *(extra or []),
         ]
         op = cls(args, f"http://127.0.0.1:{metrics_port}/metrics", log_path)
