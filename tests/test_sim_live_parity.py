@@ -38,9 +38,10 @@ Tolerances (the only ones), and why:
 
 What was a parity bug (fixed in the shared code, not tolerated here): the simulator showed ``ours`` each step's
 exact request count and the exact in-flight peak, where the operator reads ``rate()`` over its rate window and an
-in-flight gauge sampled at each scrape; on this segment the simulated ``ours`` held 2 replicas where the live
-operator held 1 (an exact peak of 5 against readings of 2), which also made the cluster look dearer than Cloud Run
-and moved the placement (``ObservedSignals.rate_window_seconds`` and ``in_flight_sample_seconds``).
+in-flight gauge sampled at each scrape; on this segment at twice the rate the simulated ``ours`` held 2 replicas
+for 30 steps where the live operator held 1 (an exact peak of 5 in flight against scraped readings of 2), and the
+second replica's price turned the simulated decision back to Cloud Run for a step mid-migration
+(``ObservedSignals.rate_window_seconds`` and ``in_flight_sample_seconds`` now describe what the operator reads).
 
 Platform timings are not what is compared: the simulated platforms are given the stand-ins' behaviour measured in
 the run (how long a live migration took from its decision to the switch; each request's answer time; no instance
