@@ -505,7 +505,7 @@ def run_live(
                 return bool(status.get("placement")) and not status.get("migration") and bool(ready)
 
             try:
-                wait_for(placed, timeout=90, interval=0.2, what=f"{NAME} placed")
+                wait_for(placed, timeout=180, interval=0.2, what=f"{NAME} placed")
             except AssertionError as err:
                 status = json.dumps(recorder.latest(), indent=1)
                 raise AssertionError(f"{err}\nstatus: {status}\noperator log:\n{operator.logs()[-4000:]}") from None
