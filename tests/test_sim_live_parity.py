@@ -604,8 +604,12 @@ def test_a_real_trace_segment_gets_the_same_decisions_live_and_simulated(
     (tmp_path / "statuses.json").write_text(json.dumps([{"seen": t - run.origin, **st} for t, st in run.seen]))
     for k in disagree[:3]:  # what each side was shown there (the live window read again after the run)
         print(f"step {k}:\n  live      {_brief(run.windows[k])}\n  simulated {_brief(sim_windows[k])}")
-    # the segment makes the policy move: something to agree on
-    assert len({d.target for _, d in simulated}) >= 2, simulated
+    # the segment makes the policy move: something to agree on (on a machine loaded far beyond its cores the model
+    # servers answer slower, the cluster needs more replicas at the same rate, and the policy may stay on Cloud Run)
+    upstream = statistics.mean(took for _, took in run.sent)
+    assert len({d.target for _, d in simulated}) >= 2, (
+        f"the policy did not move (mean upstream time {upstream:.3f} s against {SERVICE_SECONDS} s): {simulated}"
+    )
     assert [d.target for _, d in _targets(live)] == [d.target for _, d in _targets(simulated)], (live, simulated)
     assert not disagree, f"steps {disagree} disagree beyond the stated tolerances"
 
