@@ -339,3 +339,107 @@ def test_the_simulated_window_holds_only_what_the_live_source_measures() -> None
     assert window.history_rps == (10.0,) * 24 and window.history_slo_misses == 300.0
     # not measured live: the warm latency (time to first token is an opt-in model-server template)
     assert window.warm_latency_seconds is None and not LIVE_OBSERVATION.warm_latency
+
+
+def test_the_operator_source_with_default_settings_measures_what_live_observation_declares() -> None:
+    """``LIVE_OBSERVATION`` (what the benchmark shows ``ours``) is what the operator's own source, built with the
+    operator's default settings, says it measures; a setting changed on one side only fails here."""
+    from inference_placement.controller.settings import OperatorSettings
+    from inference_placement.metrics.prometheus import PrometheusSource
+    from inference_placement.policy.observation import LIVE_OBSERVATION
+
+    settings = OperatorSettings()
+    source = PrometheusSource(
+        "http://prometheus.monitoring:9090",
+        range_seconds=settings.metrics_range_seconds,
+        step_seconds=settings.metrics_step_seconds,
+    )
+    assert source.observed_signals() == LIVE_OBSERVATION
+
+
+def _observation(requests: np.ndarray, misses: np.ndarray, step_seconds: float = 2.0) -> Observation:
+    steps = requests.size
+    return Observation(
+        step=steps,
+        t=steps * step_seconds,
+        now=NOW,
+        step_seconds=step_seconds,
+        requests_per_step=requests,
+        service_sum_per_step=requests * 0.2,
+        misses_per_step=misses,
+        peak_in_flight_per_step=np.zeros(steps),
+        observed_p99_seconds=0.2,
+        warm_latency_seconds=None,
+        placement=TargetName.CLUSTER,
+        migrating=False,
+        last_migration_finished_at=None,
+        month_to_date_usd=0.0,
+    )
+
+
+def test_each_simulated_rate_is_the_rate_over_the_live_rate_window() -> None:
+    """A live point is ``rate()`` over the rate window ending at it: a one-step burst spreads over the next points
+    (and a window that reaches back before the first step counts nothing there); so are the per-step misses."""
+    from inference_placement.policy.observation import ObservedSignals
+    from inference_placement.sim.policies import window_from_observation
+
+    signals = ObservedSignals(
+        window_seconds=20.0,
+        step_seconds=2.0,
+        slo_miss_window_seconds=20.0,
+        rate_window_seconds=6.0,
+        slo_misses_per_step=True,
+    )
+    requests = np.array([6.0, 0.0, 0.0, 0.0, 12.0, 0.0, 0.0, 0.0])
+    window = window_from_observation(_observation(requests, requests / 6), signals)
+    assert window is not None
+    # counts over the last 3 steps of 2 s, per second: 6/6, 6/6, 6/6, 0, 12/6, 12/6, 12/6, 0
+    assert window.rps == pytest.approx((1.0, 1.0, 1.0, 0.0, 2.0, 2.0, 2.0, 0.0))
+    assert window.slo_misses == pytest.approx((1 / 3, 1 / 3, 1 / 3, 0.0, 2 / 3, 2 / 3, 2 / 3, 0.0))
+    assert window.service_seconds == pytest.approx(0.2)
+    # without a rate window (or one no longer than the step) each point is its own step's rate
+    plain = window_from_observation(_observation(requests, requests / 6), replace(signals, rate_window_seconds=0.0))
+    assert plain is not None and plain.rps == pytest.approx(tuple(requests / 2))
+
+
+class _Observer:
+    """A policy that stays on one cluster replica and keeps what it was shown."""
+
+    name = "observer"
+    observes_in_flight = True
+
+    def __init__(self, sample_seconds: float) -> None:
+        self.in_flight_sample_seconds = sample_seconds
+        self.seen: list[Observation] = []
+
+    def reset(self, workload: Any, economics: Any, price_book: Any) -> None:
+        self.seen = []
+
+    def tick(self, obs: Observation) -> list[Any]:
+        from inference_placement.sim.simulator import Control
+
+        self.seen.append(obs)
+        return [Control(TargetName.CLUSTER, replicas=1)] if obs.step == 0 else []
+
+
+def test_the_simulated_in_flight_peak_is_what_the_routers_scrapes_read() -> None:
+    """The router's in-flight gauge is scraped, not watched: a burst between two scrapes shows only in the scrapes
+    that fall inside it. Exact peaks (no sample interval) stay as they were."""
+    from inference_placement.sim.simulator import SimWorkload, simulate
+    from inference_placement.sim.traces import Requests
+
+    # step 0: a burst of 5 requests of 0.3 s from 0.2 s (between the scrapes at 0 s and 1 s);
+    # step 1: 3 requests of 1.5 s from 2.5 s, in flight at the scrapes at 3 s
+    arrivals = np.array([0.2, 0.21, 0.22, 0.23, 0.24, 2.5, 2.6, 2.7])
+    service = np.array([0.3] * 5 + [1.5] * 3)
+    requests = Requests(arrivals, service, service, 3, 2.0)
+    spec = InferenceWorkloadSpec.model_validate(
+        {"model": {"image": "m", "sizeMb": 100}, "slo": {"latencyP99Seconds": 2.0}}
+    )
+    peaks = {}
+    for sample in (0.0, 1.0):
+        observer = _Observer(sample)
+        simulate(SimWorkload("w", spec, requests, NOW), observer, PB)
+        peaks[sample] = observer.seen[-1].peak_in_flight_per_step.tolist()
+    assert peaks[1.0] == [0.0, 3.0]  # scrapes at 0, 1 | 2, 3: the burst of step 0 is missed
+    assert peaks[0.0] == [5.0, 3.0]  # the exact peaks

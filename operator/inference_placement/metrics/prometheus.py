@@ -77,6 +77,7 @@ from inference_placement.metrics.slo_buckets import (
 )
 from inference_placement.metrics.source import MetricsSnapshot
 from inference_placement.policy.decide import TrafficWindow
+from inference_placement.policy.observation import ObservedSignals
 
 __all__ = [
     "BUCKET_BOUNDS_REFRESH_SECONDS",
@@ -343,6 +344,28 @@ class PrometheusSource:
             return False
         rates = kept.matrices.get(_HISTORY)
         return rates is not None and kept.history_cursor <= rates.start_ts
+
+    def observed_signals(self, scrape_interval_seconds: float = 15.0) -> ObservedSignals:
+        """What this source measures of a workload, at what resolution: the description the simulator builds
+        ``ours``'s observation from (``sim/policies.py: window_from_observation``), so a simulation of an operator
+        run with these settings shows the policy what the operator's ticks showed it (the parity rule).
+        ``scrape_interval_seconds``: how often Prometheus scrapes the router (the chart's PodMonitor: 15 s), which
+        is how often the in-flight gauge is read."""
+        queries = self.queries
+        return ObservedSignals(
+            window_seconds=float(self.range_seconds),
+            step_seconds=float(self.step_seconds),
+            slo_miss_window_seconds=self.slo_miss_window_seconds,
+            rate_window_seconds=self.rate_window_seconds,
+            latency_p99=Signal.LATENCY_P99 in queries,
+            service_seconds=Signal.SERVICE_SECONDS in queries,
+            peak_in_flight=self.peak_query is not None,
+            in_flight_sample_seconds=scrape_interval_seconds if self.peak_query is not None else 0.0,
+            warm_latency=Signal.WARM_LATENCY in queries,
+            slo_misses_per_step=Signal.LATENCY_BUCKETS in queries,
+            history_seconds=float(self.history_points * self.history_step_seconds),
+            history_step_seconds=float(self.history_step_seconds),
+        )
 
     # ------------------------------------------------------------------ the protocol
 

@@ -23,12 +23,19 @@ class ObservedSignals:
     """Resolution of that window (the live ``--metrics-step-seconds``); a coarser trace step is used as it is."""
     slo_miss_window_seconds: float
     """Span of the measured share of requests slower than the SLO (``slo_miss_share``)."""
+    rate_window_seconds: float = 0.0
+    """Span each point of the window's request rate averages over (the live ``rate()`` range, ``$rate_window``):
+    a point at ``t`` is the rate over ``[t - rate_window, t]``, so a burst shorter than that is spread over the
+    following points. 0 = the step (each point the rate of its own step)."""
     latency_p99: bool = True
     """``observed_p99_seconds``: the recent p99 from the latency histogram."""
     service_seconds: bool = True
     """``service_seconds``: the window's mean service time (duration sum / count)."""
     peak_in_flight: bool = False
     """``peak_in_flight``: the in-flight peak of each step."""
+    in_flight_sample_seconds: float = 0.0
+    """How often the in-flight gauge is read (the router's scrape interval): each step's peak is the largest
+    reading, so a burst between two scrapes is not seen. 0 = the exact peak."""
     warm_latency: bool = False
     """``warm_latency_seconds``: latency of requests that neither queued nor waited for a start."""
     slo_misses_per_step: bool = False
@@ -43,12 +50,16 @@ LIVE_OBSERVATION = ObservedSignals(
     window_seconds=1800.0,
     step_seconds=30.0,
     slo_miss_window_seconds=300.0,
+    rate_window_seconds=60.0,
     peak_in_flight=True,
+    in_flight_sample_seconds=15.0,
     slo_misses_per_step=True,
     history_seconds=86400.0,
     history_step_seconds=300.0,
 )
-"""What ``metrics/prometheus.py`` measures with the operator's default settings and templates: the request rate,
-the in-flight peak and the SLO misses of each step of the window, p99, mean service time, the SLO-miss share, and a
-day of request-rate and miss history at 300 s. Not ``warm_latency``: its template (time to first token) is off by
-default, and nothing at the router measures it."""
+"""What ``metrics/prometheus.py`` measures with the operator's default settings and templates
+(``PrometheusSource.observed_signals`` says so for any settings): the request rate of each step over a 60 s rate
+window, the in-flight peak of each step as the chart's 15 s scrapes of the router read it, the SLO misses of each
+step of the window, p99, mean service time, the SLO-miss share,
+and a day of request-rate and miss history at 300 s. Not ``warm_latency``: its template (time to first token) is off
+by default, and nothing at the router measures it."""

@@ -43,10 +43,22 @@ def _coarsened(values: FloatArray, factor: int) -> FloatArray:
     return summed
 
 
+def _trailing_mean(values: FloatArray, width: int) -> FloatArray:
+    """Mean of each value and the ``width - 1`` before it (fewer at the start: a rate over a window that reaches
+    back before the first step counts nothing there); ``width <= 1``: the values themselves."""
+    if width <= 1 or values.size == 0:
+        return values
+    sums = np.cumsum(values)
+    shifted = np.concatenate((np.zeros(width), sums[:-width])) if sums.size > width else np.zeros(sums.size)
+    mean: FloatArray = (sums - shifted[: sums.size]) / width
+    return mean
+
+
 def window_from_observation(
     obs: Observation, signals: ObservedSignals = LIVE_OBSERVATION, window_seconds: float | None = None
 ) -> TrafficWindow | None:
-    """What the live metrics source would show at this step: the signals it measures, at its resolution.
+    """What the live metrics source would show at this step: the signals it measures, at its resolution (each
+    step's rate averaged over the rate window, as ``rate()`` does).
 
     ``window_seconds`` overrides ``signals.window_seconds`` (the benchmark's knob). Steps finer than the live
     step are summed up to it; a coarser trace step is used as it is (the finest the trace can show)."""
@@ -61,6 +73,9 @@ def window_from_observation(
     steps = max(1, int(span // step))
     counts = requests[-steps:]
     total = float(counts.sum())
+    # each live point is the rate over the rate window ending at it, not over its own step alone
+    rate_steps = round(signals.rate_window_seconds / step)
+    rates = _trailing_mean(requests, rate_steps)[-steps:] / step
     service = None
     if signals.service_seconds and total > 0:
         service = float(_coarsened(obs.service_sum_per_step, factor)[-steps:].sum()) / total
@@ -84,13 +99,13 @@ def window_from_observation(
         history_misses = float(_coarsened(misses, history_factor)[-history_steps:].sum())
     return TrafficWindow(
         step_seconds=step,
-        rps=tuple((counts / step).tolist()),
+        rps=tuple(rates.tolist()),
         observed_p99_seconds=obs.observed_p99_seconds if signals.latency_p99 else None,
         end=obs.now,
         service_seconds=service,
         warm_latency_seconds=obs.warm_latency_seconds if signals.warm_latency else None,
         slo_miss_share=missed,
-        slo_misses=tuple(misses[-steps:].tolist()) if signals.slo_misses_per_step else None,
+        slo_misses=tuple(_trailing_mean(misses, rate_steps)[-steps:].tolist()) if signals.slo_misses_per_step else None,
         peak_in_flight=peaks,
         history_rps=history_rps,
         history_slo_misses=history_misses,
@@ -144,6 +159,8 @@ class OursPolicy:
         self.actuators = actuators
         self.observes_in_flight = signals.peak_in_flight
         """The simulator tracks the per-step in-flight peak only for policies that read it."""
+        self.in_flight_sample_seconds = signals.in_flight_sample_seconds
+        """... read as the router's scrapes read the gauge (0: the exact peak)."""
         self.capacity = capacity or ClusterCapacity()
         self._spec: InferenceWorkloadSpec | None = None
         self._price_book: PriceBook | None = None

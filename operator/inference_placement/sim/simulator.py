@@ -93,7 +93,9 @@ class Observation:
     """Requests of every completed step that were slower than the SLO (what a latency histogram shows)."""
     peak_in_flight_per_step: FloatArray
     """Peak demand in flight during each completed step: requests that would be in flight had none waited (what
-    the servers' in-flight gauge reads at its peak while capacity suffices)."""
+    the router's in-flight gauge reads while capacity suffices). For a policy with ``in_flight_sample_seconds``,
+    the largest of the gauge's readings at those intervals (as scraped: a burst between two scrapes is not seen;
+    a step without a scrape reads 0); else the exact peak."""
     observed_p99_seconds: float | None
     """p99 latency of the requests of the last completed step (None when it had none)."""
     warm_latency_seconds: float | None
@@ -354,6 +356,13 @@ class _Engine:
             self.retiring = keep
 
 
+def _in_flight_at(in_flight: list[float], t: float) -> int:
+    """Requests in flight at ``t`` (of those that arrived by then): drops the ones that ended from the heap."""
+    while in_flight and in_flight[0] <= t:
+        heapq.heappop(in_flight)
+    return len(in_flight)
+
+
 def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
     workload: SimWorkload,
     policy: SimPolicy,
@@ -387,6 +396,8 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
     peaks = np.zeros(steps)
     in_flight: list[float] = []  # when each request would end had it not waited (a heap): the demand in flight
     track_peaks = bool(getattr(policy, "observes_in_flight", False))
+    sample_every = float(getattr(policy, "in_flight_sample_seconds", 0.0) or 0.0) if track_peaks else 0.0
+    samples_taken = 0  # the in-flight gauge is read at samples_taken x sample_every (a scrape)
     placement = np.full(steps, -1, dtype=np.int8)
     capacity = np.zeros(steps)
     law = ServiceLaw.of(reqs.service, reqs.latency_part) if isinstance(reqs, StepRequests) else None
@@ -507,10 +518,14 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
             service = services[i]
             begin, cold = dispatch(arrival, service)
             if track_peaks:
+                if sample_every:
+                    while samples_taken * sample_every <= arrival:
+                        step_peak = max(step_peak, _in_flight_at(in_flight, samples_taken * sample_every))
+                        samples_taken += 1
                 while in_flight and in_flight[0] <= arrival:
                     heapq.heappop(in_flight)
                 heapq.heappush(in_flight, arrival + service)
-                if len(in_flight) > step_peak:
+                if not sample_every and len(in_flight) > step_peak:
                     step_peak = len(in_flight)
             part = parts[i]
             latency = begin - arrival + part
@@ -539,9 +554,15 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
         if k >= warmup_steps:
             total_misses += step_misses
         service_sum[k] = step_services
-        while in_flight and in_flight[0] <= t0:
-            heapq.heappop(in_flight)
-        peaks[k] = max(step_peak, len(in_flight))
+        if sample_every:
+            while samples_taken * sample_every < t1:
+                step_peak = max(step_peak, _in_flight_at(in_flight, samples_taken * sample_every))
+                samples_taken += 1
+            peaks[k] = step_peak
+        else:
+            while in_flight and in_flight[0] <= t0:
+                heapq.heappop(in_flight)
+            peaks[k] = max(step_peak, len(in_flight))
         if engine.active is not None:
             placement[k] = TARGET_INDEX[engine.active]
             capacity[k] = engine.pools[engine.active].size
