@@ -210,6 +210,13 @@ def _row(
     if econ is None:
         return AcceleratorRow(index, option, None, None, speed, "the price book has no price for it")
     on_forecast = _forecast_on(forecast, speed / reference_speed)
+    if on_forecast.warm_latency > slo.objective_seconds >= forecast.warm_latency:
+        # the slowdown alone puts a request that meets the objective where it was measured over it
+        note = (
+            f"warm latency {on_forecast.warm_latency * 1000:.0f} ms at service x{speed:.3g} > objective "
+            f"{slo.objective_seconds * 1000:.0f} ms"
+        )
+        return AcceleratorRow(index, option, None, None, speed, note)
     plan = plan_target(econ, on_forecast, slo)
     return AcceleratorRow(index, option, plan.monthly_usd(), plan.miss_share(), speed, "", econ, plan, on_forecast)
 
