@@ -55,7 +55,9 @@ __all__ = [
     "AcceleratorRow",
     "choose_accelerator",
     "contention_factor",
+    "Shape",
     "memory_share_gb",
+    "shape_of",
     "spec_on",
     "speed_factor",
 ]
@@ -184,6 +186,27 @@ def _forecast_on(forecast: TrafficForecast, ratio: float) -> TrafficForecast:
     )
 
 
+Shape = tuple[float, int, float, float, int, int]
+"""What a cluster plan depends on besides the price: (service ratio, concurrency, cold start, lead, floor, cap)."""
+
+
+def shape_of(econ: TargetEconomics, ratio: float) -> Shape:
+    return (
+        ratio,
+        econ.concurrency,
+        econ.cold_start_seconds,
+        econ.provision_seconds,
+        econ.floor_instances,
+        econ.max_instances,
+    )
+
+
+def _scaled(plan: Projection, factor: float) -> Projection:
+    """The same plan at another replica price: a cluster's cost is replica time (and start time) at its rate, so
+    the cheapest warm capacity in budget is the same and every cost scales by the price ratio."""
+    return replace(plan, cost=plan.cost * factor) if factor != 1.0 else plan
+
+
 def _row(
     index: int,
     option: AcceleratorOption,
@@ -194,6 +217,7 @@ def _row(
     reference_speed: float,
     slo: SloTerms,
     staying: bool,
+    plans: dict[Shape, tuple[Projection, float]],
 ) -> AcceleratorRow:
     speed = speed_factor(spec, option, capacity)
     on = spec_on(spec, option)
@@ -209,7 +233,8 @@ def _row(
     econ = economics_for(TargetName.CLUSTER, on, price_book, node_provision=feasibility.cluster_needs_node)
     if econ is None:
         return AcceleratorRow(index, option, None, None, speed, "the price book has no price for it")
-    on_forecast = _forecast_on(forecast, speed / reference_speed)
+    ratio = speed / reference_speed
+    on_forecast = _forecast_on(forecast, ratio)
     if on_forecast.warm_latency > slo.objective_seconds >= forecast.warm_latency:
         # the slowdown alone puts a request that meets the objective where it was measured over it
         note = (
@@ -217,7 +242,13 @@ def _row(
             f"{slo.objective_seconds * 1000:.0f} ms"
         )
         return AcceleratorRow(index, option, None, None, speed, note)
-    plan = plan_target(econ, on_forecast, slo)
+    shape = shape_of(econ, ratio)
+    known = plans.get(shape)
+    if known is not None and known[1] > 0:
+        plan = _scaled(known[0], econ.instance_usd_per_second / known[1])
+    else:
+        plan = plan_target(econ, on_forecast, slo)
+        plans[shape] = (plan, econ.instance_usd_per_second)
     return AcceleratorRow(index, option, plan.monthly_usd(), plan.miss_share(), speed, "", econ, plan, on_forecast)
 
 
@@ -231,6 +262,7 @@ def choose_accelerator(
     current: AcceleratorOption | None,
     on_cluster: bool,
     observed_on: AcceleratorOption | None,
+    known_plans: dict[Shape, tuple[Projection, float]] | None = None,
 ) -> AcceleratorChoice:
     """The cheapest acceptable accelerator whose SLO risk stays in budget and that fits (``index`` None when none
     fits or has a price).
@@ -239,12 +271,14 @@ def choose_accelerator(
     hysteresis band; None = not placed yet). ``on_cluster``: the workload is on the cluster now (its own replicas
     hold their accelerator's resources, so capacity gates only a change). ``observed_on``: the accelerator the
     forecast's service time was measured on (None: the spec's ``model.serviceSeconds``, factor 1).
+    ``known_plans``: plans already made on this forecast and SLO, by ``shape_of`` (reused at another price).
     """
+    plans = dict(known_plans or {})
     options = spec.accelerator.options()
     current_key = current.key() if current is not None else None
     reference = speed_factor(spec, observed_on, capacity) if observed_on is not None else 1.0
     rows = tuple(
-        _row(i, o, spec, price_book, capacity, forecast, reference, slo, on_cluster and o.key() == current_key)
+        _row(i, o, spec, price_book, capacity, forecast, reference, slo, on_cluster and o.key() == current_key, plans)
         for i, o in enumerate(options)
     )
     priced = [r for r in rows if r.monthly_usd is not None and math.isfinite(r.monthly_usd)]

@@ -34,7 +34,7 @@ from inference_placement.api.spec import (
     TargetName,
     ThresholdMode,
 )
-from inference_placement.policy.accelerators import AcceleratorChoice, choose_accelerator
+from inference_placement.policy.accelerators import AcceleratorChoice, Shape, choose_accelerator, shape_of
 from inference_placement.policy.actuation import Actuators, effective_spec
 from inference_placement.policy.budget import MONTH_SECONDS, seconds_to_month_end
 from inference_placement.policy.capacity import ClusterCapacity
@@ -640,8 +640,21 @@ def _accelerator(
     on_cluster = state.current is TargetName.CLUSTER
     current = (state.accelerator or spec.accelerator) if on_cluster else None
     observed_on = current if forecast.observed else None
+    known: dict[Shape, tuple[Projection, float]] = {}
+    if TargetName.CLUSTER in plans:
+        # the first accelerator's plan, made on the forecast as measured: reused for any alike at another price
+        econ = econs[TargetName.CLUSTER]
+        known[shape_of(econ, 1.0)] = (plans[TargetName.CLUSTER], econ.instance_usd_per_second)
     choice = choose_accelerator(
-        spec, price_book, capacity, forecast, slo, current=current, on_cluster=on_cluster, observed_on=observed_on
+        spec,
+        price_book,
+        capacity,
+        forecast,
+        slo,
+        current=current,
+        on_cluster=on_cluster,
+        observed_on=observed_on,
+        known_plans=known,
     )
     # the first accelerator's cluster verdict is superseded: every acceptable one was assessed
     infeasible.pop(TargetName.CLUSTER, None)

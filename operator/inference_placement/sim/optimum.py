@@ -39,7 +39,17 @@ from inference_placement.sim.simulator import (
     simulate,
 )
 
-__all__ = ["EconOf", "FloatArray", "Mode", "OptimumPolicy", "PlanPolicy", "econ_lookup", "optimum", "workload_modes"]
+__all__ = [
+    "EconOf",
+    "FloatArray",
+    "Mode",
+    "OptimumPolicy",
+    "PlanPolicy",
+    "econ_lookup",
+    "optimum",
+    "undominated",
+    "workload_modes",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -169,12 +179,27 @@ def workload_modes(
     """Every target at every useful level; with accelerator ``options`` (more than one), the cluster on each."""
     modes: list[Mode] = []
     for t, econ in economics.items():
-        if t is TargetName.CLUSTER and len(options) > 1:
+        first_only = len(options) == 1 and options[0].option.key() == workload.spec.accelerator.key()
+        if t is TargetName.CLUSTER and options and not first_only:
             for o in options:
                 modes += [Mode(t, level, o.option) for level in _levels(o.econ, workload, o.speed)]
         else:
             modes += [Mode(t, level) for level in _levels(econ, workload)]
     return modes
+
+
+def undominated(options: Sequence[ClusterOption]) -> list[ClusterOption]:
+    """The accelerators the optimum needs: one that behaves exactly like another (same speed, slots, cold start,
+    lead and caps) but costs more per replica-second runs every plan the same and bills more, so it is left out
+    (ties keep the earlier in the spec's order)."""
+    kept: dict[tuple[float, int, float, float, int, int], ClusterOption] = {}
+    for o in options:
+        e = o.econ
+        key = (o.speed, e.concurrency, e.cold_start_seconds, e.provision_seconds, e.floor_instances, e.max_instances)
+        best = kept.get(key)
+        if best is None or e.instance_usd_per_second < best.econ.instance_usd_per_second:
+            kept[key] = o
+    return [o for o in options if any(o is k for k in kept.values())]
 
 
 def _transition_costs(modes: list[Mode], econ_of: EconOf, drain_seconds: float) -> tuple[FloatArray, FloatArray]:
@@ -352,7 +377,7 @@ def optimum(
     meets the SLO is always a candidate, so the optimum never misses where a fixed placement would not.
     """
     step = workload.requests.step_seconds
-    options = cluster_options(workload.spec, price_book) if TargetName.CLUSTER in economics else []
+    options = undominated(cluster_options(workload.spec, price_book)) if TargetName.CLUSTER in economics else []
     econ_of = econ_lookup(economics, options)
     modes = workload_modes(economics, workload, options)
     tables = _tables(workload, modes, economics, price_book, warmup_seconds)
