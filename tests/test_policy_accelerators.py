@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import pytest
 
@@ -21,13 +23,17 @@ from inference_placement.api.spec import (
 from inference_placement.api.status import DecisionRecord
 from inference_placement.api.validation import semantic_problems
 from inference_placement.api.workload import InferenceWorkload
+from inference_placement.controller.reconciler import Reconciler, TickInputs
+from inference_placement.devtools.scale.cluster import workload_body
 from inference_placement.policy.accelerators import contention_factor, memory_share_gb, spec_on
 from inference_placement.policy.actuation import Actuators, target_settings
 from inference_placement.policy.capacity import ClusterCapacity, NodeCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
 from inference_placement.policy.gpu_scheduling import scheduling_for
 from inference_placement.policy.price_book import default_price_book
+from inference_placement.targets.base import DesiredTarget, TargetState
 from inference_placement.targets.cluster_render import render_deployment
+from inference_placement.targets.dry_run import DryRunTarget
 
 PB = default_price_book()
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -261,3 +267,40 @@ def test_the_chosen_accelerator_reaches_the_cluster_target_and_its_pod_template(
     record = DecisionRecord(target=TargetName.CLUSTER, replicas=1, reason="", decided_at="t", accelerator=MIG_1G)
     assert target_settings(TargetName.CLUSTER, withheld, s, record, Actuators()).accelerator == MIG_1G
     assert target_settings(TargetName.CLUSTER, withheld, spec(), record, Actuators()).accelerator is None
+
+
+class _RecordingTarget(DryRunTarget):
+    def __init__(self) -> None:
+        super().__init__(TargetName.CLUSTER)
+        self.desired: list[DesiredTarget] = []
+
+    async def ensure(self, workload: InferenceWorkload, desired: DesiredTarget) -> TargetState:
+        self.desired.append(desired)
+        return await super().ensure(workload, desired)
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.patches.append(patch)
+        return {"metadata": {"name": name, "namespace": namespace}, "status": patch}
+
+    async def post_event(self, **_: Any) -> None:
+        return None
+
+
+def test_the_reconciler_records_the_accelerator_and_hands_it_to_the_cluster_target() -> None:
+    body = workload_body("unit", "emb")
+    body["metadata"].update({"uid": "uid-emb", "generation": 1, "resourceVersion": "1"})
+    body["spec"] = spec(MIG_1G).to_wire()
+    target = _RecordingTarget()
+    writer = _Writer()
+    reconciler = Reconciler(cast(Any, writer), {TargetName.CLUSTER: target})
+    inputs = TickInputs(now=NOW, price_book=PB, capacity=UNKNOWN, window=window(5.0))
+    asyncio.run(reconciler.reconcile(body, inputs))
+    status = writer.patches[-1]
+    assert status["lastDecision"]["accelerator"]["migProfile"] == "1g.10gb"
+    assert "accelerator nvidia-a100-80gb MIG 1g.10gb" in status["lastDecision"]["reason"]
+    assert target.desired and target.desired[-1].accelerator == MIG_1G
