@@ -240,3 +240,33 @@ def test_explain_reads_the_workload_from_the_apiserver(kube_cluster: KubeCluster
         [*base[:4], "does-not-exist", *base[5:]], capture_output=True, text=True, timeout=120, check=False
     )
     assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+def test_explains_the_accelerator_choice_in_numbers() -> None:
+    accelerator = {
+        "type": "nvidia-l4",
+        "alternatives": [{"type": "nvidia-a100-80gb", "sharing": "mig", "migProfile": "1g.10gb"}],
+    }
+    status = _status(rps=5.0, placement="cluster")
+    status["lastDecision"] |= {"target": "cluster", "replicas": 1, "accelerator": {"type": "nvidia-l4"}}
+    obj = _workload(
+        {
+            "accelerator": accelerator,
+            "model": {"image": "x", "sizeMb": 1300, "cpu": "2", "memory": "8Gi", "serviceSeconds": 0.025},
+            "placement": {"allowedTargets": ["cluster"]},
+        },
+        status,
+    )
+    expl = explain_workload(obj, default_price_book())
+    l4, mig = expl.accelerators
+    assert (l4.accelerator, mig.accelerator) == ("nvidia-l4", "nvidia-a100-80gb MIG 1g.10gb")
+    assert l4.recorded and not mig.recorded
+    assert l4.projected_monthly_cost_usd is not None and mig.projected_monthly_cost_usd is not None
+    # 9 % cheaper is inside the 20 % hysteresis band: the L4 in place stays, and explain says so
+    assert l4.chosen and "within the 20% hysteresis band" in expl.accelerator_now
+    assert f"${mig.projected_monthly_cost_usd:,.2f}/mo" in expl.accelerator_now
+    console = Console(record=True, width=200)
+    render(expl, console)
+    text = console.export_text()
+    assert "Cluster accelerators" in text and "nvidia-a100-80gb MIG 1g.10gb" in text
+    assert json.loads(json.dumps(expl.to_dict()))["accelerators"][0]["recorded"] is True

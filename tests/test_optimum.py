@@ -21,7 +21,7 @@ from inference_placement.api.spec import (
     TargetName,
 )
 from inference_placement.policy.price_book import default_price_book
-from inference_placement.sim.optimum import Mode, PlanPolicy, optimum, workload_modes
+from inference_placement.sim.optimum import Mode, PlanPolicy, econ_lookup, optimum, workload_modes
 from inference_placement.sim.registry import online_policies
 from inference_placement.sim.simulator import SimWorkload, feasible_economics, simulate
 from inference_placement.sim.traces import MinuteTrace, requests_for
@@ -85,7 +85,10 @@ def test_optimum_meets_the_slo_where_a_fixed_placement_can() -> None:
     w = workload(gpu_spec(), counts)
     economics = feasible_economics(w.spec, PB)
     held = simulate(
-        w, PlanPolicy([Mode(TargetName.CLUSTER, 2)] * len(counts), economics, 60.0), PB, economics=economics
+        w,
+        PlanPolicy([Mode(TargetName.CLUSTER, 2)] * len(counts), econ_lookup(economics, ()), 60.0),
+        PB,
+        economics=economics,
     )
     assert held.meets_slo
     best = optimum(w, economics, PB)
@@ -109,7 +112,7 @@ def test_plan_policy_issues_moves_early_by_their_lead() -> None:
     w = workload(cpu_spec(), [10] * 10)
     economics = feasible_economics(w.spec, PB)
     plan = [Mode(TargetName.CLUSTER, 1)] * 5 + [Mode(TargetName.LAMBDA, 1)] * 5
-    policy = PlanPolicy(plan, economics, 60.0)
+    policy = PlanPolicy(plan, econ_lookup(economics, ()), 60.0)
     lead = economics[TargetName.LAMBDA].provision_seconds
     issued = [c for controls in policy.events.values() for c in controls if c.target is TargetName.LAMBDA]
     assert issued and issued[0].at == pytest.approx(300.0 - lead)

@@ -37,6 +37,7 @@ def test_single_platform_baselines_are_the_one_platform_policies() -> None:
         "static-cluster",
         "cluster-autoscaled",
         "cluster-scale-to-zero",
+        "keda-http",
         "lambda",
         "cloudrun",
     )

@@ -41,11 +41,11 @@ from inference_placement.api.validation import parse_spec
 from inference_placement.api.workload import GROUP, KIND, PLURAL, VERSION
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import Assessment, Decision, PlacementState, TrafficWindow, assess, decide
-from inference_placement.policy.feasibility import assess_feasibility
 from inference_placement.policy.price_book import PriceBook, default_price_book, load_price_book
 from inference_placement.policy.verdicts import Verdict, budget_verdict, slo_verdict
 
 __all__ = [
+    "AcceleratorRow",
     "EventRow",
     "Explanation",
     "TargetRow",
@@ -81,6 +81,22 @@ class TargetRow:
     """Expected share of requests missing the SLO on this target."""
     serving: bool
     resource: TargetResourceStatus | None
+
+
+@dataclass(frozen=True)
+class AcceleratorRow:
+    """One acceptable accelerator of the cluster's replicas, as the policy assessed it now."""
+
+    accelerator: str
+    """``nvidia-l4``, ``nvidia-a100-80gb MIG 1g.10gb``, ``nvidia-l4 time-sliced /4``."""
+    chosen: bool
+    recorded: bool
+    """The one the operator last recorded (``status.lastDecision.accelerator``)."""
+    projected_monthly_cost_usd: float | None
+    slo_risk: float | None
+    service_time_factor: float
+    """Service time relative to ``model.serviceSeconds``: the spec's factor times the time-slicing contention."""
+    why_not: str
 
 
 @dataclass(frozen=True)
@@ -132,6 +148,10 @@ class Explanation:
     """The BudgetExceeded verdict the operator reaches on these inputs."""
     scale_to_zero: ScaleToZeroStatus | None = None
     """The cluster target at zero replicas and its last wake-up, as the operator recorded them."""
+    accelerators: tuple[AcceleratorRow, ...] = ()
+    """With accelerator alternatives: each acceptable one, the chosen first-class (empty with one accelerator)."""
+    accelerator_now: str = ""
+    """Why the policy picks the accelerator it picks, in numbers."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (enums as their values, models in their wire form)."""
@@ -156,6 +176,7 @@ class Explanation:
         ]
         raw["thresholds"] = [asdict(row) for row in self.thresholds]
         raw["events"] = [asdict(row) for row in self.events]
+        raw["accelerators"] = [asdict(row) for row in self.accelerators]
         converted: dict[str, Any] = convert(raw)
         return converted
 
@@ -269,21 +290,20 @@ def explain_workload(
         current=status.placement,
         last_migration_finished_at=last_finished,
         month_to_date_usd=status.budget.month_to_date_usd if status.budget is not None else 0.0,
+        accelerator=status.last_decision.accelerator if status.last_decision is not None else None,
     )
     # explain reads no Nodes: capacity is unknown to it, so the cluster is not gated on free capacity here.
     capacity = ClusterCapacity()
     decision: Decision = decide(spec, window, state, price_book, capacity, when)
     assessment = assess(spec, window, state, price_book, capacity, when)
-    feasibility = assess_feasibility(assessment.spec, price_book, capacity, status.placement)
+    infeasible = assessment.infeasible  # with alternatives, the cluster's verdict is over every acceptable one
     allowed = set(spec.placement.allowed_targets)
     rows = tuple(
         TargetRow(
             target=t,
             allowed=t in allowed,
-            feasible=feasibility.feasible(t) and decision.projected_monthly_cost_usd.get(t) is not None,
-            why_not=feasibility.infeasible.get(
-                t, "" if decision.projected_monthly_cost_usd.get(t) is not None else "not priced"
-            ),
+            feasible=t not in infeasible and decision.projected_monthly_cost_usd.get(t) is not None,
+            why_not=infeasible.get(t, "" if decision.projected_monthly_cost_usd.get(t) is not None else "not priced"),
             projected_monthly_cost_usd=decision.projected_monthly_cost_usd.get(t),
             recorded_monthly_cost_usd=_recorded_cost(status, t),
             slo_risk=decision.slo_risk_by_target.get(t),
@@ -316,6 +336,27 @@ def explain_workload(
         policy_target=decision.target if decision.target is not None else status.placement,
         policy_would_migrate=decision.migrate,
         notes=tuple(notes),
+        accelerators=_accelerator_rows(assessment, status),
+        accelerator_now=assessment.accelerator.note if assessment.accelerator is not None else "",
+    )
+
+
+def _accelerator_rows(assessment: Assessment, status: InferenceWorkloadStatus) -> tuple[AcceleratorRow, ...]:
+    choice = assessment.accelerator
+    if choice is None:
+        return ()
+    recorded = status.last_decision.accelerator if status.last_decision is not None else None
+    return tuple(
+        AcceleratorRow(
+            accelerator=r.option.describe(),
+            chosen=r.index == choice.index,
+            recorded=recorded is not None and recorded.key() == r.option.key(),
+            projected_monthly_cost_usd=r.monthly_usd,
+            slo_risk=r.slo_risk,
+            service_time_factor=r.speed,
+            why_not=r.note,
+        )
+        for r in choice.rows
     )
 
 
@@ -412,6 +453,22 @@ def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 it
             )
         console.print(table)
         console.print("* serving now")
+
+    if expl.accelerators:
+        acc = Table(title="Cluster accelerators (acceptable, in the spec's order)", title_justify="left")
+        for column in ("accelerator", "cost/mo now", "SLO risk", "service x", "why not"):
+            acc.add_column(column)
+        for a in expl.accelerators:
+            name = f"[bold]{a.accelerator}*[/bold]" if a.chosen else a.accelerator
+            acc.add_row(
+                name + (" (recorded)" if a.recorded else ""),
+                _money(a.projected_monthly_cost_usd),
+                f"{a.slo_risk:.2%}" if a.slo_risk is not None else "-",
+                f"{a.service_time_factor:.3g}",
+                a.why_not,
+            )
+        console.print(acc)
+        console.print(f"* chosen now: {expl.accelerator_now}")
 
     if expl.thresholds:
         th = Table(title="Thresholds (cluster <-> serverless)", title_justify="left")

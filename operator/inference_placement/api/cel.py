@@ -58,34 +58,43 @@ def _allowed(target: str) -> str:
 
 _GPU: Final = f"(has(self.accelerator) && self.accelerator.type != '{_NONE}')"
 
+_ACCELERATOR_RULES: Final = [
+    _rule(
+        f"self.sharing == '{_EXCLUSIVE}' || self.type != '{_NONE}'",
+        "mig and time-slicing sharing need a GPU type, not none",
+        ".sharing",
+    ),
+    _rule(
+        f"self.sharing != '{_MIG}' || self.type == '{_NONE}' || self.type in {_MIG_MAP}",
+        "this GPU type does not support MIG",
+        ".sharing",
+    ),
+    _rule(f"self.sharing != '{_MIG}' || has(self.migProfile)", "required when sharing is mig", ".migProfile"),
+    _rule(f"!has(self.migProfile) || self.sharing == '{_MIG}'", "only valid with sharing: mig", ".migProfile"),
+    _rule(
+        f"!has(self.migProfile) || !(self.type in {_MIG_MAP}) || self.migProfile in {_MIG_MAP}[self.type]",
+        "not a MIG profile of this GPU type (" + _MIG_PROFILES_TEXT + ")",
+        ".migProfile",
+    ),
+    _rule(
+        f"!has(self.timeSlicingReplicas) || self.sharing == '{_TIME_SLICING}'",
+        "only valid with sharing: time-slicing",
+        ".timeSlicingReplicas",
+    ),
+    _rule(f"self.count <= 1 || self.sharing == '{_EXCLUSIVE}'", "more than one GPU needs sharing: exclusive", ".count"),
+    _rule(f"self.count <= 1 || self.type != '{_NONE}'", "a GPU count needs a GPU type", ".count"),
+]
+"""The rules of one acceptable accelerator: the first (``AcceleratorSpec``) and each alternative alike."""
+
 CEL_RULES: Final[dict[str, list[dict[str, str]]]] = {
+    "AcceleratorOption": list(_ACCELERATOR_RULES),
     "AcceleratorSpec": [
+        *_ACCELERATOR_RULES,
         _rule(
-            f"self.sharing == '{_EXCLUSIVE}' || self.type != '{_NONE}'",
-            "mig and time-slicing sharing need a GPU type, not none",
-            ".sharing",
+            f"!has(self.alternatives) || self.alternatives.all(a, (a.type == '{_NONE}') == (self.type == '{_NONE}'))",
+            "every alternative needs a GPU when the first does, and none else",
+            ".alternatives",
         ),
-        _rule(
-            f"self.sharing != '{_MIG}' || self.type == '{_NONE}' || self.type in {_MIG_MAP}",
-            "this GPU type does not support MIG",
-            ".sharing",
-        ),
-        _rule(f"self.sharing != '{_MIG}' || has(self.migProfile)", "required when sharing is mig", ".migProfile"),
-        _rule(f"!has(self.migProfile) || self.sharing == '{_MIG}'", "only valid with sharing: mig", ".migProfile"),
-        _rule(
-            f"!has(self.migProfile) || !(self.type in {_MIG_MAP}) || self.migProfile in {_MIG_MAP}[self.type]",
-            "not a MIG profile of this GPU type (" + _MIG_PROFILES_TEXT + ")",
-            ".migProfile",
-        ),
-        _rule(
-            f"!has(self.timeSlicingReplicas) || self.sharing == '{_TIME_SLICING}'",
-            "only valid with sharing: time-slicing",
-            ".timeSlicingReplicas",
-        ),
-        _rule(
-            f"self.count <= 1 || self.sharing == '{_EXCLUSIVE}'", "more than one GPU needs sharing: exclusive", ".count"
-        ),
-        _rule(f"self.count <= 1 || self.type != '{_NONE}'", "a GPU count needs a GPU type", ".count"),
     ],
     "ThresholdsSpec": [
         _rule(

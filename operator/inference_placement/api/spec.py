@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 from inference_placement.api.quantity import NON_NEGATIVE_QUANTITY_PATTERN, parse_quantity
 
 __all__ = [
+    "AcceleratorOption",
     "AcceleratorSpec",
     "AcceleratorType",
     "ApiModel",
@@ -176,8 +177,8 @@ class ModelSpec(ApiModel):
         return parse_memory_mib(self.memory)
 
 
-class AcceleratorSpec(ApiModel):
-    """The GPU the model needs and how it may be shared."""
+class AcceleratorOption(ApiModel):
+    """One acceptable accelerator: a GPU type and how it is shared, with its speed relative to the model's."""
 
     type: AcceleratorType = Field(default=AcceleratorType.NONE, description="GPU type, or none for CPU-only.")
     count: int = Field(default=1, ge=1, le=8, description="Whole GPUs per replica (exclusive sharing only).")
@@ -196,10 +197,69 @@ class AcceleratorSpec(ApiModel):
         le=64,
         description="How many replicas share one GPU by time-slicing (sharing: time-slicing only).",
     )
+    service_time_factor: float = Field(
+        default=1.0,
+        gt=0,
+        le=100,
+        description=(
+            "Warm service time on this accelerator relative to model.serviceSeconds, with the GPU to itself "
+            "(1: as fast; 2: twice as slow). Time-slicing contention with other tenants is modelled on top."
+        ),
+    )
 
     @property
     def needs_gpu(self) -> bool:
         return self.type is not AcceleratorType.NONE
+
+    def describe(self) -> str:
+        """``nvidia-l4``, ``2 x nvidia-a100-80gb``, ``nvidia-a100-80gb MIG 1g.10gb``, ``nvidia-l4 time-sliced /4``."""
+        if not self.needs_gpu:
+            return "CPU only"
+        if self.sharing is GPUSharing.MIG:
+            return f"{self.type.value} MIG {self.mig_profile}"
+        if self.sharing is GPUSharing.TIME_SLICING:
+            return f"{self.type.value} time-sliced /{self.time_slicing_replicas or 1}"
+        return self.type.value if self.count == 1 else f"{self.count} x {self.type.value}"
+
+    def key(self) -> tuple[str, int, str, str, int]:
+        """What tells two accelerators apart where the replica runs (the speed factor aside)."""
+        return (
+            self.type.value,
+            self.count,
+            self.sharing.value,
+            self.mig_profile or "",
+            self.time_slicing_replicas or 0,
+        )
+
+
+class AcceleratorSpec(AcceleratorOption):
+    """The GPU the model needs and how it may be shared: the preferred accelerator, then ``alternatives``.
+
+    The fields of this object are the first acceptable accelerator (the single-accelerator form of earlier
+    versions is this object without ``alternatives``); ``alternatives`` lists further acceptable ones in order of
+    preference. The operator runs the cluster's replicas on the cheapest that meets the SLO and fits the
+    cluster's free capacity (ties go to the earlier one). A list is an extra field, not a list-or-object
+    ``accelerator``: a structural CRD schema cannot type one field as either.
+    """
+
+    alternatives: list[AcceleratorOption] = Field(
+        default_factory=list,
+        max_length=8,
+        description=(
+            "Further acceptable accelerators for the cluster's replicas, in order of preference after the one "
+            "above (e.g. a MIG slice or a time-sliced share of a GPU)."
+        ),
+    )
+
+    def options(self) -> tuple[AcceleratorOption, ...]:
+        """Every acceptable accelerator in order of preference: this object's own fields first."""
+        first = AcceleratorOption.model_validate(self.model_dump(exclude={"alternatives"}))
+        return (first, *self.alternatives)
+
+    @classmethod
+    def only(cls, option: AcceleratorOption) -> AcceleratorSpec:
+        """The single-accelerator spec of one option (what a replica on it is rendered and priced from)."""
+        return cls.model_validate(option.model_dump())
 
 
 class SLOSpec(ApiModel):

@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from inference_placement.api.spec import ApiModel, TargetName
+from inference_placement.api.spec import AcceleratorOption, ApiModel, TargetName
 
 __all__ = [
     "BudgetStatus",
@@ -149,6 +149,13 @@ class DecisionRecord(ApiModel):
     )
     ping_interval_seconds: float | None = Field(
         default=None, gt=0, description="How often those instances are pinged (a little inside the keep-alive)."
+    )
+    accelerator: AcceleratorOption | None = Field(
+        default=None,
+        description=(
+            "The acceptable accelerator the cluster's replicas run on, when spec.accelerator lists alternatives "
+            "(unset: the spec's only accelerator)."
+        ),
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from inference_placement.api.spec import (
+    AcceleratorOption,
     AcceleratorType,
     GPUSharing,
     InferenceWorkloadSpec,
@@ -86,34 +87,47 @@ def _non_finite(value: Any, path: str = "") -> list[str]:
     return []
 
 
+def _accelerator_problems(acc: AcceleratorOption, where: str) -> list[SpecProblem]:
+    """The checks of one acceptable accelerator (the first or an alternative) at ``where``."""
+    problems: list[SpecProblem] = []
+    if acc.sharing is not GPUSharing.EXCLUSIVE and not acc.needs_gpu:
+        problems.append(SpecProblem(f"{where}.sharing", f"{acc.sharing.value} needs a GPU type, not none"))
+    if acc.sharing is GPUSharing.MIG:
+        valid = MIG_PROFILES.get(acc.type)
+        if valid is None and acc.needs_gpu:
+            problems.append(SpecProblem(f"{where}.sharing", f"{acc.type.value} does not support MIG"))
+        if acc.mig_profile is None:
+            problems.append(SpecProblem(f"{where}.migProfile", "required when sharing is mig"))
+        elif valid is not None and acc.mig_profile not in valid:
+            problems.append(
+                SpecProblem(
+                    f"{where}.migProfile",
+                    f"{acc.mig_profile} is not a MIG profile of {acc.type.value} (valid: {', '.join(sorted(valid))})",
+                )
+            )
+    elif acc.mig_profile is not None:
+        problems.append(SpecProblem(f"{where}.migProfile", "only valid with sharing: mig"))
+    if acc.time_slicing_replicas is not None and acc.sharing is not GPUSharing.TIME_SLICING:
+        problems.append(SpecProblem(f"{where}.timeSlicingReplicas", "only valid with sharing: time-slicing"))
+    if acc.count > 1 and acc.sharing is not GPUSharing.EXCLUSIVE:
+        problems.append(SpecProblem(f"{where}.count", "more than one GPU needs sharing: exclusive"))
+    if acc.count > 1 and not acc.needs_gpu:
+        problems.append(SpecProblem(f"{where}.count", "a GPU count needs a GPU type"))
+    return problems
+
+
 def semantic_problems(spec: InferenceWorkloadSpec) -> list[SpecProblem]:  # noqa: C901 - flat independent rules
     problems: list[SpecProblem] = []
     acc = spec.accelerator
     allowed = set(spec.placement.allowed_targets)
 
-    if acc.sharing is not GPUSharing.EXCLUSIVE and not acc.needs_gpu:
-        problems.append(SpecProblem("accelerator.sharing", f"{acc.sharing.value} needs a GPU type, not none"))
-    if acc.sharing is GPUSharing.MIG:
-        valid = MIG_PROFILES.get(acc.type)
-        if valid is None and acc.needs_gpu:
-            problems.append(SpecProblem("accelerator.sharing", f"{acc.type.value} does not support MIG"))
-        if acc.mig_profile is None:
-            problems.append(SpecProblem("accelerator.migProfile", "required when sharing is mig"))
-        elif valid is not None and acc.mig_profile not in valid:
-            problems.append(
-                SpecProblem(
-                    "accelerator.migProfile",
-                    f"{acc.mig_profile} is not a MIG profile of {acc.type.value} (valid: {', '.join(sorted(valid))})",
-                )
-            )
-    elif acc.mig_profile is not None:
-        problems.append(SpecProblem("accelerator.migProfile", "only valid with sharing: mig"))
-    if acc.time_slicing_replicas is not None and acc.sharing is not GPUSharing.TIME_SLICING:
-        problems.append(SpecProblem("accelerator.timeSlicingReplicas", "only valid with sharing: time-slicing"))
-    if acc.count > 1 and acc.sharing is not GPUSharing.EXCLUSIVE:
-        problems.append(SpecProblem("accelerator.count", "more than one GPU needs sharing: exclusive"))
-    if acc.count > 1 and not acc.needs_gpu:
-        problems.append(SpecProblem("accelerator.count", "a GPU count needs a GPU type"))
+    problems += _accelerator_problems(acc, "accelerator")
+    for i, alternative in enumerate(acc.alternatives):
+        problems += _accelerator_problems(alternative, f"accelerator.alternatives[{i}]")
+    if acc.alternatives and any(a.needs_gpu != acc.needs_gpu for a in acc.alternatives):
+        problems.append(
+            SpecProblem("accelerator.alternatives", "every alternative needs a GPU when the first does, and none else")
+        )
 
     if TargetName.LAMBDA in allowed and acc.needs_gpu:
         problems.append(

@@ -369,9 +369,12 @@ class Reconciler:
             current=status.placement,
             last_migration_finished_at=last_finished,
             month_to_date_usd=accrued.month_to_date_usd,
+            accelerator=status.last_decision.accelerator if status.last_decision is not None else None,
         )
-        # A workload already on the cluster holds its capacity: free capacity only gates new placements there.
-        capacity = ClusterCapacity() if _on_cluster(status) else inputs.capacity
+        # A workload already on the cluster holds its capacity: free capacity only gates new placements there, and
+        # a change of accelerator (``policy/accelerators.py`` skips the capacity check of the one it holds).
+        on_cluster = _on_cluster(status) and not spec.accelerator.alternatives
+        capacity = ClusterCapacity() if on_cluster else inputs.capacity
         decision = decide(
             spec,
             inputs.window,
@@ -624,6 +627,7 @@ class Reconciler:
             replicas=settings.replicas,
             max_replicas=settings.max_replicas,
             max_in_flight=_queue_cap(status, target_name),
+            accelerator=settings.accelerator,
         )
         self._fence()
         try:
@@ -938,11 +942,15 @@ def _record_decision(
     last = status.last_decision
     keep_warm = decision.keep_warm_instances or None
     interval = decision.ping_interval_seconds if keep_warm else None
+    accelerator = decision.accelerator.option if decision.accelerator is not None else None
+    if decision.target is not TargetName.CLUSTER:
+        accelerator = last.accelerator if last is not None else None  # the cluster's, should it be reclaimed
     if (
         last is not None
         and last.target is decision.target
         and last.replicas == decision.replicas
         and last.keep_warm_instances == keep_warm
+        and last.accelerator == accelerator
     ):
         return status
     cost = decision.projected_monthly_cost_usd.get(decision.target)
@@ -955,6 +963,7 @@ def _record_decision(
         slo_risk=decision.slo_risk,
         keep_warm_instances=keep_warm,
         ping_interval_seconds=round(interval, 1) if interval else None,
+        accelerator=accelerator,
     )
     pending.event("Decision", f"{decision.target.value} x{decision.replicas}: {decision.reason}")
     return status.model_copy(update={"last_decision": record})

@@ -12,10 +12,10 @@ a decision never asks for what cannot be done (and its Event and ``status.lastDe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
+from inference_placement.api.spec import AcceleratorOption, InferenceWorkloadSpec, TargetName
 from inference_placement.api.status import DecisionRecord
 
 if TYPE_CHECKING:  # decide imports Actuators from here
@@ -50,6 +50,9 @@ class TargetSettings:
     keep_warm_pings: int = 0
     """Serverless: instances the operator keeps warm by pinging them (a billed request each interval)."""
     ping_interval_seconds: float | None = None
+    accelerator: AcceleratorOption | None = None
+    """Cluster: the acceptable accelerator its replicas run on (the decision's, else the last recorded one);
+    None = the spec's first."""
 
 
 def effective_spec(spec: InferenceWorkloadSpec, actuators: Actuators) -> InferenceWorkloadSpec:
@@ -112,8 +115,14 @@ def target_settings(
         settings = TargetSettings(target, floor)
     if target is TargetName.CLUSTER:
         least = 1 if provisioning or not actuators.cluster_scale_to_zero else 0
-        if settings.replicas < least:
-            settings = TargetSettings(
-                target, least, settings.max_replicas, settings.keep_warm_pings, settings.ping_interval_seconds
-            )
+        accelerator = decision.accelerator.option if decision.accelerator is not None else None
+        if accelerator is None and last_decision is not None:
+            accelerator = last_decision.accelerator
+        if accelerator is not None and spec.accelerator.alternatives:
+            # only an option the spec still lists (a spec edited since the record names none)
+            keys = {o.key(): o for o in spec.accelerator.options()}
+            accelerator = keys.get(accelerator.key())
+        else:
+            accelerator = None
+        settings = replace(settings, replicas=max(least, settings.replicas), accelerator=accelerator)
     return settings

@@ -42,6 +42,9 @@ class NodeCapacity:
     """Allocatable minus the requests of the Pods bound to the node (never below 0), same keys and units."""
     schedulable: bool = True
     """False when cordoned (``spec.unschedulable``): the node takes no new Pod."""
+    gpu_busy_share: float | None = None
+    """Share of time its GPUs are busy with the Pods already there (DCGM ``DCGM_FI_DEV_GPU_UTIL`` / 100, the
+    busiest GPU); None = not measured. Prices the contention a time-sliced replica would meet there."""
 
     @property
     def product(self) -> str:
@@ -58,6 +61,7 @@ class NodeCapacity:
                 tuple(sorted(self.allocatable.items())),
                 tuple(sorted(self.free.items())),
                 self.schedulable,
+                self.gpu_busy_share,
             )
         )
 

@@ -26,7 +26,15 @@ from functools import cached_property
 
 import numpy as np
 
-from inference_placement.api.spec import SERVERLESS, BudgetAction, InferenceWorkloadSpec, TargetName, ThresholdMode
+from inference_placement.api.spec import (
+    SERVERLESS,
+    AcceleratorOption,
+    BudgetAction,
+    InferenceWorkloadSpec,
+    TargetName,
+    ThresholdMode,
+)
+from inference_placement.policy.accelerators import AcceleratorChoice, Shape, choose_accelerator, shape_of
 from inference_placement.policy.actuation import Actuators, effective_spec
 from inference_placement.policy.budget import MONTH_SECONDS, seconds_to_month_end
 from inference_placement.policy.capacity import ClusterCapacity
@@ -96,6 +104,9 @@ class PlacementState:
     current: TargetName | None
     last_migration_finished_at: datetime | None
     month_to_date_usd: float
+    accelerator: AcceleratorOption | None = None
+    """The accelerator the cluster's replicas run on now (``status.lastDecision.accelerator``); None = the spec's
+    first, or not on the cluster."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,9 @@ class Decision:
     spill: SpillPlan | None = None
     """On the cluster: the base replicas (``replicas``) and the serverless target the overflow goes to; None =
     the cluster holds the peak itself."""
+    accelerator: AcceleratorChoice | None = None
+    """The accelerator the cluster's replicas run on and every acceptable one's numbers, when the spec lists
+    alternatives; None = the spec's only accelerator."""
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -519,6 +533,9 @@ class Assessment:
     current_slo: SloTerms
     """The SLO terms the current target was planned with (stricter than ``slo`` after a calibration)."""
     calibration_note: str
+    accelerator: AcceleratorChoice | None = None
+    """The cluster's accelerator among the spec's alternatives (``econs`` and ``plans`` of the cluster are its);
+    None when the spec lists one accelerator."""
 
     @cached_property
     def monthly(self) -> dict[TargetName, float | None]:
@@ -573,6 +590,8 @@ def assess(
     else:
         forecast = idle_forecast(spec)
     plans = {t: plan_target(econ, forecast, slo) for t, econ in econs.items()}
+    infeasible = dict(feasibility.infeasible)
+    accelerator = _accelerator(spec, state, price_book, capacity, forecast, slo, econs, plans, infeasible)
     current_slo = slo
     calibration_note = ""
     if metrics_ok and window is not None and state.current in plans:
@@ -580,7 +599,10 @@ def assess(
         current_slo = slo.calibrated(observed_share)
         if current_slo is not slo:
             # the current target misses more than the model says: trust the observation for it
-            plans[state.current] = plan_target(econs[state.current], forecast, current_slo)
+            chosen = accelerator.chosen if accelerator is not None else None
+            on_chosen = state.current is TargetName.CLUSTER and chosen is not None and chosen.forecast is not None
+            plan_forecast = chosen.forecast if on_chosen and chosen is not None and chosen.forecast else forecast
+            plans[state.current] = plan_target(econs[state.current], plan_forecast, current_slo)
             calibration_note = (
                 f"observed {observed_share:.2%} of requests over the SLO on {state.current.value} {over} "
                 f"> {slo.risk_budget:.2%} planned: sizing x{current_slo.model_error:.1f} stricter"
@@ -589,14 +611,62 @@ def assess(
         spec=spec,
         slo=slo,
         econs=econs,
-        infeasible=dict(feasibility.infeasible),
+        infeasible=infeasible,
         metrics_ok=metrics_ok,
         metrics_note=metrics_note,
         forecast=forecast,
         plans=plans,
         current_slo=current_slo,
         calibration_note=calibration_note,
+        accelerator=accelerator,
     )
+
+
+def _accelerator(
+    spec: InferenceWorkloadSpec,
+    state: PlacementState,
+    price_book: PriceBook,
+    capacity: ClusterCapacity,
+    forecast: TrafficForecast,
+    slo: SloTerms,
+    econs: dict[TargetName, TargetEconomics],
+    plans: dict[TargetName, Projection],
+    infeasible: dict[TargetName, str],
+) -> AcceleratorChoice | None:
+    """With accelerator alternatives, the cluster is priced and planned on the one ``choose_accelerator`` picks
+    (``econs``, ``plans`` and ``infeasible`` updated in place); None when the spec lists one accelerator."""
+    if not spec.accelerator.alternatives or TargetName.CLUSTER not in spec.placement.allowed_targets:
+        return None
+    on_cluster = state.current is TargetName.CLUSTER
+    current = (state.accelerator or spec.accelerator) if on_cluster else None
+    observed_on = current if forecast.observed else None
+    known: dict[Shape, tuple[Projection, float]] = {}
+    if TargetName.CLUSTER in plans:
+        # the first accelerator's plan, made on the forecast as measured: reused for any alike at another price
+        econ = econs[TargetName.CLUSTER]
+        known[shape_of(econ, 1.0)] = (plans[TargetName.CLUSTER], econ.instance_usd_per_second)
+    choice = choose_accelerator(
+        spec,
+        price_book,
+        capacity,
+        forecast,
+        slo,
+        current=current,
+        on_cluster=on_cluster,
+        observed_on=observed_on,
+        known_plans=known,
+    )
+    # the first accelerator's cluster verdict is superseded: every acceptable one was assessed
+    infeasible.pop(TargetName.CLUSTER, None)
+    chosen = choice.chosen
+    if chosen is None or chosen.econ is None or chosen.plan is None:
+        econs.pop(TargetName.CLUSTER, None)
+        plans.pop(TargetName.CLUSTER, None)
+        infeasible[TargetName.CLUSTER] = choice.note
+    else:
+        econs[TargetName.CLUSTER] = chosen.econ
+        plans[TargetName.CLUSTER] = chosen.plan
+    return choice
 
 
 def _summary(monthly: dict[TargetName, float | None]) -> str:
@@ -726,7 +796,8 @@ def _reason(
     if not a.forecast.observed:
         risk_text += " (no traffic seen yet)"
     parts = [f"{serving.value} ({warm_text})", _summary(a.monthly), risk_text]
-    parts += [note for note in (t.choice.note, a.calibration_note, replica_note) if note]
+    accelerator_note = a.accelerator.note if a.accelerator is not None and serving is TargetName.CLUSTER else ""
+    parts += [note for note in (t.choice.note, accelerator_note, a.calibration_note, replica_note) if note]
     if budget.monthly_usd is not None:
         relation = ">" if t.exceeded else "<="
         parts.append(f"month projected {_money(t.projected_month_usd)} {relation} budget {_money(budget.monthly_usd)}")
@@ -817,4 +888,5 @@ def decide(
         thresholds_rps=t.choice.thresholds,
         idle_gap=idle_gap,
         spill=spill,
+        accelerator=a.accelerator,
     )

@@ -5,6 +5,12 @@
   stabilisation 300 s), at least 1 replica;
 - ``cluster-scale-to-zero``: Knative KPA defaults (target 70% of the container concurrency over the 60 s stable
   window, scale to zero after the stable window + 30 s grace, a request wakes a replica through the activator);
+- ``keda-http``: the KEDA HTTP add-on: its interceptor holds requests while the workload has no ready replica (a
+  request to a scaled-to-zero workload waits for the cold start instead of failing), and KEDA's HPA scales on the
+  in-flight requests the interceptor counts, ``ceil(in flight / targetValue)`` with the target set to the
+  replica's concurrency (the add-on's default of 100 would overload a model server with fewer slots), the HPA's
+  300 s scale-down stabilisation, and scale to zero after the 300 s without requests of its ``scaledownPeriod`` /
+  KEDA's ``cooldownPeriod`` default (keda.sh/http-add-on, "Scaling" and the HTTPScaledObject reference);
 - ``lambda`` / ``cloudrun``: everything on one serverless platform with its defaults (no warm instances);
 - ``rule-of-thumb``: the seeds' daily-volume crossover (serverless below 50K requests/day, cluster above 100K,
   in between stay; the first day cuts at 75K), re-decided every day from that day's volume (a generous reading:
@@ -34,6 +40,8 @@ __all__ = [
     "RuleOfThumbPolicy",
     "StaticClusterPolicy",
     "HPA_SCALE_DOWN_STABILIZATION_SECONDS",
+    "KEDA_SCALEDOWN_SECONDS",
+    "KedaHttpPolicy",
     "KPA_SCALE_TO_ZERO_GRACE_SECONDS",
     "KPA_STABLE_WINDOW_SECONDS",
 ]
@@ -118,6 +126,33 @@ class ClusterScaleToZeroPolicy(_Base):
             desired = max(desired, 1)
         desired = min(desired, econ.max_instances)
         return [Control(TargetName.CLUSTER, replicas=desired, idle_timeout_seconds=KPA_IDLE_SECONDS)]
+
+
+KEDA_SCALEDOWN_SECONDS = 300.0
+"""KEDA's ``cooldownPeriod`` / the HTTP add-on's ``scaledownPeriod`` default: idle this long, then zero replicas."""
+
+
+class KedaHttpPolicy(_Base):
+    name = "keda-http"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._history: list[int] = []
+
+    def reset(self, workload: SimWorkload, economics: dict[TargetName, TargetEconomics], price_book: PriceBook) -> None:
+        super().reset(workload, economics, price_book)
+        self._history = []
+
+    def tick(self, obs: Observation) -> Sequence[Control]:
+        econ = self.economics[TargetName.CLUSTER]
+        raw = math.ceil(_in_flight(obs) / max(1, econ.concurrency) - 1e-9)
+        if obs.step > 0 and obs.requests_per_step[-1] > 0:
+            raw = max(raw, 1)
+        self._history.append(raw)
+        window = max(1, int(HPA_SCALE_DOWN_STABILIZATION_SECONDS // obs.step_seconds))
+        desired = min(max(self._history[-window:]), econ.max_instances)
+        # the interceptor holds a request that finds no replica until one is ready (the pool wakes one)
+        return [Control(TargetName.CLUSTER, replicas=desired, idle_timeout_seconds=KEDA_SCALEDOWN_SECONDS)]
 
 
 class _AllServerless(_Base):

@@ -18,20 +18,38 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from inference_placement.api.spec import TargetName
+from inference_placement.api.spec import AcceleratorOption, TargetName
 from inference_placement.policy.economics import Billing, TargetEconomics
 from inference_placement.policy.price_book import PriceBook
 from inference_placement.policy.queueing import poisson_slots
 from inference_placement.sim.baselines import KPA_IDLE_SECONDS
-from inference_placement.sim.simulator import Control, Observation, SimWorkload, WorkloadResult, simulate
+from inference_placement.sim.simulator import (
+    ClusterOption,
+    Control,
+    Observation,
+    SimWorkload,
+    WorkloadResult,
+    cluster_options,
+    simulate,
+)
 
-__all__ = ["Mode", "OptimumPolicy", "PlanPolicy", "optimum", "workload_modes", "FloatArray"]
+__all__ = [
+    "EconOf",
+    "FloatArray",
+    "Mode",
+    "OptimumPolicy",
+    "PlanPolicy",
+    "econ_lookup",
+    "optimum",
+    "undominated",
+    "workload_modes",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -46,16 +64,41 @@ _LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-7, 1e4, 23)])
 class Mode:
     target: TargetName
     level: int
+    accelerator: AcceleratorOption | None = field(default=None, hash=False)
+    """Cluster: the acceptable accelerator its replicas run on (None = the spec's first)."""
+
+    @property
+    def place(self) -> tuple[TargetName, tuple[str, int, str, str, int] | None]:
+        """Where it runs: modes with the same place differ only in capacity (no migration between them)."""
+        return self.target, self.accelerator.key() if self.accelerator is not None else None
 
     def control(self, at: float | None = None) -> Control:
         if self.target is TargetName.CLUSTER:
             if self.level == 0:
-                return Control(self.target, replicas=0, idle_timeout_seconds=KPA_IDLE_SECONDS, at=at)
-            return Control(self.target, replicas=self.level, at=at)
+                return Control(
+                    self.target, replicas=0, idle_timeout_seconds=KPA_IDLE_SECONDS, at=at, accelerator=self.accelerator
+                )
+            return Control(self.target, replicas=self.level, at=at, accelerator=self.accelerator)
         return Control(self.target, warm_pings=self.level, at=at)
 
     def __str__(self) -> str:
-        return f"{self.target.value}x{self.level}"
+        on = f"[{self.accelerator.describe()}]" if self.accelerator is not None else ""
+        return f"{self.target.value}{on}x{self.level}"
+
+
+EconOf = Callable[[Mode], TargetEconomics]
+"""The economics a mode runs with (its target's; on the cluster, its accelerator's)."""
+
+
+def econ_lookup(economics: dict[TargetName, TargetEconomics], options: Sequence[ClusterOption]) -> EconOf:
+    by_key = {o.option.key(): o.econ for o in options}
+
+    def econ_of(mode: Mode) -> TargetEconomics:
+        if mode.accelerator is not None and mode.target is TargetName.CLUSTER:
+            return by_key[mode.accelerator.key()]
+        return economics[mode.target]
+
+    return econ_of
 
 
 class _HoldMode:
@@ -81,7 +124,7 @@ class PlanPolicy:
 
     name = OptimumPolicy.name
 
-    def __init__(self, plan: Sequence[Mode], economics: dict[TargetName, TargetEconomics], step_seconds: float):
+    def __init__(self, plan: Sequence[Mode], econ_of: EconOf, step_seconds: float):
         self.events: dict[int, list[Control]] = {}
         previous: Mode | None = None
         for k, mode in enumerate(plan):
@@ -89,10 +132,14 @@ class PlanPolicy:
             if previous is None:
                 self._add(0, mode.control(), step_seconds)
             elif mode.target is not previous.target:
-                lead = economics[mode.target].provision_seconds
+                lead = econ_of(mode).provision_seconds
+                self._add(max(0.0, boundary - lead), mode.control(at=max(0.0, boundary - lead)), step_seconds)
+            elif mode.place != previous.place:
+                # a change of accelerator inside the cluster: the new replicas start a cold start ahead
+                lead = econ_of(mode).cold_start_seconds
                 self._add(max(0.0, boundary - lead), mode.control(at=max(0.0, boundary - lead)), step_seconds)
             elif mode.level > previous.level:
-                lead = economics[mode.target].cold_start_seconds
+                lead = econ_of(mode).cold_start_seconds
                 self._add(max(0.0, boundary - lead), mode.control(at=max(0.0, boundary - lead)), step_seconds)
             elif mode.level < previous.level:
                 self._add(boundary, mode.control(at=boundary), step_seconds)
@@ -108,12 +155,12 @@ class PlanPolicy:
         return self.events.get(obs.step, [])
 
 
-def _levels(econ: TargetEconomics, workload: SimWorkload) -> list[int]:
+def _levels(econ: TargetEconomics, workload: SimWorkload, speed: float = 1.0) -> list[int]:
     reqs = workload.requests
     if reqs.count == 0:
         return [0, 1]
     per_step = reqs.per_step()
-    service = float(reqs.service.mean())
+    service = float(reqs.service.mean()) * speed
     peak_a = float(per_step.max()) / reqs.step_seconds * service
     tail = max(1e-6, (1.0 - workload.spec.slo.attainment) / 10.0)
     top = max(1, math.ceil(float(poisson_slots(peak_a, tail)) / max(1, econ.concurrency)))
@@ -135,20 +182,45 @@ def _levels(econ: TargetEconomics, workload: SimWorkload) -> list[int]:
     return levels
 
 
-def workload_modes(economics: dict[TargetName, TargetEconomics], workload: SimWorkload) -> list[Mode]:
-    return [Mode(t, level) for t, econ in economics.items() for level in _levels(econ, workload)]
+def workload_modes(
+    economics: dict[TargetName, TargetEconomics],
+    workload: SimWorkload,
+    options: Sequence[ClusterOption] = (),
+) -> list[Mode]:
+    """Every target at every useful level; with accelerator ``options`` (more than one), the cluster on each."""
+    modes: list[Mode] = []
+    for t, econ in economics.items():
+        first_only = len(options) == 1 and options[0].option.key() == workload.spec.accelerator.key()
+        if t is TargetName.CLUSTER and options and not first_only:
+            for o in options:
+                modes += [Mode(t, level, o.option) for level in _levels(o.econ, workload, o.speed)]
+        else:
+            modes += [Mode(t, level) for level in _levels(econ, workload)]
+    return modes
 
 
-def _transition_costs(
-    modes: list[Mode], economics: dict[TargetName, TargetEconomics], drain_seconds: float
-) -> tuple[FloatArray, FloatArray]:
+def undominated(options: Sequence[ClusterOption]) -> list[ClusterOption]:
+    """The accelerators the optimum needs: one that behaves exactly like another (same speed, slots, cold start,
+    lead and caps) but costs more per replica-second runs every plan the same and bills more, so it is left out
+    (ties keep the earlier in the spec's order)."""
+    kept: dict[tuple[float, int, float, float, int, int], ClusterOption] = {}
+    for o in options:
+        e = o.econ
+        key = (o.speed, e.concurrency, e.cold_start_seconds, e.provision_seconds, e.floor_instances, e.max_instances)
+        best = kept.get(key)
+        if best is None or e.instance_usd_per_second < best.econ.instance_usd_per_second:
+            kept[key] = o
+    return [o for o in options if any(o is k for k in kept.values())]
+
+
+def _transition_costs(modes: list[Mode], econ_of: EconOf, drain_seconds: float) -> tuple[FloatArray, FloatArray]:
     """(within-target capacity changes, cross-target migrations) in USD, inf where not that kind."""
     m = len(modes)
     same = np.full((m, m), np.inf)
     cross = np.full((m, m), np.inf)
 
     def start_cost(mode: Mode, count: int) -> float:
-        econ = economics[mode.target]
+        econ = econ_of(mode)
         if count <= 0:
             return 0.0
         if econ.billing is Billing.REPLICA:
@@ -159,18 +231,18 @@ def _transition_costs(
 
     for i, a in enumerate(modes):
         for j, b in enumerate(modes):
-            if a.target is b.target:
+            if a.place == b.place:
                 if b.level >= a.level:
                     same[i, j] = start_cost(b, b.level - a.level)
                 else:
-                    econ = economics[a.target]
+                    econ = econ_of(a)
                     tail = 0.0
                     if econ.billing is Billing.INSTANCE_BASED:
                         # released warm instances stay billed until the keep-alive reclaims them
                         tail = (a.level - b.level) * econ.instance_usd_per_second * (econ.keep_alive_seconds or 0.0)
                     same[i, j] = tail
             else:
-                src = economics[a.target]
+                src = econ_of(a)
                 drain = 0.0
                 if src.billing in (Billing.REPLICA, Billing.INSTANCE_BASED):
                     drain = max(a.level, 1) * src.instance_usd_per_second * drain_seconds
@@ -316,11 +388,13 @@ def optimum(
     meets the SLO is always a candidate, so the optimum never misses where a fixed placement would not.
     """
     step = workload.requests.step_seconds
-    modes = workload_modes(economics, workload)
+    options = undominated(cluster_options(workload.spec, price_book)) if TargetName.CLUSTER in economics else []
+    econ_of = econ_lookup(economics, options)
+    modes = workload_modes(economics, workload, options)
     tables = _tables(workload, modes, economics, price_book, warmup_seconds)
     drain = price_book.migration.drain_seconds
-    same, cross = _transition_costs(modes, economics, drain)
-    lead = max(e.provision_seconds for e in economics.values())
+    same, cross = _transition_costs(modes, econ_of, drain)
+    lead = max(econ_of(m).provision_seconds for m in modes)
     gap_steps = math.ceil((lead + drain) / step)
     scored = int(workload.requests.per_step()[round(warmup_seconds / step) :].sum())
     budget = math.floor((1.0 - workload.spec.slo.attainment) * scored + 1e-9)
@@ -356,7 +430,7 @@ def optimum(
                 continue
             replay = simulate(
                 workload,
-                PlanPolicy([modes[int(i)] for i in plan], economics, step),
+                PlanPolicy([modes[int(i)] for i in plan], econ_of, step),
                 price_book,
                 economics=economics,
                 warmup_seconds=warmup_seconds,

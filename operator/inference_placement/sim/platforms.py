@@ -65,6 +65,10 @@ class ClusterPool:
     econ: TargetEconomics
     idle_timeout_seconds: float | None = None
     """Scale to zero this long after the last request (Knative stable window + grace); None = never."""
+    service_factor: float = 1.0
+    """Service time on this pool's accelerator relative to the trace's (``policy.accelerators.speed_factor``)."""
+    accelerator_key: tuple[str, int, str, str, int] | None = None
+    """The accelerator its replicas run on (``AcceleratorOption.key``); None = the spec's first."""
     replicas: list[_Replica] = field(default_factory=list)
     _closed: list[tuple[float, float]] = field(default_factory=list)
     _last_activity: float = 0.0
@@ -203,7 +207,7 @@ class ClusterPool:
                         best, free = r, r.slots[0]
         slot = best.slots[0]
         start = slot if slot > t else t
-        end = start + service
+        end = start + service * self.service_factor
         heapq.heapreplace(best.slots, end)
         if heads is not None:
             heads[index] = best.slots[0]
@@ -216,6 +220,10 @@ class ClusterPool:
     def has_free_slot(self, t: float) -> bool:
         """Whether a ready replica has a free slot at ``t`` (else its model server refuses: the queue cap)."""
         return any(r.ready <= t and r.slots[0] <= t for r in self.replicas)
+
+    def drained(self, t: float) -> bool:
+        """No replica left and nothing billed after ``t`` (a pool left behind by a change of accelerator)."""
+        return not self.replicas and all(end <= t for _, end in self._closed)
 
     def retire(self, t: float) -> None:
         for r in self.replicas:

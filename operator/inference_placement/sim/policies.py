@@ -127,7 +127,7 @@ def control_from_decision(
     if target is TargetName.CLUSTER:
         spill = decision.spill
         if spill is None:
-            return Control(target, replicas=settings.replicas)
+            return Control(target, replicas=settings.replicas, accelerator=settings.accelerator)
         overflow = target_settings(spill.target, decision, spec, None, actuators)
         return Control(
             target,
@@ -135,6 +135,7 @@ def control_from_decision(
             overflow=spill.target,
             overflow_warm_floor=overflow.replicas,
             overflow_warm_pings=overflow.keep_warm_pings,
+            accelerator=settings.accelerator,
         )
     return Control(target, warm_floor=settings.replicas, warm_pings=settings.keep_warm_pings)
 
@@ -216,6 +217,7 @@ class OursPolicy:
             idle_gap_signature(np.asarray(window.history_rps)) if window.history_rps is not None else None,
             window.history_slo_misses,
             obs.placement,
+            obs.accelerator,
             finished is None,
         )
 
@@ -232,6 +234,7 @@ class OursPolicy:
             current=obs.placement,
             last_migration_finished_at=obs.last_migration_finished_at,
             month_to_date_usd=self._budget.month_to_date_usd,
+            accelerator=obs.accelerator,
         )
         decision = decide(self._spec, window, state, self._price_book, self.capacity, obs.now, actuators=self.actuators)
         self.calls += 1

@@ -16,6 +16,7 @@ from inference_placement.sim.baselines import (
     AllLambdaPolicy,
     ClusterAutoscaledPolicy,
     ClusterScaleToZeroPolicy,
+    KedaHttpPolicy,
     RuleOfThumbPolicy,
     StaticClusterPolicy,
 )
@@ -53,6 +54,7 @@ POLICIES: Final[tuple[RegisteredPolicy, ...]] = (
     RegisteredPolicy(StaticClusterPolicy.name, lambda _: StaticClusterPolicy(), single_platform=True),
     RegisteredPolicy(ClusterAutoscaledPolicy.name, lambda _: ClusterAutoscaledPolicy(), single_platform=True),
     RegisteredPolicy(ClusterScaleToZeroPolicy.name, lambda _: ClusterScaleToZeroPolicy(), single_platform=True),
+    RegisteredPolicy(KedaHttpPolicy.name, lambda _: KedaHttpPolicy(), single_platform=True),
     RegisteredPolicy(AllLambdaPolicy.name, lambda _: AllLambdaPolicy(), single_platform=True),
     RegisteredPolicy(AllCloudRunPolicy.name, lambda _: AllCloudRunPolicy(), single_platform=True),
     RegisteredPolicy(RuleOfThumbPolicy.name, lambda _: RuleOfThumbPolicy()),

@@ -15,9 +15,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from inference_placement.api.spec import (
+    AcceleratorOption,
     AcceleratorSpec,
     AcceleratorType,
     CloudRunSpec,
+    GPUSharing,
     InferenceWorkloadSpec,
     LambdaSpec,
     ModelSpec,
@@ -61,7 +63,26 @@ class ProfileGPU(BaseModel):
 
     type: str
     mig: dict[str, str] | None = None
-    alternatives: list[str] = Field(default_factory=list)
+    """A MIG slice the model also runs on: ``{gpu: <type>, profile: <g>g.<mem>gb}``."""
+    alternatives: list[str | dict[str, object]] = Field(default_factory=list)
+    """Further acceptable accelerators: a GPU type (whole GPU), or an ``accelerator`` object of the API
+    (``{type, sharing, migProfile, timeSlicingReplicas, serviceTimeFactor}``)."""
+
+    def accelerator(self) -> AcceleratorSpec:
+        """The spec's accelerator: ``type`` first, then the MIG slice, then ``alternatives``, in that order."""
+        options: list[AcceleratorOption] = []
+        if self.mig is not None:
+            options.append(
+                AcceleratorOption(
+                    type=AcceleratorType(self.mig["gpu"]), sharing=GPUSharing.MIG, mig_profile=self.mig["profile"]
+                )
+            )
+        for alternative in self.alternatives:
+            if isinstance(alternative, str):
+                options.append(AcceleratorOption(type=AcceleratorType(alternative)))
+            else:
+                options.append(AcceleratorOption.model_validate(alternative))
+        return AcceleratorSpec(type=AcceleratorType(self.type), alternatives=options)
 
 
 class Profile(BaseModel):
@@ -213,7 +234,7 @@ def profile_spec(profile: Profile, price_book: PriceBook) -> InferenceWorkloadSp
             memory=_quantity_gib(profile.memory_gib),
             service_seconds=profile.service_seconds,
         ),
-        accelerator=AcceleratorSpec(type=AcceleratorType(gpu)) if needs_gpu else AcceleratorSpec(),
+        accelerator=profile.gpu.accelerator() if isinstance(profile.gpu, ProfileGPU) else AcceleratorSpec(),
         slo=SLOSpec(objective_seconds=objective_seconds, attainment=profile.slo.attainment),
         placement=PlacementSpec(allowed_targets=allowed),
         scaling=ScalingSpec(

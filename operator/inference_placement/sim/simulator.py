@@ -23,9 +23,10 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
+from inference_placement.api.spec import AcceleratorOption, InferenceWorkloadSpec, TargetName
+from inference_placement.policy.accelerators import memory_share_gb, spec_on, speed_factor
 from inference_placement.policy.capacity import ClusterCapacity
-from inference_placement.policy.economics import TargetEconomics, workload_economics
+from inference_placement.policy.economics import TargetEconomics, economics_for, workload_economics
 from inference_placement.policy.feasibility import assess_feasibility
 from inference_placement.policy.price_book import PriceBook
 from inference_placement.sim.aggregate import AGGREGATE_MIN_ARRIVALS, ServiceLaw, WaitMixture, demand_peak
@@ -38,6 +39,8 @@ __all__ = [
     "SimPolicy",
     "SimWorkload",
     "WorkloadResult",
+    "ClusterOption",
+    "cluster_options",
     "feasible_economics",
     "simulate",
     "FloatArray",
@@ -76,6 +79,10 @@ class Control:
     """Cluster: the serverless target that takes the requests the replicas refuse (burst spillover); None = none."""
     overflow_warm_floor: int = 0
     overflow_warm_pings: int = 0
+    accelerator: AcceleratorOption | None = None
+    """Cluster: the acceptable accelerator its replicas run on; None = the spec's first. A change is a make-
+    before-break move inside the cluster (replicas on the new one start, traffic moves when they are ready, the
+    old ones drain)."""
     at: float | None = None
     """Seconds since the start of the trace; None = at the start of the current step."""
 
@@ -104,6 +111,8 @@ class Observation:
     migrating: bool
     last_migration_finished_at: datetime | None
     month_to_date_usd: float
+    accelerator: AcceleratorOption | None = None
+    """The accelerator the cluster's replicas run on (None = the spec's first)."""
 
 
 class SimPolicy(Protocol):
@@ -147,6 +156,34 @@ class WorkloadResult:
         return self.attainment >= self.attainment_target - 1e-12
 
 
+@dataclass(frozen=True)
+class ClusterOption:
+    """One acceptable accelerator of the workload, as the simulator runs it."""
+
+    option: AcceleratorOption
+    econ: TargetEconomics
+    speed: float
+    """Service time relative to the trace's (``policy.accelerators.speed_factor`` on an unknown cluster: the
+    time-slicing bound, every other tenant busy)."""
+
+
+def cluster_options(spec: InferenceWorkloadSpec, price_book: PriceBook) -> list[ClusterOption]:
+    """The spec's acceptable accelerators the cluster can run (priced, the model fits their memory), in order."""
+    out: list[ClusterOption] = []
+    capacity = ClusterCapacity()
+    for option in spec.accelerator.options():
+        memory = memory_share_gb(option)
+        if memory is not None and spec.model.size_mb / 1000.0 > memory + 1e-9:
+            continue
+        on = spec_on(spec, option)
+        if not assess_feasibility(on, price_book, capacity).feasible(TargetName.CLUSTER):
+            continue
+        econ = economics_for(TargetName.CLUSTER, on, price_book)
+        if econ is not None:
+            out.append(ClusterOption(option, econ, speed_factor(spec, option, capacity)))
+    return out
+
+
 def feasible_economics(spec: InferenceWorkloadSpec, price_book: PriceBook) -> dict[TargetName, TargetEconomics]:
     """Economics of the targets this workload may run on (allowed, within platform limits; capacity unknown)."""
     feasibility = assess_feasibility(spec, price_book, ClusterCapacity())
@@ -177,6 +214,41 @@ class _Engine:
         self.overflow_from = math.inf
         """When the overflow target is deployed and the router may spill to it (make before break)."""
         self.spilled = 0
+        self.options = {o.option.key(): o for o in cluster_options(workload.spec, price_book)}
+        """The acceptable accelerators the cluster can run, by ``AcceleratorOption.key``."""
+        self.first_key = workload.spec.accelerator.key()
+        self.switch: tuple[float, ClusterPool] | None = None
+        """A change of accelerator under way: when the new replicas are ready, and their pool."""
+        self.old_pools: list[ClusterPool] = []
+        """Pools left behind by a change of accelerator, billed until they drained."""
+
+    def _key(self, option: AcceleratorOption | None) -> tuple[str, int, str, str, int]:
+        key = option.key() if option is not None else self.first_key
+        return key if key in self.options else self.first_key
+
+    def _cluster_pool(self, key: tuple[str, int, str, str, int]) -> ClusterPool:
+        known = self.options.get(key)
+        econ = known.econ if known is not None else self.economics[TargetName.CLUSTER]
+        speed = known.speed if known is not None else 1.0
+        return ClusterPool(econ, service_factor=speed, accelerator_key=key)
+
+    @property
+    def accelerator(self) -> AcceleratorOption | None:
+        pool = self.pools.get(TargetName.CLUSTER)
+        if not isinstance(pool, ClusterPool) or pool.accelerator_key is None:
+            return None
+        known = self.options.get(pool.accelerator_key)
+        return known.option if known is not None else None
+
+    def all_pools(self) -> list[Pool]:
+        pools = [*self.pools.values(), *self.old_pools]
+        if self.switch is not None:
+            pools.append(self.switch[1])
+        return pools
+
+    def part_factor(self) -> float:
+        pool = self.pools.get(self.active) if self.active is not None else None
+        return pool.service_factor if isinstance(pool, ClusterPool) else 1.0
 
     def dispatcher(self) -> Callable[[float, float], Dispatch] | None:
         """Where the next request goes: the active target's pool, or, while spilling, the cluster's replicas with
@@ -216,14 +288,42 @@ class _Engine:
         assert isinstance(pool, ServerlessPool), "the overflow is a serverless target"
         pool.set_levels(t, control.overflow_warm_floor, control.overflow_warm_pings, available_from=self.overflow_from)
 
-    def pool(self, target: TargetName) -> Pool:
+    def pool(self, target: TargetName, accelerator: AcceleratorOption | None = None) -> Pool:
         pool = self.pools.get(target)
+        stale = isinstance(pool, ClusterPool) and pool.accelerator_key != self._key(accelerator)
+        if isinstance(pool, ClusterPool) and stale and target is not self.active:
+            # the cluster comes back on another accelerator: a new pool (the old one's bill runs out as it drained)
+            self.old_pools.append(pool)
+            pool = None
         if pool is None or (isinstance(pool, ServerlessPool) and pool.retired_at is not None):
             if pool is not None:
                 self.retired_cold_starts += pool.cold_starts
-            pool = make_pool(self.economics[target])
+            if target is TargetName.CLUSTER:
+                pool = self._cluster_pool(self._key(accelerator))
+            else:
+                pool = make_pool(self.economics[target])
             self.pools[target] = pool
         return pool
+
+    def _change_accelerator(self, control: Control, t: float) -> bool:
+        """On the cluster, a control naming another accelerator starts a make-before-break change; True if so
+        (or one is under way for it: the control sizes the new replicas)."""
+        key = self._key(control.accelerator)
+        if self.switch is not None:
+            if self.switch[1].accelerator_key == key:
+                self.switch[1].idle_timeout_seconds = control.idle_timeout_seconds
+                self.switch[1].provision(t, max(1, control.replicas))
+                return True
+            return False  # one change at a time
+        pool = self.pools.get(TargetName.CLUSTER)
+        if not isinstance(pool, ClusterPool) or pool.accelerator_key == key:
+            return False
+        new = self._cluster_pool(key)
+        new.idle_timeout_seconds = control.idle_timeout_seconds
+        ready = new.provision(t, max(1, control.replicas))
+        self.switch = (max(ready, t), new)
+        self.migrations += 1
+        return True
 
     def _set_level(
         self,
@@ -235,7 +335,7 @@ class _Engine:
         prewarmed: bool = False,
         serving_check: bool = False,
     ) -> float:
-        pool = self.pool(target)
+        pool = self.pool(target, control.accelerator)
         if isinstance(pool, ClusterPool):
             pool.idle_timeout_seconds = control.idle_timeout_seconds
             replicas = max(1, control.replicas) if serving_check else control.replicas
@@ -265,6 +365,9 @@ class _Engine:
                 self._set_level(target, control, t)
             return
         if target is self.active:
+            if target is TargetName.CLUSTER and self._change_accelerator(control, t):
+                self._set_overflow(control, t)
+                return
             self._set_level(target, control, t)
             self._set_overflow(control, t)
             return
@@ -330,11 +433,22 @@ class _Engine:
         times = [when for when, _ in self.retiring]
         if self.migration is not None:
             times.append(self.migration.switch_at)
+        if self.switch is not None:
+            times.append(self.switch[0])
         return min(times) if times else float("inf")
 
     def advance(self, t: float) -> None:
         """Run the migration events due at or before ``t``."""
         drain = self.price_book.migration.drain_seconds
+        if self.switch is not None and self.switch[0] <= t:
+            when, new = self.switch
+            old = self.pools[TargetName.CLUSTER]
+            assert isinstance(old, ClusterPool)
+            old.retire(when + drain)  # in-flight requests finish; billed until the drain is over
+            self.old_pools.append(old)
+            self.pools[TargetName.CLUSTER] = new
+            self.switch = None
+            self.last_finished = when + drain
         m = self.migration
         if m is not None and m.switch_at <= t:
             if m.source is not None:
@@ -434,7 +548,8 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
             observed_p99_seconds=p99,
             warm_latency_seconds=warm_sum / warm_count if warm_count else None,
             placement=engine.active,
-            migrating=engine.migration is not None,
+            accelerator=engine.accelerator,
+            migrating=engine.migration is not None or engine.switch is not None,
             last_migration_finished_at=start + timedelta(seconds=finished) if finished is not None else None,
             month_to_date_usd=total_cost,
         )
@@ -527,13 +642,14 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
                 heapq.heappush(in_flight, arrival + service)
                 if not sample_every and len(in_flight) > step_peak:
                     step_peak = len(in_flight)
-            part = parts[i]
+            factor = engine.part_factor()
+            part = parts[i] * factor
             latency = begin - arrival + part
             if begin <= arrival:
                 warm_sum += part
                 warm_count += 1
             step_latencies.append(latency)
-            step_services += service
+            step_services += service * factor
             if latency > slo:
                 step_misses += 1
             if cold and k >= warmup_steps:
@@ -541,7 +657,7 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
             i += 1
         engine.advance(t1 - 1e-9)
         step_cost = 0.0
-        for pool in engine.pools.values():
+        for pool in engine.all_pools():
             step_cost += pool.accrue(t0, t1)
         if k >= warmup_steps:
             scored_migrations += engine.migrations - migrations_before
@@ -554,6 +670,7 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
         if k >= warmup_steps:
             total_misses += step_misses
         service_sum[k] = step_services
+<<<<<<< HEAD
         if sample_every:
             while samples_taken * sample_every < t1:
                 step_peak = max(step_peak, _in_flight_at(in_flight, samples_taken * sample_every))
@@ -563,6 +680,12 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
             while in_flight and in_flight[0] <= t0:
                 heapq.heappop(in_flight)
             peaks[k] = max(step_peak, len(in_flight))
+=======
+        while in_flight and in_flight[0] <= t0:
+            heapq.heappop(in_flight)
+        peaks[k] = max(step_peak, len(in_flight))
+        engine.old_pools = [p for p in engine.old_pools if not p.drained(t1)]
+>>>>>>> brain
         if engine.active is not None:
             placement[k] = TARGET_INDEX[engine.active]
             capacity[k] = engine.pools[engine.active].size

@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
-from inference_placement.api.spec import TargetName
+from inference_placement.api.spec import AcceleratorOption, TargetName
 from inference_placement.api.workload import InferenceWorkload
 
 __all__ = [
@@ -36,6 +36,8 @@ class DesiredTarget:
     """Cap on replicas or instances (serverless: the bill cap derived from the budget); None = the spec's."""
     max_in_flight: int | None = None
     """Cluster: each model server's queue cap while the workload spills its overflow; None = no cap."""
+    accelerator: AcceleratorOption | None = None
+    """Cluster: the acceptable accelerator the replicas run on (the decision's); None = the spec's first."""
 
 
 @dataclass(frozen=True)

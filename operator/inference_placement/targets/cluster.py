@@ -21,8 +21,9 @@ from typing import Any, Final, Protocol
 import aiohttp
 from kubernetes_asyncio.client import ApiClient, AppsV1Api, CoreV1Api
 
-from inference_placement.api.spec import TargetName
+from inference_placement.api.spec import AcceleratorOption, TargetName
 from inference_placement.api.workload import InferenceWorkload
+from inference_placement.policy.accelerators import spec_on
 from inference_placement.policy.gpu_scheduling import GPUNodeFacts, GPUScheduling, scheduling_for
 from inference_placement.targets.base import (
     DesiredTarget,
@@ -147,7 +148,9 @@ class ClusterTarget:
     # ------------------------------------------------------------------------------------------ the contract
     async def ensure(self, workload: InferenceWorkload, desired: DesiredTarget) -> TargetState:
         """Create or patch the Deployment and Service to match the spec and ``desired``; no write when equal."""
-        scheduling = await self.scheduling(workload)
+        # a change of accelerator changes the Pod template: the Deployment's rolling update (maxSurge 1,
+        # maxUnavailable 0) starts a replica on the new one and retires an old one only once it is Ready
+        scheduling = await self.scheduling(workload, desired.accelerator)
         replicas = self.replicas(workload, desired)
         deployment = render_deployment(
             workload,
@@ -227,12 +230,16 @@ class ClusterTarget:
         return sum(1 for pod in (answer or {}).get("items") or [] if not _stuck_terminating(pod, now))
 
     # ------------------------------------------------------------------------------------------ decisions
-    async def scheduling(self, workload: InferenceWorkload) -> GPUScheduling:
-        """GPU scheduling from what the capacity cache saw on the nodes (waits for its first sync if needed)."""
-        if workload.spec.accelerator.needs_gpu and not await self._capacity.wait_synced(self.sync_timeout_seconds):
+    async def scheduling(
+        self, workload: InferenceWorkload, accelerator: AcceleratorOption | None = None
+    ) -> GPUScheduling:
+        """GPU scheduling from what the capacity cache saw on the nodes (waits for its first sync if needed), on
+        ``accelerator`` (one of the spec's acceptable ones, as decided) or the spec's first."""
+        spec = spec_on(workload.spec, accelerator) if accelerator is not None else workload.spec
+        if spec.accelerator.needs_gpu and not await self._capacity.wait_synced(self.sync_timeout_seconds):
             raise RetryableTargetError("GPU nodes not read yet (capacity cache not synced)")
         try:
-            return scheduling_for(workload.spec, self._capacity.gpu_facts())
+            return scheduling_for(spec, self._capacity.gpu_facts())
         except ValueError as e:
             raise PermanentTargetError(str(e)) from e
 
