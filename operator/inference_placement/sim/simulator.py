@@ -670,7 +670,6 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
         if k >= warmup_steps:
             total_misses += step_misses
         service_sum[k] = step_services
-<<<<<<< HEAD
         if sample_every:
             while samples_taken * sample_every < t1:
                 step_peak = max(step_peak, _in_flight_at(in_flight, samples_taken * sample_every))
@@ -680,12 +679,7 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
             while in_flight and in_flight[0] <= t0:
                 heapq.heappop(in_flight)
             peaks[k] = max(step_peak, len(in_flight))
-=======
-        while in_flight and in_flight[0] <= t0:
-            heapq.heappop(in_flight)
-        peaks[k] = max(step_peak, len(in_flight))
         engine.old_pools = [p for p in engine.old_pools if not p.drained(t1)]
->>>>>>> brain
         if engine.active is not None:
             placement[k] = TARGET_INDEX[engine.active]
             capacity[k] = engine.pools[engine.active].size
