@@ -34,11 +34,11 @@ from typing import Any
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.rest import ApiException
 
+from inference_placement.controller.kube import MERGE_PATCH
+
 __all__ = ["LeaseElector", "LeaseTimings", "NotLeaderError", "default_identity"]
 
 log = logging.getLogger(__name__)
-
-MERGE_PATCH = "application/merge-patch+json"
 
 
 def _micro(moment: datetime) -> str:

@@ -379,7 +379,7 @@ class OperatorSettings(BaseModel):
     metrics_port: Annotated[int, Ge(0), Lt(65536)] = 9090
     """Port of the operator's own Prometheus /metrics (0 = off)."""
     peering: str | None = None
-    """kopf peering name (kopf's own coordination of operators; not leader election: see ``leader_elect``); default:
+    """kopf peering name (kopf's own coordination of operators, not leader election: see ``--leader-elect``); default:
     standalone."""
     leader_elect: bool = True
     """Elect one leader among the operator's replicas on a ``coordination.k8s.io/v1`` Lease: only the leader runs the
