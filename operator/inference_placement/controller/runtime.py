@@ -279,7 +279,7 @@ def build_router(router: RouterSettings, api: Any = None) -> RouterSync | None:
     if router.mode == "off":
         return None
     from inference_placement.routing.envoy import EnvoySettings
-    from inference_placement.routing.model import EndpointsConfig, UpstreamAddress
+    from inference_placement.routing.model import EndpointsConfig, UpstreamAddress, UpstreamTrust
 
     envoy_options: dict[str, Any] = {"cluster_domain": router.cluster_domain}
     if router.gcp_metadata is not None:
@@ -293,6 +293,13 @@ def build_router(router: RouterSettings, api: Any = None) -> RouterSync | None:
         address_overrides=dict(router.address_overrides),
         lambda_endpoint=router.lambda_endpoint,
         lambda_payload_passthrough=router.lambda_passthrough,
+        trust=UpstreamTrust(
+            cloud_run_host_suffixes=router.cloud_run_host_suffixes,
+            lambda_accounts=frozenset(router.lambda_accounts),
+            lambda_regions=frozenset(router.lambda_regions),
+            trusted_origins=frozenset(router.trusted_origins),
+        ),
+        cluster_domain=router.cluster_domain,
     )
     if router.mode == "cluster":
         from inference_placement.controller.router_cluster import ClusterRouterApplier

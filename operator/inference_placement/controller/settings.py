@@ -29,6 +29,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     model_validator,
 )
@@ -107,6 +108,8 @@ def _shift_steps(value: tuple[int, ...]) -> tuple[int, ...]:
 
 
 Url = Annotated[str, AfterValidator(_url)]
+AwsAccount = Annotated[str, StringConstraints(pattern=r"^[0-9]{12}$")]
+"""A 12-digit AWS account id."""
 """An http(s) URL, or ``host:port`` (read as http)."""
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 """A container's imagePullPolicy."""
@@ -205,6 +208,17 @@ class RouterSettings(_Group):
     router Pod next to Envoy, on loopback port 9906; it holds the requests of a workload with no ready pod and no
     serverless target. Its ``/metrics`` is the Pod's port ``activator`` (9904). The operator's own image is the one
     (the chart passes it when ``router.activator.enabled``). Default: unset (no activator container)."""
+    cloud_run_host_suffixes: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = (".run.app",)
+    """Comma-separated host suffixes a Cloud Run URL in a workload's status must end with before the router sends
+    traffic to it (and the host must start with the workload's own service id). Default ``.run.app``."""
+    lambda_accounts: Annotated[tuple[AwsAccount, ...], BeforeValidator(_comma_list)] = ()
+    """Comma-separated AWS account ids whose functions the router may invoke (a function ARN in status from any
+    other account is refused). Default: none (any account; set it in production)."""
+    lambda_regions: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = ()
+    """Comma-separated AWS regions whose functions the router may invoke. Default: none (any region)."""
+    trusted_origins: Annotated[tuple[Url, ...], BeforeValidator(_comma_list)] = ()
+    """Comma-separated published origins the router accepts as they are, without the checks above: local
+    stand-ins that publish a loopback URL (tests and the demo). Default: none."""
     latency_buckets_ms: Annotated[
         tuple[float, ...] | None, BeforeValidator(_comma_list), AfterValidator(_latency_buckets)
     ] = None
@@ -512,7 +526,7 @@ def default_text(info: FieldInfo) -> str:
     if isinstance(value, (int, float)):
         return f"{value:g}"
     if isinstance(value, tuple):
-        return ",".join(str(part) for part in value)
+        return ",".join(str(part) for part in value) or "none"
     if isinstance(value, dict):
         return ",".join(f"{key}={url}" for key, url in value.items()) or "none"
     return str(value)
