@@ -36,7 +36,7 @@ from inference_placement.api.status import (
     TargetResourceStatus,
     TargetsStatus,
 )
-from inference_placement.api.validation import SpecProblem, parse_spec
+from inference_placement.api.validation import SpecProblem, name_problems, parse_spec
 from inference_placement.api.workload import InferenceWorkload, ObjectMeta, WorkloadKey
 from inference_placement.controller.kube import KubeWriter, now_rfc3339
 from inference_placement.controller.migration import (
@@ -198,7 +198,7 @@ class Reconciler:
 
         spec, problems = parsed_spec if parsed_spec is not None else parse_spec(raw.get("spec"))
         conditions = _Conditions(list(status.conditions), now_rfc3339(inputs.now), meta.generation)
-        refusal = _spec_refusal(spec, problems, self.targets)
+        refusal = _spec_refusal(spec, [*problems, *name_problems(meta.name)], self.targets)
         if spec is None or refusal is not None:
             conditions.mark(ConditionType.INVALID_SPEC, ConditionStatus.TRUE, Reason.SPEC_INVALID, refusal or "")
             return await self._finish(meta, current_wire, status, conditions, result, changes={})
