@@ -35,7 +35,7 @@ LAMBDA_FUNCTION_NAME_MAX: Final = 64
 DNS_LABEL_MAX: Final = 63
 DNS_LABEL_PATTERN: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 """RFC 1035 label (a Service name): lowercase letters, digits and '-', starting with a letter, not ending in '-'."""
-MODEL_SUFFIX: Final = "-model"
+_MODEL_SUFFIX: Final = "-model"
 _HASH_CHARS: Final = 8
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
@@ -51,7 +51,7 @@ def fit_name(value: str, limit: int) -> str:
 def model_service_name(name: str) -> str:
     """The in-cluster Deployment and Service of workload ``name``: ``<name>-model`` (the bare ``<name>`` is the
     stable router Service)."""
-    return fit_name(name, DNS_LABEL_MAX - len(MODEL_SUFFIX)) + MODEL_SUFFIX
+    return fit_name(name, DNS_LABEL_MAX - len(_MODEL_SUFFIX)) + _MODEL_SUFFIX
 
 
 def _name_hash(namespace: str, name: str) -> str:

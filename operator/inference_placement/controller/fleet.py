@@ -13,6 +13,7 @@ import heapq
 import json
 import logging
 import math
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -25,7 +26,7 @@ import aiohttp
 from inference_placement.api.spec import InferenceWorkloadSpec
 from inference_placement.api.validation import SpecProblem, parse_spec
 from inference_placement.api.workload import WorkloadKey
-from inference_placement.controller.reconciler import Reconciler, TickInputs
+from inference_placement.controller.reconciler import Reconciler, ReconcileResult, TickInputs
 from inference_placement.controller.router_sync import RouterSync
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.metrics.source import MetricsSnapshot, MetricsSource
@@ -137,6 +138,14 @@ class Fleet:
     telemetry: Telemetry | None = None
     router: RouterSync | None = None
     """The stable endpoints' router; None = routing is not managed by this operator (no traffic gating)."""
+    failure_backoff_initial_seconds: float = 2.0
+    """First wait after a failed reconcile of a workload (an exception, or a target error recorded in status); each
+    further failure doubles it, with full jitter, up to ``failure_backoff_max_seconds``; never shorter than the
+    cloud's ``Retry-After``. A spec edit or a deletion is reconciled at once regardless."""
+    failure_backoff_max_seconds: float = 300.0
+    """Longest wait between two failed reconciles of one workload."""
+    rng: random.Random = field(default_factory=random.Random)
+    """Jitter of the failure backoff (a seeded one in tests)."""
 
     def __post_init__(self) -> None:
         self._workloads: dict[WorkloadKey, _Entry] = {}
@@ -146,6 +155,8 @@ class Fleet:
         self._snapshot = MetricsSnapshot(problem="no metrics fetched yet")
         self._stopping = False
         self._specs: OrderedDict[str, tuple[Any, ParsedSpec]] = OrderedDict()
+        self._backoff: dict[WorkloadKey, tuple[int, float]] = {}
+        """Workloads whose last reconcile failed: (failures in a row, fleet clock before which none is retried)."""
         self.spec_parses = 0
         """How many times a spec was parsed (at most once per distinct spec content in ``SPEC_CACHE_SIZE``)."""
 
@@ -164,6 +175,7 @@ class Fleet:
                 self.telemetry.forget_workload(key.namespace, key.name)
             self._dirty.discard(key)
             self._active.discard(key)
+            self._backoff.pop(key, None)
             return
         generation = int(meta.get("generation") or 0)
         previous = self._workloads.get(key)
@@ -264,9 +276,10 @@ class Fleet:
                 pass
             self._wake.clear()
             keys = self._dirty | self._active
+            urgent = set(self._dirty)
             self._dirty.clear()
             if keys:
-                await self._reconcile_keys(keys)
+                await self._reconcile_keys(keys, urgent=urgent)
 
     async def tick(self) -> None:
         """One full tick: fetch metrics for every workload in one batch, then reconcile all of them."""
@@ -324,8 +337,58 @@ class Fleet:
         entries = self._workloads
         return set(heapq.nsmallest(share, entries, key=lambda k: entries[k].reconciled_at))
 
+    def backoff_until(self, key: WorkloadKey) -> float | None:
+        """Fleet clock (POSIX seconds) before which ``key`` is not retried after a failure; None = not backed off."""
+        entry = self._backoff.get(key)
+        return entry[1] if entry is not None else None
+
+    def _failed(self, key: WorkloadKey, now_ts: float, retry_after: float | None) -> tuple[int, float]:
+        """Record one more failure of ``key``: exponential backoff with full jitter, at least ``retry_after``."""
+        failures = self._backoff.get(key, (0, 0.0))[0] + 1
+        ceiling = min(self.failure_backoff_max_seconds, self.failure_backoff_initial_seconds * 2 ** (failures - 1))
+        delay = self.rng.uniform(ceiling / 2, ceiling)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.failure_backoff_max_seconds))
+        self._backoff[key] = (failures, now_ts + delay)
+        if self.telemetry is not None:
+            self.telemetry.reconcile_backoffs.set(len(self._backoff))
+        return failures, delay
+
+    def _record_outcome(self, key: WorkloadKey, result: ReconcileResult, now_ts: float) -> None:
+        """Back ``key`` off after target errors (honouring the longest ``Retry-After``); clear it once its status
+        shows none (a reconcile that only rolled back a failed placement keeps the count: the next failure waits
+        longer, not the first interval again)."""
+        if result.failures:
+            asked = [f.retry_after_seconds for f in result.failures if f.retry_after_seconds is not None]
+            self._failed(key, now_ts, max(asked) if asked else None)
+            if self.telemetry is not None:
+                self.telemetry.reconcile_failures.labels("target").inc()
+        elif not result.erroring and self._backoff.pop(key, None) is not None and self.telemetry is not None:
+            self.telemetry.reconcile_backoffs.set(len(self._backoff))
+
+    def _reconcile_raised(self, key: WorkloadKey, err: Exception, now_ts: float) -> None:
+        """One log line per failure (the traceback only at DEBUG: it is the same one every time), then back off."""
+        self.stats.reconcile_errors += 1
+        self._active.add(key)
+        if _unreachable(err):  # one line per pass while the apiserver is down; not this workload's fault
+            log.warning("reconcile of %s waits for the apiserver (%s); retried on the next pass", key, err)
+            return
+        failures, delay = self._failed(key, now_ts, None)
+        if self.telemetry is not None:
+            self.telemetry.reconcile_failures.labels("exception").inc()
+        log.warning(
+            "reconcile of %s failed (%s: %s); next attempt in %.1fs (failure %d in a row)",
+            key, type(err).__name__, str(err)[:300], delay, failures,
+        )  # fmt: skip
+        log.debug("reconcile of %s failed", key, exc_info=err)
+
     async def _reconcile_keys(
-        self, keys: set[WorkloadKey], *, full_tick: bool = False, resync: set[WorkloadKey] | None = None
+        self,
+        keys: set[WorkloadKey],
+        *,
+        full_tick: bool = False,
+        resync: set[WorkloadKey] | None = None,
+        urgent: set[WorkloadKey] | None = None,
     ) -> None:
         price_book = self.price_book()
         capacity = self.capacity()
@@ -344,6 +407,9 @@ class Fleet:
             entry = self._workloads.get(key)
             if entry is None:
                 return None
+            held = self._backoff.get(key)
+            if held is not None and now_ts < held[1] and key not in (urgent or ()):
+                return None  # failed lately: waits out its backoff (a spec edit or a deletion does not)
             window = windows.get(key)
             problem = snapshot.problem_for(key)
             parsed = self._parsed(entry)
@@ -385,12 +451,7 @@ class Fleet:
                 try:
                     result = await self.reconciler.reconcile(entry.body, inputs, parsed_spec=parsed)
                 except Exception as err:
-                    self.stats.reconcile_errors += 1
-                    if _unreachable(err):  # one line per pass, not a traceback, while the apiserver is down
-                        log.warning("reconcile of %s waits for the apiserver (%s); retried on the next pass", key, err)
-                    else:
-                        log.exception("reconcile of %s failed; retried on the next pass", key)
-                    self._active.add(key)
+                    self._reconcile_raised(key, err, now_ts)
                     return
             self.stats.reconciles += 1
             if self.telemetry is not None:
@@ -402,7 +463,8 @@ class Fleet:
                 stored.inputs = (stored.resource_version, fingerprint)
                 stored.reconciled_at = now_ts
                 stored.revisit_at = _posix(result.revisit_at) if result.revisit_at is not None else None
-            if result.active:
+            self._record_outcome(key, result, now_ts)
+            if result.active or result.failures:
                 self._active.add(key)
             else:
                 self._active.discard(key)

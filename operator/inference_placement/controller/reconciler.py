@@ -68,6 +68,7 @@ from inference_placement.targets.base import (
     Target,
     TargetError,
     TargetState,
+    as_target_error,
 )
 
 __all__ = ["ReconcileResult", "Reconciler", "TickInputs"]
@@ -106,6 +107,10 @@ class ReconcileResult:
     revisit_at: datetime | None = None
     """The earliest future time at which the clock alone can change this reconcile's outcome and that no input
     shows (a cooldown ending); None = none known. The fleet reconciles the workload again once it passed."""
+    failures: list[TargetError] = field(default_factory=list)
+    """Target errors this reconcile met (recorded in status): the fleet backs this workload off before retrying."""
+    erroring: bool = False
+    """Status still shows a target error (e.g. a failed placement rolled back this time): the backoff stays."""
 
 
 @dataclass
@@ -113,6 +118,7 @@ class _Pending:
     """Changes gathered during one reconcile, applied at the end."""
 
     events: list[tuple[str, str, bool]] = field(default_factory=list)
+    failures: list[TargetError] = field(default_factory=list)
 
     def event(self, reason: str, message: str, *, warning: bool = False) -> None:
         self.events.append((reason, message, warning))
@@ -193,7 +199,7 @@ class Reconciler:
         if meta.deletion_timestamp is not None:
             if self.pinger is not None:
                 self.pinger.plan(WorkloadKey(meta.namespace, meta.name), None)
-            await self._finalize(raw, meta, status)
+            result.active = not await self._finalize(raw, meta, status, result.failures)
             return result
 
         spec, problems = parsed_spec if parsed_spec is not None else parse_spec(raw.get("spec"))
@@ -329,6 +335,8 @@ class Reconciler:
         result.body = await self._write(meta, current_wire, new_status, conditions.pending)
         result.wrote_status = result.body is not None
         result.events = [e[0] for e in conditions.pending.events]
+        result.failures = list(conditions.pending.failures)
+        result.erroring = _erroring(new_status)
         return result
 
     def _plan_pings(
@@ -510,8 +518,8 @@ class Reconciler:
         )
         try:
             state = await target.ensure(workload, desired)
-        except TargetError as err:
-            return self._target_failed(status, target_name, err, pending)
+        except Exception as exc:  # every failure becomes status (as_target_error), never an escape
+            return self._target_failed(status, target_name, _logged_target_error(exc), pending)
         return _set_target(status, target_name, state, None)
 
     async def _retire(
@@ -526,8 +534,8 @@ class Reconciler:
             return True
         try:
             return await target.retire(workload)
-        except TargetError as err:
-            self._target_failed(status, target_name, err, pending)
+        except Exception as exc:
+            self._target_failed(status, target_name, _logged_target_error(exc), pending)
             return False
 
     def _target_failed(
@@ -541,6 +549,7 @@ class Reconciler:
             else TargetErrorKind.RETRYABLE
         )
         message = f"{target_name.value}: {err.message}"
+        pending.failures.append(err)
         self.telemetry.target_errors.labels(target_name.value, kind.value).inc()
         previous = _target_status(status.targets or TargetsStatus(), target_name)
         if previous is None or previous.message != message:
@@ -575,9 +584,12 @@ class Reconciler:
         meta.finalizers = finalizers
         meta.resource_version = str(result.get("metadata", {}).get("resourceVersion", meta.resource_version))
 
-    async def _finalize(self, raw: Mapping[str, Any], meta: ObjectMeta, status: InferenceWorkloadStatus) -> None:
+    async def _finalize(
+        self, raw: Mapping[str, Any], meta: ObjectMeta, status: InferenceWorkloadStatus, failures: list[TargetError]
+    ) -> bool:
+        """Retire the cloud resources, then drop the finalizer; True when done (False: call again, backed off)."""
         if self.cloud_finalizer not in meta.finalizers:
-            return
+            return True
         spec, _ = parse_spec(raw.get("spec"))
         if spec is None:
             # The stored spec no longer parses; retiring needs only names, which come from metadata.
@@ -590,18 +602,21 @@ class Reconciler:
                 continue
             try:
                 gone = await target.retire(workload)
-            except TargetError as err:
+            except Exception as exc:
+                err = _logged_target_error(exc)
+                failures.append(err)
                 log.warning("cannot retire %s of %s/%s yet: %s", name.value, meta.namespace, meta.name, err.message)
                 gone = False
             all_gone = all_gone and gone
         if not all_gone:
-            return
+            return False
         finalizers = [f for f in meta.finalizers if f != self.cloud_finalizer]
         try:
             await self.writer.set_finalizers(meta.namespace, meta.name, finalizers, meta.resource_version)
         except ApiException as err:
             if err.status not in (404, 409):
                 raise
+        return True
 
     # ------------------------------------------------------------------ status write
 
@@ -626,6 +641,14 @@ class Reconciler:
 
 
 # ---------------------------------------------------------------------- helpers (pure)
+
+
+def _logged_target_error(exc: BaseException) -> TargetError:
+    """``exc`` in the target error tree; one that was not (a client's own exception) is logged with its traceback at
+    DEBUG, its type in the status message."""
+    if not isinstance(exc, TargetError):
+        log.debug("target raised %s", type(exc).__name__, exc_info=exc)
+    return as_target_error(exc)
 
 
 def _spec_refusal(
@@ -874,6 +897,14 @@ def _first_error(targets: TargetsStatus) -> str | None:
         if entry is not None and entry.error is not None and entry.message:
             return entry.message
     return None
+
+
+def _erroring(status: InferenceWorkloadStatus) -> bool:
+    """A target error is still recorded, or the first placement was rolled back (nothing serves yet): what a retry
+    of this workload would meet again, so its failure backoff keeps counting."""
+    last = status.last_migration
+    unplaced_after_rollback = status.placement is None and last is not None and last.outcome.value == "RolledBack"
+    return unplaced_after_rollback or _first_error(status.targets or TargetsStatus()) is not None
 
 
 def _placed_ready(status: InferenceWorkloadStatus) -> bool:

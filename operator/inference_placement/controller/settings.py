@@ -108,7 +108,7 @@ def _shift_steps(value: tuple[int, ...]) -> tuple[int, ...]:
 
 
 Url = Annotated[str, AfterValidator(_url)]
-AwsAccount = Annotated[str, StringConstraints(pattern=r"^[0-9]{12}$")]
+_AwsAccount = Annotated[str, StringConstraints(pattern=r"^[0-9]{12}$")]
 """A 12-digit AWS account id."""
 """An http(s) URL, or ``host:port`` (read as http)."""
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
@@ -211,7 +211,7 @@ class RouterSettings(_Group):
     cloud_run_host_suffixes: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = (".run.app",)
     """Comma-separated host suffixes a Cloud Run URL in a workload's status must end with before the router sends
     traffic to it (and the host must start with the workload's own service id). Default ``.run.app``."""
-    lambda_accounts: Annotated[tuple[AwsAccount, ...], BeforeValidator(_comma_list)] = ()
+    lambda_accounts: Annotated[tuple[_AwsAccount, ...], BeforeValidator(_comma_list)] = ()
     """Comma-separated AWS account ids whose functions the router may invoke (a function ARN in status from any
     other account is refused). Default: none (any account; set it in production)."""
     lambda_regions: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = ()

@@ -41,6 +41,7 @@ from inference_placement.targets import naming
 from inference_placement.targets.base import (
     BlockingTarget,
     DesiredTarget,
+    InvalidLocationError,
     NotOwnedError,
     PermanentTargetError,
     RetryableTargetError,
@@ -192,6 +193,15 @@ def _code_sha(function: Mapping[str, Any] | None) -> str | None:
     return str(sha) if sha else None
 
 
+def _known_lambda_region(session: Any, region: str) -> bool:
+    """``region`` is one botocore's endpoint data lists for Lambda in some partition (a newer region than the pinned
+    botocore needs a newer operator image: said in the error)."""
+    for partition in session.get_available_partitions():
+        if region in session.get_available_regions("lambda", partition_name=partition):
+            return True
+    return False
+
+
 def _is_not_found(exc: BaseException) -> bool:
     if not isinstance(exc, ClientError):
         return False
@@ -272,17 +282,28 @@ class LambdaTarget(BlockingTarget, RetriedCalls):
         return cls(credentials=aws_credentials_from_secret(secret_data), **kwargs)
 
     def client(self, region: str) -> Any:
-        """The Lambda client for ``region`` (one per region, created on first use; clients are thread-safe)."""
+        """The Lambda client for ``region`` (one per region, created on first use; clients are thread-safe).
+
+        A region botocore refuses, or one where its endpoint data knows no Lambda, is ``InvalidLocationError``
+        naming ``spec.lambda.region``: every failure here lands in the target error tree, never escapes it."""
         with self._lock:
             client = self._clients.get(region)
             if client is None:
                 if self._client_factory is not None:
                     client = self._client_factory(region)
                 else:
-                    session = self._session or aws_session(region=region, credentials=self._credentials)
-                    client = session.client(
-                        "lambda", region_name=region, endpoint_url=self.endpoint_url, config=self._client_config
-                    )
+                    try:
+                        session = self._session or aws_session(region=region, credentials=self._credentials)
+                        if not _known_lambda_region(session, region):
+                            raise InvalidLocationError(
+                                f"spec.lambda.region: {region!r} is not a region AWS Lambda is offered in "
+                                "(botocore's endpoint data)"
+                            )
+                        client = session.client(
+                            "lambda", region_name=region, endpoint_url=self.endpoint_url, config=self._client_config
+                        )
+                    except Exception as exc:
+                        raise self._classify(exc) from exc
                 self._clients[region] = client
             return client
 
@@ -388,9 +409,14 @@ class LambdaTarget(BlockingTarget, RetriedCalls):
         )
 
     def retire_sync(self, workload: InferenceWorkload) -> bool:
-        """Blocking ``retire``: True once no function of this workload exists."""
+        """Blocking ``retire``: True once no function of this workload exists (none can in a region that is not
+        one)."""
         owner = _owner_of(workload)
-        client = self.client(workload.spec.lambda_.region)
+        try:
+            client = self.client(workload.spec.lambda_.region)
+        except InvalidLocationError as err:
+            log.info("nothing to retire for %s: %s", workload.key, err.message)
+            return True
         name = self.function_name(workload)
         function = self._get_function(client, name)
         if function is None:

@@ -17,12 +17,14 @@ from inference_placement.api.workload import InferenceWorkload
 __all__ = [
     "BlockingTarget",
     "DesiredTarget",
+    "InvalidLocationError",
     "NotOwnedError",
     "PermanentTargetError",
     "RetryableTargetError",
     "Target",
     "TargetError",
     "TargetState",
+    "as_target_error",
 ]
 
 
@@ -52,10 +54,14 @@ class TargetState:
 class TargetError(Exception):
     """Base of every target failure. ``message`` is safe to show in status and Events (no secrets)."""
 
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status_code: int | None = None, retry_after_seconds: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status_code = status_code
+        self.retry_after_seconds = retry_after_seconds
+        """How long the cloud asked us to wait before the next call (``Retry-After``), when it said."""
 
 
 class RetryableTargetError(TargetError):
@@ -66,8 +72,21 @@ class PermanentTargetError(TargetError):
     """Permission, quota, invalid request: retrying the same call cannot help until something changes."""
 
 
+class InvalidLocationError(PermanentTargetError):
+    """The workload names a region/location no client can even address: nothing can exist there, so retiring there
+    is done at once (a deletion never waits on it)."""
+
+
 class NotOwnedError(PermanentTargetError):
     """A resource with our deterministic name exists but belongs to someone else; it is never modified."""
+
+
+def as_target_error(exc: BaseException) -> TargetError:
+    """``exc`` as a target error: itself, or a permanent one naming only its type (its text may be anything). The
+    controller's last line of defence: whatever a client raises, the workload gets a status and the loop goes on."""
+    if isinstance(exc, TargetError):
+        return exc
+    return PermanentTargetError(f"unexpected {type(exc).__name__} from the target (see the operator's log)")
 
 
 class Target(Protocol):
