@@ -117,6 +117,8 @@ class Fleet:
     reconciler: Reconciler
     metrics: MetricsSource
     price_book: Callable[[], PriceBook]
+    price_book_problem: Callable[[], str | None] = lambda: None
+    """Why the configured price book is not in force (``PriceBookHolder.error``); None = it is."""
     capacity: Callable[[], ClusterCapacity] = ClusterCapacity
     capacity_verdict: Callable[[WorkloadKey, InferenceWorkloadSpec], tuple[bool, str] | None] = lambda key, spec: None
     """(enough free capacity, numbers) for a workload with a valid spec; None when not applicable."""
@@ -391,12 +393,13 @@ class Fleet:
         urgent: set[WorkloadKey] | None = None,
     ) -> None:
         price_book = self.price_book()
+        price_book_problem = self.price_book_problem()
         capacity = self.capacity()
         now = self.clock()
         now_ts = _posix(now)
         slots = asyncio.Semaphore(self.reconcile_concurrency)
         # a month turning resets budgets: every workload is reconciled at the first tick of a month
-        shared = (id(price_book), capacity.fingerprint, now.year, now.month)
+        shared = (id(price_book), price_book_problem, capacity.fingerprint, now.year, now.month)
         staleness = self.reconciler.max_metrics_staleness_seconds
         resync = resync or set()
         skipped = 0
@@ -440,6 +443,7 @@ class Fleet:
                 router_enabled=self.router is not None,
                 router_weights=routed,
                 router_spill=spill_routed,
+                price_book_problem=price_book_problem,
             )
             return entry, fingerprint, inputs, parsed
 

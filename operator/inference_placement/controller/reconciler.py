@@ -94,6 +94,8 @@ class TickInputs:
     """Weights the router confirmed for this workload (positive ones); None = nothing confirmed yet."""
     router_spill: TargetName | None = None
     """The overflow target the router confirmed it retries this workload's refused requests on; None = none."""
+    price_book_problem: str | None = None
+    """Why the configured price book is not the one in force (rejected at start-up or on reload); None = it is."""
 
 
 @dataclass
@@ -145,10 +147,22 @@ class _Conditions:
                 self.pending.event("InvalidSpec", message, warning=True)
             elif before is not None:
                 self.pending.event("SpecValid", "spec is valid again; placement resumes")
-        elif type_ in (ConditionType.BUDGET_EXCEEDED, ConditionType.SLO_AT_RISK, ConditionType.METRICS_AVAILABLE):
-            became_bad = (state is ConditionStatus.TRUE) == (type_ is not ConditionType.METRICS_AVAILABLE)
+        elif type_ in _EVENTFUL:
+            became_bad = (state is ConditionStatus.TRUE) == (type_ not in _GOOD_WHEN_TRUE)
             if (before is None and became_bad) or (before is not None and before.status is not after.status):
                 self.pending.event(reason.value, message, warning=became_bad)
+
+
+_GOOD_WHEN_TRUE = frozenset({ConditionType.METRICS_AVAILABLE, ConditionType.PRICE_BOOK_VALID})
+_EVENTFUL = frozenset(
+    {
+        ConditionType.BUDGET_EXCEEDED,
+        ConditionType.SLO_AT_RISK,
+        ConditionType.METRICS_AVAILABLE,
+        ConditionType.PRICE_BOOK_VALID,
+    }
+)
+"""Conditions whose transitions post an Event (a warning when they turn bad)."""
 
 
 class Reconciler:
@@ -285,7 +299,19 @@ class Reconciler:
         status: InferenceWorkloadStatus,
         inputs: TickInputs,
     ) -> None:
-        """MetricsAvailable, BudgetExceeded, SLOAtRisk and CapacityAvailable from the decision and its inputs."""
+        """MetricsAvailable, BudgetExceeded, SLOAtRisk, CapacityAvailable and PriceBookValid from the decision and
+        its inputs (PriceBookValid only once a book was rejected: it says which book the costs come from)."""
+        if inputs.price_book_problem is not None:
+            conditions.mark(
+                ConditionType.PRICE_BOOK_VALID,
+                ConditionStatus.FALSE,
+                Reason.PRICE_BOOK_REJECTED,
+                inputs.price_book_problem,
+            )
+        elif any(c.type is ConditionType.PRICE_BOOK_VALID for c in conditions.items):
+            conditions.mark(
+                ConditionType.PRICE_BOOK_VALID, ConditionStatus.TRUE, Reason.PRICE_BOOK_LOADED, "price book in force"
+            )
         if decision.metrics_ok:
             conditions.mark(
                 ConditionType.METRICS_AVAILABLE, ConditionStatus.TRUE, Reason.METRICS_FRESH, _window_text(inputs.window)

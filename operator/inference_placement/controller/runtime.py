@@ -112,13 +112,25 @@ def _load_price_book(settings: OperatorSettings) -> PriceBook:
 
 
 class PriceBookHolder:
-    """The price book in force. A broken edit of the file is reported and the last good book stays in force."""
+    """The price book in force, and why it is not the configured one when it is not.
 
-    def __init__(self, settings: OperatorSettings) -> None:
+    A book rejected at start-up leaves the operator running on the packaged book (a crash loop would stop every
+    workload's reconciles for one bad file); a broken edit later keeps the last good book. Either way ``error``
+    says so (the workloads' ``PriceBookValid`` condition and an Event on each), and so do the metrics
+    ``price_book_valid`` and ``price_book_rejections_total{phase}``; a fixed file is picked up at the next tick."""
+
+    def __init__(self, settings: OperatorSettings, telemetry: Telemetry | None = None) -> None:
         self.settings = settings
-        self.current = _load_price_book(settings)
+        self.telemetry = telemetry
         self.error: str | None = None
         self._mtime = self._stat()
+        try:
+            self.current = _load_price_book(settings)
+        except Exception as err:  # PriceBookError, a missing file, bytes that are not UTF-8
+            self.current = default_price_book()
+            self._rejected("startup", f"{_describe(settings, err)}; decisions use the packaged price book")
+        else:
+            self._valid()
 
     def _stat(self) -> float | None:
         path = self.settings.price_book_path
@@ -133,12 +145,30 @@ class PriceBookHolder:
             self._mtime = mtime
             try:
                 self.current = _load_price_book(self.settings)
-                self.error = None
-                log.info("price book reloaded from %s", self.settings.price_book_path)
             except Exception as err:  # keep serving with the last good book
-                self.error = str(err)
-                log.error("price book rejected, keeping the previous one: %s", err)
+                self._rejected("reload", f"{_describe(self.settings, err)}; decisions use the last good price book")
+            else:
+                self.error = None
+                self._valid()
+                log.info("price book reloaded from %s", self.settings.price_book_path)
         return self.current
+
+    def _valid(self) -> None:
+        if self.telemetry is not None:
+            self.telemetry.price_book_valid.set(1)
+
+    def _rejected(self, phase: str, message: str) -> None:
+        self.error = message
+        log.error("price book rejected (%s): %s", phase, message)
+        if self.telemetry is not None:
+            self.telemetry.price_book_valid.set(0)
+            self.telemetry.price_book_rejections.labels(phase).inc()
+
+
+def _describe(settings: OperatorSettings, err: Exception) -> str:
+    """One line naming the file and the problem (a PriceBookError names the field already)."""
+    text = " ".join(str(err).split())[:400]
+    return text if isinstance(err, PriceBookError) else f"{settings.price_book_path}: {type(err).__name__}: {text}"
 
 
 async def build_fleet(
@@ -200,10 +230,12 @@ async def build_fleet(
         actuators=Actuators(spillover=router is not None and settings.router.spillover),
     )
 
+    price_book = PriceBookHolder(settings, telemetry)
     fleet = Fleet(
         reconciler=reconciler,
         metrics=metrics,
-        price_book=PriceBookHolder(settings),
+        price_book=price_book,
+        price_book_problem=lambda: price_book.error,
         capacity=capacity.snapshot,
         capacity_verdict=capacity_verdict(capacity),
         tick_seconds=settings.tick_seconds,
@@ -387,13 +419,6 @@ def _serverless_targets(
 
 
 async def run_operator(settings: OperatorSettings, *, log_format: str = "json", verbose: bool = False) -> None:
-    try:
-        _load_price_book(settings)
-    except (OSError, ValueError) as err:  # PriceBookError, a missing file, bytes that are not UTF-8
-        # No last good book to fall back on: refuse to start with one clear line, rather than kopf retrying its
-        # start-up every 60 s with a traceback while nothing is reconciled.
-        reason = err if isinstance(err, PriceBookError) else f"{settings.price_book_path}: {err}"
-        raise SystemExit(f"inference-placement: price book rejected, not starting: {reason}") from None
     if settings.kubeconfig is not None:
         os.environ["KUBECONFIG"] = settings.kubeconfig  # read by kopf's kubeconfig login
     kopf.configure(
