@@ -245,8 +245,12 @@ async def build_fleet(
     )
 
     await prime_fleet(api, fleet, settings.namespaces)
+    sweep_task = _start_sweep(settings, api, targets, telemetry)
 
     async def close() -> None:
+        if sweep_task is not None:
+            sweep_task.cancel()
+            await asyncio.gather(sweep_task, return_exceptions=True)
         if router is not None:
             await router.close()
         if pinger is not None:
@@ -256,6 +260,41 @@ async def build_fleet(
         await api.close()
 
     return fleet, close
+
+
+def _start_sweep(
+    settings: OperatorSettings, api: Any, targets: dict[TargetName, Target], telemetry: Telemetry
+) -> asyncio.Task[None] | None:
+    """The orphan sweep (``controller/sweep.py``) over the configured cloud targets, or None (off, or none)."""
+    from inference_placement.controller.sweep import OrphanSweep
+
+    sweep = settings.sweep
+    listers: dict[TargetName, Any] = {}
+    swept: dict[TargetName, Any] = {}
+    lambda_target: Any = targets.get(TargetName.LAMBDA)
+    if lambda_target is not None and hasattr(lambda_target, "list_owned"):
+        regions = list(sweep.lambda_regions or (settings.lambda_.region,))
+        listers[TargetName.LAMBDA] = lambda: lambda_target.list_owned(regions=regions)
+        swept[TargetName.LAMBDA] = lambda_target
+    cloudrun_target: Any = targets.get(TargetName.CLOUDRUN)
+    if cloudrun_target is not None and hasattr(cloudrun_target, "list_owned") and settings.cloudrun.project:
+        run_regions = list(sweep.cloud_run_regions or ("us-central1",))
+        project = settings.cloudrun.project
+        listers[TargetName.CLOUDRUN] = lambda: cloudrun_target.list_owned(project=project, regions=run_regions)
+        swept[TargetName.CLOUDRUN] = cloudrun_target
+    if sweep.interval_seconds <= 0 or not listers:
+        return None
+    orphans = OrphanSweep(
+        api,
+        listers,
+        swept,
+        namespaces=settings.namespaces,
+        dry_run=sweep.dry_run,
+        telemetry=telemetry,
+    )
+    log.info("orphan sweep every %.0fs over %s%s", sweep.interval_seconds, ", ".join(t.value for t in listers),
+             " (dry run)" if sweep.dry_run else "")  # fmt: skip
+    return asyncio.create_task(orphans.run(sweep.interval_seconds), name="orphan-sweep")
 
 
 def capacity_verdict(

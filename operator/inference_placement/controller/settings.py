@@ -49,6 +49,7 @@ __all__ = [
     "CloudRunSettings",
     "LambdaSettings",
     "MetricsSettings",
+    "SweepSettings",
     "MigrationSettings",
     "OperatorSettings",
     "RouterSettings",
@@ -283,6 +284,22 @@ class LambdaSettings(_Group):
         return self.enabled or self.endpoint is not None
 
 
+class SweepSettings(_Group):
+    """The periodic sweep for leaked cloud resources (``controller/sweep.py``)."""
+
+    interval_seconds: Annotated[float, Ge(0)] = 600.0
+    """Seconds between two sweeps for cloud resources labelled/tagged as this operator's whose workload no longer
+    exists (0 = no sweep). Default 600."""
+    dry_run: bool = False
+    """Report what the sweep would retire (log line, ``inference_placement_orphans_total{action="dry-run"}``)
+    without deleting anything. Default ``false``."""
+    lambda_regions: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = ()
+    """Comma-separated AWS regions the sweep lists Lambda functions in. Default: none (``lambda.region`` only)."""
+    cloud_run_regions: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = ()
+    """Comma-separated Google Cloud regions the sweep lists Cloud Run services in (project ``cloudrun.project``).
+    Default: none (us-central1 only)."""
+
+
 _TIMINGS = MigrationTimings()
 
 
@@ -381,6 +398,8 @@ class OperatorSettings(BaseModel):
     """``--set metrics.*``."""
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     """``--set cluster.*``."""
+    sweep: SweepSettings = Field(default_factory=SweepSettings)
+    """``--set sweep.*``."""
 
 
 def _key(field_name: str, info: FieldInfo) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from inference_placement.api.spec import TargetName
+from inference_placement.api.status import TargetResourceStatus
 from inference_placement.api.workload import InferenceWorkload
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "TargetError",
     "TargetState",
     "as_target_error",
+    "held_while_moving",
 ]
 
 
@@ -87,6 +89,21 @@ def as_target_error(exc: BaseException) -> TargetError:
     if isinstance(exc, TargetError):
         return exc
     return PermanentTargetError(f"unexpected {type(exc).__name__} from the target (see the operator's log)")
+
+
+def held_while_moving(recorded: TargetResourceStatus | None, moving: bool, state: TargetState) -> TargetState:
+    """Make before break for a region or project edit: while the resource in the new location is not ready, report
+    the one ``recorded`` in the old location (still serving; the router routes by that record), with a message
+    saying where it moves. ``moving``: the recorded resource is this workload's own, in another location."""
+    if recorded is None or not moving or not recorded.ready or not recorded.name or state.ready:
+        return state
+    return TargetState(
+        name=recorded.name,
+        endpoint=recorded.endpoint,
+        ready=True,
+        replicas=recorded.replicas,
+        message=f"moving to {state.name}: {state.message or 'not ready yet'}",
+    )
 
 
 class Target(Protocol):
