@@ -142,8 +142,9 @@ class Fleet:
     """The stable endpoints' router; None = routing is not managed by this operator (no traffic gating)."""
     failure_backoff_initial_seconds: float = 2.0
     """First wait after a failed reconcile of a workload (an exception, or a target error recorded in status); each
-    further failure doubles it, with full jitter, up to ``failure_backoff_max_seconds``; never shorter than the
-    cloud's ``Retry-After``. A spec edit or a deletion is reconciled at once regardless."""
+    further failure doubles it (each wait drawn between half and all of its step), up to
+    ``failure_backoff_max_seconds``; never shorter than the cloud's ``Retry-After``. A spec edit or a deletion is
+    reconciled at once regardless."""
     failure_backoff_max_seconds: float = 300.0
     """Longest wait between two failed reconciles of one workload."""
     rng: random.Random = field(default_factory=random.Random)
@@ -345,7 +346,7 @@ class Fleet:
         return entry[1] if entry is not None else None
 
     def _failed(self, key: WorkloadKey, now_ts: float, retry_after: float | None) -> tuple[int, float]:
-        """Record one more failure of ``key``: exponential backoff with full jitter, at least ``retry_after``."""
+        """Record one more failure of ``key``: exponential backoff with jitter, at least ``retry_after``."""
         failures = self._backoff.get(key, (0, 0.0))[0] + 1
         ceiling = min(self.failure_backoff_max_seconds, self.failure_backoff_initial_seconds * 2 ** (failures - 1))
         delay = self.rng.uniform(ceiling / 2, ceiling)
