@@ -446,6 +446,7 @@ def stack(
             range_seconds=RANGE_SECONDS,
             step_seconds=STEP_SECONDS,
             staleness_seconds=STALENESS_SECONDS,
+            trusted_origins=(standin.service_url,),
             extra=(
                 "--set",
                 f"lambda.endpoint={lambda_proxy.url}",

@@ -734,24 +734,58 @@ def test_a_broken_price_book_reload_keeps_the_last_good_one_and_the_fleet_runnin
     _assert_operator_healthy(op)
 
 
+def _metric(op: OperatorProcess, name: str) -> float | None:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)]
+    return sum(values) if values else None
+
+
 @pytest.mark.cluster
 @pytest.mark.parametrize("kind", ["not-yaml", "missing-file"])
-def test_a_broken_price_book_at_start_up_is_one_clear_error_not_a_hang(
+def test_a_broken_price_book_at_start_up_runs_on_the_packaged_book_and_says_so(
     crd_installed: KubeCluster,
     namespace: str,
     operator_factory: Callable[..., OperatorProcess],
     tmp_path: Path,
     kind: str,
 ) -> None:
+    """No crash loop: the operator runs on the packaged book; every workload's PriceBookValid condition names the
+    problem, the metrics say it, and a fixed file (then a broken edit: the last good book) is picked up live."""
     book = tmp_path / "price-book.yaml"
     if kind != "missing-file":
         book.write_text(BROKEN_BOOKS[kind])
-    op = operator_factory(namespace, "--price-book", str(book))
-    assert op.proc is not None
-    code = op.proc.wait(timeout=60)
-    logs = op.logs()
-    assert code != 0, logs
-    assert "price book rejected, not starting" in logs, logs[-3000:]
+    op = operator_factory(namespace, *OPERATOR_ARGS, "--price-book", str(book))
+    api = _api(crd_installed)
+    api.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, _body("priced", namespace, _small_cluster_spec(crd_installed))
+    )
+
+    def book_condition(status: str) -> Doc | None:
+        obj: Doc = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "priced")
+        cond = _condition(obj, "PriceBookValid")
+        return cond if cond is not None and cond["status"] == status and obj["status"].get("lastDecision") else None
+
+    cond = wait_for(lambda: book_condition("False"), timeout=60, what="PriceBookValid=False on the workload")
     expected = {"missing-file": str(book)}.get(kind) or EXPECTED_IN_MESSAGE[kind]
-    assert expected in logs, logs[-3000:]
-    assert "Traceback" not in logs, logs[-3000:]
+    assert expected in cond["message"] and "packaged price book" in cond["message"], cond
+    assert cond["reason"] == "PriceBookRejected"
+    assert _metric(op, "inference_placement_price_book_valid") == 0
+    assert _metric(op, 'inference_placement_price_book_rejections_total{phase="startup"}') == 1
+    # the file fixed: in force at the next tick, the condition turns True
+    book.write_text(PACKAGED_TEXT)
+    wait_for(lambda: book_condition("True"), timeout=30, what="PriceBookValid=True once the file is fixed")
+    assert _metric(op, "inference_placement_price_book_valid") == 1
+    # broken at run time: the last good book stays, and the condition, a metric and an Event say so
+    time.sleep(0.05)
+    book.write_text(BROKEN_BOOKS["negative-price"])
+    cond = wait_for(lambda: book_condition("False"), timeout=30, what="PriceBookValid=False after a broken edit")
+    assert "last good price book" in cond["message"] and EXPECTED_IN_MESSAGE["negative-price"] in cond["message"]
+    assert _metric(op, 'inference_placement_price_book_rejections_total{phase="reload"}') == 1
+    events = crd_installed.kubectl_json(
+        "get", "events", "-n", namespace, "--field-selector", "reason=PriceBookRejected,involvedObject.name=priced"
+    )
+    assert events["items"] and all(e["type"] == "Warning" for e in events["items"]), events["items"]
+    _assert_operator_healthy(op)

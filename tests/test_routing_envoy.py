@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from inference_placement.api.names import cloud_run_service_id, lambda_function_name
 from inference_placement.api.spec import TargetName
 from inference_placement.api.status import (
     InferenceWorkloadStatus,
@@ -56,9 +57,9 @@ from tests.plugins.envoy import (
 C, R, L = TargetName.CLUSTER, TargetName.CLOUDRUN, TargetName.LAMBDA
 STAMP = "2026-11-22T12:00:00Z"
 CLUSTER_ENDPOINT = "http://embedder-model.default.svc:8080"
-CLOUDRUN_HOST = "ip-default-embedder-abc123-uc.a.run.app"
+CLOUDRUN_HOST = "ip-default-embedder-44b50070-uc.a.run.app"
 CLOUDRUN_URL = f"https://{CLOUDRUN_HOST}"
-LAMBDA_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:ip-default-embedder-abc123:live"
+LAMBDA_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:ip-default-embedder-44b50070:live"
 HOST = "embedder.default.svc"
 MAX_REQUESTS = 2000
 MAX_SECONDS = 60.0
@@ -84,6 +85,18 @@ def _status(
 
 
 def _workload(status: InferenceWorkloadStatus, name: str = "embedder", namespace: str = "default") -> InferenceWorkload:
+    """The workload with ``status``, its targets renamed to this workload's own resources (the router checks)."""
+    if (namespace, name) != ("default", "embedder") and status.targets is not None:
+        function = lambda_function_name(namespace, name)
+        service_id = cloud_run_service_id(namespace, name)
+        targets = TargetsStatus(
+            cluster=TargetResourceStatus(
+                name=f"{name}-model", endpoint=f"http://{name}-model.{namespace}.svc:8080", ready=True
+            ),
+            cloudrun=TargetResourceStatus(name="svc", endpoint=f"https://{service_id}-uc.a.run.app", ready=True),
+            lambda_=TargetResourceStatus(name=LAMBDA_ARN.replace("ip-default-embedder-44b50070", function), ready=True),
+        )
+        status = status.model_copy(update={"targets": targets})
     return make_workload(name, namespace).model_copy(update={"status": status})
 
 
@@ -367,14 +380,14 @@ def _create_function(moto_aws: MotoAws, lambda_client: Any) -> str:
     with zipfile.ZipFile(archive, "w") as zipped:
         zipped.writestr("handler.py", "def handle(event, context):\n    return event\n")
     function = lambda_client.create_function(
-        FunctionName="ip-default-embedder-abc123",
+        FunctionName="ip-default-embedder-44b50070",
         Runtime="python3.12",
         Role=moto_aws.role_arn,
         Handler="handler.handle",
         Code={"ZipFile": archive.getvalue()},
     )
-    version = lambda_client.publish_version(FunctionName="ip-default-embedder-abc123")["Version"]
-    lambda_client.create_alias(FunctionName="ip-default-embedder-abc123", Name="live", FunctionVersion=version)
+    version = lambda_client.publish_version(FunctionName="ip-default-embedder-44b50070")["Version"]
+    lambda_client.create_alias(FunctionName="ip-default-embedder-44b50070", Name="live", FunctionVersion=version)
     return f"{function['FunctionArn']}:live"
 
 

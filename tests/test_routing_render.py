@@ -49,13 +49,13 @@ C, R, L = TargetName.CLUSTER, TargetName.CLOUDRUN, TargetName.LAMBDA
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 STAMP = "2026-11-22T12:00:00Z"
 CLUSTER_ENDPOINT = "http://embedder-model.default.svc:8080"
-CLOUDRUN_URL = "https://ip-default-embedder-abc123-uc.a.run.app"
-CLOUDRUN_HOST = "ip-default-embedder-abc123-uc.a.run.app"
-LAMBDA_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:ip-default-embedder-abc123:live"
+CLOUDRUN_URL = "https://ip-default-embedder-44b50070-uc.a.run.app"
+CLOUDRUN_HOST = "ip-default-embedder-44b50070-uc.a.run.app"
+LAMBDA_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:ip-default-embedder-44b50070:live"
 TARGETS = TargetsStatus(
     cluster=TargetResourceStatus(name="embedder-model", endpoint=CLUSTER_ENDPOINT, ready=True),
     cloudrun=TargetResourceStatus(
-        name="projects/p/locations/us-central1/services/ip-default-embedder-abc123", endpoint=CLOUDRUN_URL, ready=True
+        name="projects/p/locations/us-central1/services/ip-default-embedder-44b50070", endpoint=CLOUDRUN_URL, ready=True
     ),
     lambda_=TargetResourceStatus(name=LAMBDA_ARN, endpoint="https://abc.lambda-url.eu-west-1.on.aws/", ready=True),
 )

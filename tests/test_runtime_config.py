@@ -77,7 +77,15 @@ SET_TABLE: list[tuple[str, str, str, object]] = [
     ("router.podsByAddress", "false", "router.pods_by_address", False),
     ("router.wakePollSeconds", "0.25", "router.wake_poll_seconds", 0.25),
     ("router.wakeKeepSeconds", "20", "router.wake_keep_seconds", 20.0),
+    ("router.cloudRunHostSuffixes", ".run.app,.a.dev", "router.cloud_run_host_suffixes", (".run.app", ".a.dev")),
+    ("router.lambdaAccounts", "123456789012", "router.lambda_accounts", ("123456789012",)),
+    ("router.lambdaRegions", "us-east-1,eu-west-1", "router.lambda_regions", ("us-east-1", "eu-west-1")),
+    ("router.trustedOrigins", "http://127.0.0.1:9", "router.trusted_origins", ("http://127.0.0.1:9",)),
     ("router.latencyBucketsMs", "50,100,250,1000", "router.latency_buckets_ms", (50.0, 100.0, 250.0, 1000.0)),
+    ("sweep.intervalSeconds", "30", "sweep.interval_seconds", 30.0),
+    ("sweep.dryRun", "true", "sweep.dry_run", True),
+    ("sweep.lambdaRegions", "us-east-1,eu-west-1", "sweep.lambda_regions", ("us-east-1", "eu-west-1")),
+    ("sweep.cloudRunRegions", "europe-west4", "sweep.cloud_run_regions", ("europe-west4",)),
     ("cloudrun.enabled", "yes", "cloudrun.enabled", True),
     ("cloudrun.project", "acme", "cloudrun.project", "acme"),
     ("cloudrun.credentialsDir", "/var/run/gcp", "cloudrun.credentials_dir", Path("/var/run/gcp")),
@@ -122,7 +130,7 @@ def test_each_set_key_lands_typed_in_its_field(key: str, text: str, path: str, e
 def test_the_table_covers_every_key_the_settings_accept() -> None:
     known = {f"{group}.{key}" for group, model in set_groups().items() for key in set_keys(model)}
     assert {row[0] for row in SET_TABLE} == known
-    assert set(set_groups()) == {"router", "cloudrun", "lambda", "migration", "metrics", "cluster"}
+    assert set(set_groups()) == {"router", "cloudrun", "lambda", "migration", "metrics", "cluster", "sweep"}
 
 
 def test_every_field_has_a_docstring_and_seconds_are_in_the_names() -> None:
@@ -183,7 +191,7 @@ def test_an_empty_value_means_the_default_and_the_last_value_wins() -> None:
         (
             "cloudRun.enabled=true",
             r"cloudRun\.enabled: unknown group 'cloudRun' \(groups: cloudrun, cluster, "
-            r"lambda, metrics, migration, router\)",
+            r"lambda, metrics, migration, router, sweep\)",
         ),
         ("tsdb.path=/x", r"unknown group 'tsdb'"),
         ("mode=files", r"--set mode: unknown group 'mode'"),

@@ -190,16 +190,17 @@ class _Applier:
     ],
 )
 def test_the_router_retries_on_the_overflow_target_exactly_while_a_replica_may_refuse(step: str, routed: bool) -> None:
+    from inference_placement.api.names import lambda_function_name
     from inference_placement.api.workload import WorkloadKey
     from inference_placement.controller.router_sync import RouterSync
 
-    arn = "arn:aws:lambda:us-east-1:123456789012:function:unit-w"
+    arn = f"arn:aws:lambda:us-east-1:123456789012:function:{lambda_function_name('unit', 'w')}"
     body = {
         "metadata": {"name": "w", "namespace": "unit", "uid": "u", "resourceVersion": "7"},
         "status": {
             "placement": "cluster",
             "targets": {
-                "cluster": {"name": "w", "endpoint": "http://10.0.0.9:8080", "ready": True},
+                "cluster": {"name": "w-model", "endpoint": "http://w-model.unit.svc:8080", "ready": True},
                 "lambda": {"name": arn, "ready": True},
             },
             "spill": {

@@ -71,6 +71,7 @@ def test_serverless_instances_the_decision_keeps_warm_are_pinged_through_the_rou
         "--set", f"router.xdsDir={envoy_router.xds_dir}",
         "--set", f"router.adminUrl={envoy_router.admin_url}",
         "--set", f"router.url={envoy_router.listen_url}",
+        "--set", f"router.trustedOrigins={service.url}",
     )  # fmt: skip
     crd_installed.kubectl("apply", "-f", "-", input=yaml.safe_dump(_workload(namespace)))
     status = wait_for(

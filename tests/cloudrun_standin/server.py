@@ -106,6 +106,8 @@ class Fault:
     path_contains: str | None = None
     after_effect: bool = False
     """Apply the request first, then answer the error (the response got lost)."""
+    retry_after_seconds: int | None = None
+    """Send ``Retry-After`` with the error (as Google's front ends may with 429/503)."""
 
     def matches(self, method: str, path: str) -> bool:
         if self.count <= 0:
@@ -269,6 +271,8 @@ class CloudRunStandin:
         self._services: dict[str, _ServiceRecord] = {}
         self._operations: dict[str, _Operation] = {}
         self._faults: list[Fault] = []
+        self._answer = threading.local()
+        """Per request thread: the ``Retry-After`` of the answer being written (set by a fault that has one)."""
         self._fail_next_deploy: str | None = None
         self._requests: list[RecordedRequest] = []
         self.seen_bearer_tokens: set[str] = set()
@@ -321,6 +325,7 @@ class CloudRunStandin:
         methods: Iterable[str] | None = None,
         path_contains: str | None = None,
         after_effect: bool = False,
+        retry_after_seconds: int | None = None,
     ) -> Fault:
         fault = Fault(
             status=status,
@@ -329,10 +334,17 @@ class CloudRunStandin:
             methods=frozenset(m.upper() for m in methods) if methods is not None else None,
             path_contains=path_contains,
             after_effect=after_effect,
+            retry_after_seconds=retry_after_seconds,
         )
         with self._lock:
             self._faults.append(fault)
         return fault
+
+    def take_retry_after(self) -> str | None:
+        """The ``Retry-After`` a fault set for the answer this thread is writing (cleared on the way)."""
+        value: str | None = getattr(self._answer, "retry_after", None)
+        self._answer.retry_after = None
+        return value
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -420,6 +432,8 @@ class CloudRunStandin:
         if fault is not None:
             fault.count -= 1
             error = ApiError(fault.status, fault.message or DEFAULT_FAULT_MESSAGES.get(fault.status, "Injected fault."))
+            if fault.retry_after_seconds is not None:
+                self._answer.retry_after = str(fault.retry_after_seconds)
             if not fault.after_effect:
                 return error.status, error.body(), True
         try:
@@ -754,7 +768,10 @@ def _make_handler(standin: CloudRunStandin) -> type[BaseHTTPRequestHandler]:
                 status, payload = 500, ApiError(500, f"stand-in failure: {type(exc).__name__}: {exc}").body()
             raw = isinstance(payload, bytes)
             data = payload if raw else json.dumps(payload).encode()
+            retry_after = standin.take_retry_after()
             self.send_response(status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else None)
+            if retry_after is not None and status >= 400:
+                self.send_header("Retry-After", retry_after)
             self.send_header("Content-Type", "text/plain" if raw else "application/json; charset=UTF-8")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

@@ -252,6 +252,7 @@ class _LambdaFault:
     count: int
     message: str
     operations: frozenset[str] | None
+    retry_after_seconds: int | None = None
 
 
 @dataclass(repr=False)  # botocore logs its handlers' reprs at DEBUG
@@ -280,7 +281,9 @@ class LambdaFaults:
         *,
         message: str | None = None,
         operations: Sequence[str] | None = None,
+        retry_after_seconds: int | None = None,
     ) -> None:
+        """``retry_after_seconds``: the answer carries ``Retry-After`` (as Lambda's throttling answers may)."""
         self.faults.append(
             _LambdaFault(
                 status,
@@ -288,6 +291,7 @@ class LambdaFaults:
                 count,
                 message or f"Injected {code}.",
                 frozenset(operations) if operations is not None else None,
+                retry_after_seconds,
             )
         )
 
@@ -304,6 +308,8 @@ class LambdaFaults:
                 headers = HeadersDict(
                     {"x-amzn-ErrorType": f"{fault.code}:", "Content-Type": "application/json", "x-amzn-RequestId": "x"}
                 )
+                if fault.retry_after_seconds is not None:
+                    headers["Retry-After"] = str(fault.retry_after_seconds)
                 return AWSResponse(request.url, fault.status, headers, _Body(body.encode()))
         return None
 

@@ -332,6 +332,7 @@ def operator_args(
     step_seconds: int = QUERY_STEP_SECONDS,
     staleness_seconds: int = 15,
     spillover: bool = False,
+    trusted_origins: tuple[str, ...] = (),
     extra: tuple[str, ...] = (),
 ) -> list[str]:
     """The live loop's operator command line: Prometheus, Cloud Run at the stand-in, the router in files mode;
@@ -369,6 +370,8 @@ def operator_args(
         "--set",
         f"migration.drainSeconds={drain_seconds}",
     ]
+    if trusted_origins:  # the stand-in publishes a loopback URL for the Cloud Run service: trust it as it is
+        args += ["--set", f"router.trustedOrigins={','.join(trusted_origins)}"]
     if spillover:
         if envoy_router.settings.overflow_port is None:
             raise ValueError("spillover needs the router's overflow listener (start_envoy(overflow_listener=True))")
@@ -416,6 +419,7 @@ def live_stack(
             envoy_router=envoy_router,
             envoy_binary=envoy_binary,
             address_overrides={published: model.url},
+            trusted_origins=(serverless.url,),
         ),
     )
     doc = workload_doc(namespace, kube_node.model_server_image, offload, reclaim, "live-test")

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from inference_placement.api.names import DNS_LABEL_MAX, DNS_LABEL_PATTERN
 from inference_placement.api.spec import AcceleratorType, GPUSharing, TargetName, ThresholdMode
 from inference_placement.api.validation import (
     CLOUD_RUN_GPU_TYPES,
     CLOUD_RUN_REGION_PATTERN,
     LAMBDA_REGION_PATTERN,
     MIG_PROFILES,
+    NAME_RULE_MESSAGE,
 )
 
 __all__ = ["CEL_RULES", "rules_for"]
@@ -88,6 +90,14 @@ _ACCELERATOR_RULES: Final = [
 
 CEL_RULES: Final[dict[str, list[dict[str, str]]]] = {
     "AcceleratorOption": list(_ACCELERATOR_RULES),
+    "InferenceWorkload": [
+        # the root: only metadata.name (and generateName) can be read here; no fieldPath (metadata has no schema)
+        {
+            "rule": f"size(self.metadata.name) <= {DNS_LABEL_MAX} && self.metadata.name.matches('{DNS_LABEL_PATTERN}')",
+            "message": f"metadata.name {NAME_RULE_MESSAGE}",
+            "reason": "FieldValueInvalid",
+        },
+    ],
     "AcceleratorSpec": [
         *_ACCELERATOR_RULES,
         _rule(
@@ -171,7 +181,8 @@ CEL_RULES: Final[dict[str, list[dict[str, str]]]] = {
         ),
     ],
 }
-"""Rules per model name (the ``$defs`` key pydantic gives it; the spec itself is the schema's root)."""
+"""Rules per model name (the ``$defs`` key pydantic gives it; the spec itself is the spec node's root;
+``InferenceWorkload`` is the object's root, where ``self.metadata.name`` is readable)."""
 
 
 def rules_for(model_name: str) -> list[dict[str, Any]]:

@@ -148,6 +148,7 @@ def render_crd() -> dict[str, Any]:
                             "description": "An inference workload whose placement (cluster GPU Deployment, Cloud Run "
                             "or Lambda) the operator decides from live traffic, cost, SLO and budget.",
                             "required": ["spec"],
+                            "x-kubernetes-validations": rules_for("InferenceWorkload"),
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

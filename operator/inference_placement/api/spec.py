@@ -19,6 +19,8 @@ __all__ = [
     "AcceleratorOption",
     "AcceleratorSpec",
     "AcceleratorType",
+    "CLOUD_RUN_REGION_PATTERN",
+    "LAMBDA_REGION_PATTERN",
     "ApiModel",
     "BudgetAction",
     "BudgetSpec",
@@ -41,6 +43,12 @@ __all__ = [
     "parse_cpu_cores",
     "parse_memory_mib",
 ]
+
+
+CLOUD_RUN_REGION_PATTERN: Final = r"^[a-z]+-[a-z]+[0-9]+$"
+"""Google Cloud region names: us-central1, europe-west4, asia-northeast1."""
+LAMBDA_REGION_PATTERN: Final = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"
+"""AWS region names: us-east-1, eu-west-3, us-gov-west-1, ap-southeast-2."""
 
 
 class ApiModel(BaseModel):
@@ -343,7 +351,13 @@ class CloudRunSpec(ApiModel):
     """Google Cloud Run settings."""
 
     project: str | None = Field(default=None, min_length=1, description="Google Cloud project id.")
-    region: str = Field(default="us-central1", min_length=1, max_length=32, description="Cloud Run region.")
+    region: str = Field(
+        default="us-central1",
+        min_length=1,
+        max_length=32,
+        pattern=CLOUD_RUN_REGION_PATTERN,
+        description="Cloud Run region (a Google Cloud region name such as us-central1).",
+    )
     service_account: str | None = Field(default=None, description="Service account the service runs as.")
     image: str | None = Field(default=None, description="Image in Artifact Registry, if not model.image.")
     min_instances: int = Field(default=0, ge=0, le=1000, description="Instances kept warm (billed while idle).")
@@ -354,7 +368,13 @@ class CloudRunSpec(ApiModel):
 class LambdaSpec(ApiModel):
     """AWS Lambda settings."""
 
-    region: str = Field(default="us-east-1", min_length=1, max_length=32, description="AWS region.")
+    region: str = Field(
+        default="us-east-1",
+        min_length=1,
+        max_length=32,
+        pattern=LAMBDA_REGION_PATTERN,
+        description="AWS region (a region name such as us-east-1).",
+    )
     role_arn: str | None = Field(
         default=None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$", description="Execution role ARN."
     )

@@ -46,6 +46,8 @@ class ConditionType(StrEnum):
     SLO_AT_RISK = "SLOAtRisk"
     INVALID_SPEC = "InvalidSpec"
     CAPACITY_AVAILABLE = "CapacityAvailable"
+    PRICE_BOOK_VALID = "PriceBookValid"
+    """Present once the configured price book was rejected: False while decisions use another book."""
 
 
 class ConditionStatus(StrEnum):
@@ -86,6 +88,8 @@ class Reason(StrEnum):
     CAPACITY_EXHAUSTED = "CapacityExhausted"
     NO_MATCHING_NODES = "NoMatchingNodes"
     NOT_APPLICABLE = "NotApplicable"
+    PRICE_BOOK_LOADED = "PriceBookLoaded"
+    PRICE_BOOK_REJECTED = "PriceBookRejected"
 
 
 class Phase(StrEnum):

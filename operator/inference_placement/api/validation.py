@@ -15,7 +15,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from inference_placement.api.names import DNS_LABEL_MAX, DNS_LABEL_PATTERN
 from inference_placement.api.spec import (
+    CLOUD_RUN_REGION_PATTERN,
+    LAMBDA_REGION_PATTERN,
     AcceleratorOption,
     AcceleratorType,
     GPUSharing,
@@ -29,7 +32,9 @@ __all__ = [
     "CLOUD_RUN_REGION_PATTERN",
     "LAMBDA_REGION_PATTERN",
     "MIG_PROFILES",
+    "NAME_RULE_MESSAGE",
     "SpecProblem",
+    "name_problems",
     "parse_spec",
     "semantic_problems",
 ]
@@ -43,11 +48,6 @@ MIG_PROFILES: dict[AcceleratorType, frozenset[str]] = {
 
 CLOUD_RUN_GPU_TYPES = frozenset({AcceleratorType.NVIDIA_L4})
 
-CLOUD_RUN_REGION_PATTERN = r"^[a-z]+-[a-z]+[0-9]+$"
-"""Google Cloud region names: us-central1, europe-west4, asia-northeast1."""
-LAMBDA_REGION_PATTERN = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$"
-"""AWS region names: us-east-1, eu-west-3, us-gov-west-1, ap-southeast-2."""
-
 
 @dataclass(frozen=True)
 class SpecProblem:
@@ -55,9 +55,25 @@ class SpecProblem:
 
     field: str
     message: str
+    root: str = "spec"
+    """The object part the field is under (``metadata`` for the name)."""
 
     def __str__(self) -> str:
-        return f"spec.{self.field}: {self.message}"
+        return f"{self.root}.{self.field}: {self.message}"
+
+
+NAME_RULE_MESSAGE = (
+    "must be a DNS-1035 label (at most 63 lowercase letters, digits and '-', starting with a letter, not ending "
+    "in '-'): it names the workload's Services (the stable endpoint NAME.NAMESPACE.svc and NAME-model)"
+)
+
+
+def name_problems(name: str) -> list[SpecProblem]:
+    """What is wrong with a workload's ``metadata.name`` for the objects named after it (the CRD's root rule says the
+    same at admission; this covers objects stored before the rule existed)."""
+    if len(name) <= DNS_LABEL_MAX and re.match(DNS_LABEL_PATTERN, name):
+        return []
+    return [SpecProblem("name", f"{name!r} {NAME_RULE_MESSAGE}", root="metadata")]
 
 
 def parse_spec(raw: Any) -> tuple[InferenceWorkloadSpec | None, list[SpecProblem]]:

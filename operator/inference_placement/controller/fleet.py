@@ -13,6 +13,7 @@ import heapq
 import json
 import logging
 import math
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,7 +28,7 @@ from inference_placement.api.spec import InferenceWorkloadSpec
 from inference_placement.api.validation import SpecProblem, parse_spec
 from inference_placement.api.workload import WorkloadKey
 from inference_placement.controller.leader import NotLeaderError
-from inference_placement.controller.reconciler import Reconciler, TickInputs
+from inference_placement.controller.reconciler import Reconciler, ReconcileResult, TickInputs
 from inference_placement.controller.router_sync import RouterSync
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.controller.wake import WakeSignal
@@ -119,6 +120,8 @@ class Fleet:
     reconciler: Reconciler
     metrics: MetricsSource
     price_book: Callable[[], PriceBook]
+    price_book_problem: Callable[[], str | None] = lambda: None
+    """Why the configured price book is not in force (``PriceBookHolder.error``); None = it is."""
     capacity: Callable[[], ClusterCapacity] = ClusterCapacity
     capacity_verdict: Callable[[WorkloadKey, InferenceWorkloadSpec], tuple[bool, str] | None] = lambda key, spec: None
     """(enough free capacity, numbers) for a workload with a valid spec; None when not applicable."""
@@ -145,6 +148,15 @@ class Fleet:
     before every pass and ends when it raises. None = a single replica, always acting."""
     relist: Callable[[], Awaitable[int]] | None = None
     """Re-reads every workload from the apiserver into the fleet (one paginated LIST): a new leader's first step."""
+    failure_backoff_initial_seconds: float = 2.0
+    """First wait after a failed reconcile of a workload (an exception, or a target error recorded in status); each
+    further failure doubles it (each wait drawn between half and all of its step), up to
+    ``failure_backoff_max_seconds``; never shorter than the cloud's ``Retry-After``. A spec edit or a deletion is
+    reconciled at once regardless."""
+    failure_backoff_max_seconds: float = 300.0
+    """Longest wait between two failed reconciles of one workload."""
+    rng: random.Random = field(default_factory=random.Random)
+    """Jitter of the failure backoff (a seeded one in tests)."""
 
     def __post_init__(self) -> None:
         self._workloads: dict[WorkloadKey, _Entry] = {}
@@ -157,6 +169,8 @@ class Fleet:
         self._signals: dict[WorkloadKey, WakeSignal] = {}
         """What the router's activators saw per workload since its last reconcile (``controller/wake.py``)."""
         self._router_dirty = False
+        self._backoff: dict[WorkloadKey, tuple[int, float]] = {}
+        """Workloads whose last reconcile failed: (failures in a row, fleet clock before which none is retried)."""
         self.spec_parses = 0
         """How many times a spec was parsed (at most once per distinct spec content in ``SPEC_CACHE_SIZE``)."""
 
@@ -175,6 +189,7 @@ class Fleet:
                 self.telemetry.forget_workload(key.namespace, key.name)
             self._dirty.discard(key)
             self._active.discard(key)
+            self._backoff.pop(key, None)
             return
         generation = int(meta.get("generation") or 0)
         previous = self._workloads.get(key)
@@ -266,17 +281,15 @@ class Fleet:
         entry.parsed = hit[1]
         return entry.parsed
 
-    async def _reconcile_failed(self, key: WorkloadKey, err: Exception) -> None:
-        self.stats.reconcile_errors += 1
-        self._active.add(key)
+    async def _reconcile_failed(self, key: WorkloadKey, err: Exception, now_ts: float) -> None:
         if isinstance(err, ApiException) and err.status == 409:
-            # our copy is stale (another writer, or another replica, changed the object): read it again
+            # our copy is stale (another writer, or another replica, changed the object): read it again, no backoff
+            self.stats.reconcile_errors += 1
+            self._active.add(key)
             log.info("reconcile of %s refused (409, stale copy); re-read and retried", key, exc_info=err)
             await self._reread(key)
-        elif _unreachable(err):  # one line per pass, not a traceback, while the apiserver is down
-            log.warning("reconcile of %s waits for the apiserver (%s); retried on the next pass", key, err)
-        else:
-            log.exception("reconcile of %s failed; retried on the next pass", key, exc_info=err)
+            return
+        self._reconcile_raised(key, err, now_ts)
 
     async def _reread(self, key: WorkloadKey) -> None:
         """Replace the stored copy of ``key`` with the apiserver's (after a refused conditional write)."""
@@ -322,9 +335,10 @@ class Fleet:
                 pass
             self._wake.clear()
             keys = self._dirty | self._active
+            urgent = set(self._dirty)
             self._dirty.clear()
             if keys:
-                await self._reconcile_keys(keys)
+                await self._reconcile_keys(keys, urgent=urgent)
             elif self._router_dirty:
                 await self._sync_router()
 
@@ -394,16 +408,67 @@ class Fleet:
         entries = self._workloads
         return set(heapq.nsmallest(share, entries, key=lambda k: entries[k].reconciled_at))
 
+    def backoff_until(self, key: WorkloadKey) -> float | None:
+        """Fleet clock (POSIX seconds) before which ``key`` is not retried after a failure; None = not backed off."""
+        entry = self._backoff.get(key)
+        return entry[1] if entry is not None else None
+
+    def _failed(self, key: WorkloadKey, now_ts: float, retry_after: float | None) -> tuple[int, float]:
+        """Record one more failure of ``key``: exponential backoff with jitter, at least ``retry_after``."""
+        failures = self._backoff.get(key, (0, 0.0))[0] + 1
+        ceiling = min(self.failure_backoff_max_seconds, self.failure_backoff_initial_seconds * 2 ** (failures - 1))
+        delay = self.rng.uniform(ceiling / 2, ceiling)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.failure_backoff_max_seconds))
+        self._backoff[key] = (failures, now_ts + delay)
+        if self.telemetry is not None:
+            self.telemetry.reconcile_backoffs.set(len(self._backoff))
+        return failures, delay
+
+    def _record_outcome(self, key: WorkloadKey, result: ReconcileResult, now_ts: float) -> None:
+        """Back ``key`` off after target errors (honouring the longest ``Retry-After``); clear it once its status
+        shows none (a reconcile that only rolled back a failed placement keeps the count: the next failure waits
+        longer, not the first interval again)."""
+        if result.failures:
+            asked = [f.retry_after_seconds for f in result.failures if f.retry_after_seconds is not None]
+            self._failed(key, now_ts, max(asked) if asked else None)
+            if self.telemetry is not None:
+                self.telemetry.reconcile_failures.labels("target").inc()
+        elif not result.erroring and self._backoff.pop(key, None) is not None and self.telemetry is not None:
+            self.telemetry.reconcile_backoffs.set(len(self._backoff))
+
+    def _reconcile_raised(self, key: WorkloadKey, err: Exception, now_ts: float) -> None:
+        """One log line per failure (the traceback only at DEBUG: it is the same one every time), then back off."""
+        self.stats.reconcile_errors += 1
+        self._active.add(key)
+        if _unreachable(err):  # one line per pass while the apiserver is down; not this workload's fault
+            log.warning("reconcile of %s waits for the apiserver (%s); retried on the next pass", key, err)
+            return
+        failures, delay = self._failed(key, now_ts, None)
+        if self.telemetry is not None:
+            self.telemetry.reconcile_failures.labels("exception").inc()
+        log.warning(
+            "reconcile of %s failed (%s: %s); next attempt in %.1fs (failure %d in a row)",
+            key, type(err).__name__, str(err)[:300], delay, failures,
+        )  # fmt: skip
+        log.debug("reconcile of %s failed", key, exc_info=err)
+
     async def _reconcile_keys(
-        self, keys: set[WorkloadKey], *, full_tick: bool = False, resync: set[WorkloadKey] | None = None
+        self,
+        keys: set[WorkloadKey],
+        *,
+        full_tick: bool = False,
+        resync: set[WorkloadKey] | None = None,
+        urgent: set[WorkloadKey] | None = None,
     ) -> None:
         price_book = self.price_book()
+        price_book_problem = self.price_book_problem()
         capacity = self.capacity()
         now = self.clock()
         now_ts = _posix(now)
         slots = asyncio.Semaphore(self.reconcile_concurrency)
         # a month turning resets budgets: every workload is reconciled at the first tick of a month
-        shared = (id(price_book), capacity.fingerprint, now.year, now.month)
+        shared = (id(price_book), price_book_problem, capacity.fingerprint, now.year, now.month)
         staleness = self.reconciler.max_metrics_staleness_seconds
         resync = resync or set()
         skipped = 0
@@ -414,6 +479,9 @@ class Fleet:
             entry = self._workloads.get(key)
             if entry is None:
                 return None
+            held = self._backoff.get(key)
+            if held is not None and now_ts < held[1] and key not in (urgent or ()):
+                return None  # failed lately: waits out its backoff (a spec edit or a deletion does not)
             window = windows.get(key)
             problem = snapshot.problem_for(key)
             parsed = self._parsed(entry)
@@ -460,6 +528,7 @@ class Fleet:
                 router_answers_without_pods=no_pod_answered,
                 wake=signal,
                 history_loading=snapshot.history_loading,
+                price_book_problem=price_book_problem,
             )
             return entry, fingerprint, inputs, parsed
 
@@ -473,7 +542,7 @@ class Fleet:
                 except NotLeaderError:
                     return  # leadership ended mid-pass: the loop stops at its next check; nothing to retry here
                 except Exception as err:
-                    await self._reconcile_failed(key, err)
+                    await self._reconcile_failed(key, err, now_ts)
                     if inputs.wake is not None:  # not acted on: keep it for the retry
                         self._signals[key] = _merge(inputs.wake, self._signals.get(key))
                     return
@@ -487,7 +556,8 @@ class Fleet:
                 stored.inputs = (stored.resource_version, fingerprint)
                 stored.reconciled_at = now_ts
                 stored.revisit_at = _posix(result.revisit_at) if result.revisit_at is not None else None
-            if result.active:
+            self._record_outcome(key, result, now_ts)
+            if result.active or result.failures:
                 self._active.add(key)
             else:
                 self._active.discard(key)

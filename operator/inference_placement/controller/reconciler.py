@@ -39,7 +39,7 @@ from inference_placement.api.status import (
     WakeRecord,
 )
 from inference_placement.api.timestamps import parse_time as parse_stamp
-from inference_placement.api.validation import SpecProblem, parse_spec
+from inference_placement.api.validation import SpecProblem, name_problems, parse_spec
 from inference_placement.api.workload import InferenceWorkload, ObjectMeta, WorkloadKey
 from inference_placement.controller.kube import KubeWriter, now_rfc3339
 from inference_placement.controller.migration import (
@@ -72,6 +72,7 @@ from inference_placement.targets.base import (
     Target,
     TargetError,
     TargetState,
+    as_target_error,
 )
 
 __all__ = ["GUARDED_STATUS_KEYS", "ReconcileResult", "Reconciler", "TickInputs"]
@@ -107,6 +108,8 @@ class TickInputs:
     """What the router's activator saw of this workload since its last reconcile (held requests: wake it now)."""
     history_loading: bool = False
     """The metrics source is still reading the request-rate history back after a start (``MetricsSnapshot``)."""
+    price_book_problem: str | None = None
+    """Why the configured price book is not the one in force (rejected at start-up or on reload); None = it is."""
 
 
 @dataclass
@@ -120,6 +123,10 @@ class ReconcileResult:
     revisit_at: datetime | None = None
     """The earliest future time at which the clock alone can change this reconcile's outcome and that no input
     shows (a cooldown ending); None = none known. The fleet reconciles the workload again once it passed."""
+    failures: list[TargetError] = field(default_factory=list)
+    """Target errors this reconcile met (recorded in status): the fleet backs this workload off before retrying."""
+    erroring: bool = False
+    """Status still shows a target error (e.g. a failed placement rolled back this time): the backoff stays."""
 
 
 @dataclass
@@ -127,6 +134,7 @@ class _Pending:
     """Changes gathered during one reconcile, applied at the end."""
 
     events: list[tuple[str, str, bool]] = field(default_factory=list)
+    failures: list[TargetError] = field(default_factory=list)
 
     def event(self, reason: str, message: str, *, warning: bool = False) -> None:
         self.events.append((reason, message, warning))
@@ -153,10 +161,22 @@ class _Conditions:
                 self.pending.event("InvalidSpec", message, warning=True)
             elif before is not None:
                 self.pending.event("SpecValid", "spec is valid again; placement resumes")
-        elif type_ in (ConditionType.BUDGET_EXCEEDED, ConditionType.SLO_AT_RISK, ConditionType.METRICS_AVAILABLE):
-            became_bad = (state is ConditionStatus.TRUE) == (type_ is not ConditionType.METRICS_AVAILABLE)
+        elif type_ in _EVENTFUL:
+            became_bad = (state is ConditionStatus.TRUE) == (type_ not in _GOOD_WHEN_TRUE)
             if (before is None and became_bad) or (before is not None and before.status is not after.status):
                 self.pending.event(reason.value, message, warning=became_bad)
+
+
+_GOOD_WHEN_TRUE = frozenset({ConditionType.METRICS_AVAILABLE, ConditionType.PRICE_BOOK_VALID})
+_EVENTFUL = frozenset(
+    {
+        ConditionType.BUDGET_EXCEEDED,
+        ConditionType.SLO_AT_RISK,
+        ConditionType.METRICS_AVAILABLE,
+        ConditionType.PRICE_BOOK_VALID,
+    }
+)
+"""Conditions whose transitions post an Event (a warning when they turn bad)."""
 
 
 class Reconciler:
@@ -215,12 +235,12 @@ class Reconciler:
         if meta.deletion_timestamp is not None:
             if self.pinger is not None:
                 self.pinger.plan(WorkloadKey(meta.namespace, meta.name), None)
-            await self._finalize(raw, meta, status)
+            result.active = not await self._finalize(raw, meta, status, result.failures)
             return result
 
         spec, problems = parsed_spec if parsed_spec is not None else parse_spec(raw.get("spec"))
         conditions = _Conditions(list(status.conditions), now_rfc3339(inputs.now), meta.generation)
-        refusal = _spec_refusal(spec, problems, self.targets)
+        refusal = _spec_refusal(spec, [*problems, *name_problems(meta.name)], self.targets)
         if spec is None or refusal is not None:
             conditions.mark(ConditionType.INVALID_SPEC, ConditionStatus.TRUE, Reason.SPEC_INVALID, refusal or "")
             return await self._finish(meta, current_wire, status, conditions, result, changes={})
@@ -395,7 +415,19 @@ class Reconciler:
         status: InferenceWorkloadStatus,
         inputs: TickInputs,
     ) -> None:
-        """MetricsAvailable, BudgetExceeded, SLOAtRisk and CapacityAvailable from the decision and its inputs."""
+        """MetricsAvailable, BudgetExceeded, SLOAtRisk, CapacityAvailable and PriceBookValid from the decision and
+        its inputs (PriceBookValid only once a book was rejected: it says which book the costs come from)."""
+        if inputs.price_book_problem is not None:
+            conditions.mark(
+                ConditionType.PRICE_BOOK_VALID,
+                ConditionStatus.FALSE,
+                Reason.PRICE_BOOK_REJECTED,
+                inputs.price_book_problem,
+            )
+        elif any(c.type is ConditionType.PRICE_BOOK_VALID for c in conditions.items):
+            conditions.mark(
+                ConditionType.PRICE_BOOK_VALID, ConditionStatus.TRUE, Reason.PRICE_BOOK_LOADED, "price book in force"
+            )
         if decision.metrics_ok:
             conditions.mark(
                 ConditionType.METRICS_AVAILABLE, ConditionStatus.TRUE, Reason.METRICS_FRESH, _window_text(inputs.window)
@@ -445,6 +477,8 @@ class Reconciler:
         result.body = await self._write(meta, current_wire, new_status, conditions.pending)
         result.wrote_status = result.body is not None
         result.events = [e[0] for e in conditions.pending.events]
+        result.failures = list(conditions.pending.failures)
+        result.erroring = _erroring(new_status)
         return result
 
     def _plan_pings(
@@ -632,8 +666,8 @@ class Reconciler:
         self._fence()
         try:
             state = await target.ensure(workload, desired)
-        except TargetError as err:
-            return self._target_failed(status, target_name, err, pending)
+        except Exception as exc:  # every failure becomes status (as_target_error), never an escape
+            return self._target_failed(status, target_name, _logged_target_error(exc), pending)
         if target_name is TargetName.CLUSTER and settings.replicas == 0 and not state.ready:
             # at zero on purpose: the router answers (holds, or falls through to serverless) until a replica is up
             state = TargetState(
@@ -654,8 +688,8 @@ class Reconciler:
         self._fence()
         try:
             return await target.retire(workload)
-        except TargetError as err:
-            self._target_failed(status, target_name, err, pending)
+        except Exception as exc:
+            self._target_failed(status, target_name, _logged_target_error(exc), pending)
             return False
 
     def _target_failed(
@@ -669,6 +703,7 @@ class Reconciler:
             else TargetErrorKind.RETRYABLE
         )
         message = f"{target_name.value}: {err.message}"
+        pending.failures.append(err)
         self.telemetry.target_errors.labels(target_name.value, kind.value).inc()
         previous = _target_status(status.targets or TargetsStatus(), target_name)
         if previous is None or previous.message != message:
@@ -707,9 +742,12 @@ class Reconciler:
         meta.finalizers = finalizers
         meta.resource_version = str(result.get("metadata", {}).get("resourceVersion", meta.resource_version))
 
-    async def _finalize(self, raw: Mapping[str, Any], meta: ObjectMeta, status: InferenceWorkloadStatus) -> None:
+    async def _finalize(
+        self, raw: Mapping[str, Any], meta: ObjectMeta, status: InferenceWorkloadStatus, failures: list[TargetError]
+    ) -> bool:
+        """Retire the cloud resources, then drop the finalizer; True when done (False: call again, backed off)."""
         if self.cloud_finalizer not in meta.finalizers:
-            return
+            return True
         spec, _ = parse_spec(raw.get("spec"))
         if spec is None:
             # The stored spec no longer parses; retiring needs only names, which come from metadata.
@@ -723,18 +761,21 @@ class Reconciler:
             self._fence()
             try:
                 gone = await target.retire(workload)
-            except TargetError as err:
+            except Exception as exc:
+                err = _logged_target_error(exc)
+                failures.append(err)
                 log.warning("cannot retire %s of %s/%s yet: %s", name.value, meta.namespace, meta.name, err.message)
                 gone = False
             all_gone = all_gone and gone
         if not all_gone:
-            return
+            return False
         finalizers = [f for f in meta.finalizers if f != self.cloud_finalizer]
         try:
             await self.writer.set_finalizers(meta.namespace, meta.name, finalizers, meta.resource_version)
         except ApiException as err:
             if err.status not in (404, 409):
                 raise
+        return True
 
     # ------------------------------------------------------------------ status write
 
@@ -785,6 +826,14 @@ def _kept_at_zero(decision: Decision, status: InferenceWorkloadStatus, inputs: T
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _logged_target_error(exc: BaseException) -> TargetError:
+    """``exc`` in the target error tree; one that was not (a client's own exception) is logged with its traceback at
+    DEBUG, its type in the status message."""
+    if not isinstance(exc, TargetError):
+        log.debug("target raised %s", type(exc).__name__, exc_info=exc)
+    return as_target_error(exc)
 
 
 def _spec_refusal(
@@ -1038,6 +1087,14 @@ def _first_error(targets: TargetsStatus) -> str | None:
         if entry is not None and entry.error is not None and entry.message:
             return entry.message
     return None
+
+
+def _erroring(status: InferenceWorkloadStatus) -> bool:
+    """A target error is still recorded, or the first placement was rolled back (nothing serves yet): what a retry
+    of this workload would meet again, so its failure backoff keeps counting."""
+    last = status.last_migration
+    unplaced_after_rollback = status.placement is None and last is not None and last.outcome.value == "RolledBack"
+    return unplaced_after_rollback or _first_error(status.targets or TargetsStatus()) is not None
 
 
 def _placed_ready(status: InferenceWorkloadStatus) -> bool:

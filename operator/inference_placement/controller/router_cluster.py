@@ -34,6 +34,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.rest import ApiException
 
 from inference_placement.api.workload import API_VERSION, KIND
+from inference_placement.controller.kube import KubeWriter
 from inference_placement.routing.envoy import CDS_FILE, RDS_FILE, EnvoySettings, JsonDict, render_cds, render_rds
 from inference_placement.routing.manifests import (
     ACTIVATOR_METRICS_PORT,
@@ -95,6 +96,9 @@ class ClusterRouterApplier:
         self.pods_cache_seconds = 10.0
         """How long the list of router Pods whose activators are read for wake-ups is reused."""
         self._activator_pods: tuple[float, list[str]] | None = None
+        self.refused: dict[tuple[str, str], str] = {}
+        """(namespace, name) -> why its stable Service was refused (retried at every apply until it is created)."""
+        self._events: KubeWriter | None = None
 
     # ------------------------------------------------------------------ the router itself
 
@@ -157,7 +161,7 @@ class ClusterRouterApplier:
             await self.core.patch_namespaced_config_map(ROUTER_NAME, self.namespace, body)
             await self._confirm(move.kind, move.version)
             moves.append((move.kind, move.version))
-        await self._sync_services(routes)
+        await self.sync_endpoints(routes)
         return moves
 
     async def _confirm(self, kind: XdsKind, version: str) -> None:
@@ -238,9 +242,13 @@ class ClusterRouterApplier:
 
     # ------------------------------------------------------------------ the stable endpoints
 
-    async def _sync_services(self, routes: Sequence[Route]) -> None:
+    async def sync_endpoints(self, routes: Sequence[Route]) -> None:
         """One stable Service per workload, created once per operator run (409: it exists). It carries an owner
-        reference to its workload, so the garbage collector removes it with the workload: no list, no delete."""
+        reference to its workload, so the garbage collector removes it with the workload: no list, no delete.
+
+        A Service one namespace refuses (a quota, a policy, RBAC scoped away, a name the API will not take) is that
+        workload's problem alone: a Warning Event on it (once per refusal text), a log line, and a retry at the
+        next apply; the router's routes and every other workload's Service are applied all the same."""
         for route in routes:
             key = (route.namespace, route.name)
             if key in self._services:
@@ -256,9 +264,30 @@ class ClusterRouterApplier:
                 await self.core.create_namespaced_service(route.namespace, endpoint)
             except ApiException as err:
                 if err.status != 409:
-                    raise
+                    await self._endpoint_refused(route, uid, err)
+                    continue
             self._services.add(key)
+            self.refused.pop(key, None)
         self._services &= {(r.namespace, r.name) for r in routes}
+        self.refused = {k: v for k, v in self.refused.items() if k in {(r.namespace, r.name) for r in routes}}
+
+    async def _endpoint_refused(self, route: Route, uid: str, err: ApiException) -> None:
+        status = err.status if isinstance(err.status, int) else 0
+        try:
+            detail = str(json.loads(err.body).get("message", "")) if err.body else str(err.reason or "")
+        except (ValueError, AttributeError):
+            detail = str(err.reason or "")
+        message = f"stable endpoint Service {route.namespace}/{route.name} refused: HTTP {status}: {detail}"[:1000]
+        key = (route.namespace, route.name)
+        if self.refused.get(key) == message:
+            return
+        self.refused[key] = message
+        log.warning("%s (the other workloads' routes are applied)", message)
+        if self._events is None:
+            self._events = KubeWriter(self.api, concurrency=4)
+        await self._events.post_event(
+            namespace=route.namespace, name=route.name, uid=uid, reason="EndpointRefused", message=message, warning=True
+        )
 
 
 def _document(text: str | None) -> JsonDict | None:

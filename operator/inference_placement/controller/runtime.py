@@ -119,13 +119,25 @@ def _load_price_book(settings: OperatorSettings) -> PriceBook:
 
 
 class PriceBookHolder:
-    """The price book in force. A broken edit of the file is reported and the last good book stays in force."""
+    """The price book in force, and why it is not the configured one when it is not.
 
-    def __init__(self, settings: OperatorSettings) -> None:
+    A book rejected at start-up leaves the operator running on the packaged book (a crash loop would stop every
+    workload's reconciles for one bad file); a broken edit later keeps the last good book. Either way ``error``
+    says so (the workloads' ``PriceBookValid`` condition and an Event on each), and so do the metrics
+    ``price_book_valid`` and ``price_book_rejections_total{phase}``; a fixed file is picked up at the next tick."""
+
+    def __init__(self, settings: OperatorSettings, telemetry: Telemetry | None = None) -> None:
         self.settings = settings
-        self.current = _load_price_book(settings)
+        self.telemetry = telemetry
         self.error: str | None = None
         self._mtime = self._stat()
+        try:
+            self.current = _load_price_book(settings)
+        except Exception as err:  # PriceBookError, a missing file, bytes that are not UTF-8
+            self.current = default_price_book()
+            self._rejected("startup", f"{_describe(settings, err)}; decisions use the packaged price book")
+        else:
+            self._valid()
 
     def _stat(self) -> float | None:
         path = self.settings.price_book_path
@@ -140,12 +152,30 @@ class PriceBookHolder:
             self._mtime = mtime
             try:
                 self.current = _load_price_book(self.settings)
-                self.error = None
-                log.info("price book reloaded from %s", self.settings.price_book_path)
             except Exception as err:  # keep serving with the last good book
-                self.error = str(err)
-                log.error("price book rejected, keeping the previous one: %s", err)
+                self._rejected("reload", f"{_describe(self.settings, err)}; decisions use the last good price book")
+            else:
+                self.error = None
+                self._valid()
+                log.info("price book reloaded from %s", self.settings.price_book_path)
         return self.current
+
+    def _valid(self) -> None:
+        if self.telemetry is not None:
+            self.telemetry.price_book_valid.set(1)
+
+    def _rejected(self, phase: str, message: str) -> None:
+        self.error = message
+        log.error("price book rejected (%s): %s", phase, message)
+        if self.telemetry is not None:
+            self.telemetry.price_book_valid.set(0)
+            self.telemetry.price_book_rejections.labels(phase).inc()
+
+
+def _describe(settings: OperatorSettings, err: Exception) -> str:
+    """One line naming the file and the problem (a PriceBookError names the field already)."""
+    text = " ".join(str(err).split())[:400]
+    return text if isinstance(err, PriceBookError) else f"{settings.price_book_path}: {type(err).__name__}: {text}"
 
 
 async def build_fleet(
@@ -222,10 +252,12 @@ async def build_fleet(
         fence=fence,
     )
 
+    price_book = PriceBookHolder(settings, telemetry)
     fleet = Fleet(
         reconciler=reconciler,
         metrics=metrics,
-        price_book=PriceBookHolder(settings),
+        price_book=price_book,
+        price_book_problem=lambda: price_book.error,
         capacity=capacity.snapshot,
         capacity_verdict=capacity_verdict(capacity),
         tick_seconds=settings.tick_seconds,
@@ -245,7 +277,12 @@ async def build_fleet(
     watch = _activator_watch(settings.router, router, fleet, telemetry)
     watch_task = asyncio.create_task(watch.run(), name="activator-watch") if watch is not None else None
 
+    sweep_task = _start_sweep(settings, api, targets, telemetry, fence)
+
     async def close() -> None:
+        if sweep_task is not None:
+            sweep_task.cancel()
+            await asyncio.gather(sweep_task, return_exceptions=True)
         if watch is not None and watch_task is not None:
             watch.stop()
             await asyncio.wait_for(watch_task, timeout=10)
@@ -317,6 +354,46 @@ async def make_elector(settings: OperatorSettings) -> LeaseElector:
         identity=settings.leader_election_identity or default_identity(),
         timings=settings.lease_timings(),
     )
+
+
+def _start_sweep(
+    settings: OperatorSettings,
+    api: Any,
+    targets: dict[TargetName, Target],
+    telemetry: Telemetry,
+    fence: Callable[[], None] | None,
+) -> asyncio.Task[None] | None:
+    """The orphan sweep (``controller/sweep.py``) over the configured cloud targets, or None (off, or none)."""
+    from inference_placement.controller.sweep import OrphanSweep
+
+    sweep = settings.sweep
+    listers: dict[TargetName, Any] = {}
+    swept: dict[TargetName, Any] = {}
+    lambda_target: Any = targets.get(TargetName.LAMBDA)
+    if lambda_target is not None and hasattr(lambda_target, "list_owned"):
+        regions = list(sweep.lambda_regions or (settings.lambda_.region,))
+        listers[TargetName.LAMBDA] = lambda: lambda_target.list_owned(regions=regions)
+        swept[TargetName.LAMBDA] = lambda_target
+    cloudrun_target: Any = targets.get(TargetName.CLOUDRUN)
+    if cloudrun_target is not None and hasattr(cloudrun_target, "list_owned") and settings.cloudrun.project:
+        run_regions = list(sweep.cloud_run_regions or ("us-central1",))
+        project = settings.cloudrun.project
+        listers[TargetName.CLOUDRUN] = lambda: cloudrun_target.list_owned(project=project, regions=run_regions)
+        swept[TargetName.CLOUDRUN] = cloudrun_target
+    if sweep.interval_seconds <= 0 or not listers:
+        return None
+    orphans = OrphanSweep(
+        api,
+        listers,
+        swept,
+        namespaces=settings.namespaces,
+        dry_run=sweep.dry_run,
+        telemetry=telemetry,
+        fence=fence,
+    )
+    log.info("orphan sweep every %.0fs over %s%s", sweep.interval_seconds, ", ".join(t.value for t in listers),
+             " (dry run)" if sweep.dry_run else "")  # fmt: skip
+    return asyncio.create_task(orphans.run(sweep.interval_seconds), name="orphan-sweep")
 
 
 def capacity_verdict(
@@ -404,7 +481,7 @@ def build_router(router: RouterSettings, api: Any = None) -> RouterSync | None:
     if router.mode == "off":
         return None
     from inference_placement.routing.envoy import EnvoySettings
-    from inference_placement.routing.model import EndpointsConfig, UpstreamAddress
+    from inference_placement.routing.model import EndpointsConfig, UpstreamAddress, UpstreamTrust
 
     envoy_options: dict[str, Any] = {"cluster_domain": router.cluster_domain}
     if router.gcp_metadata is not None:
@@ -422,6 +499,13 @@ def build_router(router: RouterSettings, api: Any = None) -> RouterSync | None:
         address_overrides=dict(router.address_overrides),
         lambda_endpoint=router.lambda_endpoint,
         lambda_payload_passthrough=router.lambda_passthrough,
+        trust=UpstreamTrust(
+            cloud_run_host_suffixes=router.cloud_run_host_suffixes,
+            lambda_accounts=frozenset(router.lambda_accounts),
+            lambda_regions=frozenset(router.lambda_regions),
+            trusted_origins=frozenset(router.trusted_origins),
+        ),
+        cluster_domain=router.cluster_domain,
     )
     if router.mode == "cluster":
         from inference_placement.controller.router_cluster import ClusterRouterApplier
@@ -511,13 +595,6 @@ def _serverless_targets(
 
 
 async def run_operator(settings: OperatorSettings, *, log_format: str = "json", verbose: bool = False) -> None:
-    try:
-        _load_price_book(settings)
-    except (OSError, ValueError) as err:  # PriceBookError, a missing file, bytes that are not UTF-8
-        # No last good book to fall back on: refuse to start with one clear line, rather than kopf retrying its
-        # start-up every 60 s with a traceback while nothing is reconciled.
-        reason = err if isinstance(err, PriceBookError) else f"{settings.price_book_path}: {err}"
-        raise SystemExit(f"inference-placement: price book rejected, not starting: {reason}") from None
     if settings.kubeconfig is not None:
         os.environ["KUBECONFIG"] = settings.kubeconfig  # read by kopf's kubeconfig login
     kopf.configure(

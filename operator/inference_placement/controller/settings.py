@@ -29,6 +29,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     model_validator,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "CloudRunSettings",
     "LambdaSettings",
     "MetricsSettings",
+    "SweepSettings",
     "MigrationSettings",
     "OperatorSettings",
     "RouterSettings",
@@ -108,6 +110,8 @@ def _shift_steps(value: tuple[int, ...]) -> tuple[int, ...]:
 
 
 Url = Annotated[str, AfterValidator(_url)]
+_AwsAccount = Annotated[str, StringConstraints(pattern=r"^[0-9]{12}$")]
+"""A 12-digit AWS account id."""
 """An http(s) URL, or ``host:port`` (read as http)."""
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 """A container's imagePullPolicy."""
@@ -224,6 +228,17 @@ class RouterSettings(_Group):
     wake_keep_seconds: Annotated[float, Ge(0)] = 60.0
     """Seconds a workload woken from zero keeps at least one replica whatever the decision (the traffic that woke
     it must reach the metrics the policy reads before it may go back to zero). Default 60."""
+    cloud_run_host_suffixes: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = (".run.app",)
+    """Comma-separated host suffixes a Cloud Run URL in a workload's status must end with before the router sends
+    traffic to it (and the host must start with the workload's own service id). Default ``.run.app``."""
+    lambda_accounts: Annotated[tuple[_AwsAccount, ...], BeforeValidator(_comma_list)] = ()
+    """Comma-separated AWS account ids whose functions the router may invoke (a function ARN in status from any
+    other account is refused). Default: none (any account; set it in production)."""
+    lambda_regions: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = ()
+    """Comma-separated AWS regions whose functions the router may invoke. Default: none (any region)."""
+    trusted_origins: Annotated[tuple[Url, ...], BeforeValidator(_comma_list)] = ()
+    """Comma-separated published origins the router accepts as they are, without the checks above: local
+    stand-ins that publish a loopback URL (tests and the demo). Default: none."""
     latency_buckets_ms: Annotated[
         tuple[float, ...] | None, BeforeValidator(_comma_list), AfterValidator(_latency_buckets)
     ] = None
@@ -295,6 +310,22 @@ class LambdaSettings(_Group):
     def active(self) -> bool:
         """Whether the target is offered."""
         return self.enabled or self.endpoint is not None
+
+
+class SweepSettings(_Group):
+    """The periodic sweep for leaked cloud resources (``controller/sweep.py``)."""
+
+    interval_seconds: Annotated[float, Ge(0)] = 600.0
+    """Seconds between two sweeps for cloud resources labelled/tagged as this operator's whose workload no longer
+    exists (0 = no sweep). Default 600."""
+    dry_run: bool = False
+    """Report what the sweep would retire (log line, ``inference_placement_orphans_total{action="dry-run"}``)
+    without deleting anything. Default ``false``."""
+    lambda_regions: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = ()
+    """Comma-separated AWS regions the sweep lists Lambda functions in. Default: none (``lambda.region`` only)."""
+    cloud_run_regions: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = ()
+    """Comma-separated Google Cloud regions the sweep lists Cloud Run services in (project ``cloudrun.project``).
+    Default: none (us-central1 only)."""
 
 
 _TIMINGS = MigrationTimings()
@@ -417,6 +448,8 @@ class OperatorSettings(BaseModel):
     """``--set metrics.*``."""
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     """``--set cluster.*``."""
+    sweep: SweepSettings = Field(default_factory=SweepSettings)
+    """``--set sweep.*``."""
 
     @model_validator(mode="after")
     def _lease_timings_fit(self) -> OperatorSettings:
@@ -571,7 +604,7 @@ def default_text(info: FieldInfo) -> str:
     if isinstance(value, (int, float)):
         return f"{value:g}"
     if isinstance(value, tuple):
-        return ",".join(str(part) for part in value)
+        return ",".join(str(part) for part in value) or "none"
     if isinstance(value, dict):
         return ",".join(f"{key}={url}" for key, url in value.items()) or "none"
     return str(value)

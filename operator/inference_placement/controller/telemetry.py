@@ -136,6 +136,36 @@ class Telemetry:
             ["result"],
             registry=r,
         )
+        self.reconcile_failures = Counter(
+            "inference_placement_reconcile_failures",
+            "Failed reconciles, by kind (exception: the reconcile raised; target: a target error recorded in status).",
+            ["kind"],
+            registry=r,
+        )
+        self.reconcile_backoffs = Gauge(
+            "inference_placement_reconcile_backoffs",
+            "Workloads waiting out a failure backoff before their next reconcile.",
+            registry=r,
+        )
+        self.price_book_valid = Gauge(
+            "inference_placement_price_book_valid",
+            "1 while the configured price book is in force; 0 while it is rejected (the last good book or the "
+            "packaged one is used instead).",
+            registry=r,
+        )
+        self.price_book_rejections = Counter(
+            "inference_placement_price_book_rejections",
+            "Price books rejected, by phase (startup: the packaged book runs; reload: the last good book stays).",
+            ["phase"],
+            registry=r,
+        )
+        self.orphans = Counter(
+            "inference_placement_orphans",
+            "Cloud resources labelled/tagged as ours whose workload no longer exists, found by the sweep, by target "
+            "and action (retired, dry-run, failed).",
+            ["target", "action"],
+            registry=r,
+        )
 
     def count_write(self, kind: str) -> None:
         """One write sent to the apiserver (``kind``: status, finalizers, event)."""

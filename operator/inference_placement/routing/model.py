@@ -29,11 +29,13 @@ spills only through the connect-failure retry.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
 
+from inference_placement.api.names import cloud_run_service_id, lambda_function_name, model_service_name
 from inference_placement.api.spec import TargetName
 from inference_placement.api.status import InferenceWorkloadStatus, MigrationStep, TargetResourceStatus
 from inference_placement.api.workload import InferenceWorkload
@@ -52,6 +54,7 @@ __all__ = [
     "ServiceUpstream",
     "Upstream",
     "UpstreamAddress",
+    "UpstreamTrust",
     "route_for",
     "route_from_status",
     "traffic_weights",
@@ -60,7 +63,10 @@ __all__ = [
 CLUSTER_DOMAIN: Final = "cluster.local"
 """Default Kubernetes cluster DNS domain."""
 _LAMBDA_HOST_TEMPLATE: Final = "lambda.{region}.amazonaws.com"
-_ARN_MIN_PARTS: Final = 7
+_LAMBDA_ARN: Final = re.compile(
+    r"^arn:(?P<partition>aws|aws-cn|aws-us-gov):lambda:(?P<region>[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]+):"
+    r"(?P<account>[0-9]{12}):function:(?P<function>[A-Za-z0-9_-]{1,64})(:(?P<qualifier>[A-Za-z0-9_$-]{1,128}))?$"
+)
 
 
 class RouteError(ValueError):
@@ -249,6 +255,34 @@ class Route:
 
 
 @dataclass(frozen=True)
+class UpstreamTrust:
+    """What a published upstream must be before the router sends a workload's traffic to it.
+
+    Status is not routing input to be trusted (anyone allowed to patch ``status`` could otherwise point the router
+    at the cloud metadata server, the router's own admin port or another team's function). An upstream is accepted
+    only when it is the workload's own resource, under the name the operator creates it with (``api.names``):
+
+    * cluster: ``http://<name>-model.<namespace>.svc[.<domain>]:<port>``, a DNS name, never an IP literal;
+    * Cloud Run: ``https://<service id>-...<suffix>`` on port 443, ``suffix`` one of ``cloud_run_host_suffixes``;
+    * Lambda: ``arn:<partition>:lambda:<region>:<account>:function:<function name>[:<qualifier>]`` with the account
+      in ``lambda_accounts`` and the region in ``lambda_regions`` (when those are set).
+
+    ``trusted_origins`` are published origins an admin declared trusted as they are (local stand-ins that publish
+    a loopback URL); nothing a workload writes can add to them."""
+
+    cloud_run_host_suffixes: tuple[str, ...] = (".run.app",)
+    lambda_accounts: frozenset[str] = frozenset()
+    """AWS accounts whose functions the router may invoke; empty = any account (set it in production)."""
+    lambda_regions: frozenset[str] = frozenset()
+    """AWS regions whose functions the router may invoke; empty = any region name."""
+    trusted_origins: frozenset[str] = frozenset()
+    """Published origins accepted as they are (normalised ``scheme://host:port``), for stand-ins."""
+
+    def trusted(self, published: UpstreamAddress) -> bool:
+        return published.origin() in {UpstreamAddress.from_url(o).origin() for o in self.trusted_origins}
+
+
+@dataclass(frozen=True)
 class EndpointsConfig:
     """How the router reaches what the status publishes (the production defaults need nothing set)."""
 
@@ -260,6 +294,10 @@ class EndpointsConfig:
     """Lambda API endpoint URL; None = ``https://lambda.REGION.amazonaws.com``. Tests: ``http://127.0.0.1:PORT``."""
     lambda_payload_passthrough: bool = False
     """Send the request body to the function unchanged (and return its answer unchanged)."""
+    trust: UpstreamTrust = field(default_factory=UpstreamTrust)
+    """What a published upstream must be to be routed to (status is checked, not trusted)."""
+    cluster_domain: str = CLUSTER_DOMAIN
+    """The cluster DNS domain a model Service's host may carry (``NAME.NAMESPACE.svc.<domain>``)."""
 
     def connect_address(self, published: UpstreamAddress) -> UpstreamAddress:
         """Where to connect for an endpoint published in status (keys compared as normalised origins, so
@@ -301,29 +339,65 @@ def _resource(status: InferenceWorkloadStatus, target: TargetName) -> TargetReso
     return targets.lambda_
 
 
-def _lambda_region(arn: str) -> str | None:
-    parts = arn.split(":")
-    if len(parts) < _ARN_MIN_PARTS or parts[0] != "arn" or parts[2] != "lambda" or parts[5] != "function":
+def _lambda_upstream(namespace: str, name: str, arn: str, config: EndpointsConfig) -> LambdaUpstream:
+    """The function's upstream; ``RouteError`` when the ARN is not this workload's function where it may be."""
+    match = _LAMBDA_ARN.match(arn)
+    if match is None:
+        raise RouteError(f"{namespace}/{name}: {arn!r} is not a Lambda function ARN")
+    trust = config.trust
+    region, account, function = match["region"], match["account"], match["function"]
+    refusal = None
+    if function != lambda_function_name(namespace, name):
+        refusal = f"is not this workload's function ({lambda_function_name(namespace, name)})"
+    elif trust.lambda_accounts and account not in trust.lambda_accounts:
+        refusal = f"is in account {account}, not an allowed account"
+    elif trust.lambda_regions and region not in trust.lambda_regions:
+        refusal = f"is in region {region}, not an allowed region"
+    if refusal is not None:
+        raise RouteError(f"{namespace}/{name}: untrusted upstream in status: {arn!r} {refusal}")
+    return LambdaUpstream(
+        function_arn=arn,
+        region=region,
+        address=config.lambda_address(region),
+        payload_passthrough=config.lambda_payload_passthrough,
+    )
+
+
+def _untrusted(
+    namespace: str, name: str, target: TargetName, published: UpstreamAddress, config: EndpointsConfig
+) -> str | None:
+    """Why ``published`` is not the workload's own ``target`` resource; None = it is."""
+    if config.trust.trusted(published):
         return None
-    return parts[3] or None
+    if published.is_ip:
+        return f"{published.origin()} is an IP address, not the workload's {target.value} resource"
+    host = published.host.lower().rstrip(".")
+    if target is TargetName.CLOUDRUN:
+        service_id = cloud_run_service_id(namespace, name)
+        suffixes = config.trust.cloud_run_host_suffixes
+        if not published.tls or published.port != 443:
+            return f"{published.origin()} is not https on port 443"
+        if not any(host.endswith(s.lower()) for s in suffixes) or not host.startswith(f"{service_id}-"):
+            return f"{published.origin()} is not this workload's Cloud Run service ({service_id}-*{'|'.join(suffixes)})"
+        return None
+    service = model_service_name(name)
+    hosts = (f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.{config.cluster_domain}")
+    if published.tls or host not in hosts:
+        return f"{published.origin()} is not this workload's model Service ({service}.{namespace}.svc)"
+    return None
 
 
-def _upstream(target: TargetName, resource: TargetResourceStatus | None, config: EndpointsConfig) -> Upstream | str:
-    """The upstream of ``target``, or why there is none."""
+def _upstream(
+    namespace: str, name: str, target: TargetName, resource: TargetResourceStatus | None, config: EndpointsConfig
+) -> Upstream | str:
+    """The upstream of ``target``, or why there is none yet; ``RouteError`` when status names something that is not
+    the workload's own resource (``UpstreamTrust``): such a route is refused whatever its weight."""
     if resource is None:
         return "no resource recorded in status.targets"
     if target is TargetName.LAMBDA:
         if not resource.name:
             return "no function recorded yet"
-        region = _lambda_region(resource.name)
-        if region is None:
-            return f"{resource.name!r} is not a Lambda function ARN"
-        return LambdaUpstream(
-            function_arn=resource.name,
-            region=region,
-            address=config.lambda_address(region),
-            payload_passthrough=config.lambda_payload_passthrough,
-        )
+        return _lambda_upstream(namespace, name, resource.name, config)
     if not resource.endpoint:
         return "no endpoint recorded yet"
     try:
@@ -331,6 +405,9 @@ def _upstream(target: TargetName, resource: TargetResourceStatus | None, config:
         address = config.connect_address(published)
     except ValueError as err:
         return str(err)
+    refusal = _untrusted(namespace, name, target, published, config)
+    if refusal is not None:
+        raise RouteError(f"{namespace}/{name}: untrusted upstream in status.targets.{target.value}: {refusal}")
     if target is TargetName.CLOUDRUN:
         audience = f"https://{published.host}" if published.port == 443 else published.origin()
         return CloudRunUpstream(host=published.host, audience=audience, address=address)
@@ -372,7 +449,7 @@ def route_for(
         if target is TargetName.CLUSTER and pod_addresses is not None:
             upstream = PodsUpstream(tuple(pod_addresses))
         else:
-            upstream = _upstream(target, _resource(status, target), config)
+            upstream = _upstream(namespace, name, target, _resource(status, target), config)
         if isinstance(upstream, str):
             if weight > 0:
                 raise RouteError(f"{namespace}/{name}: {target.value} must take {weight}% of traffic but {upstream}")
@@ -381,7 +458,7 @@ def route_for(
     has_pods = any(b.target is TargetName.CLUSTER for b in backends)
     spill: Overflow | None = None
     if has_pods and overflow is not None and overflow is not TargetName.CLUSTER:
-        serverless = _upstream(overflow, _resource(status, overflow), config)
+        serverless = _upstream(namespace, name, overflow, _resource(status, overflow), config)
         if isinstance(serverless, (CloudRunUpstream, LambdaUpstream)):
             spill = Overflow(overflow, serverless)
     hold = hold_seconds if has_pods and spill is None else None

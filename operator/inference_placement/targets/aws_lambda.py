@@ -41,10 +41,12 @@ from inference_placement.targets import naming
 from inference_placement.targets.base import (
     BlockingTarget,
     DesiredTarget,
+    InvalidLocationError,
     NotOwnedError,
     PermanentTargetError,
     RetryableTargetError,
     TargetState,
+    held_while_moving,
 )
 from inference_placement.targets.credentials import (
     AwsStaticCredentials,
@@ -192,6 +194,15 @@ def _code_sha(function: Mapping[str, Any] | None) -> str | None:
     return str(sha) if sha else None
 
 
+def _known_lambda_region(session: Any, region: str) -> bool:
+    """``region`` is one botocore's endpoint data lists for Lambda in some partition (a newer region than the pinned
+    botocore needs a newer operator image: said in the error)."""
+    for partition in session.get_available_partitions():
+        if region in session.get_available_regions("lambda", partition_name=partition):
+            return True
+    return False
+
+
 def _is_not_found(exc: BaseException) -> bool:
     if not isinstance(exc, ClientError):
         return False
@@ -272,17 +283,28 @@ class LambdaTarget(BlockingTarget, RetriedCalls):
         return cls(credentials=aws_credentials_from_secret(secret_data), **kwargs)
 
     def client(self, region: str) -> Any:
-        """The Lambda client for ``region`` (one per region, created on first use; clients are thread-safe)."""
+        """The Lambda client for ``region`` (one per region, created on first use; clients are thread-safe).
+
+        A region botocore refuses, or one where its endpoint data knows no Lambda, is ``InvalidLocationError``
+        naming ``spec.lambda.region``: every failure here lands in the target error tree, never escapes it."""
         with self._lock:
             client = self._clients.get(region)
             if client is None:
                 if self._client_factory is not None:
                     client = self._client_factory(region)
                 else:
-                    session = self._session or aws_session(region=region, credentials=self._credentials)
-                    client = session.client(
-                        "lambda", region_name=region, endpoint_url=self.endpoint_url, config=self._client_config
-                    )
+                    try:
+                        session = self._session or aws_session(region=region, credentials=self._credentials)
+                        if not _known_lambda_region(session, region):
+                            raise InvalidLocationError(
+                                f"spec.lambda.region: {region!r} is not a region AWS Lambda is offered in "
+                                "(botocore's endpoint data)"
+                            )
+                        client = session.client(
+                            "lambda", region_name=region, endpoint_url=self.endpoint_url, config=self._client_config
+                        )
+                    except Exception as exc:
+                        raise self._classify(exc) from exc
                 self._clients[region] = client
             return client
 
@@ -302,7 +324,15 @@ class LambdaTarget(BlockingTarget, RetriedCalls):
     # -------------------------------------------------------------------------------- sync implementation
 
     def ensure_sync(self, workload: InferenceWorkload, desired: DesiredTarget) -> TargetState:
-        """Blocking ``ensure`` (run it in a worker thread)."""
+        """Blocking ``ensure`` (run it in a worker thread). After a region edit the function recorded in the old
+        region is reported (it serves) until the one in the new region is ready (``held_while_moving``); the old
+        one is retired by the orphan sweep once the record moved, or by the finalizer."""
+        state = self._ensure_here(workload, desired)
+        moving = self._regions_of(workload)[0] != workload.spec.lambda_.region
+        targets = workload.status.targets
+        return held_while_moving(targets.lambda_ if targets is not None else None, moving, state)
+
+    def _ensure_here(self, workload: InferenceWorkload, desired: DesiredTarget) -> TargetState:
         owner = _owner_of(workload)
         want = function_config(workload, desired, default_role_arn=self.default_role_arn)
         client = self.client(want.region)
@@ -388,20 +418,56 @@ class LambdaTarget(BlockingTarget, RetriedCalls):
         )
 
     def retire_sync(self, workload: InferenceWorkload) -> bool:
-        """Blocking ``retire``: True once no function of this workload exists."""
+        """Blocking ``retire``: True once no function of this workload exists, in the region recorded when it was
+        created (``status.targets.lambda.name``, its ARN) and in the one the spec names now: a region edit never
+        orphans the function made in the old one. None can exist in a region that is not one."""
         owner = _owner_of(workload)
-        client = self.client(workload.spec.lambda_.region)
         name = self.function_name(workload)
+        gone = True
+        for region in self._regions_of(workload):
+            try:
+                client = self.client(region)
+            except InvalidLocationError as err:
+                log.info("nothing to retire for %s in %s: %s", workload.key, region, err.message)
+                continue
+            gone = self._retire_in(client, name, owner, str(workload.key)) and gone
+        return gone
+
+    def _regions_of(self, workload: InferenceWorkload) -> list[str]:
+        """The recorded function's region first (the identity it was created with), then the spec's."""
+        recorded = workload.status.targets.lambda_ if workload.status.targets is not None else None
+        regions = []
+        if recorded is not None and recorded.name:
+            parts = recorded.name.split(":")
+            # only this workload's own function counts (a patched status cannot widen what is deleted)
+            if (
+                len(parts) >= 7
+                and parts[:3] == ["arn", parts[1], "lambda"]
+                and parts[6] == self.function_name(workload)
+            ):
+                regions.append(parts[3])
+        regions.append(workload.spec.lambda_.region)
+        return list(dict.fromkeys(regions))
+
+    def _retire_in(self, client: Any, name: str, owner: naming.Owner, who: str) -> bool:
         function = self._get_function(client, name)
         if function is None:
             return True
         if not self._owned_by(client, function, owner):
-            log.warning("not deleting Lambda function %s: it is not owned by %s", name, workload.key)
+            log.warning("not deleting Lambda function %s: it is not owned by %s", name, who)
             return True
-        log.info("deleting Lambda function %s of %s", name, workload.key)
+        log.info("deleting Lambda function %s of %s", name, who)
         # Deleting the unqualified function removes every version, alias, URL and concurrency setting with it.
         self._call("delete Lambda function", self._ignore_not_found, client.delete_function, FunctionName=name)
         return self._get_function(client, name) is None
+
+    def retire_owned_sync(self, resource: naming.OwnedResource) -> bool:
+        """Delete a function ``list_owned`` reported (the sweep: its workload is gone), after checking its owner
+        tag once more; True once it is gone."""
+        return self._retire_in(self.client(resource.location), resource.name, resource.owner, "a deleted workload")
+
+    async def retire_owned(self, resource: naming.OwnedResource) -> bool:
+        return await asyncio.to_thread(self.retire_owned_sync, resource)
 
     def list_owned_sync(
         self, *, regions: Sequence[str] | None = None, owner_uid: str | None = None

@@ -12,17 +12,21 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from inference_placement.api.spec import AcceleratorOption, TargetName
+from inference_placement.api.status import TargetResourceStatus
 from inference_placement.api.workload import InferenceWorkload
 
 __all__ = [
     "BlockingTarget",
     "DesiredTarget",
+    "InvalidLocationError",
     "NotOwnedError",
     "PermanentTargetError",
     "RetryableTargetError",
     "Target",
     "TargetError",
     "TargetState",
+    "as_target_error",
+    "held_while_moving",
 ]
 
 
@@ -54,10 +58,14 @@ class TargetState:
 class TargetError(Exception):
     """Base of every target failure. ``message`` is safe to show in status and Events (no secrets)."""
 
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status_code: int | None = None, retry_after_seconds: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status_code = status_code
+        self.retry_after_seconds = retry_after_seconds
+        """How long the cloud asked us to wait before the next call (``Retry-After``), when it said."""
 
 
 class RetryableTargetError(TargetError):
@@ -68,8 +76,36 @@ class PermanentTargetError(TargetError):
     """Permission, quota, invalid request: retrying the same call cannot help until something changes."""
 
 
+class InvalidLocationError(PermanentTargetError):
+    """The workload names a region/location no client can even address: nothing can exist there, so retiring there
+    is done at once (a deletion never waits on it)."""
+
+
 class NotOwnedError(PermanentTargetError):
     """A resource with our deterministic name exists but belongs to someone else; it is never modified."""
+
+
+def as_target_error(exc: BaseException) -> TargetError:
+    """``exc`` as a target error: itself, or a permanent one naming only its type (its text may be anything). The
+    controller's last line of defence: whatever a client raises, the workload gets a status and the loop goes on."""
+    if isinstance(exc, TargetError):
+        return exc
+    return PermanentTargetError(f"unexpected {type(exc).__name__} from the target (see the operator's log)")
+
+
+def held_while_moving(recorded: TargetResourceStatus | None, moving: bool, state: TargetState) -> TargetState:
+    """Make before break for a region or project edit: while the resource in the new location is not ready, report
+    the one ``recorded`` in the old location (still serving; the router routes by that record), with a message
+    saying where it moves. ``moving``: the recorded resource is this workload's own, in another location."""
+    if recorded is None or not moving or not recorded.ready or not recorded.name or state.ready:
+        return state
+    return TargetState(
+        name=recorded.name,
+        endpoint=recorded.endpoint,
+        ready=True,
+        replicas=recorded.replicas,
+        message=f"moving to {state.name}: {state.message or 'not ready yet'}",
+    )
 
 
 class Target(Protocol):

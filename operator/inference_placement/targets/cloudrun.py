@@ -40,6 +40,7 @@ from inference_placement.targets.base import (
     PermanentTargetError,
     RetryableTargetError,
     TargetState,
+    held_while_moving,
 )
 from inference_placement.targets.credentials import (
     GCP_SCOPES,
@@ -333,7 +334,14 @@ class CloudRunTarget(BlockingTarget, RetriedCalls):
     # -------------------------------------------------------------------------------- sync implementation
 
     def ensure_sync(self, workload: InferenceWorkload, desired: DesiredTarget) -> TargetState:
-        """Blocking ``ensure`` (run it in a worker thread)."""
+        """Blocking ``ensure`` (run it in a worker thread). After a project or region edit the service recorded
+        under the old name is reported (it serves) until the new one is ready (``held_while_moving``)."""
+        state = self._ensure_here(workload, desired)
+        moving = self._names_of(workload)[0] != self.service_name(workload)
+        targets = workload.status.targets
+        return held_while_moving(targets.cloudrun if targets is not None else None, moving, state)
+
+    def _ensure_here(self, workload: InferenceWorkload, desired: DesiredTarget) -> TargetState:
         owner = _owner_of(workload)
         want = build_service(workload, desired)
         parent = self._parent(workload)
@@ -372,16 +380,42 @@ class CloudRunTarget(BlockingTarget, RetriedCalls):
         return _state(current)
 
     def retire_sync(self, workload: InferenceWorkload) -> bool:
-        """Blocking ``retire``: True once no service of this workload exists."""
+        """Blocking ``retire``: True once no service of this workload exists, under the name recorded when it was
+        created (``status.targets.cloudrun.name``: project and region included) and the one the spec names now: a
+        project or region edit never orphans the service made under the old one."""
         owner = _owner_of(workload)
-        name = self.service_name(workload)
+        gone = True
+        for name in self._names_of(workload):
+            gone = self._retire_named(name, owner, str(workload.key)) and gone
+        return gone
+
+    def _names_of(self, workload: InferenceWorkload) -> list[str]:
+        recorded = workload.status.targets.cloudrun if workload.status.targets is not None else None
+        names = []
+        suffix = f"/services/{self.service_id(workload)}"
+        # only this workload's own service id counts (a patched status cannot widen what is deleted)
+        if recorded is not None and recorded.name and recorded.name.endswith(suffix):
+            if recorded.name.startswith("projects/") and recorded.name.count("/") == 5:
+                names.append(recorded.name)
+        names.append(self.service_name(workload))
+        return list(dict.fromkeys(names))
+
+    def retire_owned_sync(self, resource: naming.OwnedResource) -> bool:
+        """Delete a service ``list_owned`` reported (the sweep: its workload is gone), after checking its owner
+        label once more; True once it is gone."""
+        return self._retire_named(f"{resource.location}/services/{resource.name}", resource.owner, "a deleted workload")
+
+    async def retire_owned(self, resource: naming.OwnedResource) -> bool:
+        return await asyncio.to_thread(self.retire_owned_sync, resource)
+
+    def _retire_named(self, name: str, owner: naming.Owner, who: str) -> bool:
         current = self._get(name)
         if current is None:
             return True
         if not self._owned_by(current, owner):
-            log.warning("not deleting Cloud Run service %s: it is not owned by %s", name, workload.key)
+            log.warning("not deleting Cloud Run service %s: it is not owned by %s", name, who)
             return True
-        log.info("deleting Cloud Run service %s of %s", name, workload.key)
+        log.info("deleting Cloud Run service %s of %s", name, who)
         operation = self._call("delete Cloud Run service", self._delete, name)
         if operation is None:
             return True

@@ -9,10 +9,10 @@ value (``0.5`` == ``500m``), and an absent list/map equals an empty one.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any, Final
 
+from inference_placement.api.names import fit_name, model_service_name
 from inference_placement.api.quantity import parse_quantity
 from inference_placement.api.workload import API_VERSION, KIND, InferenceWorkload
 from inference_placement.policy.gpu_scheduling import GPUScheduling
@@ -51,8 +51,6 @@ SCHEDULING_ANNOTATION: Final = "placement.inference.dev/gpu-scheduling"
 PORT_NAME: Final = "http"
 
 _LABEL_VALUE_MAX = 63
-_DNS_LABEL_MAX = 63
-_MODEL_SUFFIX = "-model"
 
 
 QUEUE_CAP_ENV = "MAX_IN_FLIGHT"
@@ -60,17 +58,9 @@ QUEUE_CAP_ENV = "MAX_IN_FLIGHT"
 (``e2e/model_server.py``) reads it; a real server takes its own flag (e.g. TGI's ``--max-concurrent-requests``)."""
 
 
-def _fit(value: str, limit: int) -> str:
-    """``value`` if it fits, else a prefix plus a short stable hash (labels and DNS labels max out at 63)."""
-    if len(value) <= limit:
-        return value
-    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
-    return f"{value[: limit - 9].rstrip('-.')}-{digest}"
-
-
 def deployment_name(workload: InferenceWorkload) -> str:
     """``<name>-model``; the bare ``<name>`` is reserved for the stable router Service."""
-    return _fit(workload.metadata.name, _DNS_LABEL_MAX - len(_MODEL_SUFFIX)) + _MODEL_SUFFIX
+    return model_service_name(workload.metadata.name)
 
 
 def service_name(workload: InferenceWorkload) -> str:
@@ -79,7 +69,7 @@ def service_name(workload: InferenceWorkload) -> str:
 
 
 def _label_value(workload: InferenceWorkload) -> str:
-    return _fit(workload.metadata.name, _LABEL_VALUE_MAX)
+    return fit_name(workload.metadata.name, _LABEL_VALUE_MAX)
 
 
 def selector_labels(workload: InferenceWorkload) -> dict[str, str]:

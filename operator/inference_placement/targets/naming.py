@@ -10,11 +10,18 @@ limit stays unique.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
+
+from inference_placement.api.names import (
+    CLOUD_RUN_SERVICE_ID_MAX,
+    LAMBDA_FUNCTION_NAME_MAX,
+    NAME_PREFIX,
+    cloud_run_service_id,
+    lambda_function_name,
+)
 
 __all__ = [
     "CLOUD_RUN_LABEL_MANAGED_BY",
@@ -42,14 +49,6 @@ __all__ = [
 
 MANAGED_BY: Final = "inference-placement"
 """Value of the managed-by label/tag on every cloud resource this operator creates."""
-NAME_PREFIX: Final = "ip-"
-"""Every cloud resource name starts with this, so a sweep can skip other resources before reading their tags."""
-
-CLOUD_RUN_SERVICE_ID_MAX: Final = 49
-"""Cloud Run service ids: begin with a letter, no trailing hyphen, fewer than 50 characters."""
-LAMBDA_FUNCTION_NAME_MAX: Final = 64
-"""Lambda function names: up to 64 characters of letters, digits, hyphens and underscores."""
-_HASH_CHARS: Final = 8
 
 # GCP labels: keys start with a lowercase letter; keys and values use lowercase letters, digits, '_' and '-';
 # at most 63 characters each. No '/' or '.', so the keys are flat.
@@ -65,7 +64,6 @@ LAMBDA_TAG_NAMESPACE: Final = "placement.inference.dev/namespace"
 LAMBDA_TAG_NAME: Final = "placement.inference.dev/name"
 
 _GCP_LABEL_MAX: Final = 63
-_NOT_SLUG = re.compile(r"[^a-z0-9]+")
 _NOT_GCP_LABEL = re.compile(r"[^a-z0-9_-]")
 
 
@@ -90,31 +88,6 @@ class OwnedResource:
     location: str
     """Cloud Run ``projects/P/locations/R`` parent, or the Lambda region."""
     owner: Owner
-
-
-def _name_hash(namespace: str, name: str) -> str:
-    return hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:_HASH_CHARS]
-
-
-def _slug(namespace: str, name: str) -> str:
-    return _NOT_SLUG.sub("-", f"{namespace}-{name}".lower()).strip("-")
-
-
-def _deterministic_name(namespace: str, name: str, limit: int) -> str:
-    suffix = _name_hash(namespace, name)
-    room = limit - len(NAME_PREFIX) - len(suffix) - 1
-    stem = _slug(namespace, name)[:room].rstrip("-")
-    return f"{NAME_PREFIX}{stem}-{suffix}" if stem else f"{NAME_PREFIX}{suffix}"
-
-
-def cloud_run_service_id(namespace: str, name: str) -> str:
-    """Cloud Run service id of a workload: ``ip-<namespace>-<name>-<hash8>``, at most 49 characters."""
-    return _deterministic_name(namespace, name, CLOUD_RUN_SERVICE_ID_MAX)
-
-
-def lambda_function_name(namespace: str, name: str) -> str:
-    """Lambda function name of a workload: ``ip-<namespace>-<name>-<hash8>``, at most 64 characters."""
-    return _deterministic_name(namespace, name, LAMBDA_FUNCTION_NAME_MAX)
 
 
 def gcp_label_value(value: str) -> str:

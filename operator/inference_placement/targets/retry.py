@@ -22,7 +22,12 @@ from typing import Any, Final, TypeVar
 
 import tenacity
 
-from inference_placement.targets.base import PermanentTargetError, RetryableTargetError, TargetError
+from inference_placement.targets.base import (
+    InvalidLocationError,
+    PermanentTargetError,
+    RetryableTargetError,
+    TargetError,
+)
 from inference_placement.targets.credentials import redact, scrub_error
 
 __all__ = [
@@ -119,7 +124,7 @@ def classify_google_error(exc: BaseException) -> TargetError:
         text = _GOOGLE_URL_PREFIX.sub("", exc.message or "")  # "POST http://host/v2/...: " adds nothing
         message = _clip(f"Cloud Run API {code or ''} {type(exc).__name__}: {text}".replace("  ", " "))
         if code is None or code == 429 or code >= 500 or code == 408 or isinstance(exc, gexc.Aborted):
-            return RetryableTargetError(message, status_code=code)
+            return RetryableTargetError(message, status_code=code, retry_after_seconds=_google_retry_after(exc))
         return PermanentTargetError(message, status_code=code)
     if isinstance(exc, gexc.RetryError):
         return RetryableTargetError(_clip(f"Cloud Run API: {exc.message}"))
@@ -136,6 +141,39 @@ def classify_google_error(exc: BaseException) -> TargetError:
     if isinstance(exc, FutureTimeoutError | TimeoutError):
         return StillInProgressError("Cloud Run operation still running; will check again")
     return _transport_or_unknown(exc, "Cloud Run API")
+
+
+def _seconds(value: Any) -> float | None:
+    """A ``Retry-After`` value in seconds (an HTTP date is not worth parsing here: treated as absent)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 <= seconds < 86400 else None
+
+
+def _google_retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    try:
+        return _seconds(headers.get("Retry-After"))
+    except AttributeError:
+        return None
+
+
+def _aws_retry_after(exc: BaseException) -> float | None:
+    """Lambda's throttling answers carry ``retryAfterSeconds`` in the body and/or a ``Retry-After`` header."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, Mapping):
+        return None
+    body_value = _seconds(response.get("retryAfterSeconds"))
+    if body_value is not None:
+        return body_value
+    meta = response.get("ResponseMetadata")
+    headers = meta.get("HTTPHeaders") if isinstance(meta, Mapping) else None
+    return _seconds(headers.get("retry-after")) if isinstance(headers, Mapping) else None
 
 
 def aws_error_code(exc: BaseException) -> str | None:
@@ -174,7 +212,7 @@ def classify_aws_error(exc: BaseException) -> TargetError:
             raw_message = ""
         message = _clip(f"AWS Lambda {status or ''} {code}: {raw_message}".rstrip(": ").replace("  ", " "))
         if code in AWS_RETRYABLE_CODES or (status is not None and (status >= 500 or status == 429)):
-            return RetryableTargetError(message, status_code=status)
+            return RetryableTargetError(message, status_code=status, retry_after_seconds=_aws_retry_after(exc))
         if code in _AWS_CREDENTIAL_CODES:
             # The cloud's text is left out: rejections of a credential tend to quote it.
             return PermanentTargetError(
@@ -186,6 +224,9 @@ def classify_aws_error(exc: BaseException) -> TargetError:
             "no AWS credentials: configure IRSA / the default credential chain, "
             "or name a Secret with an access key in the operator's configuration"
         )
+    if isinstance(exc, bexc.InvalidRegionError):
+        region = str(getattr(exc, "kwargs", {}).get("region_name", ""))[:64]
+        return InvalidLocationError(f"spec.lambda.region: {region!r} is not an AWS region name")
     if isinstance(exc, bexc.NoRegionError):
         return PermanentTargetError("no AWS region: set spec.lambda.region or the operator's default region")
     if isinstance(exc, bexc.ParamValidationError):
@@ -242,11 +283,21 @@ def call_with_retry(
         reason = error.message if isinstance(error, TargetError) else type(error).__name__
         log.warning("%s: attempt %d failed (%s); retrying in %.2fs", describe, state.attempt_number, reason, wait)
 
+    jittered = tenacity.wait_random_exponential(
+        multiplier=policy.initial_backoff_seconds, max=policy.max_backoff_seconds
+    )
+
+    def backoff(state: tenacity.RetryCallState) -> float:
+        """Exponential with full jitter, but never sooner than the cloud's ``Retry-After`` (within the deadline)."""
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        asked = error.retry_after_seconds if isinstance(error, TargetError) else None
+        delay = jittered(state)
+        return max(delay, min(asked, policy.deadline_seconds)) if asked is not None else delay
+
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(policy.max_attempts) | tenacity.stop_after_delay(policy.deadline_seconds),
-        wait=tenacity.wait_random_exponential(
-            multiplier=policy.initial_backoff_seconds, max=policy.max_backoff_seconds
-        ),
+        wait=backoff,
         retry=tenacity.retry_if_exception(_retry_in_call),
         before_sleep=before_sleep,
         reraise=True,

@@ -199,6 +199,7 @@ class _Demo:
             "lambda": moto_url,
             "cloudrun": run_url,
             "cluster_model": cluster_model,
+            "cloudrun_model": cloudrun_model,
             "prometheus": prometheus,
             "envoy": envoy_binary,
         }
@@ -259,6 +260,8 @@ class _Demo:
                 f"router.envoyBinary={endpoints['envoy']}",
                 "--set",
                 f"router.addressOverrides={published}={endpoints['cluster_model']}",
+                "--set",  # the Cloud Run stand-in publishes the loopback model server as the service URL
+                f"router.trustedOrigins={endpoints['cloudrun_model']}",
                 "--set",
                 f"router.overflowPort={self.envoy.overflow_port}",
                 "--set",

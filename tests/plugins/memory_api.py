@@ -1,0 +1,62 @@
+"""An in-memory stand-in for the reconciler's ``KubeWriter``: status merge patches and finalizer writes applied to
+stored objects (with a rising resourceVersion), Events recorded. For tests of the controller's own logic where the
+apiserver adds nothing (the apiserver paths are covered by the cluster tests)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["MemoryWriter"]
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+    return target
+
+
+@dataclass
+class MemoryWriter:
+    objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    fail_status_writes_of: set[str] = field(default_factory=set)
+    """Names whose status writes raise (a reconcile that raises, not a target error)."""
+    _version: int = 100
+
+    def put(self, body: dict[str, Any]) -> dict[str, Any]:
+        meta = body["metadata"]
+        self._version += 1
+        meta["resourceVersion"] = str(self._version)
+        self.objects[(meta["namespace"], meta["name"])] = body
+        return copy.deepcopy(body)
+
+    def _bump(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._version += 1
+        body["metadata"]["resourceVersion"] = str(self._version)
+        return copy.deepcopy(body)
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        if name in self.fail_status_writes_of:
+            raise RuntimeError(f"status write of {name} refused")
+        body = self.objects[(namespace, name)]
+        body["status"] = _merge(body.get("status") or {}, patch)
+        return self._bump(body)
+
+    async def set_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> dict[str, Any]:
+        body = self.objects[(namespace, name)]
+        body["metadata"]["finalizers"] = list(finalizers)
+        if not finalizers and body["metadata"].get("deletionTimestamp"):
+            del self.objects[(namespace, name)]
+        return self._bump(body)
+
+    async def post_event(self, **event: Any) -> None:
+        self.events.append(event)
