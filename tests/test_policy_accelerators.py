@@ -283,7 +283,9 @@ class _Writer:
     def __init__(self) -> None:
         self.patches: list[dict[str, Any]] = []
 
-    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    async def patch_status(
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
         self.patches.append(patch)
         return {"metadata": {"name": name, "namespace": namespace}, "status": patch}
 

@@ -8,6 +8,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes_asyncio.client.rest import ApiException
+
 __all__ = ["MemoryWriter"]
 
 
@@ -42,10 +44,14 @@ class MemoryWriter:
         body["metadata"]["resourceVersion"] = str(self._version)
         return copy.deepcopy(body)
 
-    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    async def patch_status(
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
         if name in self.fail_status_writes_of:
             raise RuntimeError(f"status write of {name} refused")
         body = self.objects[(namespace, name)]
+        if resource_version and body["metadata"].get("resourceVersion") != resource_version:
+            raise ApiException(status=409, reason="Conflict")  # as the apiserver refuses a stale precondition
         body["status"] = _merge(body.get("status") or {}, patch)
         return self._bump(body)
 
