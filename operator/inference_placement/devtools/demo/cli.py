@@ -235,13 +235,13 @@ class _Demo:
                 "--namespace",
                 NAMESPACE,
                 "--tick-seconds",
-                "2",
+                f"{self.live_settings.tick_seconds:g}",
                 "--prometheus-url",
                 endpoints["prometheus"],
                 "--promql-templates",
                 str(promql),
                 "--metrics-range-seconds",
-                "60",
+                str(self.live_settings.metrics_range_seconds),
                 "--metrics-step-seconds",
                 "2",
                 "--max-metrics-staleness-seconds",
@@ -347,7 +347,10 @@ class _Demo:
         spec = InferenceWorkloadSpec.model_validate(doc["spec"])
         segment = choose_segment(trace, spec, live, DEMO_ACTUATORS)
         wanted = {
-            "swing": f"a swing across the cost break-even ({live.hold_steps} steps above reclaim, then below offload)",
+            "swing": (
+                f"a swing across the cost break-even ({live.hold_steps} steps above reclaim, then, after the "
+                "cooldown, below offload)"
+            ),
             "burst": f"a burst the policy serves by spillover ({live.hold_steps} steps at a rate it spills at)",
             "idle": f"an idle gap ({live.idle_steps} steps without a request)",
         }

@@ -41,7 +41,7 @@ from inference_placement.devtools.replay.segment import (
 from inference_placement.policy.actuation import Actuators
 from inference_placement.policy.budget import MONTH_SECONDS
 from inference_placement.policy.capacity import ClusterCapacity
-from inference_placement.policy.decide import PlacementState, TrafficWindow, assess, decide
+from inference_placement.policy.decide import PlacementState, TrafficWindow, decide
 from inference_placement.policy.price_book import default_price_book
 from inference_placement.routing.envoy import COMPOSITE_TARGET, OVERFLOW_HOP_CLUSTER
 from inference_placement.sim.traces import MinuteTrace, RequestTrace, Trace
@@ -54,6 +54,7 @@ __all__ = [
     "choose_segment",
     "demo_workload",
     "live_workload",
+    "classifier",
     "policy_classifier",
     "run_live_replay",
     "served_target",
@@ -77,6 +78,12 @@ class LiveSettings:
     not of the trace."""
     sustain_seconds: int = 8
     rate_window_seconds: int = 6
+    metrics_range_seconds: int = 60
+    """The window of request rates the operator decides on (``--metrics-range-seconds``)."""
+    cooldown_seconds: int = 60
+    """The demo workload's ``cooldownSeconds``: a move must pay for itself over the policy's near-term horizon
+    (the longer of sustain and cooldown, within the window it sees), so a time-compressed demo makes it as long as
+    that window; at most one migration per window."""
     tick_seconds: float = 2.0
     step_hold_seconds: float = 2.0
     connections: int = 16
@@ -92,6 +99,11 @@ class LiveSettings:
         """Steps a level must hold for the operator to act on it: its rate window, the sustain window and a tick."""
         seen = self.rate_window_seconds + self.sustain_seconds + self.tick_seconds
         return math.ceil(seen / self.step_seconds)
+
+    @property
+    def cooldown_steps(self) -> int:
+        """Steps from one migration's decision to the earliest next one (the migration itself, then the cooldown)."""
+        return math.ceil(self.cooldown_seconds / self.step_seconds) + self.hold_steps
 
     @property
     def idle_steps(self) -> int:
@@ -174,39 +186,49 @@ def demo_workload(
     spec = doc["spec"]
     spec["model"]["serviceSeconds"] = DEMO_SERVICE_SECONDS
     spec["model"]["env"] = [{"name": "SERVICE_SECONDS", "value": str(DEMO_SERVICE_SECONDS)}]
+    spec["slo"]["latencyP99Seconds"] = 2 * DEMO_SERVICE_SECONDS  # a request may wait one service time
     spec["scaling"] = {"minReplicas": 0, "maxReplicas": 4, "targetConcurrency": 4}
+    spec["placement"]["cooldownSeconds"] = settings.cooldown_seconds
     return doc
 
 
-def policy_classifier(spec: InferenceWorkloadSpec, settings: LiveSettings, actuators: Actuators) -> RateClassifier:
-    """What ``policy.decide`` does on the cluster at each steady request rate, on a grid up to 1.5 x ``max_rps``
-    (a rate between grid points takes the class of the next one up): whether the rate is below its offload
-    threshold, above its reclaim threshold (the break-even -/+ hysteresis, ``switch_thresholds``), and whether it
-    is at or above the lowest rate at which it keeps base replicas and spills the overflow (what one replica
-    holds: a burst beyond it is served by spillover). The same function the operator runs, on the window it would
-    see."""
+def policy_classifier(spec: InferenceWorkloadSpec, settings: LiveSettings, actuators: Actuators) -> RateClasses:
+    """What ``policy.decide`` does at each steady request rate, on a grid up to 1.5 x ``max_rps`` (a rate between
+    grid points takes the class of the next one up), over the window the operator measures: on the cluster, whether
+    it offloads to Cloud Run (the rate is below its offload threshold: its break-even less hysteresis) and whether
+    it keeps base replicas and spills the overflow; on Cloud Run, whether it reclaims the cluster (above its break-even
+    plus hysteresis). The same function the operator runs, asked rather than second-guessed."""
     grid = np.geomspace(0.01, settings.max_rps * 1.5, 96)
-    points = max(2, round(60 / settings.tick_seconds))
+    points = max(2, round(settings.metrics_range_seconds / settings.tick_seconds))
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    state = PlacementState(TargetName.CLUSTER, None, 0.0)
+    on_cluster = PlacementState(TargetName.CLUSTER, None, 0.0)
+    on_cloudrun = PlacementState(TargetName.CLOUDRUN, None, 0.0)
     book, capacity = default_price_book(), ClusterCapacity()
     below, above, spills = [], [], []
     for rate in grid:
         window = TrafficWindow(
             step_seconds=settings.tick_seconds, rps=(float(rate),) * points, observed_p99_seconds=None, end=now
         )
-        a = assess(spec, window, state, book, capacity, now, actuators=actuators)
-        offload, reclaim, _ = a.thresholds().get(TargetName.CLOUDRUN, (0.0, math.inf, ""))
-        decision = decide(spec, window, state, book, capacity, now, actuators=actuators)
-        below.append(rate < offload)
-        above.append(rate > reclaim)
-        spills.append(decision.spill is not None and decision.target is TargetName.CLUSTER)
-    flags = np.array(below), np.array(above), np.array(spills)
+        stay = decide(spec, window, on_cluster, book, capacity, now, actuators=actuators)
+        back = decide(spec, window, on_cloudrun, book, capacity, now, actuators=actuators)
+        below.append(stay.target is TargetName.CLOUDRUN)
+        above.append(back.target is TargetName.CLUSTER)
+        spills.append(stay.spill is not None and stay.target is TargetName.CLUSTER)
+    return RateClasses(np.array(below), np.array(above), np.array(spills))
+
+
+def classifier(grid_classes: RateClasses, settings: LiveSettings) -> RateClassifier:
+    """``policy_classifier``'s grid as a function of any rates (0 is below offload and no burst)."""
+    grid = np.geomspace(0.01, settings.max_rps * 1.5, grid_classes.burst.size)
 
     def classify(rates: FloatArray) -> RateClasses:
         idx = np.minimum(np.searchsorted(grid, rates), grid.size - 1)
         zero = rates <= 0
-        return RateClasses(flags[0][idx] | zero, flags[1][idx] & ~zero, flags[2][idx] & ~zero)
+        return RateClasses(
+            grid_classes.below_offload[idx] | zero,
+            grid_classes.above_reclaim[idx] & ~zero,
+            grid_classes.burst[idx] & ~zero,
+        )
 
     return classify
 
@@ -218,7 +240,7 @@ def choose_segment(
     burst it serves by spillover and an idle gap (``replay.segment.find_demo_segment``)."""
     return find_demo_segment(
         trace,
-        policy_classifier(spec, settings, actuators),
+        classifier(policy_classifier(spec, settings, actuators), settings),
         steps=settings.steps,
         step_seconds=settings.trace_step_seconds(trace),
         seconds_per_step=settings.step_seconds,
@@ -226,6 +248,7 @@ def choose_segment(
         smooth_steps=settings.smooth_steps,
         hold_steps=settings.hold_steps,
         idle_steps=settings.idle_steps,
+        cooldown_steps=settings.cooldown_steps,
     )
 
 

@@ -256,6 +256,7 @@ def find_demo_segment(
     smooth_steps: int,
     hold_steps: int,
     idle_steps: int,
+    cooldown_steps: int = 0,
     scales: int = 16,
 ) -> DemoSegment:
     """The segment of ``steps`` steps (any row, any start) and the replay scale that hold the most of ``FEATURES``.
@@ -264,7 +265,8 @@ def find_demo_segment(
     a replayed request rate, and ``classify`` says what the policy does at that rate (smoothed over
     ``smooth_steps``, the window the operator measures a rate over). At a scale, a segment holds
 
-    * ``swing``: ``hold_steps`` above reclaim, later ``hold_steps`` below offload (it moves to the cluster, then off);
+    * ``swing``: ``hold_steps`` above reclaim, then, ``cooldown_steps`` or more after they began, ``hold_steps``
+      below offload (it moves to the cluster, then off);
     * ``burst``: after the swing's first high step, ``hold_steps`` at rates the policy spills at or beyond;
     * ``idle``: after that high step, ``idle_steps`` without a request.
 
@@ -296,7 +298,7 @@ def find_demo_segment(
             classes = classify(smooth * scale / seconds_per_step)
             high = _runs_start(classes.above_reclaim, hold_steps)
             first_high = _first(high)
-            low_after = _after(_runs_start(classes.below_offload, hold_steps), first_high + hold_steps)
+            low_after = _after(_runs_start(classes.below_offload, hold_steps), first_high + cooldown_steps)
             burst_after = _after(_runs_start(classes.burst, hold_steps), first_high)
             idle_after = _after(idle_start, first_high)
             swing = low_after >= 0
