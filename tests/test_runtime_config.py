@@ -67,6 +67,16 @@ SET_TABLE: list[tuple[str, str, str, object]] = [
     ("router.spillover", "true", "router.spillover", True),
     ("router.overflowPort", "9911", "router.overflow_port", 9911),
     ("router.activatorImage", "ghcr.io/acme/operator:1", "router.activator_image", "ghcr.io/acme/operator:1"),
+    ("router.activatorPort", "9906", "router.activator_port", 9906),
+    (
+        "router.activatorMetricsUrl",
+        "http://127.0.0.1:9904/metrics",
+        "router.activator_metrics_url",
+        "http://127.0.0.1:9904/metrics",
+    ),
+    ("router.podsByAddress", "false", "router.pods_by_address", False),
+    ("router.wakePollSeconds", "0.25", "router.wake_poll_seconds", 0.25),
+    ("router.wakeKeepSeconds", "20", "router.wake_keep_seconds", 20.0),
     ("router.latencyBucketsMs", "50,100,250,1000", "router.latency_buckets_ms", (50.0, 100.0, 250.0, 1000.0)),
     ("cloudrun.enabled", "yes", "cloudrun.enabled", True),
     ("cloudrun.project", "acme", "cloudrun.project", "acme"),
@@ -89,7 +99,10 @@ SET_TABLE: list[tuple[str, str, str, object]] = [
 ]
 
 # Keys that cannot stand alone (router.mode=files needs both of its directories).
-COMPANIONS = {"router.mode": ["router.xdsDir=/tmp/xds", "router.adminUrl=http://127.0.0.1:9901"]}
+COMPANIONS = {
+    "router.mode": ["router.xdsDir=/tmp/xds", "router.adminUrl=http://127.0.0.1:9901"],
+    "router.activatorPort": ["router.activatorMetricsUrl=http://127.0.0.1:9904/metrics"],
+}
 
 
 def _at(settings: OperatorSettings, path: str) -> object:
@@ -162,7 +175,7 @@ def test_an_empty_value_means_the_default_and_the_last_value_wins() -> None:
     [
         (
             "router.replica=3",
-            r"router\.replica: unknown key 'replica' of router \(known: activatorImage, addressOverrides, .*"
+            r"router\.replica: unknown key 'replica' of router \(known: activatorImage, .*addressOverrides, .*"
             r"replicas, .*\); did you mean router\.replicas\?",
         ),
         ("router.xds_dir=/x", r"unknown key 'xds_dir' of router .*did you mean router\.xdsDir\?"),  # camelCase only

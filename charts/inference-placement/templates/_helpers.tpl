@@ -92,6 +92,10 @@ targets/cluster.py (Deployment + Service), routing (ConfigMaps), kopf's own watc
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, create, patch, delete]
+# the model Services' ready pods (router.podsByAddress): one watch, read only
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
 {{- end -}}
 
 {{/* Peering rules: list/watch the peering kind, get/patch only the release's own peering object. */}}

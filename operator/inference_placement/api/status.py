@@ -27,11 +27,13 @@ __all__ = [
     "Phase",
     "ProjectedCosts",
     "Reason",
+    "ScaleToZeroStatus",
     "SpillStatus",
     "SpillStep",
     "TargetErrorKind",
     "TargetResourceStatus",
     "TargetsStatus",
+    "WakeRecord",
 ]
 
 
@@ -209,6 +211,39 @@ class SpillStatus(ApiModel):
     message: str = Field(default="", description="The split in numbers, as decided.")
 
 
+class WakeRecord(ApiModel):
+    """How the cluster target last came back from zero replicas."""
+
+    zeroed_at: str = Field(description="RFC 3339 time the Deployment was set to zero replicas.")
+    woken_at: str = Field(description="RFC 3339 time it was set to one or more again.")
+    zero_seconds: float = Field(ge=0, description="Seconds it stayed at zero.")
+    woken_by_request: bool = Field(
+        description="True: requests the router's activator held woke it; false: the policy's own decision did."
+    )
+    held_requests: int | None = Field(
+        default=None, ge=0, description="Held requests replayed to the woken replica (None: not answered yet)."
+    )
+    wake_latency_ms: float | None = Field(
+        default=None,
+        ge=0,
+        description="Mean time those requests were held until a replica was ready, milliseconds (the activator's "
+        "hold-time histogram over the wake; None: not answered yet).",
+    )
+
+
+class ScaleToZeroStatus(ApiModel):
+    """The cluster target at zero replicas: since when, and how it was last woken."""
+
+    zeroed_at: str | None = Field(
+        default=None, description="RFC 3339 time the Deployment went to zero replicas; unset while it has replicas."
+    )
+    hold_seconds: float | None = Field(
+        default=None, ge=0, description="The router holds a request that finds no pod at most this long (seconds)."
+    )
+    gaps: int = Field(default=0, ge=0, description="Times the workload was scaled to zero so far.")
+    last_wake: WakeRecord | None = Field(default=None, description="The last wake-up from zero.")
+
+
 class LastMigration(ApiModel):
     """How the last migration ended (drives the cooldown)."""
 
@@ -268,5 +303,8 @@ class InferenceWorkloadStatus(ApiModel):
     last_migration: LastMigration | None = Field(default=None, description="The last migration that ended.")
     targets: TargetsStatus | None = Field(default=None, description="Resources the operator owns per target.")
     spill: SpillStatus | None = Field(default=None, description="Burst spillover in force, if any.")
+    scale_to_zero: ScaleToZeroStatus | None = Field(
+        default=None, description="The cluster target at zero replicas and its wake-ups (absent: never at zero)."
+    )
     budget: BudgetStatus | None = Field(default=None, description="Budget burn.")
     conditions: list[Condition] = Field(default_factory=list, description="Current conditions.")

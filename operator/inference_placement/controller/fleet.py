@@ -28,6 +28,7 @@ from inference_placement.api.workload import WorkloadKey
 from inference_placement.controller.reconciler import Reconciler, TickInputs
 from inference_placement.controller.router_sync import RouterSync
 from inference_placement.controller.telemetry import Telemetry
+from inference_placement.controller.wake import WakeSignal
 from inference_placement.metrics.source import MetricsSnapshot, MetricsSource
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import TrafficWindow
@@ -146,6 +147,9 @@ class Fleet:
         self._snapshot = MetricsSnapshot(problem="no metrics fetched yet")
         self._stopping = False
         self._specs: OrderedDict[str, tuple[Any, ParsedSpec]] = OrderedDict()
+        self._signals: dict[WorkloadKey, WakeSignal] = {}
+        """What the router's activators saw per workload since its last reconcile (``controller/wake.py``)."""
+        self._router_dirty = False
         self.spec_parses = 0
         """How many times a spec was parsed (at most once per distinct spec content in ``SPEC_CACHE_SIZE``)."""
 
@@ -175,6 +179,26 @@ class Fleet:
         )
         if changed:
             self._dirty.add(key)
+            self._wake.set()
+
+    def observe_endpoints(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """An EndpointSlice event of a model Service: the routes reaching its pods follow at once (no tick)."""
+        if self.router is None or self.router.pods is None:
+            return
+        service = self.router.pods.observe(event_type, body)
+        if service is not None and self.router.pods_changed(service):
+            self._router_dirty = True
+            self._wake.set()
+
+    def on_wake_signals(self, signals: Mapping[WorkloadKey, WakeSignal]) -> None:
+        """Signals of one activator poll: a workload with held or new requests (or requests just answered) is
+        reconciled at once, not at the next tick."""
+        for key, signal in signals.items():
+            if key not in self._workloads:
+                continue
+            self._signals[key] = _merge(self._signals.get(key), signal)
+            self._dirty.add(key)
+        if signals:
             self._wake.set()
 
     def _store(self, key: WorkloadKey, body: Mapping[str, Any]) -> None:
@@ -259,7 +283,8 @@ class Fleet:
             timeout = min(next_tick - now_mono, ACTIVE_RECONCILE_SECONDS if self._active else self.tick_seconds)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-                await asyncio.sleep(self.debounce_seconds)  # let a burst of edits settle
+                if not self._signals and not self._router_dirty:
+                    await asyncio.sleep(self.debounce_seconds)  # let a burst of edits settle (a wake-up waits not)
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -267,6 +292,8 @@ class Fleet:
             self._dirty.clear()
             if keys:
                 await self._reconcile_keys(keys)
+            elif self._router_dirty:
+                await self._sync_router()
 
     async def tick(self) -> None:
         """One full tick: fetch metrics for every workload in one batch, then reconcile all of them."""
@@ -351,13 +378,26 @@ class Fleet:
             verdict = self.capacity_verdict(key, spec) if spec is not None and not problems else None
             routed = self.router.confirmed(key) if self.router is not None else None
             spill_routed = self.router.confirmed_spill(key) if self.router is not None else None
+            no_pod_answered = self.router.answers_without_pods(key) if self.router is not None else False
+            signal = self._signals.pop(key, None)
             # a window whose last sample grows too old freezes placement: that flip is an input of its own
             stale = window is not None and now_ts - _posix(window.end) > staleness
-            fingerprint = (shared, _window_fingerprint(window), stale, problem, verdict, _weights(routed), spill_routed)
+            fingerprint = (
+                shared,
+                _window_fingerprint(window),
+                stale,
+                problem,
+                verdict,
+                _weights(routed),
+                spill_routed,
+                no_pod_answered,
+                signal,
+            )
             if (
                 full_tick
                 and self.skip_unchanged
                 and key not in self._active
+                and signal is None
                 and entry.inputs == (entry.resource_version, fingerprint)
                 and key not in resync
                 and (entry.revisit_at is None or now_ts < entry.revisit_at)
@@ -374,6 +414,8 @@ class Fleet:
                 router_enabled=self.router is not None,
                 router_weights=routed,
                 router_spill=spill_routed,
+                router_answers_without_pods=no_pod_answered,
+                wake=signal,
             )
             return entry, fingerprint, inputs, parsed
 
@@ -391,6 +433,8 @@ class Fleet:
                     else:
                         log.exception("reconcile of %s failed; retried on the next pass", key)
                     self._active.add(key)
+                    if inputs.wake is not None:  # not acted on: keep it for the retry
+                        self._signals[key] = _merge(inputs.wake, self._signals.get(key))
                     return
             self.stats.reconciles += 1
             if self.telemetry is not None:
@@ -415,11 +459,30 @@ class Fleet:
             self.stats.skipped_unchanged = skipped
             if self.telemetry is not None:
                 self.telemetry.skipped_unchanged.set(skipped)
-        if self.router is not None:
-            await self.router.sync()
-            if self.router.busy:
-                # come back soon for the workloads waiting on the router (applying, or to be retried)
-                self._active.update(self.router.waiting() & set(self._workloads))
+        await self._sync_router()
+
+    async def _sync_router(self) -> None:
+        if self.router is None:
+            return
+        self._router_dirty = False
+        await self.router.sync()
+        if self.router.busy:
+            # come back soon for the workloads waiting on the router (applying, or to be retried)
+            self._active.update(self.router.waiting() & set(self._workloads))
+
+
+def _merge(older: WakeSignal | None, newer: WakeSignal | None) -> WakeSignal:
+    """Two polls' signals as one: the newer held count, arrivals and answers added, the answers' mean weighted."""
+    if older is None or newer is None:
+        return newer or older or WakeSignal()
+    answered = older.answered + newer.answered
+    total = sum(s.answered * s.mean_hold_seconds for s in (older, newer) if s.mean_hold_seconds is not None)
+    return WakeSignal(
+        held=newer.held,
+        arrived=older.arrived + newer.arrived,
+        answered=answered,
+        mean_hold_seconds=total / answered if answered else None,
+    )
 
 
 def _unreachable(err: BaseException) -> bool:

@@ -15,8 +15,10 @@ import kopf
 
 from inference_placement.api.workload import GROUP, PLURAL, VERSION
 from inference_placement.controller.fleet import Fleet
+from inference_placement.controller.pod_endpoints import SERVICE_NAME_LABEL
 from inference_placement.controller.settings import OperatorSettings
 from inference_placement.controller.supervisor import WatchBackoffs
+from inference_placement.targets.cluster_render import MANAGED_BY, MANAGED_BY_LABEL
 
 __all__ = ["build_registry", "FleetFactory"]
 
@@ -76,5 +78,20 @@ def build_registry(settings: OperatorSettings, make_fleet: FleetFactory) -> kopf
         if fleet is None:  # events before start-up finished are replayed by the initial listing anyway
             return
         fleet.observe(type, body)
+
+    if settings.router.mode != "off" and settings.router.pods_by_address:
+        # the model Services' EndpointSlices (the Services this operator manages): ready pods by address for the
+        # router, one watch for the whole fleet (controller/pod_endpoints.py)
+        @kopf.on.event(
+            "discovery.k8s.io",
+            "v1",
+            "endpointslices",
+            labels={SERVICE_NAME_LABEL: kopf.PRESENT, MANAGED_BY_LABEL: MANAGED_BY},
+            registry=registry,
+        )
+        def endpointslice_event(*, type: str | None, body: kopf.Body, **_: Any) -> None:
+            fleet: Fleet | None = state.get("fleet")
+            if fleet is not None:
+                fleet.observe_endpoints(type, body)
 
     return registry

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,11 +31,14 @@ from inference_placement.api.status import (
     ObservedTraffic,
     ProjectedCosts,
     Reason,
+    ScaleToZeroStatus,
     SpillStep,
     TargetErrorKind,
     TargetResourceStatus,
     TargetsStatus,
+    WakeRecord,
 )
+from inference_placement.api.timestamps import parse_time as parse_stamp
 from inference_placement.api.validation import SpecProblem, parse_spec
 from inference_placement.api.workload import InferenceWorkload, ObjectMeta, WorkloadKey
 from inference_placement.controller.kube import KubeWriter, now_rfc3339
@@ -52,6 +55,7 @@ from inference_placement.controller.router_sync import positive_weights
 from inference_placement.controller.spill import SpillObservation, advance_spill
 from inference_placement.controller.status_diff import merge_patch, semantically_equal
 from inference_placement.controller.telemetry import Telemetry
+from inference_placement.controller.wake import WakeSignal
 from inference_placement.controller.warm_pinger import PingPlan, WarmPinger
 from inference_placement.policy.actuation import Actuators, target_settings
 from inference_placement.policy.budget import MONTH_SECONDS, accrue_spend
@@ -93,6 +97,11 @@ class TickInputs:
     """Weights the router confirmed for this workload (positive ones); None = nothing confirmed yet."""
     router_spill: TargetName | None = None
     """The overflow target the router confirmed it retries this workload's refused requests on; None = none."""
+    router_answers_without_pods: bool = False
+    """The router confirmed a route that answers a request finding no ready pod (holds it in the activator, or
+    sends it to a serverless overflow): only then may the cluster go to zero replicas."""
+    wake: WakeSignal | None = None
+    """What the router's activator saw of this workload since its last reconcile (held requests: wake it now)."""
 
 
 @dataclass
@@ -158,6 +167,7 @@ class Reconciler:
         stable_endpoint: Callable[[str, str], str] | None = None,
         pinger: WarmPinger | None = None,
         actuators: Actuators = Actuators(),
+        wake_keep_seconds: float = 60.0,
     ) -> None:
         self.writer = writer
         self.telemetry = telemetry or Telemetry()
@@ -168,6 +178,9 @@ class Reconciler:
         self.stable_endpoint = stable_endpoint
         self.pinger = pinger
         self.actuators = actuators
+        self.wake_keep_seconds = wake_keep_seconds
+        """After a wake-up from zero the cluster keeps a replica at least this long (no flapping back to zero
+        before the traffic that woke it reaches the metrics the policy reads)."""
         """What this operator can carry out (``decide`` and the actuation read it)."""
         """Keeps serverless instances warm when the decision says so; None = no router to ping through."""
         """(namespace, name) -> the URL that never changes (the router); None = publish the serving target's."""
@@ -205,7 +218,8 @@ class Reconciler:
         conditions.mark(ConditionType.INVALID_SPEC, ConditionStatus.FALSE, Reason.SPEC_VALID, "")
         effective = _with_configured_targets(spec, self.targets)
 
-        decision, accrued = self._decide(effective, status, inputs, result)
+        actuators = self._actuators(status, inputs, result)
+        decision, accrued = self._decide(effective, status, inputs, result, actuators)
         self._mark_decision(conditions, effective, decision, status, inputs)
         new_status = status.model_copy(
             update={
@@ -220,9 +234,11 @@ class Reconciler:
         self._export_costs(meta, spec, decision)
 
         workload = InferenceWorkload(metadata=meta, spec=spec, status=status)
-        new_status = await self._drive_placement(workload, effective, decision, recorded, inputs, conditions.pending)
-        new_status = await self._drive_spill(workload, decision, new_status, inputs, conditions.pending)
-        self._plan_pings(meta, spec, decision, new_status, inputs)
+        pending = conditions.pending
+        new_status = await self._drive_placement(workload, effective, decision, recorded, inputs, pending, actuators)
+        new_status = await self._drive_spill(workload, decision, new_status, inputs, pending, actuators)
+        new_status = self._track_zero(meta, effective, decision, new_status, inputs, pending, actuators)
+        self._plan_pings(meta, spec, decision, new_status, inputs, actuators)
         result.active = new_status.migration is not None or not _placed_ready(new_status)
         serving = _mark_placement(conditions, new_status)
 
@@ -237,12 +253,91 @@ class Reconciler:
 
     # ------------------------------------------------------------------ steps
 
+    def _actuators(self, status: InferenceWorkloadStatus, inputs: TickInputs, result: ReconcileResult) -> Actuators:
+        """What can be carried out for this workload on this tick. Zero cluster replicas only while the router
+        serves a route that answers a request finding no pod, no request waits for a replica (the router's
+        activator holds some: wake now), and the last wake-up is ``wake_keep_seconds`` old."""
+        if not self.actuators.cluster_scale_to_zero:
+            return self.actuators
+        allowed = inputs.router_answers_without_pods and not (inputs.wake is not None and inputs.wake.demand)
+        woken = status.scale_to_zero.last_wake if status.scale_to_zero is not None else None
+        woken_at = parse_stamp(woken.woken_at) if woken is not None else None
+        if woken_at is not None:
+            keep_until = woken_at + timedelta(seconds=self.wake_keep_seconds)
+            if keep_until > _aware(inputs.now):
+                allowed = False
+                if result.revisit_at is None or keep_until < result.revisit_at:
+                    result.revisit_at = keep_until
+        return self.actuators if allowed else replace(self.actuators, cluster_scale_to_zero=False)
+
+    def _track_zero(
+        self,
+        meta: ObjectMeta,
+        spec: InferenceWorkloadSpec,
+        decision: Decision,
+        status: InferenceWorkloadStatus,
+        inputs: TickInputs,
+        pending: _Pending,
+        actuators: Actuators,
+    ) -> InferenceWorkloadStatus:
+        """``status.scaleToZero`` and its Events: when the Deployment went to zero, when and why it came back, and
+        what the woken requests waited (the activator's hold time, reported by ``controller/wake.py``)."""
+        serving_cluster = status.placement is TargetName.CLUSTER and status.migration is None
+        at_zero = serving_cluster and (
+            target_settings(TargetName.CLUSTER, decision, spec, status.last_decision, actuators).replicas == 0
+        )
+        before = status.scale_to_zero
+        tracked = before or ScaleToZeroStatus()
+        stamp = now_rfc3339(inputs.now)
+        wake = inputs.wake
+        hold = spec.slo.tolerable_cold_start_seconds
+        if at_zero and tracked.zeroed_at is None:
+            tracked = tracked.model_copy(update={"zeroed_at": stamp, "gaps": tracked.gaps + 1, "hold_seconds": hold})
+            pending.event(
+                "ScaledToZero",
+                f"cluster x0: {decision.reason or 'no replica needed'}; a request that finds no pod is answered by "
+                f"the router (held up to {hold:g}s while a replica starts)",
+            )
+        elif not at_zero and tracked.zeroed_at is not None:
+            zeroed = parse_stamp(tracked.zeroed_at)
+            seconds = max(0.0, (_aware(inputs.now) - zeroed).total_seconds()) if zeroed is not None else 0.0
+            by_request = wake is not None and wake.demand
+            record = WakeRecord(
+                zeroed_at=tracked.zeroed_at, woken_at=stamp, zero_seconds=round(seconds, 1), woken_by_request=by_request
+            )
+            tracked = tracked.model_copy(update={"zeroed_at": None, "last_wake": record})
+            replicas = target_settings(TargetName.CLUSTER, decision, spec, status.last_decision, actuators).replicas
+            self.telemetry.wakes.labels("request" if by_request else "policy").inc()
+            cause = f"{wake.held} request(s) held by the router" if wake is not None and by_request else "the decision"
+            pending.event("Waking", f"{cause}: cluster 0 -> {replicas} replica(s) after {seconds:.0f}s at zero")
+        last = tracked.last_wake
+        if wake is not None and wake.answered and wake.mean_hold_seconds is not None and last is not None:
+            if tracked.zeroed_at is None and last.held_requests is None:
+                latency_ms = round(wake.mean_hold_seconds * 1000.0, 1)
+                tracked = tracked.model_copy(
+                    update={
+                        "last_wake": last.model_copy(
+                            update={"held_requests": wake.answered, "wake_latency_ms": latency_ms}
+                        )
+                    }
+                )
+                self.telemetry.wake_latency.observe(wake.mean_hold_seconds)
+                pending.event(
+                    "Woken",
+                    f"{wake.answered} held request(s) answered by the woken replica after {latency_ms:.0f} ms on "
+                    f"average (bound {tracked.hold_seconds or hold:g}s); {last.zero_seconds:.0f}s at zero",
+                )
+        if before is None and tracked == ScaleToZeroStatus():
+            return status
+        return status.model_copy(update={"scale_to_zero": tracked})
+
     def _decide(
         self,
         spec: InferenceWorkloadSpec,
         status: InferenceWorkloadStatus,
         inputs: TickInputs,
         result: ReconcileResult,
+        actuators: Actuators,
     ) -> tuple[Decision, BudgetStatus]:
         """The policy's decision on this tick's inputs, and the month-to-date spend it was made with."""
         now = inputs.now
@@ -267,7 +362,7 @@ class Reconciler:
             capacity,
             now,
             max_staleness_seconds=self.max_metrics_staleness_seconds,
-            actuators=self.actuators,
+            actuators=actuators,
         )
         return decision, accrued
 
@@ -338,6 +433,7 @@ class Reconciler:
         decision: Decision,
         status: InferenceWorkloadStatus,
         inputs: TickInputs,
+        actuators: Actuators,
     ) -> None:
         if self.pinger is None:
             return
@@ -347,9 +443,7 @@ class Reconciler:
             return  # pings go through the router: wait until it serves the placement
         # the decision in force: this one, or the recorded one while decisions are withheld (metrics missing)
         settings = (
-            target_settings(placed, decision, spec, status.last_decision, self.actuators)
-            if placed is not None
-            else None
+            target_settings(placed, decision, spec, status.last_decision, actuators) if placed is not None else None
         )
         warm = settings.keep_warm_pings if settings is not None else 0
         interval = settings.ping_interval_seconds if settings is not None else None
@@ -373,13 +467,14 @@ class Reconciler:
         status: InferenceWorkloadStatus,
         inputs: TickInputs,
         pending: _Pending,
+        actuators: Actuators,
     ) -> InferenceWorkloadStatus:
         """Start a migration the decision asks for, or carry the one in flight one step; keep the targets set."""
         status = _with_started_migration(status, decision, inputs.now)
         migration = status.migration
         if migration is None:
             if status.placement is not None:
-                status = await self._ensure(workload, status.placement, decision, status, pending)
+                status = await self._ensure(workload, status.placement, decision, status, pending, actuators)
             return status
         if migration.target in SERVERLESS or migration.source in SERVERLESS:
             await self._ensure_finalizer(workload.metadata)
@@ -387,9 +482,9 @@ class Reconciler:
             # The router does not serve this step's weights yet: keep both sides up, move nothing, retire nothing.
             for name in (migration.source, migration.target):
                 if name is not None and not (migration.step is MigrationStep.ROLLING_BACK and name is migration.target):
-                    status = await self._ensure(workload, name, decision, status, pending)
+                    status = await self._ensure(workload, name, decision, status, pending, actuators)
             return status
-        status, observation = await self._migration_actions(workload, migration, decision, status, pending)
+        status, observation = await self._migration_actions(workload, migration, decision, status, pending, actuators)
         return self._advance(status, migration, observation, inputs.now, pending)
 
     async def _drive_spill(
@@ -399,6 +494,7 @@ class Reconciler:
         status: InferenceWorkloadStatus,
         inputs: TickInputs,
         pending: _Pending,
+        actuators: Actuators,
     ) -> InferenceWorkloadStatus:
         """Start, keep, change or end burst spillover (``controller/spill.py``), one observed step at a time."""
         spill = status.spill
@@ -410,7 +506,7 @@ class Reconciler:
             return status
         overflow = plan.target if plan is not None and spill is None else spill.target if spill else None
         if overflow is not None and overflow is not status.placement:
-            status = await self._ensure(workload, overflow, decision, status, pending)
+            status = await self._ensure(workload, overflow, decision, status, pending, actuators)
         entry = _target_status(status.targets or TargetsStatus(), overflow) if overflow is not None else None
         cluster = _target_status(status.targets or TargetsStatus(), TargetName.CLUSTER)
         seen = SpillObservation(
@@ -437,18 +533,19 @@ class Reconciler:
         decision: Decision,
         status: InferenceWorkloadStatus,
         pending: _Pending,
+        actuators: Actuators,
     ) -> tuple[InferenceWorkloadStatus, MigrationObservation]:
         """The I/O the migration's current step needs, and what it observed."""
         actions = actions_for(migration)
         if MigrationAction.ENSURE_TARGET in actions:
             if migration.source is not None:
-                status = await self._ensure(workload, migration.source, decision, status, pending)
-            status = await self._ensure(workload, migration.target, decision, status, pending)
+                status = await self._ensure(workload, migration.source, decision, status, pending, actuators)
+            status = await self._ensure(workload, migration.target, decision, status, pending, actuators)
             entry = _target_status(status.targets or TargetsStatus(), migration.target)
             error = entry.message if entry is not None and not entry.ready and _is_permanent(entry) else None
             return status, MigrationObservation(target_ready=entry is not None and entry.ready, target_error=error)
         if MigrationAction.RETIRE_SOURCE in actions:
-            status = await self._ensure(workload, migration.target, decision, status, pending)
+            status = await self._ensure(workload, migration.target, decision, status, pending, actuators)
             gone = await self._retire(workload, migration.source, status, pending) if migration.source else True
             status = _drop_target(status, migration.source) if gone and migration.source else status
             return status, MigrationObservation(target_ready=True, retired=gone)
@@ -488,6 +585,7 @@ class Reconciler:
         decision: Decision,
         status: InferenceWorkloadStatus,
         pending: _Pending,
+        actuators: Actuators,
     ) -> InferenceWorkloadStatus:
         target = self.targets.get(target_name)
         if target is None:
@@ -500,8 +598,9 @@ class Reconciler:
             decision,
             workload.spec,
             status.last_decision,
-            self.actuators,
-            provisioning=migration is not None and migration.target is target_name,
+            actuators,
+            # a migration's source serves its share until it is retired: never at zero either
+            provisioning=migration is not None and target_name in (migration.target, migration.source),
         )
         desired = DesiredTarget(
             replicas=settings.replicas,
@@ -512,6 +611,11 @@ class Reconciler:
             state = await target.ensure(workload, desired)
         except TargetError as err:
             return self._target_failed(status, target_name, err, pending)
+        if target_name is TargetName.CLUSTER and settings.replicas == 0 and not state.ready:
+            # at zero on purpose: the router answers (holds, or falls through to serverless) until a replica is up
+            state = TargetState(
+                state.name, state.endpoint, True, 0, f"{state.message}: scaled to zero, the router answers requests"
+            )
         return _set_target(status, target_name, state, None)
 
     async def _retire(
@@ -626,6 +730,10 @@ class Reconciler:
 
 
 # ---------------------------------------------------------------------- helpers (pure)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _spec_refusal(

@@ -36,6 +36,7 @@ from kubernetes_asyncio.client.rest import ApiException
 from inference_placement.api.workload import API_VERSION, KIND
 from inference_placement.routing.envoy import CDS_FILE, RDS_FILE, EnvoySettings, JsonDict, render_cds, render_rds
 from inference_placement.routing.manifests import (
+    ACTIVATOR_METRICS_PORT,
     ROUTER_NAME,
     render_configmap,
     render_router_deployment,
@@ -91,6 +92,9 @@ class ClusterRouterApplier:
         """``namespace/name`` -> workload uid, for the owner reference of its stable Service."""
         self._router_ready = False
         self._services: set[tuple[str, str]] = set()
+        self.pods_cache_seconds = 10.0
+        """How long the list of router Pods whose activators are read for wake-ups is reused."""
+        self._activator_pods: tuple[float, list[str]] | None = None
 
     # ------------------------------------------------------------------ the router itself
 
@@ -202,6 +206,35 @@ class ClusterRouterApplier:
             log.debug("stats of router pod %s unavailable: %s", pod, err)
             return {}
         return parse_stats(payload, self.settings)
+
+    async def activator_metrics(self) -> list[str]:
+        """The ``/metrics`` of the activator in every ready router Pod, through the apiserver's Pod proxy (the
+        operator needs no network path to the Pods): one LIST (cached ``pods_cache_seconds``) and one GET per
+        router replica, whatever the fleet's size. Raises when a ready Pod's activator cannot be read."""
+        now = time.monotonic()
+        if self._activator_pods is None or now - self._activator_pods[0] > self.pods_cache_seconds:
+            pods = await self.core.list_namespaced_pod(
+                self.namespace, label_selector=f"app.kubernetes.io/name={ROUTER_NAME}"
+            )
+            self._activator_pods = (now, [p.metadata.name for p in pods.items if _ready(p)])
+        texts: list[str] = []
+        for pod in self._activator_pods[1]:
+            path = f"/api/v1/namespaces/{self.namespace}/pods/{pod}:{ACTIVATOR_METRICS_PORT}/proxy/metrics"
+            try:
+                response = await self.api.call_api(
+                    path,
+                    "GET",
+                    auth_settings=["BearerToken"],
+                    _preload_content=False,
+                    _return_http_data_only=True,
+                    _request_timeout=5,
+                )
+                async with response:
+                    texts.append((await response.read()).decode("utf-8", errors="replace"))
+            except ApiException as err:
+                self._activator_pods = None  # a Pod went away: list again next poll
+                raise OSError(f"activator of router pod {pod}: HTTP {err.status}") from err
+        return texts
 
     # ------------------------------------------------------------------ the stable endpoints
 

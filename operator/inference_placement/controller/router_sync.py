@@ -16,16 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from inference_placement.api.spec import TargetName
+from inference_placement.api.spec import SLOSpec, TargetName
 from inference_placement.api.status import InferenceWorkloadStatus, SpillStep
 from inference_placement.api.workload import WorkloadKey
-from inference_placement.routing.model import EndpointsConfig, Route, RouteError, route_for
+from inference_placement.controller.pod_endpoints import PodEndpoints, ServiceKey
+from inference_placement.routing.model import (
+    EndpointsConfig,
+    PodsUpstream,
+    Route,
+    RouteError,
+    UpstreamAddress,
+    route_for,
+)
 
 __all__ = ["RouteApplier", "RouterSync", "positive_weights"]
 
@@ -50,10 +59,21 @@ class RouterSync:
     cluster_domain: str = "cluster.local"
     wait_seconds: float = 60.0
     """How long one ``sync`` waits for the apply it started (the rest happens in the background)."""
+    pods: PodEndpoints | None = None
+    """The model Services' ready pods from their watched EndpointSlices; None = reach the cluster target through
+    its Service (as before). With them, a workload whose Service has slice data is routed to its pods by address
+    (``PodsUpstream``); one without slice data yet keeps its Service upstream (a new Service's first slice arrives
+    a moment after it: an empty pods cluster in that moment would hold or fail requests the Service serves)."""
+    hold: bool = False
+    """The router runs the activator: a route whose pods are by address holds a request that finds no pod, for at
+    most the workload's ``slo.tolerableColdStartSeconds`` (``Route.hold_seconds``)."""
 
     def __post_init__(self) -> None:
         self._routes: dict[WorkloadKey, Route] = {}
         self._versions: dict[WorkloadKey, str] = {}
+        self._views: dict[WorkloadKey, tuple[str, str, InferenceWorkloadStatus, float]] = {}
+        self._services: dict[WorkloadKey, ServiceKey] = {}
+        self._no_pod_answered: set[WorkloadKey] = set()
         self._applied: dict[WorkloadKey, Route] | None = None
         self._confirmed: dict[WorkloadKey, dict[TargetName, int]] = {}
         self._spills: dict[WorkloadKey, TargetName] = {}
@@ -77,18 +97,66 @@ class RouterSync:
         view = _routing_view(body)
         if view is None:
             return
+        self._views[key] = (*view, _hold_seconds(body))
+        if self._route(key):
+            self._versions[key] = version
+
+    def pods_changed(self, service: ServiceKey) -> bool:
+        """The ready pods of ``service`` changed (an EndpointSlice event): recompute the routes that reach it.
+        True when a route changed (the caller should ``sync`` soon)."""
+        changed = False
+        for key, reached in list(self._services.items()):
+            if reached == service:
+                before = self._routes.get(key)
+                self._route(key)
+                changed = changed or self._routes.get(key) != before
+        return changed
+
+    def _route(self, key: WorkloadKey) -> bool:
+        """Recompute the route of ``key`` from its last view and the pods seen; False when it cannot be routed."""
+        namespace, name, status, hold_seconds = self._views[key]
+        pods = self._pod_addresses(key, status)
         try:
-            route = route_for(*view, self.endpoints, overflow=_spill_route(view[2]))
+            route = route_for(
+                namespace,
+                name,
+                status,
+                self.endpoints,
+                pod_addresses=pods,
+                overflow=_spill_route(status),
+                hold_seconds=hold_seconds if self.hold and pods is not None else None,
+            )
         except RouteError as err:
             log.warning("route of %s unchanged: %s", key, err)
-            return
+            return False
         self._routes[key] = route
-        self._versions[key] = version
+        return True
+
+    def _pod_addresses(self, key: WorkloadKey, status: InferenceWorkloadStatus) -> tuple[UpstreamAddress, ...] | None:
+        """The ready pods of the workload's cluster Service when they are known and nothing overrides its address;
+        None = route to the Service as published."""
+        self._services.pop(key, None)
+        cluster = status.targets.cluster if status.targets is not None else None
+        if self.pods is None or cluster is None or not cluster.endpoint:
+            return None
+        try:
+            published = UpstreamAddress.from_url(cluster.endpoint)
+            overridden = self.endpoints.connect_address(published) != published
+        except ValueError:
+            return None
+        if overridden or published.is_ip:
+            return None  # the operator's configuration says where this Service is reached: keep that
+        labels = published.host.split(".")
+        service: ServiceKey = (labels[1] if len(labels) > 1 else key.namespace, labels[0])
+        self._services[key] = service
+        return self.pods.ready(*service)
 
     def forget(self, key: WorkloadKey) -> None:
         self.owners.pop(f"{key.namespace}/{key.name}", None)
         self._routes.pop(key, None)
         self._versions.pop(key, None)
+        self._views.pop(key, None)
+        self._services.pop(key, None)
 
     async def sync(self) -> bool:
         """Apply the routes if they differ from what was last confirmed. True when the router serves them.
@@ -135,6 +203,7 @@ class RouterSync:
         self._applied = desired
         self._confirmed = {key: positive_weights(route.weights()) for key, route in desired.items()}
         self._spills = {key: route.overflow.target for key, route in desired.items() if route.overflow is not None}
+        self._no_pod_answered = {key for key, route in desired.items() if _answers_without_pods(route)}
 
     # ------------------------------------------------------------------ read by the reconciler
 
@@ -147,6 +216,12 @@ class RouterSync:
     def confirmed_spill(self, key: WorkloadKey) -> TargetName | None:
         """The overflow target the router serves for ``key`` (it retries refused requests there); None = none."""
         return self._spills.get(key)
+
+    def answers_without_pods(self, key: WorkloadKey) -> bool:
+        """The router serves a route for ``key`` that answers a request finding no ready pod: its pods by address
+        in a composite cluster that falls through to the activator (hold) or to a serverless overflow target.
+        Only then may the workload's Deployment go to zero replicas (``Actuators.cluster_scale_to_zero``)."""
+        return key in self._no_pod_answered
 
     def stable_endpoint(self, namespace: str, name: str) -> str:
         """The URL clients use whatever the placement: the workload's Service name, resolved to the router."""
@@ -163,6 +238,22 @@ def _spill_route(status: InferenceWorkloadStatus) -> TargetName | None:
     if spill is None or spill.step not in _ROUTED_SPILL or status.placement is not TargetName.CLUSTER:
         return None
     return spill.target
+
+
+def _answers_without_pods(route: Route) -> bool:
+    pods = next((b for b in route.backends if b.target is TargetName.CLUSTER), None)
+    return pods is not None and isinstance(pods.upstream, PodsUpstream) and route.spills
+
+
+def _hold_seconds(body: Mapping[str, Any]) -> float:
+    """The workload's tolerable cold start (the activator's hold bound), read leniently: the route never depends on
+    the spec parsing (a spec that no longer parses keeps its route), so a missing or invalid value is the default."""
+    default = float(SLOSpec.model_fields["tolerable_cold_start_seconds"].default)
+    slo = (body.get("spec") or {}).get("slo") if isinstance(body.get("spec"), Mapping) else None
+    value = slo.get("tolerableColdStartSeconds") if isinstance(slo, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        return default
+    return float(value)
 
 
 def _routing_view(body: Mapping[str, Any]) -> tuple[str, str, InferenceWorkloadStatus] | None:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from inference_placement.controller.fleet import Fleet
 from inference_placement.controller.gc_tuning import tune_gc
 from inference_placement.controller.handlers import build_registry
 from inference_placement.controller.kube import KubeWriter, make_api_client
+from inference_placement.controller.pod_endpoints import PodEndpoints
 from inference_placement.controller.reconciler import Reconciler
 from inference_placement.controller.router_sync import RouterSync
 from inference_placement.controller.settings import (
@@ -30,6 +31,7 @@ from inference_placement.controller.settings import (
 )
 from inference_placement.controller.supervisor import supervise
 from inference_placement.controller.telemetry import Telemetry
+from inference_placement.controller.wake import ActivatorWatch, HttpActivators
 from inference_placement.controller.warm_pinger import WarmPinger
 from inference_placement.metrics.promql import PromQLTemplates
 from inference_placement.metrics.source import MetricsSource, NoMetricsSource
@@ -196,8 +198,13 @@ async def build_fleet(
         telemetry=telemetry,
         stable_endpoint=router.stable_endpoint if router is not None else None,
         pinger=pinger,
-        # burst spillover needs the router that retries refused requests on the overflow target
-        actuators=Actuators(spillover=router is not None and settings.router.spillover),
+        # burst spillover needs the router that retries refused requests on the overflow target; scale to zero
+        # the router's activator (per workload, also the router confirming its holding route: TickInputs)
+        actuators=Actuators(
+            cluster_scale_to_zero=router is not None and settings.router.scales_to_zero,
+            spillover=router is not None and settings.router.spillover,
+        ),
+        wake_keep_seconds=settings.router.wake_keep_seconds,
     )
 
     fleet = Fleet(
@@ -213,8 +220,15 @@ async def build_fleet(
     )
 
     await prime_fleet(api, fleet, settings.namespaces)
+    watch = _activator_watch(settings.router, router, fleet, telemetry)
+    watch_task = asyncio.create_task(watch.run(), name="activator-watch") if watch is not None else None
 
     async def close() -> None:
+        if watch is not None and watch_task is not None:
+            watch.stop()
+            await asyncio.wait_for(watch_task, timeout=10)
+            if isinstance(watch.read, HttpActivators):
+                await watch.read.close()
         if router is not None:
             await router.close()
         if pinger is not None:
@@ -224,6 +238,31 @@ async def build_fleet(
         await api.close()
 
     return fleet, close
+
+
+def _activator_watch(
+    settings: RouterSettings, router: RouterSync | None, fleet: Fleet, telemetry: Telemetry
+) -> ActivatorWatch | None:
+    """The wake-up poller of the router's activators (``controller/wake.py``), when the cluster may scale to zero."""
+    if router is None or not settings.scales_to_zero:
+        return None
+    read: Callable[[], Awaitable[Sequence[str]]]
+    if settings.mode == "cluster":
+        from inference_placement.controller.router_cluster import ClusterRouterApplier
+
+        if not isinstance(router.applier, ClusterRouterApplier):  # build_router makes it; for mypy
+            raise TypeError("router.mode=cluster without the in-cluster router")
+        read = router.applier.activator_metrics
+    elif settings.activator_metrics_url is not None:
+        read = HttpActivators([settings.activator_metrics_url])
+    else:
+        return None
+    return ActivatorWatch(
+        read,
+        fleet.on_wake_signals,
+        interval_seconds=settings.wake_poll_seconds,
+        on_poll=lambda ok: telemetry.activator_polls.labels("ok" if ok else "failed").inc(),
+    )
 
 
 def capacity_verdict(
@@ -289,6 +328,10 @@ def build_router(router: RouterSettings, api: Any = None) -> RouterSync | None:
     overflow_port = router.overflow_port or (DEFAULT_OVERFLOW_PORT if router.spillover else None)
     if overflow_port is not None:
         envoy_options["overflow_port"] = overflow_port
+    if router.mode == "files" and router.activator_port is not None:
+        envoy_options["activator_port"] = router.activator_port
+    pods = PodEndpoints() if router.pods_by_address else None
+    hold = router.scales_to_zero
     endpoints = EndpointsConfig(
         address_overrides=dict(router.address_overrides),
         lambda_endpoint=router.lambda_endpoint,
@@ -311,7 +354,9 @@ def build_router(router: RouterSettings, api: Any = None) -> RouterSync | None:
             image_pull_policy=router.image_pull_policy,
             confirm_timeout_seconds=router.confirm_timeout_seconds,
         )
-        sync = RouterSync(cluster_applier, endpoints, cluster_domain=router.cluster_domain, wait_seconds=1.0)
+        sync = RouterSync(
+            cluster_applier, endpoints, cluster_domain=router.cluster_domain, wait_seconds=1.0, pods=pods, hold=hold
+        )
         cluster_applier.owners = sync.owners
         return sync
     from inference_placement.routing.xds_files import EnvoyXdsApplier
@@ -320,7 +365,7 @@ def build_router(router: RouterSettings, api: Any = None) -> RouterSync | None:
         raise ValueError("router.mode=files needs router.xdsDir and router.adminUrl")
     envoy = EnvoySettings(xds_dir=str(router.xds_dir), **envoy_options)
     applier = EnvoyXdsApplier(router.xds_dir, router.admin_url, settings=envoy, envoy_binary=router.envoy_binary)
-    return RouterSync(applier, endpoints, cluster_domain=router.cluster_domain)
+    return RouterSync(applier, endpoints, cluster_domain=router.cluster_domain, pods=pods, hold=hold)
 
 
 def _secret_dir(directory: Path) -> dict[str, str]:

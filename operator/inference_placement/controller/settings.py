@@ -205,6 +205,24 @@ class RouterSettings(_Group):
     router Pod next to Envoy, on loopback port 9906; it holds the requests of a workload with no ready pod and no
     serverless target. Its ``/metrics`` is the Pod's port ``activator`` (9904). The operator's own image is the one
     (the chart passes it when ``router.activator.enabled``). Default: unset (no activator container)."""
+    activator_port: Annotated[int, Ge(1), Le(65535)] | None = None
+    """``files`` mode: loopback port of the activator running next to the local Envoy (``python -m
+    inference_placement.routing.activator``), where a holding route's composite cluster falls through. With it
+    (and ``activatorMetricsUrl``) the cluster target may scale to zero. Default: unset."""
+    activator_metrics_url: Url | None = None
+    """``files`` mode: the activator's ``/metrics`` URL, read every ``wakePollSeconds`` for wake-ups. Default:
+    unset (``cluster`` mode reads every router Pod's activator through the apiserver's Pod proxy)."""
+    pods_by_address: bool = True
+    """Route to a workload's ready model-server Pods by IP, from its Service's EndpointSlices (watched; needs
+    list/watch on ``endpointslices.discovery.k8s.io``), so that "no ready pod" falls through to the activator or a
+    serverless target at once; an address in ``addressOverrides`` still wins. Scale to zero needs it. Default
+    ``true``."""
+    wake_poll_seconds: Annotated[float, Gt(0), Le(30)] = 0.5
+    """Seconds between two reads of the activators' held requests (a held request wakes its workload within
+    about this long). Default 0.5."""
+    wake_keep_seconds: Annotated[float, Ge(0)] = 60.0
+    """Seconds a workload woken from zero keeps at least one replica whatever the decision (the traffic that woke
+    it must reach the metrics the policy reads before it may go back to zero). Default 60."""
     latency_buckets_ms: Annotated[
         tuple[float, ...] | None, BeforeValidator(_comma_list), AfterValidator(_latency_buckets)
     ] = None
@@ -216,7 +234,16 @@ class RouterSettings(_Group):
     def _files_mode_is_complete(self) -> RouterSettings:
         if self.mode == "files" and (self.xds_dir is None or self.admin_url is None):
             raise ValueError("router.mode=files needs router.xdsDir and router.adminUrl")
+        if self.activator_port is not None and self.activator_metrics_url is None:
+            raise ValueError("router.activatorPort needs router.activatorMetricsUrl (where its held requests are read)")
         return self
+
+    @property
+    def scales_to_zero(self) -> bool:
+        """The router can answer a request that finds no pod (the activator holds it): the cluster may go to zero
+        replicas. (A serverless fall-through target exists only while a spill routes one; see docs.)"""
+        has_activator = self.activator_image is not None if self.mode == "cluster" else self.activator_port is not None
+        return self.mode != "off" and self.pods_by_address and has_activator
 
 
 class CloudRunSettings(_Group):

@@ -100,6 +100,26 @@ class Telemetry:
             registry=r,
         )
 
+        self.wakes = Counter(
+            "inference_placement_wakes",
+            "Cluster targets set from zero replicas to one or more, by what woke them (request: requests the "
+            "router's activator held; policy: the decision alone).",
+            ["woken_by"],
+            registry=r,
+        )
+        self.wake_latency = Histogram(
+            "inference_placement_wake_latency_seconds",
+            "Mean hold of the requests a wake-up from zero answered (the activator's hold time over the wake).",
+            buckets=(0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.activator_polls = Counter(
+            "inference_placement_activator_polls",
+            "Polls of the router's activators for wake-up signals, by result (ok, failed).",
+            ["result"],
+            registry=r,
+        )
+
     def forget_workload(self, namespace: str, name: str) -> None:
         for target in ("cluster", "cloudrun", "lambda"):
             try:

@@ -1,0 +1,207 @@
+"""Wake-up from zero, driven by what the router sees: the activator's held requests, read fleet-wide.
+
+A workload scaled to zero is woken by its first request: the route's composite cluster finds no pod and falls
+through to the router's activator (``routing.activator``), which holds the request and counts it. This module reads
+those counts from every activator the router runs (its ``/metrics``: one GET per router replica per poll, whatever
+the fleet's size; KEDA's HTTP add-on polls its interceptors' queue counts the same way) every
+``router.wakePollSeconds`` (0.5 s by default, far below a 30 s tick and below a scrape interval, which a Prometheus
+query would add to every wake-up), and tells the fleet:
+
+* ``demand``: a workload has requests held now, or its activator request counter moved since the last poll (a
+  request held and answered between two polls): scale it up now;
+* ``answered``: the activator replayed requests for it since the last poll, and how long they were held on average
+  (its hold-time histogram's sum and count over the poll): the wake latency a woken request paid.
+
+Bad input harms nothing: a poll that fails or returns garbage yields no signal (the previous counts are kept), and a
+signal can only ever ask for replicas, never take one away; the activator bounds every hold by itself
+(``x-inference-hold-seconds``) whether or not the operator hears of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from inference_placement.api.workload import WorkloadKey
+
+__all__ = [
+    "ActivatorCounts",
+    "ActivatorWatch",
+    "HttpActivators",
+    "WakeSignal",
+    "parse_activator_metrics",
+    "wake_signals",
+]
+
+log = logging.getLogger(__name__)
+
+_REQUESTS: Final = "inference_router_activator_requests_total"
+_HELD: Final = "inference_router_activator_held_requests"
+_HOLD_SUM: Final = "inference_router_activator_hold_seconds_sum"
+_HOLD_COUNT: Final = "inference_router_activator_hold_seconds_count"
+_TIMEOUT: Final = aiohttp.ClientTimeout(total=2)
+
+
+@dataclass(frozen=True)
+class ActivatorCounts:
+    """One workload's activator series, summed over the router replicas."""
+
+    requests: float = 0.0
+    held: float = 0.0
+    hold_sum_seconds: float = 0.0
+    hold_count: float = 0.0
+
+    def __add__(self, other: ActivatorCounts) -> ActivatorCounts:
+        return ActivatorCounts(
+            self.requests + other.requests,
+            self.held + other.held,
+            self.hold_sum_seconds + other.hold_sum_seconds,
+            self.hold_count + other.hold_count,
+        )
+
+
+@dataclass(frozen=True)
+class WakeSignal:
+    """What the router saw of one workload since the previous poll."""
+
+    held: int = 0
+    """Requests held now (waiting for a ready pod)."""
+    arrived: int = 0
+    """Requests that reached the activator since the previous poll."""
+    answered: int = 0
+    """Held requests replayed to a ready pod since the previous poll."""
+    mean_hold_seconds: float | None = None
+    """Their mean hold (the wake latency they paid); None when none was answered."""
+
+    @property
+    def demand(self) -> bool:
+        return self.held > 0 or self.arrived > 0
+
+
+def parse_activator_metrics(text: str) -> dict[WorkloadKey, ActivatorCounts]:
+    """The activator's ``/metrics`` by workload. Raises ``ValueError`` on anything that is not the exposition format
+    or carries a value that is not a finite, non-negative number (garbage is refused whole, never half-read)."""
+    counts: dict[WorkloadKey, dict[str, float]] = {}
+    try:
+        families = list(text_string_to_metric_families(text))
+    except Exception as err:  # the parser raises assorted errors on garbage
+        raise ValueError(f"not Prometheus exposition: {type(err).__name__}: {err}") from err
+    for family in families:
+        for sample in family.samples:
+            if sample.name not in (_REQUESTS, _HELD, _HOLD_SUM, _HOLD_COUNT):
+                continue
+            namespace, workload = sample.labels.get("namespace"), sample.labels.get("workload")
+            value = float(sample.value)
+            if not namespace or not workload or not math.isfinite(value) or value < 0:
+                raise ValueError(f"bad sample {sample.name}{sample.labels} = {sample.value!r}")
+            key = WorkloadKey(namespace, workload)
+            per = counts.setdefault(key, {})
+            per[sample.name] = per.get(sample.name, 0.0) + value
+    return {
+        key: ActivatorCounts(
+            per.get(_REQUESTS, 0.0), per.get(_HELD, 0.0), per.get(_HOLD_SUM, 0.0), per.get(_HOLD_COUNT, 0.0)
+        )
+        for key, per in counts.items()
+    }
+
+
+def wake_signals(
+    previous: Mapping[WorkloadKey, ActivatorCounts], current: Mapping[WorkloadKey, ActivatorCounts]
+) -> dict[WorkloadKey, WakeSignal]:
+    """The signals between two polls. A counter that went down (an activator restarted) counts from zero."""
+    signals: dict[WorkloadKey, WakeSignal] = {}
+    for key, now in current.items():
+        before = previous.get(key, ActivatorCounts())
+        reset = now.requests < before.requests or now.hold_count < before.hold_count
+        base = ActivatorCounts() if reset else before
+        arrived = round(now.requests - base.requests)
+        answered = round(now.hold_count - base.hold_count)
+        mean = (now.hold_sum_seconds - base.hold_sum_seconds) / answered if answered > 0 else None
+        signal = WakeSignal(round(now.held), arrived, answered, None if mean is None else max(0.0, mean))
+        if signal.demand or signal.answered:
+            signals[key] = signal
+    return signals
+
+
+class HttpActivators:
+    """Reads activators' ``/metrics`` over HTTP (a router next to the operator: ``router.activatorMetricsUrl``)."""
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        self.urls = tuple(urls)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __call__(self) -> list[str]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=_TIMEOUT)
+        return list(await asyncio.gather(*(self._get(self._session, url) for url in self.urls)))
+
+    @staticmethod
+    async def _get(session: aiohttp.ClientSession, url: str) -> str:
+        async with session.get(url) as response:
+            response.raise_for_status()
+            return await response.text()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+@dataclass
+class ActivatorWatch:
+    """Polls every activator's ``/metrics`` and hands the fleet the signals of each poll."""
+
+    read: Callable[[], Awaitable[Sequence[str]]]
+    """The ``/metrics`` texts of the activators running now (one per router replica)."""
+    on_signals: Callable[[dict[WorkloadKey, WakeSignal]], None]
+    interval_seconds: float = 0.5
+    on_poll: Callable[[bool], None] = lambda ok: None
+    """Told each poll's outcome (True: read and parsed)."""
+    polls: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    _previous: dict[WorkloadKey, ActivatorCounts] = field(default_factory=dict)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def poll_once(self) -> dict[WorkloadKey, WakeSignal] | None:
+        """One poll of all activators; None when any of them could not be read or parsed (nothing is concluded
+        from a partial or garbled view: the previous counts stay the reference)."""
+        self.polls += 1
+        try:
+            texts = await self.read()
+            current: dict[WorkloadKey, ActivatorCounts] = {}
+            for text in texts:
+                for key, counts in parse_activator_metrics(text).items():
+                    current[key] = current.get(key, ActivatorCounts()) + counts
+        except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as err:
+            self.errors += 1
+            message = f"{type(err).__name__}: {err}"
+            if message != self.last_error:
+                log.warning("activator metrics unreadable (no wake-up signal this poll): %s", message)
+            self.last_error = message
+            self.on_poll(False)
+            return None
+        self.last_error = None
+        self.on_poll(True)
+        signals = wake_signals(self._previous, current)
+        self._previous = current
+        return signals
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            signals = await self.poll_once()
+            if signals:
+                self.on_signals(signals)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.interval_seconds)
+            except TimeoutError:
+                pass
