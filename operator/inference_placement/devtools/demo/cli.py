@@ -1,13 +1,17 @@
 """``inference-placement demo``: the whole product on this machine, end to end, then cleaned up.
 
 Brings up the real local Kubernetes (control plane + a node running Pods), the Lambda stand-in (moto's server),
-the Cloud Run stand-in, two model-server stand-ins on loopback (the in-cluster replicas' and the Cloud Run
-service's: Service IPs are not routable here), a real Envoy router and a real Prometheus scraping the model
-servers; runs the operator with all of it, applies the examples, shows what it decided and why, then replays a
-segment of a real production trace as live HTTP traffic through the workload's stable endpoint while the operator
-moves it between the cluster and Cloud Run (every step printed as it happens), and finally replays the whole trace
-through the same policy in the simulator against every baseline and the offline optimum. Stops every process it
-started. Runs from a source checkout (it uses ``e2e/`` and the stand-in in ``tests/``).
+the Cloud Run stand-in and its service's model server on loopback, a real Envoy router with its activator, and a
+real Prometheus scraping the router's stats (traffic is measured at the router; no model server is scraped); runs
+the operator with all of it, applies the examples, shows what it decided and why, then replays a segment of a real
+production trace as live HTTP traffic through the stable endpoint of a workload placed by the policy's own
+thresholds (``mode: auto``): the cluster's share is served by real Pods on the local node, reached by pod IP from
+their Service's EndpointSlices. The segment is the one where the policy would move the workload across its cost
+break-even, spill a burst and scale to zero in an idle gap (the demo says which of these the trace lacks); every
+Event, every replay step's requests and each request that arrived at zero replicas are printed as they happen.
+Finally it replays the whole trace through the same policy in the simulator against every baseline and the offline
+optimum. Stops every process it started. Runs from a source checkout (it uses ``e2e/`` and the stand-in in
+``tests/``).
 """
 
 from __future__ import annotations
@@ -127,7 +131,7 @@ class _Demo:
         )
 
     def stand_ins(self) -> dict[str, str]:
-        self.step("2/7  on loopback: moto (Lambda), a Cloud Run API stand-in, model servers, Envoy, Prometheus")
+        self.step("2/7  on loopback: moto (Lambda), a Cloud Run API stand-in, Envoy and its activator, Prometheus")
         env = {**os.environ, **FAKE_AWS}
         moto_port = free_port()
         self.procs.start(

@@ -42,6 +42,7 @@ from inference_placement.policy.actuation import Actuators
 from inference_placement.policy.budget import MONTH_SECONDS
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import PlacementState, TrafficWindow, decide
+from inference_placement.policy.economics import workload_economics
 from inference_placement.policy.price_book import default_price_book
 from inference_placement.routing.envoy import COMPOSITE_TARGET, OVERFLOW_HOP_CLUSTER
 from inference_placement.sim.traces import MinuteTrace, RequestTrace, Trace
@@ -104,6 +105,12 @@ class LiveSettings:
     def cooldown_steps(self) -> int:
         """Steps from one migration's decision to the earliest next one (the migration itself, then the cooldown)."""
         return math.ceil(self.cooldown_seconds / self.step_seconds) + self.hold_steps
+
+    def settle_steps(self, cold_start_seconds: float) -> int:
+        """Steps from a level the operator acts on to the workload having moved: the hold, then a replica's cold
+        start, the traffic steps (10/50/100%) and the drain."""
+        moving = cold_start_seconds + 3 * self.step_hold_seconds + self.step_hold_seconds
+        return self.hold_steps + math.ceil(moving / self.step_seconds)
 
     @property
     def idle_steps(self) -> int:
@@ -238,6 +245,7 @@ def choose_segment(
 ) -> DemoSegment:
     """The segment of ``trace`` and its replay scale holding the most of a swing across the policy's break-even, a
     burst it serves by spillover and an idle gap (``replay.segment.find_demo_segment``)."""
+    cluster_cold_start = workload_economics(spec, default_price_book())[TargetName.CLUSTER].cold_start_seconds
     return find_demo_segment(
         trace,
         classifier(policy_classifier(spec, settings, actuators), settings),
@@ -249,6 +257,7 @@ def choose_segment(
         hold_steps=settings.hold_steps,
         idle_steps=settings.idle_steps,
         cooldown_steps=settings.cooldown_steps,
+        settle_steps=settings.settle_steps(cluster_cold_start),
     )
 
 
@@ -349,6 +358,7 @@ class _Watcher:
     replicas: int | None = None
     ready_replicas: int | None = None
     spill_step: str | None = None
+    migrating: bool = False
     gaps: list[ZeroGap] = field(default_factory=list)
     """The Deployment at zero replicas, as seen here (to show the requests that arrived then)."""
     wakes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -424,7 +434,8 @@ class _Watcher:
         at = self.now()
         with self._lock:
             gap = self.gaps[-1] if self.gaps else None
-            if replicas == 0 and ready == 0 and (gap is None or gap.woken_at is not None):
+            on_cluster = self.placement == TargetName.CLUSTER.value and not self.migrating
+            if on_cluster and replicas == 0 and ready == 0 and (gap is None or gap.woken_at is not None):
                 if self.replay_started is not None:
                     self.gaps.append(ZeroGap(at))
             elif gap is not None and gap.woken_at is None and replicas:
@@ -438,6 +449,7 @@ class _Watcher:
             (i for i in items if i.get("kind") == "InferenceWorkload" and i["metadata"]["name"] == self.name), None
         )
         status: dict[str, Any] = (workload or {}).get("status") or {}
+        self.migrating = bool(status.get("migration"))
         self._poll_deployment(items, status)
         now = time.monotonic()
         placement = status.get("placement")

@@ -257,6 +257,7 @@ def find_demo_segment(
     hold_steps: int,
     idle_steps: int,
     cooldown_steps: int = 0,
+    settle_steps: int = 0,
     scales: int = 16,
 ) -> DemoSegment:
     """The segment of ``steps`` steps (any row, any start) and the replay scale that hold the most of ``FEATURES``.
@@ -267,8 +268,9 @@ def find_demo_segment(
 
     * ``swing``: ``hold_steps`` above reclaim, then, ``cooldown_steps`` or more after they began, ``hold_steps``
       below offload (it moves to the cluster, then off);
-    * ``burst``: after the swing's first high step, ``hold_steps`` at rates the policy spills at or beyond;
-    * ``idle``: after that high step, ``idle_steps`` without a request.
+    * ``burst``: ``settle_steps`` or more after the swing's first high step (the workload has moved to the cluster
+      by then), ``hold_steps`` at rates the policy spills at;
+    * ``idle``: as long after that high step, ``idle_steps`` without a request.
 
     Scales run from the one that puts the segment's busiest step at ``max_rps`` (what the local stack carries) down
     by halves of an octave. The most features wins, then the swing, the burst, the idle gap, then the most steps
@@ -299,8 +301,8 @@ def find_demo_segment(
             high = _runs_start(classes.above_reclaim, hold_steps)
             first_high = _first(high)
             low_after = _after(_runs_start(classes.below_offload, hold_steps), first_high + cooldown_steps)
-            burst_after = _after(_runs_start(classes.burst, hold_steps), first_high)
-            idle_after = _after(idle_start, first_high)
+            burst_after = _after(_runs_start(classes.burst, hold_steps), first_high + settle_steps)
+            idle_after = _after(idle_start, first_high + settle_steps)
             swing = low_after >= 0
             found = {"swing": swing, "burst": burst_after >= 0, "idle": idle_after >= 0}
             for name, flags in found.items():
