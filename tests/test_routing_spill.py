@@ -360,7 +360,7 @@ def test_a_holding_route_tells_the_activator_everything_and_lets_replays_through
         {"name": PODS},
         {"name": ACTIVATOR_CLUSTER},
     ]
-    assert clusters[PODS]["load_assignment"]["endpoints"] == []
+    assert clusters[PODS]["load_assignment"]["endpoints"] == [{"lb_endpoints": []}]  # gauges reset (envoy.py)
     replay, entry = render_route_configuration([route], settings)["virtual_hosts"][0]["routes"]
     assert replay["match"]["headers"] == [{"name": ACTIVATED_HEADER, "present_match": True}]
     assert replay["route"]["cluster"] == PODS

@@ -299,7 +299,10 @@ def _pods_cluster(name: str, upstream: PodsUpstream, settings: EnvoySettings) ->
         "connect_timeout": _seconds(settings.connect_timeout_seconds),
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": lb_endpoints}] if lb_endpoints else [],
+            # one locality even when empty: Envoy then updates the priority set, so the cluster's membership gauges
+            # drop to 0 (with no locality they keep the last host count, measured with 1.40, and the activator,
+            # which waits on membership_healthy, would replay into an empty cluster)
+            "endpoints": [{"lb_endpoints": lb_endpoints}],
         },
     }
 

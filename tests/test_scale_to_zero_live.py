@@ -1,0 +1,270 @@
+"""Scale to zero for real: the Deployment goes to 0 replicas, a burst arrives, every request is answered 200, and the
+operator wakes the Deployment from what the router's activator holds, within the workload's tolerable cold start.
+
+Everything is the real component: the apiserver and the node (the model server Pods really run and are reached by
+pod IP from their Service's EndpointSlices), the operator process (``inference-placement run``), Envoy in files mode,
+the activator process (``python -m inference_placement.routing.activator``, as in the router Pod) and a Prometheus
+over backfilled router series. The traffic history is a timer-triggered workload (one busy 5-minute step every 30
+minutes over the last day, the last one just ended): the policy's idle-gap plan scales it to zero between bursts on
+its own (``policy/idle_gaps.py``), nothing in the test asks for zero.
+
+Measured here (2 shared cores, the cluster already up): about 60-75 s for the test.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from inference_placement.devtools.demo.live import LiveSettings, live_workload
+from tests.plugins.cluster import KubeCluster
+from tests.plugins.envoy import EnvoyRouter
+from tests.plugins.operator import CRD_FILE, OperatorProcess, wait_for
+from tests.plugins.prometheus import PrometheusServer
+from tests.test_routing_spill import ActivatorProcess, Processes
+
+pytestmark = [pytest.mark.cluster, pytest.mark.node, pytest.mark.slow]
+
+NAME = "nightly"
+HOLD_SECONDS = 30.0
+"""The workload's ``slo.tolerableColdStartSeconds``: the activator holds a request at most this long."""
+BURST = 16
+HISTORY_STEP = 300
+PERIOD_STEPS = 6
+BUSY_RPS = 14 / 60
+
+
+def _counter_lines(namespace: str, now: float) -> str:
+    """The router's series of a timer-triggered workload: a day of one busy 5-minute step every 30 minutes on the
+    operator's 300 s history grid, the last busy step the one before the current; 15 s samples for the day, 1 s
+    samples over the last 15 minutes and 15 minutes into the future (the window's 6 s rate needs them)."""
+    grid_end = math.floor(now) // HISTORY_STEP * HISTORY_STEP
+    last_busy_end = grid_end - HISTORY_STEP  # the history ends: busy, then idle (idle_after=1, 2 after a boundary)
+
+    def busy(t: float) -> bool:
+        steps_back = (last_busy_end - t) // HISTORY_STEP  # 0: inside the last busy step [end-300, end)
+        return t < last_busy_end and steps_back % PERIOD_STEPS == 0
+
+    labels = f'namespace="{namespace}",workload="{NAME}",target="cluster"'
+    counts, hists, ups = [], [], []
+    total = 0.0
+    t = float(grid_end - 86400 - 2 * HISTORY_STEP)
+    previous = t
+    end = now + 900
+    while t <= end:
+        total += (BUSY_RPS if busy(t) else 0.0) * (t - previous)
+        stamp = f"{t:.3f}"
+        counts.append(f"envoy_cluster_upstream_rq_total{{{labels}}} {total:.3f} {stamp}")
+        for bound in ("25", "50", "100", "250", "1000", "+Inf"):
+            hists.append(f'envoy_cluster_upstream_rq_time_bucket{{{labels},le="{bound}"}} {total:.3f} {stamp}')
+        hists.append(f"envoy_cluster_upstream_rq_time_count{{{labels}}} {total:.3f} {stamp}")
+        hists.append(f"envoy_cluster_upstream_rq_time_sum{{{labels}}} {total * 20:.3f} {stamp}")
+        ups.append(f'up{{job="inference-router",instance="router-0"}} 1 {stamp}')
+        previous = t
+        t += 1.0 if t >= now - 900 else 15.0
+    return "\n".join(
+        [
+            "# TYPE up gauge",
+            *ups,
+            "# TYPE envoy_cluster_upstream_rq counter",
+            *counts,
+            "# TYPE envoy_cluster_upstream_rq_time histogram",
+            *hists,
+            "# EOF",
+        ]
+    )
+
+
+def _workload(namespace: str, image: str) -> dict[str, Any]:
+    doc = live_workload(NAME, namespace, image, 0.0, 1.0, LiveSettings(), allowed_targets=("cluster",))
+    spec = doc["spec"]
+    spec["slo"]["tolerableColdStartSeconds"] = HOLD_SECONDS
+    spec["scaling"]["minReplicas"] = 0
+    spec["placement"]["thresholds"] = {"mode": "auto"}
+    spec.pop("cloudRun")
+    return doc
+
+
+def _post(port: int, host: str, timeout: float) -> tuple[int, float, str]:
+    started = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", "/predict", body=b'{"instances": [1]}', headers={"Host": host})
+        response = conn.getresponse()
+        response.read()
+        return response.status, time.monotonic() - started, response.getheader("x-served-by") or ""
+    finally:
+        conn.close()
+
+
+def _burst(port: int, host: str, count: int) -> list[tuple[int, float, str] | str]:
+    answers: list[tuple[int, float, str] | str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(count)
+
+    def one() -> None:
+        barrier.wait(timeout=30)
+        try:
+            answer: tuple[int, float, str] | str = _post(port, host, HOLD_SECONDS + 30)
+        except (OSError, http.client.HTTPException) as err:
+            answer = f"{type(err).__name__}: {err}"
+        with lock:
+            answers.append(answer)
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(HOLD_SECONDS + 60)
+    return answers
+
+
+@pytest.fixture
+def activator(envoy_router: EnvoyRouter) -> Iterator[ActivatorProcess]:
+    processes = Processes()
+    try:
+        yield processes.activator(envoy_router)
+    finally:
+        processes.stop_all()
+
+
+def _deployment(cluster: KubeCluster, namespace: str) -> dict[str, Any]:
+    done = cluster.kubectl("get", "deployment", f"{NAME}-model", "-n", namespace, "-o", "json", check=False)
+    return dict(json.loads(done.stdout)) if done.returncode == 0 else {}
+
+
+def _status(cluster: KubeCluster, namespace: str) -> dict[str, Any]:
+    done = cluster.kubectl("get", "iw", NAME, "-n", namespace, "-o", "json", check=False)
+    return dict(json.loads(done.stdout).get("status") or {}) if done.returncode == 0 else {}
+
+
+def _events(cluster: KubeCluster, namespace: str) -> list[tuple[str, str]]:
+    listed = cluster.kubectl_json("get", "events", "-n", namespace, "-o", "json")
+    return [(e.get("reason", ""), e.get("message", "")) for e in listed.get("items", [])]
+
+
+def test_a_burst_wakes_a_workload_at_zero_replicas_and_every_request_is_answered(
+    kube_node: KubeCluster,
+    crd_installed: KubeCluster,
+    namespace: str,
+    operator_factory: Callable[..., OperatorProcess],
+    prometheus_factory: Callable[[str], PrometheusServer],
+    envoy_router: EnvoyRouter,
+    envoy_binary: str,
+    activator: ActivatorProcess,
+    tmp_path: Path,
+) -> None:
+    began = time.monotonic()
+    # this branch's schema (status.scaleToZero): the session fixture applied it, but the cluster is shared and a
+    # session started since may have applied an older copy, which would prune the field from every status write
+    kube_node.kubectl("apply", "-f", str(CRD_FILE))
+    prometheus = prometheus_factory(_counter_lines(namespace, time.time()))
+    promql = tmp_path / "promql.yaml"
+    promql.write_text(yaml.safe_dump({"rateWindowSeconds": 6}))
+    metrics_url = f"http://127.0.0.1:{activator.info['metrics_port']}/metrics"
+    operator = operator_factory(
+        namespace,
+        *("--prometheus-url", prometheus.url, "--promql-templates", str(promql)),
+        *("--metrics-range-seconds", "60", "--metrics-step-seconds", "2", "--max-metrics-staleness-seconds", "15"),
+        *("--tick-seconds", "1"),
+        *("--set", "cluster.imagePullPolicy=Never", "--set", "router.mode=files"),
+        *("--set", f"router.xdsDir={envoy_router.xds_dir}", "--set", f"router.adminUrl={envoy_router.admin_url}"),
+        *("--set", f"router.envoyBinary={envoy_binary}", "--set", f"router.activatorPort={activator.port}"),
+        *("--set", f"router.activatorMetricsUrl={metrics_url}", "--set", "router.wakePollSeconds=0.25"),
+        *("--set", "router.wakeKeepSeconds=600", "--set", "migration.stepHoldSeconds=1"),
+        *("--set", "migration.drainSeconds=1"),
+    )
+    kube_node.kubectl("apply", "-f", "-", input=yaml.safe_dump(_workload(namespace, kube_node.model_server_image)))
+    pods_cluster = f"cluster.ip|{namespace}|{NAME}|cluster"
+    try:
+        # placed on the cluster, then scaled to zero by the policy once the router holds what finds no pod
+        wait_for(
+            lambda: (_status(kube_node, namespace).get("scaleToZero") or {}).get("zeroedAt"),
+            timeout=120,
+            interval=0.5,
+            what="the workload scaled to zero",
+        )
+        zeroed = time.monotonic()
+        status = _status(kube_node, namespace)
+        assert status["lastDecision"]["replicas"] == 0 and "scale to zero" in status["lastDecision"]["reason"]
+        assert status["scaleToZero"]["holdSeconds"] == HOLD_SECONDS
+        wait_for(
+            lambda: (
+                _deployment(kube_node, namespace).get("spec", {}).get("replicas") == 0
+                and not _deployment(kube_node, namespace).get("status", {}).get("replicas")
+            ),
+            timeout=60,
+            what="the Deployment at 0 replicas and its Pod gone",
+        )
+        wait_for(
+            lambda: envoy_router.stat(f"{pods_cluster}.membership_total") == 0,
+            timeout=30,
+            interval=0.2,
+            what="the router's pods cluster empty",
+        )
+        # a burst of concurrent requests at zero replicas: held, then answered by the woken Pod
+        scaled_up: list[float] = []
+        watching = threading.Event()
+
+        def watch_deployment() -> None:  # when the operator set the Deployment to a replica, from the burst's start
+            while not watching.is_set():
+                if _deployment(kube_node, namespace).get("spec", {}).get("replicas", 0) >= 1:
+                    scaled_up.append(time.monotonic())
+                    return
+                time.sleep(0.1)
+
+        watcher = threading.Thread(target=watch_deployment, daemon=True)
+        watcher.start()
+        sent = time.monotonic()
+        answers = _burst(envoy_router.listen_port, f"{NAME}.{namespace}.svc", BURST)
+        watching.set()
+        watcher.join(10)
+        failures = [a for a in answers if isinstance(a, str) or a[0] != 200]
+        assert len(answers) == BURST and not failures, failures
+        client_seconds = sorted(a[1] for a in answers if not isinstance(a, str))
+        assert client_seconds[-1] < HOLD_SECONDS, client_seconds
+        deployment = _deployment(kube_node, namespace)
+        assert deployment["spec"]["replicas"] >= 1
+        # the operator scaled up from what the activator held: far faster than a tick of the default 30 s (the
+        # test's tick is 1 s, but nothing in the metrics it reads shows the burst: only the activator does)
+        assert scaled_up, "the Deployment was never set to a replica during the burst"
+        scale_up_seconds = scaled_up[0] - sent
+        assert scale_up_seconds < 5.0, scale_up_seconds
+
+        def woken() -> dict[str, Any] | None:
+            wake = (_status(kube_node, namespace).get("scaleToZero") or {}).get("lastWake") or {}
+            return wake if wake.get("wakeLatencyMs") is not None else None
+
+        wake: dict[str, Any] = wait_for(woken, timeout=30, interval=0.3, what="the wake latency in status")
+        assert wake["wokenByRequest"] is True and wake["heldRequests"] >= 1
+        assert 0 < wake["wakeLatencyMs"] <= HOLD_SECONDS * 1000
+        assert wake["zeroSeconds"] >= 0
+        reasons = dict(_events(kube_node, namespace))
+        assert "ScaledToZero" in reasons and "Waking" in reasons and "Woken" in reasons, reasons
+        assert activator.sample("inference_router_activator_outcomes_total", namespace=namespace, workload=NAME,
+                                outcome="replayed") == BURST  # fmt: skip
+        print(
+            f"\nscale to zero: at zero {time.monotonic() - zeroed:.1f}s before the burst was answered; Deployment "
+            f"scaled up {scale_up_seconds:.2f}s after the burst was sent; "
+            f"{BURST} requests answered 200, client latency p50 {client_seconds[len(client_seconds) // 2]:.2f}s "
+            f"max {client_seconds[-1]:.2f}s; wake latency (mean hold) {wake['wakeLatencyMs']:.0f} ms; "
+            f"test {time.monotonic() - began:.0f}s"
+        )
+    except AssertionError:  # what the router and the cluster looked like, for the failure's report
+        print(json.dumps(_status(kube_node, namespace), indent=1)[:3000])
+        print((envoy_router.xds_dir / "cds.json").read_text()[:3000])
+        print({k: v for k, v in envoy_router.stats().items() if f"|{NAME}|" in k and "membership" in k})
+        print(kube_node.kubectl("get", "endpointslices,pods", "-n", namespace, "-o", "wide", check=False).stdout)
+        print(operator.logs()[-4000:])
+        raise
+    finally:
+        kube_node.kubectl("delete", "iw", NAME, "-n", namespace, "--wait=false", check=False)
