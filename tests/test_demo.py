@@ -46,7 +46,7 @@ def test_the_demo_replays_a_real_trace_live_on_the_policys_own_thresholds_with_z
         "demo_seconds",
     )
     print(json.dumps({k: summary[k] for k in shown}))
-    assert summary["requests"] > 200
+    assert summary["requests"] > 100
     assert summary["failed"] == 0, result.stdout[-6000:]
     # the policy's own thresholds, traffic measured at the router
     assert summary["thresholds"] == "auto" and summary["metrics"] == "router"

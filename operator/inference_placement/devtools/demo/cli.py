@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -225,7 +226,18 @@ class _Demo:
         self.step("3/7  CRD and the operator (inference-placement run)")
         assert self.envoy is not None and self.activator is not None
         promql = self.work / "promql.yaml"
-        promql.write_text(yaml.safe_dump({"rateWindowSeconds": self.live_settings.rate_window_seconds}))
+        live = self.live_settings
+        # the request-rate history the idle-gap plan reads, at the replay's own step (one trace step) over the
+        # replay, as a day at 300 s is for a workload running in real time
+        history = {"historyStepSeconds": live.step_seconds, "historySeconds": live.step_seconds * live.steps}
+        promql.write_text(yaml.safe_dump({"rateWindowSeconds": live.rate_window_seconds, **history}))
+        # the packaged prices, with the drain this operator carries out (the policy prices a move by it)
+        book = yaml.safe_load(
+            resources.files("inference_placement").joinpath("data/price-book.yaml").read_text(encoding="utf-8")
+        )
+        book["migration"]["drain_seconds"] = live.step_hold_seconds
+        price_book = self.work / "price-book.yaml"
+        price_book.write_text(yaml.safe_dump(book))
         self.kubectl("apply", "-f", str(self.root / "crds" / "inferenceworkloads.yaml"))
         self.kubectl("wait", "--for=condition=Established", "crd/inferenceworkloads.placement.inference.dev")
         self._fresh_namespace()
@@ -248,10 +260,12 @@ class _Demo:
                 endpoints["prometheus"],
                 "--promql-templates",
                 str(promql),
+                "--price-book",
+                str(price_book),
                 "--metrics-range-seconds",
                 str(self.live_settings.metrics_range_seconds),
                 "--metrics-step-seconds",
-                "2",
+                f"{self.live_settings.tick_seconds:g}",
                 "--max-metrics-staleness-seconds",
                 "15",
                 "--health-port",
@@ -278,6 +292,9 @@ class _Demo:
                 f"router.activatorPort={self.activator.port}",
                 "--set",
                 f"router.activatorMetricsUrl={self.activator.metrics_url}",
+                "--set",
+                # a woken workload stays up until the traffic that woke it reached the metrics the policy reads
+                f"router.wakeKeepSeconds={live.hold_steps * live.step_seconds:g}",
                 "--set",
                 f"router.overflowPort={self.envoy.overflow_port}",
                 "--set",

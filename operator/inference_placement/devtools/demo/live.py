@@ -43,7 +43,7 @@ from inference_placement.policy.budget import MONTH_SECONDS
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import PlacementState, TrafficWindow, decide
 from inference_placement.policy.economics import workload_economics
-from inference_placement.policy.price_book import default_price_book
+from inference_placement.policy.price_book import PriceBook, default_price_book
 from inference_placement.routing.envoy import COMPOSITE_TARGET, OVERFLOW_HOP_CLUSTER
 from inference_placement.sim.traces import MinuteTrace, RequestTrace, Trace
 
@@ -81,10 +81,10 @@ class LiveSettings:
     rate_window_seconds: int = 6
     metrics_range_seconds: int = 60
     """The window of request rates the operator decides on (``--metrics-range-seconds``)."""
-    cooldown_seconds: int = 60
-    """The demo workload's ``cooldownSeconds``: a move must pay for itself over the policy's near-term horizon
-    (the longer of sustain and cooldown, within the window it sees), so a time-compressed demo makes it as long as
-    that window; at most one migration per window."""
+    cooldown_seconds: int = 20
+    """The demo workload's ``cooldownSeconds``, about as long as a migration here (a replica's cold start, three
+    traffic steps and the drain, measured 11-21 s): a move must pay for itself over the policy's near-term horizon,
+    the longer of sustain and cooldown, so the horizon spans one move."""
     tick_seconds: float = 2.0
     step_hold_seconds: float = 2.0
     connections: int = 16
@@ -97,14 +97,28 @@ class LiveSettings:
 
     @property
     def hold_steps(self) -> int:
-        """Steps a level must hold for the operator to act on it: its rate window, the sustain window and a tick."""
-        seen = self.rate_window_seconds + self.sustain_seconds + self.tick_seconds
+        """Steps a level must hold for the operator to act on it: its rate window, then the policy's near-term
+        horizon (the longer of sustain and cooldown: a move pays for itself over it) and a tick."""
+        seen = self.rate_window_seconds + max(self.sustain_seconds, self.cooldown_seconds) + self.tick_seconds
         return math.ceil(seen / self.step_seconds)
+
+    def price_book(self) -> PriceBook:
+        """The packaged price book with the migration's drain the demo's operator carries out
+        (``migration.drainSeconds``): the policy prices a move by what it does."""
+        book = default_price_book()
+        return book.model_copy(
+            update={"migration": book.migration.model_copy(update={"drain_seconds": self.step_hold_seconds})}
+        )
 
     @property
     def cooldown_steps(self) -> int:
         """Steps from one migration's decision to the earliest next one (the migration itself, then the cooldown)."""
         return math.ceil(self.cooldown_seconds / self.step_seconds) + self.hold_steps
+
+    def burst_steps(self, cold_start_seconds: float) -> int:
+        """Steps a burst must last to be spilled: its rate seen (rate window and a tick), then the spill started (the
+        overflow target ready, the route, the replicas' queue cap rolled out: about a replica's cold start)."""
+        return math.ceil((self.rate_window_seconds + self.tick_seconds + cold_start_seconds) / self.step_seconds)
 
     def settle_steps(self, cold_start_seconds: float) -> int:
         """Steps from a level the operator acts on to the workload having moved: the hold, then a replica's cold
@@ -210,7 +224,7 @@ def policy_classifier(spec: InferenceWorkloadSpec, settings: LiveSettings, actua
     now = datetime(2026, 1, 1, tzinfo=UTC)
     on_cluster = PlacementState(TargetName.CLUSTER, None, 0.0)
     on_cloudrun = PlacementState(TargetName.CLOUDRUN, None, 0.0)
-    book, capacity = default_price_book(), ClusterCapacity()
+    book, capacity = settings.price_book(), ClusterCapacity()
     below, above, spills = [], [], []
     for rate in grid:
         window = TrafficWindow(
@@ -245,7 +259,7 @@ def choose_segment(
 ) -> DemoSegment:
     """The segment of ``trace`` and its replay scale holding the most of a swing across the policy's break-even, a
     burst it serves by spillover and an idle gap (``replay.segment.find_demo_segment``)."""
-    cluster_cold_start = workload_economics(spec, default_price_book())[TargetName.CLUSTER].cold_start_seconds
+    cluster_cold_start = workload_economics(spec, settings.price_book())[TargetName.CLUSTER].cold_start_seconds
     return find_demo_segment(
         trace,
         classifier(policy_classifier(spec, settings, actuators), settings),
@@ -258,6 +272,7 @@ def choose_segment(
         idle_steps=settings.idle_steps,
         cooldown_steps=settings.cooldown_steps,
         settle_steps=settings.settle_steps(cluster_cold_start),
+        burst_steps=settings.burst_steps(cluster_cold_start),
     )
 
 

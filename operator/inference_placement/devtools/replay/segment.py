@@ -258,6 +258,7 @@ def find_demo_segment(
     idle_steps: int,
     cooldown_steps: int = 0,
     settle_steps: int = 0,
+    burst_steps: int | None = None,
     scales: int = 16,
 ) -> DemoSegment:
     """The segment of ``steps`` steps (any row, any start) and the replay scale that hold the most of ``FEATURES``.
@@ -269,7 +270,7 @@ def find_demo_segment(
     * ``swing``: ``hold_steps`` above reclaim, then, ``cooldown_steps`` or more after they began, ``hold_steps``
       below offload (it moves to the cluster, then off);
     * ``burst``: ``settle_steps`` or more after the swing's first high step (the workload has moved to the cluster
-      by then), ``hold_steps`` at rates the policy spills at;
+      by then), ``burst_steps`` (default ``hold_steps``) at rates the policy spills at;
     * ``idle``: as long after that high step, ``idle_steps`` without a request.
 
     Scales run from the one that puts the segment's busiest step at ``max_rps`` (what the local stack carries) down
@@ -301,7 +302,7 @@ def find_demo_segment(
             high = _runs_start(classes.above_reclaim, hold_steps)
             first_high = _first(high)
             low_after = _after(_runs_start(classes.below_offload, hold_steps), first_high + cooldown_steps)
-            burst_after = _after(_runs_start(classes.burst, hold_steps), first_high + settle_steps)
+            burst_after = _after(_runs_start(classes.burst, burst_steps or hold_steps), first_high + settle_steps)
             idle_after = _after(idle_start, first_high + settle_steps)
             swing = low_after >= 0
             found = {"swing": swing, "burst": burst_after >= 0, "idle": idle_after >= 0}
