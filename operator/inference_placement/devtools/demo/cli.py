@@ -360,10 +360,11 @@ class _Demo:
         self.step(
             "5/7  live: a real trace segment as HTTP traffic through the stable endpoint, the operator placing it"
         )
-        from inference_placement.api.spec import InferenceWorkloadSpec
+        from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
         from inference_placement.devtools.demo.live import choose_segment, demo_workload, run_live_replay
         from inference_placement.devtools.demo.simulation import DEFAULT_TRACE, synthetic_day
         from inference_placement.devtools.replay.segment import FEATURES
+        from inference_placement.policy.economics import workload_economics
         from inference_placement.sim.traces import load_trace
 
         assert self.envoy is not None
@@ -373,12 +374,14 @@ class _Demo:
         doc = demo_workload(LIVE_WORKLOAD, NAMESPACE, self.cluster["model_server_image"], live)
         spec = InferenceWorkloadSpec.model_validate(doc["spec"])
         segment = choose_segment(trace, spec, live, DEMO_ACTUATORS)
+        cold_start = workload_economics(spec, live.price_book())[TargetName.CLUSTER].cold_start_seconds
+        burst_steps = live.burst_steps(cold_start)
         wanted = {
             "swing": (
                 f"a swing across the cost break-even ({live.hold_steps} steps above reclaim, then, after the "
                 "cooldown, below offload)"
             ),
-            "burst": f"a burst the policy serves by spillover ({live.hold_steps} steps at a rate it spills at)",
+            "burst": f"a burst the policy serves by spillover ({burst_steps} steps at a rate it spills at)",
             "idle": f"an idle gap ({live.idle_steps} steps without a request)",
         }
         busiest = max(segment.counts) * segment.scale / live.step_seconds

@@ -71,7 +71,7 @@ WARNING_EVENTS = frozenset(
 class LiveSettings:
     step_seconds: float = 6.0
     """Wall-clock seconds per replay step (at least the operator's rate window: a step is one measured rate)."""
-    steps: int = 40
+    steps: int = 48
     speedup: float | None = None
     """Trace seconds per wall-clock second; None: the trace's span over twice the segment (room to choose)."""
     max_rps: float = 8.0
