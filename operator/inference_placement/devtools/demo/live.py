@@ -239,14 +239,15 @@ def policy_classifier(spec: InferenceWorkloadSpec, settings: LiveSettings, actua
 
 
 def classifier(grid_classes: RateClasses, settings: LiveSettings) -> RateClassifier:
-    """``policy_classifier``'s grid as a function of any rates (0 is below offload and no burst)."""
+    """``policy_classifier``'s grid as a function of any rates. No request at all is no class: the cluster may
+    scale to zero there (the idle-gap plan), which costs nothing to offload from."""
     grid = np.geomspace(0.01, settings.max_rps * 1.5, grid_classes.burst.size)
 
     def classify(rates: FloatArray) -> RateClasses:
         idx = np.minimum(np.searchsorted(grid, rates), grid.size - 1)
         zero = rates <= 0
         return RateClasses(
-            grid_classes.below_offload[idx] | zero,
+            grid_classes.below_offload[idx] & ~zero,
             grid_classes.above_reclaim[idx] & ~zero,
             grid_classes.burst[idx] & ~zero,
         )

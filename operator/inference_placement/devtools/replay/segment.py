@@ -245,6 +245,27 @@ def _after(flags: BoolArray, first: npt.NDArray[np.int64]) -> npt.NDArray[np.int
     return np.where(later.any(axis=-1), later.argmax(axis=-1), -1).astype(np.int64)
 
 
+def _last_at_or_before(flags: BoolArray, shift: int, steps: int) -> npt.NDArray[np.int64]:
+    """Per row and step t (``steps`` wide): the largest i with ``flags[i]`` and ``i + shift <= t``, or -1."""
+    rows = flags.shape[0]
+    marks = np.full((rows, steps), -1, dtype=np.int64)
+    idx = np.nonzero(flags)
+    at = idx[1] + shift
+    keep = at < steps
+    marks[idx[0][keep], at[keep]] = idx[1][keep]
+    last: npt.NDArray[np.int64] = np.maximum.accumulate(marks, axis=1)
+    return last
+
+
+def _on_cluster(high: BoolArray, low: BoolArray, steps: int, hold_steps: int, settle_steps: int) -> BoolArray:
+    """Per row and step: the workload serves on the cluster by then, by the classes alone: a high run moved it
+    there ``settle_steps`` after it began, and no low run has completed (moved it off) since."""
+    arrived = _last_at_or_before(high, settle_steps, steps)
+    left = _last_at_or_before(low, hold_steps, steps)
+    on: BoolArray = (arrived >= 0) & (left < arrived)
+    return on
+
+
 def find_demo_segment(
     trace: Trace,
     classify: RateClassifier,
@@ -269,9 +290,9 @@ def find_demo_segment(
 
     * ``swing``: ``hold_steps`` above reclaim, then, ``cooldown_steps`` or more after they began, ``hold_steps``
       below offload (it moves to the cluster, then off);
-    * ``burst``: ``settle_steps`` or more after the swing's first high step (the workload has moved to the cluster
-      by then), ``burst_steps`` (default ``hold_steps``) at rates the policy spills at;
-    * ``idle``: as long after that high step, ``idle_steps`` without a request.
+    * ``burst``: ``burst_steps`` (default ``hold_steps``) at rates the policy spills at, starting while it serves on
+      the cluster (a high run began ``settle_steps`` or more before, and no low run has ended since);
+    * ``idle``: ``idle_steps`` without a request, starting while it serves on the cluster (where it scales to zero).
 
     Scales run from the one that puts the segment's busiest step at ``max_rps`` (what the local stack carries) down
     by halves of an octave. The most features wins, then the swing, the burst, the idle gap, then the most steps
@@ -300,10 +321,13 @@ def find_demo_segment(
             scale = top * 2.0 ** (-k / 2)
             classes = classify(smooth * scale / seconds_per_step)
             high = _runs_start(classes.above_reclaim, hold_steps)
+            low = _runs_start(classes.below_offload, hold_steps)
             first_high = _first(high)
-            low_after = _after(_runs_start(classes.below_offload, hold_steps), first_high + cooldown_steps)
-            burst_after = _after(_runs_start(classes.burst, burst_steps or hold_steps), first_high + settle_steps)
-            idle_after = _after(idle_start, first_high + settle_steps)
+            low_after = _after(low, first_high + cooldown_steps)
+            on_cluster = _on_cluster(high, low, steps, hold_steps, settle_steps)
+            burst = _runs_start(classes.burst, burst_steps or hold_steps)
+            burst_after = _after(burst & on_cluster[:, : burst.shape[1]], first_high)
+            idle_after = _after(idle_start & on_cluster[:, : idle_start.shape[1]], first_high)
             swing = low_after >= 0
             found = {"swing": swing, "burst": burst_after >= 0, "idle": idle_after >= 0}
             for name, flags in found.items():
