@@ -46,7 +46,7 @@ from inference_placement.policy.actuation import Actuators
 from inference_placement.routing.envoy_binary import find_envoy_binary
 from inference_placement.routing.model import UpstreamAddress
 
-__all__ = ["register", "FAKE_AWS", "LAMBDA_ROLE", "LIVE_WORKLOAD", "NAMESPACE", "demo"]
+__all__ = ["register", "DEMO_ACTUATORS", "FAKE_AWS", "LAMBDA_ROLE", "LIVE_WORKLOAD", "NAMESPACE", "demo"]
 
 NAMESPACE = "inference-demo"
 FAKE_AWS = {

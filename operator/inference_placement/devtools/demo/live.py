@@ -52,6 +52,7 @@ __all__ = [
     "LiveSettings",
     "RouterCounters",
     "WARNING_EVENTS",
+    "ZeroGap",
     "choose_segment",
     "demo_workload",
     "live_workload",

@@ -21,6 +21,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from inference_placement.sim.traces import MinuteTrace, RequestTrace, Trace
 
 __all__ = [
+    "BoolArray",
     "DemoSegment",
     "FEATURES",
     "FloatArray",
