@@ -7,6 +7,7 @@ The live end-to-end run (real apiserver and node, real Envoy, the real activator
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -283,6 +284,46 @@ def test_zero_replicas_only_while_the_router_answers_a_request_that_finds_no_pod
     assert cluster.applied[-1].replicas == 0 and body["status"]["scaleToZero"]["gaps"] == 2
 
 
+def test_a_restarted_operator_keeps_a_workload_at_zero_until_its_router_confirms_and_wakes_it_on_demand() -> None:
+    """After a restart the router has confirmed nothing yet; it still serves the holding route the previous run
+    confirmed, so a workload recorded at zero stays there (no needless wake-up on every restart), and a held
+    request still wakes it."""
+    body = _body()
+    cluster = RecordingTarget()
+    reconciler = Reconciler(
+        cast(Any, Writer(body)),
+        {TargetName.CLUSTER: cast(Any, cluster)},
+        actuators=Actuators(cluster_scale_to_zero=True),
+    )
+    _reconcile(reconciler, body, NOW, answers=True)
+    assert cluster.applied[-1].replicas == 0
+
+    def restarted(now: datetime, wake: WakeSignal | None, *, loading: bool = False) -> None:
+        window = _idle_window(now)
+        if loading:  # the newest span of the history only, as the source reads it back after a start: 2 cycles
+            short = tuple(periodic(6, 3, idle_after=2).tolist())
+            window = dataclasses.replace(window, history_rps=short)
+        inputs = TickInputs(
+            now=now,
+            price_book=PB,
+            capacity=ClusterCapacity(),
+            window=window,
+            router_enabled=True,
+            router_weights=None,
+            wake=wake,
+            history_loading=loading,
+        )
+        asyncio.run(reconciler.reconcile(body, inputs))
+
+    restarted(NOW + timedelta(seconds=10), None)
+    assert cluster.applied[-1].replicas == 0 and body["status"]["scaleToZero"]["zeroedAt"]
+    # on the partial history the plan keeps a replica warm; the workload stays at zero until the history is whole
+    restarted(NOW + timedelta(seconds=11), None, loading=True)
+    assert cluster.applied[-1].replicas == 0
+    restarted(NOW + timedelta(seconds=12), WakeSignal(held=1, arrived=1), loading=True)
+    assert cluster.applied[-1].replicas == 1
+
+
 def test_missing_metrics_never_scale_a_serving_workload_to_zero() -> None:
     body = _body()
     cluster = RecordingTarget()
@@ -309,3 +350,79 @@ def test_missing_metrics_never_scale_a_serving_workload_to_zero() -> None:
     }
     asyncio.run(reconciler.reconcile(body, inputs))
     assert cluster.applied[-1].replicas == 2
+
+
+def test_an_activator_that_answers_garbage_or_not_at_all_wakes_nothing_and_the_watch_keeps_polling() -> None:
+    """Bad input (item 4): a real HTTP server answering garbage, and a port nobody listens on. No signal, no
+    exception out of the poll; the previous counts stay the reference, so the next good poll compares with them
+    (a request held while the activator was unreadable still counts as an arrival then)."""
+    import http.server
+    import threading
+
+    from inference_placement.controller.wake import HttpActivators
+    from inference_placement.devtools.processes import free_port
+
+    bodies = [b"<html>502</html>"]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = bodies[0]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+
+        async def polls() -> list[dict[WorkloadKey, WakeSignal] | None]:
+            good = HttpActivators([f"http://127.0.0.1:{server.server_address[1]}/metrics"])
+            dead = HttpActivators([f"http://127.0.0.1:{free_port()}/metrics"])
+            seen: list[dict[WorkloadKey, WakeSignal]] = []
+            watch = ActivatorWatch(good, seen.append)
+            unreachable = ActivatorWatch(dead, seen.append)
+            results = [await watch.poll_once(), await unreachable.poll_once()]
+            bodies[0] = (METRICS % (2, 2, 0, 0, 0)).encode()
+            results.append(await watch.poll_once())
+            await good.close()
+            await dead.close()
+            assert not seen and watch.errors == 1 and unreachable.errors == 1
+            return results
+
+        garbage, unreachable, recovered = asyncio.run(polls())
+        assert garbage is None and unreachable is None
+        assert recovered == {KEY: WakeSignal(held=2, arrived=2)}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_explain_shows_the_zero_and_the_wake_the_operator_recorded() -> None:
+    from rich.console import Console
+
+    from inference_placement.explain import explain_workload, render
+
+    body = _body()
+    body["status"]["scaleToZero"] = {
+        "holdSeconds": 30,
+        "gaps": 1,
+        "lastWake": {
+            "zeroedAt": "2026-03-10T11:00:00Z",
+            "wokenAt": "2026-03-10T11:05:00Z",
+            "zeroSeconds": 300,
+            "wokenByRequest": True,
+            "heldRequests": 16,
+            "wakeLatencyMs": 2024.0,
+        },
+    }
+    explanation = explain_workload(body, PB)
+    assert explanation.scale_to_zero is not None and explanation.scale_to_zero.last_wake is not None
+    console = Console(width=200, record=True)
+    render(explanation, console)
+    text = console.export_text()
+    assert "woken from 0 replicas" in text and "16 held request(s) answered after 2024 ms" in text

@@ -32,6 +32,7 @@ from inference_placement.api.status import (
     LastMigration,
     MigrationStatus,
     ObservedTraffic,
+    ScaleToZeroStatus,
     SpillStatus,
     TargetResourceStatus,
 )
@@ -129,6 +130,8 @@ class Explanation:
     """The SLOAtRisk verdict the operator reaches on these inputs (``policy.verdicts``)."""
     budget_now: str = ""
     """The BudgetExceeded verdict the operator reaches on these inputs."""
+    scale_to_zero: ScaleToZeroStatus | None = None
+    """The cluster target at zero replicas and its last wake-up, as the operator recorded them."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (enums as their values, models in their wire form)."""
@@ -243,6 +246,7 @@ def explain_workload(
         "migration": status.migration,
         "last_migration": status.last_migration,
         "spill": status.spill,
+        "scale_to_zero": status.scale_to_zero,
         "conditions": conditions,
         "events": tuple(_event_rows(events)),
     }
@@ -436,6 +440,19 @@ def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 it
     if expl.spill is not None:
         sp = expl.spill
         decisions.add_row(sp.step_started_at, f"spill to {sp.target.value}: {sp.step.value}", sp.message)
+    zero = expl.scale_to_zero
+    if zero is not None and zero.zeroed_at is not None:
+        hold = f"a request that finds no pod is held up to {zero.hold_seconds:g}s" if zero.hold_seconds else ""
+        decisions.add_row(zero.zeroed_at, "cluster at 0 replicas", hold)
+    if zero is not None and zero.last_wake is not None:
+        w = zero.last_wake
+        by = "requests held by the router" if w.woken_by_request else "the decision"
+        answered = (
+            f"; {w.held_requests} held request(s) answered after {w.wake_latency_ms:.0f} ms on average"
+            if w.held_requests is not None and w.wake_latency_ms is not None
+            else ""
+        )
+        decisions.add_row(w.woken_at, "woken from 0 replicas", f"by {by} after {w.zero_seconds:.0f}s at zero{answered}")
     if expl.migration is not None:
         m = expl.migration
         source = m.source.value if m.source else "nothing"

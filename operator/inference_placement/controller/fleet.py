@@ -416,6 +416,7 @@ class Fleet:
                 router_spill=spill_routed,
                 router_answers_without_pods=no_pod_answered,
                 wake=signal,
+                history_loading=snapshot.history_loading,
             )
             return entry, fingerprint, inputs, parsed
 

@@ -102,6 +102,8 @@ class TickInputs:
     sends it to a serverless overflow): only then may the cluster go to zero replicas."""
     wake: WakeSignal | None = None
     """What the router's activator saw of this workload since its last reconcile (held requests: wake it now)."""
+    history_loading: bool = False
+    """The metrics source is still reading the request-rate history back after a start (``MetricsSnapshot``)."""
 
 
 @dataclass
@@ -220,6 +222,7 @@ class Reconciler:
 
         actuators = self._actuators(status, inputs, result)
         decision, accrued = self._decide(effective, status, inputs, result, actuators)
+        decision = _kept_at_zero(decision, status, inputs)
         self._mark_decision(conditions, effective, decision, status, inputs)
         new_status = status.model_copy(
             update={
@@ -259,7 +262,15 @@ class Reconciler:
         activator holds some: wake now), and the last wake-up is ``wake_keep_seconds`` old."""
         if not self.actuators.cluster_scale_to_zero:
             return self.actuators
-        allowed = inputs.router_answers_without_pods and not (inputs.wake is not None and inputs.wake.demand)
+        # right after a restart nothing is confirmed yet (router_weights None): a workload recorded at zero stays
+        # there, since the router keeps serving the holding route the previous run confirmed until the first apply
+        restarted_at_zero = (
+            inputs.router_weights is None
+            and status.scale_to_zero is not None
+            and status.scale_to_zero.zeroed_at is not None
+        )
+        answers = inputs.router_answers_without_pods or restarted_at_zero
+        allowed = answers and not (inputs.wake is not None and inputs.wake.demand)
         woken = status.scale_to_zero.last_wake if status.scale_to_zero is not None else None
         woken_at = parse_stamp(woken.woken_at) if woken is not None else None
         if woken_at is not None:
@@ -736,6 +747,23 @@ class Reconciler:
 
 
 # ---------------------------------------------------------------------- helpers (pure)
+
+
+def _kept_at_zero(decision: Decision, status: InferenceWorkloadStatus, inputs: TickInputs) -> Decision:
+    """A workload at zero is not woken by a decision on a history still being read back after a restart (its idle-gap
+    plan then sees a few cycles and keeps a replica warm): the recorded decision stays in force (``target=None``,
+    as when decisions are withheld) until the history is whole or a request is held."""
+    zero = status.scale_to_zero
+    if (
+        not inputs.history_loading
+        or zero is None
+        or zero.zeroed_at is None
+        or (inputs.wake is not None and inputs.wake.demand)
+        or decision.target is not TargetName.CLUSTER
+        or decision.replicas == 0
+    ):
+        return decision
+    return replace(decision, target=None, reason=f"{decision.reason}; held at zero while the history loads")
 
 
 def _aware(moment: datetime) -> datetime:

@@ -54,6 +54,7 @@ __all__ = [
     "install_redaction",
     "load_promql_templates",
     "prime_fleet",
+    "prime_pods",
 ]
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,8 @@ async def build_fleet(
     )
 
     await prime_fleet(api, fleet, settings.namespaces)
+    if router is not None and router.pods is not None:
+        await prime_pods(api, fleet, settings.namespaces)
     watch = _activator_watch(settings.router, router, fleet, telemetry)
     watch_task = asyncio.create_task(watch.run(), name="activator-watch") if watch is not None else None
 
@@ -311,6 +314,38 @@ async def prime_fleet(api: Any, fleet: Fleet, namespaces: tuple[str, ...], page_
             if not token:
                 break
     log.info("fleet primed with %d workload(s)", listed)
+    return listed
+
+
+async def prime_pods(api: Any, fleet: Fleet, namespaces: tuple[str, ...], page_size: int = 500) -> int:
+    """Feed the fleet one listing of the model Services' EndpointSlices before its loop starts (as ``prime_fleet``
+    does for the workloads), so that a workload sitting at zero, whose slice does not change, is routed to its
+    (empty) pods and keeps its hold after an operator restart. Returns how many slices were listed."""
+    from kubernetes_asyncio import client as k8s
+
+    from inference_placement.controller.pod_endpoints import SERVICE_NAME_LABEL
+    from inference_placement.targets.cluster_render import MANAGED_BY, MANAGED_BY_LABEL
+
+    discovery = k8s.DiscoveryV1Api(api)
+    selector = f"{SERVICE_NAME_LABEL},{MANAGED_BY_LABEL}={MANAGED_BY}"
+    listed = 0
+    for namespace in namespaces or (None,):
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": page_size, "label_selector": selector}
+            if token:
+                kwargs["_continue"] = token
+            if namespace is None:
+                page = await discovery.list_endpoint_slice_for_all_namespaces(**kwargs)
+            else:
+                page = await discovery.list_namespaced_endpoint_slice(namespace, **kwargs)
+            for item in page.items or []:
+                fleet.observe_endpoints("ADDED", api.sanitize_for_serialization(item))
+                listed += 1
+            token = page.metadata._continue if page.metadata is not None else None
+            if not token:
+                break
+    log.info("router primed with %d EndpointSlice(s)", listed)
     return listed
 
 

@@ -924,6 +924,7 @@ class PrometheusSource:
             error_rate=readings[Signal.ERROR_RATE],
             overflow_rate=readings[Signal.OVERFLOW_RATE],
             time_to_first_token=readings[Signal.TIME_TO_FIRST_TOKEN],
+            history_loading=not self.history_complete,
         )
 
     def _readouts(self, kept: _Kept) -> _Readouts:

@@ -33,6 +33,9 @@ class MetricsSnapshot:
     """Requests per second the router refused at a circuit breaker over the latest rate window."""
     time_to_first_token: Mapping[WorkloadKey, float] = field(default_factory=dict)
     """Time to first token in seconds, where a model server exports it (off by default)."""
+    history_loading: bool = False
+    """The request-rate history is still being read back after a start (one older span per fetch): the windows'
+    ``history_rps`` are shorter than they will be. The controller does not wake a workload at zero on it."""
 
     def problem_for(self, key: WorkloadKey) -> str | None:
         """Why ``key`` has no usable window: the whole source's problem first, then the workload's own."""
