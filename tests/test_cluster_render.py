@@ -11,6 +11,7 @@ from inference_placement.api.workload import InferenceWorkload
 from inference_placement.policy.gpu_scheduling import CPU_ONLY, GPUNodeFacts, GPUScheduling, scheduling_for
 from inference_placement.targets import cluster_render
 from inference_placement.targets.cluster_render import (
+    PRE_STOP_SLEEP_SECONDS,
     deployment_name,
     is_ours,
     left_by_predecessor,
@@ -89,6 +90,8 @@ def test_model_server_container_has_probe_port_resources_env() -> None:
     assert c["imagePullPolicy"] == "Never"
     assert c["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    # a removed replica serves until the router stopped sending to it
+    assert c["lifecycle"] == {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}}
     assert c["resources"] == {"requests": {"cpu": "500m", "memory": "3Gi"}, "limits": {"memory": "3Gi"}}
     assert c["env"] == [{"name": "MODEL", "value": "x"}, {"name": "EMPTY"}]
 

@@ -33,6 +33,15 @@ def test_the_charts_promql_file_configures_the_source() -> None:
     PrometheusSource("http://127.0.0.1:9", templates=templates, **options)  # accepted as constructor arguments
 
 
+def test_the_history_of_the_idle_gap_plan_is_configured_in_the_same_file(tmp_path: Path) -> None:
+    path = tmp_path / "promql.yaml"
+    path.write_text("rateWindowSeconds: 6\nhistorySeconds: 600\nhistoryStepSeconds: 6\n")
+    templates, options = load_promql_templates(path)
+    assert options == {"rate_window_seconds": 6, "history_seconds": 600.0, "history_step_seconds": 6.0}
+    source = PrometheusSource("http://127.0.0.1:9", templates=templates, step_seconds=2, range_seconds=60, **options)
+    assert source.url == "http://127.0.0.1:9"
+
+
 def test_unknown_key_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "promql.yaml"
     bad.write_text("requestRate: sum by ($by) (rate(x_total[$rate_window]))\nlatencyP95: x\n")

@@ -10,7 +10,8 @@ from typing import Any, cast
 import pytest
 
 from inference_placement.api.spec import TargetName
-from inference_placement.api.status import SpillStep
+from inference_placement.api.status import MigrationStep, SpillStep
+from inference_placement.api.timestamps import format_time
 from inference_placement.api.workload import InferenceWorkload
 from inference_placement.controller.reconciler import Reconciler, TickInputs
 from inference_placement.controller.spill import SpillObservation, advance_spill
@@ -222,3 +223,53 @@ def test_the_router_retries_on_the_overflow_target_exactly_while_a_replica_may_r
     assert (route.overflow is not None) is routed
     assert sync.confirmed_spill(key) is (TargetName.LAMBDA if routed else None)
     assert sync.confirmed(key) == {TargetName.CLUSTER: 100}
+
+
+class _Unobserved(Recorder):
+    """A cluster target whose new Deployment generation (this tick's replica count) the controller has not observed
+    yet: not ready, ``ready_replicas`` still serving."""
+
+    def __init__(self, ready_replicas: int) -> None:
+        super().__init__(TargetName.CLUSTER)
+        self.ready_replicas = ready_replicas
+
+    async def ensure(self, workload: InferenceWorkload, desired: DesiredTarget) -> TargetState:
+        self.applied.append(desired)
+        return TargetState(name="cluster-w", endpoint=None, ready=False, replicas=self.ready_replicas)
+
+
+@pytest.mark.parametrize(("ready_replicas", "rolls_back"), [(1, False), (0, True)])
+def test_a_migration_taking_traffic_rolls_back_only_when_its_target_has_no_ready_replica(
+    ready_replicas: int, rolls_back: bool
+) -> None:
+    """Found by the demo on the policy's own thresholds: the decision changed the cluster's replicas while traffic
+    shifted to it, the Deployment's new generation was not observed yet at the next read, and the migration rolled
+    back although the replicas served. A target with ready replicas serves; one with none has failed."""
+    body = _body()
+    started = format_time(NOW - timedelta(seconds=1))
+    body["status"] = {
+        "placement": "lambda",
+        "migration": {
+            "source": "lambda",
+            "target": "cluster",
+            "step": MigrationStep.SHIFTING.value,
+            "trafficPercent": 50,
+            "startedAt": started,
+            "stepStartedAt": started,
+        },
+    }
+    cluster, lam = _Unobserved(ready_replicas), Recorder(TargetName.LAMBDA)
+    reconciler = Reconciler(
+        cast(Any, Writer(body)), {TargetName.CLUSTER: cast(Any, cluster), TargetName.LAMBDA: cast(Any, lam)}
+    )
+    inputs = TickInputs(
+        now=NOW,
+        price_book=PB,
+        capacity=ClusterCapacity(),
+        window=_at(bursty_window(), NOW),
+        router_enabled=True,
+        router_weights={TargetName.LAMBDA: 50, TargetName.CLUSTER: 50},
+    )
+    asyncio.run(reconciler.reconcile(body, inputs))
+    migration = body["status"]["migration"]
+    assert (migration["step"] == MigrationStep.ROLLING_BACK.value) is rolls_back, migration

@@ -635,6 +635,13 @@ def deployment(replicas: int, available: int, generation: int = 2, observed: int
     }
 
 
+def _rolling(wanted: int, *, available: int, total: int, updated: int) -> dict[str, Any]:
+    """A Deployment during or after a rolling update: ``total`` replicas, ``updated`` of the current template."""
+    obj = deployment(wanted, available)
+    obj["status"].update({"replicas": total, "updatedReplicas": updated})
+    return obj
+
+
 @pytest.mark.parametrize(
     ("obj", "ready", "message"),
     [
@@ -642,6 +649,13 @@ def deployment(replicas: int, available: int, generation: int = 2, observed: int
         pytest.param(deployment(2, 1), False, "1/2 replicas available", id="one-missing"),
         pytest.param(deployment(2, 2, observed=1), False, "new spec not yet observed", id="not-observed"),
         pytest.param(deployment(0, 0), False, "0/0 replicas available", id="scaled-to-zero-serves-nothing"),
+        pytest.param(
+            _rolling(1, available=2, total=2, updated=1),
+            False,
+            "1 replica(s) of the previous template",
+            id="rolling-update-still-has-an-old-replica",
+        ),
+        pytest.param(_rolling(1, available=1, total=1, updated=1), True, "1/1", id="rolled-out"),
         pytest.param(
             deployment(
                 1,

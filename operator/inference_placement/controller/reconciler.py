@@ -598,7 +598,13 @@ class Reconciler:
             status = await self._ensure(workload, migration.target, decision, status, pending, actuators)
             entry = _target_status(status.targets or TargetsStatus(), migration.target)
             error = entry.message if entry is not None and not entry.ready and _is_permanent(entry) else None
-            return status, MigrationObservation(target_ready=entry is not None and entry.ready, target_error=error)
+            ready = entry is not None and entry.ready
+            if migration.step is MigrationStep.SHIFTING and entry is not None and (entry.replicas or 0) > 0:
+                # taking traffic, a target with ready replicas serves: a replica count changed by this tick's
+                # decision (a new Deployment generation the controller has not observed yet) is no failed health
+                # check, and rolling back on it would move the traffic for nothing
+                ready = True
+            return status, MigrationObservation(target_ready=ready, target_error=error)
         if MigrationAction.RETIRE_SOURCE in actions:
             status = await self._ensure(workload, migration.target, decision, status, pending, actuators)
             gone = await self._retire(workload, migration.source, status, pending) if migration.source else True

@@ -83,8 +83,15 @@ def install_redaction() -> SecretRedactingFilter:
     return redactor
 
 
-SOURCE_OPTIONS = {"namespace_label": str, "workload_label": str, "rate_window_seconds": int}
-"""Keys of the PromQL file that configure the Prometheus source itself rather than a template."""
+SOURCE_OPTIONS = {
+    "namespace_label": str,
+    "workload_label": str,
+    "rate_window_seconds": int,
+    "history_seconds": float,
+    "history_step_seconds": float,
+}
+"""Keys of the PromQL file that configure the Prometheus source itself rather than a template (the request-rate
+history the idle-gap plan reads: its span and step; a time-compressed replay such as the demo shortens them)."""
 
 
 def load_promql_templates(path: Path | None) -> tuple[PromQLTemplates, dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""The demo's loopback processes: model-server stand-ins and the Envoy router (its Prometheus: ``prometheus``).
+"""The demo's loopback processes: model-server stand-ins, the Envoy router and its activator (its Prometheus:
+``prometheus``).
 
 The router serves its stats on a scrape port (only ``/stats/prometheus``); the demo's Prometheus scrapes it as job
 ``inference-router``: the operator's default PromQL templates read the router's per-workload, per-target series.
@@ -20,7 +21,7 @@ from inference_placement.routing.envoy import EnvoySettings, render_bootstrap, r
 from inference_placement.routing.model import UpstreamAddress
 from inference_placement.routing.xds_files import XdsKind, write_document
 
-__all__ = ["EnvoyProcess", "start_envoy", "start_model_server"]
+__all__ = ["ActivatorProcess", "EnvoyProcess", "start_activator", "start_envoy", "start_model_server"]
 
 
 def start_model_server(
@@ -101,3 +102,35 @@ def start_envoy(procs: Processes, binary: str, work: Path, gcp_metadata: Upstrea
     admin_url = f"http://127.0.0.1:{settings.admin_port}"
     wait_http(f"{admin_url}/ready", 30)
     return EnvoyProcess(settings, xds_dir, admin_url, settings.listen_port)
+
+
+@dataclass(frozen=True)
+class ActivatorProcess:
+    port: int
+    """Where a holding route's composite falls through (the operator's ``router.activatorPort``)."""
+    metrics_url: str
+    """Its ``/metrics`` (the operator's ``router.activatorMetricsUrl``: held requests wake a workload)."""
+
+
+def start_activator(procs: Processes, work: Path, envoy: EnvoyProcess) -> ActivatorProcess:
+    """The router's activator (``python -m inference_placement.routing.activator``) next to ``envoy`` on loopback,
+    as in the router Pod: it holds a request that finds no ready pod until one is ready, then replays it through
+    Envoy's listener."""
+    port, metrics_port = free_port(), free_port()
+    procs.start(
+        "activator",
+        [
+            sys.executable,
+            "-m",
+            "inference_placement.routing.activator",
+            f"--listen-port={port}",
+            "--metrics-address=127.0.0.1",
+            f"--metrics-port={metrics_port}",
+            f"--envoy-url=http://127.0.0.1:{envoy.listen_port}",
+            f"--admin-url={envoy.admin_url}",
+        ],
+        work / "activator.log",
+        dict(os.environ),
+    )
+    wait_http(f"http://127.0.0.1:{metrics_port}/healthz", 30)
+    return ActivatorProcess(port, f"http://127.0.0.1:{metrics_port}/metrics")

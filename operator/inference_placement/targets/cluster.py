@@ -82,17 +82,24 @@ class _Kind:
 
 
 def deployment_state(deployment: Mapping[str, Any], endpoint: str | None) -> TargetState:
-    """Ready when the rollout is observed and the available replicas meet ``spec.replicas`` (> 0)."""
+    """Ready when the rollout is observed and done, and the available replicas meet ``spec.replicas`` (> 0).
+
+    Done: no replica of an older template is left (``status.replicas`` beyond ``updatedReplicas``). During a
+    rolling update the available count already includes the new replica while an old one still serves, so "the
+    queue cap is off every replica" (the spill's uncapping) must wait for this, not for the count alone."""
     metadata = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
     wanted = int(spec.get("replicas", 1))
     available = int(status.get("availableReplicas") or 0)
     observed = int(status.get("observedGeneration") or 0) >= int(metadata.get("generation") or 0)
-    ready = wanted > 0 and observed and available >= wanted
+    old = int(status.get("replicas") or 0) - int(status["updatedReplicas"]) if "updatedReplicas" in status else 0
+    ready = wanted > 0 and observed and available >= wanted and old <= 0
     parts = [f"{available}/{wanted} replicas available"]
     if not observed:
         parts.append("new spec not yet observed")
+    if old > 0:
+        parts.append(f"rollout in progress: {old} replica(s) of the previous template")
     if metadata.get("deletionTimestamp"):
         parts.append("being deleted")
     for condition in status.get("conditions") or []:

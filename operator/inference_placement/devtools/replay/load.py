@@ -123,6 +123,11 @@ class LoadReplay:
         with self._lock:
             return len(self.responses)
 
+    def snapshot(self) -> list[ReplayResponse]:
+        """The responses so far (a copy)."""
+        with self._lock:
+            return list(self.responses)
+
     def failures(self) -> list[ReplayResponse]:
         with self._lock:
             return [r for r in self.responses if not r.ok]

@@ -11,14 +11,28 @@ Counts stay in requests per trace step; ``rates_rps`` turns them into the reques
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 
 from inference_placement.sim.traces import MinuteTrace, RequestTrace, Trace
 
-__all__ = ["SwingSegment", "find_swing", "minute_counts", "FloatArray"]
+__all__ = [
+    "BoolArray",
+    "DemoSegment",
+    "FEATURES",
+    "FloatArray",
+    "RateClasses",
+    "RateClassifier",
+    "SwingSegment",
+    "counts_per_step",
+    "find_demo_segment",
+    "find_swing",
+    "minute_counts",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -144,3 +158,197 @@ def find_swing(
     _, row, start, low, high = best
     counts = tuple(float(c) for c in matrix[row, start : start + steps])
     return SwingSegment(trace.path, row, start * trace_steps_per_step, counts, low, high, trace_steps_per_step)
+
+
+# ------------------------------------------------------------------------------------------------ the demo's segment
+
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class RateClasses:
+    """What the policy does at each of a set of steady request rates (one flag per rate)."""
+
+    below_offload: BoolArray
+    """Below the rate under which it offloads the cluster to serverless (its own break-even, less hysteresis)."""
+    above_reclaim: BoolArray
+    """Above the rate over which it reclaims the cluster (its break-even, plus hysteresis)."""
+    burst: BoolArray
+    """At or above the lowest rate at which, on the cluster, it keeps base replicas and spills the overflow to
+    serverless (beyond what one replica holds)."""
+
+
+RateClassifier = Callable[[FloatArray], RateClasses]
+"""Classifies request rates (requests per second, any shape) by what the policy does at each."""
+
+FEATURES: tuple[str, ...] = ("swing", "burst", "idle")
+"""What the demo wants a segment to hold: a swing across the cost break-even (high above reclaim, then low below
+offload), a burst the policy serves by spillover, an idle gap."""
+
+
+@dataclass(frozen=True)
+class DemoSegment:
+    """A stretch of a trace and the scale it is replayed at, with the features it holds at that scale."""
+
+    source: str
+    row: int
+    start_step: int
+    """First step of the segment, in its own steps (``step_seconds`` of trace time each)."""
+    step_seconds: float
+    """Trace seconds per segment step."""
+    counts: tuple[float, ...]
+    """Trace requests per segment step."""
+    scale: float
+    """Factor on counts: the replay sends ``count x scale`` requests in a step."""
+    features: dict[str, int | None]
+    """Each feature of ``FEATURES`` -> the segment step it starts at, or None when the segment lacks it."""
+    trace_has: dict[str, bool]
+    """Each feature -> whether any segment of the trace, at any scale tried, holds it."""
+
+    @property
+    def lacks(self) -> tuple[str, ...]:
+        """The features no segment of the trace holds."""
+        return tuple(f for f in FEATURES if not self.trace_has[f])
+
+
+def counts_per_step(trace: Trace, step_seconds: float) -> tuple[FloatArray, float]:
+    """Requests per step of about ``step_seconds`` (one row per workload) and the step actually used: a per-minute
+    trace sums whole steps; a per-request trace is binned at any step."""
+    if isinstance(trace, MinuteTrace):
+        per = max(1, round(step_seconds / trace.step_seconds))
+        return minute_counts(trace, per), per * trace.step_seconds
+    assert isinstance(trace, RequestTrace)
+    step = max(1.0, float(round(step_seconds)))
+    idx = (trace.arrivals_seconds // step).astype(np.int64)
+    return np.bincount(idx).astype(np.float64)[None, :], step
+
+
+def _runs_start(mask: BoolArray, length: int) -> BoolArray:
+    """Per row of ``mask`` (windows x steps): True where a run of ``length`` True steps starts."""
+    if length <= 1:
+        return mask
+    if mask.shape[-1] < length:
+        return np.zeros((*mask.shape[:-1], 0), dtype=bool)
+    starts: BoolArray = np.asarray(sliding_window_view(mask, length, axis=-1).all(axis=-1), dtype=bool)
+    return starts
+
+
+def _first(flags: BoolArray) -> npt.NDArray[np.int64]:
+    """Per row: the first True index, or the row length when none."""
+    idx: npt.NDArray[np.int64] = np.where(flags.any(axis=-1), flags.argmax(axis=-1), flags.shape[-1]).astype(np.int64)
+    return idx
+
+
+def _after(flags: BoolArray, first: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Per row: the first True index at or after ``first[row]``, or -1."""
+    cols = np.arange(flags.shape[-1])[None, :]
+    later = flags & (cols >= first[:, None])
+    return np.where(later.any(axis=-1), later.argmax(axis=-1), -1).astype(np.int64)
+
+
+def _last_at_or_before(flags: BoolArray, shift: int, steps: int) -> npt.NDArray[np.int64]:
+    """Per row and step t (``steps`` wide): the largest i with ``flags[i]`` and ``i + shift <= t``, or -1."""
+    rows = flags.shape[0]
+    marks = np.full((rows, steps), -1, dtype=np.int64)
+    idx = np.nonzero(flags)
+    at = idx[1] + shift
+    keep = at < steps
+    marks[idx[0][keep], at[keep]] = idx[1][keep]
+    last: npt.NDArray[np.int64] = np.maximum.accumulate(marks, axis=1)
+    return last
+
+
+def _on_cluster(high: BoolArray, low: BoolArray, steps: int, hold_steps: int, settle_steps: int) -> BoolArray:
+    """Per row and step: the workload serves on the cluster by then, by the classes alone: a high run moved it
+    there ``settle_steps`` after it began, and no low run has completed (moved it off) since."""
+    arrived = _last_at_or_before(high, settle_steps, steps)
+    left = _last_at_or_before(low, hold_steps, steps)
+    on: BoolArray = (arrived >= 0) & (left < arrived)
+    return on
+
+
+def find_demo_segment(
+    trace: Trace,
+    classify: RateClassifier,
+    *,
+    steps: int,
+    step_seconds: float,
+    seconds_per_step: float,
+    max_rps: float,
+    smooth_steps: int,
+    hold_steps: int,
+    idle_steps: int,
+    cooldown_steps: int = 0,
+    settle_steps: int = 0,
+    burst_steps: int | None = None,
+    scales: int = 16,
+) -> DemoSegment:
+    """The segment of ``steps`` steps (any row, any start) and the replay scale that hold the most of ``FEATURES``.
+
+    Each step lasts ``step_seconds`` of trace time and ``seconds_per_step`` of replay; a scale maps a step's count to
+    a replayed request rate, and ``classify`` says what the policy does at that rate (smoothed over
+    ``smooth_steps``, the window the operator measures a rate over). At a scale, a segment holds
+
+    * ``swing``: ``hold_steps`` above reclaim, then, ``cooldown_steps`` or more after they began, ``hold_steps``
+      below offload (it moves to the cluster, then off);
+    * ``burst``: ``burst_steps`` (default ``hold_steps``) at rates the policy spills at, starting while it serves on
+      the cluster (a high run began ``settle_steps`` or more before, and no low run has ended since);
+    * ``idle``: ``idle_steps`` without a request, starting while it serves on the cluster (where it scales to zero).
+
+    Scales run from the one that puts the segment's busiest step at ``max_rps`` (what the local stack carries) down
+    by halves of an octave. The most features wins, then the swing, the burst, the idle gap, then the most steps
+    with a request (the least dead time); ties go to the lowest row and start and the highest scale. Every
+    threshold comes from ``classify`` and the operator's timings, none from the trace.
+    """
+    counts, step = counts_per_step(trace, step_seconds)
+    if counts.shape[1] < steps:
+        raise ValueError(f"{trace.path} has {counts.shape[1]} steps of {step:g} s; the demo needs {steps}")
+    best: tuple[tuple[int, ...], int, int, float, dict[str, int | None]] | None = None
+    has = dict.fromkeys(FEATURES, False)
+    for row in range(counts.shape[0]):
+        series = counts[row]
+        peak = float(series.max())
+        if peak <= 0:
+            continue
+        windows = sliding_window_view(series, steps)  # starts x steps
+        smooth = np.concatenate(
+            [np.repeat(windows[:, :1], smooth_steps - 1, axis=1), windows], axis=1
+        )  # pad, so the smoothed series keeps ``steps`` points
+        smooth = sliding_window_view(smooth, smooth_steps, axis=1).mean(axis=-1)
+        idle_start = _runs_start(windows <= 0, idle_steps)
+        busy = (windows > 0).sum(axis=1)  # steps with a request: the more, the more the replay shows
+        top = max_rps * seconds_per_step / peak
+        for k in range(scales):
+            scale = top * 2.0 ** (-k / 2)
+            classes = classify(smooth * scale / seconds_per_step)
+            high = _runs_start(classes.above_reclaim, hold_steps)
+            low = _runs_start(classes.below_offload, hold_steps)
+            first_high = _first(high)
+            low_after = _after(low, first_high + cooldown_steps)
+            on_cluster = _on_cluster(high, low, steps, hold_steps, settle_steps)
+            burst = _runs_start(classes.burst, burst_steps or hold_steps)
+            burst_after = _after(burst & on_cluster[:, : burst.shape[1]], first_high)
+            idle_after = _after(idle_start & on_cluster[:, : idle_start.shape[1]], first_high)
+            swing = low_after >= 0
+            found = {"swing": swing, "burst": burst_after >= 0, "idle": idle_after >= 0}
+            for name, flags in found.items():
+                has[name] = has[name] or bool(flags.any())
+            flags_int = [f.astype(np.int64) for f in found.values()]
+            score = np.stack([sum(flags_int), *flags_int, busy], -1)
+            order = np.lexsort(score.T[::-1])  # ascending: the last is the best (lowest start on ties)
+            ranked = score[order]
+            top_score = ranked[-1]
+            pick = int(order[np.flatnonzero((ranked == top_score).all(axis=1))[0]])
+            key = tuple(int(v) for v in top_score)
+            if best is None or key > best[0]:
+                feats: dict[str, int | None] = {
+                    "swing": int(first_high[pick]) if swing[pick] else None,
+                    "burst": int(burst_after[pick]) if burst_after[pick] >= 0 else None,
+                    "idle": int(idle_after[pick]) if idle_after[pick] >= 0 else None,
+                }
+                best = (key, row, pick, scale, feats)
+    if best is None:
+        raise ValueError(f"{trace.path} has no request")
+    _, row, start, scale, feats = best
+    segment_counts = tuple(float(c) for c in counts[row, start : start + steps])
+    return DemoSegment(trace.path, row, start, step, segment_counts, scale, feats, has)
