@@ -25,9 +25,9 @@ from inference_placement.controller.wake import (
     parse_activator_metrics,
     wake_signals,
 )
-from inference_placement.policy.actuation import Actuators
+from inference_placement.policy.actuation import Actuators, target_settings
 from inference_placement.policy.capacity import ClusterCapacity
-from inference_placement.policy.decide import TrafficWindow
+from inference_placement.policy.decide import Decision, TrafficWindow
 from inference_placement.policy.price_book import default_price_book
 from inference_placement.routing.model import EndpointsConfig, PodsUpstream, ServiceUpstream, UpstreamAddress
 from tests.test_one_decision_everywhere import RecordingTarget, Writer
@@ -426,3 +426,30 @@ def test_explain_shows_the_zero_and_the_wake_the_operator_recorded() -> None:
     render(explanation, console)
     text = console.export_text()
     assert "woken from 0 replicas" in text and "16 held request(s) answered after 2024 ms" in text
+
+
+def test_a_serving_cluster_keeps_its_replicas_while_a_decided_move_has_not_started() -> None:
+    """The decision moves the workload to Cloud Run but its migration has not started (cooldown, router, spill):
+    the cluster carries all the traffic, so it keeps the replicas it serves with, never the spec's floor (zero
+    here, with scale to zero possible); a cluster that was at zero stays at zero (the router holds its requests)."""
+    spec = gpu_spec().model_copy(update={"accelerator": AcceleratorSpec(type=AcceleratorType.NONE)})
+    assert spec.scaling.min_replicas == 0
+    move = Decision(
+        target=TargetName.CLOUDRUN,
+        replicas=0,
+        reason="cheaper on cloudrun",
+        projected_monthly_cost_usd={},
+        infeasible={},
+        slo_risk=None,
+        budget_exceeded=False,
+        projected_month_usd=0.0,
+        metrics_ok=True,
+        migrate=True,
+    )
+    actuators = Actuators(cluster_scale_to_zero=True)
+    assert target_settings(TargetName.CLUSTER, move, spec, None, actuators).replicas == 0  # not serving: the floor
+    assert target_settings(TargetName.CLUSTER, move, spec, None, actuators, serving_replicas=3).replicas == 3
+    assert target_settings(TargetName.CLUSTER, move, spec, None, actuators, serving_replicas=0).replicas == 0
+    # about the target the decision names, the decision rules; serverless targets are not affected
+    stay = dataclasses.replace(move, target=TargetName.CLUSTER, replicas=2)
+    assert target_settings(TargetName.CLUSTER, stay, spec, None, actuators, serving_replicas=3).replicas == 2

@@ -321,9 +321,15 @@ class Reconciler:
         """``status.scaleToZero`` and its Events: when the Deployment went to zero, when and why it came back, and
         what the woken requests waited (the activator's hold time, reported by ``controller/wake.py``)."""
         serving_cluster = status.placement is TargetName.CLUSTER and status.migration is None
-        at_zero = serving_cluster and (
-            target_settings(TargetName.CLUSTER, decision, spec, status.last_decision, actuators).replicas == 0
-        )
+        replicas = target_settings(
+            TargetName.CLUSTER,
+            decision,
+            spec,
+            status.last_decision,
+            actuators,
+            serving_replicas=_serving_replicas(status, decision, TargetName.CLUSTER),
+        ).replicas
+        at_zero = serving_cluster and replicas == 0
         before = status.scale_to_zero
         tracked = before or ScaleToZeroStatus()
         stamp = now_rfc3339(inputs.now)
@@ -336,6 +342,10 @@ class Reconciler:
                 f"cluster x0: {decision.reason or 'no replica needed'}; a request that finds no pod is answered by "
                 f"the router (held up to {hold:g}s while a replica starts)",
             )
+        elif not at_zero and tracked.zeroed_at is not None and replicas == 0:
+            # the cluster stopped being the placement at zero (a migration took the traffic): no wake-up, the
+            # migration's Events tell the rest
+            tracked = tracked.model_copy(update={"zeroed_at": None})
         elif not at_zero and tracked.zeroed_at is not None:
             zeroed = parse_stamp(tracked.zeroed_at)
             seconds = max(0.0, (_aware(inputs.now) - zeroed).total_seconds()) if zeroed is not None else 0.0
@@ -344,7 +354,6 @@ class Reconciler:
                 zeroed_at=tracked.zeroed_at, woken_at=stamp, zero_seconds=round(seconds, 1), woken_by_request=by_request
             )
             tracked = tracked.model_copy(update={"zeroed_at": None, "last_wake": record})
-            replicas = target_settings(TargetName.CLUSTER, decision, spec, status.last_decision, actuators).replicas
             self.telemetry.wakes.labels("request" if by_request else "policy").inc()
             cause = f"{wake.held} request(s) held by the router" if wake is not None and by_request else "the decision"
             pending.event("Waking", f"{cause}: cluster 0 -> {replicas} replica(s) after {seconds:.0f}s at zero")
@@ -662,6 +671,7 @@ class Reconciler:
             actuators,
             # a migration's source serves its share until it is retired: never at zero either
             provisioning=migration is not None and target_name in (migration.target, migration.source),
+            serving_replicas=_serving_replicas(status, decision, target_name),
         )
         desired = DesiredTarget(
             replicas=settings.replicas,
@@ -811,6 +821,15 @@ class Reconciler:
 
 
 # ---------------------------------------------------------------------- helpers (pure)
+
+
+def _serving_replicas(status: InferenceWorkloadStatus, decision: Decision, target: TargetName) -> int | None:
+    """The ready replicas of ``target`` while it carries the traffic (the placement, no migration) and the decision
+    is about another target whose migration has not started yet (``target_settings(serving_replicas=)``)."""
+    if status.placement is not target or status.migration is not None or decision.target in (None, target):
+        return None
+    resource = _target_status(status.targets, target) if status.targets is not None else None
+    return resource.replicas if resource is not None else None
 
 
 def _kept_at_zero(decision: Decision, status: InferenceWorkloadStatus, inputs: TickInputs) -> Decision:

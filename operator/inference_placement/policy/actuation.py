@@ -78,6 +78,7 @@ def target_settings(
     actuators: Actuators,
     *,
     provisioning: bool = False,
+    serving_replicas: int | None = None,
 ) -> TargetSettings:
     """The settings of ``target`` for this tick.
 
@@ -89,7 +90,10 @@ def target_settings(
 
     ``provisioning``: the target is being made ready to take traffic (a migration's target, a first placement): a
     cluster target gets at least one replica, since its health check needs a replica that answers.
-    Without ``actuators.cluster_scale_to_zero`` the cluster never goes below one replica.
+    ``serving_replicas``: the cluster target carries the workload's traffic with this many replicas while the
+    decision is about another target whose migration has not started (a move held back by its cooldown, the router,
+    a spill): it keeps them rather than drop to the spec's floor (which could take a serving cluster to zero
+    replicas before anything else takes the traffic).
     """
     floor = _spec_floor(spec, target, actuators)
     spill = decision.spill if decision.target is TargetName.CLUSTER else None
@@ -106,6 +110,8 @@ def target_settings(
             warm,
             decision.ping_interval_seconds if warm else None,
         )
+    elif target is TargetName.CLUSTER and serving_replicas is not None and decision.target not in (None, target):
+        settings = TargetSettings(target, max(floor, serving_replicas))
     elif decision.target is None and last_decision is not None and last_decision.target is target:
         warm = last_decision.keep_warm_instances or 0
         settings = TargetSettings(
