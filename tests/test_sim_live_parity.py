@@ -44,10 +44,10 @@ second replica's price turned the simulated decision back to Cloud Run for a ste
 (``ObservedSignals.rate_window_seconds`` and ``in_flight_sample_seconds`` now describe what the operator reads).
 
 Platform timings are not what is compared: the simulated platforms are given the stand-ins' behaviour measured in
-the run (how long a live migration took from its decision to the switch; each request's upstream time as the
-router measured it; no instance start and no queue at the loopback model servers), so that both sides' ``current``
-placement moves at the same time and a request held up live is in flight as long in the simulator. Nothing of that
-reaches the policy's prices.
+the run (how long a live migration took from its decision to the switch; each request's answer time; no instance
+start and no queue at the loopback model servers), so that both sides' ``current`` placement moves at the same
+time and a request held up live (the router fetching its first Cloud Run token) is in flight as long in the
+simulator. Nothing of that reaches the policy's prices.
 """
 
 from __future__ import annotations
@@ -430,9 +430,10 @@ class LiveRun:
     seen: list[tuple[float, dict[str, Any]]]
     sent: list[tuple[float, float]]
     """Each request: when it was sent, seconds after the replay started (``LEAD_STEPS`` steps after ``origin``), and
-    how long its upstream took as the router measured it (``x-envoy-upstream-service-time``, what the router's
-    latency histogram and in-flight gauge see; not the client's latency, which a loaded machine stretches). The
-    simulated request takes as long."""
+    how long its answer took (the simulated request takes as long: a request held up live, e.g. while the router
+    opened its first connections, is in flight as long in the simulator, as the router's in-flight gauge counts it;
+    Envoy's ``x-envoy-upstream-service-time`` leaves that wait out and, tried, left the simulator short of the
+    gauge's peak at the traffic's start)."""
     windows: list[TrafficWindow | None]
     """The windows the operator's source gives at each step, read again after the run."""
     signals: ObservedSignals
@@ -527,7 +528,7 @@ def run_live(
     return LiveRun(
         origin=origin,
         seen=recorder.seen,
-        sent=[(r.sent_at, r.upstream_seconds or r.latency_seconds) for r in replay.responses],
+        sent=[(r.sent_at, r.latency_seconds) for r in replay.responses],
         windows=windows,
         # what that operator's source measures, the router scraped every SCRAPE_SECONDS: what ``ours`` is shown
         signals=source.observed_signals(scrape_interval_seconds=SCRAPE_SECONDS),
@@ -606,9 +607,9 @@ def test_a_real_trace_segment_gets_the_same_decisions_live_and_simulated(
         print(f"step {k}:\n  live      {_brief(run.windows[k])}\n  simulated {_brief(sim_windows[k])}")
     # the segment makes the policy move: something to agree on (on a machine loaded far beyond its cores the model
     # servers answer slower, the cluster needs more replicas at the same rate, and the policy may stay on Cloud Run)
-    upstream = statistics.mean(took for _, took in run.sent)
+    answered = statistics.mean(took for _, took in run.sent)
     assert len({d.target for _, d in simulated}) >= 2, (
-        f"the policy did not move (mean upstream time {upstream:.3f} s against {SERVICE_SECONDS} s): {simulated}"
+        f"the policy did not move (mean answer time {answered:.3f} s against {SERVICE_SECONDS} s): {simulated}"
     )
     assert [d.target for _, d in _targets(live)] == [d.target for _, d in _targets(simulated)], (live, simulated)
     assert not disagree, f"steps {disagree} disagree beyond the stated tolerances"

@@ -47,9 +47,6 @@ class ReplayResponse:
     latency_seconds: float
     served_by: str | None
     error: str | None = None
-    upstream_seconds: float | None = None
-    """How long the upstream took as the router measured it (Envoy's ``x-envoy-upstream-service-time``); None when
-    the answer did not come from an upstream or the router sent no such header."""
 
     @property
     def ok(self) -> bool:
@@ -188,7 +185,7 @@ class LoadReplay:
                 break
             sent = self.elapsed()
             started = time.monotonic()
-            status, served, error, upstream = 0, None, None, None
+            status, served, error = 0, None, None
             try:
                 if conn is None:
                     conn = self._connect()
@@ -196,7 +193,6 @@ class LoadReplay:
                 response = conn.getresponse()
                 response.read()
                 status, served = response.status, response.getheader("x-served-by")
-                upstream = _milliseconds(response.getheader("x-envoy-upstream-service-time"))
                 if response.getheader("connection", "").lower() == "close":
                     conn.close()
                     conn = None
@@ -205,16 +201,8 @@ class LoadReplay:
                 if conn is not None:
                     conn.close()
                 conn = None
-            record = ReplayResponse(sent, status, time.monotonic() - started, served, error, upstream)
+            record = ReplayResponse(sent, status, time.monotonic() - started, served, error)
             with self._lock:
                 self.responses.append(record)
         if conn is not None:
             conn.close()
-
-
-def _milliseconds(header: str | None) -> float | None:
-    """Seconds from a header in whole milliseconds; None when absent or not a number."""
-    try:
-        return int(header) / 1000.0 if header is not None else None
-    except ValueError:
-        return None
