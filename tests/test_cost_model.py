@@ -193,6 +193,27 @@ def test_pinging_an_idle_lambda_costs_cents_a_month_where_provisioned_concurrenc
     assert provisioned_month > 100 * pings_month
 
 
+def test_lambda_requests_on_provisioned_concurrency_pay_its_duration_price_and_on_demand_beyond() -> None:
+    """AWS Lambda pricing: provisioned concurrency is billed per second while enabled, plus requests and duration at
+    its own duration price ($0.0000097222 per GB-s) for what it serves; requests beyond it run on demand
+    ($0.0000166667). By hand: 1 GB, 0.5 s, 1 req/s, one provisioned instance: a request finds it busy with the
+    chance P(N >= 1) = 1 - exp(-0.5) = 0.3935 (Poisson arrivals see the time average)."""
+    spec = _spec(lambda_mb=1024, service=0.5)
+    spec = spec.model_copy(update={"lambda_": spec.lambda_.model_copy(update={"provisioned_concurrency": 1})})
+    lam = _econ(spec, TargetName.LAMBDA)
+    slo = SloTerms.from_spec(spec)
+    beyond = 1.0 - math.exp(-0.5)
+    per_request = 0.5 * 0.0000097222 + beyond * 0.5 * (0.0000166667 - 0.0000097222) + 0.0000002
+    enabled = 1.0 * 0.0000041667
+    steady = steady_cost_per_second(lam, np.array([1.0]), 0.5, 0, slo)
+    assert float(steady[0]) == pytest.approx(per_request + enabled, rel=1e-6)
+    # the projection prices its requests the same way
+    forecast = forecast_from_rates(spec, np.full(10, 1.0), 60.0)
+    projection = project(lam, forecast, 0, slo)
+    cold = float(projection.cold_starts.sum()) * lam.cold_start_usd
+    assert projection.cost_usd() - cold == pytest.approx(600.0 * (per_request + enabled), rel=1e-6)
+
+
 def test_idle_cluster_replica_is_billed_all_month() -> None:
     spec = _spec(
         accelerator=AcceleratorSpec(type=AcceleratorType.NVIDIA_L4),
