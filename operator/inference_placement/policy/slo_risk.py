@@ -34,6 +34,7 @@ from inference_placement.policy.queueing import (
     replicas_for_wait_many,
     sf_many,
     slots_many,
+    slots_scalar,
 )
 
 __all__ = [
@@ -170,6 +171,9 @@ def _scatter(rows: int, steps: int, columns: npt.NDArray[np.intp], values: Float
     return out
 
 
+_NEGLIGIBLE = 1e-12
+"""Levels needed by fewer than this share of arrivals are left out of the cold start count."""
+
 _CERTAIN_USES = 40.0
 """Uses of an instance level counted for a step whose observed peak surely reached it: enough that the level is
 certainly warm for the keep-alive after (exp(-40) ~ 4e-18), and at most one cold start in the step."""
@@ -182,15 +186,14 @@ def _uses_per_level(
     instances (an arrival finding ``N >= (j - 1) c`` requests in flight, PASTA), and their rate per second.
 
     Levels a step's observed peak reached count as surely used (``_CERTAIN_USES``) at the step's whole rate (a
-    burst's arrivals come together). ``J`` reaches the level the busiest step uses less than once in 1e9 windows."""
+    burst's arrivals come together). ``J`` is the level the busiest step's arrivals need with a chance under 1e-12."""
     c = float(max(1, concurrency))
     n, idx = traffic.steps, traffic.busy
     if idx.size == 0:
         return np.zeros((1, n), dtype=np.float64), np.zeros((1, n), dtype=np.float64)
     a_b = traffic.in_flight[idx]
     requests_b = traffic.requests[idx]
-    deep = slots_many(a_b, 1e-9 / np.maximum(requests_b * n, 1.0))
-    top = float(deep.max())
+    top = slots_scalar(float(a_b.max()), _NEGLIGIBLE)
     peaks_b = None
     if peak_in_flight is not None:
         peaks_b = np.ceil(np.maximum(peak_in_flight[idx], 0.0) / c - 1e-9)
