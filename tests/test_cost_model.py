@@ -32,7 +32,8 @@ from inference_placement.policy.economics import (
 from inference_placement.policy.forecast import forecast_from_rates
 from inference_placement.policy.price_book import default_price_book
 from inference_placement.policy.queueing import poisson_sf, poisson_slots, queue_miss_share
-from inference_placement.policy.slo_risk import SloTerms
+from inference_placement.policy.slo_risk import SloTerms, level_cold_starts
+from inference_placement.sim.platforms import ServerlessPool, make_pool
 
 PB = default_price_book()
 ALL = [TargetName.CLUSTER, TargetName.CLOUDRUN, TargetName.LAMBDA]
@@ -192,6 +193,27 @@ def test_pinging_an_idle_lambda_costs_cents_a_month_where_provisioned_concurrenc
     assert provisioned_month > 100 * pings_month
 
 
+def test_lambda_requests_on_provisioned_concurrency_pay_its_duration_price_and_on_demand_beyond() -> None:
+    """AWS Lambda pricing: provisioned concurrency is billed per second while enabled, plus requests and duration at
+    its own duration price ($0.0000097222 per GB-s) for what it serves; requests beyond it run on demand
+    ($0.0000166667). By hand: 1 GB, 0.5 s, 1 req/s, one provisioned instance: a request finds it busy with the
+    chance P(N >= 1) = 1 - exp(-0.5) = 0.3935 (Poisson arrivals see the time average)."""
+    spec = _spec(lambda_mb=1024, service=0.5)
+    spec = spec.model_copy(update={"lambda_": spec.lambda_.model_copy(update={"provisioned_concurrency": 1})})
+    lam = _econ(spec, TargetName.LAMBDA)
+    slo = SloTerms.from_spec(spec)
+    beyond = 1.0 - math.exp(-0.5)
+    per_request = 0.5 * 0.0000097222 + beyond * 0.5 * (0.0000166667 - 0.0000097222) + 0.0000002
+    enabled = 1.0 * 0.0000041667
+    steady = steady_cost_per_second(lam, np.array([1.0]), 0.5, 0, slo)
+    assert float(steady[0]) == pytest.approx(per_request + enabled, rel=1e-6)
+    # the projection prices its requests the same way
+    forecast = forecast_from_rates(spec, np.full(10, 1.0), 60.0)
+    projection = project(lam, forecast, 0, slo)
+    cold = float(projection.cold_starts.sum()) * lam.cold_start_usd
+    assert projection.cost_usd() - cold == pytest.approx(600.0 * (per_request + enabled), rel=1e-6)
+
+
 def test_idle_cluster_replica_is_billed_all_month() -> None:
     spec = _spec(
         accelerator=AcceleratorSpec(type=AcceleratorType.NVIDIA_L4),
@@ -272,14 +294,112 @@ def test_steady_cost_is_monotone_in_traffic(spec_index: int, low: float, extra: 
     spec_index=st.integers(0, len(SPECS) - 1),
     rate=st.floats(0.0, 30.0),
     extra=st.floats(0.0, 30.0),
+    warm=st.integers(0, 2),
 )
-def test_projected_cost_of_a_steady_window_is_monotone_in_traffic(spec_index: int, rate: float, extra: float) -> None:
+def test_projected_cost_besides_cold_starts_is_monotone_in_traffic(
+    spec_index: int, rate: float, extra: float, warm: int
+) -> None:
+    """At the same warm capacity, more traffic never costs less in duration, request fees, pings, provisioned
+    concurrency or instance time. The total may: a cold start's INIT is billed (Lambda since August 2025, Cloud
+    Run's start-up), and more traffic keeps an instance warm that less traffic lets the keep-alive reclaim, so
+    it avoids cold starts (see ``test_more_traffic_can_cost_less_by_avoiding_billed_cold_starts``)."""
     spec = SPECS[spec_index]
     slo = SloTerms.from_spec(spec)
     for econ in workload_economics(spec, PB).values():
-        costs = []
+        # instance-based Cloud Run bills an instance's whole life, its start-up included: no separate cold start bill
+        per_cold_start = 0.0 if econ.billing is Billing.INSTANCE_BASED else econ.cold_start_usd
+        besides = []
         for r in (rate, rate + extra):
-            forecast = forecast_from_rates(spec, np.full(30, r), 60.0)
-            # at the same warm capacity, more traffic never costs less
-            costs.append(project(econ, forecast, 1, slo).cost_usd())
-        assert costs[1] >= costs[0] - 1e-12
+            p = project(econ, forecast_from_rates(spec, np.full(30, r), 60.0), warm, slo)
+            besides.append(p.cost_usd() - float(p.cold_starts.sum()) * per_cold_start)
+        assert besides[1] >= besides[0] - 1e-12
+
+
+def _steady_lambda_cold_starts_per_step(rate: float, warm: int, service: float, keep_alive: float) -> float:
+    """Cold starts per 60 s step of a steady Poisson stream on Lambda (one request per instance, the most recently
+    used free instance serves, an idle one is reclaimed ``keep_alive`` after its last use, ``warm`` kept warm):
+    the ``j``-th instance is needed by the arrivals finding ``j - 1`` or more in flight, at ``rate P(N >= j - 1)``
+    per second, and one of them starts it cold when none came in the keep-alive before it: ``lam exp(-lam K)``."""
+    a = rate * service
+    total = 0.0
+    for j in range(warm + 1, warm + 12):
+        below = sum(math.exp(-a) * a**m / math.factorial(m) for m in range(j - 1))
+        lam = rate * (1.0 - below)
+        total += lam * math.exp(-lam * keep_alive) * 60.0
+    return total
+
+
+def _simulated_cold_starts_per_step(econ: TargetEconomics, rate: float, warm: int, seconds: float) -> float:
+    """The project's simulator (``sim.platforms``) serving a seeded Poisson stream: cold starts per 60 s step."""
+    pool = make_pool(econ)
+    assert isinstance(pool, ServerlessPool)
+    pool.set_levels(0.0, 0, warm, prewarmed=True)
+    rng = np.random.default_rng(7)
+    arrivals = np.cumsum(rng.exponential(1.0 / rate, int(rate * seconds * 1.1)))
+    for t in arrivals[arrivals < seconds].tolist():
+        pool.dispatch(t, 0.025)
+    return pool.cold_starts / seconds * 60.0
+
+
+def test_lambda_cold_starts_follow_the_keep_alive_not_a_pool_threshold() -> None:
+    """Regression (hypothesis falsified the projection's monotonicity with spec 1, 0.25 -> 0.5 req/s, one instance
+    kept warm): the second instance was either counted cold at every arrival that found the first one busy
+    (0.093 cold starts a step at 0.25 req/s, while the instance it starts stays warm for the keep-alive and serves
+    the next ones) or, once a threshold made it part of the warm pool, never (0.0023 at 0.5 req/s, its own cold
+    starts forgotten). At 16 GB and a 6.2 s INIT a cold start bills $0.00165, 240 requests' worth, so the
+    projection came out at $0.0078 for 0.25 req/s and $0.0070 for 0.5. The keep-alive gives, and the simulator
+    measures, 0.037 and 0.011-0.013 a step; the projection now costs more at 0.5 req/s."""
+    spec = SPECS[1]
+    slo = SloTerms.from_spec(spec)
+    econ = _econ(spec, TargetName.LAMBDA)
+    assert econ.cold_start_usd == pytest.approx(6.2 * 16 * 0.0000166667, rel=1e-6)
+    keep_alive = econ.keep_alive_seconds
+    assert keep_alive == 600.0
+    costs = []
+    for rate in (0.25, 0.5):
+        p = project(econ, forecast_from_rates(spec, np.full(30, rate), 60.0), 1, slo)
+        costs.append(p.cost_usd())
+        steady = float(p.cold_starts[-1])  # 20 steps past the window's (idle) start: past any keep-alive
+        assert steady == pytest.approx(_steady_lambda_cold_starts_per_step(rate, 1, 0.025, keep_alive), rel=1e-3)
+        # the simulator (whose instances are also busy through their 6.2 s INIT) agrees within its noise
+        assert steady == pytest.approx(_simulated_cold_starts_per_step(econ, rate, 1, 400_000.0), rel=0.25)
+    assert costs[1] > costs[0]
+    assert costs == pytest.approx([0.005412, 0.008293], rel=1e-3)
+
+
+def test_more_traffic_can_cost_less_by_avoiding_billed_cold_starts() -> None:
+    """Why the projected total is not monotone in traffic: with nothing kept warm, one request every 200 s lets
+    the keep-alive (600 s) lapse before 5 % of the arrivals (exp(-3)), one every 100 s before 0.25 % (exp(-6)).
+    Each lapse bills an INIT of 6.2 s at 16 GB ($0.00165, 240 requests' worth), so doubling the traffic adds
+    $0.0000021 of requests a step and saves $0.000022 of INIT: steady cold starts fall from 0.0150 to 0.0016 a
+    step (the simulator: 0.016 and 0.0017), and the window costs less."""
+    spec = SPECS[1]
+    slo = SloTerms.from_spec(spec)
+    econ = _econ(spec, TargetName.LAMBDA)
+    projections = [project(econ, forecast_from_rates(spec, np.full(30, r), 60.0), 0, slo) for r in (0.005, 0.01)]
+    steady = [float(p.cold_starts[-1]) for p in projections]
+    assert steady == pytest.approx([0.014974, 0.0016370], rel=1e-3)
+    for rate, cold in zip((0.005, 0.01), steady, strict=True):
+        assert cold == pytest.approx(_steady_lambda_cold_starts_per_step(rate, 0, 0.025, 600.0), rel=1e-3)
+    besides = [p.cost_usd() - float(p.cold_starts.sum()) * econ.cold_start_usd for p in projections]
+    assert besides[1] > besides[0]
+    assert projections[1].cost_usd() < projections[0].cost_usd()
+    assert projections[1].cost_usd() == pytest.approx(0.0018294, rel=1e-3)
+    assert projections[0].cost_usd() == pytest.approx(0.0021286, rel=1e-3)
+
+
+def test_level_cold_starts_steady_start_and_sure_use() -> None:
+    k = 10
+    # steady: n uses a step, K = 10 steps: the keep-alive lapses before exp(-10 n) of them
+    for n in (0.05, 0.3, 2.0):
+        cold = level_cold_starts(np.full((1, 40), n), k)[0]
+        assert cold[k:] == pytest.approx(np.full(40 - k, n * math.exp(-k * n)), rel=1e-9)
+        assert cold[0] == pytest.approx(1.0 - math.exp(-n), rel=1e-9)  # the history before the window is idle
+    # a level surely used in a step starts cold there once at most, then stays warm for the keep-alive
+    uses = np.zeros((1, 30))
+    uses[0, [0, 5, 20]] = 40.0
+    cold = level_cold_starts(uses, k)[0]
+    assert cold[0] == pytest.approx(1.0)
+    assert cold[5] < 1e-15
+    assert cold[20] == pytest.approx(1.0)
+    assert cold.sum() == pytest.approx(2.0)

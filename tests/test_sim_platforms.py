@@ -126,6 +126,24 @@ def test_lambda_bills_duration_with_init_and_the_request_fee() -> None:
     assert cost == pytest.approx((2.2 + 0.04) * gb_s + 0.04 * gb_s + 2 * 0.0000002)
 
 
+def test_lambda_provisioned_concurrency_bills_its_lower_duration_price_and_on_demand_beyond() -> None:
+    """AWS: provisioned concurrency is billed while enabled, the requests it serves at its own (lower) duration
+    price; a request beyond the configured concurrency runs on demand at the on-demand price."""
+    e = econ(cpu_spec(), TargetName.LAMBDA)
+    pool = ServerlessPool(e)
+    pool.set_levels(0.0, floor=1, pinged=0, prewarmed=True)
+    start, cold = pool.dispatch(10.0, 5.0)  # the provisioned instance serves, warm
+    assert not cold and start == 10.0
+    _, cold = pool.dispatch(11.0, 0.04)  # it is busy: an on-demand instance, cold (INIT billed)
+    assert cold
+    cost = pool.accrue(0.0, 60.0)
+    gb = 2.0
+    enabled = 60.0 * gb * 0.0000041667
+    provisioned = 5.0 * gb * 0.0000097222
+    on_demand = (2.2 + 0.04) * gb * 0.0000166667
+    assert cost == pytest.approx(enabled + provisioned + on_demand + 2 * 0.0000002)
+
+
 def test_pings_keep_an_instance_warm_for_cents() -> None:
     e = econ(cpu_spec(), TargetName.LAMBDA)
     pool = ServerlessPool(e)

@@ -5,7 +5,7 @@ instance, cold-start and miss estimates of ``slo_risk.py``:
 
 - cluster: replicas sized per step (never below the floor) x replica price; idle replicas are billed too;
 - Lambda: requests x (billed duration x GB x price + request fee) + cold starts (INIT billed) + pings keeping
-  instances warm + provisioned concurrency while enabled;
+  instances warm + provisioned concurrency while enabled (the requests it serves at its lower duration price);
 - Cloud Run request-based (no GPU): instances busy x (vCPU + memory price) + request fees + cold starts + pings
   (+ min instances at the instance-based price);
 - Cloud Run instance-based (GPU): instances alive (busy, idle within the keep-alive, or kept warm) x
@@ -31,6 +31,7 @@ from inference_placement.policy.forecast import TrafficForecast
 from inference_placement.policy.queueing import (
     FloatArray,
     busy_instances,
+    poisson_sf,
     poisson_slots,
     replicas_for_wait,
     replicas_for_wait_scalar,
@@ -152,12 +153,27 @@ def _rows(
     interval = econ.ping_interval_seconds or step
     fixed = warm[:, None] * (econ.ping_usd * step / interval) + floor * econ.instance_usd_per_second * step
     if econ.billing is Billing.PER_REQUEST:
-        work = traffic.requests * econ.request_usd(service)
+        work = traffic.requests * _per_request_usd(econ, service, traffic.in_flight)
     else:  # request-based Cloud Run: instance busy time, plus the fee per request
         work = busy_instances(traffic.in_flight, econ.concurrency) * (econ.busy_usd_per_second * step)
         work = work + traffic.requests * econ.per_request_usd
     cost = work[None, :] + risk.cold_starts * econ.cold_start_usd + fixed
     return _Rows(warm, cost, risk.misses, risk.cold_starts, risk.capacity, traffic.requests, idle_miss)
+
+
+def _per_request_usd(econ: TargetEconomics, service: float, in_flight: FloatArray) -> FloatArray:
+    """Expected duration charge plus fee of one request on Lambda, per step (element-wise in the mean in flight).
+
+    Lambda serves from provisioned concurrency first and bills those requests at its provisioned duration price;
+    a request that finds every provisioned instance busy runs on demand, at the on-demand price. By PASTA that is
+    the share ``P(N >= floor x concurrency)`` of the arrivals."""
+    on_demand = econ.request_usd(service)
+    if econ.floor_instances <= 0 or econ.floor_busy_usd_per_second is None:
+        return np.full(np.shape(in_flight), on_demand)
+    provisioned = econ.request_usd(service, provisioned=True)
+    beyond = poisson_sf(np.asarray(in_flight, dtype=np.float64), float(econ.floor_instances * max(1, econ.concurrency)))
+    result: FloatArray = provisioned + (on_demand - provisioned) * beyond
+    return result
 
 
 def _projection(
@@ -291,7 +307,7 @@ def steady_cost_per_second(
     interval = econ.ping_interval_seconds or 60.0
     pings = warm * econ.ping_usd / interval
     if econ.billing is Billing.PER_REQUEST:
-        per_request: FloatArray = rps * econ.request_usd(service_seconds) + pings + floor
+        per_request: FloatArray = rps * _per_request_usd(econ, service_seconds, a) + pings + floor
         return per_request
     busy: FloatArray = busy_instances(a, econ.concurrency) * econ.busy_usd_per_second
     return busy + rps * econ.per_request_usd + pings + floor

@@ -68,8 +68,11 @@ class TargetEconomics:
     floor_busy_usd_per_second: float | None = None
     """Busy rate on floor instances when it differs (Lambda provisioned duration price)."""
 
-    def request_usd(self, service_seconds: float) -> float:
-        """Duration charge plus fee of one warm request (serverless); 0 on the cluster (replicas are billed)."""
+    def request_usd(self, service_seconds: float, *, provisioned: bool = False) -> float:
+        """Duration charge plus fee of one warm request (serverless); 0 on the cluster (replicas are billed).
+
+        ``provisioned``: served by a floor instance whose duration has its own price (Lambda provisioned
+        concurrency: a lower rate per GB-second, on top of the per-second charge while it is enabled)."""
         if self.billing is Billing.REPLICA or self.billing is Billing.INSTANCE_BASED:
             return self.per_request_usd
         billed = service_seconds
@@ -77,7 +80,10 @@ class TargetEconomics:
             billed = math.ceil(service_seconds / self.billing_granularity_seconds - 1e-9) * (
                 self.billing_granularity_seconds
             )
-        return billed * self.busy_usd_per_second + self.per_request_usd
+        rate = self.busy_usd_per_second
+        if provisioned and self.floor_busy_usd_per_second is not None:
+            rate = self.floor_busy_usd_per_second
+        return billed * rate + self.per_request_usd
 
     @property
     def ping_interval_seconds(self) -> float | None:

@@ -4,9 +4,11 @@ Two things make a request miss when the target is healthy: it waits for a cold s
 was free) or it queues behind full replicas. Both are estimated from the observed window, step by step:
 
 - in flight: requests in flight are Poisson with mean ``rate x service`` (``queueing.py``);
-- idle gaps vs keep-alive: a serverless instance stays warm ``keep_alive`` after its last use, so a step whose
-  previous ``keep_alive`` seconds saw no traffic starts cold unless instances are kept warm (pings, min instances,
-  provisioned concurrency); the pool that survives is the peak of the instances used within the keep-alive;
+- idle gaps vs keep-alive: a serverless instance stays warm ``keep_alive`` after its last use (the most recently
+  used free instance serves), so the ``j``-th instance is warm while ``j`` were needed within the keep-alive; each
+  level above the ones kept warm (pings, min instances, provisioned concurrency) starts cold when an arrival needs
+  it and none did in the keep-alive before (expected per level and step, continuous in the traffic:
+  ``level_cold_starts``);
 - a cold start delays the request that triggered it and every arrival during the start that finds no free slot;
 - a cluster scaled to zero starts a replica for the first request after an idle step.
 
@@ -32,6 +34,7 @@ from inference_placement.policy.queueing import (
     replicas_for_wait_many,
     sf_many,
     slots_many,
+    slots_scalar,
 )
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "StepTraffic",
     "cluster_rows",
     "keep_alive_pool",
+    "level_cold_starts",
     "serverless_rows",
     "step_traffic",
 ]
@@ -167,6 +171,79 @@ def _scatter(rows: int, steps: int, columns: npt.NDArray[np.intp], values: Float
     return out
 
 
+_NEGLIGIBLE = 1e-12
+"""Levels needed by fewer than this share of arrivals are left out of the cold start count."""
+
+_CERTAIN_USES = 40.0
+"""Uses of an instance level counted for a step whose observed peak surely reached it: enough that the level is
+certainly warm for the keep-alive after (exp(-40) ~ 4e-18), and at most one cold start in the step."""
+
+
+def _uses_per_level(
+    traffic: StepTraffic, concurrency: int, peak_in_flight: FloatArray | None
+) -> tuple[FloatArray, FloatArray]:
+    """Per instance level ``j = 1..J`` (rows) and step (columns): the expected arrivals that need at least ``j``
+    instances (an arrival finding ``N >= (j - 1) c`` requests in flight, PASTA), and their rate per second.
+
+    Levels a step's observed peak reached count as surely used (``_CERTAIN_USES``) at the step's whole rate (a
+    burst's arrivals come together). ``J`` is the level the busiest step's arrivals need with a chance under 1e-12."""
+    c = float(max(1, concurrency))
+    n, idx = traffic.steps, traffic.busy
+    if idx.size == 0:
+        return np.zeros((1, n), dtype=np.float64), np.zeros((1, n), dtype=np.float64)
+    a_b = traffic.in_flight[idx]
+    requests_b = traffic.requests[idx]
+    top = slots_scalar(float(a_b.max()), _NEGLIGIBLE)
+    peaks_b = None
+    if peak_in_flight is not None:
+        peaks_b = np.ceil(np.maximum(peak_in_flight[idx], 0.0) / c - 1e-9)
+        top = max(top, float(peaks_b.max()) * c)
+    levels = max(1, math.ceil(top / c) + 1)
+    below = np.arange(levels, dtype=np.float64)[:, None] * c  # level j needs N >= (j - 1) c on arrival
+    share = sf_many(a_b, np.broadcast_to(below, (levels, idx.size)).copy())
+    uses_b = requests_b[None, :] * share
+    rate_b = traffic.rps[idx][None, :] * share
+    if peaks_b is not None:
+        sure = np.arange(1, levels + 1, dtype=np.float64)[:, None] <= peaks_b[None, :]
+        uses_b = np.where(sure, np.maximum(uses_b, _CERTAIN_USES), uses_b)
+        rate_b = np.where(sure, traffic.rps[idx][None, :], rate_b)
+    uses = np.zeros((levels, n), dtype=np.float64)
+    rate = np.zeros((levels, n), dtype=np.float64)
+    uses[:, idx] = uses_b
+    rate[:, idx] = rate_b
+    return uses, rate
+
+
+def level_cold_starts(uses: FloatArray, keep_alive_steps: int) -> FloatArray:
+    """Expected cold starts per instance level and step when an idle instance is reclaimed a keep-alive after its
+    last use.
+
+    Instances are used most recently used first (the platforms route to the warm instance used last), so the
+    ``j``-th instance stays warm exactly while at least ``j`` were needed within the last keep-alive ``K``. The
+    arrivals that need it are Poisson, at a rate constant within a step (``uses[j, i]`` per step); one of them starts
+    the instance cold when no arrival needed it in the ``K`` seconds before. Integrating over the step, with ``K`` =
+    ``keep_alive_steps`` steps, ``n`` this step's uses, ``e`` those of the step ``K`` before and ``S`` those of the
+    steps in between::
+
+        cold = n exp(-S) exp(-min(n, e)) (1 - exp(-|n - e|)) / |n - e|        (= n exp(-K n / step) when steady)
+
+    Continuous in the traffic, unlike a pool that holds a level only past a threshold. The window's history before
+    its first step counts as idle. ``uses`` has one row per level, one column per step."""
+    levels, n = uses.shape
+    k = max(1, keep_alive_steps)
+    padded = np.concatenate([np.zeros((levels, k), dtype=np.float64), uses], axis=1)
+    cumulative = np.concatenate([np.zeros((levels, 1), dtype=np.float64), np.cumsum(padded, axis=1)], axis=1)
+    # for step i (column i + k of ``padded``): the steps strictly between i - k and i, and step i - k itself
+    steps = np.arange(n) + k
+    between = cumulative[:, steps] - cumulative[:, steps - k + 1]
+    edge = padded[:, steps - k]
+    gap = np.abs(uses - edge)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = np.where(gap > 1e-9, -np.expm1(-gap) / np.maximum(gap, 1e-300), 1.0 - 0.5 * gap)
+    result: FloatArray = uses * np.exp(-between - np.minimum(uses, edge)) * spread
+    return result
+
+
 def serverless_rows(
     traffic: StepTraffic,
     warm: FloatArray,
@@ -176,7 +253,11 @@ def serverless_rows(
     cold_misses: bool,
     peak_in_flight: FloatArray | None = None,
 ) -> RiskRows:
-    """Per-step instances, cold starts and misses on a serverless target keeping ``warm`` instances warm."""
+    """Per-step instances, cold starts and misses on a serverless target keeping ``warm`` instances warm.
+
+    Cold starts are counted per instance level above the ones kept warm (:func:`level_cold_starts`); a cold start
+    delays the request that started it and, as it takes ``cold_start_seconds``, the arrivals needing that level
+    meanwhile (capped by the arrivals that find every kept-warm slot busy)."""
     c = float(max(1, concurrency))
     n, idx = traffic.steps, traffic.busy
     rows = warm.size
@@ -200,25 +281,24 @@ def serverless_rows(
     base_pool = keep_alive_pool(reached, k_steps)
     pool = np.maximum(base_pool[None, :], warm[:, None])
     alive = np.maximum(pool, instances[None, :])
-    pool_b = pool[:, idx]
-    inst_b = instances[idx][None, :]
-    new = np.maximum(inst_b - pool_b, 0.0)
+    # cold starts: per level above the warm ones, from the keep-alive (continuous in the traffic)
+    uses, rate = _uses_per_level(traffic, concurrency, peak_in_flight)
+    levels = uses.shape[0]
+    cold_levels = level_cold_starts(uses, k_steps)[:, idx]
+    above = np.concatenate([np.cumsum(cold_levels[::-1], axis=0)[::-1], np.zeros((1, idx.size))], axis=0)
+    kept = np.clip(np.floor(warm + 1e-9), 0, levels).astype(np.intp)  # levels 1..warm never start cold
+    cold_b = above[kept]
     if cold_misses:
-        # one table for both tails: beyond the step's instances, and beyond the warm pool alone
-        tails = sf_many(a_b, np.concatenate([np.maximum(inst_b, pool_b) * c, pool_b * c]))
-        overflow = requests_b * tails[:rows]
-        first = requests_b * tails[rows:]
+        delayed = cold_levels * (1.0 + rate[:, idx] * cold_start_seconds)
+        delayed_above = np.concatenate([np.cumsum(delayed[::-1], axis=0)[::-1], np.zeros((1, idx.size))], axis=0)
+        warm_b = warm[:, None]
+        # only arrivals finding every kept-warm slot busy can wait for a cold start
+        first = requests_b * sf_many(a_b, np.broadcast_to(warm_b * c, (rows, idx.size)).copy())
         if peak_in_flight is not None:
-            # a burst above the warm slots waits for new instances: that share of the step is at risk
             peaks_b = np.maximum(peak_in_flight[idx], 1e-9)
-            first = np.maximum(first, requests_b * np.clip(1.0 - pool_b * c / peaks_b, 0.0, 1.0))
-        cold_b = new + overflow
-        # every arrival during a needed cold start waits for it; with a warm pool only overflows miss
-        ramp = new * (1.0 + traffic.rps[idx] * cold_start_seconds) + overflow
-        misses_b = np.minimum(requests_b, np.minimum(np.maximum(first, new), ramp))
+            first = np.maximum(first, requests_b * np.clip(1.0 - warm_b * c / peaks_b, 0.0, 1.0))
+        misses_b = np.minimum(requests_b, np.maximum(cold_b, np.minimum(first, delayed_above[kept])))
     else:
-        overflow = requests_b * sf_many(a_b, np.maximum(inst_b, pool_b) * c)
-        cold_b = new + overflow
         misses_b = np.zeros_like(cold_b)
     return RiskRows(
         warm=warm,

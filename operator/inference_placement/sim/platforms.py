@@ -10,7 +10,8 @@ mechanics below are what the cost model only estimates:
   (cold start; Lambda never queues, Cloud Run queues on an instance that frees sooner than a cold start) unless the
   instance cap is reached; idle instances are reclaimed ``keep_alive`` after their last use, except the ones kept
   warm (pings, or billed floor instances: provisioned concurrency / min instances); billing per the price book
-  (Lambda: duration incl. INIT + fee; Cloud Run request-based: busy time + fee; instance-based: whole life).
+  (Lambda: duration incl. INIT + fee, at provisioned concurrency's lower duration price when one of its instances
+  serves; Cloud Run request-based: busy time + fee; instance-based: whole life).
 """
 
 from __future__ import annotations
@@ -434,13 +435,16 @@ class ServerlessPool:
         best: _Instance | None = None
         earliest: _Instance | None = None
         earliest_free = math.inf
+        busy = 0
         for inst in self.instances:
             free = inst.slots[0]
             if free <= t:
                 if best is None or inst.last_used > best.last_used:
                     best = inst
-            elif free < earliest_free:
-                earliest, earliest_free = inst, free
+            else:
+                busy += 1
+                if free < earliest_free:
+                    earliest, earliest_free = inst, free
         cold = False
         if best is not None:
             start = t
@@ -469,7 +473,8 @@ class ServerlessPool:
             gran = econ.billing_granularity_seconds
             if gran > 0:
                 billed = math.ceil(billed / gran - 1e-9) * gran
-            provisioned = self.floor > 0 and econ.floor_busy_usd_per_second is not None
+            # provisioned concurrency serves first, at its own duration price; beyond it, on demand
+            provisioned = busy < self.floor and econ.floor_busy_usd_per_second is not None
             rate = econ.floor_busy_usd_per_second if provisioned else econ.busy_usd_per_second
             self._request_cost += billed * (rate or 0.0) + econ.per_request_usd
         elif billing is Billing.REQUEST_BASED:
