@@ -89,7 +89,7 @@ def run_workload(
     pb = scenario.price_book
     economics = feasible_economics(workload.spec, pb)
     out: list[WorkloadOutcome] = []
-    for policy in online_policies(window_seconds):
+    for policy in online_policies(window_seconds, scenario.router):
         if only is not None and policy.name not in only:
             continue
         if not economics or not _applicable(policy, economics):
@@ -101,7 +101,7 @@ def run_workload(
     if only is None or OPTIMUM in only:
         began = time.perf_counter()
         if economics:
-            result = optimum(workload, economics, pb, warmup_seconds=warmup_seconds)
+            result = optimum(workload, economics, pb, warmup_seconds=warmup_seconds, router=scenario.router)
             out.append(WorkloadOutcome.of(result, time.perf_counter() - began))
         else:
             out.append(WorkloadOutcome(policy=OPTIMUM, workload=workload.name, applicable=False))
