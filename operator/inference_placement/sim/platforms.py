@@ -197,15 +197,11 @@ class ClusterPool:
     def _release_check(self, t: float) -> None:
         """The optimum's zero mode: a woken replica leaves once idle, ``release_after_seconds`` after its wake."""
         activator = self.activator
-        if (
-            activator is None
-            or activator.release_after_seconds is None
-            or self.ordered > 0
-            or not self.replicas
-            or self.woken_at is None
-        ):
+        if activator is None or activator.release_after_seconds is None or self.ordered > 0 or not self.replicas:
             return
-        end = max(self.woken_at + activator.release_after_seconds, max(r.busy_until for r in self.replicas))
+        end = max(r.busy_until for r in self.replicas)
+        if self.woken_at is not None:
+            end = max(end, self.woken_at + activator.release_after_seconds)
         if t >= end:
             for r in self.replicas:
                 self._closed.append((r.billed_until, max(end, r.billed_until)))

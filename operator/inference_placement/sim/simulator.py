@@ -349,7 +349,9 @@ class _Engine:
             pool.idle_timeout_seconds = control.idle_timeout_seconds
             pool.activator = control.activator
             replicas = max(1, control.replicas) if serving_check else control.replicas
-            return pool.provision(t, replicas, prewarmed=prewarmed)
+            ready = pool.provision(t, replicas, prewarmed=prewarmed)
+            pool.ordered = control.replicas  # the replica a health check needed is not asked for
+            return ready
         # a target serves only after its own health check passed on a warm instance (kept only if asked)
         return pool.set_levels(
             t,
