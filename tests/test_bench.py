@@ -98,6 +98,8 @@ def test_bench_command_writes_the_json(scenario: tuple[Path, Path], tmp_path: Pa
     assert "summary" in result.output and "optimum" in result.output
     doc = json.loads(out.read_text())
     assert len(doc["rows"]) == 2
+    # the scenario says nothing of the router: it runs the activator (bench/README.md says why)
+    assert doc["router"] == {"activator": True, "wake_poll_seconds": 0.5, "wake_keep_seconds": 60.0}
     assert set(doc["rows"][0]["policies"]) == set(POLICY_NAMES)
 
 

@@ -57,7 +57,7 @@ from inference_placement.controller.status_diff import merge_patch, semantically
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.controller.wake import WakeSignal
 from inference_placement.controller.warm_pinger import PingPlan, WarmPinger
-from inference_placement.policy.actuation import Actuators, target_settings
+from inference_placement.policy.actuation import Actuators, target_settings, zero_allowed
 from inference_placement.policy.budget import MONTH_SECONDS, accrue_spend
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
@@ -296,16 +296,19 @@ class Reconciler:
             and status.scale_to_zero is not None
             and status.scale_to_zero.zeroed_at is not None
         )
-        answers = inputs.router_answers_without_pods or restarted_at_zero
-        allowed = answers and not (inputs.wake is not None and inputs.wake.demand)
         woken = status.scale_to_zero.last_wake if status.scale_to_zero is not None else None
         woken_at = parse_stamp(woken.woken_at) if woken is not None else None
-        if woken_at is not None:
+        since = (_aware(inputs.now) - woken_at).total_seconds() if woken_at is not None else None
+        allowed = zero_allowed(
+            answers_without_pods=inputs.router_answers_without_pods or restarted_at_zero,
+            requests_held=inputs.wake is not None and inputs.wake.demand,
+            seconds_since_wake=since,
+            keep_seconds=self.wake_keep_seconds,
+        )
+        if woken_at is not None and since is not None and since < self.wake_keep_seconds:
             keep_until = woken_at + timedelta(seconds=self.wake_keep_seconds)
-            if keep_until > _aware(inputs.now):
-                allowed = False
-                if result.revisit_at is None or keep_until < result.revisit_at:
-                    result.revisit_at = keep_until
+            if result.revisit_at is None or keep_until < result.revisit_at:
+                result.revisit_at = keep_until
         return self.actuators if allowed else replace(self.actuators, cluster_scale_to_zero=False)
 
     def _track_zero(

@@ -38,6 +38,7 @@ from pydantic.fields import FieldInfo
 
 from inference_placement.controller.leader import LeaseTimings
 from inference_placement.controller.migration import MigrationTimings
+from inference_placement.policy.actuation import WakeTimings
 from inference_placement.routing.manifests import DEFAULT_ENVOY_IMAGE
 from inference_placement.routing.model import CLUSTER_DOMAIN, UpstreamAddress
 
@@ -149,6 +150,9 @@ class _Group(BaseModel):
     )
 
 
+_WAKE = WakeTimings()
+
+
 class RouterSettings(_Group):
     """The stable-endpoint router the operator keeps in step with the workloads (``routing/``)."""
 
@@ -222,10 +226,10 @@ class RouterSettings(_Group):
     list/watch on ``endpointslices.discovery.k8s.io``), so that "no ready pod" falls through to the activator or a
     serverless target at once; an address in ``addressOverrides`` still wins. Scale to zero needs it. Default
     ``true``."""
-    wake_poll_seconds: Annotated[float, Gt(0), Le(30)] = 0.5
+    wake_poll_seconds: Annotated[float, Gt(0), Le(30)] = _WAKE.poll_seconds
     """Seconds between two reads of the activators' held requests (a held request wakes its workload within
     about this long). Default 0.5."""
-    wake_keep_seconds: Annotated[float, Ge(0)] = 60.0
+    wake_keep_seconds: Annotated[float, Ge(0)] = _WAKE.keep_seconds
     """Seconds a workload woken from zero keeps at least one replica whatever the decision (the traffic that woke
     it must reach the metrics the policy reads before it may go back to zero). Default 60."""
     cloud_run_host_suffixes: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = (".run.app",)

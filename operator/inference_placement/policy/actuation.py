@@ -21,7 +21,7 @@ from inference_placement.api.status import DecisionRecord
 if TYPE_CHECKING:  # decide imports Actuators from here
     from inference_placement.policy.decide import Decision
 
-__all__ = ["Actuators", "TargetSettings", "effective_spec", "target_settings"]
+__all__ = ["Actuators", "TargetSettings", "WakeTimings", "effective_spec", "target_settings", "zero_allowed"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,31 @@ class Actuators:
     spillover: bool = False
     """The router sends the requests the cluster's model servers refuse at their queue cap to a serverless target
     on the same endpoint (burst spillover); without it the cluster holds the peak."""
+
+
+@dataclass(frozen=True)
+class WakeTimings:
+    """How the operator wakes a cluster workload from zero (the router's activator holds its requests meanwhile);
+    the live operator's ``router.wakePollSeconds`` / ``router.wakeKeepSeconds`` default to these, and the simulator
+    models the same wake with them."""
+
+    poll_seconds: float = 0.5
+    """Seconds between two reads of the activators' held requests: a held request is noticed (and its workload
+    scaled up) within this long of its arrival."""
+    keep_seconds: float = 60.0
+    """A workload woken from zero keeps at least one replica this long after the wake, whatever the decision."""
+
+
+def zero_allowed(
+    *, answers_without_pods: bool, requests_held: bool, seconds_since_wake: float | None, keep_seconds: float
+) -> bool:
+    """Whether a workload's cluster target may be at zero replicas on this tick (given an operator that can wake
+    it): the router serves a route that answers a request finding no pod, no request waits for a replica now (the
+    activator holds some: wake now), and the last wake-up is at least ``keep_seconds`` old. The live reconciler
+    and the simulator's ``ours`` both ask this."""
+    if not answers_without_pods or requests_held:
+        return False
+    return seconds_since_wake is None or seconds_since_wake >= keep_seconds
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from inference_placement.policy.economics import TargetEconomics
 from inference_placement.sim.optimum import optimum
 from inference_placement.sim.policies import DEFAULT_WINDOW_SECONDS
 from inference_placement.sim.registry import OPTIMUM, POLICY_NAMES, online_policies
-from inference_placement.sim.scenario import Scenario, ScenarioError, load_scenario
+from inference_placement.sim.scenario import RouterPlatform, Scenario, ScenarioError, load_scenario
 from inference_placement.sim.simulator import SimPolicy, SimWorkload, WorkloadResult, feasible_economics, simulate
 from inference_placement.sim.traces import MinuteTrace, RequestTrace, Trace, load_trace
 from inference_placement.sim.workloads import profile_workloads
@@ -89,7 +89,7 @@ def run_workload(
     pb = scenario.price_book
     economics = feasible_economics(workload.spec, pb)
     out: list[WorkloadOutcome] = []
-    for policy in online_policies(window_seconds):
+    for policy in online_policies(window_seconds, scenario.router):
         if only is not None and policy.name not in only:
             continue
         if not economics or not _applicable(policy, economics):
@@ -101,7 +101,7 @@ def run_workload(
     if only is None or OPTIMUM in only:
         began = time.perf_counter()
         if economics:
-            result = optimum(workload, economics, pb, warmup_seconds=warmup_seconds)
+            result = optimum(workload, economics, pb, warmup_seconds=warmup_seconds, router=scenario.router)
             out.append(WorkloadOutcome.of(result, time.perf_counter() - began))
         else:
             out.append(WorkloadOutcome(policy=OPTIMUM, workload=workload.name, applicable=False))
@@ -205,6 +205,8 @@ class BenchResult:
     warmup_seconds: float = 0.0
     step_seconds: float = 60.0
     window_seconds: float = DEFAULT_WINDOW_SECONDS
+    router: RouterPlatform | None = None
+    """The scenario's router (``platforms.router``): what ``ours`` could carry out."""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -214,6 +216,7 @@ class BenchResult:
             "step_seconds": self.step_seconds,
             "warmup_seconds": self.warmup_seconds,
             "policy_window_seconds": self.window_seconds,
+            **({"router": self.router.model_dump()} if self.router is not None else {}),
             "rows": [r.to_json() for r in self.rows],
         }
 
@@ -320,6 +323,7 @@ def run_bench(
         warmup_seconds=warmup_seconds,
         step_seconds=step_seconds,
         window_seconds=window_seconds,
+        router=scenario.router,
     )
 
 

@@ -1,7 +1,11 @@
 """The offline optimum: perfect foresight, dynamic programming over per-step placement, same simulator.
 
 1. Modes: every feasible target at every useful capacity (cluster replicas 0..peak, where 0 scales to zero after
-   the Knative idle window and a request wakes a replica; serverless instances kept warm by pings 0..peak).
+   the Knative idle window and a request wakes a replica; serverless instances kept warm by pings 0..peak). Where
+   the scenario's router runs the activator, a second zero mode is the live operator's own (``ours``'s action): a
+   request held by the router wakes a replica at the operator's next poll, a hold past the tolerable cold start
+   fails, and the woken replica leaves once idle ``wakeKeepSeconds`` after the wake, the earliest the operator
+   may let it go. Both zero modes stay, so the optimum remains a lower bound for the baselines too.
 2. Per-step cost and misses of each mode come from the simulator itself: the workload run through ``simulate``
    with that mode held for the whole trace (so the optimum uses the very platform model every policy is scored on).
 3. A dynamic program picks one mode per step. Changing capacity costs what starting it costs (replicas billed
@@ -29,6 +33,8 @@ from inference_placement.policy.economics import Billing, TargetEconomics
 from inference_placement.policy.price_book import PriceBook
 from inference_placement.policy.queueing import poisson_slots
 from inference_placement.sim.baselines import KPA_IDLE_SECONDS
+from inference_placement.sim.platforms import Activator
+from inference_placement.sim.scenario import RouterPlatform
 from inference_placement.sim.simulator import (
     ClusterOption,
     Control,
@@ -66,6 +72,8 @@ class Mode:
     level: int
     accelerator: AcceleratorOption | None = field(default=None, hash=False)
     """Cluster: the acceptable accelerator its replicas run on (None = the spec's first)."""
+    activator: Activator | None = None
+    """Cluster at level 0: woken through the operator's router (None: Knative's idle timeout and wake)."""
 
     @property
     def place(self) -> tuple[TargetName, tuple[str, int, str, str, int] | None]:
@@ -74,6 +82,8 @@ class Mode:
 
     def control(self, at: float | None = None) -> Control:
         if self.target is TargetName.CLUSTER:
+            if self.level == 0 and self.activator is not None:
+                return Control(self.target, replicas=0, activator=self.activator, at=at, accelerator=self.accelerator)
             if self.level == 0:
                 return Control(
                     self.target, replicas=0, idle_timeout_seconds=KPA_IDLE_SECONDS, at=at, accelerator=self.accelerator
@@ -83,7 +93,8 @@ class Mode:
 
     def __str__(self) -> str:
         on = f"[{self.accelerator.describe()}]" if self.accelerator is not None else ""
-        return f"{self.target.value}{on}x{self.level}"
+        woken = "+activator" if self.activator is not None else ""
+        return f"{self.target.value}{on}x{self.level}{woken}"
 
 
 EconOf = Callable[[Mode], TargetEconomics]
@@ -141,7 +152,7 @@ class PlanPolicy:
             elif mode.level > previous.level:
                 lead = econ_of(mode).cold_start_seconds
                 self._add(max(0.0, boundary - lead), mode.control(at=max(0.0, boundary - lead)), step_seconds)
-            elif mode.level < previous.level:
+            elif mode.level < previous.level or mode.activator != previous.activator:
                 self._add(boundary, mode.control(at=boundary), step_seconds)
             previous = mode
 
@@ -186,16 +197,22 @@ def workload_modes(
     economics: dict[TargetName, TargetEconomics],
     workload: SimWorkload,
     options: Sequence[ClusterOption] = (),
+    activator: Activator | None = None,
 ) -> list[Mode]:
-    """Every target at every useful level; with accelerator ``options`` (more than one), the cluster on each."""
+    """Every target at every useful level; with accelerator ``options`` (more than one), the cluster on each; with
+    an ``activator``, the cluster's zero also woken through it."""
     modes: list[Mode] = []
     for t, econ in economics.items():
         first_only = len(options) == 1 and options[0].option.key() == workload.spec.accelerator.key()
         if t is TargetName.CLUSTER and options and not first_only:
             for o in options:
                 modes += [Mode(t, level, o.option) for level in _levels(o.econ, workload, o.speed)]
+                if activator is not None:
+                    modes.append(Mode(t, 0, o.option, activator))
         else:
             modes += [Mode(t, level) for level in _levels(econ, workload)]
+            if t is TargetName.CLUSTER and activator is not None:
+                modes.append(Mode(t, 0, None, activator))
     return modes
 
 
@@ -379,6 +396,7 @@ def optimum(
     economics: dict[TargetName, TargetEconomics],
     price_book: PriceBook,
     warmup_seconds: float = 0.0,
+    router: RouterPlatform | None = None,
 ) -> WorkloadResult:
     """The cheapest per-step plan that meets the workload's SLO (or misses the least where none can).
 
@@ -386,11 +404,20 @@ def optimum(
     tables did not (a replica woken earlier or later), so a replay that misses more than its plan expected feeds
     its misses back into the tables and the DP runs again (a few rounds). The cheapest mode held throughout that
     meets the SLO is always a candidate, so the optimum never misses where a fixed placement would not.
+
+    ``router``: the scenario's; where it runs the activator, the cluster's zero is also the live operator's.
     """
     step = workload.requests.step_seconds
     options = undominated(cluster_options(workload.spec, price_book)) if TargetName.CLUSTER in economics else []
     econ_of = econ_lookup(economics, options)
-    modes = workload_modes(economics, workload, options)
+    activator = None
+    if router is not None and router.activator:
+        activator = Activator(
+            router.wake_poll_seconds,
+            workload.spec.slo.tolerable_cold_start_seconds,
+            release_after_seconds=router.wake_keep_seconds,
+        )
+    modes = workload_modes(economics, workload, options, activator)
     tables = _tables(workload, modes, economics, price_book, warmup_seconds)
     drain = price_book.migration.drain_seconds
     same, cross = _transition_costs(modes, econ_of, drain)

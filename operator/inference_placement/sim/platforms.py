@@ -4,8 +4,10 @@ Rates and timings come from the same ``TargetEconomics`` the policy prices with 
 mechanics below are what the cost model only estimates:
 
 - cluster: every replica has ``concurrency`` slots; a new replica serves after pod start + model load; requests
-  queue FIFO for the earliest free slot; a request that arrives with no replica starts one (activator); an idle
-  timeout (Knative) scales to zero; replicas are billed from creation until removed (after their in-flight work);
+  queue FIFO for the earliest free slot; a request that arrives with no replica starts one: at once (Knative's
+  activator, the baselines), or as the operator's router does (``Activator``: the request is held, the operator
+  notices it at its next poll and scales up, a hold longer than the bound fails); an idle timeout (Knative) scales
+  to zero; replicas are billed from creation until removed (after their in-flight work);
 - serverless: instances with ``concurrency`` slots; a request that finds no free warm slot starts a new instance
   (cold start; Lambda never queues, Cloud Run queues on an instance that frees sooner than a cold start) unless the
   instance cap is reached; idle instances are reclaimed ``keep_alive`` after their last use, except the ones kept
@@ -27,7 +29,7 @@ from inference_placement.policy.economics import Billing, TargetEconomics
 from inference_placement.policy.queueing import busy_instances
 from inference_placement.sim.aggregate import ServiceLaw, WaitMixture, fill_slots, segment_waits
 
-__all__ = ["ClusterPool", "Dispatch", "Pool", "ServerlessPool", "make_pool"]
+__all__ = ["Activator", "ClusterPool", "Dispatch", "Pool", "ServerlessPool", "make_pool"]
 
 _FAST_PICK_FROM = 64
 """From this many replicas the earliest free slot is found with numpy over a cached array of each replica's
@@ -50,6 +52,28 @@ Dispatch = tuple[float, bool]
 """(when the request starts being served: arrival + queueing + cold start, whether it waited for a cold start)."""
 
 
+@dataclass(frozen=True)
+class Activator:
+    """The live data path of a cluster workload at zero replicas (``routing/activator.py``, ``controller/wake.py``):
+    a request that finds no ready pod is held by the router's activator; the operator reads the held requests every
+    ``notice_seconds`` (its polls fall on a fixed grid from the trace's start, so a request waits for the next one)
+    and scales the Deployment up at once; the replica serves after its cold start. A request still held
+    ``hold_seconds`` after its arrival (the spec's tolerable cold start) is answered 503: it fails."""
+
+    notice_seconds: float
+    hold_seconds: float
+    release_after_seconds: float | None = None
+    """While the pool is ordered to zero, a woken replica leaves once idle and this long after its wake, with no
+    further control (the offline optimum's zero mode: the earliest the live operator may let it go); None = it
+    stays until a control says otherwise (``ours``: the operator's next decision, which may not be zero before
+    ``WakeTimings.keep_seconds``)."""
+
+    def noticed(self, t: float) -> float:
+        """When the operator's poll sees a request held since ``t``."""
+        poll = self.notice_seconds
+        return math.ceil(t / poll - 1e-9) * poll if poll > 0 else t
+
+
 @dataclass
 class _Replica:
     created: float
@@ -70,6 +94,13 @@ class ClusterPool:
     """Service time on this pool's accelerator relative to the trace's (``policy.accelerators.speed_factor``)."""
     accelerator_key: tuple[str, int, str, str, int] | None = None
     """The accelerator its replicas run on (``AcceleratorOption.key``); None = the spec's first."""
+    activator: Activator | None = None
+    """How a request at zero replicas wakes one: None = at once (Knative's activator, as the baselines have it)."""
+    woken_at: float | None = None
+    """When the pool last went from zero to a replica because a request arrived (the operator's scale-up)."""
+    wakes: int = 0
+    ordered: int = 0
+    """Replicas the last control asked for."""
     replicas: list[_Replica] = field(default_factory=list)
     _closed: list[tuple[float, float]] = field(default_factory=list)
     _last_activity: float = 0.0
@@ -96,7 +127,7 @@ class ClusterPool:
         replica's slots taken as free from its earliest free slot); returns the wait law of those requests and how
         many waited for a replica's start. The caller cuts segments where a replica becomes ready."""
         if not self.replicas and lam > 0:
-            self._add(t0, t0 + self.econ.cold_start_seconds)  # activator: a request wakes a replica
+            self._wake(t0)  # activator: a request wakes a replica
         if not self.replicas:
             return WaitMixture(), 0.0
         c = float(max(1, self.econ.concurrency))
@@ -151,9 +182,41 @@ class ClusterPool:
             self.cold_starts += 1
         return replica
 
+    def _wake(self, t: float) -> None:
+        """A request arrived at ``t`` with no replica: start one (at once, or when the operator notices it)."""
+        activator = self.activator
+        if activator is None:
+            self._add(t, t + self.econ.cold_start_seconds)
+            return
+        at = activator.noticed(t)
+        self._add(at, at + self.econ.cold_start_seconds)
+        self.woken_at = at
+        self.wakes += 1
+        if activator.release_after_seconds is None:
+            self.ordered = max(self.ordered, 1)  # the operator's scale-up sets the Deployment to a replica
+
+    def _release_check(self, t: float) -> None:
+        """The optimum's zero mode: a woken replica leaves once idle, ``release_after_seconds`` after its wake."""
+        activator = self.activator
+        if activator is None or activator.release_after_seconds is None or self.ordered > 0 or not self.replicas:
+            return
+        end = max(r.busy_until for r in self.replicas)
+        if self.woken_at is not None:
+            end = max(end, self.woken_at + activator.release_after_seconds)
+        if t >= end:
+            for r in self.replicas:
+                self._closed.append((r.billed_until, max(end, r.billed_until)))
+            self.replicas = []
+            self._heads = None
+
+    def waking(self, t: float) -> bool:
+        """Requests are held at ``t``: the pool was woken and none of its replicas is ready yet."""
+        return self.woken_at is not None and bool(self.replicas) and all(r.ready > t for r in self.replicas)
+
     def provision(self, t: float, n: int, *, prewarmed: bool = False) -> float:
         """Set ``n`` replicas at ``t``; returns when the last new one is ready."""
         self._scale_to_zero_check(t)
+        self.ordered = n
         if self.idle_timeout_seconds is not None and self.replicas:
             # with an idle timeout, the last replica leaves when the workload has been idle that long, not on order
             n = max(n, 1)
@@ -188,9 +251,11 @@ class ClusterPool:
     def dispatch(self, t: float, service: float) -> Dispatch:
         if self.idle_timeout_seconds is not None:
             self._scale_to_zero_check(t)
+        elif self.activator is not None:
+            self._release_check(t)
         replicas = self.replicas
         if not replicas:
-            self._add(t, t + self.econ.cold_start_seconds)  # activator: a request wakes a replica
+            self._wake(t)  # activator: a request wakes a replica
             replicas = self.replicas
         heads = None
         if len(replicas) >= _FAST_PICK_FROM:
@@ -208,6 +273,11 @@ class ClusterPool:
                         best, free = r, r.slots[0]
         slot = best.slots[0]
         start = slot if slot > t else t
+        activator = self.activator
+        if activator is not None and best.ready > t:
+            first_ready = min(r.ready for r in replicas)
+            if first_ready > t + activator.hold_seconds:
+                return math.inf, True  # held by the activator past its bound: answered 503, never served
         end = start + service * self.service_factor
         heapq.heapreplace(best.slots, end)
         if heads is not None:
@@ -236,6 +306,8 @@ class ClusterPool:
         """USD billed in [t0, t1) (replica time; the cluster has no per-request charge)."""
         if self.idle_timeout_seconds is not None:
             self._scale_to_zero_check(t1)
+        elif self.activator is not None:
+            self._release_check(t1)
         rate = self.econ.instance_usd_per_second
         seconds = 0.0
         for r in self.replicas:

@@ -8,12 +8,13 @@ decision of its own.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.api.status import BudgetStatus
-from inference_placement.policy.actuation import Actuators, target_settings
+from inference_placement.policy.actuation import Actuators, WakeTimings, target_settings, zero_allowed
 from inference_placement.policy.budget import accrue_spend
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
@@ -21,6 +22,7 @@ from inference_placement.policy.economics import TargetEconomics
 from inference_placement.policy.idle_gaps import idle_gap_signature
 from inference_placement.policy.observation import LIVE_OBSERVATION, ObservedSignals
 from inference_placement.policy.price_book import PriceBook
+from inference_placement.sim.platforms import Activator
 from inference_placement.sim.simulator import Control, FloatArray, Observation, SimWorkload
 
 __all__ = [
@@ -143,7 +145,13 @@ def control_from_decision(
 class OursPolicy:
     """``ours``: sees what the live operator measures (``signals``), decides with ``decide``, acts through the live
     actuation with the live operator's ``actuators``, and accrues its month-to-date spend as the live status does
-    (the projected monthly cost of where it runs: no bill is seen live)."""
+    (the projected monthly cost of where it runs: no bill is seen live).
+
+    With ``actuators.cluster_scale_to_zero`` (the router runs the activator) its cluster wakes as the live data path
+    does (``sim/platforms.py: Activator``: held, noticed at the operator's next poll of ``wake.poll_seconds``,
+    served after the cold start, failed past the spec's tolerable cold start), and each tick's actuators are the
+    reconciler's (``actuation.zero_allowed``: not at zero while requests are held or within ``wake.keep_seconds``
+    of the last wake). The router's holding route is taken as confirmed throughout."""
 
     name = "ours"
 
@@ -154,8 +162,11 @@ class OursPolicy:
         *,
         signals: ObservedSignals = LIVE_OBSERVATION,
         actuators: Actuators = Actuators(),
+        wake: WakeTimings = WakeTimings(),
     ):
         self.signals = signals
+        self.wake = wake
+        self._activator: Activator | None = None
         self.window_seconds = signals.window_seconds if window_seconds is None else window_seconds
         self.actuators = actuators
         self.observes_in_flight = signals.peak_in_flight
@@ -187,11 +198,29 @@ class OursPolicy:
     def reset(self, workload: SimWorkload, economics: dict[TargetName, TargetEconomics], price_book: PriceBook) -> None:
         self._spec = workload.spec
         self._price_book = price_book
+        self._activator = (
+            Activator(self.wake.poll_seconds, workload.spec.slo.tolerable_cold_start_seconds)
+            if self.actuators.cluster_scale_to_zero
+            else None
+        )
         self.decisions = []
         self._last_key = None
         self._last_control = None
         self._budget = None
         self._monthly_cost_usd = None
+
+    def tick_actuators(self, obs: Observation) -> Actuators:
+        """What the live reconciler may carry out for this workload on this tick (``Reconciler._actuators``)."""
+        if not self.actuators.cluster_scale_to_zero:
+            return self.actuators
+        woken = obs.cluster_woken_at
+        allowed = zero_allowed(
+            answers_without_pods=True,
+            requests_held=obs.cluster_requests_held,
+            seconds_since_wake=None if woken is None else obs.t - woken,
+            keep_seconds=self.wake.keep_seconds,
+        )
+        return self.actuators if allowed else replace(self.actuators, cluster_scale_to_zero=False)
 
     def _key(self, window: TrafficWindow | None, obs: Observation) -> tuple[object, ...] | None:
         """What the decision's controls depend on, when that excludes the clock; None when it does not.
@@ -226,7 +255,10 @@ class OursPolicy:
         # month-to-date as the live status accrues it: the projected cost of the placement since the last tick
         self._budget = accrue_spend(self._budget, self._monthly_cost_usd, obs.now)
         window = window_from_observation(obs, self.signals, self.window_seconds)
+        actuators = self.tick_actuators(obs)
         key = self._key(window, obs)
+        if key is not None:
+            key = (*key, actuators)
         if key is not None and key == self._last_key and not self.keep_decisions:
             self.reused += 1
             return [self._last_control] if self._last_control is not None else []
@@ -236,14 +268,16 @@ class OursPolicy:
             month_to_date_usd=self._budget.month_to_date_usd,
             accelerator=obs.accelerator,
         )
-        decision = decide(self._spec, window, state, self._price_book, self.capacity, obs.now, actuators=self.actuators)
+        decision = decide(self._spec, window, state, self._price_book, self.capacity, obs.now, actuators=actuators)
         self.calls += 1
         if self.keep_decisions:
             self.decisions.append(decision)
         placed = obs.placement
         if placed is not None:
             self._monthly_cost_usd = decision.projected_monthly_cost_usd.get(placed)
-        control = control_from_decision(decision, self._spec, self.actuators)
+        control = control_from_decision(decision, self._spec, actuators)
+        if control is not None and control.target is TargetName.CLUSTER and self._activator is not None:
+            control = replace(control, activator=self._activator)
         self._last_key = key
         self._last_control = control
         return [control] if control is not None else []

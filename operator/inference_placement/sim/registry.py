@@ -22,6 +22,7 @@ from inference_placement.sim.baselines import (
 )
 from inference_placement.sim.optimum import OptimumPolicy
 from inference_placement.sim.policies import DEFAULT_WINDOW_SECONDS, OursPolicy
+from inference_placement.sim.scenario import RouterPlatform
 from inference_placement.sim.simulator import SimPolicy
 
 __all__ = [
@@ -38,26 +39,32 @@ __all__ = [
 @dataclass(frozen=True)
 class RegisteredPolicy:
     name: str
-    make: Callable[[float], SimPolicy] | None
-    """Builds the policy for a sustain window (seconds); None for the optimum, which ``optimum()`` computes from
-    the whole trace instead of ticking."""
+    make: Callable[[float, RouterPlatform | None], SimPolicy] | None
+    """Builds the policy for a window (seconds) and the scenario's router (None: the operator's default settings);
+    None for the optimum, which ``optimum()`` computes from the whole trace instead of ticking."""
     single_platform: bool = False
     """A baseline that keeps the workload on one platform (what the summary checks ``ours`` is cheaper than)."""
+
+
+def _ours(window_seconds: float, router: RouterPlatform | None) -> OursPolicy:
+    if router is None:
+        return OursPolicy(window_seconds=window_seconds)
+    return OursPolicy(window_seconds=window_seconds, actuators=router.actuators(), wake=router.wake())
 
 
 OURS: Final = OursPolicy.name
 OPTIMUM: Final = OptimumPolicy.name
 
 POLICIES: Final[tuple[RegisteredPolicy, ...]] = (
-    RegisteredPolicy(OURS, lambda window: OursPolicy(window_seconds=window)),
+    RegisteredPolicy(OURS, lambda window, router: _ours(window, router)),
     RegisteredPolicy(OPTIMUM, None),
-    RegisteredPolicy(StaticClusterPolicy.name, lambda _: StaticClusterPolicy(), single_platform=True),
-    RegisteredPolicy(ClusterAutoscaledPolicy.name, lambda _: ClusterAutoscaledPolicy(), single_platform=True),
-    RegisteredPolicy(ClusterScaleToZeroPolicy.name, lambda _: ClusterScaleToZeroPolicy(), single_platform=True),
-    RegisteredPolicy(KedaHttpPolicy.name, lambda _: KedaHttpPolicy(), single_platform=True),
-    RegisteredPolicy(AllLambdaPolicy.name, lambda _: AllLambdaPolicy(), single_platform=True),
-    RegisteredPolicy(AllCloudRunPolicy.name, lambda _: AllCloudRunPolicy(), single_platform=True),
-    RegisteredPolicy(RuleOfThumbPolicy.name, lambda _: RuleOfThumbPolicy()),
+    RegisteredPolicy(StaticClusterPolicy.name, lambda _, __: StaticClusterPolicy(), single_platform=True),
+    RegisteredPolicy(ClusterAutoscaledPolicy.name, lambda _, __: ClusterAutoscaledPolicy(), single_platform=True),
+    RegisteredPolicy(ClusterScaleToZeroPolicy.name, lambda _, __: ClusterScaleToZeroPolicy(), single_platform=True),
+    RegisteredPolicy(KedaHttpPolicy.name, lambda _, __: KedaHttpPolicy(), single_platform=True),
+    RegisteredPolicy(AllLambdaPolicy.name, lambda _, __: AllLambdaPolicy(), single_platform=True),
+    RegisteredPolicy(AllCloudRunPolicy.name, lambda _, __: AllCloudRunPolicy(), single_platform=True),
+    RegisteredPolicy(RuleOfThumbPolicy.name, lambda _, __: RuleOfThumbPolicy()),
 )
 """In report order."""
 
@@ -65,6 +72,10 @@ POLICY_NAMES: Final = tuple(p.name for p in POLICIES)
 SINGLE_PLATFORM_BASELINES: Final = tuple(p.name for p in POLICIES if p.single_platform)
 
 
-def online_policies(window_seconds: float = DEFAULT_WINDOW_SECONDS) -> list[SimPolicy]:
-    """A fresh instance of every policy that ticks through the trace (all but the optimum), in report order."""
-    return [p.make(window_seconds) for p in POLICIES if p.make is not None]
+def online_policies(
+    window_seconds: float = DEFAULT_WINDOW_SECONDS, router: RouterPlatform | None = None
+) -> list[SimPolicy]:
+    """A fresh instance of every policy that ticks through the trace (all but the optimum), in report order;
+    ``router``: the scenario's (``ours`` acts with what the live operator behind it carries out), None = the
+    operator's default settings (no activator: no cluster scale to zero)."""
+    return [p.make(window_seconds, router) for p in POLICIES if p.make is not None]

@@ -8,7 +8,7 @@ object the controller reads.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -28,6 +28,7 @@ from inference_placement.api.spec import (
     SLOSpec,
     TargetName,
 )
+from inference_placement.policy.actuation import Actuators, WakeTimings
 from inference_placement.policy.price_book import PriceBook, PriceBookError, price_book_from_mapping
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "LatencyMeasure",
     "Profile",
     "ProfileSLO",
+    "RouterPlatform",
     "Scenario",
     "ScenarioError",
     "ServiceFormula",
@@ -106,6 +108,36 @@ class Profile(BaseModel):
         return self.gpu.type if isinstance(self.gpu, ProfileGPU) else "none"
 
 
+_WAKE = WakeTimings()
+
+
+class RouterPlatform(BaseModel):
+    """``platforms.router``: the operator's stable-endpoint router as the benchmark runs it.
+
+    Absent from a scenario, the router runs the activator (the default below): ``ours`` is measured at the router
+    (``policy/observation.py``), and the activator is a container of that same router Pod (the chart's
+    ``router.activator.enabled``); the scale-to-zero baselines are credited with their own activators (Knative's,
+    KEDA's interceptor), so ``ours`` is given its own. ``platforms.cluster.scale_to_zero`` is the platform's own
+    default (a Deployment under an HPA keeps a replica) and says nothing about the router."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    activator: bool = True
+    """The router holds a request that finds no pod until a replica is ready, so the operator may scale a cluster
+    target to zero (``router.activator.enabled`` live; ``Actuators.cluster_scale_to_zero``)."""
+    wake_poll_seconds: float = Field(default=_WAKE.poll_seconds, gt=0)
+    """``router.wakePollSeconds``: how often the operator reads the held requests."""
+    wake_keep_seconds: float = Field(default=_WAKE.keep_seconds, ge=0)
+    """``router.wakeKeepSeconds``: a woken workload keeps a replica at least this long."""
+
+    def actuators(self) -> Actuators:
+        """What the live operator with this router carries out (burst spillover stays off, its live default)."""
+        return Actuators(cluster_scale_to_zero=self.activator)
+
+    def wake(self) -> WakeTimings:
+        return WakeTimings(poll_seconds=self.wake_poll_seconds, keep_seconds=self.wake_keep_seconds)
+
+
 class BenchmarkRow(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -168,6 +200,7 @@ class Scenario:
     profiles: dict[str, Profile]
     benchmark: tuple[BenchmarkRow, ...]
     source: str
+    router: RouterPlatform = field(default_factory=RouterPlatform)
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -180,6 +213,17 @@ def load_scenario(path: Path) -> Scenario:
     data = dict(raw)
     profiles_raw = data.pop("profiles", {}) or {}
     bench_raw = data.pop("benchmark", []) or []
+    router = RouterPlatform()
+    platforms = data.get("platforms")
+    if isinstance(platforms, dict) and "router" in platforms:
+        platforms = dict(platforms)
+        try:
+            router = RouterPlatform.model_validate(platforms.pop("router") or {})
+        except ValidationError as err:
+            first = err.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ScenarioError(f"{path}: platforms.router.{where}: {first['msg']}") from err
+        data["platforms"] = platforms
     try:
         price_book = price_book_from_mapping(data, source=str(path))
     except PriceBookError as err:
@@ -203,7 +247,7 @@ def load_scenario(path: Path) -> Scenario:
         if row.profile not in profiles:
             raise ScenarioError(f"{path}: benchmark[{i}].profile: unknown profile {row.profile!r}")
         rows.append(row)
-    return Scenario(price_book=price_book, profiles=profiles, benchmark=tuple(rows), source=str(path))
+    return Scenario(price_book=price_book, profiles=profiles, benchmark=tuple(rows), source=str(path), router=router)
 
 
 def _quantity_gib(value: float) -> str:

@@ -30,7 +30,7 @@ from inference_placement.policy.economics import TargetEconomics, economics_for,
 from inference_placement.policy.feasibility import assess_feasibility
 from inference_placement.policy.price_book import PriceBook
 from inference_placement.sim.aggregate import AGGREGATE_MIN_ARRIVALS, ServiceLaw, WaitMixture, demand_peak
-from inference_placement.sim.platforms import ClusterPool, Dispatch, Pool, ServerlessPool, make_pool
+from inference_placement.sim.platforms import Activator, ClusterPool, Dispatch, Pool, ServerlessPool, make_pool
 from inference_placement.sim.traces import Requests, StepRequests
 
 __all__ = [
@@ -75,6 +75,8 @@ class Control:
     """Serverless instances kept warm by pings."""
     idle_timeout_seconds: float | None = None
     """Cluster: scale to zero this long after the last request (Knative); None = keep the replicas."""
+    activator: Activator | None = None
+    """Cluster: how a request that finds no replica wakes one (the operator's router); None = at once."""
     overflow: TargetName | None = None
     """Cluster: the serverless target that takes the requests the replicas refuse (burst spillover); None = none."""
     overflow_warm_floor: int = 0
@@ -113,6 +115,11 @@ class Observation:
     month_to_date_usd: float
     accelerator: AcceleratorOption | None = None
     """The accelerator the cluster's replicas run on (None = the spec's first)."""
+    cluster_woken_at: float | None = None
+    """Seconds since the trace's start of the cluster's last wake-up from zero by a request (None: never); what
+    ``status.scaleToZero.lastWake`` holds live."""
+    cluster_requests_held: bool = False
+    """Requests wait for a woken replica now (the router's activator holds them)."""
 
 
 class SimPolicy(Protocol):
@@ -312,6 +319,7 @@ class _Engine:
         if self.switch is not None:
             if self.switch[1].accelerator_key == key:
                 self.switch[1].idle_timeout_seconds = control.idle_timeout_seconds
+                self.switch[1].activator = control.activator
                 self.switch[1].provision(t, max(1, control.replicas))
                 return True
             return False  # one change at a time
@@ -320,6 +328,7 @@ class _Engine:
             return False
         new = self._cluster_pool(key)
         new.idle_timeout_seconds = control.idle_timeout_seconds
+        new.activator = control.activator
         ready = new.provision(t, max(1, control.replicas))
         self.switch = (max(ready, t), new)
         self.migrations += 1
@@ -338,8 +347,11 @@ class _Engine:
         pool = self.pool(target, control.accelerator)
         if isinstance(pool, ClusterPool):
             pool.idle_timeout_seconds = control.idle_timeout_seconds
+            pool.activator = control.activator
             replicas = max(1, control.replicas) if serving_check else control.replicas
-            return pool.provision(t, replicas, prewarmed=prewarmed)
+            ready = pool.provision(t, replicas, prewarmed=prewarmed)
+            pool.ordered = control.replicas  # the replica a health check needed is not asked for
+            return ready
         # a target serves only after its own health check passed on a warm instance (kept only if asked)
         return pool.set_levels(
             t,
@@ -536,6 +548,8 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
         t0 = k * step
         t1 = t0 + step
         finished = engine.last_finished
+        cluster = engine.pools.get(TargetName.CLUSTER)
+        woken_at = cluster.woken_at if isinstance(cluster, ClusterPool) else None
         obs = Observation(
             step=k,
             t=t0,
@@ -552,6 +566,8 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
             migrating=engine.migration is not None or engine.switch is not None,
             last_migration_finished_at=start + timedelta(seconds=finished) if finished is not None else None,
             month_to_date_usd=total_cost,
+            cluster_woken_at=woken_at,
+            cluster_requests_held=isinstance(cluster, ClusterPool) and cluster.waking(t0),
         )
         controls = sorted(policy.tick(obs), key=lambda c: t0 if c.at is None else c.at)
         migrations_before = engine.migrations
