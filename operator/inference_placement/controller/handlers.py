@@ -191,7 +191,7 @@ def build_registry(
             registry=registry,
         )
         def endpointslice_event(*, type: str | None, body: kopf.Body, **_: Any) -> None:
-            fleet: Fleet | None = state.get("fleet")
+            fleet = current_fleet()  # the leader's fleet under leader election, else the one fleet
             if fleet is not None:
                 fleet.observe_endpoints(type, body)
 
