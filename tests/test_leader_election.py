@@ -319,6 +319,7 @@ def ha(
             range_seconds=10,
             step_seconds=2,
             staleness_seconds=30,
+            trusted_origins=(standin.service_url,),  # the stand-in publishes its loopback model server
             extra=(
                 "--set",
                 f"lambda.endpoint={lambda_proxy.url}",

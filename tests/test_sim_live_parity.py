@@ -495,6 +495,7 @@ def run_live(
                     range_seconds=RANGE_SECONDS,
                     step_seconds=STEP_SECONDS,
                     staleness_seconds=STALENESS_SECONDS,
+                    trusted_origins=(cloudrun_standin.service_url,),
                 ),
             )
             cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))

@@ -79,11 +79,14 @@ class OrphanSweep:
     telemetry: Telemetry | None = None
     fence: Callable[[], None] | None = None
     """Raises ``NotLeaderError`` when this replica may not act (``leader.LeaseElector.fence``): checked before each
-    retire, so a replica that lost its Lease deletes nothing."""
+    pass and each retire, so a standby, or a replica that lost its Lease, deletes nothing (its passes are skipped
+    until it leads)."""
     findings: list[Finding] = field(default_factory=list)
 
     async def sweep_once(self) -> list[Finding]:
         """One pass over every target; returns what it found (also kept in ``findings``)."""
+        if self.fence is not None:
+            self.fence()  # NotLeaderError: only the leader lists and retires
         found: list[Finding] = []
         for target_name, lister in self.listers.items():
             try:
@@ -103,9 +106,8 @@ class OrphanSweep:
             await asyncio.sleep(interval_seconds)
             try:
                 await self.sweep_once()
-            except NotLeaderError as err:
-                log.warning("sweep stops: %s", err)
-                return
+            except NotLeaderError:
+                continue  # a standby (or a leader whose Lease lapsed) sweeps nothing; it sweeps once it leads
             except Exception:  # the sweep is a safety net: it never takes the operator down
                 log.exception("sweep failed; the next one runs on schedule")
 
