@@ -102,13 +102,14 @@ def test_a_function_created_just_before_a_sigkill_is_swept_once_its_workload_is_
     dry = _operator(
         operator_factory, namespace, moto_aws, "--set", "sweep.intervalSeconds=1", "--set", "sweep.dryRun=true"
     )
-    wait_for(lambda: _orphans(dry, "dry-run") >= 1, timeout=30, what="the dry-run sweep to report the orphan")
+    # it leads once the killed operator's Lease expires (15 s), then sweeps every second
+    wait_for(lambda: _orphans(dry, "dry-run") >= 1, timeout=60, what="the dry-run sweep to report the orphan")
     assert f"would retire lambda {function} in {moto_aws.region}" in dry.logs()
     assert _functions(moto_aws, moto_aws.region, function), "a dry run deletes nothing"
     dry.stop()
 
     sweeper = _operator(operator_factory, namespace, moto_aws, "--set", "sweep.intervalSeconds=1")
-    wait_for(lambda: not _functions(moto_aws, moto_aws.region, function), timeout=30, what="the sweep to retire it")
+    wait_for(lambda: not _functions(moto_aws, moto_aws.region, function), timeout=60, what="the sweep to retire it")
     assert _orphans(sweeper, "retired") >= 1
     assert f"retired lambda {function} in {moto_aws.region}" in sweeper.logs()
 
