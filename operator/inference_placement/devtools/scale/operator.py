@@ -27,8 +27,9 @@ class OperatorMetrics:
     workloads: float
     writes: dict[str, float]
     decisions: float
-    leader: float = 1.0
-    """``inference_placement_leader``: 1 while this replica holds the Lease and acts (1 without the gauge)."""
+    leader: float = 0.0
+    """``inference_placement_leader``: 1 while this replica holds the Lease and acts; 0 as a standby, and before the
+    replica has set it (without leader election: 0 too)."""
     leader_transitions: float = 0.0
 
     @property
@@ -69,7 +70,7 @@ def parse_metrics(text: str) -> OperatorMetrics:
         workloads=values.get("inference_placement_workloads", 0.0),
         writes=writes,
         decisions=decisions,
-        leader=values.get("inference_placement_leader", 1.0),
+        leader=values.get("inference_placement_leader", 0.0),
         leader_transitions=values.get("inference_placement_leader_transitions_total", 0.0),
     )
 
