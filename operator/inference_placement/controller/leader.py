@@ -130,9 +130,15 @@ class LeaseElector:
     async def hold(self) -> None:
         """Renew every retry period; return when a renew deadline passed without a successful renew."""
         while True:
-            await asyncio.sleep(self.timings.retry_period_seconds)
+            # a retry period after the last renew was sent, not after it came back: a slow renew leaves the next
+            # one the rest of the deadline
+            since = 0.0 if self._renewed_at is None else self.clock() - self._renewed_at
+            await asyncio.sleep(max(0.0, self.timings.retry_period_seconds - since))
             while self.leading:
-                if await self._attempt():
+                # each try may take what is left of the renew deadline, not just a retry period: on a busy
+                # apiserver and event loop (a leader's first pass over 10,000 workloads) a read + patch took > 2 s
+                # and a leader that still held the Lease fenced itself, re-primed, and did so again (bench-scale)
+                if await self._attempt(self._renew_budget()):
                     break
                 await asyncio.sleep(self.timings.retry_period_seconds)
             if not self.leading:
@@ -165,10 +171,20 @@ class LeaseElector:
 
     # ------------------------------------------------------------------ one try
 
-    async def _attempt(self) -> bool:
-        """Take or renew the Lease once; True when this replica holds it now. Errors count as a failed try."""
+    def _renew_budget(self) -> float:
+        """How long a renew may take: until the renew deadline (fencing counts from when the last successful renew
+        was sent, so a slow renew never extends what was granted), at least a retry period."""
+        if self._renewed_at is None:
+            return self.timings.retry_period_seconds
+        left = self.timings.renew_deadline_seconds - (self.clock() - self._renewed_at)
+        return max(self.timings.retry_period_seconds, left)
+
+    async def _attempt(self, timeout: float | None = None) -> bool:
+        """Take or renew the Lease once, within ``timeout`` (default a retry period); True when this replica holds
+        it now. Errors count as a failed try."""
+        budget = self.timings.retry_period_seconds if timeout is None else timeout
         try:
-            return await asyncio.wait_for(self._try(), timeout=self.timings.retry_period_seconds)
+            return await asyncio.wait_for(self._try(budget), timeout=budget)
         except ApiException as err:
             if err.status != 409:  # 409: another candidate wrote first
                 log.warning("lease %s/%s: HTTP %s %s", self.namespace, self.name, err.status, err.reason)
@@ -176,7 +192,7 @@ class LeaseElector:
             log.warning("lease %s/%s: %s: %s", self.namespace, self.name, type(err).__name__, err)
         return False
 
-    async def _patch(self, lease: k8s.V1Lease, spec: dict[str, Any]) -> None:
+    async def _patch(self, lease: k8s.V1Lease, spec: dict[str, Any], timeout: float | None = None) -> None:
         """Merge-patch the Lease's spec onto the version just read (``resourceVersion``): of two candidates racing
         for it, one gets 409. A patch, not an update: the chart's RBAC grants no ``update`` anywhere."""
         body = {"metadata": {"resourceVersion": lease.metadata.resource_version}, "spec": spec}
@@ -185,10 +201,10 @@ class LeaseElector:
             self.namespace,
             body,
             _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # accepted by the client, not in its stubs
-            _request_timeout=self.timings.retry_period_seconds,
+            _request_timeout=self.timings.retry_period_seconds if timeout is None else timeout,
         )
 
-    async def _try(self) -> bool:
+    async def _try(self, timeout: float | None = None) -> bool:
         sent = self.clock()  # before anything is sent: the deadline counts from the earliest the renew can land
         now = datetime.now(UTC)
         duration = math.ceil(self.timings.lease_duration_seconds)
@@ -227,7 +243,7 @@ class LeaseElector:
         if spec.holder_identity != self.identity:
             change["acquireTime"] = _micro(now)
             change["leaseTransitions"] = (spec.lease_transitions or 0) + 1
-        await self._patch(lease, change)
+        await self._patch(lease, change, timeout)
         self.holder = self.identity
         self._renewed_at = sent
         return True
