@@ -43,7 +43,7 @@ def test_renews_slower_than_a_retry_period_but_within_the_deadline_keep_the_leas
         assert not done, "the leader gave the Lease up although every renew landed within the renew deadline"
         assert elector.leading and elector.tries >= 2
         holding.cancel()
-        await elector.coordination.api_client.close()
+        await cast(Any, elector.coordination).api_client.close()
 
     asyncio.run(run())
 
@@ -57,6 +57,6 @@ def test_a_renew_that_cannot_land_within_the_deadline_still_loses_the_lease() ->
         assert not elector.leading
         # fenced by the renew deadline (4 s) plus at most a retry period of sleep and one try's budget, never later
         assert time.monotonic() - started < TIMINGS.renew_deadline_seconds + 2 * TIMINGS.retry_period_seconds + 1
-        await elector.coordination.api_client.close()
+        await cast(Any, elector.coordination).api_client.close()
 
     asyncio.run(run())
