@@ -79,7 +79,8 @@ def test_bench_scale_smoke(
         assert run["history_seconds"] >= 86400
         # two operator processes, leader election: the figures above are the leader's; the standby only watches
         assert run["replicas"] == 2 and run["leader_transitions"] == 1, "a failover during the run"
-        assert 0 < run["standby_rss_mb"] < 1000 and run["standby_cpu_seconds_per_minute"] > 0
+        # idle: over a few 2 s ticks its CPU may round to 0 at /proc's 10 ms; under a core whatever the size
+        assert 0 < run["standby_rss_mb"] < 1000 and 0 <= run["standby_cpu_seconds_per_minute"] < 60
         assert run["standby_workloads"] == run["workloads"], "the standby's cache is not warm"
     assert runs[0]["queries_per_tick"] == runs[1]["queries_per_tick"] > 0, "queries per tick grow with the fleet"
     assert [r["writes_per_tick"] for r in runs] == [0, 0], (
