@@ -3,8 +3,10 @@
 Two small fleets (20 and 40 GPU workloads, 2 s ticks) on a KWOK GPU fleet of 8 fake nodes, through the real cluster
 target: Deployments whose Pods kube-scheduler binds to the fake nodes and kwok keeps Running. The JSON has the
 documented shape, every workload has its Pod Running, the operator sends the same number of Prometheus queries per
-tick whatever the fleet size, and at steady state it writes nothing. (``--no-wait-history``: the ~20 ticks that fill
-the day of history are not waited for here, so the steady ticks are those ticks; the full runs wait.)
+tick whatever the fleet size, and at steady state it writes nothing. Two operator replicas (``--replicas 2``): one
+leads and is measured, the standby keeps its cache of every workload and is measured too. (``--no-wait-history``:
+the ~20 ticks that fill the day of history are not waited for here, so the steady ticks are those ticks; the full
+runs wait.)
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ def test_bench_scale_smoke(
             "8",
             "--deployments-up-to",
             "40",
+            "--replicas",
+            "2",
             "--json",
             str(out),
         ],
@@ -73,6 +77,11 @@ def test_bench_scale_smoke(
         assert run["cluster_mode"] == "deployments" and run["kwok_nodes"] == 8
         assert run["pods_running"] == run["workloads"], "a workload's Pod is not Running on the KWOK fleet"
         assert run["history_seconds"] >= 86400
+        # two operator processes, leader election: the figures above are the leader's; the standby only watches
+        assert run["replicas"] == 2 and run["leader_transitions"] == 1, "a failover during the run"
+        # idle: over a few 2 s ticks its CPU may round to 0 at /proc's 10 ms; under a core whatever the size
+        assert 0 < run["standby_rss_mb"] < 1000 and 0 <= run["standby_cpu_seconds_per_minute"] < 60
+        assert run["standby_workloads"] == run["workloads"], "the standby's cache is not warm"
     assert runs[0]["queries_per_tick"] == runs[1]["queries_per_tick"] > 0, "queries per tick grow with the fleet"
     assert [r["writes_per_tick"] for r in runs] == [0, 0], (
         f"apiserver writes at steady state: {[r['writes_by_kind'] for r in runs]}"

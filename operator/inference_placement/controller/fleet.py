@@ -190,10 +190,15 @@ class Fleet:
             self._dirty.discard(key)
             self._active.discard(key)
             self._backoff.pop(key, None)
+            if self.telemetry is not None:
+                self.telemetry.workloads.set(len(self._workloads))
             return
         generation = int(meta.get("generation") or 0)
         previous = self._workloads.get(key)
         self._store(key, body)
+        if previous is None and self.telemetry is not None:
+            # as they are seen, not only per tick: a standby (no ticks) shows the cache it keeps warm
+            self.telemetry.workloads.set(len(self._workloads))
         changed = (
             previous is None
             or previous.generation != generation

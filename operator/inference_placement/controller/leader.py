@@ -9,6 +9,12 @@ Not ``kubernetes_asyncio.leaderelection`` (36.1.0): its leader exposes no "may I
 run after the renew loop ended), a connection error while the apiserver restarts ends its loop with an exception,
 its Lease times are local times labelled UTC, and it never releases the Lease on shutdown.
 
+The holder renews from its own thread, with its own event loop and API client, when given ``renew_api`` (the operator
+does): the fleet's event loop may be busy for many seconds at a time (the first pass over 10,000 workloads, a relist
+after a takeover), and renews queued behind it made a leader that still held the Lease fence itself, re-prime, and do
+it again, never settling (``bench-scale --replicas 2``, ``bench/scale.md``). A paused or partitioned process still
+cannot renew: pausing stops every thread.
+
 Fencing: ``fence()`` raises ``NotLeaderError`` unless the last successful renew was *sent* less than a renew deadline
 ago (monotonic clock). A standby takes over no earlier than a lease duration after it *saw* that renew land, so a
 leader that cannot renew (partitioned, paused, its event loop starved) stops acting at least
@@ -19,14 +25,16 @@ leader that cannot renew (partitioned, paused, its event loop starved) stops act
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import math
 import os
 import random
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -89,8 +97,11 @@ class LeaseElector:
         identity: str,
         timings: LeaseTimings = LeaseTimings(),
         clock: Callable[[], float] = time.monotonic,
+        renew_api: Callable[[], Awaitable[k8s.ApiClient]] | None = None,
     ) -> None:
         self.coordination = k8s.CoordinationV1Api(api)
+        self.renew_api = renew_api
+        """Makes the API client the holder renews with, in its own thread (None: renew on the caller's loop)."""
         self.namespace = namespace
         self.name = name
         self.identity = identity
@@ -128,11 +139,54 @@ class LeaseElector:
         log.info("%s leads (lease %s/%s)", self.identity, self.namespace, self.name)
 
     async def hold(self) -> None:
-        """Renew every retry period; return when a renew deadline passed without a successful renew."""
+        """Renew every retry period; return when a renew deadline passed without a successful renew. With
+        ``renew_api``, the renews run in a thread of their own; cancelling ``hold`` stops it (and waits for it, so
+        that no renew lands after a ``release``)."""
+        if self.renew_api is None:
+            await self._hold(self.coordination, None)
+            return
+        stop = threading.Event()
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        make_api = self.renew_api
+
+        async def in_thread() -> None:
+            api = await make_api()
+            try:
+                await self._hold(k8s.CoordinationV1Api(api), stop)
+            finally:
+                await api.close()
+
+        def run() -> None:
+            try:
+                asyncio.run(in_thread())
+                done.set_result(None)
+            except BaseException as err:  # handed to the awaiting task
+                done.set_exception(err)
+
+        threading.Thread(target=run, name=f"lease-renew-{self.name}", daemon=True).start()
+        waiting = asyncio.wrap_future(done)
+        try:
+            await asyncio.shield(waiting)
+        finally:
+            stop.set()
+            if not waiting.done():
+                await asyncio.wait(
+                    {waiting}, timeout=self.timings.renew_deadline_seconds + 2 * self.timings.retry_period_seconds
+                )
+
+    async def _hold(self, coordination: k8s.CoordinationV1Api, stop: threading.Event | None) -> None:
         while True:
-            await asyncio.sleep(self.timings.retry_period_seconds)
+            # a retry period after the last renew was sent, not after it came back: a slow renew leaves the next
+            # one the rest of the deadline
+            since = 0.0 if self._renewed_at is None else self.clock() - self._renewed_at
+            await asyncio.sleep(max(0.0, self.timings.retry_period_seconds - since))
             while self.leading:
-                if await self._attempt():
+                if stop is not None and stop.is_set():
+                    return
+                # each try may take what is left of the renew deadline, not just a retry period: on a busy
+                # apiserver and event loop (a leader's first pass over 10,000 workloads) a read + patch took > 2 s
+                # and a leader that still held the Lease fenced itself, re-primed, and did so again (bench-scale)
+                if await self._attempt(self._renew_budget(), coordination):
                     break
                 await asyncio.sleep(self.timings.retry_period_seconds)
             if not self.leading:
@@ -165,10 +219,20 @@ class LeaseElector:
 
     # ------------------------------------------------------------------ one try
 
-    async def _attempt(self) -> bool:
-        """Take or renew the Lease once; True when this replica holds it now. Errors count as a failed try."""
+    def _renew_budget(self) -> float:
+        """How long a renew may take: until the renew deadline (fencing counts from when the last successful renew
+        was sent, so a slow renew never extends what was granted), at least a retry period."""
+        if self._renewed_at is None:
+            return self.timings.retry_period_seconds
+        left = self.timings.renew_deadline_seconds - (self.clock() - self._renewed_at)
+        return max(self.timings.retry_period_seconds, left)
+
+    async def _attempt(self, timeout: float | None = None, coordination: k8s.CoordinationV1Api | None = None) -> bool:
+        """Take or renew the Lease once, within ``timeout`` (default a retry period); True when this replica holds
+        it now. Errors count as a failed try."""
+        budget = self.timings.retry_period_seconds if timeout is None else timeout
         try:
-            return await asyncio.wait_for(self._try(), timeout=self.timings.retry_period_seconds)
+            return await asyncio.wait_for(self._try(budget, coordination), timeout=budget)
         except ApiException as err:
             if err.status != 409:  # 409: another candidate wrote first
                 log.warning("lease %s/%s: HTTP %s %s", self.namespace, self.name, err.status, err.reason)
@@ -176,24 +240,31 @@ class LeaseElector:
             log.warning("lease %s/%s: %s: %s", self.namespace, self.name, type(err).__name__, err)
         return False
 
-    async def _patch(self, lease: k8s.V1Lease, spec: dict[str, Any]) -> None:
+    async def _patch(
+        self,
+        lease: k8s.V1Lease,
+        spec: dict[str, Any],
+        timeout: float | None = None,
+        coordination: k8s.CoordinationV1Api | None = None,
+    ) -> None:
         """Merge-patch the Lease's spec onto the version just read (``resourceVersion``): of two candidates racing
         for it, one gets 409. A patch, not an update: the chart's RBAC grants no ``update`` anywhere."""
         body = {"metadata": {"resourceVersion": lease.metadata.resource_version}, "spec": spec}
-        await self.coordination.patch_namespaced_lease(
+        await (coordination or self.coordination).patch_namespaced_lease(
             self.name,
             self.namespace,
             body,
             _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # accepted by the client, not in its stubs
-            _request_timeout=self.timings.retry_period_seconds,
+            _request_timeout=self.timings.retry_period_seconds if timeout is None else timeout,
         )
 
-    async def _try(self) -> bool:
+    async def _try(self, timeout: float | None = None, coordination: k8s.CoordinationV1Api | None = None) -> bool:
+        api = coordination or self.coordination
         sent = self.clock()  # before anything is sent: the deadline counts from the earliest the renew can land
         now = datetime.now(UTC)
         duration = math.ceil(self.timings.lease_duration_seconds)
         try:
-            lease = await self.coordination.read_namespaced_lease(self.name, self.namespace)
+            lease = await api.read_namespaced_lease(self.name, self.namespace)
         except ApiException as err:
             if err.status != 404:
                 raise
@@ -205,7 +276,7 @@ class LeaseElector:
                 lease_transitions=0,
             )
             body = k8s.V1Lease(metadata=k8s.V1ObjectMeta(name=self.name, namespace=self.namespace), spec=spec)
-            await self.coordination.create_namespaced_lease(self.namespace, body)
+            await api.create_namespaced_lease(self.namespace, body)
             self.holder = self.identity
             self._renewed_at = sent
             return True
@@ -227,7 +298,7 @@ class LeaseElector:
         if spec.holder_identity != self.identity:
             change["acquireTime"] = _micro(now)
             change["leaseTransitions"] = (spec.lease_transitions or 0) + 1
-        await self._patch(lease, change)
+        await self._patch(lease, change, timeout, api)
         self.holder = self.identity
         self._renewed_at = sent
         return True

@@ -360,6 +360,8 @@ async def make_elector(settings: OperatorSettings) -> LeaseElector:
         name=settings.leader_election_id,
         identity=settings.leader_election_identity or default_identity(),
         timings=settings.lease_timings(),
+        # renews from a thread of their own: the fleet's loop can be busy for seconds (leader.py)
+        renew_api=lambda: make_api_client(settings.kubeconfig),
     )
 
 

@@ -10,6 +10,10 @@ Per size N (``RunResult``):
                     ticks / ticks; steady = every workload placed with a decision recorded, plus one settle tick
   react_seconds     from the flip of the traffic switch (low -> high traffic for every workload) until the watch has
                     seen every workload's new decision in status (includes waiting for the next tick)
+
+With ``replicas`` 2 (``--replicas 2``) two operator processes run with leader election (on by default): the figures
+above are the leader's (the replica whose ``inference_placement_leader`` is 1), and ``standby_*`` are the other's:
+its RSS at the end of the steady ticks and its CPU-seconds per minute over them.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from inference_placement.devtools.scale.cluster import BenchCluster
 from inference_placement.devtools.scale.openmetrics import (
     HISTORY_SAMPLE_SECONDS,
     SAMPLE_INTERVAL_SECONDS,
-    write_traffic,
+    Traffic,
+    iter_chunk_files,
 )
 from inference_placement.devtools.scale.operator import OperatorMetrics, OperatorProcess
 
@@ -53,6 +58,8 @@ __all__ = [
     "default_future_seconds",
 ]
 
+RECENT_SECONDS = 900
+"""Before "now", the service time's ``_sum``/``_count`` (latest-only: read within ``max_staleness_seconds``)."""
 HISTORY_SECONDS = 1800 + 300
 """Backfilled before "now" at 15 s: the operator's default 30-minute window plus the rate window and a margin."""
 FILL_TICKS = 24
@@ -86,6 +93,8 @@ class BenchConfig:
     deployments_up_to: int = 0
     """Sizes up to this run the real cluster target (Deployments, Pods scheduled onto the fake nodes and kept Running
     by kwok); larger sizes ``cluster.dryRun``. Needs ``kwok_nodes``."""
+    replicas: int = 1
+    """Operator processes (leader election decides which acts); 2: the standby's RSS and CPU are reported too."""
     wait_cleanup: bool = True
     """Wait until the namespace (and every workload in it) is gone before the next size; else only request it."""
     log: Callable[[str], None] = print
@@ -124,6 +133,19 @@ class RunResult:
     filling_tick_cpu_seconds: float = 0.0
     filling_tick_cpu_seconds_max: float = 0.0
     filling_queries_per_tick: float = 0.0
+    backfill_seconds: float = 0.0
+    """Writing the OpenMetrics files and promtool's backfill of both servers (they run side by side)."""
+    backfill_samples: int = 0
+    replicas: int = 1
+    standby_rss_mb: float = 0.0
+    """With 2 replicas: the standby's resident set at the end of the steady ticks (``standby_rss_peak_mb``: VmHWM)."""
+    standby_rss_peak_mb: float = 0.0
+    standby_cpu_seconds_per_minute: float = 0.0
+    """... its CPU-seconds (user + system, /proc) per minute over the steady ticks."""
+    standby_workloads: float = 0.0
+    """... the workloads its cache held (``inference_placement_workloads``)."""
+    leader_transitions: float = 0.0
+    """Times any replica became the leader during the run (1: no failover)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,10 +156,11 @@ class BenchError(RuntimeError):
 
 
 def default_future_seconds(n: int, config: BenchConfig) -> float:
-    """Data after "now" for a run of ``n``: the backfill itself (~0.12 s per workload on a loaded 2-core machine),
-    settling, the ticks that fill the day of history, the steady ticks and the shift, with a margin."""
+    """Data after "now" for a run of ``n``: the backfill itself (~0.01-0.02 s per workload), settling (~0.06 s per
+    workload at 10,000), the ticks that fill the day of history, the steady ticks and the shift, with a margin (ticks
+    at 10,000 can take longer than the tick period on a loaded machine)."""
     ticks = (FILL_TICKS if config.wait_history else 2) + config.steady_ticks + 4
-    return 900 + 0.5 * n + ticks * config.tick_seconds
+    return 900 + 0.3 * n + 1.5 * ticks * config.tick_seconds
 
 
 def _settled(obj: Mapping[str, Any]) -> bool:
@@ -171,6 +194,22 @@ async def _wait_scrape(
     raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}; last scrape {last}")
 
 
+async def _wait_leader(ops: list[OperatorProcess], *, timeout: float, interval: float) -> OperatorProcess:
+    """The replica that reports itself the leader (``inference_placement_leader`` 1; the only one with one replica)."""
+    if len(ops) == 1:
+        return ops[0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for each in ops:
+            if not each.alive():
+                raise BenchError(f"operator PID {each.pid} exited before a leader was elected:\n{each.log_tail()}")
+        leaders = [o for o in ops if (m := o.scrape()) is not None and m.leader == 1]
+        if len(leaders) == 1:
+            return leaders[0]
+        await asyncio.sleep(interval)
+    raise BenchError(f"no single leader among {len(ops)} replicas after {timeout:.0f}s")
+
+
 async def run_one(  # noqa: C901 - issue 23 item 2
     n: int, config: BenchConfig, cluster: BenchCluster, root: Path, fleet: KwokFleet | None = None
 ) -> RunResult:
@@ -181,7 +220,7 @@ async def run_one(  # noqa: C901 - issue 23 item 2
     directory.mkdir(parents=True)
     servers: list[PrometheusServer] = []
     switch: Switch | None = None
-    op: OperatorProcess | None = None
+    ops: list[OperatorProcess] = []
     scrape_every = max(1.0, min(5.0, config.tick_seconds / 4))
     try:
         # ---------------------------------------------------------------- workloads on the apiserver
@@ -203,14 +242,39 @@ async def run_one(  # noqa: C901 - issue 23 item 2
         data_end_mono = time.monotonic() + (end - now)
         started = time.monotonic()
 
+        sample_counts: list[int] = []
+
         async def serve(label: str, rps: int) -> PrometheusServer:
-            om = directory / f"{label}.om"
             # the day of history only where the run starts: after the shift the source asks only for new points
-            history = history_from if label == "low" else None
-            samples = await asyncio.to_thread(write_traffic, om, namespace, names, _spread(rps), start, end, history)
-            (directory / label).mkdir(parents=True, exist_ok=True)
-            # removes the text file; a day for 10,000 workloads takes promtool tens of minutes on a loaded machine
-            await asyncio.to_thread(backfill, promtool, om, directory / label / "tsdb", timeout_seconds=5400)
+            traffic = Traffic(
+                namespace,
+                names,
+                _spread(rps),
+                start,
+                end,
+                history_from if label == "low" else None,
+                recent_from=anchor - RECENT_SECONDS,
+            )
+            tsdb = directory / label / "tsdb"
+            tsdb.mkdir(parents=True, exist_ok=True)
+            # one file per 2-hour block and slice of the fleet, each parsed once by promtool (openmetrics.py); the
+            # next file is written while promtool reads the last, which it then removes
+            chunks = iter_chunk_files(directory / label, traffic)
+            samples = 0
+            pending: asyncio.Future[None] | None = None
+            try:
+                while (item := await asyncio.to_thread(next, chunks, None)) is not None:
+                    if pending is not None:
+                        await pending
+                    path, count = item
+                    samples += count
+                    pending = asyncio.ensure_future(
+                        asyncio.to_thread(backfill, promtool, path, tsdb, timeout_seconds=1800)
+                    )
+            finally:
+                if pending is not None:
+                    await pending
+            sample_counts.append(samples)
             started_server = await asyncio.to_thread(start_prometheus, prometheus, directory / label)
             log(f"[{n}] {label}-traffic Prometheus: {samples:,} samples backfilled, serving at {started_server.url}")
             return started_server
@@ -224,23 +288,30 @@ async def run_one(  # noqa: C901 - issue 23 item 2
             if isinstance(m, BaseException):
                 raise m
         switch = Switch([s.url for s in servers])
-        log(f"[{n}] metrics ready in {time.monotonic() - started:.1f}s; data until {end - now}s from now")
+        backfill_seconds = time.monotonic() - started
+        log(f"[{n}] metrics ready in {backfill_seconds:.1f}s; data until {end - now}s from now")
 
-        # ---------------------------------------------------------------- the operator, until settled
-        port = free_port()
-        op = OperatorProcess.start(
-            kubeconfig=config.kubeconfig,
-            namespace=namespace,
-            prometheus_url=switch.url,
-            metrics_port=port,
-            tick_seconds=config.tick_seconds,
-            log_path=directory / "operator.log",
-            extra=list(config.operator_extra),
-            python=config.operator_command,
-            dry_run=not deployments,
-        )
+        # ---------------------------------------------------------------- the operator(s), until settled
+        for replica in range(config.replicas):
+            ops.append(
+                OperatorProcess.start(
+                    kubeconfig=config.kubeconfig,
+                    namespace=namespace,
+                    prometheus_url=switch.url,
+                    metrics_port=free_port(),
+                    tick_seconds=config.tick_seconds,
+                    log_path=directory / ("operator.log" if config.replicas == 1 else f"operator-{replica}.log"),
+                    extra=list(config.operator_extra),
+                    python=config.operator_command,
+                    dry_run=not deployments,
+                )
+            )
         started = time.monotonic()
         settle_timeout = 300 + 0.2 * n + 4 * config.tick_seconds
+        op = await _wait_leader(ops, timeout=120 + 0.02 * n, interval=scrape_every)
+        standbys = [o for o in ops if o is not op]
+        if standbys:
+            log(f"[{n}] {len(ops)} replicas; the leader is PID {op.pid}, standby PID(s) {[o.pid for o in standbys]}")
         await _wait_scrape(
             op, lambda m: m.workloads >= n, timeout=settle_timeout, interval=scrape_every, what=f"{n} workloads seen"
         )
@@ -296,6 +367,7 @@ async def run_one(  # noqa: C901 - issue 23 item 2
                 f"mean {sum(filling_cpu) / max(1, len(filling_cpu)):.2f} s); steady ticks from here"
             )
         cpu0, queries0, t0 = op.cpu_seconds(), switch.range_queries, time.monotonic()
+        standby_cpu0 = [o.cpu_seconds() for o in standbys]
         seen_ticks = base.ticks
         tick_cpu: list[float] = []
         tick_wall: list[float] = []
@@ -318,6 +390,23 @@ async def run_one(  # noqa: C901 - issue 23 item 2
                 queries.append(last.queries_per_tick)
         ticks = last.ticks - base.ticks
         rss, peak = op.rss_mb()
+        if standbys and last.leader != 1:
+            raise BenchError(f"the leader PID {op.pid} lost the Lease during the steady ticks:\n{op.log_tail()}")
+        standby_rss, standby_peak, standby_cpu_per_minute, standby_workloads = 0.0, 0.0, 0.0, 0.0
+        if standbys:
+            standby = standbys[0]
+            minutes = (time.monotonic() - t0) / 60.0
+            standby_rss, standby_peak = standby.rss_mb()
+            standby_cpu_per_minute = (standby.cpu_seconds() - standby_cpu0[0]) / minutes
+            standby_scrape = standby.scrape()
+            if standby_scrape is not None:
+                if standby_scrape.leader:
+                    raise BenchError(f"the standby PID {standby.pid} became the leader during the steady ticks")
+                standby_workloads = standby_scrape.workloads
+            log(
+                f"[{n}] standby: RSS {standby_rss:.0f} MB (peak {standby_peak:.0f}), "
+                f"{standby_cpu_per_minute:.2f} CPU-s per minute, {standby_workloads:g} workloads cached"
+            )
         pods_running, pods_nodes = await cluster.running_pods(namespace) if deployments else (0, 0)
         cpu_per_tick = (op.cpu_seconds() - cpu0) / ticks
         switch_queries = (switch.range_queries - queries0) / ticks
@@ -353,6 +442,8 @@ async def run_one(  # noqa: C901 - issue 23 item 2
             done_at = time.monotonic()
         react = done_at - flipped
         after_shift = op.scrape() or before_shift
+        scrapes = [o.scrape() for o in ops]
+        transitions = sum(each.leader_transitions for each in scrapes if each is not None)
         log(f"[{n}] every decision changed and recorded {react:.1f}s after the traffic shift")
 
         return RunResult(
@@ -382,10 +473,18 @@ async def run_one(  # noqa: C901 - issue 23 item 2
             filling_tick_cpu_seconds=round(sum(filling_cpu) / len(filling_cpu), 3) if filling_cpu else 0.0,
             filling_tick_cpu_seconds_max=round(max(filling_cpu), 3) if filling_cpu else 0.0,
             filling_queries_per_tick=filling_queries,
+            backfill_seconds=round(backfill_seconds, 1),
+            backfill_samples=sum(sample_counts),
+            replicas=config.replicas,
+            standby_rss_mb=round(standby_rss, 1),
+            standby_rss_peak_mb=round(standby_peak, 1),
+            standby_cpu_seconds_per_minute=round(standby_cpu_per_minute, 3),
+            standby_workloads=standby_workloads,
+            leader_transitions=transitions,
         )
     finally:
-        if op is not None:
-            op.stop()
+        for each in ops:
+            each.stop()
         if switch is not None:
             switch.close()
         for server in servers:

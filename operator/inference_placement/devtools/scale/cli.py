@@ -22,7 +22,7 @@ def bench_scale(
     steady_ticks: Annotated[int, typer.Option(help="Ticks measured at steady state.")] = 3,
     future_seconds: Annotated[
         Optional[float],
-        typer.Option(help="Backfilled data after now (default 900 s + 0.5 s per workload + the ticks to measure)."),
+        typer.Option(help="Backfilled data after now (default 900 s + 0.3 s per workload + 1.5 tick periods a tick)."),
     ] = None,
     workdir: Annotated[
         Optional[Path], typer.Option(help="Scratch directory (TSDBs, logs); default a temp dir.")
@@ -46,6 +46,15 @@ def bench_scale(
             "larger sizes cluster.dryRun. Needs --kwok-nodes."
         ),
     ] = 0,
+    replicas: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=2,
+            help="Operator processes with leader election (2: the leader is measured as with one, and the standby's "
+            "RSS and CPU-seconds per minute are reported).",
+        ),
+    ] = 1,
     wait_cleanup: Annotated[
         bool, typer.Option(help="Wait until each size's namespace is gone before the next.")
     ] = True,
@@ -82,6 +91,7 @@ def bench_scale(
         kwok_nodes=kwok_nodes,
         deployments_up_to=deployments_up_to,
         wait_cleanup=wait_cleanup,
+        replicas=replicas,
         log=lambda text: console.log(text, markup=False),
     )
 

@@ -27,6 +27,10 @@ class OperatorMetrics:
     workloads: float
     writes: dict[str, float]
     decisions: float
+    leader: float = 0.0
+    """``inference_placement_leader``: 1 while this replica holds the Lease and acts; 0 as a standby, and before the
+    replica has set it (without leader election: 0 too)."""
+    leader_transitions: float = 0.0
 
     @property
     def total_writes(self) -> float:
@@ -54,6 +58,8 @@ def parse_metrics(text: str) -> OperatorMetrics:
             writes[_label(key, "kind")] = number
         elif key.startswith("inference_placement_decisions_total{"):
             decisions += number
+        elif key.startswith("inference_placement_leader{"):  # labelled by the replica's identity
+            values["inference_placement_leader"] = number
         else:
             values[key] = number
     return OperatorMetrics(
@@ -64,6 +70,8 @@ def parse_metrics(text: str) -> OperatorMetrics:
         workloads=values.get("inference_placement_workloads", 0.0),
         writes=writes,
         decisions=decisions,
+        leader=values.get("inference_placement_leader", 0.0),
+        leader_transitions=values.get("inference_placement_leader_transitions_total", 0.0),
     )
 
 
