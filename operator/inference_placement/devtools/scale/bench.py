@@ -58,7 +58,7 @@ __all__ = [
     "default_future_seconds",
 ]
 
-RECENT_SECONDS = 900
+_RECENT_SECONDS = 900
 """Before "now", the service time's ``_sum``/``_count`` (latest-only: read within ``max_staleness_seconds``)."""
 HISTORY_SECONDS = 1800 + 300
 """Backfilled before "now" at 15 s: the operator's default 30-minute window plus the rate window and a margin."""
@@ -253,7 +253,7 @@ async def run_one(  # noqa: C901 - issue 23 item 2
                 start,
                 end,
                 history_from if label == "low" else None,
-                recent_from=anchor - RECENT_SECONDS,
+                recent_from=anchor - _RECENT_SECONDS,
             )
             tsdb = directory / label / "tsdb"
             tsdb.mkdir(parents=True, exist_ok=True)
