@@ -78,7 +78,8 @@ def test_the_devtools_commands_keep_their_names_and_flags() -> None:
         ],
     }
     for command, expected in flags.items():
-        shown = runner.invoke(app, [command, "--help"], terminal_width=200)
+        # wide enough that rich never shortens a flag in its table ("--no-wait-clean…")
+        shown = runner.invoke(app, [command, "--help"], terminal_width=300, env={"COLUMNS": "300"})
         assert shown.exit_code == 0, shown.output
         assert [flag for flag in expected if flag not in shown.output] == [], command
     refused = runner.invoke(app, ["bench-scale", "--workloads", "none"])
