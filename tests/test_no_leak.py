@@ -22,6 +22,7 @@ import yaml
 from inference_placement.api.names import lambda_function_name
 from tests.plugins.cloud import FAKE_AWS_ACCESS_KEY_ID, FAKE_AWS_SECRET_ACCESS_KEY, MotoAws
 from tests.plugins.cluster import KubeCluster
+from tests.plugins.faults import FaultProxy, ProxyFault
 from tests.plugins.operator import OperatorProcess, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -86,10 +87,27 @@ def test_a_function_created_just_before_a_sigkill_is_swept_once_its_workload_is_
 ) -> None:
     name = "killed"
     function = lambda_function_name(namespace, name)
-    op = _operator(operator_factory, namespace, moto_aws)
-    crd_installed.kubectl("apply", "-f", "-", input=yaml.safe_dump(_doc(namespace, name, moto_aws, moto_aws.region)))
-    wait_for(lambda: _functions(moto_aws, moto_aws.region, function), timeout=60, interval=0.05, what="created")
-    op.kill()  # between the cloud create and the status write (the ensure is still waiting on its alias, URL...)
+    # The operator reaches moto through a proxy that stalls the first call after the create (publishing the version
+    # the alias will point at): the operator is held between the cloud create and the status write, whatever the
+    # machine's load, and is killed there.
+    proxy = FaultProxy(moto_aws.endpoint_url.removeprefix("http://"), "moto")
+    stall = proxy.inject(
+        ProxyFault("stall", count=1, seconds=120.0, path_contains="/versions", methods=frozenset({"POST"}))
+    )
+    try:
+        op = operator_factory(
+            namespace,
+            "--set", f"lambda.endpoint={proxy.url}",
+            "--set", f"sweep.lambdaRegions={moto_aws.region},{OTHER_REGION}",
+        )  # fmt: skip
+        crd_installed.kubectl(
+            "apply", "-f", "-", input=yaml.safe_dump(_doc(namespace, name, moto_aws, moto_aws.region))
+        )
+        wait_for(lambda: stall.count == 0, timeout=90, interval=0.05, what="the operator held after the create")
+        assert _functions(moto_aws, moto_aws.region, function), "held after the create, so the function exists"
+        op.kill()
+    finally:
+        proxy.stop()
     obj = _get(crd_installed, namespace, name)
     assert obj is not None and FINALIZER in obj["metadata"]["finalizers"]
     recorded = ((obj.get("status") or {}).get("targets") or {}).get("lambda") or {}

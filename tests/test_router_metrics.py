@@ -130,7 +130,7 @@ def test_default_templates_read_the_router_and_model_server_ones_stay_available(
 
 
 class _Upstream(ThreadingHTTPServer):
-    """A model-server stand-in: ``/fast`` 20 ms, ``/slow`` 0.6 s, ``/hold`` 3 s, ``/fail`` a 503."""
+    """A model-server stand-in: ``/fast`` 20 ms, ``/slow`` 0.6 s, ``/hold`` 12 s, ``/fail`` a 503."""
 
     daemon_threads = True
 
@@ -142,7 +142,7 @@ class _Upstream(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    delays: ClassVar[dict[str, float]] = {"/fast": 0.02, "/slow": 0.6, "/hold": 3.0, "/fail": 0.0}
+    delays: ClassVar[dict[str, float]] = {"/fast": 0.02, "/slow": 0.6, "/hold": 12.0, "/fail": 0.0}
 
     def do_GET(self) -> None:
         time.sleep(self.delays.get(self.path, 0.0))
@@ -336,11 +336,17 @@ async def test_prometheus_reads_rate_latency_misses_errors_and_in_flight_from_th
                     with ThreadPoolExecutor(max_workers=8) as burst_pool:
                         burst = [burst_pool.submit(load._one, "burst.team.svc", "/hold") for _ in range(8)]
                         active = "cluster.ip|team|burst|cluster.upstream_rq_active"
-                        _wait_until(lambda: router.stat(active) == 8, 3, "8 requests in flight")
-                        await asyncio.sleep(2.5)  # scraped (1 s) and inside the fetch's 2 s grid, still held (3 s each)
-                        source = _source(prom)
-                        slo = {CHAT: 0.5, EMBED: 0.5, BURST: 0.5}
-                        snapshot = await source.fetch([CHAT, EMBED, BURST], datetime.now(UTC), slo)
+                        _wait_until(lambda: router.stat(active) == 8, 10, "8 requests in flight")
+                        held_until = time.monotonic() + 8.0  # each is held 12 s; 8 s of that is enough margin
+                        # Scraped every 1 s and read on the fetch's 2 s grid: a loaded machine may need a few
+                        # fetches before the held requests show; each fetch is a whole, fresh snapshot.
+                        while True:
+                            await asyncio.sleep(1.0)
+                            source = _source(prom)
+                            slo = {CHAT: 0.5, EMBED: 0.5, BURST: 0.5}
+                            snapshot = await source.fetch([CHAT, EMBED, BURST], datetime.now(UTC), slo)
+                            if snapshot.in_flight.get(BURST) == 8.0 or time.monotonic() > held_until:
+                                break
                         for future in burst:
                             future.result(timeout=30)
                 finally:

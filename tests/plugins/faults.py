@@ -61,7 +61,8 @@ class ProxyFault:
     """What to do with the next ``count`` matching requests (``count < 0``: every one until removed)."""
 
     kind: str
-    """``status`` (answer ``status`` + ``body``), ``hold`` (wait ``seconds``, then forward), ``drop``."""
+    """``status`` (answer ``status`` + ``body``), ``hold`` (wait ``seconds``, then forward), ``drop``, ``stall`` (wait
+    ``seconds``, then drop without forwarding: the client stays blocked in that call, and the call never happens)."""
     count: int = 1
     status: int = 500
     body: bytes = b""
@@ -143,9 +144,14 @@ class FaultProxy:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
                 fault = proxy._take(self.command, self.path)
-                if fault is not None and fault.kind == "drop":
+                if fault is not None and fault.kind == "stall":
+                    time.sleep(fault.seconds)
+                if fault is not None and fault.kind in ("drop", "stall"):
                     self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:  # the client is gone already (a stalled one may have been killed)
+                        pass
                     return
                 if fault is not None and fault.kind == "status":
                     self._answer(fault.status, fault.headers, fault.body)
