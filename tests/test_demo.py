@@ -11,7 +11,7 @@ import pytest
 
 from tests.plugins.cluster import REPO_ROOT, KubeCluster
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.replay]
 
 
 def test_the_demo_replays_a_real_trace_live_on_the_policys_own_thresholds_with_zero_failures(

@@ -476,3 +476,25 @@ def test_calibration_reads_the_misses_of_the_capacity_in_place_now() -> None:
         state(TargetName.CLUSTER),
     )
     assert "over the window" in few.reason
+
+
+def test_a_move_under_way_is_not_charged_again_halfway() -> None:
+    """Just above the break-even, over a near-term horizon of seconds (an 8 s sustain window, a 20 s cooldown), the
+    cluster is cheaper than serverless only without the cost of moving there; once that move is under way
+    (``status.migration.target``) its cost is being paid, and a decision made halfway keeps to it instead of turning
+    back to the source (the live operator decides every tick during a migration)."""
+    spec = cpu_spec(sustain_seconds=8, cooldown_seconds=20)
+    rates = np.geomspace(5.0, 40.0, 60)
+
+    def short(r: float) -> TrafficWindow:
+        return TrafficWindow(step_seconds=2.0, rps=(r,) * 30, observed_p99_seconds=None, end=NOW)
+
+    placed = [run(spec, short(float(r)), state(TargetName.CLOUDRUN)) for r in rates]
+    moving_to = PlacementState(TargetName.CLOUDRUN, None, 0.0, moving_to=TargetName.CLUSTER)
+    moving = [run(spec, short(float(r)), moving_to) for r in rates]
+    band = [i for i, (a, b) in enumerate(zip(placed, moving, strict=True)) if a.target != b.target]
+    assert band, "no rate where the move's own cost decides: the test shows nothing"
+    assert all(placed[i].target is TargetName.CLOUDRUN and moving[i].target is TargetName.CLUSTER for i in band)
+    # below the band both stay, above it both move: only the sunk move's cost differs
+    assert all(placed[i].target is moving[i].target is TargetName.CLOUDRUN for i in range(min(band)))
+    assert all(placed[i].target is moving[i].target is TargetName.CLUSTER for i in range(max(band) + 1, len(rates)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from inference_placement.api.workload import InferenceWorkload
 from inference_placement.controller.migration import MigrationObservation, MigrationTimings, advance, start_migration
 from inference_placement.routing import envoy, manifests, model, xds_files
 from inference_placement.routing.envoy import (
+    PING_HEADER,
     EnvoySettings,
     cluster_name,
     render_bootstrap,
@@ -28,6 +30,7 @@ from inference_placement.routing.envoy import (
     render_rds,
     render_route_configuration,
     render_static_config,
+    render_stats_config,
 )
 from inference_placement.routing.manifests import render_configmap, render_router_deployment, render_workload_service
 from inference_placement.routing.model import (
@@ -255,7 +258,9 @@ def _by_name(clusters: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_one_cluster_per_workload_target_including_weight_zero() -> None:
     routes = [_route((C, 100), (L, 0)), _route((R, 100), name="ranker", namespace="ml")]
     names = [c["name"] for c in render_clusters(routes)]
-    assert names == sorted(["ip|default|embedder|cluster", "ip|default|embedder|lambda", "ip|ml|ranker|cloudrun"])
+    ours = ["ip|default|embedder|cluster", "ip|default|embedder|lambda", "ip|ml|ranker|cloudrun"]
+    # and a warm twin per serverless backend, weight 0 too, for keep-warm pings (no workload labels)
+    assert names == sorted([*ours, "warm|default|embedder|lambda", "warm|ml|ranker|cloudrun"])
 
 
 def test_service_cluster_is_plain_http_static_for_ips_and_dns_for_names() -> None:
@@ -328,13 +333,13 @@ def test_one_virtual_host_per_workload_matched_by_host_then_the_unknown_host_fal
 )
 def test_weighted_clusters_carry_the_route_weights(weights: tuple[tuple[TargetName, int], ...]) -> None:
     route = _route(*weights)
-    entry = render_route_configuration([route])["virtual_hosts"][0]["routes"][0]
+    entry = render_route_configuration([route])["virtual_hosts"][0]["routes"][-1]
     clusters = entry["route"]["weighted_clusters"]["clusters"]
     assert [(c["name"], c["weight"]) for c in clusters] == [(cluster_name(route, t), w) for t, w in weights]
 
 
 def test_cloudrun_weight_rewrites_the_host_and_requests_never_reach_an_unready_upstream_retry() -> None:
-    entry = render_route_configuration([_route((C, 50), (R, 50))])["virtual_hosts"][0]["routes"][0]
+    entry = render_route_configuration([_route((C, 50), (R, 50))])["virtual_hosts"][0]["routes"][-1]
     cloudrun = entry["route"]["weighted_clusters"]["clusters"][1]
     assert cloudrun["host_rewrite_literal"] == CLOUDRUN_HOST
     assert "host_rewrite_literal" not in entry["route"]["weighted_clusters"]["clusters"][0]
@@ -343,10 +348,13 @@ def test_cloudrun_weight_rewrites_the_host_and_requests_never_reach_an_unready_u
 
 def test_a_workload_with_nothing_serving_answers_503() -> None:
     route = route_from_status(_workload(None, _migration(None, L, MigrationStep.AWAITING_HEALTHY, 0)))
-    entry = render_route_configuration([route])["virtual_hosts"][0]["routes"][0]
+    entry = render_route_configuration([route])["virtual_hosts"][0]["routes"][-1]
     assert entry["direct_response"]["status"] == 503
     assert "default/embedder" in entry["direct_response"]["body"]["inline_string"]
-    assert [c["name"] for c in render_clusters([route])] == ["ip|default|embedder|lambda"]  # warm before traffic
+    assert [c["name"] for c in render_clusters([route])] == [  # warm before traffic
+        "ip|default|embedder|lambda",
+        "warm|default|embedder|lambda",
+    ]
 
 
 def test_duplicate_routes_are_refused() -> None:
@@ -402,6 +410,27 @@ def test_static_config_inlines_the_same_clusters_and_routes() -> None:
     assert hcm["route_config"]["virtual_hosts"] == rds_hosts
 
 
+def test_keep_warm_pings_reach_the_serverless_backends_through_clusters_without_workload_labels() -> None:
+    """The operator's own pings are not the workload's traffic: a ping (``PING_HEADER``) matches first and goes to
+    the serverless backends with traffic, through their ``warm|...`` twins (same upstream and credentials), whose
+    stats the tag rules do not label with the workload; clients' requests keep the ``ip|...`` clusters."""
+    route = _route((C, 40), (R, 60))
+    ping, entry = render_route_configuration([route])["virtual_hosts"][0]["routes"]
+    assert ping["match"]["headers"] == [{"name": PING_HEADER, "present_match": True}]
+    (warm,) = ping["route"]["weighted_clusters"]["clusters"]
+    assert warm == {"name": "warm|default|embedder|cloudrun", "weight": 60, "host_rewrite_literal": CLOUDRUN_HOST}
+    assert "headers" not in entry["match"]
+    clusters = _by_name(render_clusters([route]))
+    twin, own = clusters["warm|default|embedder|cloudrun"], clusters["ip|default|embedder|cloudrun"]
+    same = json.dumps(own).replace("ip|default|embedder|cloudrun", "warm|default|embedder|cloudrun")
+    assert json.dumps(twin) == same  # the same upstream, TLS and ID-token audience
+    tags = render_stats_config()["stats_tags"]
+    assert not any(re.match(t["regex"], "cluster.warm|default|embedder|cloudrun.upstream_rq_total") for t in tags)
+    assert all(re.match(t["regex"], "cluster.ip|default|embedder|cloudrun.upstream_rq_total") for t in tags)
+    # nothing serverless with traffic: no ping route (pings are only planned for a serverless placement)
+    assert len(render_route_configuration([_route((C, 100), (L, 0))])["virtual_hosts"][0]["routes"]) == 1
+
+
 # ----------------------------------------------------------------------------------------------- plan
 
 
@@ -431,7 +460,7 @@ def test_plan_adds_clusters_before_routes_and_removes_them_after(
     assert [w.kind for w in writes] == expected
     if expected == [XdsKind.CDS, XdsKind.RDS, XdsKind.CDS]:
         union = {r["name"] for r in writes[0].document["resources"]}
-        assert union == {"ip|default|embedder|cluster", "ip|default|embedder|lambda"}
+        assert union == {"ip|default|embedder|cluster", "ip|default|embedder|lambda", "warm|default|embedder|lambda"}
         assert writes[0].version != desired[0]["version_info"]
     if writes:
         assert writes[-1].document in desired

@@ -314,7 +314,7 @@ def test_a_spilling_route_sends_the_cluster_share_to_a_composite_with_one_retry_
     assert clusters[CLOUDRUN_CLUSTER]["metadata"]["typed_filter_metadata"]["envoy.filters.http.gcp_authn"]["url"] == (
         f"https://{CLOUDRUN_HOST}"
     )
-    entry = render_route_configuration([route], settings)["virtual_hosts"][0]["routes"][0]
+    entry = render_route_configuration([route], settings)["virtual_hosts"][0]["routes"][-1]
     action = entry["route"]
     assert action["weighted_clusters"]["clusters"] == [{"name": COMPOSITE, "weight": 100}]
     policy = action["retry_policy"]
@@ -344,7 +344,7 @@ def test_a_migration_keeps_its_weights_and_only_the_cluster_share_spills() -> No
         (Backend(C, PodsUpstream((UpstreamAddress("10.0.0.1", 8080),)), 70), Backend(R, cloudrun, 30)),
         overflow=Overflow(R, cloudrun),
     )
-    weights = render_route_configuration([route], EnvoySettings(overflow_port=9905))["virtual_hosts"][0]["routes"][0][
+    weights = render_route_configuration([route], EnvoySettings(overflow_port=9905))["virtual_hosts"][0]["routes"][-1][
         "route"
     ]["weighted_clusters"]
     assert [(c["name"], c["weight"]) for c in weights["clusters"]] == [(COMPOSITE, 70), (CLOUDRUN_CLUSTER, 30)]

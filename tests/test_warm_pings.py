@@ -87,7 +87,9 @@ def test_serverless_instances_the_decision_keeps_warm_are_pinged_through_the_rou
     wait_for(lambda: service.hits >= warm, timeout=30, what=f"{warm} warm-up ping(s)")
     assert service.last_path == "/ready"
     assert service.last_headers.get("authorization", "").startswith("Bearer ")  # Envoy's gcp_authn ID token
-    assert envoy_router.stat(f"cluster.ip|{namespace}|pinged|cloudrun.upstream_rq_completed") >= warm
+    # through the workload's warm twin cluster: the pings are not measured as the workload's traffic
+    assert envoy_router.stat(f"cluster.warm|{namespace}|pinged|cloudrun.upstream_rq_completed") >= warm
+    assert envoy_router.stat(f"cluster.ip|{namespace}|pinged|cloudrun.upstream_rq_total") == 0
     wait_for(lambda: _pings(operator.metrics_port) >= warm, timeout=10, what="pings counted in /metrics")
     # the decision that asked for the pings is recorded with them
     recorded = _status(crd_installed, namespace)["lastDecision"]

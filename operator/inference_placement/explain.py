@@ -291,6 +291,7 @@ def explain_workload(
         last_migration_finished_at=last_finished,
         month_to_date_usd=status.budget.month_to_date_usd if status.budget is not None else 0.0,
         accelerator=status.last_decision.accelerator if status.last_decision is not None else None,
+        moving_to=status.migration.target if status.migration is not None else None,
     )
     # explain reads no Nodes: capacity is unknown to it, so the cluster is not gated on free capacity here.
     capacity = ClusterCapacity()

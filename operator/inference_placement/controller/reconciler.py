@@ -402,6 +402,7 @@ class Reconciler:
             last_migration_finished_at=last_finished,
             month_to_date_usd=accrued.month_to_date_usd,
             accelerator=status.last_decision.accelerator if status.last_decision is not None else None,
+            moving_to=status.migration.target if status.migration is not None else None,
         )
         # A workload already on the cluster holds its capacity: free capacity only gates new placements there, and
         # a change of accelerator (``policy/accelerators.py`` skips the capacity check of the one it holds).

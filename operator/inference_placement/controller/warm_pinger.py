@@ -3,7 +3,9 @@
 ``Decision.keep_warm_instances`` says how many instances of a serverless placement should stay warm and
 ``ping_interval_seconds`` how often (a little inside the platform's keep-alive). The pinger sends that many
 concurrent ``GET <healthPath>`` requests through the workload's stable endpoint (the router, so Cloud Run gets its ID
-token and Lambda its signed invocation exactly like client traffic), first at once and then every interval.
+token and Lambda its signed invocation exactly like client traffic), first at once and then every interval. Each
+ping carries ``PING_HEADER``: the router sends it through its own warm clusters, so pings are not measured as the
+workload's traffic (they would inflate its rate and requests in flight, and with them the sizing that decided them).
 Concurrent, because one request keeps only one instance warm. A failed ping is counted and retried at the next
 interval: pings are an optimisation, never a reason to move a workload.
 """
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from inference_placement.api.workload import WorkloadKey
+from inference_placement.routing.envoy import PING_HEADER
 
 __all__ = ["PingPlan", "WarmPinger"]
 
@@ -93,7 +96,9 @@ class WarmPinger:
 
         async def one() -> bool:
             try:
-                async with session.get(f"{self.router_url}{plan.path}", headers={"Host": host}) as response:
+                async with session.get(
+                    f"{self.router_url}{plan.path}", headers={"Host": host, PING_HEADER: "1"}
+                ) as response:
                     await response.read()
                     return response.status < 500
             except (aiohttp.ClientError, TimeoutError):

@@ -107,6 +107,10 @@ class PlacementState:
     accelerator: AcceleratorOption | None = None
     """The accelerator the cluster's replicas run on now (``status.lastDecision.accelerator``); None = the spec's
     first, or not on the cluster."""
+    moving_to: TargetName | None = None
+    """The target of the migration in progress (``status.migration.target``), if any: that move is being made and
+    paid for already, so it is not charged again (a decision made halfway through a move would otherwise price it
+    twice and turn back to the source)."""
 
 
 @dataclass(frozen=True)
@@ -241,6 +245,7 @@ class _Move:
     forecast: TrafficForecast
     slo: SloTerms
     drain_seconds: float
+    moving_to: TargetName | None = None
     near: dict[TargetName, float] = field(default_factory=dict)
 
     def near_cost(self, t: TargetName) -> float:
@@ -250,6 +255,8 @@ class _Move:
 
     def migration(self, to: TargetName) -> float:
         c = self.current
+        if to is self.moving_to:
+            return 0.0  # under way: its cost is sunk
         return migration_cost_usd(self.plans[c], self.econs[c], self.plans[to], self.econs[to], self.drain_seconds)
 
     def cheaper_with_move(self, to: TargetName) -> bool:
@@ -338,7 +345,7 @@ def _choose(
         return _Choice(pin, current is not pin, None, f"pinned to {pin.value}")
     if not candidates:
         return _Choice(None, False, None, "no feasible target")
-    m = _Move(spec, current or candidates[0], econs, plans, forecast, slo, drain_seconds)
+    m = _Move(spec, current or candidates[0], econs, plans, forecast, slo, drain_seconds, state.moving_to)
     ranked = sorted(candidates, key=lambda t: (m.near_cost(t), t is not current, _PREFERENCE[t]))
     cheapest = ranked[0]
     if current is None:

@@ -51,7 +51,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from inference_placement.api.spec import TargetName
+from inference_placement.api.spec import SERVERLESS, TargetName
 from inference_placement.routing.model import (
     CLUSTER_DOMAIN,
     Backend,
@@ -72,6 +72,7 @@ __all__ = [
     "OVERFLOW_CLUSTER_HEADER",
     "OVERFLOW_HOP_CLUSTER",
     "OVERFLOW_HOST_HEADER",
+    "PING_HEADER",
     "PODS_CLUSTER_HEADER",
     "WORKLOAD_HEADER",
     "CDS_FILE",
@@ -90,6 +91,7 @@ __all__ = [
     "cluster_name",
     "composite_cluster_name",
     "parse_latency_buckets",
+    "warm_cluster_name",
     "route_domains",
     "render_bootstrap",
     "render_cds",
@@ -140,6 +142,11 @@ WORKLOAD_HEADER: Final = "x-inference-workload"
 """``NAMESPACE/NAME``: set by a holding route (overwriting the client's) for the activator."""
 HOLD_HEADER: Final = "x-inference-hold-seconds"
 """The hold bound of a holding route, for the activator."""
+PING_HEADER: Final = "x-inference-ping"
+"""Set by the operator's keep-warm pinger: the route sends the ping to the serverless backends' warm clusters
+(``warm|NAMESPACE|NAME|TARGET``), whose stats carry no workload labels, so the operator's own pings never count as
+the workload's traffic (its measured rate, latency and requests in flight). A client setting it only hides its own
+requests from the measurement and reaches the same upstream, with the same credentials."""
 PODS_CLUSTER_HEADER: Final = "x-inference-pods-cluster"
 """The pods cluster whose healthy host the activator waits for."""
 _SPILL_RETRY_ON: Final = "retriable-status-codes,connect-failure,refused-stream,reset-before-request"
@@ -267,6 +274,18 @@ def cluster_name(route: Route, target: TargetName) -> str:
 def composite_cluster_name(route: Route) -> str:
     """``ip|NAMESPACE|NAME|composite``: the cluster a spilling route's cluster share goes to."""
     return f"ip|{route.namespace}|{route.name}|{COMPOSITE_TARGET}"
+
+
+def warm_cluster_name(route: Route, target: TargetName) -> str:
+    """``warm|NAMESPACE|NAME|TARGET``: the same upstream as ``cluster_name``'s, for keep-warm pings only. Not
+    ``ip|...``: no workload labels (see ``PING_HEADER``)."""
+    return f"warm|{route.namespace}|{route.name}|{target.value}"
+
+
+def _warm_backends(route: Route) -> list[Backend]:
+    """The serverless backends a keep-warm ping may reach (those with traffic): pings keep serverless instances
+    warm, so they never go to the pods."""
+    return [b for b in route.backends if b.target in SERVERLESS and b.weight > 0]
 
 
 def route_domains(route: Route, settings: EnvoySettings) -> list[str]:
@@ -453,6 +472,11 @@ def render_clusters(routes: Sequence[Route], settings: EnvoySettings | None = No
             clusters.append(cluster)
         if route.spills:
             clusters.extend(_spill_clusters(route, settings))
+        clusters.extend(  # for every serverless backend, weight 0 too: a weight step stays an RDS-only change
+            _render_cluster(warm_cluster_name(route, b.target), b.upstream, settings)
+            for b in route.backends
+            if b.target in SERVERLESS
+        )
     if any(route.hold_seconds is not None for route in routes):
         clusters.append(_activator_cluster(settings))
     if any(route.overflow is not None for route in routes):
@@ -460,10 +484,11 @@ def render_clusters(routes: Sequence[Route], settings: EnvoySettings | None = No
     return sorted(clusters, key=lambda c: str(c["name"]))
 
 
-def _cluster_weight(route: Route, backend: Backend) -> JsonDict:
-    if route.spills and backend.target is TargetName.CLUSTER:
+def _cluster_weight(route: Route, backend: Backend, *, warm: bool = False) -> JsonDict:
+    if route.spills and backend.target is TargetName.CLUSTER and not warm:
         return {"name": composite_cluster_name(route), "weight": backend.weight}
-    weight: JsonDict = {"name": cluster_name(route, backend.target), "weight": backend.weight}
+    name = warm_cluster_name(route, backend.target) if warm else cluster_name(route, backend.target)
+    weight: JsonDict = {"name": name, "weight": backend.weight}
     if isinstance(backend.upstream, CloudRunUpstream):
         weight["host_rewrite_literal"] = backend.upstream.host
     return weight
@@ -513,13 +538,24 @@ def _route_entries(route: Route, settings: EnvoySettings) -> list[JsonDict]:
     if retry is not None:
         action["retry_policy"] = retry
     entry: JsonDict = {"name": route.key, "match": {"prefix": "/"}, "route": action}
+    warm = _warm_backends(route)
+    pings: list[JsonDict] = []
+    if warm:
+        ping_action: JsonDict = {
+            "weighted_clusters": {"clusters": [_cluster_weight(route, b, warm=True) for b in warm]},
+            "timeout": _seconds(settings.route_timeout_seconds),
+        }
+        if (plain := _retry_policy(settings)) is not None:
+            ping_action["retry_policy"] = plain
+        present = [{"name": PING_HEADER, "present_match": True}]
+        pings.append({"name": f"{route.key}/ping", "match": {"prefix": "/", "headers": present}, "route": ping_action})
     if route.overflow is not None:
         added = [_header(OVERFLOW_CLUSTER_HEADER, cluster_name(route, route.overflow.target))]
         if isinstance(route.overflow.upstream, CloudRunUpstream):
             added.append(_header(OVERFLOW_HOST_HEADER, route.overflow.upstream.host))
         entry["request_headers_to_add"] = added
     if route.hold_seconds is None:
-        return [entry]
+        return [*pings, entry]
     pods = cluster_name(route, TargetName.CLUSTER)
     entry["request_headers_to_add"] = [
         _header(WORKLOAD_HEADER, route.key),
@@ -531,7 +567,7 @@ def _route_entries(route: Route, settings: EnvoySettings) -> list[JsonDict]:
         activated["retry_policy"] = plain
     present = [{"name": ACTIVATED_HEADER, "present_match": True}]
     replay = {"name": f"{route.key}/activated", "match": {"prefix": "/", "headers": present}, "route": activated}
-    return [replay, entry]
+    return [*pings, replay, entry]
 
 
 def _unknown_host() -> JsonDict:

@@ -267,6 +267,7 @@ class OursPolicy:
             last_migration_finished_at=obs.last_migration_finished_at,
             month_to_date_usd=self._budget.month_to_date_usd,
             accelerator=obs.accelerator,
+            moving_to=obs.migrating_to,
         )
         decision = decide(self._spec, window, state, self._price_book, self.capacity, obs.now, actuators=actuators)
         self.calls += 1

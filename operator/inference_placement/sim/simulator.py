@@ -115,6 +115,8 @@ class Observation:
     month_to_date_usd: float
     accelerator: AcceleratorOption | None = None
     """The accelerator the cluster's replicas run on (None = the spec's first)."""
+    migrating_to: TargetName | None = None
+    """The target of the migration in progress (the live ``status.migration.target``)."""
     cluster_woken_at: float | None = None
     """Seconds since the trace's start of the cluster's last wake-up from zero by a request (None: never); what
     ``status.scaleToZero.lastWake`` holds live."""
@@ -564,6 +566,7 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
             placement=engine.active,
             accelerator=engine.accelerator,
             migrating=engine.migration is not None or engine.switch is not None,
+            migrating_to=engine.migration.target if engine.migration is not None else None,
             last_migration_finished_at=start + timedelta(seconds=finished) if finished is not None else None,
             month_to_date_usd=total_cost,
             cluster_woken_at=woken_at,
