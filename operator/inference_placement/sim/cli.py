@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
@@ -12,28 +13,49 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from inference_placement.commandline import CommandError, ExitCode, load_yaml_file, require_extra, unreachable
+
 __all__ = ["register"]
 
 
-def _parse_time(text: str) -> datetime:
+def _parse_time(text: str, flag: str) -> datetime:
     try:
         return datetime.fromtimestamp(float(text), tz=UTC)
     except ValueError:
+        pass
+    try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is neither RFC 3339 nor epoch seconds", param_hint=flag) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _prometheus_rates(url: str, query: str, start: datetime, end: datetime, step: float) -> list[float]:
+    """The query's value at each step of [start, end] (several series are summed; a step without a sample is 0)."""
     params = urllib.parse.urlencode(
         {"query": query, "start": start.timestamp(), "end": end.timestamp(), "step": f"{step:g}"}
     )
-    with urllib.request.urlopen(f"{url.rstrip('/')}/api/v1/query_range?{params}", timeout=60) as response:
-        body: dict[str, Any] = json.loads(response.read().decode("utf-8"))
+    where = f"Prometheus at {url}"
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/api/v1/query_range?{params}", timeout=60) as response:
+            body: dict[str, Any] = json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as err:  # Prometheus answers a bad query with 400 and its reason in JSON
+        try:
+            reason = json.loads(err.read().decode("utf-8")).get("error") or err.reason
+        except ValueError:
+            reason = err.reason
+        raise CommandError(f"{where} refused the query (HTTP {err.code}): {reason}", ExitCode.UNREACHABLE) from None
+    except (urllib.error.URLError, OSError) as err:
+        raise unreachable(where, err) from None
+    except ValueError:
+        raise CommandError(
+            f"{where} answered something that is not JSON (is it Prometheus?)", ExitCode.UNREACHABLE
+        ) from None
     if body.get("status") != "success":
-        raise typer.BadParameter(f"Prometheus answered {body.get('status')}: {body.get('error')}")
+        raise CommandError(f"{where} answered {body.get('status')}: {body.get('error')}", ExitCode.UNREACHABLE)
     series = body.get("data", {}).get("result", [])
     if not series:
-        raise typer.BadParameter("the query returned no series")
+        raise CommandError(f"the query returned no series between {start.isoformat()} and {end.isoformat()}")
     steps = math.floor((end - start).total_seconds() / step) + 1
     rates = [float("nan")] * steps
     # a query with several series (e.g. per pod) is summed
@@ -44,6 +66,15 @@ def _prometheus_rates(url: str, query: str, start: datetime, end: datetime, step
                 v = float(value)
                 rates[i] = v if math.isnan(rates[i]) else rates[i] + v
     return [0.0 if math.isnan(r) else r for r in rates]
+
+
+def _workload_name(document: Any, path: Path) -> str:
+    """The workload's ``metadata.name``, else the file's stem (a bare spec has no name)."""
+    if isinstance(document, dict):
+        name = (document.get("metadata") or {}).get("name")
+        if isinstance(name, str) and name:
+            return name
+    return path.stem
 
 
 def register(app: typer.Typer) -> None:  # noqa: C901 - counts the nested command below
@@ -79,7 +110,6 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - counts the nested comman
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON.")] = None,
     ) -> None:
         """What-if: run your workload's traffic through every policy and compare cost and SLO."""
-        import yaml
         from rich.console import Console
         from rich.progress import Progress
 
@@ -93,49 +123,61 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - counts the nested comman
         from inference_placement.sim.traces import Trace, TraceError, load_trace, minute_trace_from_rates
         from inference_placement.sim.workloads import spec_workloads
 
+        if plot is not None:  # refused before any work, not after the simulation
+            require_extra("matplotlib", "plot", "--plot")
+        if prometheus is not None and not (query and start and end):
+            raise typer.BadParameter("--prometheus needs --query, --start and --end")
+        if prometheus is None and trace is None:
+            raise typer.BadParameter("give --trace FILE or --prometheus URL --query Q --start T --end T")
         console = Console()
-        raw = yaml.safe_load(workload.read_text(encoding="utf-8"))
+        raw = load_yaml_file(workload, "--workload")
         body = raw.get("spec", raw) if isinstance(raw, dict) else raw
         spec, problems = parse_spec(body)
         if spec is None or problems:
-            for problem in problems:
-                console.print(f"[red]{problem}[/red]")
-            raise typer.Exit(2)
+            listed = "; ".join(str(problem) for problem in problems) or "not an InferenceWorkload spec"
+            raise CommandError(f"--workload {workload}: invalid spec: {listed}", ExitCode.INPUT)
         if price_book is None:
             pb = default_price_book()
         else:
-            data = yaml.safe_load(price_book.read_text(encoding="utf-8"))
+            data = load_yaml_file(price_book, "--price-book")
             if isinstance(data, dict):
                 data = {k: v for k, v in data.items() if k not in ("profiles", "benchmark")}
-            pb = price_book_from_mapping(data, source=str(price_book))
+            try:
+                pb = price_book_from_mapping(data, source=str(price_book))
+            except (ValueError, TypeError) as err:  # PriceBookError is a ValueError
+                raise CommandError(f"--price-book {price_book}: invalid: {err}", ExitCode.INPUT) from None
 
         loaded: Trace
         if prometheus is not None:
-            if not (query and start and end):
-                raise typer.BadParameter("--prometheus needs --query, --start and --end")
-            t0, t1 = _parse_time(start), _parse_time(end)
+            assert query and start and end  # checked above
+            t0, t1 = _parse_time(start, "--start"), _parse_time(end, "--end")
+            if t1 <= t0:
+                raise typer.BadParameter("--end must be after --start")
             import numpy as np
 
             rates = _prometheus_rates(prometheus, query, t0, t1, step_seconds)
             loaded = minute_trace_from_rates(query, np.array(rates), step_seconds, t0)
             row = 0
-        elif trace is not None:
+        else:
+            assert trace is not None  # checked above
+            if not trace.is_file():
+                raise CommandError(f"--trace {trace}: no such file", ExitCode.INPUT)
             try:
                 loaded = load_trace(trace, step_seconds=step_seconds)
-            except TraceError as err:
-                raise typer.BadParameter(str(err)) from err
+            except (TraceError, ValueError, OSError) as err:
+                raise CommandError(f"--trace {trace}: {err}", ExitCode.INPUT) from None
             if not 0 <= row < loaded.workloads:
-                raise typer.BadParameter(f"--row {row}: the trace has {loaded.workloads} workload(s)")
-        else:
-            raise typer.BadParameter("give --trace FILE or --prometheus URL --query Q --start T --end T")
+                raise typer.BadParameter(f"the trace has {loaded.workloads} workload(s)", param_hint="--row")
 
         sim_workload = spec_workloads(loaded, spec, formula_text=service_formula, first_token=first_token, rows=[row])[
             0
         ]
         economics = feasible_economics(spec, pb)
         if not economics:
-            console.print("[red]no target can run this workload (see the spec's allowedTargets and limits)[/red]")
-            raise typer.Exit(2)
+            raise CommandError(
+                f"--workload {workload}: no allowed target can run it with this price book (see the spec's "
+                "allowedTargets and limits)"
+            )
         policies: list[SimPolicy] = online_policies()
         results: list[WorkloadResult] = []
         with Progress(console=console, transient=True) as progress:
@@ -151,12 +193,20 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - counts the nested comman
                 results.append(run_optimum(sim_workload, economics, pb, warmup_seconds=warmup_seconds))
                 progress.advance(task)
         title = (
-            f"{workload.name} on {sim_workload.requests.count:,} requests over "
+            f"{_workload_name(raw, workload)} on {sim_workload.requests.count:,} requests over "
             f"{sim_workload.requests.steps * sim_workload.requests.step_seconds / 3600:.1f} h"
         )
         console.print(simulation_table(results, title))
         if plot is not None:
-            plot_simulation(results, sim_workload.requests.per_step(), sim_workload.requests.step_seconds, plot, title)
+            plot_simulation(
+                results,
+                sim_workload.requests.per_step(),
+                sim_workload.requests.step_seconds,
+                plot,
+                workload=_workload_name(raw, workload),
+                subtitle=title,
+                slo_attainment=spec.slo.attainment,
+            )
             console.print(f"plot written to {plot}")
         if json_out is not None:
             json_out.write_text(
@@ -198,7 +248,12 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - counts the nested comman
         from inference_placement.sim.bench import run_bench
         from inference_placement.sim.report import print_bench
         from inference_placement.sim.scenario import ScenarioError
+        from inference_placement.sim.traces import TraceError
 
+        if not scenario.is_file():
+            raise CommandError(f"--scenario {scenario}: no such file", ExitCode.INPUT)
+        if not traces.is_dir():
+            raise CommandError(f"--traces {traces}: no such directory", ExitCode.INPUT)
         console = Console()
         with Progress(
             TextColumn("{task.description}"),
@@ -217,8 +272,10 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - counts the nested comman
                 result = run_bench(
                     scenario, traces, jobs=jobs, step_seconds=step_seconds, warmup_seconds=warmup_seconds, progress=tick
                 )
-            except ScenarioError as err:
-                raise typer.BadParameter(str(err)) from err
+            except (ScenarioError, TraceError) as err:
+                raise CommandError(f"--scenario {scenario}: {err}", ExitCode.INPUT) from None
+            except FileNotFoundError as err:  # a trace the scenario names is not under --traces
+                raise CommandError(f"--traces {traces}: {err.filename or err}: no such file", ExitCode.INPUT) from None
         print_bench(result, console)
         if json_out is not None:
             json_out.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
