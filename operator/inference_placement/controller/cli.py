@@ -17,7 +17,7 @@ import yaml
 from inference_placement.commandline import CommandError, ExitCode, apiserver_error, one_line, require_kubeconfig
 from inference_placement.controller.settings import OperatorSettings, SettingsError, build_settings
 
-__all__ = ["LogFormat", "register", "run", "settings_from_flags"]
+__all__ = ["LogFormat", "LogLevel", "register", "run", "settings_from_flags"]
 
 
 class LogFormat(enum.StrEnum):
@@ -25,6 +25,15 @@ class LogFormat(enum.StrEnum):
 
     JSON = "json"
     PLAIN = "plain"
+
+
+class LogLevel(enum.StrEnum):
+    """``--log-level``: the least severe record the operator writes."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
 
 
 def _help(field: str) -> str:
@@ -79,8 +88,16 @@ def run(
         ),
     ] = None,
     log_format: Annotated[
-        LogFormat, typer.Option(help="json, or plain (one text line per record: time, logger, level, message).")
+        LogFormat,
+        typer.Option(
+            help="json (fields message, timestamp, severity, and on a workload's lines object: apiVersion, kind, "
+            "namespace, name), or plain (one text line per record: time, logger, level, [namespace/name] message)."
+        ),
     ] = LogFormat.JSON,
+    log_level: Annotated[
+        Optional[LogLevel],
+        typer.Option(help="The least severe level logged (default info; debug with --verbose)."),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log at DEBUG, with kopf's line per handled event.")
     ] = False,
@@ -122,7 +139,14 @@ def run(
         except (OSError, ValueError, yaml.YAMLError) as err:
             raise CommandError(f"--promql-templates {promql_templates}: {one_line(err)}", ExitCode.INPUT) from None
     try:
-        asyncio.run(run_operator(settings, log_format=log_format.value, verbose=verbose))
+        asyncio.run(
+            run_operator(
+                settings,
+                log_format=log_format.value,
+                verbose=verbose,
+                log_level=log_level.value if log_level is not None else None,
+            )
+        )
     except Exception as err:
         error = apiserver_error(err, "the operator's start")
         if error is None or error.code != ExitCode.INPUT:  # only a bad kubeconfig stops it; the rest is retried

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from inference_placement.api.workload import WorkloadKey
+from inference_placement.controller.log_context import workload_fields
 
 __all__ = ["PingPlan", "WarmPinger"]
 
@@ -112,4 +113,5 @@ class WarmPinger:
                 len(results) - ok,
                 len(results),
                 plan.interval_seconds,
+                extra=workload_fields(key),
             )
