@@ -68,6 +68,7 @@ __all__ = [
     "load_price_book_file",
     "print_explanation",
     "read_workload",
+    "read_workload_with",
 ]
 
 DEFAULT_STEP_SECONDS = 60.0
@@ -164,8 +165,24 @@ class Explanation:
     accelerator_now: str = ""
     """Why the policy picks the accelerator it picks, in numbers."""
 
+    @property
+    def verdict(self) -> str:
+        """One line, first in every output: where the workload is and what the policy does with it now, and why."""
+        here = self.placement.value if self.placement is not None else None
+        there = self.policy_target.value if self.policy_target is not None else None
+        if self.spec_problems:
+            first = self.spec_problems[0]
+            more = f" (and {len(self.spec_problems) - 1} more)" if len(self.spec_problems) > 1 else ""
+            serving = f"it stays on {here}" if here else "nothing is placed"
+            return f"verdict: invalid spec, {first}{more}; {serving} until it is fixed"
+        if here is None:
+            return f"verdict: not placed yet; the policy places it on {there or 'nothing'}: {self.policy_now}"
+        if self.policy_would_migrate and there is not None and there != here:
+            return f"verdict: on {here}, the policy moves it to {there}: {self.policy_now}"
+        return f"verdict: stays on {here}: {self.policy_now}"
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (enums as their values, models in their wire form)."""
+        """A JSON-ready dict (enums as their values, models in their wire form), the verdict first."""
 
         def convert(value: Any) -> Any:
             if isinstance(value, TargetName):
@@ -189,7 +206,7 @@ class Explanation:
         raw["events"] = [asdict(row) for row in self.events]
         raw["accelerators"] = [asdict(row) for row in self.accelerators]
         converted: dict[str, Any] = convert(raw)
-        return converted
+        return {"verdict": self.verdict, **converted}
 
 
 # ----------------------------------------------------------------------------------------------- pure part
@@ -423,6 +440,7 @@ def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 it
         head.add_row(
             "observed", f"{obs.rps if obs.rps is not None else '-'} rps, p99 {p99}, at {obs.sampled_at or '-'}"
         )
+    console.print(expl.verdict, style="bold", markup=False, highlight=False)
     console.print(f"[bold]InferenceWorkload {title}[/bold]")
     console.print(head)
 
@@ -559,22 +577,27 @@ async def read_workload(
     name: str, namespace: str, kubeconfig: str | None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The workload object and its Events (Events are best effort: a user without access to them gets none)."""
-    from kubernetes_asyncio import client as k8s
-    from kubernetes_asyncio.client.rest import ApiException
-
     from inference_placement.controller.kube import make_api_client
 
     async with await make_api_client(kubeconfig) as api:
-        custom = k8s.CustomObjectsApi(api)
-        obj: dict[str, Any] = await custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        events: list[dict[str, Any]] = []
-        try:
-            core = k8s.CoreV1Api(api)
-            selector = f"involvedObject.name={name},involvedObject.kind={KIND}"
-            listing = await core.list_namespaced_event(namespace, field_selector=selector)
-            events = [api.sanitize_for_serialization(item) for item in listing.items]
-        except ApiException:
-            events = []
+        return await read_workload_with(api, name, namespace)
+
+
+async def read_workload_with(api: Any, name: str, namespace: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """:func:`read_workload` through an open ``kubernetes_asyncio`` ApiClient (e.g. one on a chosen context)."""
+    from kubernetes_asyncio import client as k8s
+    from kubernetes_asyncio.client.rest import ApiException
+
+    custom = k8s.CustomObjectsApi(api)
+    obj: dict[str, Any] = await custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    events: list[dict[str, Any]] = []
+    try:
+        core = k8s.CoreV1Api(api)
+        selector = f"involvedObject.name={name},involvedObject.kind={KIND}"
+        listing = await core.list_namespaced_event(namespace, field_selector=selector)
+        events = [api.sanitize_for_serialization(item) for item in listing.items]
+    except ApiException:
+        events = []
     return obj, events
 
 

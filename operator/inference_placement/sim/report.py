@@ -24,6 +24,7 @@ __all__ = [
     "plot_simulation",
     "simulation_figure",
     "simulation_table",
+    "simulation_verdict",
     "print_bench",
 ]
 
@@ -49,7 +50,7 @@ def simulation_table(results: list[WorkloadResult], title: str) -> Table:
         share = np.bincount(r.placement_per_step[r.placement_per_step >= 0], minlength=3)
         total = max(1, int(share.sum()))
         where = ", ".join(f"{_TARGETS[i]} {share[i] / total:.0%}" for i in range(3) if share[i])
-        monthly = r.cost_usd / max(r.days * 86400.0, 1e-9) * MONTH_SECONDS
+        monthly = _monthly(r)
         table.add_row(
             r.policy,
             _money(r.cost_usd),
@@ -61,6 +62,30 @@ def simulation_table(results: list[WorkloadResult], title: str) -> Table:
             where,
         )
     return table
+
+
+def _monthly(result: WorkloadResult) -> float:
+    return result.cost_usd / max(result.days * 86400.0, 1e-9) * MONTH_SECONDS
+
+
+def simulation_verdict(results: list[WorkloadResult]) -> str:
+    """One line, first in the output: what the operator's policy costs against the optimum and the cheapest fixed
+    platform meeting the SLO, and whether it meets the SLO."""
+    by_name = {r.policy: r for r in results}
+    ours = by_name.get(OURS)
+    if ours is None:
+        return "verdict: the operator's policy did not run on this workload"
+    best = by_name.get(OPTIMUM)
+    ratio = f" ({ours.cost_usd / best.cost_usd:.2f}x the optimum)" if best and best.cost_usd > 0 else ""
+    slo = "meets its SLO" if ours.meets_slo else "MISSES its SLO"
+    fixed = [r for name in SINGLE_PLATFORM_BASELINES if (r := by_name.get(name)) is not None and r.meets_slo]
+    cheapest = min(fixed, key=lambda r: r.cost_usd, default=None)
+    versus = (
+        f"; cheapest fixed platform meeting it: {cheapest.policy} {_money(_monthly(cheapest))}/month"
+        if cheapest is not None
+        else "; no fixed platform meets it"
+    )
+    return f"verdict: ours costs {_money(_monthly(ours))}/month{ratio} and {slo} ({ours.attainment:.3%}){versus}"
 
 
 _TARGET_COLOURS = {"cluster": "#4c72b0", "cloudrun": "#55a868", "lambda": "#dd8452"}
