@@ -50,7 +50,8 @@ __all__ = [
     "workload_status",
 ]
 
-PROG_NAME = "kubectl-iw"
+PROG_NAME = "kubectl iw"
+"""How the plugin names itself in usage and errors: kubectl runs the `kubectl-iw` executable as `kubectl iw`."""
 OPERATOR_SELECTOR = "app.kubernetes.io/name=inference-placement,app.kubernetes.io/component=operator"
 """The chart's labels on the operator's Deployment (``charts/inference-placement/templates/_helpers.tpl``)."""
 PRICE_BOOK_KEY = "price-book.yaml"
