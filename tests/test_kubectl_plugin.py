@@ -271,3 +271,18 @@ def test_kubectl_iw_on_the_local_cluster(
     assert what_if["workload"] == f"{namespace}/sentiment-classifier" and what_if["requests"] == 30 * 60
     assert what_if["price_book"].startswith(f"ConfigMap {deployed['configmap']}")
     assert {"ours", "static-cluster"} <= set(what_if["policies"])
+
+    # a second operator reading another price book: which one is meant must be said
+    from tests.test_chart import by_kind, render_chart
+
+    other = by_kind(
+        render_chart(
+            release=f"iw2-{uuid.uuid4().hex[:6]}",
+            namespace=namespace,
+            values=["replicaCount=0", "priceBook.existingConfigMap=other-prices"],
+        ),
+        "Deployment",
+    )[0]
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(other))
+    ambiguous = _kubectl_iw(kube, tmp_path, "explain", "sentiment-classifier", "--operator-namespace", namespace)
+    assert_user_error(ambiguous, ExitCode.USAGE, "several operators with their own price books", "other-prices")
