@@ -142,5 +142,5 @@ def test_simulate_refuses_an_invalid_workload(tmp_path: Path) -> None:
     trace = tmp_path / "t.csv"
     trace.write_text("id,minute_1\nx,1\n")
     result = CliRunner().invoke(app, ["simulate", "--workload", str(bad), "--trace", str(trace)])
-    assert result.exit_code == 2
+    assert result.exit_code == 3  # an invalid input file (README, "Exit codes")
     assert "lambda has no GPU" in result.output

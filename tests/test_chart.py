@@ -233,7 +233,9 @@ def _run_settings(values: Sequence[str]) -> tuple[list[str], Any]:
     run = command.commands["run"]
     context = run.make_context("run", [*entrypoint[2:], *args])
     assert context.params["price_book"] is not None and context.params["tick_seconds"] == 30
-    flags = {name: value for name, value in context.params.items() if name not in ("log_format", "verbose")}
+    assert context.params["log_level"] == "info"  # operator.logLevel, a choice of --log-level
+    logging_flags = ("log_format", "log_level", "verbose")
+    flags = {name: value for name, value in context.params.items() if name not in logging_flags}
     return args, settings_from_flags(**flags)
 
 

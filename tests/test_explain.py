@@ -185,6 +185,18 @@ def test_render_prints_every_section_and_json_round_trips() -> None:
     assert data["events"][0]["reason"] == "Decision"
 
 
+def test_render_fits_80_columns_and_cuts_nothing() -> None:
+    """At 80 columns (a terminal's default, and what a pipe gets) every table wraps its cells: no line is wider and
+    no value is cut off with an ellipsis."""
+    expl = explain_workload(_workload(), default_price_book())
+    console = Console(record=True, width=80)
+    render(expl, console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text
+    assert "lambda (scale to zero); projected cluster $70.08/mo" in " ".join(text.split())  # wrapped, whole
+
+
 # ----------------------------------------------------------------------------------------------- the command
 
 

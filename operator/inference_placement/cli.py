@@ -20,8 +20,12 @@ if TYPE_CHECKING:
     from typer import _click as click  # typer vendors click; TyperGroup's methods take its types
 
 from inference_placement import __version__
+from inference_placement.commandline import CommandError, ExitCode, run_app
 
-__all__ = ["app", "main", "crd", "version"]
+__all__ = ["app", "main", "crd", "version", "PROG_NAME"]
+
+PROG_NAME = "inference-placement"
+"""The program's name, also under ``python -m inference_placement.cli`` (completion keys its variable on it)."""
 
 # Modules that add subcommands with a ``register(app)`` function.
 _COMMAND_MODULES = (
@@ -57,7 +61,7 @@ app = typer.Typer(
     cls=_Commands,
     help="Decide where each inference workload runs (cluster GPUs, Cloud Run, Lambda) and move it there.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion: bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
 )
 
@@ -80,8 +84,11 @@ def crd(
     text = render_crd_yaml()
     if output is None:
         sys.stdout.write(text)
-    else:
+        return
+    try:
         output.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise CommandError(f"--output {output}: cannot write it ({err.strerror or err})", ExitCode.INPUT) from None
 
 
 def _register_all() -> None:
@@ -93,7 +100,8 @@ _register_all()
 
 
 def main() -> None:
-    app()
+    """The console script: user errors as one line and a documented exit code (``commandline.ExitCode``)."""
+    run_app(app, PROG_NAME)
 
 
 if __name__ == "__main__":

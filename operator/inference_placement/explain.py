@@ -39,6 +39,15 @@ from inference_placement.api.status import (
 from inference_placement.api.timestamps import parse_time
 from inference_placement.api.validation import parse_spec
 from inference_placement.api.workload import GROUP, KIND, PLURAL, VERSION
+from inference_placement.commandline import (
+    CommandError,
+    ExitCode,
+    OutputFormat,
+    apiserver_error,
+    one_line,
+    read_input_file,
+    require_kubeconfig,
+)
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import Assessment, Decision, PlacementState, TrafficWindow, assess, decide
 from inference_placement.policy.price_book import PriceBook, default_price_book, load_price_book
@@ -56,7 +65,10 @@ __all__ = [
     "DEFAULT_STEP_SECONDS",
     "MAX_EVENTS",
     "explain_command",
+    "load_price_book_file",
+    "print_explanation",
     "read_workload",
+    "read_workload_with",
 ]
 
 DEFAULT_STEP_SECONDS = 60.0
@@ -153,8 +165,24 @@ class Explanation:
     accelerator_now: str = ""
     """Why the policy picks the accelerator it picks, in numbers."""
 
+    @property
+    def verdict(self) -> str:
+        """One line, first in every output: where the workload is and what the policy does with it now, and why."""
+        here = self.placement.value if self.placement is not None else None
+        there = self.policy_target.value if self.policy_target is not None else None
+        if self.spec_problems:
+            first = self.spec_problems[0]
+            more = f" (and {len(self.spec_problems) - 1} more)" if len(self.spec_problems) > 1 else ""
+            serving = f"it stays on {here}" if here else "nothing is placed"
+            return f"verdict: invalid spec, {first}{more}; {serving} until it is fixed"
+        if here is None:
+            return f"verdict: not placed yet; the policy places it on {there or 'nothing'}: {self.policy_now}"
+        if self.policy_would_migrate and there is not None and there != here:
+            return f"verdict: on {here}, the policy moves it to {there}: {self.policy_now}"
+        return f"verdict: stays on {here}: {self.policy_now}"
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (enums as their values, models in their wire form)."""
+        """A JSON-ready dict (enums as their values, models in their wire form), the verdict first."""
 
         def convert(value: Any) -> Any:
             if isinstance(value, TargetName):
@@ -178,7 +206,7 @@ class Explanation:
         raw["events"] = [asdict(row) for row in self.events]
         raw["accelerators"] = [asdict(row) for row in self.accelerators]
         converted: dict[str, Any] = convert(raw)
-        return converted
+        return {"verdict": self.verdict, **converted}
 
 
 # ----------------------------------------------------------------------------------------------- pure part
@@ -396,6 +424,8 @@ def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 it
     """Print the explanation as rich tables on ``console`` (a ``rich.console.Console``)."""
     from rich.table import Table
 
+    from inference_placement.commandline import compact_table
+
     title = f"{expl.namespace}/{expl.name}"
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
@@ -411,19 +441,19 @@ def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 it
         head.add_row(
             "observed", f"{obs.rps if obs.rps is not None else '-'} rps, p99 {p99}, at {obs.sampled_at or '-'}"
         )
+    console.print(expl.verdict, style="bold", markup=False, highlight=False)
     console.print(f"[bold]InferenceWorkload {title}[/bold]")
     console.print(head)
 
     if expl.spec_problems:
-        problems = Table(title="Invalid spec", title_justify="left")
-        problems.add_column("problem")
+        problems = compact_table("Invalid spec", "problem")
         for problem in expl.spec_problems:
             problems.add_row(problem)
         console.print(problems)
 
     if expl.targets:
-        table = Table(title="Targets", title_justify="left")
-        for column in (
+        table = compact_table(
+            "Targets",
             "target",
             "allowed",
             "feasible",
@@ -432,8 +462,8 @@ def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 it
             "SLO risk",
             "resource",
             "why not",
-        ):
-            table.add_column(column)
+            right=("cost/mo now", "cost/mo recorded", "SLO risk"),
+        )
         for row in expl.targets:
             resource = "-"
             if row.resource is not None:
@@ -456,9 +486,15 @@ def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 it
         console.print("* serving now")
 
     if expl.accelerators:
-        acc = Table(title="Cluster accelerators (acceptable, in the spec's order)", title_justify="left")
-        for column in ("accelerator", "cost/mo now", "SLO risk", "service x", "why not"):
-            acc.add_column(column)
+        acc = compact_table(
+            "Cluster accelerators (acceptable, in the spec's order)",
+            "accelerator",
+            "cost/mo now",
+            "SLO risk",
+            "service x",
+            "why not",
+            right=("cost/mo now", "SLO risk", "service x"),
+        )
         for a in expl.accelerators:
             name = f"[bold]{a.accelerator}*[/bold]" if a.chosen else a.accelerator
             acc.add_row(
@@ -472,19 +508,16 @@ def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 it
         console.print(f"* chosen now: {expl.accelerator_now}")
 
     if expl.thresholds:
-        th = Table(title="Thresholds (cluster <-> serverless)", title_justify="left")
-        for column in ("serverless", "offload below", "reclaim above", "set by"):
-            th.add_column(column)
+        th = compact_table(
+            "Thresholds (cluster <-> serverless)", "serverless", "offload below", "reclaim above", "set by"
+        )
         for t in expl.thresholds:
             th.add_row(
                 t.serverless.value, f"{_rate(t.offload_below_rps)} rps", f"{_rate(t.reclaim_above_rps)} rps", t.how
             )
         console.print(th)
 
-    decisions = Table(title="Decisions", title_justify="left")
-    decisions.add_column("when")
-    decisions.add_column("what")
-    decisions.add_column("why")
+    decisions = compact_table("Decisions", "when", "what", "why")
     move = " (would migrate)" if expl.policy_would_migrate else ""
     target = expl.policy_target.value if expl.policy_target else "-"
     decisions.add_row("policy now", f"{target}{move}", expl.policy_now)
@@ -529,9 +562,7 @@ def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 it
     console.print(decisions)
 
     if expl.conditions:
-        conds = Table(title="Conditions", title_justify="left")
-        for column in ("type", "status", "reason", "message", "since"):
-            conds.add_column(column)
+        conds = compact_table("Conditions", "type", "status", "reason", "message", "since")
         for c in expl.conditions:
             conds.add_row(c.type.value, c.status.value, c.reason.value, c.message, c.last_transition_time)
         console.print(conds)
@@ -547,23 +578,53 @@ async def read_workload(
     name: str, namespace: str, kubeconfig: str | None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The workload object and its Events (Events are best effort: a user without access to them gets none)."""
-    from kubernetes_asyncio import client as k8s
-    from kubernetes_asyncio.client.rest import ApiException
-
     from inference_placement.controller.kube import make_api_client
 
     async with await make_api_client(kubeconfig) as api:
-        custom = k8s.CustomObjectsApi(api)
-        obj: dict[str, Any] = await custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        events: list[dict[str, Any]] = []
-        try:
-            core = k8s.CoreV1Api(api)
-            selector = f"involvedObject.name={name},involvedObject.kind={KIND}"
-            listing = await core.list_namespaced_event(namespace, field_selector=selector)
-            events = [api.sanitize_for_serialization(item) for item in listing.items]
-        except ApiException:
-            events = []
+        return await read_workload_with(api, name, namespace)
+
+
+async def read_workload_with(api: Any, name: str, namespace: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """:func:`read_workload` through an open ``kubernetes_asyncio`` ApiClient (e.g. one on a chosen context)."""
+    from kubernetes_asyncio import client as k8s
+    from kubernetes_asyncio.client.rest import ApiException
+
+    custom = k8s.CustomObjectsApi(api)
+    obj: dict[str, Any] = await custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    events: list[dict[str, Any]] = []
+    try:
+        core = k8s.CoreV1Api(api)
+        selector = f"involvedObject.name={name},involvedObject.kind={KIND}"
+        listing = await core.list_namespaced_event(namespace, field_selector=selector)
+        events = [api.sanitize_for_serialization(item) for item in listing.items]
+    except ApiException:
+        events = []
     return obj, events
+
+
+def load_price_book_file(path: Path | None, flag: str = "--price-book") -> PriceBook:
+    """The price book in ``path`` (the packaged one when None); a missing or invalid file is a one-line error."""
+    if path is None:
+        return default_price_book()
+    text = read_input_file(path, flag)
+    try:
+        return load_price_book(text, source=str(path))
+    except ValueError as err:  # PriceBookError, and YAML that is not a price book
+        raise CommandError(f"{flag} {path}: invalid: {one_line(err)}", ExitCode.INPUT) from None
+
+
+def print_explanation(explanation: Explanation, output: OutputFormat) -> None:
+    """``explanation`` on stdout as tables (sized to the terminal; 80 columns when it is not one), JSON or YAML."""
+    if output is OutputFormat.JSON:
+        typer.echo(json.dumps(explanation.to_dict(), indent=2, sort_keys=False))
+    elif output is OutputFormat.YAML:
+        import yaml
+
+        typer.echo(yaml.safe_dump(explanation.to_dict(), sort_keys=False), nl=False)
+    else:
+        from rich.console import Console
+
+        render(explanation, Console())
 
 
 def explain_command(
@@ -573,33 +634,19 @@ def explain_command(
         Optional[str], typer.Option(help="Kubeconfig path (default: in-cluster, then ~/.kube/config).")
     ] = None,
     price_book: Annotated[Optional[Path], typer.Option(help="Price book YAML (default: the packaged one).")] = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="Output format.")] = OutputFormat.TABLE,
 ) -> None:
     """Explain why a workload runs where it runs: cost and feasibility per target, thresholds, last decisions."""
-    from kubernetes_asyncio.client.rest import ApiException
-    from rich.console import Console
-
-    if output not in ("table", "json"):
-        raise typer.BadParameter("--output must be table or json")
-    try:
-        book = (
-            load_price_book(price_book.read_text(encoding="utf-8"), source=str(price_book))
-            if price_book
-            else (default_price_book())
-        )
-    except (OSError, ValueError) as err:
-        raise typer.BadParameter(str(err), param_hint="--price-book") from err
+    book = load_price_book_file(price_book)
+    require_kubeconfig(kubeconfig)
     try:
         obj, events = asyncio.run(read_workload(name, namespace, kubeconfig))
-    except ApiException as err:
-        what = "not found" if err.status == 404 else f"HTTP {err.status} {err.reason}"
-        typer.echo(f"error: InferenceWorkload {namespace}/{name}: {what}", err=True)
-        raise typer.Exit(1) from err
-    explanation = explain_workload(obj, book, events=events)
-    if output == "json":
-        typer.echo(json.dumps(explanation.to_dict(), indent=2, sort_keys=False))
-    else:
-        render(explanation, Console(width=160))
+    except Exception as err:
+        error = apiserver_error(err, f"InferenceWorkload {namespace}/{name}")
+        if error is None:
+            raise
+        raise error from None
+    print_explanation(explain_workload(obj, book, events=events), output)
 
 
 def register(app: typer.Typer) -> None:

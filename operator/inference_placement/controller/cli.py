@@ -7,14 +7,33 @@ options fill the nested groups (``controller/settings.py``; ``docs/settings-refe
 from __future__ import annotations
 
 import asyncio
+import enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+import yaml
 
+from inference_placement.commandline import CommandError, ExitCode, apiserver_error, one_line, require_kubeconfig
 from inference_placement.controller.settings import OperatorSettings, SettingsError, build_settings
 
-__all__ = ["register", "run", "settings_from_flags"]
+__all__ = ["LogFormat", "LogLevel", "register", "run", "settings_from_flags"]
+
+
+class LogFormat(enum.StrEnum):
+    """The operator's log lines: one JSON object each (fields: message, timestamp, severity, object), or text."""
+
+    JSON = "json"
+    PLAIN = "plain"
+
+
+class LogLevel(enum.StrEnum):
+    """``--log-level``: the least severe record the operator writes."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
 
 
 def _help(field: str) -> str:
@@ -69,14 +88,25 @@ def run(
         ),
     ] = None,
     log_format: Annotated[
-        str, typer.Option(help="json, or plain (one text line per record: time, logger, level, message).")
-    ] = "json",
+        LogFormat,
+        typer.Option(
+            help="json (fields message, timestamp, severity, and on a workload's lines object: apiVersion, kind, "
+            "namespace, name), or plain (one text line per record: time, logger, level, [namespace/name] message)."
+        ),
+    ] = LogFormat.JSON,
+    log_level: Annotated[
+        Optional[LogLevel],
+        typer.Option(help="The least severe level logged (default info; debug with --verbose)."),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log at DEBUG, with kopf's line per handled event.")
     ] = False,
 ) -> None:
-    """Run the operator: watch InferenceWorkloads, decide their placement, move them."""
-    from inference_placement.controller.runtime import run_operator
+    """Run the operator: watch InferenceWorkloads, decide their placement, move them.
+
+    A kubeconfig or PromQL file that is missing or invalid stops the start (exit 3); an apiserver or Prometheus that
+    cannot be reached does not: the operator retries, as a controller does."""
+    from inference_placement.controller.runtime import load_promql_templates, run_operator
 
     settings = settings_from_flags(
         kubeconfig=kubeconfig,
@@ -100,7 +130,28 @@ def run(
         retry_period_seconds=retry_period_seconds,
         config=config,
     )
-    asyncio.run(run_operator(settings, log_format=log_format, verbose=verbose))
+    require_kubeconfig(kubeconfig)
+    if promql_templates is not None:
+        try:
+            load_promql_templates(promql_templates)
+        except FileNotFoundError:
+            raise CommandError(f"--promql-templates {promql_templates}: no such file", ExitCode.INPUT) from None
+        except (OSError, ValueError, yaml.YAMLError) as err:
+            raise CommandError(f"--promql-templates {promql_templates}: {one_line(err)}", ExitCode.INPUT) from None
+    try:
+        asyncio.run(
+            run_operator(
+                settings,
+                log_format=log_format.value,
+                verbose=verbose,
+                log_level=log_level.value if log_level is not None else None,
+            )
+        )
+    except Exception as err:
+        error = apiserver_error(err, "the operator's start")
+        if error is None or error.code != ExitCode.INPUT:  # only a bad kubeconfig stops it; the rest is retried
+            raise
+        raise error from None
 
 
 def settings_from_flags(

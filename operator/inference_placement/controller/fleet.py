@@ -28,6 +28,7 @@ from inference_placement.api.spec import InferenceWorkloadSpec
 from inference_placement.api.validation import SpecProblem, parse_spec
 from inference_placement.api.workload import WorkloadKey
 from inference_placement.controller.leader import NotLeaderError
+from inference_placement.controller.log_context import workload_context
 from inference_placement.controller.reconciler import Reconciler, ReconcileResult, TickInputs
 from inference_placement.controller.router_sync import RouterSync
 from inference_placement.controller.telemetry import Telemetry
@@ -542,15 +543,16 @@ class Fleet:
         ) -> None:
             async with slots:
                 started = asyncio.get_running_loop().time()
-                try:
-                    result = await self.reconciler.reconcile(entry.body, inputs, parsed_spec=parsed)
-                except NotLeaderError:
-                    return  # leadership ended mid-pass: the loop stops at its next check; nothing to retry here
-                except Exception as err:
-                    await self._reconcile_failed(key, err, now_ts)
-                    if inputs.wake is not None:  # not acted on: keep it for the retry
-                        self._signals[key] = _merge(inputs.wake, self._signals.get(key))
-                    return
+                with workload_context(key):  # every line logged meanwhile names the workload (log_context.py)
+                    try:
+                        result = await self.reconciler.reconcile(entry.body, inputs, parsed_spec=parsed)
+                    except NotLeaderError:
+                        return  # leadership ended mid-pass: the loop stops at its next check; nothing to retry
+                    except Exception as err:
+                        await self._reconcile_failed(key, err, now_ts)
+                        if inputs.wake is not None:  # not acted on: keep it for the retry
+                            self._signals[key] = _merge(inputs.wake, self._signals.get(key))
+                        return
             self.stats.reconciles += 1
             if self.telemetry is not None:
                 self.telemetry.reconcile_duration.observe(asyncio.get_running_loop().time() - started)

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from inference_placement.api.spec import SLOSpec, TargetName
 from inference_placement.api.status import InferenceWorkloadStatus, SpillStep
 from inference_placement.api.workload import WorkloadKey
+from inference_placement.controller.log_context import workload_fields
 from inference_placement.controller.pod_endpoints import PodEndpoints, ServiceKey
 from inference_placement.routing.model import (
     EndpointsConfig,
@@ -129,7 +130,7 @@ class RouterSync:
                 hold_seconds=hold_seconds if self.hold and pods is not None else None,
             )
         except RouteError as err:
-            log.warning("route of %s unchanged: %s", key, err)
+            log.warning("route of %s unchanged: %s", key, err, extra=workload_fields(key))
             return False
         self._routes[key] = route
         return True

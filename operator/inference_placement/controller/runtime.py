@@ -21,6 +21,7 @@ from inference_placement.controller.gc_tuning import tune_gc
 from inference_placement.controller.handlers import Leadership, build_registry
 from inference_placement.controller.kube import KubeWriter, make_api_client
 from inference_placement.controller.leader import LeaseElector, default_identity
+from inference_placement.controller.log_context import install_workload_logging
 from inference_placement.controller.pod_endpoints import PodEndpoints
 from inference_placement.controller.reconciler import Reconciler
 from inference_placement.controller.router_sync import RouterSync
@@ -48,6 +49,7 @@ __all__ = [
     "DEFAULT_OVERFLOW_PORT",
     "build_fleet",
     "capacity_verdict",
+    "configure_logging",
     "run_operator",
     "PriceBookHolder",
     "SOURCE_OPTIONS",
@@ -603,16 +605,29 @@ def _serverless_targets(
     return targets
 
 
-async def run_operator(settings: OperatorSettings, *, log_format: str = "json", verbose: bool = False) -> None:
-    if settings.kubeconfig is not None:
-        os.environ["KUBECONFIG"] = settings.kubeconfig  # read by kopf's kubeconfig login
+def configure_logging(log_format: str = "json", *, verbose: bool = False, log_level: str | None = None) -> None:
+    """The operator's log lines: JSON (or plain text with a ``[namespace/name]`` prefix), each line about a workload
+    carrying it as ``object`` (``log_context.py``), at ``log_level`` (``--verbose``: DEBUG)."""
+    json_lines = log_format == "json"
     kopf.configure(
         verbose=verbose,
-        log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,  # text: time, logger, level
+        log_format=kopf.LogFormat.JSON if json_lines else kopf.LogFormat.FULL,  # text: time, logger, level
+        log_prefix=not json_lines,  # text lines about an object start with [namespace/name]
     )
+    install_workload_logging()
+    if log_level is not None:
+        logging.getLogger().setLevel(log_level.upper())
     if not verbose:
         # kopf logs every handled event at INFO: one line per workload per change is noise at fleet scale.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+
+
+async def run_operator(
+    settings: OperatorSettings, *, log_format: str = "json", verbose: bool = False, log_level: str | None = None
+) -> None:
+    if settings.kubeconfig is not None:
+        os.environ["KUBECONFIG"] = settings.kubeconfig  # read by kopf's kubeconfig login
+    configure_logging(log_format, verbose=verbose, log_level=log_level)
 
     telemetry = Telemetry()
     if settings.metrics_port:

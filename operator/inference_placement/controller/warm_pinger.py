@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from inference_placement.api.workload import WorkloadKey
+from inference_placement.controller.log_context import workload_fields
 from inference_placement.routing.envoy import PING_HEADER
 
 __all__ = ["PingPlan", "WarmPinger"]
@@ -117,4 +118,5 @@ class WarmPinger:
                 len(results) - ok,
                 len(results),
                 plan.interval_seconds,
+                extra=workload_fields(key),
             )

@@ -32,6 +32,7 @@ from typing import Annotated, Any, Optional
 import typer
 import yaml
 
+from inference_placement.commandline import CommandError, ExitCode, compact_table
 from inference_placement.devtools.demo.live import DEMO_SERVICE_SECONDS, LiveSettings
 from inference_placement.devtools.local_stack import (
     ActivatorProcess,
@@ -68,14 +69,16 @@ def _repo_root() -> Path:
     for parent in here.parents:
         if (parent / "e2e" / "local-cluster.sh").exists() and (parent / "examples").is_dir():
             return parent
-    raise typer.BadParameter("the demo runs from a source checkout (e2e/local-cluster.sh not found)")
+    raise CommandError("the demo runs from a source checkout (e2e/local-cluster.sh not found)")
 
 
 class _Demo:
-    def __init__(self, root: Path, work: Path, console: Any) -> None:
+    def __init__(self, root: Path, work: Path, console: Any, progress: Any = None) -> None:
         self.root = root
         self.work = work
         self.console = console
+        self.progress = progress
+        """A ``rich.progress.Progress`` whose first task counts the steps (the bar stays below what is printed)."""
         self.procs = Processes()
         self.cluster: dict[str, Any] = {}
         self.we_started_cluster = False
@@ -86,7 +89,12 @@ class _Demo:
     # ------------------------------------------------------------------ helpers
 
     def step(self, text: str) -> None:
+        """Start the step ``text`` ("N/7  what"): a rule in the output, and the progress display moved on."""
         self.console.rule(f"[bold]{text}")
+        if self.progress is not None and self.progress.tasks:
+            number, _, what = text.partition("/")
+            task = self.progress.tasks[0]
+            self.progress.update(task.id, completed=int(number) - 1, description=what.split(maxsplit=1)[-1][:60])
 
     def script(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -429,14 +437,16 @@ class _Demo:
 
 
 def _summary_table(summary: dict[str, Any]) -> Any:
-    from rich.table import Table
-
-    table = Table(title="Live replay: what the clients saw, and where the workload ran", show_lines=True)
-    table.add_column("requests", justify="right")
-    table.add_column("failed", justify="right")
-    table.add_column("p50 / p99 ms", justify="right")
-    table.add_column("trace hours and cost by placement")
-    table.add_column("migrations")
+    table = compact_table(
+        "Live replay: what the clients saw, and where the workload ran",
+        "requests",
+        "failed",
+        "p50 / p99 ms",
+        "trace hours and cost by placement",
+        "migrations",
+        right=("requests", "failed", "p50 / p99 ms"),
+        show_lines=True,
+    )
     hours = summary.get("trace_hours_by_target", {})
     costs = summary.get("cost_usd_by_target", {})
     placements = "\n".join(f"{t}: {hours.get(t, 0):.1f} h, ${costs.get(t, 0):.4f}" for t in sorted(hours))
@@ -454,13 +464,14 @@ def _summary_table(summary: dict[str, Any]) -> Any:
 
 
 def _decisions_table(items: list[dict[str, Any]]) -> Any:
-    from rich.table import Table
-
-    table = Table(title="What the operator decided, and why", show_lines=True)
-    table.add_column("workload")
-    table.add_column("placement")
-    table.add_column("cost per target (USD/month)")
-    table.add_column("reason")
+    table = compact_table(
+        "What the operator decided, and why",
+        "workload",
+        "placement",
+        "cost per target (USD/month)",
+        "reason",
+        show_lines=True,
+    )
     for item in items:
         status = item.get("status", {})
         costs = status.get("projectedMonthlyCostUsd", {})
@@ -516,19 +527,35 @@ def demo(
 ) -> None:
     """The whole product end to end on this machine (needs root, a Debian machine and a source checkout)."""
     from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from inference_placement.devtools.demo.simulation import replay_trace
 
-    console = Console(width=max(140, shutil.get_terminal_size((140, 40)).columns))
+    if trace is not None and not trace.is_file():
+        raise CommandError(f"--trace {trace}: no such file", ExitCode.INPUT)
     root = _repo_root()
+    if os.geteuid() != 0:
+        raise CommandError("the demo needs root (containerd, a network bridge and iptables for the local node)")
+    console = Console()
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("demo step"),
+        MofNCompleteColumn(),
+        BarColumn(bar_width=20),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=True,
+    )
 
     def terminate(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)  # run the clean-up below: stop every process this demo started
 
     signal.signal(signal.SIGTERM, terminate)
     started = time.monotonic()
-    with _workdir(keep) as work:
-        run = _Demo(root, work, console)
+    with _workdir(keep) as work, progress:
+        progress.add_task("starting", total=7)
+        run = _Demo(root, work, console, progress)
         summary: dict[str, Any] = {}
         try:
             run.cluster_up()
@@ -543,6 +570,8 @@ def demo(
                 run.step("6/7  the whole trace through the same policy in the simulator, every baseline, the optimum")
                 summary["simulation"] = replay_trace(root, trace, row, console)
             run.step("7/7  clean-up")
+        except (RuntimeError, subprocess.SubprocessError, OSError) as err:  # a step failed: say which, no traceback
+            raise CommandError(f"the demo stopped: {err}") from None
         finally:
             if not keep:
                 if run.cluster:

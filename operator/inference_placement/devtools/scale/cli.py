@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from inference_placement.commandline import CommandError, apiserver_error, require_kubeconfig
+
 __all__ = ["register", "bench_scale"]
 
 
@@ -67,8 +69,9 @@ def bench_scale(
     import signal
 
     from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from inference_placement.devtools.scale.bench import BenchConfig, RunResult, run_bench
+    from inference_placement.devtools.scale.bench import BenchConfig, BenchError, RunResult, run_bench
     from inference_placement.devtools.scale.report import render_table, results_json
 
     try:
@@ -79,7 +82,19 @@ def bench_scale(
         raise typer.BadParameter("--workloads needs at least one size >= 1")
     if deployments_up_to and not kwok_nodes:
         raise typer.BadParameter("--deployments-up-to needs --kwok-nodes (real Pods only land on the fake GPU nodes)")
+    require_kubeconfig(kubeconfig)
     console = Console(stderr=True)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("fleet sizes"),
+        MofNCompleteColumn(),
+        BarColumn(bar_width=20),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=True,
+    )
+    sizes_task = progress.add_task(f"{sizes[0]:,} workloads", total=len(sizes))
     config = BenchConfig(
         kubeconfig=kubeconfig,
         tick_seconds=tick_seconds,
@@ -96,6 +111,9 @@ def bench_scale(
     )
 
     def save(results: list[RunResult]) -> None:
+        done = len(results)
+        following = f"{sizes[done]:,} workloads" if done < len(sizes) else "done"
+        progress.update(sizes_task, completed=done, description=following)
         if json_out is not None:
             json_out.write_text(json.dumps(results_json(results), indent=2) + "\n", encoding="utf-8")
 
@@ -103,7 +121,16 @@ def bench_scale(
         raise KeyboardInterrupt  # unwinds run_bench's finally blocks: operator, Prometheus, namespace cleaned up
 
     signal.signal(signal.SIGTERM, stop)
-    results = asyncio.run(run_bench(sizes, config, on_result=save))
+    try:
+        with progress:
+            results = asyncio.run(run_bench(sizes, config, on_result=save))
+    except BenchError as err:
+        raise CommandError(f"bench-scale: {err}") from None
+    except Exception as err:
+        error = apiserver_error(err, "bench-scale")
+        if error is None:
+            raise
+        raise error from None
     render_table(results, Console())
 
 

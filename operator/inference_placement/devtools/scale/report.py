@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from inference_placement.commandline import compact_table
 from inference_placement.devtools.scale.bench import RunResult
 
 __all__ = ["TARGETS", "render_table", "results_json", "target_verdicts", "RSS_LIMIT_MB", "TICK_CPU_LIMIT_SECONDS"]
@@ -46,8 +47,9 @@ def _ratio(value: float, base: float) -> str:
 
 
 def render_table(results: Sequence[RunResult], console: Console | None = None) -> Table:
-    table = Table(title="inference-placement bench-scale (ratios to the smallest run)")
-    table.add_column("workloads", justify="right")
+    table = compact_table(
+        "inference-placement bench-scale (ratios to the smallest run)", "workloads", right=["workloads"]
+    )
     columns = (
         ("RSS MB", "rss_mb", "{:.0f}"),
         ("tick CPU s", "tick_cpu_seconds", "{:.3f}"),
@@ -56,9 +58,9 @@ def render_table(results: Sequence[RunResult], console: Console | None = None) -
         ("react s", "react_seconds", "{:.1f}"),
     )
     for title, _, _ in columns:
-        table.add_column(title, justify="right")
-        table.add_column("ratio", justify="right", style="dim")
-    table.add_column("tick wall s", justify="right")
+        table.add_column(title, justify="right", overflow="fold")
+        table.add_column("ratio", justify="right", style="dim", overflow="fold")
+    table.add_column("tick wall s", justify="right", overflow="fold")
     base = results[0] if results else None
     for r in results:
         cells = [f"{r.workloads:,}"]
