@@ -35,7 +35,9 @@ __all__ = [
     "CapacityIndex",
     "ClaimUsage",
     "PodUsage",
+    "PublishedSlice",
     "claim_usage_from_object",
+    "slice_from_object",
     "node_view_from_object",
     "pod_usage_from_object",
     "ListFunc",
@@ -157,13 +159,15 @@ def claim_usage_from_object(obj: Mapping[str, Any]) -> ClaimUsage | None:
 
 
 @dataclass(frozen=True)
-class _Slice:
+class PublishedSlice:
+    """The GPU devices one ResourceSlice of NVIDIA's driver publishes on one node, with their capacity keys."""
+
     node: str
     pool: str
     devices: Mapping[str, DeviceKeys]
 
 
-def _slice_from_object(obj: Mapping[str, Any]) -> _Slice | None:
+def slice_from_object(obj: Mapping[str, Any]) -> PublishedSlice | None:
     """A ResourceSlice (JSON) of NVIDIA's GPU driver on one node -> its devices' capacity keys."""
     spec = obj.get("spec") or {}
     node = spec.get("nodeName")
@@ -171,7 +175,7 @@ def _slice_from_object(obj: Mapping[str, Any]) -> _Slice | None:
         return None
     pool = str((spec.get("pool") or {}).get("name", ""))
     devices = {str(d.get("name", "")): device_keys(d) for d in spec.get("devices") or []}
-    return _Slice(node=str(node), pool=pool, devices={k: v for k, v in devices.items() if v.keys})
+    return PublishedSlice(node=str(node), pool=pool, devices={k: v for k, v in devices.items() if v.keys})
 
 
 class CapacityIndex:
@@ -187,7 +191,7 @@ class CapacityIndex:
         self.dra_classes = dra_classes if dra_classes is not None else DRAClasses()
         """The DeviceClass names GPUs are claimed through (NVIDIA's by default)."""
         self._device_classes: set[str] = set()
-        self._slices: dict[str, _Slice] = {}
+        self._slices: dict[str, PublishedSlice] = {}
         self._claims: dict[str, ClaimUsage] = {}
         self._nodes: dict[str, NodeView] = {}
         self._pods: dict[str, PodUsage] = {}
@@ -285,18 +289,18 @@ class CapacityIndex:
                 self._device_classes.discard(name)
             self._changed()
 
-    def _touch_slices(self, *slices: _Slice | None) -> None:
+    def _touch_slices(self, *slices: PublishedSlice | None) -> None:
         for one in slices:
             if one is not None:
                 self._node_capacity.pop(one.node, None)
 
-    def replace_slices(self, slices: Mapping[str, _Slice]) -> None:
+    def replace_slices(self, slices: Mapping[str, PublishedSlice]) -> None:
         self._touch_slices(*self._slices.values())
         self._slices = dict(slices)
         self._touch_slices(*self._slices.values())
         self._changed()
 
-    def upsert_slice(self, name: str, published: _Slice | None) -> None:
+    def upsert_slice(self, name: str, published: PublishedSlice | None) -> None:
         old = self._slices.get(name)
         if old == published:
             return
@@ -654,11 +658,11 @@ class CapacityCache:
         self.index.upsert_device_class(self._name(obj), kind != "DELETED")
 
     def _on_slice_list(self, items: list[dict[str, Any]]) -> None:
-        slices = {self._name(o): _slice_from_object(o) for o in items}
+        slices = {self._name(o): slice_from_object(o) for o in items}
         self.index.replace_slices({k: v for k, v in slices.items() if v is not None})
 
     def _on_slice_event(self, kind: str, obj: dict[str, Any]) -> None:
-        self.index.upsert_slice(self._name(obj), None if kind == "DELETED" else _slice_from_object(obj))
+        self.index.upsert_slice(self._name(obj), None if kind == "DELETED" else slice_from_object(obj))
 
     def _on_claim_list(self, items: list[dict[str, Any]]) -> None:
         claims = {self._pod_key(o): claim_usage_from_object(o) for o in items}
