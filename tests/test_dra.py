@@ -3,6 +3,7 @@ devices and allocated claims become the capacity the fit rule reads (the real sc
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -21,6 +22,7 @@ from inference_placement.policy.dra import (
 )
 from inference_placement.policy.gpu_scheduling import GPU_RESOURCE, GPUNodeFacts, SchedulingMode, scheduling_for
 from inference_placement.targets.capacity import (
+    CapacityCache,
     CapacityIndex,
     claim_usage_from_object,
     node_view_from_object,
@@ -32,6 +34,7 @@ from inference_placement.targets.cluster_render import (
     render_claim_template,
     render_deployment,
 )
+from tests.test_capacity import FakeResponse, ScriptedApi
 
 UID = "0b9c6c1e-8d1f-4a53-9d43-8a3c5e0f7f10"
 NVIDIA = DRAClasses()
@@ -301,3 +304,57 @@ def test_allocated_claims_take_devices_and_shares_from_the_published_capacity() 
 
 def test_an_unallocated_claim_holds_nothing() -> None:
     assert claim_usage_from_object({"metadata": {"name": "c"}, "status": {}}) is None
+
+
+# ------------------------------------------------------------------------------------------ the watch feeds
+
+
+def listed(items: list[dict[str, Any]], version: str = "1") -> FakeResponse:
+    return FakeResponse(200, {"items": items, "metadata": {"resourceVersion": version}})
+
+
+def scripted_cache(dra: tuple[ScriptedApi, ScriptedApi, ScriptedApi], **kwargs: Any) -> CapacityCache:
+    nodes = ScriptedApi([listed([node("n1"), node("n2")])])
+    pods = ScriptedApi([listed([])])
+    return CapacityCache(
+        None, list_nodes=nodes, list_pods=pods, list_dra=dra, sync_timeout_seconds=5, backoff_max_seconds=60, **kwargs
+    )
+
+
+@pytest.mark.parametrize("status", [404, 403], ids=["not-served", "forbidden"])
+async def test_a_cluster_without_dra_reads_as_one_without_device_classes(status: int) -> None:
+    gone = [ScriptedApi([FakeResponse(status, {"message": "no"})]) for _ in range(3)]
+    cache = scripted_cache((gone[0], gone[1], gone[2]))
+    await cache.start()
+    try:
+        assert cache.synced, "an absent DRA API must not hold the capacity view unread"
+        assert cache.index.dra() is None
+        assert cache.errors == 0
+        assert scheduling_for(workload(H100).spec, cache.gpu_facts()).claim is None
+    finally:
+        await cache.stop()
+
+
+async def test_the_feeds_fold_device_classes_slices_and_claims_as_they_change() -> None:
+    gpu_class = {"metadata": {"name": "gpu.nvidia.com", "resourceVersion": "2"}}
+    claim = claim_object("a", "n1", ["gpu-0", "gpu-1"])
+    claim["metadata"]["resourceVersion"] = "3"
+    classes = ScriptedApi([listed([]), FakeResponse(200, events=[{"type": "ADDED", "object": gpu_class}])])
+    slices = ScriptedApi([listed([slice_object("n1", [gpu_device(f"gpu-{i}") for i in range(4)])])])
+    claims = ScriptedApi([listed([]), FakeResponse(200, events=[{"type": "ADDED", "object": claim}])])
+    cache = scripted_cache((classes, slices, claims))
+    await cache.start()
+    try:
+        spec = workload(H100).spec
+
+        async def folded() -> bool:
+            return "2 of 4 dra.gpu.nvidia.com/nvidia-h100-80gb free" in cache.check(spec)[1]
+
+        deadline = asyncio.get_running_loop().time() + 5
+        while not await folded():
+            assert asyncio.get_running_loop().time() < deadline, cache.check(spec)[1]
+            await asyncio.sleep(0.01)
+        assert cache.index.dra() == DRAClasses(gpu="gpu.nvidia.com", mig=None)
+        assert cache.check(spec)[0]
+    finally:
+        await cache.stop()

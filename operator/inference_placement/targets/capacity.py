@@ -524,9 +524,12 @@ class CapacityCache:
         list_pods: ListFunc | None = None,
         gpu_request: GPURequest = "auto",
         dra_classes: DRAClasses | None = None,
+        list_dra: tuple[ListFunc, ListFunc, ListFunc] | None = None,
     ) -> None:
-        """``list_nodes`` / ``list_pods`` replace ``CoreV1Api.list_node`` / ``list_pod_for_all_namespaces``
-        (same keyword arguments, ``_preload_content=False`` answers); tests use them to script the API."""
+        """``list_nodes`` / ``list_pods`` replace ``CoreV1Api.list_node`` / ``list_pod_for_all_namespaces``, and
+        ``list_dra`` ``ResourceV1Api``'s ``list_device_class``, ``list_resource_slice`` and
+        ``list_resource_claim_for_all_namespaces`` (same keyword arguments, ``_preload_content=False`` answers);
+        tests use them to script the API."""
         if api_client is None and (list_nodes is None or list_pods is None):
             raise ValueError("CapacityCache needs an api_client unless both list functions are given")
         core = CoreV1Api(api_client) if api_client is not None else None
@@ -549,33 +552,19 @@ class CapacityCache:
             _Feed("nodes", nodes_func, node_selectors, self._on_node_list, self._on_node_event),
             _Feed("pods", pods_func, {"field_selector": _BOUND_AND_RUNNING}, self._on_pod_list, self._on_pod_event),
         )
-        if gpu_request != "extendedResources" and api_client is not None:
-            resource = ResourceV1Api(api_client)
-            self._feeds += (
-                _Feed(
-                    "deviceclasses",
+        if gpu_request != "extendedResources" and (list_dra is not None or api_client is not None):
+            if list_dra is None:
+                resource = ResourceV1Api(api_client)
+                list_dra = (
                     resource.list_device_class,
-                    {},
-                    self._on_class_list,
-                    self._on_class_event,
-                    optional=True,
-                ),
-                _Feed(
-                    "resourceslices",
                     resource.list_resource_slice,
-                    {},
-                    self._on_slice_list,
-                    self._on_slice_event,
-                    optional=True,
-                ),
-                _Feed(
-                    "resourceclaims",
                     resource.list_resource_claim_for_all_namespaces,
-                    {},
-                    self._on_claim_list,
-                    self._on_claim_event,
-                    optional=True,
-                ),
+                )
+            classes, slices, claims = list_dra
+            self._feeds += (
+                _Feed("deviceclasses", classes, {}, self._on_class_list, self._on_class_event, optional=True),
+                _Feed("resourceslices", slices, {}, self._on_slice_list, self._on_slice_event, optional=True),
+                _Feed("resourceclaims", claims, {}, self._on_claim_list, self._on_claim_event, optional=True),
             )
 
     # -- lifecycle
