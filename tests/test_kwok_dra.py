@@ -177,6 +177,9 @@ async def test_the_scheduler_allocates_the_targets_claims_on_the_right_node(
         return (await target.ensure(workload, DesiredTarget(replicas=replicas))).ready
 
     await eventually(ready, timeout=90, what=f"{replicas} replicas of {case} with allocated claims Running")
+    writes = target.writes
+    assert (await target.ensure(workload, DesiredTarget(replicas=replicas))).ready
+    assert target.writes == writes, f"a steady workload was written again: {target.write_log[writes:]}"
 
     resource = ResourceV1Api(api)
     templates = (await resource.list_namespaced_resource_claim_template(namespace)).items

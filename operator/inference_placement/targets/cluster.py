@@ -83,6 +83,8 @@ class _Kind:
     create: Callable[..., Awaitable[Any]]
     patch: Callable[..., Awaitable[Any]]
     delete: Callable[..., Awaitable[Any]]
+    immutable_spec: bool = False
+    """The apiserver refuses spec changes (a ResourceClaimTemplate's name carries its spec's hash instead)."""
 
 
 def deployment_state(deployment: Mapping[str, Any], endpoint: str | None) -> TargetState:
@@ -164,6 +166,7 @@ class ClusterTarget:
             self._resource.create_namespaced_resource_claim_template,
             self._resource.patch_namespaced_resource_claim_template,
             self._resource.delete_namespaced_resource_claim_template,
+            immutable_spec=True,
         )
 
     # ------------------------------------------------------------------------------------------ the contract
@@ -363,7 +366,7 @@ class ClusterTarget:
         self._check_ours(kind, live, workload)
         if (live.get("metadata") or {}).get("deletionTimestamp"):
             raise RetryableTargetError(f"{kind.name} {namespace}/{name} is being deleted")
-        patch = merge_patch(desired, live)
+        patch = merge_patch({"metadata": desired["metadata"]} if kind.immutable_spec else desired, live)
         if patch is None:
             return live, live
         log.info("patching %s %s/%s: %s", kind.name, namespace, name, sorted(_leaf_paths(patch)))
