@@ -36,6 +36,7 @@ from inference_placement.targets.base import DesiredTarget
 from inference_placement.targets.capacity import CapacityCache
 from inference_placement.targets.cluster import ClusterTarget
 from tests.plugins.cluster import KubeCluster
+from tests.plugins.operator import OperatorProcess
 
 pytestmark = [pytest.mark.cluster]
 
@@ -249,3 +250,47 @@ async def test_the_scheduler_allocates_the_targets_claims_on_the_right_node(
 
     await eventually(retired, timeout=60, what="the target retired")
     assert not (await resource.list_namespaced_resource_claim_template(namespace)).items
+
+
+async def test_the_operator_claims_a_mig_slice_through_dra_and_counts_the_published_devices(
+    api: ApiClient,
+    fleet: KwokFleet,
+    namespace: str,
+    classes: DRAClasses,
+    operator_factory: Callable[..., OperatorProcess],
+) -> None:
+    """The whole operator, configured as a user would (``--set cluster.dra*DeviceClass``), places a MIG workload:
+    its Pod's claim is allocated a MIG device of the A100 node, and ``CapacityAvailable`` counts the published ones."""
+    op = operator_factory(
+        namespace,
+        "--set",
+        f"cluster.draGpuDeviceClass={classes.gpu}",
+        "--set",
+        f"cluster.draMigDeviceClass={classes.mig}",
+    )
+    manifest = workload_manifest(namespace, "mig-llm", CASES["mig"][0], fleet)
+    manifest["spec"]["placement"] = {"allowedTargets": ["cluster"]}
+    await CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
+    resource = ResourceV1Api(api)
+    expected_node = fleet.pools["a100-mig"][0]
+
+    async def allocated() -> bool:
+        claims = (await resource.list_namespaced_resource_claim(namespace)).items
+        return any(c.status and c.status.allocation for c in claims) and all(
+            r.pool == expected_node for c in claims if c.status.allocation for r in c.status.allocation.devices.results
+        )
+
+    try:
+        await eventually(allocated, timeout=90, what="the operator's replica claim allocated on the A100 node")
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{op.logs()[-3000:]}") from err
+    templates = (await resource.list_namespaced_resource_claim_template(namespace)).items
+    assert [t.spec.spec.devices.requests[0].exactly.device_class_name for t in templates] == [classes.mig]
+
+    async def capacity_reported() -> bool:
+        obj = await CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "mig-llm")
+        conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+        message = conditions.get("CapacityAvailable", {}).get("message", "")
+        return "dra.gpu.nvidia.com/nvidia-a100-80gb-mig-1g.10gb free" in message
+
+    await eventually(capacity_reported, timeout=60, what="CapacityAvailable counting the published MIG devices")
