@@ -282,7 +282,8 @@ class ClusterTarget:
                 gone = False
                 continue
             result = await self._write("DELETE", kind, namespace, name, kind.delete)
-            if result is not None and result.get("kind") != "Status":
+            # a Status, or the deleted object itself; one still marked for deletion is held by a finalizer
+            if result is not None and (result.get("metadata") or {}).get("deletionTimestamp"):
                 gone = False
         if gone:
             self._claim_templates_left[key] = keep
