@@ -294,3 +294,39 @@ async def test_the_operator_claims_a_mig_slice_through_dra_and_counts_the_publis
         return "dra.gpu.nvidia.com/nvidia-a100-80gb-mig-1g.10gb free" in message
 
     await eventually(capacity_reported, timeout=60, what="CapacityAvailable counting the published MIG devices")
+
+
+async def test_a_new_accelerator_is_a_new_claim_template_and_the_old_one_goes_after_the_rollout(
+    api: ApiClient, fleet: KwokFleet, namespace: str, cache: CapacityCache
+) -> None:
+    """A claim template's spec is immutable: moving the replicas from a whole H100 to an L4 share (the policy's
+    choice among ``alternatives``) rolls the Deployment onto a second template, and the first is deleted once no
+    replica claims from it."""
+    accelerator = {**CASES["h100"][0], "count": 1, "alternatives": [CASES["l4-time-sliced"][0]]}
+    created = await CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, workload_manifest(namespace, "moving", accelerator, fleet)
+    )
+    workload = InferenceWorkload.model_validate(created)
+    h100, l4 = workload.spec.accelerator.options()
+    target = ClusterTarget(api, cache)
+    resource = ResourceV1Api(api)
+
+    async def ready_on(option: Any) -> bool:
+        return (await target.ensure(workload, DesiredTarget(replicas=1, accelerator=option))).ready
+
+    async def template_names() -> list[str]:
+        return sorted(
+            t.metadata.name for t in (await resource.list_namespaced_resource_claim_template(namespace)).items
+        )
+
+    await eventually(lambda: ready_on(h100), timeout=90, what="the replica Running on an H100")
+    first = await template_names()
+    assert len(first) == 1
+    await target.ensure(workload, DesiredTarget(replicas=1, accelerator=l4))
+    during = await template_names()
+    assert len(during) == 2 and first[0] in during, "the old template stays while its replica still serves"
+    await eventually(lambda: ready_on(l4), timeout=90, what="the rollout onto an L4 share done")
+    after = await template_names()
+    assert len(after) == 1 and after[0] != first[0]
+    pods = [p for p in (await CoreV1Api(api).list_namespaced_pod(namespace)).items if not p.metadata.deletion_timestamp]
+    assert {p.spec.node_name for p in pods} == {fleet.pools["l4-ts"][0]}
