@@ -192,7 +192,17 @@ class CapacityIndex:
         """The DeviceClass names GPUs are claimed through (NVIDIA's by default)."""
         self._device_classes: set[str] = set()
         self._slices: dict[str, PublishedSlice] = {}
+        self._node_slices: dict[str, set[str]] = {}
+        """Node -> names of the ResourceSlices publishing its devices."""
+        self._devices: dict[tuple[str, str], tuple[str, DeviceKeys]] = {}
+        """(pool, device) -> (its node, what it counts for)."""
         self._claims: dict[str, ClaimUsage] = {}
+        self._whole: dict[tuple[str, str], int] = {}
+        """(pool, device) -> allocations of the whole device."""
+        self._shares: dict[tuple[str, str], float] = {}
+        """(pool, device) -> shares allocated of a device that allows several allocations."""
+        self._owned_claims: dict[str, dict[str, ClaimUsage]] = {}
+        """``namespace/workload`` -> its allocated claims (their devices are not a competitor for it)."""
         self._nodes: dict[str, NodeView] = {}
         self._pods: dict[str, PodUsage] = {}
         self._requested: dict[str, dict[str, float]] = {}
@@ -289,52 +299,87 @@ class CapacityIndex:
                 self._device_classes.discard(name)
             self._changed()
 
-    def _touch_slices(self, *slices: PublishedSlice | None) -> None:
-        for one in slices:
-            if one is not None:
-                self._node_capacity.pop(one.node, None)
+    def _add_slice(self, name: str, published: PublishedSlice) -> None:
+        self._slices[name] = published
+        self._node_slices.setdefault(published.node, set()).add(name)
+        for device, counted in published.devices.items():
+            self._devices[(published.pool, device)] = (published.node, counted)
+        self._node_capacity.pop(published.node, None)
+
+    def _remove_slice(self, name: str) -> None:
+        published = self._slices.pop(name, None)
+        if published is None:
+            return
+        names = self._node_slices.get(published.node, set())
+        names.discard(name)
+        if not names:
+            self._node_slices.pop(published.node, None)
+        for device in published.devices:
+            if self._devices.get((published.pool, device), (None,))[0] == published.node:
+                del self._devices[(published.pool, device)]
+        self._node_capacity.pop(published.node, None)
 
     def replace_slices(self, slices: Mapping[str, PublishedSlice]) -> None:
-        self._touch_slices(*self._slices.values())
-        self._slices = dict(slices)
-        self._touch_slices(*self._slices.values())
+        for name in list(self._slices):
+            self._remove_slice(name)
+        for name, published in slices.items():
+            self._add_slice(name, published)
         self._changed()
 
     def upsert_slice(self, name: str, published: PublishedSlice | None) -> None:
-        old = self._slices.get(name)
-        if old == published:
+        if self._slices.get(name) == published:
             return
-        self._slices.pop(name, None)
+        self._remove_slice(name)
         if published is not None:
-            self._slices[name] = published
-        self._touch_slices(old, published)
+            self._add_slice(name, published)
         self._changed()
 
-    def _touch_claim(self, usage: ClaimUsage | None) -> None:
-        if usage is None:
-            return
-        pools = {(driver, pool) for driver, pool, _ in usage.devices}
-        for one in self._slices.values():
-            if (DRIVER, one.pool) in pools:
-                self._node_capacity.pop(one.node, None)
+    def _count_claim(self, key: str, usage: ClaimUsage, sign: int) -> None:
+        """Add (``sign`` 1) or take away (-1) what one claim holds, and forget the nodes' entries it touches."""
+        for (driver, pool, device), shares in usage.devices.items():
+            if driver != DRIVER:
+                continue
+            where = (pool, device)
+            if shares is None:
+                self._whole[where] = self._whole.get(where, 0) + sign
+                if self._whole[where] <= 0:
+                    del self._whole[where]
+            else:
+                left = self._shares.get(where, 0.0) + sign * shares
+                if abs(left) < 1e-9:
+                    self._shares.pop(where, None)
+                else:
+                    self._shares[where] = left
+            located = self._devices.get(where)
+            if located is not None:
+                self._node_capacity.pop(located[0], None)
+        if usage.owner is not None:
+            owned = self._owned_claims.setdefault(usage.owner, {})
+            if sign > 0:
+                owned[key] = usage
+            else:
+                owned.pop(key, None)
+                if not owned:
+                    del self._owned_claims[usage.owner]
 
     def replace_claims(self, claims: Mapping[str, ClaimUsage]) -> None:
-        for usage in self._claims.values():
-            self._touch_claim(usage)
+        for key, usage in self._claims.items():
+            self._count_claim(key, usage, -1)
         self._claims = dict(claims)
-        for usage in self._claims.values():
-            self._touch_claim(usage)
+        for key, usage in self._claims.items():
+            self._count_claim(key, usage, 1)
         self._changed()
 
     def upsert_claim(self, key: str, usage: ClaimUsage | None) -> None:
         old = self._claims.get(key)
         if old == usage:
             return
-        self._claims.pop(key, None)
+        if old is not None:
+            self._count_claim(key, old, -1)
+            del self._claims[key]
         if usage is not None:
             self._claims[key] = usage
-        self._touch_claim(old)
-        self._touch_claim(usage)
+            self._count_claim(key, usage, 1)
         self._changed()
 
     def dra(self) -> DRAClasses | None:
@@ -353,24 +398,16 @@ class CapacityIndex:
     def _dra_capacity(self, node: str) -> tuple[dict[str, float], dict[str, float]]:
         """(allocatable, free) of the node's published GPU devices under their capacity keys."""
         allocatable: dict[str, float] = {}
-        used: dict[tuple[str, str], float | None] = {}
-        pools = {one.pool for one in self._slices.values() if one.node == node}
-        if not pools:
-            return {}, {}
-        for usage in self._claims.values():
-            for (driver, pool, device), shares in usage.devices.items():
-                if driver == DRIVER and pool in pools:
-                    before = used.get((pool, device), 0.0)
-                    used[(pool, device)] = None if shares is None or before is None else before + shares
         free: dict[str, float] = {}
-        for one in self._slices.values():
-            if one.node != node:
-                continue
-            for device, counted in one.devices.items():
-                taken = used.get((one.pool, device), 0.0)
+        for name in self._node_slices.get(node, ()):
+            published = self._slices[name]
+            for device, counted in published.devices.items():
+                where = (published.pool, device)
+                whole = self._whole.get(where, 0) > 0
+                taken = self._shares.get(where, 0.0)
                 for key, amount in counted.keys.items():
                     allocatable[key] = allocatable.get(key, 0.0) + amount
-                    if taken is None or (taken > 0 and not counted.shared):
+                    if whole or (taken > 0 and not counted.shared):
                         left = 0.0
                     else:
                         left = max(0.0, amount - taken)
@@ -379,19 +416,13 @@ class CapacityIndex:
 
     def _held_devices(self, owner: str) -> dict[str, dict[str, float]]:
         """What the claims of workload ``owner`` hold of DRA devices, per node, under the capacity keys."""
-        where: dict[tuple[str, str], tuple[str, DeviceKeys]] = {}
-        for one in self._slices.values():
-            for device, counted in one.devices.items():
-                where[(one.pool, device)] = (one.node, counted)
         out: dict[str, dict[str, float]] = {}
-        for usage in self._claims.values():
-            if usage.owner != owner:
-                continue
+        for usage in self._owned_claims.get(owner, {}).values():
             for (driver, pool, device), shares in usage.devices.items():
-                found = where.get((pool, device)) if driver == DRIVER else None
-                if found is None:
+                located = self._devices.get((pool, device)) if driver == DRIVER else None
+                if located is None:
                     continue
-                node, counted = found
+                node, counted = located
                 sums = out.setdefault(node, {})
                 for key, amount in counted.keys.items():
                     held = amount if shares is None or not counted.shared else min(amount, shares)
@@ -419,7 +450,7 @@ class CapacityIndex:
             if MEMORY in allocatable:  # bytes -> MiB, the policy's unit
                 allocatable[MEMORY] /= _MIB
                 free[MEMORY] /= _MIB
-            if self._slices:
+            if node.name in self._node_slices:
                 published, unclaimed = self._dra_capacity(node.name)
                 allocatable.update(published)
                 free.update(unclaimed)
@@ -450,7 +481,7 @@ class CapacityIndex:
             sums = out.setdefault(usage.node, {})
             for name, amount in usage.requests.items():
                 sums[name] = sums.get(name, 0.0) + (amount / _MIB if name == MEMORY else amount)
-        if owner and self._claims:
+        if owner and owner in self._owned_claims:
             for node, devices in self._held_devices(owner).items():
                 sums = out.setdefault(node, {})
                 for key, amount in devices.items():
