@@ -91,10 +91,11 @@ def test_a_mig_slice_is_claimed_from_the_mig_class_by_profile() -> None:
     [
         pytest.param("TimeSlicing", {"strategy": "TimeSlicing", "timeSlicingConfig": {"interval": "Default"}}, id="ts"),
         pytest.param("MPS", {"strategy": "MPS"}, id="mps"),
+        pytest.param("none", None, id="driver-default"),
     ],
 )
 def test_a_shared_gpu_is_one_share_of_a_gpu_sliced_at_most_n_ways_with_the_drivers_sharing_config(
-    strategy: Any, expected: dict[str, Any]
+    strategy: Any, expected: dict[str, Any] | None
 ) -> None:
     claim = claim_for(workload(L4_SHARED).spec, DRAClasses(sharing_strategy=strategy))
     assert claim is not None
@@ -105,15 +106,18 @@ def test_a_shared_gpu_is_one_share_of_a_gpu_sliced_at_most_n_ways_with_the_drive
         "device.allowMultipleAllocations && 'shares' in device.capacity['gpu.nvidia.com'] && "
         "device.capacity['gpu.nvidia.com'].shares.compareTo(quantity('4')) <= 0"
     )
-    assert devices["config"] == [
-        {
-            "requests": ["gpu"],
-            "opaque": {
-                "driver": "gpu.nvidia.com",
-                "parameters": {"apiVersion": CONFIG_API_VERSION, "kind": "GpuConfig", "sharing": expected},
-            },
-        }
-    ]
+    if expected is None:
+        assert "config" not in devices, "no opaque config unless one is asked for (the driver gates each strategy)"
+    else:
+        assert devices["config"] == [
+            {
+                "requests": ["gpu"],
+                "opaque": {
+                    "driver": "gpu.nvidia.com",
+                    "parameters": {"apiVersion": CONFIG_API_VERSION, "kind": "GpuConfig", "sharing": expected},
+                },
+            }
+        ]
     assert claim.capacity_key == "dra.gpu.nvidia.com/nvidia-l4-shares-max4"
 
 

@@ -84,7 +84,11 @@ async def api(kube_kwok: KubeCluster) -> AsyncIterator[ApiClient]:
 async def classes(api: ApiClient) -> AsyncIterator[DRAClasses]:
     """NVIDIA's two DeviceClasses under names only this test uses (cluster-scoped: removed afterwards)."""
     run = uuid.uuid4().hex[:8]
-    names = DRAClasses(gpu=f"gpu-{run}.dra.inference-placement.test", mig=f"mig-{run}.dra.inference-placement.test")
+    names = DRAClasses(
+        gpu=f"gpu-{run}.dra.inference-placement.test",
+        mig=f"mig-{run}.dra.inference-placement.test",
+        sharing_strategy="TimeSlicing",  # --set cluster.draSharingStrategy=TimeSlicing
+    )
     resource = ResourceV1Api(api)
     for name, kind in ((names.gpu, "gpu"), (names.mig, "mig")):
         body: Any = {

@@ -116,7 +116,7 @@ SET_TABLE: list[tuple[str, str, str, object]] = [
     ("cluster.gpuRequest", "dra", "cluster.gpu_request", "dra"),
     ("cluster.draGpuDeviceClass", "gpu.example.com", "cluster.dra_gpu_device_class", "gpu.example.com"),
     ("cluster.draMigDeviceClass", "mig.example.com", "cluster.dra_mig_device_class", "mig.example.com"),
-    ("cluster.draSharingStrategy", "MPS", "cluster.dra_sharing_strategy", "MPS"),
+    ("cluster.draSharingStrategy", "TimeSlicing", "cluster.dra_sharing_strategy", "TimeSlicing"),
 ]
 
 # Keys that cannot stand alone (router.mode=files needs both of its directories).

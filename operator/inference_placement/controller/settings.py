@@ -389,9 +389,11 @@ class ClusterSettings(_Group):
     """DeviceClass of whole and shared GPUs (NVIDIA's DRA driver: ``gpu.nvidia.com``). Default ``gpu.nvidia.com``."""
     dra_mig_device_class: _DeviceClassName = MIG_DEVICE_CLASS
     """DeviceClass of MIG devices (NVIDIA's DRA driver: ``mig.nvidia.com``). Default ``mig.nvidia.com``."""
-    dra_sharing_strategy: SharingStrategy = "TimeSlicing"
-    """How a shared GPU claimed through DRA is shared (``GpuConfig.sharing.strategy`` of NVIDIA's driver):
-    ``TimeSlicing`` or ``MPS``. Default ``TimeSlicing``."""
+    dra_sharing_strategy: SharingStrategy = "none"
+    """The sharing config a shared GPU's DRA claim carries (``GpuConfig.sharing.strategy`` of NVIDIA's driver):
+    ``TimeSlicing``, ``MPS``, or ``none`` (no config: the driver's default time-slicing between the processes of the
+    claims sharing the GPU). The driver accepts ``TimeSlicing`` only with its ``TimeSlicingSettings`` feature gate
+    and ``MPS`` only with ``MPSSupport`` (both alpha). Default ``none``."""
 
     def dra_classes(self) -> DRAClasses:
         """The DeviceClasses and sharing strategy GPUs are claimed with where DRA applies."""

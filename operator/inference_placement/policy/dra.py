@@ -64,8 +64,9 @@ MAX_SHARES: Final = 64
 GPURequest = Literal["auto", "extendedResources", "dra"]
 """How the cluster target requests GPUs: extended resources (device plugin), DRA claims, or DRA where the NVIDIA
 DeviceClasses exist."""
-SharingStrategy = Literal["TimeSlicing", "MPS"]
-"""``GpuConfig.sharing.strategy`` of a shared GPU."""
+SharingStrategy = Literal["TimeSlicing", "MPS", "none"]
+"""``GpuConfig.sharing.strategy`` of a shared GPU's claim, or ``none``: no opaque config (the driver's own default;
+it accepts ``TimeSlicing`` only with its ``TimeSlicingSettings`` feature gate, ``MPS`` only with ``MPSSupport``)."""
 
 _ATTR: Final = f"device.attributes['{DRIVER}']"
 _CAP: Final = f"device.capacity['{DRIVER}']"
@@ -79,8 +80,8 @@ class DRAClasses:
     """Whole and shared GPUs (``type == 'gpu'``)."""
     mig: str | None = MIG_DEVICE_CLASS
     """MIG devices (``type == 'mig'``)."""
-    sharing_strategy: SharingStrategy = "TimeSlicing"
-    """``GpuConfig.sharing.strategy`` set on a time-sliced share's claim."""
+    sharing_strategy: SharingStrategy = "none"
+    """``GpuConfig.sharing.strategy`` set on a time-sliced share's claim (``none``: no config)."""
 
 
 def exclusive_key(accelerator: AcceleratorType) -> str:
@@ -168,20 +169,20 @@ def claim_for(spec: InferenceWorkloadSpec, classes: DRAClasses) -> DRAClaim | No
         shared += f" && {_CAP}.shares.compareTo(quantity('{acc.time_slicing_replicas}')) <= 0"
         at_most = f", shared by at most {acc.time_slicing_replicas}"
     strategy = classes.sharing_strategy
-    parameters: dict[str, Any] = {
-        "apiVersion": CONFIG_API_VERSION,
-        "kind": "GpuConfig",
-        "sharing": {"strategy": strategy},
-    }
-    if strategy == "TimeSlicing":
-        parameters["sharing"]["timeSlicingConfig"] = {"interval": "Default"}
+    parameters: dict[str, Any] | None = None
+    if strategy != "none":
+        # the driver validates it: TimeSlicing needs its TimeSlicingSettings gate, MPS its MPSSupport gate
+        parameters = {"apiVersion": CONFIG_API_VERSION, "kind": "GpuConfig", "sharing": {"strategy": strategy}}
+        if strategy == "TimeSlicing":
+            parameters["sharing"]["timeSlicingConfig"] = {"interval": "Default"}
+    how = "" if strategy == "none" else f", {strategy}"
     return DRAClaim(
         device_class=classes.gpu,
         selectors=(product, shared),
         shares=1,
         config=parameters,
         capacity_key=shares_key(acc.type, acc.time_slicing_replicas),
-        description=f"DRA claim: 1 share of {classes.gpu} ({acc.type.value}, {strategy}{at_most})",
+        description=f"DRA claim: 1 share of {classes.gpu} ({acc.type.value}{how}{at_most})",
     )
 
 
