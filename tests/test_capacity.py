@@ -736,6 +736,11 @@ def holder_pod(node: str, gpu: dict[str, str], labels: dict[str, str] | None = N
     }
 
 
+LISTS = 5
+"""Lists a capacity cache sends at start: Nodes, Pods, and (``gpu_request`` auto) DeviceClasses, ResourceSlices,
+ResourceClaims."""
+
+
 def slice_holder(node: str, labels: dict[str, str] | None = None) -> Any:
     return holder_pod(node, {"nvidia.com/mig-3g.40gb": "1"}, labels)
 
@@ -769,11 +774,12 @@ async def test_taken_mig_slice_makes_capacity_unavailable_with_the_numbers(
         assert cache.check(spec({"type": "nvidia-a100-80gb", "sharing": "mig", "migProfile": "2g.20gb"}))[0]
         assert cache.check(spec(MIG_3G, cluster={"nodeAutoscaler": True}))[0]
 
-        # Reads cost no API calls: one list per kind at start, everything since came from the watches.
+        # Reads cost no API calls: one list per kind at start (Nodes, Pods; DeviceClasses, ResourceSlices and
+        # ResourceClaims for DRA), everything since came from the watches.
         for _ in range(100):
             cache.check(spec(MIG_3G))
             cache.snapshot()
-        assert cache.list_requests == 2
+        assert cache.list_requests == LISTS
 
         await CoreV1Api(live_api).delete_namespaced_pod("slice-holder", live_namespace, grace_period_seconds=0)
 
@@ -781,7 +787,7 @@ async def test_taken_mig_slice_makes_capacity_unavailable_with_the_numbers(
             return cache.check(spec(MIG_3G))[0]
 
         await eventually(free_again, timeout=15, what="the watch to see the Pod gone")
-        assert cache.list_requests == 2
+        assert cache.list_requests == LISTS
     finally:
         await cache.stop()
 
@@ -832,7 +838,7 @@ async def test_node_changes_arrive_through_the_watch(
             return not cache.check(spec(MIG_3G))[0]
 
         await eventually(cordoned, timeout=15, what="the cordon to arrive")
-        assert cache.list_requests == 2
+        assert cache.list_requests == LISTS
     finally:
         await core.patch_node(node, {"spec": {"unschedulable": False}})
         await cache.stop()

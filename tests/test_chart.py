@@ -489,7 +489,15 @@ def test_rbac_has_no_wildcards_and_never_writes_spec_or_reads_foreign_secrets(va
         if "namespaces" in rule["resources"]:
             assert rule["verbs"] == ["list", "watch"], rule
     if values:  # namespaced: workload objects only through Roles in the watched namespaces
-        assert cluster_resources == {"nodes", "pods", "customresourcedefinitions", "namespaces"}
+        assert cluster_resources == {
+            "nodes",
+            "pods",
+            "customresourcedefinitions",
+            "namespaces",
+            "deviceclasses",
+            "resourceslices",
+            "resourceclaims",
+        }
         roles = {
             r["metadata"]["namespace"]
             for r in by_kind(manifests, "Role")

@@ -113,6 +113,10 @@ SET_TABLE: list[tuple[str, str, str, object]] = [
     ("metrics.timeoutSeconds", "3", "metrics.timeout_seconds", 3.0),
     ("cluster.imagePullPolicy", "IfNotPresent", "cluster.image_pull_policy", "IfNotPresent"),
     ("cluster.dryRun", "on", "cluster.dry_run", True),
+    ("cluster.gpuRequest", "dra", "cluster.gpu_request", "dra"),
+    ("cluster.draGpuDeviceClass", "gpu.example.com", "cluster.dra_gpu_device_class", "gpu.example.com"),
+    ("cluster.draMigDeviceClass", "mig.example.com", "cluster.dra_mig_device_class", "mig.example.com"),
+    ("cluster.draSharingStrategy", "TimeSlicing", "cluster.dra_sharing_strategy", "TimeSlicing"),
 ]
 
 # Keys that cannot stand alone (router.mode=files needs both of its directories).

@@ -96,6 +96,10 @@ targets/cluster.py (Deployment + Service), routing (ConfigMaps), kopf's own watc
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [list, watch]
+# GPUs claimed through DRA (cluster.gpuRequest): the claim template each model Deployment's Pods claim from
+- apiGroups: [resource.k8s.io]
+  resources: [resourceclaimtemplates]
+  verbs: [get, list, create, patch, delete]
 {{- end -}}
 
 {{/* Peering rules: list/watch the peering kind, get/patch only the release's own peering object. */}}

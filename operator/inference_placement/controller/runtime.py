@@ -207,7 +207,7 @@ async def build_fleet(
         on_write=telemetry.count_write,
         fence=fence,
     )
-    capacity = CapacityCache(api)
+    capacity = CapacityCache(api, gpu_request=settings.cluster.gpu_request, dra_classes=settings.cluster.dra_classes())
     await capacity.start()
     targets: dict[TargetName, Target] = {
         TargetName.CLUSTER: ClusterTarget(api, capacity, image_pull_policy=settings.cluster.image_pull_policy),

@@ -39,6 +39,7 @@ from pydantic.fields import FieldInfo
 from inference_placement.controller.leader import LeaseTimings
 from inference_placement.controller.migration import MigrationTimings
 from inference_placement.policy.actuation import WakeTimings
+from inference_placement.policy.dra import GPU_DEVICE_CLASS, MIG_DEVICE_CLASS, DRAClasses, GPURequest, SharingStrategy
 from inference_placement.routing.manifests import DEFAULT_ENVOY_IMAGE
 from inference_placement.routing.model import CLUSTER_DOMAIN, UpstreamAddress
 
@@ -114,6 +115,10 @@ Url = Annotated[str, AfterValidator(_url)]
 _AwsAccount = Annotated[str, StringConstraints(pattern=r"^[0-9]{12}$")]
 """A 12-digit AWS account id."""
 """An http(s) URL, or ``host:port`` (read as http)."""
+_DeviceClassName = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", max_length=253)
+]
+"""A DeviceClass name (a DNS subdomain)."""
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 """A container's imagePullPolicy."""
 Seconds = Annotated[float, Gt(0)]
@@ -374,6 +379,27 @@ class ClusterSettings(_Group):
     dry_run: bool = False
     """Decide and record in status, apply nothing in the cluster (the fleet-scale benchmark, shadow evaluation).
     Default ``false``."""
+    gpu_request: GPURequest = "auto"
+    """How a replica requests its GPU: ``extendedResources`` (NVIDIA's device plugin: ``nvidia.com/gpu``,
+    ``nvidia.com/mig-<profile>``, time-sliced ``nvidia.com/gpu``), ``dra`` (a ResourceClaimTemplate per workload
+    claiming from the DeviceClasses below; capacity from ResourceSlices and allocated ResourceClaims), or ``auto``:
+    DRA for whole and shared GPUs where ``draGpuDeviceClass`` exists, for MIG where ``draMigDeviceClass`` exists,
+    extended resources otherwise. Default ``auto``."""
+    dra_gpu_device_class: _DeviceClassName = GPU_DEVICE_CLASS
+    """DeviceClass of whole and shared GPUs (NVIDIA's DRA driver: ``gpu.nvidia.com``). Default ``gpu.nvidia.com``."""
+    dra_mig_device_class: _DeviceClassName = MIG_DEVICE_CLASS
+    """DeviceClass of MIG devices (NVIDIA's DRA driver: ``mig.nvidia.com``). Default ``mig.nvidia.com``."""
+    dra_sharing_strategy: SharingStrategy = "none"
+    """The sharing config a shared GPU's DRA claim carries (``GpuConfig.sharing.strategy`` of NVIDIA's driver):
+    ``TimeSlicing``, ``MPS``, or ``none`` (no config: the driver's default time-slicing between the processes of the
+    claims sharing the GPU). The driver accepts ``TimeSlicing`` only with its ``TimeSlicingSettings`` feature gate
+    and ``MPS`` only with ``MPSSupport`` (both alpha). Default ``none``."""
+
+    def dra_classes(self) -> DRAClasses:
+        """The DeviceClasses and sharing strategy GPUs are claimed with where DRA applies."""
+        return DRAClasses(
+            gpu=self.dra_gpu_device_class, mig=self.dra_mig_device_class, sharing_strategy=self.dra_sharing_strategy
+        )
 
 
 # ----------------------------------------------------------------------------------------------- the whole

@@ -12,11 +12,19 @@ lease and marks the Pods the real kube-scheduler binds there Running and Ready (
 
 Nodes are created through the API, their capacity through the status subresource as a kubelet would, concurrently
 through one async client; every fleet has a run label (``FLEET_LABEL``) so it is listed and deleted as one.
+
+A DRA fleet (``create_fleet(..., dra=True)``) publishes the same GPUs as NVIDIA's DRA driver does instead: no
+``nvidia.com/*`` extended resources on the Node, one ResourceSlice per Node (driver ``gpu.nvidia.com``, owned by
+the Node) with whole GPUs (``type: gpu``), MIG devices (``type: mig``, ``profile``, ``parentUUID``) and GPUs shared
+by consumable capacity (``allowMultipleAllocations``, ``shares: N``: the driver's ``--consumable-shares=N``).
+The real kube-scheduler allocates claims from them; nothing prepares the devices (kwok runs no kubelet plugin).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -25,6 +33,8 @@ from typing import Any, Final
 
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.rest import ApiException
+
+from inference_placement.policy.dra import DRIVER
 
 __all__ = [
     "FLEET_LABEL",
@@ -39,8 +49,10 @@ __all__ = [
     "NodePool",
     "create_fleet",
     "delete_fleet",
+    "dra_devices",
     "fleet_plan",
     "node_body",
+    "resource_slice_body",
     "wait_ready",
 ]
 
@@ -69,14 +81,17 @@ class NodePool:
     cpu: str = "96"
     memory: str = "1360Gi"
     pods: str = "256"
+    nvml_name: str = ""
+    """The GPU's NVML name, as NVIDIA's DRA driver publishes it (``productName``; GFD's label has ``-`` for spaces)."""
 
-    def allocatable(self) -> dict[str, str]:
+    def allocatable(self, *, dra: bool = False) -> dict[str, str]:
+        """``status.allocatable``; a DRA node advertises no GPU extended resources (no device plugin runs there)."""
         return {
             "cpu": self.cpu,
             "memory": self.memory,
             "pods": self.pods,
             "ephemeral-storage": "2Ti",
-            **self.gpu_resources,
+            **({} if dra else self.gpu_resources),
         }
 
 
@@ -103,6 +118,7 @@ GPU_POOLS: Final[Mapping[str, NodePool]] = {
         {"nvidia.com/gpu": "8"},
         cpu="208",
         memory="1872Gi",
+        nvml_name="NVIDIA H100 80GB HBM3",
     ),
     # 8 x A100-80GB, MIG strategy mixed, every GPU cut into 7 x 1g.10gb (mig.config all-1g.10gb)
     "a100-mig": NodePool(
@@ -123,6 +139,7 @@ GPU_POOLS: Final[Mapping[str, NodePool]] = {
         ),
         {"nvidia.com/gpu": "0", "nvidia.com/mig-1g.10gb": "56"},
         cpu="96",
+        nvml_name="NVIDIA A100-SXM4-80GB",
     ),
     # 4 x L4 time-sliced 8 ways, resource kept as nvidia.com/gpu (renameByDefault false: product gets -SHARED)
     "l4-ts": NodePool(
@@ -141,6 +158,7 @@ GPU_POOLS: Final[Mapping[str, NodePool]] = {
         {"nvidia.com/gpu": "32"},
         cpu="48",
         memory="192Gi",
+        nvml_name="NVIDIA L4",
     ),
     # 4 x T4 time-sliced 8 ways with renameByDefault: nvidia.com/gpu.shared
     "t4-shared": NodePool(
@@ -159,6 +177,7 @@ GPU_POOLS: Final[Mapping[str, NodePool]] = {
         {"nvidia.com/gpu.shared": "32"},
         cpu="32",
         memory="120Gi",
+        nvml_name="Tesla T4",
     ),
 }
 """The node shapes of a fleet; ``fleet_plan`` splits a node count over them."""
@@ -202,6 +221,84 @@ def node_body(name: str, pool: NodePool, fleet: str, index: int) -> dict[str, An
     }
 
 
+def _attributes(pool: NodePool, kind: str, uuid_: str) -> dict[str, Any]:
+    return {
+        "type": {"string": kind},
+        "uuid": {"string": uuid_},
+        "productName": {"string": pool.nvml_name},
+        "brand": {"string": "Nvidia"},
+        "driverVersion": {"version": "580.95.5"},
+    }
+
+
+def dra_devices(pool: NodePool, node: str) -> list[dict[str, Any]]:
+    """The devices NVIDIA's DRA driver would publish for this pool's GPUs (GFD labels give count, memory, sharing)."""
+    labels = pool.gfd_labels
+    gpus = int(labels["nvidia.com/gpu.count"])
+    memory = f"{labels['nvidia.com/gpu.memory']}Mi"
+    devices: list[dict[str, Any]] = []
+    mig = {
+        r[len("nvidia.com/mig-") :]: int(n) for r, n in pool.gpu_resources.items() if r.startswith("nvidia.com/mig-")
+    }
+    mig_memory = {p: f"{labels.get(f'nvidia.com/mig-{p}.memory', '0')}Mi" for p in mig}
+    shares = int(labels.get("nvidia.com/gpu.replicas", "1"))
+    for gpu in range(gpus):
+        parent = f"GPU-{node}-{gpu}"
+        if mig:
+            for profile, total in mig.items():
+                for slot in range(total // gpus):
+                    attributes = _attributes(pool, "mig", f"MIG-{node}-{gpu}-{slot}")
+                    attributes["profile"] = {"string": profile}
+                    attributes["parentUUID"] = {"string": parent}
+                    name = f"gpu-{gpu}-mig-{profile.replace('.', '')}-{slot}"
+                    devices.append(
+                        {"name": name, "attributes": attributes, "capacity": {"memory": {"value": mig_memory[profile]}}}
+                    )
+            continue
+        device: dict[str, Any] = {
+            "name": f"gpu-{gpu}",
+            "attributes": _attributes(pool, "gpu", parent),
+            "capacity": {"memory": {"value": memory}},
+        }
+        if labels.get("nvidia.com/gpu.sharing-strategy") == "time-slicing" and shares > 1:
+            # consumable shares (--consumable-shares=N): each claim takes one share unless it asks for more
+            device["allowMultipleAllocations"] = True
+            device["capacity"] = {
+                "memory": {
+                    "value": memory,
+                    "requestPolicy": {"default": "0", "validRange": {"min": "0", "max": memory, "step": "1Mi"}},
+                },
+                "shares": {
+                    "value": str(shares),
+                    "requestPolicy": {"default": "1", "validRange": {"min": "1", "max": str(shares), "step": "1"}},
+                },
+            }
+        devices.append(device)
+    return devices
+
+
+def resource_slice_body(node: dict[str, Any], pool: NodePool, fleet: str) -> dict[str, Any]:
+    """The ResourceSlice of one Node's GPUs (owned by the Node, as the driver's kubelet plugin makes it)."""
+    name = str(node["metadata"]["name"])
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceSlice",
+        "metadata": {
+            "name": f"{name}-{DRIVER}",
+            "labels": {FLEET_LABEL: fleet},
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Node", "name": name, "uid": node["metadata"]["uid"], "controller": True}
+            ],
+        },
+        "spec": {
+            "driver": DRIVER,
+            "nodeName": name,
+            "pool": {"name": name, "generation": 1, "resourceSliceCount": 1},
+            "devices": dra_devices(pool, name),
+        },
+    }
+
+
 @dataclass
 class KwokFleet:
     """Fake GPU nodes created by ``create_fleet``."""
@@ -209,6 +306,8 @@ class KwokFleet:
     fleet: str
     pools: dict[str, list[str]] = field(default_factory=dict)
     """Pool name -> Node names."""
+    dra: bool = False
+    """GPUs published as DRA ResourceSlices instead of extended resources."""
     create_seconds: float = 0.0
     ready_seconds: float = 0.0
 
@@ -248,12 +347,15 @@ async def create_fleet(
     fleet: str | None = None,
     concurrency: int = 16,
     ready_timeout: float = 300.0,
+    dra: bool = False,
 ) -> KwokFleet:
-    """Create ``plan`` (pool -> node count) and wait until kwok has made every Node Ready.
+    """Create ``plan`` (pool -> node count) and wait until kwok has made every Node Ready; ``dra``: the GPUs as
+    DRA ResourceSlices of NVIDIA's driver instead of extended resources.
 
     Raises ``KwokError`` when the Nodes do not become Ready (kwok not running: ``e2e/local-cluster.sh up --kwok``)."""
     core = k8s.CoreV1Api(api)
-    result = KwokFleet(fleet=fleet or uuid.uuid4().hex[:8])
+    resource = k8s.ResourceV1Api(api)
+    result = KwokFleet(fleet=fleet or uuid.uuid4().hex[:8], dra=dra)
     slots = asyncio.Semaphore(concurrency)
     jobs: list[tuple[str, NodePool, int]] = []
     index = 0
@@ -273,8 +375,17 @@ async def create_fleet(
             except ApiException as err:
                 if err.status != 409:
                     raise
-            status = {"status": {"capacity": pool.allocatable(), "allocatable": pool.allocatable()}}
+            allocatable = pool.allocatable(dra=dra)
+            status = {"status": {"capacity": allocatable, "allocatable": allocatable}}
             await _retrying(core.patch_node_status, name, status, _preload_content=False)
+            if dra:
+                node = await _retrying(core.read_node, name, _preload_content=False)
+                published = resource_slice_body(json.loads(await node.read()), pool, result.fleet)
+                try:
+                    await _retrying(resource.create_resource_slice, published, _preload_content=False)
+                except ApiException as err:
+                    if err.status != 409:
+                        raise
 
     started = time.monotonic()
     try:
@@ -311,9 +422,12 @@ async def wait_ready(api: k8s.ApiClient, fleet: KwokFleet, *, timeout: float) ->
 
 
 async def delete_fleet(api: k8s.ApiClient, fleet: KwokFleet | str, *, concurrency: int = 16) -> int:
-    """Delete every Node of the fleet (by its run label); returns how many were deleted."""
+    """Delete every Node of the fleet and its ResourceSlices (by its run label); returns how many Nodes were deleted."""
     core = k8s.CoreV1Api(api)
     name = fleet.fleet if isinstance(fleet, KwokFleet) else fleet
+    if not isinstance(fleet, KwokFleet) or fleet.dra:
+        with contextlib.suppress(ApiException):  # absent API: no slices
+            await k8s.ResourceV1Api(api).delete_collection_resource_slice(label_selector=f"{FLEET_LABEL}={name}")
     nodes = await core.list_node(label_selector=f"{FLEET_LABEL}={name}")
     slots = asyncio.Semaphore(concurrency)
 

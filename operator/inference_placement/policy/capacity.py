@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from inference_placement.api.spec import InferenceWorkloadSpec
 from inference_placement.api.status import Reason
+from inference_placement.policy.dra import DRA_KEY_PREFIX, DRAClasses, is_bound_key
 from inference_placement.policy.gpu_scheduling import GPU_PRODUCT_LABEL, GPUNodeFacts, GPUScheduling, scheduling_for
 
 __all__ = ["CPU", "MEMORY", "ClusterCapacity", "Fit", "NodeCapacity", "ResourceCapacity", "replica_fit"]
@@ -37,9 +38,12 @@ class NodeCapacity:
     labels: Mapping[str, str] = field(default_factory=dict)
     """All labels: the replica's node affinity reads the GPU ones, the spec's node selector may read any."""
     allocatable: Mapping[str, float] = field(default_factory=dict)
-    """``status.allocatable``: ``cpu`` in cores, ``memory`` in MiB, extended resources (``nvidia.com/...``) counted."""
+    """``status.allocatable``: ``cpu`` in cores, ``memory`` in MiB, extended resources (``nvidia.com/...``) counted;
+    where DRA applies also the node's published GPU devices, counted under ``policy/dra.py``'s keys
+    (``dra.gpu.nvidia.com/...``: devices, MIG devices, shares of shared GPUs)."""
     free: Mapping[str, float] = field(default_factory=dict)
-    """Allocatable minus the requests of the Pods bound to the node (never below 0), same keys and units."""
+    """Allocatable minus the requests of the Pods bound to the node (never below 0), same keys and units; DRA
+    keys: minus what allocated ResourceClaims hold of the node's devices."""
     schedulable: bool = True
     """False when cordoned (``spec.unschedulable``): the node takes no new Pod."""
     gpu_busy_share: float | None = None
@@ -162,13 +166,15 @@ class ClusterCapacity:
 
     nodes: tuple[NodeCapacity, ...] = ()
     known: bool = False
+    dra: DRAClasses | None = None
+    """Where DRA applies, the DeviceClasses GPUs are claimed through (``policy/dra.py``); None: extended resources."""
     _memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, init=False, repr=False, compare=False)
     """Pools and fits already computed on this (immutable) capacity."""
 
     @cached_property
     def gpu_facts(self) -> GPUNodeFacts:
         """MIG strategy and time-slicing resource names per GPU product, from the schedulable nodes."""
-        return GPUNodeFacts.from_nodes(n for n in self.nodes if n.schedulable)
+        return GPUNodeFacts.from_nodes((n for n in self.nodes if n.schedulable), dra=self.dra)
 
     @cached_property
     def resources(self) -> tuple[ResourceCapacity, ...]:
@@ -178,7 +184,8 @@ class ClusterCapacity:
             if not node.schedulable:
                 continue
             for resource, amount in node.allocatable.items():
-                if not resource.startswith("nvidia.com/") or amount <= 0:
+                counted = resource.startswith(("nvidia.com/", DRA_KEY_PREFIX)) and not is_bound_key(resource)
+                if not counted or amount <= 0:
                     continue
                 entry = sums.setdefault((resource, node.product), [0.0, 0.0, 0.0])
                 entry[0] += amount
@@ -192,7 +199,7 @@ class ClusterCapacity:
     @cached_property
     def fingerprint(self) -> int:
         """Equal for equal capacities (the fleet skips reconciles whose inputs did not change)."""
-        return hash((self.known, tuple(n.fingerprint for n in self.nodes)))
+        return hash((self.known, self.dra, tuple(n.fingerprint for n in self.nodes)))
 
 
 def _placement_key(spec: InferenceWorkloadSpec) -> tuple[Any, ...]:
@@ -226,7 +233,8 @@ def _pool(spec: InferenceWorkloadSpec, capacity: ClusterCapacity) -> _Pool:
         if resource is not None and gpu_allocatable <= 0:
             continue
         gpu_free = node.free.get(resource, 0.0) if resource is not None else 0.0
-        product = node.product if resource is not None else ""
+        # a node of the DRA driver need not carry GPU feature discovery's labels
+        product = (node.product or "published devices") if resource is not None else ""
         shape = (node.free.get(CPU, 0.0), node.free.get(MEMORY, 0.0), gpu_free, gpu_allocatable, product)
         at = index.get(shape)
         if at is None:

@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Any, Final, Protocol
 
 from inference_placement.api.spec import AcceleratorType, GPUSharing, InferenceWorkloadSpec
+from inference_placement.policy.dra import DRAClaim, DRAClasses, claim_for
 
 __all__ = [
     "GPU_PRODUCTS",
@@ -90,6 +91,10 @@ GPU_PRODUCTS: Mapping[AcceleratorType, tuple[str, ...]] = {
 }
 """``nvidia.com/gpu.product`` values GFD writes for each accelerator type (SXM and PCIe boards, old driver names)."""
 
+_MIG_CAPABLE: Final = frozenset(
+    {AcceleratorType.NVIDIA_A100_40GB, AcceleratorType.NVIDIA_A100_80GB, AcceleratorType.NVIDIA_H100_80GB}
+)
+
 _TYPE_BY_PRODUCT: Mapping[str, AcceleratorType] = {
     product: type_ for type_, products in GPU_PRODUCTS.items() for product in products
 }
@@ -108,6 +113,7 @@ class SchedulingMode(StrEnum):
     MIG_MIXED = "mig-mixed"
     MIG_SINGLE = "mig-single"
     TIME_SLICING = "time-slicing"
+    DRA = "dra"
 
 
 def product_values(accelerator: AcceleratorType) -> tuple[str, ...]:
@@ -183,9 +189,11 @@ class GPUNodeFacts:
     """Base product -> ``nvidia.com/mig.strategy`` labels seen on its nodes (MIG devices or not)."""
     time_slicing_resources: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """Base product -> resources its time-slicing nodes advertise (``nvidia.com/gpu`` and/or ``.shared``)."""
+    dra: DRAClasses | None = None
+    """The DeviceClasses GPUs are claimed through where DRA applies (``policy/dra.py``); None: extended resources."""
 
     @classmethod
-    def from_nodes(cls, nodes: Iterable[NodeLike]) -> GPUNodeFacts:
+    def from_nodes(cls, nodes: Iterable[NodeLike], dra: DRAClasses | None = None) -> GPUNodeFacts:
         profiles: dict[tuple[str, str], set[MigStrategy]] = {}
         products: dict[str, set[MigStrategy]] = {}
         shared: dict[str, set[str]] = {}
@@ -212,6 +220,7 @@ class GPUNodeFacts:
             profile_strategies={k: frozenset(v) for k, v in profiles.items()},
             product_strategies={k: frozenset(v) for k, v in products.items()},
             time_slicing_resources={k: frozenset(v) for k, v in shared.items()},
+            dra=dra,
         )
 
 
@@ -238,13 +247,21 @@ class GPUScheduling:
     tolerations: tuple[dict[str, str], ...] = ()
     description: str = "CPU only"
     """Human-readable summary for Events and annotations."""
+    claim: DRAClaim | None = None
+    """The DRA claim each replica gets through a ResourceClaimTemplate (then ``resources`` is empty)."""
 
     @property
     def resource_name(self) -> str | None:
+        """What one replica is counted against in the capacity view: its extended resource, or the key its DRA
+        devices are counted under (``policy/dra.py``)."""
+        if self.claim is not None:
+            return self.claim.capacity_key
         return next(iter(self.resources), None)
 
     @property
     def resource_count(self) -> int:
+        if self.claim is not None:
+            return self.claim.count if self.claim.shares is None else self.claim.shares
         name = self.resource_name
         return int(self.resources[name]) if name is not None else 0
 
@@ -356,6 +373,17 @@ def scheduling_for(
     products = product_values(acc.type)
     if not products:
         raise ValueError(f"no GPU product labels known for {acc.type.value}")
+    if acc.sharing is GPUSharing.MIG and acc.type not in _MIG_CAPABLE:
+        raise ValueError(f"{acc.type.value} does not support MIG")
+    claim = claim_for(spec, facts.dra) if facts.dra is not None else None
+    if claim is not None:
+        # the claim's device class and selectors pick the GPU; the driver's nodes carry the usual GPU taint
+        return GPUScheduling(
+            mode=SchedulingMode.DRA,
+            tolerations=_tolerations(GPU_RESOURCE),
+            description=claim.description,
+            claim=claim,
+        )
 
     if acc.sharing is GPUSharing.EXCLUSIVE:
         return GPUScheduling(
@@ -370,12 +398,6 @@ def scheduling_for(
         profile = acc.mig_profile
         if profile is None:
             raise ValueError("sharing mig needs accelerator.migProfile")
-        if acc.type not in (
-            AcceleratorType.NVIDIA_A100_40GB,
-            AcceleratorType.NVIDIA_A100_80GB,
-            AcceleratorType.NVIDIA_H100_80GB,
-        ):
-            raise ValueError(f"{acc.type.value} does not support MIG")
         strategy = _mig_strategy(products, profile, facts, default_mig_strategy)
         if strategy is MigStrategy.MIXED:
             resource = mig_resource(profile)

@@ -1,6 +1,8 @@
-"""What the cluster can offer: Nodes (labels, ``status.allocatable``) minus the requests of the Pods bound to them.
+"""What the cluster can offer: Nodes (labels, ``status.allocatable``) minus the requests of the Pods bound to them,
+and where GPUs are claimed through DRA, the devices ResourceSlices publish minus what allocated ResourceClaims hold.
 
-``CapacityCache`` keeps that in memory from one list + watch per kind (Nodes, bound non-terminated Pods), resuming
+``CapacityCache`` keeps that in memory from one list + watch per kind (Nodes, bound non-terminated Pods; with DRA
+also DeviceClasses, ResourceSlices and ResourceClaims), resuming
 from the last resourceVersion, re-listing on 410 Gone and backing off on errors; reading it (``snapshot``,
 ``check``, ``gpu_facts``) makes no API call. ``CapacityIndex`` is the pure part: it folds objects into per-node
 sums and fills the policy's ``ClusterCapacity``; whether a workload fits is ``policy.capacity.replica_fit``'s
@@ -19,18 +21,23 @@ from decimal import Decimal
 from typing import Any, Final
 
 import aiohttp
-from kubernetes_asyncio.client import ApiClient, CoreV1Api
+from kubernetes_asyncio.client import ApiClient, CoreV1Api, ResourceV1Api
 
 from inference_placement.api.quantity import parse_quantity
 from inference_placement.api.spec import InferenceWorkloadSpec
 from inference_placement.policy.capacity import MEMORY, ClusterCapacity, Fit, NodeCapacity, replica_fit
+from inference_placement.policy.dra import DRIVER, DeviceKeys, DRAClasses, GPURequest, device_keys
 from inference_placement.policy.gpu_scheduling import GPUNodeFacts, NodeView
 from inference_placement.targets.cluster_render import MANAGED_BY, MANAGED_BY_LABEL, WORKLOAD_LABEL
 
 __all__ = [
     "CapacityCache",
     "CapacityIndex",
+    "ClaimUsage",
     "PodUsage",
+    "PublishedSlice",
+    "claim_usage_from_object",
+    "slice_from_object",
     "node_view_from_object",
     "pod_usage_from_object",
     "ListFunc",
@@ -116,6 +123,61 @@ def pod_usage_from_object(obj: Mapping[str, Any]) -> PodUsage | None:
     return PodUsage(node=str(node), requests={k: float(v) for k, v in total.items()}, owner=owner)
 
 
+@dataclass(frozen=True)
+class ClaimUsage:
+    """The devices one allocated ResourceClaim holds: (driver, pool, device) -> shares consumed (None: the device)."""
+
+    devices: Mapping[tuple[str, str, str], float | None]
+    owner: str | None = None
+    """``<namespace>/<workload>`` when the claim was made from one of our ResourceClaimTemplates."""
+
+
+def claim_usage_from_object(obj: Mapping[str, Any]) -> ClaimUsage | None:
+    """A ResourceClaim (JSON) -> the devices its allocation holds; None while it is not allocated."""
+    allocation = (obj.get("status") or {}).get("allocation") or {}
+    results = (allocation.get("devices") or {}).get("results") or []
+    devices: dict[tuple[str, str, str], float | None] = {}
+    for result in results:
+        key = (str(result.get("driver", "")), str(result.get("pool", "")), str(result.get("device", "")))
+        consumed = (result.get("consumedCapacity") or {}).get("shares")
+        shares: float | None = None
+        if consumed is not None:
+            with contextlib.suppress(ValueError):
+                shares = _number(consumed)
+        elif result.get("shareID"):
+            shares = 1.0  # a share of a device that allows several allocations, consumed capacity unrecorded
+        previous = devices.get(key)
+        devices[key] = shares if previous is None or shares is None else previous + shares
+    if not devices:
+        return None
+    metadata = obj.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    owner = None
+    if labels.get(MANAGED_BY_LABEL) == MANAGED_BY and labels.get(WORKLOAD_LABEL):
+        owner = f"{metadata.get('namespace', '')}/{labels[WORKLOAD_LABEL]}"
+    return ClaimUsage(devices=devices, owner=owner)
+
+
+@dataclass(frozen=True)
+class PublishedSlice:
+    """The GPU devices one ResourceSlice of NVIDIA's driver publishes on one node, with their capacity keys."""
+
+    node: str
+    pool: str
+    devices: Mapping[str, DeviceKeys]
+
+
+def slice_from_object(obj: Mapping[str, Any]) -> PublishedSlice | None:
+    """A ResourceSlice (JSON) of NVIDIA's GPU driver on one node -> its devices' capacity keys."""
+    spec = obj.get("spec") or {}
+    node = spec.get("nodeName")
+    if spec.get("driver") != DRIVER or not node:
+        return None
+    pool = str((spec.get("pool") or {}).get("name", ""))
+    devices = {str(d.get("name", "")): device_keys(d) for d in spec.get("devices") or []}
+    return PublishedSlice(node=str(node), pool=pool, devices={k: v for k, v in devices.items() if v.keys})
+
+
 class CapacityIndex:
     """Nodes and bound Pods folded into per-node sums (pure; fed by ``CapacityCache``'s watches).
 
@@ -123,7 +185,24 @@ class CapacityIndex:
     when the node or a Pod on it changed); whether a workload fits is ``policy.capacity.replica_fit``'s answer.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, gpu_request: GPURequest = "auto", dra_classes: DRAClasses | None = None) -> None:
+        self.gpu_request: GPURequest = gpu_request
+        """``extendedResources``, ``dra``, or ``auto``: DRA for the kinds whose DeviceClass exists."""
+        self.dra_classes = dra_classes if dra_classes is not None else DRAClasses()
+        """The DeviceClass names GPUs are claimed through (NVIDIA's by default)."""
+        self._device_classes: set[str] = set()
+        self._slices: dict[str, PublishedSlice] = {}
+        self._node_slices: dict[str, set[str]] = {}
+        """Node -> names of the ResourceSlices publishing its devices."""
+        self._devices: dict[tuple[str, str], tuple[str, DeviceKeys]] = {}
+        """(pool, device) -> (its node, what it counts for)."""
+        self._claims: dict[str, ClaimUsage] = {}
+        self._whole: dict[tuple[str, str], int] = {}
+        """(pool, device) -> allocations of the whole device."""
+        self._shares: dict[tuple[str, str], float] = {}
+        """(pool, device) -> shares allocated of a device that allows several allocations."""
+        self._owned_claims: dict[str, dict[str, ClaimUsage]] = {}
+        """``namespace/workload`` -> its allocated claims (their devices are not a competitor for it)."""
         self._nodes: dict[str, NodeView] = {}
         self._pods: dict[str, PodUsage] = {}
         self._requested: dict[str, dict[str, float]] = {}
@@ -207,6 +286,149 @@ class CapacityIndex:
             if not owned:
                 self._owned.pop(usage.owner, None)
 
+    # -- DRA updates
+    def replace_device_classes(self, names: Iterable[str]) -> None:
+        self._device_classes = set(names)
+        self._changed()
+
+    def upsert_device_class(self, name: str, present: bool) -> None:
+        if (name in self._device_classes) != present:
+            if present:
+                self._device_classes.add(name)
+            else:
+                self._device_classes.discard(name)
+            self._changed()
+
+    def _add_slice(self, name: str, published: PublishedSlice) -> None:
+        self._slices[name] = published
+        self._node_slices.setdefault(published.node, set()).add(name)
+        for device, counted in published.devices.items():
+            self._devices[(published.pool, device)] = (published.node, counted)
+        self._node_capacity.pop(published.node, None)
+
+    def _remove_slice(self, name: str) -> None:
+        published = self._slices.pop(name, None)
+        if published is None:
+            return
+        names = self._node_slices.get(published.node, set())
+        names.discard(name)
+        if not names:
+            self._node_slices.pop(published.node, None)
+        for device in published.devices:
+            if self._devices.get((published.pool, device), (None,))[0] == published.node:
+                del self._devices[(published.pool, device)]
+        self._node_capacity.pop(published.node, None)
+
+    def replace_slices(self, slices: Mapping[str, PublishedSlice]) -> None:
+        for name in list(self._slices):
+            self._remove_slice(name)
+        for name, published in slices.items():
+            self._add_slice(name, published)
+        self._changed()
+
+    def upsert_slice(self, name: str, published: PublishedSlice | None) -> None:
+        if self._slices.get(name) == published:
+            return
+        self._remove_slice(name)
+        if published is not None:
+            self._add_slice(name, published)
+        self._changed()
+
+    def _count_claim(self, key: str, usage: ClaimUsage, sign: int) -> None:
+        """Add (``sign`` 1) or take away (-1) what one claim holds, and forget the nodes' entries it touches."""
+        for (driver, pool, device), shares in usage.devices.items():
+            if driver != DRIVER:
+                continue
+            where = (pool, device)
+            if shares is None:
+                self._whole[where] = self._whole.get(where, 0) + sign
+                if self._whole[where] <= 0:
+                    del self._whole[where]
+            else:
+                left = self._shares.get(where, 0.0) + sign * shares
+                if abs(left) < 1e-9:
+                    self._shares.pop(where, None)
+                else:
+                    self._shares[where] = left
+            located = self._devices.get(where)
+            if located is not None:
+                self._node_capacity.pop(located[0], None)
+        if usage.owner is not None:
+            owned = self._owned_claims.setdefault(usage.owner, {})
+            if sign > 0:
+                owned[key] = usage
+            else:
+                owned.pop(key, None)
+                if not owned:
+                    del self._owned_claims[usage.owner]
+
+    def replace_claims(self, claims: Mapping[str, ClaimUsage]) -> None:
+        for key, usage in self._claims.items():
+            self._count_claim(key, usage, -1)
+        self._claims = dict(claims)
+        for key, usage in self._claims.items():
+            self._count_claim(key, usage, 1)
+        self._changed()
+
+    def upsert_claim(self, key: str, usage: ClaimUsage | None) -> None:
+        old = self._claims.get(key)
+        if old == usage:
+            return
+        if old is not None:
+            self._count_claim(key, old, -1)
+            del self._claims[key]
+        if usage is not None:
+            self._claims[key] = usage
+            self._count_claim(key, usage, 1)
+        self._changed()
+
+    def dra(self) -> DRAClasses | None:
+        """The DeviceClasses GPUs are claimed through, or None where extended resources are requested."""
+        if self.gpu_request == "extendedResources":
+            return None
+        wanted = self.dra_classes
+        if self.gpu_request == "dra":
+            return wanted
+        gpu = wanted.gpu if wanted.gpu in self._device_classes else None
+        mig = wanted.mig if wanted.mig in self._device_classes else None
+        if gpu is None and mig is None:
+            return None
+        return DRAClasses(gpu=gpu, mig=mig, sharing_strategy=wanted.sharing_strategy)
+
+    def _dra_capacity(self, node: str) -> tuple[dict[str, float], dict[str, float]]:
+        """(allocatable, free) of the node's published GPU devices under their capacity keys."""
+        allocatable: dict[str, float] = {}
+        free: dict[str, float] = {}
+        for name in self._node_slices.get(node, ()):
+            published = self._slices[name]
+            for device, counted in published.devices.items():
+                where = (published.pool, device)
+                whole = self._whole.get(where, 0) > 0
+                taken = self._shares.get(where, 0.0)
+                for key, amount in counted.keys.items():
+                    allocatable[key] = allocatable.get(key, 0.0) + amount
+                    if whole or (taken > 0 and not counted.shared):
+                        left = 0.0
+                    else:
+                        left = max(0.0, amount - taken)
+                    free[key] = free.get(key, 0.0) + left
+        return allocatable, free
+
+    def _held_devices(self, owner: str) -> dict[str, dict[str, float]]:
+        """What the claims of workload ``owner`` hold of DRA devices, per node, under the capacity keys."""
+        out: dict[str, dict[str, float]] = {}
+        for usage in self._owned_claims.get(owner, {}).values():
+            for (driver, pool, device), shares in usage.devices.items():
+                located = self._devices.get((pool, device)) if driver == DRIVER else None
+                if located is None:
+                    continue
+                node, counted = located
+                sums = out.setdefault(node, {})
+                for key, amount in counted.keys.items():
+                    held = amount if shares is None or not counted.shared else min(amount, shares)
+                    sums[key] = sums.get(key, 0.0) + held
+        return out
+
     # -- reads
     @property
     def nodes(self) -> Mapping[str, NodeView]:
@@ -228,6 +450,10 @@ class CapacityIndex:
             if MEMORY in allocatable:  # bytes -> MiB, the policy's unit
                 allocatable[MEMORY] /= _MIB
                 free[MEMORY] /= _MIB
+            if node.name in self._node_slices:
+                published, unclaimed = self._dra_capacity(node.name)
+                allocatable.update(published)
+                free.update(unclaimed)
             cached = NodeCapacity(
                 name=node.name,
                 labels=node.labels,
@@ -242,7 +468,9 @@ class CapacityIndex:
         """Every node's labels, allocatable and free capacity (cached until a Node or a bound Pod changes)."""
         cached = self._snapshots.get(known)
         if cached is None:
-            cached = ClusterCapacity(nodes=tuple(self._capacity_of(n) for n in self._nodes.values()), known=known)
+            cached = ClusterCapacity(
+                nodes=tuple(self._capacity_of(n) for n in self._nodes.values()), known=known, dra=self.dra()
+            )
             self._snapshots[known] = cached
         return cached
 
@@ -253,6 +481,11 @@ class CapacityIndex:
             sums = out.setdefault(usage.node, {})
             for name, amount in usage.requests.items():
                 sums[name] = sums.get(name, 0.0) + (amount / _MIB if name == MEMORY else amount)
+        if owner and owner in self._owned_claims:
+            for node, devices in self._held_devices(owner).items():
+                sums = out.setdefault(node, {})
+                for key, amount in devices.items():
+                    sums[key] = sums.get(key, 0.0) + amount
         return out
 
     def assess(self, spec: InferenceWorkloadSpec, *, owner: str | None = None, known: bool = True) -> Fit:
@@ -295,13 +528,17 @@ class _Feed:
     on_event: Callable[[str, dict[str, Any]], None]
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     resource_version: str | None = None
+    optional: bool = False
+    """An API the cluster may not serve (``resource.k8s.io/v1`` before 1.34): a 404 reads as no objects."""
 
 
 class CapacityCache:
-    """Nodes and bound Pods, kept current by watches; every read is served from memory.
+    """Nodes and bound Pods (and, unless ``gpu_request`` is ``extendedResources``, DeviceClasses, ResourceSlices and
+    ResourceClaims), kept current by watches; every read is served from memory.
 
-    ``node_label_selector`` limits which Nodes count (e.g. one node pool). Counters ``list_requests`` and
-    ``watch_requests`` show that reads cost no API calls.
+    ``node_label_selector`` limits which Nodes count (e.g. one node pool). ``gpu_request`` and ``dra_classes``: how
+    GPUs are requested (``policy/dra.py``; ``auto``: through DRA where the DeviceClasses exist). Counters
+    ``list_requests`` and ``watch_requests`` show that reads cost no API calls.
     """
 
     def __init__(
@@ -316,13 +553,18 @@ class CapacityCache:
         sync_timeout_seconds: float = 30.0,
         list_nodes: ListFunc | None = None,
         list_pods: ListFunc | None = None,
+        gpu_request: GPURequest = "auto",
+        dra_classes: DRAClasses | None = None,
+        list_dra: tuple[ListFunc, ListFunc, ListFunc] | None = None,
     ) -> None:
-        """``list_nodes`` / ``list_pods`` replace ``CoreV1Api.list_node`` / ``list_pod_for_all_namespaces``
-        (same keyword arguments, ``_preload_content=False`` answers); tests use them to script the API."""
+        """``list_nodes`` / ``list_pods`` replace ``CoreV1Api.list_node`` / ``list_pod_for_all_namespaces``, and
+        ``list_dra`` ``ResourceV1Api``'s ``list_device_class``, ``list_resource_slice`` and
+        ``list_resource_claim_for_all_namespaces`` (same keyword arguments, ``_preload_content=False`` answers);
+        tests use them to script the API."""
         if api_client is None and (list_nodes is None or list_pods is None):
             raise ValueError("CapacityCache needs an api_client unless both list functions are given")
         core = CoreV1Api(api_client) if api_client is not None else None
-        self.index = CapacityIndex()
+        self.index = CapacityIndex(gpu_request=gpu_request, dra_classes=dra_classes)
         self.node_label_selector = node_label_selector
         self.watch_timeout_seconds = watch_timeout_seconds
         self.page_size = page_size
@@ -337,10 +579,24 @@ class CapacityCache:
         node_selectors = {"label_selector": node_label_selector} if node_label_selector else {}
         nodes_func = list_nodes if list_nodes is not None else _required(core).list_node
         pods_func = list_pods if list_pods is not None else _required(core).list_pod_for_all_namespaces
-        self._feeds = (
+        self._feeds: tuple[_Feed, ...] = (
             _Feed("nodes", nodes_func, node_selectors, self._on_node_list, self._on_node_event),
             _Feed("pods", pods_func, {"field_selector": _BOUND_AND_RUNNING}, self._on_pod_list, self._on_pod_event),
         )
+        if gpu_request != "extendedResources" and (list_dra is not None or api_client is not None):
+            if list_dra is None:
+                resource = ResourceV1Api(api_client)
+                list_dra = (
+                    resource.list_device_class,
+                    resource.list_resource_slice,
+                    resource.list_resource_claim_for_all_namespaces,
+                )
+            classes, slices, claims = list_dra
+            self._feeds += (
+                _Feed("deviceclasses", classes, {}, self._on_class_list, self._on_class_event, optional=True),
+                _Feed("resourceslices", slices, {}, self._on_slice_list, self._on_slice_event, optional=True),
+                _Feed("resourceclaims", claims, {}, self._on_claim_list, self._on_claim_event, optional=True),
+            )
 
     # -- lifecycle
     async def start(self) -> None:
@@ -411,6 +667,30 @@ class CapacityCache:
         else:
             self.index.upsert_pod(key, pod_usage_from_object(obj))
 
+    @staticmethod
+    def _name(obj: Mapping[str, Any]) -> str:
+        return str((obj.get("metadata") or {}).get("name", ""))
+
+    def _on_class_list(self, items: list[dict[str, Any]]) -> None:
+        self.index.replace_device_classes(self._name(o) for o in items)
+
+    def _on_class_event(self, kind: str, obj: dict[str, Any]) -> None:
+        self.index.upsert_device_class(self._name(obj), kind != "DELETED")
+
+    def _on_slice_list(self, items: list[dict[str, Any]]) -> None:
+        slices = {self._name(o): slice_from_object(o) for o in items}
+        self.index.replace_slices({k: v for k, v in slices.items() if v is not None})
+
+    def _on_slice_event(self, kind: str, obj: dict[str, Any]) -> None:
+        self.index.upsert_slice(self._name(obj), None if kind == "DELETED" else slice_from_object(obj))
+
+    def _on_claim_list(self, items: list[dict[str, Any]]) -> None:
+        claims = {self._pod_key(o): claim_usage_from_object(o) for o in items}
+        self.index.replace_claims({k: v for k, v in claims.items() if v is not None})
+
+    def _on_claim_event(self, kind: str, obj: dict[str, Any]) -> None:
+        self.index.upsert_claim(self._pod_key(obj), None if kind == "DELETED" else claim_usage_from_object(obj))
+
     # -- the loop
     async def _run(self, feed: _Feed) -> None:
         backoff = self.backoff_initial_seconds
@@ -422,15 +702,31 @@ class CapacityCache:
                 backoff = self.backoff_initial_seconds
             except asyncio.CancelledError:
                 raise
+            except _WatchError as e:
+                if not (feed.optional and e.status in (403, 404)):
+                    self._failed(feed, e, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self.backoff_max_seconds)
+                    continue
+                # not served (404: no resource.k8s.io/v1) or not granted to us (403): none of this kind is seen
+                if e.status == 403:
+                    log.warning("capacity %s: forbidden (%s); GPUs are requested as extended resources", feed.kind, e)
+                feed.resource_version = None
+                feed.on_list([])
+                feed.synced.set()
+                await asyncio.sleep(self.backoff_max_seconds)
             except _Gone:
                 self.relists_after_gone += 1
                 log.info("capacity %s: resourceVersion %s expired; listing again", feed.kind, feed.resource_version)
                 feed.resource_version = None
             except Exception as e:  # the loop must survive anything: log, back off, resume
-                self.errors += 1
-                log.warning("capacity %s watch failed (%s); retrying in %.1fs", feed.kind, e, backoff)
+                self._failed(feed, e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.backoff_max_seconds)
+
+    def _failed(self, feed: _Feed, error: Exception, backoff: float) -> None:
+        self.errors += 1
+        log.warning("capacity %s watch failed (%s); retrying in %.1fs", feed.kind, error, backoff)
 
     async def _json(self, response: Any) -> dict[str, Any]:
         try:

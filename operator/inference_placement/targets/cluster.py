@@ -1,9 +1,11 @@
 """The in-cluster target: a Deployment and a Service per workload, with GPU scheduling, applied as minimal patches.
 
 ``ensure`` renders both objects (``cluster_render``), reads the live ones, and writes only what differs: create
-when missing, a JSON merge patch of the differing fields otherwise, nothing when equal. ``retire`` scales to zero,
-waits until no Pod is left, then deletes. Children carry a controller owner reference to the InferenceWorkload,
-so deleting it garbage-collects them even when the operator is gone.
+when missing, a JSON merge patch of the differing fields otherwise, nothing when equal. Where GPUs are claimed
+through DRA, the ResourceClaimTemplate the Pods claim their GPU from is created first (its spec is immutable: a
+changed claim is a new template, and the old one is deleted once the rollout to the new one is done). ``retire``
+scales to zero, waits until no Pod is left, then deletes. Children carry a controller owner reference to the
+InferenceWorkload, so deleting it garbage-collects them even when the operator is gone.
 
 Every request goes through the async ``kubernetes_asyncio`` client with raw JSON (no model round trip, so the
 comparison sees exactly what the apiserver stores). ``writes`` counts the write requests sent.
@@ -19,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
 import aiohttp
-from kubernetes_asyncio.client import ApiClient, AppsV1Api, CoreV1Api
+from kubernetes_asyncio.client import ApiClient, AppsV1Api, CoreV1Api, ResourceV1Api
 
 from inference_placement.api.spec import AcceleratorOption, TargetName
 from inference_placement.api.workload import InferenceWorkload
@@ -38,6 +40,8 @@ from inference_placement.targets.cluster_render import (
     is_ours,
     left_by_predecessor,
     merge_patch,
+    model_labels,
+    render_claim_template,
     render_deployment,
     render_service,
     selector_labels,
@@ -79,6 +83,8 @@ class _Kind:
     create: Callable[..., Awaitable[Any]]
     patch: Callable[..., Awaitable[Any]]
     delete: Callable[..., Awaitable[Any]]
+    immutable_spec: bool = False
+    """The apiserver refuses spec changes (a ResourceClaimTemplate's name carries its spec's hash instead)."""
 
 
 def deployment_state(deployment: Mapping[str, Any], endpoint: str | None) -> TargetState:
@@ -136,6 +142,8 @@ class ClusterTarget:
         self.sync_timeout_seconds = sync_timeout_seconds
         self.writes = 0
         """Write requests sent (POST, PATCH, DELETE), successful or not."""
+        self._claim_templates_left: dict[str, str | None] = {}
+        """Workload key -> the one ResourceClaimTemplate it was last seen to have (None: none)."""
         self.write_log: list[WriteRecord] = []
         self._deployments = _Kind(
             "Deployment",
@@ -150,6 +158,15 @@ class ClusterTarget:
             self._core.create_namespaced_service,
             self._core.patch_namespaced_service,
             self._core.delete_namespaced_service,
+        )
+        self._resource = ResourceV1Api(api_client)
+        self._claim_templates = _Kind(
+            "ResourceClaimTemplate",
+            self._resource.read_namespaced_resource_claim_template,
+            self._resource.create_namespaced_resource_claim_template,
+            self._resource.patch_namespaced_resource_claim_template,
+            self._resource.delete_namespaced_resource_claim_template,
+            immutable_spec=True,
         )
 
     # ------------------------------------------------------------------------------------------ the contract
@@ -166,9 +183,19 @@ class ClusterTarget:
             image_pull_policy=self.image_pull_policy,
             max_in_flight=desired.max_in_flight,
         )
-        live = await self._apply(self._deployments, workload, deployment)
+        keep = None
+        if scheduling.claim is not None:
+            # before the Deployment: a Pod whose claim template is missing waits unschedulable
+            template = render_claim_template(workload, scheduling.claim)
+            keep = template["metadata"]["name"]
+            await self._apply(self._claim_templates, workload, template)
+        before, live = await self._apply_seen(self._deployments, workload, deployment)
         await self._apply(self._services, workload, render_service(workload))
-        return deployment_state(live, self._endpoint(workload))
+        state = deployment_state(live, self._endpoint(workload))
+        if state.ready:
+            # the rollout is done: no Pod of an older template claims from an older claim template any more
+            await self._prune_claim_templates(workload, before, keep=keep)
+        return state
 
     async def observe(self, workload: InferenceWorkload) -> TargetState | None:
         live = await self._read(self._deployments, workload.metadata.namespace, deployment_name(workload))
@@ -209,7 +236,7 @@ class ClusterTarget:
         service = await self._read(self._services, namespace, service_name(workload))
         if service is not None:
             self._check_ours(self._services, service, workload)
-        gone = True
+        gone = await self._prune_claim_templates(workload, deployment, keep=None)
         for kind, obj, name in (
             (self._deployments, deployment, deployment_name(workload)),
             (self._services, service, service_name(workload)),
@@ -223,6 +250,43 @@ class ClusterTarget:
             # A Status means it is gone; the object back means finalizers still hold it.
             if result is not None and result.get("kind") != "Status":
                 gone = False
+        return gone
+
+    async def _prune_claim_templates(
+        self, workload: InferenceWorkload, deployment: Mapping[str, Any] | None, *, keep: str | None
+    ) -> bool:
+        """Delete the workload's ResourceClaimTemplates other than ``keep``; True when no other is left.
+
+        Costs no request for a workload that never claimed through DRA (its Deployment names no claim template and
+        this process saw none), nor once the templates left are known to be just ``keep``."""
+        key = workload.key
+        known = self._claim_templates_left.get(key, _UNKNOWN)
+        if known == keep:
+            return True
+        if known is _UNKNOWN and keep is None and not _claim_templates_of(deployment):
+            return True
+        namespace = workload.metadata.namespace
+        selector = ",".join(f"{k}={v}" for k, v in model_labels(workload).items())
+        list_templates: Callable[..., Awaitable[Any]] = self._resource.list_namespaced_resource_claim_template
+        answer = await self._request(
+            "GET", "ResourceClaimTemplates", namespace, "", list_templates, namespace_only=True, label_selector=selector
+        )
+        gone = True
+        kind = self._claim_templates
+        for template in (answer or {}).get("items") or []:
+            metadata = template.get("metadata") or {}
+            name = str(metadata.get("name", ""))
+            if name == keep or not is_ours(template, workload):
+                continue
+            if metadata.get("deletionTimestamp"):
+                gone = False
+                continue
+            result = await self._write("DELETE", kind, namespace, name, kind.delete)
+            # a Status, or the deleted object itself; one still marked for deletion is held by a finalizer
+            if result is not None and (result.get("metadata") or {}).get("deletionTimestamp"):
+                gone = False
+        if gone:
+            self._claim_templates_left[key] = keep
         return gone
 
     async def _pods_left(self, workload: InferenceWorkload) -> int:
@@ -277,6 +341,12 @@ class ClusterTarget:
             )
 
     async def _apply(self, kind: _Kind, workload: InferenceWorkload, desired: dict[str, Any]) -> dict[str, Any]:
+        return (await self._apply_seen(kind, workload, desired))[1]
+
+    async def _apply_seen(
+        self, kind: _Kind, workload: InferenceWorkload, desired: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """(the live object before, the object after): create, patch or leave ``desired``."""
         namespace = desired["metadata"]["namespace"]
         name = desired["metadata"]["name"]
         live = await self._read(kind, namespace, name)
@@ -293,13 +363,13 @@ class ClusterTarget:
                     raise
             else:
                 assert created is not None
-                return created
+                return None, created
         self._check_ours(kind, live, workload)
         if (live.get("metadata") or {}).get("deletionTimestamp"):
             raise RetryableTargetError(f"{kind.name} {namespace}/{name} is being deleted")
-        patch = merge_patch(desired, live)
+        patch = merge_patch({"metadata": desired["metadata"]} if kind.immutable_spec else desired, live)
         if patch is None:
-            return live
+            return live, live
         log.info("patching %s %s/%s: %s", kind.name, namespace, name, sorted(_leaf_paths(patch)))
         patched = await self._write(
             "PATCH",
@@ -312,7 +382,7 @@ class ClusterTarget:
             field_manager=FIELD_MANAGER,
         )
         assert patched is not None
-        return patched
+        return live, patched
 
     async def _read(self, kind: _Kind, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._request("GET", kind.name, namespace, name, kind.read)
@@ -361,6 +431,20 @@ class ClusterTarget:
             parsed: dict[str, Any] = json.loads(body) if body else {}
             return parsed
         raise _api_error(what, status, body)
+
+
+_UNKNOWN: Final = "<unknown>"
+"""Not yet seen: the workload's ResourceClaimTemplates were never listed by this process."""
+
+
+def _claim_templates_of(deployment: Mapping[str, Any] | None) -> list[str]:
+    """The ResourceClaimTemplates a Deployment's Pod template claims from."""
+    pod_spec = (((deployment or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
+    return [
+        str(c["resourceClaimTemplateName"])
+        for c in pod_spec.get("resourceClaims") or []
+        if c.get("resourceClaimTemplateName")
+    ]
 
 
 def _stuck_terminating(pod: Mapping[str, Any], now: datetime) -> bool:

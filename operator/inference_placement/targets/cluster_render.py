@@ -9,12 +9,15 @@ value (``0.5`` == ``500m``), and an absent list/map equals an empty one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any, Final
 
 from inference_placement.api.names import fit_name, model_service_name
 from inference_placement.api.quantity import parse_quantity
 from inference_placement.api.workload import API_VERSION, KIND, InferenceWorkload
+from inference_placement.policy.dra import CLAIM_NAME, DRAClaim, claim_template_spec
 from inference_placement.policy.gpu_scheduling import GPUScheduling
 
 __all__ = [
@@ -28,12 +31,14 @@ __all__ = [
     "QUEUE_CAP_ENV",
     "SCHEDULING_ANNOTATION",
     "WORKLOAD_LABEL",
+    "claim_template_name",
     "deployment_name",
     "is_ours",
     "left_by_predecessor",
     "merge_patch",
     "model_labels",
     "owner_reference",
+    "render_claim_template",
     "render_deployment",
     "render_service",
     "selector_labels",
@@ -131,6 +136,27 @@ def _metadata(workload: InferenceWorkload, name: str) -> dict[str, Any]:
     }
 
 
+def claim_template_name(workload: InferenceWorkload, claim: DRAClaim) -> str:
+    """``<name>-model-gpu-<hash of the claim>``: a template's spec is immutable, so another claim is another name
+    (the Deployment's rolling update moves to it; the old one is removed once the rollout is done)."""
+    digest = hashlib.sha256(json.dumps(claim_template_spec(claim), sort_keys=True).encode()).hexdigest()[:8]
+    return f"{fit_name(deployment_name(workload), _LABEL_VALUE_MAX - 13)}-gpu-{digest}"
+
+
+def render_claim_template(workload: InferenceWorkload, claim: DRAClaim) -> dict[str, Any]:
+    """The ResourceClaimTemplate each replica's GPU claim is made from (``resource.k8s.io/v1``): the device class,
+    CEL selectors for the GPU product / MIG profile / sharing, and the driver's opaque sharing config. Its claims
+    carry the workload's labels, so the capacity view knows which claims are the workload's own."""
+    template = claim_template_spec(claim)
+    template["metadata"] = {"labels": model_labels(workload)}
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": _metadata(workload, claim_template_name(workload, claim)),
+        "spec": template,
+    }
+
+
 PRE_STOP_SLEEP_SECONDS: Final = 5
 """Seconds a replica that is being removed keeps serving before its model server is told to stop: longer than the
 router takes to drop its address (the EndpointSlice watch, the route, Envoy's update: about a second here)."""
@@ -147,7 +173,9 @@ def render_deployment(
     """The model server Deployment: ``replicas`` as decided, GPU scheduling as given, readiness on the health path;
     ``max_in_flight``: the model server's queue cap while the workload spills (env ``MAX_IN_FLIGHT``).
 
-    CPU-only workloads (``CPU_ONLY``) get no GPU resource, affinity or toleration at all.
+    CPU-only workloads (``CPU_ONLY``) get no GPU resource, affinity or toleration at all. With a DRA claim
+    (``scheduling.claim``) the Pod claims its GPU from ``render_claim_template``'s template instead of requesting
+    an extended resource.
     """
     if replicas < 0:
         raise ValueError(f"replicas must be >= 0, got {replicas}")
@@ -181,6 +209,11 @@ def render_deployment(
         container["imagePullPolicy"] = image_pull_policy
 
     pod_spec: dict[str, Any] = {"containers": [container]}
+    if scheduling.claim is not None:
+        container["resources"]["claims"] = [{"name": CLAIM_NAME}]
+        pod_spec["resourceClaims"] = [
+            {"name": CLAIM_NAME, "resourceClaimTemplateName": claim_template_name(workload, scheduling.claim)}
+        ]
     node_selector = dict(workload.spec.cluster.node_selector)
     if node_selector:
         pod_spec["nodeSelector"] = node_selector
@@ -240,8 +273,9 @@ _OWNED_EXACTLY: Final[frozenset[_FieldPath]] = frozenset(
 """Maps the render owns entirely: keys the live object has and the render lacks are removed."""
 
 _OWNED_WHEN_ABSENT: Final[Mapping[_FieldPath, frozenset[str]]] = {
-    _POD_SPEC: frozenset({"affinity", "tolerations", "nodeSelector"}),
+    _POD_SPEC: frozenset({"affinity", "tolerations", "nodeSelector", "resourceClaims"}),
     _CONTAINER: frozenset({"env"}),
+    (*_CONTAINER, "resources"): frozenset({"claims"}),
 }
 """Fields the render owns even when it leaves them out (a workload that became CPU-only drops its affinity)."""
 
