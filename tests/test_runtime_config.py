@@ -72,6 +72,8 @@ SET_TABLE: list[tuple[str, str, str, object]] = [
     ("router.image", "envoyproxy/envoy:v1.41.0", "router.image", "envoyproxy/envoy:v1.41.0"),
     ("router.replicas", "3", "router.replicas", 3),
     ("router.imagePullPolicy", "Never", "router.image_pull_policy", "Never"),
+    ("router.serviceAccount", "router-sa", "router.service_account", "router-sa"),
+    ("router.automountToken", "true", "router.automount_token", True),
     ("router.confirmTimeoutSeconds", "90", "router.confirm_timeout_seconds", 90.0),
     ("router.spillover", "true", "router.spillover", True),
     ("router.overflowPort", "9911", "router.overflow_port", 9911),

@@ -38,6 +38,15 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{- end -}}
 
+{{/* The router Pods' ServiceAccount ("" = the namespace's default). */}}
+{{- define "ip.routerServiceAccountName" -}}
+{{- if .Values.router.serviceAccount.create -}}
+{{- default (printf "%s-router" (include "ip.fullname" .) | trunc 63 | trimSuffix "-") .Values.router.serviceAccount.name -}}
+{{- else -}}
+{{- .Values.router.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "ip.peeringName" -}}
 {{- default (include "ip.fullname" .) .Values.peering.name -}}
 {{- end -}}

@@ -72,6 +72,8 @@ class ClusterRouterApplier:
         poll_seconds: float = 1.0,
         owners: Mapping[str, str] | None = None,
         activator_image: str | None = None,
+        service_account: str | None = None,
+        automount_token: bool = False,
     ) -> None:
         if settings.health_port is None:
             raise ValueError("the in-cluster router needs a health listener (EnvoySettings.health_port)")
@@ -85,6 +87,10 @@ class ClusterRouterApplier:
         self.image_pull_policy = image_pull_policy
         self.confirm_timeout_seconds = confirm_timeout_seconds
         self.poll_seconds = poll_seconds
+        self.service_account = service_account
+        """The router Pods' ServiceAccount (None: the namespace's default); its token is mounted only with
+        ``automount_token``."""
+        self.automount_token = automount_token
         self.activator_image = activator_image
         """The activator's image (a second container in the router Pod; needs ``settings.activator_port``)."""
         if activator_image is not None and settings.activator_port is None:
@@ -139,6 +145,8 @@ class ClusterRouterApplier:
             namespace=self.namespace,
             replicas=self.replicas,
             activator_image=self.activator_image,
+            service_account=self.service_account,
+            automount_service_account_token=self.automount_token,
         )
         if self.image_pull_policy:
             for container in deployment["spec"]["template"]["spec"]["containers"]:

@@ -198,6 +198,13 @@ class RouterSettings(_Group):
     """``cluster`` mode: replicas of the router Deployment. Default 2."""
     image_pull_policy: PullPolicy | None = None
     """``cluster`` mode: imagePullPolicy of the router's container. Default: unset (Kubernetes' default)."""
+    service_account: str | None = None
+    """``cluster`` mode: the ServiceAccount the router Pods run as (the chart creates its own, never the operator's).
+    Default: unset (the namespace's ``default``)."""
+    automount_token: bool = False
+    """``cluster`` mode: mount the router ServiceAccount's API token into its Pods. The router never calls the
+    Kubernetes API (IRSA and GKE workload identity need no mounted token either); only a provider whose credential
+    plugin reads it needs it. Default ``false``."""
     confirm_timeout_seconds: Seconds = 180.0
     """``cluster`` mode: seconds to wait until every router Pod serves a route change before it counts as failed.
     Default 180 (the kubelet refreshes ConfigMap mounts about once a minute)."""
