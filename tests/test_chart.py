@@ -597,8 +597,21 @@ def _rules(manifests: Sequence[Manifest], kind: str) -> Iterator[tuple[Manifest,
 
 
 @pytest.mark.parametrize("values", [pytest.param([], id="cluster-wide"), pytest.param(FULL_VALUES, id="namespaced")])
-def test_rbac_has_no_wildcards_and_never_writes_spec_or_reads_foreign_secrets(values: list[str]) -> None:
-    manifests = render_chart(namespace="placement-system", values=values)
+@pytest.mark.parametrize("router", [pytest.param(False, id="no-router"), pytest.param(True, id="router")])
+def test_rbac_has_no_wildcards_and_never_writes_spec_or_reads_foreign_secrets(values: list[str], router: bool) -> None:
+    manifests = render_chart(
+        namespace="placement-system", values=[*values, *(["router.enabled=true"] if router else [])]
+    )
+    configmap_roles = [
+        (role["kind"], role["metadata"])
+        for kind in ("ClusterRole", "Role")
+        for role, rule in _rules(manifests, kind)
+        if "configmaps" in rule["resources"]
+    ]
+    # ConfigMaps: the router's one, in the release namespace only, and only with the router
+    assert configmap_roles == ([("Role", {**configmap_roles[0][1], "namespace": "placement-system"})] if router else [])
+    if router:
+        assert configmap_roles[0][1]["name"].endswith("-router")
     for kind in ("ClusterRole", "Role"):
         for role, rule in _rules(manifests, kind):
             assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], rule
@@ -618,13 +631,15 @@ def test_rbac_has_no_wildcards_and_never_writes_spec_or_reads_foreign_secrets(va
         roles = {
             r["metadata"]["namespace"]
             for r in by_kind(manifests, "Role")
-            if not r["metadata"]["name"].endswith(("-credentials", "-leader-election"))
+            if not r["metadata"]["name"].endswith(("-credentials", "-leader-election", "-router"))
         }
         assert roles == {"team-a", "team-b"}
         secrets_role = next(r for r in by_kind(manifests, "Role") if r["metadata"]["name"].endswith("-credentials"))
         assert sorted(secrets_role["rules"][0]["resourceNames"]) == ["aws-key", "gcp-key"]
     else:
-        names = [r["metadata"]["name"] for r in by_kind(manifests, "Role")]
+        names = [
+            r["metadata"]["name"] for r in by_kind(manifests, "Role") if not r["metadata"]["name"].endswith("-router")
+        ]
         assert names == ["ip-inference-placement-leader-election"], (
             "no Secret access without credential Secrets; the Lease only"
         )
