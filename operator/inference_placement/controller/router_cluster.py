@@ -45,6 +45,7 @@ from inference_placement.routing.manifests import (
     render_workload_service,
 )
 from inference_placement.routing.model import Route
+from inference_placement.routing.traffic_stats import TRAFFIC_STATS_QUERY
 from inference_placement.routing.xds_files import (
     XdsKind,
     XdsTimeoutError,
@@ -218,6 +219,30 @@ class ClusterRouterApplier:
             log.debug("stats of router pod %s unavailable: %s", pod, err)
             return {}
         return parse_stats(payload, self.settings)
+
+    async def traffic_stats(self) -> list[Any]:
+        """Every ready router Pod's per-target traffic counters (``routing.traffic_stats``), read through the
+        apiserver's Pod proxy from its health listener: one LIST and one GET per router replica. Raises when a
+        ready Pod cannot be read (a sum without it would read as fewer requests)."""
+        pods = await self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"app.kubernetes.io/name={ROUTER_NAME}"
+        )
+        payloads: list[Any] = []
+        for pod in [p.metadata.name for p in pods.items if _ready(p)]:
+            path = f"/api/v1/namespaces/{self.namespace}/pods/{pod}:{self.settings.health_port}/proxy/stats"
+            response = await self.api.call_api(
+                path,
+                "GET",
+                query_params=list(parse_qsl(TRAFFIC_STATS_QUERY)),
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=10,
+            )
+            async with response:
+                payloads.append(json.loads(await response.read()))
+        return payloads
 
     async def activator_metrics(self) -> list[str]:
         """The ``/metrics`` of the activator in every ready router Pod, through the apiserver's Pod proxy (the

@@ -39,6 +39,7 @@ from pydantic.fields import FieldInfo
 from inference_placement.controller.leader import LeaseTimings
 from inference_placement.controller.migration import MigrationTimings
 from inference_placement.policy.actuation import WakeTimings
+from inference_placement.policy.traffic_health import TrafficGate
 from inference_placement.routing.manifests import DEFAULT_ENVOY_IMAGE
 from inference_placement.routing.model import CLUSTER_DOMAIN, UpstreamAddress
 
@@ -340,6 +341,7 @@ class SweepSettings(_Group):
 
 
 _TIMINGS = MigrationTimings()
+_GATE = TrafficGate()
 
 
 class MigrationSettings(_Group):
@@ -356,6 +358,16 @@ class MigrationSettings(_Group):
     """Seconds to wait for the new target to become healthy (model load included) before rolling back. Default
     900."""
 
+    traffic_max_failure_share: Annotated[float, Ge(0), Le(1)] = _GATE.max_failure_share
+    """Largest share (0..1) of the new target's requests in one traffic step (the shift steps, then the drain and the
+    retire together) that may fail (5xx, resets, 401/403), as the router counts them, before the migration rolls back
+    (shifting, draining) or holds the source's retire (retiring). Default 0.05."""
+    traffic_max_slow_share: Annotated[float, Ge(0), Le(1)] = _GATE.max_slow_share
+    """Largest share (0..1) of the new target's requests in one traffic step that may be slower than the workload's
+    latency objective (``slo.latencyP99Seconds``) before the same happens. Default 0.25."""
+    traffic_min_requests: Annotated[int, Ge(1)] = _GATE.min_requests
+    """Fewest requests a traffic step's window needs before it is judged; with fewer the step goes on. Default 10."""
+
     def timings(self) -> MigrationTimings:
         """The migration state machine's timings."""
         return MigrationTimings(
@@ -363,6 +375,11 @@ class MigrationSettings(_Group):
             step_hold_seconds=self.step_hold_seconds,
             drain_seconds=self.drain_seconds,
             provision_timeout_seconds=self.provision_timeout_seconds,
+            traffic_gate=TrafficGate(
+                max_failure_share=self.traffic_max_failure_share,
+                max_slow_share=self.traffic_max_slow_share,
+                min_requests=self.traffic_min_requests,
+            ),
         )
 
 
