@@ -91,7 +91,16 @@ def _stamp(now: datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def start_migration(source: TargetName | None, target: TargetName, reason: str, now: datetime) -> MigrationStatus:
+def start_migration(
+    source: TargetName | None,
+    target: TargetName,
+    reason: str,
+    now: datetime,
+    *,
+    source_replicas: int | None = None,
+) -> MigrationStatus:
+    """A migration from ``source`` (None: a first placement); ``source_replicas``: the cluster replicas the source
+    serves with now, which it keeps until it is retired (``MigrationStatus.source_replicas``)."""
     stamp = _stamp(now)
     return MigrationStatus(
         source=source,
@@ -101,6 +110,7 @@ def start_migration(source: TargetName | None, target: TargetName, reason: str, 
         started_at=stamp,
         step_started_at=stamp,
         reason=reason,
+        source_replicas=source_replicas,
     )
 
 

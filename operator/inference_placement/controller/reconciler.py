@@ -866,7 +866,12 @@ class Reconciler:
 
 def _serving_replicas(status: InferenceWorkloadStatus, decision: Decision, target: TargetName) -> int | None:
     """The ready replicas of ``target`` while it carries the traffic (the placement, no migration) and the decision
-    is about another target whose migration has not started yet (``target_settings(serving_replicas=)``)."""
+    is about another target whose migration has not started yet (``target_settings(serving_replicas=)``); and a
+    migration's source: the replicas it served with when the migration started, until it is retired (it carries
+    its share, and all the traffic again if the migration rolls back)."""
+    migration = status.migration
+    if migration is not None and migration.source is target and migration.source_replicas is not None:
+        return migration.source_replicas if decision.target is not target else None
     if status.placement is not target or status.migration is not None or decision.target in (None, target):
         return None
     resource = _target_status(status.targets, target) if status.targets is not None else None
@@ -944,7 +949,9 @@ def _with_started_migration(
     if status.placement is None:
         migration = start_migration(None, decision.target, decision.reason, now)
     elif decision.migrate and decision.target is not status.placement:
-        migration = start_migration(status.placement, decision.target, decision.reason, now)
+        serving = _target_status(status.targets, status.placement) if status.targets is not None else None
+        replicas = serving.replicas if serving is not None and status.placement is TargetName.CLUSTER else None
+        migration = start_migration(status.placement, decision.target, decision.reason, now, source_replicas=replicas)
     else:
         return status
     return status.model_copy(update={"migration": migration})
