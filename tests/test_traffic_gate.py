@@ -4,13 +4,14 @@ The same gate on the live stack: ``tests/test_traffic_gate_live.py``."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from inference_placement.api.spec import TargetName
-from inference_placement.api.status import MigrationOutcome, MigrationStatus, MigrationStep
+from inference_placement.api.status import InferenceWorkloadStatus, MigrationOutcome, MigrationStatus, MigrationStep
 from inference_placement.controller.migration import (
     MigrationAction,
     MigrationObservation,
@@ -19,13 +20,22 @@ from inference_placement.controller.migration import (
     advance,
     start_migration,
 )
+from inference_placement.controller.reconciler import Reconciler, TickInputs
+from inference_placement.controller.router_sync import positive_weights
 from inference_placement.controller.settings import build_settings
+from inference_placement.policy.capacity import ClusterCapacity
+from inference_placement.policy.decide import TrafficWindow
+from inference_placement.policy.price_book import default_price_book
 from inference_placement.policy.traffic_health import TargetCounters, TrafficGate, traffic_problem
+from inference_placement.routing.model import traffic_weights
 from inference_placement.routing.traffic_stats import (
     TRAFFIC_STATS_QUERY,
     parse_target_counters,
     sum_target_counters,
 )
+from tests.test_one_decision_everywhere import Writer
+from tests.test_policy_spillover import spec
+from tests.test_spill_lifecycle import Recorder
 
 T0 = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
 TIMINGS = MigrationTimings(step_hold_seconds=10, drain_seconds=30)
@@ -181,3 +191,73 @@ def test_retiring_holds_the_source_while_the_target_fails_and_goes_on_once_it_se
     done = advance(first.migration, retired, T0 + timedelta(seconds=9), TIMINGS)
     assert done.migration is None and done.finished is not None
     assert done.finished.outcome is MigrationOutcome.SUCCEEDED
+
+
+# ----------------------------------------------------------------------------------------------- the reconciler
+
+
+def test_the_reconciler_never_retires_the_source_while_the_router_counts_the_target_failing() -> None:
+    """Through the real reconciler: the drain's window is healthy, so it moves to retiring; then the router counts
+    the target failing, and no retire is issued (one RetireHeld Event) until the window is healthy again."""
+    events: list[str] = []
+
+    class EventWriter(Writer):
+        async def post_event(self, **kwargs: Any) -> None:
+            events.append(str(kwargs.get("reason")))
+
+    start = T0.strftime("%Y-%m-%dT%H:%M:%SZ")
+    body: dict[str, Any] = {
+        "apiVersion": "placement.inference.dev/v1alpha1",
+        "kind": "InferenceWorkload",
+        "metadata": {"name": "w", "namespace": "unit", "uid": "uid-w", "generation": 1, "resourceVersion": "1"},
+        "spec": spec().model_dump(by_alias=True, exclude_none=True, mode="json"),
+        "status": {
+            "placement": "lambda",
+            "targets": {
+                "cluster": {"name": "w", "ready": True, "replicas": 2},
+                "lambda": {"name": "w", "ready": True, "replicas": 0, "endpoint": "https://w.lambda-url.on.aws"},
+            },
+            "migration": {
+                "source": "cluster",
+                "target": "lambda",
+                "step": "Draining",
+                "trafficPercent": 100,
+                "startedAt": start,
+                "stepStartedAt": start,
+                "sourceReplicas": 2,
+            },
+        },
+    }
+    cluster, lam = Recorder(TargetName.CLUSTER), Recorder(TargetName.LAMBDA)
+    reconciler = Reconciler(
+        cast(Any, EventWriter(body)),
+        {TargetName.CLUSTER: cast(Any, cluster), TargetName.LAMBDA: cast(Any, lam)},
+        timings=TIMINGS,
+    )
+
+    def tick(seconds: float, requests: float, failed: float) -> str:
+        now = T0 + timedelta(seconds=seconds)
+        status = InferenceWorkloadStatus.model_validate(body["status"])
+        window = TrafficWindow(step_seconds=30.0, rps=(0.05,) * 60, observed_p99_seconds=0.3, end=now)
+        inputs = TickInputs(
+            now=now,
+            price_book=default_price_book(),
+            capacity=ClusterCapacity(),
+            window=window,
+            router_enabled=True,
+            router_weights=positive_weights(traffic_weights(status)),
+            router_traffic={TargetName.LAMBDA: TargetCounters(requests=requests, server_errors=failed)},
+        )
+        asyncio.run(reconciler.reconcile(body, inputs))
+        migration = body["status"].get("migration")
+        return str(migration["step"]) if migration else "done"
+
+    assert tick(5, 100, 0) == "Draining"  # the window starts
+    assert tick(31, 140, 1) == "Retiring"  # the drain is over and its window healthy: 1 of 40 failed
+    assert tick(33, 160, 15) == "Retiring" and cluster.retired == 0  # 15 of 60: held
+    assert tick(35, 170, 20) == "Retiring" and cluster.retired == 0
+    assert events.count("RetireHeld") == 1, events
+    assert "retire of cluster held" in body["status"]["migration"]["lastError"]
+    assert cluster.applied[-1].replicas == 2, "the held source keeps its replicas"
+    assert tick(60, 600, 20) == "done" and cluster.retired == 1  # 20 of 500: the target serves, the source goes
+    assert body["status"]["lastMigration"]["outcome"] == "Succeeded"
