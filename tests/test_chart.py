@@ -793,3 +793,14 @@ def test_chart_kube_version_floor_is_the_release_ci_runs() -> None:
     assert f"`kubeVersion` says `>={major}.{minor}.0-0`" in readme
     done = helm("template", "ip", str(CHART), "--kube-version", f"{major}.{int(minor) - 1}.0", check=False)
     assert done.returncode != 0 and "kubeVersion" in done.stderr, done.stderr
+
+
+def test_router_prometheus_rule_needs_the_router_and_is_off_by_default() -> None:
+    assert not by_kind(render_chart(values=["router.enabled=true"]), "PrometheusRule")
+    with pytest.raises(AssertionError, match=r"router\.prometheusRule\.enabled needs router\.enabled"):
+        render_chart(values=["router.prometheusRule.enabled=true"])
+    rule = one(render_chart(values=["router.enabled=true", "router.prometheusRule.enabled=true"]), "PrometheusRule")
+    alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
+    assert set(alerts) == {"InferenceRouterTokenFetchFailing", "InferenceRouterCloudRunRefusing"}
+    assert all(r["for"] == "2m" for r in alerts.values())
+    # what they fire on is tested against a real Envoy's series with promtool: tests/test_router_alerts.py
