@@ -509,7 +509,8 @@ def test_network_policies_admit_only_the_ports_the_pods_declare() -> None:
         assert admitted["health"] == [{"ipBlock": {"cidr": "10.0.0.0/28"}}]
         if pod is router_pod:
             assert admitted["http"] == [{"namespaceSelector": {"matchLabels": {"inference-clients": "allowed"}}}]
-            assert admitted["activator"] == admitted["stats"]
+            # scraped, and read by the operator through the apiserver's Pod proxy: both peers
+            assert admitted["activator"] == admitted["stats"] + admitted["health"]
     # without peers: the same ports, from any source
     assert [rule.get("from") for rule in operator_only["spec"]["ingress"]] == [None, None]
     assert [p["port"] for rule in operator_only["spec"]["ingress"] for p in rule["ports"]] == ["health", "metrics"]
