@@ -240,6 +240,7 @@ class Reconciler:
         status = _parse_status(current_wire, meta)
         result = ReconcileResult()
         if meta.deletion_timestamp is not None:
+            self._traffic_marks.pop(WorkloadKey(meta.namespace, meta.name), None)
             if self.pinger is not None:
                 self.pinger.plan(WorkloadKey(meta.namespace, meta.name), None)
             result.active = not await self._finalize(raw, meta, status, result.failures)
