@@ -27,8 +27,12 @@ from inference_placement.controller.settings import build_settings
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.metrics.promql import ROUTER_JOB, PromQLTemplates
 from inference_placement.policy.price_book import default_price_book, load_price_book
-from inference_placement.routing.envoy import STATS_PATH, EnvoySettings, parse_latency_buckets
-from inference_placement.routing.manifests import render_router_deployment
+from inference_placement.routing.envoy import STATS_PATH, EnvoySettings, parse_latency_buckets, render_bootstrap
+from inference_placement.routing.manifests import (
+    render_configmap,
+    render_router_deployment,
+    render_router_service,
+)
 from tests.plugins.cluster import KUBERNETES_VERSION, REPO_ROOT, KubeCluster
 
 CHART = REPO_ROOT / "charts" / "inference-placement"
@@ -160,6 +164,7 @@ def test_template_renders_a_hardened_operator_deployment() -> None:
             "PodDisruptionBudget",
             "Role",
             "RoleBinding",
+            "NetworkPolicy",
         ]
     )
     deployment = one(manifests, "Deployment")
@@ -390,6 +395,129 @@ def test_router_pod_monitor_scrapes_the_activator_when_it_runs() -> None:
     assert ports == {"activator"}
 
 
+# ----------------------------------------------------------------------------------------------- the router's exposure
+
+
+def _router_pod_from_chart(values: Sequence[str]) -> tuple[dict[str, Any], Any]:
+    """The router Pod template as the operator renders it from the settings the chart passes (``_run_settings``)."""
+    _, settings = _run_settings(values)
+    envoy = EnvoySettings(activator_port=9906) if settings.router.activator_image else EnvoySettings()
+    deployment = render_router_deployment(
+        envoy,
+        activator_image=settings.router.activator_image,
+        service_account=settings.router.service_account,
+        automount_service_account_token=settings.router.automount_token,
+    )
+    return deployment["spec"]["template"], settings
+
+
+def test_router_runs_as_its_own_service_account_with_no_token_and_no_role() -> None:
+    manifests = render_chart(values=["router.enabled=true"])
+    operator_account = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    accounts = {m["metadata"]["name"]: m for m in by_kind(manifests, "ServiceAccount")}
+    router_account = accounts.pop("ip-inference-placement-router")
+    assert list(accounts) == [operator_account["serviceAccountName"]], "the operator keeps its own identity"
+    assert router_account["automountServiceAccountToken"] is False
+    bound = {
+        s["name"]
+        for kind in ("RoleBinding", "ClusterRoleBinding")
+        for b in by_kind(manifests, kind)
+        for s in b["subjects"]
+    }
+    assert router_account["metadata"]["name"] not in bound, "the router never calls the Kubernetes API"
+    pod, _ = _router_pod_from_chart(["router.enabled=true"])
+    assert pod["spec"]["serviceAccountName"] == "ip-inference-placement-router"
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    # a provider that needs the token, and the router's workload identity
+    values = [
+        "router.enabled=true",
+        "router.serviceAccount.automountToken=true",
+        "router.serviceAccount.annotations.iam\\.gke\\.io/gcp-service-account=router@acme.iam.gserviceaccount.com",
+    ]
+    account = next(
+        m for m in by_kind(render_chart(values=values), "ServiceAccount") if m["metadata"]["name"].endswith("-router")
+    )
+    assert account["automountServiceAccountToken"] is True
+    assert account["metadata"]["annotations"] == {
+        "iam.gke.io/gcp-service-account": "router@acme.iam.gserviceaccount.com"
+    }
+    pod, _ = _router_pod_from_chart(values)
+    assert pod["spec"]["automountServiceAccountToken"] is True
+    # an existing account, or none of the chart's (the namespace's default: still no token)
+    pod, settings = _router_pod_from_chart(["router.enabled=true", "router.serviceAccount.create=false"])
+    assert settings.router.service_account is None and "serviceAccountName" not in pod["spec"]
+    assert pod["spec"]["automountServiceAccountToken"] is False
+
+
+def test_router_pod_exposes_only_the_workload_listener_probes_and_stats_with_admin_on_loopback() -> None:
+    for activator in (False, True):
+        values = ["router.enabled=true", *(["router.activator.enabled=true"] if activator else [])]
+        pod, _ = _router_pod_from_chart(values)
+        ports = {p["name"] for c in pod["spec"]["containers"] for p in c["ports"]}
+        assert ports == {"http", "health", "stats", *(["activator"] if activator else [])}
+        for c in pod["spec"]["containers"]:
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+            assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    envoy = EnvoySettings(activator_port=9906, overflow_port=9905)
+    bootstrap = render_bootstrap(envoy)
+    assert bootstrap["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    exposed = {
+        listener["name"]: listener
+        for listener in bootstrap["static_resources"]["listeners"]
+        if listener["address"]["socket_address"]["address"] not in ("127.0.0.1", "::1")
+    }
+    assert set(exposed) == {"inference", "health", "stats"}, "overflow and activator hops stay on loopback"
+    for name, paths in (("health", ["/ready", "/stats"]), ("stats", [STATS_PATH])):
+        hcm = exposed[name]["filter_chains"][0]["filters"][0]["typed_config"]
+        (host,) = hcm["route_config"]["virtual_hosts"]
+        to_admin = [r["match"]["path"] for r in host["routes"] if "route" in r]
+        assert to_admin == paths, f"{name} proxies exactly {paths} to the admin"
+        assert host["routes"][-1] == {
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 404, "body": {"inline_string": "not found\n"}},
+        }
+    with pytest.raises(ValueError, match="loopback"):
+        render_router_deployment(dataclasses.replace(envoy, admin_address="0.0.0.0"))
+
+
+def _selects(policy: Manifest, labels: dict[str, str]) -> bool:
+    return bool(policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items())
+
+
+def test_network_policies_admit_only_the_ports_the_pods_declare() -> None:
+    assert not by_kind(render_chart(values=["router.enabled=true", "networkPolicy.enabled=false"]), "NetworkPolicy")
+    (operator_only,) = by_kind(render_chart(), "NetworkPolicy")  # no router: no router policy
+    clients = "networkPolicy.routerClients[0].namespaceSelector.matchLabels.inference-clients=allowed"
+    monitoring = "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring"
+    control_plane = "networkPolicy.healthFrom[0].ipBlock.cidr=10.0.0.0/28"
+    values = ["router.enabled=true", "router.activator.enabled=true", clients, monitoring, control_plane]
+    manifests = render_chart(values=values)
+    operator_pod = one(manifests, "Deployment")["spec"]["template"]
+    router_pod, _ = _router_pod_from_chart(values)
+    policies = by_kind(manifests, "NetworkPolicy")
+    assert len(policies) == 2
+    for policy in policies:
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        pod = router_pod if _selects(policy, router_pod["metadata"]["labels"]) else operator_pod
+        assert _selects(policy, pod["metadata"]["labels"]), policy["metadata"]["name"]
+        assert not _selects(policy, (operator_pod if pod is router_pod else router_pod)["metadata"]["labels"])
+        declared = {p["name"] for c in pod["spec"]["containers"] for p in c["ports"]}
+        admitted = {p["port"]: rule.get("from") for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+        assert set(admitted) == declared, policy["metadata"]["name"]
+        metrics_port = "stats" if pod is router_pod else "metrics"
+        assert admitted[metrics_port] == [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+        ]
+        assert admitted["health"] == [{"ipBlock": {"cidr": "10.0.0.0/28"}}]
+        if pod is router_pod:
+            assert admitted["http"] == [{"namespaceSelector": {"matchLabels": {"inference-clients": "allowed"}}}]
+            # scraped, and read by the operator through the apiserver's Pod proxy: both peers
+            assert admitted["activator"] == admitted["stats"] + admitted["health"]
+    # without peers: the same ports, from any source
+    assert [rule.get("from") for rule in operator_only["spec"]["ingress"]] == [None, None]
+    assert [p["port"] for rule in operator_only["spec"]["ingress"] for p in rule["ports"]] == ["health", "metrics"]
+
+
 def test_router_pod_monitor_needs_the_router() -> None:
     with pytest.raises(AssertionError, match=r"router\.podMonitor\.enabled needs router\.enabled"):
         render_chart(values=["router.podMonitor.enabled=true"])
@@ -472,8 +600,21 @@ def _rules(manifests: Sequence[Manifest], kind: str) -> Iterator[tuple[Manifest,
 
 
 @pytest.mark.parametrize("values", [pytest.param([], id="cluster-wide"), pytest.param(FULL_VALUES, id="namespaced")])
-def test_rbac_has_no_wildcards_and_never_writes_spec_or_reads_foreign_secrets(values: list[str]) -> None:
-    manifests = render_chart(namespace="placement-system", values=values)
+@pytest.mark.parametrize("router", [pytest.param(False, id="no-router"), pytest.param(True, id="router")])
+def test_rbac_has_no_wildcards_and_never_writes_spec_or_reads_foreign_secrets(values: list[str], router: bool) -> None:
+    manifests = render_chart(
+        namespace="placement-system", values=[*values, *(["router.enabled=true"] if router else [])]
+    )
+    configmap_roles = [
+        (role["kind"], role["metadata"])
+        for kind in ("ClusterRole", "Role")
+        for role, rule in _rules(manifests, kind)
+        if "configmaps" in rule["resources"]
+    ]
+    # ConfigMaps: the router's one, in the release namespace only, and only with the router
+    assert configmap_roles == ([("Role", {**configmap_roles[0][1], "namespace": "placement-system"})] if router else [])
+    if router:
+        assert configmap_roles[0][1]["name"].endswith("-router")
     for kind in ("ClusterRole", "Role"):
         for role, rule in _rules(manifests, kind):
             assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"], rule
@@ -501,13 +642,15 @@ def test_rbac_has_no_wildcards_and_never_writes_spec_or_reads_foreign_secrets(va
         roles = {
             r["metadata"]["namespace"]
             for r in by_kind(manifests, "Role")
-            if not r["metadata"]["name"].endswith(("-credentials", "-leader-election"))
+            if not r["metadata"]["name"].endswith(("-credentials", "-leader-election", "-router"))
         }
         assert roles == {"team-a", "team-b"}
         secrets_role = next(r for r in by_kind(manifests, "Role") if r["metadata"]["name"].endswith("-credentials"))
         assert sorted(secrets_role["rules"][0]["resourceNames"]) == ["aws-key", "gcp-key"]
     else:
-        names = [r["metadata"]["name"] for r in by_kind(manifests, "Role")]
+        names = [
+            r["metadata"]["name"] for r in by_kind(manifests, "Role") if not r["metadata"]["name"].endswith("-router")
+        ]
         assert names == ["ip-inference-placement-leader-election"], (
             "no Secret access without credential Secrets; the Lease only"
         )
@@ -615,6 +758,42 @@ def test_rendered_chart_applies_with_server_side_dry_run(
     assert "(server dry run)" in output
 
 
+@pytest.mark.cluster
+def test_router_objects_and_network_policies_apply_with_server_side_dry_run(
+    kube_cluster: KubeCluster, namespace: str
+) -> None:
+    """The hardened router as it would run: the chart's router ServiceAccount and NetworkPolicies (with peers), and
+    the Deployment, Service and ConfigMap the operator renders from the settings the chart passes, accepted by the
+    real apiserver (server-side dry run: admission and schema, nothing persisted)."""
+    values = [
+        "router.enabled=true",
+        "router.activator.enabled=true",
+        "networkPolicy.routerClients[0].namespaceSelector.matchLabels.inference-clients=allowed",
+        "networkPolicy.routerClients[1].podSelector.matchLabels.app=caller",
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring",
+        "networkPolicy.healthFrom[0].ipBlock.cidr=10.0.0.0/28",
+    ]
+    chart = render_chart(release=f"net-{namespace}", namespace=namespace, values=values)
+    _, settings = _run_settings(values)
+    envoy = EnvoySettings(activator_port=9906)
+    router = [
+        render_configmap([], envoy, namespace=namespace),
+        render_router_service(envoy, namespace=namespace),
+        render_router_deployment(
+            envoy,
+            namespace=namespace,
+            activator_image=settings.router.activator_image,
+            service_account=f"net-{namespace}-inference-placement-router",
+            automount_service_account_token=settings.router.automount_token,
+        ),
+    ]
+    wanted = [m for m in chart if m["kind"] in ("NetworkPolicy", "ServiceAccount")]
+    assert sorted(m["kind"] for m in wanted) == ["NetworkPolicy", "NetworkPolicy", "ServiceAccount", "ServiceAccount"]
+    output = dry_run_apply(kube_cluster, [*wanted, *router])
+    for manifest in [*wanted, *router]:
+        assert f"{manifest['metadata']['name']} created (server dry run)" in output, (manifest["kind"], output)
+
+
 def test_chart_kube_version_floor_is_the_release_ci_runs() -> None:
     """The documented floor is the oldest Kubernetes CI tests on: the local cluster's pinned release."""
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
@@ -625,3 +804,14 @@ def test_chart_kube_version_floor_is_the_release_ci_runs() -> None:
     assert f"`kubeVersion` says `>={major}.{minor}.0-0`" in readme
     done = helm("template", "ip", str(CHART), "--kube-version", f"{major}.{int(minor) - 1}.0", check=False)
     assert done.returncode != 0 and "kubeVersion" in done.stderr, done.stderr
+
+
+def test_router_prometheus_rule_needs_the_router_and_is_off_by_default() -> None:
+    assert not by_kind(render_chart(values=["router.enabled=true"]), "PrometheusRule")
+    with pytest.raises(AssertionError, match=r"router\.prometheusRule\.enabled needs router\.enabled"):
+        render_chart(values=["router.prometheusRule.enabled=true"])
+    rule = one(render_chart(values=["router.enabled=true", "router.prometheusRule.enabled=true"]), "PrometheusRule")
+    alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
+    assert set(alerts) == {"InferenceRouterTokenFetchFailing", "InferenceRouterCloudRunRefusing"}
+    assert all(r["for"] == "2m" for r in alerts.values())
+    # what they fire on is tested against a real Envoy's series with promtool: tests/test_router_alerts.py

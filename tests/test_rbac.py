@@ -64,7 +64,7 @@ def _install(cluster: KubeCluster, namespace: str, release: str, values: list[st
     args = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     peering = next(a.split("=", 1)[1] for a in args if a.startswith("--peering="))
     lease = next(a.split("=", 1)[1] for a in args if a.startswith("--leader-election-id="))
-    account = one(manifests, "ServiceAccount")["metadata"]["name"]
+    account = one(manifests, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
     try:
         yield Release(cluster, namespace, account, peering, manifests, lease)
     finally:
@@ -93,8 +93,29 @@ def clusterwide(kube_cluster: KubeCluster, namespace: str) -> Iterator[Release]:
 
 
 @pytest.fixture
-def namespaced(kube_cluster: KubeCluster, namespace: str) -> Iterator[Release]:
-    yield from _install(kube_cluster, namespace, f"live-{namespace}", [f"operator.watchNamespaces={{{namespace}}}"])
+def watched_namespace(kube_cluster: KubeCluster) -> Iterator[str]:
+    """A team's namespace the scoped operator watches (its release lives in another one)."""
+    name = f"t-team-{uuid.uuid4().hex[:6]}"
+    kube_cluster.kubectl("create", "namespace", name)
+    kube_cluster.kubectl("create", "secret", "generic", "team-secret", "-n", name, "--from-literal=token=not-yours")
+    yield name
+    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def scoped(kube_cluster: KubeCluster, namespace: str, watched_namespace: str) -> Iterator[Release]:
+    """The chart with ``operator.watchNamespaces`` naming one team namespace, and the router on: the release (its
+    Lease, peering, router) in ``namespace``, the workloads in ``watched_namespace``."""
+    values = [
+        f"operator.watchNamespaces={{{watched_namespace}}}",
+        "router.enabled=true",
+        "router.replicas=1",
+        f"router.image={kube_cluster.router_image}",
+        "operator.settings.router\\.imagePullPolicy=Never",
+        "operator.settings.router\\.gcpMetadata=http://127.0.0.1:9",
+        "operator.settings.cluster\\.imagePullPolicy=Never",
+    ]
+    yield from _install(kube_cluster, namespace, f"live-{namespace}", values)
 
 
 def _token_kubeconfig(release: Release, path: Path) -> Path:
@@ -157,7 +178,6 @@ def test_service_account_is_allowed_what_the_operator_uses(clusterwide: Release,
         ("watch", "deployments.apps", None, None),
         ("create", "services", ns, None),
         ("delete", "services", ns, None),
-        ("create", "configmaps", ns, None),
         ("list", "nodes", None, None),
         ("watch", "pods", None, None),
         ("watch", "endpointslices.discovery.k8s.io", None, None),
@@ -179,6 +199,12 @@ def test_service_account_is_allowed_what_the_operator_uses(clusterwide: Release,
         ("get", "secrets/foreign", ns, None),
         ("get", "secrets", ns, None),
         ("list", "secrets", None, None),
+        ("get", "secrets", "kube-system", None),
+        # ConfigMaps: only the router's, in the release namespace (and only with router.enabled)
+        ("create", "configmaps", ns, None),
+        ("get", "configmaps", ns, None),
+        ("get", "configmaps", "kube-system", None),
+        ("create", "configmaps", r.namespace, None),
         ("get", "secrets/unrelated", r.namespace, None),
         ("list", "secrets", r.namespace, None),
         ("watch", "secrets", r.namespace, None),
@@ -239,46 +265,113 @@ def _cpu_workload(cluster: KubeCluster, namespace: str) -> dict[str, Any]:
     return doc
 
 
-def test_operator_with_only_the_charts_rbac_places_a_cpu_workload(namespaced: Release, tmp_path: Path) -> None:
-    r = namespaced
-    assert {m["metadata"]["namespace"] for m in by_kind(r.manifests, "Role")} == {r.namespace}
+def test_scoped_rbac_is_refused_everything_outside_the_watched_and_release_namespaces(
+    scoped: Release, watched_namespace: str, other_namespace: str
+) -> None:
+    r, team, other = scoped, watched_namespace, other_namespace
+    iw = "inferenceworkloads.placement.inference.dev"
+    allowed = [
+        ("list", iw, team, None),
+        ("watch", iw, team, None),
+        ("patch", iw, team, None),
+        ("patch", iw, team, "status"),
+        ("create", "events", team, None),
+        ("create", "deployments.apps", team, None),
+        ("delete", "deployments.apps", team, None),
+        ("create", "services", team, None),
+        ("list", "endpointslices.discovery.k8s.io", team, None),
+        # the router, in the release namespace only
+        ("get", "configmaps/inference-router", r.namespace, None),
+        ("patch", "configmaps", r.namespace, None),
+        ("create", "deployments.apps", r.namespace, None),
+        ("create", "services", r.namespace, None),
+        ("list", "pods", r.namespace, None),
+        ("get", "pods", r.namespace, "proxy"),
+        # cluster-wide reads for free capacity and kopf
+        ("list", "nodes", None, None),
+        ("watch", "pods", None, None),
+        ("list", "namespaces", None, None),
+        ("create", "leases.coordination.k8s.io", r.namespace, None),
+    ]
+    refused = [
+        # no cluster-wide writes, and nothing in a namespace it does not watch
+        ("list", iw, None, None),
+        ("patch", iw, other, None),
+        ("patch", iw, other, "status"),
+        ("create", "events", other, None),
+        ("create", "deployments.apps", other, None),
+        ("create", "services", other, None),
+        ("watch", "endpointslices.discovery.k8s.io", other, None),
+        ("list", "endpointslices.discovery.k8s.io", None, None),
+        ("create", "deployments.apps", None, None),
+        # kube-system
+        ("get", "secrets", "kube-system", None),
+        ("list", "secrets", "kube-system", None),
+        ("get", "configmaps", "kube-system", None),
+        ("patch", "deployments.apps", "kube-system", None),
+        ("create", "services", "kube-system", None),
+        ("delete", "pods", "kube-system", None),
+        # Secrets anywhere, ConfigMaps outside the router's namespace
+        ("get", "secrets/team-secret", team, None),
+        ("get", "secrets/foreign", other, None),
+        ("list", "secrets", None, None),
+        ("get", "configmaps", team, None),
+        ("create", "configmaps", team, None),
+        ("delete", "configmaps", r.namespace, None),
+        ("create", "pods", team, None),
+        ("create", "rolebindings.rbac.authorization.k8s.io", team, None),
+    ]
+    wrong_allowed = [a for a in allowed if not r.can(a[0], a[1], namespace=a[2], subresource=a[3])]
+    wrong_refused = [a for a in refused if r.can(a[0], a[1], namespace=a[2], subresource=a[3])]
+    assert not wrong_allowed, f"refused but needed: {wrong_allowed}"
+    assert not wrong_refused, f"allowed but never needed: {wrong_refused}"
+
+
+def _found(cluster: KubeCluster, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    done = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return dict(json.loads(done.stdout)) if done.returncode == 0 else None
+
+
+def _chart_run_args(release: Release, kubeconfig: Path) -> list[str]:
+    """``inference-placement run`` with the args the chart's Deployment passes (namespaces, Lease, peering, router,
+    settings), less the in-Pod file paths and ports."""
+    args = one(release.manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    dropped = ("--price-book=", "--promql-templates=", "--health-port=", "--metrics-port=", "--log-format=")
+    kept = [a for a in args if not a.startswith(dropped)]
+    return [
+        *("-m", "inference_placement.cli", "run", "--kubeconfig", str(kubeconfig)),
+        *kept,
+        *("--tick-seconds", "2", "--health-port", "0", "--metrics-port", "0", "--log-format", "plain"),
+    ]
+
+
+def test_operator_with_only_the_charts_scoped_rbac_places_a_workload_and_runs_the_router(
+    scoped: Release, watched_namespace: str, tmp_path: Path
+) -> None:
+    """The real operator, with a real token of the chart's ServiceAccount and the chart's own args (one watched
+    namespace, the router on): it places a workload in the team namespace, runs the router in the release namespace
+    as the router's own ServiceAccount without a token, and no request of it is refused."""
+    r, team = scoped, watched_namespace
+    assert {m["metadata"]["namespace"] for m in by_kind(r.manifests, "Role")} == {r.namespace, team}
+    assert {
+        rule_resource
+        for m in by_kind(r.manifests, "ClusterRole")
+        for rule in m["rules"]
+        for rule_resource in rule["resources"]
+    } == {"nodes", "pods", "customresourcedefinitions", "namespaces"}
     kubeconfig = _token_kubeconfig(r, tmp_path / "operator.kubeconfig")
     log_path = tmp_path / "operator.log"
-    args = [
-        sys.executable,
-        "-m",
-        "inference_placement.cli",
-        "run",
-        "--kubeconfig",
-        str(kubeconfig),
-        "--namespace",
-        r.namespace,
-        "--peering",
-        r.peering,
-        "--leader-election-id",  # as the chart runs it: its Lease, in its namespace
-        r.lease,
-        "--leader-election-namespace",
-        r.namespace,
-        "--tick-seconds",
-        "2",
-        "--health-port",
-        "0",
-        "--metrics-port",
-        "0",
-        "--log-format",
-        "plain",
-        "--set",
-        "cluster.imagePullPolicy=Never",
-    ]
+    args = [sys.executable, *_chart_run_args(r, kubeconfig)]
+    assert f"--namespace={team}" in args and "--set=router.mode=cluster" in args
     with log_path.open("wb") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT)
     try:
-        doc = _cpu_workload(r.cluster, r.namespace)
+        doc = _cpu_workload(r.cluster, team)
         r.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
 
         def placed() -> dict[str, Any] | None:
             assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
-            obj = r.cluster.kubectl_json("get", "iw", "rbac-cpu", "-n", r.namespace)
+            obj = r.cluster.kubectl_json("get", "iw", "rbac-cpu", "-n", team)
             status = obj.get("status") or {}
             target = (status.get("migration") or {}).get("target") or status.get("placement")
             return obj if target == "cluster" else None
@@ -287,21 +380,39 @@ def test_operator_with_only_the_charts_rbac_places_a_cpu_workload(namespaced: Re
         uid = obj["metadata"]["uid"]
 
         def deployment() -> dict[str, Any] | None:
-            found = r.cluster.kubectl("get", "deployments", "-n", r.namespace, "-o", "json", check=False)
+            found = r.cluster.kubectl("get", "deployments", "-n", team, "-o", "json", check=False)
             items = json.loads(found.stdout).get("items", []) if found.returncode == 0 else []
             owned = [d for d in items if any(o.get("uid") == uid for o in d["metadata"].get("ownerReferences", []))]
             return owned[0] if owned else None
 
         owned = wait_for(deployment, timeout=60, what="a Deployment owned by the workload")
         assert owned["spec"]["template"]["spec"]["containers"][0]["image"] == doc["spec"]["model"]["image"]
-        peering = r.cluster.kubectl_json("get", "kopfpeerings.kopf.dev", r.peering, "-n", r.namespace)
+        peering = r.cluster.kubectl_json("get", "kopfpeerings.kopf.dev", r.peering, "-n", team)
         assert peering.get("status"), "the operator recorded itself in its peering object"
         lease = r.cluster.kubectl_json("get", "lease", r.lease, "-n", r.namespace)
         assert lease["spec"]["holderIdentity"], "the operator holds its Lease"
+        # the router: its ConfigMap, Deployment and Service in the release namespace, run as its own account
+        # with no token; the workload's stable endpoint in the team namespace
+        router = wait_for(
+            lambda: _found(r.cluster, "deployment", "inference-router", r.namespace),
+            timeout=60,
+            what="the router Deployment in the release namespace",
+        )
+        pod_spec = router["spec"]["template"]["spec"]
+        assert pod_spec["serviceAccountName"] == f"{r.service_account}-router"
+        assert pod_spec["automountServiceAccountToken"] is False
+        for kind in ("configmap", "service"):
+            r.cluster.kubectl("get", kind, "inference-router", "-n", r.namespace)
+        endpoint = wait_for(
+            lambda: _found(r.cluster, "service", "rbac-cpu", team),
+            timeout=90,
+            what="the stable endpoint Service in the team namespace",
+        )
+        assert endpoint["spec"]["type"] == "ExternalName"
         if r.cluster.node_enabled:  # Pods really run: the workload ends up serving
 
             def ready() -> bool:
-                obj = r.cluster.kubectl_json("get", "iw", "rbac-cpu", "-n", r.namespace)
+                obj = r.cluster.kubectl_json("get", "iw", "rbac-cpu", "-n", team)
                 conditions = (obj.get("status") or {}).get("conditions") or []
                 return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
@@ -313,7 +424,7 @@ def test_operator_with_only_the_charts_rbac_places_a_cpu_workload(namespaced: Re
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=30)
-        r.cluster.kubectl("delete", "iw", "rbac-cpu", "-n", r.namespace, "--wait=false", check=False)
+        r.cluster.kubectl("delete", "iw", "rbac-cpu", "-n", team, "--wait=false", check=False)
     logs = log_path.read_text(errors="replace")
     # the message after the line's timestamp: "17:22:59,403" is a time, not an HTTP status
     messages = [re.sub(r"^\[[^\]]*\]", "", line) for line in logs.splitlines()]

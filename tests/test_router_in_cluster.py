@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from inference_placement.api.spec import TargetName
+from inference_placement.routing.traffic_stats import TRAFFIC_STATS_QUERY, parse_target_counters
 from tests.plugins.cluster import KubeCluster
 from tests.plugins.operator import OperatorProcess, wait_for
 
@@ -124,6 +126,21 @@ def test_the_operator_runs_the_router_and_confirms_routes_on_the_router_pod(
         timeout=150,  # the kubelet refreshes ConfigMap volumes at its sync period
         what=f"the router Pod to report RDS version {version}",
     )
+    # the router's per-target traffic counters (what gates a migration) are readable the way the operator reads
+    # them: the router Pod's health listener, through the apiserver's Pod proxy
+    pods = _json(kube_node, "get", "pods", "-n", namespace, "-l", "app.kubernetes.io/name=inference-router")
+    pod = next(p["metadata"]["name"] for p in pods["items"] if p["status"].get("phase") == "Running")
+    raw = kube_node.kubectl(
+        "get", "--raw", f"/api/v1/namespaces/{namespace}/pods/{pod}:9902/proxy/stats?{TRAFFIC_STATS_QUERY}"
+    )
+    counters = parse_target_counters(json.loads(raw.stdout))
+    assert (namespace, NAME, TargetName.CLUSTER) in counters, sorted(counters)
+    assert counters[namespace, NAME, TargetName.CLUSTER].requests == 0, "no request was sent to the router"
+    # the router Pod runs without a Kubernetes API token
+    router_pod = _json(kube_node, "get", "pod", pod, "-n", namespace)
+    assert router_pod["spec"]["automountServiceAccountToken"] is False
+    mounts = [m["mountPath"] for c in router_pod["spec"]["containers"] for m in c.get("volumeMounts", [])]
+    assert not any("serviceaccount" in m for m in mounts), mounts
     # the stable endpoint: an ExternalName Service resolving to the router, owned by the workload
     service = _json(kube_node, "get", "service", NAME, "-n", namespace)
     assert service["spec"]["type"] == "ExternalName"

@@ -155,6 +155,8 @@ class HttpUpstream:
     last_headers: dict[str, str] = field(default_factory=dict)
     last_path: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    status: int = 200
+    """The status it answers with (set 500 to make a target that passes its health check fail its requests)."""
 
     @property
     def port(self) -> int:
@@ -188,7 +190,7 @@ def _handler_for(upstream_ref: list[HttpUpstream]) -> type[BaseHTTPRequestHandle
                 upstream.last_headers = {k.lower(): v for k, v in self.headers.items()}
                 upstream.last_path = self.path
             body = upstream.name.encode()
-            self.send_response(200)
+            self.send_response(upstream.status)
             self.send_header("content-type", "text/plain")
             self.send_header("content-length", str(len(body)))
             self.send_header("x-served-by", upstream.name)

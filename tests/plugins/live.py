@@ -385,7 +385,14 @@ def operator_args(
 
 
 @pytest.fixture
+def live_extra_args() -> tuple[str, ...]:
+    """More operator arguments for ``live_stack`` (a test module overrides this fixture to change settings)."""
+    return ()
+
+
+@pytest.fixture
 def live_stack(
+    live_extra_args: tuple[str, ...],
     kube_node: KubeCluster,
     crd_installed: KubeCluster,
     namespace: str,
@@ -420,6 +427,7 @@ def live_stack(
             envoy_binary=envoy_binary,
             address_overrides={published: model.url},
             trusted_origins=(serverless.url,),
+            extra=live_extra_args,
         ),
     )
     doc = workload_doc(namespace, kube_node.model_server_image, offload, reclaim, "live-test")
@@ -442,6 +450,8 @@ def live_stack(
             "start": start,
             "standin": cloudrun_standin,
             "thresholds": (offload, reclaim),
+            "model": model,
+            "serverless": serverless,
             "rates": rates,
         }
     finally:

@@ -38,6 +38,15 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{- end -}}
 
+{{/* The router Pods' ServiceAccount ("" = the namespace's default). */}}
+{{- define "ip.routerServiceAccountName" -}}
+{{- if .Values.router.serviceAccount.create -}}
+{{- default (printf "%s-router" (include "ip.fullname" .) | trunc 63 | trimSuffix "-") .Values.router.serviceAccount.name -}}
+{{- else -}}
+{{- .Values.router.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "ip.peeringName" -}}
 {{- default (include "ip.fullname" .) .Values.peering.name -}}
 {{- end -}}
@@ -70,7 +79,8 @@ app.kubernetes.io/component: operator
 {{/*
 The rules the operator needs inside every namespace it places workloads in (a ClusterRole when cluster-wide, a Role
 per watched namespace otherwise). Derived from the code: controller/kube.py (status, finalizers, Events),
-targets/cluster.py (Deployment + Service), routing (ConfigMaps), kopf's own watch of InferenceWorkloads.
+targets/cluster.py (Deployment + Service), the router's stable ExternalName Service per workload, kopf's own watch
+of InferenceWorkloads. No ConfigMap: the router's one ConfigMap lives in the release namespace (the router Role).
 */}}
 {{- define "ip.workloadRules" -}}
 - apiGroups: [placement.inference.dev]
@@ -88,9 +98,6 @@ targets/cluster.py (Deployment + Service), routing (ConfigMaps), kopf's own watc
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, create, patch, delete]
-- apiGroups: [""]
-  resources: [configmaps]
   verbs: [get, create, patch, delete]
 # the model Services' ready pods (router.podsByAddress): one watch, read only
 - apiGroups: [discovery.k8s.io]

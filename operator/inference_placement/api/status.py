@@ -184,6 +184,12 @@ class MigrationStatus(ApiModel):
     step_started_at: str = Field(description="RFC 3339 start of the current step.")
     reason: str = Field(default="", description="The decision that started it.")
     last_error: str | None = Field(default=None, description="Why the last attempt failed, if it did.")
+    source_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="Cluster replicas the source served with when the migration started: it keeps them until it is "
+        "retired, so a rollback never lands all traffic on fewer (none for a serverless source).",
+    )
 
 
 class MigrationOutcome(StrEnum):

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio.client.rest import ApiException
 
-from inference_placement.api.spec import InferenceWorkloadSpec
+from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.api.validation import SpecProblem, parse_spec
 from inference_placement.api.workload import WorkloadKey
 from inference_placement.controller.leader import NotLeaderError
@@ -37,6 +37,7 @@ from inference_placement.metrics.source import MetricsSnapshot, MetricsSource
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import TrafficWindow
 from inference_placement.policy.price_book import PriceBook
+from inference_placement.policy.traffic_health import TargetCounters
 
 __all__ = [
     "Fleet",
@@ -532,6 +533,7 @@ class Fleet:
                 router_weights=routed,
                 router_spill=spill_routed,
                 router_answers_without_pods=no_pod_answered,
+                router_traffic=traffic.get(key) if traffic is not None else None,
                 wake=signal,
                 history_loading=snapshot.history_loading,
                 price_book_problem=price_book_problem,
@@ -571,6 +573,7 @@ class Fleet:
 
         snapshot = self._snapshot
         windows = snapshot.windows
+        traffic = await self._router_traffic(keys)
         work = [(key, prepared) for key in keys if (prepared := prepare(key)) is not None]
         await asyncio.gather(*(one(key, *prepared) for key, prepared in work))
         if full_tick:
@@ -578,6 +581,16 @@ class Fleet:
             if self.telemetry is not None:
                 self.telemetry.skipped_unchanged.set(skipped)
         await self._sync_router()
+
+    async def _router_traffic(
+        self, keys: set[WorkloadKey]
+    ) -> dict[WorkloadKey, dict[TargetName, TargetCounters]] | None:
+        """The router's per-target counters, read once per pass and only while one of ``keys`` migrates (its
+        target's traffic gates each step: ``policy.traffic_health``)."""
+        if self.router is None:
+            return None
+        migrating = any(_migrating(entry) for key in keys if (entry := self._workloads.get(key)) is not None)
+        return await self.router.target_traffic() if migrating else None
 
     async def _sync_router(self) -> None:
         if self.router is None:
@@ -590,6 +603,13 @@ class Fleet:
         if self.router.busy:
             # come back soon for the workloads waiting on the router (applying, or to be retried)
             self._active.update(self.router.waiting() & set(self._workloads))
+
+
+def _migrating(entry: _Entry) -> bool:
+    """The workload's status records a migration in flight (read without decoding the compact JSON)."""
+    if isinstance(entry.status, str):
+        return '"migration":{' in entry.status
+    return isinstance(entry.status, Mapping) and entry.status.get("migration") is not None
 
 
 def _merge(older: WakeSignal | None, newer: WakeSignal | None) -> WakeSignal:

@@ -3,6 +3,11 @@
     Provisioning -> AwaitingHealthy -> Shifting (10% -> 50% -> 100%, each held) -> Draining -> Retiring -> done
                          any failure or timeout -> RollingBack (traffic back to the source, target retired)
 
+The router's own counters of the target's traffic gate every step that sends it traffic (``policy.traffic_health``,
+fed as ``MigrationObservation.traffic_problem``): a target failing its requests or its latency objective while
+shifting or draining rolls back (the source still serves), and while retiring holds the retire (the source is
+kept until the target serves again).
+
 Everything it needs lives in ``status.migration``, so an operator killed at any step resumes at the same step. The
 reconciler performs the I/O each step needs (``actions_for``), feeds what it saw back as a ``MigrationObservation``
 and writes the returned status. A first placement is a migration without a source: no traffic to shift.
@@ -10,12 +15,13 @@ and writes the returned status. A first placement is a migration without a sourc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
 from inference_placement.api.spec import TargetName
 from inference_placement.api.status import LastMigration, MigrationOutcome, MigrationStatus, MigrationStep
+from inference_placement.policy.traffic_health import TrafficGate
 
 __all__ = [
     "MigrationAction",
@@ -41,6 +47,8 @@ class MigrationTimings:
     """Longest wait for the target to become healthy (model load included)."""
     retire_timeout_seconds: float = 600.0
     """Longest wait for a retirement before it is reported (it is retried, never abandoned)."""
+    traffic_gate: TrafficGate = field(default_factory=TrafficGate)
+    """When the target's traffic (the router's counters, per step) counts as failing."""
 
 
 class MigrationAction(StrEnum):
@@ -57,7 +65,8 @@ class MigrationObservation:
     target_error: str | None = None
     """A permanent failure of the target (permission, quota, not owned): roll back."""
     traffic_problem: str | None = None
-    """Error rate or latency on the shifted traffic outside the SLO: roll back."""
+    """The target fails its requests or its latency objective on the traffic it was given (the router's counters,
+    ``policy.traffic_health``): roll back while shifting or draining, hold the retire while retiring."""
     retired: bool = False
     """The resource this step retires is gone."""
 
@@ -82,7 +91,16 @@ def _stamp(now: datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def start_migration(source: TargetName | None, target: TargetName, reason: str, now: datetime) -> MigrationStatus:
+def start_migration(
+    source: TargetName | None,
+    target: TargetName,
+    reason: str,
+    now: datetime,
+    *,
+    source_replicas: int | None = None,
+) -> MigrationStatus:
+    """A migration from ``source`` (None: a first placement); ``source_replicas``: the cluster replicas the source
+    serves with now, which it keeps until it is retired (``MigrationStatus.source_replicas``)."""
     stamp = _stamp(now)
     return MigrationStatus(
         source=source,
@@ -92,6 +110,7 @@ def start_migration(source: TargetName | None, target: TargetName, reason: str, 
         started_at=stamp,
         step_started_at=stamp,
         reason=reason,
+        source_replicas=source_replicas,
     )
 
 
@@ -221,8 +240,10 @@ def advance(
     if step in (MigrationStep.PROVISIONING, MigrationStep.AWAITING_HEALTHY, MigrationStep.SHIFTING):
         if observation.target_error is not None:
             return _rollback(migration, observation.target_error, now)
-        if observation.traffic_problem is not None and step is MigrationStep.SHIFTING:
-            return _rollback(migration, observation.traffic_problem, now)
+    if observation.traffic_problem is not None and step in (MigrationStep.SHIFTING, MigrationStep.DRAINING):
+        # a target that passes its health check but fails requests gets no more traffic, and the source (still
+        # serving through the drain) takes it all back
+        return _rollback(migration, observation.traffic_problem, now)
 
     if step is MigrationStep.PROVISIONING:
         # The target exists (ensure succeeded without error): wait for its own health check.
@@ -252,7 +273,26 @@ def advance(
             event_message=f"{_route(migration)}: retiring {_name(migration.source)}",
         )
 
-    # RETIRING
+    return _retiring(migration, observation, now, timings, held)
+
+
+def _retiring(
+    migration: MigrationStatus, observation: MigrationObservation, now: datetime, timings: MigrationTimings, held: float
+) -> Transition:
+    """RETIRING: the source goes once the target serves; a failing target holds the retire."""
+    if observation.traffic_problem is not None and not observation.retired:
+        # the source is not retired while the target fails (a retire may be under way: no rollback onto it)
+        held_already = (migration.last_error or "").startswith(f"retire of {_name(migration.source)} held")
+        if held_already:
+            return Transition(migration=migration, placement=migration.target)
+        why = f"retire of {_name(migration.source)} held: {observation.traffic_problem}"
+        return Transition(
+            migration=migration.model_copy(update={"last_error": why}),
+            placement=migration.target,
+            event_reason="RetireHeld",
+            event_message=f"{_route(migration)}: {why}",
+            warning=True,
+        )
     if observation.retired:
         finished = _ended(migration, MigrationOutcome.SUCCEEDED, now, migration.reason)
         return Transition(

@@ -62,6 +62,7 @@ from inference_placement.policy.budget import MONTH_SECONDS, accrue_spend
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
 from inference_placement.policy.price_book import PriceBook
+from inference_placement.policy.traffic_health import TargetCounters, traffic_problem
 from inference_placement.policy.verdicts import budget_verdict, slo_verdict
 from inference_placement.routing.model import traffic_weights
 from inference_placement.targets.base import (
@@ -106,6 +107,9 @@ class TickInputs:
     sends it to a serverless overflow): only then may the cluster go to zero replicas."""
     wake: WakeSignal | None = None
     """What the router's activator saw of this workload since its last reconcile (held requests: wake it now)."""
+    router_traffic: Mapping[TargetName, TargetCounters] | None = None
+    """The router's own cumulative counters of this workload's traffic per target (read while it migrates); None =
+    not read (no router, no migration, or unreadable)."""
     history_loading: bool = False
     """The metrics source is still reading the request-rate history back after a start (``MetricsSnapshot``)."""
     price_book_problem: str | None = None
@@ -208,6 +212,9 @@ class Reconciler:
         self.pinger = pinger
         self.actuators = actuators
         self.wake_keep_seconds = wake_keep_seconds
+        self._traffic_marks: dict[WorkloadKey, tuple[tuple[str, TargetName, int], TargetCounters]] = {}
+        """Per migrating workload: the traffic step (migration start, target, percent on it) and the target's
+        counters when this operator first saw it: the step's window is everything counted since."""
         """After a wake-up from zero the cluster keeps a replica at least this long (no flapping back to zero
         before the traffic that woke it reaches the metrics the policy reads)."""
         """What this operator can carry out (``decide`` and the actuation read it)."""
@@ -233,6 +240,7 @@ class Reconciler:
         status = _parse_status(current_wire, meta)
         result = ReconcileResult()
         if meta.deletion_timestamp is not None:
+            self._traffic_marks.pop(WorkloadKey(meta.namespace, meta.name), None)
             if self.pinger is not None:
                 self.pinger.plan(WorkloadKey(meta.namespace, meta.name), None)
             result.active = not await self._finalize(raw, meta, status, result.failures)
@@ -540,7 +548,9 @@ class Reconciler:
         """Start a migration the decision asks for, or carry the one in flight one step; keep the targets set."""
         status = _with_started_migration(status, decision, inputs.now)
         migration = status.migration
+        key = WorkloadKey(workload.metadata.namespace, workload.metadata.name)
         if migration is None:
+            self._traffic_marks.pop(key, None)
             if status.placement is not None:
                 status = await self._ensure(workload, status.placement, decision, status, pending, actuators)
             return status
@@ -552,8 +562,37 @@ class Reconciler:
                 if name is not None and not (migration.step is MigrationStep.ROLLING_BACK and name is migration.target):
                     status = await self._ensure(workload, name, decision, status, pending, actuators)
             return status
-        status, observation = await self._migration_actions(workload, migration, decision, status, pending, actuators)
+        problem = self._traffic_problem(key, spec, migration, inputs)
+        if problem is not None and migration.step is MigrationStep.RETIRING:
+            # the source is not retired while the target fails its traffic: no retire on this tick
+            observation = MigrationObservation(target_ready=True, traffic_problem=problem)
+        else:
+            status, observation = await self._migration_actions(
+                workload, migration, decision, status, pending, actuators
+            )
+            observation = replace(observation, traffic_problem=problem)
         return self._advance(status, migration, observation, inputs.now, pending)
+
+    def _traffic_problem(
+        self, key: WorkloadKey, spec: InferenceWorkloadSpec, migration: MigrationStatus, inputs: TickInputs
+    ) -> str | None:
+        """What the router counted of the target's traffic since its share last changed, judged by the policy
+        (``policy.traffic_health``); None when it serves, when too few requests reached it, or without counters."""
+        if migration.step not in _TRAFFIC_STEPS or inputs.router_traffic is None:
+            return None
+        current = inputs.router_traffic.get(migration.target)
+        if current is None:
+            return None
+        mark = (migration.started_at, migration.target, migration.traffic_percent)
+        seen = self._traffic_marks.get(key)
+        window = current.since(seen[1]) if seen is not None and seen[0] == mark else None
+        if window is None:  # a new step (or a router replica restarted): its window starts now
+            self._traffic_marks[key] = (mark, current)
+            return None
+        step = f"{migration.step.value.lower()} at {migration.traffic_percent}%"
+        return traffic_problem(
+            migration.target, window, spec.slo.objective_seconds, self.timings.traffic_gate, step=step
+        )
 
     async def _drive_spill(
         self,
@@ -829,7 +868,12 @@ class Reconciler:
 
 def _serving_replicas(status: InferenceWorkloadStatus, decision: Decision, target: TargetName) -> int | None:
     """The ready replicas of ``target`` while it carries the traffic (the placement, no migration) and the decision
-    is about another target whose migration has not started yet (``target_settings(serving_replicas=)``)."""
+    is about another target whose migration has not started yet (``target_settings(serving_replicas=)``); and a
+    migration's source: the replicas it served with when the migration started, until it is retired (it carries
+    its share, and all the traffic again if the migration rolls back)."""
+    migration = status.migration
+    if migration is not None and migration.source is target and migration.source_replicas is not None:
+        return migration.source_replicas if decision.target is not target else None
     if status.placement is not target or status.migration is not None or decision.target in (None, target):
         return None
     resource = _target_status(status.targets, target) if status.targets is not None else None
@@ -907,7 +951,9 @@ def _with_started_migration(
     if status.placement is None:
         migration = start_migration(None, decision.target, decision.reason, now)
     elif decision.migrate and decision.target is not status.placement:
-        migration = start_migration(status.placement, decision.target, decision.reason, now)
+        serving = _target_status(status.targets, status.placement) if status.targets is not None else None
+        replicas = serving.replicas if serving is not None and status.placement is TargetName.CLUSTER else None
+        migration = start_migration(status.placement, decision.target, decision.reason, now, source_replicas=replicas)
     else:
         return status
     return status.model_copy(update={"migration": migration})
@@ -1046,6 +1092,9 @@ def _record_decision(
     pending.event("Decision", f"{decision.target.value} x{decision.replicas}: {decision.reason}")
     return status.model_copy(update={"last_decision": record})
 
+
+_TRAFFIC_STEPS = frozenset({MigrationStep.SHIFTING, MigrationStep.DRAINING, MigrationStep.RETIRING})
+"""The steps in which the target takes traffic, judged by the router's counters."""
 
 _ROUTED_STEPS = frozenset(
     {MigrationStep.SHIFTING, MigrationStep.DRAINING, MigrationStep.RETIRING, MigrationStep.ROLLING_BACK}

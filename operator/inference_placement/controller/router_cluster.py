@@ -45,6 +45,7 @@ from inference_placement.routing.manifests import (
     render_workload_service,
 )
 from inference_placement.routing.model import Route
+from inference_placement.routing.traffic_stats import TRAFFIC_STATS_QUERY
 from inference_placement.routing.xds_files import (
     XdsKind,
     XdsTimeoutError,
@@ -72,6 +73,8 @@ class ClusterRouterApplier:
         poll_seconds: float = 1.0,
         owners: Mapping[str, str] | None = None,
         activator_image: str | None = None,
+        service_account: str | None = None,
+        automount_token: bool = False,
     ) -> None:
         if settings.health_port is None:
             raise ValueError("the in-cluster router needs a health listener (EnvoySettings.health_port)")
@@ -85,6 +88,10 @@ class ClusterRouterApplier:
         self.image_pull_policy = image_pull_policy
         self.confirm_timeout_seconds = confirm_timeout_seconds
         self.poll_seconds = poll_seconds
+        self.service_account = service_account
+        """The router Pods' ServiceAccount (None: the namespace's default); its token is mounted only with
+        ``automount_token``."""
+        self.automount_token = automount_token
         self.activator_image = activator_image
         """The activator's image (a second container in the router Pod; needs ``settings.activator_port``)."""
         if activator_image is not None and settings.activator_port is None:
@@ -139,6 +146,8 @@ class ClusterRouterApplier:
             namespace=self.namespace,
             replicas=self.replicas,
             activator_image=self.activator_image,
+            service_account=self.service_account,
+            automount_service_account_token=self.automount_token,
         )
         if self.image_pull_policy:
             for container in deployment["spec"]["template"]["spec"]["containers"]:
@@ -210,6 +219,30 @@ class ClusterRouterApplier:
             log.debug("stats of router pod %s unavailable: %s", pod, err)
             return {}
         return parse_stats(payload, self.settings)
+
+    async def traffic_stats(self) -> list[Any]:
+        """Every ready router Pod's per-target traffic counters (``routing.traffic_stats``), read through the
+        apiserver's Pod proxy from its health listener: one LIST and one GET per router replica. Raises when a
+        ready Pod cannot be read (a sum without it would read as fewer requests)."""
+        pods = await self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"app.kubernetes.io/name={ROUTER_NAME}"
+        )
+        payloads: list[Any] = []
+        for pod in [p.metadata.name for p in pods.items if _ready(p)]:
+            path = f"/api/v1/namespaces/{self.namespace}/pods/{pod}:{self.settings.health_port}/proxy/stats"
+            response = await self.api.call_api(
+                path,
+                "GET",
+                query_params=list(parse_qsl(TRAFFIC_STATS_QUERY)),
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=10,
+            )
+            async with response:
+                payloads.append(json.loads(await response.read()))
+        return payloads
 
     async def activator_metrics(self) -> list[str]:
         """The ``/metrics`` of the activator in every ready router Pod, through the apiserver's Pod proxy (the

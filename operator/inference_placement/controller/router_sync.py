@@ -28,6 +28,7 @@ from inference_placement.api.status import InferenceWorkloadStatus, SpillStep
 from inference_placement.api.workload import WorkloadKey
 from inference_placement.controller.log_context import workload_fields
 from inference_placement.controller.pod_endpoints import PodEndpoints, ServiceKey
+from inference_placement.policy.traffic_health import TargetCounters
 from inference_placement.routing.model import (
     EndpointsConfig,
     PodsUpstream,
@@ -36,6 +37,7 @@ from inference_placement.routing.model import (
     UpstreamAddress,
     route_for,
 )
+from inference_placement.routing.traffic_stats import parse_target_counters, sum_target_counters
 
 __all__ = ["RouteApplier", "RouterSync", "positive_weights"]
 
@@ -227,6 +229,25 @@ class RouterSync:
         in a composite cluster that falls through to the activator (hold) or to a serverless overflow target.
         Only then may the workload's Deployment go to zero replicas (``Actuators.cluster_scale_to_zero``)."""
         return key in self._no_pod_answered
+
+    async def target_traffic(self) -> dict[WorkloadKey, dict[TargetName, TargetCounters]] | None:
+        """The router's own cumulative counters per workload and target, summed over its replicas (one read per
+        replica, whatever the fleet's size); None when the applier cannot report them or a replica could not be
+        read (no verdict beats a verdict on part of the traffic)."""
+        reader = getattr(self.applier, "traffic_stats", None)
+        if reader is None:
+            return None
+        try:
+            payloads = await reader()
+        except Exception as err:
+            log.warning("router traffic counters unavailable (migrations are not judged on traffic): %s", err)
+            return None
+        out: dict[WorkloadKey, dict[TargetName, TargetCounters]] = {}
+        for (namespace, name, target), counters in sum_target_counters(
+            parse_target_counters(p) for p in payloads
+        ).items():
+            out.setdefault(WorkloadKey(namespace, name), {})[target] = counters
+        return out
 
     def stable_endpoint(self, namespace: str, name: str) -> str:
         """The URL clients use whatever the placement: the workload's Service name, resolved to the router."""

@@ -534,6 +534,8 @@ def build_router(router: RouterSettings, api: Any = None) -> RouterSync | None:
             replicas=router.replicas,
             image_pull_policy=router.image_pull_policy,
             confirm_timeout_seconds=router.confirm_timeout_seconds,
+            service_account=router.service_account,
+            automount_token=router.automount_token,
         )
         sync = RouterSync(
             cluster_applier, endpoints, cluster_domain=router.cluster_domain, wait_seconds=1.0, pods=pods, hold=hold

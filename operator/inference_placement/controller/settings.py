@@ -40,6 +40,7 @@ from inference_placement.controller.leader import LeaseTimings
 from inference_placement.controller.migration import MigrationTimings
 from inference_placement.policy.actuation import WakeTimings
 from inference_placement.policy.dra import GPU_DEVICE_CLASS, MIG_DEVICE_CLASS, DRAClasses, GPURequest, SharingStrategy
+from inference_placement.policy.traffic_health import TrafficGate
 from inference_placement.routing.manifests import DEFAULT_ENVOY_IMAGE
 from inference_placement.routing.model import CLUSTER_DOMAIN, UpstreamAddress
 
@@ -203,6 +204,13 @@ class RouterSettings(_Group):
     """``cluster`` mode: replicas of the router Deployment. Default 2."""
     image_pull_policy: PullPolicy | None = None
     """``cluster`` mode: imagePullPolicy of the router's container. Default: unset (Kubernetes' default)."""
+    service_account: str | None = None
+    """``cluster`` mode: the ServiceAccount the router Pods run as (the chart creates its own, never the operator's).
+    Default: unset (the namespace's ``default``)."""
+    automount_token: bool = False
+    """``cluster`` mode: mount the router ServiceAccount's API token into its Pods. The router never calls the
+    Kubernetes API (IRSA and GKE workload identity need no mounted token either); only a provider whose credential
+    plugin reads it needs it. Default ``false``."""
     confirm_timeout_seconds: Seconds = 180.0
     """``cluster`` mode: seconds to wait until every router Pod serves a route change before it counts as failed.
     Default 180 (the kubelet refreshes ConfigMap mounts about once a minute)."""
@@ -338,6 +346,7 @@ class SweepSettings(_Group):
 
 
 _TIMINGS = MigrationTimings()
+_GATE = TrafficGate()
 
 
 class MigrationSettings(_Group):
@@ -354,6 +363,16 @@ class MigrationSettings(_Group):
     """Seconds to wait for the new target to become healthy (model load included) before rolling back. Default
     900."""
 
+    traffic_max_failure_share: Annotated[float, Ge(0), Le(1)] = _GATE.max_failure_share
+    """Largest share (0..1) of the new target's requests in one traffic step (the shift steps, then the drain and the
+    retire together) that may fail (5xx, resets, 401/403), as the router counts them, before the migration rolls back
+    (shifting, draining) or holds the source's retire (retiring). Default 0.05."""
+    traffic_max_slow_share: Annotated[float, Ge(0), Le(1)] = _GATE.max_slow_share
+    """Largest share (0..1) of the new target's requests in one traffic step that may be slower than the workload's
+    latency objective (``slo.latencyP99Seconds``) before the same happens. Default 0.25."""
+    traffic_min_requests: Annotated[int, Ge(1)] = _GATE.min_requests
+    """Fewest requests a traffic step's window needs before it is judged; with fewer the step goes on. Default 10."""
+
     def timings(self) -> MigrationTimings:
         """The migration state machine's timings."""
         return MigrationTimings(
@@ -361,6 +380,11 @@ class MigrationSettings(_Group):
             step_hold_seconds=self.step_hold_seconds,
             drain_seconds=self.drain_seconds,
             provision_timeout_seconds=self.provision_timeout_seconds,
+            traffic_gate=TrafficGate(
+                max_failure_share=self.traffic_max_failure_share,
+                max_slow_share=self.traffic_max_slow_share,
+                min_requests=self.traffic_min_requests,
+            ),
         )
 
 

@@ -116,9 +116,10 @@ def target_settings(
     ``provisioning``: the target is being made ready to take traffic (a migration's target, a first placement): a
     cluster target gets at least one replica, since its health check needs a replica that answers.
     ``serving_replicas``: the cluster target carries the workload's traffic with this many replicas while the
-    decision is about another target whose migration has not started (a move held back by its cooldown, the router,
-    a spill): it keeps them rather than drop to the spec's floor (which could take a serving cluster to zero
-    replicas before anything else takes the traffic).
+    decision is about another target (or is withheld): a move held back by its cooldown, the router, a spill, or a
+    migration in flight whose source it is (until it is retired: its share, and all the traffic in a rollback). It
+    keeps them rather than drop to the spec's floor (which could take a serving cluster to zero replicas, or to one,
+    before anything else takes the traffic).
     """
     floor = _spec_floor(spec, target, actuators)
     spill = decision.spill if decision.target is TargetName.CLUSTER else None
@@ -135,7 +136,7 @@ def target_settings(
             warm,
             decision.ping_interval_seconds if warm else None,
         )
-    elif target is TargetName.CLUSTER and serving_replicas is not None and decision.target not in (None, target):
+    elif target is TargetName.CLUSTER and serving_replicas is not None and decision.target is not target:
         settings = TargetSettings(target, max(floor, serving_replicas))
     elif decision.target is None and last_decision is not None and last_decision.target is target:
         warm = last_decision.keep_warm_instances or 0

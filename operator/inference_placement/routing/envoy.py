@@ -635,8 +635,10 @@ def _hcm(settings: EnvoySettings, routes_from: JsonDict) -> JsonDict:
         **routes_from,
         "http_filters": [
             {
-                # Fails open: without a token the request still goes out (and Cloud Run answers 401/403); alert
-                # on gcp_authn.token_fetch_failed. Non-Cloud-Run clusters carry no audience and are not touched.
+                # Fails open: without a token the request still goes out and Cloud Run answers 401/403. The filter
+                # keeps no counter of its own (Envoy 1.40); the fetches are the gcp-metadata cluster's requests,
+                # and a migration counts the target's 401/403 as failures (policy.traffic_health). Non-Cloud-Run
+                # clusters carry no audience and are not touched.
                 "name": _GCP_AUTHN_FILTER,
                 "typed_config": {
                     "@type": _GCP_AUTHN_TYPE_URL,

@@ -109,6 +109,7 @@ def render_router_deployment(
     configmap_name: str | None = None,
     aws_credentials_secret: str | None = None,
     service_account: str | None = None,
+    automount_service_account_token: bool = False,
     concurrency: int = 2,
     drain_seconds: int = 15,
     resources: Mapping[str, Mapping[str, str]] | None = None,
@@ -122,6 +123,12 @@ def render_router_deployment(
     ``AWS_SESSION_TOKEN``) become the environment the ``aws_lambda`` filter signs with; leave it None with IRSA
     (``service_account`` annotated with a role). Cloud Run ID tokens come from the GKE metadata server (workload
     identity of ``service_account``).
+
+    The router never talks to the Kubernetes API: its Pod runs as ``service_account`` (the chart's own router
+    ServiceAccount, never the operator's) with no API token mounted, unless ``automount_service_account_token``
+    (a provider's credential plugin that reads it). Envoy's admin API stays on loopback; the Pod's ports are the
+    workload listener (``http``), the probes' ``health`` (only ``GET /ready`` and ``GET /stats``), the scrape port
+    ``stats`` (only ``GET /stats/prometheus``) and, with the activator, its ``/metrics``.
     """
     settings = settings or EnvoySettings()
     if settings.health_port is None:
@@ -185,6 +192,9 @@ def render_router_deployment(
     if activator_image is not None:
         containers.append(_activator_container(settings, activator_image, activator_metrics_port))
     pod_spec: JsonDict = {
+        "automountServiceAccountToken": automount_service_account_token,
+        "enableServiceLinks": False,
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "terminationGracePeriodSeconds": drain_seconds + 10,
         "containers": containers,
         "volumes": [{"name": "config", "configMap": {"name": configmap_name or name}}],

@@ -44,6 +44,7 @@ from inference_placement.routing.envoy import (
     xds_version,
 )
 from inference_placement.routing.model import Route
+from inference_placement.routing.traffic_stats import TRAFFIC_STATS_QUERY
 
 __all__ = [
     "AppliedMove",
@@ -321,6 +322,14 @@ class EnvoyXdsApplier:
                     f"{now.warming_clusters} cluster(s) warming)"
                 )
             await asyncio.sleep(self.poll_interval_seconds)
+
+    async def traffic_stats(self) -> list[Any]:
+        """The router's per-target traffic counters (``routing.traffic_stats``): one ``/stats`` answer, raw."""
+        return [await asyncio.to_thread(self._fetch_traffic_stats)]
+
+    def _fetch_traffic_stats(self) -> Any:
+        with urllib.request.urlopen(f"{self.admin_url}/stats?{TRAFFIC_STATS_QUERY}", timeout=5) as response:
+            return json.load(response)
 
     def _fetch_stats(self) -> dict[str, Any]:
         query = stats_query(self.settings)
