@@ -47,7 +47,16 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-__all__ = ["FunctionUrlFrontEnd", "RIE_INVOKE_PATH", "check_signature", "function_url_event", "http_response"]
+__all__ = [
+    "FunctionUrlFrontEnd",
+    "HttpAnswer",
+    "MAX_REQUEST_BYTES",
+    "RIE_INVOKE_PATH",
+    "check_signature",
+    "function_url_event",
+    "http_response",
+    "main",
+]
 
 RIE_INVOKE_PATH: Final = "/2015-03-31/functions/function/invocations"
 MAX_REQUEST_BYTES: Final = 6 * 1024 * 1024  # Lambda's synchronous invocation payload limit
