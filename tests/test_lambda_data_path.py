@@ -5,9 +5,9 @@
       -> aws-lambda-rie (AWS's Runtime Interface Emulator) -> lambda-adapter (AWS's Lambda Web Adapter)
       -> e2e/model_server.py
 
-The emulator and the adapter come from ``e2e/lambda-runtime.sh`` (built once, cached); missing, these tests FAIL
-when ``CI=true`` and are skipped elsewhere. The pure parts of the stand-in (event and response mapping, signature
-check) are tested without them.
+The emulator and the adapter come from ``e2e/lambda-runtime.sh`` (built once, cached; the ``lambda_runtime``
+fixture); missing, these tests FAIL when ``CI=true`` and are skipped elsewhere. The pure parts of the stand-in
+(event and response mapping, signature check) are tested without them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,6 @@ from inference_placement.api.status import (
 from inference_placement.devtools.function_url import check_signature, function_url_event, http_response
 from inference_placement.devtools.lambda_runtime import (
     LambdaRuntime,
-    find_lambda_runtime,
     start_execution_environment,
     start_function_url,
 )
@@ -149,17 +147,6 @@ def test_the_stand_in_checks_sigv4_for_service_lambda(headers: object, why: str 
 
 
 # ----------------------------------------------------------------------------------------------- end to end
-
-
-@pytest.fixture(scope="session")
-def lambda_runtime() -> LambdaRuntime:
-    runtime = find_lambda_runtime(ROOT)
-    if runtime is None:
-        message = "the Lambda runtime pieces are not built: run `bash e2e/lambda-runtime.sh` (make test does)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return runtime
 
 
 @dataclass(frozen=True)
