@@ -16,7 +16,6 @@ import hashlib
 import http.client
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,15 +32,12 @@ from inference_placement.api.status import (
     TargetsStatus,
 )
 from inference_placement.devtools.function_url import check_signature, function_url_event, http_response
-from inference_placement.devtools.lambda_runtime import (
-    LambdaRuntime,
-    start_execution_environment,
-    start_function_url,
-)
+from inference_placement.devtools.lambda_runtime import LambdaRuntime
 from inference_placement.devtools.local_stack import start_model_server
 from inference_placement.devtools.processes import Processes
 from inference_placement.routing.model import EndpointsConfig, Overflow, PodsUpstream, route_for
 from tests.plugins.envoy import FAKE_AWS_ENV, EnvoyRouter, start_envoy
+from tests.plugins.lambda_runtime import LocalFunction, start_local_function
 
 ROOT = Path(__file__).resolve().parents[1]
 REGION = "eu-west-1"
@@ -149,29 +145,11 @@ def test_the_stand_in_checks_sigv4_for_service_lambda(headers: object, why: str 
 # ----------------------------------------------------------------------------------------------- end to end
 
 
-@dataclass(frozen=True)
-class LocalFunction:
-    url: str
-    """The stand-in Function URL front end (where the router connects; the Host stays ``URL_HOST``)."""
-    model_url: str
-    """The model server behind the adapter (for comparing answers)."""
-    work: Path
-
-
 @pytest.fixture
 def local_function(lambda_runtime: LambdaRuntime, tmp_path: Path) -> Iterator[LocalFunction]:
     procs = Processes()
     try:
-        model_url = start_model_server(procs, ROOT, tmp_path, "lambda")
-        port = int(model_url.rsplit(":", 1)[1])
-        environments = [
-            start_execution_environment(
-                procs, lambda_runtime, tmp_path, f"env{i}", app_port=port, readiness_path="/healthz"
-            )
-            for i in range(2)
-        ]
-        url = start_function_url(procs, tmp_path, "fn", environments, region=REGION, access_keys={KEY_ID: SECRET})
-        yield LocalFunction(url, model_url, tmp_path)
+        yield start_local_function(procs, lambda_runtime, tmp_path, "lambda", region=REGION)
     finally:
         procs.stop_all()
 

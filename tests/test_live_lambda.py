@@ -20,12 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from inference_placement.devtools.lambda_runtime import (
-    LambdaRuntime,
-    start_execution_environment,
-    start_function_url,
-)
-from inference_placement.devtools.local_stack import start_model_server
+from inference_placement.devtools.lambda_runtime import LambdaRuntime
 from inference_placement.devtools.processes import Processes
 from inference_placement.devtools.replay.load import LoadReplay, schedule_from_counts
 from inference_placement.devtools.replay.segment import SwingSegment
@@ -36,8 +31,9 @@ from tests.plugins.cloud import (
     TEST_REGION_AWS,
     MotoServer,
 )
-from tests.plugins.cluster import REPO_ROOT, KubeCluster
-from tests.plugins.envoy import FAKE_AWS_ENV, EnvoyRouter, HttpUpstreams
+from tests.plugins.cluster import KubeCluster
+from tests.plugins.envoy import EnvoyRouter, HttpUpstreams
+from tests.plugins.lambda_runtime import start_local_function
 from tests.plugins.live import (
     NAME,
     PEAK_RPS,
@@ -99,18 +95,9 @@ def lambda_stack(
     rates, offload, reclaim = replay_rates(segment)
     procs = Processes()
     try:
-        # the function's data plane: the model server behind the adapter, in two execution environments
-        model_url = start_model_server(procs, REPO_ROOT, tmp_path, "lambda-model")
-        port = int(model_url.rsplit(":", 1)[1])
-        environments = [
-            start_execution_environment(
-                procs, lambda_runtime, tmp_path, f"env{i}", app_port=port, readiness_path="/healthz"
-            )
-            for i in range(2)
-        ]
-        # the front end accepts exactly the credentials Envoy signs with
-        keys = {FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"]: FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"]}
-        function_url = start_function_url(procs, tmp_path, "fn", environments, region=TEST_REGION_AWS, access_keys=keys)
+        # the function's data plane: the model server behind the adapter in two execution environments, and the
+        # Function URL front end accepting exactly the credentials Envoy signs with
+        function = start_local_function(procs, lambda_runtime, tmp_path, "lambda-model", region=TEST_REGION_AWS)
         cluster_model = http_upstreams.start("cluster-model")
         start = time.time() + 15.0
         prometheus = prometheus_factory(openmetrics(namespace, rates, start, history_seconds=120))
@@ -131,7 +118,7 @@ def lambda_stack(
                     "--set",
                     f"lambda.region={TEST_REGION_AWS}",
                     "--set",
-                    f"router.lambdaUrlEndpoint={function_url}",
+                    f"router.lambdaUrlEndpoint={function.url}",
                     "--set",
                     f"router.lambdaRegions={TEST_REGION_AWS}",
                 ),
