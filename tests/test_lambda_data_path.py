@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,8 +139,17 @@ def _signed(body: bytes, *, secret: str = SECRET, service: str = "lambda", path:
 def test_the_stand_in_checks_sigv4_for_service_lambda(headers: object, why: str | None) -> None:
     body = b'{"instances": [1, 2]}'
     made = headers(body)  # type: ignore[operator]
-    got = check_signature("POST", URL_HOST, "/predict", made, body, {KEY_ID: SECRET}, REGION)
+    got = check_signature("POST", URL_HOST, "/predict", made, body, {KEY_ID: SECRET}, REGION, now=time.time())
     assert (got is None) if why is None else (got is not None and why in got), got
+
+
+def test_a_signature_older_than_five_minutes_is_refused() -> None:
+    body = b"{}"
+    signed = _signed(body)
+    secrets = {KEY_ID: SECRET}
+    assert check_signature("POST", URL_HOST, "/predict", signed, body, secrets, REGION, now=time.time() + 200) is None
+    late = check_signature("POST", URL_HOST, "/predict", signed, body, secrets, REGION, now=time.time() + 400)
+    assert late is not None and "expired" in late
 
 
 # ----------------------------------------------------------------------------------------------- end to end

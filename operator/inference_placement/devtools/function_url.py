@@ -7,7 +7,7 @@ front of a function whose URL has ``AuthType AWS_IAM``. Like it, this server
 * refuses a request without a valid SigV4 signature for service ``lambda`` (403 ``{"Message": "Forbidden"}``):
   the ``Authorization`` header is recomputed with botocore's signer from the signed headers and the secret of the
   access key it names, ``x-amz-content-sha256`` must be the SHA-256 of the body (Lambda does not take
-  ``UNSIGNED-PAYLOAD``), and the scope's region must be the function's;
+  ``UNSIGNED-PAYLOAD``), the scope's region must be the function's, and ``x-amz-date`` within 5 minutes of now;
 * turns the HTTP request into the documented Function URL event, payload format 2.0 (``version``, ``routeKey``,
   ``rawPath``, ``rawQueryString``, ``cookies``, ``headers`` lower-cased with repeated values joined by commas,
   ``queryStringParameters``, ``requestContext`` with ``http.method``/``path``/``protocol``/``sourceIp``/
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import calendar
 import hashlib
 import hmac
 import json
@@ -50,6 +51,7 @@ from botocore.credentials import Credentials
 __all__ = [
     "FunctionUrlFrontEnd",
     "HttpAnswer",
+    "MAX_CLOCK_SKEW_SECONDS",
     "MAX_REQUEST_BYTES",
     "RIE_INVOKE_PATH",
     "check_signature",
@@ -60,6 +62,7 @@ __all__ = [
 
 RIE_INVOKE_PATH: Final = "/2015-03-31/functions/function/invocations"
 MAX_REQUEST_BYTES: Final = 6 * 1024 * 1024  # Lambda's synchronous invocation payload limit
+MAX_CLOCK_SKEW_SECONDS: Final = 300.0  # AWS refuses a SigV4 request signed more than 5 minutes from its clock
 _AUTH: Final = re.compile(
     r"^AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request,"
     r"\s*SignedHeaders=(?P<signed>[^,]+),\s*Signature=(?P<signature>[0-9a-f]{64})$"
@@ -82,11 +85,14 @@ def check_signature(
     body: bytes,
     secrets: Mapping[str, str],
     region: str,
+    *,
+    now: float | None = None,
 ) -> str | None:
     """Why the request's SigV4 signature (service ``lambda``) is not valid; None = it is.
 
     ``headers`` are the received headers (case-insensitive lookups done here); the signature is recomputed over
-    exactly the headers the request says it signed."""
+    exactly the headers the request says it signed. ``now`` (epoch seconds) checks ``x-amz-date`` is within AWS's
+    five minutes of it (None: not checked)."""
     lower = {k.lower(): v for k, v in headers.items()}
     match = _AUTH.match(lower.get("authorization", ""))
     if match is None:
@@ -101,6 +107,13 @@ def check_signature(
     amz_date = lower.get("x-amz-date", "")
     if not amz_date.startswith(match["date"]):
         return "x-amz-date does not match the credential scope's date"
+    if now is not None:
+        try:
+            signed_at = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
+        except ValueError:
+            return f"x-amz-date {amz_date!r} is not YYYYMMDDTHHMMSSZ"
+        if abs(now - signed_at) > MAX_CLOCK_SKEW_SECONDS:
+            return "signature expired: x-amz-date is more than 5 minutes from now"
     content_sha = lower.get("x-amz-content-sha256")
     if content_sha != hashlib.sha256(body).hexdigest():
         return "x-amz-content-sha256 is not the SHA-256 of the body"
@@ -267,7 +280,9 @@ class FunctionUrlFrontEnd:
         raw_path, raw_query = request.rel_url.raw_path, request.rel_url.raw_query_string
         if self.secrets is not None:
             path_qs = raw_path + (f"?{raw_query}" if raw_query else "")
-            why = check_signature(request.method, host, path_qs, request.headers, body, self.secrets, self.region)
+            why = check_signature(
+                request.method, host, path_qs, request.headers, body, self.secrets, self.region, now=time.time()
+            )
             if why is not None:
                 self.refused += 1
                 return web.json_response({"Message": "Forbidden"}, status=403, headers={"x-standin-reason": why})

@@ -121,8 +121,8 @@ def render_router_deployment(
     ``aws_credentials_secret``: a Secret whose keys (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, optionally
     ``AWS_SESSION_TOKEN``) become the environment Envoy signs Lambda requests with (``aws_request_signing`` for
     Function URLs, or ``aws_lambda``); leave it None with IRSA (``service_account`` annotated with a role, allowed
-    ``lambda:InvokeFunctionUrl`` and ``lambda:InvokeFunction`` on the workloads' functions). Cloud Run ID tokens come from the GKE metadata server (workload
-    identity of ``service_account``).
+    ``lambda:InvokeFunctionUrl`` and ``lambda:InvokeFunction`` on the workloads' functions). Cloud Run ID tokens
+    come from the GKE metadata server (workload identity of ``service_account``).
     """
     settings = settings or EnvoySettings()
     if settings.health_port is None:
