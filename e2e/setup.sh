@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the tests and the demo need on a fresh Debian bookworm machine (idempotent, quick when done):
 # Debian packages, then a virtualenv in .venv with the pinned Python dependencies (requirements.lock).
-# The Kubernetes binaries are built (and cached) by e2e/local-cluster.sh itself, on first use.
+# The Kubernetes binaries are built (and cached) by e2e/local-cluster.sh itself, on first use; the Lambda runtime
+# pieces by e2e/lambda-runtime.sh (a step of e2e/run-tests.sh, or `make lambda-runtime`).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"

@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.plugins.cloud",
     "tests.plugins.cluster",
     "tests.plugins.envoy",
+    "tests.plugins.lambda_runtime",
     "tests.plugins.operator",
     "tests.plugins.prometheus",
     "tests.plugins.live",  # after the plugins whose fixtures its live_stack uses

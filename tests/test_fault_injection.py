@@ -34,7 +34,8 @@ from typing import Any
 import pytest
 import yaml
 
-from inference_placement.devtools.processes import free_port
+from inference_placement.devtools.lambda_runtime import LambdaRuntime
+from inference_placement.devtools.processes import Processes, free_port
 from inference_placement.devtools.replay.load import LoadReplay
 from inference_placement.routing.model import UpstreamAddress
 from inference_placement.targets.naming import owner_from_cloud_run_labels, owner_from_lambda_tags
@@ -52,6 +53,7 @@ from tests.plugins.faults import (
     api_connection,
     wait_until,
 )
+from tests.plugins.lambda_runtime import start_local_function
 from tests.plugins.live import RATE_WINDOW_SECONDS, operator_args, render_openmetrics, traffic_lines, workload_doc
 from tests.plugins.operator import OperatorProcess
 from tests.plugins.prometheus import PrometheusBinaries, PrometheusServer, running_prometheus
@@ -405,6 +407,7 @@ def stack(
     envoy_binary: str,
     cloudrun_standin_server: CloudRunStandin,
     moto_server: MotoServer,
+    lambda_runtime: LambdaRuntime,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     directory = tmp_path_factory.mktemp("faults")
@@ -423,7 +426,10 @@ def stack(
         cluster_models = {name: upstreams.start(f"{name}-cluster") for name in TRAFFIC}
         standin.service_url = upstreams.start("cloudrun-model").url
         standin.reconcile_seconds = 0.5
-        lambda_model = upstreams.start("lambda-model")
+        # Lambda's data plane as AWS runs it: the Function URL front end's stand-in, the emulator, the adapter
+        procs = Processes()
+        exits.callback(procs.stop_all)
+        function = start_local_function(procs, lambda_runtime, directory, "lambda-model", region=TEST_REGION_AWS)
         role_arn = _role(moto_server)
         prom_proxy = FaultProxy("127.0.0.1:9", "prometheus")
         cloudrun_proxy = FaultProxy(f"127.0.0.1:{standin.port}", "cloudrun")
@@ -453,9 +459,7 @@ def stack(
                 "--set",
                 f"lambda.region={TEST_REGION_AWS}",
                 "--set",
-                f"router.lambdaEndpoint={lambda_model.url}",
-                "--set",
-                "router.lambdaPassthrough=true",
+                f"router.lambdaUrlEndpoint={function.url}",
                 "--set",
                 f"metrics.timeoutSeconds={METRICS_TIMEOUT_SECONDS}",
                 "--set",

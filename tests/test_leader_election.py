@@ -32,7 +32,8 @@ from inference_placement.api.status import InferenceWorkloadStatus, MigrationSte
 from inference_placement.controller.kube import KubeWriter, make_api_client
 from inference_placement.controller.leader import LeaseElector, LeaseTimings, NotLeaderError
 from inference_placement.controller.migration import start_migration
-from inference_placement.devtools.processes import free_port
+from inference_placement.devtools.lambda_runtime import LambdaRuntime
+from inference_placement.devtools.processes import Processes, free_port
 from inference_placement.devtools.replay.load import LoadReplay
 from inference_placement.routing.model import UpstreamAddress
 from tests.cloudrun_standin import CloudRunStandin
@@ -40,6 +41,7 @@ from tests.plugins.cloud import FAKE_AWS_ACCESS_KEY_ID, FAKE_AWS_SECRET_ACCESS_K
 from tests.plugins.cluster import KubeCluster
 from tests.plugins.envoy import HttpUpstreams, start_envoy
 from tests.plugins.faults import FaultProxy, api_connection
+from tests.plugins.lambda_runtime import start_local_function
 from tests.plugins.live import (
     RATE_WINDOW_SECONDS,
     event_order,
@@ -261,6 +263,7 @@ def ha(
     envoy_binary: str,
     cloudrun_standin_server: CloudRunStandin,
     moto_server: MotoServer,
+    lambda_runtime: LambdaRuntime,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Ha]:
     import boto3
@@ -281,7 +284,10 @@ def ha(
         exits.callback(upstreams.stop_all)
         standin.service_url = upstreams.start("cloudrun-model").url
         standin.reconcile_seconds = 0.5
-        lambda_model = upstreams.start("lambda-model")
+        # Lambda's data plane as AWS runs it: the Function URL front end's stand-in, the emulator, the adapter
+        procs = Processes()
+        exits.callback(procs.stop_all)
+        function = start_local_function(procs, lambda_runtime, directory, "lambda-model", region=TEST_REGION_AWS)
         moto_server.post("/moto-api/reset")
         moto_server.post("/moto-api/config", {"lambda": {"use_docker": False}})
         iam = boto3.client(
@@ -326,9 +332,7 @@ def ha(
                 "--set",
                 f"lambda.region={TEST_REGION_AWS}",
                 "--set",
-                f"router.lambdaEndpoint={lambda_model.url}",
-                "--set",
-                "router.lambdaPassthrough=true",
+                f"router.lambdaUrlEndpoint={function.url}",
                 "--lease-duration-seconds",
                 str(LEASE_SECONDS),
                 "--renew-deadline-seconds",

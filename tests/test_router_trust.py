@@ -44,6 +44,7 @@ ACCOUNT = "123456789012"
 FOREIGN = "999999999999"
 FUNCTION = lambda_function_name(NS, NAME)
 OWN_ARN = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{FUNCTION}:live"
+OWN_URL = "https://4f3e2d1c0b.lambda-url.us-east-1.on.aws/"
 OWN_CLOUDRUN = f"https://{cloud_run_service_id(NS, NAME)}-123456789012.us-central1.run.app"
 OWN_SERVICE = f"http://{NAME}-model.{NS}.svc:8080"
 TRUST = UpstreamTrust(lambda_accounts=frozenset({ACCOUNT}), lambda_regions=frozenset({"us-east-1"}))
@@ -64,8 +65,9 @@ def test_the_workloads_own_resources_are_routed() -> None:
     assert isinstance(route_for(NS, NAME, _status(C, endpoint=fqdn), CONFIG).backends[0].upstream, ServiceUpstream)
     cloudrun = route_for(NS, NAME, _status(R, endpoint=OWN_CLOUDRUN), CONFIG).backends[0].upstream
     assert isinstance(cloudrun, CloudRunUpstream) and cloudrun.address.tls
-    lam = route_for(NS, NAME, _status(L, name=OWN_ARN), CONFIG).backends[0].upstream
-    assert isinstance(lam, LambdaUpstream) and lam.region == "us-east-1"
+    lam = route_for(NS, NAME, _status(L, name=OWN_ARN, endpoint=OWN_URL), CONFIG).backends[0].upstream
+    assert isinstance(lam, LambdaUpstream) and lam.region == "us-east-1" and lam.address.tls
+    assert lam.url_host == OWN_URL.removeprefix("https://").rstrip("/")
 
 
 @pytest.mark.parametrize(
@@ -90,6 +92,11 @@ def test_the_workloads_own_resources_are_routed() -> None:
         pytest.param(L, None, OWN_ARN.replace(FUNCTION, lambda_function_name("team-b", NAME)),
                      "not this workload's function", id="lambda-other-teams-function"),
         pytest.param(L, None, "arn:aws:iam::123456789012:role/admin", "not a Lambda function ARN", id="lambda-not-arn"),
+        pytest.param(L, "http://169.254.169.254", OWN_ARN, "not a Function URL", id="lambda-url-metadata-ip"),
+        pytest.param(L, "https://4f3e2d1c0b.lambda-url.eu-west-1.on.aws/", OWN_ARN, "not a Function URL in us-east-1",
+                     id="lambda-url-other-region"),
+        pytest.param(L, "https://4f3e2d1c0b.lambda-url.us-east-1.on.aws.evil.example/", OWN_ARN, "not a Function URL",
+                     id="lambda-url-foreign-suffix"),
     ],
 )  # fmt: skip
 def test_an_upstream_that_is_not_the_workloads_own_is_refused(

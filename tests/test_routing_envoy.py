@@ -60,6 +60,7 @@ CLUSTER_ENDPOINT = "http://embedder-model.default.svc:8080"
 CLOUDRUN_HOST = "ip-default-embedder-44b50070-uc.a.run.app"
 CLOUDRUN_URL = f"https://{CLOUDRUN_HOST}"
 LAMBDA_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:ip-default-embedder-44b50070:live"
+LAMBDA_URL = "https://0f1e2d3c4b5a69788796a5b4c3d2e1f0.lambda-url.eu-west-1.on.aws/"
 HOST = "embedder.default.svc"
 MAX_REQUESTS = 2000
 MAX_SECONDS = 60.0
@@ -79,7 +80,7 @@ def _status(
     targets = TargetsStatus(
         cluster=TargetResourceStatus(name="embedder-model", endpoint=CLUSTER_ENDPOINT, ready=True),
         cloudrun=TargetResourceStatus(name="svc", endpoint=CLOUDRUN_URL, ready=True),
-        lambda_=TargetResourceStatus(name=LAMBDA_ARN, ready=True),
+        lambda_=TargetResourceStatus(name=LAMBDA_ARN, endpoint=LAMBDA_URL, ready=True),
     )
     return InferenceWorkloadStatus(placement=placement, migration=record, targets=targets)
 
@@ -94,7 +95,9 @@ def _workload(status: InferenceWorkloadStatus, name: str = "embedder", namespace
                 name=f"{name}-model", endpoint=f"http://{name}-model.{namespace}.svc:8080", ready=True
             ),
             cloudrun=TargetResourceStatus(name="svc", endpoint=f"https://{service_id}-uc.a.run.app", ready=True),
-            lambda_=TargetResourceStatus(name=LAMBDA_ARN.replace("ip-default-embedder-44b50070", function), ready=True),
+            lambda_=TargetResourceStatus(
+                name=LAMBDA_ARN.replace("ip-default-embedder-44b50070", function), endpoint=LAMBDA_URL, ready=True
+            ),
         )
         status = status.model_copy(update={"targets": targets})
     return make_workload(name, namespace).model_copy(update={"status": status})

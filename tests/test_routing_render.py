@@ -55,6 +55,7 @@ CLUSTER_ENDPOINT = "http://embedder-model.default.svc:8080"
 CLOUDRUN_URL = "https://ip-default-embedder-44b50070-uc.a.run.app"
 CLOUDRUN_HOST = "ip-default-embedder-44b50070-uc.a.run.app"
 LAMBDA_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:ip-default-embedder-44b50070:live"
+LAMBDA_URL_HOST = "abc.lambda-url.eu-west-1.on.aws"
 TARGETS = TargetsStatus(
     cluster=TargetResourceStatus(name="embedder-model", endpoint=CLUSTER_ENDPOINT, ready=True),
     cloudrun=TargetResourceStatus(
@@ -190,8 +191,9 @@ def test_production_upstreams_use_tls_to_the_real_cloud_endpoints() -> None:
     cloudrun = route_from_status(_workload(R)).backends[0].upstream
     assert cloudrun == CloudRunUpstream(CLOUDRUN_HOST, CLOUDRUN_URL, UpstreamAddress(CLOUDRUN_HOST, 443, tls=True))
     lam = route_from_status(_workload(L)).backends[0].upstream
-    assert isinstance(lam, LambdaUpstream)
-    assert lam.address == UpstreamAddress("lambda.eu-west-1.amazonaws.com", 443, tls=True)
+    assert lam == LambdaUpstream(
+        LAMBDA_ARN, "eu-west-1", UpstreamAddress(LAMBDA_URL_HOST, 443, tls=True), url_host=LAMBDA_URL_HOST
+    )
     service = route_from_status(_workload(C)).backends[0].upstream
     assert service == ServiceUpstream(UpstreamAddress("embedder-model.default.svc", 8080))
 
@@ -211,6 +213,45 @@ def test_a_backend_that_must_take_traffic_without_an_endpoint_is_an_error(
 ) -> None:
     with pytest.raises(RouteError, match=message):
         route_from_status(_workload(C, targets=targets))
+
+
+def test_a_function_url_is_reached_where_the_stand_in_listens_with_its_host_kept() -> None:
+    """``lambda_url_endpoint`` moves only the connection: the Host and the signature stay the Function URL's."""
+    config = EndpointsConfig(lambda_url_endpoint="http://127.0.0.1:5001")
+    lam = route_from_status(_workload(L), config).backends[0].upstream
+    assert lam == LambdaUpstream(LAMBDA_ARN, "eu-west-1", UpstreamAddress("127.0.0.1", 5001), url_host=LAMBDA_URL_HOST)
+    assert isinstance(lam, LambdaUpstream) and lam.host_rewrite == LAMBDA_URL_HOST
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        pytest.param("https://abc.lambda-url.us-east-1.on.aws/", "not a Function URL in eu-west-1", id="other-region"),
+        pytest.param("http://abc.lambda-url.eu-west-1.on.aws/", "not a Function URL", id="plain-http"),
+        pytest.param("https://abc.lambda-url.eu-west-1.on.aws:8443/", "not a Function URL", id="other-port"),
+        pytest.param("https://169.254.169.254/", "not a Function URL", id="metadata-server"),
+        pytest.param("https://abc.lambda-url.eu-west-1.on.aws.evil.example/", "not a Function URL", id="suffix-trick"),
+    ],
+)
+def test_a_function_url_that_is_not_one_of_the_functions_region_is_refused(url: str, message: str) -> None:
+    targets = TargetsStatus(lambda_=TargetResourceStatus(name=LAMBDA_ARN, endpoint=url, ready=True))
+    with pytest.raises(RouteError, match=message):
+        route_from_status(_workload(L, targets=targets))
+
+
+def test_a_declared_stand_in_origin_is_accepted_as_the_function_url() -> None:
+    targets = TargetsStatus(lambda_=TargetResourceStatus(name=LAMBDA_ARN, endpoint="http://127.0.0.1:5002", ready=True))
+    config = EndpointsConfig(trust=model.UpstreamTrust(trusted_origins=frozenset({"http://127.0.0.1:5002"})))
+    lam = route_from_status(_workload(L, targets=targets), config).backends[0].upstream
+    assert lam == LambdaUpstream(LAMBDA_ARN, "eu-west-1", UpstreamAddress("127.0.0.1", 5002), url_host="127.0.0.1")
+
+
+def test_a_function_without_a_url_takes_no_traffic_yet() -> None:
+    targets = TARGETS.model_copy(update={"lambda_": TargetResourceStatus(name=LAMBDA_ARN, ready=True)})
+    with pytest.raises(RouteError, match="no function URL recorded yet"):
+        route_from_status(_workload(L, targets=targets))
+    provisioning = route_from_status(_workload(C, _migration(C, L, MigrationStep.PROVISIONING, 0), targets=targets))
+    assert [b.target for b in provisioning.backends] == [C]
 
 
 def test_a_lambda_name_that_is_not_an_arn_is_an_error() -> None:
@@ -290,7 +331,35 @@ def test_cloudrun_cluster_speaks_tls_to_the_service_host_and_carries_the_audienc
     }
 
 
-def test_lambda_cluster_signs_through_the_aws_lambda_filter() -> None:
+def test_lambda_cluster_signs_function_url_requests_for_service_lambda() -> None:
+    """The production path: TLS to the Function URL host, the request SigV4-signed for service ``lambda`` with the
+    payload hashed (no ``UNSIGNED-PAYLOAD``) by ``aws_request_signing`` running as the cluster's upstream filter."""
+    upstream = LambdaUpstream(
+        LAMBDA_ARN, "eu-west-1", UpstreamAddress(LAMBDA_URL_HOST, 443, tls=True), url_host=LAMBDA_URL_HOST
+    )
+    cluster = render_clusters([Route("default", "embedder", (Backend(L, upstream, 100),))])[0]
+    assert cluster["type"] == "LOGICAL_DNS"
+    assert cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == {
+        "socket_address": {"address": LAMBDA_URL_HOST, "port_value": 443}
+    }
+    assert cluster["transport_socket"]["typed_config"]["sni"] == LAMBDA_URL_HOST
+    assert "metadata" not in cluster  # no aws_lambda egress-gateway marker: that filter is not in the chain
+    options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    signing, codec = options["http_filters"]
+    assert signing == {
+        "name": "envoy.filters.http.aws_request_signing",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.aws_request_signing.v3.AwsRequestSigning",
+            "service_name": "lambda",
+            "region": "eu-west-1",
+            "host_rewrite": LAMBDA_URL_HOST,
+            "use_unsigned_payload": False,
+        },
+    }
+    assert codec["name"] == "envoy.filters.http.upstream_codec"
+
+
+def test_lambda_cluster_of_the_invoke_api_signs_through_the_aws_lambda_filter() -> None:
     cluster = render_clusters([_route((L, 100))])[0]
     assert cluster["metadata"]["filter_metadata"] == {"com.amazonaws.lambda": {"egress_gateway": True}}
     options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]

@@ -68,6 +68,7 @@ SET_TABLE: list[tuple[str, str, str, object]] = [
     ),
     ("router.lambdaEndpoint", "http://127.0.0.1:5000", "router.lambda_endpoint", "http://127.0.0.1:5000"),
     ("router.lambdaPassthrough", "true", "router.lambda_passthrough", True),
+    ("router.lambdaUrlEndpoint", "http://127.0.0.1:5001", "router.lambda_url_endpoint", "http://127.0.0.1:5001"),
     ("router.namespace", "edge", "router.namespace", "edge"),
     ("router.image", "envoyproxy/envoy:v1.41.0", "router.image", "envoyproxy/envoy:v1.41.0"),
     ("router.replicas", "3", "router.replicas", 3),

@@ -202,7 +202,7 @@ def test_the_router_retries_on_the_overflow_target_exactly_while_a_replica_may_r
             "placement": "cluster",
             "targets": {
                 "cluster": {"name": "w-model", "endpoint": "http://w-model.unit.svc:8080", "ready": True},
-                "lambda": {"name": arn, "ready": True},
+                "lambda": {"name": arn, "endpoint": "https://0a1b2c.lambda-url.us-east-1.on.aws/", "ready": True},
             },
             "spill": {
                 "target": "lambda",

@@ -510,6 +510,7 @@ def build_router(router: RouterSettings, api: Any = None) -> RouterSync | None:
         address_overrides=dict(router.address_overrides),
         lambda_endpoint=router.lambda_endpoint,
         lambda_payload_passthrough=router.lambda_passthrough,
+        lambda_url_endpoint=router.lambda_url_endpoint,
         trust=UpstreamTrust(
             cloud_run_host_suffixes=router.cloud_run_host_suffixes,
             lambda_accounts=frozenset(router.lambda_accounts),

@@ -189,11 +189,15 @@ class RouterSettings(_Group):
     """Comma-separated ``PUBLISHED=URL`` pairs: connect to URL for an endpoint that status publishes as PUBLISHED
     (loopback stand-ins in tests and the demo). Default: none."""
     lambda_endpoint: Url | None = None
-    """Lambda API endpoint URL the router invokes functions at. Default: unset
-    (``https://lambda.REGION.amazonaws.com``)."""
+    """Set: the router invokes functions through the Lambda Invoke API at this URL (Envoy's ``aws_lambda`` filter;
+    for functions that answer Lambda-proxy JSON themselves) instead of their Function URLs. Default: unset (every
+    function through its Function URL, SigV4-signed: docs/lambda.md)."""
     lambda_passthrough: bool = False
-    """Send the request body to the function unchanged, and return its answer unchanged (no API Gateway-style
-    event). Default ``false``."""
+    """With ``lambdaEndpoint``: send the request body to the function unchanged, and return its answer unchanged
+    (no API Gateway-style event). Default ``false``."""
+    lambda_url_endpoint: Url | None = None
+    """URL the router connects to for every Function URL (Host and signature stay the URL's): a local stand-in of
+    AWS's Function URL front end (tests, the demo). Default: unset (the Function URL itself, over TLS)."""
     namespace: str = "inference-placement"
     """``cluster`` mode: namespace of the router's Deployment, Service and ConfigMap. Default ``inference-placement``
     (the chart passes its release namespace)."""

@@ -22,11 +22,13 @@ One router serves every workload. Shape:
   cluster and the composite get circuit breakers far above any model server's queue cap, so saturation reaches the
   model server, which answers 429 (retried to the overflow), never Envoy's own 503 overflow (never retried);
 * one Envoy cluster per (workload, target): plain HTTP to the model Service; TLS + Host rewrite + a ``gcp_authn``
-  ID token (audience in the cluster's typed metadata) to Cloud Run; the ``aws_lambda`` filter (SigV4, Host rewritten
-  to ``lambda.REGION.amazonaws.com`` for signing) to Lambda. The Lambda filter runs as an *upstream* HTTP filter of
-  the Lambda cluster itself, so each function's ARN travels with its own cluster (no listener-wide ARN, no per-route
-  config that would not inherit credentials or ``host_rewrite``); the cluster still carries
-  ``com.amazonaws.lambda.egress_gateway: true``, without which the filter does nothing;
+  ID token (audience in the cluster's typed metadata) to Cloud Run; to Lambda, TLS to the function's Function URL
+  (``AuthType AWS_IAM``) with the ``aws_request_signing`` filter (SigV4 for service ``lambda``, payload hashed, Host
+  rewritten to the URL host) as an *upstream* HTTP filter of the function's own cluster, so each function's host
+  and region travel with its cluster and a spilled request is signed too (docs/lambda.md). With
+  ``EndpointsConfig.lambda_endpoint`` set, the Invoke API instead: the ``aws_lambda`` filter (SigV4, Host rewritten
+  to ``lambda.REGION.amazonaws.com``), likewise an upstream filter, on a cluster carrying
+  ``com.amazonaws.lambda.egress_gateway: true``, without which that filter does nothing;
 * admin on loopback only; an optional health listener proxies just ``GET /ready`` and ``GET /stats`` (exact paths)
   to it so probes and the operator can read readiness and applied versions without exposing the admin API;
 * the scrape port (``EnvoySettings.stats_port``): a listener whose only route sends exactly ``GET /stats/prometheus``
@@ -56,6 +58,7 @@ from inference_placement.routing.model import (
     CLUSTER_DOMAIN,
     Backend,
     CloudRunUpstream,
+    LambdaUpstream,
     PodsUpstream,
     Route,
     ServiceUpstream,
@@ -173,6 +176,9 @@ _ROUTER_TYPE_URL: Final = "type.googleapis.com/envoy.extensions.filters.http.rou
 _GCP_AUTHN_TYPE_URL: Final = "type.googleapis.com/envoy.extensions.filters.http.gcp_authn.v3.GcpAuthnFilterConfig"
 _GCP_AUDIENCE_TYPE_URL: Final = "type.googleapis.com/envoy.extensions.filters.http.gcp_authn.v3.Audience"
 _AWS_LAMBDA_TYPE_URL: Final = "type.googleapis.com/envoy.extensions.filters.http.aws_lambda.v3.Config"
+_AWS_SIGNING_TYPE_URL: Final = (
+    "type.googleapis.com/envoy.extensions.filters.http.aws_request_signing.v3.AwsRequestSigning"
+)
 _UPSTREAM_CODEC_TYPE_URL: Final = "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
 _HTTP_OPTIONS_TYPE_URL: Final = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _UPSTREAM_TLS_TYPE_URL: Final = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
@@ -182,6 +188,7 @@ _DOWNSTREAM_CONNECTIONS_TYPE_URL: Final = (
 _HTTP_OPTIONS_KEY: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _GCP_AUTHN_FILTER: Final = "envoy.filters.http.gcp_authn"
 _AWS_LAMBDA_FILTER: Final = "envoy.filters.http.aws_lambda"
+_AWS_SIGNING_FILTER: Final = "envoy.filters.http.aws_request_signing"
 _LAMBDA_METADATA_KEY: Final = "com.amazonaws.lambda"
 
 
@@ -369,6 +376,8 @@ def _render_cluster(name: str, upstream: Upstream, settings: EnvoySettings) -> J
             "typed_filter_metadata": {_GCP_AUTHN_FILTER: {"@type": _GCP_AUDIENCE_TYPE_URL, "url": upstream.audience}}
         }
         return cluster
+    if upstream.url_host is not None:
+        return _function_url_cluster(cluster, upstream, settings)
     lambda_config: JsonDict = {
         "@type": _AWS_LAMBDA_TYPE_URL,
         "arn": upstream.function_arn,
@@ -385,6 +394,36 @@ def _render_cluster(name: str, upstream: Upstream, settings: EnvoySettings) -> J
             "explicit_http_config": {"http_protocol_options": {}},
             "http_filters": [
                 {"name": _AWS_LAMBDA_FILTER, "typed_config": lambda_config},
+                {"name": "envoy.filters.http.upstream_codec", "typed_config": {"@type": _UPSTREAM_CODEC_TYPE_URL}},
+            ],
+        }
+    }
+    return cluster
+
+
+def _function_url_cluster(cluster: JsonDict, upstream: LambdaUpstream, settings: EnvoySettings) -> JsonDict:
+    """A function reached at its Function URL (``AuthType AWS_IAM``): the request goes as it is, its Host rewritten
+    to the URL host and SigV4-signed for service ``lambda`` by ``aws_request_signing`` running as an upstream filter
+    of this cluster (so a spilled request, which reaches the cluster through the overflow hop, is signed too). The
+    payload is hashed into the signature (``x-amz-content-sha256``): Lambda does not take ``UNSIGNED-PAYLOAD``, so
+    the filter buffers the request body. Credentials: the environment's default chain, like the ``aws_lambda``
+    filter."""
+    assert upstream.url_host is not None
+    signing: JsonDict = {
+        "@type": _AWS_SIGNING_TYPE_URL,
+        "service_name": "lambda",
+        "region": upstream.region,
+        "host_rewrite": upstream.url_host,
+        "use_unsigned_payload": False,
+    }
+    if upstream.address.tls:
+        cluster["transport_socket"] = _tls_socket(upstream.url_host, settings)
+    cluster["typed_extension_protocol_options"] = {
+        _HTTP_OPTIONS_KEY: {
+            "@type": _HTTP_OPTIONS_TYPE_URL,
+            "explicit_http_config": {"http_protocol_options": {}},
+            "http_filters": [
+                {"name": _AWS_SIGNING_FILTER, "typed_config": signing},
                 {"name": "envoy.filters.http.upstream_codec", "typed_config": {"@type": _UPSTREAM_CODEC_TYPE_URL}},
             ],
         }

@@ -120,9 +120,10 @@ def render_router_deployment(
     activator from ``activator_image`` (the operator's image) when given.
 
     ``aws_credentials_secret``: a Secret whose keys (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, optionally
-    ``AWS_SESSION_TOKEN``) become the environment the ``aws_lambda`` filter signs with; leave it None with IRSA
-    (``service_account`` annotated with a role). Cloud Run ID tokens come from the GKE metadata server (workload
-    identity of ``service_account``).
+    ``AWS_SESSION_TOKEN``) become the environment Envoy signs Lambda requests with (``aws_request_signing`` for
+    Function URLs, or ``aws_lambda``); leave it None with IRSA (``service_account`` annotated with a role, allowed
+    ``lambda:InvokeFunctionUrl`` and ``lambda:InvokeFunction`` on the workloads' functions). Cloud Run ID tokens
+    come from the GKE metadata server (workload identity of ``service_account``).
 
     The router never talks to the Kubernetes API: its Pod runs as ``service_account`` (the chart's own router
     ServiceAccount, never the operator's) with no API token mounted, unless ``automount_service_account_token``

@@ -67,6 +67,8 @@ _LAMBDA_ARN: Final = re.compile(
     r"^arn:(?P<partition>aws|aws-cn|aws-us-gov):lambda:(?P<region>[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]+):"
     r"(?P<account>[0-9]{12}):function:(?P<function>[A-Za-z0-9_-]{1,64})(:(?P<qualifier>[A-Za-z0-9_$-]{1,128}))?$"
 )
+_FUNCTION_URL_HOST: Final = re.compile(r"^[a-z0-9]{1,63}\.lambda-url\.(?P<region>[a-z0-9-]+)\.on\.aws$")
+"""``<url-id>.lambda-url.<region>.on.aws``: the host of a Lambda Function URL (the id is AWS's, not the function's)."""
 
 
 class RouteError(ValueError):
@@ -144,20 +146,32 @@ class CloudRunUpstream:
 
 @dataclass(frozen=True)
 class LambdaUpstream:
-    """A Lambda function invoked by Envoy's ``aws_lambda`` filter (SigV4-signed ``Invoke``)."""
+    """A Lambda function, reached one of two ways (docs/lambda.md):
+
+    * its Function URL (``url_host`` set; the production path): the HTTP request goes as it is to
+      ``https://<url-id>.lambda-url.<region>.on.aws``, SigV4-signed for service ``lambda`` by Envoy's
+      ``aws_request_signing`` filter (the URL's ``AuthType`` is ``AWS_IAM``); AWS turns it into a payload-2.0 event
+      that the Lambda Web Adapter in the function turns back into HTTP for the model server;
+    * the Invoke API (``url_host`` None, only when ``EndpointsConfig.lambda_endpoint`` is set): Envoy's
+      ``aws_lambda`` filter wraps the request in its own JSON, which the Web Adapter does not read; kept for
+      functions that answer Lambda-proxy JSON themselves and for tests that stand a plain server in."""
 
     function_arn: str
     """Qualified ARN (``...:function:NAME:ALIAS``) so the alias and its warm instances serve."""
     region: str
     address: UpstreamAddress
-    """``lambda.REGION.amazonaws.com:443`` over TLS in production; moto's server over plain HTTP in tests."""
+    """Where to connect: the Function URL host (or ``lambda.REGION.amazonaws.com``) on 443 over TLS in production;
+    a loopback stand-in over plain HTTP in tests."""
     payload_passthrough: bool = False
-    """False: the request is wrapped in the filter's JSON and the function answers Lambda-proxy JSON."""
+    """Invoke API only. False: the request is wrapped in the filter's JSON and the function answers Lambda-proxy
+    JSON."""
+    url_host: str | None = None
+    """The Function URL's host: the Host the request carries and is signed for (None = the Invoke API)."""
 
     @property
     def host_rewrite(self) -> str:
-        """The Host the request is signed for: always the real Lambda endpoint, so SigV4 matches real AWS."""
-        return _LAMBDA_HOST_TEMPLATE.format(region=self.region)
+        """The Host the request is signed for (always the real AWS host, so SigV4 matches real AWS)."""
+        return self.url_host or _LAMBDA_HOST_TEMPLATE.format(region=self.region)
 
 
 Upstream = ServiceUpstream | PodsUpstream | CloudRunUpstream | LambdaUpstream
@@ -265,7 +279,10 @@ class UpstreamTrust:
     * cluster: ``http://<name>-model.<namespace>.svc[.<domain>]:<port>``, a DNS name, never an IP literal;
     * Cloud Run: ``https://<service id>-...<suffix>`` on port 443, ``suffix`` one of ``cloud_run_host_suffixes``;
     * Lambda: ``arn:<partition>:lambda:<region>:<account>:function:<function name>[:<qualifier>]`` with the account
-      in ``lambda_accounts`` and the region in ``lambda_regions`` (when those are set).
+      in ``lambda_accounts`` and the region in ``lambda_regions`` (when those are set); its Function URL
+      ``https://<url-id>.lambda-url.<region>.on.aws`` on port 443 in the ARN's region (the URL id is AWS's random
+      name: requests to it are signed for that host only, and a URL of a function the router's credentials may not
+      invoke answers 403).
 
     ``trusted_origins`` are published origins an admin declared trusted as they are (local stand-ins that publish
     a loopback URL); nothing a workload writes can add to them."""
@@ -291,9 +308,14 @@ class EndpointsConfig:
     the router connects to instead. Tests map Services and Cloud Run URLs to loopback stand-ins here; a Service
     ClusterIP is never used."""
     lambda_endpoint: str | None = None
-    """Lambda API endpoint URL; None = ``https://lambda.REGION.amazonaws.com``. Tests: ``http://127.0.0.1:PORT``."""
+    """Set: invoke functions through the Lambda Invoke API at this URL (Envoy's ``aws_lambda`` filter) instead of
+    their Function URLs; for functions that answer Lambda-proxy JSON themselves and tests with a plain server.
+    None (the default): every function through its Function URL."""
     lambda_payload_passthrough: bool = False
-    """Send the request body to the function unchanged (and return its answer unchanged)."""
+    """Invoke API only: send the request body to the function unchanged (and return its answer unchanged)."""
+    lambda_url_endpoint: str | None = None
+    """Connect to this URL for every Function URL (the Host and the signature stay the URL's): a local stand-in of
+    AWS's Function URL front end in tests and the demo. None = the URL itself (``address_overrides`` still apply)."""
     trust: UpstreamTrust = field(default_factory=UpstreamTrust)
     """What a published upstream must be to be routed to (status is checked, not trusted)."""
     cluster_domain: str = CLUSTER_DOMAIN
@@ -339,8 +361,12 @@ def _resource(status: InferenceWorkloadStatus, target: TargetName) -> TargetReso
     return targets.lambda_
 
 
-def _lambda_upstream(namespace: str, name: str, arn: str, config: EndpointsConfig) -> LambdaUpstream:
-    """The function's upstream; ``RouteError`` when the ARN is not this workload's function where it may be."""
+def _lambda_upstream(
+    namespace: str, name: str, resource: TargetResourceStatus, config: EndpointsConfig
+) -> LambdaUpstream | str:
+    """The function's upstream, or why there is none yet; ``RouteError`` when the ARN is not this workload's
+    function where it may be, or the Function URL is not a Function URL of the ARN's region."""
+    arn = resource.name or ""
     match = _LAMBDA_ARN.match(arn)
     if match is None:
         raise RouteError(f"{namespace}/{name}: {arn!r} is not a Lambda function ARN")
@@ -355,12 +381,30 @@ def _lambda_upstream(namespace: str, name: str, arn: str, config: EndpointsConfi
         refusal = f"is in region {region}, not an allowed region"
     if refusal is not None:
         raise RouteError(f"{namespace}/{name}: untrusted upstream in status: {arn!r} {refusal}")
-    return LambdaUpstream(
-        function_arn=arn,
-        region=region,
-        address=config.lambda_address(region),
-        payload_passthrough=config.lambda_payload_passthrough,
-    )
+    if config.lambda_endpoint is not None:
+        return LambdaUpstream(
+            function_arn=arn,
+            region=region,
+            address=config.lambda_address(region),
+            payload_passthrough=config.lambda_payload_passthrough,
+        )
+    if not resource.endpoint:
+        return "no function URL recorded yet"
+    try:
+        published = UpstreamAddress.from_url(resource.endpoint)
+        address = config.connect_address(published)
+        if config.lambda_url_endpoint is not None and address == published:
+            address = UpstreamAddress.from_url(config.lambda_url_endpoint)
+    except ValueError as err:
+        return str(err)
+    if not config.trust.trusted(published):
+        url = _FUNCTION_URL_HOST.match(published.host.lower().rstrip("."))
+        if not published.tls or published.port != 443 or url is None or url["region"] != region:
+            raise RouteError(
+                f"{namespace}/{name}: untrusted upstream in status.targets.lambda: {published.origin()} is not a "
+                f"Function URL in {region} (https://<url-id>.lambda-url.{region}.on.aws)"
+            )
+    return LambdaUpstream(function_arn=arn, region=region, address=address, url_host=published.host)
 
 
 def _untrusted(
@@ -397,7 +441,7 @@ def _upstream(
     if target is TargetName.LAMBDA:
         if not resource.name:
             return "no function recorded yet"
-        return _lambda_upstream(namespace, name, resource.name, config)
+        return _lambda_upstream(namespace, name, resource, config)
     if not resource.endpoint:
         return "no endpoint recorded yet"
     try:
