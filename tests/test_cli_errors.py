@@ -299,7 +299,13 @@ def test_simulate_table_fits_80_columns(files: dict[str, Path]) -> None:
 
 
 def test_shell_completion_completes_commands_and_choices() -> None:
-    script = cli("--show-completion", "bash")
+    # the shell named, not detected from the process tree (a CI runner's parent may be no shell at all): typer's
+    # switch for exactly that makes --show-completion take the shell as its value
+    script = cli(
+        "--show-completion",
+        "bash",
+        prelude="import os\nos.environ['_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION'] = '1'",
+    )
     assert script.returncode == 0, script.stderr
     assert "_INFERENCE_PLACEMENT_COMPLETE" in script.stdout
 
