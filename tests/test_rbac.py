@@ -358,7 +358,15 @@ def test_operator_with_only_the_charts_scoped_rbac_places_a_workload_and_runs_th
         for m in by_kind(r.manifests, "ClusterRole")
         for rule in m["rules"]
         for rule_resource in rule["resources"]
-    } == {"nodes", "pods", "customresourcedefinitions", "namespaces"}
+    } == {
+        "nodes",
+        "pods",
+        "deviceclasses",
+        "resourceslices",
+        "resourceclaims",
+        "customresourcedefinitions",
+        "namespaces",
+    }
     kubeconfig = _token_kubeconfig(r, tmp_path / "operator.kubeconfig")
     log_path = tmp_path / "operator.log"
     args = [sys.executable, *_chart_run_args(r, kubeconfig)]
