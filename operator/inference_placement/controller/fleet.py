@@ -591,7 +591,8 @@ class Fleet:
 
 
 def _merge(older: WakeSignal | None, newer: WakeSignal | None) -> WakeSignal:
-    """Two polls' signals as one: the newer held count, arrivals and answers added, the answers' mean weighted."""
+    """Two polls' signals as one: the newer held count, arrivals, answers and fall-throughs added, the answers' mean
+    weighted."""
     if older is None or newer is None:
         return newer or older or WakeSignal()
     answered = older.answered + newer.answered
@@ -601,6 +602,7 @@ def _merge(older: WakeSignal | None, newer: WakeSignal | None) -> WakeSignal:
         arrived=older.arrived + newer.arrived,
         answered=answered,
         mean_hold_seconds=total / answered if answered else None,
+        fell_through=older.fell_through + newer.fell_through,
     )
 
 

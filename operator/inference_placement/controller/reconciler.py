@@ -57,10 +57,11 @@ from inference_placement.controller.status_diff import merge_patch, semantically
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.controller.wake import WakeSignal
 from inference_placement.controller.warm_pinger import PingPlan, WarmPinger
-from inference_placement.policy.actuation import Actuators, target_settings, zero_allowed
+from inference_placement.policy.actuation import Actuators, ZeroAnswer, target_settings, zero_allowed, zero_answer
 from inference_placement.policy.budget import MONTH_SECONDS, accrue_spend
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
+from inference_placement.policy.economics import workload_economics
 from inference_placement.policy.price_book import PriceBook
 from inference_placement.policy.verdicts import budget_verdict, slo_verdict
 from inference_placement.routing.model import traffic_weights
@@ -250,6 +251,10 @@ class Reconciler:
         actuators = self._actuators(status, inputs, result)
         decision, accrued = self._decide(effective, status, inputs, result, actuators)
         decision = _kept_at_zero(decision, status, inputs)
+        if actuators.cluster_scale_to_zero and _wants_zero(status, decision):
+            # who answers at zero, in the decision's own words (its Event and status.lastDecision)
+            answer = _zero_answer(effective, decision, status, inputs.price_book)
+            decision = replace(decision, reason=f"{decision.reason}; at zero a request is {answer.reason}")
         self._mark_decision(conditions, effective, decision, status, inputs)
         new_status = status.model_copy(
             update={
@@ -267,6 +272,9 @@ class Reconciler:
         pending = conditions.pending
         new_status = await self._drive_placement(workload, effective, decision, recorded, inputs, pending, actuators)
         new_status = await self._drive_spill(workload, decision, new_status, inputs, pending, actuators)
+        new_status = await self._drive_zero_answer(
+            workload, effective, decision, new_status, inputs, pending, actuators
+        )
         new_status = self._track_zero(meta, effective, decision, new_status, inputs, pending, actuators)
         self._plan_pings(meta, spec, decision, new_status, inputs, actuators)
         result.active = new_status.migration is not None or not _placed_ready(new_status)
@@ -301,7 +309,7 @@ class Reconciler:
         since = (_aware(inputs.now) - woken_at).total_seconds() if woken_at is not None else None
         allowed = zero_allowed(
             answers_without_pods=inputs.router_answers_without_pods or restarted_at_zero,
-            requests_held=inputs.wake is not None and inputs.wake.demand,
+            requests_held=_request_waits(status, inputs.wake),
             seconds_since_wake=since,
             keep_seconds=self.wake_keep_seconds,
         )
@@ -310,6 +318,46 @@ class Reconciler:
             if result.revisit_at is None or keep_until < result.revisit_at:
                 result.revisit_at = keep_until
         return self.actuators if allowed else replace(self.actuators, cluster_scale_to_zero=False)
+
+    async def _drive_zero_answer(
+        self,
+        workload: InferenceWorkload,
+        spec: InferenceWorkloadSpec,
+        decision: Decision,
+        status: InferenceWorkloadStatus,
+        inputs: TickInputs,
+        pending: _Pending,
+        actuators: Actuators,
+    ) -> InferenceWorkloadStatus:
+        """Who answers a request that finds the cluster at zero (``policy.actuation.zero_answer``), recorded in
+        ``status.scaleToZero.answeredBy`` before the Deployment goes to zero (the router's route follows it: a
+        serverless target there is the composite's fall-through, and zero is allowed only once the router serves
+        that route), and kept until the woken cluster has a ready replica again. The serverless target it names is
+        kept deployed meanwhile, at the spec's floor (0: free while idle); it stays deployed afterwards (idle,
+        free) and retires with the workload or a migration."""
+        if not self.actuators.cluster_scale_to_zero:
+            return status
+        tracked = status.scale_to_zero
+        serving_cluster = status.placement is TargetName.CLUSTER and status.migration is None and status.spill is None
+        wants_zero = _wants_zero(status, decision)
+        at_zero = tracked is not None and tracked.zeroed_at is not None
+        cluster = _target_status(status.targets or TargetsStatus(), TargetName.CLUSTER)
+        cluster_up = cluster is not None and cluster.ready and (cluster.replicas or 0) > 0
+        falling_through = tracked is not None and tracked.answered_by in {t.value for t in SERVERLESS}
+        if not serving_cluster or not (wants_zero or at_zero or (falling_through and not cluster_up)):
+            if tracked is None or tracked.answered_by is None:
+                return status
+            cleared = tracked.model_copy(update={"answered_by": None, "answer_reason": None})
+            return status.model_copy(update={"scale_to_zero": cleared})
+        answer = _zero_answer(spec, decision, status, inputs.price_book)
+        if answer.wanted is not None:
+            status = await self._ensure(workload, answer.wanted, decision, status, pending, actuators)
+            answer = _zero_answer(spec, decision, status, inputs.price_book)
+        tracked = status.scale_to_zero or ScaleToZeroStatus()
+        if tracked.answered_by != answer.answered_by:
+            pending.event("ZeroAnswer", f"a request that finds no pod is {answer.reason}")
+        updated = tracked.model_copy(update={"answered_by": answer.answered_by, "answer_reason": answer.reason})
+        return status.model_copy(update={"scale_to_zero": updated})
 
     def _track_zero(
         self,
@@ -342,8 +390,8 @@ class Reconciler:
             tracked = tracked.model_copy(update={"zeroed_at": stamp, "gaps": tracked.gaps + 1, "hold_seconds": hold})
             pending.event(
                 "ScaledToZero",
-                f"cluster x0: {decision.reason or 'no replica needed'}; a request that finds no pod is answered by "
-                f"the router (held up to {hold:g}s while a replica starts)",
+                f"cluster x0: {decision.reason or 'no replica needed'}; a request that finds no pod is "
+                f"{tracked.answer_reason or f'held by the router up to {hold:g}s while a replica starts'}",
             )
         elif not at_zero and tracked.zeroed_at is not None and replicas == 0:
             # the cluster stopped being the placement at zero (a migration took the traffic): no wake-up, the
@@ -352,13 +400,20 @@ class Reconciler:
         elif not at_zero and tracked.zeroed_at is not None:
             zeroed = parse_stamp(tracked.zeroed_at)
             seconds = max(0.0, (_aware(inputs.now) - zeroed).total_seconds()) if zeroed is not None else 0.0
-            by_request = wake is not None and wake.demand
+            by_request = _request_waits(status, wake)
             record = WakeRecord(
                 zeroed_at=tracked.zeroed_at, woken_at=stamp, zero_seconds=round(seconds, 1), woken_by_request=by_request
             )
+            cause = "the decision"
+            if wake is not None and by_request and wake.demand:
+                cause = f"{wake.held} request(s) held by the router"
+            elif wake is not None and by_request:
+                cause = f"{wake.fell_through} request(s) answered by {tracked.answered_by} while at zero"
+                record = record.model_copy(
+                    update={"answered_by": tracked.answered_by, "fell_through_requests": wake.fell_through}
+                )
             tracked = tracked.model_copy(update={"zeroed_at": None, "last_wake": record})
             self.telemetry.wakes.labels("request" if by_request else "policy").inc()
-            cause = f"{wake.held} request(s) held by the router" if wake is not None and by_request else "the decision"
             pending.event("Waking", f"{cause}: cluster 0 -> {replicas} replica(s) after {seconds:.0f}s at zero")
         last = tracked.last_wake
         if wake is not None and wake.answered and wake.mean_hold_seconds is not None and last is not None:
@@ -845,12 +900,51 @@ def _kept_at_zero(decision: Decision, status: InferenceWorkloadStatus, inputs: T
         not inputs.history_loading
         or zero is None
         or zero.zeroed_at is None
-        or (inputs.wake is not None and inputs.wake.demand)
+        or _request_waits(status, inputs.wake)
         or decision.target is not TargetName.CLUSTER
         or decision.replicas == 0
     ):
         return decision
     return replace(decision, target=None, reason=f"{decision.reason}; held at zero while the history loads")
+
+
+def _wants_zero(status: InferenceWorkloadStatus, decision: Decision) -> bool:
+    """The decision takes the serving cluster (no migration, no spill) to zero replicas."""
+    return (
+        status.placement is TargetName.CLUSTER
+        and status.migration is None
+        and status.spill is None
+        and decision.target is TargetName.CLUSTER
+        and decision.replicas == 0
+    )
+
+
+def _zero_answer(
+    spec: InferenceWorkloadSpec, decision: Decision, status: InferenceWorkloadStatus, price_book: PriceBook
+) -> ZeroAnswer:
+    """``policy.actuation.zero_answer`` on what this reconcile knows: the price book's cold starts, the targets
+    status records ready, and what the decision found infeasible."""
+    colds = {target: econ.cold_start_seconds for target, econ in workload_economics(spec, price_book).items()}
+    targets = status.targets or TargetsStatus()
+    ready = {t for t in SERVERLESS if (entry := _target_status(targets, t)) is not None and entry.ready}
+    return zero_answer(spec, colds, ready, decision.infeasible)
+
+
+def _request_waits(status: InferenceWorkloadStatus, wake: WakeSignal | None) -> bool:
+    """A request wants the cluster woken now: the router's activator holds some (or got some since its last poll),
+    or, at zero with a serverless target answering in the cluster's place (``scaleToZero.answeredBy``), requests
+    fell through to it (the router's own counters of that target; see ``controller/wake.py``)."""
+    if wake is None:
+        return False
+    if wake.demand:
+        return True
+    zero = status.scale_to_zero
+    return (
+        wake.fell_through > 0
+        and zero is not None
+        and zero.zeroed_at is not None
+        and zero.answered_by in {t.value for t in SERVERLESS}
+    )
 
 
 def _aware(moment: datetime) -> datetime:

@@ -35,7 +35,16 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from inference_placement.api.workload import API_VERSION, KIND
 from inference_placement.controller.kube import KubeWriter
-from inference_placement.routing.envoy import CDS_FILE, RDS_FILE, EnvoySettings, JsonDict, render_cds, render_rds
+from inference_placement.controller.wake import ROUTER_STATS_FILTER
+from inference_placement.routing.envoy import (
+    CDS_FILE,
+    RDS_FILE,
+    STATS_PATH,
+    EnvoySettings,
+    JsonDict,
+    render_cds,
+    render_rds,
+)
 from inference_placement.routing.manifests import (
     ACTIVATOR_METRICS_PORT,
     ROUTER_NAME,
@@ -212,9 +221,10 @@ class ClusterRouterApplier:
         return parse_stats(payload, self.settings)
 
     async def activator_metrics(self) -> list[str]:
-        """The ``/metrics`` of the activator in every ready router Pod, through the apiserver's Pod proxy (the
-        operator needs no network path to the Pods): one LIST (cached ``pods_cache_seconds``) and one GET per
-        router replica, whatever the fleet's size. Raises when a ready Pod's activator cannot be read."""
+        """The ``/metrics`` of the activator in every ready router Pod, and its Envoy's serverless request counters
+        (``wake.ROUTER_STATS_FILTER`` on the scrape port), through the apiserver's Pod proxy (the operator needs no
+        network path to the Pods): one LIST (cached ``pods_cache_seconds``) and two GETs per router replica,
+        whatever the fleet's size. Raises when a ready Pod's activator or stats cannot be read."""
         now = time.monotonic()
         if self._activator_pods is None or now - self._activator_pods[0] > self.pods_cache_seconds:
             pods = await self.core.list_namespaced_pod(
@@ -223,21 +233,30 @@ class ClusterRouterApplier:
             self._activator_pods = (now, [p.metadata.name for p in pods.items if _ready(p)])
         texts: list[str] = []
         for pod in self._activator_pods[1]:
-            path = f"/api/v1/namespaces/{self.namespace}/pods/{pod}:{ACTIVATOR_METRICS_PORT}/proxy/metrics"
-            try:
-                response = await self.api.call_api(
-                    path,
-                    "GET",
-                    auth_settings=["BearerToken"],
-                    _preload_content=False,
-                    _return_http_data_only=True,
-                    _request_timeout=5,
-                )
-                async with response:
-                    texts.append((await response.read()).decode("utf-8", errors="replace"))
-            except ApiException as err:
-                self._activator_pods = None  # a Pod went away: list again next poll
-                raise OSError(f"activator of router pod {pod}: HTTP {err.status}") from err
+            base = f"/api/v1/namespaces/{self.namespace}/pods/{pod}"
+            reads: list[tuple[str, str, list[tuple[str, str]]]] = [
+                ("activator", f"{base}:{ACTIVATOR_METRICS_PORT}/proxy/metrics", [])
+            ]
+            if self.settings.stats_port is not None:
+                # its Envoy's serverless request counters (requests answered by serverless at zero wake it too)
+                stats = f"{base}:{self.settings.stats_port}/proxy{STATS_PATH}"
+                reads.append(("stats", stats, [("filter", ROUTER_STATS_FILTER)]))
+            for what, path, query in reads:
+                try:
+                    response = await self.api.call_api(
+                        path,
+                        "GET",
+                        query_params=query,
+                        auth_settings=["BearerToken"],
+                        _preload_content=False,
+                        _return_http_data_only=True,
+                        _request_timeout=5,
+                    )
+                    async with response:
+                        texts.append((await response.read()).decode("utf-8", errors="replace"))
+                except ApiException as err:
+                    self._activator_pods = None  # a Pod went away: list again next poll
+                    raise OSError(f"{what} of router pod {pod}: HTTP {err.status}") from err
         return texts
 
     # ------------------------------------------------------------------ the stable endpoints

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from inference_placement.api.spec import SLOSpec, TargetName
+from inference_placement.api.spec import SERVERLESS, SLOSpec, TargetName
 from inference_placement.api.status import InferenceWorkloadStatus, SpillStep
 from inference_placement.api.workload import WorkloadKey
 from inference_placement.controller.pod_endpoints import PodEndpoints, ServiceKey
@@ -125,7 +125,7 @@ class RouterSync:
                 status,
                 self.endpoints,
                 pod_addresses=pods,
-                overflow=_spill_route(status),
+                overflow=_spill_route(status) or _fall_through(status),
                 hold_seconds=hold_seconds if self.hold and pods is not None else None,
             )
         except RouteError as err:
@@ -242,6 +242,23 @@ def _spill_route(status: InferenceWorkloadStatus) -> TargetName | None:
     if spill is None or spill.step not in _ROUTED_SPILL or status.placement is not TargetName.CLUSTER:
         return None
     return spill.target
+
+
+def _fall_through(status: InferenceWorkloadStatus) -> TargetName | None:
+    """The serverless target a request that finds no pod falls through to while the cluster is at (or going to)
+    zero replicas (``status.scaleToZero.answeredBy``, ``policy.actuation.zero_answer``): the route's overflow, so
+    its composite cluster is [pods, overflow] instead of [pods, activator]. ``route_for`` leaves it out (and the
+    activator holds) while the target has no upstream in status."""
+    zero = status.scale_to_zero
+    if zero is None or zero.answered_by is None or status.placement is not TargetName.CLUSTER:
+        return None
+    if status.migration is not None:
+        return None
+    try:
+        target = TargetName(zero.answered_by)
+    except ValueError:  # "activator"
+        return None
+    return target if target in SERVERLESS else None
 
 
 def _answers_without_pods(route: Route) -> bool:

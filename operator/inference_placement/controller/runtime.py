@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import kopf
 import yaml
@@ -32,12 +33,13 @@ from inference_placement.controller.settings import (
 )
 from inference_placement.controller.supervisor import supervise
 from inference_placement.controller.telemetry import Telemetry
-from inference_placement.controller.wake import ActivatorWatch, HttpActivators
+from inference_placement.controller.wake import ROUTER_STATS_FILTER, ActivatorWatch, HttpActivators
 from inference_placement.controller.warm_pinger import WarmPinger
 from inference_placement.metrics.promql import PromQLTemplates
 from inference_placement.metrics.source import MetricsSource, NoMetricsSource
 from inference_placement.policy.actuation import Actuators
 from inference_placement.policy.price_book import PriceBook, PriceBookError, default_price_book, load_price_book
+from inference_placement.routing.envoy import STATS_PATH
 from inference_placement.targets.base import Target
 from inference_placement.targets.capacity import CapacityCache
 from inference_placement.targets.cluster import ClusterTarget
@@ -309,7 +311,8 @@ async def build_fleet(
 def _activator_watch(
     settings: RouterSettings, router: RouterSync | None, fleet: Fleet, telemetry: Telemetry
 ) -> ActivatorWatch | None:
-    """The wake-up poller of the router's activators (``controller/wake.py``), when the cluster may scale to zero."""
+    """The wake-up poller of the router's activators and of its Envoy's serverless request counters
+    (``controller/wake.py``), when the cluster may scale to zero."""
     if router is None or not settings.scales_to_zero:
         return None
     read: Callable[[], Awaitable[Sequence[str]]]
@@ -320,7 +323,12 @@ def _activator_watch(
             raise TypeError("router.mode=cluster without the in-cluster router")
         read = router.applier.activator_metrics
     elif settings.activator_metrics_url is not None:
-        read = HttpActivators([settings.activator_metrics_url])
+        urls = [settings.activator_metrics_url]
+        if settings.admin_url is not None:
+            # the local router's own serverless request counters, from its admin (loopback, files mode)
+            query = urlencode({"filter": ROUTER_STATS_FILTER})
+            urls.append(f"{str(settings.admin_url).rstrip('/')}{STATS_PATH}?{query}")
+        read = HttpActivators(urls)
     else:
         return None
     return ActivatorWatch(

@@ -10,7 +10,14 @@ query would add to every wake-up), and tells the fleet:
 * ``demand``: a workload has requests held now, or its activator request counter moved since the last poll (a
   request held and answered between two polls): scale it up now;
 * ``answered``: the activator replayed requests for it since the last poll, and how long they were held on average
-  (its hold-time histogram's sum and count over the poll): the wake latency a woken request paid.
+  (its hold-time histogram's sum and count over the poll): the wake latency a woken request paid;
+* ``fell_through``: requests its serverless clusters in the router answered since the last poll (Envoy's own
+  ``envoy_cluster_upstream_rq_total{target="cloudrun"|"lambda"}``, read from the router's ``/stats/prometheus`` in
+  the same poll). While the cluster is at zero and a serverless target answers in its place (serverless as the
+  activator: the composite cluster falls through to it, ``status.scaleToZero.answeredBy``), these are the requests
+  that found no pod, and they wake the Deployment as held requests do; the reconciler reads them only then (a
+  workload served by Cloud Run, or spilling to it, moves the same counter for other reasons). A workload whose
+  counter first shows up in a poll is a baseline, not arrivals (the operator started, or the cluster was added).
 
 Bad input harms nothing: a poll that fails or returns garbage yields no signal (the previous counts are kept), and a
 signal can only ever ask for replicas, never take one away; the activator bounds every hold by itself
@@ -36,6 +43,7 @@ __all__ = [
     "ActivatorWatch",
     "HttpActivators",
     "WakeSignal",
+    "ROUTER_STATS_FILTER",
     "parse_activator_metrics",
     "wake_signals",
 ]
@@ -46,6 +54,11 @@ _REQUESTS: Final = "inference_router_activator_requests_total"
 _HELD: Final = "inference_router_activator_held_requests"
 _HOLD_SUM: Final = "inference_router_activator_hold_seconds_sum"
 _HOLD_COUNT: Final = "inference_router_activator_hold_seconds_count"
+_ROUTER_REQUESTS: Final = "envoy_cluster_upstream_rq_total"
+_SERVERLESS_TARGETS: Final = frozenset({"cloudrun", "lambda"})
+ROUTER_STATS_FILTER: Final = r"^cluster\.ip\|.*\|(cloudrun|lambda)\.upstream_rq_total$"
+"""The ``filter`` of the router's ``/stats/prometheus`` read with each poll: the serverless clusters' request
+counters only (two series per workload with a serverless target, whatever else the router counts)."""
 _TIMEOUT: Final = aiohttp.ClientTimeout(total=2)
 
 
@@ -57,6 +70,8 @@ class ActivatorCounts:
     held: float = 0.0
     hold_sum_seconds: float = 0.0
     hold_count: float = 0.0
+    fell_through: float = 0.0
+    """Requests the router's serverless clusters of the workload answered (Envoy's counter, summed)."""
 
     def __add__(self, other: ActivatorCounts) -> ActivatorCounts:
         return ActivatorCounts(
@@ -64,6 +79,7 @@ class ActivatorCounts:
             self.held + other.held,
             self.hold_sum_seconds + other.hold_sum_seconds,
             self.hold_count + other.hold_count,
+            self.fell_through + other.fell_through,
         )
 
 
@@ -79,6 +95,9 @@ class WakeSignal:
     """Held requests replayed to a ready pod since the previous poll."""
     mean_hold_seconds: float | None = None
     """Their mean hold (the wake latency they paid); None when none was answered."""
+    fell_through: int = 0
+    """Requests the router's serverless clusters of the workload answered since the previous poll (at zero with a
+    serverless target answering: requests that found no pod; see the module's docstring)."""
 
     @property
     def demand(self) -> bool:
@@ -95,7 +114,11 @@ def parse_activator_metrics(text: str) -> dict[WorkloadKey, ActivatorCounts]:
         raise ValueError(f"not Prometheus exposition: {type(err).__name__}: {err}") from err
     for family in families:
         for sample in family.samples:
-            if sample.name not in (_REQUESTS, _HELD, _HOLD_SUM, _HOLD_COUNT):
+            if sample.name == _ROUTER_REQUESTS:
+                # the router's own stats: only the serverless clusters' counters (tagged ``ip|`` clusters)
+                if sample.labels.get("target") not in _SERVERLESS_TARGETS:
+                    continue
+            elif sample.name not in (_REQUESTS, _HELD, _HOLD_SUM, _HOLD_COUNT):
                 continue
             namespace, workload = sample.labels.get("namespace"), sample.labels.get("workload")
             value = float(sample.value)
@@ -106,7 +129,11 @@ def parse_activator_metrics(text: str) -> dict[WorkloadKey, ActivatorCounts]:
             per[sample.name] = per.get(sample.name, 0.0) + value
     return {
         key: ActivatorCounts(
-            per.get(_REQUESTS, 0.0), per.get(_HELD, 0.0), per.get(_HOLD_SUM, 0.0), per.get(_HOLD_COUNT, 0.0)
+            per.get(_REQUESTS, 0.0),
+            per.get(_HELD, 0.0),
+            per.get(_HOLD_SUM, 0.0),
+            per.get(_HOLD_COUNT, 0.0),
+            per.get(_ROUTER_REQUESTS, 0.0),
         )
         for key, per in counts.items()
     }
@@ -124,8 +151,14 @@ def wake_signals(
         arrived = round(now.requests - base.requests)
         answered = round(now.hold_count - base.hold_count)
         mean = (now.hold_sum_seconds - base.hold_sum_seconds) / answered if answered > 0 else None
-        signal = WakeSignal(round(now.held), arrived, answered, None if mean is None else max(0.0, mean))
-        if signal.demand or signal.answered:
+        if key not in previous:
+            fell = 0  # a baseline: the operator started, or the workload's serverless cluster was just added
+        elif now.fell_through < before.fell_through:
+            fell = round(now.fell_through)  # the router restarted: its counters count from zero
+        else:
+            fell = round(now.fell_through - before.fell_through)
+        signal = WakeSignal(round(now.held), arrived, answered, None if mean is None else max(0.0, mean), fell)
+        if signal.demand or signal.answered or signal.fell_through:
             signals[key] = signal
     return signals
 
