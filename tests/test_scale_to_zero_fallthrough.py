@@ -94,6 +94,11 @@ def test_otherwise_the_activator_holds_and_the_reason_says_why(
     assert answer.reason.startswith("held by the router's activator up to") and why in answer.reason
 
 
+def test_a_router_without_the_overflow_hop_cannot_fall_through_and_holds() -> None:
+    answer = zero_answer(_spec(TargetName.CLOUDRUN), COLD, {TargetName.CLOUDRUN}, actuators=Actuators())
+    assert answer.target is None and answer.wanted is None and answer.answered_by == ACTIVATOR
+
+
 def test_of_two_qualifying_targets_the_shorter_cold_start_answers() -> None:
     both = _spec(TargetName.CLOUDRUN, TargetName.LAMBDA)
     assert zero_answer(both, COLD, {TargetName.CLOUDRUN, TargetName.LAMBDA}).target is TargetName.LAMBDA
@@ -221,7 +226,7 @@ def test_at_zero_cloud_run_answers_and_what_fell_through_wakes_the_deployment() 
     reconciler = Reconciler(
         cast(Any, writer),
         {TargetName.CLUSTER: cast(Any, cluster), TargetName.CLOUDRUN: cast(Any, cloudrun)},
-        actuators=Actuators(cluster_scale_to_zero=True),
+        actuators=Actuators(cluster_scale_to_zero=True, zero_fall_through=True),
         wake_keep_seconds=60,
     )
     _reconcile(reconciler, body, NOW, answers=True)
@@ -232,8 +237,9 @@ def test_at_zero_cloud_run_answers_and_what_fell_through_wakes_the_deployment() 
     assert cloudrun.applied and cloudrun.applied[-1].replicas == 0
     assert body["status"]["targets"]["cloudrun"]["ready"] is True
     # the decision says who answers at zero (this tick's Cloud Run was deployed after the decision was made)
-    assert "at zero a request is held by the router's activator up to 10s until cloudrun is ready" in (
-        body["status"]["lastDecision"]["reason"]
+    assert (
+        "at zero a request is held by the router's activator up to 10s until cloudrun is ready"
+        in (body["status"]["lastDecision"]["reason"])
     )
     scaled = next(m for r, m in writer.events if r == "ScaledToZero")
     assert "answered by cloudrun" in scaled
@@ -261,3 +267,16 @@ def test_serverless_counters_of_a_workload_not_at_zero_wake_nothing() -> None:
     assert _request_waits(at_zero_held, WakeSignal(held=1))
     at_zero_cloudrun = InferenceWorkloadStatus.model_validate(_status_at_zero("cloudrun"))
     assert _request_waits(at_zero_cloudrun, WakeSignal(fell_through=1))
+
+
+def test_an_operator_whose_router_cannot_fall_through_holds_and_deploys_nothing_serverless() -> None:
+    body = _fallthrough_body()
+    cluster, cloudrun = RecordingTarget(), _ServerlessTarget()
+    reconciler = Reconciler(
+        cast(Any, _Events(body)),
+        {TargetName.CLUSTER: cast(Any, cluster), TargetName.CLOUDRUN: cast(Any, cloudrun)},
+        actuators=Actuators(cluster_scale_to_zero=True),
+    )
+    _reconcile(reconciler, body, NOW, answers=True)
+    assert cluster.applied[-1].replicas == 0 and not cloudrun.applied
+    assert body["status"]["scaleToZero"]["answeredBy"] == "activator"

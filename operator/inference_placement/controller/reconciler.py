@@ -253,7 +253,7 @@ class Reconciler:
         decision = _kept_at_zero(decision, status, inputs)
         if actuators.cluster_scale_to_zero and _wants_zero(status, decision):
             # who answers at zero, in the decision's own words (its Event and status.lastDecision)
-            answer = _zero_answer(effective, decision, status, inputs.price_book)
+            answer = _zero_answer(effective, decision, status, inputs.price_book, actuators)
             decision = replace(decision, reason=f"{decision.reason}; at zero a request is {answer.reason}")
         self._mark_decision(conditions, effective, decision, status, inputs)
         new_status = status.model_copy(
@@ -349,10 +349,10 @@ class Reconciler:
                 return status
             cleared = tracked.model_copy(update={"answered_by": None, "answer_reason": None})
             return status.model_copy(update={"scale_to_zero": cleared})
-        answer = _zero_answer(spec, decision, status, inputs.price_book)
+        answer = _zero_answer(spec, decision, status, inputs.price_book, actuators)
         if answer.wanted is not None:
             status = await self._ensure(workload, answer.wanted, decision, status, pending, actuators)
-            answer = _zero_answer(spec, decision, status, inputs.price_book)
+            answer = _zero_answer(spec, decision, status, inputs.price_book, actuators)
         tracked = status.scale_to_zero or ScaleToZeroStatus()
         if tracked.answered_by != answer.answered_by:
             pending.event("ZeroAnswer", f"a request that finds no pod is {answer.reason}")
@@ -920,14 +920,18 @@ def _wants_zero(status: InferenceWorkloadStatus, decision: Decision) -> bool:
 
 
 def _zero_answer(
-    spec: InferenceWorkloadSpec, decision: Decision, status: InferenceWorkloadStatus, price_book: PriceBook
+    spec: InferenceWorkloadSpec,
+    decision: Decision,
+    status: InferenceWorkloadStatus,
+    price_book: PriceBook,
+    actuators: Actuators,
 ) -> ZeroAnswer:
     """``policy.actuation.zero_answer`` on what this reconcile knows: the price book's cold starts, the targets
     status records ready, and what the decision found infeasible."""
     colds = {target: econ.cold_start_seconds for target, econ in workload_economics(spec, price_book).items()}
     targets = status.targets or TargetsStatus()
     ready = {t for t in SERVERLESS if (entry := _target_status(targets, t)) is not None and entry.ready}
-    return zero_answer(spec, colds, ready, decision.infeasible)
+    return zero_answer(spec, colds, ready, decision.infeasible, actuators=actuators)
 
 
 def _request_waits(status: InferenceWorkloadStatus, wake: WakeSignal | None) -> bool:

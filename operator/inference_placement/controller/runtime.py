@@ -256,6 +256,7 @@ async def build_fleet(
         actuators=Actuators(
             cluster_scale_to_zero=router is not None and settings.router.scales_to_zero,
             spillover=router is not None and settings.router.spillover,
+            zero_fall_through=router is not None and settings.router.falls_through,
         ),
         wake_keep_seconds=settings.router.wake_keep_seconds,
         fence=fence,

@@ -261,9 +261,16 @@ class RouterSettings(_Group):
     @property
     def scales_to_zero(self) -> bool:
         """The router can answer a request that finds no pod (the activator holds it): the cluster may go to zero
-        replicas. (A serverless fall-through target exists only while a spill routes one; see docs.)"""
+        replicas."""
         has_activator = self.activator_image is not None if self.mode == "cluster" else self.activator_port is not None
         return self.mode != "off" and self.pods_by_address and has_activator
+
+    @property
+    def falls_through(self) -> bool:
+        """At zero the router can send a request that finds no pod to a serverless target instead of holding it
+        (serverless as the activator, ``policy.actuation.zero_answer``): it scales to zero and has the overflow
+        listener that hop takes (``overflowPort``, or ``spillover``, which gives it its default in cluster mode)."""
+        return self.scales_to_zero and (self.overflow_port is not None or self.spillover)
 
 
 class CloudRunSettings(_Group):

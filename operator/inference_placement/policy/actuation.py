@@ -50,6 +50,10 @@ class Actuators:
     spillover: bool = False
     """The router sends the requests the cluster's model servers refuse at their queue cap to a serverless target
     on the same endpoint (burst spillover); without it the cluster holds the peak."""
+    zero_fall_through: bool = False
+    """At zero cluster replicas the router can send a request that finds no pod to a serverless target (its
+    overflow hop) rather than hold it (serverless as the activator, ``zero_answer``); without it the activator
+    holds every such request."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,8 @@ def zero_answer(
     cold_start_seconds: Mapping[TargetName, float],
     ready: Collection[TargetName],
     infeasible: Mapping[TargetName, str] | None = None,
+    *,
+    actuators: Actuators = Actuators(zero_fall_through=True),
 ) -> ZeroAnswer:
     """Who answers a request that arrives while the cluster target is at zero replicas.
 
@@ -107,12 +113,15 @@ def zero_answer(
     platform limits, compliance), it costs nothing while idle (the spec keeps no instance warm there: Cloud Run
     ``minInstances: 0``, Lambda without provisioned concurrency, which is what ``target_settings`` sets on a
     target the decision is not about) and its cold start (``cold_start_seconds``: the economics' from the price
-    book; a target the price book cannot price does not qualify) is within ``slo.tolerableColdStartSeconds``. Of
+    book; a target the price book cannot price does not qualify) is within ``slo.tolerableColdStartSeconds``, and
+    the router can fall through at all (``actuators.zero_fall_through``). Of
     those, the one with the shortest cold start (then Cloud Run before Lambda); the router falls through to it
     only once it is deployed and ready (``ready``), and until then the activator holds. The live reconciler and
     the simulator's ``ours`` both ask this."""
     infeasible = infeasible or {}
     tolerable = spec.slo.tolerable_cold_start_seconds
+    if not actuators.zero_fall_through:
+        return ZeroAnswer(None, None, f"held by the router's activator up to {tolerable:g}s")
     notes: list[str] = []
     candidates: list[tuple[float, int, TargetName]] = []
     for order, target in enumerate(SERVERLESS):
