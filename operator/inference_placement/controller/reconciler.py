@@ -251,8 +251,9 @@ class Reconciler:
         actuators = self._actuators(status, inputs, result)
         decision, accrued = self._decide(effective, status, inputs, result, actuators)
         decision = _kept_at_zero(decision, status, inputs)
-        if actuators.cluster_scale_to_zero and _wants_zero(status, decision):
-            # who answers at zero, in the decision's own words (its Event and status.lastDecision)
+        if actuators.cluster_scale_to_zero and decision.target is TargetName.CLUSTER and decision.replicas == 0:
+            # who answers at zero, in the decision's own words (its Event and status.lastDecision; a first
+            # placement's decision too, since a record is not rewritten while its target and replicas stay)
             answer = _zero_answer(effective, decision, status, inputs.price_book, actuators)
             decision = replace(decision, reason=f"{decision.reason}; at zero a request is {answer.reason}")
         self._mark_decision(conditions, effective, decision, status, inputs)
