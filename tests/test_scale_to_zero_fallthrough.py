@@ -82,9 +82,10 @@ def test_a_qualifying_target_not_ready_yet_is_wanted_while_the_activator_holds()
         (_spec(TargetName.CLOUDRUN, tolerable=5.0), COLD, {}, "cloudrun cold start 8.25s > tolerable 5s"),
         (_spec(TargetName.CLOUDRUN, min_instances=1), COLD, {}, "cloudrun keeps instances warm"),
         (_spec(TargetName.CLOUDRUN), {TargetName.CLUSTER: 8.6}, {}, "cloudrun not priced"),
+        (_spec(TargetName.CLOUDRUN), {**COLD, TargetName.CLUSTER: 8.0}, {}, "no shorter than a replica's 8s"),
         (_spec(TargetName.CLOUDRUN), COLD, {TargetName.CLOUDRUN: "GPU quota"}, "cloudrun infeasible (GPU quota)"),
     ],
-    ids=["not-allowed", "cold-start-too-long", "not-free-idle", "not-priced", "infeasible"],
+    ids=["not-allowed", "cold-start-too-long", "not-free-idle", "not-priced", "slower-than-a-replica", "infeasible"],
 )
 def test_otherwise_the_activator_holds_and_the_reason_says_why(
     spec: InferenceWorkloadSpec, cold: dict[TargetName, float], infeasible: dict[TargetName, str], why: str

@@ -113,7 +113,8 @@ def zero_answer(
     platform limits, compliance), it costs nothing while idle (the spec keeps no instance warm there: Cloud Run
     ``minInstances: 0``, Lambda without provisioned concurrency, which is what ``target_settings`` sets on a
     target the decision is not about) and its cold start (``cold_start_seconds``: the economics' from the price
-    book; a target the price book cannot price does not qualify) is within ``slo.tolerableColdStartSeconds``, and
+    book; a target the price book cannot price does not qualify) is within ``slo.tolerableColdStartSeconds`` and
+    shorter than a cluster replica's (else holding answers as soon, and the serverless requests cost extra), and
     the router can fall through at all (``actuators.zero_fall_through``). Of
     those, the one with the shortest cold start (then Cloud Run before Lambda); the router falls through to it
     only once it is deployed and ready (``ready``), and until then the activator holds. The live reconciler and
@@ -124,6 +125,7 @@ def zero_answer(
         return ZeroAnswer(None, None, f"held by the router's activator up to {tolerable:g}s")
     notes: list[str] = []
     candidates: list[tuple[float, int, TargetName]] = []
+    pods = cold_start_seconds.get(TargetName.CLUSTER)
     for order, target in enumerate(SERVERLESS):
         if target not in spec.placement.allowed_targets:
             continue
@@ -136,6 +138,8 @@ def zero_answer(
             notes.append(f"{target.value} keeps instances warm (not free while idle)")
         elif cold > tolerable:
             notes.append(f"{target.value} cold start {cold:g}s > tolerable {tolerable:g}s")
+        elif pods is not None and cold >= pods:
+            notes.append(f"{target.value} cold start {cold:g}s no shorter than a replica's {pods:g}s")
         else:
             candidates.append((cold, order, target))
     if not candidates:
