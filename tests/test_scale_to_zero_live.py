@@ -8,6 +8,10 @@ over backfilled router series. The traffic history is a timer-triggered workload
 minutes over the last day, the last one just ended): the policy's idle-gap plan scales it to zero between bursts on
 its own (``policy/idle_gaps.py``), nothing in the test asks for zero.
 
+Serverless as the activator: the same workload allowed on Cloud Run (the stand-in) and a router with the overflow
+listener; at zero a burst is answered by Cloud Run through the composite's fall-through, and the router's own Cloud
+Run counter wakes the Deployment.
+
 Measured here (2 shared cores, the cluster already up): about 65 s for this test (an operator restart included),
 about 12 s for the Pod-proxy read below.
 """

@@ -207,8 +207,10 @@ class RouterSettings(_Group):
     replicas while it spills). Needs a router (``mode`` files or cluster). Default ``false``."""
     overflow_port: Annotated[int, Ge(1), Le(65535)] | None = None
     """Loopback port of the router's overflow listener, the hop a spilled request takes to its serverless target
-    (``routing.envoy.EnvoySettings.overflow_port``). ``cluster`` mode: default 9905 when ``spillover`` is on;
-    ``files`` mode: the port the local Envoy's bootstrap listens on. Default: unset."""
+    (``routing.envoy.EnvoySettings.overflow_port``); with it (and scale to zero), a request that finds no pod at
+    zero replicas may go to an allowed serverless target instead of being held (serverless as the activator).
+    ``cluster`` mode: default 9905 when ``spillover`` is on; ``files`` mode: the port the local Envoy's bootstrap
+    listens on. Default: unset."""
     activator_image: str | None = None
     """``cluster`` mode: image of the router's activator (``routing.activator``), run as a second container in the
     router Pod next to Envoy, on loopback port 9906; it holds the requests of a workload with no ready pod and no
