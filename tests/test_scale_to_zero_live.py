@@ -332,12 +332,12 @@ def test_the_in_cluster_wake_read_reaches_each_router_pods_activator_through_the
     kube_node.kubectl("apply", "-f", "-", input=yaml.safe_dump(pod))
     kube_node.kubectl("wait", "--for=condition=Ready", "pod/router-stand-in", "-n", namespace, "--timeout=90s")
 
-    async def read() -> list[str]:
+    async def read(stats_port: int | None) -> list[str]:
         api = await make_api_client(kube_node.kubeconfig)
         try:
             applier = ClusterRouterApplier(
                 api,
-                EnvoySettings(health_port=9902, activator_port=9906),
+                EnvoySettings(health_port=9902, activator_port=9906, stats_port=stats_port),
                 namespace=namespace,
                 image="unused",
                 activator_image="unused",
@@ -346,9 +346,15 @@ def test_the_in_cluster_wake_read_reaches_each_router_pods_activator_through_the
         finally:
             await api.close()
 
-    (text,) = asyncio.run(read())
+    (text,) = asyncio.run(read(None))
     assert "# TYPE" in text
     assert parse_activator_metrics(text) == {}  # a model server's series: none of the activator's
+    # with the router's scrape port, its Envoy's serverless counters are read from each Pod too: here that port is
+    # the stand-in's, which has no /stats/prometheus, and a proxied error is an error (no signal), never "metrics"
+    with pytest.raises(OSError, match=r"stats of router pod router-stand-in: HTTP 404"):
+        asyncio.run(read(ACTIVATOR_METRICS_PORT))
+    with pytest.raises(OSError, match=r"stats of router pod router-stand-in: HTTP 503"):  # nothing listens there
+        asyncio.run(read(9903))
 
 
 # ------------------------------------------------------------------------------------- serverless as the activator

@@ -253,7 +253,10 @@ class ClusterRouterApplier:
                         _request_timeout=5,
                     )
                     async with response:
-                        texts.append((await response.read()).decode("utf-8", errors="replace"))
+                        body = (await response.read()).decode("utf-8", errors="replace")
+                        if response.status >= 400:  # unread content is not raised: the proxy's error Status
+                            raise OSError(f"{what} of router pod {pod}: HTTP {response.status}: {body[:200]}")
+                        texts.append(body)
                 except ApiException as err:
                     self._activator_pods = None  # a Pod went away: list again next poll
                     raise OSError(f"{what} of router pod {pod}: HTTP {err.status}") from err
