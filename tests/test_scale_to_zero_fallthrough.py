@@ -281,3 +281,32 @@ def test_an_operator_whose_router_cannot_fall_through_holds_and_deploys_nothing_
     _reconcile(reconciler, body, NOW, answers=True)
     assert cluster.applied[-1].replicas == 0 and not cloudrun.applied
     assert body["status"]["scaleToZero"]["answeredBy"] == "activator"
+
+
+def test_explain_shows_who_answers_at_zero_and_what_fell_through_woke_it() -> None:
+    from rich.console import Console
+
+    from inference_placement.explain import explain_workload, render
+    from inference_placement.policy.price_book import default_price_book
+
+    body = _fallthrough_body()
+    body["status"]["scaleToZero"] = {
+        "zeroedAt": "2026-03-10T12:00:00Z",
+        "holdSeconds": 10,
+        "gaps": 2,
+        "answeredBy": "cloudrun",
+        "answerReason": "answered by cloudrun (cold start 8.25s within tolerable 10s) while a replica starts",
+        "lastWake": {
+            "zeroedAt": "2026-03-10T11:00:00Z",
+            "wokenAt": "2026-03-10T11:05:00Z",
+            "zeroSeconds": 300,
+            "wokenByRequest": True,
+            "answeredBy": "cloudrun",
+            "fellThroughRequests": 16,
+        },
+    }
+    console = Console(width=240, record=True)
+    render(explain_workload(body, default_price_book()), console)
+    text = " ".join(console.export_text().split())
+    assert "a request that finds no pod is answered by cloudrun (cold start 8.25s" in text
+    assert "by 16 request(s) answered by cloudrun while at zero after 300s at zero" in text
