@@ -242,6 +242,10 @@ def test_at_zero_cloud_run_answers_and_what_fell_through_wakes_the_deployment() 
         "at zero a request is held by the router's activator up to 10s until cloudrun is ready"
         in (body["status"]["lastDecision"]["reason"])
     )
+    assert [m for r, m in writer.events if r == "ZeroAnswer"] == [
+        "a request that finds no pod is answered by cloudrun (cold start 8.25s within tolerable 10s) while a replica "
+        "starts"
+    ]
     scaled = next(m for r, m in writer.events if r == "ScaledToZero")
     assert "answered by cloudrun" in scaled
 
@@ -272,15 +276,17 @@ def test_serverless_counters_of_a_workload_not_at_zero_wake_nothing() -> None:
 
 def test_an_operator_whose_router_cannot_fall_through_holds_and_deploys_nothing_serverless() -> None:
     body = _fallthrough_body()
-    cluster, cloudrun = RecordingTarget(), _ServerlessTarget()
+    writer, cluster, cloudrun = _Events(body), RecordingTarget(), _ServerlessTarget()
     reconciler = Reconciler(
-        cast(Any, _Events(body)),
+        cast(Any, writer),
         {TargetName.CLUSTER: cast(Any, cluster), TargetName.CLOUDRUN: cast(Any, cloudrun)},
         actuators=Actuators(cluster_scale_to_zero=True),
     )
     _reconcile(reconciler, body, NOW, answers=True)
     assert cluster.applied[-1].replicas == 0 and not cloudrun.applied
     assert body["status"]["scaleToZero"]["answeredBy"] == "activator"
+    assert not [r for r, _ in writer.events if r == "ZeroAnswer"]  # ScaledToZero says it
+    assert any(r == "ScaledToZero" and "held by the router's activator up to 10s" in m for r, m in writer.events)
 
 
 def test_explain_shows_who_answers_at_zero_and_what_fell_through_woke_it() -> None:

@@ -355,7 +355,9 @@ class Reconciler:
             status = await self._ensure(workload, answer.wanted, decision, status, pending, actuators)
             answer = _zero_answer(spec, decision, status, inputs.price_book, actuators)
         tracked = status.scale_to_zero or ScaleToZeroStatus()
-        if tracked.answered_by != answer.answered_by:
+        serverless = {t.value for t in SERVERLESS}
+        if tracked.answered_by != answer.answered_by and serverless & {tracked.answered_by, answer.answered_by}:
+            # a serverless target starts or stops answering (the activator alone is in ScaledToZero's own words)
             pending.event("ZeroAnswer", f"a request that finds no pod is {answer.reason}")
         updated = tracked.model_copy(update={"answered_by": answer.answered_by, "answer_reason": answer.reason})
         return status.model_copy(update={"scale_to_zero": updated})
