@@ -175,9 +175,17 @@ def test_the_fall_through_waits_for_the_serverless_upstream_and_holds_meanwhile(
 # ------------------------------------------------------------------------------------------------ the wake signal
 
 
-def _router_stats(cloudrun: float, lambda_: float = 0.0, namespace: str = "unit") -> str:
+def _router_stats(
+    cloudrun: float, lambda_: float = 0.0, namespace: str = "unit", done: float = 0.0, ms: float = 0.0
+) -> str:
+    labels = f'namespace="{namespace}",workload="w",target="cloudrun"'
     return "\n".join(
         [
+            "# TYPE envoy_cluster_upstream_rq_time histogram",
+            f'envoy_cluster_upstream_rq_time_bucket{{{labels},le="100"}} {done}',
+            f'envoy_cluster_upstream_rq_time_bucket{{{labels},le="+Inf"}} {done}',
+            f"envoy_cluster_upstream_rq_time_sum{{{labels}}} {ms}",
+            f"envoy_cluster_upstream_rq_time_count{{{labels}}} {done}",
             "# TYPE envoy_cluster_upstream_rq_total counter",
             f'envoy_cluster_upstream_rq_total{{namespace="{namespace}",workload="w",target="cloudrun"}} {cloudrun}',
             f'envoy_cluster_upstream_rq_total{{namespace="{namespace}",workload="w",target="lambda"}} {lambda_}',
@@ -192,12 +200,18 @@ def test_requests_that_fell_through_are_counted_between_polls_from_the_routers_o
     first = parse_activator_metrics(_router_stats(5))
     assert first == {KEY: ActivatorCounts(fell_through=5.0)}  # the pods and the keep-warm pings do not count
     assert wake_signals({}, first) == {}  # a first sight is a baseline, not arrivals
-    second = parse_activator_metrics(_router_stats(8, 1))
-    assert wake_signals(first, second) == {KEY: WakeSignal(fell_through=4)}
-    assert not wake_signals(first, second)[KEY].demand  # the reconciler decides whether it wakes (at zero only)
+    second = parse_activator_metrics(_router_stats(8, 1, done=3, ms=60.0))
+    signal = wake_signals(first, second)[KEY]
+    assert (signal.fell_through, signal.fell_answered, signal.held, signal.arrived) == (4, 3, 0, 0)
+    assert signal.fell_mean_seconds == pytest.approx(0.02)
+    assert not signal.demand  # the reconciler decides whether it wakes (at zero only)
+    # the last one completes: its time alone
+    third = parse_activator_metrics(_router_stats(8, 1, done=4, ms=100.0))
+    signal = wake_signals(second, third)[KEY]
+    assert (signal.fell_through, signal.fell_answered) == (0, 1) and signal.fell_mean_seconds == pytest.approx(0.04)
     restarted = parse_activator_metrics(_router_stats(2))
-    assert wake_signals(second, restarted) == {KEY: WakeSignal(fell_through=2)}
-    assert wake_signals(second, second) == {}
+    assert wake_signals(third, restarted) == {KEY: WakeSignal(fell_through=2)}
+    assert wake_signals(third, third) == {}
 
 
 # ------------------------------------------------------------------------------------------------ the reconciler
@@ -256,6 +270,17 @@ def test_at_zero_cloud_run_answers_and_what_fell_through_wakes_the_deployment() 
     assert wake["wokenByRequest"] is True and wake["answeredBy"] == "cloudrun" and wake["fellThroughRequests"] == 3
     waking = next(m for r, m in writer.events if r == "Waking")
     assert "3 request(s) answered by cloudrun while at zero" in waking
+    # what they paid: their mean time at the router on Cloud Run, once they completed
+    _reconcile(
+        reconciler,
+        body,
+        NOW + timedelta(seconds=21),
+        answers=True,
+        wake=WakeSignal(fell_answered=3, fell_mean_seconds=2.4),
+    )
+    assert body["status"]["scaleToZero"]["lastWake"]["wakeLatencyMs"] == 2400.0
+    woken = next(m for r, m in writer.events if r == "Woken")
+    assert "3 request(s) answered by cloudrun while the cluster woke, after 2400 ms on average" in woken
     # Cloud Run keeps answering until the woken replica is ready (RecordingTarget reports it ready at once)
     assert body["status"]["targets"]["cluster"]["replicas"] >= 1
     _reconcile(reconciler, body, NOW + timedelta(seconds=22), answers=True)

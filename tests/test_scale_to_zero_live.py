@@ -484,9 +484,16 @@ def test_at_zero_cloud_run_answers_every_request_while_the_deployment_wakes_then
         wake: dict[str, Any] = wait_for(woken, timeout=30, interval=0.3, what="woken by what fell through")
         woke_after = time.monotonic() - sent
         assert wake["wokenByRequest"] is True and wake["fellThroughRequests"] >= 1
+
+        def measured() -> dict[str, Any] | None:  # what the requests that fell through paid, from the router
+            wake = (_status(kube_node, namespace).get("scaleToZero") or {}).get("lastWake") or {}
+            return wake if wake.get("wakeLatencyMs") is not None else None
+
+        wake = wait_for(measured, timeout=30, interval=0.3, what="the fell-through requests' latency in status")
+        assert 0 < wake["wakeLatencyMs"] <= client_seconds[-1] * 1000 + 50
         assert _deployment(kube_node, namespace)["spec"]["replicas"] >= 1
         reasons = dict(_events(kube_node, namespace))
-        assert "ScaledToZero" in reasons and "Waking" in reasons, reasons
+        assert "ScaledToZero" in reasons and "Waking" in reasons and "Woken" in reasons, reasons
         assert "answered by cloudrun while at zero" in reasons["Waking"]
 
         # requests while the Pod starts: still Cloud Run, still no failure
@@ -505,7 +512,8 @@ def test_at_zero_cloud_run_answers_every_request_while_the_deployment_wakes_then
             f"\nserverless as the activator: at zero {sent - zeroed:.1f}s; {BURST} requests answered 200 by Cloud "
             f"Run, client latency p50 {client_seconds[len(client_seconds) // 2]:.3f}s max {client_seconds[-1]:.3f}s; "
             f"woken by {wake['fellThroughRequests']} fell-through request(s), recorded {woke_after:.1f}s after the "
-            f"burst was sent; the Pods serve again; test {time.monotonic() - began:.0f}s"
+            f"burst was sent; their mean time at the router {wake['wakeLatencyMs']:.0f} ms; the Pods serve again; "
+            f"test {time.monotonic() - began:.0f}s"
         )
     except AssertionError:
         print(json.dumps(_status(kube_node, namespace), indent=1)[:3000])

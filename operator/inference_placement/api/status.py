@@ -248,7 +248,8 @@ class WakeRecord(ApiModel):
         default=None,
         ge=0,
         description="Mean time those requests were held until a replica was ready, milliseconds (the activator's "
-        "hold-time histogram over the wake; None: not answered yet).",
+        "hold-time histogram over the wake; None: not answered yet); woken by requests that fell through to "
+        "answeredBy, their mean time at the router on that target (its request-time histogram).",
     )
 
 

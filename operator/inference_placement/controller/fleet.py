@@ -596,6 +596,8 @@ def _merge(older: WakeSignal | None, newer: WakeSignal | None) -> WakeSignal:
     if older is None or newer is None:
         return newer or older or WakeSignal()
     answered = older.answered + newer.answered
+    fell = older.fell_answered + newer.fell_answered
+    fell_total = sum(s.fell_answered * s.fell_mean_seconds for s in (older, newer) if s.fell_mean_seconds is not None)
     total = sum(s.answered * s.mean_hold_seconds for s in (older, newer) if s.mean_hold_seconds is not None)
     return WakeSignal(
         held=newer.held,
@@ -603,6 +605,8 @@ def _merge(older: WakeSignal | None, newer: WakeSignal | None) -> WakeSignal:
         answered=answered,
         mean_hold_seconds=total / answered if answered else None,
         fell_through=older.fell_through + newer.fell_through,
+        fell_answered=fell,
+        fell_mean_seconds=fell_total / fell if fell else None,
     )
 
 

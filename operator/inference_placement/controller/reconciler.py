@@ -435,6 +435,20 @@ class Reconciler:
                     f"{wake.answered} held request(s) answered by the woken replica after {latency_ms:.0f} ms on "
                     f"average (bound {tracked.hold_seconds or hold:g}s); {last.zero_seconds:.0f}s at zero",
                 )
+        last = tracked.last_wake
+        if wake is not None and wake.fell_answered and wake.fell_mean_seconds is not None and last is not None:
+            if tracked.zeroed_at is None and last.answered_by is not None and last.wake_latency_ms is None:
+                # woken by requests that fell through: what they paid is their time at the router on that target
+                latency_ms = round(wake.fell_mean_seconds * 1000.0, 1)
+                tracked = tracked.model_copy(
+                    update={"last_wake": last.model_copy(update={"wake_latency_ms": latency_ms})}
+                )
+                self.telemetry.wake_latency.observe(wake.fell_mean_seconds)
+                pending.event(
+                    "Woken",
+                    f"{wake.fell_answered} request(s) answered by {last.answered_by} while the cluster woke, after "
+                    f"{latency_ms:.0f} ms on average at the router; {last.zero_seconds:.0f}s at zero",
+                )
         if before is None and tracked == ScaleToZeroStatus():
             return status
         return status.model_copy(update={"scale_to_zero": tracked})

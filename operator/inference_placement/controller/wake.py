@@ -55,10 +55,14 @@ _HELD: Final = "inference_router_activator_held_requests"
 _HOLD_SUM: Final = "inference_router_activator_hold_seconds_sum"
 _HOLD_COUNT: Final = "inference_router_activator_hold_seconds_count"
 _ROUTER_REQUESTS: Final = "envoy_cluster_upstream_rq_total"
+_ROUTER_TIME_SUM: Final = "envoy_cluster_upstream_rq_time_sum"
+_ROUTER_TIME_COUNT: Final = "envoy_cluster_upstream_rq_time_count"
+_ROUTER_SERIES: Final = frozenset({_ROUTER_REQUESTS, _ROUTER_TIME_SUM, _ROUTER_TIME_COUNT})
 _SERVERLESS_TARGETS: Final = frozenset({"cloudrun", "lambda"})
-ROUTER_STATS_FILTER: Final = r"^cluster\.ip\|.*\|(cloudrun|lambda)\.upstream_rq_total$"
+ROUTER_STATS_FILTER: Final = r"^cluster\.ip\|.*\|(cloudrun|lambda)\.upstream_rq_(total|time)$"
 """The ``filter`` of the router's ``/stats/prometheus`` read with each poll: the serverless clusters' request
-counters only (two series per workload with a serverless target, whatever else the router counts)."""
+counters and request-time histograms only (per workload with a serverless target, whatever else the router
+counts)."""
 _TIMEOUT: Final = aiohttp.ClientTimeout(total=2)
 
 
@@ -72,6 +76,9 @@ class ActivatorCounts:
     hold_count: float = 0.0
     fell_through: float = 0.0
     """Requests the router's serverless clusters of the workload answered (Envoy's counter, summed)."""
+    fell_time_sum_ms: float = 0.0
+    fell_time_count: float = 0.0
+    """Their request-time histogram's sum (milliseconds) and count (requests completed)."""
 
     def __add__(self, other: ActivatorCounts) -> ActivatorCounts:
         return ActivatorCounts(
@@ -80,6 +87,8 @@ class ActivatorCounts:
             self.hold_sum_seconds + other.hold_sum_seconds,
             self.hold_count + other.hold_count,
             self.fell_through + other.fell_through,
+            self.fell_time_sum_ms + other.fell_time_sum_ms,
+            self.fell_time_count + other.fell_time_count,
         )
 
 
@@ -98,6 +107,10 @@ class WakeSignal:
     fell_through: int = 0
     """Requests the router's serverless clusters of the workload answered since the previous poll (at zero with a
     serverless target answering: requests that found no pod; see the module's docstring)."""
+    fell_answered: int = 0
+    """Those requests that completed since the previous poll (the request-time histogram's count) ..."""
+    fell_mean_seconds: float | None = None
+    """... and their mean time at the router (the latency a request answered at zero paid); None when none."""
 
     @property
     def demand(self) -> bool:
@@ -114,7 +127,7 @@ def parse_activator_metrics(text: str) -> dict[WorkloadKey, ActivatorCounts]:
         raise ValueError(f"not Prometheus exposition: {type(err).__name__}: {err}") from err
     for family in families:
         for sample in family.samples:
-            if sample.name == _ROUTER_REQUESTS:
+            if sample.name in _ROUTER_SERIES:
                 # the router's own stats: only the serverless clusters' counters (tagged ``ip|`` clusters)
                 if sample.labels.get("target") not in _SERVERLESS_TARGETS:
                     continue
@@ -134,6 +147,8 @@ def parse_activator_metrics(text: str) -> dict[WorkloadKey, ActivatorCounts]:
             per.get(_HOLD_SUM, 0.0),
             per.get(_HOLD_COUNT, 0.0),
             per.get(_ROUTER_REQUESTS, 0.0),
+            per.get(_ROUTER_TIME_SUM, 0.0),
+            per.get(_ROUTER_TIME_COUNT, 0.0),
         )
         for key, per in counts.items()
     }
@@ -152,13 +167,20 @@ def wake_signals(
         answered = round(now.hold_count - base.hold_count)
         mean = (now.hold_sum_seconds - base.hold_sum_seconds) / answered if answered > 0 else None
         if key not in previous:
-            fell = 0  # a baseline: the operator started, or the workload's serverless cluster was just added
-        elif now.fell_through < before.fell_through:
-            fell = round(now.fell_through)  # the router restarted: its counters count from zero
+            # a baseline: the operator started, or the workload's serverless cluster was just added
+            fell, fell_done, fell_ms = 0, 0, 0.0
+        elif now.fell_through < before.fell_through or now.fell_time_count < before.fell_time_count:
+            # the router restarted: its counters count from zero
+            fell, fell_done, fell_ms = round(now.fell_through), round(now.fell_time_count), now.fell_time_sum_ms
         else:
             fell = round(now.fell_through - before.fell_through)
-        signal = WakeSignal(round(now.held), arrived, answered, None if mean is None else max(0.0, mean), fell)
-        if signal.demand or signal.answered or signal.fell_through:
+            fell_done = round(now.fell_time_count - before.fell_time_count)
+            fell_ms = now.fell_time_sum_ms - before.fell_time_sum_ms
+        fell_mean = max(0.0, fell_ms / 1000.0 / fell_done) if fell_done > 0 else None
+        signal = WakeSignal(
+            round(now.held), arrived, answered, None if mean is None else max(0.0, mean), fell, fell_done, fell_mean
+        )
+        if signal.demand or signal.answered or signal.fell_through or signal.fell_answered:
             signals[key] = signal
     return signals
 
