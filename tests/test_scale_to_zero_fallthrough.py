@@ -10,6 +10,7 @@ router's own counters, and the reconciler end to end with recording targets. The
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 from typing import Any, cast
 
@@ -25,10 +26,17 @@ from inference_placement.api.spec import (
     TargetName,
 )
 from inference_placement.api.status import InferenceWorkloadStatus
+from inference_placement.api.workload import WorkloadKey
 from inference_placement.controller.pod_endpoints import PodEndpoints
 from inference_placement.controller.reconciler import Reconciler
 from inference_placement.controller.router_sync import RouterSync
-from inference_placement.controller.wake import ActivatorCounts, WakeSignal, parse_activator_metrics, wake_signals
+from inference_placement.controller.wake import (
+    ActivatorCounts,
+    WakeSignal,
+    parse_activator_metrics,
+    router_stats_filter,
+    wake_signals,
+)
 from inference_placement.policy.actuation import ACTIVATOR, Actuators, zero_answer
 from inference_placement.routing.envoy import (
     ACTIVATOR_CLUSTER,
@@ -212,6 +220,33 @@ def test_requests_that_fell_through_are_counted_between_polls_from_the_routers_o
     restarted = parse_activator_metrics(_router_stats(2))
     assert wake_signals(third, restarted) == {KEY: WakeSignal(fell_through=2)}
     assert wake_signals(third, third) == {}
+
+
+def test_the_poll_reads_the_router_counters_of_the_workloads_at_zero_a_serverless_target_answers_only() -> None:
+    assert router_stats_filter(set()) is None  # none: no read of the router at all
+    wanted = router_stats_filter({KEY, WorkloadKey("a.b", "x")})
+    assert wanted is not None
+    pattern = re.compile(wanted)
+    assert pattern.match("cluster.ip|unit|w|cloudrun.upstream_rq_total")
+    assert pattern.match("cluster.ip|a.b|x|lambda.upstream_rq_time")
+    assert not pattern.match("cluster.ip|unit|w|cluster.upstream_rq_total")  # the pods
+    assert not pattern.match("cluster.ip|unit|other|cloudrun.upstream_rq_total")  # not at zero
+    assert not pattern.match("cluster.ip|aXb|x|lambda.upstream_rq_time")  # names are literal
+    many = router_stats_filter({WorkloadKey("n", f"w{i}") for i in range(500)})
+    assert many is not None and re.match(many, "cluster.ip|n|w7|cloudrun.upstream_rq_total")
+
+
+def test_the_router_names_the_workloads_at_zero_a_serverless_target_answers_for() -> None:
+    applier, pods = _Applier(), PodEndpoints()
+    sync = RouterSync(cast(Any, applier), pods=pods, hold=True)
+    body = {
+        "metadata": {"name": "w", "namespace": "unit", "resourceVersion": "1"},
+        "status": _status_at_zero("cloudrun"),
+    }
+    sync.observe(KEY, body)
+    other = WorkloadKey("unit", "served-by-cloudrun")
+    sync.observe(other, {"metadata": {"name": other.name, "namespace": "unit"}, "status": {"placement": "cloudrun"}})
+    assert sync.falling_through() == {KEY}
 
 
 # ------------------------------------------------------------------------------------------------ the reconciler

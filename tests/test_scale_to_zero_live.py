@@ -299,9 +299,10 @@ def test_the_in_cluster_wake_read_reaches_each_router_pods_activator_through_the
     read returns its text, parsed without error."""
     import asyncio
 
+    from inference_placement.api.workload import WorkloadKey
     from inference_placement.controller.kube import make_api_client
     from inference_placement.controller.router_cluster import ClusterRouterApplier
-    from inference_placement.controller.wake import parse_activator_metrics
+    from inference_placement.controller.wake import parse_activator_metrics, router_stats_filter
     from inference_placement.routing.envoy import EnvoySettings
     from inference_placement.routing.manifests import ACTIVATOR_METRICS_PORT, ROUTER_NAME
 
@@ -342,7 +343,7 @@ def test_the_in_cluster_wake_read_reaches_each_router_pods_activator_through_the
                 image="unused",
                 activator_image="unused",
             )
-            return await applier.activator_metrics()
+            return await applier.activator_metrics(router_stats_filter({WorkloadKey(namespace, "w")}))
         finally:
             await api.close()
 

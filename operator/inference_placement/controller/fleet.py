@@ -220,9 +220,12 @@ class Fleet:
     def on_wake_signals(self, signals: Mapping[WorkloadKey, WakeSignal]) -> None:
         """Signals of one activator poll: a workload with held or new requests (or requests just answered) is
         reconciled at once, not at the next tick."""
+        falling = self.router.falling_through() if self.router is not None else set()
         for key, signal in signals.items():
             if key not in self._workloads:
                 continue
+            if not (signal.demand or signal.answered) and key not in falling:
+                continue  # serverless counters of a workload no serverless target answers at zero for: not a wake
             self._signals[key] = _merge(self._signals.get(key), signal)
             self._dirty.add(key)
         if signals:

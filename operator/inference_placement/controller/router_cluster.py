@@ -35,7 +35,6 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from inference_placement.api.workload import API_VERSION, KIND
 from inference_placement.controller.kube import KubeWriter
-from inference_placement.controller.wake import ROUTER_STATS_FILTER
 from inference_placement.routing.envoy import (
     CDS_FILE,
     RDS_FILE,
@@ -220,11 +219,12 @@ class ClusterRouterApplier:
             return {}
         return parse_stats(payload, self.settings)
 
-    async def activator_metrics(self) -> list[str]:
-        """The ``/metrics`` of the activator in every ready router Pod, and its Envoy's serverless request counters
-        (``wake.ROUTER_STATS_FILTER`` on the scrape port), through the apiserver's Pod proxy (the operator needs no
-        network path to the Pods): one LIST (cached ``pods_cache_seconds``) and two GETs per router replica,
-        whatever the fleet's size. Raises when a ready Pod's activator or stats cannot be read."""
+    async def activator_metrics(self, stats_filter: str | None = None) -> list[str]:
+        """The ``/metrics`` of the activator in every ready router Pod, and, given ``stats_filter``
+        (``wake.router_stats_filter``), its Envoy's serverless counters on the scrape port, through the apiserver's
+        Pod proxy (the operator needs no network path to the Pods): one LIST (cached ``pods_cache_seconds``) and
+        one or two GETs per router replica, whatever the fleet's size. Raises when a ready Pod's activator or
+        stats cannot be read."""
         now = time.monotonic()
         if self._activator_pods is None or now - self._activator_pods[0] > self.pods_cache_seconds:
             pods = await self.core.list_namespaced_pod(
@@ -237,10 +237,11 @@ class ClusterRouterApplier:
             reads: list[tuple[str, str, list[tuple[str, str]]]] = [
                 ("activator", f"{base}:{ACTIVATOR_METRICS_PORT}/proxy/metrics", [])
             ]
-            if self.settings.stats_port is not None:
-                # its Envoy's serverless request counters (requests answered by serverless at zero wake it too)
+            if self.settings.stats_port is not None and stats_filter is not None:
+                # its Envoy's serverless counters of the workloads at zero a serverless target answers (requests
+                # that fell through wake them too: ``wake.router_stats_filter``)
                 stats = f"{base}:{self.settings.stats_port}/proxy{STATS_PATH}"
-                reads.append(("stats", stats, [("filter", ROUTER_STATS_FILTER)]))
+                reads.append(("stats", stats, [("filter", stats_filter)]))
             for what, path, query in reads:
                 try:
                     response = await self.api.call_api(

@@ -217,6 +217,11 @@ class RouterSync:
             return None
         return self._confirmed.get(key, {})
 
+    def falling_through(self) -> set[WorkloadKey]:
+        """Workloads whose status says a serverless target answers at zero (``scaleToZero.answeredBy``, no spill):
+        the ones whose router counters of that target the wake poll reads (``wake.router_stats_filter``)."""
+        return {key for key, (_, _, status, _) in self._views.items() if _fall_through(status) is not None}
+
     def confirmed_spill(self, key: WorkloadKey) -> TargetName | None:
         """The overflow target the router serves for ``key`` (it retries refused requests there); None = none."""
         return self._spills.get(key)

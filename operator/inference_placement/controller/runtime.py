@@ -33,7 +33,7 @@ from inference_placement.controller.settings import (
 )
 from inference_placement.controller.supervisor import supervise
 from inference_placement.controller.telemetry import Telemetry
-from inference_placement.controller.wake import ROUTER_STATS_FILTER, ActivatorWatch, HttpActivators
+from inference_placement.controller.wake import ActivatorWatch, HttpActivators, router_stats_filter
 from inference_placement.controller.warm_pinger import WarmPinger
 from inference_placement.metrics.promql import PromQLTemplates
 from inference_placement.metrics.source import MetricsSource, NoMetricsSource
@@ -322,14 +322,23 @@ def _activator_watch(
 
         if not isinstance(router.applier, ClusterRouterApplier):  # build_router makes it; for mypy
             raise TypeError("router.mode=cluster without the in-cluster router")
-        read = router.applier.activator_metrics
+        applier = router.applier
+
+        async def read_in_cluster() -> list[str]:
+            return await applier.activator_metrics(router_stats_filter(router.falling_through()))
+
+        read = read_in_cluster
     elif settings.activator_metrics_url is not None:
-        urls = [settings.activator_metrics_url]
-        if settings.admin_url is not None:
-            # the local router's own serverless request counters, from its admin (loopback, files mode)
-            query = urlencode({"filter": ROUTER_STATS_FILTER})
-            urls.append(f"{str(settings.admin_url).rstrip('/')}{STATS_PATH}?{query}")
-        read = HttpActivators(urls)
+        admin = str(settings.admin_url).rstrip("/") if settings.admin_url is not None else None
+
+        def stats_url() -> str | None:
+            # the local router's own serverless counters of the workloads a serverless target answers at zero
+            wanted = router_stats_filter(router.falling_through())
+            if admin is None or wanted is None:
+                return None
+            return f"{admin}{STATS_PATH}?{urlencode({'filter': wanted})}"
+
+        read = HttpActivators([settings.activator_metrics_url], stats_url)
     else:
         return None
     return ActivatorWatch(

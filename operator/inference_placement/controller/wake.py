@@ -29,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import re
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -43,7 +44,7 @@ __all__ = [
     "ActivatorWatch",
     "HttpActivators",
     "WakeSignal",
-    "ROUTER_STATS_FILTER",
+    "router_stats_filter",
     "parse_activator_metrics",
     "wake_signals",
 ]
@@ -59,10 +60,24 @@ _ROUTER_TIME_SUM: Final = "envoy_cluster_upstream_rq_time_sum"
 _ROUTER_TIME_COUNT: Final = "envoy_cluster_upstream_rq_time_count"
 _ROUTER_SERIES: Final = frozenset({_ROUTER_REQUESTS, _ROUTER_TIME_SUM, _ROUTER_TIME_COUNT})
 _SERVERLESS_TARGETS: Final = frozenset({"cloudrun", "lambda"})
-ROUTER_STATS_FILTER: Final = r"^cluster\.ip\|.*\|(cloudrun|lambda)\.upstream_rq_(total|time)$"
-"""The ``filter`` of the router's ``/stats/prometheus`` read with each poll: the serverless clusters' request
-counters and request-time histograms only (per workload with a serverless target, whatever else the router
-counts)."""
+_STATS_FILTER_MAX_WORKLOADS: Final = 200
+
+
+def router_stats_filter(workloads: Collection[WorkloadKey]) -> str | None:
+    """The ``filter`` of the router's ``/stats/prometheus`` read with a poll: the serverless clusters' request
+    counters and request-time histograms of exactly ``workloads`` (those a serverless target answers at zero now:
+    ``RouterSync.falling_through``), so a poll reads a few series per workload at zero, not the fleet's; None
+    (no read) when there is none. Past ``_STATS_FILTER_MAX_WORKLOADS`` at once, every workload's (a long filter
+    would not fit a request line); the fleet ignores what it does not wait for."""
+    if not workloads:
+        return None
+    if len(workloads) > _STATS_FILTER_MAX_WORKLOADS:
+        names = r"[^|]+\|[^|]+"
+    else:
+        names = "(" + "|".join(sorted(re.escape(f"{k.namespace}|{k.name}") for k in workloads)) + ")"
+    return rf"^cluster\.ip\|{names}\|(cloudrun|lambda)\.upstream_rq_(total|time)$"
+
+
 _TIMEOUT: Final = aiohttp.ClientTimeout(total=2)
 
 
@@ -186,16 +201,23 @@ def wake_signals(
 
 
 class HttpActivators:
-    """Reads activators' ``/metrics`` over HTTP (a router next to the operator: ``router.activatorMetricsUrl``)."""
+    """Reads activators' ``/metrics`` over HTTP (a router next to the operator: ``router.activatorMetricsUrl``),
+    and, when ``stats_url`` names one for this poll, the router Envoy's serverless counters (``router.adminUrl``'s
+    ``/stats/prometheus`` with ``router_stats_filter``)."""
 
-    def __init__(self, urls: Sequence[str]) -> None:
+    def __init__(self, urls: Sequence[str], stats_url: Callable[[], str | None] | None = None) -> None:
         self.urls = tuple(urls)
+        self.stats_url = stats_url
         self._session: aiohttp.ClientSession | None = None
 
     async def __call__(self) -> list[str]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=_TIMEOUT)
-        return list(await asyncio.gather(*(self._get(self._session, url) for url in self.urls)))
+        urls = list(self.urls)
+        stats = self.stats_url() if self.stats_url is not None else None
+        if stats is not None:
+            urls.append(stats)
+        return list(await asyncio.gather(*(self._get(self._session, url) for url in urls)))
 
     @staticmethod
     async def _get(session: aiohttp.ClientSession, url: str) -> str:
