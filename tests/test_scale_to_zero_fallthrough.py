@@ -236,6 +236,14 @@ def test_the_poll_reads_the_router_counters_of_the_workloads_at_zero_a_serverles
     assert many is not None and re.match(many, "cluster.ip|n|w7|cloudrun.upstream_rq_total")
 
 
+_WAKE: dict[str, Any] = {
+    "zeroedAt": "2026-03-10T11:00:00Z",
+    "wokenAt": "2026-03-10T11:05:00Z",
+    "zeroSeconds": 300,
+    "wokenByRequest": True,
+}
+
+
 def test_the_router_names_the_workloads_at_zero_a_serverless_target_answers_for() -> None:
     applier, pods = _Applier(), PodEndpoints()
     sync = RouterSync(cast(Any, applier), pods=pods, hold=True)
@@ -247,6 +255,15 @@ def test_the_router_names_the_workloads_at_zero_a_serverless_target_answers_for(
     other = WorkloadKey("unit", "served-by-cloudrun")
     sync.observe(other, {"metadata": {"name": other.name, "namespace": "unit"}, "status": {"placement": "cloudrun"}})
     assert sync.falling_through() == {KEY}
+    # woken: Cloud Run no longer answers, but the latency of what it answered is still to be read (Envoy's
+    # histograms merge at its stats flush, seconds later), then nothing more
+    last_wake: dict[str, Any] = {**_WAKE, "answeredBy": "cloudrun"}
+    woken = {"placement": "cluster", "scaleToZero": {"lastWake": last_wake}}
+    sync.observe(KEY, {"metadata": {"name": "w", "namespace": "unit", "resourceVersion": "2"}, "status": woken})
+    assert sync.falling_through() == {KEY}
+    last_wake["wakeLatencyMs"] = 12.0
+    sync.observe(KEY, {"metadata": {"name": "w", "namespace": "unit", "resourceVersion": "3"}, "status": woken})
+    assert sync.falling_through() == set()
 
 
 # ------------------------------------------------------------------------------------------------ the reconciler

@@ -218,9 +218,11 @@ class RouterSync:
         return self._confirmed.get(key, {})
 
     def falling_through(self) -> set[WorkloadKey]:
-        """Workloads whose status says a serverless target answers at zero (``scaleToZero.answeredBy``, no spill):
-        the ones whose router counters of that target the wake poll reads (``wake.router_stats_filter``)."""
-        return {key for key, (_, _, status, _) in self._views.items() if _fall_through(status) is not None}
+        """Workloads whose status says a serverless target answers at zero (``scaleToZero.answeredBy``, no spill),
+        or answered the requests of the last wake and their latency is not recorded yet (Envoy merges histograms
+        at its stats flush, seconds after the counter moved: the woken cluster may be up by then): the ones whose
+        router counters of that target the wake poll reads (``wake.router_stats_filter``)."""
+        return {key for key, (_, _, status, _) in self._views.items() if _reads_serverless_counters(status)}
 
     def confirmed_spill(self, key: WorkloadKey) -> TargetName | None:
         """The overflow target the router serves for ``key`` (it retries refused requests there); None = none."""
@@ -264,6 +266,13 @@ def _fall_through(status: InferenceWorkloadStatus) -> TargetName | None:
     except ValueError:  # "activator"
         return None
     return target if target in SERVERLESS else None
+
+
+def _reads_serverless_counters(status: InferenceWorkloadStatus) -> bool:
+    if _fall_through(status) is not None:
+        return True
+    wake = status.scale_to_zero.last_wake if status.scale_to_zero is not None else None
+    return wake is not None and wake.answered_by is not None and wake.wake_latency_ms is None
 
 
 def _answers_without_pods(route: Route) -> bool:
