@@ -322,6 +322,11 @@ def test_at_zero_cloud_run_answers_and_what_fell_through_wakes_the_deployment() 
     assert wake["wokenByRequest"] is True and wake["answeredBy"] == "cloudrun" and wake["fellThroughRequests"] == 3
     waking = next(m for r, m in writer.events if r == "Waking")
     assert "3 request(s) answered by cloudrun while at zero" in waking
+    # the woken replica is up (RecordingTarget is ready at once), but the route keeps the fall-through a little
+    # while the latency of what fell through is still to be read (its router counters go with the route)
+    _reconcile(reconciler, body, NOW + timedelta(seconds=20.5), answers=True)
+    assert body["status"]["targets"]["cluster"]["replicas"] >= 1
+    assert body["status"]["scaleToZero"]["answeredBy"] == "cloudrun"
     # what they paid: their mean time at the router on Cloud Run, once they completed
     _reconcile(
         reconciler,
@@ -393,3 +398,21 @@ def test_explain_shows_who_answers_at_zero_and_what_fell_through_woke_it() -> No
     text = " ".join(console.export_text().split())
     assert "a request that finds no pod is answered by cloudrun (cold start 8.25s" in text
     assert "by 16 request(s) answered by cloudrun while at zero after 300s at zero" in text
+
+
+def test_a_wake_whose_latency_never_arrives_ends_the_fall_through_after_a_bound() -> None:
+    body = _fallthrough_body()
+    cluster, cloudrun = RecordingTarget(), _ServerlessTarget()
+    reconciler = Reconciler(
+        cast(Any, _Events(body)),
+        {TargetName.CLUSTER: cast(Any, cluster), TargetName.CLOUDRUN: cast(Any, cloudrun)},
+        actuators=Actuators(cluster_scale_to_zero=True, zero_fall_through=True),
+        wake_keep_seconds=60,
+    )
+    _reconcile(reconciler, body, NOW, answers=True)
+    _reconcile(reconciler, body, NOW + timedelta(seconds=20), answers=True, wake=WakeSignal(fell_through=1))
+    _reconcile(reconciler, body, NOW + timedelta(seconds=45), answers=True)
+    assert body["status"]["scaleToZero"]["answeredBy"] == "cloudrun"  # 25 s after the wake: still waiting
+    _reconcile(reconciler, body, NOW + timedelta(seconds=51), answers=True)
+    assert "answeredBy" not in body["status"]["scaleToZero"]  # 31 s: the pods alone again
+    assert "wakeLatencyMs" not in body["status"]["scaleToZero"]["lastWake"]

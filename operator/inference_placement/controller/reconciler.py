@@ -80,6 +80,10 @@ __all__ = ["GUARDED_STATUS_KEYS", "ReconcileResult", "Reconciler", "TickInputs"]
 
 log = logging.getLogger(__name__)
 
+_FALL_THROUGH_LATENCY_WAIT_SECONDS = 30.0
+"""A woken workload keeps its fall-through route at most this long for the latency of the requests that fell
+through (the router's histogram of that target, merged at Envoy's 5 s stats flush, read by the next wake poll)."""
+
 GUARDED_STATUS_KEYS = frozenset({"migration", "placement", "lastMigration", "targets", "spill"})
 """Status keys whose change is written only onto the object version the reconcile read (resourceVersion)."""
 
@@ -345,7 +349,19 @@ class Reconciler:
         cluster = _target_status(status.targets or TargetsStatus(), TargetName.CLUSTER)
         cluster_up = cluster is not None and cluster.ready and (cluster.replicas or 0) > 0
         falling_through = tracked is not None and tracked.answered_by in {t.value for t in SERVERLESS}
-        if not serving_cluster or not (wants_zero or at_zero or (falling_through and not cluster_up)):
+        # the router's counters of the target vanish with its cluster when the route drops the fall-through: kept a
+        # little while a wake by what fell through waits for their latency (Envoy merges histograms at its flush)
+        last = tracked.last_wake if tracked is not None else None
+        woken_at = parse_stamp(last.woken_at) if last is not None else None
+        measuring = (
+            last is not None
+            and last.answered_by is not None
+            and last.wake_latency_ms is None
+            and woken_at is not None
+            and (_aware(inputs.now) - woken_at).total_seconds() < _FALL_THROUGH_LATENCY_WAIT_SECONDS
+        )
+        keep = wants_zero or at_zero or (falling_through and (not cluster_up or measuring))
+        if not serving_cluster or not keep:
             if tracked is None or tracked.answered_by is None:
                 return status
             cleared = tracked.model_copy(update={"answered_by": None, "answer_reason": None})
