@@ -99,7 +99,12 @@ def test_bench_command_writes_the_json(scenario: tuple[Path, Path], tmp_path: Pa
     doc = json.loads(out.read_text())
     assert len(doc["rows"]) == 2
     # the scenario says nothing of the router: it runs the activator (bench/README.md says why)
-    assert doc["router"] == {"activator": True, "wake_poll_seconds": 0.5, "wake_keep_seconds": 60.0}
+    assert doc["router"] == {
+        "activator": True,
+        "wake_poll_seconds": 0.5,
+        "wake_keep_seconds": 60.0,
+        "fall_through": False,
+    }
     assert set(doc["rows"][0]["policies"]) == set(POLICY_NAMES)
 
 

@@ -8,6 +8,10 @@ over backfilled router series. The traffic history is a timer-triggered workload
 minutes over the last day, the last one just ended): the policy's idle-gap plan scales it to zero between bursts on
 its own (``policy/idle_gaps.py``), nothing in the test asks for zero.
 
+Serverless as the activator: the same workload allowed on Cloud Run (the stand-in) and a router with the overflow
+listener; at zero a burst is answered by Cloud Run through the composite's fall-through, and the router's own Cloud
+Run counter wakes the Deployment.
+
 Measured here (2 shared cores, the cluster already up): about 65 s for this test (an operator restart included),
 about 12 s for the Pod-proxy read below.
 """
@@ -27,8 +31,9 @@ import pytest
 import yaml
 
 from inference_placement.devtools.demo.live import LiveSettings, live_workload
+from tests.cloudrun_standin import CloudRunStandin
 from tests.plugins.cluster import KubeCluster
-from tests.plugins.envoy import EnvoyRouter
+from tests.plugins.envoy import EnvoyRouter, FakeGcpMetadata, HttpUpstreams, start_envoy
 from tests.plugins.operator import CRD_FILE, OperatorProcess, wait_for
 from tests.plugins.prometheus import PrometheusServer
 from tests.test_routing_spill import ActivatorProcess, Processes
@@ -294,9 +299,10 @@ def test_the_in_cluster_wake_read_reaches_each_router_pods_activator_through_the
     read returns its text, parsed without error."""
     import asyncio
 
+    from inference_placement.api.workload import WorkloadKey
     from inference_placement.controller.kube import make_api_client
     from inference_placement.controller.router_cluster import ClusterRouterApplier
-    from inference_placement.controller.wake import parse_activator_metrics
+    from inference_placement.controller.wake import parse_activator_metrics, router_stats_filter
     from inference_placement.routing.envoy import EnvoySettings
     from inference_placement.routing.manifests import ACTIVATOR_METRICS_PORT, ROUTER_NAME
 
@@ -327,20 +333,194 @@ def test_the_in_cluster_wake_read_reaches_each_router_pods_activator_through_the
     kube_node.kubectl("apply", "-f", "-", input=yaml.safe_dump(pod))
     kube_node.kubectl("wait", "--for=condition=Ready", "pod/router-stand-in", "-n", namespace, "--timeout=90s")
 
-    async def read() -> list[str]:
+    async def read(stats_port: int | None) -> list[str]:
         api = await make_api_client(kube_node.kubeconfig)
         try:
             applier = ClusterRouterApplier(
                 api,
-                EnvoySettings(health_port=9902, activator_port=9906),
+                EnvoySettings(health_port=9902, activator_port=9906, stats_port=stats_port),
                 namespace=namespace,
                 image="unused",
                 activator_image="unused",
             )
-            return await applier.activator_metrics()
+            return await applier.activator_metrics(router_stats_filter({WorkloadKey(namespace, "w")}))
         finally:
             await api.close()
 
-    (text,) = asyncio.run(read())
+    (text,) = asyncio.run(read(None))
     assert "# TYPE" in text
     assert parse_activator_metrics(text) == {}  # a model server's series: none of the activator's
+    # with the router's scrape port, its Envoy's serverless counters are read from each Pod too: here that port is
+    # the stand-in's, which has no /stats/prometheus, and a proxied error is an error (no signal), never "metrics"
+    with pytest.raises(OSError, match=r"stats of router pod router-stand-in: HTTP 404"):
+        asyncio.run(read(ACTIVATOR_METRICS_PORT))
+    with pytest.raises(OSError, match=r"stats of router pod router-stand-in: HTTP 503"):  # nothing listens there
+        asyncio.run(read(9903))
+
+
+# ------------------------------------------------------------------------------------- serverless as the activator
+
+CLOUDRUN_MODEL = "cloudrun-model"
+
+
+@pytest.fixture
+def fallthrough_router(
+    envoy_binary: str, tmp_path: Path, fake_gcp_metadata: FakeGcpMetadata
+) -> Iterator[tuple[EnvoyRouter, ActivatorProcess]]:
+    """The router with the overflow listener (the hop a fall-through takes to Cloud Run) and its activator."""
+    router = start_envoy(envoy_binary, tmp_path / "fallthrough", fake_gcp_metadata.address, overflow_listener=True)
+    processes = Processes()
+    try:
+        yield router, processes.activator(router)
+    finally:
+        processes.stop_all()
+        router.stop()
+
+
+def _fallthrough_workload(namespace: str, image: str) -> dict[str, Any]:
+    """Allowed on Cloud Run too, whose cold start (the price book's 2.25 s for this model) is within the tolerable
+    30 s, and pinned to the cluster (at this traffic Cloud Run is the cheaper placement: the policy would move the
+    workload there instead), so only the idle-gap plan takes it to zero; the pin places it, ``allowedTargets``
+    says where a request may be answered."""
+    doc = live_workload(NAME, namespace, image, 0.0, 1.0, LiveSettings(), project="live-test")
+    spec = doc["spec"]
+    spec["slo"]["tolerableColdStartSeconds"] = HOLD_SECONDS
+    spec["scaling"]["minReplicas"] = 0
+    spec["placement"]["pin"] = "cluster"
+    return doc
+
+
+def test_at_zero_cloud_run_answers_every_request_while_the_deployment_wakes_then_the_pods_take_the_traffic(
+    kube_node: KubeCluster,
+    crd_installed: KubeCluster,
+    namespace: str,
+    operator_factory: Callable[..., OperatorProcess],
+    prometheus_factory: Callable[[str], PrometheusServer],
+    fallthrough_router: tuple[EnvoyRouter, ActivatorProcess],
+    envoy_binary: str,
+    http_upstreams: HttpUpstreams,
+    cloudrun_standin: CloudRunStandin,
+    tmp_path: Path,
+) -> None:
+    """Serverless as the activator, live: the policy scales the cluster to zero, the operator keeps Cloud Run (the
+    stand-in) deployed and the router's composite falls through to it; a burst at zero is answered 200 by Cloud Run
+    with no failure and no hold, what fell through (the router's own Cloud Run counter) wakes the Deployment, and
+    once its Pod is ready the traffic is the Pods' again."""
+    router, activator = fallthrough_router
+    began = time.monotonic()
+    _keep_schema(kube_node)
+    serverless = http_upstreams.start(CLOUDRUN_MODEL)
+    cloudrun_standin.service_url = serverless.url
+    prometheus = prometheus_factory(_counter_lines(namespace, time.time()))
+    promql = tmp_path / "promql.yaml"
+    promql.write_text(yaml.safe_dump({"rateWindowSeconds": 6}))
+    metrics_url = f"http://127.0.0.1:{activator.info['metrics_port']}/metrics"
+    operator = operator_factory(
+        namespace,
+        *("--prometheus-url", prometheus.url, "--promql-templates", str(promql)),
+        *("--metrics-range-seconds", "60", "--metrics-step-seconds", "2", "--max-metrics-staleness-seconds", "15"),
+        *("--tick-seconds", "1"),
+        *("--set", "cluster.imagePullPolicy=Never", "--set", "router.mode=files"),
+        *("--set", f"router.xdsDir={router.xds_dir}", "--set", f"router.adminUrl={router.admin_url}"),
+        *("--set", f"router.envoyBinary={envoy_binary}", "--set", f"router.activatorPort={activator.port}"),
+        *("--set", f"router.activatorMetricsUrl={metrics_url}", "--set", "router.wakePollSeconds=0.25"),
+        *("--set", f"router.overflowPort={router.settings.overflow_port}"),
+        *("--set", f"router.trustedOrigins={serverless.url}"),
+        *("--set", f"cloudrun.endpoint={cloudrun_standin.url}", "--set", "cloudrun.project=live-test"),
+        *("--set", "router.wakeKeepSeconds=600", "--set", "migration.stepHoldSeconds=1"),
+        *("--set", "migration.drainSeconds=1"),
+    )
+    kube_node.kubectl(
+        "apply", "-f", "-", input=yaml.safe_dump(_fallthrough_workload(namespace, kube_node.model_server_image))
+    )
+    pods_cluster = f"cluster.ip|{namespace}|{NAME}|cluster"
+    cloudrun_requests = f"cluster.ip|{namespace}|{NAME}|cloudrun.upstream_rq_total"
+    host = f"{NAME}.{namespace}.svc"
+    try:
+        # placed on the cluster, scaled to zero by the policy, Cloud Run deployed and answering in its place
+        def zero_by_cloudrun() -> dict[str, Any] | None:
+            status = _status(kube_node, namespace)
+            zero = status.get("scaleToZero") or {}
+            ready = ((status.get("targets") or {}).get("cloudrun") or {}).get("ready")
+            return status if zero.get("zeroedAt") and zero.get("answeredBy") == "cloudrun" and ready else None
+
+        status = wait_for(zero_by_cloudrun, timeout=120, interval=0.5, what="at zero, answered by Cloud Run")
+        zeroed = time.monotonic()
+        assert status["placement"] == "cluster" and status["lastDecision"]["replicas"] == 0
+        assert "answered by cloudrun" in status["scaleToZero"]["answerReason"]
+        assert "at zero a request is" in status["lastDecision"]["reason"]
+        wait_for(
+            lambda: (
+                _deployment(kube_node, namespace).get("spec", {}).get("replicas") == 0
+                and not _deployment(kube_node, namespace).get("status", {}).get("replicas")
+            ),
+            timeout=60,
+            what="the Deployment at 0 replicas and its Pod gone",
+        )
+        wait_for(lambda: router.stat(f"{pods_cluster}.membership_total") == 0, timeout=30, interval=0.2,
+                 what="the router's pods cluster empty")  # fmt: skip
+        wait_for(lambda: router.stat(cloudrun_requests) is not None, timeout=30, interval=0.2,
+                 what="the router's Cloud Run cluster (the composite's fall-through)")  # fmt: skip
+        rds = (router.xds_dir / "rds.json").read_text()
+        assert f"ip|{namespace}|{NAME}|cloudrun" in rds  # the overflow header of the fall-through route
+        before = router.stat(cloudrun_requests)
+
+        # a burst at zero: every request answered 200 by Cloud Run, none held by the activator
+        sent = time.monotonic()
+        answers = _burst(router.listen_port, host, BURST)
+        failures = [a for a in answers if isinstance(a, str) or a[0] != 200]
+        assert len(answers) == BURST and not failures, failures
+        served = [a[2] for a in answers if not isinstance(a, str)]
+        assert served.count(CLOUDRUN_MODEL) == BURST, served  # the Pod was gone: Cloud Run answered them all
+        client_seconds = sorted(a[1] for a in answers if not isinstance(a, str))
+        assert activator.sample("inference_router_activator_requests_total", namespace=namespace,
+                                workload=NAME) in (None, 0)  # fmt: skip
+        assert router.stat(cloudrun_requests) - before >= BURST
+
+        # what fell through woke the Deployment (the router's Cloud Run counter, read with the wake poll)
+        def woken() -> dict[str, Any] | None:
+            wake = (_status(kube_node, namespace).get("scaleToZero") or {}).get("lastWake") or {}
+            return wake if wake.get("answeredBy") == "cloudrun" else None
+
+        wake: dict[str, Any] = wait_for(woken, timeout=30, interval=0.3, what="woken by what fell through")
+        woke_after = time.monotonic() - sent
+        assert wake["wokenByRequest"] is True and wake["fellThroughRequests"] >= 1
+
+        def measured() -> dict[str, Any] | None:  # what the requests that fell through paid, from the router
+            wake = (_status(kube_node, namespace).get("scaleToZero") or {}).get("lastWake") or {}
+            return wake if wake.get("wakeLatencyMs") is not None else None
+
+        wake = wait_for(measured, timeout=30, interval=0.3, what="the fell-through requests' latency in status")
+        assert 0 < wake["wakeLatencyMs"] <= client_seconds[-1] * 1000 + 50
+        assert _deployment(kube_node, namespace)["spec"]["replicas"] >= 1
+        reasons = dict(_events(kube_node, namespace))
+        assert "ScaledToZero" in reasons and "Waking" in reasons and "Woken" in reasons, reasons
+        assert "answered by cloudrun while at zero" in reasons["Waking"]
+
+        # requests while the Pod starts: still Cloud Run, still no failure
+        starting = [_post(router.listen_port, host, 30) for _ in range(3)]
+        assert all(code == 200 for code, _, _ in starting), starting
+
+        # the Pod ready: the fall-through ends and the traffic is the Pods' again
+        wait_for(lambda: (router.stat(f"{pods_cluster}.membership_healthy") or 0) >= 1, timeout=120,
+                 interval=0.5, what="the woken Pod in the router's pods cluster")  # fmt: skip
+        wait_for(lambda: "answeredBy" not in (_status(kube_node, namespace).get("scaleToZero") or {}), timeout=30,
+                 interval=0.5, what="the fall-through ended")  # fmt: skip
+        after = [_post(router.listen_port, host, 30) for _ in range(6)]
+        assert all(code == 200 for code, _, _ in after), after
+        assert all(by != CLOUDRUN_MODEL for _, _, by in after), after
+        print(
+            f"\nserverless as the activator: at zero {sent - zeroed:.1f}s; {BURST} requests answered 200 by Cloud "
+            f"Run, client latency p50 {client_seconds[len(client_seconds) // 2]:.3f}s max {client_seconds[-1]:.3f}s; "
+            f"woken by {wake['fellThroughRequests']} fell-through request(s), recorded {woke_after:.1f}s after the "
+            f"burst was sent; their mean time at the router {wake['wakeLatencyMs']:.0f} ms; the Pods serve again; "
+            f"test {time.monotonic() - began:.0f}s"
+        )
+    except AssertionError:
+        print(json.dumps(_status(kube_node, namespace), indent=1)[:3000])
+        print((router.xds_dir / "rds.json").read_text()[:3000])
+        print({k: v for k, v in router.stats().items() if f"|{NAME}|" in k and ("membership" in k or "rq_total" in k)})
+        print(operator.logs()[-4000:])
+        raise
+    finally:
+        kube_node.kubectl("delete", "iw", NAME, "-n", namespace, "--wait=false", check=False)

@@ -18,6 +18,7 @@ import yaml
 from inference_placement.api.spec import (
     AcceleratorSpec,
     AcceleratorType,
+    CloudRunSpec,
     InferenceWorkloadSpec,
     ModelSpec,
     PlacementSpec,
@@ -271,3 +272,92 @@ def test_the_optimum_knows_the_live_zero() -> None:
     ours = simulate(w, OursPolicy(actuators=router.actuators(), wake=router.wake()), PB, economics=econ)
     if ours.meets_slo:
         assert knowing.cost_usd <= ours.cost_usd
+
+
+# ------------------------------------------------------------------------------------------ serverless as the activator
+
+
+def fall_through_spec(tolerable_seconds: float = 20.0) -> InferenceWorkloadSpec:
+    """The GPU model allowed on Cloud Run too (its cold start within the tolerable one), pinned to the cluster."""
+    spec = gpu_spec(objective_seconds=15.0, tolerable_seconds=tolerable_seconds)
+    placement = PlacementSpec(allowed_targets=[TargetName.CLUSTER, TargetName.CLOUDRUN], pin=TargetName.CLUSTER)
+    return spec.model_copy(update={"placement": placement, "cloud_run": CloudRunSpec(project="p")})
+
+
+class FallAtZero:
+    """The cluster ordered to zero, Cloud Run answering what finds no ready replica (``Control.zero_fall_through``)."""
+
+    name = "fall-at-zero"
+
+    def __init__(self, fall_through: TargetName | None, from_step: int = 0) -> None:
+        self.fall_through = fall_through
+        self.from_step = from_step
+        self.woken: list[float | None] = []
+
+    def reset(self, workload: SimWorkload, economics: dict[TargetName, TargetEconomics], price_book: PriceBook) -> None:
+        return None
+
+    def tick(self, obs: Observation) -> Sequence[Control]:
+        self.woken.append(obs.cluster_woken_at)
+        activator = Activator(0.5, 20.0)
+        if obs.step < self.from_step:
+            return [Control(TargetName.CLUSTER, replicas=1, activator=activator)]
+        return [Control(TargetName.CLUSTER, replicas=0, activator=activator, zero_fall_through=self.fall_through)]
+
+
+def test_at_zero_a_request_falls_through_to_serverless_and_wakes_the_cluster_at_the_next_poll() -> None:
+    spec = fall_through_spec()
+    econ = feasible_economics(spec, PB)
+    assert TargetName.CLOUDRUN in econ
+    counts = [0, 0, 0, 0, 1, 0, 0]  # Cloud Run is deployed well before the request (minute 4)
+    falls = FallAtZero(TargetName.CLOUDRUN)
+    result = simulate(workload(spec, counts), falls, PB, economics=econ)
+    assert result.requests == 1 and result.fell_through == 1 and result.misses == 0
+    # the cluster was woken by it, at the operator's poll after the arrival (as by a held request)
+    woken = [w for w in falls.woken if w is not None]
+    assert woken and 240.0 <= woken[0] <= 300.0
+    # held instead: the same request waits for the cluster's cold start, no fall-through
+    held = simulate(workload(spec, counts), FallAtZero(None), PB, economics=econ)
+    assert held.requests == 1 and held.fell_through == 0
+    assert result.cost_usd > 0 and held.cost_usd > 0
+
+
+def test_before_the_serverless_target_is_deployed_the_activator_holds() -> None:
+    spec = fall_through_spec()
+    econ = feasible_economics(spec, PB)
+    deploy = econ[TargetName.CLOUDRUN].provision_seconds - econ[TargetName.CLOUDRUN].cold_start_seconds
+    w = workload(spec, [0, 1, 0, 0, 0, 0])
+    (arrival,) = w.requests.arrivals.tolist()  # type: ignore[union-attr]
+    assert 60.0 < arrival < 60.0 + deploy  # zero asked at the minute-1 tick: Cloud Run is not deployed yet
+    result = simulate(w, FallAtZero(TargetName.CLOUDRUN, from_step=1), PB, economics=econ)
+    assert result.fell_through == 0 and result.cold_starts == 1 and result.misses == 0  # held, then served
+
+
+def test_ours_falls_through_at_zero_only_with_the_routers_overflow_hop_and_misses_fewer() -> None:
+    # a CPU model whose Cloud Run cold start (2.25 s) fits the 4 s objective and a replica's (6.6 s) does not: held
+    # requests at zero miss, those that fall through to Cloud Run do not
+    spec = InferenceWorkloadSpec(
+        model=ModelSpec(image="x", size_mb=300, cpu="1", memory="1Gi", service_seconds=0.05),
+        slo=SLOSpec(objective_seconds=4.0, attainment=0.99, tolerable_cold_start_seconds=30.0),
+        placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER, TargetName.CLOUDRUN], pin=TargetName.CLUSTER),
+        scaling=ScalingSpec(min_replicas=0, target_concurrency=4),
+        cloud_run=CloudRunSpec(project="p"),
+    )
+    counts = [0] * 1440
+    for k, minute in enumerate(range(2, 1440, 20)):
+        counts[minute - 12 if k % 9 == 8 else minute] += 60
+    w = workload(spec, counts)
+    econ = feasible_economics(spec, PB)
+    hold = simulate(w, OursPolicy(actuators=Actuators(cluster_scale_to_zero=True)), PB, economics=econ)
+    falls = simulate(
+        w, OursPolicy(actuators=Actuators(cluster_scale_to_zero=True, zero_fall_through=True)), PB, economics=econ
+    )
+    assert hold.fell_through == 0 and hold.misses > 0
+    assert falls.fell_through > 0 and falls.misses < hold.misses and falls.meets_slo
+    assert falls.cold_starts < hold.cold_starts  # fewer requests wait for a replica's start
+    # the benchmark's router runs it only where the scenario says the router has the overflow hop
+    assert RouterPlatform().actuators().zero_fall_through is False
+    assert RouterPlatform(fall_through=True).actuators() == Actuators(
+        cluster_scale_to_zero=True, zero_fall_through=True
+    )
+    assert RouterPlatform(activator=False, fall_through=True).actuators() == Actuators()

@@ -534,10 +534,14 @@ def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 it
     zero = expl.scale_to_zero
     if zero is not None and zero.zeroed_at is not None:
         hold = f"a request that finds no pod is held up to {zero.hold_seconds:g}s" if zero.hold_seconds else ""
+        if zero.answer_reason:
+            hold = f"a request that finds no pod is {zero.answer_reason}"
         decisions.add_row(zero.zeroed_at, "cluster at 0 replicas", hold)
     if zero is not None and zero.last_wake is not None:
         w = zero.last_wake
         by = "requests held by the router" if w.woken_by_request else "the decision"
+        if w.woken_by_request and w.answered_by is not None:
+            by = f"{w.fell_through_requests or 0} request(s) answered by {w.answered_by} while at zero"
         answered = (
             f"; {w.held_requests} held request(s) answered after {w.wake_latency_ms:.0f} ms on average"
             if w.held_requests is not None and w.wake_latency_ms is not None

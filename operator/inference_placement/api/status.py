@@ -235,7 +235,17 @@ class WakeRecord(ApiModel):
     woken_at: str = Field(description="RFC 3339 time it was set to one or more again.")
     zero_seconds: float = Field(ge=0, description="Seconds it stayed at zero.")
     woken_by_request: bool = Field(
-        description="True: requests the router's activator held woke it; false: the policy's own decision did."
+        description="True: requests woke it (held by the router's activator, or answered by the serverless target "
+        "the router fell through to); false: the policy's own decision did."
+    )
+    answered_by: str | None = Field(
+        default=None,
+        pattern="^(cloudrun|lambda)$",
+        description="The serverless target that answered the requests that woke it (serverless as the activator); "
+        "unset when the activator held them.",
+    )
+    fell_through_requests: int | None = Field(
+        default=None, ge=0, description="Requests answered by answeredBy that woke it (the router's own counters)."
     )
     held_requests: int | None = Field(
         default=None, ge=0, description="Held requests replayed to the woken replica (None: not answered yet)."
@@ -244,7 +254,8 @@ class WakeRecord(ApiModel):
         default=None,
         ge=0,
         description="Mean time those requests were held until a replica was ready, milliseconds (the activator's "
-        "hold-time histogram over the wake; None: not answered yet).",
+        "hold-time histogram over the wake; None: not answered yet); woken by requests that fell through to "
+        "answeredBy, their mean time at the router on that target (its request-time histogram).",
     )
 
 
@@ -259,6 +270,15 @@ class ScaleToZeroStatus(ApiModel):
     )
     gaps: int = Field(default=0, ge=0, description="Times the workload was scaled to zero so far.")
     last_wake: WakeRecord | None = Field(default=None, description="The last wake-up from zero.")
+    answered_by: str | None = Field(
+        default=None,
+        pattern="^(activator|cloudrun|lambda)$",
+        description="Who answers a request that finds no pod while the cluster is at (or going to) zero replicas: "
+        "a serverless target the router falls through to (cloudrun, lambda: allowed, free while idle, ready, and "
+        "its cold start within slo.tolerableColdStartSeconds), else the router's activator, which holds it until a "
+        "replica is ready. Unset while the cluster serves with replicas.",
+    )
+    answer_reason: str | None = Field(default=None, description="Why answeredBy is what it is.")
 
 
 class LastMigration(ApiModel):

@@ -222,9 +222,12 @@ class Fleet:
     def on_wake_signals(self, signals: Mapping[WorkloadKey, WakeSignal]) -> None:
         """Signals of one activator poll: a workload with held or new requests (or requests just answered) is
         reconciled at once, not at the next tick."""
+        falling = self.router.falling_through() if self.router is not None else set()
         for key, signal in signals.items():
             if key not in self._workloads:
                 continue
+            if not (signal.demand or signal.answered) and key not in falling:
+                continue  # serverless counters of a workload no serverless target answers at zero for: not a wake
             self._signals[key] = _merge(self._signals.get(key), signal)
             self._dirty.add(key)
         if signals:
@@ -613,16 +616,22 @@ def _migrating(entry: _Entry) -> bool:
 
 
 def _merge(older: WakeSignal | None, newer: WakeSignal | None) -> WakeSignal:
-    """Two polls' signals as one: the newer held count, arrivals and answers added, the answers' mean weighted."""
+    """Two polls' signals as one: the newer held count, arrivals, answers and fall-throughs added, the answers' mean
+    weighted."""
     if older is None or newer is None:
         return newer or older or WakeSignal()
     answered = older.answered + newer.answered
+    fell = older.fell_answered + newer.fell_answered
+    fell_total = sum(s.fell_answered * s.fell_mean_seconds for s in (older, newer) if s.fell_mean_seconds is not None)
     total = sum(s.answered * s.mean_hold_seconds for s in (older, newer) if s.mean_hold_seconds is not None)
     return WakeSignal(
         held=newer.held,
         arrived=older.arrived + newer.arrived,
         answered=answered,
         mean_hold_seconds=total / answered if answered else None,
+        fell_through=older.fell_through + newer.fell_through,
+        fell_answered=fell,
+        fell_mean_seconds=fell_total / fell if fell else None,
     )
 
 

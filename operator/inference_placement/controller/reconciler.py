@@ -57,10 +57,11 @@ from inference_placement.controller.status_diff import merge_patch, semantically
 from inference_placement.controller.telemetry import Telemetry
 from inference_placement.controller.wake import WakeSignal
 from inference_placement.controller.warm_pinger import PingPlan, WarmPinger
-from inference_placement.policy.actuation import Actuators, target_settings, zero_allowed
+from inference_placement.policy.actuation import Actuators, ZeroAnswer, target_settings, zero_allowed, zero_answer
 from inference_placement.policy.budget import MONTH_SECONDS, accrue_spend
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
+from inference_placement.policy.economics import workload_economics
 from inference_placement.policy.price_book import PriceBook
 from inference_placement.policy.traffic_health import TargetCounters, traffic_problem
 from inference_placement.policy.verdicts import budget_verdict, slo_verdict
@@ -79,6 +80,10 @@ from inference_placement.targets.base import (
 __all__ = ["GUARDED_STATUS_KEYS", "ReconcileResult", "Reconciler", "TickInputs"]
 
 log = logging.getLogger(__name__)
+
+_FALL_THROUGH_LATENCY_WAIT_SECONDS = 30.0
+"""A woken workload keeps its fall-through route at most this long for the latency of the requests that fell
+through (the router's histogram of that target, merged at Envoy's 5 s stats flush, read by the next wake poll)."""
 
 GUARDED_STATUS_KEYS = frozenset({"migration", "placement", "lastMigration", "targets", "spill"})
 """Status keys whose change is written only onto the object version the reconcile read (resourceVersion)."""
@@ -258,6 +263,11 @@ class Reconciler:
         actuators = self._actuators(status, inputs, result)
         decision, accrued = self._decide(effective, status, inputs, result, actuators)
         decision = _kept_at_zero(decision, status, inputs)
+        if actuators.cluster_scale_to_zero and decision.target is TargetName.CLUSTER and decision.replicas == 0:
+            # who answers at zero, in the decision's own words (its Event and status.lastDecision; a first
+            # placement's decision too, since a record is not rewritten while its target and replicas stay)
+            answer = _zero_answer(effective, decision, status, inputs.price_book, actuators)
+            decision = replace(decision, reason=f"{decision.reason}; at zero a request is {answer.reason}")
         self._mark_decision(conditions, effective, decision, status, inputs)
         new_status = status.model_copy(
             update={
@@ -275,6 +285,9 @@ class Reconciler:
         pending = conditions.pending
         new_status = await self._drive_placement(workload, effective, decision, recorded, inputs, pending, actuators)
         new_status = await self._drive_spill(workload, decision, new_status, inputs, pending, actuators)
+        new_status = await self._drive_zero_answer(
+            workload, effective, decision, new_status, inputs, pending, actuators
+        )
         new_status = self._track_zero(meta, effective, decision, new_status, inputs, pending, actuators)
         self._plan_pings(meta, spec, decision, new_status, inputs, actuators)
         result.active = new_status.migration is not None or not _placed_ready(new_status)
@@ -309,7 +322,7 @@ class Reconciler:
         since = (_aware(inputs.now) - woken_at).total_seconds() if woken_at is not None else None
         allowed = zero_allowed(
             answers_without_pods=inputs.router_answers_without_pods or restarted_at_zero,
-            requests_held=inputs.wake is not None and inputs.wake.demand,
+            requests_held=_request_waits(status, inputs.wake),
             seconds_since_wake=since,
             keep_seconds=self.wake_keep_seconds,
         )
@@ -318,6 +331,60 @@ class Reconciler:
             if result.revisit_at is None or keep_until < result.revisit_at:
                 result.revisit_at = keep_until
         return self.actuators if allowed else replace(self.actuators, cluster_scale_to_zero=False)
+
+    async def _drive_zero_answer(
+        self,
+        workload: InferenceWorkload,
+        spec: InferenceWorkloadSpec,
+        decision: Decision,
+        status: InferenceWorkloadStatus,
+        inputs: TickInputs,
+        pending: _Pending,
+        actuators: Actuators,
+    ) -> InferenceWorkloadStatus:
+        """Who answers a request that finds the cluster at zero (``policy.actuation.zero_answer``), recorded in
+        ``status.scaleToZero.answeredBy`` before the Deployment goes to zero (the router's route follows it: a
+        serverless target there is the composite's fall-through, and zero is allowed only once the router serves
+        that route), and kept until the woken cluster has a ready replica again. The serverless target it names is
+        kept deployed meanwhile, at the spec's floor (0: free while idle); it stays deployed afterwards (idle,
+        free) and retires with the workload or a migration."""
+        if not self.actuators.cluster_scale_to_zero:
+            return status
+        tracked = status.scale_to_zero
+        serving_cluster = status.placement is TargetName.CLUSTER and status.migration is None and status.spill is None
+        wants_zero = _wants_zero(status, decision)
+        at_zero = tracked is not None and tracked.zeroed_at is not None
+        cluster = _target_status(status.targets or TargetsStatus(), TargetName.CLUSTER)
+        cluster_up = cluster is not None and cluster.ready and (cluster.replicas or 0) > 0
+        falling_through = tracked is not None and tracked.answered_by in {t.value for t in SERVERLESS}
+        # the router's counters of the target vanish with its cluster when the route drops the fall-through: kept a
+        # little while a wake by what fell through waits for their latency (Envoy merges histograms at its flush)
+        last = tracked.last_wake if tracked is not None else None
+        woken_at = parse_stamp(last.woken_at) if last is not None else None
+        measuring = (
+            last is not None
+            and last.answered_by is not None
+            and last.wake_latency_ms is None
+            and woken_at is not None
+            and (_aware(inputs.now) - woken_at).total_seconds() < _FALL_THROUGH_LATENCY_WAIT_SECONDS
+        )
+        keep = wants_zero or at_zero or (falling_through and (not cluster_up or measuring))
+        if not serving_cluster or not keep:
+            if tracked is None or tracked.answered_by is None:
+                return status
+            cleared = tracked.model_copy(update={"answered_by": None, "answer_reason": None})
+            return status.model_copy(update={"scale_to_zero": cleared})
+        answer = _zero_answer(spec, decision, status, inputs.price_book, actuators)
+        if answer.wanted is not None:
+            status = await self._ensure(workload, answer.wanted, decision, status, pending, actuators)
+            answer = _zero_answer(spec, decision, status, inputs.price_book, actuators)
+        tracked = status.scale_to_zero or ScaleToZeroStatus()
+        serverless = {t.value for t in SERVERLESS}
+        if tracked.answered_by != answer.answered_by and serverless & {tracked.answered_by, answer.answered_by}:
+            # a serverless target starts or stops answering (the activator alone is in ScaledToZero's own words)
+            pending.event("ZeroAnswer", f"a request that finds no pod is {answer.reason}")
+        updated = tracked.model_copy(update={"answered_by": answer.answered_by, "answer_reason": answer.reason})
+        return status.model_copy(update={"scale_to_zero": updated})
 
     def _track_zero(
         self,
@@ -350,8 +417,8 @@ class Reconciler:
             tracked = tracked.model_copy(update={"zeroed_at": stamp, "gaps": tracked.gaps + 1, "hold_seconds": hold})
             pending.event(
                 "ScaledToZero",
-                f"cluster x0: {decision.reason or 'no replica needed'}; a request that finds no pod is answered by "
-                f"the router (held up to {hold:g}s while a replica starts)",
+                f"cluster x0: {decision.reason or 'no replica needed'}; a request that finds no pod is "
+                f"{tracked.answer_reason or f'held by the router up to {hold:g}s while a replica starts'}",
             )
         elif not at_zero and tracked.zeroed_at is not None and replicas == 0:
             # the cluster stopped being the placement at zero (a migration took the traffic): no wake-up, the
@@ -360,13 +427,20 @@ class Reconciler:
         elif not at_zero and tracked.zeroed_at is not None:
             zeroed = parse_stamp(tracked.zeroed_at)
             seconds = max(0.0, (_aware(inputs.now) - zeroed).total_seconds()) if zeroed is not None else 0.0
-            by_request = wake is not None and wake.demand
+            by_request = _request_waits(status, wake)
             record = WakeRecord(
                 zeroed_at=tracked.zeroed_at, woken_at=stamp, zero_seconds=round(seconds, 1), woken_by_request=by_request
             )
+            cause = "the decision"
+            if wake is not None and by_request and wake.demand:
+                cause = f"{wake.held} request(s) held by the router"
+            elif wake is not None and by_request:
+                cause = f"{wake.fell_through} request(s) answered by {tracked.answered_by} while at zero"
+                record = record.model_copy(
+                    update={"answered_by": tracked.answered_by, "fell_through_requests": wake.fell_through}
+                )
             tracked = tracked.model_copy(update={"zeroed_at": None, "last_wake": record})
             self.telemetry.wakes.labels("request" if by_request else "policy").inc()
-            cause = f"{wake.held} request(s) held by the router" if wake is not None and by_request else "the decision"
             pending.event("Waking", f"{cause}: cluster 0 -> {replicas} replica(s) after {seconds:.0f}s at zero")
         last = tracked.last_wake
         if wake is not None and wake.answered and wake.mean_hold_seconds is not None and last is not None:
@@ -384,6 +458,20 @@ class Reconciler:
                     "Woken",
                     f"{wake.answered} held request(s) answered by the woken replica after {latency_ms:.0f} ms on "
                     f"average (bound {tracked.hold_seconds or hold:g}s); {last.zero_seconds:.0f}s at zero",
+                )
+        last = tracked.last_wake
+        if wake is not None and wake.fell_answered and wake.fell_mean_seconds is not None and last is not None:
+            if tracked.zeroed_at is None and last.answered_by is not None and last.wake_latency_ms is None:
+                # woken by requests that fell through: what they paid is their time at the router on that target
+                latency_ms = round(wake.fell_mean_seconds * 1000.0, 1)
+                tracked = tracked.model_copy(
+                    update={"last_wake": last.model_copy(update={"wake_latency_ms": latency_ms})}
+                )
+                self.telemetry.wake_latency.observe(wake.fell_mean_seconds)
+                pending.event(
+                    "Woken",
+                    f"{wake.fell_answered} request(s) answered by {last.answered_by} while the cluster woke, after "
+                    f"{latency_ms:.0f} ms on average at the router; {last.zero_seconds:.0f}s at zero",
                 )
         if before is None and tracked == ScaleToZeroStatus():
             return status
@@ -889,12 +977,55 @@ def _kept_at_zero(decision: Decision, status: InferenceWorkloadStatus, inputs: T
         not inputs.history_loading
         or zero is None
         or zero.zeroed_at is None
-        or (inputs.wake is not None and inputs.wake.demand)
+        or _request_waits(status, inputs.wake)
         or decision.target is not TargetName.CLUSTER
         or decision.replicas == 0
     ):
         return decision
     return replace(decision, target=None, reason=f"{decision.reason}; held at zero while the history loads")
+
+
+def _wants_zero(status: InferenceWorkloadStatus, decision: Decision) -> bool:
+    """The decision takes the serving cluster (no migration, no spill) to zero replicas."""
+    return (
+        status.placement is TargetName.CLUSTER
+        and status.migration is None
+        and status.spill is None
+        and decision.target is TargetName.CLUSTER
+        and decision.replicas == 0
+    )
+
+
+def _zero_answer(
+    spec: InferenceWorkloadSpec,
+    decision: Decision,
+    status: InferenceWorkloadStatus,
+    price_book: PriceBook,
+    actuators: Actuators,
+) -> ZeroAnswer:
+    """``policy.actuation.zero_answer`` on what this reconcile knows: the price book's cold starts, the targets
+    status records ready, and what the decision found infeasible."""
+    colds = {target: econ.cold_start_seconds for target, econ in workload_economics(spec, price_book).items()}
+    targets = status.targets or TargetsStatus()
+    ready = {t for t in SERVERLESS if (entry := _target_status(targets, t)) is not None and entry.ready}
+    return zero_answer(spec, colds, ready, decision.infeasible, actuators=actuators)
+
+
+def _request_waits(status: InferenceWorkloadStatus, wake: WakeSignal | None) -> bool:
+    """A request wants the cluster woken now: the router's activator holds some (or got some since its last poll),
+    or, at zero with a serverless target answering in the cluster's place (``scaleToZero.answeredBy``), requests
+    fell through to it (the router's own counters of that target; see ``controller/wake.py``)."""
+    if wake is None:
+        return False
+    if wake.demand:
+        return True
+    zero = status.scale_to_zero
+    return (
+        wake.fell_through > 0
+        and zero is not None
+        and zero.zeroed_at is not None
+        and zero.answered_by in {t.value for t in SERVERLESS}
+    )
 
 
 def _aware(moment: datetime) -> datetime:

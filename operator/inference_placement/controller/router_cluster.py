@@ -35,7 +35,15 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from inference_placement.api.workload import API_VERSION, KIND
 from inference_placement.controller.kube import KubeWriter
-from inference_placement.routing.envoy import CDS_FILE, RDS_FILE, EnvoySettings, JsonDict, render_cds, render_rds
+from inference_placement.routing.envoy import (
+    CDS_FILE,
+    RDS_FILE,
+    STATS_PATH,
+    EnvoySettings,
+    JsonDict,
+    render_cds,
+    render_rds,
+)
 from inference_placement.routing.manifests import (
     ACTIVATOR_METRICS_PORT,
     ROUTER_NAME,
@@ -244,10 +252,12 @@ class ClusterRouterApplier:
                 payloads.append(json.loads(await response.read()))
         return payloads
 
-    async def activator_metrics(self) -> list[str]:
-        """The ``/metrics`` of the activator in every ready router Pod, through the apiserver's Pod proxy (the
-        operator needs no network path to the Pods): one LIST (cached ``pods_cache_seconds``) and one GET per
-        router replica, whatever the fleet's size. Raises when a ready Pod's activator cannot be read."""
+    async def activator_metrics(self, stats_filter: str | None = None) -> list[str]:
+        """The ``/metrics`` of the activator in every ready router Pod, and, given ``stats_filter``
+        (``wake.router_stats_filter``), its Envoy's serverless counters on the scrape port, through the apiserver's
+        Pod proxy (the operator needs no network path to the Pods): one LIST (cached ``pods_cache_seconds``) and
+        one or two GETs per router replica, whatever the fleet's size. Raises when a ready Pod's activator or
+        stats cannot be read."""
         now = time.monotonic()
         if self._activator_pods is None or now - self._activator_pods[0] > self.pods_cache_seconds:
             pods = await self.core.list_namespaced_pod(
@@ -256,21 +266,34 @@ class ClusterRouterApplier:
             self._activator_pods = (now, [p.metadata.name for p in pods.items if _ready(p)])
         texts: list[str] = []
         for pod in self._activator_pods[1]:
-            path = f"/api/v1/namespaces/{self.namespace}/pods/{pod}:{ACTIVATOR_METRICS_PORT}/proxy/metrics"
-            try:
-                response = await self.api.call_api(
-                    path,
-                    "GET",
-                    auth_settings=["BearerToken"],
-                    _preload_content=False,
-                    _return_http_data_only=True,
-                    _request_timeout=5,
-                )
-                async with response:
-                    texts.append((await response.read()).decode("utf-8", errors="replace"))
-            except ApiException as err:
-                self._activator_pods = None  # a Pod went away: list again next poll
-                raise OSError(f"activator of router pod {pod}: HTTP {err.status}") from err
+            base = f"/api/v1/namespaces/{self.namespace}/pods/{pod}"
+            reads: list[tuple[str, str, list[tuple[str, str]]]] = [
+                ("activator", f"{base}:{ACTIVATOR_METRICS_PORT}/proxy/metrics", [])
+            ]
+            if self.settings.stats_port is not None and stats_filter is not None:
+                # its Envoy's serverless counters of the workloads at zero a serverless target answers (requests
+                # that fell through wake them too: ``wake.router_stats_filter``)
+                stats = f"{base}:{self.settings.stats_port}/proxy{STATS_PATH}"
+                reads.append(("stats", stats, [("filter", stats_filter)]))
+            for what, path, query in reads:
+                try:
+                    response = await self.api.call_api(
+                        path,
+                        "GET",
+                        query_params=query,
+                        auth_settings=["BearerToken"],
+                        _preload_content=False,
+                        _return_http_data_only=True,
+                        _request_timeout=5,
+                    )
+                    async with response:
+                        body = (await response.read()).decode("utf-8", errors="replace")
+                        if response.status >= 400:  # unread content is not raised: the proxy's error Status
+                            raise OSError(f"{what} of router pod {pod}: HTTP {response.status}: {body[:200]}")
+                        texts.append(body)
+                except ApiException as err:
+                    self._activator_pods = None  # a Pod went away: list again next poll
+                    raise OSError(f"{what} of router pod {pod}: HTTP {err.status}") from err
         return texts
 
     # ------------------------------------------------------------------ the stable endpoints

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from inference_placement.api.spec import SLOSpec, TargetName
+from inference_placement.api.spec import SERVERLESS, SLOSpec, TargetName
 from inference_placement.api.status import InferenceWorkloadStatus, SpillStep
 from inference_placement.api.workload import WorkloadKey
 from inference_placement.controller.log_context import workload_fields
@@ -128,7 +128,7 @@ class RouterSync:
                 status,
                 self.endpoints,
                 pod_addresses=pods,
-                overflow=_spill_route(status),
+                overflow=_spill_route(status) or _fall_through(status),
                 hold_seconds=hold_seconds if self.hold and pods is not None else None,
             )
         except RouteError as err:
@@ -220,6 +220,13 @@ class RouterSync:
             return None
         return self._confirmed.get(key, {})
 
+    def falling_through(self) -> set[WorkloadKey]:
+        """Workloads whose status says a serverless target answers at zero (``scaleToZero.answeredBy``, no spill),
+        or answered the requests of the last wake and their latency is not recorded yet (Envoy merges histograms
+        at its stats flush, seconds after the counter moved: the woken cluster may be up by then): the ones whose
+        router counters of that target the wake poll reads (``wake.router_stats_filter``)."""
+        return {key for key, (_, _, status, _) in self._views.items() if _reads_serverless_counters(status)}
+
     def confirmed_spill(self, key: WorkloadKey) -> TargetName | None:
         """The overflow target the router serves for ``key`` (it retries refused requests there); None = none."""
         return self._spills.get(key)
@@ -264,6 +271,30 @@ def _spill_route(status: InferenceWorkloadStatus) -> TargetName | None:
     if spill is None or spill.step not in _ROUTED_SPILL or status.placement is not TargetName.CLUSTER:
         return None
     return spill.target
+
+
+def _fall_through(status: InferenceWorkloadStatus) -> TargetName | None:
+    """The serverless target a request that finds no pod falls through to while the cluster is at (or going to)
+    zero replicas (``status.scaleToZero.answeredBy``, ``policy.actuation.zero_answer``): the route's overflow, so
+    its composite cluster is [pods, overflow] instead of [pods, activator]. ``route_for`` leaves it out (and the
+    activator holds) while the target has no upstream in status."""
+    zero = status.scale_to_zero
+    if zero is None or zero.answered_by is None or status.placement is not TargetName.CLUSTER:
+        return None
+    if status.migration is not None:
+        return None
+    try:
+        target = TargetName(zero.answered_by)
+    except ValueError:  # "activator"
+        return None
+    return target if target in SERVERLESS else None
+
+
+def _reads_serverless_counters(status: InferenceWorkloadStatus) -> bool:
+    if _fall_through(status) is not None:
+        return True
+    wake = status.scale_to_zero.last_wake if status.scale_to_zero is not None else None
+    return wake is not None and wake.answered_by is not None and wake.wake_latency_ms is None
 
 
 def _answers_without_pods(route: Route) -> bool:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import kopf
 import yaml
@@ -33,12 +34,13 @@ from inference_placement.controller.settings import (
 )
 from inference_placement.controller.supervisor import supervise
 from inference_placement.controller.telemetry import Telemetry
-from inference_placement.controller.wake import ActivatorWatch, HttpActivators
+from inference_placement.controller.wake import ActivatorWatch, HttpActivators, router_stats_filter
 from inference_placement.controller.warm_pinger import WarmPinger
 from inference_placement.metrics.promql import PromQLTemplates
 from inference_placement.metrics.source import MetricsSource, NoMetricsSource
 from inference_placement.policy.actuation import Actuators
 from inference_placement.policy.price_book import PriceBook, PriceBookError, default_price_book, load_price_book
+from inference_placement.routing.envoy import STATS_PATH
 from inference_placement.targets.base import Target
 from inference_placement.targets.capacity import CapacityCache
 from inference_placement.targets.cluster import ClusterTarget
@@ -256,6 +258,7 @@ async def build_fleet(
         actuators=Actuators(
             cluster_scale_to_zero=router is not None and settings.router.scales_to_zero,
             spillover=router is not None and settings.router.spillover,
+            zero_fall_through=router is not None and settings.router.falls_through,
         ),
         wake_keep_seconds=settings.router.wake_keep_seconds,
         fence=fence,
@@ -311,7 +314,8 @@ async def build_fleet(
 def _activator_watch(
     settings: RouterSettings, router: RouterSync | None, fleet: Fleet, telemetry: Telemetry
 ) -> ActivatorWatch | None:
-    """The wake-up poller of the router's activators (``controller/wake.py``), when the cluster may scale to zero."""
+    """The wake-up poller of the router's activators and of its Envoy's serverless request counters
+    (``controller/wake.py``), when the cluster may scale to zero."""
     if router is None or not settings.scales_to_zero:
         return None
     read: Callable[[], Awaitable[Sequence[str]]]
@@ -320,9 +324,23 @@ def _activator_watch(
 
         if not isinstance(router.applier, ClusterRouterApplier):  # build_router makes it; for mypy
             raise TypeError("router.mode=cluster without the in-cluster router")
-        read = router.applier.activator_metrics
+        applier = router.applier
+
+        async def read_in_cluster() -> list[str]:
+            return await applier.activator_metrics(router_stats_filter(router.falling_through()))
+
+        read = read_in_cluster
     elif settings.activator_metrics_url is not None:
-        read = HttpActivators([settings.activator_metrics_url])
+        admin = str(settings.admin_url).rstrip("/") if settings.admin_url is not None else None
+
+        def stats_url() -> str | None:
+            # the local router's own serverless counters of the workloads a serverless target answers at zero
+            wanted = router_stats_filter(router.falling_through())
+            if admin is None or wanted is None:
+                return None
+            return f"{admin}{STATS_PATH}?{urlencode({'filter': wanted})}"
+
+        read = HttpActivators([settings.activator_metrics_url], stats_url)
     else:
         return None
     return ActivatorWatch(

@@ -224,8 +224,10 @@ class RouterSettings(_Group):
     replicas while it spills). Needs a router (``mode`` files or cluster). Default ``false``."""
     overflow_port: Annotated[int, Ge(1), Le(65535)] | None = None
     """Loopback port of the router's overflow listener, the hop a spilled request takes to its serverless target
-    (``routing.envoy.EnvoySettings.overflow_port``). ``cluster`` mode: default 9905 when ``spillover`` is on;
-    ``files`` mode: the port the local Envoy's bootstrap listens on. Default: unset."""
+    (``routing.envoy.EnvoySettings.overflow_port``); with it (and scale to zero), a request that finds no pod at
+    zero replicas may go to an allowed serverless target instead of being held (serverless as the activator).
+    ``cluster`` mode: default 9905 when ``spillover`` is on; ``files`` mode: the port the local Envoy's bootstrap
+    listens on. Default: unset."""
     activator_image: str | None = None
     """``cluster`` mode: image of the router's activator (``routing.activator``), run as a second container in the
     router Pod next to Envoy, on loopback port 9906; it holds the requests of a workload with no ready pod and no
@@ -278,9 +280,16 @@ class RouterSettings(_Group):
     @property
     def scales_to_zero(self) -> bool:
         """The router can answer a request that finds no pod (the activator holds it): the cluster may go to zero
-        replicas. (A serverless fall-through target exists only while a spill routes one; see docs.)"""
+        replicas."""
         has_activator = self.activator_image is not None if self.mode == "cluster" else self.activator_port is not None
         return self.mode != "off" and self.pods_by_address and has_activator
+
+    @property
+    def falls_through(self) -> bool:
+        """At zero the router can send a request that finds no pod to a serverless target instead of holding it
+        (serverless as the activator, ``policy.actuation.zero_answer``): it scales to zero and has the overflow
+        listener that hop takes (``overflowPort``, or ``spillover``, which gives it its default in cluster mode)."""
+        return self.scales_to_zero and (self.overflow_port is not None or self.spillover)
 
 
 class CloudRunSettings(_Group):

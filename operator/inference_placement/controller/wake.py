@@ -10,7 +10,14 @@ query would add to every wake-up), and tells the fleet:
 * ``demand``: a workload has requests held now, or its activator request counter moved since the last poll (a
   request held and answered between two polls): scale it up now;
 * ``answered``: the activator replayed requests for it since the last poll, and how long they were held on average
-  (its hold-time histogram's sum and count over the poll): the wake latency a woken request paid.
+  (its hold-time histogram's sum and count over the poll): the wake latency a woken request paid;
+* ``fell_through``: requests its serverless clusters in the router answered since the last poll (Envoy's own
+  ``envoy_cluster_upstream_rq_total{target="cloudrun"|"lambda"}``, read from the router's ``/stats/prometheus`` in
+  the same poll). While the cluster is at zero and a serverless target answers in its place (serverless as the
+  activator: the composite cluster falls through to it, ``status.scaleToZero.answeredBy``), these are the requests
+  that found no pod, and they wake the Deployment as held requests do; the reconciler reads them only then (a
+  workload served by Cloud Run, or spilling to it, moves the same counter for other reasons). A workload whose
+  counter first shows up in a poll is a baseline, not arrivals (the operator started, or the cluster was added).
 
 Bad input harms nothing: a poll that fails or returns garbage yields no signal (the previous counts are kept), and a
 signal can only ever ask for replicas, never take one away; the activator bounds every hold by itself
@@ -22,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import re
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -36,6 +44,7 @@ __all__ = [
     "ActivatorWatch",
     "HttpActivators",
     "WakeSignal",
+    "router_stats_filter",
     "parse_activator_metrics",
     "wake_signals",
 ]
@@ -46,6 +55,29 @@ _REQUESTS: Final = "inference_router_activator_requests_total"
 _HELD: Final = "inference_router_activator_held_requests"
 _HOLD_SUM: Final = "inference_router_activator_hold_seconds_sum"
 _HOLD_COUNT: Final = "inference_router_activator_hold_seconds_count"
+_ROUTER_REQUESTS: Final = "envoy_cluster_upstream_rq_total"
+_ROUTER_TIME_SUM: Final = "envoy_cluster_upstream_rq_time_sum"
+_ROUTER_TIME_COUNT: Final = "envoy_cluster_upstream_rq_time_count"
+_ROUTER_SERIES: Final = frozenset({_ROUTER_REQUESTS, _ROUTER_TIME_SUM, _ROUTER_TIME_COUNT})
+_SERVERLESS_TARGETS: Final = frozenset({"cloudrun", "lambda"})
+_STATS_FILTER_MAX_WORKLOADS: Final = 200
+
+
+def router_stats_filter(workloads: Collection[WorkloadKey]) -> str | None:
+    """The ``filter`` of the router's ``/stats/prometheus`` read with a poll: the serverless clusters' request
+    counters and request-time histograms of exactly ``workloads`` (those a serverless target answers at zero now:
+    ``RouterSync.falling_through``), so a poll reads a few series per workload at zero, not the fleet's; None
+    (no read) when there is none. Past ``_STATS_FILTER_MAX_WORKLOADS`` at once, every workload's (a long filter
+    would not fit a request line); the fleet ignores what it does not wait for."""
+    if not workloads:
+        return None
+    if len(workloads) > _STATS_FILTER_MAX_WORKLOADS:
+        names = r"[^|]+\|[^|]+"
+    else:
+        names = "(" + "|".join(sorted(re.escape(f"{k.namespace}|{k.name}") for k in workloads)) + ")"
+    return rf"^cluster\.ip\|{names}\|(cloudrun|lambda)\.upstream_rq_(total|time)$"
+
+
 _TIMEOUT: Final = aiohttp.ClientTimeout(total=2)
 
 
@@ -57,6 +89,11 @@ class ActivatorCounts:
     held: float = 0.0
     hold_sum_seconds: float = 0.0
     hold_count: float = 0.0
+    fell_through: float = 0.0
+    """Requests the router's serverless clusters of the workload answered (Envoy's counter, summed)."""
+    fell_time_sum_ms: float = 0.0
+    fell_time_count: float = 0.0
+    """Their request-time histogram's sum (milliseconds) and count (requests completed)."""
 
     def __add__(self, other: ActivatorCounts) -> ActivatorCounts:
         return ActivatorCounts(
@@ -64,6 +101,9 @@ class ActivatorCounts:
             self.held + other.held,
             self.hold_sum_seconds + other.hold_sum_seconds,
             self.hold_count + other.hold_count,
+            self.fell_through + other.fell_through,
+            self.fell_time_sum_ms + other.fell_time_sum_ms,
+            self.fell_time_count + other.fell_time_count,
         )
 
 
@@ -79,6 +119,13 @@ class WakeSignal:
     """Held requests replayed to a ready pod since the previous poll."""
     mean_hold_seconds: float | None = None
     """Their mean hold (the wake latency they paid); None when none was answered."""
+    fell_through: int = 0
+    """Requests the router's serverless clusters of the workload answered since the previous poll (at zero with a
+    serverless target answering: requests that found no pod; see the module's docstring)."""
+    fell_answered: int = 0
+    """Those requests that completed since the previous poll (the request-time histogram's count) ..."""
+    fell_mean_seconds: float | None = None
+    """... and their mean time at the router (the latency a request answered at zero paid); None when none."""
 
     @property
     def demand(self) -> bool:
@@ -95,7 +142,11 @@ def parse_activator_metrics(text: str) -> dict[WorkloadKey, ActivatorCounts]:
         raise ValueError(f"not Prometheus exposition: {type(err).__name__}: {err}") from err
     for family in families:
         for sample in family.samples:
-            if sample.name not in (_REQUESTS, _HELD, _HOLD_SUM, _HOLD_COUNT):
+            if sample.name in _ROUTER_SERIES:
+                # the router's own stats: only the serverless clusters' counters (tagged ``ip|`` clusters)
+                if sample.labels.get("target") not in _SERVERLESS_TARGETS:
+                    continue
+            elif sample.name not in (_REQUESTS, _HELD, _HOLD_SUM, _HOLD_COUNT):
                 continue
             namespace, workload = sample.labels.get("namespace"), sample.labels.get("workload")
             value = float(sample.value)
@@ -106,7 +157,13 @@ def parse_activator_metrics(text: str) -> dict[WorkloadKey, ActivatorCounts]:
             per[sample.name] = per.get(sample.name, 0.0) + value
     return {
         key: ActivatorCounts(
-            per.get(_REQUESTS, 0.0), per.get(_HELD, 0.0), per.get(_HOLD_SUM, 0.0), per.get(_HOLD_COUNT, 0.0)
+            per.get(_REQUESTS, 0.0),
+            per.get(_HELD, 0.0),
+            per.get(_HOLD_SUM, 0.0),
+            per.get(_HOLD_COUNT, 0.0),
+            per.get(_ROUTER_REQUESTS, 0.0),
+            per.get(_ROUTER_TIME_SUM, 0.0),
+            per.get(_ROUTER_TIME_COUNT, 0.0),
         )
         for key, per in counts.items()
     }
@@ -124,23 +181,43 @@ def wake_signals(
         arrived = round(now.requests - base.requests)
         answered = round(now.hold_count - base.hold_count)
         mean = (now.hold_sum_seconds - base.hold_sum_seconds) / answered if answered > 0 else None
-        signal = WakeSignal(round(now.held), arrived, answered, None if mean is None else max(0.0, mean))
-        if signal.demand or signal.answered:
+        if key not in previous:
+            # a baseline: the operator started, or the workload's serverless cluster was just added
+            fell, fell_done, fell_ms = 0, 0, 0.0
+        elif now.fell_through < before.fell_through or now.fell_time_count < before.fell_time_count:
+            # the router restarted: its counters count from zero
+            fell, fell_done, fell_ms = round(now.fell_through), round(now.fell_time_count), now.fell_time_sum_ms
+        else:
+            fell = round(now.fell_through - before.fell_through)
+            fell_done = round(now.fell_time_count - before.fell_time_count)
+            fell_ms = now.fell_time_sum_ms - before.fell_time_sum_ms
+        fell_mean = max(0.0, fell_ms / 1000.0 / fell_done) if fell_done > 0 else None
+        signal = WakeSignal(
+            round(now.held), arrived, answered, None if mean is None else max(0.0, mean), fell, fell_done, fell_mean
+        )
+        if signal.demand or signal.answered or signal.fell_through or signal.fell_answered:
             signals[key] = signal
     return signals
 
 
 class HttpActivators:
-    """Reads activators' ``/metrics`` over HTTP (a router next to the operator: ``router.activatorMetricsUrl``)."""
+    """Reads activators' ``/metrics`` over HTTP (a router next to the operator: ``router.activatorMetricsUrl``),
+    and, when ``stats_url`` names one for this poll, the router Envoy's serverless counters (``router.adminUrl``'s
+    ``/stats/prometheus`` with ``router_stats_filter``)."""
 
-    def __init__(self, urls: Sequence[str]) -> None:
+    def __init__(self, urls: Sequence[str], stats_url: Callable[[], str | None] | None = None) -> None:
         self.urls = tuple(urls)
+        self.stats_url = stats_url
         self._session: aiohttp.ClientSession | None = None
 
     async def __call__(self) -> list[str]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=_TIMEOUT)
-        return list(await asyncio.gather(*(self._get(self._session, url) for url in self.urls)))
+        urls = list(self.urls)
+        stats = self.stats_url() if self.stats_url is not None else None
+        if stats is not None:
+            urls.append(stats)
+        return list(await asyncio.gather(*(self._get(self._session, url) for url in urls)))
 
     @staticmethod
     async def _get(session: aiohttp.ClientSession, url: str) -> str:

@@ -12,16 +12,31 @@ a decision never asks for what cannot be done (and its Event and ``status.lastDe
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from inference_placement.api.spec import AcceleratorOption, InferenceWorkloadSpec, TargetName
+from inference_placement.api.spec import SERVERLESS, AcceleratorOption, InferenceWorkloadSpec, TargetName
 from inference_placement.api.status import DecisionRecord
 
 if TYPE_CHECKING:  # decide imports Actuators from here
     from inference_placement.policy.decide import Decision
 
-__all__ = ["Actuators", "TargetSettings", "WakeTimings", "effective_spec", "target_settings", "zero_allowed"]
+__all__ = [
+    "ACTIVATOR",
+    "Actuators",
+    "TargetSettings",
+    "WakeTimings",
+    "ZeroAnswer",
+    "effective_spec",
+    "target_settings",
+    "zero_allowed",
+    "zero_answer",
+]
+
+ACTIVATOR = "activator"
+"""``ZeroAnswer.answered_by`` (and ``status.scaleToZero.answeredBy``) when the router's activator holds a request
+that finds no pod."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,10 @@ class Actuators:
     spillover: bool = False
     """The router sends the requests the cluster's model servers refuse at their queue cap to a serverless target
     on the same endpoint (burst spillover); without it the cluster holds the peak."""
+    zero_fall_through: bool = False
+    """At zero cluster replicas the router can send a request that finds no pod to a serverless target (its
+    overflow hop) rather than hold it (serverless as the activator, ``zero_answer``); without it the activator
+    holds every such request."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +79,84 @@ def zero_allowed(
     if not answers_without_pods or requests_held:
         return False
     return seconds_since_wake is None or seconds_since_wake >= keep_seconds
+
+
+@dataclass(frozen=True)
+class ZeroAnswer:
+    """Who answers a request that finds the cluster target at zero replicas (serverless as the activator, or a
+    hold in the router's activator until a replica is ready)."""
+
+    target: TargetName | None
+    """The serverless target the router's composite cluster falls through to (deployed and ready now); None = the
+    activator holds the request."""
+    wanted: TargetName | None
+    """The serverless target that qualifies (allowed, feasible, free while idle, cold start within the SLO's
+    tolerable one), ready or not: the operator keeps it deployed while the cluster is at zero. None = none does."""
+    reason: str
+
+    @property
+    def answered_by(self) -> str:
+        return self.target.value if self.target is not None else ACTIVATOR
+
+
+def zero_answer(
+    spec: InferenceWorkloadSpec,
+    cold_start_seconds: Mapping[TargetName, float],
+    ready: Collection[TargetName],
+    infeasible: Mapping[TargetName, str] | None = None,
+    *,
+    actuators: Actuators = Actuators(zero_fall_through=True),
+) -> ZeroAnswer:
+    """Who answers a request that arrives while the cluster target is at zero replicas.
+
+    A serverless target qualifies when the spec allows it, nothing makes it infeasible (``Decision.infeasible``:
+    platform limits, compliance), it costs nothing while idle (the spec keeps no instance warm there: Cloud Run
+    ``minInstances: 0``, Lambda without provisioned concurrency, which is what ``target_settings`` sets on a
+    target the decision is not about) and its cold start (``cold_start_seconds``: the economics' from the price
+    book; a target the price book cannot price does not qualify) is within ``slo.tolerableColdStartSeconds`` and
+    shorter than a cluster replica's (else holding answers as soon, and the serverless requests cost extra), and
+    the router can fall through at all (``actuators.zero_fall_through``). Of
+    those, the one with the shortest cold start (then Cloud Run before Lambda); the router falls through to it
+    only once it is deployed and ready (``ready``), and until then the activator holds. The live reconciler and
+    the simulator's ``ours`` both ask this."""
+    infeasible = infeasible or {}
+    tolerable = spec.slo.tolerable_cold_start_seconds
+    if not actuators.zero_fall_through:
+        return ZeroAnswer(None, None, f"held by the router's activator up to {tolerable:g}s")
+    notes: list[str] = []
+    candidates: list[tuple[float, int, TargetName]] = []
+    pods = cold_start_seconds.get(TargetName.CLUSTER)
+    for order, target in enumerate(SERVERLESS):
+        if target not in spec.placement.allowed_targets:
+            continue
+        cold = cold_start_seconds.get(target)
+        if target in infeasible:
+            notes.append(f"{target.value} infeasible ({infeasible[target]})")
+        elif cold is None:
+            notes.append(f"{target.value} not priced")
+        elif _spec_floor(spec, target, Actuators()) > 0:
+            notes.append(f"{target.value} keeps instances warm (not free while idle)")
+        elif cold > tolerable:
+            notes.append(f"{target.value} cold start {cold:g}s > tolerable {tolerable:g}s")
+        elif pods is not None and cold >= pods:
+            notes.append(f"{target.value} cold start {cold:g}s no shorter than a replica's {pods:g}s")
+        else:
+            candidates.append((cold, order, target))
+    if not candidates:
+        why = "; ".join(notes) if notes else "no serverless target allowed"
+        return ZeroAnswer(None, None, f"held by the router's activator up to {tolerable:g}s ({why})")
+    cold, _, wanted = min(candidates)
+    if wanted not in ready:
+        return ZeroAnswer(
+            None,
+            wanted,
+            f"held by the router's activator up to {tolerable:g}s until {wanted.value} is ready (then it answers)",
+        )
+    return ZeroAnswer(
+        wanted,
+        wanted,
+        f"answered by {wanted.value} (cold start {cold:g}s within tolerable {tolerable:g}s) while a replica starts",
+    )
 
 
 @dataclass(frozen=True)

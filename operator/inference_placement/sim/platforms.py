@@ -209,6 +209,16 @@ class ClusterPool:
             self.replicas = []
             self._heads = None
 
+    def any_ready(self, t: float) -> bool:
+        """A replica is ready at ``t`` (the router's pods cluster has a healthy host)."""
+        return any(r.ready <= t for r in self.replicas)
+
+    def notice(self, t: float) -> None:
+        """A request that found no ready replica at ``t`` was answered elsewhere (serverless as the activator): with
+        no replica yet, one starts as the operator orders it on noticing the request."""
+        if not self.replicas:
+            self._wake(t)
+
     def waking(self, t: float) -> bool:
         """Requests are held at ``t``: the pool was woken and none of its replicas is ready yet."""
         return self.woken_at is not None and bool(self.replicas) and all(r.ready > t for r in self.replicas)

@@ -12,9 +12,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
+from inference_placement.api.spec import SERVERLESS, InferenceWorkloadSpec, TargetName
 from inference_placement.api.status import BudgetStatus
-from inference_placement.policy.actuation import Actuators, WakeTimings, target_settings, zero_allowed
+from inference_placement.policy.actuation import Actuators, WakeTimings, target_settings, zero_allowed, zero_answer
 from inference_placement.policy.budget import accrue_spend
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
@@ -175,6 +175,7 @@ class OursPolicy:
         """... read as the router's scrapes read the gauge (0: the exact peak)."""
         self.capacity = capacity or ClusterCapacity()
         self._spec: InferenceWorkloadSpec | None = None
+        self._cold_starts: dict[TargetName, float] = {}
         self._price_book: PriceBook | None = None
         self.decisions: list[Decision] = []
         self.keep_decisions = False
@@ -198,6 +199,7 @@ class OursPolicy:
     def reset(self, workload: SimWorkload, economics: dict[TargetName, TargetEconomics], price_book: PriceBook) -> None:
         self._spec = workload.spec
         self._price_book = price_book
+        self._cold_starts = {target: econ.cold_start_seconds for target, econ in economics.items()}
         self._activator = (
             Activator(self.wake.poll_seconds, workload.spec.slo.tolerable_cold_start_seconds)
             if self.actuators.cluster_scale_to_zero
@@ -279,6 +281,13 @@ class OursPolicy:
         control = control_from_decision(decision, self._spec, actuators)
         if control is not None and control.target is TargetName.CLUSTER and self._activator is not None:
             control = replace(control, activator=self._activator)
+            if decision.replicas == 0 and actuators.cluster_scale_to_zero:
+                # who answers at zero, as the live reconciler asks it (the serverless target's deployment time is
+                # the simulator's: it falls through only once deployed, the activator holds until then)
+                answer = zero_answer(
+                    self._spec, self._cold_starts, SERVERLESS, decision.infeasible, actuators=actuators
+                )
+                control = replace(control, zero_fall_through=answer.target)
         self._last_key = key
         self._last_control = control
         return [control] if control is not None else []

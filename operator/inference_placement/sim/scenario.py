@@ -129,10 +129,14 @@ class RouterPlatform(BaseModel):
     """``router.wakePollSeconds``: how often the operator reads the held requests."""
     wake_keep_seconds: float = Field(default=_WAKE.keep_seconds, ge=0)
     """``router.wakeKeepSeconds``: a woken workload keeps a replica at least this long."""
+    fall_through: bool = False
+    """The router has the overflow listener (``router.overflowPort``), so with the activator, at zero a request
+    that finds no pod goes to an allowed serverless target whose cold start the SLO tolerates (serverless as the
+    activator, ``Actuators.zero_fall_through``) instead of being held. Off by default, as live."""
 
     def actuators(self) -> Actuators:
         """What the live operator with this router carries out (burst spillover stays off, its live default)."""
-        return Actuators(cluster_scale_to_zero=self.activator)
+        return Actuators(cluster_scale_to_zero=self.activator, zero_fall_through=self.activator and self.fall_through)
 
     def wake(self) -> WakeTimings:
         return WakeTimings(poll_seconds=self.wake_poll_seconds, keep_seconds=self.wake_keep_seconds)

@@ -81,6 +81,10 @@ class Control:
     """Cluster: the serverless target that takes the requests the replicas refuse (burst spillover); None = none."""
     overflow_warm_floor: int = 0
     overflow_warm_pings: int = 0
+    zero_fall_through: TargetName | None = None
+    """Cluster at zero: the serverless target a request that finds no ready replica goes to while one starts
+    (serverless as the activator: ``policy.actuation.zero_answer``; deployed on first use, kept at no warm
+    instance); None = the activator holds it."""
     accelerator: AcceleratorOption | None = None
     """Cluster: the acceptable accelerator its replicas run on; None = the spec's first. A change is a make-
     before-break move inside the cluster (replicas on the new one start, traffic moves when they are ready, the
@@ -155,6 +159,9 @@ class WorkloadResult:
     note: str = ""
     spilled: int = 0
     """Requests the cluster's replicas refused and the overflow target served (burst spillover)."""
+    fell_through: int = 0
+    """Requests that found the cluster with no ready replica and the serverless target answered (serverless as the
+    activator), each also waking the cluster as the router's counters do live."""
 
     @property
     def attainment(self) -> float:
@@ -223,6 +230,12 @@ class _Engine:
         self.overflow_from = math.inf
         """When the overflow target is deployed and the router may spill to it (make before break)."""
         self.spilled = 0
+        self.fall_through: TargetName | None = None
+        """The serverless target a request finding no ready cluster replica goes to (``Control.zero_fall_through``)."""
+        self.fall_through_from: dict[TargetName, float] = {}
+        """When each fall-through target deployed so far may take requests (the live operator deploys it on the
+        first zero decision and keeps it: free while idle)."""
+        self.fell_through = 0
         self.options = {o.option.key(): o for o in cluster_options(workload.spec, price_book)}
         """The acceptable accelerators the cluster can run, by ``AcceleratorOption.key``."""
         self.first_key = workload.spec.accelerator.key()
@@ -266,6 +279,21 @@ class _Engine:
             return None
         active = self.pools[self.active]
         overflow = self.overflow
+        fall = self.fall_through
+        if overflow is None and fall is not None and isinstance(active, ClusterPool):
+            fall_to = self.pool(fall)
+            since = self.fall_through_from.get(fall, math.inf)
+
+            def fall_through(t: float, service: float) -> Dispatch:
+                # the composite's pods sub-cluster has no healthy host: the request goes to the serverless target,
+                # and the router's counter of it wakes the cluster at the operator's next poll
+                if t >= since and not active.any_ready(t):
+                    active.notice(t)
+                    self.fell_through += 1
+                    return fall_to.dispatch(t, service)
+                return active.dispatch(t, service)
+
+            return fall_through
         if overflow is None or not isinstance(active, ClusterPool):
             return active.dispatch
         spill_to = self.pool(overflow)
@@ -277,6 +305,33 @@ class _Engine:
             return active.dispatch(t, service)
 
         return spill
+
+    def falls_through_at(self, t: float) -> bool:
+        """A request at ``t`` may fall through to serverless (the cluster serves with no ready replica)."""
+        cluster = self.pools.get(TargetName.CLUSTER)
+        return (
+            self.fall_through is not None
+            and self.active is TargetName.CLUSTER
+            and isinstance(cluster, ClusterPool)
+            and not cluster.any_ready(t)
+        )
+
+    def _set_fall_through(self, control: Control, t: float) -> None:
+        """The cluster's answer at zero, as the live reconciler keeps ``status.scaleToZero.answeredBy``: set by a
+        control that asks for it (the target deployed on first use, at no warm instance), kept by one that does
+        not while the cluster has no ready replica (a wake under way), else cleared (its target stays deployed:
+        free while idle)."""
+        target = control.zero_fall_through if control.target is TargetName.CLUSTER else None
+        if target is not None and target in self.economics:
+            if target not in self.fall_through_from:
+                econ = self.economics[target]
+                self.fall_through_from[target] = t + econ.provision_seconds - econ.cold_start_seconds
+            self.fall_through = target
+            return
+        cluster = self.pools.get(TargetName.CLUSTER)
+        waking = isinstance(cluster, ClusterPool) and not cluster.any_ready(t)
+        if control.target is not TargetName.CLUSTER or not waking:
+            self.fall_through = None
 
     def _set_overflow(self, control: Control, t: float) -> None:
         """Start, change or end the spill to ``control.overflow`` (deployed first; drained before it retires)."""
@@ -373,6 +428,7 @@ class _Engine:
             self._set_level(target, control, t, prewarmed=True, serving_check=True)
             self.active = target
             self._set_overflow(control, t)
+            self._set_fall_through(control, t)
             return
         if self.migration is not None:
             if target is self.migration.target:
@@ -381,12 +437,15 @@ class _Engine:
         if target is self.active:
             if target is TargetName.CLUSTER and self._change_accelerator(control, t):
                 self._set_overflow(control, t)
+                self._set_fall_through(control, t)
                 return
             self._set_level(target, control, t)
             self._set_overflow(control, t)
+            self._set_fall_through(control, t)
             return
         # make before break: provision the target, switch when it is ready (a spill ends: the cluster leaves)
         self._set_overflow(control, t)
+        self._set_fall_through(control, t)
         econ = self.economics[target]
         deploy = econ.provision_seconds - econ.cold_start_seconds
         ready = self._set_level(target, control, t, available_from=t + deploy, serving_check=True)
@@ -475,11 +534,12 @@ class _Engine:
         if self.retiring:
             keep = []
             for when, source in self.retiring:
-                if when <= t and source is not self.active and source is not self.overflow:
+                kept = (self.active, self.overflow, self.fall_through)
+                if when <= t and source not in kept:
                     pool = self.pools.get(source)
                     if pool is not None:
                         pool.retire(when)
-                elif source is not self.active and source is not self.overflow:
+                elif source not in kept:
                     keep.append((when, source))
             self.retiring = keep
 
@@ -582,6 +642,8 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
         if isinstance(reqs, StepRequests) and law is not None:
             count = int(reqs.counts[k])
             spilling = engine.overflow is not None or any(c.overflow is not None for _, c in pending)
+            # at zero with a serverless answer, each request may find no ready replica: served one by one
+            spilling = spilling or engine.falls_through_at(t0) or any(c.zero_fall_through for _, c in pending)
             if count >= aggregate_min_arrivals and not spilling:
                 lam = count / step
                 # the work poured in is the step's own (the very requests the per-request path would serve)
@@ -724,4 +786,5 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
         placement_per_step=placement,
         capacity_per_step=capacity,
         spilled=engine.spilled,
+        fell_through=engine.fell_through,
     )

@@ -59,9 +59,10 @@ FAKE_AWS = {
 LAMBDA_ROLE = "inference-placement-lambda"
 LIVE_WORKLOAD = "live-classifier"
 """The workload the live replay drives between the cluster and Cloud Run."""
-DEMO_ACTUATORS = Actuators(cluster_scale_to_zero=True, spillover=True)
+DEMO_ACTUATORS = Actuators(cluster_scale_to_zero=True, spillover=True, zero_fall_through=True)
 """What the demo's operator can carry out (``router.spillover=true``; the activator and pods by address: scale to
-zero); the segment is chosen by the policy with the same."""
+zero; the overflow listener: at zero Cloud Run answers while a replica starts); the segment is chosen by the policy
+with the same."""
 
 
 def _repo_root() -> Path:

@@ -624,9 +624,10 @@ def run_live_replay(
 
 def _wake_summary(wake: dict[str, Any]) -> dict[str, Any]:
     """One stretch at zero replicas as the operator recorded it (``status.scaleToZero.lastWake``): how long it was
-    at zero (seconds), whether requests the router's activator held woke it (else the policy's own decision), and
-    the wake latency: the mean time those requests were held until a replica was ready (the activator's
-    hold-time histogram; None when no held request was answered)."""
+    at zero (seconds), whether requests woke it (held by the router's activator, or answered by the serverless
+    target the router fell through to; else the policy's own decision), and the wake latency: the mean time those
+    requests were held until a replica was ready (the activator's hold-time histogram), or their mean time at the
+    router on the serverless target; None when none was answered yet."""
     latency = wake.get("wakeLatencyMs")
     return {
         "seconds": round(float(wake.get("zeroSeconds") or 0.0), 1),
