@@ -704,7 +704,7 @@ def test_a_broken_price_book_reload_keeps_the_last_good_one_and_the_fleet_runnin
         status = obj.get("status") or {}
         return obj if status.get("observedGeneration") == generation and status.get("lastDecision") else None
 
-    obj = wait_for(lambda: settled_at(1), timeout=60, what="first placement")
+    wait_for(lambda: settled_at(1), timeout=60, what="first placement")
     for number, (kind, text) in enumerate(BROKEN_BOOKS.items(), start=1):
         time.sleep(0.05)  # a distinct mtime even on coarse-grained filesystems
         book.write_text(text)
@@ -720,11 +720,10 @@ def test_a_broken_price_book_reload_keeps_the_last_good_one_and_the_fleet_runnin
         )
         # The fleet keeps reconciling with the last good book: an edit is still observed and costed.
         spec["scaling"] = {"maxReplicas": 2 + number}
-        obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "priced")
-        obj["spec"] = spec
-        generation = api.replace_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "priced", obj)["metadata"][
-            "generation"
-        ]
+        # a merge patch of the spec, not get-then-replace: the operator's status writes move resourceVersion
+        # between the two (a 409 on a loaded machine)
+        patched = api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "priced", {"spec": spec})
+        generation = patched["metadata"]["generation"]
         settled = wait_for(partial(settled_at, generation), timeout=30, what=f"reconcile under the {kind} book")
         invalid = _condition(settled, "InvalidSpec")
         assert invalid is not None and invalid["status"] == "False"

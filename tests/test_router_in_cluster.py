@@ -48,7 +48,8 @@ def _route_weights(configmap: dict[str, Any], namespace: str) -> dict[str, int]:
     for resource in rds.get("resources", []):
         for host in resource.get("virtual_hosts", []):
             if f"{NAME}.{namespace}" in host.get("domains", []):
-                route = host["routes"][0].get("route") or {}  # not placed yet: a direct 503 answer, no clusters
+                # the workload's own entry is the last (pings match first); not placed yet: a direct 503, no clusters
+                route = host["routes"][-1].get("route") or {}
                 clusters = route.get("weighted_clusters", {}).get("clusters", [])
                 return {c["name"].rsplit("|", 1)[-1]: c["weight"] for c in clusters}
     return {}

@@ -248,7 +248,8 @@ class Watcher:
             for host in resource.get("virtual_hosts", []):
                 if f"{self.name}.{self.namespace}" not in host.get("domains", []):
                     continue
-                for route in host.get("routes", []):
+                # the workload's own entry is the last (keep-warm pings and the activator's replays match first)
+                for route in host.get("routes", [])[-1:]:
                     clusters = route.get("route", {}).get("weighted_clusters", {}).get("clusters", [])
                     return {c["name"].rsplit("|", 1)[-1]: int(c.get("weight", 0)) for c in clusters}
         return {}
