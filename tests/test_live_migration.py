@@ -126,12 +126,16 @@ def test_a_real_trace_swing_migrates_cluster_to_cloud_run_and_back_with_sigkill_
         "MigrationSucceeded",
     ]
     migration_events = [r for r in reasons if r in set(walk)]
-    second_start = max(i for i, r in enumerate(migration_events) if r == "MigrationStarted")
-    killed_walk, clean_walk = migration_events[:second_start], migration_events[second_start:]
+    # the last two migrations are the trace's: a first placement made before the backfilled rates were readable
+    # (MetricsMissing: the cheapest target at no traffic) may have moved once before them, killed at no step
+    starts = [i for i, r in enumerate(migration_events) if r == "MigrationStarted"]
+    assert len(starts) >= 2, migration_events
+    killed_walk, clean_walk = migration_events[starts[-2] : starts[-1]], migration_events[starts[-1] :]
     assert clean_walk == walk, migration_events
     assert killed_walk[0] == "MigrationStarted" and killed_walk[-1] == "MigrationSucceeded", migration_events
     it = iter(walk)
-    assert all(any(r == w for w in it) for r in killed_walk), migration_events  # the steps it shows, in order
+    shown = "\n".join(f"{r}: {m}" for r, m in _events(cluster, namespace))  # the whole record, when it fails
+    assert all(any(r == w for w in it) for r in killed_walk), shown  # the steps it shows, in order
     assert len(killed_walk) >= len(walk) - 2, migration_events  # at most a couple lost to the kills
 
     # the router's weights followed every step, in order (cluster share, cloudrun share)
