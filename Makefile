@@ -4,7 +4,7 @@
 setup:
 	bash e2e/setup.sh
 
-demo: setup
+demo: setup lambda-runtime
 	.venv/bin/inference-placement demo
 
 test: setup
@@ -13,7 +13,8 @@ test: setup
 # Regenerate everything derived from the API models (tests fail when these drift).
 crd: setup
 	.venv/bin/inference-placement crd -o crds/inferenceworkloads.yaml
-	cp crds/inferenceworkloads.yaml charts/inference-placement/crds/inferenceworkloads.yaml
+	.venv/bin/inference-placement crd --kind ServerlessTarget -o crds/serverlesstargets.yaml
+	cp crds/inferenceworkloads.yaml crds/serverlesstargets.yaml charts/inference-placement/files/crds/
 	.venv/bin/python docs/generate.py
 
 lint: setup

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import yaml
 from pydantic import BaseModel
 
 from inference_placement.api.crd import structural_schema
@@ -161,7 +163,48 @@ def render_crd_reference() -> str:
         "Reasons: " + ", ".join(f"`{r.value}`" for r in Reason) + ".",
         "",
     ]
+    lines += _serverless_target_reference()
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _serverless_target_reference() -> list[str]:
+    from inference_placement.api.serverless_target import (
+        TARGET_KIND,
+        TARGET_PLURAL,
+        TARGET_SHORT_NAME,
+        ServerlessTargetConditionType,
+        ServerlessTargetReason,
+        ServerlessTargetSpec,
+        ServerlessTargetStatus,
+    )
+
+    lines = [
+        f"# {TARGET_KIND} reference (`{API_VERSION}`)",
+        "",
+        f"Resource `{TARGET_PLURAL}`, short name `{TARGET_SHORT_NAME}`, **cluster-scoped**, with a `status`",
+        "subresource (`crds/serverlesstargets.yaml`). A platform admin defines where and as whom workloads may run",
+        "in the cloud; a workload names one in `spec.cloudRun.targetRef` / `spec.lambda.targetRef`. See",
+        "[security.md](security.md#admin-defined-cloud-targets).",
+        "",
+        "## spec",
+        "",
+    ]
+    spec_schema = structural_schema(ServerlessTargetSpec)
+    for path, node in _objects("spec", spec_schema):
+        lines += _object_table(path, node)
+    lines += ["### Validation rules (CEL)", "", "| field | refused with | rule |", "| --- | --- | --- |"]
+    for path, node in _objects("spec", spec_schema):
+        for rule in node.get("x-kubernetes-validations", []):
+            lines.append(f"| `{path}{rule['fieldPath']}` | {_cell(rule['message'])} | `{_cell(rule['rule'])}` |")
+    lines += ["", "## status", "", "Written only by the operator's leader, each tick where it changed.", ""]
+    for path, node in _objects("status", structural_schema(ServerlessTargetStatus)):
+        lines += _object_table(path, node)
+    lines += [
+        "Condition types: " + ", ".join(f"`{t.value}`" for t in ServerlessTargetConditionType) + ".",
+        "Reasons: " + ", ".join(f"`{r.value}`" for r in ServerlessTargetReason) + ".",
+        "",
+    ]
+    return lines
 
 
 def _model_tables(path: str, model: type[BaseModel]) -> list[str]:
@@ -171,6 +214,9 @@ def _model_tables(path: str, model: type[BaseModel]) -> list[str]:
     def resolve(node: dict[str, Any]) -> dict[str, Any]:
         if "$ref" in node:
             return {**defs[node["$ref"].rsplit("/", 1)[-1]], **{k: v for k, v in node.items() if k != "$ref"}}
+        options = [o for o in node.get("anyOf", []) if o.get("type") != "null"]
+        if len(options) == 1 and "$ref" in options[0]:  # an optional section (``X | None``): document X
+            return {**resolve(options[0]), **{k: v for k, v in node.items() if k != "anyOf"}}
         return node
 
     out: list[str] = []
@@ -203,6 +249,9 @@ def _model_tables(path: str, model: type[BaseModel]) -> list[str]:
             )
             if child.get("properties"):
                 nested.append((f"{prefix}.{name}" if prefix else name, child))
+            elif kind == "map of object":  # one table for the entries of a map of objects
+                entries = resolve(child["additionalProperties"])
+                nested.append((f"{prefix}.{name}.<key>" if prefix else f"{name}.<key>", entries))
         out.append("")
         for nested_path, child in nested:
             walk(nested_path, child)
@@ -275,7 +324,7 @@ def render_settings_reference() -> str:
 def render_metrics() -> str:
     from prometheus_client.metrics import MetricWrapperBase
 
-    from inference_placement.controller.telemetry import Telemetry
+    from inference_placement.controller.telemetry import Telemetry, WorkloadGauge
 
     telemetry = Telemetry()
     lines = [
@@ -291,18 +340,80 @@ def render_metrics() -> str:
         "| --- | --- | --- | --- |",
     ]
     for family in telemetry.registry.collect():
+        if not family.name.startswith("inference_placement_"):
+            continue  # the client library's standard families, listed below
         metric = next(
-            (m for m in vars(telemetry).values() if isinstance(m, MetricWrapperBase) and m._name == family.name),
+            (
+                m
+                for m in vars(telemetry).values()
+                if (isinstance(m, MetricWrapperBase) and m._name == family.name)
+                or (isinstance(m, WorkloadGauge) and m.name == family.name)
+            ),
             None,
         )
-        labels = ", ".join(f"`{label}`" for label in getattr(metric, "_labelnames", ()))
+        names = metric.labelnames if isinstance(metric, WorkloadGauge) else getattr(metric, "_labelnames", ())
+        labels = ", ".join(f"`{label}`" for label in names)
         name = family.name + ("_total" if family.type == "counter" else "")
         lines.append(f"| `{name}` | {family.type} | {labels} | {_cell(family.documentation)} |")
     lines += [
         "",
-        "Alerts worth having: `time() - inference_placement_metrics_last_success_timestamp_seconds > 300` (placement",
-        "frozen on stale metrics), `increase(inference_placement_migration_rollbacks_total[1h]) > 0`,",
-        "`inference_placement_budget_burn_ratio > 1`, `rate(inference_placement_target_errors_total[10m]) > 0`.",
+        "Also exported: the Python client's standard `process_*` (CPU, resident memory, open file descriptors,",
+        "start time), `python_gc_*` and `python_info` families. The per-workload families (projected and current",
+        "cost, budget burn, placement, conditions) hold one series per workload and target or condition type, dropped",
+        "when the",
+        "workload goes: a 10,000-workload fleet stays at a few series per workload. Their `namespace` label is the",
+        "workload's: the chart's ServiceMonitor scrapes with `honorLabels: true` so it is not renamed",
+        "`exported_namespace`.",
+        "",
+        "## Alerts",
+        "",
+        "The chart's PrometheusRule (`prometheusRule.enabled`; it selects the operator's series by the",
+        "ServiceMonitor's `job`, or `prometheusRule.selector`), checked with promtool's rule unit tests on the series",
+        "above",
+        "(`tests/test_operator_alerts.py`):",
+        "",
+        "| alert | fires when | severity |",
+        "| --- | --- | --- |",
+        "| `InferencePlacementOperatorDown` | no operator replica scraped `up` for 5 minutes | critical |",
+        "| `InferencePlacementNoLeader` | every replica reports `inference_placement_leader` 0 for 5 minutes"
+        " | critical |",
+        "| `InferencePlacementMetricsStale` | `time() - inference_placement_metrics_last_success_timestamp_seconds` >"
+        " `prometheusRule.metricsStaleSeconds` (300) for 5 minutes: placement is frozen (only with"
+        " `operator.prometheusUrl`) | warning |",
+        "| `InferencePlacementMigrationRolledBack` | `increase(inference_placement_migration_rollbacks_total[1h]) > 0`,"
+        " per route and failed step | warning |",
+        "| `InferencePlacementBudgetBurn` | `inference_placement_budget_burn_ratio` > `prometheusRule.budgetBurnRatio`"
+        " (1) for 15 minutes, per workload | warning |",
+        "| `InferencePlacementTargetErrors` | `rate(inference_placement_target_errors_total[10m]) > 0` for 10 minutes,"
+        " per target and kind | warning |",
+        "| `InferencePlacementPriceBookRejected` | `inference_placement_price_book_valid` 0 for 5 minutes | warning |",
+        "| `InferencePlacementWorkloadNotReady` | a workload's `Ready` condition False for"
+        " `prometheusRule.workloadNotReadyFor` (15m); a scale-up above `scaling.minReplicas` stays Ready | warning |",
+        "",
+        "The router's own alerts (Cloud Run ID tokens, 401/403 from Cloud Run) are in a second rule,",
+        "`router.prometheusRule.enabled`.",
+        "",
+        "## Dashboard",
+        "",
+        "`grafanaDashboard.enabled` ships the dashboard as a ConfigMap for Grafana's sidecar. It is built for a",
+        "10,000-workload fleet: workloads and monthly spend by placement, the conditions' counts, spend above each",
+        "workload's cheapest target, and instant top-k tables (costliest workloads, budget burn, workloads not ready)",
+        "instead of a line per workload. Every query filters by the `$job` variable, and every per-workload one by",
+        "`$namespace` too (the fleet-wide operator panels have no per-namespace meaning); `tests/test_chart.py` checks",
+        "the names, the filters and that each query parses on a real Prometheus.",
+        "",
+        "## Managed Prometheus",
+        "",
+        "The operator reads a Prometheus that wants credentials: a bearer token (Grafana Cloud, Google Managed",
+        "Prometheus' frontend, a gateway), HTTP basic auth (Prometheus' own `--web.config.file`, Mimir/Cortex behind",
+        "nginx), extra headers such as a tenant's `X-Scope-OrgID` (Mimir, Cortex), and a private CA for an `https://`",
+        "URL. Settings `metrics.bearerTokenFile`, `metrics.basicAuthUsername` + `metrics.basicAuthPasswordFile`,",
+        "`metrics.headers` (`NAME=VALUE,...`) and `metrics.caFile`; the chart's `operator.prometheusAuth` mounts a",
+        "Secret (and a CA ConfigMap) read-only and sets them. The files are read again for every query, so a rotated",
+        "token or password needs no restart; a refused or untrusted connection is a one-line",
+        "`MetricsAvailable=False` reason (401, TLS), never a credential in a log. Tested against a real Prometheus",
+        "serving TLS with basic auth users, and a header-checking gateway in front of one",
+        "(`tests/test_prometheus_auth.py`).",
     ]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -324,7 +435,8 @@ def render_argocd() -> str:
         "`Ready` absent or `Unknown`; `Ready=False` with reason `AwaitingPlacement` or `TargetProvisioning` |",
         "| Degraded | `InvalidSpec=True`; `Ready=False` with any other reason (`TargetFailed`, `TargetNotReady`, "
         "`CloudAPIError`, `ResourceNotOwned`, ...) |",
-        "| Healthy | `Ready=True` (message: the target serving) |",
+        "| Healthy | `Ready=True` (message: the target serving; a cluster placement scaling up stays `Ready=True`"
+        " while `scaling.minReplicas` replicas are available) |",
         "",
         "```yaml",
         "apiVersion: v1",
@@ -347,12 +459,109 @@ def render_argocd() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+# ----------------------------------------------------------------------------------------------- chart values
+
+
+CHART = REPO / "charts" / "inference-placement"
+VALUES_START = "<!-- values:start (generated by docs/generate.py from values.yaml's `# --` comments) -->"
+VALUES_END = "<!-- values:end -->"
+
+
+class ChartValue(NamedTuple):
+    """One documented value of the chart: its dotted key, default and the ``# --`` comment above it (helm-docs'
+    convention)."""
+
+    key: str
+    default: Any
+    description: str
+
+
+def chart_values() -> list[ChartValue]:
+    """The chart's values in file order: every key with a ``# --`` comment (a map with one is one entry), and every
+    other key whose value is not a map (a map without one is walked into)."""
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    found: list[ChartValue] = []
+    comment: list[str] = []
+    documented = False
+    stack: list[tuple[int, str]] = []
+    skip_below: int | None = None
+    for raw in (CHART / "values.yaml").read_text(encoding="utf-8").splitlines():
+        line = raw.rstrip()
+        stripped = line.lstrip()
+        indent = len(line) - len(stripped)
+        if not stripped:
+            comment, documented = [], False
+            continue
+        if stripped.startswith("#"):
+            text = stripped[1:].strip()
+            if text.startswith("--"):
+                comment, documented = [text[2:].strip()], True
+            elif documented:
+                comment.append(text)
+            continue
+        if skip_below is not None and indent > skip_below:
+            continue
+        skip_below = None
+        match = re.match(r"([A-Za-z0-9_.-]+):(.*)$", stripped)
+        if match is None:
+            continue  # a list item of a value already listed
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        key = ".".join([*(name for _, name in stack), match.group(1)])
+        value: Any = defaults
+        for part in key.split("."):
+            value = value[part]
+        if documented or not isinstance(value, dict) or not value:
+            found.append(ChartValue(key, value, " ".join(comment) if documented else ""))
+            skip_below = indent
+        else:
+            stack.append((indent, match.group(1)))
+        comment, documented = [], False
+    return found
+
+
+def _chart_default(value: Any) -> str:
+    text = json.dumps(value, separators=(",", ":"))
+    return f"`{text}`" if len(text) <= 60 else "see values.yaml"
+
+
+def render_chart_readme() -> str:
+    """charts/inference-placement/README.md with its values table regenerated between the markers."""
+    readme = (CHART / "README.md").read_text(encoding="utf-8")
+    head, rest = readme.split(VALUES_START, 1)
+    _, tail = rest.split(VALUES_END, 1)
+    rows = ["| key | type | default | description |", "| --- | --- | --- | --- |"]
+    for value in chart_values():
+        kind = {bool: "bool", int: "int", float: "float", str: "string", list: "list", dict: "object"}.get(
+            type(value.default), "null"
+        )
+        rows.append(f"| `{value.key}` | {kind} | {_cell(_chart_default(value.default))} | {_cell(value.description)} |")
+    return head + VALUES_START + "\n" + "\n".join(rows) + "\n" + VALUES_END + tail
+
+
+def render_values_schema() -> str:
+    """values.schema.json with each documented value's ``description`` taken from its ``# --`` comment."""
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    for value in chart_values():
+        if not value.description:
+            continue
+        node: dict[str, Any] | None = schema
+        for part in value.key.split("."):
+            node = (node or {}).get("properties", {}).get(part)
+            if node is None:
+                raise ValueError(f"values.yaml key {value.key} is not in values.schema.json")
+        node["description"] = value.description
+    return json.dumps(schema, indent=2) + "\n"
+
+
 PAGES: dict[str, Callable[[], str]] = {
     "crd-reference.md": render_crd_reference,
     "price-book-reference.md": render_price_book_reference,
     "settings-reference.md": render_settings_reference,
     "metrics.md": render_metrics,
     "argocd.md": render_argocd,
+    "../charts/inference-placement/README.md": render_chart_readme,
+    "../charts/inference-placement/values.schema.json": render_values_schema,
 }
 """Each generated page and the function that renders it."""
 

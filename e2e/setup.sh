@@ -8,7 +8,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 started=$SECONDS
 
-APT_PACKAGES=(lua5.4 prometheus prometheus-pushgateway)
+# docker-registry: the CNCF distribution registry, on loopback, for the chart's OCI push test (tests/test_packaging.py)
+APT_PACKAGES=(lua5.4 prometheus prometheus-pushgateway docker-registry)
 PYTHON=${PYTHON:-python3}
 # Debian's python3 makes venvs only with python3-venv (ensurepip); a Python >= 3.11 from elsewhere needs nothing
 if ! "$PYTHON" -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
@@ -25,7 +26,7 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts the packaged services; the project starts its own instances on its own ports.
-  for svc in prometheus prometheus-pushgateway prometheus-node-exporter; do
+  for svc in prometheus prometheus-pushgateway prometheus-node-exporter docker-registry; do
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || $SUDO service "$svc" stop >/dev/null 2>&1 || true
   done
 fi

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from inference_placement.api.crd import render_crd, render_crd_yaml
+from inference_placement.api.crd import CRD_KINDS, render_crd, render_crd_yaml
 from inference_placement.api.spec import (
     SERVERLESS,
     InferenceWorkloadSpec,
@@ -29,6 +29,14 @@ def test_generated_crd_matches_committed_file() -> None:
     )
 
 
+def test_generated_serverless_target_crd_matches_committed_file() -> None:
+    committed = (ROOT / "crds" / "serverlesstargets.yaml").read_text()
+    assert committed == render_crd_yaml("ServerlessTarget"), (
+        "crds/ drifted from the models: run "
+        "`inference-placement crd --kind ServerlessTarget -o crds/serverlesstargets.yaml`"
+    )
+
+
 def _walk(node: object, path: str = "") -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
     if isinstance(node, dict):
@@ -41,8 +49,9 @@ def _walk(node: object, path: str = "") -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def test_crd_schema_is_structural() -> None:
-    schema = render_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+@pytest.mark.parametrize("kind", ["InferenceWorkload", "ServerlessTarget"])
+def test_crd_schema_is_structural(kind: str) -> None:
+    schema = CRD_KINDS[kind][1]()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     for path, node in _walk(schema):
         assert "$ref" not in node and "anyOf" not in node and "title" not in node, path
         if path.endswith(".properties") or (path.endswith("additionalProperties") and not isinstance(node, dict)):

@@ -104,6 +104,7 @@ def test_bench_command_writes_the_json(scenario: tuple[Path, Path], tmp_path: Pa
         "wake_poll_seconds": 0.5,
         "wake_keep_seconds": 60.0,
         "fall_through": False,
+        "spot_node_labels": "none",  # ours weighs spot only with the operator's spot labels
     }
     assert set(doc["rows"][0]["policies"]) == set(POLICY_NAMES)
 

@@ -63,7 +63,7 @@ def test_the_devtools_commands_keep_their_names_and_flags() -> None:
     assert listing.exit_code == 0, listing.output
     assert "demo" in listing.output and "bench-scale" in listing.output
     flags = {
-        "demo": ["--trace", "--row", "--speedup", "--simulate", "--no-simulate", "--json", "--keep"],
+        "demo": ["--trace", "--row", "--speedup", "--simulate", "--no-simulate", "--json", "--keep", "--namespace"],
         "bench-scale": [
             "--workloads",
             "--json",

@@ -10,6 +10,7 @@ from typing import cast
 
 import click
 import pytest
+import yaml
 from pydantic import BaseModel
 
 from inference_placement.api.spec import InferenceWorkloadSpec
@@ -86,9 +87,11 @@ def test_docs_name_only_run_flags_that_exist() -> None:
     deployment = (REPO_ROOT / "charts" / "inference-placement" / "templates" / "deployment.yaml").read_text()
     used = set(re.findall(r"- (--[a-z-]+)(?:=|\s*$)", deployment, re.M))
     assert used and used <= flags, used - flags
+    explain = command.commands["explain"]  # operations.md documents `explain` too
+    explain_flags = {opt for param in explain.params for opt in (*param.opts, *param.secondary_opts)}
     for page in (DOCS / "operations.md", DOCS / "price-book.md"):
         mentioned = set(re.findall(r"`(--[a-z-]+)", page.read_text(encoding="utf-8")))
-        assert mentioned <= flags | {"--promql-templates"}, (page.name, mentioned - flags)
+        assert mentioned <= flags | explain_flags | {"--promql-templates"}, (page.name, mentioned - flags)
 
 
 def _all_pages() -> list[Path]:
@@ -100,3 +103,42 @@ def test_every_page_is_listed_in_the_docs_index() -> None:
     for page in _all_pages():
         if page.name != "README.md":
             assert f"({page.name})" in index, page.name
+
+
+def test_every_serverless_target_the_docs_show_is_one_the_operator_accepts() -> None:
+    """A ServerlessTarget shown in a page is valid as written (the models, then the operator's own checks)."""
+    import yaml
+
+    from inference_placement.api.serverless_target import ServerlessTargetSpec, target_problems
+
+    shown = 0
+    for page in sorted((REPO_ROOT / "docs").glob("*.md")):
+        for block in re.findall(r"```yaml\n(.*?)```", page.read_text(), re.S):
+            if "kind: ServerlessTarget" not in block:
+                continue  # other pages' excerpts may elide (``...``)
+            for doc in yaml.safe_load_all(block):
+                if isinstance(doc, dict) and doc.get("kind") == "ServerlessTarget":
+                    spec = ServerlessTargetSpec.model_validate(doc["spec"])
+                    assert target_problems(spec) == [], (page.name, target_problems(spec))
+                    shown += 1
+    assert shown >= 2  # one per quickstart
+
+
+def test_every_chart_value_is_documented_in_the_readme_and_the_schema() -> None:
+    """helm-docs' convention: each value (or map of values) has a ``# --`` comment in values.yaml; the generated
+    README table and values.schema.json's descriptions carry it (their drift: test_generated_page_is_up_to_date)."""
+    import json
+
+    values = GENERATOR.chart_values()
+    undocumented = [v.key for v in values if not v.description]
+    assert not undocumented, f"values.yaml keys without a `# --` comment: {undocumented}"
+    readme = (REPO_ROOT / "charts" / "inference-placement" / "README.md").read_text(encoding="utf-8")
+    schema = json.loads((REPO_ROOT / "charts" / "inference-placement" / "values.schema.json").read_text())
+    for value in values:
+        assert f"| `{value.key}` |" in readme, value.key
+        node = schema
+        for part in value.key.split("."):
+            node = node["properties"][part]
+        assert node["description"] == value.description, value.key
+    top = yaml.safe_load((REPO_ROOT / "charts" / "inference-placement" / "values.yaml").read_text())
+    assert {v.key.split(".")[0] for v in values} == set(top), "every top-level value is listed"

@@ -15,7 +15,7 @@ from rich.console import Console
 from inference_placement.api.spec import TargetName
 from inference_placement.explain import Explanation, explain_workload, render
 from inference_placement.policy.price_book import default_price_book, price_book_from_mapping
-from tests.plugins.cluster import REPO_ROOT, KubeCluster
+from tests.plugins.cluster import REPO_ROOT, KubeCluster, admit_examples_in
 
 SAMPLED_AT = "2026-03-10T12:00:00Z"
 
@@ -221,6 +221,7 @@ def test_explain_reads_the_workload_from_the_apiserver(kube_cluster: KubeCluster
     kube_cluster.kubectl(
         "wait", "--for=condition=Established", "crd/inferenceworkloads.placement.inference.dev", "--timeout=60s"
     )
+    admit_examples_in(kube_cluster, namespace)  # the example names the docs' admin targets
     doc = _workload()
     status = doc.pop("status")
     doc["metadata"] = {"name": "sentiment-classifier", "namespace": namespace}

@@ -41,7 +41,7 @@ from inference_placement.targets.dry_run import DryRunTarget
 from inference_placement.targets.retry import RetryPolicy, call_with_retry, classify_aws_error
 from tests.cloudrun_standin import CloudRunStandin
 from tests.plugins.cloud import LambdaFaults, MotoAws, make_workload
-from tests.plugins.memory_api import MemoryWriter
+from tests.plugins.memory_api import MemoryWriter, inline_tenancy
 
 NS = "unit"
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -74,7 +74,7 @@ def test_a_region_lambda_is_not_offered_in_gets_a_target_error_and_its_deletion_
 ) -> None:
     """``us-nowhere-9`` passes the region pattern, but no Lambda endpoint exists there."""
     writer = MemoryWriter()
-    reconciler = Reconciler(cast(Any, writer), {TargetName.LAMBDA: lambda_target})
+    reconciler = Reconciler(cast(Any, writer), {TargetName.LAMBDA: lambda_target}, tenancy=inline_tenancy())
     inputs = TickInputs(now=NOW, price_book=default_price_book(), capacity=ClusterCapacity())
     writer.put(_lambda_body("nowhere", "us-nowhere-9", moto_aws.role_arn))
 
@@ -165,7 +165,9 @@ def _fleet(writer: MemoryWriter, target: _Flaky, clock: _Clock) -> tuple[Fleet, 
     import random
 
     telemetry = Telemetry()
-    reconciler = Reconciler(cast(Any, writer), {TargetName.CLUSTER: target}, telemetry=telemetry)
+    reconciler = Reconciler(
+        cast(Any, writer), {TargetName.CLUSTER: target}, telemetry=telemetry, tenancy=inline_tenancy()
+    )
     fleet = Fleet(
         reconciler=reconciler,
         metrics=NoMetricsSource(),

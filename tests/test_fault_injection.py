@@ -55,7 +55,7 @@ from tests.plugins.faults import (
 )
 from tests.plugins.lambda_runtime import start_local_function
 from tests.plugins.live import RATE_WINDOW_SECONDS, operator_args, render_openmetrics, traffic_lines, workload_doc
-from tests.plugins.operator import OperatorProcess
+from tests.plugins.operator import INLINE_CLOUD_IDENTITY, OperatorProcess
 from tests.plugins.prometheus import PrometheusBinaries, PrometheusServer, running_prometheus
 from tests.plugins.secret_scan import record_operator_run
 
@@ -468,7 +468,9 @@ def stack(
                 f"lambda.readTimeoutSeconds={CLOUD_TIMEOUT_SECONDS}",
             ),
         )
-        operator = OperatorProcess(kube_node, namespace, directory / "operator.log", args, metrics_port=free_port())
+        operator = OperatorProcess(  # its workloads deploy through the inline fields
+            kube_node, namespace, directory / "operator.log", [*INLINE_CLOUD_IDENTITY, *args], metrics_port=free_port()
+        )
         recorder = Recorder(kube_node, namespace).start()
         exits.callback(recorder.stop)
         schedule = [i / REPLAY_RPS for i in range(int(REPLAY_RPS * 600))]
@@ -563,7 +565,7 @@ def test_409_conflicts_on_resource_version_guarded_writes(stack: Stack) -> None:
             for writer in writers:
                 writer.stop()
         stack.wait_placed({name: "cloudrun"}, timeout=45)
-        if conflicts:
+        if conflicts or attempt == 2:  # the last one is kept for the checks below, which say no 409 came
             break
         stack.cluster.kubectl("delete", "iw", name, "-n", stack.namespace, "--timeout=60s", timeout=90)
     converged = time.monotonic() - valid
@@ -586,16 +588,10 @@ def test_409_conflicts_on_resource_version_guarded_writes(stack: Stack) -> None:
 
 
 def _conflicts(log: str) -> tuple[int, int]:
-    """(409s on finalizer writes, 409s on status writes) in the operator's log (its failed-reconcile tracebacks)."""
-    finalizers = status = 0
-    for block in re.split(r"\n[^\n]*?reconcile of ", log)[1:]:  # a log line's prefix (time, logger, level) varies
-        if "ApiException: (409)" not in block:
-            continue
-        if "in set_finalizers" in block:
-            finalizers += 1
-        elif "in patch_status" in block:
-            status += 1
-    return finalizers, status
+    """(409s on finalizer writes, 409s on status writes) in the operator's log (one line per refused reconcile,
+    naming the write: ``fleet._reconcile_failed``)."""
+    refused = re.findall(r"reconcile of \S+ refused: 409 on (\w+)", log)
+    return refused.count("set_finalizers"), refused.count("patch_status")
 
 
 def test_cloud_apis_answer_429_500_and_time_out_in_bursts_during_migrations(stack: Stack) -> None:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio.client.rest import ApiException
 
 from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.api.validation import parse_spec
@@ -19,9 +22,12 @@ from inference_placement.api.workload import WorkloadKey
 from inference_placement.controller import fleet as fleet_module
 from inference_placement.controller import reconciler as reconciler_module
 from inference_placement.controller.fleet import Fleet
+from inference_placement.controller.kube import KubeWriter
 from inference_placement.controller.reconciler import Reconciler, ReconcileResult, TickInputs
+from inference_placement.controller.tenancy import TenancyCache
 from inference_placement.devtools.scale.cluster import workload_body
 from inference_placement.metrics.source import MetricsSnapshot
+from inference_placement.policy.actuation import Actuators
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import TrafficWindow
 from inference_placement.policy.price_book import default_price_book
@@ -59,7 +65,10 @@ class StubReconciler:
     """Records what the fleet hands over; a status write is simulated by ``write_next``."""
 
     max_metrics_staleness_seconds = 180.0
+    actuators = Actuators()
     pinger = None
+    tenancy = TenancyCache(None)
+    writer = None
 
     def __init__(self) -> None:
         self.calls: list[tuple[WorkloadKey, datetime]] = []
@@ -98,12 +107,14 @@ class WindowMetrics:
         return MetricsSnapshot(windows=dict.fromkeys(keys, window), queries=4)
 
 
-def _fleet(clock: Clock, **kwargs: Any) -> tuple[Fleet, StubReconciler]:
-    stub = StubReconciler()
+def _fleet(
+    clock: Clock, stub: StubReconciler | None = None, metrics: Any = None, **kwargs: Any
+) -> tuple[Fleet, StubReconciler]:
+    stub = stub or StubReconciler()
     book = default_price_book()
     fleet = Fleet(
         reconciler=cast(Reconciler, stub),
-        metrics=WindowMetrics(),
+        metrics=metrics or WindowMetrics(),
         price_book=lambda: book,
         clock=clock,
         tick_seconds=30.0,
@@ -408,3 +419,109 @@ def test_a_month_turning_and_a_window_going_stale_are_inputs() -> None:
     assert counts[0] == 0
     assert sum(counts) == 1, f"reconciled once when the window turned stale, not on every tick: {counts}"
     assert counts.index(1) == int(staleness // 30), counts
+
+
+# ---------------------------------------------------------------------- a refused write
+
+
+class _RefusingCustomObjects:
+    """The apiserver's answers to the writer: every status patch refused with 409 (another writer moved the
+    object), a read gives the newer copy."""
+
+    def __init__(self, newer: dict[str, Any]) -> None:
+        self.newer = newer
+
+    async def patch_namespaced_custom_object_status(self, *_args: Any, **_kwargs: Any) -> dict[str, Any]:
+        raise ApiException(status=409, reason="Conflict")
+
+    async def get_namespaced_custom_object(self, *_args: Any, **_kwargs: Any) -> dict[str, Any]:
+        return self.newer
+
+
+class _WritingReconciler(StubReconciler):
+    async def reconcile(
+        self, raw: Mapping[str, Any], inputs: TickInputs, *, parsed_spec: Any = None
+    ) -> ReconcileResult:
+        await super().reconcile(raw, inputs, parsed_spec=parsed_spec)
+        meta = raw["metadata"]
+        assert self.writer is not None
+        await self.writer.patch_status(meta["namespace"], meta["name"], {}, resource_version=meta["resourceVersion"])
+        return ReconcileResult()
+
+
+def test_a_409_on_a_write_is_one_line_naming_the_write_and_the_newer_copy_is_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stale copy is an expected race: one INFO line saying which write was refused, no traceback, and the
+    apiserver's copy replaces the fleet's."""
+
+    async def scenario() -> dict[str, Any]:
+        writer = KubeWriter(k8s.ApiClient())
+        writer.custom = cast(Any, _RefusingCustomObjects(_body("a", rv=7)))
+        stub = _WritingReconciler()
+        stub.writer = cast(Any, writer)
+        fleet, _ = _fleet(Clock(), stub)
+        fleet.observe("ADDED", _body("a", rv=3))
+        with caplog.at_level(logging.INFO, logger="inference_placement"):
+            await fleet.tick()
+        await writer.api.close()
+        return fleet._workloads[WorkloadKey(NS, "a")].body
+
+    stored = _run(scenario())
+    assert stored["metadata"]["resourceVersion"] == "7"
+    refused = [r for r in caplog.records if "refused: 409 on patch_status" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].exc_info is None, [r.getMessage() for r in caplog.records]
+
+
+class GrowingHistory(WindowMetrics):
+    """The same window every tick but a history one point longer each time: a source reading its day back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.points = 12
+
+    async def fetch(self, keys: Any, now: datetime, objective_seconds: Any = None) -> MetricsSnapshot:
+        self.points += 1
+        window = TrafficWindow(
+            step_seconds=30.0,
+            rps=(1.0,) * 60,
+            observed_p99_seconds=0.2,
+            end=now,
+            history_rps=(1.0,) * self.points,
+            history_slo_misses=0.0,
+            history_step_seconds=300.0,
+        )
+        return MetricsSnapshot(windows=dict.fromkeys(keys, window), queries=4, history_loading=True)
+
+
+@pytest.mark.parametrize(
+    ("min_replicas", "actuators", "every_tick"),
+    [
+        pytest.param(1, Actuators(cluster_scale_to_zero=True), False, id="minReplicas 1: history never read"),
+        pytest.param(0, Actuators(), False, id="minReplicas 0 but nothing wakes the cluster: read as 1"),
+        pytest.param(0, Actuators(cluster_scale_to_zero=True), True, id="may go to zero: the history is read"),
+    ],
+)
+def test_a_history_being_read_back_re_reconciles_only_workloads_whose_decision_reads_it(
+    min_replicas: int, actuators: Actuators, every_tick: bool
+) -> None:
+    """While the source reads the day back (a longer history every tick), a workload is reconciled again only when
+    ``decide`` may read its history (``policy.decide.reads_history``); otherwise only the resync share is."""
+    clock = Clock()
+    stub = StubReconciler()
+    stub.actuators = actuators
+    fleet, _ = _fleet(clock, stub, GrowingHistory(), max_resyncs_per_tick=0)
+    body = _body("w")
+    body["spec"]["scaling"]["minReplicas"] = min_replicas
+    fleet.observe("ADDED", body)
+
+    async def ticks() -> list[int]:
+        reconciled = []
+        for _ in range(4):
+            before = len(stub.calls)
+            clock.now += timedelta(seconds=30)
+            await fleet.tick()
+            reconciled.append(len(stub.calls) - before)
+        return reconciled
+
+    assert _run(ticks()) == ([1, 1, 1, 1] if every_tick else [1, 0, 0, 0])

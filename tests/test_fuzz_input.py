@@ -222,8 +222,8 @@ SEMANTIC = [
             },
         ),
     ),
-    _semantic("cloudRun.project", lambda d: _set(d, "placement.allowedTargets", ["cluster", "cloudrun"])),
-    _semantic("lambda.roleArn", lambda d: _set(d, "placement.allowedTargets", ["lambda", "cluster"])),
+    _semantic("cloudRun.targetRef", lambda d: _set(d, "placement.allowedTargets", ["cluster", "cloudrun"])),
+    _semantic("lambda.targetRef", lambda d: _set(d, "placement.allowedTargets", ["lambda", "cluster"])),
     _semantic(
         "compliance.singleTenant",
         lambda d: _set_all(
@@ -451,8 +451,9 @@ def test_every_broken_price_book_value_is_rejected_naming_the_field(mutation: Bo
         return
     # Accepted: only where the mutation left a legal book.
     new_key_in_a_map = mutation.path[-1] == "surprise_field" and any(
-        part in ("gpu_hour", "gpu_second", "mig_profiles") for part in mutation.path
-    )  # a price for a new GPU type, a new MIG profile
+        part in ("gpu_hour", "gpu_second", "gpu_second_zonal_redundancy", "instance_hour", "mig_profiles")
+        for part in mutation.path
+    )  # a price for a new GPU type or instance type, a new MIG profile
     lax_bool = mutation.value is True  # pydantic's lax mode reads true as 1
     assert mutation.action == "delete" or new_key_in_a_map or lax_bool, f"accepted: {mutation}"
 
@@ -617,10 +618,16 @@ def test_bad_edits_of_a_serving_workload_leave_its_deployment_untouched(
     def edit_once(edit: Mutation) -> None:
         spec = copy.deepcopy(base)
         _apply(spec, edit)
-        obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "serving")
-        obj["spec"] = spec
         try:
-            written = api.replace_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "serving", obj)
+            for attempt in range(10):  # the operator's status write between the get and the replace is a 409
+                obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "serving")
+                obj["spec"] = spec
+                try:
+                    written = api.replace_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "serving", obj)
+                    break
+                except ApiException as conflict:
+                    if conflict.status != 409 or attempt == 9:
+                        raise
         except ApiException as err:
             assert err.status == 422 and edit.kind == "semantic", f"{edit}: {err.status} {err.body[:2000]}"
             assert _names(json.loads(err.body)["message"], edit.path), f"{edit}: {err.body[:2000]}"

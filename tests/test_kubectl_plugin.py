@@ -27,7 +27,7 @@ from inference_placement.kubectl import (
     status_rows,
     workload_status,
 )
-from tests.plugins.cluster import REPO_ROOT, KubeCluster
+from tests.plugins.cluster import REPO_ROOT, KubeCluster, admit_examples_in
 from tests.test_cli_errors import assert_user_error
 from tests.test_explain import _status, _workload
 
@@ -167,6 +167,7 @@ def deployed(crd_installed: KubeCluster, namespace: str, tmp_path: Path) -> dict
     deployment = by_kind(manifests, "Deployment")[0]
     for doc in (configmap, deployment):
         kube.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+    admit_examples_in(kube, namespace)  # the example names the docs' admin targets
     doc = _workload()
     status = doc.pop("status")
     doc["metadata"] = {"name": "sentiment-classifier", "namespace": namespace}

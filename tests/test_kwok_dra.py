@@ -12,18 +12,14 @@ view counts the device (or the share) as taken.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from kubernetes_asyncio import config as async_config
 from kubernetes_asyncio.client import (
     ApiClient,
     AppsV1Api,
-    Configuration,
     CoreV1Api,
     CustomObjectsApi,
     ResourceV1Api,
@@ -37,6 +33,7 @@ from inference_placement.targets.capacity import CapacityCache
 from inference_placement.targets.cluster import ClusterTarget
 from tests.plugins.cluster import KubeCluster
 from tests.plugins.operator import OperatorProcess
+from tests.test_target_cluster import client_for, eventually
 
 pytestmark = [pytest.mark.cluster]
 
@@ -63,19 +60,9 @@ TOTALS = {"h100": 8, "a100-mig": 56, "l4-ts": 32}
 """What each pool's node publishes under the case's key (8 GPUs; 8 x 7 MIG devices; 4 GPUs x 8 shares)."""
 
 
-async def eventually(probe: Callable[[], Awaitable[bool]], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(0.5)
-
-
 @pytest.fixture
 async def api(kube_kwok: KubeCluster) -> AsyncIterator[ApiClient]:
-    configuration = Configuration()
-    await async_config.load_kube_config(config_file=kube_kwok.kubeconfig, client_configuration=configuration)
-    client = ApiClient(configuration)
+    client = await client_for(kube_kwok)
     yield client
     await client.close()
 

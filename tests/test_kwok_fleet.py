@@ -9,15 +9,12 @@ and Ready, so the target reports the workload ready and the capacity view counts
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from kubernetes_asyncio import config as async_config
-from kubernetes_asyncio.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, CustomObjectsApi
+from kubernetes_asyncio.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi
 
 from inference_placement.api.workload import GROUP, PLURAL, VERSION, InferenceWorkload
 from inference_placement.devtools.kwok import FLEET_LABEL, GPU_POOLS, KwokFleet, create_fleet, delete_fleet, fleet_plan
@@ -25,6 +22,7 @@ from inference_placement.targets.base import DesiredTarget
 from inference_placement.targets.capacity import CapacityCache
 from inference_placement.targets.cluster import ClusterTarget
 from tests.plugins.cluster import KubeCluster
+from tests.test_target_cluster import client_for, eventually
 
 pytestmark = [pytest.mark.cluster]
 
@@ -49,19 +47,9 @@ CASES: dict[str, tuple[dict[str, Any], str, str]] = {
 }
 
 
-async def eventually(probe: Callable[[], Awaitable[bool]], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(0.5)
-
-
 @pytest.fixture
 async def api(kube_kwok: KubeCluster) -> AsyncIterator[ApiClient]:
-    configuration = Configuration()
-    await async_config.load_kube_config(config_file=kube_kwok.kubeconfig, client_configuration=configuration)
-    client = ApiClient(configuration)
+    client = await client_for(kube_kwok)
     yield client
     await client.close()
 

@@ -41,6 +41,7 @@ from tests.plugins.cloud import FAKE_AWS_ACCESS_KEY_ID, FAKE_AWS_SECRET_ACCESS_K
 from tests.plugins.cluster import KubeCluster
 from tests.plugins.envoy import HttpUpstreams, start_envoy
 from tests.plugins.faults import FaultProxy, api_connection
+from tests.plugins.http_load import answers
 from tests.plugins.lambda_runtime import start_local_function
 from tests.plugins.live import (
     RATE_WINDOW_SECONDS,
@@ -50,7 +51,7 @@ from tests.plugins.live import (
     traffic_lines,
     workload_doc,
 )
-from tests.plugins.operator import OperatorProcess, wait_for
+from tests.plugins.operator import INLINE_CLOUD_IDENTITY, OperatorProcess, wait_for
 from tests.plugins.prometheus import PrometheusBinaries, running_prometheus
 from tests.plugins.secret_scan import record_operator_run
 
@@ -342,7 +343,13 @@ def ha(
             ),
         )
         operators = [
-            OperatorProcess(cluster, namespace, directory / f"operator-{i}.log", list(args), metrics_port=free_port())
+            OperatorProcess(
+                cluster,
+                namespace,
+                directory / f"operator-{i}.log",
+                [*INLINE_CLOUD_IDENTITY, *args],  # its workload deploys through the inline fields
+                metrics_port=free_port(),
+            )
             for i in range(3)
         ]
         for op in operators:
@@ -410,6 +417,9 @@ def test_two_replicas_only_the_leader_acts_and_a_sigkilled_leader_is_finished_by
     }
     ha.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
     ha.wait_placed("cloudrun", timeout=90)
+    # placed means routed: the first placement ends only once the router serves it (the CI rehearsal's first request
+    # was a 503 when the placement was recorded before the router had its route)
+    assert answers(ha.replay.port, ha.replay.host_header, ha.replay.path) == 200
     wait_for(lambda: ha.warm_standby(first), timeout=60, what="the second replica to campaign")
 
     # only one acts: the standby has written nothing, every Event names the leader

@@ -20,6 +20,7 @@ import pytest
 from inference_placement.devtools.replay.load import LoadReplay
 from tests.cloudrun_standin import CloudRunStandin
 from tests.plugins.cluster import KubeCluster
+from tests.plugins.http_load import answers
 from tests.plugins.live import (
     MIGRATION_STEPS,
     NAME,
@@ -77,6 +78,8 @@ def test_a_real_trace_swing_migrates_cluster_to_cloud_run_and_back_with_sigkill_
     # the high start: the first placement follows the explicit thresholds onto the cluster, whose Pod really runs
     status = wait_placed(stack["watcher"], "cluster", timeout=60)
     assert status["endpoint"] == f"http://{NAME}.{namespace}.svc.cluster.local"
+    # placed means routed: a first placement ends only once the router serves its route
+    assert answers(replay.port, replay.host_header, replay.path) == 200
     time.sleep(max(0.0, stack["start"] - time.time()))
     replay.start()
 
@@ -170,7 +173,8 @@ def test_a_metrics_outage_freezes_placement_and_recovers(live_stack: dict[str, A
         assert watcher.current_step() is None, "a migration started without metrics"
         time.sleep(0.5)
     assert watcher.status().get("placement") == "cluster"
-    # the first placement walks Provisioning/AwaitingHealthy without a source; no migration happened after it
+    # the first placement walks Provisioning/AwaitingHealthy/Shifting without a source (placed once routed); no
+    # migration happened after it
     assert not [o for o in watcher.seen if o.step is not None and o.placement is not None]
 
     restarted = restart_prometheus(prometheus, stack["prometheus_binaries"])

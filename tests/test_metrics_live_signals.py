@@ -191,6 +191,7 @@ _DECLARED = {
     "history_rps": LIVE_OBSERVATION.history_seconds > 0,
     "history_slo_misses": LIVE_OBSERVATION.history_seconds > 0,
     "history_step_seconds": LIVE_OBSERVATION.history_step_seconds > 0,
+    "known_idle_steps": False,  # the future: only the benchmark's clairvoyant reference line is shown it
 }
 """Each optional ``TrafficWindow`` field and whether ``LIVE_OBSERVATION`` says the live source fills it."""
 

@@ -7,7 +7,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from inference_placement.api.spec import TargetName
-from inference_placement.api.status import LastMigration, MigrationOutcome, MigrationStatus, MigrationStep
+from inference_placement.api.status import (
+    InferenceWorkloadStatus,
+    LastMigration,
+    MigrationOutcome,
+    MigrationStatus,
+    MigrationStep,
+)
 from inference_placement.controller.migration import (
     MigrationAction,
     MigrationObservation,
@@ -16,6 +22,7 @@ from inference_placement.controller.migration import (
     advance,
     start_migration,
 )
+from inference_placement.routing.model import traffic_weights
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 TIMINGS = MigrationTimings(shift_steps_percent=(10, 50, 100), step_hold_seconds=10, drain_seconds=30)
@@ -69,14 +76,24 @@ def test_each_traffic_step_is_held() -> None:
     assert held.migration == m and held.placement is TargetName.CLUSTER
 
 
-def test_first_placement_has_no_traffic_shift() -> None:
+def test_first_placement_has_no_traffic_shift_and_is_placed_once_routed() -> None:
     m = start_migration(None, TargetName.CLUSTER, "initial", T0)
     t1 = advance(m, MigrationObservation(), T0, TIMINGS)
     assert t1.migration is not None and t1.migration.step is MigrationStep.AWAITING_HEALTHY and t1.placement is None
     t2 = advance(t1.migration, MigrationObservation(target_ready=False), T0 + timedelta(seconds=5), TIMINGS)
     assert t2.migration == t1.migration
+    # healthy: routed all its traffic at once (no 10/50 steps, nothing to shift from), not placed yet
     t3 = advance(t1.migration, READY, T0 + timedelta(seconds=9), TIMINGS)
-    assert t3.migration is None and t3.placement is TargetName.CLUSTER and t3.event_reason == "Placed"
+    assert t3.migration is not None and t3.placement is None and t3.event_reason is None
+    assert t3.migration.step is MigrationStep.SHIFTING and t3.migration.traffic_percent == 100
+    assert traffic_weights(InferenceWorkloadStatus(migration=t3.migration)) == {TargetName.CLUSTER: 100}
+    # the reconciler advances a routed step only once the router serves it: placed then, with no hold
+    t4 = advance(t3.migration, READY, T0 + timedelta(seconds=9), TIMINGS)
+    assert t4.migration is None and t4.placement is TargetName.CLUSTER and t4.event_reason == "Placed"
+    assert t4.finished is not None and t4.finished.outcome is MigrationOutcome.SUCCEEDED
+    # a target that fails its health check before it is placed is rolled back (nothing served it yet)
+    t5 = advance(t3.migration, MigrationObservation(target_ready=False), T0 + timedelta(seconds=10), TIMINGS)
+    assert t5.migration is not None and t5.migration.step is MigrationStep.ROLLING_BACK and t5.placement is None
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ patches, and its cluster target records what it was asked to apply."""
 from __future__ import annotations
 
 import asyncio
+import copy
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -16,6 +17,7 @@ from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.api.validation import parse_spec
 from inference_placement.api.workload import InferenceWorkload
 from inference_placement.controller.reconciler import Reconciler, TickInputs
+from inference_placement.devtools.merge_patch import apply_merge_patch
 from inference_placement.explain import explain_workload
 from inference_placement.policy.actuation import Actuators, target_settings
 from inference_placement.policy.budget import MONTH_SECONDS
@@ -30,19 +32,6 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 PB = default_price_book()
 
 
-def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """RFC 7386 merge patch (what the apiserver does with the reconciler's status patch)."""
-    out = dict(target)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 class Writer:
     def __init__(self, body: dict[str, Any]) -> None:
         self.body = body
@@ -50,7 +39,8 @@ class Writer:
     async def patch_status(
         self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
     ) -> dict[str, Any]:
-        self.body["status"] = _merge(self.body.get("status") or {}, patch)
+        # a new status object, as the apiserver answers (a test may hold the one it read before)
+        self.body["status"] = apply_merge_patch(copy.deepcopy(self.body.get("status") or {}), patch)
         return self.body
 
     async def post_event(self, **_: Any) -> None:

@@ -40,17 +40,30 @@ def test_lambda_workload_gets_a_finalizer_and_deleting_it_leaves_no_function(
     crd_installed: KubeCluster,
     namespace: str,
     operator_factory: Callable[..., OperatorProcess],
+    serverless_target_factory: Callable[[dict[str, Any]], str],
     moto_aws: MotoAws,
 ) -> None:
     # moto_server has put fake credentials and AWS_EC2_METADATA_DISABLED in this process's environment,
-    # which the operator subprocess inherits.
-    operator_factory(namespace, "--set", f"lambda.endpoint={moto_aws.endpoint_url}")
+    # which the operator subprocess inherits. The example names its admin's ServerlessTarget: the test's stands in
+    # for it (moto's account, role and region; the example's ECR registry), inline cloud identity off.
+    account = moto_aws.role_arn.split(":")[4]
+    target = serverless_target_factory(
+        {
+            "provider": "lambda",
+            "account": account,
+            "regions": [moto_aws.region],
+            "roleArn": moto_aws.role_arn,
+            "allowedImages": [f"{account}.dkr.ecr.us-east-1.amazonaws.com/"],
+            "allowedNamespaces": {"names": [namespace]},
+        }
+    )
+    operator_factory(namespace, "--set", f"lambda.endpoint={moto_aws.endpoint_url}", inline_cloud_identity=False)
 
     doc = load_example(REPO_ROOT / "examples" / "sentiment-bursty.yaml", namespace)
     doc["metadata"]["name"] = "to-lambda"
     doc["spec"]["placement"] = {"allowedTargets": ["lambda"]}
-    doc["spec"]["lambda"]["roleArn"] = moto_aws.role_arn
-    doc["spec"]["lambda"]["region"] = moto_aws.region
+    doc["spec"]["lambda"]["targetRef"] = {"name": target}
+    doc["spec"]["lambda"].pop("region")  # the target's
     crd_installed.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
 
     obj = wait_for(

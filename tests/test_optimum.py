@@ -20,8 +20,10 @@ from inference_placement.api.spec import (
     SLOSpec,
     TargetName,
 )
+from inference_placement.policy.actuation import Actuators
 from inference_placement.policy.price_book import default_price_book
 from inference_placement.sim.optimum import Mode, PlanPolicy, econ_lookup, optimum, workload_modes
+from inference_placement.sim.platforms import Activator
 from inference_placement.sim.policies import OursPolicy
 from inference_placement.sim.registry import online_policies
 from inference_placement.sim.scenario import RouterPlatform
@@ -69,9 +71,18 @@ traffic = st.lists(st.one_of(st.just(0), st.integers(0, 3), st.integers(20, 400)
 def test_optimum_is_no_dearer_than_any_policy_that_meets_the_slo(counts: list[int], gpu: bool) -> None:
     w = workload(gpu_spec() if gpu else cpu_spec(), counts)
     economics = feasible_economics(w.spec, PB)
-    # the router runs the activator: ours may scale the cluster to zero, and the optimum knows that zero too
+    # the router runs the activator: ours may scale the cluster to zero, and the optimum knows that zero too; it
+    # knows every action of the product whatever the router enables, so ours with every actuator (burst spillover,
+    # serverless answering at zero) is checked too
     best = optimum(w, economics, PB, router=RouterPlatform())
-    for policy in [*online_policies(router=RouterPlatform()), OursPolicy()]:
+    everything = Actuators(cluster_scale_to_zero=True, spillover=True, zero_fall_through=True)
+    for policy in [
+        *online_policies(router=RouterPlatform()),
+        *online_policies(router=RouterPlatform(fall_through=True)),
+        OursPolicy(),
+        OursPolicy(actuators=everything),
+        OursPolicy(actuators=Actuators(spillover=True)),
+    ]:
         check = getattr(policy, "applicable", None)
         if check is not None and not check(economics):
             continue
@@ -122,3 +133,20 @@ def test_plan_policy_issues_moves_early_by_their_lead() -> None:
     result = simulate(w, policy, PB, economics=economics)
     assert result.migrations == 1
     assert result.placement_per_step[5] == 2  # serving on Lambda from the boundary on
+
+
+def test_the_optimum_knows_base_plus_overflow_and_the_serverless_answer_at_zero() -> None:
+    # bursts a replica's slots cannot hold: ours with burst spillover sends the refused requests to Lambda; the
+    # optimum has that action too (it spills, and costs no more), and the serverless answer at zero is one of its
+    # modes where the router runs the activator
+    from tests.test_policy_spillover import SPILLS, bursty_workload
+
+    w = bursty_workload()
+    economics = feasible_economics(w.spec, PB)
+    ours = simulate(w, OursPolicy(actuators=SPILLS), PB, economics=economics, warmup_seconds=600)
+    best = optimum(w, economics, PB, warmup_seconds=600, router=RouterPlatform())
+    assert ours.meets_slo and ours.spilled > 0
+    assert best.meets_slo and best.spilled > 0 and best.cost_usd <= ours.cost_usd
+    modes = workload_modes(economics, w, activator=Activator(0.5, w.spec.slo.tolerable_cold_start_seconds, 60.0))
+    assert {m.overflow for m in modes if m.overflow is not None} == {TargetName.LAMBDA}
+    assert all(m.level >= 1 and m.target is TargetName.CLUSTER for m in modes if m.overflow is not None)

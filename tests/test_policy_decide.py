@@ -29,6 +29,7 @@ from inference_placement.api.spec import (
 from inference_placement.policy.budget import seconds_to_month_end
 from inference_placement.policy.capacity import ClusterCapacity, NodeCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
+from inference_placement.policy.forecast import rate_variability
 from inference_placement.policy.price_book import default_price_book
 
 PB = default_price_book()
@@ -431,7 +432,8 @@ def test_a_steady_stream_under_a_peak_works_off_its_excess_a_lone_burst_does_not
     # the same peak reached by a burst on a near-idle stream: its own requests free no slot within the slack
     on_lone = run(spec, llm_window([0.05] * 60, [1.0] * 59 + [36.0]), state(TargetName.CLUSTER))
     assert on_lone.replicas == 3  # 36 in flight on 16-slot replicas
-    assert "observed peak 36 in flight" in on_lone.reason
+    # held by the peak itself or by the peakedness it shows (a burst of 36 on a near-idle stream)
+    assert "observed peak 36 in flight" in on_lone.reason or "in-flight peaks show bursts" in on_lone.reason
     # 2 x 16 slots, and the 20 steady requests free slots fast enough for the other 4 to start within 1.7 s
     assert on_steady.replicas == 2, on_steady.reason
     assert "observed peak" not in on_steady.reason
@@ -498,3 +500,52 @@ def test_a_move_under_way_is_not_charged_again_halfway() -> None:
     # below the band both stay, above it both move: only the sunk move's cost differs
     assert all(placed[i].target is moving[i].target is TargetName.CLOUDRUN for i in range(min(band)))
     assert all(placed[i].target is moving[i].target is TargetName.CLUSTER for i in range(max(band) + 1, len(rates)))
+
+
+def test_a_rate_that_varies_beyond_poisson_noise_gets_more_headroom_than_a_poisson_one() -> None:
+    """Issue 17: at volume, Poisson noise vanishes and the rate's own step-to-step variability is what a replica
+    start must ride out. Same mean (100 rps on an LLM-like spec, ~445 in flight), same sustain-window peak: the
+    series whose per-minute counts vary far more than Poisson gets more replicas, and the reason says why."""
+    spec = llm_spec().model_copy(update={"scaling": ScalingSpec(target_concurrency=16, max_replicas=200)})
+    rng = np.random.default_rng(17)
+    poisson = [float(c) / 60.0 for c in rng.poisson(100.0 * 60.0, 60)]
+    # the same mean with +-8 % swings from minute to minute (overdispersed: ~50x the Poisson variance)
+    swings = [float(c) / 60.0 for c in rng.poisson(100.0 * 60.0 * (1.0 + 0.08 * rng.standard_normal(60)))]
+    tail = [100.0, 101.0, 99.0, 100.5, 100.2]  # the same last five minutes: the same sustain-window peak
+    calm = run(spec, llm_window(poisson[:-5] + tail), state(TargetName.CLUSTER))
+    varied = run(spec, llm_window(swings[:-5] + tail), state(TargetName.CLUSTER))
+    assert "rate varies" not in calm.reason, calm.reason
+    assert "rate varies" in varied.reason and "x Poisson between steps" in varied.reason
+    assert varied.replicas > calm.replicas, (varied.reason, calm.reason)
+
+
+def test_rate_variability_is_the_excess_over_poisson_around_a_local_trend() -> None:
+    rng = np.random.default_rng(5)
+    step = 60.0
+    steady = rng.poisson(50.0 * step, 60) / step
+    assert rate_variability(steady, step).excess_sd_rps == 0.0
+    assert 0.5 < rate_variability(steady, step).dispersion < 1.5
+    # a slow daily-like ramp is a trend, not variability: successive differences ignore it
+    ramp = rng.poisson(np.linspace(20.0, 80.0, 60) * step) / step
+    assert rate_variability(ramp, step).excess_sd_rps == 0.0
+    # a rate jumping by +-10 % from step to step: its excess is about those 10 % (5 rps)
+    jumpy = rng.poisson(50.0 * step * (1.0 + 0.1 * rng.standard_normal(60))) / step
+    excess = rate_variability(jumpy, step).excess_sd_rps
+    assert 3.5 < excess < 6.5
+
+
+def test_bursts_the_in_flight_peaks_showed_earlier_in_the_window_keep_their_capacity() -> None:
+    """A gauge read at scrapes sees a burst now and then, not every one (issue 17's code trace: 5-second bursts
+    between quiet minutes). A reading far beyond what Poisson arrivals at the step's rate reach is a burst; the
+    in-flight count's peakedness it shows sizes the replicas for the window (bursts recur), not only while the
+    reading is in the sustain window. Readings within Poisson's reach change nothing."""
+    spec = llm_spec()
+    rates = [3.0] * 60
+    poisson_peaks = [18.0] * 60  # 13.4 in flight, within 3 standard deviations
+    burst_peaks = [18.0] * 30 + [60.0] + [18.0] * 29  # a burst half an hour ago, long out of the sustain window
+    calm = run(spec, llm_window(rates, poisson_peaks), state(TargetName.CLUSTER))
+    bursty = run(spec, llm_window(rates, burst_peaks), state(TargetName.CLUSTER))
+    assert "in-flight peaks show bursts" not in calm.reason
+    assert "in-flight peaks show bursts" in bursty.reason
+    assert "observed peak" not in bursty.reason  # the sustain window alone would not hold it
+    assert bursty.replicas > calm.replicas, (bursty.reason, calm.reason)

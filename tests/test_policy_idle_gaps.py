@@ -22,7 +22,7 @@ from inference_placement.api.spec import (
 )
 from inference_placement.policy.actuation import Actuators, target_settings
 from inference_placement.policy.capacity import ClusterCapacity
-from inference_placement.policy.decide import PlacementState, TrafficWindow, decide
+from inference_placement.policy.decide import PlacementState, TrafficWindow, decide, reads_history
 from inference_placement.policy.idle_gaps import idle_gap_plan, idle_gap_signature
 from inference_placement.policy.price_book import default_price_book
 from inference_placement.policy.queueing import poisson_mean_within
@@ -250,3 +250,65 @@ def test_a_burst_newer_than_the_coarse_history_keeps_a_replica() -> None:
     )  # fmt: skip
     assert decision.idle_gap is not None and not decision.idle_gap.scale_to_zero
     assert decision.replicas >= 1
+
+
+# ------------------------------------------------------------------------------------------------ what decide reads
+
+
+def _with_history(window: TrafficWindow, history: np.ndarray | None, misses: float | None) -> TrafficWindow:
+    return TrafficWindow(
+        step_seconds=window.step_seconds,
+        rps=window.rps,
+        observed_p99_seconds=window.observed_p99_seconds,
+        end=window.end,
+        service_seconds=window.service_seconds,
+        peak_in_flight=window.peak_in_flight,
+        slo_miss_share=window.slo_miss_share,
+        history_rps=None if history is None else tuple(history.tolist()),
+        history_slo_misses=misses,
+        history_step_seconds=300.0 if history is not None and len(history) % 2 else None,
+    )
+
+
+_HISTORIES = [
+    (periodic(5, 288, idle_after=2), 0.0),
+    (periodic(5, 30, per_burst=1.0, idle_after=2), None),
+    (np.zeros(288), 0.0),
+    (np.full(61, 3.0), 500.0),
+    (None, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("min_replicas", "actuators"),
+    [(1, WAKES), (2, WAKES), (0, Actuators())],
+    ids=["minReplicas 1", "minReplicas 2", "minReplicas 0 without an activator"],
+)
+@pytest.mark.parametrize("recent", [periodic(5, 288, idle_after=2), np.full(60, 0.4), np.full(60, 20.0)])
+def test_a_decision_that_does_not_read_the_history_is_the_same_whatever_the_history(
+    min_replicas: int, actuators: Actuators, recent: np.ndarray
+) -> None:
+    """``reads_history`` False: windows differing in their history alone get equal Decisions (the fleet leaves the
+    history out of its fingerprint on this). Fails if ``decide`` starts reading the history elsewhere."""
+    spec = gpu_spec()
+    spec = spec.model_copy(update={"scaling": spec.scaling.model_copy(update={"min_replicas": min_replicas})})
+    assert not reads_history(spec, actuators)
+    base = window_of(recent)
+    decisions = [
+        decide(spec, _with_history(base, h, m), state, PB, ClusterCapacity(), NOW, actuators=actuators)
+        for h, m in _HISTORIES
+        for state in (on_cluster(),)
+    ]
+    assert all(d == decisions[0] for d in decisions[1:])
+
+
+def test_a_decision_that_reads_the_history_changes_with_it() -> None:
+    """The converse, so the test above is not vacuous: where the cluster may go to zero, the history decides."""
+    spec = gpu_spec()
+    assert reads_history(spec, WAKES)
+    base = window_of(periodic(5, 288, idle_after=2))
+    replicas = {
+        decide(spec, _with_history(base, h, m), on_cluster(), PB, ClusterCapacity(), NOW, actuators=WAKES).replicas
+        for h, m in _HISTORIES
+    }
+    assert 0 in replicas and max(replicas) >= 1

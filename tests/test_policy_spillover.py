@@ -90,6 +90,24 @@ def test_bursts_spill_to_serverless_when_that_is_cheaper_than_holding_the_peak()
     assert "to lambda" in spilled.reason and "holding the peak" in spilled.reason
 
 
+def test_a_spill_in_force_ends_only_when_holding_the_peak_beats_it_by_more_than_the_band() -> None:
+    """The band the move thresholds and the accelerator choice keep: a spill saving about a third does not start
+    under a 45 % band, but one already in force is kept (holding the peak does not beat it by 45 %); steady
+    traffic, where holding the peak is far cheaper, ends it."""
+    band = spec().model_copy(deep=True)
+    band.placement.thresholds.hysteresis_fraction = 0.45
+    spilling = PlacementState(
+        current=TargetName.CLUSTER, last_migration_finished_at=None, month_to_date_usd=0.0, spilling=True
+    )
+    starts = decide(band, bursty_window(), ON_CLUSTER, PB, ClusterCapacity(), NOW, actuators=SPILLS)
+    kept = decide(band, bursty_window(), spilling, PB, ClusterCapacity(), NOW, actuators=SPILLS)
+    assert starts.spill is None
+    assert kept.spill is not None and kept.replicas == kept.spill.base_replicas < starts.replicas
+    saving = 1 - kept.spill.usd_per_second / kept.spill.holding_usd_per_second
+    assert 0 < saving < 0.45
+    assert decide(band, steady_window(), spilling, PB, ClusterCapacity(), NOW, actuators=SPILLS).spill is None
+
+
 def test_steady_traffic_keeps_the_cluster_alone() -> None:
     decision = decide(spec(), steady_window(), ON_CLUSTER, PB, ClusterCapacity(), NOW, actuators=SPILLS)
     assert decision.spill is None

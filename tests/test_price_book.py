@@ -43,7 +43,7 @@ def test_packaged_default_loads_with_the_reference_figures() -> None:
     assert pb.prices.cluster.gpu_hour["nvidia-a100-80gb"] == pytest.approx(5.12)
     assert pb.prices.cloudrun.gpu_second["nvidia-l4"] == pytest.approx(0.0001867)
     assert pb.platforms.lambda_.max_memory_mb == 10240
-    assert pb.platforms.cloudrun.gpu_types == ["nvidia-l4"]
+    assert pb.platforms.cloudrun.gpu_types == ["nvidia-l4", "nvidia-rtx-pro-6000"]
     assert pb.migration.drain_seconds == 30
 
 
@@ -56,8 +56,13 @@ def test_reference_scenario_is_a_price_book_plus_profiles() -> None:
     # the default starts from the reference figures: every reference price is the default's
     assert pb.prices.cluster.gpu_hour == default.prices.cluster.gpu_hour
     assert pb.prices.lambda_ == default.prices.lambda_
-    assert pb.prices.cloudrun == default.prices.cloudrun
+    run, default_run = pb.prices.cloudrun, default.prices.cloudrun
+    assert (run.request_based, run.instance_based) == (default_run.request_based, default_run.instance_based)
+    # the default adds the 2026 GPUs (RTX PRO 6000) and the zonal-redundancy prices; the reference's L4 is the same
+    assert run.gpu_second.items() <= default_run.gpu_second.items()
+    assert pb.cloudrun_gpu_second("nvidia-l4") == default.cloudrun_gpu_second("nvidia-l4")
     assert pb.platforms.lambda_ == default.platforms.lambda_
+    assert pb.platforms.cloudrun.gpu_instance("nvidia-l4") == default.platforms.cloudrun.gpu_instance("nvidia-l4")
 
 
 @pytest.mark.parametrize(

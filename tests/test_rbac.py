@@ -54,7 +54,8 @@ class Release:
 def _install(cluster: KubeCluster, namespace: str, release: str, values: list[str]) -> Iterator[Release]:
     """Apply the rendered chart for real (CRDs first), without running the operator pod; remove what is cluster-scoped
     afterwards (the namespace fixture removes the rest)."""
-    cluster.kubectl("apply", "-f", str(CHART / "crds"))
+    cluster.kubectl("apply", "-f", str(CHART / "crds"))  # kopf's peering CRDs
+    cluster.kubectl("apply", "-f", str(CHART / "files" / "crds"))  # the chart's own (also templates, below)
     for name in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev", "inferenceworkloads.placement.inference.dev"):
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
     # peering on (with one replica) so its RBAC is checked too; leader election is on by default
@@ -69,7 +70,8 @@ def _install(cluster: KubeCluster, namespace: str, release: str, values: list[st
         yield Release(cluster, namespace, account, peering, manifests, lease)
     finally:
         for manifest in manifests:
-            if "namespace" not in manifest["metadata"]:
+            # the CRDs (templates since crds.install) stay: every other test's objects live in them
+            if "namespace" not in manifest["metadata"] and manifest["kind"] != "CustomResourceDefinition":
                 cluster.kubectl("delete", manifest["kind"], manifest["metadata"]["name"], "--wait=false", check=False)
 
 
@@ -188,14 +190,24 @@ def test_service_account_is_allowed_what_the_operator_uses(clusterwide: Release,
         ("watch", "deviceclasses.resource.k8s.io", None, None),
         ("create", "resourceclaimtemplates.resource.k8s.io", ns, None),
         ("delete", "resourceclaimtemplates.resource.k8s.io", ns, None),
+        ("list", "horizontalpodautoscalers.autoscaling", ns, None),
+        ("list", "scaledobjects.keda.sh", ns, None),
         ("watch", "clusterkopfpeerings.kopf.dev", None, None),
         ("patch", f"clusterkopfpeerings.kopf.dev/{r.peering}", None, None),
         ("get", "secrets/aws-creds", r.namespace, None),
         ("create", "leases.coordination.k8s.io", r.namespace, None),
         ("get", f"leases.coordination.k8s.io/{r.lease}", r.namespace, None),
         ("patch", f"leases.coordination.k8s.io/{r.lease}", r.namespace, None),
+        # the admin-defined cloud targets: read, and only their status written
+        ("list", "serverlesstargets.placement.inference.dev", None, None),
+        ("watch", "serverlesstargets.placement.inference.dev", None, None),
+        ("patch", "serverlesstargets.placement.inference.dev", None, "status"),
+        ("list", "namespaces", None, None),
     ]
     refused = [
+        ("create", "serverlesstargets.placement.inference.dev", None, None),
+        ("patch", "serverlesstargets.placement.inference.dev", None, None),
+        ("delete", "serverlesstargets.placement.inference.dev", None, None),
         ("get", "secrets/foreign", ns, None),
         ("get", "secrets", ns, None),
         ("list", "secrets", None, None),
@@ -224,7 +236,6 @@ def test_service_account_is_allowed_what_the_operator_uses(clusterwide: Release,
         ("patch", "clusterkopfpeerings.kopf.dev/someone-else", None, None),
         ("create", "clusterroles.rbac.authorization.k8s.io", None, None),
         ("create", "rolebindings.rbac.authorization.k8s.io", r.namespace, None),
-        ("list", "namespaces", None, None),
         ("create", "serviceaccounts/token", r.namespace, None),
         ("patch", "leases.coordination.k8s.io/someone-else", r.namespace, None),
         ("delete", f"leases.coordination.k8s.io/{r.lease}", r.namespace, None),
@@ -292,6 +303,9 @@ def test_scoped_rbac_is_refused_everything_outside_the_watched_and_release_names
         ("watch", "pods", None, None),
         ("list", "namespaces", None, None),
         ("create", "leases.coordination.k8s.io", r.namespace, None),
+        # the admin-defined cloud targets are cluster-scoped: read cluster-wide even when scoped
+        ("list", "serverlesstargets.placement.inference.dev", None, None),
+        ("watch", "serverlesstargets.placement.inference.dev", None, None),
     ]
     refused = [
         # no cluster-wide writes, and nothing in a namespace it does not watch
@@ -366,6 +380,8 @@ def test_operator_with_only_the_charts_scoped_rbac_places_a_workload_and_runs_th
         "resourceclaims",
         "customresourcedefinitions",
         "namespaces",
+        "serverlesstargets",
+        "serverlesstargets/status",
     }
     kubeconfig = _token_kubeconfig(r, tmp_path / "operator.kubeconfig")
     log_path = tmp_path / "operator.log"

@@ -120,6 +120,43 @@ def test_a_refused_upstream_is_refused_at_weight_zero_too() -> None:
         route_for(NS, NAME, status.model_copy(update={"migration": migration}), CONFIG)
 
 
+def test_a_function_outside_every_admins_lambda_target_is_not_routed() -> None:
+    """With no inline cloud identity, every function a workload can have is in an admin's ServerlessTarget's account
+    and region; the router checks a status's ARN against those (the router's own settings left open)."""
+    from inference_placement.api.serverless_target import ServerlessTarget, ServerlessTargetSpec
+    from inference_placement.controller.tenancy import TenancyCache
+
+    tenancy = TenancyCache(None)
+    spec = ServerlessTargetSpec.model_validate(
+        {
+            "provider": "lambda",
+            "account": ACCOUNT,
+            "regions": ["us-east-1"],
+            "roleArn": f"arn:aws:iam::{ACCOUNT}:role/runtime",
+            "allowedImages": [f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/"],
+            "allowedNamespaces": {"names": [NS]},
+        }
+    )
+    tenancy.load([ServerlessTarget(name="team-lambda", generation=1, spec=spec)])
+    scope = tenancy.lambda_scope()
+    assert scope == frozenset({(ACCOUNT, "us-east-1")})
+    config = EndpointsConfig(trust=UpstreamTrust(lambda_scope=scope))
+    assert isinstance(route_for(NS, NAME, _status(L, name=OWN_ARN, endpoint=OWN_URL), config).backends[0].upstream,
+                      LambdaUpstream)  # fmt: skip
+    for forged, why in (
+        (OWN_ARN.replace(ACCOUNT, FOREIGN), FOREIGN),
+        (OWN_ARN.replace("us-east-1", "eu-west-1"), "eu"),
+    ):
+        with pytest.raises(RouteError, match="no admin's ServerlessTarget allows"):
+            route_for(NS, NAME, _status(L, name=forged, endpoint=OWN_URL), config)
+        assert why in forged
+    # where workloads may still bring their own identity (migrating), or the targets were never read, no such scope
+    assert TenancyCache(None, allow_inline_cloud_identity=True).lambda_scope() is None
+    unread = TenancyCache(None)
+    unread._problem = "not read yet"
+    assert unread.lambda_scope() is None
+
+
 def test_an_admin_trusted_origin_is_routed_as_it_is() -> None:
     config = EndpointsConfig(trust=UpstreamTrust(trusted_origins=frozenset({"http://127.0.0.1:18080"})))
     route = route_for(NS, NAME, _status(R, endpoint="http://127.0.0.1:18080"), config)

@@ -98,6 +98,7 @@ SET_TABLE: list[tuple[str, str, str, object]] = [
     ("sweep.dryRun", "true", "sweep.dry_run", True),
     ("sweep.lambdaRegions", "us-east-1,eu-west-1", "sweep.lambda_regions", ("us-east-1", "eu-west-1")),
     ("sweep.cloudRunRegions", "europe-west4", "sweep.cloud_run_regions", ("europe-west4",)),
+    ("tenancy.allowInlineCloudIdentity", "true", "tenancy.allow_inline_cloud_identity", True),
     ("cloudrun.enabled", "yes", "cloudrun.enabled", True),
     ("cloudrun.project", "acme", "cloudrun.project", "acme"),
     ("cloudrun.credentialsDir", "/var/run/gcp", "cloudrun.credentials_dir", Path("/var/run/gcp")),
@@ -117,9 +118,17 @@ SET_TABLE: list[tuple[str, str, str, object]] = [
     ("migration.trafficMaxSlowShare", "0.5", "migration.traffic_max_slow_share", 0.5),
     ("migration.trafficMinRequests", "3", "migration.traffic_min_requests", 3),
     ("metrics.timeoutSeconds", "3", "metrics.timeout_seconds", 3.0),
+    ("metrics.bearerTokenFile", "/var/run/token", "metrics.bearer_token_file", Path("/var/run/token")),
+    ("metrics.basicAuthUsername", "ops", "metrics.basic_auth_username", "ops"),
+    ("metrics.basicAuthPasswordFile", "/etc/pw", "metrics.basic_auth_password_file", Path("/etc/pw")),
+    ("metrics.headers", "X-Scope-OrgID=a,X-B=b", "metrics.headers", {"X-Scope-OrgID": "a", "X-B": "b"}),
+    ("metrics.caFile", "/etc/ca.pem", "metrics.ca_file", Path("/etc/ca.pem")),
+    ("router.ownerConfigMap", "release-config", "router.owner_config_map", "release-config"),
     ("cluster.imagePullPolicy", "IfNotPresent", "cluster.image_pull_policy", "IfNotPresent"),
     ("cluster.dryRun", "on", "cluster.dry_run", True),
     ("cluster.gpuRequest", "dra", "cluster.gpu_request", "dra"),
+    ("cluster.gpuNodeLabels", "karpenter-aws", "cluster.gpu_node_labels", "karpenter-aws"),
+    ("cluster.spotNodeLabels", "eks", "cluster.spot_node_labels", "eks"),
     ("cluster.draGpuDeviceClass", "gpu.example.com", "cluster.dra_gpu_device_class", "gpu.example.com"),
     ("cluster.draMigDeviceClass", "mig.example.com", "cluster.dra_mig_device_class", "mig.example.com"),
     ("cluster.draSharingStrategy", "TimeSlicing", "cluster.dra_sharing_strategy", "TimeSlicing"),
@@ -129,6 +138,8 @@ SET_TABLE: list[tuple[str, str, str, object]] = [
 COMPANIONS = {
     "router.mode": ["router.xdsDir=/tmp/xds", "router.adminUrl=http://127.0.0.1:9901"],
     "router.activatorPort": ["router.activatorMetricsUrl=http://127.0.0.1:9904/metrics"],
+    "metrics.basicAuthUsername": ["metrics.basicAuthPasswordFile=/etc/pw"],
+    "metrics.basicAuthPasswordFile": ["metrics.basicAuthUsername=ops"],
 }
 
 
@@ -149,7 +160,7 @@ def test_each_set_key_lands_typed_in_its_field(key: str, text: str, path: str, e
 def test_the_table_covers_every_key_the_settings_accept() -> None:
     known = {f"{group}.{key}" for group, model in set_groups().items() for key in set_keys(model)}
     assert {row[0] for row in SET_TABLE} == known
-    assert set(set_groups()) == {"router", "cloudrun", "lambda", "migration", "metrics", "cluster", "sweep"}
+    assert set(set_groups()) == {"router", "cloudrun", "lambda", "migration", "metrics", "cluster", "sweep", "tenancy"}
 
 
 def test_every_field_has_a_docstring_and_seconds_are_in_the_names() -> None:
@@ -210,7 +221,7 @@ def test_an_empty_value_means_the_default_and_the_last_value_wins() -> None:
         (
             "cloudRun.enabled=true",
             r"cloudRun\.enabled: unknown group 'cloudRun' \(groups: cloudrun, cluster, "
-            r"lambda, metrics, migration, router, sweep\)",
+            r"lambda, metrics, migration, router, sweep, tenancy\)",
         ),
         ("tsdb.path=/x", r"unknown group 'tsdb'"),
         ("mode=files", r"--set mode: unknown group 'mode'"),

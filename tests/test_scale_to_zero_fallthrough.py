@@ -49,6 +49,7 @@ from inference_placement.routing.envoy import (
 )
 from inference_placement.routing.model import PodsUpstream
 from inference_placement.targets.base import DesiredTarget, TargetState
+from tests.plugins.memory_api import inline_tenancy
 from tests.test_one_decision_everywhere import RecordingTarget
 from tests.test_policy_idle_gaps import gpu_spec
 from tests.test_scale_to_zero import KEY, NOW, _Applier, _body, _Events, _reconcile, _slice
@@ -295,6 +296,7 @@ def test_at_zero_cloud_run_answers_and_what_fell_through_wakes_the_deployment() 
         {TargetName.CLUSTER: cast(Any, cluster), TargetName.CLOUDRUN: cast(Any, cloudrun)},
         actuators=Actuators(cluster_scale_to_zero=True, zero_fall_through=True),
         wake_keep_seconds=60,
+        tenancy=inline_tenancy(),
     )
     _reconcile(reconciler, body, NOW, answers=True)
     zero = body["status"]["scaleToZero"]
@@ -363,6 +365,7 @@ def test_an_operator_whose_router_cannot_fall_through_holds_and_deploys_nothing_
         cast(Any, writer),
         {TargetName.CLUSTER: cast(Any, cluster), TargetName.CLOUDRUN: cast(Any, cloudrun)},
         actuators=Actuators(cluster_scale_to_zero=True),
+        tenancy=inline_tenancy(),
     )
     _reconcile(reconciler, body, NOW, answers=True)
     assert cluster.applied[-1].replicas == 0 and not cloudrun.applied
@@ -408,6 +411,7 @@ def test_a_wake_whose_latency_never_arrives_ends_the_fall_through_after_a_bound(
         {TargetName.CLUSTER: cast(Any, cluster), TargetName.CLOUDRUN: cast(Any, cloudrun)},
         actuators=Actuators(cluster_scale_to_zero=True, zero_fall_through=True),
         wake_keep_seconds=60,
+        tenancy=inline_tenancy(),
     )
     _reconcile(reconciler, body, NOW, answers=True)
     _reconcile(reconciler, body, NOW + timedelta(seconds=20), answers=True, wake=WakeSignal(fell_through=1))

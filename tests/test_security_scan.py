@@ -121,6 +121,7 @@ def _lambda_workload(ns: str, name: str, role_arn: str, region: str) -> dict[str
     doc = load_example(REPO_ROOT / "examples" / "sentiment-bursty.yaml", ns)
     doc["metadata"]["name"] = name
     doc["spec"]["placement"] = {"allowedTargets": ["lambda"]}
+    doc["spec"]["lambda"].pop("targetRef")  # the deprecated inline role (the operator here allows it)
     doc["spec"]["lambda"]["roleArn"] = role_arn
     doc["spec"]["lambda"]["region"] = region
     return doc

@@ -635,7 +635,7 @@ def _brief(window: TrafficWindow | None) -> str:
     if window is None:
         return "no window"
 
-    def tail(values: tuple[float, ...] | None) -> str:
+    def tail(values: Sequence[float] | None) -> str:
         return "-" if values is None else " ".join(f"{v:.2f}" for v in values[-6:])
 
     return (

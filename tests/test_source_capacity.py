@@ -21,6 +21,7 @@ from inference_placement.policy.decide import PlacementState, TrafficWindow, dec
 from inference_placement.policy.price_book import default_price_book
 from inference_placement.policy.traffic_health import TargetCounters
 from inference_placement.routing.model import traffic_weights
+from tests.plugins.memory_api import inline_tenancy
 from tests.test_one_decision_everywhere import Writer
 from tests.test_policy_spillover import spec
 from tests.test_spill_lifecycle import Recorder
@@ -56,7 +57,9 @@ def _walk(lambda_fails_at: int | None) -> tuple[list[tuple[str | None, int]], di
     body = _body()
     cluster, lam = Recorder(TargetName.CLUSTER), Recorder(TargetName.LAMBDA)
     reconciler = Reconciler(
-        cast(Any, Writer(body)), {TargetName.CLUSTER: cast(Any, cluster), TargetName.LAMBDA: cast(Any, lam)}
+        cast(Any, Writer(body)),
+        {TargetName.CLUSTER: cast(Any, cluster), TargetName.LAMBDA: cast(Any, lam)},
+        tenancy=inline_tenancy(),
     )
     seen: list[tuple[str | None, int]] = []
     now, requests, failed = NOW, 0.0, 0.0
@@ -125,7 +128,7 @@ def test_the_record_is_the_serving_replicas_and_survives_a_restart() -> None:
     cluster, lam = Recorder(TargetName.CLUSTER), Recorder(TargetName.LAMBDA)
     targets = {TargetName.CLUSTER: cast(Any, cluster), TargetName.LAMBDA: cast(Any, lam)}
     inputs = TickInputs(now=NOW, price_book=PB, capacity=ClusterCapacity(), window=_quiet(NOW), router_enabled=True)
-    asyncio.run(Reconciler(cast(Any, Writer(body)), targets).reconcile(body, inputs))
+    asyncio.run(Reconciler(cast(Any, Writer(body)), targets, tenancy=inline_tenancy()).reconcile(body, inputs))
     migration = body["status"]["migration"]
     assert migration["sourceReplicas"] == SERVING and migration["step"] == MigrationStep.AWAITING_HEALTHY.value
     # a new operator (nothing in memory) sizes the source from status alone
@@ -137,5 +140,5 @@ def test_the_record_is_the_serving_replicas_and_survives_a_restart() -> None:
         router_enabled=True,
         router_weights={TargetName.CLUSTER: 100},
     )
-    asyncio.run(Reconciler(cast(Any, Writer(body)), targets).reconcile(body, later))
+    asyncio.run(Reconciler(cast(Any, Writer(body)), targets, tenancy=inline_tenancy()).reconcile(body, later))
     assert cluster.applied[-1].replicas == SERVING

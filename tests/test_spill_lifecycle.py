@@ -20,6 +20,7 @@ from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import TrafficWindow
 from inference_placement.policy.price_book import default_price_book
 from inference_placement.targets.base import DesiredTarget, TargetState
+from tests.plugins.memory_api import inline_tenancy
 from tests.test_one_decision_everywhere import Writer
 from tests.test_policy_spillover import bursty_window, spec, steady_window
 
@@ -77,6 +78,7 @@ def test_spill_starts_route_first_and_ends_cap_first_without_a_refusal_the_route
         cast(Any, Writer(body)),
         {TargetName.CLUSTER: cast(Any, cluster), TargetName.LAMBDA: cast(Any, lam)},
         actuators=Actuators(spillover=True),
+        tenancy=inline_tenancy(),
     )
     router_spill: TargetName | None = None
     steps: list[SpillStep | None] = []
@@ -260,7 +262,9 @@ def test_a_migration_taking_traffic_rolls_back_only_when_its_target_has_no_ready
     }
     cluster, lam = _Unobserved(ready_replicas), Recorder(TargetName.LAMBDA)
     reconciler = Reconciler(
-        cast(Any, Writer(body)), {TargetName.CLUSTER: cast(Any, cluster), TargetName.LAMBDA: cast(Any, lam)}
+        cast(Any, Writer(body)),
+        {TargetName.CLUSTER: cast(Any, cluster), TargetName.LAMBDA: cast(Any, lam)},
+        tenancy=inline_tenancy(),
     )
     inputs = TickInputs(
         now=NOW,

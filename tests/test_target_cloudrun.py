@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
 
+from inference_placement.policy.price_book import default_price_book
 from inference_placement.targets.base import (
     DesiredTarget,
     NotOwnedError,
@@ -26,7 +27,7 @@ from inference_placement.targets.base import (
     Target,
     TargetError,
 )
-from inference_placement.targets.cloudrun import CloudRunTarget, cloud_run_limits
+from inference_placement.targets.cloudrun import GPU_INSTANCES, CloudRunTarget, cloud_run_limits
 from inference_placement.targets.credentials import SecretRedactingFilter, google_credentials_from_secret
 from inference_placement.targets.retry import RetryPolicy
 from tests.cloudrun_standin import CloudRunStandin
@@ -91,6 +92,7 @@ async def test_round_trip_create_observe_update_retire(
     assert dict(container.resources.limits) == {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}
     assert container.resources.cpu_idle is False
     assert service.template.node_selector.accelerator == "nvidia-l4"
+    assert service.template.gpu_zonal_redundancy_disabled is True  # priced without zonal redundancy: deployed so
     assert container.startup_probe.http_get.path == "/healthz" and container.liveness_probe.http_get.path == "/healthz"
     assert [(e.name, e.value) for e in container.env] == [("MODEL_NAME", "embedder")]
     assert service.template.service_account == "embedder@test-project.iam.gserviceaccount.com"
@@ -158,9 +160,15 @@ async def test_cpu_model_bills_per_request_and_rounds_to_cloud_run_sizes(
 @pytest.mark.parametrize(
     ("accelerator", "model", "message"),
     [
-        pytest.param({"type": "nvidia-a100-80gb"}, {}, "nvidia-l4 GPUs only", id="not-an-l4"),
+        pytest.param({"type": "nvidia-a100-80gb"}, {}, "nvidia-l4, nvidia-rtx-pro-6000 GPUs only", id="not-cloud-run"),
         pytest.param({"type": "nvidia-l4", "count": 2}, {}, "one GPU per instance", id="two-gpus"),
         pytest.param({}, {"memory": "64Gi"}, "largest Cloud Run instance", id="too-much-memory"),
+        pytest.param(
+            {"type": "nvidia-l4"}, {"memory": "48Gi"}, "with nvidia-l4 has 8 CPU and 32Gi", id="l4-too-much-memory"
+        ),
+        pytest.param(
+            {"type": "nvidia-rtx-pro-6000"}, {"cpu": "24"}, "with nvidia-rtx-pro-6000 has 20 CPU", id="rtx-too-much-cpu"
+        ),
     ],
 )
 def test_workloads_cloud_run_cannot_host_are_refused_before_any_call(
@@ -169,6 +177,64 @@ def test_workloads_cloud_run_cannot_host_are_refused_before_any_call(
     workload = make_workload(spec={"accelerator": accelerator, "model": model})
     with pytest.raises(PermanentTargetError, match=message):
         cloud_run_limits(workload.spec.model, workload.spec.accelerator)
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "model", "limits"),
+    [
+        pytest.param("nvidia-l4", {"cpu": "1", "memory": "2Gi"}, {"cpu": "4", "memory": "16Gi"}, id="l4-minimum"),
+        pytest.param("nvidia-l4", {"cpu": "6", "memory": "20Gi"}, {"cpu": "6", "memory": "20Gi"}, id="l4-six-cpu"),
+        pytest.param(
+            "nvidia-rtx-pro-6000", {"cpu": "4", "memory": "16Gi"}, {"cpu": "20", "memory": "80Gi"}, id="rtx-minimum"
+        ),
+    ],
+)
+def test_gpu_instances_get_their_gpus_minimum_cpu_and_memory(
+    accelerator: str, model: dict[str, Any], limits: dict[str, str]
+) -> None:
+    workload = make_workload(spec={"accelerator": {"type": accelerator}, "model": model})
+    assert cloud_run_limits(workload.spec.model, workload.spec.accelerator) == {**limits, "nvidia.com/gpu": "1"}
+
+
+def test_the_targets_gpu_sizes_are_the_price_books() -> None:
+    """What the target deploys with each GPU is what the price book prices and feasibility admits."""
+    run = default_price_book().platforms.cloudrun
+    assert sorted(t.value for t in GPU_INSTANCES) == sorted(run.gpu_types)
+    for gpu, instance in GPU_INSTANCES.items():
+        shape = run.gpu_instance(gpu.value)
+        cpus = sorted(instance.memory_mib_by_cpu)
+        assert (cpus[0], cpus[-1]) == (shape.min_vcpu, shape.max_vcpu)
+        assert instance.memory_mib_by_cpu[cpus[0]][0] == shape.min_memory_gib * 1024
+        assert max(most for _, most in instance.memory_mib_by_cpu.values()) == shape.max_memory_gib * 1024
+
+
+async def test_gpu_zonal_redundancy_follows_the_price_book_and_the_standin_echoes_it(
+    cloudrun_target: CloudRunTarget, cloudrun_standin: CloudRunStandin, cloudrun_client: run_v2.ServicesClient
+) -> None:
+    """The price book prices GPUs without zonal redundancy (platforms.cloudrun.gpu_zonal_redundancy: false): the
+    service is created with gpuZonalRedundancyDisabled, read back over REST as written; a book that prices zonal
+    redundancy (Cloud Run's default) turns it back on with one update, and a CPU service never carries the field."""
+    workload = make_workload("rtx", "ml", spec={**L4_SPEC, "accelerator": {"type": "nvidia-rtx-pro-6000"}})
+    assert default_price_book().platforms.cloudrun.gpu_zonal_redundancy is False
+    state = await cloudrun_target.ensure(workload, DesiredTarget(replicas=0, gpu_zonal_redundancy=False))
+    assert state.ready
+    read = cloudrun_client.get_service(name=state.name)
+    assert read.template.gpu_zonal_redundancy_disabled is True
+    assert read.template.node_selector.accelerator == "nvidia-rtx-pro-6000"
+    assert dict(read.template.containers[0].resources.limits) == {"cpu": "20", "memory": "80Gi", "nvidia.com/gpu": "1"}
+    # the field travels on the wire under its JSON name
+    raw = json.loads(run_v2.Service.to_json(read))
+    assert raw["template"]["gpuZonalRedundancyDisabled"] is True
+
+    assert await cloudrun_target.ensure(workload, DesiredTarget(replicas=0, gpu_zonal_redundancy=False)) == state
+    assert _patches(cloudrun_standin) == 0
+    await cloudrun_target.ensure(workload, DesiredTarget(replicas=0, gpu_zonal_redundancy=True))
+    assert _patches(cloudrun_standin) == 1
+    assert cloudrun_client.get_service(name=state.name).template.gpu_zonal_redundancy_disabled is False
+
+    cpu = make_workload("cpu", "ml", spec={"model": {"cpu": "1", "memory": "2Gi"}})
+    cpu_state = await cloudrun_target.ensure(cpu, DesiredTarget(replicas=0, gpu_zonal_redundancy=False))
+    assert cloudrun_client.get_service(name=cpu_state.name).template.gpu_zonal_redundancy_disabled is False
 
 
 async def test_crash_after_create_then_restart_adopts_the_one_service(

@@ -477,12 +477,15 @@ async def test_second_reconcile_of_an_unchanged_workload_makes_zero_writes(
     target_client = await client_for(kube_cluster)
     recorder = CallRecorder(target_client)
     try:
-        target = ClusterTarget(target_client, capacity, image_pull_policy="IfNotPresent")
+        # the namespace's autoscalers are listed once here, not again on the steady reconcile below
+        target = ClusterTarget(target_client, capacity, image_pull_policy="IfNotPresent", autoscalers_ttl_seconds=600)
         await target.ensure(workload, DesiredTarget(replicas=2))
+        # server-side apply creates them: one PATCH each
         assert [(m, p.rsplit("/", 1)[-1]) for m, p, _ in recorder.writes] == [
-            ("POST", "deployments"),
-            ("POST", "services"),
+            ("PATCH", "steady-model"),
+            ("PATCH", "steady-model"),
         ]
+        assert [p.split("/")[-2] for _, p, _ in recorder.writes] == ["deployments", "services"]
         assert target.writes == 2
 
         # Let the controller-manager do its part (status, revision annotation): none of it may cause a write.
@@ -504,10 +507,17 @@ async def test_second_reconcile_of_an_unchanged_workload_makes_zero_writes(
         assert after["metadata"]["generation"] == before["metadata"]["generation"]
         assert state.replicas == 0
 
-        # A changed decision is one patch of exactly that field.
+        # A changed decision is one apply of the rendered Deployment, which changes exactly that field.
         recorder.clear()
         await target.ensure(workload, DesiredTarget(replicas=3))
-        assert [(m, body) for m, _, body in recorder.writes] == [("PATCH", {"spec": {"replicas": 3}})]
+        ((method, _, body),) = recorder.writes
+        assert method == "PATCH" and body["kind"] == "Deployment" and body["spec"]["replicas"] == 3
+        changed = await raw_get(AppsV1Api(api).read_namespaced_deployment, "steady-model", namespace)
+        assert changed is not None
+        assert changed["metadata"]["generation"] == after["metadata"]["generation"] + 1
+        assert {k: v for k, v in changed["spec"].items() if k != "replicas"} == {
+            k: v for k, v in after["spec"].items() if k != "replicas"
+        }
     finally:
         await target_client.close()
         await delete_workload(api, workload)

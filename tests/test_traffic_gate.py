@@ -33,6 +33,7 @@ from inference_placement.routing.traffic_stats import (
     parse_target_counters,
     sum_target_counters,
 )
+from tests.plugins.memory_api import inline_tenancy
 from tests.test_one_decision_everywhere import Writer
 from tests.test_policy_spillover import spec
 from tests.test_spill_lifecycle import Recorder
@@ -233,6 +234,7 @@ def test_the_reconciler_never_retires_the_source_while_the_router_counts_the_tar
         cast(Any, EventWriter(body)),
         {TargetName.CLUSTER: cast(Any, cluster), TargetName.LAMBDA: cast(Any, lam)},
         timings=TIMINGS,
+        tenancy=inline_tenancy(),
     )
 
     def tick(seconds: float, requests: float, failed: float) -> str:

@@ -77,11 +77,17 @@ def crd(
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")
     ] = None,
+    kind: Annotated[
+        str,
+        typer.Option("--kind", help="Which CRD: InferenceWorkload (namespaced) or ServerlessTarget (cluster-scoped)."),
+    ] = "InferenceWorkload",
 ) -> None:
-    """Print the InferenceWorkload CRD generated from the API models."""
-    from inference_placement.api.crd import render_crd_yaml
+    """Print a CRD (default: InferenceWorkload) generated from the API models."""
+    from inference_placement.api.crd import CRD_KINDS, render_crd_yaml
 
-    text = render_crd_yaml()
+    if kind not in CRD_KINDS:
+        raise CommandError(f"--kind {kind}: expected one of {', '.join(CRD_KINDS)}", ExitCode.USAGE)
+    text = render_crd_yaml(kind)
     if output is None:
         sys.stdout.write(text)
         return

@@ -4,7 +4,8 @@ Reads the workload (and its recent Events) from the apiserver and re-runs the pl
 ``policy.decide`` the controller runs -- on the traffic recorded in its status with the price book given (the
 packaged one by default, or the file the operator mounts). It shows, per target: allowed, feasible (and why not),
 projected monthly cost now and as the operator last recorded it, SLO risk; the offload/reclaim thresholds; what the
-policy would do now; and the operator's last decision, migration and conditions.
+policy would do now; what the image lacks to start on each allowed serverless target (from the spec, and from the
+image's OCI config when ``--image-config`` gives it); and the operator's last decision, migration and conditions.
 
 ``explain_workload`` is pure (object + price book + clock -> ``Explanation``); the command adds the I/O.
 """
@@ -23,8 +24,10 @@ from typing import Annotated, Any, Optional
 import typer
 from pydantic import ValidationError
 
-from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
+from inference_placement.api.spec import SERVERLESS, InferenceWorkloadSpec, TargetName
 from inference_placement.api.status import (
+    ColdStartStatus,
+    ColdStartTargetStatus,
     Condition,
     ConditionType,
     DecisionRecord,
@@ -48,14 +51,21 @@ from inference_placement.commandline import (
     read_input_file,
     require_kubeconfig,
 )
+from inference_placement.policy.actuation import Actuators
 from inference_placement.policy.capacity import ClusterCapacity
+from inference_placement.policy.cold_start import assumed_provision, measured_estimates, measured_price_book
 from inference_placement.policy.decide import Assessment, Decision, PlacementState, TrafficWindow, assess, decide
+from inference_placement.policy.node_labels import SpotLabels, spot_provider
+from inference_placement.policy.packaging import ImageConfig, ImageConfigError, packaging_problems, parse_image_config
 from inference_placement.policy.price_book import PriceBook, default_price_book, load_price_book
+from inference_placement.policy.tenancy import TenancyView, admit_serverless
 from inference_placement.policy.verdicts import Verdict, budget_verdict, slo_verdict
 
 __all__ = [
     "AcceleratorRow",
+    "ColdStartRow",
     "EventRow",
+    "PackagingRow",
     "Explanation",
     "TargetRow",
     "ThresholdRow",
@@ -65,8 +75,11 @@ __all__ = [
     "DEFAULT_STEP_SECONDS",
     "MAX_EVENTS",
     "explain_command",
+    "load_image_config_file",
     "load_price_book_file",
     "print_explanation",
+    "read_tenancy",
+    "read_tenancy_with",
     "read_workload",
     "read_workload_with",
 ]
@@ -96,6 +109,30 @@ class TargetRow:
 
 
 @dataclass(frozen=True)
+class ColdStartRow:
+    """One target's cold start for the workload's model: assumed (the price book), measured, and used."""
+
+    target: TargetName
+    assumed_seconds: float
+    """The price book's cold start for this model size (the prior)."""
+    measured_seconds: float | None
+    """Median of the samples the operator measured (``status.coldStart``); None = none yet."""
+    samples: int
+    estimate_seconds: float
+    """What the policy decides with: the book blended with the measurement, weight samples / (samples + 4)."""
+    weight: float
+    source: str | None = None
+    """How the operator measured it."""
+    provision_assumed_seconds: float | None = None
+    """The book's migration lead (deploy plus the first replica or instance ready)."""
+    provision_measured_seconds: float | None = None
+    """Median of the leads the operator measured on migrations; None = none yet."""
+    provision_samples: int = 0
+    provision_estimate_seconds: float | None = None
+    """What the policy uses (the cluster's lead is its cold start: its measured leads are shown, not used)."""
+
+
+@dataclass(frozen=True)
 class AcceleratorRow:
     """One acceptable accelerator of the cluster's replicas, as the policy assessed it now."""
 
@@ -119,6 +156,16 @@ class ThresholdRow:
     offload_below_rps: float
     reclaim_above_rps: float
     how: str
+
+
+@dataclass(frozen=True)
+class PackagingRow:
+    """What the image lacks to start on one serverless target (``policy.packaging``)."""
+
+    target: TargetName
+    field: str
+    """``spec.lambda.webAdapter``, ``spec.model.env[0]``, ``image.architecture``, ..."""
+    missing: str
 
 
 @dataclass(frozen=True)
@@ -164,6 +211,20 @@ class Explanation:
     """With accelerator alternatives: each acceptable one, the chosen first-class (empty with one accelerator)."""
     accelerator_now: str = ""
     """Why the policy picks the accelerator it picks, in numbers."""
+    replicas_managed_by: str | None = None
+    """The user's autoscaler(s) owning the cluster Deployment's replicas (``HorizontalPodAutoscaler/web``), as the
+    operator last recorded it: the decision's cluster replicas are then advisory, never written."""
+    packaging: tuple[PackagingRow, ...] = ()
+    """What the image lacks to start on each allowed serverless target (empty: nothing known against it)."""
+    image_config_read: bool = False
+    """Whether the image's OCI config was given (without it only the spec is checked)."""
+    cold_starts: tuple[ColdStartRow, ...] = ()
+    """Per target the book prices: the cold start assumed, measured and used by the policy."""
+    spot_now: str = ""
+    """With ``spec.cluster.spot``: spot or on-demand for the cluster's replicas, and why, in numbers (pre-emptions
+    per month, the outage each costs, the extra SLO misses and both monthly costs)."""
+    spot_recorded: str | None = None
+    """The capacity type the operator last recorded (``status.lastDecision.capacityType``)."""
 
     @property
     def verdict(self) -> str:
@@ -205,6 +266,8 @@ class Explanation:
         raw["thresholds"] = [asdict(row) for row in self.thresholds]
         raw["events"] = [asdict(row) for row in self.events]
         raw["accelerators"] = [asdict(row) for row in self.accelerators]
+        raw["packaging"] = [asdict(row) for row in self.packaging]
+        raw["cold_starts"] = [asdict(row) for row in self.cold_starts]
         converted: dict[str, Any] = convert(raw)
         return {"verdict": self.verdict, **converted}
 
@@ -271,19 +334,39 @@ def explain_workload(
     *,
     now: datetime | None = None,
     events: Sequence[Mapping[str, Any]] = (),
+    tenancy: TenancyView | None = None,
+    image_config: ImageConfig | None = None,
+    spot_labels: SpotLabels = "none",
 ) -> Explanation:
-    """Explain one workload object (as the apiserver returns it) with ``price_book``.
+    """Explain one workload object (as the apiserver returns it) with ``price_book``; ``image_config``: the model
+    image's OCI config, when the caller has it (the operator never reads images).
+
+    ``tenancy``: the cluster's ServerlessTargets; with it, the workload's cloud targets are admitted exactly as the
+    operator admits them (``policy.tenancy.admit_serverless``: namespace, images, identity, region, spend cap) and a
+    refusal is an invalid spec. Inline cloud fields are judged as allowed (explain cannot see the operator's
+    ``tenancy.allowInlineCloudIdentity``; the status's InvalidSpec condition says what the operator decided).
 
     ``now`` is the decision time; by default the time of the recorded traffic sample (so the recorded metrics count
     as fresh and the verdict is the one the operator would reach on them), else the current time.
+
+    ``spot_labels``: the operator's ``cluster.spotNodeLabels`` (explain cannot read its settings); with ``none`` a
+    workload asking for spot is explained as the operator without spot labels places it (on-demand).
     """
     meta: Mapping[str, Any] = obj.get("metadata") or {}
     status, status_note = _parse_status(obj.get("status"))
     notes: list[str] = [status_note] if status_note else []
     spec, problems = parse_spec(obj.get("spec"))
+    namespace = str(meta.get("namespace") or "default")
+    if spec is not None and not problems and tenancy is not None:
+        placed_on = {status.placement} if status.placement is not None else set()
+        admission = admit_serverless(spec, namespace, tenancy, placed_on={p for p in placed_on if p is not None})
+        notes += admission.notes
+        spec, problems = admission.spec, admission.problems
+    elif tenancy is None:
+        notes.append("ServerlessTargets not read: whether this namespace may use its cloud targets is not checked")
     conditions = tuple(status.conditions)
     base: dict[str, Any] = {
-        "namespace": str(meta.get("namespace") or "default"),
+        "namespace": namespace,
         "name": str(meta.get("name") or ""),
         "generation": meta.get("generation"),
         "observed_generation": status.observed_generation,
@@ -296,6 +379,9 @@ def explain_workload(
         "last_migration": status.last_migration,
         "spill": status.spill,
         "scale_to_zero": status.scale_to_zero,
+        "replicas_managed_by": status.targets.cluster.replicas_managed_by
+        if status.targets is not None and status.targets.cluster is not None
+        else None,
         "conditions": conditions,
         "events": tuple(_event_rows(events)),
     }
@@ -320,11 +406,38 @@ def explain_workload(
         month_to_date_usd=status.budget.month_to_date_usd if status.budget is not None else 0.0,
         accelerator=status.last_decision.accelerator if status.last_decision is not None else None,
         moving_to=status.migration.target if status.migration is not None else None,
+        spilling=status.spill is not None and not status.spill.ending,
+        on_spot=(
+            status.last_decision.capacity_type.value == "spot"
+            if status.last_decision is not None and status.last_decision.capacity_type is not None
+            else None
+        ),
     )
+    actuators = Actuators(spot_provider=spot_provider(spot_labels))
     # explain reads no Nodes: capacity is unknown to it, so the cluster is not gated on free capacity here.
     capacity = ClusterCapacity()
-    decision: Decision = decide(spec, window, state, price_book, capacity, when)
-    assessment = assess(spec, window, state, price_book, capacity, when)
+    # the cold starts the operator measured replace the book's as they do in the controller (the book the prior)
+    book = price_book
+    price_book = measured_price_book(book, spec, status.cold_start)
+    recorded = status.cold_start
+    cold_rows = tuple(
+        ColdStartRow(
+            target=t,
+            assumed_seconds=round(e.cold_start.assumed_seconds, 3),
+            measured_seconds=_round3(e.cold_start.measured_seconds),
+            samples=e.cold_start.samples,
+            estimate_seconds=round(e.cold_start.seconds, 3),
+            weight=round(e.cold_start.weight, 3),
+            source=entry.source if (entry := _cold_entry(recorded, t)) is not None else None,
+            provision_assumed_seconds=round(e.provision.assumed_seconds, 3),
+            provision_measured_seconds=_round3(e.provision.measured_seconds),
+            provision_samples=e.provision.samples,
+            provision_estimate_seconds=_round3(assumed_provision(spec, price_book, t)),  # the calibrated book's
+        )
+        for t, e in measured_estimates(spec, book, recorded).items()
+    )
+    decision: Decision = decide(spec, window, state, price_book, capacity, when, actuators=actuators)
+    assessment = assess(spec, window, state, price_book, capacity, when, actuators=actuators)
     infeasible = assessment.infeasible  # with alternatives, the cluster's verdict is over every acceptable one
     allowed = set(spec.placement.allowed_targets)
     rows = tuple(
@@ -340,6 +453,10 @@ def explain_workload(
             resource=_resource(status, t),
         )
         for t in TargetName
+    )
+    packaging = tuple(
+        PackagingRow(p.target, p.field if p.field.startswith("image") else f"spec.{p.field}", p.message)
+        for p in packaging_problems(spec, image_config)
     )
     if window is None:
         notes.append("no traffic recorded in status: costs use the idle prior (no requests yet)")
@@ -367,7 +484,26 @@ def explain_workload(
         notes=tuple(notes),
         accelerators=_accelerator_rows(assessment, status),
         accelerator_now=assessment.accelerator.note if assessment.accelerator is not None else "",
+        packaging=packaging,
+        image_config_read=image_config is not None,
+        cold_starts=cold_rows,
+        spot_now=assessment.spot.note if assessment.spot is not None else assessment.spot_note,
+        spot_recorded=(
+            status.last_decision.capacity_type.value
+            if status.last_decision is not None and status.last_decision.capacity_type is not None
+            else None
+        ),
     )
+
+
+def _round3(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
+
+
+def _cold_entry(status: ColdStartStatus | None, target: TargetName) -> ColdStartTargetStatus | None:
+    if status is None:
+        return None
+    return {TargetName.CLUSTER: status.cluster, TargetName.CLOUDRUN: status.cloudrun}.get(target, status.lambda_)
 
 
 def _accelerator_rows(assessment: Assessment, status: InferenceWorkloadStatus) -> tuple[AcceleratorRow, ...]:
@@ -485,6 +621,17 @@ def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 it
         console.print(table)
         console.print("* serving now")
 
+    if expl.packaging:
+        pack = compact_table("Packaging: what the image lacks", "target", "field", "missing")
+        for lack in expl.packaging:
+            pack.add_row(lack.target.value, lack.field, lack.missing)
+        console.print(pack)
+    if expl.targets and not expl.image_config_read and any(t.allowed and t.target in SERVERLESS for t in expl.targets):
+        console.print(
+            "[dim]packaging checked from the spec only: pass --image-config with the image's OCI config (crane "
+            "config IMAGE, skopeo inspect --config docker://IMAGE) to check its architecture and entrypoint[/dim]"
+        )
+
     if expl.accelerators:
         acc = compact_table(
             "Cluster accelerators (acceptable, in the spec's order)",
@@ -507,6 +654,42 @@ def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 it
         console.print(acc)
         console.print(f"* chosen now: {expl.accelerator_now}")
 
+    if expl.spot_now:
+        recorded = f" (recorded: {expl.spot_recorded})" if expl.spot_recorded else ""
+        console.print(f"Spot capacity{recorded}: {expl.spot_now}")
+
+    if expl.cold_starts:
+        colds = compact_table(
+            "Cold starts and migration leads (measured vs assumed)",
+            "target",
+            "cold start assumed",
+            "measured (n)",
+            "used",
+            "lead assumed",
+            "measured (n)",
+            "used",
+            "cold start measured from",
+            right=("cold start assumed", "used", "lead assumed"),
+        )
+        for cold in expl.cold_starts:
+            measured = f"{cold.measured_seconds:.3g}s ({cold.samples})" if cold.measured_seconds is not None else "-"
+            lead = (
+                f"{cold.provision_measured_seconds:.3g}s ({cold.provision_samples})"
+                if cold.provision_measured_seconds is not None
+                else "-"
+            )
+            colds.add_row(
+                cold.target.value,
+                f"{cold.assumed_seconds:.3g}s",
+                measured,
+                f"{cold.estimate_seconds:.3g}s" + (f" ({cold.weight:.0%} measured)" if cold.samples else " (book)"),
+                f"{cold.provision_assumed_seconds:.3g}s" if cold.provision_assumed_seconds is not None else "-",
+                lead,
+                f"{cold.provision_estimate_seconds:.3g}s" if cold.provision_estimate_seconds is not None else "-",
+                cold.source or "",
+            )
+        console.print(colds)
+
     if expl.thresholds:
         th = compact_table(
             "Thresholds (cluster <-> serverless)", "serverless", "offload below", "reclaim above", "set by"
@@ -528,6 +711,13 @@ def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 it
     if expl.last_decision is not None:
         d = expl.last_decision
         decisions.add_row(d.decided_at, f"{d.target.value} x{d.replicas}", d.reason)
+    if expl.replicas_managed_by is not None:
+        decisions.add_row(
+            "now",
+            f"cluster replicas: {expl.replicas_managed_by}",
+            "the user's autoscaler owns the Deployment's spec.replicas: the operator never writes them, its replica "
+            "decision is advisory (no scale to zero; placement, routing and spillover carry on)",
+        )
     if expl.spill is not None:
         sp = expl.spill
         decisions.add_row(sp.step_started_at, f"spill to {sp.target.value}: {sp.step.value}", sp.message)
@@ -606,6 +796,42 @@ async def read_workload_with(api: Any, name: str, namespace: str) -> tuple[dict[
     return obj, events
 
 
+async def read_tenancy(namespace: str, kubeconfig: str | None) -> TenancyView | None:
+    """The ServerlessTargets and the namespace's labels, as the operator reads them; None when the caller may not
+    read them (explain then says the admission was not checked)."""
+    from inference_placement.controller.kube import make_api_client
+
+    async with await make_api_client(kubeconfig) as api:
+        return await read_tenancy_with(api, namespace)
+
+
+async def read_tenancy_with(api: Any, namespace: str) -> TenancyView | None:
+    """:func:`read_tenancy` through an open ``kubernetes_asyncio`` ApiClient."""
+    from kubernetes_asyncio import client as k8s
+    from kubernetes_asyncio.client.rest import ApiException
+
+    from inference_placement.api.serverless_target import TARGET_PLURAL, ServerlessTarget, ServerlessTargetSpec
+
+    try:
+        listed = await k8s.CustomObjectsApi(api).list_cluster_custom_object(GROUP, VERSION, TARGET_PLURAL)
+    except ApiException:
+        return None
+    targets = {}
+    for item in listed.get("items", []):
+        name = str((item.get("metadata") or {}).get("name", ""))
+        try:
+            targets[name] = ServerlessTarget(name=name, spec=ServerlessTargetSpec.model_validate(item.get("spec")))
+        except ValidationError:
+            continue
+    labels: dict[str, dict[str, str]] = {}
+    try:
+        ns = await k8s.CoreV1Api(api).read_namespace(namespace)
+        labels[namespace] = dict(ns.metadata.labels or {})
+    except ApiException:
+        pass  # a selector cannot match labels we may not read: only targets naming the namespace admit it here
+    return TenancyView(targets=targets, namespace_labels=labels, allow_inline_cloud_identity=True)
+
+
 def load_price_book_file(path: Path | None, flag: str = "--price-book") -> PriceBook:
     """The price book in ``path`` (the packaged one when None); a missing or invalid file is a one-line error."""
     if path is None:
@@ -614,6 +840,17 @@ def load_price_book_file(path: Path | None, flag: str = "--price-book") -> Price
     try:
         return load_price_book(text, source=str(path))
     except ValueError as err:  # PriceBookError, and YAML that is not a price book
+        raise CommandError(f"{flag} {path}: invalid: {one_line(err)}", ExitCode.INPUT) from None
+
+
+def load_image_config_file(path: Path | None, flag: str = "--image-config") -> ImageConfig | None:
+    """The OCI image config in ``path`` (None when no file is given); unreadable JSON is a one-line error."""
+    if path is None:
+        return None
+    text = read_input_file(path, flag)
+    try:
+        return parse_image_config(json.loads(text))
+    except (ValueError, ImageConfigError) as err:  # JSONDecodeError is a ValueError
         raise CommandError(f"{flag} {path}: invalid: {one_line(err)}", ExitCode.INPUT) from None
 
 
@@ -639,18 +876,38 @@ def explain_command(
     ] = None,
     price_book: Annotated[Optional[Path], typer.Option(help="Price book YAML (default: the packaged one).")] = None,
     output: Annotated[OutputFormat, typer.Option("--output", "-o", help="Output format.")] = OutputFormat.TABLE,
+    image_config: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="The model image's OCI config JSON (crane config IMAGE, skopeo inspect --config docker://IMAGE): "
+            "checks its architecture, OS and entrypoint against Lambda and Cloud Run."
+        ),
+    ] = None,
+    spot_node_labels: Annotated[
+        str,
+        typer.Option(
+            help="The operator's cluster.spotNodeLabels (none, eks, gke, karpenter): how spot is weighed for a "
+            "workload asking for it (pre-emption facts of AWS for eks/karpenter, GCP for gke)."
+        ),
+    ] = "none",
 ) -> None:
     """Explain why a workload runs where it runs: cost and feasibility per target, thresholds, last decisions."""
     book = load_price_book_file(price_book)
+    image = load_image_config_file(image_config)
+    if spot_node_labels not in ("none", "eks", "gke", "karpenter"):
+        raise typer.BadParameter("one of none, eks, gke, karpenter", param_hint="--spot-node-labels")
+    labels: SpotLabels = spot_node_labels  # type: ignore[assignment]  # checked just above
     require_kubeconfig(kubeconfig)
     try:
         obj, events = asyncio.run(read_workload(name, namespace, kubeconfig))
+        tenancy = asyncio.run(read_tenancy(namespace, kubeconfig))
     except Exception as err:
         error = apiserver_error(err, f"InferenceWorkload {namespace}/{name}")
         if error is None:
             raise
         raise error from None
-    print_explanation(explain_workload(obj, book, events=events), output)
+    explanation = explain_workload(obj, book, events=events, tenancy=tenancy, image_config=image, spot_labels=labels)
+    print_explanation(explanation, output)
 
 
 def register(app: typer.Typer) -> None:

@@ -249,16 +249,23 @@ def explain_command(
 ) -> None:
     """Why the workload runs where it runs: the verdict, then costs and feasibility per target, thresholds and the
     decisions (``inference-placement explain`` with the operator's price book)."""
-    from inference_placement.explain import explain_workload, print_explanation, read_workload_with
+    from inference_placement.explain import (
+        explain_workload,
+        print_explanation,
+        read_tenancy_with,
+        read_workload_with,
+    )
+    from inference_placement.policy.tenancy import TenancyView
 
     kube = resolve_context(kubeconfig, context, namespace)
 
-    async def work(api: Any) -> tuple[dict[str, Any], list[dict[str, Any]], PriceBookSource]:
+    async def work(api: Any) -> tuple[dict[str, Any], list[dict[str, Any]], PriceBookSource, TenancyView | None]:
         obj, events = await read_workload_with(api, name, kube.namespace)
-        return obj, events, await _price_book(api, price_book, operator_namespace)
+        tenancy = await read_tenancy_with(api, kube.namespace)
+        return obj, events, await _price_book(api, price_book, operator_namespace), tenancy
 
-    obj, events, source = _with_api(kube, f"InferenceWorkload {kube.namespace}/{name}", work)
-    explanation = explain_workload(obj, source.book, events=events)
+    obj, events, source, tenancy = _with_api(kube, f"InferenceWorkload {kube.namespace}/{name}", work)
+    explanation = explain_workload(obj, source.book, events=events, tenancy=tenancy)
     explanation = dataclasses.replace(explanation, notes=(*explanation.notes, f"price book: {source.where}"))
     print_explanation(explanation, output)
 

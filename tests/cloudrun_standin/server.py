@@ -78,7 +78,10 @@ _PATH_SERVICE = re.compile(r"^/v2/projects/([^/]+)/locations/([^/]+)/services/([
 _PATH_OPERATION = re.compile(r"^/v2/projects/([^/]+)/locations/([^/]+)/operations/([^/:]+)$")
 _MEMORY_MAX_GIB_BY_CPU: Final = {1.0: 4, 2.0: 8, 4.0: 16, 6.0: 24, 8.0: 32}
 _MEMORY_MIN_GIB_BY_CPU: Final = {4.0: 2, 6.0: 4, 8.0: 4}
-_GPU_ACCELERATORS: Final = frozenset({"nvidia-l4"})
+_GPU_MINIMUMS: Final = {"nvidia-l4": (4.0, 16.0), "nvidia-rtx-pro-6000": (20.0, 80.0)}
+"""Cloud Run's GPUs (2026) and the least CPU and GiB of memory of an instance with each."""
+_GPU_SIZES: Final = {"nvidia-rtx-pro-6000": {20.0: 80}}
+"""CPU -> most GiB of GPU instance sizes beyond the CPU-only table (the RTX PRO 6000's 20 CPU / 80 GiB)."""
 
 
 class ApiError(Exception):
@@ -181,8 +184,9 @@ def _check_probe(where: str, probe: run_v2.Probe, port: int | None, *, max_perio
         raise ApiError(400, f"{where}.timeoutSeconds must not exceed periodSeconds")
 
 
-def _check_container(where: str, container: run_v2.Container) -> bool:
-    """Raise ``ApiError(400, ...)`` where the real API would reject one container; True when it asks for a GPU."""
+def _check_container(where: str, container: run_v2.Container, accelerator: str = "") -> bool:
+    """Raise ``ApiError(400, ...)`` where the real API would reject one container; True when it asks for a GPU.
+    ``accelerator``: the template's ``nodeSelector.accelerator`` (the GPU's own instance sizes apply)."""
     if not container.image:
         raise ApiError(400, f"{where}.image is required")
     port = container.ports[0].container_port if container.ports else None
@@ -194,12 +198,13 @@ def _check_container(where: str, container: run_v2.Container) -> bool:
         raise ApiError(400, f"{where}.resources.limits: unsupported resources {sorted(unknown)}")
     cpu = _quantity(limits.get("cpu", "1"))
     memory = _quantity(limits.get("memory", "512Mi"))
-    if cpu is None or not (0.08 <= cpu <= 8) or (cpu > 1 and cpu not in _MEMORY_MAX_GIB_BY_CPU):
+    max_by_cpu = {**_MEMORY_MAX_GIB_BY_CPU, **_GPU_SIZES.get(accelerator, {})}
+    if cpu is None or not (0.08 <= cpu <= max(max_by_cpu)) or (cpu > 1 and cpu not in max_by_cpu):
         raise ApiError(400, f"{where}.resources.limits.cpu: {limits.get('cpu')!r} is not a supported CPU value")
     if memory is None or memory < 128 * 2**20:
         raise ApiError(400, f"{where}.resources.limits.memory: {limits.get('memory')!r} is invalid")
     memory_gib = memory / 2**30
-    max_gib = _MEMORY_MAX_GIB_BY_CPU.get(cpu, 1 if cpu < 1 else 4)
+    max_gib = max_by_cpu.get(cpu, 1 if cpu < 1 else 4)
     if memory_gib > max_gib:
         raise ApiError(400, f"{where}: memory {limits['memory']} needs more than {limits.get('cpu', '1')} CPU")
     if memory_gib < _MEMORY_MIN_GIB_BY_CPU.get(cpu, 0):
@@ -208,8 +213,11 @@ def _check_container(where: str, container: run_v2.Container) -> bool:
     if gpu:
         if limits["nvidia.com/gpu"] != "1":
             raise ApiError(400, f"{where}: exactly one GPU per instance is supported")
-        if cpu < 4 or memory_gib < 16:
-            raise ApiError(400, f"{where}: a GPU needs at least 4 CPU and 16Gi of memory")
+        min_cpu, min_gib = _GPU_MINIMUMS.get(accelerator, (4.0, 16.0))
+        if cpu < min_cpu or memory_gib < min_gib:
+            raise ApiError(
+                400, f"{where}: a {accelerator or 'GPU'} needs at least {min_cpu:g} CPU and {min_gib:g}Gi of memory"
+            )
         if container.resources.cpu_idle:
             raise ApiError(400, f"{where}: a GPU needs instance-based billing (cpuIdle: false)")
     _check_probe(f"{where}.startupProbe", container.startup_probe, port, max_period=240)
@@ -232,11 +240,11 @@ def validate_service(service: run_v2.Service) -> None:
     if template.service_account and "@" not in template.service_account:
         raise ApiError(400, "service.template.serviceAccount must be a service account email")
     gpu_requested = False
-    for i, container in enumerate(template.containers):
-        if _check_container(f"service.template.containers[{i}]", container):
-            gpu_requested = True
     accelerator = template.node_selector.accelerator
-    if accelerator and accelerator not in _GPU_ACCELERATORS:
+    for i, container in enumerate(template.containers):
+        if _check_container(f"service.template.containers[{i}]", container, accelerator):
+            gpu_requested = True
+    if accelerator and accelerator not in _GPU_MINIMUMS:
         raise ApiError(400, f"service.template.nodeSelector.accelerator: {accelerator!r} is not available")
     if gpu_requested != bool(accelerator):
         raise ApiError(400, "service.template: nvidia.com/gpu limits and nodeSelector.accelerator go together")

@@ -231,3 +231,24 @@ def kube_kwok(kube_cluster: KubeCluster) -> KubeCluster:
     if not cluster.kwok_enabled:
         _unavailable("e2e/local-cluster.sh up --kwok succeeded but kwok is not running")
     return cluster
+
+
+def admit_examples_in(kube: KubeCluster, namespace: str) -> None:
+    """The examples' admin targets (examples/admin/serverless-targets.yaml: ``acme-ml-cloudrun``,
+    ``acme-ml-lambda``, which the examples' workloads name), applied with ``namespace`` allowed too: a test that
+    places an example there is admitted as the docs' platform admin would admit it. Cluster-scoped and shared:
+    each call adds its namespace to the names already allowed."""
+    import yaml
+
+    kube.kubectl("apply", "-f", str(REPO_ROOT / "crds" / "serverlesstargets.yaml"))
+    kube.kubectl("wait", "--for=condition=Established", "crd/serverlesstargets.placement.inference.dev")
+    path = REPO_ROOT / "examples" / "admin" / "serverless-targets.yaml"
+    for doc in (d for d in yaml.safe_load_all(path.read_text()) if d):
+        existing = kube.kubectl("get", "slt", doc["metadata"]["name"], "-o", "json", check=False)
+        names = set(doc["spec"]["allowedNamespaces"].get("names", [])) | {namespace}
+        try:
+            names |= set(json.loads(existing.stdout)["spec"]["allowedNamespaces"].get("names", []))
+        except (ValueError, KeyError):
+            pass
+        doc["spec"]["allowedNamespaces"]["names"] = sorted(names)
+        kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))

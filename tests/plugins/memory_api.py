@@ -10,18 +10,10 @@ from typing import Any
 
 from kubernetes_asyncio.client.rest import ApiException
 
-__all__ = ["MemoryWriter"]
+from inference_placement.controller.tenancy import TenancyCache
+from inference_placement.devtools.merge_patch import apply_merge_patch
 
-
-def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
-        else:
-            target[key] = copy.deepcopy(value)
-    return target
+__all__ = ["MemoryWriter", "inline_tenancy"]
 
 
 @dataclass
@@ -52,7 +44,7 @@ class MemoryWriter:
         body = self.objects[(namespace, name)]
         if resource_version and body["metadata"].get("resourceVersion") != resource_version:
             raise ApiException(status=409, reason="Conflict")  # as the apiserver refuses a stale precondition
-        body["status"] = _merge(body.get("status") or {}, patch)
+        body["status"] = apply_merge_patch(body.get("status") or {}, patch)
         return self._bump(body)
 
     async def set_finalizers(
@@ -66,3 +58,10 @@ class MemoryWriter:
 
     async def post_event(self, **event: Any) -> None:
         self.events.append(event)
+
+
+def inline_tenancy() -> TenancyCache:
+    """A reconciler's tenancy for the unit tests that drive cloud targets through the deprecated inline fields
+    (``spec.lambda.roleArn``, ``spec.cloudRun.project``): the operator's ``tenancy.allowInlineCloudIdentity`` on.
+    ``tests/test_tenancy.py`` covers the default (off) and the ServerlessTargets."""
+    return TenancyCache(None, allow_inline_cloud_identity=True)

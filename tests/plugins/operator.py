@@ -20,9 +20,21 @@ from inference_placement.devtools.processes import free_port
 from tests.plugins.cluster import REPO_ROOT, KubeCluster
 from tests.plugins.secret_scan import record_operator_run
 
-__all__ = ["OperatorProcess", "crd_installed", "namespace", "operator_factory", "wait_for"]
+__all__ = [
+    "OperatorProcess",
+    "crd_installed",
+    "namespace",
+    "operator_factory",
+    "serverless_target_factory",
+    "wait_for",
+]
 
 CRD_FILE = REPO_ROOT / "crds" / "inferenceworkloads.yaml"
+TARGET_CRD_FILE = REPO_ROOT / "crds" / "serverlesstargets.yaml"
+INLINE_CLOUD_IDENTITY = ("--set", "tenancy.allowInlineCloudIdentity=true")
+"""What ``operator_factory`` passes unless a test asks for ``inline_cloud_identity=False``: the tests written before
+ServerlessTargets deploy with inline cloud fields (the deprecated path the setting keeps working); the tenancy tests
+run the operator as the chart does by default, without it."""
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.5, what: str = "") -> Any:
@@ -111,22 +123,12 @@ class OperatorProcess:
 
 @pytest.fixture(scope="session")
 def crd_installed(kube_cluster: KubeCluster) -> KubeCluster:
-    kube_cluster.kubectl("apply", "-f", str(CRD_FILE))
-    wait_for(
-        lambda: (
-            kube_cluster.kubectl(
-                "get",
-                "crd",
-                "inferenceworkloads.placement.inference.dev",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type=='Established')].status}",
-                check=False,
-            ).stdout
-            == "True"
-        ),
-        timeout=30,
-        what="CRD established",
-    )
+    for path, name in (
+        (CRD_FILE, "inferenceworkloads.placement.inference.dev"),
+        (TARGET_CRD_FILE, "serverlesstargets.placement.inference.dev"),
+    ):
+        kube_cluster.kubectl("apply", "-f", str(path))
+        kube_cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")
     return kube_cluster
 
 
@@ -152,9 +154,10 @@ def operator_factory(
 ) -> Iterator[Callable[..., OperatorProcess]]:
     started: list[OperatorProcess] = []
 
-    def make(namespace: str, *extra_args: str) -> OperatorProcess:
+    def make(namespace: str, *extra_args: str, inline_cloud_identity: bool = True) -> OperatorProcess:
         log_path = tmp_path / f"operator-{len(started)}.log"
-        op = OperatorProcess(crd_installed, namespace, log_path, list(extra_args), metrics_port=free_port())
+        args = [*(INLINE_CLOUD_IDENTITY if inline_cloud_identity else ()), *extra_args]
+        op = OperatorProcess(crd_installed, namespace, log_path, args, metrics_port=free_port())
         op.start()
         started.append(op)
         return op
@@ -166,6 +169,29 @@ def operator_factory(
     if os.environ.get("INFERENCE_PLACEMENT_SHOW_OPERATOR_LOGS") == "1":
         for op in started:
             print(op.logs())
+
+
+@pytest.fixture
+def serverless_target_factory(crd_installed: KubeCluster) -> Iterator[Callable[[dict[str, Any]], str]]:
+    """Creates cluster-scoped ServerlessTargets under unique names (the cluster is shared) and deletes them after the
+    test; returns the name."""
+    created: list[str] = []
+
+    def make(spec: dict[str, Any]) -> str:
+        name = f"t-{uuid.uuid4().hex[:8]}"
+        doc = {
+            "apiVersion": "placement.inference.dev/v1alpha1",
+            "kind": "ServerlessTarget",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        crd_installed.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+        created.append(name)
+        return name
+
+    yield make
+    for name in created:
+        crd_installed.kubectl("delete", "serverlesstarget", name, "--ignore-not-found", "--wait=false", check=False)
 
 
 def load_example(path: Path, namespace: str) -> dict[str, Any]:

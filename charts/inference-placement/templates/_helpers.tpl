@@ -107,6 +107,13 @@ of InferenceWorkloads. No ConfigMap: the router's one ConfigMap lives in the rel
 - apiGroups: [resource.k8s.io]
   resources: [resourceclaimtemplates]
   verbs: [get, list, create, patch, delete]
+# the user's autoscalers that target a model Deployment: the operator then leaves its spec.replicas to them (read only)
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [list]
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [list]
 {{- end -}}
 
 {{/* Peering rules: list/watch the peering kind, get/patch only the release's own peering object. */}}
@@ -119,4 +126,10 @@ of InferenceWorkloads. No ConfigMap: the router's one ConfigMap lives in the rel
   resources: [{{ $resource }}]
   resourceNames: [{{ .name | quote }}]
   verbs: [get, patch]
+{{- end -}}
+
+{{/* sha256 of what the operator reads only at start-up: the PromQL templates and the operator's settings. */}}
+{{- define "ip.configChecksum" -}}
+{{- $promql := default (.Files.Get "files/promql.yaml") .Values.promql.content -}}
+{{- dict "promql" $promql "operator" .Values.operator "cloudRun" .Values.cloudRun "lambda" .Values.lambda "router" .Values.router | toJson | sha256sum -}}
 {{- end -}}

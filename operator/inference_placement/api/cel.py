@@ -47,7 +47,8 @@ _CLUSTER: Final = TargetName.CLUSTER.value
 _CLOUDRUN: Final = TargetName.CLOUDRUN.value
 _LAMBDA: Final = TargetName.LAMBDA.value
 _EXPLICIT: Final = ThresholdMode.EXPLICIT.value
-_CLOUD_RUN_GPUS: Final = _cel_list(sorted(t.value for t in CLOUD_RUN_GPU_TYPES))
+_CLOUD_RUN_GPU_NAMES: Final = sorted(t.value for t in CLOUD_RUN_GPU_TYPES)
+_CLOUD_RUN_GPUS: Final = _cel_list(_CLOUD_RUN_GPU_NAMES)
 
 
 def _allowed(target: str) -> str:
@@ -155,18 +156,19 @@ CEL_RULES: Final[dict[str, list[dict[str, str]]]] = {
         _rule(
             f"!{_allowed(_CLOUDRUN)} || !{_GPU} || (self.accelerator.type in {_CLOUD_RUN_GPUS} && "
             f"self.accelerator.sharing == '{_EXCLUSIVE}' && self.accelerator.count == 1)",
-            "Cloud Run offers exactly one whole nvidia-l4 GPU per instance",
+            f"Cloud Run offers exactly one whole GPU per instance, of type {' or '.join(sorted(_CLOUD_RUN_GPU_NAMES))}",
             ".placement.allowedTargets",
         ),
         _rule(
-            f"!{_allowed(_CLOUDRUN)} || (has(self.cloudRun) && has(self.cloudRun.project))",
-            "required when cloudrun is an allowed target",
-            ".cloudRun.project",
+            f"!{_allowed(_CLOUDRUN)} || (has(self.cloudRun) && (has(self.cloudRun.targetRef) || "
+            "has(self.cloudRun.project)))",
+            "required when cloudrun is an allowed target (targetRef; inline project only where the operator allows it)",
+            ".cloudRun.targetRef",
         ),
         _rule(
-            f"!{_allowed(_LAMBDA)} || (has(self.lambda) && has(self.lambda.roleArn))",
-            "required when lambda is an allowed target",
-            ".lambda.roleArn",
+            f"!{_allowed(_LAMBDA)} || (has(self.lambda) && (has(self.lambda.targetRef) || has(self.lambda.roleArn)))",
+            "required when lambda is an allowed target (targetRef; inline roleArn only where the operator allows it)",
+            ".lambda.targetRef",
         ),
         _rule(
             f"!has(self.compliance) || !self.compliance.singleTenant || {_allowed(_CLUSTER)}",
@@ -178,6 +180,23 @@ CEL_RULES: Final[dict[str, list[dict[str, str]]]] = {
             f"!has(self.placement.pin) || self.placement.pin == '{_CLUSTER}'",
             "pins the workload to the cluster, but placement.pin names another target",
             ".compliance.singleTenant",
+        ),
+    ],
+    "ServerlessTargetSpec": [
+        _rule(
+            "self.provider != 'cloudrun' || (has(self.project) && has(self.serviceAccount))",
+            "a cloudrun target needs project and serviceAccount",
+            ".provider",
+        ),
+        _rule(
+            "self.provider != 'lambda' || (has(self.account) && has(self.roleArn))",
+            "a lambda target needs account and roleArn",
+            ".provider",
+        ),
+        _rule(
+            "!has(self.roleArn) || !has(self.account) || self.roleArn.contains(':iam::' + self.account + ':role/')",
+            "roleArn must be a role in account",
+            ".roleArn",
         ),
     ],
 }

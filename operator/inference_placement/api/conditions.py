@@ -91,8 +91,11 @@ def _set(
             | {"last_transition_time": transition, "observed_generation": generation}
         )
     out = [updated if c.type is type_ else c for c in conditions] if previous is not None else [*conditions, updated]
-    order = {t: i for i, t in enumerate(ConditionType)}
-    return sorted(out, key=lambda c: order[c.type])
+    return sorted(out, key=lambda c: _ORDER[c.type])
+
+
+_ORDER = {t: i for i, t in enumerate(ConditionType)}
+"""Conditions are kept in the order ``ConditionType`` declares them."""
 
 
 WORKLOAD_CONDITIONS = ConditionSet(

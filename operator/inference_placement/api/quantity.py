@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from decimal import Context, Decimal, DecimalException, Inexact, InvalidOperation, Overflow
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Final
 
@@ -67,7 +68,13 @@ def parse_quantity(quantity: str | int | float) -> Decimal:
     """
     if isinstance(quantity, bool) or not isinstance(quantity, (str, int, float)):
         raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
-    text = str(quantity)
+    return _parse_text(str(quantity), quantity)
+
+
+@lru_cache(maxsize=4096)
+def _parse_text(text: str, quantity: str | int | float) -> Decimal:
+    """``parse_quantity`` of ``text`` (``quantity`` as given, for the error): kept per distinct text, since the
+    same few requests ("500m", "8Gi") are parsed for every workload on every reconcile (a ``Decimal`` is immutable)."""
     match = _QUANTITY_RE.fullmatch(text)
     if match is None:
         raise ValueError(f"not a Kubernetes quantity: {quantity!r}")

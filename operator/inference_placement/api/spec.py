@@ -30,13 +30,16 @@ __all__ = [
     "EnvVar",
     "GPUSharing",
     "InferenceWorkloadSpec",
+    "LambdaArchitecture",
     "LambdaSpec",
+    "LambdaWebAdapter",
     "ModelSpec",
     "PlacementSpec",
     "Quantity",
     "SERVERLESS",
     "SLOSpec",
     "ScalingSpec",
+    "ServerlessTargetRef",
     "TargetName",
     "ThresholdMode",
     "ThresholdsSpec",
@@ -73,11 +76,15 @@ class ApiModel(BaseModel):
 
 
 def _drop_empty_strings(value: Any) -> Any:
+    # model_dump's output holds plain dicts and lists; scalars (most of it) are kept without a call each
     if isinstance(value, dict):
-        return {k: _drop_empty_strings(v) for k, v in value.items() if v != ""}
+        return {k: _drop_empty_strings(v) if type(v) in _CONTAINERS else v for k, v in value.items() if v != ""}
     if isinstance(value, list):
-        return [_drop_empty_strings(v) for v in value]
+        return [_drop_empty_strings(v) if type(v) in _CONTAINERS else v for v in value]
     return value
+
+
+_CONTAINERS = frozenset({dict, list})
 
 
 class AcceleratorType(StrEnum):
@@ -88,6 +95,8 @@ class AcceleratorType(StrEnum):
     NVIDIA_A100_40GB = "nvidia-a100-40gb"
     NVIDIA_A100_80GB = "nvidia-a100-80gb"
     NVIDIA_H100_80GB = "nvidia-h100-80gb"
+    NVIDIA_RTX_PRO_6000 = "nvidia-rtx-pro-6000"
+    """NVIDIA RTX PRO 6000 Blackwell (96 GB): a Cloud Run GPU since 2026 (Cloud Run's accelerator name)."""
 
 
 class GPUSharing(StrEnum):
@@ -105,6 +114,23 @@ class TargetName(StrEnum):
 SERVERLESS: Final[tuple[TargetName, ...]] = (TargetName.CLOUDRUN, TargetName.LAMBDA)
 """The targets the platform scales (instances, cold starts, warm floors), in ``TargetName`` order: a tuple because
 callers list them in this order (``explain``'s thresholds, the reconciler's cleanup)."""
+
+
+class LambdaWebAdapter(StrEnum):
+    """How the AWS Lambda Web Adapter reaches the function (it turns Function URL events into HTTP requests)."""
+
+    IMAGE = "image"
+    """The image carries it as an extension at /opt/extensions/lambda-adapter (the operator sets AWS_LWA_PORT and
+    AWS_LWA_READINESS_CHECK_PATH from the model's port and health path)."""
+    LAYER = "layer"
+    """As a Lambda layer: zip functions only; refused (the operator deploys container images)."""
+    NONE = "none"
+    """No adapter: the image answers Lambda's Function URL events (payload 2.0) itself."""
+
+
+class LambdaArchitecture(StrEnum):
+    X86_64 = "x86_64"
+    ARM64 = "arm64"
 
 
 class BudgetAction(StrEnum):
@@ -340,17 +366,43 @@ class ScalingSpec(ApiModel):
 class ClusterSpec(ApiModel):
     """In-cluster settings."""
 
-    spot: bool = Field(default=False, description="Run on spot/preemptible GPU nodes (priced with the spot discount).")
+    spot: bool = Field(
+        default=False,
+        description=(
+            "Run on spot/preemptible nodes when it pays: the policy prefers spot nodes (priced with the spot "
+            "discount) while the pre-emption risk (a pre-empted replica is a new node and a cold start, unless "
+            "burst spillover covers it) keeps the SLO budget and spot is cheaper, and on-demand nodes otherwise "
+            "(status.lastDecision.capacityType). Needs the operator's cluster.spotNodeLabels."
+        ),
+    )
     node_autoscaler: bool = Field(
         default=False, description="A node autoscaler provides missing GPU nodes, so lack of capacity is not fatal."
     )
     node_selector: dict[str, str] = Field(default_factory=dict, description="Extra node selector for the replicas.")
 
 
+class ServerlessTargetRef(ApiModel):
+    """A workload's reference to the ServerlessTarget it deploys through (Crossplane's ``providerConfigRef``,
+    Karpenter's ``nodeClassRef``): the admin-defined project/account, regions, identity and allowed images."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the cluster-scoped ServerlessTarget.")
+
+
 class CloudRunSpec(ApiModel):
     """Google Cloud Run settings."""
 
-    project: str | None = Field(default=None, min_length=1, description="Google Cloud project id.")
+    target_ref: ServerlessTargetRef | None = Field(
+        default=None,
+        description=(
+            "The ServerlessTarget (provider cloudrun) this workload deploys through: its project, service account, "
+            "regions and allowed images apply. Required unless the operator allows inline cloud identity."
+        ),
+    )
+    project: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Deprecated (use targetRef): Google Cloud project id; honoured only with inline cloud identity.",
+    )
     region: str = Field(
         default="us-central1",
         min_length=1,
@@ -358,7 +410,10 @@ class CloudRunSpec(ApiModel):
         pattern=CLOUD_RUN_REGION_PATTERN,
         description="Cloud Run region (a Google Cloud region name such as us-central1).",
     )
-    service_account: str | None = Field(default=None, description="Service account the service runs as.")
+    service_account: str | None = Field(
+        default=None,
+        description="Deprecated (use targetRef): service account the service runs as; only with inline identity.",
+    )
     image: str | None = Field(default=None, description="Image in Artifact Registry, if not model.image.")
     min_instances: int = Field(default=0, ge=0, le=1000, description="Instances kept warm (billed while idle).")
     max_instances: int = Field(default=100, ge=1, le=1000, description="Instance cap (a bill cap).")
@@ -368,6 +423,13 @@ class CloudRunSpec(ApiModel):
 class LambdaSpec(ApiModel):
     """AWS Lambda settings."""
 
+    target_ref: ServerlessTargetRef | None = Field(
+        default=None,
+        description=(
+            "The ServerlessTarget (provider lambda) this workload deploys through: its account, execution role, "
+            "regions and allowed images apply. Required unless the operator allows inline cloud identity."
+        ),
+    )
     region: str = Field(
         default="us-east-1",
         min_length=1,
@@ -376,7 +438,9 @@ class LambdaSpec(ApiModel):
         description="AWS region (a region name such as us-east-1).",
     )
     role_arn: str | None = Field(
-        default=None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$", description="Execution role ARN."
+        default=None,
+        pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$",
+        description="Deprecated (use targetRef): execution role ARN; honoured only with inline cloud identity.",
     )
     image_uri: str | None = Field(default=None, description="ECR image URI, if not model.image.")
     memory_mb: int | None = Field(
@@ -388,6 +452,17 @@ class LambdaSpec(ApiModel):
     )
     provisioned_concurrency: int = Field(
         default=0, ge=0, le=1000, description="Warm instances kept ready (billed while enabled)."
+    )
+    web_adapter: LambdaWebAdapter = Field(
+        default=LambdaWebAdapter.IMAGE,
+        description=(
+            "How the image runs on Lambda: image (the AWS Lambda Web Adapter is in the image at "
+            "/opt/extensions/lambda-adapter), layer (zip functions only: refused), none (the image answers Function "
+            "URL events itself)."
+        ),
+    )
+    architecture: LambdaArchitecture = Field(
+        default=LambdaArchitecture.X86_64, description="Instruction set of the function (the image's architecture)."
     )
 
 

@@ -7,25 +7,34 @@ prunes it silently. The phase is derived from the conditions (see ``conditions.p
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from inference_placement.api.spec import AcceleratorOption, ApiModel, TargetName
 
 __all__ = [
     "BudgetStatus",
+    "CapacityType",
+    "CONDITION_REASON_PATTERN",
+    "CONDITION_TYPE_PATTERN",
+    "ColdStartStatus",
+    "ColdStartTargetStatus",
     "Condition",
     "ConditionStatus",
     "ConditionType",
     "DecisionRecord",
     "InferenceWorkloadStatus",
     "LastMigration",
+    "MAX_COLD_START_SAMPLES",
+    "MeasuredDuration",
     "MigrationOutcome",
     "MigrationStatus",
     "MigrationStep",
     "ObservedTraffic",
     "Phase",
     "ProjectedCosts",
+    "ProvisionTimeStatus",
     "Reason",
     "ScaleToZeroStatus",
     "SpillStatus",
@@ -48,6 +57,9 @@ class ConditionType(StrEnum):
     CAPACITY_AVAILABLE = "CapacityAvailable"
     PRICE_BOOK_VALID = "PriceBookValid"
     """Present once the configured price book was rejected: False while decisions use another book."""
+    PACKAGING_VALID = "PackagingValid"
+    """Present once the image could not start on an allowed serverless target (``policy.packaging``): False, naming
+    the target and the field, while that target is refused; True again once the spec is fixed."""
 
 
 class ConditionStatus(StrEnum):
@@ -90,6 +102,8 @@ class Reason(StrEnum):
     NOT_APPLICABLE = "NotApplicable"
     PRICE_BOOK_LOADED = "PriceBookLoaded"
     PRICE_BOOK_REJECTED = "PriceBookRejected"
+    PACKAGING_VALID = "PackagingValid"
+    PACKAGING_INVALID = "PackagingInvalid"
 
 
 class Phase(StrEnum):
@@ -101,14 +115,47 @@ class Phase(StrEnum):
     INVALID = "Invalid"
 
 
-class Condition(ApiModel):
-    """One condition, following the Kubernetes API conventions."""
+CONDITION_TYPE_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+"""``metav1.Condition``'s type pattern (k8s.io/apimachinery/pkg/apis/meta/v1/types.go)."""
+CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+"""``metav1.Condition``'s reason pattern."""
 
-    type: ConditionType = Field(description="Condition type.")
+
+class Condition(ApiModel):
+    """One condition, following metav1.Condition: type and reason are checked by its patterns, not as enums."""
+
+    # The operator writes the types and reasons of ConditionType and Reason, but an enum in the CRD would make an older
+    # CRD reject a newer operator's new reason: an upgrade that leaves the old CRD would then stall every status write.
+    type: Annotated[
+        ConditionType,
+        WithJsonSchema(
+            {
+                "type": "string",
+                "pattern": CONDITION_TYPE_PATTERN,
+                "maxLength": 316,
+                "description": "Condition type, in CamelCase (Ready, Placed, Migrating, ...).",
+            }
+        ),
+    ]
     status: ConditionStatus = Field(description="True, False or Unknown.")
-    reason: Reason = Field(description="CamelCase reason.")
+    reason: Annotated[
+        Reason,
+        WithJsonSchema(
+            {
+                "type": "string",
+                "pattern": CONDITION_REASON_PATTERN,
+                "minLength": 1,
+                "maxLength": 1024,
+                "description": "CamelCase machine-readable reason for the last transition.",
+            }
+        ),
+    ]
     message: str = Field(default="", description="Human-readable detail, with numbers.")
-    last_transition_time: str = Field(description="RFC 3339 time the status last changed.")
+    last_transition_time: str = Field(
+        description="RFC 3339 time the status last changed.", json_schema_extra={"format": "date-time"}
+    )
     observed_generation: int | None = Field(default=None, ge=0, description="Generation the condition is about.")
 
 
@@ -139,6 +186,11 @@ class ProjectedCosts(ApiModel):
     lambda_: float | None = Field(default=None, ge=0, alias="lambda", description="AWS Lambda.")
 
 
+class CapacityType(StrEnum):
+    SPOT = "spot"
+    ON_DEMAND = "on-demand"
+
+
 class DecisionRecord(ApiModel):
     """The last placement decision, explained in numbers."""
 
@@ -159,6 +211,14 @@ class DecisionRecord(ApiModel):
         description=(
             "The acceptable accelerator the cluster's replicas run on, when spec.accelerator lists alternatives "
             "(unset: the spec's only accelerator)."
+        ),
+    )
+    capacity_type: CapacityType | None = Field(
+        default=None,
+        description=(
+            "The nodes the cluster's replicas run on when spec.cluster.spot asks for spot: spot (preferred, with "
+            "on-demand nodes as the scheduler's fallback) while the pre-emption risk keeps the SLO budget and spot "
+            "is cheaper, on-demand otherwise (unset: spot not asked for)."
         ),
     )
 
@@ -226,6 +286,11 @@ class SpillStatus(ApiModel):
     warm_instances: int = Field(default=0, ge=0, description="Overflow instances kept warm.")
     step_started_at: str = Field(description="RFC 3339 time the step began.")
     message: str = Field(default="", description="The split in numbers, as decided.")
+
+    @property
+    def ending(self) -> bool:
+        """The spill is being taken down (uncapping or draining)."""
+        return self.step in (SpillStep.UNCAPPING, SpillStep.DRAINING)
 
 
 class WakeRecord(ApiModel):
@@ -308,6 +373,12 @@ class TargetResourceStatus(ApiModel):
     ready: bool = Field(default=False, description="Passed its own health check.")
     replicas: int | None = Field(default=None, ge=0, description="Ready replicas or instances, where known.")
     message: str | None = Field(default=None, description="Last problem seen on this target.")
+    replicas_managed_by: str | None = Field(
+        default=None,
+        description="Cluster: the user's autoscaler(s) that own the Deployment's spec.replicas (Kind/name, e.g. "
+        "HorizontalPodAutoscaler/web or ScaledObject/web); the operator then never writes replicas and its replica "
+        "decision is advisory. Unset: the operator sets replicas.",
+    )
     error: TargetErrorKind | None = Field(
         default=None, description="Set when the last call to the target's API failed (the message says why)."
     )
@@ -323,6 +394,62 @@ class BudgetStatus(ApiModel):
     month_to_date_usd: float = Field(default=0.0, ge=0, description="Spend so far this calendar month.")
     projected_month_usd: float = Field(default=0.0, ge=0, description="Month-to-date plus forecast to month end.")
     accounted_at: str | None = Field(default=None, description="RFC 3339 time monthToDateUsd was accrued up to.")
+
+
+MAX_COLD_START_SAMPLES = 20
+"""Measured cold starts kept per target (``policy.cold_start.MAX_SAMPLES`` is this)."""
+
+
+class MeasuredDuration(ApiModel):
+    """A duration of one target for the workload's model: the price book's, the measured one, and the one used."""
+
+    assumed_seconds: float | None = Field(
+        default=None, ge=0, description="The price book's figure for this model size (the prior)."
+    )
+    measured_seconds: float | None = Field(
+        default=None, ge=0, description="Median of the measured samples (unset: none yet)."
+    )
+    estimate_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="What the policy uses: the book blended with the measurement, weight samples / (samples + 4).",
+    )
+    samples: int = Field(default=0, ge=0, description="Measured samples the estimate uses.")
+    recent_seconds: list[float] = Field(
+        default_factory=list,
+        max_length=MAX_COLD_START_SAMPLES,
+        description="The most recent measured samples, seconds, oldest first (kept across operator restarts; "
+        "at most 20).",
+    )
+    source: str | None = Field(default=None, description="How the samples were measured.")
+    last_sample_at: str | None = Field(default=None, description="RFC 3339 time of the last sample.")
+    last_rejected: str | None = Field(default=None, description="Why the last refused sample was refused, if any.")
+
+
+class ProvisionTimeStatus(MeasuredDuration):
+    """A migration's lead on the target: from the migration's start (deploy) until the target passed its own health
+    check with its first replica or instance ready (Deployment ready replicas, Cloud Run's Ready condition, Lambda
+    State Active and LastUpdateStatus Successful, as ``targets/`` read them)."""
+
+
+class ColdStartTargetStatus(MeasuredDuration):
+    """One target's cold start for the workload's model (a new replica or instance until it serves): the price
+    book's, the measured one, and the one the policy uses; and its measured provisioning time."""
+
+    model_size_mb: float = Field(
+        ge=0, description="spec.model.sizeMb the samples were measured with (a new size starts over)."
+    )
+    provision: ProvisionTimeStatus | None = Field(
+        default=None, description="Deploy until the first replica or instance is ready, measured on migrations."
+    )
+
+
+class ColdStartStatus(ApiModel):
+    """Cold starts per target, measured vs assumed (absent target: never measured there)."""
+
+    cluster: ColdStartTargetStatus | None = Field(default=None, description="In-cluster Deployment.")
+    cloudrun: ColdStartTargetStatus | None = Field(default=None, description="Google Cloud Run.")
+    lambda_: ColdStartTargetStatus | None = Field(default=None, alias="lambda", description="AWS Lambda.")
 
 
 class InferenceWorkloadStatus(ApiModel):
@@ -344,4 +471,13 @@ class InferenceWorkloadStatus(ApiModel):
         default=None, description="The cluster target at zero replicas and its wake-ups (absent: never at zero)."
     )
     budget: BudgetStatus | None = Field(default=None, description="Budget burn.")
-    conditions: list[Condition] = Field(default_factory=list, description="Current conditions.")
+    cold_start: ColdStartStatus | None = Field(
+        default=None,
+        description="Cold starts per target for the model: the price book's, the measured ones and what the policy "
+        "uses (absent: nothing measured yet).",
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Current conditions, one per type.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )

@@ -46,7 +46,8 @@ MIG_PROFILES: dict[AcceleratorType, frozenset[str]] = {
 }
 """MIG profiles per GPU (NVIDIA MIG user guide); other GPU types have no MIG."""
 
-CLOUD_RUN_GPU_TYPES = frozenset({AcceleratorType.NVIDIA_L4})
+CLOUD_RUN_GPU_TYPES = frozenset({AcceleratorType.NVIDIA_L4, AcceleratorType.NVIDIA_RTX_PRO_6000})
+"""GPUs Cloud Run attaches in 2026: NVIDIA L4 and RTX PRO 6000 Blackwell (preview), one per instance."""
 
 
 @dataclass(frozen=True)
@@ -147,21 +148,41 @@ def semantic_problems(spec: InferenceWorkloadSpec) -> list[SpecProblem]:  # noqa
 
     if TargetName.LAMBDA in allowed and acc.needs_gpu:
         problems.append(
-            SpecProblem("placement.allowedTargets", f"lambda has no GPU but the model needs {acc.type.value}")
+            SpecProblem(
+                "placement.allowedTargets",
+                f"lambda has no GPU but the model needs {acc.type.value} (Lambda's GPUs exist only on Lambda "
+                "Managed Instances, which this operator does not deploy)",
+            )
         )
     if TargetName.CLOUDRUN in allowed and acc.needs_gpu:
         if acc.type not in CLOUD_RUN_GPU_TYPES:
             problems.append(
-                SpecProblem("placement.allowedTargets", f"Cloud Run offers only nvidia-l4 GPUs, not {acc.type.value}")
+                SpecProblem(
+                    "placement.allowedTargets",
+                    f"Cloud Run offers only {' and '.join(sorted(t.value for t in CLOUD_RUN_GPU_TYPES))} GPUs, "
+                    f"not {acc.type.value}",
+                )
             )
         elif acc.sharing is not GPUSharing.EXCLUSIVE or acc.count != 1:
             problems.append(
-                SpecProblem("placement.allowedTargets", "Cloud Run offers exactly one whole L4 per instance")
+                SpecProblem("placement.allowedTargets", "Cloud Run offers exactly one whole GPU per instance")
             )
-    if TargetName.CLOUDRUN in allowed and spec.cloud_run.project is None:
-        problems.append(SpecProblem("cloudRun.project", "required when cloudrun is an allowed target"))
-    if TargetName.LAMBDA in allowed and spec.lambda_.role_arn is None:
-        problems.append(SpecProblem("lambda.roleArn", "required when lambda is an allowed target"))
+    if TargetName.CLOUDRUN in allowed and spec.cloud_run.target_ref is None and spec.cloud_run.project is None:
+        problems.append(
+            SpecProblem(
+                "cloudRun.targetRef",
+                "required when cloudrun is an allowed target "
+                "(targetRef; inline project only where the operator allows it)",
+            )
+        )
+    if TargetName.LAMBDA in allowed and spec.lambda_.target_ref is None and spec.lambda_.role_arn is None:
+        problems.append(
+            SpecProblem(
+                "lambda.targetRef",
+                "required when lambda is an allowed target "
+                "(targetRef; inline roleArn only where the operator allows it)",
+            )
+        )
 
     pin = spec.placement.pin
     if pin is not None and pin not in allowed:

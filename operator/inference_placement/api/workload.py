@@ -34,7 +34,7 @@ SHORT_NAME: Final = "iw"
 CATEGORY: Final = "inference"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkloadKey:
     """Which workload: the key the fleet, the metrics source, the router and the pinger index workloads by."""
 

@@ -13,11 +13,13 @@ import heapq
 import json
 import logging
 import math
+import os
 import random
 import time
+import traceback
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,11 +34,19 @@ from inference_placement.controller.log_context import workload_context
 from inference_placement.controller.reconciler import Reconciler, ReconcileResult, TickInputs
 from inference_placement.controller.router_sync import RouterSync
 from inference_placement.controller.telemetry import Telemetry
+from inference_placement.controller.tenancy import spend_by_target
 from inference_placement.controller.wake import WakeSignal
 from inference_placement.metrics.source import MetricsSnapshot, MetricsSource
 from inference_placement.policy.capacity import ClusterCapacity
-from inference_placement.policy.decide import TrafficWindow
+from inference_placement.policy.decide import TrafficWindow, reads_history
+from inference_placement.policy.first_request import (
+    FirstRequestSample,
+    FirstRequestState,
+    observe_first_request,
+    wants_bins,
+)
 from inference_placement.policy.price_book import PriceBook
+from inference_placement.policy.series import FloatSeries
 from inference_placement.policy.traffic_health import TargetCounters
 
 __all__ = [
@@ -83,7 +93,7 @@ class FleetStats:
 _NO_SPEC: Any = object()
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     metadata: dict[str, Any]
     """The object's metadata without ``DROPPED_METADATA``/``DROPPED_ANNOTATIONS`` (the event's own values)."""
@@ -171,6 +181,11 @@ class Fleet:
         self._signals: dict[WorkloadKey, WakeSignal] = {}
         """What the router's activators saw per workload since its last reconcile (``controller/wake.py``)."""
         self._router_dirty = False
+        self._first_requests: dict[tuple[WorkloadKey, TargetName], FirstRequestState] = {}
+        """Per serverless target, what the router's counters showed at the last full tick (``policy.first_request``:
+        the idle gap and the first request after it). In memory only: a restart delays a sample, never invents one."""
+        self._cold_samples: dict[WorkloadKey, dict[TargetName, FirstRequestSample]] = {}
+        """Serverless cold starts measured at the router, waiting for the workload's next reconcile."""
         self._backoff: dict[WorkloadKey, tuple[int, float]] = {}
         """Workloads whose last reconcile failed: (failures in a row, fleet clock before which none is retried)."""
         self.spec_parses = 0
@@ -192,6 +207,7 @@ class Fleet:
             self._dirty.discard(key)
             self._active.discard(key)
             self._backoff.pop(key, None)
+            self._cold_samples.pop(key, None)  # its first-request states go at the next full tick (not read)
             if self.telemetry is not None:
                 self.telemetry.workloads.set(len(self._workloads))
             return
@@ -296,7 +312,12 @@ class Fleet:
             # our copy is stale (another writer, or another replica, changed the object): read it again, no backoff
             self.stats.reconcile_errors += 1
             self._active.add(key)
-            log.info("reconcile of %s refused (409, stale copy); re-read and retried", key, exc_info=err)
+            log.info(
+                "reconcile of %s refused: 409 on %s (stale copy: %s); re-read and retried",
+                key,
+                _failed_call(err),
+                err.reason,
+            )
             await self._reread(key)
             return
         self._reconcile_raised(key, err, now_ts)
@@ -379,8 +400,10 @@ class Fleet:
             self.telemetry.metrics_queries.set(self._snapshot.queries)
             if self._snapshot.problem is None and self._snapshot.windows:
                 self.telemetry.metrics_fresh.set(now.timestamp())
+        await self._refresh_tenancy()
         self._dirty.clear()
         await self._reconcile_keys(set(keys), full_tick=True, resync=self._resync_picks(_posix(now)))
+        await self._write_tenancy(now)
         self.stats.ticks += 1
         self.stats.last_tick_seconds = loop.time() - started
         self.stats.last_tick_at = now
@@ -389,6 +412,31 @@ class Fleet:
             self.telemetry.tick_cpu.set(time.process_time() - cpu_started)
             self.telemetry.ticks.inc()
             self.telemetry.workloads.set(len(self._workloads))
+
+    async def _refresh_tenancy(self) -> None:
+        """The ServerlessTargets and the spend on each (from the workloads placed there through a targetRef)."""
+        tenancy = self.reconciler.tenancy
+        placed: list[tuple[InferenceWorkloadSpec, Mapping[str, Any]]] = []
+        for entry in self._workloads.values():
+            spec = self._parsed(entry)[0]
+            if spec is None or (spec.cloud_run.target_ref is None and spec.lambda_.target_ref is None):
+                continue
+            status = entry.body.get("status")
+            if isinstance(status, Mapping):
+                placed.append((spec, status))
+        tenancy.set_spend(*spend_by_target(placed))
+        try:
+            await tenancy.refresh()
+        except Exception:  # never stops the tick: the last view stays
+            log.exception("reading ServerlessTargets failed")
+
+    async def _write_tenancy(self, now: datetime) -> None:
+        try:
+            await self.reconciler.tenancy.write_statuses(self.reconciler.writer, now)
+        except NotLeaderError:
+            raise
+        except Exception:
+            log.exception("writing ServerlessTarget status failed")
 
     def _slo_seconds(self) -> dict[WorkloadKey, float]:
         """Each workload's latency objective, from its parsed spec (parsed once per distinct spec): what the metrics
@@ -478,7 +526,14 @@ class Fleet:
         now_ts = _posix(now)
         slots = asyncio.Semaphore(self.reconcile_concurrency)
         # a month turning resets budgets: every workload is reconciled at the first tick of a month
-        shared = (id(price_book), price_book_problem, capacity.fingerprint, now.year, now.month)
+        shared = (
+            id(price_book),
+            price_book_problem,
+            capacity.fingerprint,
+            now.year,
+            now.month,
+            self.reconciler.tenancy.fingerprint,
+        )
         staleness = self.reconciler.max_metrics_staleness_seconds
         resync = resync or set()
         skipped = 0
@@ -501,11 +556,13 @@ class Fleet:
             spill_routed = self.router.confirmed_spill(key) if self.router is not None else None
             no_pod_answered = self.router.answers_without_pods(key) if self.router is not None else False
             signal = self._signals.pop(key, None)
+            cold = self._cold_samples.pop(key, None)
             # a window whose last sample grows too old freezes placement: that flip is an input of its own
             stale = window is not None and now_ts - _posix(window.end) > staleness
+            history = spec is not None and reads_history(spec, self.reconciler.actuators)
             fingerprint = (
                 shared,
-                _window_fingerprint(window),
+                _window_fingerprint(window, history=history),
                 stale,
                 problem,
                 verdict,
@@ -519,6 +576,7 @@ class Fleet:
                 and self.skip_unchanged
                 and key not in self._active
                 and signal is None
+                and cold is None
                 and entry.inputs == (entry.resource_version, fingerprint)
                 and key not in resync
                 and (entry.revisit_at is None or now_ts < entry.revisit_at)
@@ -538,6 +596,7 @@ class Fleet:
                 router_answers_without_pods=no_pod_answered,
                 router_traffic=traffic.get(key) if traffic is not None else None,
                 wake=signal,
+                serverless_first_requests=cold,
                 history_loading=snapshot.history_loading,
                 price_book_problem=price_book_problem,
             )
@@ -555,8 +614,7 @@ class Fleet:
                         return  # leadership ended mid-pass: the loop stops at its next check; nothing to retry
                     except Exception as err:
                         await self._reconcile_failed(key, err, now_ts)
-                        if inputs.wake is not None:  # not acted on: keep it for the retry
-                            self._signals[key] = _merge(inputs.wake, self._signals.get(key))
+                        self._keep_for_retry(key, inputs)
                         return
             self.stats.reconciles += 1
             if self.telemetry is not None:
@@ -577,6 +635,8 @@ class Fleet:
         snapshot = self._snapshot
         windows = snapshot.windows
         traffic = await self._router_traffic(keys)
+        if full_tick:
+            await self._watch_first_requests(price_book, now_ts)
         work = [(key, prepared) for key in keys if (prepared := prepare(key)) is not None]
         await asyncio.gather(*(one(key, *prepared) for key, prepared in work))
         if full_tick:
@@ -594,6 +654,59 @@ class Fleet:
             return None
         migrating = any(_migrating(entry) for key in keys if (entry := self._workloads.get(key)) is not None)
         return await self.router.target_traffic() if migrating else None
+
+    def _keep_for_retry(self, key: WorkloadKey, inputs: TickInputs) -> None:
+        """A reconcile that raised acted on nothing: its wake signal and measured cold starts wait for the retry."""
+        if inputs.wake is not None:
+            self._signals[key] = _merge(inputs.wake, self._signals.get(key))
+        if inputs.serverless_first_requests:
+            kept = self._cold_samples.setdefault(key, {})
+            for target, sample in inputs.serverless_first_requests.items():
+                kept.setdefault(target, sample)
+
+    async def _watch_first_requests(self, price_book: PriceBook, now_ts: float) -> None:
+        """Once per full tick: the router's serverless counters (one read per router replica), then the latency
+        bins of just the targets crossing an idle gap (a second read, only when there are some); each target's idle
+        gap and first request after it (``policy.first_request``). A cold start measured is handed to that
+        workload's reconcile of this pass (it records it in ``status.coldStart``)."""
+        if self.router is None:
+            return
+        counters = await self.router.serverless_counters()
+        if counters is None:
+            return  # unreadable: the states keep their last reading (the gap is measured from it)
+        lifetimes = {
+            TargetName.LAMBDA: price_book.platforms.lambda_.keep_alive_idle_seconds,
+            TargetName.CLOUDRUN: price_book.platforms.cloudrun.keep_alive_idle_seconds,
+        }
+        readings = {
+            (key, target): reading
+            for key, targets in counters.items()
+            if key in self._workloads
+            for target, reading in targets.items()
+        }
+        wanted = {
+            watched
+            for watched, reading in readings.items()
+            if wants_bins(self._first_requests.get(watched), reading, now_ts, lifetimes[watched[1]])
+        }
+        if wanted:
+            bins = await self.router.serverless_bins({key for key, _ in wanted})
+            if bins is None:
+                wanted = set()  # unreadable now: the counters are still recorded, the bins wait for a next tick
+            for watched in wanted:
+                key, target = watched
+                found = (bins or {}).get(key, {}).get(target)
+                if found is None and readings[watched].requests == 0:
+                    found = ()  # no request yet: Envoy has no histogram to show (missing after requests: unread)
+                readings[watched] = replace(readings[watched], bins=found)
+        for watched, reading in readings.items():
+            key, target = watched
+            state, sample = observe_first_request(self._first_requests.get(watched), reading, now_ts, lifetimes[target])
+            self._first_requests[watched] = state
+            if sample is not None:
+                self._cold_samples.setdefault(key, {})[target] = sample
+        for gone in set(self._first_requests) - set(readings):
+            del self._first_requests[gone]  # the target's cluster left the router, or its workload is gone
 
     async def _sync_router(self) -> None:
         if self.router is None:
@@ -648,11 +761,26 @@ def _q(value: float | None) -> float | None:
     return None if value is None else float(f"{value:.2g}")
 
 
-def _window_fingerprint(window: TrafficWindow | None) -> tuple[Any, ...] | None:
+def _window_fingerprint(window: TrafficWindow | None, *, history: bool = True) -> tuple[Any, ...] | None:
     """What of a metrics window can change a decision, rounded: levels over the whole window and its recent end
-    (a sustain window sliding over a threshold shows in the recent max/min), latency, service time, history."""
+    (a sustain window sliding over a threshold shows in the recent max/min), latency, service time, and the
+    history where the policy reads it (``history``: ``policy.decide.reads_history``; nothing else a reconcile
+    writes depends on it)."""
     if window is None:
         return None
+    summary = _levels_fingerprint(window)
+    if not history:
+        return summary
+    return (
+        *summary,
+        len(window.history_rps) if window.history_rps else None,
+        _q(sum(window.history_rps)) if window.history_rps else None,
+        _q(window.history_slo_misses),
+        window.history_step_seconds,
+    )
+
+
+def _levels_fingerprint(window: TrafficWindow) -> tuple[Any, ...]:
     rps = window.rps
     recent = rps[-10:]
     return (
@@ -667,14 +795,17 @@ def _window_fingerprint(window: TrafficWindow | None) -> tuple[Any, ...] | None:
         _q(window.service_seconds),
         _q(window.warm_latency_seconds),
         _q(window.slo_miss_share),
-        _q(max((p for p in window.peak_in_flight if p is not None), default=0.0)) if window.peak_in_flight else None,
+        _q(_peak(window.peak_in_flight)) if window.peak_in_flight else None,
         _q(sum(window.slo_misses[-10:])) if window.slo_misses else None,
         _q(sum(window.slo_misses)) if window.slo_misses else None,
-        len(window.history_rps) if window.history_rps else None,
-        _q(sum(window.history_rps)) if window.history_rps else None,
-        _q(window.history_slo_misses),
-        window.history_step_seconds,
     )
+
+
+def _peak(values: Sequence[float | None]) -> float:
+    """The largest of ``values`` (None skipped; 0 for none): a source's series (``FloatSeries``) holds no None."""
+    if isinstance(values, FloatSeries):
+        return max(values.tolist(), default=0.0)
+    return max((v for v in values if v is not None), default=0.0)
 
 
 def _weights(weights: Mapping[Any, int] | None) -> tuple[tuple[str, int], ...] | None:
@@ -709,3 +840,11 @@ def _rv_older(candidate: str, known: str) -> bool:
         return int(candidate) < int(known)
     except ValueError:
         return False
+
+
+def _failed_call(err: BaseException) -> str:
+    """The operator's own function a raised error left last (``patch_status``, ``set_finalizers``): which write a
+    409 refused, on one log line instead of a traceback."""
+    frames = traceback.extract_tb(err.__traceback__)
+    ours = [frame.name for frame in frames if f"{os.sep}inference_placement{os.sep}" in frame.filename]
+    return ours[-1] if ours else type(err).__name__

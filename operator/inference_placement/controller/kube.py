@@ -114,6 +114,20 @@ class KubeWriter:
             )
             return result
 
+    async def patch_cluster_status(self, plural: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch the status of a cluster-scoped object of this API group (a ServerlessTarget)."""
+        async with self._slots:
+            self._count("status")
+            result: dict[str, Any] = await self.custom.patch_cluster_custom_object_status(
+                GROUP,
+                VERSION,
+                plural,
+                name,
+                {"status": status},
+                _content_type=MERGE_PATCH,  # type: ignore[call-arg]
+            )
+            return result
+
     async def set_finalizers(
         self, namespace: str, name: str, finalizers: list[str], resource_version: str
     ) -> dict[str, Any]:

@@ -10,7 +10,8 @@ kept until the target serves again).
 
 Everything it needs lives in ``status.migration``, so an operator killed at any step resumes at the same step. The
 reconciler performs the I/O each step needs (``actions_for``), feeds what it saw back as a ``MigrationObservation``
-and writes the returned status. A first placement is a migration without a source: no traffic to shift.
+and writes the returned status. A first placement is a migration without a source: no traffic to shift, so once
+its target is healthy it is routed all traffic (SHIFTING at 100%) and placed as soon as the router serves that.
 """
 
 from __future__ import annotations
@@ -147,6 +148,17 @@ def _ended(migration: MigrationStatus, outcome: MigrationOutcome, now: datetime,
     )
 
 
+def _succeeded(migration: MigrationStatus, now: datetime, event_reason: str, event_message: str) -> Transition:
+    """The migration ended: the target serves everything, recorded as succeeded."""
+    return Transition(
+        migration=None,
+        placement=migration.target,
+        finished=_ended(migration, MigrationOutcome.SUCCEEDED, now, migration.reason),
+        event_reason=event_reason,
+        event_message=event_message,
+    )
+
+
 def _name(target: TargetName | None) -> str:
     return target.value if target is not None else "nothing"
 
@@ -169,15 +181,10 @@ def _awaiting_healthy(
             )
         return Transition(migration=migration, placement=migration.source)
     if migration.source is None:
-        # First placement: nothing to shift from; the target takes all traffic now.
-        finished = _ended(migration, MigrationOutcome.SUCCEEDED, now, migration.reason)
-        return Transition(
-            migration=None,
-            placement=migration.target,
-            finished=finished,
-            event_reason="Placed",
-            event_message=f"placed on {migration.target.value}: {migration.reason}",
-        )
+        # First placement: nothing to shift from; the target is routed all traffic now, and the workload is placed
+        # once the router serves that route (the reconciler advances SHIFTING only then), not before: a Ready
+        # workload whose stable endpoint still answers 503 is what this step prevents
+        return Transition(migration=_next(migration, MigrationStep.SHIFTING, now, traffic_percent=100), placement=None)
     first = timings.shift_steps_percent[0]
     return Transition(
         migration=_next(migration, MigrationStep.SHIFTING, now, traffic_percent=first),
@@ -190,11 +197,14 @@ def _awaiting_healthy(
 def _shifting(
     migration: MigrationStatus, observation: MigrationObservation, now: datetime, timings: MigrationTimings
 ) -> Transition:
-    """SHIFTING: hold each traffic step, then move to the next one, then drain."""
+    """SHIFTING: hold each traffic step, then move to the next one, then drain. A first placement is placed here:
+    the router serves its route (the reconciler advances a routed step only once it does)."""
     held = (now - parse_time(migration.step_started_at)).total_seconds()
     serving = migration.source if migration.traffic_percent < 100 else migration.target
     if not observation.target_ready:
         return _rollback(migration, f"{migration.target.value} failed its health check while taking traffic", now)
+    if migration.source is None:
+        return _succeeded(migration, now, "Placed", f"placed on {migration.target.value}: {migration.reason}")
     if held < timings.step_hold_seconds:
         return Transition(migration=migration, placement=serving)
     later = [p for p in timings.shift_steps_percent if p > migration.traffic_percent]
@@ -294,14 +304,9 @@ def _retiring(
             warning=True,
         )
     if observation.retired:
-        finished = _ended(migration, MigrationOutcome.SUCCEEDED, now, migration.reason)
-        return Transition(
-            migration=None,
-            placement=migration.target,
-            finished=finished,
-            event_reason="MigrationSucceeded",
-            event_message=f"{_route(migration)} done in "
-            f"{(now - parse_time(migration.started_at)).total_seconds():.0f}s: {migration.reason}",
+        took = (now - parse_time(migration.started_at)).total_seconds()
+        return _succeeded(
+            migration, now, "MigrationSucceeded", f"{_route(migration)} done in {took:.0f}s: {migration.reason}"
         )
     if held > timings.retire_timeout_seconds and migration.last_error is None:
         return Transition(

@@ -21,11 +21,15 @@ from inference_placement.api.conditions import WORKLOAD_CONDITIONS, derive_phase
 from inference_placement.api.spec import SERVERLESS, InferenceWorkloadSpec, ModelSpec, TargetName
 from inference_placement.api.status import (
     BudgetStatus,
+    CapacityType,
+    ColdStartStatus,
+    ColdStartTargetStatus,
     Condition,
     ConditionStatus,
     ConditionType,
     DecisionRecord,
     InferenceWorkloadStatus,
+    MigrationOutcome,
     MigrationStatus,
     MigrationStep,
     ObservedTraffic,
@@ -55,14 +59,20 @@ from inference_placement.controller.router_sync import positive_weights
 from inference_placement.controller.spill import SpillObservation, advance_spill
 from inference_placement.controller.status_diff import merge_patch, semantically_equal
 from inference_placement.controller.telemetry import Telemetry
+from inference_placement.controller.tenancy import TenancyCache
 from inference_placement.controller.wake import WakeSignal
 from inference_placement.controller.warm_pinger import PingPlan, WarmPinger
 from inference_placement.policy.actuation import Actuators, ZeroAnswer, target_settings, zero_allowed, zero_answer
 from inference_placement.policy.budget import MONTH_SECONDS, accrue_spend
 from inference_placement.policy.capacity import ClusterCapacity
+from inference_placement.policy.cold_start import cold_start_status, measured_price_book, screen
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
 from inference_placement.policy.economics import workload_economics
+from inference_placement.policy.first_request import FirstRequestSample
+from inference_placement.policy.packaging import packaging_problems
 from inference_placement.policy.price_book import PriceBook
+from inference_placement.policy.replica_ownership import actuators_under
+from inference_placement.policy.tenancy import admit_serverless, identity_for_retire
 from inference_placement.policy.traffic_health import TargetCounters, traffic_problem
 from inference_placement.policy.verdicts import budget_verdict, slo_verdict
 from inference_placement.routing.model import traffic_weights
@@ -112,6 +122,9 @@ class TickInputs:
     sends it to a serverless overflow): only then may the cluster go to zero replicas."""
     wake: WakeSignal | None = None
     """What the router's activator saw of this workload since its last reconcile (held requests: wake it now)."""
+    serverless_first_requests: Mapping[TargetName, FirstRequestSample] | None = None
+    """Serverless cold starts the router measured for this workload since its last reconcile (the first request
+    after an idle gap, ``policy.first_request``); recorded in ``status.coldStart``."""
     router_traffic: Mapping[TargetName, TargetCounters] | None = None
     """The router's own cumulative counters of this workload's traffic per target (read while it migrates); None =
     not read (no router, no migration, or unreadable)."""
@@ -176,15 +189,37 @@ class _Conditions:
                 self.pending.event(reason.value, message, warning=became_bad)
 
 
-_GOOD_WHEN_TRUE = frozenset({ConditionType.METRICS_AVAILABLE, ConditionType.PRICE_BOOK_VALID})
+_GOOD_WHEN_TRUE = frozenset(
+    {ConditionType.METRICS_AVAILABLE, ConditionType.PRICE_BOOK_VALID, ConditionType.PACKAGING_VALID}
+)
 _EVENTFUL = frozenset(
     {
         ConditionType.BUDGET_EXCEEDED,
         ConditionType.SLO_AT_RISK,
         ConditionType.METRICS_AVAILABLE,
         ConditionType.PRICE_BOOK_VALID,
+        ConditionType.PACKAGING_VALID,
     }
 )
+
+
+def _mark_packaging(conditions: _Conditions, spec: InferenceWorkloadSpec) -> None:
+    """PackagingValid: False (PackagingInvalid, naming the target and field) while the spec says the image cannot
+    start on an allowed serverless target, which feasibility then refuses; True again once fixed. Absent until the
+    first problem, like PriceBookValid, so a workload without one carries no extra condition."""
+    problems = packaging_problems(spec)
+    if problems:
+        message = "; ".join(str(p) for p in problems)
+        conditions.mark(ConditionType.PACKAGING_VALID, ConditionStatus.FALSE, Reason.PACKAGING_INVALID, message)
+    elif any(c.type is ConditionType.PACKAGING_VALID for c in conditions.items):
+        conditions.mark(
+            ConditionType.PACKAGING_VALID,
+            ConditionStatus.TRUE,
+            Reason.PACKAGING_VALID,
+            "the image can start everywhere allowed",
+        )
+
+
 """Conditions whose transitions post an Event (a warning when they turn bad)."""
 
 
@@ -203,8 +238,12 @@ class Reconciler:
         actuators: Actuators = Actuators(),
         wake_keep_seconds: float = 60.0,
         fence: Callable[[], None] | None = None,
+        tenancy: TenancyCache | None = None,
     ) -> None:
         self.writer = writer
+        self.tenancy = tenancy if tenancy is not None else TenancyCache(None)
+        """The admin-defined ServerlessTargets a workload's cloud targets are admitted against
+        (``policy.tenancy``); the default has none and refuses inline cloud identity."""
         self.fence = fence
         """Raises when this replica may not act (``leader.LeaseElector.fence``): checked before every call that
         creates, changes or deletes a target's resources; None = a single replica, always acting."""
@@ -254,11 +293,28 @@ class Reconciler:
         spec, problems = parsed_spec if parsed_spec is not None else parse_spec(raw.get("spec"))
         conditions = _Conditions(list(status.conditions), now_rfc3339(inputs.now), meta.generation)
         refusal = _spec_refusal(spec, [*problems, *name_problems(meta.name)], self.targets)
+        notes: list[str] = []
+        if spec is not None and refusal is None:
+            # may this namespace use the cloud targets it names, with these images? (no cloud call if not)
+            admission = admit_serverless(
+                spec, meta.namespace, self.tenancy.view, offered=self.targets.keys(), placed_on=_placed_on(status)
+            )
+            notes = admission.notes
+            if admission.spec is None:
+                refusal = "; ".join(str(p) for p in admission.problems)
+            else:
+                spec = admission.spec
         if spec is None or refusal is not None:
             conditions.mark(ConditionType.INVALID_SPEC, ConditionStatus.TRUE, Reason.SPEC_INVALID, refusal or "")
             return await self._finish(meta, current_wire, status, conditions, result, changes={})
-        conditions.mark(ConditionType.INVALID_SPEC, ConditionStatus.FALSE, Reason.SPEC_VALID, "")
+        conditions.mark(ConditionType.INVALID_SPEC, ConditionStatus.FALSE, Reason.SPEC_VALID, "; ".join(notes))
+        _mark_packaging(conditions, spec)
         effective = _with_configured_targets(spec, self.targets)
+        # the policy decides with the cold starts measured for this workload's model (the book as the prior)
+        book = inputs.price_book
+        measured_book = measured_price_book(book, effective, status.cold_start)
+        if measured_book is not book:
+            inputs = replace(inputs, price_book=measured_book)
 
         actuators = self._actuators(status, inputs, result)
         decision, accrued = self._decide(effective, status, inputs, result, actuators)
@@ -290,8 +346,11 @@ class Reconciler:
         )
         new_status = self._track_zero(meta, effective, decision, new_status, inputs, pending, actuators)
         self._plan_pings(meta, spec, decision, new_status, inputs, actuators)
+        new_status = _track_cold_start(
+            effective, book, status, new_status, inputs.now, conditions.stamp, pending, inputs.serverless_first_requests
+        )
         result.active = new_status.migration is not None or not _placed_ready(new_status)
-        serving = _mark_placement(conditions, new_status)
+        serving = _mark_placement(conditions, new_status, min_serving=max(1, spec.scaling.min_replicas))
 
         placed = new_status.placement
         cost_now = decision.projected_monthly_cost_usd.get(placed) if placed is not None else None
@@ -307,9 +366,12 @@ class Reconciler:
     def _actuators(self, status: InferenceWorkloadStatus, inputs: TickInputs, result: ReconcileResult) -> Actuators:
         """What can be carried out for this workload on this tick. Zero cluster replicas only while the router
         serves a route that answers a request finding no pod, no request waits for a replica (the router's
-        activator holds some: wake now), and the last wake-up is ``wake_keep_seconds`` old."""
-        if not self.actuators.cluster_scale_to_zero:
-            return self.actuators
+        activator holds some: wake now), and the last wake-up is ``wake_keep_seconds`` old; never while a user's
+        autoscaler owns the Deployment's replicas (``policy.replica_ownership``: the operator never writes them)."""
+        cluster = (status.targets or TargetsStatus()).cluster
+        actuators = actuators_under(self.actuators, cluster.replicas_managed_by if cluster is not None else None)
+        if not actuators.cluster_scale_to_zero:
+            return actuators
         # right after a restart nothing is confirmed yet (router_weights None): a workload recorded at zero stays
         # there, since the router keeps serving the holding route the previous run confirmed until the first apply
         restarted_at_zero = (
@@ -376,7 +438,9 @@ class Reconciler:
             return status.model_copy(update={"scale_to_zero": cleared})
         answer = _zero_answer(spec, decision, status, inputs.price_book, actuators)
         if answer.wanted is not None:
-            status = await self._ensure(workload, answer.wanted, decision, status, pending, actuators)
+            status = await self._ensure(
+                workload, answer.wanted, decision, status, pending, actuators, inputs.price_book
+            )
             answer = _zero_answer(spec, decision, status, inputs.price_book, actuators)
         tracked = status.scale_to_zero or ScaleToZeroStatus()
         serverless = {t.value for t in SERVERLESS}
@@ -407,7 +471,10 @@ class Reconciler:
             actuators,
             serving_replicas=_serving_replicas(status, decision, TargetName.CLUSTER),
         ).replicas
-        at_zero = serving_cluster and replicas == 0
+        cluster = (status.targets or TargetsStatus()).cluster
+        # under a user's autoscaler a decision of zero is advisory: the Deployment keeps the autoscaler's count
+        managed = cluster is not None and cluster.replicas_managed_by is not None
+        at_zero = serving_cluster and replicas == 0 and not managed
         before = status.scale_to_zero
         tracked = before or ScaleToZeroStatus()
         stamp = now_rfc3339(inputs.now)
@@ -498,7 +565,9 @@ class Reconciler:
             last_migration_finished_at=last_finished,
             month_to_date_usd=accrued.month_to_date_usd,
             accelerator=status.last_decision.accelerator if status.last_decision is not None else None,
+            on_spot=_on_spot(status.last_decision),
             moving_to=status.migration.target if status.migration is not None else None,
+            spilling=status.spill is not None and not status.spill.ending,
         )
         # A workload already on the cluster holds its capacity: free capacity only gates new placements there, and
         # a change of accelerator (``policy/accelerators.py`` skips the capacity check of the one it holds).
@@ -583,6 +652,14 @@ class Reconciler:
         new_status = status.model_copy(
             update={**changes, "conditions": conditions.items, "observed_generation": meta.generation}
         )
+        placed = new_status.placement
+        self.telemetry.export_state(
+            meta.namespace,
+            meta.name,
+            placed.value if placed is not None else None,
+            new_status.current_monthly_cost_usd,
+            new_status.conditions,
+        )
         result.body = await self._write(meta, current_wire, new_status, conditions.pending)
         result.wrote_status = result.body is not None
         result.events = [e[0] for e in conditions.pending.events]
@@ -640,7 +717,9 @@ class Reconciler:
         if migration is None:
             self._traffic_marks.pop(key, None)
             if status.placement is not None:
-                status = await self._ensure(workload, status.placement, decision, status, pending, actuators)
+                status = await self._ensure(
+                    workload, status.placement, decision, status, pending, actuators, inputs.price_book
+                )
             return status
         if migration.target in SERVERLESS or migration.source in SERVERLESS:
             await self._ensure_finalizer(workload.metadata)
@@ -648,7 +727,7 @@ class Reconciler:
             # The router does not serve this step's weights yet: keep both sides up, move nothing, retire nothing.
             for name in (migration.source, migration.target):
                 if name is not None and not (migration.step is MigrationStep.ROLLING_BACK and name is migration.target):
-                    status = await self._ensure(workload, name, decision, status, pending, actuators)
+                    status = await self._ensure(workload, name, decision, status, pending, actuators, inputs.price_book)
             return status
         problem = self._traffic_problem(key, spec, migration, inputs)
         if problem is not None and migration.step is MigrationStep.RETIRING:
@@ -656,7 +735,7 @@ class Reconciler:
             observation = MigrationObservation(target_ready=True, traffic_problem=problem)
         else:
             status, observation = await self._migration_actions(
-                workload, migration, decision, status, pending, actuators
+                workload, migration, decision, status, pending, actuators, inputs.price_book
             )
             observation = replace(observation, traffic_problem=problem)
         return self._advance(status, migration, observation, inputs.now, pending)
@@ -701,7 +780,7 @@ class Reconciler:
             return status
         overflow = plan.target if plan is not None and spill is None else spill.target if spill else None
         if overflow is not None and overflow is not status.placement:
-            status = await self._ensure(workload, overflow, decision, status, pending, actuators)
+            status = await self._ensure(workload, overflow, decision, status, pending, actuators, inputs.price_book)
         entry = _target_status(status.targets or TargetsStatus(), overflow) if overflow is not None else None
         cluster = _target_status(status.targets or TargetsStatus(), TargetName.CLUSTER)
         seen = SpillObservation(
@@ -729,13 +808,16 @@ class Reconciler:
         status: InferenceWorkloadStatus,
         pending: _Pending,
         actuators: Actuators,
+        price_book: PriceBook,
     ) -> tuple[InferenceWorkloadStatus, MigrationObservation]:
         """The I/O the migration's current step needs, and what it observed."""
         actions = actions_for(migration)
         if MigrationAction.ENSURE_TARGET in actions:
             if migration.source is not None:
-                status = await self._ensure(workload, migration.source, decision, status, pending, actuators)
-            status = await self._ensure(workload, migration.target, decision, status, pending, actuators)
+                status = await self._ensure(
+                    workload, migration.source, decision, status, pending, actuators, price_book
+                )
+            status = await self._ensure(workload, migration.target, decision, status, pending, actuators, price_book)
             entry = _target_status(status.targets or TargetsStatus(), migration.target)
             error = entry.message if entry is not None and not entry.ready and _is_permanent(entry) else None
             ready = entry is not None and entry.ready
@@ -746,7 +828,7 @@ class Reconciler:
                 ready = True
             return status, MigrationObservation(target_ready=ready, target_error=error)
         if MigrationAction.RETIRE_SOURCE in actions:
-            status = await self._ensure(workload, migration.target, decision, status, pending, actuators)
+            status = await self._ensure(workload, migration.target, decision, status, pending, actuators, price_book)
             gone = await self._retire(workload, migration.source, status, pending) if migration.source else True
             status = _drop_target(status, migration.source) if gone and migration.source else status
             return status, MigrationObservation(target_ready=True, retired=gone)
@@ -773,7 +855,12 @@ class Reconciler:
         if rolling_back and migration.step is not MigrationStep.ROLLING_BACK:
             self.telemetry.migration_rollbacks.labels(*route, migration.step.value).inc()
         if transition.finished is not None:
-            self.telemetry.migrations.labels(*route, transition.finished.outcome.value).inc()
+            outcome = transition.finished.outcome.value
+            self.telemetry.migrations.labels(*route, outcome).inc()
+            started, ended = parse_stamp(migration.started_at), parse_stamp(transition.finished.finished_at)
+            if started is not None:
+                seconds = ((ended or _aware(now)) - started).total_seconds()
+                self.telemetry.migration_duration.labels(*route, outcome).observe(max(0.0, seconds))
         update: dict[str, Any] = {"migration": transition.migration, "placement": transition.placement}
         if transition.finished is not None:
             update["last_migration"] = transition.finished
@@ -787,6 +874,7 @@ class Reconciler:
         status: InferenceWorkloadStatus,
         pending: _Pending,
         actuators: Actuators,
+        price_book: PriceBook,
     ) -> InferenceWorkloadStatus:
         target = self.targets.get(target_name)
         if target is None:
@@ -809,13 +897,17 @@ class Reconciler:
             max_replicas=settings.max_replicas,
             max_in_flight=_queue_cap(status, target_name),
             accelerator=settings.accelerator,
+            spot=settings.spot,
+            # what the price book prices is what is deployed (with or without Cloud Run GPU zonal redundancy)
+            gpu_zonal_redundancy=price_book.platforms.cloudrun.gpu_zonal_redundancy,
         )
         self._fence()
         try:
             state = await target.ensure(workload, desired)
         except Exception as exc:  # every failure becomes status (as_target_error), never an escape
             return self._target_failed(status, target_name, _logged_target_error(exc), pending)
-        if target_name is TargetName.CLUSTER and settings.replicas == 0 and not state.ready:
+        at_zero = settings.replicas == 0 and state.replicas_managed_by is None  # an autoscaler's replicas: not zero
+        if target_name is TargetName.CLUSTER and at_zero and not state.ready:
             # at zero on purpose: the router answers (holds, or falls through to serverless) until a replica is up
             state = TargetState(
                 state.name, state.endpoint, True, 0, f"{state.message}: scaled to zero, the router answers requests"
@@ -857,7 +949,14 @@ class Reconciler:
             pending.event("TargetError", message, warning=True)
         log.warning("target error on %s: %s", target_name.value, message)
         if isinstance(err, RetryableTargetError) and previous is not None and previous.name:
-            kept = TargetState(previous.name, previous.endpoint, previous.ready, previous.replicas, message)
+            kept = TargetState(
+                previous.name,
+                previous.endpoint,
+                previous.ready,
+                previous.replicas,
+                message,
+                replicas_managed_by=previous.replicas_managed_by,
+            )
             return _set_target(status, target_name, kept, None, kind)
         return _set_target(status, target_name, None, message, kind)
 
@@ -899,6 +998,8 @@ class Reconciler:
         if spec is None:
             # The stored spec no longer parses; retiring needs only names, which come from metadata.
             spec = InferenceWorkloadSpec.model_construct(model=ModelSpec.model_construct(image="", size_mb=1))
+        else:
+            spec = identity_for_retire(spec, self.tenancy.view)  # the admin's project/role where the spec names one
         workload = InferenceWorkload.model_construct(metadata=meta, spec=spec, status=status)
         all_gone = True
         for name in SERVERLESS:
@@ -1011,6 +1112,148 @@ def _zero_answer(
     return zero_answer(spec, colds, ready, decision.infeasible, actuators=actuators)
 
 
+_WAKE_SOURCE = "router: the activator's mean hold of the requests that woke the cluster from zero replicas"
+
+
+def _wake_cold_start(before: InferenceWorkloadStatus, after: InferenceWorkloadStatus) -> float | None:
+    """A cluster cold start measured on this reconcile, seconds: the router's activator held the requests that
+    found no pod after a scale-from-zero until the woken replica was ready; their mean hold (``lastWake``'s
+    latency, filled in once they were answered) is what a request arriving at zero pays. None when no wake was
+    answered now, or the requests were answered by a serverless target (their latency is that target's)."""
+    old = before.scale_to_zero.last_wake if before.scale_to_zero is not None else None
+    new = after.scale_to_zero.last_wake if after.scale_to_zero is not None else None
+    if new is None or new.wake_latency_ms is None or new.answered_by is not None or not new.held_requests:
+        return None
+    if old is not None and old.woken_at == new.woken_at and old.wake_latency_ms is not None:
+        return None  # recorded on an earlier reconcile
+    return new.wake_latency_ms / 1000.0
+
+
+_PROVISION_SOURCE = "operator: migration start until the target passed its own health check"
+
+
+def _provision_time(
+    before: InferenceWorkloadStatus, after: InferenceWorkloadStatus, now: datetime
+) -> tuple[TargetName, float] | None:
+    """A migration lead measured on this reconcile: the target of the migration in flight passed its own health
+    check now (``targets/`` read its readiness: Deployment ready replicas, Cloud Run's Ready condition, Lambda
+    State and LastUpdateStatus), the seconds since the migration started (it deployed the target). None when no
+    target became ready now. Resolution: the reconcile interval while migrating (``ACTIVE_RECONCILE_SECONDS``)."""
+    moving = before.migration
+    if moving is None or moving.step not in (MigrationStep.PROVISIONING, MigrationStep.AWAITING_HEALTHY):
+        return None
+    now_moving = after.migration
+    shifted = (
+        now_moving is not None
+        and now_moving.started_at == moving.started_at
+        and now_moving.target is moving.target
+        and now_moving.step is MigrationStep.SHIFTING
+    )
+    placed = (
+        now_moving is None
+        and moving.source is None
+        and after.last_migration is not None
+        and after.last_migration != before.last_migration
+        and after.last_migration.outcome is MigrationOutcome.SUCCEEDED
+        and after.last_migration.target is moving.target
+    )
+    started = parse_stamp(moving.started_at)
+    if not (shifted or placed) or started is None:
+        return None
+    return moving.target, (_aware(now) - started).total_seconds()
+
+
+_FIRST_REQUEST_SOURCE = (
+    "router: the first request after an idle gap longer than the platform keeps an idle instance, less the "
+    "target's warm latency"
+)
+
+
+def _track_cold_start(
+    spec: InferenceWorkloadSpec,
+    price_book: PriceBook,
+    before: InferenceWorkloadStatus,
+    after: InferenceWorkloadStatus,
+    now: datetime,
+    stamp: str,
+    pending: _Pending,
+    first_requests: Mapping[TargetName, FirstRequestSample] | None = None,
+) -> InferenceWorkloadStatus:
+    """``status.coldStart``: a cold start or a migration lead measured on this reconcile recorded (the cluster's
+    from the activator's hold after a scale-from-zero, a serverless target's from the router's first request after
+    an idle gap: ``first_requests``), and every measured target's assumed (the price book's), measured and
+    estimated figures recomputed with the book in force."""
+    sample = _wake_cold_start(before, after)
+    samples = {TargetName.CLUSTER: sample} if sample is not None else None
+    lead = _provision_time(before, after, now)
+    cold = cold_start_status(
+        spec,
+        price_book,
+        after.cold_start,
+        samples,
+        source=_WAKE_SOURCE,
+        stamp=stamp,
+        provision_samples=dict([lead]) if lead is not None else None,
+        provision_source=_PROVISION_SOURCE,
+    )
+    serverless = {t: s for t, s in (first_requests or {}).items() if t in SERVERLESS}
+    if serverless:
+        cold = cold_start_status(
+            spec,
+            price_book,
+            cold,
+            {t: s.cold_start_seconds for t, s in serverless.items()},
+            source=_FIRST_REQUEST_SOURCE,
+            stamp=stamp,
+        )
+    if lead is not None and cold is not None:
+        target, seconds = lead
+        entry = _cold_entry(cold, target)
+        measured = entry.provision if entry is not None else None
+        refused = screen((seconds,))[1]
+        if refused:
+            pending.event("ProvisionTimeRefused", f"{target.value} lead {seconds:.1f}s not used: {refused[0]}")
+        elif measured is not None:
+            pending.event(
+                "ProvisionTimeMeasured",
+                f"{target.value} ready {seconds:.1f}s after the migration started; assumed "
+                f"{measured.assumed_seconds}s (price book), measured median {measured.measured_seconds}s of "
+                f"{measured.samples} sample(s), estimate {measured.estimate_seconds}s",
+            )
+    measured_now: list[tuple[TargetName, float, str]] = []
+    if sample is not None:
+        measured_now.append((TargetName.CLUSTER, sample, "router hold after a scale-from-zero"))
+    for target, first in sorted(serverless.items(), key=lambda item: item[0].value):
+        how = (
+            f"router: first request {first.latency_seconds:.3g}s after {first.idle_seconds:.0f}s idle, "
+            f"warm {first.warm_seconds:.3g}s"
+        )
+        measured_now.append((target, first.cold_start_seconds, how))
+    for target, seconds, how in measured_now:
+        entry = _cold_entry(cold, target) if cold is not None else None
+        if entry is None:
+            continue
+        refused = screen((seconds,))[1]
+        if refused:
+            pending.event("ColdStartRefused", f"{target.value} cold start sample {seconds!r}s not used: {refused[0]}")
+        else:
+            pending.event(
+                "ColdStartMeasured",
+                f"{target.value} cold start {seconds:.3g}s measured ({how}); the policy now uses "
+                f"{entry.estimate_seconds}s: assumed {entry.assumed_seconds}s blended with the median "
+                f"{entry.measured_seconds}s of {entry.samples} sample(s)",
+            )
+    if cold == after.cold_start:
+        return after
+    return after.model_copy(update={"cold_start": cold})
+
+
+def _cold_entry(status: ColdStartStatus, target: TargetName) -> ColdStartTargetStatus | None:
+    if target is TargetName.CLUSTER:
+        return status.cluster
+    return status.cloudrun if target is TargetName.CLOUDRUN else status.lambda_
+
+
 def _request_waits(status: InferenceWorkloadStatus, wake: WakeSignal | None) -> bool:
     """A request wants the cluster woken now: the router's activator holds some (or got some since its last poll),
     or, at zero with a serverless target answering in the cluster's place (``scaleToZero.answeredBy``), requests
@@ -1050,6 +1293,16 @@ def _spec_refusal(
         names = ", ".join(t.value for t in spec.placement.allowed_targets)
         return f"spec.placement.allowedTargets: none of [{names}] is configured in this operator"
     return None
+
+
+def _placed_on(status: InferenceWorkloadStatus) -> set[TargetName]:
+    """The targets this workload has resources on now (a spend cap never moves it off one of them)."""
+    placed = {status.placement} if status.placement is not None else set()
+    if status.migration is not None:
+        placed |= {status.migration.target} | ({status.migration.source} if status.migration.source else set())
+    if status.spill is not None:
+        placed.add(status.spill.target)
+    return {p for p in placed if p is not None}
 
 
 def _with_configured_targets(
@@ -1100,8 +1353,14 @@ def _on_cluster(status: InferenceWorkloadStatus) -> bool:
     )
 
 
-def _mark_placement(conditions: _Conditions, status: InferenceWorkloadStatus) -> TargetResourceStatus | None:
-    """Migrating and Placed from the placement after this tick's moves; returns the serving target's status."""
+def _mark_placement(
+    conditions: _Conditions, status: InferenceWorkloadStatus, *, min_serving: int = 1
+) -> TargetResourceStatus | None:
+    """Migrating and Placed from the placement after this tick's moves; returns the serving target's status.
+
+    A cluster placement scaling up (or rolling out) is still Placed while at least ``min_serving`` replicas (its
+    ``scaling.minReplicas``, at least 1) are available and its API reports no error: the target's own ``ready`` waits
+    for every wanted replica, but a normal scale-up must not turn Ready False (Argo CD would show Degraded)."""
     placed = status.placement
     targets_status = status.targets or TargetsStatus()
     serving = _target_status(targets_status, placed) if placed is not None else None
@@ -1125,13 +1384,28 @@ def _mark_placement(conditions: _Conditions, status: InferenceWorkloadStatus) ->
         )
     if placed is not None and serving is not None and serving.ready:
         conditions.mark(ConditionType.PLACED, ConditionStatus.TRUE, Reason.TARGET_READY, f"serving on {placed.value}")
+    elif (
+        placed is TargetName.CLUSTER
+        and serving is not None
+        and serving.error is None
+        and (serving.replicas or 0) >= min_serving
+    ):
+        detail = f": {serving.message}" if serving.message else ""
+        conditions.mark(
+            ConditionType.PLACED, ConditionStatus.TRUE, Reason.TARGET_READY, f"serving on {placed.value}{detail}"
+        )
     elif placed is not None:
         message = serving.message if serving is not None and serving.message else f"{placed.value} not ready"
         conditions.mark(ConditionType.PLACED, ConditionStatus.FALSE, Reason.TARGET_NOT_READY, message)
     elif (error := _first_error(targets_status)) is not None:
         conditions.mark(ConditionType.PLACED, ConditionStatus.FALSE, Reason.TARGET_FAILED, error)
     else:
-        waiting = f"provisioning {migration.target.value}" if migration else "awaiting placement"
+        if migration is None:
+            waiting = "awaiting placement"
+        elif migration.step is MigrationStep.SHIFTING:  # a first placement: up, routed once the router confirms
+            waiting = f"{migration.target.value} is up; waiting for the router to serve it"
+        else:
+            waiting = f"provisioning {migration.target.value}"
         conditions.mark(ConditionType.PLACED, ConditionStatus.FALSE, Reason.TARGET_PROVISIONING, waiting)
     return serving
 
@@ -1189,6 +1463,13 @@ def _costs(decision: Decision) -> ProjectedCosts:
     )
 
 
+def _on_spot(last: DecisionRecord | None) -> bool | None:
+    """The capacity type the last decision put the cluster's replicas on (None: not recorded)."""
+    if last is None or last.capacity_type is None:
+        return None
+    return last.capacity_type is CapacityType.SPOT
+
+
 def _record_decision(
     status: InferenceWorkloadStatus, decision: Decision, stamp: str, pending: _Pending
 ) -> InferenceWorkloadStatus:
@@ -1198,14 +1479,19 @@ def _record_decision(
     keep_warm = decision.keep_warm_instances or None
     interval = decision.ping_interval_seconds if keep_warm else None
     accelerator = decision.accelerator.option if decision.accelerator is not None else None
+    capacity_type = None
+    if decision.spot is not None:
+        capacity_type = CapacityType.SPOT if decision.spot.spot else CapacityType.ON_DEMAND
     if decision.target is not TargetName.CLUSTER:
         accelerator = last.accelerator if last is not None else None  # the cluster's, should it be reclaimed
+        capacity_type = last.capacity_type if last is not None else None
     if (
         last is not None
         and last.target is decision.target
         and last.replicas == decision.replicas
         and last.keep_warm_instances == keep_warm
         and last.accelerator == accelerator
+        and last.capacity_type == capacity_type
     ):
         return status
     cost = decision.projected_monthly_cost_usd.get(decision.target)
@@ -1219,6 +1505,7 @@ def _record_decision(
         keep_warm_instances=keep_warm,
         ping_interval_seconds=round(interval, 1) if interval else None,
         accelerator=accelerator,
+        capacity_type=capacity_type,
     )
     pending.event("Decision", f"{decision.target.value} x{decision.replicas}: {decision.reason}")
     return status.model_copy(update={"last_decision": record})
@@ -1267,6 +1554,7 @@ def _set_target(
             ready=state.ready,
             replicas=state.replicas,
             message=state.message,
+            replicas_managed_by=state.replicas_managed_by,
             error=kind,
         )
     else:
@@ -1276,6 +1564,7 @@ def _set_target(
             ready=False,
             replicas=previous.replicas if previous is not None else None,
             message=error,
+            replicas_managed_by=previous.replicas_managed_by if previous is not None else None,
             error=kind,
         )
     return status.model_copy(update={"targets": targets.model_copy(update={_field(name): entry})})

@@ -83,6 +83,7 @@ class ClusterRouterApplier:
         activator_image: str | None = None,
         service_account: str | None = None,
         automount_token: bool = False,
+        owner_config_map: str | None = None,
     ) -> None:
         if settings.health_port is None:
             raise ValueError("the in-cluster router needs a health listener (EnvoySettings.health_port)")
@@ -100,6 +101,9 @@ class ClusterRouterApplier:
         """The router Pods' ServiceAccount (None: the namespace's default); its token is mounted only with
         ``automount_token``."""
         self.automount_token = automount_token
+        self.owner_config_map = owner_config_map
+        """A ConfigMap in ``namespace`` owning the router's Deployment, Service and ConfigMap (the chart's own: they
+        are garbage-collected with the release); None: no owner."""
         self.activator_image = activator_image
         """The activator's image (a second container in the router Pod; needs ``settings.activator_port``)."""
         if activator_image is not None and settings.activator_port is None:
@@ -117,9 +121,29 @@ class ClusterRouterApplier:
 
     # ------------------------------------------------------------------ the router itself
 
+    async def _owner_references(self) -> list[JsonDict]:
+        """The owner reference to ``owner_config_map`` (read for its uid), or none."""
+        if self.owner_config_map is None:
+            return []
+        owner = await self.core.read_namespaced_config_map(self.owner_config_map, self.namespace)
+        return [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "name": self.owner_config_map,
+                "uid": owner.metadata.uid,
+                "blockOwnerDeletion": False,
+                "controller": False,
+            }
+        ]
+
     async def ensure_router(self) -> None:
-        """Create what is missing and keep the Deployment and Service as rendered; never rewrite the routes."""
+        """Create what is missing and keep the Deployment and Service as rendered; never rewrite the routes. With
+        ``owner_config_map`` each of the three carries an owner reference to it."""
+        owners = await self._owner_references()
         configmap: Any = render_configmap([], self.settings, namespace=self.namespace)
+        if owners:
+            configmap["metadata"]["ownerReferences"] = owners
         try:
             await self.core.read_namespaced_config_map(ROUTER_NAME, self.namespace)
         except ApiException as err:
@@ -129,14 +153,21 @@ class ClusterRouterApplier:
         else:
             # the bootstrap may change with a new operator version; the routes stay as they are
             bootstrap = {k: v for k, v in configmap["data"].items() if k not in (CDS_FILE, RDS_FILE)}
-            await self.core.patch_namespaced_config_map(ROUTER_NAME, self.namespace, {"data": bootstrap})
+            patch: JsonDict = {"data": bootstrap}
+            if owners:
+                patch["metadata"] = {"ownerReferences": owners}
+            await self.core.patch_namespaced_config_map(ROUTER_NAME, self.namespace, patch)
         deployment: Any = self.render_deployment()
+        if owners:
+            deployment["metadata"]["ownerReferences"] = owners
         await _create_or_patch(
             lambda: self.apps.read_namespaced_deployment(ROUTER_NAME, self.namespace),
             lambda: self.apps.create_namespaced_deployment(self.namespace, deployment),
             lambda: self.apps.patch_namespaced_deployment(ROUTER_NAME, self.namespace, deployment),
         )
         service: Any = render_router_service(self.settings, namespace=self.namespace)
+        if owners:
+            service["metadata"]["ownerReferences"] = owners
         await _create_or_patch(
             lambda: self.core.read_namespaced_service(ROUTER_NAME, self.namespace),
             lambda: self.core.create_namespaced_service(self.namespace, service),
@@ -228,8 +259,9 @@ class ClusterRouterApplier:
             return {}
         return parse_stats(payload, self.settings)
 
-    async def traffic_stats(self) -> list[Any]:
-        """Every ready router Pod's per-target traffic counters (``routing.traffic_stats``), read through the
+    async def traffic_stats(self, query: str = TRAFFIC_STATS_QUERY) -> list[Any]:
+        """Every ready router Pod's per-target traffic counters (``routing.traffic_stats``; ``query``: which ones,
+        e.g. ``FIRST_REQUEST_STATS_QUERY``), read through the
         apiserver's Pod proxy from its health listener: one LIST and one GET per router replica. Raises when a
         ready Pod cannot be read (a sum without it would read as fewer requests)."""
         pods = await self.core.list_namespaced_pod(
@@ -241,7 +273,7 @@ class ClusterRouterApplier:
             response = await self.api.call_api(
                 path,
                 "GET",
-                query_params=list(parse_qsl(TRAFFIC_STATS_QUERY)),
+                query_params=list(parse_qsl(query)),
                 header_params={"Accept": "application/json"},
                 auth_settings=["BearerToken"],
                 _preload_content=False,

@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -28,6 +28,7 @@ from inference_placement.api.status import InferenceWorkloadStatus, SpillStep
 from inference_placement.api.workload import WorkloadKey
 from inference_placement.controller.log_context import workload_fields
 from inference_placement.controller.pod_endpoints import PodEndpoints, ServiceKey
+from inference_placement.policy.first_request import LatencyBin, ServerlessReading
 from inference_placement.policy.traffic_health import TargetCounters
 from inference_placement.routing.model import (
     EndpointsConfig,
@@ -37,7 +38,16 @@ from inference_placement.routing.model import (
     UpstreamAddress,
     route_for,
 )
-from inference_placement.routing.traffic_stats import parse_target_counters, sum_target_counters
+from inference_placement.routing.traffic_stats import (
+    FIRST_REQUEST_COUNTERS_QUERY,
+    first_request_bins_query,
+    parse_serverless_bins,
+    parse_serverless_counters,
+    parse_target_counters,
+    sum_serverless_bins,
+    sum_serverless_readings,
+    sum_target_counters,
+)
 
 __all__ = ["RouteApplier", "RouterSync", "positive_weights"]
 
@@ -67,6 +77,9 @@ class RouterSync:
     its Service (as before). With them, a workload whose Service has slice data is routed to its pods by address
     (``PodsUpstream``); one without slice data yet keeps its Service upstream (a new Service's first slice arrives
     a moment after it: an empty pods cluster in that moment would hold or fail requests the Service serves)."""
+    lambda_scope: Callable[[], frozenset[tuple[str, str]] | None] | None = None
+    """The admins' Lambda targets' (account, region) pairs now (``TenancyCache.lambda_scope``): a function ARN in
+    a status outside them is not routed; None = no such restriction."""
     hold: bool = False
     """The router runs the activator: a route whose pods are by address holds a request that finds no pod, for at
     most the workload's ``slo.tolerableColdStartSeconds`` (``Route.hold_seconds``)."""
@@ -121,12 +134,16 @@ class RouterSync:
         """Recompute the route of ``key`` from its last view and the pods seen; False when it cannot be routed."""
         namespace, name, status, hold_seconds = self._views[key]
         pods = self._pod_addresses(key, status)
+        endpoints = self.endpoints
+        scope = self.lambda_scope() if self.lambda_scope is not None else None
+        if scope is not None:
+            endpoints = replace(endpoints, trust=replace(endpoints.trust, lambda_scope=scope))
         try:
             route = route_for(
                 namespace,
                 name,
                 status,
-                self.endpoints,
+                endpoints,
                 pod_addresses=pods,
                 overflow=_spill_route(status) or _fall_through(status),
                 hold_seconds=hold_seconds if self.hold and pods is not None else None,
@@ -255,6 +272,45 @@ class RouterSync:
         ).items():
             out.setdefault(WorkloadKey(namespace, name), {})[target] = counters
         return out
+
+    async def serverless_counters(self) -> dict[WorkloadKey, dict[TargetName, ServerlessReading]] | None:
+        """Every serverless target's request, ping and in-flight counters, summed over the router's replicas (one
+        read per replica, whatever the fleet's size: the serverless cold-start measurement, ``policy.first_request``);
+        None when the applier cannot report them or a replica could not be read."""
+        payloads = await self._stats(FIRST_REQUEST_COUNTERS_QUERY, "serverless counters")
+        if payloads is None:
+            return None
+        out: dict[WorkloadKey, dict[TargetName, ServerlessReading]] = {}
+        for (namespace, name, target), reading in sum_serverless_readings(
+            parse_serverless_counters(p) for p in payloads
+        ).items():
+            out.setdefault(WorkloadKey(namespace, name), {})[target] = reading
+        return out
+
+    async def serverless_bins(
+        self, workloads: Collection[WorkloadKey]
+    ) -> dict[WorkloadKey, dict[TargetName, tuple[LatencyBin, ...]]] | None:
+        """The request-time histograms (detailed bins) of the serverless targets of ``workloads``, summed over the
+        router's replicas (one read per replica); None when unreadable."""
+        query = first_request_bins_query([(k.namespace, k.name) for k in workloads])
+        payloads = await self._stats(query, "serverless latency bins")
+        if payloads is None:
+            return None
+        out: dict[WorkloadKey, dict[TargetName, tuple[LatencyBin, ...]]] = {}
+        for (namespace, name, target), bins in sum_serverless_bins(parse_serverless_bins(p) for p in payloads).items():
+            out.setdefault(WorkloadKey(namespace, name), {})[target] = bins
+        return out
+
+    async def _stats(self, query: str, what: str) -> list[Any] | None:
+        reader = getattr(self.applier, "traffic_stats", None)
+        if reader is None:
+            return None
+        try:
+            payloads: list[Any] = await reader(query)
+        except Exception as err:
+            log.warning("router %s unavailable (no serverless cold start measured now): %s", what, err)
+            return None
+        return payloads
 
     def stable_endpoint(self, namespace: str, name: str) -> str:
         """The URL clients use whatever the placement: the workload's Service name, resolved to the router."""

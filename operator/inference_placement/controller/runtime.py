@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 import kopf
 import yaml
 
+from inference_placement.api.serverless_target import ServerlessProvider
 from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.api.workload import GROUP, PLURAL, VERSION, WorkloadKey
 from inference_placement.controller.fleet import Fleet
@@ -34,6 +35,7 @@ from inference_placement.controller.settings import (
 )
 from inference_placement.controller.supervisor import supervise
 from inference_placement.controller.telemetry import Telemetry
+from inference_placement.controller.tenancy import TenancyCache
 from inference_placement.controller.wake import ActivatorWatch, HttpActivators, router_stats_filter
 from inference_placement.controller.warm_pinger import WarmPinger
 from inference_placement.metrics.promql import PromQLTemplates
@@ -212,7 +214,13 @@ async def build_fleet(
     capacity = CapacityCache(api, gpu_request=settings.cluster.gpu_request, dra_classes=settings.cluster.dra_classes())
     await capacity.start()
     targets: dict[TargetName, Target] = {
-        TargetName.CLUSTER: ClusterTarget(api, capacity, image_pull_policy=settings.cluster.image_pull_policy),
+        TargetName.CLUSTER: ClusterTarget(
+            api,
+            capacity,
+            image_pull_policy=settings.cluster.image_pull_policy,
+            gpu_node_labels=settings.cluster.gpu_node_labels,
+            spot_node_labels=settings.cluster.spot_labels(),
+        ),
     }
     if settings.cluster.dry_run:
         # Decide and record, apply nothing in the cluster (the fleet-scale benchmark; shadow evaluation).
@@ -224,12 +232,20 @@ async def build_fleet(
     targets.update(_serverless_targets(settings.cloudrun, settings.lambda_, redactor))
     metrics: MetricsSource = NoMetricsSource()
     if settings.prometheus_url:
-        from inference_placement.metrics.prometheus import PrometheusSource
+        from inference_placement.metrics.prometheus import PrometheusAuth, PrometheusSource
 
         templates, source_options = load_promql_templates(settings.promql_templates_path)
+        auth = settings.metrics
         metrics = PrometheusSource(
             settings.prometheus_url,
             templates=templates,
+            auth=PrometheusAuth(
+                bearer_token_file=auth.bearer_token_file,
+                basic_auth_username=auth.basic_auth_username,
+                basic_auth_password_file=auth.basic_auth_password_file,
+                headers=auth.headers,
+                ca_file=auth.ca_file,
+            ),
             **source_options,
             range_seconds=settings.metrics_range_seconds,
             step_seconds=settings.metrics_step_seconds,
@@ -259,10 +275,15 @@ async def build_fleet(
             cluster_scale_to_zero=router is not None and settings.router.scales_to_zero,
             spillover=router is not None and settings.router.spillover,
             zero_fall_through=router is not None and settings.router.falls_through,
+            spot_provider=settings.cluster.spot_provider(),
         ),
         wake_keep_seconds=settings.router.wake_keep_seconds,
         fence=fence,
+        tenancy=TenancyCache(api, allow_inline_cloud_identity=settings.tenancy.allow_inline_cloud_identity),
     )
+    await reconciler.tenancy.refresh()  # before the first reconcile: a workload naming a target is judged at once
+    if router is not None:  # a function ARN outside every admin's Lambda target is never routed (docs/security.md)
+        router.lambda_scope = reconciler.tenancy.lambda_scope
 
     price_book = PriceBookHolder(settings, telemetry)
     fleet = Fleet(
@@ -289,7 +310,7 @@ async def build_fleet(
     watch = _activator_watch(settings.router, router, fleet, telemetry)
     watch_task = asyncio.create_task(watch.run(), name="activator-watch") if watch is not None else None
 
-    sweep_task = _start_sweep(settings, api, targets, telemetry, fence)
+    sweep_task = _start_sweep(settings, api, targets, telemetry, fence, reconciler.tenancy)
 
     async def close() -> None:
         if sweep_task is not None:
@@ -391,24 +412,52 @@ def _start_sweep(
     targets: dict[TargetName, Target],
     telemetry: Telemetry,
     fence: Callable[[], None] | None,
+    tenancy: TenancyCache | None = None,
 ) -> asyncio.Task[None] | None:
-    """The orphan sweep (``controller/sweep.py``) over the configured cloud targets, or None (off, or none)."""
+    """The orphan sweep (``controller/sweep.py``) over the configured cloud targets, or None (off, or none): the
+    configured regions (and Cloud Run project) plus, at each sweep, every ServerlessTarget's account regions and
+    project regions (the workloads that name them create their resources there)."""
     from inference_placement.controller.sweep import OrphanSweep
 
     sweep = settings.sweep
     listers: dict[TargetName, Any] = {}
     swept: dict[TargetName, Any] = {}
+
+    def admin_locations(provider: ServerlessProvider) -> list[tuple[str | None, list[str]]]:
+        if tenancy is None:
+            return []
+        found = [t.spec for t in tenancy.view.targets.values() if t.spec.provider is provider]
+        return [(t.project, list(t.regions)) for t in found]
+
     lambda_target: Any = targets.get(TargetName.LAMBDA)
     if lambda_target is not None and hasattr(lambda_target, "list_owned"):
         regions = list(sweep.lambda_regions or (settings.lambda_.region,))
-        listers[TargetName.LAMBDA] = lambda: lambda_target.list_owned(regions=regions)
+
+        def list_lambda() -> Any:
+            extra = [r for _, rs in admin_locations(ServerlessProvider.LAMBDA) for r in rs]
+            return lambda_target.list_owned(regions=list(dict.fromkeys([*regions, *extra])))
+
+        listers[TargetName.LAMBDA] = list_lambda
         swept[TargetName.LAMBDA] = lambda_target
     cloudrun_target: Any = targets.get(TargetName.CLOUDRUN)
-    if cloudrun_target is not None and hasattr(cloudrun_target, "list_owned") and settings.cloudrun.project:
+    if cloudrun_target is not None and hasattr(cloudrun_target, "list_owned"):
         run_regions = list(sweep.cloud_run_regions or ("us-central1",))
         project = settings.cloudrun.project
-        listers[TargetName.CLOUDRUN] = lambda: cloudrun_target.list_owned(project=project, regions=run_regions)
-        swept[TargetName.CLOUDRUN] = cloudrun_target
+
+        async def list_cloud_run() -> list[Any]:
+            locations: dict[str, list[str]] = {project: run_regions} if project else {}
+            for admin_project, admin_regions in admin_locations(ServerlessProvider.CLOUDRUN):
+                if admin_project:
+                    known = locations.setdefault(admin_project, [])
+                    locations[admin_project] = list(dict.fromkeys([*known, *admin_regions]))
+            owned: list[Any] = []
+            for where, in_regions in locations.items():
+                owned += await cloudrun_target.list_owned(project=where, regions=in_regions)
+            return owned
+
+        if project or tenancy is not None:
+            listers[TargetName.CLOUDRUN] = list_cloud_run
+            swept[TargetName.CLOUDRUN] = cloudrun_target
     if sweep.interval_seconds <= 0 or not listers:
         return None
     orphans = OrphanSweep(
@@ -555,6 +604,7 @@ def build_router(router: RouterSettings, api: Any = None) -> RouterSync | None:
             confirm_timeout_seconds=router.confirm_timeout_seconds,
             service_account=router.service_account,
             automount_token=router.automount_token,
+            owner_config_map=router.owner_config_map,
         )
         sync = RouterSync(
             cluster_applier, endpoints, cluster_domain=router.cluster_domain, wait_seconds=1.0, pods=pods, hold=hold

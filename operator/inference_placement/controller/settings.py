@@ -15,6 +15,7 @@ these models (``docs/generate.py``).
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -40,6 +41,13 @@ from inference_placement.controller.leader import LeaseTimings
 from inference_placement.controller.migration import MigrationTimings
 from inference_placement.policy.actuation import WakeTimings
 from inference_placement.policy.dra import GPU_DEVICE_CLASS, MIG_DEVICE_CLASS, DRAClasses, GPURequest, SharingStrategy
+from inference_placement.policy.node_labels import (
+    NodeLabels,
+    SpotLabels,
+    SpotProvider,
+    spot_labels_for,
+    spot_provider,
+)
 from inference_placement.policy.traffic_health import TrafficGate
 from inference_placement.routing.manifests import DEFAULT_ENVOY_IMAGE
 from inference_placement.routing.model import CLUSTER_DOMAIN, UpstreamAddress
@@ -54,6 +62,7 @@ __all__ = [
     "LambdaSettings",
     "MetricsSettings",
     "SweepSettings",
+    "TenancySettings",
     "MigrationSettings",
     "OperatorSettings",
     "RouterSettings",
@@ -120,6 +129,8 @@ _DeviceClassName = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", max_length=253)
 ]
 """A DeviceClass name (a DNS subdomain)."""
+_ObjectName = _DeviceClassName
+"""A ConfigMap's (any object's) name: a DNS subdomain."""
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 """A container's imagePullPolicy."""
 Seconds = Annotated[float, Gt(0)]
@@ -201,6 +212,10 @@ class RouterSettings(_Group):
     namespace: str = "inference-placement"
     """``cluster`` mode: namespace of the router's Deployment, Service and ConfigMap. Default ``inference-placement``
     (the chart passes its release namespace)."""
+    owner_config_map: _ObjectName | None = None
+    """``cluster`` mode: a ConfigMap in ``namespace`` that owns the router's Deployment, Service and ConfigMap (an
+    owner reference): when it is deleted, Kubernetes' garbage collector deletes them. The chart passes its own
+    ConfigMap, so ``helm uninstall`` removes the router with the release. Default: unset (no owner)."""
     image: str = DEFAULT_ENVOY_IMAGE
     """``cluster`` mode: the Envoy image of the router Deployment. Default: the image the operator is tested with
     (``routing.manifests.DEFAULT_ENVOY_IMAGE``)."""
@@ -358,6 +373,16 @@ class SweepSettings(_Group):
     Default: none (us-central1 only)."""
 
 
+class TenancySettings(_Group):
+    """Who may use which cloud target (``policy/tenancy.py``; docs/security.md)."""
+
+    allow_inline_cloud_identity: bool = False
+    """Honour the deprecated inline cloud fields of a workload that names no ServerlessTarget
+    (``spec.cloudRun.project``/``serviceAccount``, ``spec.lambda.roleArn``, the regions and images it writes): any
+    team that can create a workload then deploys with the operator's identity wherever it may. Only for a migration
+    from the inline fields (docs/security.md, "Migrating from inline cloud fields"). Default ``false``."""
+
+
 _TIMINGS = MigrationTimings()
 _GATE = TrafficGate()
 
@@ -401,11 +426,58 @@ class MigrationSettings(_Group):
         )
 
 
+def _header_pairs(value: Any) -> Any:
+    """``X-Scope-OrgID=tenant-a,X-Other=v`` -> a mapping (a header's value may not hold a comma here)."""
+    if not isinstance(value, str):
+        return value
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, header = item.partition("=")
+        if not sep or not name.strip() or not header.strip():
+            raise ValueError(f"expected NAME=VALUE, got {item!r}")
+        pairs[name.strip()] = header.strip()
+    return pairs
+
+
+def _header_names(value: dict[str, str]) -> dict[str, str]:
+    for name, header in value.items():
+        if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name) or any(c in header for c in "\r\n"):
+            raise ValueError(f"invalid HTTP header {name!r}")
+    return value
+
+
 class MetricsSettings(_Group):
-    """The Prometheus source of the workloads' traffic metrics (``metrics/prometheus.py``)."""
+    """The Prometheus source of the workloads' traffic metrics (``metrics/prometheus.py``), and how the operator
+    authenticates to a managed or multi-tenant Prometheus (docs/metrics.md "Managed Prometheus")."""
 
     timeout_seconds: Seconds = 10.0
     """Seconds each Prometheus query (one HTTP request) may take before the fetch counts as failed. Default 10."""
+    bearer_token_file: Path | None = None
+    """File holding a token sent as ``Authorization: Bearer``, read again for every query (a rotated token needs no
+    restart). Default: unset."""
+    basic_auth_username: str | None = None
+    """HTTP basic auth user name (with ``basicAuthPasswordFile``). Default: unset."""
+    basic_auth_password_file: Path | None = None
+    """File holding the basic auth password, read again for every query. Default: unset."""
+    headers: Annotated[dict[str, str], BeforeValidator(_header_pairs), AfterValidator(_header_names)] = Field(
+        default_factory=dict
+    )
+    """Comma-separated ``NAME=VALUE`` headers sent with every query, e.g. ``X-Scope-OrgID=tenant-a`` (Mimir, Cortex,
+    Grafana Cloud tenancy). Default: none."""
+    ca_file: Path | None = None
+    """PEM bundle of the CAs that sign an ``https://`` Prometheus' certificate. Default: unset (the system's trust
+    store)."""
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> MetricsSettings:
+        if (self.basic_auth_username is None) != (self.basic_auth_password_file is None):
+            raise ValueError("basicAuthUsername and basicAuthPasswordFile go together")
+        if self.bearer_token_file is not None and self.basic_auth_username is not None:
+            raise ValueError("use bearerTokenFile or basic auth, not both")
+        if self.bearer_token_file is not None or self.basic_auth_username is not None:
+            if any(name.lower() == "authorization" for name in self.headers):
+                raise ValueError("an Authorization header conflicts with bearerTokenFile / basic auth")
+        return self
 
 
 class ClusterSettings(_Group):
@@ -422,6 +494,23 @@ class ClusterSettings(_Group):
     claiming from the DeviceClasses below; capacity from ResourceSlices and allocated ResourceClaims), or ``auto``:
     DRA for whole and shared GPUs where ``draGpuDeviceClass`` exists, for MIG where ``draMigDeviceClass`` exists,
     extended resources otherwise. Default ``auto``."""
+    gpu_node_labels: NodeLabels = "gfd"
+    """The node labels a replica selects its GPU by, in what the cluster's node autoscaler can act on before the
+    node exists (``policy/node_labels.py``, docs/operations.md): ``gfd`` (NVIDIA GPU feature discovery's
+    ``nvidia.com/gpu.product`` and friends; the cluster-autoscaler acts on them when the node group templates
+    carry them), ``gke`` (``cloud.google.com/gke-accelerator``, ``gke-gpu-partition-size``,
+    ``gke-gpu-sharing-strategy``, ``gke-spot``: GKE node auto-provisioning and the cluster-autoscaler), or
+    ``karpenter-aws`` (``karpenter.k8s.aws/instance-gpu-name`` / ``instance-gpu-memory``,
+    ``karpenter.sh/capacity-type``). Applies to extended-resource GPUs (not DRA claims). Default ``gfd``."""
+    spot_node_labels: SpotLabels | None = None
+    """How the cluster labels its spot nodes, so a workload asking for spot (``spec.cluster.spot``) can be placed
+    there and its pre-emption risk priced with that cloud's facts (``policy/node_labels.py``, ``policy/spot.py``,
+    docs/operations.md): ``eks`` (EKS managed node groups: ``eks.amazonaws.com/capacityType: SPOT`` /
+    ``ON_DEMAND``; AWS's interruption facts), ``gke`` (``cloud.google.com/gke-spot: "true"``, tolerating the
+    ``cloud.google.com/gke-spot=true:NoSchedule`` taint; GCP's), ``karpenter`` (``karpenter.sh/capacity-type:
+    spot`` / ``on-demand``; AWS's), or ``none`` (spot nodes cannot be told apart: spot workloads run and are priced
+    on-demand). Default: unset, which follows ``gpuNodeLabels`` (``gke`` with ``gke``, ``karpenter`` with
+    ``karpenter-aws``, ``none`` with ``gfd``)."""
     dra_gpu_device_class: _DeviceClassName = GPU_DEVICE_CLASS
     """DeviceClass of whole and shared GPUs (NVIDIA's DRA driver: ``gpu.nvidia.com``). Default ``gpu.nvidia.com``."""
     dra_mig_device_class: _DeviceClassName = MIG_DEVICE_CLASS
@@ -431,6 +520,14 @@ class ClusterSettings(_Group):
     ``TimeSlicing``, ``MPS``, or ``none`` (no config: the driver's default time-slicing between the processes of the
     claims sharing the GPU). The driver accepts ``TimeSlicing`` only with its ``TimeSlicingSettings`` feature gate
     and ``MPS`` only with ``MPSSupport`` (both alpha). Default ``none``."""
+
+    def spot_labels(self) -> SpotLabels:
+        """``spot_node_labels``, or the vocabulary that goes with ``gpu_node_labels`` when it is not set."""
+        return self.spot_node_labels if self.spot_node_labels is not None else spot_labels_for(self.gpu_node_labels)
+
+    def spot_provider(self) -> SpotProvider | None:
+        """The cloud whose spot pre-emption facts apply (None: the operator places nothing on spot)."""
+        return spot_provider(self.spot_labels())
 
     def dra_classes(self) -> DRAClasses:
         """The DeviceClasses and sharing strategy GPUs are claimed with where DRA applies."""
@@ -517,6 +614,8 @@ class OperatorSettings(BaseModel):
     """``--set cluster.*``."""
     sweep: SweepSettings = Field(default_factory=SweepSettings)
     """``--set sweep.*``."""
+    tenancy: TenancySettings = Field(default_factory=TenancySettings)
+    """``--set tenancy.*``."""
 
     @model_validator(mode="after")
     def _lease_timings_fit(self) -> OperatorSettings:
@@ -637,6 +736,8 @@ def _describe(annotation: Any, metadata: Iterable[Any]) -> str:
     if origin is tuple:
         return "comma-separated integers"
     if origin is dict:
+        if any(isinstance(rule, AfterValidator) and rule.func is _header_names for rule in metadata):
+            return "comma-separated `NAME=VALUE` HTTP headers"
         return "comma-separated `PUBLISHED=URL` pairs"
     bounds = []
     for rule in metadata:

@@ -21,7 +21,18 @@ from inference_placement.routing.envoy import EnvoySettings, render_bootstrap, r
 from inference_placement.routing.model import UpstreamAddress
 from inference_placement.routing.xds_files import XdsKind, write_document
 
-__all__ = ["ActivatorProcess", "EnvoyProcess", "start_activator", "start_envoy", "start_model_server"]
+__all__ = [
+    "ActivatorProcess",
+    "EnvoyProcess",
+    "ROUTER_AWS_ACCESS_KEY",
+    "start_activator",
+    "start_envoy",
+    "start_model_server",
+]
+
+ROUTER_AWS_ACCESS_KEY = ("demo", "demo")
+"""(id, secret) the router signs Lambda requests with (``aws_request_signing``): the Function URL stand-in accepts
+these."""
 
 
 def start_model_server(
@@ -94,8 +105,8 @@ def start_envoy(procs: Processes, binary: str, work: Path, gcp_metadata: Upstrea
         work / "envoy.log",
         {
             **os.environ,
-            "AWS_ACCESS_KEY_ID": "demo",
-            "AWS_SECRET_ACCESS_KEY": "demo",
+            "AWS_ACCESS_KEY_ID": ROUTER_AWS_ACCESS_KEY[0],
+            "AWS_SECRET_ACCESS_KEY": ROUTER_AWS_ACCESS_KEY[1],
             "AWS_EC2_METADATA_DISABLED": "true",
         },
     )

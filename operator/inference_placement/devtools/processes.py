@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -34,15 +35,19 @@ def wait_http(
     ok_only: bool = False,
     process: subprocess.Popen[bytes] | None = None,
     interval_seconds: float = 0.2,
+    headers: Mapping[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> None:
     """Until ``url`` answers: any HTTP status, or only 200 with ``ok_only`` (a readiness endpoint answers 503 while
-    it starts). ``RuntimeError`` after ``timeout_seconds``, or as soon as ``process`` (the server) has exited."""
+    it starts). ``RuntimeError`` after ``timeout_seconds``, or as soon as ``process`` (the server) has exited.
+    ``headers`` go with every try (credentials); ``context`` checks an ``https://`` server's certificate."""
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"the process serving {url} exited ({process.returncode}) before it answered")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            request = urllib.request.Request(url, headers=dict(headers or {}))
+            with urllib.request.urlopen(request, timeout=2, context=context) as response:
                 if not ok_only or response.status == 200:
                     return
         except urllib.error.HTTPError:

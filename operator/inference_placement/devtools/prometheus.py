@@ -9,6 +9,7 @@ demo's Prometheus scrapes the model servers; the test fixtures serve backfilled 
 from __future__ import annotations
 
 import shutil
+import ssl
 import subprocess
 import threading
 import urllib.error
@@ -89,10 +90,13 @@ class PrometheusServer:
         return int(total)
 
 
-def prometheus_command(prometheus: str, config: Path, tsdb: Path, port: int | str) -> list[str]:
+def prometheus_command(
+    prometheus: str, config: Path, tsdb: Path, port: int | str, *, web_config: Path | None = None
+) -> list[str]:
     """A loopback ``prometheus`` serving ``tsdb`` (backfilled blocks are judged against the newest block: keep old
-    backfills, whatever the version's default retention)."""
-    return [
+    backfills, whatever the version's default retention); ``web_config``: its ``--web.config.file`` (TLS, basic
+    auth users; Prometheus reads it again for every request)."""
+    command = [
         prometheus,
         f"--config.file={config}",
         f"--storage.tsdb.path={tsdb}",
@@ -100,6 +104,9 @@ def prometheus_command(prometheus: str, config: Path, tsdb: Path, port: int | st
         "--storage.tsdb.retention.time=100y",
         "--log.level=warn",
     ]
+    if web_config is not None:
+        command.append(f"--web.config.file={web_config}")
+    return command
 
 
 def prometheus_config(
@@ -138,23 +145,43 @@ def start_prometheus(
     scrape_seconds: int = 15,
     ready_timeout_seconds: float = _READY_TIMEOUT_SECONDS,
     config_text: str | None = None,
+    web_config: Mapping[str, object] | None = None,
+    ready_headers: Mapping[str, str] | None = None,
+    ready_context: ssl.SSLContext | None = None,
 ) -> PrometheusServer:
     """Serve ``directory / "tsdb"`` on a free loopback port once it answers ready; no scrape jobs unless targets
     are given (``prometheus_config``) or a whole ``config_text``, so backfilled data never changes under its
-    reader. Another port is tried when the chosen one was taken in between."""
+    reader. Another port is tried when the chosen one was taken in between.
+
+    ``web_config``: Prometheus' web configuration (``tls_server_config``: served on ``https://``;
+    ``basic_auth_users``: bcrypt hashes), written to ``directory / "web.yml"`` (rewrite it to change the users:
+    Prometheus reads it for every request); the readiness probe then sends ``ready_headers`` and checks the
+    certificate with ``ready_context``."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "prometheus.yml"
     config.write_text(
         config_text
         or yaml.safe_dump(prometheus_config(scrape_targets, router=router_targets, scrape_seconds=scrape_seconds))
     )
+    web: Path | None = None
+    if web_config is not None:
+        web = directory / "web.yml"
+        web.write_text(yaml.safe_dump(dict(web_config)))
+    scheme = "https" if web_config is not None and "tls_server_config" in web_config else "http"
     for attempt in range(_START_ATTEMPTS):
         port = free_port()
         log_path = directory / f"prometheus-{attempt}.log"
-        process = spawn(prometheus_command(prometheus, config, directory / "tsdb", port), log_path)
-        server = PrometheusServer(f"http://127.0.0.1:{port}", process, log_path, directory)
+        process = spawn(prometheus_command(prometheus, config, directory / "tsdb", port, web_config=web), log_path)
+        server = PrometheusServer(f"{scheme}://127.0.0.1:{port}", process, log_path, directory)
         try:
-            wait_http(f"{server.url}/-/ready", ready_timeout_seconds, ok_only=True, process=process)
+            wait_http(
+                f"{server.url}/-/ready",
+                ready_timeout_seconds,
+                ok_only=True,
+                process=process,
+                headers=ready_headers,
+                context=ready_context,
+            )
         except RuntimeError:
             server.stop()
             if "address already in use" not in server.log_tail():
@@ -167,10 +194,14 @@ def start_prometheus(
 class Switch:
     """An HTTP pass-through on a loopback port to one of several upstreams; ``flip(i)`` changes which."""
 
-    def __init__(self, upstreams: list[str]) -> None:
+    def __init__(self, upstreams: list[str], *, required_headers: Mapping[str, str] | None = None) -> None:
         self.upstreams = upstreams
         self.current = 0
         self.range_queries = 0
+        self.required_headers: dict[str, str] = dict(required_headers or {})
+        """Headers every request must carry, or it is answered 401 and not forwarded: the switch then stands in
+        for a managed Prometheus' gateway (a bearer token, a tenant's ``X-Scope-OrgID``). Change it to rotate."""
+        self.refused = 0
         self._lock = threading.Lock()
         switch = self
 
@@ -187,6 +218,18 @@ class Switch:
             def _forward(self, body: bytes | None) -> None:
                 with switch._lock:
                     upstream = switch.upstreams[switch.current]
+                    missing = [k for k, v in switch.required_headers.items() if self.headers.get(k) != v]
+                    if missing:
+                        switch.refused += 1
+                if missing:
+                    payload = f"missing or wrong {', '.join(missing)}".encode()
+                    self.send_response(401)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                with switch._lock:
                     if self.path.startswith("/api/v1/query_range"):
                         switch.range_queries += 1
                 request = urllib.request.Request(upstream + self.path, data=body, method=self.command)

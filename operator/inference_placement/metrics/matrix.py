@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from inference_placement.policy.series import FloatSeries
+
 __all__ = ["BadSample", "HistoryReadout", "PerStepReadout", "SeriesMatrix", "fill", "moved", "with_rows"]
 
 _TIME_TYPES = (int, float)
@@ -172,9 +174,9 @@ def _last_true(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:
 class PerStepReadout:
     """A per-step matrix read out row by row for the windows, checked for every row at once.
 
-    ``part(key, first, last)``: the workload's points ``first..last`` times ``scale`` as a tuple, or None when it
-    has no row or one of those points is missing, not finite, or (unless ``negative_is_zero``, which reads them
-    as 0) negative."""
+    ``part(key, first, last)``: the workload's points ``first..last`` times ``scale`` (a ``FloatSeries``), or None
+    when it has no row or one of those points is missing, not finite, or (unless ``negative_is_zero``, which reads
+    them as 0) negative."""
 
     def __init__(self, matrix: SeriesMatrix, *, scale: float, negative_is_zero: bool) -> None:
         values = matrix.values
@@ -187,28 +189,27 @@ class PerStepReadout:
         self._invalid = invalid
         self._last_invalid = _last_true(invalid).tolist()
         self._rows = matrix.rows
-        self._lists: list[list[float]] | None = None
 
-    def part(self, key: tuple[str, str], first: int, last: int) -> tuple[float, ...] | None:
+    def part(self, key: tuple[str, str], first: int, last: int) -> FloatSeries | None:
         row = self._rows.get(key)
         if row is None:
             return None
         last_invalid = self._last_invalid[row]
         if last_invalid >= first and (last_invalid <= last or bool(self._invalid[row, first : last + 1].any())):
             return None
-        if self._lists is None:  # every row at once: one conversion instead of one per workload
-            self._lists = self._values.tolist()
-        return tuple(self._lists[row][first : last + 1])
+        # a view of the read-out array (one per fetch and signal), no Python float per point
+        return FloatSeries(self._values[row, first : last + 1])
 
 
 class HistoryReadout:
     """The history matrices read out for the windows: each workload's run of valid rates ending at the newest
     point (None when that point is missing) and the misses over the same span (None: unknown).
 
+    Each history is a ``FloatSeries``: a view of the kept rates matrix's row (float32), no Python float per point.
     While the matrices are what they were at ``previous`` (the history moves one point per its step; in between
-    a fetch re-asks for the newest points and usually gets the same), a workload's result is ``previous``'s, and a
-    workload whose rates row alone is unchanged keeps its tuple. ``results`` holds what was read out, for the next
-    readout."""
+    a fetch re-asks for the newest points and usually gets the same), a workload's result is ``previous``'s (a view
+    of the previous matrix, equal to this one: at most that one older matrix is kept alive by them). ``results``
+    holds what was read out, for the next readout."""
 
     def __init__(
         self,
@@ -218,9 +219,8 @@ class HistoryReadout:
     ) -> None:
         self.rates = rates
         self.misses = misses
-        self.results: dict[tuple[str, str], tuple[tuple[float, ...] | None, float | None]] = {}
-        self._previous: Mapping[tuple[str, str], tuple[tuple[float, ...] | None, float | None]] = {}
-        self._same_rows: npt.NDArray[np.bool_] | None = None
+        self.results: dict[tuple[str, str], tuple[FloatSeries | None, float | None]] = {}
+        self._previous: Mapping[tuple[str, str], tuple[FloatSeries | None, float | None]] = {}
         self._all_same = False
         self._prepared = False
         if previous is not None and _comparable(previous.rates, rates):
@@ -230,10 +230,6 @@ class HistoryReadout:
                 or (misses is not None and previous.misses is not None and _equal(previous.misses, misses))
             ):
                 self._all_same = True
-            else:
-                old = previous.rates.values
-                new = rates.values
-                self._same_rows = ((new == old) | (np.isnan(new) & np.isnan(old))).all(axis=1)
 
     def _prepare(self) -> None:
         values = self.rates.values
@@ -251,16 +247,15 @@ class HistoryReadout:
         self._prepared = False
         self._suffix = None
         self._misses_bad = None
-        self._same_rows = None
 
-    def read(self, key: tuple[str, str]) -> tuple[tuple[float, ...] | None, float | None]:
+    def read(self, key: tuple[str, str]) -> tuple[FloatSeries | None, float | None]:
         known = self._previous.get(key) if self._all_same else None
         if known is None:
             known = self._read(key)
         self.results[key] = known
         return known
 
-    def _read(self, key: tuple[str, str]) -> tuple[tuple[float, ...] | None, float | None]:
+    def _read(self, key: tuple[str, str]) -> tuple[FloatSeries | None, float | None]:
         row = self.rates.rows.get(key)
         if row is None:
             return None, None
@@ -270,11 +265,7 @@ class HistoryReadout:
         first = self._start[row]
         if first >= points:
             return None, None
-        history = None
-        if self._same_rows is not None and self._same_rows[row]:
-            history = (self._previous.get(key) or (None, None))[0]
-        if history is None:
-            history = tuple(self.rates.values[row, first:].tolist())
+        history = FloatSeries(self.rates.values[row, first:])
         missed = None
         if self.misses is not None and self._suffix is not None and self._misses_bad is not None:
             miss_row = self.misses.rows.get(key)

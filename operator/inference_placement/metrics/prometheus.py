@@ -45,8 +45,9 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -83,6 +84,8 @@ __all__ = [
     "BUCKET_BOUNDS_REFRESH_SECONDS",
     "MAX_POINTS_PER_SERIES",
     "WHOLE_WINDOW_POINTS_PER_QUERY",
+    "PrometheusAuth",
+    "PrometheusAuthError",
     "PrometheusSource",
 ]
 
@@ -120,6 +123,77 @@ _MISSES = "slo_misses"
 _HISTORY = "history_rps"
 _HISTORY_MISSES = "history_slo_misses"
 """The per-step and history signals, kept as one array each (``matrix.py``)."""
+
+
+class PrometheusAuthError(Exception):
+    """A credential file of ``PrometheusAuth`` could not be read (the message names the file, never its content)."""
+
+
+@dataclass(frozen=True)
+class PrometheusAuth:
+    """How the operator authenticates to a managed or multi-tenant Prometheus (Grafana Mimir / Cloud, Cortex, Amazon
+    Managed Prometheus behind a proxy, Google Managed Prometheus' frontend, Thanos behind an auth proxy, or
+    Prometheus' own ``--web.config.file``).
+
+    The credential files are read again for every query, so a rotated token (a projected ServiceAccount token, a
+    Secret the kubelet updates) is used without a restart. Nothing here is ever logged.
+
+    Args:
+        bearer_token_file: a file holding a token sent as ``Authorization: Bearer <token>``.
+        basic_auth_username / basic_auth_password_file: HTTP basic auth (the password read from the file).
+        headers: extra headers on every query, e.g. ``{"X-Scope-OrgID": "tenant-a"}`` (Mimir, Cortex tenancy).
+        ca_file: a PEM bundle of the CAs that sign Prometheus' certificate (``https://`` URLs), instead of the
+            system's trust store.
+    """
+
+    bearer_token_file: Path | None = None
+    basic_auth_username: str | None = None
+    basic_auth_password_file: Path | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    ca_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.basic_auth_username is None) != (self.basic_auth_password_file is None):
+            raise ValueError("basic auth needs both a username and a password file")
+        if self.bearer_token_file is not None and self.basic_auth_username is not None:
+            raise ValueError("use a bearer token or basic auth, not both")
+        authorization = {name.lower() for name in self.headers} & {"authorization"}
+        if authorization and (self.bearer_token_file is not None or self.basic_auth_username is not None):
+            raise ValueError("an Authorization header conflicts with the bearer token or basic auth")
+        for name, value in self.headers.items():
+            if not name or any(c in name for c in ":\r\n ") or any(c in value for c in "\r\n"):
+                raise ValueError(f"invalid HTTP header {name!r}")
+
+    def request_headers(self) -> dict[str, str]:
+        """The headers of one query: the extra ones, plus the bearer token read now."""
+        headers = dict(self.headers)
+        if self.bearer_token_file is not None:
+            headers["Authorization"] = f"Bearer {_read_secret(self.bearer_token_file, 'bearer token')}"
+        return headers
+
+    def basic_auth(self) -> tuple[str, str] | None:
+        """(username, password read now), or None without basic auth."""
+        if self.basic_auth_username is None or self.basic_auth_password_file is None:
+            return None
+        return self.basic_auth_username, _read_secret(self.basic_auth_password_file, "basic auth password")
+
+    def verify(self) -> str | bool:
+        """requests' ``verify``: the CA bundle's path, or True (the system's trust store)."""
+        if self.ca_file is None:
+            return True
+        if not self.ca_file.is_file():
+            raise PrometheusAuthError(f"CA file {self.ca_file} not found")
+        return str(self.ca_file)
+
+
+def _read_secret(path: Path, what: str) -> str:
+    try:
+        value = path.read_text().strip()
+    except OSError as err:
+        raise PrometheusAuthError(f"{what} file {path} unreadable ({type(err).__name__})") from None
+    if not value:
+        raise PrometheusAuthError(f"{what} file {path} is empty")
+    return value
 
 
 @dataclass(frozen=True)
@@ -242,6 +316,7 @@ class PrometheusSource:
         namespace_label / workload_label: the labels naming a workload's namespace and name on the series
             (``$by`` in the templates; defaults ``namespace`` and ``workload``).
         headers: extra HTTP headers (e.g. ``Authorization``); never logged.
+        auth: bearer token / basic auth / extra headers / CA bundle for a managed Prometheus (``PrometheusAuth``).
         retries: HTTP retries per query within a tick (default 0: the next tick is the retry).
         history_seconds: the span of the request-rate history (``TrafficWindow.history_rps``; default a day);
             0 = none.
@@ -263,6 +338,7 @@ class PrometheusSource:
         namespace_label: str = "namespace",
         workload_label: str = "workload",
         headers: Mapping[str, str] | None = None,
+        auth: PrometheusAuth | None = None,
         retries: int = 0,
         history_seconds: float = 86400.0,
         history_step_seconds: float = 300.0,
@@ -308,6 +384,7 @@ class PrometheusSource:
         self.workload_label = workload_label
         self.retries = retries
         self._headers = dict(headers) if headers else None
+        self.auth = auth if auth is not None else PrometheusAuth()
         self.history_step_seconds = int(history_step_seconds) if history_points else 0
         self.history_points = history_points
         queries = render_queries(
@@ -830,9 +907,14 @@ class PrometheusSource:
             client.close()
 
     def _client(self) -> PrometheusConnect:
+        headers = {**(self._headers or {}), **self.auth.request_headers()}
+        session = requests.Session()
+        session.verify = self.auth.verify()
         return PrometheusConnect(
             url=self.url,
-            headers=self._headers,
+            headers=headers or None,
+            auth=self.auth.basic_auth(),  # type: ignore[arg-type,unused-ignore]  # the library says tuple
+            session=session,
             # No status retries by default: a 5xx must surface with its code, not as urllib3's "too many retries".
             # read=False: a read timeout is never retried within the tick and surfaces as requests' ReadTimeout.
             retry=Retry(
@@ -858,6 +940,10 @@ class PrometheusSource:
             client.close()
 
     def _describe(self, err: Exception) -> str:
+        if isinstance(err, PrometheusAuthError):
+            return f"credentials for {self._where}: {err}"
+        if isinstance(err, requests.exceptions.SSLError):
+            return f"TLS to {self._where} failed (certificate not trusted? set the CA file)"
         if isinstance(err, _BadResponse):
             return f"unexpected response from {self._where}: {err}"
         if isinstance(err, requests.exceptions.JSONDecodeError):

@@ -69,6 +69,7 @@ GPU_MEMORY_GB: Final[Mapping[AcceleratorType, float]] = {
     AcceleratorType.NVIDIA_A100_40GB: 40.0,
     AcceleratorType.NVIDIA_A100_80GB: 80.0,
     AcceleratorType.NVIDIA_H100_80GB: 80.0,
+    AcceleratorType.NVIDIA_RTX_PRO_6000: 96.0,
 }
 """Memory of one GPU of each type, GB (NVIDIA's data sheets)."""
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from inference_placement.api.spec import SERVERLESS, AcceleratorOption, InferenceWorkloadSpec, TargetName
-from inference_placement.api.status import DecisionRecord
+from inference_placement.api.status import CapacityType, DecisionRecord
+from inference_placement.policy.node_labels import SpotProvider
 
 if TYPE_CHECKING:  # decide imports Actuators from here
     from inference_placement.policy.decide import Decision
@@ -54,6 +55,10 @@ class Actuators:
     """At zero cluster replicas the router can send a request that finds no pod to a serverless target (its
     overflow hop) rather than hold it (serverless as the activator, ``zero_answer``); without it the activator
     holds every such request."""
+    spot_provider: SpotProvider | None = None
+    """The cloud whose spot nodes the cluster target can tell and select (``cluster.spotNodeLabels``: eks and
+    karpenter are ``aws``, gke is ``gcp``); its pre-emption facts price spot. None: the operator cannot place
+    replicas on spot, so a workload asking for spot runs, and is priced, on on-demand nodes."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,9 @@ class TargetSettings:
     accelerator: AcceleratorOption | None = None
     """Cluster: the acceptable accelerator its replicas run on (the decision's, else the last recorded one);
     None = the spec's first."""
+    spot: bool | None = None
+    """Cluster: True = prefer spot nodes, False = on-demand nodes only (the decision's capacity type for a
+    workload asking for spot, else the last recorded one); None = no capacity type asked for."""
 
 
 def effective_spec(spec: InferenceWorkloadSpec, actuators: Actuators) -> InferenceWorkloadSpec:
@@ -253,5 +261,13 @@ def target_settings(
             accelerator = keys.get(accelerator.key())
         else:
             accelerator = None
-        settings = replace(settings, replicas=max(least, settings.replicas), accelerator=accelerator)
+        spot: bool | None = None
+        if spec.cluster.spot:
+            if actuators.spot_provider is None:
+                spot = False  # nothing tells spot nodes apart: on-demand, as the policy priced it
+            elif decision.spot is not None:
+                spot = decision.spot.spot
+            elif last_decision is not None and last_decision.capacity_type is not None:
+                spot = last_decision.capacity_type is CapacityType.SPOT
+        settings = replace(settings, replicas=max(least, settings.replicas), accelerator=accelerator, spot=spot)
     return settings

@@ -20,6 +20,7 @@ idle prior (no traffic yet; the first request must still be served within the SL
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
@@ -34,7 +35,7 @@ from inference_placement.api.spec import (
     TargetName,
     ThresholdMode,
 )
-from inference_placement.policy.accelerators import AcceleratorChoice, Shape, choose_accelerator, shape_of
+from inference_placement.policy.accelerators import AcceleratorChoice, Shape, choose_accelerator, shape_of, spec_on
 from inference_placement.policy.actuation import Actuators, effective_spec
 from inference_placement.policy.budget import MONTH_SECONDS, seconds_to_month_end
 from inference_placement.policy.capacity import ClusterCapacity
@@ -46,16 +47,32 @@ from inference_placement.policy.cost_model import (
     slack,
     steady_cost_per_second,
 )
-from inference_placement.policy.economics import Billing, TargetEconomics, workload_economics
+from inference_placement.policy.economics import Billing, TargetEconomics, economics_for, workload_economics
 from inference_placement.policy.feasibility import assess_feasibility
 from inference_placement.policy.forecast import TrafficForecast, clean_rates, forecast_from_rates, idle_forecast
-from inference_placement.policy.idle_gaps import IdleGapPlan, idle_gap_plan
+from inference_placement.policy.idle_gaps import IdleGapPlan, idle_gap_plan, known_idle_gap_plan
 from inference_placement.policy.price_book import PriceBook
-from inference_placement.policy.queueing import burst_level, poisson_mean_within, replicas_for_wait_scalar
+from inference_placement.policy.queueing import (
+    burst_level,
+    poisson_mean_within,
+    rate_peakedness,
+    replicas_for_peaked_wait,
+    replicas_for_wait_scalar,
+)
 from inference_placement.policy.slo_risk import SloTerms
 from inference_placement.policy.spillover import SpillPlan, spill_plan
+from inference_placement.policy.spot import SpotChoice, choose_capacity, spill_cover
 
-__all__ = ["Assessment", "Decision", "PlacementState", "TrafficWindow", "assess", "decide", "switch_thresholds"]
+__all__ = [
+    "Assessment",
+    "Decision",
+    "PlacementState",
+    "TrafficWindow",
+    "assess",
+    "decide",
+    "reads_history",
+    "switch_thresholds",
+]
 
 _PREFERENCE = {TargetName.CLUSTER: 0, TargetName.CLOUDRUN: 1, TargetName.LAMBDA: 2}
 
@@ -75,26 +92,33 @@ class TrafficWindow:
     warm_latency_seconds: float | None = None
     """Observed mean of the latency the SLO measures on requests that did not queue (e.g. time to first token of a
     streamed LLM response); None = the whole service time."""
-    peak_in_flight: tuple[float, ...] | None = None
+    peak_in_flight: Sequence[float] | None = None
     """Peak requests in flight per step, aligned with ``rps`` (``max_over_time`` of the servers' in-flight gauge);
     None = unknown. Shows bursts shorter than a step that rates average away."""
     slo_miss_share: float | None = None
     """Observed share of the window's requests slower than the SLO's latency (the latency histogram's bucket at
     the objective); None = unknown. Calibrates the model on the current target when it misses more than planned."""
-    slo_misses: tuple[float, ...] | None = None
+    slo_misses: Sequence[float] | None = None
     """Requests slower than the SLO's latency per step, aligned with ``rps``; None = unknown. When given, the
     calibration reads the misses of the recent steps (those of the capacity in place now) rather than the
     window's share, which still holds the misses of capacity that has since been added."""
-    history_rps: tuple[float, ...] | None = None
+    history_rps: Sequence[float] | None = None
     """A longer trailing history of the request rate at the same step, oldest first, ending with the window's last
     step (e.g. the last day); None = the window itself. Read only for the idle-gap statistics that decide whether an
-    intermittent workload may scale to zero between bursts (``idle_gaps.py``): rare gaps need a long history."""
+    intermittent workload may scale to zero between bursts (``idle_gaps.py``): rare gaps need a long history. (The
+    live source hands this and the per-step series as ``policy.series.FloatSeries``: views of the arrays it keeps,
+    read and compared as tuples are.)"""
     history_slo_misses: float | None = None
     """Requests slower than the SLO over ``history_rps``'s span; None = unknown (taken as none when the history is
     the window: the window's ``slo_miss_share`` then tells)."""
     history_step_seconds: float | None = None
     """The step of ``history_rps`` when it is coarser than the window's (the live source keeps a day at 300 s);
     None = ``step_seconds``."""
+    known_idle_steps: int | None = None
+    """Never set live (no metrics source knows it): the steps from the one being decided on that will carry no
+    request, known in advance. Only the benchmark's clairvoyant reference line sets it (``sim/policies.py:
+    ClairvoyantOursPolicy``, with a window of the true coming rates), so that the idle-gap plan reads the truth in
+    place of its estimate of when the next burst comes; the rest of ``decide`` runs unchanged."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +135,12 @@ class PlacementState:
     """The target of the migration in progress (``status.migration.target``), if any: that move is being made and
     paid for already, so it is not charged again (a decision made halfway through a move would otherwise price it
     twice and turn back to the source)."""
+    spilling: bool = False
+    """Burst spillover is in force on the cluster and not ending (``status.spill``): it ends only when holding the
+    peak beats it by more than the hysteresis band (``spillover.spill_plan``)."""
+    on_spot: bool | None = None
+    """The capacity type the cluster's replicas run on now (``status.lastDecision.capacityType``): True spot, False
+    on-demand, None unknown. Back to spot from on-demand takes savings beyond the hysteresis band."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +181,9 @@ class Decision:
     accelerator: AcceleratorChoice | None = None
     """The accelerator the cluster's replicas run on and every acceptable one's numbers, when the spec lists
     alternatives; None = the spec's only accelerator."""
+    spot: SpotChoice | None = None
+    """Spot or on-demand for the cluster's replicas and the numbers behind it, when the spec asks for spot and the
+    cluster is feasible; None otherwise."""
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -393,6 +426,30 @@ def _replicas_for(
         )
         concurrency = max(1, econ.concurrency)
         notes: list[str] = []
+        # the rate of the steps this capacity serves (from a replica's start to the next decision's) is the
+        # present level plus the rate's own variation between steps, which Poisson noise leaves out
+        # ... and within a step the arrivals may clump (bursts the observed in-flight peaks show): both make the
+        # in-flight count vary more than Poisson (its peakedness), sized for with Hayward's approximation
+        variability = forecast.variability(econ.cold_start_seconds)
+        clumping = forecast.in_flight_peakedness()
+        if variability.excess_sd_rps > 0 or clumping > 1.0:
+            level = forecast.level_rps()
+            level_a = level * forecast.service_seconds
+            peakedness = rate_peakedness(level_a, forecast.service_seconds, variability.excess_sd_rps, clumping)
+            varied = replicas_for_peaked_wait(
+                level_a, econ.concurrency, slack(forecast, slo), slo.sizing_tail, econ.max_instances, peakedness
+            )
+            if varied > needed:
+                needed = varied
+                parts = []
+                if variability.excess_sd_rps > 0:
+                    parts.append(
+                        f"rate varies {variability.dispersion:.1f}x Poisson between steps "
+                        f"(+-{_rate(variability.excess_sd_rps)} rps around {_rate(level)} rps)"
+                    )
+                if clumping > 1.0:
+                    parts.append(f"in-flight peaks show bursts {clumping:.1f}x Poisson's variance")
+                notes.append(", ".join(parts) + f": in flight {peakedness:.1f}x Poisson's variance")
         # the observed in-flight peak of the sustain window: bursts shorter than a step that rates average away
         recent_peak = forecast.observed_peak(forecast.sustain)
         # the smallest replica count whose slots, plus what the steady stream under the burst works off within the
@@ -450,6 +507,21 @@ def _observed_miss_share(window: TrafficWindow, forecast: TrafficForecast, slo: 
     return window.slo_miss_share, "over the window"
 
 
+def reads_history(spec: InferenceWorkloadSpec, actuators: Actuators = Actuators()) -> bool:
+    """Whether ``decide`` may read the window's history (``history_rps``, ``history_slo_misses``,
+    ``history_step_seconds``) for ``spec`` under ``actuators``: only the idle-gap plan reads it, and only for a
+    cluster the spec lets go to zero replicas (``_idle_gap``). Otherwise two windows that differ in their history
+    alone get the same decision, so a caller keeping a fingerprint of what a decision read leaves the history out
+    (the fleet loop: a history being read back after a start must not re-decide every workload on every tick)."""
+    return _may_zero(effective_spec(spec, actuators))
+
+
+def _may_zero(spec: InferenceWorkloadSpec) -> bool:
+    """The (effective) spec lets the cluster go to zero replicas: the one case the idle-gap plan, and so the
+    history, is read."""
+    return spec.scaling.min_replicas == 0
+
+
 def _idle_gap(
     spec: InferenceWorkloadSpec,
     econ: TargetEconomics,
@@ -461,8 +533,14 @@ def _idle_gap(
     """The idle-gap plan of an intermittent workload on the cluster, when scaling to zero between bursts is an
     option: the spec allows zero replicas, a cold start misses the SLO (otherwise the cost model alone decides),
     and one woken replica carries a burst's first step."""
-    if spec.scaling.min_replicas > 0 or not slo.cold_request_misses(econ.cold_start_seconds, forecast.service_seconds):
+    if not _may_zero(spec) or not slo.cold_request_misses(econ.cold_start_seconds, forecast.service_seconds):
         return None
+    if window.known_idle_steps is not None:
+        # the clairvoyant reference: when the next burst comes is known, not estimated
+        # (no burst finds it at zero: the tick before one sizes the replicas, so no one-replica wake to check)
+        return known_idle_gap_plan(
+            window.known_idle_steps, float(forecast.rps.max()) if forecast.rps.size else 0.0, forecast.step_seconds
+        )
     history = window.history_rps if window.history_rps is not None else window.rps
     step = forecast.step_seconds
     if window.history_rps is not None and window.history_step_seconds:
@@ -543,6 +621,11 @@ class Assessment:
     accelerator: AcceleratorChoice | None = None
     """The cluster's accelerator among the spec's alternatives (``econs`` and ``plans`` of the cluster are its);
     None when the spec lists one accelerator."""
+    spot: SpotChoice | None = None
+    """Spot or on-demand for the cluster (``econs`` and ``plans`` of the cluster are the chosen one's, pre-emptions
+    included on spot); None when the spec does not ask for spot or the cluster is infeasible."""
+    spot_note: str = ""
+    """Why a workload asking for spot is placed without weighing it (this operator cannot tell spot nodes)."""
 
     @cached_property
     def monthly(self) -> dict[TargetName, float | None]:
@@ -576,6 +659,11 @@ def assess(
     """Stage 1 (feasibility, economics, the forecast from the window) and stage 2 (a plan per feasible target,
     calibrated on the current target by its observed misses)."""
     spec = effective_spec(spec, actuators)
+    spot_note = ""
+    if spec.cluster.spot and actuators.spot_provider is None:
+        # nothing tells spot nodes apart here: on-demand it is, priced as such
+        spec = spec.model_copy(update={"cluster": spec.cluster.model_copy(update={"spot": False})})
+        spot_note = "spot asked for, but this operator cannot tell spot nodes (cluster.spotNodeLabels none): on-demand"
     slo = SloTerms.from_spec(spec)
     feasibility = assess_feasibility(spec, price_book, capacity, state.current)
     econs = {
@@ -614,6 +702,10 @@ def assess(
                 f"observed {observed_share:.2%} of requests over the SLO on {state.current.value} {over} "
                 f"> {slo.risk_budget:.2%} planned: sizing x{current_slo.model_error:.1f} stricter"
             )
+    spot = None
+    if spec.cluster.spot and TargetName.CLUSTER in plans and actuators.spot_provider is not None:
+        cluster_slo = current_slo if state.current is TargetName.CLUSTER else slo
+        spot = _spot(spec, state, price_book, forecast, cluster_slo, econs, plans, accelerator, actuators)
     return Assessment(
         spec=spec,
         slo=slo,
@@ -626,7 +718,57 @@ def assess(
         current_slo=current_slo,
         calibration_note=calibration_note,
         accelerator=accelerator,
+        spot=spot,
+        spot_note=spot_note,
     )
+
+
+def _spot(
+    spec: InferenceWorkloadSpec,
+    state: PlacementState,
+    price_book: PriceBook,
+    forecast: TrafficForecast,
+    slo: SloTerms,
+    econs: dict[TargetName, TargetEconomics],
+    plans: dict[TargetName, Projection],
+    accelerator: AcceleratorChoice | None,
+    actuators: Actuators,
+) -> SpotChoice | None:
+    """Spot or on-demand for the cluster (``econs`` and ``plans`` of the cluster updated in place to the chosen
+    one): the plan on spot with its pre-emptions (``spot.py``) against the same accelerator on on-demand nodes."""
+    provider = actuators.spot_provider
+    platform = price_book.platforms.cluster
+    interruption = platform.spot_interruption.get(provider or "")
+    if provider is None or interruption is None:
+        return None
+    spot_econ = econs[TargetName.CLUSTER]
+    chosen = accelerator.chosen if accelerator is not None else None
+    on = spec_on(spec, chosen.option) if chosen is not None else spec
+    demand_spec = on.model_copy(update={"cluster": on.cluster.model_copy(update={"spot": False})})
+    needs_node = spot_econ.provision_seconds > spot_econ.cold_start_seconds + 1e-9
+    demand_econ = economics_for(TargetName.CLUSTER, demand_spec, price_book, node_provision=needs_node)
+    if demand_econ is None:
+        return None
+    cluster_forecast = chosen.forecast if chosen is not None and chosen.forecast is not None else forecast
+    choice, econ, plan = choose_capacity(
+        spot_econ,
+        plans[TargetName.CLUSTER],
+        demand_econ,
+        plan_target(demand_econ, cluster_forecast, slo),
+        cluster_forecast,
+        slo,
+        provider,
+        interruption,
+        platform.node_provision_seconds,
+        # the router's overflow hop exists while a spill is in force (its composite route): only then does it
+        # catch what a reclaimed replica leaves
+        cover=spill_cover(econs, actuators.spillover and state.spilling),
+        on_spot_now=state.on_spot if state.current is TargetName.CLUSTER else None,
+        hysteresis=spec.placement.thresholds.hysteresis_fraction,
+    )
+    econs[TargetName.CLUSTER] = econ
+    plans[TargetName.CLUSTER] = plan
+    return choice
 
 
 def _accelerator(
@@ -804,7 +946,10 @@ def _reason(
         risk_text += " (no traffic seen yet)"
     parts = [f"{serving.value} ({warm_text})", _summary(a.monthly), risk_text]
     accelerator_note = a.accelerator.note if a.accelerator is not None and serving is TargetName.CLUSTER else ""
-    parts += [note for note in (t.choice.note, accelerator_note, a.calibration_note, replica_note) if note]
+    spot_note = ""
+    if serving is TargetName.CLUSTER:
+        spot_note = a.spot.note if a.spot is not None else a.spot_note
+    parts += [note for note in (t.choice.note, accelerator_note, spot_note, a.calibration_note, replica_note) if note]
     if budget.monthly_usd is not None:
         relation = ">" if t.exceeded else "<="
         parts.append(f"month projected {_money(t.projected_month_usd)} {relation} budget {_money(budget.monthly_usd)}")
@@ -858,7 +1003,7 @@ def decide(
     if serving is TargetName.CLUSTER and actuators.spillover and a.metrics_ok and a.forecast.observed:
         h = spec.placement.thresholds.hysteresis_fraction
         # the loss model of the overflow is its own; a calibration corrects the holding plan's queueing model
-        spill = spill_plan(a.econs, plan, a.forecast, a.slo, h)
+        spill = spill_plan(a.econs, plan, a.forecast, a.slo, h, in_force=state.spilling)
         if spill is not None and spill.base_replicas < replicas:
             replicas = spill.base_replicas
             replica_note = "; ".join(n for n in (replica_note, spill.describe(MONTH_SECONDS)) if n)
@@ -896,4 +1041,5 @@ def decide(
         idle_gap=idle_gap,
         spill=spill,
         accelerator=a.accelerator,
+        spot=a.spot,
     )

@@ -181,11 +181,12 @@ def _cloudrun(spec: InferenceWorkloadSpec, pb: PriceBook) -> TargetEconomics | N
     vcpu = spec.model.cpu_cores
     memory = _memory_gib(spec)
     if acc.needs_gpu:
-        gpu_second = prices.gpu_second.get(acc.type.value)
+        gpu_second = pb.cloudrun_gpu_second(acc.type.value)  # with or without zonal redundancy, as deployed
         if gpu_second is None:
             return None
-        vcpu = max(vcpu, platform.gpu_min_vcpu)
-        memory = max(memory, platform.gpu_min_memory_gib)
+        shape = platform.gpu_instance(acc.type.value)
+        vcpu = max(vcpu, shape.min_vcpu)
+        memory = max(memory, shape.min_memory_gib)
         rates = prices.instance_based
         instance = vcpu * rates.vcpu_second + memory * rates.gib_second + gpu_second
         cold = platform.gpu_cold_start_base_seconds + spec.model.size_mb / platform.model_load_mb_per_second

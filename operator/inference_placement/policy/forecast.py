@@ -3,12 +3,15 @@
 The next month is projected to look like the observed window (its daily cycle included when the window spans a
 day); the near term is the trailing part of the window the workload is committed for (a migration cannot be
 undone before the cooldown); replicas are sized for the peak of the trailing sustain window, extrapolated over the
-time a new replica needs to start when traffic is rising by more than its noise.
+time a new replica needs to start when traffic is rising by more than its noise, and lifted by a quantile of the
+rate's own step-to-step variability beyond Poisson noise (its overdispersion) where the window shows one
+(``rate_variability``; it adds to the in-flight count's variance: ``queueing.rate_peakedness``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,10 +19,17 @@ import numpy as np
 from inference_placement.api.spec import InferenceWorkloadSpec
 from inference_placement.policy.queueing import FloatArray
 
-__all__ = ["TrafficForecast", "clean_rates", "forecast_from_rates", "idle_forecast"]
+__all__ = [
+    "RateVariability",
+    "TrafficForecast",
+    "clean_rates",
+    "forecast_from_rates",
+    "idle_forecast",
+    "rate_variability",
+]
 
 
-def clean_rates(values: tuple[float, ...] | list[float] | FloatArray) -> FloatArray:
+def clean_rates(values: Sequence[float] | FloatArray) -> FloatArray:
     """Rates as floats >= 0; a missing sample (NaN, inf, negative) repeats the previous one (0 at the start)."""
     rates = np.asarray(values, dtype=np.float64).copy()
     bad = ~np.isfinite(rates) | (rates < 0)
@@ -97,6 +107,94 @@ class TrafficForecast:
         if slope > 0:
             peak = max(peak, float(window[-1]) + slope * (lead_seconds / self.step_seconds + 1.0))
         return peak
+
+    def variability(self, lead_seconds: float = 0.0) -> RateVariability:
+        """The rate's own variability over the window, beyond the Poisson noise of its counts, between steps as
+        far apart as a capacity set now must hold: a replica's start plus one step (the next decision's)."""
+        lag = math.ceil((lead_seconds + self.step_seconds) / self.step_seconds - 1e-9)
+        return rate_variability(self.rps, self.step_seconds, lag)
+
+    def in_flight_peakedness(self) -> float:
+        """How many times more the in-flight count varies than Poisson at the step's rate, as the observed
+        in-flight peaks show it (1 when they show nothing Poisson arrivals would not).
+
+        A step's peak ``p`` over its mean in flight ``a = rate x service`` is within ``_POISSON_BOUND`` standard
+        deviations (``sqrt(a)``, at least 1) for Poisson arrivals; a peak beyond that, that the step before's load
+        does not explain either (its requests are still in flight early in the step), is a burst shorter than the
+        step, and ``((p - a) / (bound sqrt(a)))^2`` is the variance that makes it no rarer than that bound: the
+        peakedness of the in-flight count, at most the largest peak (that of bursts of at most that size). The
+        window's largest counts: bursts of a workload recur (the window is the forecast), and a gauge read at
+        scrapes sees only some of them."""
+        if self.peak_in_flight is None or self.peak_in_flight.size != self.rps.size:
+            return 1.0
+        a = self.rps * self.service_seconds
+        scale = _POISSON_BOUND * np.sqrt(np.maximum(a, 1.0))
+        ratio_now = (self.peak_in_flight - a) / scale
+        # requests of the step before are still in flight early in a step: after a fall in the rate the count
+        # starts from the higher level, so a reading is a burst only when that level does not explain it either
+        before = np.concatenate((ratio_now[:1], (self.peak_in_flight[1:] - a[:-1]) / scale[:-1]))
+        ratio = float(np.max(np.where(before > 1.0, ratio_now, 0.0))) if a.size else 0.0
+        # a count made of bursts of at most B requests has a peakedness E[B^2] / E[B] <= B: never more than the
+        # largest burst seen
+        return min(max(1.0, ratio) ** 2, max(1.0, float(self.peak_in_flight.max())))
+
+    def level_rps(self) -> float:
+        """The rate's present level: the mean over the sustain window, or the last step's rate when higher (a rate
+        that has just risen is where the next step starts from); 0 when nothing was observed."""
+        if self.rps.size == 0:
+            return 0.0
+        return max(float(self.rps[self.sustain].mean()), float(self.rps[-1]))
+
+
+_POISSON_BOUND = 3.0
+"""Standard deviations above its mean a Poisson in-flight count reaches at a reading with a chance of 0.13 %:
+a reading beyond it is taken as a burst, not chance."""
+
+
+@dataclass(frozen=True)
+class RateVariability:
+    """How much a window's per-step rate varies from step to step, against the Poisson noise of its counts."""
+
+    dispersion: float
+    """Index of dispersion of the per-step counts around their local level: the variance of successive
+    differences over two (von Neumann's estimator, insensitive to a trend or slow cycle) divided by the mean count.
+    1 for Poisson arrivals at a steady or slowly changing rate; above 1 when the rate itself moves between steps
+    (bursts, a rate that jumps); 0 when unknown (no traffic or too few steps)."""
+    excess_sd_rps: float
+    """Standard deviation of one step's rate around the local level beyond the Poisson noise (requests per
+    second); 0 unless the dispersion stands out of the estimator's own noise (two standard errors)."""
+
+
+_NO_VARIABILITY = RateVariability(dispersion=0.0, excess_sd_rps=0.0)
+
+
+def rate_variability(rates: FloatArray, step_seconds: float, lag: int = 1) -> RateVariability:
+    """The rate's own step-to-step variability in ``rates`` (per step, oldest first), beyond Poisson noise.
+
+    Counts per step are ``rate x step``. Their variance around the local level is estimated by the variance of
+    their successive differences over two, ``v`` (von Neumann's estimator, with the differences' mean, a linear
+    trend, taken out); Poisson counts have ``v ~ m`` (the mean count). What exceeds it,
+    ``v - m``, is the variance of the rate itself between steps, counted when ``v`` exceeds ``m`` by more than
+    two standard errors of the estimator (about ``m sqrt(3 / n)`` for ``n`` differences): a Poisson stream's
+    random ups and downs buy nothing.
+
+    ``lag``: the differences are taken between steps that far apart (a semi-variogram at that lag), so a rate
+    that wanders (its changes add up over steps, as a daily cycle's minutes do) shows what it can do over the
+    time a capacity set now must hold; for changes that do not add up, every lag gives the same."""
+    if rates.size < 4 or step_seconds <= 0:
+        return _NO_VARIABILITY
+    counts = rates * step_seconds
+    mean = float(counts.mean())
+    if mean <= 0:
+        return _NO_VARIABILITY
+    lag = max(1, min(lag, counts.size - 3))
+    diffs = counts[lag:] - counts[:-lag]
+    diffs = diffs - diffs.mean()  # a steady trend (a ramp of the daily cycle) is not variability
+    v = float(diffs @ diffs) / (2.0 * (diffs.size - 1))
+    dispersion = v / mean
+    noise = mean * (1.0 + 2.0 * math.sqrt(3.0 / diffs.size))
+    excess = math.sqrt(v - mean) / step_seconds if v > noise else 0.0
+    return RateVariability(dispersion=dispersion, excess_sd_rps=excess)
 
 
 def _significant_slope(rates: FloatArray, step_seconds: float) -> float:

@@ -88,6 +88,10 @@ GPU_PRODUCTS: Mapping[AcceleratorType, tuple[str, ...]] = {
         "NVIDIA-H100-80GB-HBM3",
         "NVIDIA-H100-PCIe",
     ),
+    AcceleratorType.NVIDIA_RTX_PRO_6000: (
+        "NVIDIA-RTX-PRO-6000-Blackwell-Server-Edition",
+        "NVIDIA-RTX-PRO-6000-Blackwell-Workstation-Edition",
+    ),
 }
 """``nvidia.com/gpu.product`` values GFD writes for each accelerator type (SXM and PCIe boards, old driver names)."""
 
@@ -244,6 +248,9 @@ class GPUScheduling:
     """Extended resources per replica, set as both request and limit, e.g. ``{"nvidia.com/mig-3g.40gb": "1"}``."""
     match_expressions: tuple[Requirement, ...] = ()
     """One required node selector term (all expressions must hold)."""
+    preferred_expressions: tuple[Requirement, ...] = ()
+    """One preferred node selector term (weight 100): nodes matching it are chosen first, others when none of them
+    has room (spot capacity with an on-demand fallback, ``node_labels.for_capacity``)."""
     tolerations: tuple[dict[str, str], ...] = ()
     description: str = "CPU only"
     """Human-readable summary for Events and annotations."""
@@ -274,16 +281,19 @@ class GPUScheduling:
         return ()
 
     def affinity(self) -> dict[str, Any] | None:
-        """The Pod ``affinity`` (required node affinity), or None for CPU-only workloads."""
-        if not self.match_expressions:
+        """The Pod ``affinity`` (required node affinity, and the preferred term), or None without either."""
+        if not self.match_expressions and not self.preferred_expressions:
             return None
-        return {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [{"matchExpressions": [dict(e) for e in self.match_expressions]}]
-                }
+        node_affinity: dict[str, Any] = {}
+        if self.match_expressions:
+            node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {
+                "nodeSelectorTerms": [{"matchExpressions": [dict(e) for e in self.match_expressions]}]
             }
-        }
+        if self.preferred_expressions:
+            node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] = [
+                {"weight": 100, "preference": {"matchExpressions": [dict(e) for e in self.preferred_expressions]}}
+            ]
+        return {"nodeAffinity": node_affinity}
 
     def node_matches(self, labels: Mapping[str, str]) -> bool:
         """True when a node with these labels satisfies the node affinity."""

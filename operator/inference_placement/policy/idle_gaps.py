@@ -31,7 +31,7 @@ import numpy as np
 
 from inference_placement.policy.queueing import FloatArray
 
-__all__ = ["IdleGapPlan", "idle_gap_plan", "idle_gap_signature"]
+__all__ = ["IdleGapPlan", "idle_gap_plan", "idle_gap_signature", "known_idle_gap_plan"]
 
 _PRIOR_ARRIVALS = 0.5
 """Krichevsky-Trofimov (Jeffreys) prior: half an arrival over one extra cycle at risk per offset."""
@@ -68,8 +68,13 @@ class IdleGapPlan:
     """True: this step and the next are both cold in the plan, so no replica is needed now."""
     step_seconds: float
     """The history's step, which the offsets count (a coarse history: e.g. 300 s while the window's is 30 s)."""
+    known: bool = False
+    """The coming idle steps were known, not estimated (the benchmark's clairvoyant reference line only)."""
 
     def describe(self) -> str:
+        if self.known:
+            verdict = "scale to zero" if self.scale_to_zero else "keep warm"
+            return f"idle-gap plan (future known): the next {self.longest_gap} step(s) idle: {verdict}"
         verdict = "scale to zero" if self.scale_to_zero else "keep warm"
         cold = f"offsets {self.cold_from}-{self.cold_to} cold" if self.cold_from else "no offset cold"
         return (
@@ -179,3 +184,27 @@ def idle_gap_signature(rps: FloatArray) -> tuple[object, ...]:
         return ()
     offset = int(rps.size) - int(busy[-1])
     return (rps[busy].tobytes(), gaps.tobytes(), min(offset, longest + 2))
+
+
+def known_idle_gap_plan(idle_steps: int, burst_rps: float, step_seconds: float) -> IdleGapPlan:
+    """The plan when the coming idle steps are known (``idle_steps`` from the one being decided on carry no
+    request): the same rule as :func:`idle_gap_plan` with the truth for the hazard (0 on the idle steps, 1 on the
+    first busy one), so the workload may be at zero now when this step and the next are idle (a replica started at
+    the next tick is ready within that step). ``burst_rps``: the rate one woken replica has to carry."""
+    idle = max(0, idle_steps)
+    return IdleGapPlan(
+        offset=0,
+        cycles=0,
+        hazard_now=0.0 if idle >= 1 else 1.0,
+        hazard_next=0.0 if idle >= 2 else 1.0,
+        misses_per_cold_start=0.0,
+        expected_cold_misses_per_cycle=0.0,
+        budget_misses_per_cycle=0.0,
+        cold_from=1 if idle >= 1 else 0,
+        cold_to=max(0, idle - 1),
+        longest_gap=idle,
+        burst_start_rps=burst_rps,
+        scale_to_zero=idle >= 2,
+        step_seconds=step_seconds,
+        known=True,
+    )

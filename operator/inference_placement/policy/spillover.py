@@ -10,7 +10,9 @@ router saw (the step's in-flight peak) adds its excess over ``c`` to the overflo
 The plan: for a few base replica counts below what holding the peak needs, price the base replicas (billed all
 window) plus the serverless target serving the overflow stream with its cheapest warm pool whose expected misses
 (cold starts of the overflow) keep the whole workload within the SLO's risk budget; keep the cheapest, and use it
-only when it is cheaper than holding the peak on the cluster by more than the hysteresis band. No constant is
+only when it is cheaper than holding the peak on the cluster by more than the hysteresis band; a spill already in
+force ends only when holding the peak is cheaper by more than that band (the band the accelerator choice and the
+move thresholds keep too: a rate that jitters around the break-even starts and ends no spill). No constant is
 fitted: the loss formula, the cost model and the SLO's budget decide.
 """
 
@@ -110,9 +112,11 @@ def spill_plan(
     forecast: TrafficForecast,
     slo: SloTerms,
     hysteresis_fraction: float,
+    in_force: bool = False,
 ) -> SpillPlan | None:
     """The cheapest base-plus-overflow mix that keeps the SLO's risk budget, when it beats ``holding`` (the
-    cluster's own plan for the whole load) by more than ``hysteresis_fraction``; None otherwise."""
+    cluster's own plan for the whole load) by more than ``hysteresis_fraction``, or, with a spill ``in_force``, as
+    long as ``holding`` does not beat it by more than that; None otherwise."""
     cluster = econs.get(TargetName.CLUSTER)
     total_requests = forecast.requests
     if cluster is None or total_requests <= 0 or forecast.seconds <= 0:
@@ -161,6 +165,12 @@ def spill_plan(
                         if instance_based or not projection.warm
                         else econ.ping_interval_seconds,
                     )
-    if best is None or best.usd_per_second * window_seconds >= holding_cost * (1.0 - hysteresis_fraction):
+    if best is None:
         return None
-    return best
+    best_cost = best.usd_per_second * window_seconds
+    keeps = (
+        best_cost * (1.0 - hysteresis_fraction) <= holding_cost
+        if in_force
+        else best_cost < holding_cost * (1.0 - hysteresis_fraction)
+    )
+    return best if keeps else None

@@ -294,6 +294,10 @@ class UpstreamTrust:
     """AWS regions whose functions the router may invoke; empty = any region name."""
     trusted_origins: frozenset[str] = frozenset()
     """Published origins accepted as they are (normalised ``scheme://host:port``), for stand-ins."""
+    lambda_scope: frozenset[tuple[str, str]] | None = None
+    """(account, region) pairs the platform admins' Lambda ServerlessTargets allow, when workloads may use no other
+    (no inline cloud identity): a function elsewhere is no workload's, whatever its status says; None = not
+    restricted by targets (``lambda_accounts`` / ``lambda_regions`` still apply)."""
 
     def trusted(self, published: UpstreamAddress) -> bool:
         return published.origin() in {UpstreamAddress.from_url(o).origin() for o in self.trusted_origins}
@@ -344,7 +348,8 @@ def traffic_weights(status: InferenceWorkloadStatus) -> dict[TargetName, int]:
     if migration.step is MigrationStep.ROLLING_BACK:
         return {source: 100} if source is not None else {}
     if source is None or source is target:
-        # A first placement takes traffic only when it ends (status.placement); same-target: nothing to split.
+        # A first placement is routed its traffic_percent (100 once its target is healthy: it is placed when the
+        # router serves that); same-target: nothing to split.
         return {target: 100 if source is target else migration.traffic_percent}
     percent = migration.traffic_percent
     return {source: 100 - percent, target: percent}
@@ -379,6 +384,8 @@ def _lambda_upstream(
         refusal = f"is in account {account}, not an allowed account"
     elif trust.lambda_regions and region not in trust.lambda_regions:
         refusal = f"is in region {region}, not an allowed region"
+    elif trust.lambda_scope is not None and (account, region) not in trust.lambda_scope:
+        refusal = f"is in account {account}, region {region}, which no admin's ServerlessTarget allows"
     if refusal is not None:
         raise RouteError(f"{namespace}/{name}: untrusted upstream in status: {arn!r} {refusal}")
     if config.lambda_endpoint is not None:

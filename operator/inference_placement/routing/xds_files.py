@@ -323,12 +323,13 @@ class EnvoyXdsApplier:
                 )
             await asyncio.sleep(self.poll_interval_seconds)
 
-    async def traffic_stats(self) -> list[Any]:
-        """The router's per-target traffic counters (``routing.traffic_stats``): one ``/stats`` answer, raw."""
-        return [await asyncio.to_thread(self._fetch_traffic_stats)]
+    async def traffic_stats(self, query: str = TRAFFIC_STATS_QUERY) -> list[Any]:
+        """The router's per-target traffic counters (``routing.traffic_stats``; ``query``: which ones, e.g.
+        ``FIRST_REQUEST_STATS_QUERY``): one ``/stats`` answer, raw."""
+        return [await asyncio.to_thread(self._fetch_traffic_stats, query)]
 
-    def _fetch_traffic_stats(self) -> Any:
-        with urllib.request.urlopen(f"{self.admin_url}/stats?{TRAFFIC_STATS_QUERY}", timeout=5) as response:
+    def _fetch_traffic_stats(self, query: str) -> Any:
+        with urllib.request.urlopen(f"{self.admin_url}/stats?{query}", timeout=5) as response:
             return json.load(response)
 
     def _fetch_stats(self) -> dict[str, Any]:

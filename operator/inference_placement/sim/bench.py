@@ -19,7 +19,7 @@ from inference_placement.api.spec import TargetName
 from inference_placement.policy.economics import TargetEconomics
 from inference_placement.sim.optimum import optimum
 from inference_placement.sim.policies import DEFAULT_WINDOW_SECONDS
-from inference_placement.sim.registry import OPTIMUM, POLICY_NAMES, online_policies
+from inference_placement.sim.registry import CLAIRVOYANT, OPTIMUM, OURS, POLICY_NAMES, online_policies
 from inference_placement.sim.scenario import RouterPlatform, Scenario, ScenarioError, load_scenario
 from inference_placement.sim.simulator import SimPolicy, SimWorkload, WorkloadResult, feasible_economics, simulate
 from inference_placement.sim.traces import MinuteTrace, RequestTrace, Trace, load_trace
@@ -193,7 +193,25 @@ class RowResult:
                 "ratio_to_optimum": round(r, 4) if (r := self.ratio(name)) is not None else None,
                 "cpu_seconds": round(row.seconds, 1),
             }
-        return {"trace": self.trace, "profile": self.profile, "workloads": self.workloads, "policies": policies}
+        out: dict[str, object] = {
+            "trace": self.trace,
+            "profile": self.profile,
+            "workloads": self.workloads,
+            "policies": policies,
+        }
+        split = self.gap_split()
+        if split is not None:
+            out["gap"] = {k: round(v, 4) for k, v in zip(("forecast", "structure"), split, strict=True)}
+        return out
+
+    def gap_split(self) -> tuple[float, float] | None:
+        """``ours / optimum`` as (``ours / clairvoyant``: the price of not knowing the future, ``clairvoyant /
+        optimum``: the policy's structure), whose product it is; None without the clairvoyant line."""
+        ours, seer = self.policies.get(OURS), self.policies.get(CLAIRVOYANT)
+        structure = self.ratio(CLAIRVOYANT)
+        if ours is None or seer is None or structure is None or seer.cost_usd <= 0 or not ours.applicable:
+            return None
+        return ours.cost_usd / seer.cost_usd, structure
 
 
 @dataclass

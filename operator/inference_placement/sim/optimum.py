@@ -5,7 +5,14 @@
    the scenario's router runs the activator, a second zero mode is the live operator's own (``ours``'s action): a
    request held by the router wakes a replica at the operator's next poll, a hold past the tolerable cold start
    fails, and the woken replica leaves once idle ``wakeKeepSeconds`` after the wake, the earliest the operator
-   may let it go. Both zero modes stay, so the optimum remains a lower bound for the baselines too.
+   may let it go. Both zero modes stay, so the optimum remains a lower bound for the baselines too. With the
+   activator, a third zero is the product's serverless activator: a request that finds no ready replica goes to
+   the serverless target ``policy.actuation.zero_answer`` qualifies (free while idle, a cold start the SLO
+   tolerates and shorter than a replica's) while it wakes the cluster. And every cluster level from one replica up
+   is also tried with burst spillover (base plus overflow): the replicas' refused requests go to each allowed
+   serverless target, with no or one instance of it kept warm. These are every action the product has (accelerator
+   choice, base plus overflow, zero replicas held or answered by serverless, keep-warm pings), whatever the
+   scenario's router enables for ``ours``, so the optimum is a lower bound for every setting of the product.
 2. Per-step cost and misses of each mode come from the simulator itself: the workload run through ``simulate``
    with that mode held for the whole trace (so the optimum uses the very platform model every policy is scored on).
 3. A dynamic program picks one mode per step. Changing capacity costs what starting it costs (replicas billed
@@ -23,12 +30,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 
-from inference_placement.api.spec import AcceleratorOption, TargetName
+from inference_placement.api.spec import SERVERLESS, AcceleratorOption, TargetName
+from inference_placement.policy.actuation import Actuators, zero_answer
 from inference_placement.policy.economics import Billing, TargetEconomics
 from inference_placement.policy.price_book import PriceBook
 from inference_placement.policy.queueing import poisson_slots
@@ -74,6 +82,13 @@ class Mode:
     """Cluster: the acceptable accelerator its replicas run on (None = the spec's first)."""
     activator: Activator | None = None
     """Cluster at level 0: woken through the operator's router (None: Knative's idle timeout and wake)."""
+    fall_through: TargetName | None = None
+    """Cluster at level 0 with the activator: the serverless target that answers a request finding no ready replica
+    while one starts (serverless as the activator); None = the activator holds it."""
+    overflow: TargetName | None = None
+    """Cluster at a level >= 1: the serverless target the replicas' refused requests spill to (base plus overflow)."""
+    overflow_warm: int = 0
+    """Instances of the overflow target kept warm by pings."""
 
     @property
     def place(self) -> tuple[TargetName, tuple[str, int, str, str, int] | None]:
@@ -83,18 +98,35 @@ class Mode:
     def control(self, at: float | None = None) -> Control:
         if self.target is TargetName.CLUSTER:
             if self.level == 0 and self.activator is not None:
-                return Control(self.target, replicas=0, activator=self.activator, at=at, accelerator=self.accelerator)
+                return Control(
+                    self.target,
+                    replicas=0,
+                    activator=self.activator,
+                    zero_fall_through=self.fall_through,
+                    at=at,
+                    accelerator=self.accelerator,
+                )
             if self.level == 0:
                 return Control(
                     self.target, replicas=0, idle_timeout_seconds=KPA_IDLE_SECONDS, at=at, accelerator=self.accelerator
                 )
-            return Control(self.target, replicas=self.level, at=at, accelerator=self.accelerator)
+            return Control(
+                self.target,
+                replicas=self.level,
+                at=at,
+                accelerator=self.accelerator,
+                overflow=self.overflow,
+                overflow_warm_pings=self.overflow_warm if self.overflow is not None else 0,
+            )
         return Control(self.target, warm_pings=self.level, at=at)
 
     def __str__(self) -> str:
         on = f"[{self.accelerator.describe()}]" if self.accelerator is not None else ""
         woken = "+activator" if self.activator is not None else ""
-        return f"{self.target.value}{on}x{self.level}{woken}"
+        if self.fall_through is not None:
+            woken += f"->{self.fall_through.value}"
+        spill = f"+spill:{self.overflow.value}x{self.overflow_warm}" if self.overflow is not None else ""
+        return f"{self.target.value}{on}x{self.level}{woken}{spill}"
 
 
 EconOf = Callable[[Mode], TargetEconomics]
@@ -149,11 +181,26 @@ class PlanPolicy:
                 # a change of accelerator inside the cluster: the new replicas start a cold start ahead
                 lead = econ_of(mode).cold_start_seconds
                 self._add(max(0.0, boundary - lead), mode.control(at=max(0.0, boundary - lead)), step_seconds)
-            elif mode.level > previous.level:
-                lead = econ_of(mode).cold_start_seconds
-                self._add(max(0.0, boundary - lead), mode.control(at=max(0.0, boundary - lead)), step_seconds)
-            elif mode.level < previous.level or mode.activator != previous.activator:
-                self._add(boundary, mode.control(at=boundary), step_seconds)
+            elif mode != previous:
+                # capacity, spillover or the answer at zero: replicas and a new overflow target start ahead (the
+                # overflow deployed, its warm instances started), at the larger of the two levels meanwhile
+                early = econ_of(mode).cold_start_seconds if mode.level > previous.level else 0.0
+                if mode.overflow is not None and (mode.overflow, mode.overflow_warm) != (
+                    previous.overflow,
+                    previous.overflow_warm,
+                ):
+                    spill = econ_of(Mode(mode.overflow, 0))
+                    deploy = (
+                        spill.provision_seconds - spill.cold_start_seconds
+                        if mode.overflow is not previous.overflow
+                        else 0.0
+                    )
+                    early = max(early, deploy + (spill.cold_start_seconds if mode.overflow_warm else 0.0))
+                when = max(0.0, boundary - early)
+                prepared = replace(mode, level=max(mode.level, previous.level)) if early > 0 else mode
+                self._add(when, prepared.control(at=when), step_seconds)
+                if prepared != mode:
+                    self._add(boundary, mode.control(at=boundary), step_seconds)
             previous = mode
 
     def _add(self, when: float, control: Control, step_seconds: float) -> None:
@@ -200,19 +247,45 @@ def workload_modes(
     activator: Activator | None = None,
 ) -> list[Mode]:
     """Every target at every useful level; with accelerator ``options`` (more than one), the cluster on each; with
-    an ``activator``, the cluster's zero also woken through it."""
+    an ``activator``, the cluster's zero also woken through it, held or answered by the serverless target the
+    product falls through to; every cluster level from one replica up also with its overflow spilling to each
+    feasible serverless target (no or one instance kept warm there)."""
     modes: list[Mode] = []
+    spill_targets = [t for t in SERVERLESS if t in economics]
+    fall_through = None
+    if activator is not None and TargetName.CLUSTER in economics:
+        cold = {t: e.cold_start_seconds for t, e in economics.items()}
+        infeasible = {t: "not feasible" for t in SERVERLESS if t not in economics}
+        fall_through = zero_answer(
+            workload.spec, cold, SERVERLESS, infeasible, actuators=Actuators(zero_fall_through=True)
+        ).target
+
+    def cluster(accelerator: AcceleratorOption | None, levels: list[int]) -> list[Mode]:
+        out = [Mode(TargetName.CLUSTER, level, accelerator) for level in levels]
+        if activator is not None:
+            out.append(Mode(TargetName.CLUSTER, 0, accelerator, activator))
+            if fall_through is not None:
+                out.append(Mode(TargetName.CLUSTER, 0, accelerator, activator, fall_through=fall_through))
+        # base plus overflow: below the top level (holding the peak needs no overflow); on a fleet of hundreds of
+        # replicas (levels not exact) left out: thousands of modes, each a simulated day (bench/README.md)
+        exact = len(levels) <= _EXACT_LEVELS
+        for level in levels[1:-1] if exact else []:
+            out += [
+                Mode(TargetName.CLUSTER, level, accelerator, overflow=t, overflow_warm=w)
+                for t in spill_targets
+                for w in (0, 1)
+            ]
+        return out
+
     for t, econ in economics.items():
         first_only = len(options) == 1 and options[0].option.key() == workload.spec.accelerator.key()
         if t is TargetName.CLUSTER and options and not first_only:
             for o in options:
-                modes += [Mode(t, level, o.option) for level in _levels(o.econ, workload, o.speed)]
-                if activator is not None:
-                    modes.append(Mode(t, 0, o.option, activator))
+                modes += cluster(o.option, _levels(o.econ, workload, o.speed))
+        elif t is TargetName.CLUSTER:
+            modes += cluster(None, _levels(econ, workload))
         else:
             modes += [Mode(t, level) for level in _levels(econ, workload)]
-            if t is TargetName.CLUSTER and activator is not None:
-                modes.append(Mode(t, 0, None, activator))
     return modes
 
 
@@ -449,31 +522,43 @@ def optimum(
         simulate(workload, _HoldMode(modes[fallback]), price_book, economics=economics, warmup_seconds=warmup_seconds)
     )
 
-    for _ in range(3):
-        replayed_one = False
-        for plan in _choose_plans(tables, same, cross, gap_steps, budget)[:2]:
-            estimate = float(tables.cost[plan, np.arange(plan.size)].sum())
-            if best is not None and best.misses <= budget and estimate >= best.cost_usd:
-                continue
-            replay = simulate(
-                workload,
-                PlanPolicy([modes[int(i)] for i in plan], econ_of, step),
-                price_book,
-                economics=economics,
-                warmup_seconds=warmup_seconds,
-            )
-            replayed_one = True
-            consider(replay)
-            if replay.misses <= budget:
-                break
-            # what the tables missed: the replay's misses where it saw more than they expected
-            steps = np.arange(plan.size)
-            seen = np.maximum(tables.misses[plan, steps], replay.misses_per_step)
-            tables.misses[plan, steps] = seen
-        else:
-            if replayed_one:
-                continue
-        break
+    def search(subset: list[int]) -> None:
+        """The DP over ``subset`` of the modes, its best plans replayed (their misses fed back a few rounds)."""
+        idx = np.asarray(subset, dtype=np.int64)
+        sub = _Tables(tables.cost[idx].copy(), tables.misses[idx].copy())
+        sub_same, sub_cross = same[np.ix_(idx, idx)], cross[np.ix_(idx, idx)]
+        for _ in range(3):
+            replayed_one = False
+            for plan in _choose_plans(sub, sub_same, sub_cross, gap_steps, budget)[:2]:
+                estimate = float(sub.cost[plan, np.arange(plan.size)].sum())
+                if best is not None and best.misses <= budget and estimate >= best.cost_usd:
+                    continue
+                replay = simulate(
+                    workload,
+                    PlanPolicy([modes[int(idx[i])] for i in plan], econ_of, step),
+                    price_book,
+                    economics=economics,
+                    warmup_seconds=warmup_seconds,
+                )
+                replayed_one = True
+                consider(replay)
+                if replay.misses <= budget:
+                    break
+                # what the tables missed: the replay's misses where it saw more than they expected
+                steps = np.arange(plan.size)
+                sub.misses[plan, steps] = np.maximum(sub.misses[plan, steps], replay.misses_per_step)
+            else:
+                if replayed_one:
+                    continue
+            break
+
+    # the DP is a heuristic search (a Lagrangian relaxation, plans replayed a few rounds): more modes can lead it to
+    # a plan whose replay misses more than its tables said, so the plans without burst spillover and the serverless
+    # answer at zero are searched too, and the cheapest replay of either that fits wins (more actions never cost)
+    basic = [i for i, m in enumerate(modes) if m.overflow is None and m.fall_through is None]
+    search(basic)
+    if len(basic) < len(modes):
+        search(list(range(len(modes))))
     assert best is not None
     result: WorkloadResult = best
     result.policy = OptimumPolicy.name

@@ -7,27 +7,33 @@ decision of its own.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
+import numpy.typing as npt
 
 from inference_placement.api.spec import SERVERLESS, InferenceWorkloadSpec, TargetName
 from inference_placement.api.status import BudgetStatus
 from inference_placement.policy.actuation import Actuators, WakeTimings, target_settings, zero_allowed, zero_answer
 from inference_placement.policy.budget import accrue_spend
 from inference_placement.policy.capacity import ClusterCapacity
-from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
+from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide, reads_history
 from inference_placement.policy.economics import TargetEconomics
 from inference_placement.policy.idle_gaps import idle_gap_signature
 from inference_placement.policy.observation import LIVE_OBSERVATION, ObservedSignals
 from inference_placement.policy.price_book import PriceBook
+from inference_placement.sim.aggregate import demand_peak
 from inference_placement.sim.platforms import Activator
 from inference_placement.sim.simulator import Control, FloatArray, Observation, SimWorkload
+from inference_placement.sim.traces import Requests, StepRequests
 
 __all__ = [
     "DEFAULT_WINDOW_SECONDS",
+    "ClairvoyantOursPolicy",
     "OursPolicy",
+    "demand_peaks",
     "control_from_decision",
     "window_from_observation",
 ]
@@ -129,7 +135,7 @@ def control_from_decision(
     if target is TargetName.CLUSTER:
         spill = decision.spill
         if spill is None:
-            return Control(target, replicas=settings.replicas, accelerator=settings.accelerator)
+            return Control(target, replicas=settings.replicas, accelerator=settings.accelerator, spot=settings.spot)
         overflow = target_settings(spill.target, decision, spec, None, actuators)
         return Control(
             target,
@@ -138,6 +144,7 @@ def control_from_decision(
             overflow_warm_floor=overflow.replicas,
             overflow_warm_pings=overflow.keep_warm_pings,
             accelerator=settings.accelerator,
+            spot=settings.spot,
         )
     return Control(target, warm_floor=settings.replicas, warm_pings=settings.keep_warm_pings)
 
@@ -151,7 +158,14 @@ class OursPolicy:
     does (``sim/platforms.py: Activator``: held, noticed at the operator's next poll of ``wake.poll_seconds``,
     served after the cold start, failed past the spec's tolerable cold start), and each tick's actuators are the
     reconciler's (``actuation.zero_allowed``: not at zero while requests are held or within ``wake.keep_seconds``
-    of the last wake). The router's holding route is taken as confirmed throughout."""
+    of the last wake). The router's holding route is taken as confirmed throughout.
+
+    Cold starts: the price book's, the prior the live operator starts from (``policy/cold_start.py``). The live
+    reconciler replaces them by a blend with what it measures at the router (the cluster's after a scale-from-zero,
+    Cloud Run's and Lambda's on the first request after an idle gap: ``policy/first_request.py``); here the
+    simulated platforms start in exactly the book's cold start, so the measurement would equal the prior give or
+    take the activator's poll delay and the held arrivals' spread, and ``ours`` keeps the prior (bench/README.md,
+    "Cold starts")."""
 
     name = "ours"
 
@@ -211,6 +225,10 @@ class OursPolicy:
         self._budget = None
         self._monthly_cost_usd = None
 
+    def window(self, obs: Observation) -> TrafficWindow | None:
+        """What ``decide`` is shown on this tick: what the live operator measures."""
+        return window_from_observation(obs, self.signals, self.window_seconds)
+
     def tick_actuators(self, obs: Observation) -> Actuators:
         """What the live reconciler may carry out for this workload on this tick (``Reconciler._actuators``)."""
         if not self.actuators.cluster_scale_to_zero:
@@ -224,12 +242,14 @@ class OursPolicy:
         )
         return self.actuators if allowed else replace(self.actuators, cluster_scale_to_zero=False)
 
-    def _key(self, window: TrafficWindow | None, obs: Observation) -> tuple[object, ...] | None:
+    def _key(self, window: TrafficWindow | None, obs: Observation, actuators: Actuators) -> tuple[object, ...] | None:
         """What the decision's controls depend on, when that excludes the clock; None when it does not.
 
         ``decide`` reads the clock for staleness (the simulated metrics are never stale), the cooldown and the
         month's end (the budget). Without a budget and outside a cooldown, two ticks with the same window and the
-        same placement get the same decision, so the previous controls are reused instead of deciding again.
+        same placement get the same decision, so the previous controls are reused instead of deciding again. The
+        history is part of the key only where ``decide`` reads it (``policy.decide.reads_history``, as the live
+        fleet's fingerprint).
         """
         assert self._spec is not None
         if window is None or self._spec.budget.monthly_usd is not None or obs.migrating:
@@ -245,10 +265,18 @@ class OursPolicy:
             window.slo_miss_share,
             window.slo_misses,
             window.peak_in_flight,
-            idle_gap_signature(np.asarray(window.history_rps)) if window.history_rps is not None else None,
-            window.history_slo_misses,
+            *(
+                (
+                    idle_gap_signature(np.asarray(window.history_rps)) if window.history_rps is not None else None,
+                    window.history_slo_misses,
+                )
+                if reads_history(self._spec, actuators)
+                else ()
+            ),
+            window.known_idle_steps,
             obs.placement,
             obs.accelerator,
+            obs.spilling,
             finished is None,
         )
 
@@ -256,9 +284,9 @@ class OursPolicy:
         assert self._spec is not None and self._price_book is not None
         # month-to-date as the live status accrues it: the projected cost of the placement since the last tick
         self._budget = accrue_spend(self._budget, self._monthly_cost_usd, obs.now)
-        window = window_from_observation(obs, self.signals, self.window_seconds)
+        window = self.window(obs)
         actuators = self.tick_actuators(obs)
-        key = self._key(window, obs)
+        key = self._key(window, obs, actuators)
         if key is not None:
             key = (*key, actuators)
         if key is not None and key == self._last_key and not self.keep_decisions:
@@ -270,6 +298,7 @@ class OursPolicy:
             month_to_date_usd=self._budget.month_to_date_usd,
             accelerator=obs.accelerator,
             moving_to=obs.migrating_to,
+            spilling=obs.spilling,
         )
         decision = decide(self._spec, window, state, self._price_book, self.capacity, obs.now, actuators=actuators)
         self.calls += 1
@@ -291,3 +320,107 @@ class OursPolicy:
         self._last_key = key
         self._last_control = control
         return [control] if control is not None else []
+
+
+def demand_peaks(requests: Requests | StepRequests, sample_seconds: float = 0.0) -> FloatArray:
+    """Each step's peak demand in flight (requests that would be in flight had none waited), as the simulator
+    records it for a policy that reads it: the exact peak, or with ``sample_seconds`` the largest of the gauge's
+    readings at that interval (a step without a reading: 0). A high-volume row kept as counts: the M/G/infinity
+    estimate its aggregate steps record (``sim/aggregate.py: demand_peak``)."""
+    steps, step = requests.steps, requests.step_seconds
+    if isinstance(requests, StepRequests):
+        mean = float(requests.service.mean()) if requests.service.size else 0.0
+        a = requests.per_step() / step * mean
+        before = np.concatenate((a[:1], a[:-1]))
+        return np.array([demand_peak(float(x), float(y), step, mean) for x, y in zip(a, before, strict=True)])
+    arrivals, ends = requests.arrivals, np.sort(requests.arrivals + requests.service)
+    peaks = np.zeros(steps)
+    if sample_seconds > 0:
+        # the gauge read at 0, s, 2s, ...: those arrived by then less those ended by then
+        reads = np.arange(0.0, steps * step, sample_seconds)
+        in_flight = np.searchsorted(arrivals, reads, side="right") - np.searchsorted(ends, reads, side="right")
+        index = np.minimum((reads // step).astype(np.int64), steps - 1)
+        np.maximum.at(peaks, index, in_flight.astype(np.float64))
+        return peaks
+    if arrivals.size == 0:
+        return peaks
+    # in flight just after each arrival: those arrived so far less those ended by then
+    ended = np.searchsorted(ends, arrivals, side="right")
+    in_flight = np.arange(1, arrivals.size + 1) - ended
+    index = np.minimum((arrivals // step).astype(np.int64), steps - 1)
+    np.maximum.at(peaks, index, in_flight.astype(np.float64))
+    # ... and, in a step without arrivals, what is still in flight when it starts
+    starts = np.arange(steps) * step
+    carried = np.searchsorted(arrivals, starts, side="left") - np.searchsorted(ends, starts, side="right")
+    empty = np.bincount(index, minlength=steps)[:steps] == 0
+    out: FloatArray = np.where(empty, np.maximum(carried, 0).astype(np.float64), peaks)
+    return out
+
+
+class ClairvoyantOursPolicy(OursPolicy):
+    """A reference line, never a policy: ``ours``'s own decision procedure (``decide``, the same actuation, the same
+    wake) fed the true coming traffic in place of its forecast, so that ``ours / optimum`` splits into the price of
+    not knowing the future (``ours / clairvoyant``) and the policy's structure (``clairvoyant / optimum``).
+
+    ``decide`` reads the window as its forecast (the next minutes look like the last ones; replicas are sized for
+    the trailing sustain window's peak). Here the window is shifted: its trailing sustain window holds the true
+    rates and the in-flight gauge's readings (at the router's scrapes, as ``ours`` reads them) of the coming
+    sustain window (the steps before it the true ones of the past; zeros past the trace's end), and
+    ``known_idle_steps`` says how many coming steps carry no request (the idle-gap plan reads it in place of its
+    hazard estimate). What is measured rather than forecast stays as the live operator measures it: the recent
+    p99, the SLO-miss share (the calibration: the model's error on the capacity in place), the mean service time
+    and the day's history. It claims no credit: the summary compares ``ours`` only."""
+
+    name = "ours-clairvoyant"
+
+    def __init__(
+        self,
+        window_seconds: float | None = None,
+        capacity: ClusterCapacity | None = None,
+        *,
+        signals: ObservedSignals = LIVE_OBSERVATION,
+        actuators: Actuators = Actuators(),
+        wake: WakeTimings = WakeTimings(),
+    ):
+        super().__init__(window_seconds, capacity, signals=signals, actuators=actuators, wake=wake)
+        self._counts: FloatArray = np.zeros(0)
+        self._peaks: FloatArray = np.zeros(0)
+        self._idle_run: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+
+    def reset(self, workload: SimWorkload, economics: dict[TargetName, TargetEconomics], price_book: PriceBook) -> None:
+        super().reset(workload, economics, price_book)
+        self._counts = workload.requests.per_step()
+        self._peaks = demand_peaks(workload.requests, self.in_flight_sample_seconds)
+        # idle steps from each step on (the steps past the trace's end carry none)
+        run = np.zeros(self._counts.size + 1, dtype=np.int64)
+        run[-1] = 1 << 30
+        for k in range(self._counts.size - 1, -1, -1):
+            run[k] = 0 if self._counts[k] > 0 else run[k + 1] + 1
+        self._idle_run = run
+
+    def window(self, obs: Observation) -> TrafficWindow | None:
+        observed = window_from_observation(obs, self.signals, self.window_seconds)
+        if observed is None:
+            return None
+        factor = max(1, round(observed.step_seconds / obs.step_seconds))
+        step = obs.step_seconds * factor
+        assert self._spec is not None
+        ahead = max(1, math.ceil(max(self._spec.placement.sustain_seconds, step) / step - 1e-9))
+        size = max(ahead + 1, int(self.window_seconds // step))
+        first = obs.step - (size - ahead) * factor  # in trace steps; the window ends ``ahead`` steps from now
+        counts = np.zeros(size * factor)
+        peaks = np.zeros(size * factor)
+        lo, hi = max(0, first), min(self._counts.size, first + size * factor)
+        if hi > lo:
+            counts[lo - first : hi - first] = self._counts[lo:hi]
+            peaks[lo - first : hi - first] = self._peaks[lo:hi]
+        keep = size - min(size - ahead, obs.step // factor) - ahead  # leading steps before the trace began
+        rps = counts.reshape(size, factor).sum(axis=1)[keep:] / step
+        peak = peaks.reshape(size, factor).max(axis=1)[keep:]
+        return replace(
+            observed,
+            rps=tuple(rps.tolist()),
+            peak_in_flight=tuple(peak.tolist()),
+            slo_misses=None,  # the calibration reads the measured share of the last minutes instead
+            known_idle_steps=int(self._idle_run[min(obs.step, self._idle_run.size - 1)]) // factor,
+        )

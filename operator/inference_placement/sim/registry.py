@@ -21,11 +21,12 @@ from inference_placement.sim.baselines import (
     StaticClusterPolicy,
 )
 from inference_placement.sim.optimum import OptimumPolicy
-from inference_placement.sim.policies import DEFAULT_WINDOW_SECONDS, OursPolicy
+from inference_placement.sim.policies import DEFAULT_WINDOW_SECONDS, ClairvoyantOursPolicy, OursPolicy
 from inference_placement.sim.scenario import RouterPlatform
 from inference_placement.sim.simulator import SimPolicy
 
 __all__ = [
+    "CLAIRVOYANT",
     "OPTIMUM",
     "OURS",
     "POLICIES",
@@ -44,6 +45,8 @@ class RegisteredPolicy:
     None for the optimum, which ``optimum()`` computes from the whole trace instead of ticking."""
     single_platform: bool = False
     """A baseline that keeps the workload on one platform (what the summary checks ``ours`` is cheaper than)."""
+    reference: bool = False
+    """A reference line, not a policy anyone could run (it is fed the future): reported, never compared for credit."""
 
 
 def _ours(window_seconds: float, router: RouterPlatform | None) -> OursPolicy:
@@ -52,12 +55,20 @@ def _ours(window_seconds: float, router: RouterPlatform | None) -> OursPolicy:
     return OursPolicy(window_seconds=window_seconds, actuators=router.actuators(), wake=router.wake())
 
 
+def _clairvoyant(window_seconds: float, router: RouterPlatform | None) -> ClairvoyantOursPolicy:
+    if router is None:
+        return ClairvoyantOursPolicy(window_seconds=window_seconds)
+    return ClairvoyantOursPolicy(window_seconds=window_seconds, actuators=router.actuators(), wake=router.wake())
+
+
 OURS: Final = OursPolicy.name
 OPTIMUM: Final = OptimumPolicy.name
+CLAIRVOYANT: Final = ClairvoyantOursPolicy.name
 
 POLICIES: Final[tuple[RegisteredPolicy, ...]] = (
     RegisteredPolicy(OURS, lambda window, router: _ours(window, router)),
     RegisteredPolicy(OPTIMUM, None),
+    RegisteredPolicy(CLAIRVOYANT, lambda window, router: _clairvoyant(window, router), reference=True),
     RegisteredPolicy(StaticClusterPolicy.name, lambda _, __: StaticClusterPolicy(), single_platform=True),
     RegisteredPolicy(ClusterAutoscaledPolicy.name, lambda _, __: ClusterAutoscaledPolicy(), single_platform=True),
     RegisteredPolicy(ClusterScaleToZeroPolicy.name, lambda _, __: ClusterScaleToZeroPolicy(), single_platform=True),

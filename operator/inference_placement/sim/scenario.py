@@ -29,6 +29,7 @@ from inference_placement.api.spec import (
     TargetName,
 )
 from inference_placement.policy.actuation import Actuators, WakeTimings
+from inference_placement.policy.node_labels import SpotLabels, spot_provider
 from inference_placement.policy.price_book import PriceBook, PriceBookError, price_book_from_mapping
 
 __all__ = [
@@ -134,9 +135,18 @@ class RouterPlatform(BaseModel):
     that finds no pod goes to an allowed serverless target whose cold start the SLO tolerates (serverless as the
     activator, ``Actuators.zero_fall_through``) instead of being held. Off by default, as live."""
 
+    spot_node_labels: SpotLabels = "none"
+    """The operator's ``cluster.spotNodeLabels`` as the benchmark runs it: with ``eks``/``karpenter`` (AWS's
+    pre-emption facts) or ``gke`` (GCP's), ``ours`` weighs spot for a workload asking for it and is billed at the
+    capacity type it picks (``Actuators.spot_provider``); ``none``, the live default with GFD labels: on-demand."""
+
     def actuators(self) -> Actuators:
         """What the live operator with this router carries out (burst spillover stays off, its live default)."""
-        return Actuators(cluster_scale_to_zero=self.activator, zero_fall_through=self.activator and self.fall_through)
+        return Actuators(
+            cluster_scale_to_zero=self.activator,
+            zero_fall_through=self.activator and self.fall_through,
+            spot_provider=spot_provider(self.spot_node_labels),
+        )
 
     def wake(self) -> WakeTimings:
         return WakeTimings(poll_seconds=self.wake_poll_seconds, keep_seconds=self.wake_keep_seconds)

@@ -89,6 +89,9 @@ class Control:
     """Cluster: the acceptable accelerator its replicas run on; None = the spec's first. A change is a make-
     before-break move inside the cluster (replicas on the new one start, traffic moves when they are ready, the
     old ones drain)."""
+    spot: bool | None = None
+    """Cluster: for a workload asking for spot (``spec.cluster.spot``), True bills its replicas at the spot price,
+    False at the on-demand price (the decision's capacity type, ``policy/spot.py``); None = the spec's pricing."""
     at: float | None = None
     """Seconds since the start of the trace; None = at the start of the current step."""
 
@@ -121,6 +124,8 @@ class Observation:
     """The accelerator the cluster's replicas run on (None = the spec's first)."""
     migrating_to: TargetName | None = None
     """The target of the migration in progress (the live ``status.migration.target``)."""
+    spilling: bool = False
+    """Burst spillover is in force (the live ``status.spill``, not ending)."""
     cluster_woken_at: float | None = None
     """Seconds since the trace's start of the cluster's last wake-up from zero by a request (None: never); what
     ``status.scaleToZero.lastWake`` holds live."""
@@ -238,6 +243,15 @@ class _Engine:
         self.fell_through = 0
         self.options = {o.option.key(): o for o in cluster_options(workload.spec, price_book)}
         """The acceptable accelerators the cluster can run, by ``AcceleratorOption.key``."""
+        self.on_demand: dict[tuple[str, int, str, str, int], TargetEconomics] = {}
+        """For a workload asking for spot: each accelerator's economics on on-demand nodes (what a decision to
+        keep it off spot bills)."""
+        if workload.spec.cluster.spot:
+            cluster = workload.spec.cluster.model_copy(update={"spot": False})
+            plain = workload.spec.model_copy(update={"cluster": cluster})
+            self.on_demand = {o.option.key(): o.econ for o in cluster_options(plain, price_book)}
+        self.spot: bool | None = None
+        """The capacity type the last cluster control asked for (``Control.spot``)."""
         self.first_key = workload.spec.accelerator.key()
         self.switch: tuple[float, ClusterPool] | None = None
         """A change of accelerator under way: when the new replicas are ready, and their pool."""
@@ -248,11 +262,18 @@ class _Engine:
         key = option.key() if option is not None else self.first_key
         return key if key in self.options else self.first_key
 
+    def _cluster_econ(self, key: tuple[str, int, str, str, int] | None) -> TargetEconomics:
+        """The replicas' economics on accelerator ``key``, on the capacity type the last control asked for."""
+        known = self.options.get(key) if key is not None else None
+        econ = known.econ if known is not None else self.economics[TargetName.CLUSTER]
+        if self.spot is False and key is not None:
+            return self.on_demand.get(key, econ)
+        return econ
+
     def _cluster_pool(self, key: tuple[str, int, str, str, int]) -> ClusterPool:
         known = self.options.get(key)
-        econ = known.econ if known is not None else self.economics[TargetName.CLUSTER]
         speed = known.speed if known is not None else 1.0
-        return ClusterPool(econ, service_factor=speed, accelerator_key=key)
+        return ClusterPool(self._cluster_econ(key), service_factor=speed, accelerator_key=key)
 
     @property
     def accelerator(self) -> AcceleratorOption | None:
@@ -383,6 +404,7 @@ class _Engine:
         pool = self.pools.get(TargetName.CLUSTER)
         if not isinstance(pool, ClusterPool) or pool.accelerator_key == key:
             return False
+        self.spot = control.spot
         new = self._cluster_pool(key)
         new.idle_timeout_seconds = control.idle_timeout_seconds
         new.activator = control.activator
@@ -401,8 +423,12 @@ class _Engine:
         prewarmed: bool = False,
         serving_check: bool = False,
     ) -> float:
+        if target is TargetName.CLUSTER:
+            self.spot = control.spot
         pool = self.pool(target, control.accelerator)
         if isinstance(pool, ClusterPool):
+            # a change of capacity type rolls the replicas onto spot or on-demand nodes: billed at that price on
+            pool.econ = self._cluster_econ(pool.accelerator_key)
             pool.idle_timeout_seconds = control.idle_timeout_seconds
             pool.activator = control.activator
             replicas = max(1, control.replicas) if serving_check else control.replicas
@@ -627,6 +653,7 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
             accelerator=engine.accelerator,
             migrating=engine.migration is not None or engine.switch is not None,
             migrating_to=engine.migration.target if engine.migration is not None else None,
+            spilling=engine.overflow is not None,
             last_migration_finished_at=start + timedelta(seconds=finished) if finished is not None else None,
             month_to_date_usd=total_cost,
             cluster_woken_at=woken_at,

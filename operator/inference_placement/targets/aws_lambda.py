@@ -13,8 +13,10 @@ What ``ensure`` keeps in place, each step only when it differs from what exists:
 * a function URL on the alias with ``AuthType=AWS_IAM``: the endpoint (the router signs its calls).
 
 The Lambda Web Adapter variables ``AWS_LWA_PORT`` and ``AWS_LWA_READINESS_CHECK_PATH`` are set from the model's
-port and health path (unless the workload sets them), so an HTTP model server image packaged with the adapter runs
-unchanged and is health-checked on its own path.
+port and health path (unless the workload sets them, or declares ``spec.lambda.webAdapter: none``), so an HTTP model
+server image packaged with the adapter runs unchanged and is health-checked on its own path. The function's
+architecture is ``spec.lambda.architecture``. A spec whose packaging cannot start on Lambda
+(``policy.packaging``) is refused before any call.
 
 The function is found again by its deterministic name and adopted only when its owner tag is the workload's uid;
 one with another owner is never modified (``NotOwnedError``). Credentials: the default chain (IRSA, environment,
@@ -37,6 +39,7 @@ from botocore.exceptions import ClientError, WaiterError
 
 from inference_placement.api.spec import TargetName
 from inference_placement.api.workload import InferenceWorkload
+from inference_placement.policy.packaging import lambda_adapter_env, packaging_problems
 from inference_placement.targets import naming
 from inference_placement.targets.base import (
     BlockingTarget,
@@ -121,6 +124,8 @@ class FunctionConfig:
     provisioned_concurrency: int
     """Warm instances on the alias; 0 = none."""
     region: str = field(default="us-east-1")
+    architecture: str = field(default="x86_64")
+    """``x86_64`` or ``arm64`` (the function's ``Architectures``)."""
 
 
 def _owner_of(workload: InferenceWorkload) -> naming.Owner:
@@ -142,12 +147,14 @@ def function_config(
         raise PermanentTargetError(
             f"the model needs {model.memory} ({memory_mb} MB); Lambda functions have at most {LAMBDA_MAX_MEMORY_MB} MB"
         )
+    problems = packaging_problems(spec, targets=[TargetName.LAMBDA])
+    if problems:
+        raise PermanentTargetError("; ".join(str(p) for p in problems))
     role_arn = lam.role_arn or default_role_arn
     if not role_arn:
         raise PermanentTargetError("spec.lambda.roleArn is not set and the operator has no default execution role")
     environment = {e.name: e.value for e in model.env if e.name not in _RESERVED_ENV}
-    environment.setdefault("AWS_LWA_PORT", str(model.port))
-    environment.setdefault("AWS_LWA_READINESS_CHECK_PATH", model.health_path)
+    environment.update(lambda_adapter_env(spec))
     caps = [c for c in (lam.reserved_concurrency, desired.max_replicas) if c is not None]
     reserved = min(caps) if caps else None
     provisioned = max(lam.provisioned_concurrency, desired.replicas)
@@ -164,6 +171,7 @@ def function_config(
         reserved_concurrency=reserved,
         provisioned_concurrency=provisioned,
         region=lam.region,
+        architecture=lam.architecture.value,
     )
 
 
@@ -177,6 +185,7 @@ def config_differences(want: FunctionConfig, function: Mapping[str, Any]) -> lis
         "timeout": config.get("Timeout"),
         "environment": config.get("Environment", {}).get("Variables", {}),
         "description": config.get("Description", ""),
+        "architecture": (config.get("Architectures") or ["x86_64"])[0],
     }
     wanted = {
         "image": want.image_uri,
@@ -185,6 +194,7 @@ def config_differences(want: FunctionConfig, function: Mapping[str, Any]) -> lis
         "timeout": want.timeout_seconds,
         "environment": want.environment,
         "description": want.description,
+        "architecture": want.architecture,
     }
     return [key for key, value in wanted.items() if have[key] != value]
 
@@ -502,14 +512,19 @@ class LambdaTarget(BlockingTarget, RetriedCalls):
     ) -> bool:
         """Update code and configuration where they differ; True when anything was updated."""
         changed = config_differences(want, function)
-        if "image" in changed:
+        code = {"image", "architecture"}  # the architecture is changed with the code (UpdateFunctionCode)
+        if code & set(changed):
             log.info("updating Lambda function %s code for %s", name, key)
-            self._call("update Lambda code", client.update_function_code, FunctionName=name, ImageUri=want.image_uri)
-            self._wait(client, "function_updated_v2", name)
-        if set(changed) - {"image"}:
-            log.info(
-                "updating Lambda function %s for %s: %s differ", name, key, ", ".join(sorted(set(changed) - {"image"}))
+            self._call(
+                "update Lambda code",
+                client.update_function_code,
+                FunctionName=name,
+                ImageUri=want.image_uri,
+                Architectures=[want.architecture],
             )
+            self._wait(client, "function_updated_v2", name)
+        if set(changed) - code:
+            log.info("updating Lambda function %s for %s: %s differ", name, key, ", ".join(sorted(set(changed) - code)))
             self._call(
                 "update Lambda configuration",
                 client.update_function_configuration,
@@ -674,6 +689,7 @@ class LambdaTarget(BlockingTarget, RetriedCalls):
                 FunctionName=name,
                 PackageType="Image",
                 Code={"ImageUri": want.image_uri},
+                Architectures=[want.architecture],
                 Role=want.role_arn,
                 MemorySize=want.memory_mb,
                 Timeout=want.timeout_seconds,

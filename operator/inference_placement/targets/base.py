@@ -42,6 +42,13 @@ class DesiredTarget:
     """Cluster: each model server's queue cap while the workload spills its overflow; None = no cap."""
     accelerator: AcceleratorOption | None = None
     """Cluster: the acceptable accelerator the replicas run on (the decision's); None = the spec's first."""
+    spot: bool | None = None
+    """Cluster: True = prefer spot nodes (tolerating their taint), False = on-demand nodes only, None = no
+    capacity type asked for (``policy.node_labels.for_capacity``)."""
+    gpu_zonal_redundancy: bool = False
+    """Cloud Run: keep GPU zonal redundancy (Cloud Run's default) when True; False deploys GPU revisions with
+    ``gpuZonalRedundancyDisabled: true``. The controller passes the price book's
+    ``platforms.cloudrun.gpu_zonal_redundancy``, so what is deployed is what is priced."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,8 @@ class TargetState:
     ready: bool
     replicas: int | None = None
     message: str | None = None
+    replicas_managed_by: str | None = None
+    """Cluster: the user's autoscaler(s) owning ``spec.replicas`` (``HorizontalPodAutoscaler/web``); None = ours."""
 
 
 class TargetError(Exception):

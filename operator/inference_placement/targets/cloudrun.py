@@ -1,12 +1,13 @@
 """Google Cloud Run target: one Cloud Run service per workload, through ``google-cloud-run`` (``run_v2``).
 
 ``ensure`` builds the service the workload asks for (image, port, CPU/memory, concurrency, min/max instances,
-startup and liveness probes on the health path, service account, ownership labels; an NVIDIA L4 through
-``nodeSelector.accelerator`` and an ``nvidia.com/gpu`` limit, with Cloud Run's 4 CPU / 16 GiB minimum and
-instance-based billing), creates it or updates it only where it differs, and waits on the long-running operation
-up to a timeout. The service is found again by its deterministic id (``naming.cloud_run_service_id``) and adopted
-only when its ``inference-placement-uid`` label is the workload's uid; a service with the name and another owner
-is never modified (``NotOwnedError``).
+startup and liveness probes on the health path, service account, ownership labels; a GPU (NVIDIA L4 or RTX PRO 6000
+Blackwell) through ``nodeSelector.accelerator`` and an ``nvidia.com/gpu`` limit, with that GPU's CPU / memory minimum
+(4 CPU / 16 GiB, 20 CPU / 80 GiB), instance-based billing, and GPU zonal redundancy as the price book prices it
+(``gpuZonalRedundancyDisabled`` unless ``DesiredTarget.gpu_zonal_redundancy``)), creates it or updates it only
+where it differs, and waits on the long-running operation up to a timeout. The service is found again by its
+deterministic id (``naming.cloud_run_service_id``) and adopted only when its ``inference-placement-uid`` label is
+the workload's uid; a service with the name and another owner is never modified (``NotOwnedError``).
 
 The client is the sync REST client (the async client has no REST transport in google-cloud-run 0.16), run in a
 worker thread so the controller's event loop never blocks. Credentials: Application Default Credentials /
@@ -19,8 +20,8 @@ import asyncio
 import logging
 import math
 import threading
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Final, TypeVar
 
 from google.api_core import exceptions as gexc
@@ -57,8 +58,10 @@ __all__ = [
     "cloud_run_limits",
     "service_differences",
     "GPU_ACCELERATOR",
+    "GPU_INSTANCES",
     "GPU_MIN_CPU",
     "GPU_MIN_MEMORY_MIB",
+    "GPUInstance",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,8 +69,30 @@ T = TypeVar("T")
 
 CONTAINER_NAME: Final = "model"
 GPU_ACCELERATOR: Final = "nvidia-l4"
+"""The default (first) Cloud Run GPU; every GPU this target deploys is in ``GPU_INSTANCES``."""
 GPU_MIN_CPU: Final = 4
 GPU_MIN_MEMORY_MIB: Final = 16 * 1024
+
+
+@dataclass(frozen=True)
+class GPUInstance:
+    """The instance sizes this target deploys with one GPU of a type: CPU counts and the memory range of each."""
+
+    memory_mib_by_cpu: Mapping[int, tuple[int, int]]
+    """CPU -> (least, most) memory in MiB."""
+
+    @property
+    def min_cpu(self) -> int:
+        return min(self.memory_mib_by_cpu)
+
+
+GPU_INSTANCES: Final[Mapping[AcceleratorType, GPUInstance]] = {
+    # cloud.google.com/run/docs/configuring/services/gpu: L4 needs at least 4 CPU and 16 GiB (up to Cloud Run's
+    # 8 CPU / 32 GiB); RTX PRO 6000 Blackwell (preview) at least 20 CPU and 80 GiB, deployed at exactly that.
+    # The price book's platforms.cloudrun.gpu_instances says the same (a test keeps them equal).
+    AcceleratorType.NVIDIA_L4: GPUInstance({4: (16384, 16384), 6: (16384, 24576), 8: (16384, 32768)}),
+    AcceleratorType.NVIDIA_RTX_PRO_6000: GPUInstance({20: (81920, 81920)}),
+}
 _CPU_STEPS: Final = (1, 2, 4, 6, 8)
 _MAX_MEMORY_MIB_BY_CPU: Final = {1: 4096, 2: 8192, 4: 16384, 6: 24576, 8: 32768}
 _MIN_MEMORY_MIB_BY_CPU: Final = {4: 2048, 6: 4096, 8: 4096}
@@ -80,25 +105,32 @@ _RESERVED_ENV: Final = frozenset({"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGUR
 
 def cloud_run_limits(model: ModelSpec, accelerator: AcceleratorSpec) -> dict[str, str]:
     """``resources.limits`` for the model on Cloud Run: CPU rounded up to a size Cloud Run offers, memory raised to
-    that size's minimum, and for a GPU one ``nvidia.com/gpu`` with at least 4 CPU and 16 GiB."""
+    that size's minimum, and for a GPU one ``nvidia.com/gpu`` with that GPU's CPU and memory minimum."""
     gpu = accelerator.needs_gpu
-    if gpu and accelerator.type is not AcceleratorType.NVIDIA_L4:
-        raise PermanentTargetError(
-            f"Cloud Run offers {GPU_ACCELERATOR} GPUs only; spec.accelerator.type is {accelerator.type.value}"
-        )
-    if gpu and accelerator.count != 1:
-        raise PermanentTargetError(
-            f"Cloud Run attaches one GPU per instance; spec.accelerator.count is {accelerator.count}"
-        )
-    cpu_needed = max(model.cpu_cores, float(GPU_MIN_CPU) if gpu else 0.0)
-    memory_mib = max(math.ceil(model.memory_mib), GPU_MIN_MEMORY_MIB if gpu else _MIN_MEMORY_MIB)
-    cpu = next((c for c in _CPU_STEPS if c >= cpu_needed - 1e-9 and _MAX_MEMORY_MIB_BY_CPU[c] >= memory_mib), None)
+    if not gpu:
+        sizes = {c: (_MIN_MEMORY_MIB_BY_CPU.get(c, _MIN_MEMORY_MIB), _MAX_MEMORY_MIB_BY_CPU[c]) for c in _CPU_STEPS}
+    else:
+        instance = GPU_INSTANCES.get(accelerator.type)
+        if instance is None:
+            offered = ", ".join(sorted(t.value for t in GPU_INSTANCES))
+            raise PermanentTargetError(
+                f"Cloud Run offers {offered} GPUs only; spec.accelerator.type is {accelerator.type.value}"
+            )
+        if accelerator.count != 1:
+            raise PermanentTargetError(
+                f"Cloud Run attaches one GPU per instance; spec.accelerator.count is {accelerator.count}"
+            )
+        sizes = dict(instance.memory_mib_by_cpu)
+    memory_mib = max(math.ceil(model.memory_mib), _MIN_MEMORY_MIB)
+    cpu = next((c for c in sorted(sizes) if c >= model.cpu_cores - 1e-9 and sizes[c][1] >= memory_mib), None)
     if cpu is None:
+        largest = max(sizes)
         raise PermanentTargetError(
-            f"the model needs {model.cpu} CPU and {model.memory} of memory; the largest Cloud Run instance has "
-            "8 CPU and 32Gi"
+            f"the model needs {model.cpu} CPU and {model.memory} of memory; the largest Cloud Run instance "
+            f"{'with ' + accelerator.type.value + ' ' if gpu else ''}has {largest} CPU and "
+            f"{sizes[largest][1] // 1024}Gi"
         )
-    memory_mib = max(memory_mib, _MIN_MEMORY_MIB_BY_CPU.get(cpu, 0))
+    memory_mib = max(memory_mib, sizes[cpu][0])
     memory = f"{memory_mib // 1024}Gi" if memory_mib % 1024 == 0 else f"{memory_mib}Mi"
     limits = {"cpu": str(cpu), "memory": memory}
     if gpu:
@@ -157,7 +189,9 @@ def build_service(workload: InferenceWorkload, desired: DesiredTarget) -> run_v2
         service_account=cloud_run.service_account or "",
     )
     if gpu:
-        template.node_selector = run_v2.NodeSelector(accelerator=GPU_ACCELERATOR)
+        template.node_selector = run_v2.NodeSelector(accelerator=spec.accelerator.type.value)
+        # Cloud Run turns GPU zonal redundancy on by default (priced higher); the price book says which is priced
+        template.gpu_zonal_redundancy_disabled = not desired.gpu_zonal_redundancy
     return run_v2.Service(
         description=f"inference-placement: {workload.key}",
         labels=naming.cloud_run_labels(_owner_of(workload)),
@@ -196,6 +230,7 @@ def _managed_view(service: run_v2.Service, *, reference: run_v2.Service) -> dict
         "min_instances": template.scaling.min_instance_count,
         "max_instances": template.scaling.max_instance_count,
         "accelerator": template.node_selector.accelerator,
+        "gpu_zonal_redundancy_disabled": template.gpu_zonal_redundancy_disabled,
     }
     if reference.template.service_account:
         view["service_account"] = template.service_account
@@ -397,7 +432,12 @@ class CloudRunTarget(BlockingTarget, RetriedCalls):
         if recorded is not None and recorded.name and recorded.name.endswith(suffix):
             if recorded.name.startswith("projects/") and recorded.name.count("/") == 5:
                 names.append(recorded.name)
-        names.append(self.service_name(workload))
+        try:
+            names.append(self.service_name(workload))
+        except PermanentTargetError:
+            # no project (none in the spec, e.g. a workload that names a ServerlessTarget for Lambda only, and no
+            # default): nothing can have been created under the spec's name, and a deletion must not wait for one
+            pass
         return list(dict.fromkeys(names))
 
     def retire_owned_sync(self, resource: naming.OwnedResource) -> bool:

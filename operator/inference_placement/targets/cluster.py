@@ -1,7 +1,12 @@
-"""The in-cluster target: a Deployment and a Service per workload, with GPU scheduling, applied as minimal patches.
+"""The in-cluster target: a Deployment and a Service per workload, with GPU scheduling, applied server-side.
 
-``ensure`` renders both objects (``cluster_render``), reads the live ones, and writes only what differs: create
-when missing, a JSON merge patch of the differing fields otherwise, nothing when equal. Where GPUs are claimed
+``ensure`` renders both objects (``cluster_render``), reads the live ones, and writes only when they differ in a
+field the render owns: then the whole rendered object goes out as a server-side apply (field manager
+``inference-placement``, ``force``: the operator owns what it renders), which creates a missing object too; nothing
+is sent when they are equal, so a steady workload costs no write. Fields other managers set (a user's label, an
+autoscaler's ``spec.replicas``) are theirs and stay. Where a user's HorizontalPodAutoscaler or KEDA ScaledObject
+targets the Deployment, ``spec.replicas`` is left out of the apply (``policy.replica_ownership``): the autoscaler
+owns it, the state says so (``TargetState.replicas_managed_by``). Where GPUs are claimed
 through DRA, the ResourceClaimTemplate the Pods claim their GPU from is created first (its spec is immutable: a
 changed claim is a new template, and the old one is deleted once the rollout to the new one is done). ``retire``
 scales to zero, waits until no Pod is left, then deletes. Children carry a controller owner reference to the
@@ -9,24 +14,43 @@ InferenceWorkload, so deleting it garbage-collects them even when the operator i
 
 Every request goes through the async ``kubernetes_asyncio`` client with raw JSON (no model round trip, so the
 comparison sees exactly what the apiserver stores). ``writes`` counts the write requests sent.
+
+Objects an older operator version wrote with merge patches carry an ``Update`` entry of the same manager, which an
+apply cannot drop fields from: what an apply leaves different from the render is merge-patched once (``_apply_seen``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
 import aiohttp
-from kubernetes_asyncio.client import ApiClient, AppsV1Api, CoreV1Api, ResourceV1Api
+from kubernetes_asyncio.client import (
+    ApiClient,
+    AppsV1Api,
+    AutoscalingV2Api,
+    CoreV1Api,
+    CustomObjectsApi,
+    ResourceV1Api,
+)
 
 from inference_placement.api.spec import AcceleratorOption, TargetName
 from inference_placement.api.workload import InferenceWorkload
 from inference_placement.policy.accelerators import spec_on
 from inference_placement.policy.gpu_scheduling import GPUNodeFacts, GPUScheduling, scheduling_for
+from inference_placement.policy.node_labels import (
+    NodeLabels,
+    SpotLabels,
+    for_capacity,
+    for_node_labels,
+    spot_labels_for,
+)
+from inference_placement.policy.replica_ownership import ReplicaOwnership, replica_ownership, scalers_targeting
 from inference_placement.targets.base import (
     DesiredTarget,
     NotOwnedError,
@@ -48,12 +72,28 @@ from inference_placement.targets.cluster_render import (
     service_name,
 )
 
-__all__ = ["FIELD_MANAGER", "ClusterTarget", "GPUFactsSource", "WriteRecord", "deployment_state"]
+__all__ = [
+    "FIELD_MANAGER",
+    "HANDOVER_FIELD_MANAGER",
+    "SCALED_OBJECTS",
+    "ClusterTarget",
+    "GPUFactsSource",
+    "WriteRecord",
+    "deployment_state",
+]
 
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER: Final = "inference-placement"
+HANDOVER_FIELD_MANAGER: Final = "inference-placement-handover"
+"""Applies the live ``spec.replicas`` once, just before the operator's own apply first leaves replicas out for an
+autoscaler: a field no manager applies any more is removed (the Deployment would fall back to 1 replica before
+the autoscaler writes its own count), so this manager keeps it until the autoscaler takes it over. The handover
+Kubernetes documents for moving ``replicas`` to an HPA."""
 _MERGE_PATCH: Final = "application/merge-patch+json"
+_APPLY_PATCH: Final = "application/apply-patch+yaml"
+SCALED_OBJECTS: Final = ("keda.sh", "v1alpha1", "scaledobjects")
+"""KEDA's ScaledObjects (group, version, plural), read as unstructured objects; no CRD (404) means none."""
 _REQUEST_TIMEOUT_SECONDS: Final = 30.0
 _STUCK_TERMINATING_SECONDS: Final = 60.0
 """A Pod terminating this long past its deletionTimestamp is on a lost node and does not hold up retirement."""
@@ -80,7 +120,6 @@ class WriteRecord:
 class _Kind:
     name: str
     read: Callable[..., Awaitable[Any]]
-    create: Callable[..., Awaitable[Any]]
     patch: Callable[..., Awaitable[Any]]
     delete: Callable[..., Awaitable[Any]]
     immutable_spec: bool = False
@@ -134,9 +173,26 @@ class ClusterTarget:
         image_pull_policy: str | None = None,
         *,
         sync_timeout_seconds: float = 10.0,
+        autoscalers_ttl_seconds: float = 15.0,
+        gpu_node_labels: NodeLabels = "gfd",
+        spot_node_labels: SpotLabels | None = None,
     ) -> None:
+        self.gpu_node_labels: NodeLabels = gpu_node_labels
+        """The node labels replicas select GPUs by (what the node autoscaler acts on: ``policy.node_labels``)."""
+        self.spot_node_labels: SpotLabels = (
+            spot_node_labels if spot_node_labels is not None else spot_labels_for(gpu_node_labels)
+        )
+        """How spot nodes are labelled (``policy.node_labels.for_capacity``)."""
         self._apps = AppsV1Api(api_client)
         self._core = CoreV1Api(api_client)
+        self._autoscaling = AutoscalingV2Api(api_client)
+        self._custom = CustomObjectsApi(api_client)
+        self.scaled_objects: tuple[str, str, str] = SCALED_OBJECTS
+        self.autoscalers_ttl_seconds = autoscalers_ttl_seconds
+        """How long one namespace's HPAs and ScaledObjects, as listed, are used before they are listed again."""
+        self._autoscalers: dict[str, tuple[float, list[Any], list[Any]]] = {}
+        """Namespace -> (monotonic time listed, HPAs, ScaledObjects)."""
+        self._autoscalers_refused: set[tuple[str, str]] = set()
         self._capacity = capacity_cache
         self.image_pull_policy = image_pull_policy
         self.sync_timeout_seconds = sync_timeout_seconds
@@ -148,14 +204,12 @@ class ClusterTarget:
         self._deployments = _Kind(
             "Deployment",
             self._apps.read_namespaced_deployment,
-            self._apps.create_namespaced_deployment,
             self._apps.patch_namespaced_deployment,
             self._apps.delete_namespaced_deployment,
         )
         self._services = _Kind(
             "Service",
             self._core.read_namespaced_service,
-            self._core.create_namespaced_service,
             self._core.patch_namespaced_service,
             self._core.delete_namespaced_service,
         )
@@ -163,7 +217,6 @@ class ClusterTarget:
         self._claim_templates = _Kind(
             "ResourceClaimTemplate",
             self._resource.read_namespaced_resource_claim_template,
-            self._resource.create_namespaced_resource_claim_template,
             self._resource.patch_namespaced_resource_claim_template,
             self._resource.delete_namespaced_resource_claim_template,
             immutable_spec=True,
@@ -174,24 +227,38 @@ class ClusterTarget:
         """Create or patch the Deployment and Service to match the spec and ``desired``; no write when equal."""
         # a change of accelerator changes the Pod template: the Deployment's rolling update (maxSurge 1,
         # maxUnavailable 0) starts a replica on the new one and retires an old one only once it is Ready
-        scheduling = await self.scheduling(workload, desired.accelerator)
-        replicas = self.replicas(workload, desired)
-        deployment = render_deployment(
-            workload,
-            replicas,
-            scheduling,
-            image_pull_policy=self.image_pull_policy,
-            max_in_flight=desired.max_in_flight,
-        )
+        scheduling = await self.scheduling(workload, desired.accelerator, desired.spot)
+        ownership = await self.replica_ownership(workload)
+        decided = self.replicas(workload, desired)
+
+        def render(owned: ReplicaOwnership) -> dict[str, Any]:
+            return render_deployment(
+                workload,
+                owned.applied_replicas(decided),
+                scheduling,
+                image_pull_policy=self.image_pull_policy,
+                max_in_flight=desired.max_in_flight,
+            )
+
+        async def revise(live: Mapping[str, Any]) -> dict[str, Any] | None:
+            """Before the operator's replicas replace a count another manager wrote (an autoscaler created since
+            the namespace was last listed), list its autoscalers again: it is theirs if one targets it now."""
+            nonlocal ownership
+            if ownership.external or not _replicas_set_by_another(live, decided):
+                return None
+            ownership = await self.replica_ownership(workload, fresh=True)
+            return render(ownership) if ownership.external else None
+
+        deployment = render(ownership)
         keep = None
         if scheduling.claim is not None:
             # before the Deployment: a Pod whose claim template is missing waits unschedulable
             template = render_claim_template(workload, scheduling.claim)
             keep = template["metadata"]["name"]
             await self._apply(self._claim_templates, workload, template)
-        before, live = await self._apply_seen(self._deployments, workload, deployment)
+        before, live = await self._apply_seen(self._deployments, workload, deployment, revise=revise)
         await self._apply(self._services, workload, render_service(workload))
-        state = deployment_state(live, self._endpoint(workload))
+        state = _owned_by(deployment_state(live, self._endpoint(workload)), ownership, decided)
         if state.ready:
             # the rollout is done: no Pod of an older template claims from an older claim template any more
             await self._prune_claim_templates(workload, before, keep=keep)
@@ -203,6 +270,49 @@ class ClusterTarget:
             return None
         self._check_ours(self._deployments, live, workload)
         return deployment_state(live, self._endpoint(workload))
+
+    async def replica_ownership(self, workload: InferenceWorkload, *, fresh: bool = False) -> ReplicaOwnership:
+        """Who owns the Deployment's ``spec.replicas``: the user's HPAs / KEDA ScaledObjects that target it
+        (``fresh``: listed now, whatever the last list's age)."""
+        hpas, scaled_objects = await self._autoscalers_in(workload.metadata.namespace, fresh=fresh)
+        return replica_ownership(scalers_targeting(deployment_name(workload), hpas, scaled_objects))
+
+    async def _autoscalers_in(self, namespace: str, *, fresh: bool = False) -> tuple[list[Any], list[Any]]:
+        """The namespace's HPAs and ScaledObjects (listed at most every ``autoscalers_ttl_seconds``). No KEDA
+        (its CRD is not installed: 404) means no ScaledObject; a list RBAC refuses is logged once and read as none
+        (the chart grants both lists)."""
+        now = time.monotonic()
+        cached = self._autoscalers.get(namespace)
+        if cached is not None and not fresh and now - cached[0] < self.autoscalers_ttl_seconds:
+            return cached[1], cached[2]
+        hpas = await self._list_or_none(
+            "HorizontalPodAutoscalers", namespace, self._autoscaling.list_namespaced_horizontal_pod_autoscaler
+        )
+        group, version, plural = self.scaled_objects
+
+        async def list_scaled_objects(ns: str, **kwargs: Any) -> Any:
+            return await self._custom.list_namespaced_custom_object(group, version, ns, plural, **kwargs)
+
+        scaled_objects = await self._list_or_none("ScaledObjects", namespace, list_scaled_objects)
+        self._autoscalers[namespace] = (now, hpas, scaled_objects)
+        return hpas, scaled_objects
+
+    async def _list_or_none(self, kind: str, namespace: str, func: Callable[..., Awaitable[Any]]) -> list[Any]:
+        try:
+            answer = await self._request("GET", kind, namespace, "", func, namespace_only=True)
+        except PermanentTargetError as e:
+            if e.status_code != 403:
+                raise
+            if (kind, namespace) not in self._autoscalers_refused:
+                self._autoscalers_refused.add((kind, namespace))
+                log.warning(
+                    "cannot list %s in %s (%s): replicas are set as if none targeted the model",
+                    kind,
+                    namespace,
+                    e.message,
+                )
+            return []
+        return list((answer or {}).get("items") or [])
 
     async def retire(self, workload: InferenceWorkload) -> bool:
         """Scale to zero, wait until no Pod is left, then delete the Deployment and the Service; True once gone."""
@@ -302,15 +412,18 @@ class ClusterTarget:
 
     # ------------------------------------------------------------------------------------------ decisions
     async def scheduling(
-        self, workload: InferenceWorkload, accelerator: AcceleratorOption | None = None
+        self, workload: InferenceWorkload, accelerator: AcceleratorOption | None = None, spot: bool | None = None
     ) -> GPUScheduling:
         """GPU scheduling from what the capacity cache saw on the nodes (waits for its first sync if needed), on
-        ``accelerator`` (one of the spec's acceptable ones, as decided) or the spec's first."""
+        ``accelerator`` (one of the spec's acceptable ones, as decided) or the spec's first, selecting nodes by the
+        labels ``gpu_node_labels`` names (what the node autoscaler can act on), on the capacity type ``spot``
+        asks for (spot preferred, or on-demand required) in the labels ``spot_node_labels`` names."""
         spec = spec_on(workload.spec, accelerator) if accelerator is not None else workload.spec
         if spec.accelerator.needs_gpu and not await self._capacity.wait_synced(self.sync_timeout_seconds):
             raise RetryableTargetError("GPU nodes not read yet (capacity cache not synced)")
         try:
-            return scheduling_for(spec, self._capacity.gpu_facts())
+            gpu = for_node_labels(scheduling_for(spec, self._capacity.gpu_facts()), spec, self.gpu_node_labels)
+            return for_capacity(gpu, self.spot_node_labels, spot if spec.cluster.spot else None)
         except ValueError as e:
             raise PermanentTargetError(str(e)) from e
 
@@ -344,45 +457,87 @@ class ClusterTarget:
         return (await self._apply_seen(kind, workload, desired))[1]
 
     async def _apply_seen(
-        self, kind: _Kind, workload: InferenceWorkload, desired: dict[str, Any]
+        self,
+        kind: _Kind,
+        workload: InferenceWorkload,
+        desired: dict[str, Any],
+        *,
+        revise: Callable[[Mapping[str, Any]], Awaitable[dict[str, Any] | None]] | None = None,
     ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        """(the live object before, the object after): create, patch or leave ``desired``."""
+        """(the live object before, the object after): apply ``desired`` server-side when the live object is
+        missing or differs from it in a field the render owns (``merge_patch``); leave it otherwise. ``revise``:
+        asked once a live object differs, it may return another ``desired`` to compare and apply instead."""
         namespace = desired["metadata"]["namespace"]
         name = desired["metadata"]["name"]
+        compared = {"metadata": desired["metadata"]} if kind.immutable_spec else desired
         live = await self._read(kind, namespace, name)
-        if live is None:
-            try:
-                created = await self._write(
-                    "POST", kind, namespace, name, kind.create, body=desired, field_manager=FIELD_MANAGER
-                )
-            except RetryableTargetError as e:
-                if e.status_code != 409:
-                    raise
-                live = await self._read(kind, namespace, name)  # created meanwhile: compare with that
-                if live is None:
-                    raise
-            else:
-                assert created is not None
-                return None, created
-        self._check_ours(kind, live, workload)
-        if (live.get("metadata") or {}).get("deletionTimestamp"):
-            raise RetryableTargetError(f"{kind.name} {namespace}/{name} is being deleted")
-        patch = merge_patch({"metadata": desired["metadata"]} if kind.immutable_spec else desired, live)
-        if patch is None:
-            return live, live
-        log.info("patching %s %s/%s: %s", kind.name, namespace, name, sorted(_leaf_paths(patch)))
-        patched = await self._write(
+        if live is not None:
+            self._check_ours(kind, live, workload)
+            if (live.get("metadata") or {}).get("deletionTimestamp"):
+                raise RetryableTargetError(f"{kind.name} {namespace}/{name} is being deleted")
+            patch = merge_patch(compared, live)
+            revised = await revise(live) if patch is not None and revise is not None else None
+            if revised is not None:
+                desired = compared = revised
+                patch = merge_patch(compared, live)
+            if patch is None:
+                return live, live
+            log.info("applying %s %s/%s: %s", kind.name, namespace, name, sorted(_leaf_paths(patch)))
+            if "replicas" not in (desired.get("spec") or {}) and _applies(live, ("f:spec", "f:replicas")):
+                await self._hand_over_replicas(kind, live)
+        # missing: the apply creates it (a foreign object created meanwhile is refused: two controller references)
+        applied = await self._write(
             "PATCH",
             kind,
             namespace,
             name,
             kind.patch,
-            body=patch,
-            _content_type=_MERGE_PATCH,
+            body=desired,
+            _content_type=_APPLY_PATCH,
             field_manager=FIELD_MANAGER,
+            force=True,
         )
-        assert patched is not None
-        return live, patched
+        assert applied is not None
+        leftover = merge_patch(compared, applied)
+        if leftover is not None:
+            # fields an older version set by merge patch (an Update entry): an apply does not remove them
+            log.info("patching %s %s/%s: %s", kind.name, namespace, name, sorted(_leaf_paths(leftover)))
+            patched = await self._write(
+                "PATCH",
+                kind,
+                namespace,
+                name,
+                kind.patch,
+                body=leftover,
+                _content_type=_MERGE_PATCH,
+                field_manager=FIELD_MANAGER,
+            )
+            assert patched is not None
+            applied = patched
+        return live, applied
+
+    async def _hand_over_replicas(self, kind: _Kind, live: Mapping[str, Any]) -> None:
+        """Co-own the live ``spec.replicas`` under ``HANDOVER_FIELD_MANAGER`` before the operator's apply leaves
+        it out, so it keeps its value (not the default 1) until the autoscaler writes its own."""
+        metadata = live.get("metadata") or {}
+        namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+        body = {
+            "apiVersion": live.get("apiVersion", "apps/v1"),
+            "kind": live.get("kind", kind.name),
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": int((live.get("spec") or {}).get("replicas", 1))},
+        }
+        log.info("handing %s %s/%s spec.replicas over to its autoscaler", kind.name, namespace, name)
+        await self._write(
+            "PATCH",
+            kind,
+            namespace,
+            name,
+            kind.patch,
+            body=body,
+            _content_type=_APPLY_PATCH,
+            field_manager=HANDOVER_FIELD_MANAGER,
+        )
 
     async def _read(self, kind: _Kind, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._request("GET", kind.name, namespace, name, kind.read)
@@ -431,6 +586,41 @@ class ClusterTarget:
             parsed: dict[str, Any] = json.loads(body) if body else {}
             return parsed
         raise _api_error(what, status, body)
+
+
+def _owned_by(state: TargetState, ownership: ReplicaOwnership, decided: int) -> TargetState:
+    """``state`` naming the autoscaler that owns the replicas, when one does."""
+    note = ownership.note(decided)
+    if note is None:
+        return state
+    message = f"{state.message}; {note}" if state.message else note
+    return replace(state, replicas_managed_by=ownership.managed_by, message=message)
+
+
+def _replicas_set_by_another(live: Mapping[str, Any], decided: int) -> bool:
+    """The live ``spec.replicas`` differs from ``decided`` and a manager other than the operator's owns it."""
+    if int((live.get("spec") or {}).get("replicas", 1)) == decided:
+        return False
+    for entry in (live.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") in (FIELD_MANAGER, HANDOVER_FIELD_MANAGER):
+            continue
+        if "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {}):
+            return True
+    return False
+
+
+def _applies(obj: Mapping[str, Any], path: tuple[str, ...]) -> bool:
+    """The operator's apply (manager ``inference-placement``, operation Apply) owns the field at ``path``
+    (``("f:spec", "f:replicas")``) in ``obj``'s managedFields."""
+    for entry in (obj.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") != FIELD_MANAGER or entry.get("operation") != "Apply" or entry.get("subresource"):
+            continue
+        fields: Any = entry.get("fieldsV1") or {}
+        for key in path:
+            fields = fields.get(key) if isinstance(fields, dict) else None
+        if fields is not None:
+            return True
+    return False
 
 
 _UNKNOWN: Final = "<unknown>"

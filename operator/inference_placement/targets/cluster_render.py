@@ -164,20 +164,21 @@ router takes to drop its address (the EndpointSlice watch, the route, Envoy's up
 
 def render_deployment(
     workload: InferenceWorkload,
-    replicas: int,
+    replicas: int | None,
     scheduling: GPUScheduling,
     *,
     image_pull_policy: str | None = None,
     max_in_flight: int | None = None,
 ) -> dict[str, Any]:
     """The model server Deployment: ``replicas`` as decided, GPU scheduling as given, readiness on the health path;
-    ``max_in_flight``: the model server's queue cap while the workload spills (env ``MAX_IN_FLIGHT``).
+    ``max_in_flight``: the model server's queue cap while the workload spills (env ``MAX_IN_FLIGHT``);
+    ``replicas`` None: left out, so the autoscaler that owns ``spec.replicas`` keeps it (``policy.replica_ownership``).
 
     CPU-only workloads (``CPU_ONLY``) get no GPU resource, affinity or toleration at all. With a DRA claim
     (``scheduling.claim``) the Pod claims its GPU from ``render_claim_template``'s template instead of requesting
     an extended resource.
     """
-    if replicas < 0:
+    if replicas is not None and replicas < 0:
         raise ValueError(f"replicas must be >= 0, got {replicas}")
     model = workload.spec.model
     requests: dict[str, str] = {"cpu": model.cpu, "memory": model.memory, **scheduling.resources}
@@ -225,19 +226,15 @@ def render_deployment(
 
     metadata = _metadata(workload, deployment_name(workload))
     metadata["annotations"] = {SCHEDULING_ANNOTATION: scheduling.description}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata,
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": selector_labels(workload)},
-            # Make before break: a new replica must be Ready before an old one goes.
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "revisionHistoryLimit": 3,
-            "template": {"metadata": {"labels": model_labels(workload)}, "spec": pod_spec},
-        },
+    spec: dict[str, Any] = {} if replicas is None else {"replicas": replicas}
+    spec |= {
+        "selector": {"matchLabels": selector_labels(workload)},
+        # Make before break: a new replica must be Ready before an old one goes.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "revisionHistoryLimit": 3,
+        "template": {"metadata": {"labels": model_labels(workload)}, "spec": pod_spec},
     }
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}
 
 
 def render_service(workload: InferenceWorkload) -> dict[str, Any]:

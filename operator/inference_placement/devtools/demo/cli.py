@@ -9,9 +9,11 @@ thresholds (``mode: auto``): the cluster's share is served by real Pods on the l
 their Service's EndpointSlices. The segment is the one where the policy would move the workload across its cost
 break-even, spill a burst and scale to zero in an idle gap (the demo says which of these the trace lacks); every
 Event, every replay step's requests and each request that arrived at zero replicas are printed as they happen.
-Finally it replays the whole trace through the same policy in the simulator against every baseline and the offline
-optimum. Stops every process it started. Runs from a source checkout (it uses ``e2e/`` and the stand-in in
-``tests/``).
+Then a second live workload, allowed on the cluster and AWS Lambda only, replays a segment of the same trace that
+takes it cluster -> Lambda -> cluster, its Lambda share served through Envoy, AWS's Runtime Interface Emulator and
+AWS's Lambda Web Adapter by the model server (``lambda_phase``; docs/lambda.md). Finally it replays the whole trace
+through the same policy in the simulator against every baseline and the offline optimum. Stops every process it
+started. Runs from a source checkout (it uses ``e2e/`` and the stand-in in ``tests/``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
@@ -33,8 +35,11 @@ import typer
 import yaml
 
 from inference_placement.commandline import CommandError, ExitCode, compact_table
+from inference_placement.devtools.demo.lambda_phase import lambda_environments, merge_live_phases
 from inference_placement.devtools.demo.live import DEMO_SERVICE_SECONDS, LiveSettings
+from inference_placement.devtools.lambda_runtime import build_lambda_runtime, start_local_function
 from inference_placement.devtools.local_stack import (
+    ROUTER_AWS_ACCESS_KEY,
     ActivatorProcess,
     EnvoyProcess,
     start_activator,
@@ -47,7 +52,17 @@ from inference_placement.policy.actuation import Actuators
 from inference_placement.routing.envoy_binary import find_envoy_binary
 from inference_placement.routing.model import UpstreamAddress
 
-__all__ = ["register", "DEMO_ACTUATORS", "FAKE_AWS", "LAMBDA_ROLE", "LIVE_WORKLOAD", "NAMESPACE", "demo"]
+__all__ = [
+    "register",
+    "DEMO_ACTUATORS",
+    "FAKE_AWS",
+    "LAMBDA_ROLE",
+    "LAMBDA_WORKLOAD",
+    "LIVE_WORKLOAD",
+    "NAMESPACE",
+    "STEPS",
+    "demo",
+]
 
 NAMESPACE = "inference-demo"
 FAKE_AWS = {
@@ -59,6 +74,10 @@ FAKE_AWS = {
 LAMBDA_ROLE = "inference-placement-lambda"
 LIVE_WORKLOAD = "live-classifier"
 """The workload the live replay drives between the cluster and Cloud Run."""
+LAMBDA_WORKLOAD = "live-lambda"
+"""The workload the Lambda phase drives between the cluster and Lambda."""
+STEPS = 8
+"""The demo's numbered steps."""
 DEMO_ACTUATORS = Actuators(cluster_scale_to_zero=True, spillover=True, zero_fall_through=True)
 """What the demo's operator can carry out (``router.spillover=true``; the activator and pods by address: scale to
 zero; the overflow listener: at zero Cloud Run answers while a replica starts); the segment is chosen by the policy
@@ -74,8 +93,10 @@ def _repo_root() -> Path:
 
 
 class _Demo:
-    def __init__(self, root: Path, work: Path, console: Any, progress: Any = None) -> None:
+    def __init__(self, root: Path, work: Path, console: Any, progress: Any = None, namespace: str = NAMESPACE) -> None:
         self.root = root
+        self.namespace = namespace
+        """Where the demo's operator and workloads run (the operator watches this namespace only)."""
         self.work = work
         self.console = console
         self.progress = progress
@@ -86,11 +107,12 @@ class _Demo:
         self.envoy: EnvoyProcess | None = None
         self.activator: ActivatorProcess | None = None
         self.live_settings = LiveSettings()
+        self.endpoints: dict[str, str] = {}
 
     # ------------------------------------------------------------------ helpers
 
     def step(self, text: str) -> None:
-        """Start the step ``text`` ("N/7  what"): a rule in the output, and the progress display moved on."""
+        """Start the step ``text`` ("N/8  what"): a rule in the output, and the progress display moved on."""
         self.console.rule(f"[bold]{text}")
         if self.progress is not None and self.progress.tasks:
             number, _, what = text.partition("/")
@@ -123,7 +145,7 @@ class _Demo:
     # ------------------------------------------------------------------ steps
 
     def cluster_up(self) -> None:
-        self.step("1/7  local Kubernetes 1.37: etcd, apiserver, controller-manager, scheduler, kubelet + containerd")
+        self.step("1/8  local Kubernetes 1.37: etcd, apiserver, controller-manager, scheduler, kubelet + containerd")
         before = self.script("status", "--json", timeout=120)
         was_up = False
         with suppress(ValueError):
@@ -141,7 +163,10 @@ class _Demo:
         )
 
     def stand_ins(self) -> dict[str, str]:
-        self.step("2/7  on loopback: moto (Lambda), a Cloud Run API stand-in, Envoy and its activator, Prometheus")
+        self.step(
+            "2/8  on loopback: moto (Lambda's API), Lambda's runtime (emulator + web adapter), a Cloud Run API "
+            "stand-in, Envoy and its activator, Prometheus"
+        )
         env = {**os.environ, **FAKE_AWS}
         moto_port = free_port()
         self.procs.start(
@@ -176,7 +201,20 @@ class _Demo:
                 {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
             ],
         }
-        iam.create_role(RoleName=LAMBDA_ROLE, AssumeRolePolicyDocument=json.dumps(assume))
+        role = iam.create_role(RoleName=LAMBDA_ROLE, AssumeRolePolicyDocument=json.dumps(assume))["Role"]["Arn"]
+        # the Lambda data path as AWS runs it: the Function URL front end's stand-in, AWS's Runtime Interface
+        # Emulator (one per execution environment) running AWS's Lambda Web Adapter, the model server behind it
+        function = start_local_function(
+            self.procs,
+            build_lambda_runtime(self.root),
+            self.root,
+            self.work,
+            "lambda",
+            region=FAKE_AWS["AWS_DEFAULT_REGION"],
+            access_keys=dict([ROUTER_AWS_ACCESS_KEY]),
+            environments=lambda_environments(self.live_settings),
+            service_seconds=DEMO_SERVICE_SECONDS,
+        )
         # the Cloud Run service's model server (the in-cluster replicas are real Pods on the local node, reached
         # by pod IP from their Service's EndpointSlices: Service IPs are not routable here)
         cloudrun_model = start_model_server(
@@ -220,12 +258,16 @@ class _Demo:
         self.procs.adopt("prometheus", server.process)
         prometheus = server.url
         self.console.print(
-            f"Lambda (moto) {moto_url}; Cloud Run API {run_url}; Cloud Run's model server {cloudrun_model}; "
+            f"Lambda API (moto) {moto_url}, its Function URLs' front end {function.url} "
+            f"({lambda_environments(self.live_settings)} execution environments); Cloud Run API {run_url}; "
+            f"Cloud Run's model server {cloudrun_model}; "
             f"Envoy :{self.envoy.listen_port} (admin {self.envoy.admin_url}), its activator :{self.activator.port}; "
             f"Prometheus {prometheus} (scraping the router's stats only)"
         )
         return {
             "lambda": moto_url,
+            "lambda_url": function.url,
+            "lambda_role": role,
             "cloudrun": run_url,
             "cloudrun_model": cloudrun_model,
             "prometheus": prometheus,
@@ -233,7 +275,7 @@ class _Demo:
         }
 
     def operator(self, endpoints: dict[str, str]) -> None:
-        self.step("3/7  CRD and the operator (inference-placement run)")
+        self.step("3/8  CRD and the operator (inference-placement run)")
         assert self.envoy is not None and self.activator is not None
         promql = self.work / "promql.yaml"
         live = self.live_settings
@@ -248,10 +290,24 @@ class _Demo:
         book["migration"]["drain_seconds"] = live.step_hold_seconds
         price_book = self.work / "price-book.yaml"
         price_book.write_text(yaml.safe_dump(book))
-        self.kubectl("apply", "-f", str(self.root / "crds" / "inferenceworkloads.yaml"))
-        self.kubectl("wait", "--for=condition=Established", "crd/inferenceworkloads.placement.inference.dev")
+        from inference_placement.devtools.demo.live import demo_serverless_targets
+
+        for plural in ("inferenceworkloads", "serverlesstargets"):
+            self.kubectl("apply", "-f", str(self.root / "crds" / f"{plural}.yaml"))
+            self.kubectl("wait", "--for=condition=Established", f"crd/{plural}.placement.inference.dev")
+        # the platform admin's cloud targets: the workloads name them (no inline cloud identity in this operator)
+        from inference_placement.devtools.demo.lambda_phase import lambda_image_prefix
+
+        targets = demo_serverless_targets(
+            self.root,
+            self.namespace,
+            self.cluster["model_server_image"],
+            lambda_role_arn=endpoints["lambda_role"],
+            lambda_images=lambda_image_prefix(FAKE_AWS["AWS_DEFAULT_REGION"]),
+        )
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(targets))
         self._fresh_namespace()
-        self.kubectl("create", "namespace", NAMESPACE, check=False)
+        self.kubectl("create", "namespace", self.namespace, check=False)
         env = {**os.environ, **FAKE_AWS}
         self.procs.start(
             "operator",
@@ -263,7 +319,7 @@ class _Demo:
                 "--kubeconfig",
                 self.cluster["kubeconfig"],
                 "--namespace",
-                NAMESPACE,
+                self.namespace,
                 "--tick-seconds",
                 f"{self.live_settings.tick_seconds:g}",
                 "--prometheus-url",
@@ -288,6 +344,12 @@ class _Demo:
                 "cluster.imagePullPolicy=Never",
                 "--set",
                 f"lambda.endpoint={endpoints['lambda']}",
+                "--set",
+                f"lambda.region={FAKE_AWS['AWS_DEFAULT_REGION']}",
+                "--set",  # the router connects to the front end's stand-in for every Function URL, Host kept
+                f"router.lambdaUrlEndpoint={endpoints['lambda_url']}",
+                "--set",
+                f"router.lambdaRegions={FAKE_AWS['AWS_DEFAULT_REGION']}",
                 "--set",
                 f"cloudrun.endpoint={endpoints['cloudrun']}",
                 "--set",
@@ -326,21 +388,21 @@ class _Demo:
         workloads whose stand-ins are gone: release them and wait until the namespace is gone."""
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            phase = self.kubectl("get", "namespace", NAMESPACE, "-o", "jsonpath={.status.phase}", check=False)
+            phase = self.kubectl("get", "namespace", self.namespace, "-o", "jsonpath={.status.phase}", check=False)
             if phase != "Terminating":
                 return
-            for ref in self.kubectl("get", "iw", "-n", NAMESPACE, "-o", "name", check=False).split():
+            for ref in self.kubectl("get", "iw", "-n", self.namespace, "-o", "name", check=False).split():
                 patch = '{"metadata":{"finalizers":[]}}'
-                self.kubectl("patch", ref, "-n", NAMESPACE, "--type", "merge", "-p", patch, check=False)
+                self.kubectl("patch", ref, "-n", self.namespace, "--type", "merge", "-p", patch, check=False)
             time.sleep(2)
-        raise RuntimeError(f"namespace {NAMESPACE} is still terminating after 120s")
+        raise RuntimeError(f"namespace {self.namespace} is still terminating after 120s")
 
     def examples(self) -> list[str]:
-        self.step("4/7  the examples: a bursty CPU classifier, an LLM on a MIG slice, an L4 embedder, a pinned model")
+        self.step("4/8  the examples: a bursty CPU classifier, an LLM on a MIG slice, an L4 embedder, a pinned model")
         names = []
         for path in sorted((self.root / "examples").glob("*.yaml")):
             doc = yaml.safe_load(path.read_text())
-            doc["metadata"]["namespace"] = NAMESPACE
+            doc["metadata"]["namespace"] = self.namespace
             if doc["spec"].get("accelerator", {}).get("type", "none") == "none":
                 # The node runs Pods for real: CPU-only models use the local model-server image.
                 doc["spec"]["model"]["image"] = self.cluster["model_server_image"]
@@ -352,7 +414,7 @@ class _Demo:
         deadline = time.monotonic() + timeout
         items: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
-            items = json.loads(self.kubectl("get", "iw", "-n", NAMESPACE, "-o", "json"))["items"]
+            items = json.loads(self.kubectl("get", "iw", "-n", self.namespace, "-o", "json"))["items"]
             settled = [i for i in items if i.get("status", {}).get("phase") in ("Serving", "Invalid", "Degraded")]
             waiting_capacity = [
                 i
@@ -365,25 +427,22 @@ class _Demo:
             if len(settled) + len([i for i in waiting_capacity if i not in settled]) >= len(names):
                 break
             time.sleep(2)
-        self.console.print(self.kubectl("get", "iw", "-n", NAMESPACE))
+        self.console.print(self.kubectl("get", "iw", "-n", self.namespace))
         return items
 
     def live(self, trace_path: Path | None, speedup: float | None) -> dict[str, Any]:
         self.step(
-            "5/7  live: a real trace segment as HTTP traffic through the stable endpoint, the operator placing it"
+            "5/8  live: a real trace segment as HTTP traffic through the stable endpoint, the operator placing it"
         )
         from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
-        from inference_placement.devtools.demo.live import choose_segment, demo_workload, run_live_replay
-        from inference_placement.devtools.demo.simulation import DEFAULT_TRACE, synthetic_day
+        from inference_placement.devtools.demo.live import choose_segment, demo_workload
         from inference_placement.devtools.replay.segment import FEATURES
         from inference_placement.policy.economics import workload_economics
-        from inference_placement.sim.traces import load_trace
 
         assert self.envoy is not None
         self.live_settings = live = LiveSettings(speedup=speedup)
-        path = trace_path or (self.root / DEFAULT_TRACE)
-        trace = load_trace(path, step_seconds=60.0) if path.exists() else synthetic_day()
-        doc = demo_workload(LIVE_WORKLOAD, NAMESPACE, self.cluster["model_server_image"], live)
+        trace = self.trace(trace_path)
+        doc = demo_workload(LIVE_WORKLOAD, self.namespace, self.cluster["model_server_image"], live)
         spec = InferenceWorkloadSpec.model_validate(doc["spec"])
         segment = choose_segment(trace, spec, live, DEMO_ACTUATORS)
         cold_start = workload_economics(spec, live.price_book())[TargetName.CLUSTER].cold_start_seconds
@@ -394,8 +453,52 @@ class _Demo:
                 "cooldown, below offload)"
             ),
             "burst": f"a burst the policy serves by spillover ({burst_steps} steps at a rate it spills at)",
-            "idle": f"an idle gap ({live.idle_steps} steps without a request)",
+            "idle": (
+                f"an idle gap sat out at zero replicas ({live.idle_steps} steps without a request at a rate that "
+                "keeps it on the cluster, then a request that wakes it)"
+            ),
         }
+        self.print_segment(segment, live, {f: wanted[f] for f in FEATURES})
+        return self.replay(doc, segment, live)
+
+    def replay(
+        self,
+        doc: dict[str, Any],
+        segment: Any,
+        live: LiveSettings,
+        at_step: dict[int, Callable[[], None]] | None = None,
+    ) -> dict[str, Any]:
+        """Apply the workload ``doc``, wait until it is placed, replay ``segment`` through the router (``at_step`` as
+        ``run_live_replay``'s); the summary."""
+        from inference_placement.devtools.demo.live import run_live_replay
+
+        assert self.envoy is not None
+        name = doc["metadata"]["name"]
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+        return run_live_replay(
+            kubectl=self.kubectl,
+            console=self.console,
+            namespace=self.namespace,
+            name=name,
+            envoy_port=self.envoy.listen_port,
+            admin_url=self.envoy.admin_url,
+            segment=segment,
+            settings=live,
+            wait_placed=lambda: self.wait_placed(name),
+            at_step=at_step,
+        )
+
+    def trace(self, trace_path: Path | None) -> Any:
+        """The trace the live phases replay: ``trace_path``, the shared Azure Functions day, or a synthetic day."""
+        from inference_placement.devtools.demo.simulation import DEFAULT_TRACE, synthetic_day
+        from inference_placement.sim.traces import load_trace
+
+        path = trace_path or (self.root / DEFAULT_TRACE)
+        return load_trace(path, step_seconds=60.0) if path.exists() else synthetic_day()
+
+    def print_segment(self, segment: Any, live: LiveSettings, wanted: dict[str, str]) -> None:
+        """Where ``segment`` is in its trace and how it is replayed; which of ``wanted`` (feature -> what it is) it
+        has, from which step, and which the trace lacks."""
         busiest = max(segment.counts) * segment.scale / live.step_seconds
         self.console.print(
             f"segment: {Path(segment.source).name} row {segment.row}, from trace minute "
@@ -403,43 +506,81 @@ class _Demo:
             f"{segment.step_seconds:g} trace seconds, each replayed in {live.step_seconds:g} s at "
             f"{segment.scale:.3g}x its requests (busiest step {busiest:.2f} rps)"
         )
-        for feature in FEATURES:
+        for feature, what in wanted.items():
             at = segment.features[feature]
             if at is not None:
-                self.console.print(f"  has {wanted[feature]}: from step {at}")
+                self.console.print(f"  has {what}: from step {at}")
             elif not segment.trace_has[feature]:
-                self.console.print(f"  [yellow]the trace lacks {wanted[feature]}[/yellow]")
+                self.console.print(f"  [yellow]the trace lacks {what}[/yellow]")
             else:
-                self.console.print(f"  [yellow]this segment lacks {wanted[feature]} (another segment has it)[/yellow]")
-        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+                self.console.print(f"  [yellow]this segment lacks {what} (another segment has it)[/yellow]")
 
-        def wait_placed() -> None:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                status = json.loads(self.kubectl("get", "iw", LIVE_WORKLOAD, "-n", NAMESPACE, "-o", "json"))
-                status = status.get("status") or {}
-                ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
-                if status.get("placement") and not status.get("migration") and ready:
-                    return
-                time.sleep(0.5)
-            raise RuntimeError(f"{LIVE_WORKLOAD} was not placed within 120s")
+    def wait_placed(self, name: str, timeout: float = 120) -> None:
+        """Until the workload ``name`` is placed, not migrating and Ready."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = json.loads(self.kubectl("get", "iw", name, "-n", self.namespace, "-o", "json"))
+            status = status.get("status") or {}
+            ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
+            if status.get("placement") and not status.get("migration") and ready:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"{name} was not placed within {timeout:.0f}s")
 
-        return run_live_replay(
-            kubectl=self.kubectl,
-            console=self.console,
-            namespace=NAMESPACE,
-            name=LIVE_WORKLOAD,
-            envoy_port=self.envoy.listen_port,
-            admin_url=self.envoy.admin_url,
-            segment=segment,
-            settings=live,
-            wait_placed=wait_placed,
+    def live_lambda(self, trace_path: Path | None) -> dict[str, Any]:
+        self.step(
+            "6/8  live on Lambda: a round trip cluster -> Lambda -> cluster, Lambda's share through AWS's runtime"
         )
+        from dataclasses import replace
+
+        from inference_placement.api.spec import InferenceWorkloadSpec
+        from inference_placement.devtools.demo.lambda_phase import (
+            LAMBDA_STEPS,
+            UNPIN_PATCH,
+            choose_round_trip,
+            lambda_workload,
+            unpin_step,
+        )
+        from inference_placement.devtools.replay.segment import ROUND_TRIP
+
+        assert self.envoy is not None
+        live = replace(self.live_settings, steps=LAMBDA_STEPS)
+        trace = self.trace(trace_path)
+        region = FAKE_AWS["AWS_DEFAULT_REGION"]
+        image = self.cluster["model_server_image"]
+        doc = lambda_workload(LAMBDA_WORKLOAD, self.namespace, image, live, region=region)
+        spec = InferenceWorkloadSpec.model_validate(doc["spec"])
+        # the first phase's compression (its own default: the trace's span over twice its segment)
+        step = self.live_settings.trace_step_seconds(trace)
+        segment = choose_round_trip(trace, spec, live, DEMO_ACTUATORS, trace_step_seconds=step)
+        hold = f"{live.hold_steps} steps"
+        unpin = unpin_step(live)
+        wanted = {
+            "off_cluster": f"from step {unpin} on, a fall it offloads to Lambda on ({hold} below offload)",
+            "back_to_cluster": f"after that move and its cooldown, a rise that brings it back ({hold} above reclaim)",
+        }
+        self.console.print(
+            f"{LAMBDA_WORKLOAD} starts on the cluster, pinned there (spec.placement.pin) as a team's model is before "
+            f"the operator decides for it; at step {unpin}, once the policy's rate window holds only the replay's "
+            "traffic, the pin is removed"
+        )
+        self.print_segment(segment, live, {f: wanted[f] for f in ROUND_TRIP})
+
+        def hand_over() -> None:
+            self.kubectl("patch", "iw", LAMBDA_WORKLOAD, "-n", self.namespace, "--type=json", "-p", UNPIN_PATCH)
+            self.console.print(
+                f"[bold]step {unpin}[/bold]  kubectl patch iw {LAMBDA_WORKLOAD} --type=json -p '{UNPIN_PATCH}': "
+                "the policy decides from here"
+            )
+
+        return self.replay(doc, segment, live, at_step={unpin: hand_over})
 
 
-def _summary_table(summary: dict[str, Any]) -> Any:
+def _summary_table(
+    summary: dict[str, Any], title: str = "Live replay: what the clients saw, and where the workload ran"
+) -> Any:
     table = compact_table(
-        "Live replay: what the clients saw, and where the workload ran",
+        title,
         "requests",
         "failed",
         "p50 / p99 ms",
@@ -525,6 +666,10 @@ def demo(
     ] = True,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the summary as JSON.")] = None,
     keep: Annotated[bool, typer.Option(help="Leave the cluster and processes running.")] = False,
+    namespace: Annotated[
+        str,
+        typer.Option(help="Namespace of the demo's operator and workloads (a fresh one per run beside another demo)."),
+    ] = NAMESPACE,
 ) -> None:
     """The whole product end to end on this machine (needs root, a Debian machine and a source checkout)."""
     from rich.console import Console
@@ -555,22 +700,26 @@ def demo(
     signal.signal(signal.SIGTERM, terminate)
     started = time.monotonic()
     with _workdir(keep) as work, progress:
-        progress.add_task("starting", total=7)
-        run = _Demo(root, work, console, progress)
+        progress.add_task("starting", total=STEPS)
+        run = _Demo(root, work, console, progress, namespace)
         summary: dict[str, Any] = {}
         try:
             run.cluster_up()
-            endpoints = run.stand_ins()
+            endpoints = run.endpoints = run.stand_ins()
             run.operator(endpoints)
             names = run.examples()
             items = run.show(names)
             console.print(_decisions_table(items))
-            summary = {"thresholds": "auto", "metrics": "router", **run.live(trace, speedup)}
-            console.print(_summary_table(summary))
+            on_cloudrun = run.live(trace, speedup)
+            console.print(_summary_table(on_cloudrun))
+            on_lambda = run.live_lambda(trace)
+            console.print(_summary_table(on_lambda, "Live replay on Lambda: what the clients saw, and where it ran"))
+            phases = {"cloudrun": on_cloudrun, "lambda": on_lambda}
+            summary = {"thresholds": "auto", "metrics": "router", **merge_live_phases(phases)}
             if simulate:
-                run.step("6/7  the whole trace through the same policy in the simulator, every baseline, the optimum")
+                run.step("7/8  the whole trace through the same policy in the simulator, every baseline, the optimum")
                 summary["simulation"] = replay_trace(root, trace, row, console)
-            run.step("7/7  clean-up")
+            run.step("8/8  clean-up")
         except (RuntimeError, subprocess.SubprocessError, OSError) as err:  # a step failed: say which, no traceback
             raise CommandError(f"the demo stopped: {err}") from None
         finally:
@@ -578,8 +727,8 @@ def demo(
                 if run.cluster:
                     # while the operator and the stand-ins still run: it retires the cloud resources and releases
                     # its finalizers, so the namespace does not stay Terminating for the next run
-                    run.kubectl("delete", "iw", "--all", "-n", NAMESPACE, "--timeout=90s", check=False)
-                    run.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+                    run.kubectl("delete", "iw", "--all", "-n", run.namespace, "--timeout=90s", check=False)
+                    run.kubectl("delete", "namespace", run.namespace, "--wait=false", check=False)
                 run.procs.stop_all()
                 if run.we_started_cluster:
                     run.script("down", timeout=600)

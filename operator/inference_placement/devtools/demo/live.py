@@ -20,14 +20,15 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.devtools.replay.load import LoadReplay, ReplayResponse, schedule_from_counts
@@ -36,6 +37,7 @@ from inference_placement.devtools.replay.segment import (
     FloatArray,
     RateClasses,
     RateClassifier,
+    SearchTimings,
     find_demo_segment,
 )
 from inference_placement.policy.actuation import Actuators
@@ -48,12 +50,15 @@ from inference_placement.routing.envoy import COMPOSITE_TARGET, OVERFLOW_HOP_CLU
 from inference_placement.sim.traces import MinuteTrace, RequestTrace, Trace
 
 __all__ = [
+    "DEMO_CLOUD_RUN_TARGET",
+    "DEMO_LAMBDA_TARGET",
     "DEMO_SERVICE_SECONDS",
     "LiveSettings",
     "RouterCounters",
     "WARNING_EVENTS",
     "ZeroGap",
     "choose_segment",
+    "demo_serverless_targets",
     "demo_workload",
     "live_workload",
     "classifier",
@@ -97,6 +102,11 @@ class LiveSettings:
         return max(1, math.ceil(self.rate_window_seconds / self.step_seconds))
 
     @property
+    def forecast_steps(self) -> int:
+        """Steps the policy's forecast averages over (the window of rates it decides on)."""
+        return max(1, math.ceil(self.metrics_range_seconds / self.step_seconds))
+
+    @property
     def hold_steps(self) -> int:
         """Steps a level must hold for the operator to act on it: its rate window, then the policy's near-term
         horizon (the longer of sustain and cooldown: a move pays for itself over it) and a tick."""
@@ -133,6 +143,13 @@ class LiveSettings:
         seen = self.rate_window_seconds + self.sustain_seconds + self.tick_seconds
         return math.ceil(seen / self.step_seconds) + 1
 
+    def search_timings(self, cold_start_seconds: float) -> SearchTimings:
+        """The replay's timings a segment search (``replay.segment``) judges a segment by, for a workload whose
+        slowest move starts a replica in ``cold_start_seconds``."""
+        settle = self.settle_steps(cold_start_seconds)
+        moves = (self.hold_steps, self.cooldown_steps, settle)
+        return SearchTimings(self.steps, self.step_seconds, self.max_rps, self.smooth_steps, *moves)
+
     def trace_step_seconds(self, trace: Trace) -> float:
         """Trace seconds per replay step."""
         if self.speedup is not None:
@@ -144,9 +161,69 @@ class LiveSettings:
         return max(trace.step_seconds if isinstance(trace, MinuteTrace) else 1.0, span / (2 * self.steps))
 
 
+DEMO_CLOUD_RUN_TARGET = "inference-demo-cloudrun"
+"""The ServerlessTarget the demo's live workload deploys to Cloud Run through (``demo_serverless_targets``)."""
+
+
+DEMO_LAMBDA_TARGET = "inference-demo-lambda"
+"""The ServerlessTarget the demo's Lambda phase deploys its function through (``demo_serverless_targets``)."""
+
+
+def demo_serverless_targets(
+    root: Path, namespace: str, image: str, lambda_role_arn: str | None = None, lambda_images: str | None = None
+) -> list[dict[str, Any]]:
+    """What the demo's platform admin applies: the examples' targets (examples/admin/serverless-targets.yaml) opened
+    to the demo's namespace, the live workload's Cloud Run target (project ``inference-demo``, the local model
+    server image, that namespace only) and, given the role moto holds, the Lambda phase's target (that role in its
+    account and region, function images under ``lambda_images``, that namespace only)."""
+    docs = [d for d in yaml.safe_load_all((root / "examples" / "admin" / "serverless-targets.yaml").read_text()) if d]
+    for doc in docs:
+        doc["spec"]["allowedNamespaces"]["names"] = [*doc["spec"]["allowedNamespaces"].get("names", []), namespace]
+    docs.append(
+        {
+            "apiVersion": "placement.inference.dev/v1alpha1",
+            "kind": "ServerlessTarget",
+            "metadata": {"name": DEMO_CLOUD_RUN_TARGET},
+            "spec": {
+                "provider": "cloudrun",
+                "project": "inference-demo",
+                "regions": ["us-central1"],
+                "serviceAccount": "demo-runtime@inference-demo.iam.gserviceaccount.com",
+                "allowedImages": [image],
+                "allowedNamespaces": {"names": [namespace]},
+            },
+        }
+    )
+    if lambda_role_arn is not None and lambda_images is not None:
+        account, region = lambda_role_arn.split(":")[4], lambda_images.split(".")[3]
+        docs.append(
+            {
+                "apiVersion": "placement.inference.dev/v1alpha1",
+                "kind": "ServerlessTarget",
+                "metadata": {"name": DEMO_LAMBDA_TARGET},
+                "spec": {
+                    "provider": "lambda",
+                    "account": account,
+                    "regions": [region],
+                    "roleArn": lambda_role_arn,
+                    "allowedImages": [lambda_images],
+                    "allowedNamespaces": {"names": [namespace]},
+                },
+            }
+        )
+    return docs
+
+
 def _workload(
-    name: str, namespace: str, image: str, settings: LiveSettings, project: str, allowed_targets: tuple[str, ...]
+    name: str,
+    namespace: str,
+    image: str,
+    settings: LiveSettings,
+    project: str,
+    allowed_targets: tuple[str, ...],
+    target_ref: str | None = None,
 ) -> dict[str, Any]:
+    identity: dict[str, Any] = {"targetRef": {"name": target_ref}} if target_ref else {"project": project}
     return {
         "apiVersion": "placement.inference.dev/v1alpha1",
         "kind": "InferenceWorkload",
@@ -168,7 +245,7 @@ def _workload(
                 "cooldownSeconds": 0,
             },
             "scaling": {"minReplicas": 1, "maxReplicas": 2, "targetConcurrency": 4},
-            "cloudRun": {"project": project, "region": "us-central1", "concurrency": 4, "maxInstances": 5},
+            "cloudRun": {**identity, "region": "us-central1", "concurrency": 4, "maxInstances": 5},
         },
     }
 
@@ -200,11 +277,18 @@ DEMO_SERVICE_SECONDS = 0.5
 
 
 def demo_workload(
-    name: str, namespace: str, image: str, settings: LiveSettings, *, project: str = "inference-demo"
+    name: str,
+    namespace: str,
+    image: str,
+    settings: LiveSettings,
+    *,
+    project: str = "inference-demo",
+    target_ref: str | None = DEMO_CLOUD_RUN_TARGET,
 ) -> dict[str, Any]:
-    """The demo's live workload: the policy's own thresholds (``mode: auto``), allowed on the cluster and Cloud Run,
-    allowed to scale to zero, its Pods taking ``DEMO_SERVICE_SECONDS`` per prediction."""
-    doc = _workload(name, namespace, image, settings, project, ("cluster", "cloudrun"))
+    """The demo's live workload: the policy's own thresholds (``mode: auto``), allowed on the cluster and Cloud Run
+    (through ``target_ref``; None = the deprecated inline ``project``), allowed to scale to zero, its Pods taking
+    ``DEMO_SERVICE_SECONDS`` per prediction."""
+    doc = _workload(name, namespace, image, settings, project, ("cluster", "cloudrun"), target_ref)
     spec = doc["spec"]
     spec["model"]["serviceSeconds"] = DEMO_SERVICE_SECONDS
     spec["model"]["env"] = [{"name": "SERVICE_SECONDS", "value": str(DEMO_SERVICE_SECONDS)}]
@@ -214,28 +298,39 @@ def demo_workload(
     return doc
 
 
-def policy_classifier(spec: InferenceWorkloadSpec, settings: LiveSettings, actuators: Actuators) -> RateClasses:
+def policy_classifier(
+    spec: InferenceWorkloadSpec,
+    settings: LiveSettings,
+    actuators: Actuators,
+    *,
+    serverless: TargetName = TargetName.CLOUDRUN,
+    measured: Callable[[float], Sequence[tuple[float, ...]]] | None = None,
+) -> RateClasses:
     """What ``policy.decide`` does at each steady request rate, on a grid up to 1.5 x ``max_rps`` (a rate between
     grid points takes the class of the next one up), over the window the operator measures: on the cluster, whether
-    it offloads to Cloud Run (the rate is below its offload threshold: its break-even less hysteresis) and whether
-    it keeps base replicas and spills the overflow; on Cloud Run, whether it reclaims the cluster (above its break-even
-    plus hysteresis). The same function the operator runs, asked rather than second-guessed."""
+    it offloads to ``serverless`` (the rate is below its offload threshold: its break-even less hysteresis) and
+    whether it keeps base replicas and spills the overflow; on ``serverless``, whether it reclaims the cluster (above
+    its break-even plus hysteresis). The same function the operator runs, asked rather than second-guessed.
+    ``measured``: rate -> the series of rates (one per tick, ``metrics_range_seconds`` long) the operator may
+    measure at it; a class holds when it holds for each (default: the rate itself, steady)."""
     grid = np.geomspace(0.01, settings.max_rps * 1.5, 96)
     points = max(2, round(settings.metrics_range_seconds / settings.tick_seconds))
     now = datetime(2026, 1, 1, tzinfo=UTC)
     on_cluster = PlacementState(TargetName.CLUSTER, None, 0.0)
-    on_cloudrun = PlacementState(TargetName.CLOUDRUN, None, 0.0)
+    on_serverless = PlacementState(serverless, None, 0.0)
     book, capacity = settings.price_book(), ClusterCapacity()
     below, above, spills = [], [], []
     for rate in grid:
-        window = TrafficWindow(
-            step_seconds=settings.tick_seconds, rps=(float(rate),) * points, observed_p99_seconds=None, end=now
-        )
-        stay = decide(spec, window, on_cluster, book, capacity, now, actuators=actuators)
-        back = decide(spec, window, on_cloudrun, book, capacity, now, actuators=actuators)
-        below.append(stay.target is TargetName.CLOUDRUN)
-        above.append(back.target is TargetName.CLUSTER)
-        spills.append(stay.spill is not None and stay.target is TargetName.CLUSTER)
+        series = measured(float(rate)) if measured is not None else [(float(rate),) * points]
+        windows = [
+            TrafficWindow(step_seconds=settings.tick_seconds, rps=rps, observed_p99_seconds=None, end=now)
+            for rps in series
+        ]
+        stays = [decide(spec, w, on_cluster, book, capacity, now, actuators=actuators) for w in windows]
+        backs = [decide(spec, w, on_serverless, book, capacity, now, actuators=actuators) for w in windows]
+        below.append(all(stay.target is serverless for stay in stays))
+        above.append(all(back.target is TargetName.CLUSTER for back in backs))
+        spills.append(all(stay.spill is not None and stay.target is TargetName.CLUSTER for stay in stays))
     return RateClasses(np.array(below), np.array(above), np.array(spills))
 
 
@@ -265,16 +360,11 @@ def choose_segment(
     return find_demo_segment(
         trace,
         classifier(policy_classifier(spec, settings, actuators), settings),
-        steps=settings.steps,
         step_seconds=settings.trace_step_seconds(trace),
-        seconds_per_step=settings.step_seconds,
-        max_rps=settings.max_rps,
-        smooth_steps=settings.smooth_steps,
-        hold_steps=settings.hold_steps,
         idle_steps=settings.idle_steps,
-        cooldown_steps=settings.cooldown_steps,
-        settle_steps=settings.settle_steps(cluster_cold_start),
         burst_steps=settings.burst_steps(cluster_cold_start),
+        forecast_steps=settings.forecast_steps,
+        **asdict(settings.search_timings(cluster_cold_start)),
     )
 
 
@@ -539,10 +629,12 @@ def run_live_replay(
     segment: DemoSegment,
     settings: LiveSettings,
     wait_placed: Callable[[], None],
+    at_step: Mapping[int, Callable[[], None]] | None = None,
 ) -> dict[str, Any]:
     """Replay ``segment`` through the router while the operator reacts; returns the live summary. Prints each
     replay step's requests (where each was served, failures, p99) as the step ends, every Event as it comes, and
-    each request that arrived while the cluster had no replica."""
+    each request that arrived while the cluster had no replica. ``at_step``: step -> what the demo does (once) as
+    the replay reaches that step (a team's edit of the workload)."""
     step_seconds = settings.step_seconds
     speedup = segment.step_seconds / step_seconds
     schedule = schedule_from_counts(segment.counts, seconds_per_step=step_seconds, scale=segment.scale)
@@ -561,10 +653,13 @@ def run_live_replay(
     replay.start()
     watcher.replay_started = replay.started_at
     shown_zero: set[int] = set()
+    pending = dict(at_step or {})
     try:
         step = 0
         while not replay.done or step < len(segment.counts):
             time.sleep(0.25)
+            for at in sorted(a for a in pending if replay.elapsed() >= a * step_seconds):
+                pending.pop(at)()
             responses = replay.snapshot()
             gaps = watcher.zero_gaps()
             for i, r in enumerate(responses):
@@ -594,9 +689,14 @@ def run_live_replay(
     for key, value in baseline.items():
         router.totals[key] = router.totals.get(key, 0.0) - value
     summary = replay.summary()
-    failures = replay.failures()
+    failures = sorted(replay.failures(), key=lambda r: r.sent_at)
     for failure in failures[:10]:
         console.print(f"[red]failed request at {failure.sent_at:.1f}s: {failure.error or failure.status}[/red]")
+    if failures:
+        console.print(
+            f"[red]{len(failures)} failed request(s) sent from {min(f.sent_at for f in failures):.1f}s to "
+            f"{max(f.sent_at for f in failures):.1f}s: {summary.errors}[/red]"
+        )
     return {
         "requests": summary.requests,
         "failed": summary.failed,
@@ -604,6 +704,7 @@ def run_live_replay(
         "p99_ms": summary.p99_ms,
         "served_by": router.served_by(),
         "served_by_client": dict(Counter(served_target(r.served_by) for r in replay.responses if r.ok)),
+        "errors": summary.errors,
         "spilled_requests": router.spilled(),
         "scale_to_zero": [_wake_summary(w) for _, w in sorted(watcher.wakes.items())],
         "migrations": watcher.migrations,

@@ -26,10 +26,13 @@ __all__ = [
     "FEATURES",
     "FloatArray",
     "RateClasses",
+    "ROUND_TRIP",
     "RateClassifier",
+    "SearchTimings",
     "SwingSegment",
     "counts_per_step",
     "find_demo_segment",
+    "find_round_trip",
     "find_swing",
     "minute_counts",
 ]
@@ -201,14 +204,15 @@ class DemoSegment:
     scale: float
     """Factor on counts: the replay sends ``count x scale`` requests in a step."""
     features: dict[str, int | None]
-    """Each feature of ``FEATURES`` -> the segment step it starts at, or None when the segment lacks it."""
+    """Each feature the finder looks for (``FEATURES``, ``ROUND_TRIP``) -> the segment step it starts at, or None
+    when the segment lacks it."""
     trace_has: dict[str, bool]
     """Each feature -> whether any segment of the trace, at any scale tried, holds it."""
 
     @property
     def lacks(self) -> tuple[str, ...]:
         """The features no segment of the trace holds."""
-        return tuple(f for f in FEATURES if not self.trace_has[f])
+        return tuple(f for f, has in self.trace_has.items() if not has)
 
 
 def counts_per_step(trace: Trace, step_seconds: float) -> tuple[FloatArray, float]:
@@ -267,6 +271,15 @@ def _on_cluster(high: BoolArray, low: BoolArray, steps: int, hold_steps: int, se
     return on
 
 
+def _windows(series: FloatArray, steps: int, smooth_steps: int) -> tuple[FloatArray, FloatArray]:
+    """Every segment of ``steps`` steps of ``series`` (starts x steps) and the same smoothed over ``smooth_steps``
+    (a trailing mean, the first step repeated before the start, so the smoothed series keeps ``steps`` points)."""
+    windows: FloatArray = sliding_window_view(series, steps)
+    padded = np.concatenate([np.repeat(windows[:, :1], smooth_steps - 1, axis=1), windows], axis=1)
+    smooth: FloatArray = sliding_window_view(padded, smooth_steps, axis=1).mean(axis=-1)
+    return windows, smooth
+
+
 def find_demo_segment(
     trace: Trace,
     classify: RateClassifier,
@@ -280,6 +293,7 @@ def find_demo_segment(
     idle_steps: int,
     cooldown_steps: int = 0,
     settle_steps: int = 0,
+    forecast_steps: int,
     burst_steps: int | None = None,
     scales: int = 16,
 ) -> DemoSegment:
@@ -293,47 +307,90 @@ def find_demo_segment(
       below offload (it moves to the cluster, then off);
     * ``burst``: ``burst_steps`` (default ``hold_steps``) at rates the policy spills at, starting while it serves on
       the cluster (a high run began ``settle_steps`` or more before, and no low run has ended since);
-    * ``idle``: ``idle_steps`` without a request, starting while it serves on the cluster (where it scales to zero).
+    * ``idle``: ``idle_steps`` without a request, starting while it serves on the cluster, where the mean rate over
+      the ``forecast_steps`` up to the gap's last step (the window the policy forecasts from) is one it reclaims the
+      cluster at (the cluster is where it belongs at that rate, beyond the hysteresis band: it sits the gap out at
+      zero replicas; a gap in a stretch that belongs on serverless moves it off instead), then a request within
+      the segment (it wakes the workload: a gap the segment ends in shows no wake).
 
     Scales run from the one that puts the segment's busiest step at ``max_rps`` (what the local stack carries) down
     by halves of an octave. The most features wins, then the swing, the burst, the idle gap, then the most steps
     with a request (the least dead time); ties go to the lowest row and start and the highest scale. Every
     threshold comes from ``classify`` and the operator's timings, none from the trace.
     """
-    counts, step = counts_per_step(trace, step_seconds)
-    if counts.shape[1] < steps:
-        raise ValueError(f"{trace.path} has {counts.shape[1]} steps of {step:g} s; the demo needs {steps}")
+
+    def evaluate(windows: FloatArray, classes: RateClasses, scale: float) -> dict[str, _Found]:
+        high = _runs_start(classes.above_reclaim, hold_steps)
+        low = _runs_start(classes.below_offload, hold_steps)
+        first_high = _first(high)
+        low_after = _after(low, first_high + cooldown_steps)
+        on_cluster = _on_cluster(high, low, steps, hold_steps, settle_steps)
+        burst = _runs_start(classes.burst, burst_steps or hold_steps)
+        burst_after = _after(burst & on_cluster[:, : burst.shape[1]], first_high)
+        # a gap the replay wakes from: ``idle_steps`` without a request, then a request within the segment
+        idle_start = _runs_start(windows <= 0, idle_steps)[:, : steps - idle_steps] & (windows[:, idle_steps:] > 0)
+        level = np.concatenate([np.zeros((windows.shape[0], forecast_steps - 1)), windows], axis=1)
+        level = sliding_window_view(level, forecast_steps, axis=1).mean(axis=-1)  # the forecast's mean, per step
+        gap_level = level[:, idle_steps - 1 : steps - 1]  # at each gap's last idle step
+        sits_out = classify(gap_level * scale / seconds_per_step).above_reclaim
+        idle_after = _after(idle_start & sits_out & on_cluster[:, : idle_start.shape[1]], first_high)
+        return {
+            "swing": (low_after >= 0, first_high),
+            "burst": (burst_after >= 0, burst_after),
+            "idle": (idle_after >= 0, idle_after),
+        }
+
+    scan = _Scan(steps, step_seconds, seconds_per_step, max_rps, smooth_steps, scales)
+    return _best_segment(trace, classify, evaluate, scan)
+
+
+_Found = tuple[BoolArray, npt.NDArray[np.int64]]
+"""Per segment (one per start): whether it holds a feature, and the step the feature starts at."""
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """What a segment search scans: segments of ``steps`` steps of about ``step_seconds`` of trace, each replayed in
+    ``seconds_per_step``, rates smoothed over ``smooth_steps``, ``scales`` scales from the one at ``max_rps``."""
+
+    steps: int
+    step_seconds: float
+    seconds_per_step: float
+    max_rps: float
+    smooth_steps: int
+    scales: int
+
+
+def _best_segment(
+    trace: Trace,
+    classify: RateClassifier,
+    evaluate: Callable[[FloatArray, RateClasses, float], dict[str, _Found]],
+    scan: _Scan,
+) -> DemoSegment:
+    """The segment and scale whose features (``evaluate``: every segment of a row, as counts, the classes of their
+    smoothed rates at a scale, and the scale -> feature -> ``_Found``) score best: the most features, then each
+    feature in ``evaluate``'s order, then the most steps with a request (the least dead time); ties go to the lowest
+    row and start and the highest scale. Scales run from the one that puts a row's busiest step at ``max_rps`` down
+    by halves of an octave."""
+    counts, step = counts_per_step(trace, scan.step_seconds)
+    if counts.shape[1] < scan.steps:
+        raise ValueError(f"{trace.path} has {counts.shape[1]} steps of {step:g} s; the demo needs {scan.steps}")
     best: tuple[tuple[int, ...], int, int, float, dict[str, int | None]] | None = None
-    has = dict.fromkeys(FEATURES, False)
+    has: dict[str, bool] = {}
     for row in range(counts.shape[0]):
         series = counts[row]
         peak = float(series.max())
         if peak <= 0:
             continue
-        windows = sliding_window_view(series, steps)  # starts x steps
-        smooth = np.concatenate(
-            [np.repeat(windows[:, :1], smooth_steps - 1, axis=1), windows], axis=1
-        )  # pad, so the smoothed series keeps ``steps`` points
-        smooth = sliding_window_view(smooth, smooth_steps, axis=1).mean(axis=-1)
-        idle_start = _runs_start(windows <= 0, idle_steps)
+        windows, smooth = _windows(series, scan.steps, scan.smooth_steps)
         busy = (windows > 0).sum(axis=1)  # steps with a request: the more, the more the replay shows
-        top = max_rps * seconds_per_step / peak
-        for k in range(scales):
+        top = scan.max_rps * scan.seconds_per_step / peak
+        for k in range(scan.scales):
             scale = top * 2.0 ** (-k / 2)
-            classes = classify(smooth * scale / seconds_per_step)
-            high = _runs_start(classes.above_reclaim, hold_steps)
-            low = _runs_start(classes.below_offload, hold_steps)
-            first_high = _first(high)
-            low_after = _after(low, first_high + cooldown_steps)
-            on_cluster = _on_cluster(high, low, steps, hold_steps, settle_steps)
-            burst = _runs_start(classes.burst, burst_steps or hold_steps)
-            burst_after = _after(burst & on_cluster[:, : burst.shape[1]], first_high)
-            idle_after = _after(idle_start & on_cluster[:, : idle_start.shape[1]], first_high)
-            swing = low_after >= 0
-            found = {"swing": swing, "burst": burst_after >= 0, "idle": idle_after >= 0}
-            for name, flags in found.items():
-                has[name] = has[name] or bool(flags.any())
-            flags_int = [f.astype(np.int64) for f in found.values()]
+            found = evaluate(windows, classify(smooth * scale / scan.seconds_per_step), scale)
+            for name, (flags, _) in found.items():
+                has[name] = has.get(name, False) or bool(flags.any())
+            flags_int = [f.astype(np.int64) for f, _ in found.values()]
             score = np.stack([sum(flags_int), *flags_int, busy], -1)
             order = np.lexsort(score.T[::-1])  # ascending: the last is the best (lowest start on ties)
             ranked = score[order]
@@ -341,14 +398,74 @@ def find_demo_segment(
             pick = int(order[np.flatnonzero((ranked == top_score).all(axis=1))[0]])
             key = tuple(int(v) for v in top_score)
             if best is None or key > best[0]:
-                feats: dict[str, int | None] = {
-                    "swing": int(first_high[pick]) if swing[pick] else None,
-                    "burst": int(burst_after[pick]) if burst_after[pick] >= 0 else None,
-                    "idle": int(idle_after[pick]) if idle_after[pick] >= 0 else None,
-                }
+                feats = {name: int(at[pick]) if flags[pick] else None for name, (flags, at) in found.items()}
                 best = (key, row, pick, scale, feats)
     if best is None:
         raise ValueError(f"{trace.path} has no request")
     _, row, start, scale, feats = best
-    segment_counts = tuple(float(c) for c in counts[row, start : start + steps])
+    segment_counts = tuple(float(c) for c in counts[row, start : start + scan.steps])
     return DemoSegment(trace.path, row, start, step, segment_counts, scale, feats, has)
+
+
+# ------------------------------------------------------------------------------- a round trip through serverless
+
+ROUND_TRIP: tuple[str, ...] = ("off_cluster", "back_to_cluster")
+"""The moves of a round trip from the cluster through a serverless target and back, each a run of rates the policy
+acts on: ``hold_steps`` below offload (off the cluster, to serverless), then above reclaim (back). The workload
+starts on the cluster (``find_round_trip``)."""
+
+
+@dataclass(frozen=True)
+class SearchTimings:
+    """The replay's timings a segment search judges a segment by (in replay steps but ``seconds_per_step``)."""
+
+    steps: int
+    """Steps of the segment."""
+    seconds_per_step: float
+    """Wall-clock seconds one step is replayed in."""
+    max_rps: float
+    """The most the replay asks of the local stack (the busiest step at the highest scale)."""
+    smooth_steps: int
+    """Steps one measured rate averages over."""
+    hold_steps: int
+    """Steps a level must hold for the operator to act on it."""
+    cooldown_steps: int
+    """Steps from one migration's decision to the earliest next one."""
+    settle_steps: int
+    """Steps from a level the operator acts on to the workload having moved."""
+
+
+def find_round_trip(
+    trace: Trace,
+    classify: RateClassifier,
+    timings: SearchTimings,
+    *,
+    step_seconds: float,
+    free_from: int = 0,
+    scales: int = 16,
+) -> DemoSegment:
+    """The segment of ``timings.steps`` steps of about ``step_seconds`` (any row, any start) and the replay scale that
+    hold the most of ``ROUND_TRIP``, for a workload that starts on the cluster and is the policy's to move from step
+    ``free_from`` on (the demo pins it there until the operator's rate window holds the replay's own traffic).
+
+    Scales, smoothing and ``classify`` as in ``find_demo_segment``, its timings ``timings``'s. At a scale a segment
+    holds ``off_cluster`` at the first run of ``hold_steps`` below offload that ends at ``free_from`` or later (the
+    policy acts on it once it may); ``back_to_cluster`` at the first run
+    above reclaim that starts ``max(cooldown_steps, settle_steps)`` or more after it (the move done and its cooldown
+    over); each only when its move also completes a step before the segment ends (``settle_steps``, then a step
+    served where it moved). The most moves wins (``_best_segment``)."""
+    steps, hold_steps, settle_steps = timings.steps, timings.hold_steps, timings.settle_steps
+    gap = max(timings.cooldown_steps, settle_steps)
+
+    def evaluate(_windows: FloatArray, classes: RateClasses, _scale: float) -> dict[str, _Found]:
+        high = _runs_start(classes.above_reclaim, hold_steps)
+        low = _runs_start(classes.below_offload, hold_steps)
+        earliest = np.full(low.shape[0], max(0, free_from - hold_steps), dtype=np.int64)
+        off = _after(low, earliest)
+        back = np.where(off >= 0, _after(high, off + gap), -1)
+        moves = [(at >= 0) & (at + settle_steps < steps) for at in (off, back)]
+        done = np.minimum.accumulate(np.stack(moves), axis=0)  # a move counts only after the one before it
+        return {name: (done[i], at) for i, (name, at) in enumerate(zip(ROUND_TRIP, (off, back), strict=True))}
+
+    scan = _Scan(steps, step_seconds, timings.seconds_per_step, timings.max_rps, timings.smooth_steps, scales)
+    return _best_segment(trace, classify, evaluate, scan)
