@@ -17,23 +17,28 @@ from tests.plugins.cluster import REPO_ROOT, KubeCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.replay]
 
-_FAILED = re.compile(r"\b[1-9]\d* failed;|failed request at|failed request\(s\) sent")
+_FAILED_STEP = re.compile(r"\b[1-9]\d* failed\b")
+_FAILURE = re.compile(r"failed request at|failed request\(s\) sent")
 
 
-def _failures(stdout: str, before: int = 12) -> str:
-    """Where requests failed, from the whole output (the tail alone holds only the last phase): each step line or
-    failure line with the Events before it."""
+def _failures(stdout: str, before: int = 6, limit: int = 5000) -> str:
+    """Where requests failed, from the whole output (the tail alone holds only the last phase), short enough that a
+    CI log that keeps only the end of a long message still shows it: each failing step line with the Events just
+    before it (the first ones), then the failed requests' own lines (what answered them, and the summary) last."""
     lines = stdout.splitlines()
     shown: list[str] = []
     taken = -1
     for i, line in enumerate(lines):
-        if _FAILED.search(line):
+        if _FAILED_STEP.search(line) and not _FAILURE.search(line):
             start = max(taken + 1, i - before)
             if start > taken + 1:
                 shown.append("[...]")
             shown.extend(lines[start : i + 1])
             taken = i
-    return "\n".join(shown)[-12000:] or stdout[-6000:]
+    last = [line for line in lines if _FAILURE.search(line)]
+    steps = "\n".join(shown)
+    tail = "\n".join(last)
+    return (steps[: max(0, limit - len(tail))] + "\n" + tail) if (shown or last) else stdout[-limit:]
 
 
 def test_the_demo_replays_a_real_trace_live_on_the_policys_own_thresholds_with_zero_failures(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import urllib.error
 import urllib.request
 import zipfile
@@ -221,11 +222,14 @@ async def test_weight_steps_move_live_traffic_without_failing_a_request(
 
     assert loop.failures == 0, {k: dict(v.errors) for k, v in loop.results.items() if v.failures}
     assert loop.total <= MAX_REQUESTS
-    tolerance = {"100/0": 0.0, "90/10": 0.06, "50/50": 0.10, "0/100": 0.0, "source removed": 0.0}
     for label, _, expected in steps:
         result = loop.results[label]
         for name, share in expected.items():
-            assert abs(result.share(name) - share) <= tolerance[label], (label, dict(result.served_by))
+            # Envoy draws each request's cluster at random: a split's share is binomial. Five standard deviations
+            # (a false alarm about once in 3.5 million checks; 0.086 at 90/10 and 0.14 at 50/50 for 300 requests)
+            # still catch a wrong split: the next step's weights are 0.4 away. A pure step must be exact.
+            tolerance = 5 * math.sqrt(share * (1 - share) / result.requests)
+            assert abs(result.share(name) - share) <= tolerance, (label, dict(result.served_by), round(tolerance, 3))
     # Clusters were added before routes pointed at them and removed after: CDS, RDS ... RDS, CDS.
     assert [k for k, _ in moves["100/0"]] == ["cds", "rds"]
     assert [k for k, _ in moves["90/10"]] == ["rds"]

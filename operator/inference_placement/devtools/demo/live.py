@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from rich.markup import escape
 
 from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.devtools.replay.load import LoadReplay, ReplayResponse, schedule_from_counts
@@ -466,6 +467,9 @@ class _Watcher:
     ready_replicas: int | None = None
     spill_step: str | None = None
     migrating: bool = False
+    migration_step: str | None = None
+    zero_answer: str | None = None
+    """Who answers a request that finds no pod (``status.scaleToZero.answeredBy``), shown with a failing step."""
     gaps: list[ZeroGap] = field(default_factory=list)
     """The Deployment at zero replicas, as seen here (to show the requests that arrived then)."""
     wakes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -557,6 +561,8 @@ class _Watcher:
         )
         status: dict[str, Any] = (workload or {}).get("status") or {}
         self.migrating = bool(status.get("migration"))
+        self.migration_step = (status.get("migration") or {}).get("step")
+        self.zero_answer = (status.get("scaleToZero") or {}).get("answeredBy")
         self._poll_deployment(items, status)
         now = time.monotonic()
         placement = status.get("placement")
@@ -610,11 +616,18 @@ def _step_line(index: int, responses: list[ReplayResponse], watcher: _Watcher, t
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000 if latencies else 0.0
     served = ", ".join(f"{t} {n}" for t, n in sorted(by_target.items())) or "-"
     spill = f", spill {watcher.spill_step}" if watcher.spill_step else ""
-    fail = f"[red]{failed} failed[/red]" if failed else "0 failed"
+    fail = "0 failed"
+    context = ""
+    if failed:
+        first = next(r for r in responses if not r.ok)
+        said = f" {first.detail}" if first.detail else ""
+        fail = f"[red]{failed} failed[/red] (first: {escape((first.error or f'HTTP {first.status}') + said)})"
+        moving = f", migrating ({watcher.migration_step})" if watcher.migrating else ""
+        context = f"{moving}, answered at zero by {watcher.zero_answer or '-'}"
     return (
         f"[dim]step {index:2d}  trace +{trace_hours:4.2f}h[/dim]  {len(responses):3d} requests: {served}; {fail}; "
         f"p99 {p99:.0f} ms | on {watcher.placement}, {watcher.replicas if watcher.replicas is not None else '-'} "
-        f"replica(s){spill}"
+        f"replica(s){spill}{context}"
     )
 
 
@@ -691,7 +704,11 @@ def run_live_replay(
     summary = replay.summary()
     failures = sorted(replay.failures(), key=lambda r: r.sent_at)
     for failure in failures[:10]:
-        console.print(f"[red]failed request at {failure.sent_at:.1f}s: {failure.error or failure.status}[/red]")
+        said = f" {escape(failure.detail)}" if failure.detail else ""
+        console.print(
+            f"[red]failed request at {failure.sent_at:.1f}s: {failure.error or failure.status}{said}[/red]",
+            soft_wrap=True,
+        )
     if failures:
         console.print(
             f"[red]{len(failures)} failed request(s) sent from {min(f.sent_at for f in failures):.1f}s to "

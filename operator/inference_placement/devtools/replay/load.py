@@ -47,6 +47,9 @@ class ReplayResponse:
     latency_seconds: float
     served_by: str | None
     error: str | None = None
+    detail: str | None = None
+    """A failed answer's own words: the start of its body and who sent it (Envoy names itself in ``server``; a
+    model server, the activator and the stand-ins do not), so a failure says which hop refused."""
 
     @property
     def ok(self) -> bool:
@@ -185,14 +188,16 @@ class LoadReplay:
                 break
             sent = self.elapsed()
             started = time.monotonic()
-            status, served, error = 0, None, None
+            status, served, error, detail = 0, None, None, None
             try:
                 if conn is None:
                     conn = self._connect()
                 conn.request("POST", self.path, body=b'{"instances": [1]}', headers={"Host": self.host_header})
                 response = conn.getresponse()
-                response.read()
+                body = response.read()
                 status, served = response.status, response.getheader("x-served-by")
+                if not 200 <= status < 300:
+                    detail = _detail(body, response.getheader("server"), served)
                 if response.getheader("connection", "").lower() == "close":
                     conn.close()
                     conn = None
@@ -201,8 +206,13 @@ class LoadReplay:
                 if conn is not None:
                     conn.close()
                 conn = None
-            record = ReplayResponse(sent, status, time.monotonic() - started, served, error)
+            record = ReplayResponse(sent, status, time.monotonic() - started, served, error, detail)
             with self._lock:
                 self.responses.append(record)
         if conn is not None:
             conn.close()
+
+
+def _detail(body: bytes, server: str | None, served_by: str | None) -> str:
+    text = body[:160].decode("utf-8", errors="replace").strip().replace("\n", " ")
+    return f"{text!r} (server: {server or '-'}, x-served-by: {served_by or '-'})"
