@@ -64,6 +64,7 @@ def test_the_demo_replays_a_real_trace_live_on_the_policys_own_thresholds_with_z
     shown = (
         "requests",
         "failed",
+        "first_answer_seconds",
         "p99_ms",
         "thresholds",
         "metrics",

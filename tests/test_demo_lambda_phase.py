@@ -53,7 +53,9 @@ def test_the_local_function_has_an_environment_for_each_request_in_flight_at_the
     assert lambda_environments(LiveSettings(max_rps=3.0)) == 3  # 1.5 in flight
 
 
-def _phase(requests: int, failed: int, served: dict[str, int], moves: list[tuple[str, str]], p99: float) -> Any:
+def _phase(
+    requests: int, failed: int, served: dict[str, int], moves: list[tuple[str, str]], p99: float, answer: float = 0.0
+) -> Any:
     return {
         "requests": requests,
         "failed": failed,
@@ -62,6 +64,7 @@ def _phase(requests: int, failed: int, served: dict[str, int], moves: list[tuple
         "served_by": served,
         "served_by_client": served,
         "spilled_requests": 1,
+        "first_answer_seconds": answer,
         "scale_to_zero": [{"seconds": 10.0, "woken_by_request": True, "wake_latency_ms": 300}],
         "migrations": [{"from": f, "to": t, "outcome": "Succeeded"} for f, t in moves],
         "cost_usd_by_target": {"cluster": 0.5},
@@ -72,11 +75,12 @@ def _phase(requests: int, failed: int, served: dict[str, int], moves: list[tuple
 
 def test_the_phases_add_up_into_one_summary_and_each_keeps_its_own() -> None:
     cloudrun = _phase(100, 0, {"cluster": 60, "cloudrun": 40, "lambda": 0}, [("cloudrun", "cluster")], 900.0)
-    on_lambda = _phase(50, 1, {"cluster": 20, "cloudrun": 0, "lambda": 29}, [("cluster", "lambda")], 1200.0)
+    on_lambda = _phase(50, 1, {"cluster": 20, "cloudrun": 0, "lambda": 29}, [("cluster", "lambda")], 1200.0, 2.5)
     merged = merge_live_phases({"cloudrun": cloudrun, "lambda": on_lambda})
     assert (merged["requests"], merged["failed"], merged["spilled_requests"]) == (150, 1, 2)
     assert merged["served_by"] == {"cluster": 80, "cloudrun": 40, "lambda": 29}
     assert merged["p99_ms"] == 1200.0 and merged["p50_ms"] == 600.0  # the slowest phase's
+    assert merged["first_answer_seconds"] == 2.5  # the longest wait from Ready to a first answer
     moves = [(m["from"], m["to"], m["phase"]) for m in merged["migrations"]]
     assert moves == [("cloudrun", "cluster", "cloudrun"), ("cluster", "lambda", "lambda")]
     assert len(merged["scale_to_zero"]) == 2

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
@@ -99,6 +99,30 @@ async def replica_nodes(api: ApiClient, namespace: str) -> list[str | None]:
     return [p.spec.node_name for p in pods if p.metadata.deletion_timestamp is None]
 
 
+async def pods_state(api: ApiClient, namespace: str) -> str:
+    """Each Pod of the namespace (node, phase, readiness, terminating) and the namespace's Events: what a failure
+    shows, since the scheduler's and the controllers' reasons are in them."""
+    core = CoreV1Api(api)
+    pods = (await core.list_namespaced_pod(namespace)).items
+    lines = [
+        f"pod {p.metadata.name} node={p.spec.node_name} phase={p.status.phase} "
+        f"ready={[c.ready for c in p.status.container_statuses or []]} "
+        f"terminating={p.metadata.deletion_timestamp is not None}"
+        for p in pods
+    ]
+    events = (await core.list_namespaced_event(namespace)).items
+    lines += [f"event {e.involved_object.name} {e.reason}: {e.message}" for e in events[-20:]]
+    return "\n".join(lines)
+
+
+async def explained(api: ApiClient, namespace: str, wait: Awaitable[None]) -> None:
+    """``wait``, and when it times out, the namespace's Pods and Events with the error."""
+    try:
+        await wait
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{await pods_state(api, namespace)}") from None
+
+
 async def test_spot_replicas_land_on_spot_and_come_back_on_demand_after_a_preemption(
     api: ApiClient, nodes: tuple[KwokFleet, str, str], namespace: str
 ) -> None:
@@ -114,8 +138,12 @@ async def test_spot_replicas_land_on_spot_and_come_back_on_demand_after_a_preemp
         async def ready(desired: DesiredTarget = on_spot) -> bool:
             return (await target.ensure(workload, desired)).ready
 
-        await eventually(ready, timeout=90, what="2 replicas Running and Ready on the fake nodes")
-        assert await replica_nodes(api, namespace) == [spot_node, spot_node], "the replicas should prefer spot"
+        await explained(
+            api, namespace, eventually(ready, timeout=90, what="2 replicas Running and Ready on the fake nodes")
+        )
+        assert await replica_nodes(api, namespace) == [spot_node, spot_node], (
+            f"the replicas should prefer spot ({spot_node}):\n{await pods_state(api, namespace)}"
+        )
         template = (await AppsV1Api(api).read_namespaced_deployment("spot-model", namespace)).spec.template.spec
         tolerations = [t.to_dict() for t in template.tolerations]
         assert any(t["key"] == GKE_SPOT_LABEL and t["effect"] == "NoSchedule" for t in tolerations)
@@ -135,7 +163,9 @@ async def test_spot_replicas_land_on_spot_and_come_back_on_demand_after_a_preemp
             placed = await replica_nodes(api, namespace)
             return placed == [on_demand_node, on_demand_node] and await ready()
 
-        await eventually(back_on_demand, timeout=90, what="both replicas back on the on-demand node")
+        await explained(
+            api, namespace, eventually(back_on_demand, timeout=90, what="both replicas back on the on-demand node")
+        )
         fallback_seconds = time.monotonic() - started
         print(f"replicas back on the on-demand node {fallback_seconds:.1f}s after the drain began")
 
@@ -143,12 +173,14 @@ async def test_spot_replicas_land_on_spot_and_come_back_on_demand_after_a_preemp
         # so the spot node, back and schedulable, takes no replica of a rollout
         await core.patch_node(spot_node, {"spec": {"unschedulable": False}})
         on_demand = DesiredTarget(replicas=2, spot=False)
-        await eventually(lambda: ready(on_demand), timeout=90, what="the on-demand rollout Ready")
+        await explained(
+            api, namespace, eventually(lambda: ready(on_demand), timeout=90, what="the on-demand rollout Ready")
+        )
         template = (await AppsV1Api(api).read_namespaced_deployment("spot-model", namespace)).spec.template.spec
         required = template.affinity.node_affinity.required_during_scheduling_ignored_during_execution
         expressions = [e.to_dict() for e in required.node_selector_terms[0].match_expressions]
         assert {"key": GKE_SPOT_LABEL, "operator": "NotIn", "values": ["true"]} in expressions
         assert template.affinity.node_affinity.preferred_during_scheduling_ignored_during_execution is None
-        assert set(await replica_nodes(api, namespace)) == {on_demand_node}
+        assert set(await replica_nodes(api, namespace)) == {on_demand_node}, await pods_state(api, namespace)
     finally:
         await cache.stop()

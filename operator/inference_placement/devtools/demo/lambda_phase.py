@@ -193,7 +193,8 @@ def _add(into: dict[str, Any], key: str, more: dict[str, Any]) -> None:
 def merge_live_phases(phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The demo's live summary over its phases (each ``live.run_live_replay``'s): requests, failures, requests
     served per target and spilled, failures by kind (``errors``), cost and trace hours per target added up; the
-    stretches at zero and the migrations listed in phase order (each migration naming its phase); p50 and p99 the
+    stretches at zero and the migrations listed in phase order (each migration naming its phase); the longest wait
+    from Ready to a first answer (``first_answer_seconds``, ``live.wait_answered``); p50 and p99 the
     slowest phase's (percentiles of different replays do not add); ``trace`` the first phase's segment. Each phase's
     own summary under ``phases``."""
     first = next(iter(phases.values()))
@@ -207,6 +208,7 @@ def merge_live_phases(phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "served_by_client": {},
         "errors": {},
         "spilled_requests": 0,
+        "first_answer_seconds": 0.0,
         "scale_to_zero": [],
         "migrations": [],
         "cost_usd_by_target": {},
@@ -221,6 +223,7 @@ def merge_live_phases(phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for key in ("served_by", "served_by_client", "errors", "cost_usd_by_target", "trace_hours_by_target"):
             _add(merged, key, summary)
         merged["scale_to_zero"] += summary["scale_to_zero"]
+        merged["first_answer_seconds"] = max(merged.get("first_answer_seconds", 0.0), summary["first_answer_seconds"])
         merged["migrations"] += [{**m, "phase": phase} for m in summary["migrations"]]
     for key in ("cost_usd_by_target", "trace_hours_by_target"):
         merged[key] = {k: round(v, 4 if key.startswith("cost") else 2) for k, v in merged[key].items()}

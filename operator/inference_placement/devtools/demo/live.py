@@ -631,6 +631,35 @@ def _step_line(index: int, responses: list[ReplayResponse], watcher: _Watcher, t
     )
 
 
+def wait_answered(port: int, host: str, console: Any, timeout: float = 60.0) -> float:
+    """Seconds from the workload's Ready until the stable endpoint answered a request with 2xx: one request a
+    second through the router, as the replay sends them. Ready means the router serves the route (the operator
+    places a workload only once the router confirmed it), so this is one request and 0 s; when it is not, what
+    answered meanwhile is printed, and the replay starts anyway after ``timeout``."""
+    started = time.monotonic()
+    refused: list[ReplayResponse] = []
+    while True:
+        probe = LoadReplay(port, host, [0.0], connections=1, timeout_seconds=10.0).start()
+        probe.join(timeout=15.0)
+        answered = probe.snapshot()
+        if answered and answered[0].ok:
+            break
+        refused += answered
+        if time.monotonic() - started > timeout:
+            break
+        time.sleep(1.0)
+    waited = round(time.monotonic() - started, 1) if refused else 0.0
+    if refused:
+        first = refused[0]
+        said = escape(f"{first.error or f'HTTP {first.status}'} {first.detail or ''}".strip())
+        console.print(
+            f"[yellow]the stable endpoint answered {waited:g}s after the workload was Ready; {len(refused)} "
+            f"request(s) before that were refused, the first: {said}[/yellow]",
+            soft_wrap=True,
+        )
+    return waited
+
+
 def run_live_replay(
     *,
     kubectl: Callable[..., str],
@@ -655,6 +684,7 @@ def run_live_replay(
     watcher = _Watcher(kubectl, namespace, name, console, speedup, router)
     watcher.start()
     wait_placed()
+    first_answer = wait_answered(envoy_port, f"{name}.{namespace}.svc", console)
     replay = LoadReplay(envoy_port, f"{name}.{namespace}.svc", schedule, connections=settings.connections)
     total = len(segment.counts) * step_seconds
     console.print(
@@ -722,6 +752,7 @@ def run_live_replay(
         "served_by": router.served_by(),
         "served_by_client": dict(Counter(served_target(r.served_by) for r in replay.responses if r.ok)),
         "errors": summary.errors,
+        "first_answer_seconds": first_answer,
         "spilled_requests": router.spilled(),
         "scale_to_zero": [_wake_summary(w) for _, w in sorted(watcher.wakes.items())],
         "migrations": watcher.migrations,
