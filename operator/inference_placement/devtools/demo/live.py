@@ -66,6 +66,7 @@ __all__ = [
     "policy_classifier",
     "run_live_replay",
     "served_target",
+    "wait_answered",
 ]
 
 WARNING_EVENTS = frozenset(
