@@ -6,14 +6,17 @@ as the fleet feeds it (``TickInputs.router_weights``)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from inference_placement.api.spec import TargetName
+from inference_placement.api.workload import InferenceWorkload
 from inference_placement.controller.reconciler import Reconciler, TickInputs
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import TrafficWindow
 from inference_placement.policy.price_book import default_price_book
+from inference_placement.targets.base import DesiredTarget, TargetState
 from tests.plugins.memory_api import inline_tenancy
 from tests.test_one_decision_everywhere import Writer
 from tests.test_source_capacity import _body
@@ -89,3 +92,52 @@ def test_without_a_router_a_first_placement_is_placed_the_tick_after_its_target_
         if migration is None:
             break
     assert steps[-1] in ("cluster", "lambda") and steps[-2] == "Shifting", steps
+
+
+class _Pending(Recorder):
+    """The cluster target whose replicas stay Pending (no node has the GPU they ask for)."""
+
+    async def ensure(self, workload: InferenceWorkload, desired: DesiredTarget) -> TargetState:
+        state = await super().ensure(workload, desired)
+        return replace(state, ready=self.ready)
+
+    ready = False
+
+
+def _capacity(status: dict[str, Any]) -> tuple[str, str]:
+    found = next(c for c in status["conditions"] if c["type"] == "CapacityAvailable")
+    return found["status"], found["message"]
+
+
+def test_a_first_placement_on_the_cluster_whose_replicas_cannot_fit_says_so_until_they_are_up() -> None:
+    """``CapacityAvailable`` of a workload pinned to the cluster while its replicas wait for a node: the capacity
+    verdict's (False, with its numbers), not "holds its in-cluster capacity"; once they are up, it holds it."""
+    body = _new_workload()
+    body["spec"]["placement"]["pin"] = "cluster"
+    cluster = _Pending(TargetName.CLUSTER)
+    reconciler = Reconciler(cast(Any, Writer(body)), {TargetName.CLUSTER: cast(Any, cluster)}, tenancy=inline_tenancy())
+    verdict = (False, "no node has a free nvidia-l4 GPU (0 of 0)")
+
+    def tick(seconds: float) -> dict[str, Any]:
+        inputs = TickInputs(
+            now=NOW + timedelta(seconds=seconds),
+            price_book=default_price_book(),
+            capacity=ClusterCapacity(),
+            window=None,
+            capacity_verdict=verdict,
+        )
+        asyncio.run(reconciler.reconcile(body, inputs))
+        return cast(dict[str, Any], body["status"])
+
+    status = {}
+    for second in range(0, 30, 6):
+        status = tick(second)
+    assert status["migration"]["target"] == "cluster" and status["migration"]["step"] == "AwaitingHealthy", status
+    assert _capacity(status) == ("False", verdict[1])
+    cluster.ready = True
+    for second in range(30, 60, 6):
+        status = tick(second)
+        if status.get("placement") == "cluster":
+            break
+    assert status.get("placement") == "cluster", status
+    assert _capacity(status) == ("True", "the workload holds its in-cluster capacity")

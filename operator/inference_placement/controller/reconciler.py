@@ -623,7 +623,7 @@ class Reconciler:
             conditions.mark(type_, state, verdict.reason, verdict.message)
         if TargetName.CLUSTER not in spec.placement.allowed_targets:
             return
-        if _on_cluster(status):
+        if _holds_cluster_capacity(status):
             conditions.mark(
                 ConditionType.CAPACITY_AVAILABLE,
                 ConditionStatus.TRUE,
@@ -1341,6 +1341,22 @@ def _with_started_migration(
     else:
         return status
     return status.model_copy(update={"migration": migration})
+
+
+def _holds_cluster_capacity(status: InferenceWorkloadStatus) -> bool:
+    """Its replicas hold in-cluster capacity: the cluster serves, a migration moves from it, or one moving to it
+    has its replicas up. A move to the cluster still waiting for them (``AWAITING_HEALTHY``: a first placement
+    among them) holds none yet, and whether they fit is the capacity verdict's to say: a GPU type no node has keeps
+    them Pending, and ``CapacityAvailable`` must say so rather than "holds its capacity". (The decision still sees
+    such a move as on the cluster, ``_on_cluster``: a replica scheduled but not ready must not turn it back.)"""
+    migration = status.migration
+    if status.placement is TargetName.CLUSTER or (migration is not None and migration.source is TargetName.CLUSTER):
+        return True
+    return (
+        migration is not None
+        and migration.target is TargetName.CLUSTER
+        and migration.step is not MigrationStep.AWAITING_HEALTHY
+    )
 
 
 def _on_cluster(status: InferenceWorkloadStatus) -> bool:
