@@ -19,9 +19,18 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes_asyncio.client.exceptions import ApiException
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from inference_placement.api.workload import GROUP, PLURAL, VERSION, InferenceWorkload
-from inference_placement.devtools.kwok import FLEET_LABEL, KwokFleet, create_fleet, delete_fleet
+from inference_placement.devtools.kwok import (
+    FLEET_LABEL,
+    GPU_TAINT,
+    NODE_LIFECYCLE_TAINT_PREFIX,
+    KwokFleet,
+    create_fleet,
+    delete_fleet,
+)
 from inference_placement.policy.node_labels import GKE_SPOT_LABEL, GKE_SPOT_TOLERATION
 from inference_placement.targets.base import DesiredTarget
 from inference_placement.targets.capacity import CapacityCache
@@ -47,12 +56,29 @@ async def nodes(api: ApiClient) -> AsyncIterator[tuple[KwokFleet, str, str]]:
     fleet = await create_fleet(api, {"l4-ts": 2}, ready_timeout=120)
     spot, on_demand = fleet.pools["l4-ts"]
     core = CoreV1Api(api)
-    node = await core.read_node(spot)
-    taints = [{"key": t.key, "value": t.value, "effect": t.effect} for t in node.spec.taints or []]
-    taints.append({k: v for k, v in GKE_SPOT_TOLERATION.items() if k != "operator"})
-    body: Any = {"metadata": {"labels": {GKE_SPOT_LABEL: "true"}}, "spec": {"taints": taints}}
-    await core.patch_node(spot, body)
     try:
+        # Node.spec.taints is replaced whole by a patch, so the patch carries the Node's taints plus the spot one;
+        # not the Node's taints as read, though: a read while the node lifecycle controller's not-ready taint was
+        # still on put it back after the controller lifted it, and both replicas went to the on-demand node (1 run
+        # in 8 here, and once in CI). create_fleet now returns once that taint is gone; the patch keeps only the
+        # fleet's own taints, and the resourceVersion makes a concurrent change a conflict instead of lost.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(lambda e: isinstance(e, ApiException) and e.status == 409),
+            stop=stop_after_attempt(10),
+            reraise=True,
+        ):
+            with attempt:  # kwok's heartbeats change the Node too: a conflict reads it again
+                node = await core.read_node(spot)
+                taints = [{"key": t.key, "value": t.value, "effect": t.effect} for t in node.spec.taints or []]
+                taints = [t for t in taints if not t["key"].startswith(NODE_LIFECYCLE_TAINT_PREFIX)]
+                taints.append({k: v for k, v in GKE_SPOT_TOLERATION.items() if k != "operator"})
+                body: Any = {
+                    "metadata": {"labels": {GKE_SPOT_LABEL: "true"}, "resourceVersion": node.metadata.resource_version},
+                    "spec": {"taints": taints},
+                }
+                await core.patch_node(spot, body)
+        node = await core.read_node(spot)
+        assert {t.key for t in node.spec.taints} == {GPU_TAINT["key"], GKE_SPOT_LABEL}, node.spec.taints
         yield fleet, spot, on_demand
     finally:
         await delete_fleet(api, fleet)

@@ -45,6 +45,7 @@ __all__ = [
     "MAX_NODES",
     "POOL_LABEL",
     "KwokError",
+    "NODE_LIFECYCLE_TAINT_PREFIX",
     "KwokFleet",
     "NodePool",
     "create_fleet",
@@ -349,7 +350,9 @@ async def create_fleet(
     ready_timeout: float = 300.0,
     dra: bool = False,
 ) -> KwokFleet:
-    """Create ``plan`` (pool -> node count) and wait until kwok has made every Node Ready; ``dra``: the GPUs as
+    """Create ``plan`` (pool -> node count) and wait until kwok has made every Node Ready and the node lifecycle
+    controller has lifted its ``not-ready`` taint (each can take a Pod: a Pod created the moment a Node turned Ready
+    can only go to the others); ``dra``: the GPUs as
     DRA ResourceSlices of NVIDIA's driver instead of extended resources.
 
     Raises ``KwokError`` when the Nodes do not become Ready (kwok not running: ``e2e/local-cluster.sh up --kwok``)."""
@@ -399,10 +402,20 @@ async def create_fleet(
     return result
 
 
+NODE_LIFECYCLE_TAINT_PREFIX: Final = "node.kubernetes.io/"
+"""The node lifecycle controller's taints (``not-ready``, ``unreachable``, ...): it lifts ``not-ready`` a moment
+(its monitor period, 5 s by default) after the Node turned Ready, and until then nothing is scheduled there."""
+
+
+def _schedulable(node: Any) -> bool:
+    ready = any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+    lifecycle = any(t.key.startswith(NODE_LIFECYCLE_TAINT_PREFIX) for t in node.spec.taints or [])
+    return ready and not lifecycle
+
+
 async def _ready_count(core: k8s.CoreV1Api, selector: str) -> tuple[int, int]:
     nodes = await core.list_node(label_selector=selector)
-    ready = sum(any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or [])) for n in nodes.items)
-    return ready, len(nodes.items)
+    return sum(_schedulable(n) for n in nodes.items), len(nodes.items)
 
 
 async def wait_ready(api: k8s.ApiClient, fleet: KwokFleet, *, timeout: float) -> None:
