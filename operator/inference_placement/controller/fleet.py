@@ -29,6 +29,7 @@ from kubernetes_asyncio.client.rest import ApiException
 from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.api.validation import SpecProblem, parse_spec
 from inference_placement.api.workload import WorkloadKey
+from inference_placement.controller.gc_tuning import release_free_memory
 from inference_placement.controller.leader import NotLeaderError
 from inference_placement.controller.log_context import workload_context
 from inference_placement.controller.reconciler import Reconciler, ReconcileResult, TickInputs
@@ -404,6 +405,7 @@ class Fleet:
         self._dirty.clear()
         await self._reconcile_keys(set(keys), full_tick=True, resync=self._resync_picks(_posix(now)))
         await self._write_tenancy(now)
+        release_free_memory()  # the tick's transient high-water is not kept resident (gc_tuning.py)
         self.stats.ticks += 1
         self.stats.last_tick_seconds = loop.time() - started
         self.stats.last_tick_at = now

@@ -1,4 +1,4 @@
-"""The cyclic garbage collector, tuned for a fleet loop that decodes large metrics answers every tick.
+"""The cyclic garbage collector and the C allocator, tuned for a fleet loop that decodes large metrics answers every tick.
 
 Measured at 10,000 workloads (a steady tick: one fetch of four range queries, every fingerprint checked, 100
 resyncs against a stand-in reconciler): with CPython's default thresholds (700, 10, 10) a tick ran ~400 young
@@ -12,19 +12,57 @@ full-collection rule (pending > 25 % of the long-lived heap). The measures:
 - a young-generation threshold of ``GEN0_THRESHOLD`` allocations instead of 700: one tick's transient answers are
   mostly freed by reference counting before a collection sees them. The older generations keep their default
   ratios, so cycles (rare here: the fleet's state is plain JSON-like data) are still collected, only later.
+
+And glibc's allocator (where the process runs on glibc; elsewhere both are no-ops):
+
+- at most ``MALLOC_ARENAS`` malloc arenas (``mallopt(M_ARENA_MAX)``, what ``MALLOC_ARENA_MAX`` sets): the metrics
+  answers are decoded in worker threads (``asyncio.to_thread``), and by default each thread may get an arena of its
+  own (up to 8 per core), each keeping the high-water of the answers it decoded.
+- after each full tick, the free pages inside the heaps go back to the system (``malloc_trim(0)``; ~1-3 ms with a
+  600 MB heap): a first tick at 10,000 workloads (10,000 status writes, 20,000 Events, whole windows decoded)
+  otherwise leaves its high-water as resident memory for the life of the process.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import gc
 
-__all__ = ["GEN0_THRESHOLD", "tune_gc"]
+__all__ = ["GEN0_THRESHOLD", "MALLOC_ARENAS", "release_free_memory", "tune_gc"]
 
 GEN0_THRESHOLD = 100_000
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # glibc's malloc.h
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+
+
+def release_free_memory() -> bool:
+    """Give the free pages inside the C heaps back to the system. False where the C library is not glibc."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
 
 
 def tune_gc() -> tuple[int, int, int]:
-    """Collect, freeze what exists now and raise the young threshold. Returns the new thresholds."""
+    """Collect, freeze what exists now, raise the young threshold and cap the malloc arenas. Returns the thresholds."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
     gc.collect()
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
