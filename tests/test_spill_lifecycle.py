@@ -4,6 +4,8 @@ any replica refuses, and no replica refuses once the router stops (``controller/
 from __future__ import annotations
 
 import asyncio
+import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -277,3 +279,74 @@ def test_a_migration_taking_traffic_rolls_back_only_when_its_target_has_no_ready
     asyncio.run(reconciler.reconcile(body, inputs))
     migration = body["status"]["migration"]
     assert (migration["step"] == MigrationStep.ROLLING_BACK.value) is rolls_back, migration
+
+
+def test_a_steady_spill_keeps_its_status_while_the_split_holds() -> None:
+    """The message's figures move with each tick's traffic; the status changes only with the split (else every tick
+    of a spill is a status write)."""
+    from inference_placement.policy.actuation import Actuators as A
+    from inference_placement.policy.decide import PlacementState, decide
+
+    on_cluster = PlacementState(current=TargetName.CLUSTER, last_migration_finished_at=None, month_to_date_usd=0.0)
+    plan = decide(spec(), bursty_window(), on_cluster, PB, ClusterCapacity(), NOW, actuators=A(spillover=True)).spill
+    assert plan is not None
+    seen = SpillObservation(target_ready=True, router_spills=True)
+    spilling = advance_spill(None, plan, "as first decided", seen, NOW, 30.0).spill
+    assert spilling is not None
+    spilling = spilling.model_copy(update={"step": SpillStep.SPILLING})
+    kept = advance_spill(spilling, plan, "same split, other dollars", seen, NOW, 30.0).spill
+    assert kept == spilling
+    resized = replace(plan, base_replicas=plan.base_replicas + 1)
+    moved = advance_spill(spilling, resized, "a new split", seen, NOW, 30.0).spill
+    assert moved is not None and moved.message == "a new split" and moved.base_replicas == plan.base_replicas + 1
+
+
+class _CountingWriter(Writer):
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(body)
+        self.writes = 0
+
+    async def patch_status(
+        self, namespace: str, name: str, patch: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        self.writes += 1
+        return await super().patch_status(namespace, name, patch, resource_version)
+
+
+def test_a_steady_spill_writes_no_status_tick_after_tick() -> None:
+    """A burst that lasts, its rates moving by a few percent a tick (as measured traffic does): once spilling, the
+    split holds and no tick writes the status (the message's dollars moved every tick before)."""
+    body = _body()
+    writer = _CountingWriter(body)
+    cluster, lam = Recorder(TargetName.CLUSTER), Recorder(TargetName.LAMBDA)
+    reconciler = Reconciler(
+        cast(Any, writer),
+        {TargetName.CLUSTER: cast(Any, cluster), TargetName.LAMBDA: cast(Any, lam)},
+        actuators=Actuators(spillover=True),
+        tenancy=inline_tenancy(),
+    )
+    rng = random.Random(7)
+    router_spill: TargetName | None = None
+    now = NOW
+    writes_while_spilling: list[int] = []
+    for _ in range(12):
+        now += timedelta(seconds=30)
+        burst = bursty_window()
+        jittered = replace(_at(burst, now), rps=tuple(r * (1 + 0.03 * rng.random()) for r in burst.rps))
+        inputs = TickInputs(
+            now=now,
+            price_book=PB,
+            capacity=ClusterCapacity(),
+            window=jittered,
+            router_enabled=True,
+            router_weights={TargetName.CLUSTER: 100},
+            router_spill=router_spill,
+        )
+        before = writer.writes
+        asyncio.run(reconciler.reconcile(body, inputs))
+        spill = body["status"].get("spill")
+        if spill and spill["step"] == "Spilling" and router_spill is TargetName.LAMBDA:
+            writes_while_spilling.append(writer.writes - before)
+        router_spill = TargetName.LAMBDA if spill and spill["step"] in ("Routed", "Spilling", "Uncapping") else None
+    assert len(writes_while_spilling) >= 8
+    assert writes_while_spilling[1:] == [0] * (len(writes_while_spilling) - 1), writes_while_spilling

@@ -67,7 +67,14 @@ def _plan_fields(plan: SpillPlan, message: str) -> dict[str, object]:
 
 
 def _numbers(spill: SpillStatus, plan: SpillPlan, message: str) -> SpillStatus:
-    return spill.model_copy(update=_plan_fields(plan, message))
+    """``spill`` with the plan's split. The message keeps the figures of the decision that set the split while the
+    split itself (base, overflow cap, slots, warm pool) is unchanged: its projected dollars and overflow share move
+    with every tick's traffic, and a status rewritten every tick of a spill would make each one a write (the
+    Decision Event and ``explain`` carry the current figures)."""
+    fields = _plan_fields(plan, message)
+    if all(getattr(spill, name) == value for name, value in fields.items() if name != "message"):
+        fields["message"] = spill.message or message
+    return spill.model_copy(update=fields)
 
 
 def _ending(spill: SpillStatus, seen: SpillObservation, now: datetime, drain_seconds: float) -> SpillTransition:
