@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from inference_placement.api.status import Condition, ConditionStatus, ConditionType, Reason
@@ -53,7 +52,7 @@ def _exported() -> dict[str, list[dict[str, str]]]:
     telemetry.price_book_valid.set(0)
     telemetry.metrics_fresh.set(0)
     exported: dict[str, list[dict[str, str]]] = {}
-    for family in text_string_to_metric_families(generate_latest(telemetry.registry).decode()):
+    for family in text_string_to_metric_families(telemetry.exposition().decode()):
         for sample in family.samples:
             exported.setdefault(sample.name, []).append(dict(sample.labels))
     return exported

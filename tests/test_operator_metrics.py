@@ -6,6 +6,7 @@ migration-duration histogram. Read back in the text exposition format, as Promet
 from __future__ import annotations
 
 import platform
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -24,7 +25,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def _scrape(telemetry: Telemetry) -> Samples:
-    text = generate_latest(telemetry.registry).decode()
+    text = telemetry.exposition().decode()
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
@@ -123,6 +124,38 @@ def test_the_per_workload_gauges_expose_what_a_prometheus_client_gauge_would() -
         with pytest.raises(ValueError):
             gauge.labels("ns", "a")
     assert generate_latest(ours) == generate_latest(theirs)
+    assert compact.render() == generate_latest(theirs)  # the rendered lines /metrics serves
     assert ours.get_sample_value("x_cost_usd", {"namespace": "ns", "workload": "a", "target": "cluster"}) == 2.5
     with pytest.raises(ValueError):  # one name once per registry, as for the library's own metrics
         WorkloadGauge("x_cost_usd", "Again.", labels, registry=ours)
+
+
+def test_metrics_serves_the_registries_text_from_the_rendered_lines() -> None:
+    """``/metrics`` is the standard families through ``prometheus_client`` and the per-workload ones from lines
+    rendered when set: the same text the library renders for both registries, escaping included, over HTTP."""
+    telemetry = Telemetry()
+    telemetry.ticks.inc()
+    for name in ("a", 'odd"name\\x', "b"):
+        telemetry.projected_cost.labels("ns", name, "cluster").set(12.5)
+        telemetry.condition.labels("ns", name, "Ready", "True").set(1)
+    telemetry.projected_cost.labels("ns", "a", "cluster").set(7)
+    telemetry.projected_cost.labels("ns", "a", "cluster").set(7)
+    telemetry.condition.remove("ns", "b", "Ready", "True")
+    telemetry.forget_workload("ns", "b")
+    served = telemetry.exposition()
+    library = generate_latest(telemetry.workload_registry)
+    assert served.endswith(library) and b'workload="odd\\"name' in library
+    # the standard part changes with the process (CPU, GC) between two renderings: compare its families' names
+    head = served[: len(served) - len(library)].decode()
+    names = {family.name for family in text_string_to_metric_families(head)}
+    assert names == {
+        family.name for family in text_string_to_metric_families(generate_latest(telemetry.registry).decode())
+    }
+    server = telemetry.serve(0, addr="127.0.0.1")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/metrics", timeout=10) as answer:
+            assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            assert answer.read().endswith(library)
+    finally:
+        server.shutdown()
+        server.server_close()

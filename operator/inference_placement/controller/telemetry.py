@@ -12,7 +12,10 @@ workload, and ``forget_workload`` drops them when the workload goes.
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import cast
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,10 +25,12 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
+    generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 import inference_placement
 from inference_placement.api.status import Condition, ConditionType
@@ -51,6 +56,8 @@ _TARGETS = ("cluster", "cloudrun", "lambda")
 class Telemetry:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self.workload_registry = CollectorRegistry(auto_describe=True)
+        """The per-workload families (``WorkloadGauge``), served from their rendered lines (``exposition``)."""
         self._exported: dict[tuple[str, str], tuple[object, ...]] = {}
         """Per workload, what ``export_state`` last set (placement, current cost, exported condition statuses)."""
         r = self.registry
@@ -114,26 +121,26 @@ class Telemetry:
             "inference_placement_projected_monthly_cost_usd",
             "Projected monthly cost of the observed traffic on each feasible target.",
             ["namespace", "workload", "target"],
-            registry=r,
+            registry=self.workload_registry,
         )
         self.current_cost = WorkloadGauge(
             "inference_placement_current_monthly_cost_usd",
             "Projected monthly cost of each workload where it runs now (status.currentMonthlyCostUsd), by target.",
             ["namespace", "workload", "target"],
-            registry=r,
+            registry=self.workload_registry,
         )
         self.placement = WorkloadGauge(
             "inference_placement_workload_placement",
             "1 for the target serving each workload now (one series per workload; none while unplaced).",
             ["namespace", "workload", "target"],
-            registry=r,
+            registry=self.workload_registry,
         )
         self.condition = WorkloadGauge(
             "inference_placement_workload_condition",
             "1 per workload and condition type, its status (True, False, Unknown) in the label: Ready, Migrating, "
             "SLOAtRisk, BudgetExceeded and MetricsAvailable.",
             ["namespace", "workload", "type", "status"],
-            registry=r,
+            registry=self.workload_registry,
         )
         self.migration_duration = Histogram(
             "inference_placement_migration_duration_seconds",
@@ -147,7 +154,7 @@ class Telemetry:
             "inference_placement_budget_burn_ratio",
             "Projected spend this month divided by the monthly budget (1 = exactly on budget).",
             ["namespace", "workload"],
-            registry=r,
+            registry=self.workload_registry,
         )
         self.metrics_fresh = Gauge(
             "inference_placement_metrics_last_success_timestamp_seconds",
@@ -294,8 +301,41 @@ class Telemetry:
             for value in ("True", "False", "Unknown"):
                 _remove(self.condition, namespace, name, type_.value, value)
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        start_http_server(port, addr=addr, registry=self.registry)
+    @property
+    def workload_gauges(self) -> tuple[WorkloadGauge, ...]:
+        return (self.projected_cost, self.current_cost, self.placement, self.condition, self.budget_burn)
+
+    def exposition(self) -> bytes:
+        """What ``/metrics`` serves: the registry's families through ``prometheus_client``, then the per-workload
+        families from their rendered lines (the same text ``generate_latest`` gives for them)."""
+        return generate_latest(self.registry) + b"".join(gauge.render() for gauge in self.workload_gauges)
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> ThreadingHTTPServer:
+        """``exposition()`` over HTTP (text format 0.0.4) from a daemon thread, on any GET path, as
+        ``prometheus_client.start_http_server`` serves a registry."""
+        server = ThreadingHTTPServer((addr, port), _handler(self))
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="operator-metrics", daemon=True).start()
+        return server
+
+
+def _handler(telemetry: Telemetry) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?", 1)[0] == "/favicon.ico":
+                self.send_error(404)
+                return
+            body = telemetry.exposition()
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    return Handler
 
 
 def _remove(metric: Gauge | WorkloadGauge, *labels: str) -> None:
@@ -315,7 +355,27 @@ class _Child:
         self._key = key
 
     def set(self, value: float) -> None:
-        self._gauge.values[self._key] = float(value)
+        self._gauge._set(self._key, float(value))
+
+
+class _Empty(Collector):
+    """A gauge family without samples: what ``generate_latest`` renders as the family's HELP and TYPE lines."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
+        self._family = (name, documentation, labelnames)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        name, documentation, labelnames = self._family
+        yield GaugeMetricFamily(name, documentation, labels=labelnames)
+
+
+_go_float = cast(Callable[[float], str], floatToGoString)
+"""A sample value as the text format writes it (``prometheus_client``'s own function; it has no annotations)."""
+
+
+def _escape(value: str) -> str:
+    """A label value as the text format writes it (``prometheus_client``'s escaping)."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 class WorkloadGauge(Collector):
@@ -330,7 +390,26 @@ class WorkloadGauge(Collector):
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self.values: dict[tuple[str, ...], float] = {}
+        self._label_order = sorted(range(len(self.labelnames)), key=self.labelnames.__getitem__)
+        """The labels in the order the exposition writes them (sorted by name, as ``prometheus_client`` does)."""
+        self._lines: dict[tuple[str, ...], str] = {}
+        """Each series' exposition line, rendered when its value is set (same order as ``values``)."""
         registry.register(self)
+        header = CollectorRegistry(auto_describe=True)
+        header.register(_Empty(name, documentation, self.labelnames))
+        self._header = generate_latest(header).decode()
+
+    def _set(self, key: tuple[str, ...], value: float) -> None:
+        if self.values.get(key) == value and key in self._lines:
+            return
+        self.values[key] = value
+        labels = ",".join(f'{self.labelnames[i]}="{_escape(key[i])}"' for i in self._label_order)
+        self._lines[key] = f"{self.name}{{{labels}}} {_go_float(value)}\n"
+
+    def render(self) -> bytes:
+        """The family's exposition text, as ``generate_latest`` renders it, from the rendered lines."""
+        # a snapshot in one C call (str keys and values run no Python code): the scrape never sees the dict change
+        return (self._header + "".join(list(self._lines.values()))).encode()
 
     def labels(self, *values: str) -> _Child:
         if len(values) != len(self.labelnames):
@@ -338,7 +417,9 @@ class WorkloadGauge(Collector):
         return _Child(self, tuple(str(v) for v in values))
 
     def remove(self, *values: str) -> None:
-        self.values.pop(tuple(str(v) for v in values), None)
+        key = tuple(str(v) for v in values)
+        self.values.pop(key, None)
+        self._lines.pop(key, None)
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         return [GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)]
