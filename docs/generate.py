@@ -339,7 +339,7 @@ def render_metrics() -> str:
         "| metric | type | labels | meaning |",
         "| --- | --- | --- | --- |",
     ]
-    for family in telemetry.registry.collect():
+    for family in telemetry.families():
         if not family.name.startswith("inference_placement_"):
             continue  # the client library's standard families, listed below
         metric = next(

@@ -855,7 +855,7 @@ _PROMQL_WORDS = {
 def _operator_metric_names() -> set[str]:
     telemetry = Telemetry()
     names: set[str] = set()
-    for family in [*telemetry.registry.collect(), *telemetry.workload_registry.collect()]:
+    for family in telemetry.families():
         if family.type == "counter":
             names.add(family.name + "_total")
         elif family.type == "histogram":

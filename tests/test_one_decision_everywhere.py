@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 
 from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
+from inference_placement.api.status import BudgetStatus
 from inference_placement.api.validation import parse_spec
 from inference_placement.api.workload import InferenceWorkload
 from inference_placement.controller.reconciler import Reconciler, TickInputs
 from inference_placement.devtools.merge_patch import apply_merge_patch
 from inference_placement.explain import explain_workload
 from inference_placement.policy.actuation import Actuators, target_settings
-from inference_placement.policy.budget import MONTH_SECONDS
+from inference_placement.policy.budget import MONTH_SECONDS, accrue_spend
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import PlacementState, TrafficWindow, assess, decide
 from inference_placement.policy.price_book import default_price_book
@@ -239,13 +240,15 @@ def test_the_simulator_accrues_the_month_as_the_live_status_does() -> None:
     window = _window(20.0, end=NOW)
     target = _placed_on_cluster(body, window)
     start = NOW + timedelta(seconds=10)
-    # 5 days stay inside November; a day's accrual (> $1) is always written (status_diff.py keeps money to $1)
+    # 5 days stay inside November. The live month-to-date is the status record accrued to the day's end: what the
+    # reconciler, explain and a restarted operator read (the record alone is re-written only with a real change)
     days = 5
     hours = 24 * days
     for d in range(1, days + 1):
         _reconcile(body, _window(20.0, end=start + timedelta(days=d)), start + timedelta(days=d), target)
-    live = body["status"]["budget"]["monthToDateUsd"]
+    record = BudgetStatus.model_validate(body["status"]["budget"])
     monthly = body["status"]["currentMonthlyCostUsd"]
+    live = accrue_spend(record, monthly, start + timedelta(days=days)).month_to_date_usd
     assert monthly > 0 and live > 0
 
     policy = OursPolicy()

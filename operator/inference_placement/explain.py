@@ -52,6 +52,7 @@ from inference_placement.commandline import (
     require_kubeconfig,
 )
 from inference_placement.policy.actuation import Actuators
+from inference_placement.policy.budget import accrue_spend
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.cold_start import assumed_provision, measured_estimates, measured_price_book
 from inference_placement.policy.decide import Assessment, Decision, PlacementState, TrafficWindow, assess, decide
@@ -403,7 +404,8 @@ def explain_workload(
     state = PlacementState(
         current=status.placement,
         last_migration_finished_at=last_finished,
-        month_to_date_usd=status.budget.month_to_date_usd if status.budget is not None else 0.0,
+        # the status record accrued to now, as the reconciler does (status re-writes it only with a real change)
+        month_to_date_usd=accrue_spend(status.budget, status.current_monthly_cost_usd, when).month_to_date_usd,
         accelerator=status.last_decision.accelerator if status.last_decision is not None else None,
         moving_to=status.migration.target if status.migration is not None else None,
         spilling=status.spill is not None and not status.spill.ending,

@@ -391,7 +391,12 @@ class TargetsStatus(ApiModel):
 
 
 class BudgetStatus(ApiModel):
-    month_to_date_usd: float = Field(default=0.0, ge=0, description="Spend so far this calendar month.")
+    month_to_date_usd: float = Field(
+        default=0.0,
+        ge=0,
+        description="Spend this calendar month up to accountedAt (refreshed with the next status change; it accrues "
+        "on from there at currentMonthlyCostUsd: kubectl iw explain shows it up to now).",
+    )
     projected_month_usd: float = Field(default=0.0, ge=0, description="Month-to-date plus forecast to month end.")
     accounted_at: str | None = Field(default=None, description="RFC 3339 time monthToDateUsd was accrued up to.")
 

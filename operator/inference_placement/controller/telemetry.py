@@ -27,7 +27,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -300,6 +300,10 @@ class Telemetry:
         for type_ in EXPORTED_CONDITIONS:
             for value in ("True", "False", "Unknown"):
                 _remove(self.condition, namespace, name, type_.value, value)
+
+    def families(self) -> list[Metric]:
+        """Every family ``/metrics`` serves: the registry's, then the per-workload ones (docs, chart checks)."""
+        return [*self.registry.collect(), *self.workload_registry.collect()]
 
     @property
     def workload_gauges(self) -> tuple[WorkloadGauge, ...]:
