@@ -283,3 +283,18 @@ def test_explains_the_accelerator_choice_in_numbers() -> None:
     text = console.export_text()
     assert "Cluster accelerators" in text and "nvidia-a100-80gb MIG 1g.10gb" in text
     assert json.loads(json.dumps(expl.to_dict()))["accelerators"][0]["recorded"] is True
+
+
+def test_the_budget_verdict_accrues_the_spend_record_to_now() -> None:
+    """Status keeps month-to-date as a record (spend up to ``accountedAt``, accruing at ``currentMonthlyCostUsd``),
+    re-written only with a real change: explain accrues it to now, as the reconciler does, before judging the
+    budget. Eight days at $90/month since a $20 record are ~$24 more: over a $30 budget, within it unaccrued."""
+
+    def explained(accounted_at: str) -> Explanation:
+        status = _status()
+        status["currentMonthlyCostUsd"] = 90.0
+        status["budget"] = {"monthToDateUsd": 20.0, "projectedMonthUsd": 22.0, "accountedAt": accounted_at}
+        return explain_workload(_workload({"budget": {"monthlyUsd": 30}}, status), default_price_book())
+
+    assert "within" in explained(SAMPLED_AT).budget_now
+    assert "exceeded" in explained("2026-03-02T12:00:00Z").budget_now
