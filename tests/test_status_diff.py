@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from inference_placement.api.status import BudgetStatus
 from inference_placement.controller.status_diff import merge_patch, semantically_equal
@@ -62,8 +63,8 @@ def test_spend_accruing_at_a_steady_rate_is_no_change_and_its_record_stays_exact
     written = accrue_spend(BudgetStatus(month_to_date_usd=100.0, accounted_at="2026-11-10T00:00:00Z"), monthly, T0)
     later = accrue_spend(written, monthly, T0 + timedelta(hours=5))
     assert later.month_to_date_usd - written.month_to_date_usd > 50  # beyond the old $1 / 5 % tolerance
-    old = {"budget": written.model_dump(by_alias=True), "currentMonthlyCostUsd": monthly}
-    new = {"budget": later.model_dump(by_alias=True), "currentMonthlyCostUsd": monthly}
+    old: dict[str, Any] = {"budget": written.model_dump(by_alias=True), "currentMonthlyCostUsd": monthly}
+    new: dict[str, Any] = {"budget": later.model_dump(by_alias=True), "currentMonthlyCostUsd": monthly}
     assert semantically_equal(old, new)
     # the record that stays in status, accrued on, is the spend that was not written
     assert accrue_spend(written, monthly, T0 + timedelta(hours=5)) == later
