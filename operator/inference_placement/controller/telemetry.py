@@ -362,15 +362,15 @@ class _Child:
         self._gauge._set(self._key, float(value))
 
 
-class _Empty(Collector):
-    """A gauge family without samples: what ``generate_latest`` renders as the family's HELP and TYPE lines."""
+class _Described(Collector):
+    """A family as ``describe()`` gives it, without samples: what ``generate_latest`` renders as its HELP and TYPE
+    lines."""
 
-    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
-        self._family = (name, documentation, labelnames)
+    def __init__(self, gauge: WorkloadGauge) -> None:
+        self._gauge = gauge
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        name, documentation, labelnames = self._family
-        yield GaugeMetricFamily(name, documentation, labels=labelnames)
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        return self._gauge.describe()
 
 
 _go_float = cast(Callable[[float], str], floatToGoString)
@@ -399,9 +399,7 @@ class WorkloadGauge(Collector):
         self._lines: dict[tuple[str, ...], str] = {}
         """Each series' exposition line, rendered when its value is set (same order as ``values``)."""
         registry.register(self)
-        header = CollectorRegistry(auto_describe=True)
-        header.register(_Empty(name, documentation, self.labelnames))
-        self._header = generate_latest(header).decode()
+        self._header = generate_latest(_Described(self)).decode()
 
     def _set(self, key: tuple[str, ...], value: float) -> None:
         if self.values.get(key) == value and key in self._lines:

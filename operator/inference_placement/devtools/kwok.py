@@ -352,8 +352,8 @@ async def create_fleet(
 ) -> KwokFleet:
     """Create ``plan`` (pool -> node count) and wait until kwok has made every Node Ready and the node lifecycle
     controller has lifted its ``not-ready`` taint (each can take a Pod: a Pod created the moment a Node turned Ready
-    can only go to the others); ``dra``: the GPUs as
-    DRA ResourceSlices of NVIDIA's driver instead of extended resources.
+    can only go to the others); ``dra``: the GPUs as DRA ResourceSlices of NVIDIA's driver instead of extended
+    resources.
 
     Raises ``KwokError`` when the Nodes do not become Ready (kwok not running: ``e2e/local-cluster.sh up --kwok``)."""
     core = k8s.CoreV1Api(api)
