@@ -73,15 +73,40 @@ def _at(window: TrafficWindow, now: datetime) -> TrafficWindow:
     )
 
 
-def test_spill_starts_route_first_and_ends_cap_first_without_a_refusal_the_router_does_not_retry() -> None:
-    body = _body()
+def _spilling_reconciler(writer: Writer) -> tuple[Reconciler, Recorder, Recorder]:
+    """A reconciler allowed to spill from the cluster to Lambda, its two targets recording what they apply."""
     cluster, lam = Recorder(TargetName.CLUSTER), Recorder(TargetName.LAMBDA)
     reconciler = Reconciler(
-        cast(Any, Writer(body)),
+        cast(Any, writer),
         {TargetName.CLUSTER: cast(Any, cluster), TargetName.LAMBDA: cast(Any, lam)},
         actuators=Actuators(spillover=True),
         tenancy=inline_tenancy(),
     )
+    return reconciler, cluster, lam
+
+
+def _spill_tick(
+    reconciler: Reconciler, body: dict[str, Any], window: TrafficWindow, router_spill: TargetName | None
+) -> TargetName | None:
+    """One reconcile at ``window.end`` behind a router spilling to ``router_spill``; returns where the router spills
+    next, following status as ``router_sync`` does (ROUTED, SPILLING, UNCAPPING route the overflow)."""
+    inputs = TickInputs(
+        now=window.end,
+        price_book=PB,
+        capacity=ClusterCapacity(),
+        window=window,
+        router_enabled=True,
+        router_weights={TargetName.CLUSTER: 100},
+        router_spill=router_spill,
+    )
+    asyncio.run(reconciler.reconcile(body, inputs))
+    spill = body["status"].get("spill")
+    return TargetName.LAMBDA if spill and spill["step"] in ("Routed", "Spilling", "Uncapping") else None
+
+
+def test_spill_starts_route_first_and_ends_cap_first_without_a_refusal_the_router_does_not_retry() -> None:
+    body = _body()
+    reconciler, cluster, lam = _spilling_reconciler(Writer(body))
     router_spill: TargetName | None = None
     steps: list[SpillStep | None] = []
     now = NOW
@@ -89,23 +114,13 @@ def test_spill_starts_route_first_and_ends_cap_first_without_a_refusal_the_route
     def tick(window: TrafficWindow) -> None:
         nonlocal now, router_spill
         now += timedelta(seconds=20)
-        inputs = TickInputs(
-            now=now,
-            price_book=PB,
-            capacity=ClusterCapacity(),
-            window=_at(window, now),
-            router_enabled=True,
-            router_weights={TargetName.CLUSTER: 100},
-            router_spill=router_spill,
-        )
-        asyncio.run(reconciler.reconcile(body, inputs))
+        routed_before = router_spill
+        router_spill = _spill_tick(reconciler, body, _at(window, now), router_spill)
         spill = body["status"].get("spill")
         steps.append(SpillStep(spill["step"]) if spill else None)
         # the cap is only ever applied while the router confirmed it retries refusals on the overflow target
         if cluster.applied and cluster.applied[-1].max_in_flight is not None:
-            assert router_spill is TargetName.LAMBDA
-        # the router follows status (router_sync: ROUTED, SPILLING, UNCAPPING route the overflow)
-        router_spill = TargetName.LAMBDA if spill and spill["step"] in ("Routed", "Spilling", "Uncapping") else None
+            assert routed_before is TargetName.LAMBDA
 
     for _ in range(5):
         tick(bursty_window())
@@ -318,13 +333,7 @@ def test_a_steady_spill_writes_no_status_tick_after_tick() -> None:
     split holds and no tick writes the status (the message's dollars moved every tick before)."""
     body = _body()
     writer = _CountingWriter(body)
-    cluster, lam = Recorder(TargetName.CLUSTER), Recorder(TargetName.LAMBDA)
-    reconciler = Reconciler(
-        cast(Any, writer),
-        {TargetName.CLUSTER: cast(Any, cluster), TargetName.LAMBDA: cast(Any, lam)},
-        actuators=Actuators(spillover=True),
-        tenancy=inline_tenancy(),
-    )
+    reconciler, _, _ = _spilling_reconciler(writer)
     rng = random.Random(7)
     router_spill: TargetName | None = None
     now = NOW
@@ -333,20 +342,10 @@ def test_a_steady_spill_writes_no_status_tick_after_tick() -> None:
         now += timedelta(seconds=30)
         burst = bursty_window()
         jittered = replace(_at(burst, now), rps=tuple(r * (1 + 0.03 * rng.random()) for r in burst.rps))
-        inputs = TickInputs(
-            now=now,
-            price_book=PB,
-            capacity=ClusterCapacity(),
-            window=jittered,
-            router_enabled=True,
-            router_weights={TargetName.CLUSTER: 100},
-            router_spill=router_spill,
-        )
-        before = writer.writes
-        asyncio.run(reconciler.reconcile(body, inputs))
+        before, routed_before = writer.writes, router_spill
+        router_spill = _spill_tick(reconciler, body, jittered, router_spill)
         spill = body["status"].get("spill")
-        if spill and spill["step"] == "Spilling" and router_spill is TargetName.LAMBDA:
+        if spill and spill["step"] == "Spilling" and routed_before is TargetName.LAMBDA:
             writes_while_spilling.append(writer.writes - before)
-        router_spill = TargetName.LAMBDA if spill and spill["step"] in ("Routed", "Spilling", "Uncapping") else None
     assert len(writes_while_spilling) >= 8
     assert writes_while_spilling[1:] == [0] * (len(writes_while_spilling) - 1), writes_while_spilling
