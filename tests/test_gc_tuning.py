@@ -62,3 +62,24 @@ def test_release_free_memory_gives_free_heap_pages_back() -> None:
     result = json.loads(out.stdout)
     assert result["released"], "the operator's image and CI run on glibc"
     assert result["before"] - result["after"] > 150, result  # ~235 MB of the ~240 were free pages
+
+
+def test_the_collector_is_off_while_paused_and_back_after_even_on_an_error() -> None:
+    import gc
+
+    from inference_placement.controller.gc_tuning import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        raise RuntimeError("a fetch that failed")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled(), "a collector that was off stays off"
+    finally:
+        gc.enable()

@@ -29,7 +29,7 @@ from kubernetes_asyncio.client.rest import ApiException
 from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.api.validation import SpecProblem, parse_spec
 from inference_placement.api.workload import WorkloadKey
-from inference_placement.controller.gc_tuning import release_free_memory
+from inference_placement.controller.gc_tuning import collector_paused, release_free_memory
 from inference_placement.controller.leader import NotLeaderError
 from inference_placement.controller.log_context import workload_context
 from inference_placement.controller.reconciler import Reconciler, ReconcileResult, TickInputs
@@ -392,7 +392,8 @@ class Fleet:
         keys = list(self._workloads)
         now = self.clock()
         try:
-            self._snapshot = await self.metrics.fetch(keys, now, self._slo_seconds())
+            with collector_paused():  # the answers' containers are freed by reference counting (gc_tuning.py)
+                self._snapshot = await self.metrics.fetch(keys, now, self._slo_seconds())
         except Exception as err:  # a broken metrics source freezes placement; it never stops the loop
             log.exception("metrics fetch failed")
             self._snapshot = MetricsSnapshot(problem=f"metrics source error: {type(err).__name__}")

@@ -25,12 +25,14 @@ And glibc's allocator (where the process runs on glibc; elsewhere both are no-op
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import gc
+from collections.abc import Iterator
 
-__all__ = ["GEN0_THRESHOLD", "MALLOC_ARENAS", "release_free_memory", "tune_gc"]
+__all__ = ["GEN0_THRESHOLD", "MALLOC_ARENAS", "collector_paused", "release_free_memory", "tune_gc"]
 
 GEN0_THRESHOLD = 100_000
 MALLOC_ARENAS = 2
@@ -47,6 +49,22 @@ def _glibc() -> ctypes.CDLL | None:
     except OSError:
         return None
     return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic collector off while a metrics fetch decodes its answers: their containers are acyclic and freed by
+    reference counting once parsed, but while they are alive they trip young collections that promote them and then
+    older ones that walk the fleet's long-lived heap. Measured on a synthetic process (10,000 workloads' worth of
+    long-lived objects, 13 answers of 10,000 series per tick): a steady fetch of 7 points per series 0.56 -> 0.38
+    CPU-s per tick, a whole-window one of 60 points 3.8-5.4 -> 2.25. Cycles made meanwhile are collected after."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def release_free_memory() -> bool:
