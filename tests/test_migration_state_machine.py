@@ -63,6 +63,8 @@ def test_walks_every_step_cluster_to_lambda() -> None:
     ]
     assert placement is TargetName.LAMBDA
     assert finished is not None and finished.outcome is MigrationOutcome.SUCCEEDED
+    # the record says how long the move took, without anyone having watched it in flight
+    assert finished.started_at == m.started_at and finished.finished_at == "2026-11-22T12:04:08Z"
 
 
 def test_each_traffic_step_is_held() -> None:

@@ -352,6 +352,9 @@ class LastMigration(ApiModel):
     source: TargetName | None = Field(default=None, description="Where traffic came from.")
     target: TargetName = Field(description="Where traffic was moving to.")
     outcome: MigrationOutcome = Field(description="Succeeded or RolledBack.")
+    started_at: str | None = Field(
+        default=None, description="RFC 3339 start of the migration (unset on records written before it was kept)."
+    )
     finished_at: str = Field(description="RFC 3339 end of the migration.")
     message: str = Field(default="", description="Why it ended that way.")
 

@@ -143,6 +143,7 @@ def _ended(migration: MigrationStatus, outcome: MigrationOutcome, now: datetime,
         source=migration.source,
         target=migration.target,
         outcome=outcome,
+        started_at=migration.started_at,
         finished_at=_stamp(now),
         message=message,
     )

@@ -587,8 +587,10 @@ class _Watcher:
         finished = last.get("finishedAt")
         if finished and finished != self._last_finished and last.get("source"):
             end = _time(finished)
-            starts = [s for s in self._reasons if (t := _time(s)) is not None and end is not None and t <= end]
-            started = max(starts, default=None)
+            # the record carries its start; the in-flight migration may have begun and ended between two polls
+            started = last.get("startedAt") or max(
+                (s for s in self._reasons if (t := _time(s)) is not None and end is not None and t <= end), default=None
+            )
             start = _time(started)
             self.migrations.append(
                 {
