@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
 import numpy as np
 import requests
 from prometheus_api_client import PrometheusConnect
@@ -823,7 +824,7 @@ class PrometheusSource:
 
     def _scrape_errors(self) -> dict[str, str]:
         """``instance`` -> the last scrape error Prometheus recorded, for its active targets that have one."""
-        client = self._client()
+        client, _ = self._connect()
         try:
             data = client.get_targets(state="active")
         finally:
@@ -898,19 +899,14 @@ class PrometheusSource:
     # ------------------------------------------------------------------ I/O (runs in a worker thread)
 
     def _query_instant(self, query: str, at: datetime) -> Any:
-        client = self._client()
-        try:
-            return client.custom_query(
-                query, params={"time": at.timestamp(), "timeout": prometheus_duration(self.timeout_seconds)}
-            )
-        finally:
-            client.close()
+        return self._result("query", {"query": query, "time": at.timestamp()})
 
-    def _client(self) -> PrometheusConnect:
+    def _connect(self) -> tuple[PrometheusConnect, requests.Session]:
+        """A client and its session (the client mounts its retries on it); closing the client closes the session."""
         headers = {**(self._headers or {}), **self.auth.request_headers()}
         session = requests.Session()
         session.verify = self.auth.verify()
-        return PrometheusConnect(
+        client = PrometheusConnect(
             url=self.url,
             headers=headers or None,
             auth=self.auth.basic_auth(),  # type: ignore[arg-type,unused-ignore]  # the library says tuple
@@ -925,17 +921,39 @@ class PrometheusSource:
             ),
             timeout=self.timeout_seconds,  # type: ignore[arg-type,unused-ignore]  # requests takes float seconds
         )
+        return client, session
 
     def _query_range(self, query: str, start: datetime, end: datetime, step: int | None = None) -> Any:
-        client = self._client()
+        params = {
+            "query": query,
+            "start": round(start.timestamp()),
+            "end": round(end.timestamp()),
+            "step": str(step or self.step_seconds),
+        }
+        return self._result("query_range", params)
+
+    def _result(self, endpoint: str, params: dict[str, Any]) -> Any:
+        """``data.result`` of one query of the HTTP API, asked as ``prometheus-api-client`` asks it (its session:
+        credentials, TLS and retries; a status other than 200 raises its ``PrometheusApiClientException``), decoded
+        with msgspec: the same Python values as the standard library's ``json``, for ~40% less CPU on a fleet's
+        answer (10,000 series, measured with ``devtools/scale/fetch_cost.py``), which was half a steady fetch."""
+        client, session = self._connect()
         try:
-            return client.custom_query_range(
-                query,
-                start_time=start,
-                end_time=end,
-                step=str(step or self.step_seconds),
-                params={"timeout": prometheus_duration(self.timeout_seconds)},
+            response = session.request(
+                method="GET",
+                url=f"{self.url}/api/v1/{endpoint}",
+                params={**params, "timeout": prometheus_duration(self.timeout_seconds)},
+                headers=client.headers,
+                auth=client.auth,
+                # given per request, as the library does: otherwise a CA bundle named in the environment
+                # (REQUESTS_CA_BUNDLE) would replace the configured one
+                verify=session.verify,
+                cert=session.cert,
+                timeout=self.timeout_seconds,
             )
+            if response.status_code != 200:
+                raise PrometheusApiClientException(f"HTTP Status Code {response.status_code} ({response.content!r})")
+            return msgspec.json.decode(response.content)["data"]["result"]
         finally:
             client.close()
 
@@ -946,7 +964,7 @@ class PrometheusSource:
             return f"TLS to {self._where} failed (certificate not trusted? set the CA file)"
         if isinstance(err, _BadResponse):
             return f"unexpected response from {self._where}: {err}"
-        if isinstance(err, requests.exceptions.JSONDecodeError):
+        if isinstance(err, requests.exceptions.JSONDecodeError | msgspec.DecodeError):
             return f"unparsable response from {self._where} (not JSON)"
         if isinstance(err, requests.exceptions.Timeout):
             return f"{self._where} timed out after {self.timeout_seconds:g} s"

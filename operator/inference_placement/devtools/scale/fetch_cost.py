@@ -2,11 +2,12 @@
 
 A harness, not the operator: a real Prometheus over blocks backfilled with ``promtool`` (``openmetrics.py``: what
 the router reports per workload, a day of it at ``HISTORY_SAMPLE_SECONDS`` and the last 35 minutes every 15 s), and
-the real ``PrometheusSource`` with the operator's default templates and GC settings, fetched tick after tick on the
-operator's 30 s grid. ``with`` is the source as the operator runs it; ``without`` is the same source asking none of
-the per-step in-flight peaks, per-step SLO misses and the day's history (what the source fetched before them). The
-two alternate tick by tick, so load on the machine hits both alike. CPU is ``time.process_time()`` of this process
-(every thread: the queries run in worker threads) around each ``fetch``; Prometheus' own CPU is not counted.
+the real ``PrometheusSource`` with the operator's default templates and GC settings (the collector paused while it
+fetches, as ``Fleet.tick`` does), fetched tick after tick on the operator's 30 s grid. ``with`` is the source as the
+operator runs it; ``without`` is the same source asking none of the per-step in-flight peaks, per-step SLO misses
+and the day's history (what the source fetched before them). The two alternate tick by tick, so load on the machine
+hits both alike. CPU is ``time.process_time()`` of this process (every thread: the queries run in worker threads)
+around each ``fetch``; Prometheus' own CPU is not counted.
 
     python -m inference_placement.devtools.scale.fetch_cost --workloads 1000,10000 --ticks 6
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from inference_placement.api.workload import WorkloadKey
-from inference_placement.controller.gc_tuning import tune_gc
+from inference_placement.controller.gc_tuning import collector_paused, tune_gc
 from inference_placement.devtools.prometheus import backfill, find_binaries, start_prometheus
 from inference_placement.devtools.scale.openmetrics import HISTORY_SAMPLE_SECONDS, write_traffic
 from inference_placement.metrics.prometheus import PrometheusSource
@@ -49,7 +50,8 @@ class _Without(PrometheusSource):
 async def _tick(source: PrometheusSource, keys: list[WorkloadKey], ts: int) -> tuple[float, float, int]:
     objectives = dict.fromkeys(keys, _OBJECTIVE_SECONDS)
     cpu, wall = time.process_time(), time.perf_counter()
-    snapshot = await source.fetch(keys, datetime.fromtimestamp(ts, UTC), objectives)
+    with collector_paused():  # as the operator's tick fetches (controller/fleet.py)
+        snapshot = await source.fetch(keys, datetime.fromtimestamp(ts, UTC), objectives)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     if snapshot.problem is not None or len(snapshot.windows) != len(keys):
         raise RuntimeError(f"fetch failed: {snapshot.problem or snapshot.per_workload_problem}")
