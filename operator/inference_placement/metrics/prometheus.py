@@ -243,6 +243,21 @@ class _SignalResult:
     """Series without both grouping labels (ignored)."""
 
 
+@dataclass(frozen=True)
+class _Answered:
+    """What a fetch keeps of one signal's answers once their points are folded in: never the points themselves
+    (an asyncio future holding its coroutine's result would keep them alive past the fetch)."""
+
+    labelled: int
+    """Series with both grouping labels in the (last) answer."""
+    duplicated: frozenset[_LabelKey]
+    unlabelled: int
+
+    @classmethod
+    def of(cls, result: _SignalResult) -> _Answered:
+        return cls(len(result.series), result.duplicated, result.unlabelled)
+
+
 @dataclass(frozen=True, slots=True)
 class _Series:
     """One workload's series of a windowed signal, as floats on the window's grid."""
@@ -523,7 +538,7 @@ class PrometheusSource:
             return self._failed(f"{Signal.ROUTER_UP.value} query: {self._describe(router_answer)}", sent)
         if router_answer is not None:
             return self._failed(router_answer, sent)
-        results: dict[Signal, _SignalResult] = {}
+        results: dict[Signal, _Answered] = {}
         series: dict[Signal, dict[_LabelKey, _Series]] = {}
         latest: dict[Signal, dict[_LabelKey, _Sample]] = {}
         for signal, answer in zip(signals, answers, strict=True):
@@ -565,7 +580,7 @@ class PrometheusSource:
         chunks: list[tuple[int, int]],
         wanted: AbstractSet[_LabelKey],
         le_of: Mapping[_LabelKey, str],
-    ) -> tuple[_SignalResult, dict[_LabelKey, _Series] | dict[_LabelKey, _Sample]]:
+    ) -> tuple[_Answered, dict[_LabelKey, _Series] | dict[_LabelKey, _Sample]]:
         """One signal's queries and what is kept of them. A whole window is asked for in ``chunks``, one after the
         other, each folded into the kept floats before the next is asked for (the decoded answer is the transient
         peak of a fetch: 114 MB for 10,000 series x 60 points, 33 MB for 15)."""
@@ -591,7 +606,7 @@ class PrometheusSource:
                 wanted,
                 oldest_ts=window.end_ts - self.max_staleness_seconds,
             )
-            return result, newest
+            return _Answered.of(result), newest
         spans = [(window.recent_ts, window.end_ts)] if previous is not None else chunks
         kept = None if previous is None else previous.series.get(signal)
         kept_end = window.end_ts if previous is None else previous.end_ts
@@ -616,7 +631,7 @@ class PrometheusSource:
                 valid=_VALID[signal],
             )
             kept_end = window.end_ts
-        return _SignalResult(result.series, frozenset(duplicated), unlabelled), kept or {}
+        return _Answered(len(result.series), frozenset(duplicated), unlabelled), kept or {}
 
     def _matrices(
         self, tasks: Sequence[_MatrixTask], answers: Sequence[SeriesMatrix | BaseException]
@@ -1010,7 +1025,7 @@ class PrometheusSource:
         self,
         keys: Sequence[WorkloadKey],
         end_ts: int,
-        results: Mapping[Signal, _SignalResult],
+        results: Mapping[Signal, _Answered],
         kept: _Kept,
         sent: int,
     ) -> MetricsSnapshot:
@@ -1066,7 +1081,7 @@ class PrometheusSource:
         self,
         key: _LabelKey,
         end_ts: int,
-        results: Mapping[Signal, _SignalResult],
+        results: Mapping[Signal, _Answered],
         kept: _Kept,
         ambiguous: Mapping[Signal, frozenset[_LabelKey]],
         readouts: _Readouts,
@@ -1089,7 +1104,7 @@ class PrometheusSource:
         if last < 0:
             hint = (
                 f"; {rate.unlabelled} series lack the labels {self.namespace_label}/{self.workload_label}"
-                if rate.unlabelled and not rate.series
+                if rate.unlabelled and not rate.labelled
                 else ""
             )
             raise _WorkloadProblem(f"no request-rate series in the last {self.range_seconds} s{hint}")
