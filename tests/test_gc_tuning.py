@@ -1,15 +1,17 @@
-"""The operator's garbage-collector tuning, in a child interpreter (freezing the test session's heap would change
-every other test's collector behaviour)."""
+"""The operator's garbage-collector tuning: what changes the process for good in a child interpreter (freezing the
+test session's heap would change every other test's collector behaviour); the pause around a fetch, which puts the
+collector back as it found it, in this one."""
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
 
 import pytest
 
-from inference_placement.controller.gc_tuning import GEN0_THRESHOLD
+from inference_placement.controller.gc_tuning import GEN0_THRESHOLD, collector_paused
 
 _CHILD = """
 import gc, json
@@ -65,10 +67,6 @@ def test_release_free_memory_gives_free_heap_pages_back() -> None:
 
 
 def test_the_collector_is_off_while_paused_and_back_after_even_on_an_error() -> None:
-    import gc
-
-    from inference_placement.controller.gc_tuning import collector_paused
-
     assert gc.isenabled()
     with collector_paused():
         assert not gc.isenabled()
