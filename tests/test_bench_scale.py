@@ -74,6 +74,10 @@ def test_bench_scale_smoke(
         assert 0 < run["rss_mb"] < 1000
         assert 0 < run["tick_cpu_seconds"] < 30
         assert run["react_seconds"] > 0
+        # what explains each steady tick, one figure per scrape that saw a tick end (a scrape may span two): a tick
+        # reconciles at least the resync share
+        assert 1 <= len(run["steady_reconciles"]) == len(run["steady_full_collections"]) <= run["steady_ticks"]
+        assert all(count >= 1 for count in run["steady_reconciles"]), run["steady_reconciles"]
         assert run["cluster_mode"] == "deployments" and run["kwok_nodes"] == 8
         assert run["pods_running"] == run["workloads"], "a workload's Pod is not Running on the KWOK fleet"
         assert run["history_seconds"] >= 86400

@@ -8,6 +8,9 @@ Per size N (``RunResult``):
                     queries the switch forwarded per tick)
   writes_per_tick   apiserver writes (``inference_placement_apiserver_writes_total``, every kind) over the steady
                     ticks / ticks; steady = every workload placed with a decision recorded, plus one settle tick
+  steady_reconciles, steady_full_collections  per steady tick: workloads reconciled, and the cyclic collector's full
+                    collections (``python_gc_collections_total{generation="2"}``), between the scrape that saw the
+                    tick end and the one before (what tells a long tick's cause)
   react_seconds     from the flip of the traffic switch (low -> high traffic for every workload) until the watch has
                     seen every workload's new decision in status (includes waiting for the next tick)
 
@@ -115,6 +118,8 @@ class RunResult:
     process_cpu_seconds_per_tick: float = 0.0
     switch_queries_per_tick: float = 0.0
     steady_ticks: int = 0
+    steady_reconciles: list[float] = field(default_factory=list)
+    steady_full_collections: list[float] = field(default_factory=list)
     writes_by_kind: dict[str, float] = field(default_factory=dict)
     reaction_writes: float = 0.0
     create_seconds: float = 0.0
@@ -372,6 +377,8 @@ async def run_one(  # noqa: C901 - issue 23 item 2
         tick_cpu: list[float] = []
         tick_wall: list[float] = []
         queries: list[float] = []
+        reconciles: list[float] = []
+        collections: list[float] = []
         last = base
         while last.ticks < base.ticks + config.steady_ticks:
             if time.monotonic() - t0 > config.steady_ticks * (config.tick_seconds + 60 + 0.03 * n) + 60:
@@ -382,9 +389,11 @@ async def run_one(  # noqa: C901 - issue 23 item 2
                 if not op.alive():
                     raise BenchError(f"operator exited during steady ticks:\n{op.log_tail()}")
                 continue
-            last = scraped
+            previous, last = last, scraped
             if last.ticks > seen_ticks:
                 seen_ticks = last.ticks
+                reconciles.append(last.reconciles - previous.reconciles)
+                collections.append(last.full_collections - previous.full_collections)
                 tick_cpu.append(last.tick_cpu_seconds)
                 tick_wall.append(last.tick_duration_seconds)
                 queries.append(last.queries_per_tick)
@@ -414,7 +423,8 @@ async def run_one(  # noqa: C901 - issue 23 item 2
         writes_per_tick = sum(writes.values()) / ticks
         log(
             f"[{n}] steady over {ticks:.0f} ticks: tick CPU {tick_cpu}, RSS {rss:.0f} MB, "
-            f"writes/tick {writes_per_tick:g}, queries/tick {queries}"
+            f"writes/tick {writes_per_tick:g}, queries/tick {queries}, reconciles {reconciles}, "
+            f"full collections {collections}"
             + (f", {pods_running} Pods Running on {pods_nodes} fake nodes" if deployments else "")
         )
 
@@ -459,6 +469,8 @@ async def run_one(  # noqa: C901 - issue 23 item 2
             process_cpu_seconds_per_tick=round(cpu_per_tick, 3),
             switch_queries_per_tick=round(switch_queries, 2),
             steady_ticks=int(ticks),
+            steady_reconciles=reconciles,
+            steady_full_collections=collections,
             writes_by_kind={k: v for k, v in sorted(writes.items()) if v},
             reaction_writes=after_shift.total_writes - before_shift.total_writes,
             create_seconds=round(create_seconds, 1),

@@ -31,6 +31,10 @@ class OperatorMetrics:
     """``inference_placement_leader``: 1 while this replica holds the Lease and acts; 0 as a standby, and before the
     replica has set it (without leader election: 0 too)."""
     leader_transitions: float = 0.0
+    reconciles: float = 0.0
+    """``inference_placement_reconcile_duration_seconds_count``: workloads reconciled so far."""
+    full_collections: float = 0.0
+    """``python_gc_collections_total{generation="2"}``: the cyclic collector's full collections so far."""
 
     @property
     def total_writes(self) -> float:
@@ -72,6 +76,8 @@ def parse_metrics(text: str) -> OperatorMetrics:
         decisions=decisions,
         leader=values.get("inference_placement_leader", 0.0),
         leader_transitions=values.get("inference_placement_leader_transitions_total", 0.0),
+        reconciles=values.get("inference_placement_reconcile_duration_seconds_count", 0.0),
+        full_collections=values.get('python_gc_collections_total{generation="2"}', 0.0),
     )
 
 
