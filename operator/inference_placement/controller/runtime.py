@@ -24,6 +24,7 @@ from inference_placement.controller.handlers import Leadership, build_registry
 from inference_placement.controller.kube import KubeWriter, make_api_client
 from inference_placement.controller.leader import LeaseElector, default_identity
 from inference_placement.controller.log_context import install_workload_logging
+from inference_placement.controller.memory_report import install_memory_report
 from inference_placement.controller.pod_endpoints import PodEndpoints
 from inference_placement.controller.reconciler import Reconciler
 from inference_placement.controller.router_sync import RouterSync
@@ -704,6 +705,7 @@ async def run_operator(
     if settings.metrics_port:
         telemetry.serve(settings.metrics_port)
     tune_gc()  # start-up is done: what is imported now lives for ever (gc_tuning.py)
+    install_memory_report(asyncio.get_running_loop())  # only where PYTHONTRACEMALLOC asked for tracing
 
     elector: LeaseElector | None = None
     if settings.leader_elect:

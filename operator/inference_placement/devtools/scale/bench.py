@@ -22,7 +22,10 @@ its RSS at the end of the steady ticks and its CPU-seconds per minute over them.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
+import signal
 import tempfile
 import time
 import uuid
@@ -31,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inference_placement.controller.memory_report import REPORT_PREFIX
 from inference_placement.devtools.kwok import KwokFleet, create_fleet, delete_fleet, fleet_plan
 from inference_placement.devtools.processes import free_port
 from inference_placement.devtools.prometheus import (
@@ -60,6 +64,9 @@ __all__ = [
     "HISTORY_SECONDS",
     "default_future_seconds",
 ]
+
+TRACEMALLOC_FRAMES = 1
+"""Frames kept per traced allocation with ``trace_memory`` (the report groups by the allocating line)."""
 
 _RECENT_SECONDS = 900
 """Before "now", the service time's ``_sum``/``_count`` (latest-only: read within ``max_staleness_seconds``)."""
@@ -98,6 +105,10 @@ class BenchConfig:
     by kwok); larger sizes ``cluster.dryRun``. Needs ``kwok_nodes``."""
     replicas: int = 1
     """Operator processes (leader election decides which acts); 2: the standby's RSS and CPU are reported too."""
+    trace_memory: bool = False
+    """Start the operators with allocation tracing (``PYTHONTRACEMALLOC``) and record the leader's
+    ``memory_report`` at the end of the steady ticks (``RunResult.memory_report``); CPU figures of such a run are
+    inflated by the tracing."""
     wait_cleanup: bool = True
     """Wait until the namespace (and every workload in it) is gone before the next size; else only request it."""
     log: Callable[[str], None] = print
@@ -118,6 +129,8 @@ class RunResult:
     process_cpu_seconds_per_tick: float = 0.0
     switch_queries_per_tick: float = 0.0
     steady_ticks: int = 0
+    memory_report: dict[str, Any] | None = None
+    """With ``trace_memory``: the leader's ``controller.memory_report.memory_report()`` after the steady ticks."""
     steady_reconciles: list[float] = field(default_factory=list)
     steady_full_collections: list[float] = field(default_factory=list)
     writes_by_kind: dict[str, float] = field(default_factory=dict)
@@ -309,6 +322,7 @@ async def run_one(  # noqa: C901 - issue 23 item 2
                     extra=list(config.operator_extra),
                     python=config.operator_command,
                     dry_run=not deployments,
+                    env={"PYTHONTRACEMALLOC": str(TRACEMALLOC_FRAMES)} if config.trace_memory else None,
                 )
             )
         started = time.monotonic()
@@ -428,6 +442,12 @@ async def run_one(  # noqa: C901 - issue 23 item 2
             + (f", {pods_running} Pods Running on {pods_nodes} fake nodes" if deployments else "")
         )
 
+        memory = await _memory_report(op, timeout=120 + 0.05 * n) if config.trace_memory else None
+        if memory is not None:
+            log(f"[{n}] traced heap {memory['traced_mb']} MB (peak {memory['traced_peak_mb']}); largest sites:")
+            for site in memory["top"][:10]:
+                log(f"    {site['mb']:8.2f} MB  {site['count']:>9,}  {site['site']}")
+
         # ---------------------------------------------------------------- fleet-wide traffic shift
         if time.monotonic() + 60 + 3 * (config.tick_seconds + max(tick_wall, default=0.0)) > data_end_mono:
             raise BenchError("the backfilled data ends too soon for the traffic shift: raise --future-seconds")
@@ -469,6 +489,7 @@ async def run_one(  # noqa: C901 - issue 23 item 2
             process_cpu_seconds_per_tick=round(cpu_per_tick, 3),
             switch_queries_per_tick=round(switch_queries, 2),
             steady_ticks=int(ticks),
+            memory_report=memory,
             steady_reconciles=reconciles,
             steady_full_collections=collections,
             writes_by_kind={k: v for k, v in sorted(writes.items()) if v},
@@ -553,3 +574,17 @@ async def run_bench(
         if fleet is not None:
             await delete_fleet(cluster.api, fleet)
         await cluster.close()
+
+
+async def _memory_report(op: OperatorProcess, timeout: float) -> dict[str, Any]:
+    """The operator's ``memory_report``: SIGUSR2, then its log line (``controller/memory_report.py``)."""
+    seen = op.log_path.read_bytes().count(REPORT_PREFIX.encode())
+    os.kill(op.pid, signal.SIGUSR2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await asyncio.sleep(1.0)
+        lines = [line for line in op.log_path.read_text(errors="replace").splitlines() if REPORT_PREFIX in line]
+        if len(lines) > seen:
+            report: dict[str, Any] = json.loads(lines[-1].split(REPORT_PREFIX, 1)[1])
+            return report
+    raise BenchError(f"no memory report from PID {op.pid} within {timeout:.0f} s (traced?):\n{op.log_tail()}")

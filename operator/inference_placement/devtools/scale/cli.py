@@ -48,6 +48,14 @@ def bench_scale(
             "larger sizes cluster.dryRun. Needs --kwok-nodes."
         ),
     ] = 0,
+    trace_memory: Annotated[
+        bool,
+        typer.Option(
+            help="Trace the operators' allocations (PYTHONTRACEMALLOC) and record the leader's largest live "
+            "allocation sites at the end of the steady ticks (memory_report). Tracing about doubles the CPU: a "
+            "run for memory, not for CPU figures.",
+        ),
+    ] = False,
     replicas: Annotated[
         int,
         typer.Option(
@@ -107,6 +115,7 @@ def bench_scale(
         deployments_up_to=deployments_up_to,
         wait_cleanup=wait_cleanup,
         replicas=replicas,
+        trace_memory=trace_memory,
         log=lambda text: console.log(text, markup=False),
     )
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +102,7 @@ class OperatorProcess:
         extra: list[str] | None = None,
         python: list[str] | None = None,
         dry_run: bool = True,
+        env: Mapping[str, str] | None = None,
     ) -> OperatorProcess:
         args = [
             *(python or [sys.executable, "-m", "inference_placement.cli"]),
@@ -123,7 +125,13 @@ class OperatorProcess:
         ]
         op = cls(args, f"http://127.0.0.1:{metrics_port}/metrics", log_path)
         with log_path.open("ab") as log:
-            op.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            op.process = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **env} if env else None,
+            )
         return op
 
     @property
