@@ -65,7 +65,7 @@ __all__ = [
     "default_future_seconds",
 ]
 
-TRACEMALLOC_FRAMES = 1
+_TRACEMALLOC_FRAMES = 1
 """Frames kept per traced allocation with ``trace_memory`` (the report groups by the allocating line)."""
 
 _RECENT_SECONDS = 900
@@ -322,7 +322,7 @@ async def run_one(  # noqa: C901 - issue 23 item 2
                     extra=list(config.operator_extra),
                     python=config.operator_command,
                     dry_run=not deployments,
-                    env={"PYTHONTRACEMALLOC": str(TRACEMALLOC_FRAMES)} if config.trace_memory else None,
+                    env={"PYTHONTRACEMALLOC": str(_TRACEMALLOC_FRAMES)} if config.trace_memory else None,
                 )
             )
         started = time.monotonic()
