@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -172,7 +173,7 @@ def test_garbage_from_the_activator_is_refused_whole_and_signals_nothing(text: s
         parse_activator_metrics(text)
     seen: list[dict[WorkloadKey, WakeSignal]] = []
 
-    async def garbage() -> list[str]:
+    async def garbage(workloads: Collection[WorkloadKey]) -> list[str]:
         return [text]
 
     watch = ActivatorWatch(garbage, seen.append)

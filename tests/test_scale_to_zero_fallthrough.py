@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any, cast
 
@@ -32,6 +33,7 @@ from inference_placement.controller.reconciler import Reconciler
 from inference_placement.controller.router_sync import RouterSync
 from inference_placement.controller.wake import (
     ActivatorCounts,
+    ActivatorWatch,
     WakeSignal,
     parse_activator_metrics,
     router_stats_filter,
@@ -207,7 +209,8 @@ def _router_stats(
 
 def test_requests_that_fell_through_are_counted_between_polls_from_the_routers_own_counters() -> None:
     first = parse_activator_metrics(_router_stats(5))
-    assert first == {KEY: ActivatorCounts(fell_through=5.0)}  # the pods and the keep-warm pings do not count
+    # the pods and the keep-warm pings do not count
+    assert first == {KEY: ActivatorCounts(fell_through=5.0, routed=True)}
     assert wake_signals({}, first) == {}  # a first sight is a baseline, not arrivals
     second = parse_activator_metrics(_router_stats(8, 1, done=3, ms=60.0))
     signal = wake_signals(first, second)[KEY]
@@ -265,6 +268,65 @@ def test_the_router_names_the_workloads_at_zero_a_serverless_target_answers_for(
     last_wake["wakeLatencyMs"] = 12.0
     sync.observe(KEY, {"metadata": {"name": "w", "namespace": "unit", "resourceVersion": "3"}, "status": woken})
     assert sync.falling_through() == set()
+
+
+class _Envoy(_Applier):
+    """The router's stats as the wake poll reads them: a route's serverless cluster appears, at zero, once applied."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+        self.stats = ""
+
+    async def apply(self, routes: Any) -> None:
+        self.log.append("apply")
+        await super().apply(routes)
+        if any(r.overflow is not None for r in self.routes) and not self.stats:
+            self.stats = _router_stats(0)
+
+    async def read(self, workloads: Collection[WorkloadKey]) -> list[str]:
+        self.log.append(f"poll {sorted(k.name for k in workloads)}")
+        return [self.stats if workloads else ""]
+
+
+def test_requests_that_fall_through_before_the_next_poll_after_the_cluster_appeared_still_wake() -> None:
+    """Envoy creates a new cluster's counters at zero, but a counter first seen is a baseline: a burst answered
+    between the route's apply and the next wake poll would wake nothing (CI lost a wake so: the burst came the moment
+    Cloud Run's cluster appeared). The router polls before it applies a route that newly falls through; that poll
+    finds no counter, so the first one seen afterwards counts from zero."""
+    log: list[str] = []
+    envoy, pods = _Envoy(log), PodEndpoints()
+    sync = RouterSync(cast(Any, envoy), pods=pods, hold=True)
+    seen: list[dict[WorkloadKey, WakeSignal]] = []
+    watch = ActivatorWatch(envoy.read, seen.append, wanted=sync.falling_through)
+    sync.before_fall_through = watch.poll_now
+    body = {
+        "metadata": {"name": "w", "namespace": "unit", "resourceVersion": "1"},
+        "status": _status_at_zero("cloudrun"),
+    }
+    sync.observe(KEY, body)
+    service = pods.observe("ADDED", _slice("s1", []))
+    assert service is not None
+    sync.pods_changed(service)
+
+    async def scenario() -> None:
+        assert await sync.sync()
+        assert log == ["poll ['w']", "apply"]  # read before the route could send a request there
+        envoy.stats = _router_stats(16, done=16, ms=320.0)  # a burst, before the next poll
+        await watch.poll_now()
+        # a restarted operator's first poll sees the same counters: a baseline (they may predate it)
+        restarted: list[dict[WorkloadKey, WakeSignal]] = []
+        await ActivatorWatch(envoy.read, restarted.append, wanted=sync.falling_through).poll_now()
+        assert restarted == []
+        # the route unchanged: no poll before the next apply
+        sync.observe(KEY, {**body, "metadata": {**body["metadata"], "resourceVersion": "2"}})
+        await sync.sync()
+
+    asyncio.run(scenario())
+    ((woken,),) = [list(signals.items()) for signals in seen]
+    assert woken[0] == KEY and (woken[1].fell_through, woken[1].fell_answered) == (16, 16)
+    assert woken[1].fell_mean_seconds == pytest.approx(0.02)
+    assert log.count("apply") == 1 and log.count("poll ['w']") == 3
 
 
 # ------------------------------------------------------------------------------------------------ the reconciler

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -85,6 +85,10 @@ class RouterSync:
     most the workload's ``slo.tolerableColdStartSeconds`` (``Route.hold_seconds``)."""
     fence: Callable[[], None] | None = None
     """Raises when this replica may not act (``leader.LeaseElector.fence``): checked before each apply."""
+    before_fall_through: Callable[[], Awaitable[None]] | None = None
+    """Awaited before an apply whose routes newly fall through to a serverless target at zero: the wake poll
+    (``ActivatorWatch.poll_now``), so the counters of that target are read before a request can fall through (a
+    first sight is otherwise a baseline, and what fell through before it would wake nothing: ``controller/wake``)."""
 
     def __post_init__(self) -> None:
         self._routes: dict[WorkloadKey, Route] = {}
@@ -215,6 +219,11 @@ class RouterSync:
         return (self._task is not None and not self._task.done()) or self.last_error is not None
 
     async def _apply(self, desired: dict[WorkloadKey, Route]) -> None:
+        if self.before_fall_through is not None and self._newly_falling_through(desired):
+            try:
+                await self.before_fall_through()
+            except Exception as err:  # the route goes out anyway: a wake poll never holds up the router
+                log.warning("wake poll before a new fall-through failed: %s: %s", type(err).__name__, err)
         try:
             await self.applier.apply([desired[k] for k in sorted(desired, key=lambda k: (k.namespace, k.name))])
         except Exception as err:  # the router keeps serving its previous config; migrations wait
@@ -228,6 +237,20 @@ class RouterSync:
         self._confirmed = {key: positive_weights(route.weights()) for key, route in desired.items()}
         self._spills = {key: route.overflow.target for key, route in desired.items() if route.overflow is not None}
         self._no_pod_answered = {key for key, route in desired.items() if _answers_without_pods(route)}
+
+    def _newly_falling_through(self, desired: Mapping[WorkloadKey, Route]) -> bool:
+        """Some workload whose status falls through at zero gets a serverless overflow the router does not serve."""
+        applied = self._applied or {}
+        for key, route in desired.items():
+            if route.overflow is None or route.overflow.target not in SERVERLESS:
+                continue
+            served = applied.get(key)
+            if served is not None and served.overflow is not None and served.overflow.target is route.overflow.target:
+                continue
+            view = self._views.get(key)
+            if view is not None and _fall_through(view[2]) is route.overflow.target:
+                return True
+        return False
 
     # ------------------------------------------------------------------ read by the reconciler
 

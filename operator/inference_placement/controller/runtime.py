@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -340,7 +340,7 @@ def _activator_watch(
     (``controller/wake.py``), when the cluster may scale to zero."""
     if router is None or not settings.scales_to_zero:
         return None
-    read: Callable[[], Awaitable[Sequence[str]]]
+    read: Callable[[Collection[WorkloadKey]], Awaitable[Sequence[str]]]
     if settings.mode == "cluster":
         from inference_placement.controller.router_cluster import ClusterRouterApplier
 
@@ -348,16 +348,16 @@ def _activator_watch(
             raise TypeError("router.mode=cluster without the in-cluster router")
         applier = router.applier
 
-        async def read_in_cluster() -> list[str]:
-            return await applier.activator_metrics(router_stats_filter(router.falling_through()))
+        async def read_in_cluster(workloads: Collection[WorkloadKey]) -> list[str]:
+            return await applier.activator_metrics(router_stats_filter(workloads))
 
         read = read_in_cluster
     elif settings.activator_metrics_url is not None:
         admin = str(settings.admin_url).rstrip("/") if settings.admin_url is not None else None
 
-        def stats_url() -> str | None:
+        def stats_url(workloads: Collection[WorkloadKey]) -> str | None:
             # the local router's own serverless counters of the workloads a serverless target answers at zero
-            wanted = router_stats_filter(router.falling_through())
+            wanted = router_stats_filter(workloads)
             if admin is None or wanted is None:
                 return None
             return f"{admin}{STATS_PATH}?{urlencode({'filter': wanted})}"
@@ -365,12 +365,15 @@ def _activator_watch(
         read = HttpActivators([settings.activator_metrics_url], stats_url)
     else:
         return None
-    return ActivatorWatch(
+    watch = ActivatorWatch(
         read,
         fleet.on_wake_signals,
         interval_seconds=settings.wake_poll_seconds,
         on_poll=lambda ok: telemetry.activator_polls.labels("ok" if ok else "failed").inc(),
+        wanted=router.falling_through,
     )
+    router.before_fall_through = watch.poll_now
+    return watch
 
 
 def lease_namespace(settings: OperatorSettings) -> str:

@@ -16,8 +16,13 @@ query would add to every wake-up), and tells the fleet:
   the same poll). While the cluster is at zero and a serverless target answers in its place (serverless as the
   activator: the composite cluster falls through to it, ``status.scaleToZero.answeredBy``), these are the requests
   that found no pod, and they wake the Deployment as held requests do; the reconciler reads them only then (a
-  workload served by Cloud Run, or spilling to it, moves the same counter for other reasons). A workload whose
-  counter first shows up in a poll is a baseline, not arrivals (the operator started, or the cluster was added).
+  workload served by Cloud Run, or spilling to it, moves the same counter for other reasons).
+
+  A counter first seen is a baseline, not arrivals (the operator started, or the cluster served before), unless an
+  earlier poll asked for it and the router had none: Envoy creates a cluster's counters at zero, so everything it
+  counted since are arrivals. The router applies a route that newly falls through to a serverless target only after
+  such a poll (``ActivatorWatch.poll_now``, ``RouterSync.before_fall_through``): requests that fall through before the
+  next poll are not taken for the baseline.
 
 Bad input harms nothing: a poll that fails or returns garbage yields no signal (the previous counts are kept), and a
 signal can only ever ask for replicas, never take one away; the activator bounds every hold by itself
@@ -94,6 +99,8 @@ class ActivatorCounts:
     fell_time_sum_ms: float = 0.0
     fell_time_count: float = 0.0
     """Their request-time histogram's sum (milliseconds) and count (requests completed)."""
+    routed: bool = False
+    """The router had serverless counters of the workload (the three above were read, not defaulted)."""
 
     def __add__(self, other: ActivatorCounts) -> ActivatorCounts:
         return ActivatorCounts(
@@ -104,6 +111,7 @@ class ActivatorCounts:
             self.fell_through + other.fell_through,
             self.fell_time_sum_ms + other.fell_time_sum_ms,
             self.fell_time_count + other.fell_time_count,
+            self.routed or other.routed,
         )
 
 
@@ -164,15 +172,20 @@ def parse_activator_metrics(text: str) -> dict[WorkloadKey, ActivatorCounts]:
             per.get(_ROUTER_REQUESTS, 0.0),
             per.get(_ROUTER_TIME_SUM, 0.0),
             per.get(_ROUTER_TIME_COUNT, 0.0),
+            not _ROUTER_SERIES.isdisjoint(per),
         )
         for key, per in counts.items()
     }
 
 
 def wake_signals(
-    previous: Mapping[WorkloadKey, ActivatorCounts], current: Mapping[WorkloadKey, ActivatorCounts]
+    previous: Mapping[WorkloadKey, ActivatorCounts],
+    current: Mapping[WorkloadKey, ActivatorCounts],
+    counted_from_zero: Collection[WorkloadKey] = (),
 ) -> dict[WorkloadKey, WakeSignal]:
-    """The signals between two polls. A counter that went down (an activator restarted) counts from zero."""
+    """The signals between two polls. A counter that went down (an activator restarted) counts from zero. The
+    router's counters of a workload read for the first time are a baseline, unless the workload is in
+    ``counted_from_zero`` (an earlier poll asked the router for them and it had none: created since, at zero)."""
     signals: dict[WorkloadKey, WakeSignal] = {}
     for key, now in current.items():
         before = previous.get(key, ActivatorCounts())
@@ -181,8 +194,13 @@ def wake_signals(
         arrived = round(now.requests - base.requests)
         answered = round(now.hold_count - base.hold_count)
         mean = (now.hold_sum_seconds - base.hold_sum_seconds) / answered if answered > 0 else None
-        if key not in previous:
-            # a baseline: the operator started, or the workload's serverless cluster was just added
+        if not now.routed:
+            fell, fell_done, fell_ms = 0, 0, 0.0
+        elif not before.routed and key in counted_from_zero:
+            # the router created the cluster since a poll found none: its counters started at zero
+            fell, fell_done, fell_ms = round(now.fell_through), round(now.fell_time_count), now.fell_time_sum_ms
+        elif not before.routed:
+            # a baseline: the operator started, or the cluster was serving before it was read
             fell, fell_done, fell_ms = 0, 0, 0.0
         elif now.fell_through < before.fell_through or now.fell_time_count < before.fell_time_count:
             # the router restarted: its counters count from zero
@@ -202,19 +220,21 @@ def wake_signals(
 
 class HttpActivators:
     """Reads activators' ``/metrics`` over HTTP (a router next to the operator: ``router.activatorMetricsUrl``),
-    and, when ``stats_url`` names one for this poll, the router Envoy's serverless counters (``router.adminUrl``'s
-    ``/stats/prometheus`` with ``router_stats_filter``)."""
+    and, when ``stats_url`` names one for the poll's workloads, the router Envoy's serverless counters
+    (``router.adminUrl``'s ``/stats/prometheus`` with ``router_stats_filter``)."""
 
-    def __init__(self, urls: Sequence[str], stats_url: Callable[[], str | None] | None = None) -> None:
+    def __init__(
+        self, urls: Sequence[str], stats_url: Callable[[Collection[WorkloadKey]], str | None] | None = None
+    ) -> None:
         self.urls = tuple(urls)
         self.stats_url = stats_url
         self._session: aiohttp.ClientSession | None = None
 
-    async def __call__(self) -> list[str]:
+    async def __call__(self, workloads: Collection[WorkloadKey] = ()) -> list[str]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=_TIMEOUT)
         urls = list(self.urls)
-        stats = self.stats_url() if self.stats_url is not None else None
+        stats = self.stats_url(workloads) if self.stats_url is not None else None
         if stats is not None:
             urls.append(stats)
         return list(await asyncio.gather(*(self._get(self._session, url) for url in urls)))
@@ -234,27 +254,42 @@ class HttpActivators:
 class ActivatorWatch:
     """Polls every activator's ``/metrics`` and hands the fleet the signals of each poll."""
 
-    read: Callable[[], Awaitable[Sequence[str]]]
-    """The ``/metrics`` texts of the activators running now (one per router replica)."""
+    read: Callable[[Collection[WorkloadKey]], Awaitable[Sequence[str]]]
+    """The ``/metrics`` texts of the activators running now (one per router replica), and the router's serverless
+    counters of the given workloads (``router_stats_filter``)."""
     on_signals: Callable[[dict[WorkloadKey, WakeSignal]], None]
     interval_seconds: float = 0.5
     on_poll: Callable[[bool], None] = lambda ok: None
     """Told each poll's outcome (True: read and parsed)."""
+    wanted: Callable[[], Collection[WorkloadKey]] = frozenset
+    """The workloads whose router counters a poll reads (``RouterSync.falling_through``)."""
     polls: int = 0
     errors: int = 0
     last_error: str | None = None
     _previous: dict[WorkloadKey, ActivatorCounts] = field(default_factory=dict)
+    _unrouted: frozenset[WorkloadKey] = frozenset()
+    """Workloads whose router counters the last poll asked for and the router did not have (see the module)."""
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _polling: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def poll_now(self) -> None:
+        """One poll, its signals handed on; never two at once (each compares with the one before). The router
+        awaits this before it applies a route that newly falls through to a serverless target."""
+        async with self._polling:
+            signals = await self.poll_once()
+        if signals:
+            self.on_signals(signals)
 
     async def poll_once(self) -> dict[WorkloadKey, WakeSignal] | None:
         """One poll of all activators; None when any of them could not be read or parsed (nothing is concluded
         from a partial or garbled view: the previous counts stay the reference)."""
         self.polls += 1
+        wanted = frozenset(self.wanted())
         try:
-            texts = await self.read()
+            texts = await self.read(wanted)
             current: dict[WorkloadKey, ActivatorCounts] = {}
             for text in texts:
                 for key, counts in parse_activator_metrics(text).items():
@@ -269,15 +304,15 @@ class ActivatorWatch:
             return None
         self.last_error = None
         self.on_poll(True)
-        signals = wake_signals(self._previous, current)
+        signals = wake_signals(self._previous, current, self._unrouted)
         self._previous = current
+        # still missing, or asked for the first time and missing: counted from zero once the router has them
+        self._unrouted = frozenset(key for key in wanted if not current.get(key, ActivatorCounts()).routed)
         return signals
 
     async def run(self) -> None:
         while not self._stopping.is_set():
-            signals = await self.poll_once()
-            if signals:
-                self.on_signals(signals)
+            await self.poll_now()
             try:
                 await asyncio.wait_for(self._stopping.wait(), self.interval_seconds)
             except TimeoutError:
