@@ -474,11 +474,13 @@ def test_a_409_on_a_write_is_one_line_naming_the_write_and_the_newer_copy_is_rea
 
 
 class GrowingHistory(WindowMetrics):
-    """The same window every tick but a history one point longer each time: a source reading its day back."""
+    """The same window every tick but a history one point longer each time: a source reading its day back. With
+    ``gaps``, busy one step in three (an idle-gap plan's history); without, busy at every step."""
 
-    def __init__(self) -> None:
+    def __init__(self, gaps: bool = True) -> None:
         super().__init__()
         self.points = 12
+        self.gaps = gaps
 
     async def fetch(self, keys: Any, now: datetime, objective_seconds: Any = None) -> MetricsSnapshot:
         self.points += 1
@@ -487,7 +489,7 @@ class GrowingHistory(WindowMetrics):
             rps=(1.0,) * 60,
             observed_p99_seconds=0.2,
             end=now,
-            history_rps=(1.0,) * self.points,
+            history_rps=tuple(0.0 if self.gaps and i % 3 else 1.0 for i in range(self.points)),
             history_slo_misses=0.0,
             history_step_seconds=300.0,
         )
@@ -495,22 +497,27 @@ class GrowingHistory(WindowMetrics):
 
 
 @pytest.mark.parametrize(
-    ("min_replicas", "actuators", "every_tick"),
+    ("min_replicas", "actuators", "gaps", "every_tick"),
     [
-        pytest.param(1, Actuators(cluster_scale_to_zero=True), False, id="minReplicas 1: history never read"),
-        pytest.param(0, Actuators(), False, id="minReplicas 0 but nothing wakes the cluster: read as 1"),
-        pytest.param(0, Actuators(cluster_scale_to_zero=True), True, id="may go to zero: the history is read"),
+        pytest.param(1, Actuators(cluster_scale_to_zero=True), True, False, id="minReplicas 1: history never read"),
+        pytest.param(0, Actuators(), True, False, id="minReplicas 0 but nothing wakes the cluster: read as 1"),
+        pytest.param(0, Actuators(cluster_scale_to_zero=True), True, True, id="may go to zero: the history is read"),
+        pytest.param(
+            0, Actuators(cluster_scale_to_zero=True), False, False, id="read, but busy throughout: no gap to plan"
+        ),
     ],
 )
 def test_a_history_being_read_back_re_reconciles_only_workloads_whose_decision_reads_it(
-    min_replicas: int, actuators: Actuators, every_tick: bool
+    min_replicas: int, actuators: Actuators, gaps: bool, every_tick: bool
 ) -> None:
     """While the source reads the day back (a longer history every tick), a workload is reconciled again only when
-    ``decide`` may read its history (``policy.decide.reads_history``); otherwise only the resync share is."""
+    ``decide`` may read its history (``policy.decide.reads_history``) and what it reads moved
+    (``policy.decide.history_fingerprint``: a history busy at every step has no idle gap to plan, however long);
+    otherwise only the resync share is."""
     clock = Clock()
     stub = StubReconciler()
     stub.actuators = actuators
-    fleet, _ = _fleet(clock, stub, GrowingHistory(), max_resyncs_per_tick=0)
+    fleet, _ = _fleet(clock, stub, GrowingHistory(gaps), max_resyncs_per_tick=0)
     body = _body("w")
     body["spec"]["scaling"]["minReplicas"] = min_replicas
     fleet.observe("ADDED", body)

@@ -22,7 +22,7 @@ from inference_placement.api.spec import (
 )
 from inference_placement.policy.actuation import Actuators, target_settings
 from inference_placement.policy.capacity import ClusterCapacity
-from inference_placement.policy.decide import PlacementState, TrafficWindow, decide, reads_history
+from inference_placement.policy.decide import PlacementState, TrafficWindow, decide, history_fingerprint, reads_history
 from inference_placement.policy.idle_gaps import idle_gap_plan, idle_gap_signature
 from inference_placement.policy.price_book import default_price_book
 from inference_placement.policy.queueing import poisson_mean_within
@@ -312,3 +312,58 @@ def test_a_decision_that_reads_the_history_changes_with_it() -> None:
         for h, m in _HISTORIES
     }
     assert 0 in replicas and max(replicas) >= 1
+
+
+# ------------------------------------------------------------------------------------------------ what a decision reads
+
+
+def _idle_hour_with(history: np.ndarray) -> TrafficWindow:
+    """The same fine window (an idle last hour) with ``history`` as its day at 300 s."""
+    return TrafficWindow(
+        step_seconds=30.0,
+        rps=(0.0,) * 120,
+        observed_p99_seconds=None,
+        end=NOW,
+        service_seconds=0.025,
+        peak_in_flight=(0.0,) * 120,
+        slo_miss_share=0.0,
+        slo_misses=(0.0,) * 120,
+        history_rps=tuple(history.tolist()),
+        history_slo_misses=0.0,
+        history_step_seconds=300.0,
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.sampled_from([0.0, 0.0, 0.0, 0.1, 0.5, 3.0, float("nan")]), min_size=13, max_size=288),
+    st.integers(1, 40),
+    st.floats(0.05, 5.0),
+)
+def test_windows_with_the_same_history_fingerprint_get_the_same_decision(
+    rates: list[float], pad: int, busy_rate: float
+) -> None:
+    """``history_fingerprint`` is what the live fleet skips an unchanged workload by (and the simulator reuses a
+    decision by): whatever it leaves out must not change the decision. Leading idle steps (the day read back
+    further) leave it as it is; so do the rates of a history busy at every step, which has no idle gap to plan."""
+    history = np.asarray(rates)
+    pairs = [
+        (history, np.concatenate([np.zeros(pad), history])),
+        (np.full(pad + 12, busy_rate), np.full(pad + 13, busy_rate * 2.0)),
+    ]
+    for a, b in pairs:
+        wa, wb = _idle_hour_with(a), _idle_hour_with(b)
+        assert history_fingerprint(wa) == history_fingerprint(wb)
+        da, db = (decide(gpu_spec(), w, on_cluster(), PB, ClusterCapacity(), NOW, actuators=WAKES) for w in (wa, wb))
+        assert (da.target, da.replicas, da.idle_gap is None) == (db.target, db.replicas, db.idle_gap is None)
+        if da.idle_gap is not None and db.idle_gap is not None:
+            assert da.idle_gap.scale_to_zero == db.idle_gap.scale_to_zero
+
+
+def test_the_history_fingerprint_moves_with_what_the_idle_gap_plan_reads() -> None:
+    gapped = periodic(5, 60, idle_after=1)
+    later = np.concatenate([gapped, [0.0]])  # one more idle step: the offset moved
+    assert history_fingerprint(_idle_hour_with(gapped)) != history_fingerprint(_idle_hour_with(later))
+    busier = gapped.copy()
+    busier[np.flatnonzero(busier)[-1]] *= 2  # the last burst's rate
+    assert history_fingerprint(_idle_hour_with(gapped)) != history_fingerprint(_idle_hour_with(busier))

@@ -39,7 +39,7 @@ from inference_placement.controller.tenancy import spend_by_target
 from inference_placement.controller.wake import WakeSignal
 from inference_placement.metrics.source import MetricsSnapshot, MetricsSource
 from inference_placement.policy.capacity import ClusterCapacity
-from inference_placement.policy.decide import TrafficWindow, reads_history
+from inference_placement.policy.decide import TrafficWindow, history_fingerprint, reads_history
 from inference_placement.policy.first_request import (
     FirstRequestSample,
     FirstRequestState,
@@ -768,19 +768,14 @@ def _window_fingerprint(window: TrafficWindow | None, *, history: bool = True) -
     """What of a metrics window can change a decision, rounded: levels over the whole window and its recent end
     (a sustain window sliding over a threshold shows in the recent max/min), latency, service time, and the
     history where the policy reads it (``history``: ``policy.decide.reads_history``; nothing else a reconcile
-    writes depends on it)."""
+    writes depends on it), as much of it as the policy reads (``policy.decide.history_fingerprint``: a busy
+    workload's history moving by a point every 300 s re-decides nothing)."""
     if window is None:
         return None
     summary = _levels_fingerprint(window)
     if not history:
         return summary
-    return (
-        *summary,
-        len(window.history_rps) if window.history_rps else None,
-        _q(sum(window.history_rps)) if window.history_rps else None,
-        _q(window.history_slo_misses),
-        window.history_step_seconds,
-    )
+    return (*summary, *history_fingerprint(window))
 
 
 def _levels_fingerprint(window: TrafficWindow) -> tuple[Any, ...]:

@@ -50,7 +50,7 @@ from inference_placement.policy.cost_model import (
 from inference_placement.policy.economics import Billing, TargetEconomics, economics_for, workload_economics
 from inference_placement.policy.feasibility import assess_feasibility
 from inference_placement.policy.forecast import TrafficForecast, clean_rates, forecast_from_rates, idle_forecast
-from inference_placement.policy.idle_gaps import IdleGapPlan, idle_gap_plan, known_idle_gap_plan
+from inference_placement.policy.idle_gaps import IdleGapPlan, idle_gap_plan, idle_gap_signature, known_idle_gap_plan
 from inference_placement.policy.price_book import PriceBook
 from inference_placement.policy.queueing import (
     burst_level,
@@ -70,6 +70,7 @@ __all__ = [
     "TrafficWindow",
     "assess",
     "decide",
+    "history_fingerprint",
     "reads_history",
     "switch_thresholds",
 ]
@@ -514,6 +515,22 @@ def reads_history(spec: InferenceWorkloadSpec, actuators: Actuators = Actuators(
     alone get the same decision, so a caller keeping a fingerprint of what a decision read leaves the history out
     (the fleet loop: a history being read back after a start must not re-decide every workload on every tick)."""
     return _may_zero(effective_spec(spec, actuators))
+
+
+def history_fingerprint(window: TrafficWindow) -> tuple[object, ...]:
+    """Everything of ``window``'s history that ``decide`` reads where ``reads_history`` (the idle-gap plan, from the
+    cleaned rates as ``_idle_gap`` reads them): two windows alike in all else and in this get the same decision. A
+    history without an idle gap plans nothing, however its rates move; one with gaps changes with its busy steps'
+    rates, its gaps and the offset since the last busy step (``idle_gaps.idle_gap_signature``). A history shorter
+    than the window is not read (the window is). The live fleet's skip-unchanged fingerprint and the simulator's
+    decision reuse both key on it."""
+    if window.history_rps is None:
+        return (None, window.history_slo_misses)
+    rates = clean_rates(window.history_rps)
+    step = window.history_step_seconds or window.step_seconds
+    if rates.size * step < len(window.rps) * window.step_seconds:
+        return ("shorter than the window", rates.size, window.history_slo_misses)
+    return (idle_gap_signature(rates), window.history_slo_misses, window.history_step_seconds)
 
 
 def _may_zero(spec: InferenceWorkloadSpec) -> bool:

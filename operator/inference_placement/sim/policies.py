@@ -19,9 +19,15 @@ from inference_placement.api.status import BudgetStatus
 from inference_placement.policy.actuation import Actuators, WakeTimings, target_settings, zero_allowed, zero_answer
 from inference_placement.policy.budget import accrue_spend
 from inference_placement.policy.capacity import ClusterCapacity
-from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide, reads_history
+from inference_placement.policy.decide import (
+    Decision,
+    PlacementState,
+    TrafficWindow,
+    decide,
+    history_fingerprint,
+    reads_history,
+)
 from inference_placement.policy.economics import TargetEconomics
-from inference_placement.policy.idle_gaps import idle_gap_signature
 from inference_placement.policy.observation import LIVE_OBSERVATION, ObservedSignals
 from inference_placement.policy.price_book import PriceBook
 from inference_placement.sim.aggregate import demand_peak
@@ -265,14 +271,7 @@ class OursPolicy:
             window.slo_miss_share,
             window.slo_misses,
             window.peak_in_flight,
-            *(
-                (
-                    idle_gap_signature(np.asarray(window.history_rps)) if window.history_rps is not None else None,
-                    window.history_slo_misses,
-                )
-                if reads_history(self._spec, actuators)
-                else ()
-            ),
+            *(history_fingerprint(window) if reads_history(self._spec, actuators) else ()),
             window.known_idle_steps,
             obs.placement,
             obs.accelerator,
