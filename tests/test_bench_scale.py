@@ -78,6 +78,9 @@ def test_bench_scale_smoke(
         # reconciles at least the resync share
         assert 1 <= len(run["steady_reconciles"]) == len(run["steady_full_collections"]) <= run["steady_ticks"]
         assert all(count >= 1 for count in run["steady_reconciles"]), run["steady_reconciles"]
+        # each tick's reconciles, by cause, add up to its count
+        causes = run["steady_reconcile_causes"]
+        assert [sum(c.values()) for c in causes] == run["steady_reconciles"], (causes, run["steady_reconciles"])
         assert run["cluster_mode"] == "deployments" and run["kwok_nodes"] == 8
         assert run["pods_running"] == run["workloads"], "a workload's Pod is not Running on the KWOK fleet"
         assert run["history_seconds"] >= 86400

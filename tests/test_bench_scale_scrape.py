@@ -14,7 +14,10 @@ def test_reconciles_and_full_collections_are_read_from_the_operators_exposition(
     before = parse_metrics(telemetry.exposition().decode())
     for seconds in (0.004, 0.02, 0.3):
         telemetry.reconcile_duration.observe(seconds)
+    telemetry.reconcile_causes.labels("resync").inc(2)
+    telemetry.reconcile_causes.labels("metrics").inc()
     gc.collect()  # a full collection (generation 2)
     after = parse_metrics(telemetry.exposition().decode())
     assert after.reconciles - before.reconciles == 3
+    assert after.causes_since(before) == {"metrics": 1.0, "resync": 2.0}
     assert after.full_collections - before.full_collections >= 1

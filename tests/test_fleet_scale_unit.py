@@ -532,3 +532,30 @@ def test_a_history_being_read_back_re_reconciles_only_workloads_whose_decision_r
         return reconciled
 
     assert _run(ticks()) == ([1, 1, 1, 1] if every_tick else [1, 0, 0, 0])
+    # and why: the first sight, then what the history changed (``inference_placement_reconciles_total{cause}``)
+    assert fleet.stats.causes == ({"object": 1, "metrics": 3} if every_tick else {"object": 1})
+
+
+def test_each_reconcile_is_counted_by_its_cause() -> None:
+    """``inference_placement_reconciles_total{cause}``: what made each reconcile of a full tick necessary (a
+    benchmark that sees a tick reconcile 1,759 of 10,000 steady workloads needs to know which input moved)."""
+    clock = Clock()
+    fleet, _ = _fleet(clock, resync_seconds=90.0)  # 3 workloads: one resync per 30 s tick
+    for name in ("a", "b", "c"):
+        fleet.observe(None, _body(name))
+
+    async def tick() -> dict[str, int]:
+        before = dict(fleet.stats.causes)
+        clock.now += timedelta(seconds=30)
+        await fleet.tick()
+        return {k: v - before.get(k, 0) for k, v in fleet.stats.causes.items() if v != before.get(k, 0)}
+
+    async def ticks() -> list[dict[str, int]]:
+        first = await tick()
+        fleet.observe("MODIFIED", _body("a", rv=2))  # someone else wrote its status: same generation
+        return [first, *[await tick() for _ in range(5)]]
+
+    seen = _run(ticks())
+    # new, then the edited one, then each 30 s one more resync (all three within the 90 s resync period)
+    assert seen == [{"object": 3}, {"object": 1}, *[{"resync": 1}] * 4]
+    assert fleet.stats.reconciles == sum(fleet.stats.causes.values())

@@ -9,6 +9,7 @@ handlers (which cost ~3x the memory and write an annotation and a finalizer on e
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import json
 import logging
@@ -21,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 from kubernetes_asyncio.client.rest import ApiException
@@ -58,6 +59,7 @@ __all__ = [
     "DROPPED_ANNOTATIONS",
     "DROPPED_METADATA",
     "SPEC_CACHE_SIZE",
+    "RECONCILE_CAUSES",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ class FleetStats:
     last_tick_seconds: float = 0.0
     last_metrics_queries: int = 0
     last_tick_at: datetime | None = None
+    causes: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Reconciles since the start, by cause (``RECONCILE_CAUSES``)."""
 
 
 _NO_SPEC: Any = object()
@@ -514,6 +518,12 @@ class Fleet:
         )  # fmt: skip
         log.debug("reconcile of %s failed", key, exc_info=err)
 
+    def _count_reconcile(self, cause: str) -> None:
+        self.stats.reconciles += 1
+        self.stats.causes[cause] += 1
+        if self.telemetry is not None:
+            self.telemetry.reconcile_causes.labels(cause).inc()
+
     async def _reconcile_keys(
         self,
         keys: set[WorkloadKey],
@@ -541,7 +551,7 @@ class Fleet:
         resync = resync or set()
         skipped = 0
 
-        def prepare(key: WorkloadKey) -> tuple[_Entry, tuple[Any, ...], TickInputs, ParsedSpec] | None:
+        def prepare(key: WorkloadKey) -> tuple[_Entry, tuple[Any, ...], TickInputs, ParsedSpec, str] | None:
             """What a reconcile of ``key`` reads, or None when it can be skipped (decided without a task)."""
             nonlocal skipped
             entry = self._workloads.get(key)
@@ -603,10 +613,24 @@ class Fleet:
                 history_loading=snapshot.history_loading,
                 price_book_problem=price_book_problem,
             )
-            return entry, fingerprint, inputs, parsed
+            cause = _cause(
+                full_tick=full_tick,
+                skip_unchanged=self.skip_unchanged,
+                active=key in self._active,
+                woken=signal is not None or cold is not None,
+                before=entry.inputs,
+                now=(entry.resource_version, fingerprint),
+                resync=key in resync,
+            )
+            return entry, fingerprint, inputs, parsed, cause
 
         async def one(
-            key: WorkloadKey, entry: _Entry, fingerprint: tuple[Any, ...], inputs: TickInputs, parsed: ParsedSpec
+            key: WorkloadKey,
+            entry: _Entry,
+            fingerprint: tuple[Any, ...],
+            inputs: TickInputs,
+            parsed: ParsedSpec,
+            cause: str,
         ) -> None:
             async with slots:
                 started = asyncio.get_running_loop().time()
@@ -619,7 +643,7 @@ class Fleet:
                         await self._reconcile_failed(key, err, now_ts)
                         self._keep_for_retry(key, inputs)
                         return
-            self.stats.reconciles += 1
+            self._count_reconcile(cause)
             if self.telemetry is not None:
                 self.telemetry.reconcile_duration.observe(asyncio.get_running_loop().time() - started)
             if result.body is not None:
@@ -762,6 +786,70 @@ def _unreachable(err: BaseException) -> bool:
 def _q(value: float | None) -> float | None:
     """Two significant digits: the status diff's tolerance is 5 %, so a finer change cannot change what is written."""
     return None if value is None else float(f"{value:.2g}")
+
+
+RECONCILE_CAUSES: Final = (
+    "event",
+    "always",
+    "active",
+    "wake",
+    "object",
+    "shared",
+    "metrics",
+    "capacity",
+    "router",
+    "resync",
+    "deadline",
+)
+"""Why a workload was reconciled (``inference_placement_reconciles_total{cause}``, ``FleetStats.causes``): between
+full ticks, for a watch event or a wake-up (``event``); on a full tick, because inputs are not compared
+(``always``), a migration is in flight or a target is not ready (``active``), the router or a serverless cold start
+reported on it (``wake``), its object is new or changed (``object``), an input it
+depends on changed: the price book, cluster capacity, month or tenancy (``shared``), its metrics window
+(``metrics``), its capacity verdict (``capacity``), what the router serves for it (``router``); the periodic resync
+(``resync``), or a deadline it asked for (``deadline``: a cooldown's end, a wake-up's keep)."""
+
+_FINGERPRINT_CAUSES: Final = (
+    "shared",
+    "metrics",
+    "metrics",
+    "metrics",
+    "capacity",
+    "router",
+    "router",
+    "router",
+    "wake",
+)
+"""The cause of each part of a full tick's input fingerprint, in ``prepare``'s order."""
+
+
+def _cause(
+    *,
+    full_tick: bool,
+    skip_unchanged: bool,
+    active: bool,
+    woken: bool,
+    before: tuple[Any, ...] | None,
+    now: tuple[Any, ...],
+    resync: bool,
+) -> str:
+    """The first reason, in ``RECONCILE_CAUSES``' order, a workload that was not skipped is reconciled."""
+    if not full_tick:
+        return "event"
+    if not skip_unchanged:
+        return "always"
+    if active:
+        return "active"
+    if woken:
+        return "wake"
+    if before is None or before[0] != now[0]:
+        return "object"
+    if before[1] != now[1]:
+        changed = next(
+            (i for i, (a, b) in enumerate(zip(before[1], now[1], strict=False)) if a != b), len(_FINGERPRINT_CAUSES) - 1
+        )
+        return _FINGERPRINT_CAUSES[min(changed, len(_FINGERPRINT_CAUSES) - 1)]
+    return "resync" if resync else "deadline"
 
 
 def _window_fingerprint(window: TrafficWindow | None, *, history: bool = True) -> tuple[Any, ...] | None:

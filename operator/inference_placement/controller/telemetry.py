@@ -87,6 +87,14 @@ class Telemetry:
             registry=r,
         )
         self.ticks = Counter("inference_placement_ticks", "Full fleet ticks completed.", registry=r)
+        self.reconcile_causes = Counter(
+            "inference_placement_reconciles",
+            "Workloads reconciled, by what made the reconcile necessary (controller/fleet.py RECONCILE_CAUSES): a "
+            "watch event or wake-up between ticks, a migration or a target not ready yet, the object, the metrics, "
+            "the capacity verdict, the router or the shared inputs changed, a deadline, or the periodic resync.",
+            ["cause"],
+            registry=r,
+        )
         self.skipped_unchanged = Gauge(
             "inference_placement_reconciles_skipped_per_tick",
             "Workloads the last full tick did not reconcile because nothing they depend on had changed.",

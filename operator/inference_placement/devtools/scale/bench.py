@@ -10,7 +10,8 @@ Per size N (``RunResult``):
                     ticks / ticks; steady = every workload placed with a decision recorded, plus one settle tick
   steady_reconciles, steady_full_collections  per steady tick: workloads reconciled, and the cyclic collector's full
                     collections (``python_gc_collections_total{generation="2"}``), between the scrape that saw the
-                    tick end and the one before (what tells a long tick's cause)
+                    tick end and the one before (what tells a long tick's cause); steady_reconcile_causes: those
+                    reconciles by cause (``inference_placement_reconciles_total{cause}``)
   react_seconds     from the flip of the traffic switch (low -> high traffic for every workload) until the watch has
                     seen every workload's new decision in status (includes waiting for the next tick)
 
@@ -133,6 +134,7 @@ class RunResult:
     """With ``trace_memory``: the leader's ``controller.memory_report.memory_report()`` after the steady ticks."""
     steady_reconciles: list[float] = field(default_factory=list)
     steady_full_collections: list[float] = field(default_factory=list)
+    steady_reconcile_causes: list[dict[str, float]] = field(default_factory=list)
     writes_by_kind: dict[str, float] = field(default_factory=dict)
     reaction_writes: float = 0.0
     create_seconds: float = 0.0
@@ -393,6 +395,7 @@ async def run_one(  # noqa: C901 - issue 23 item 2
         queries: list[float] = []
         reconciles: list[float] = []
         collections: list[float] = []
+        causes: list[dict[str, float]] = []
         last = base
         while last.ticks < base.ticks + config.steady_ticks:
             if time.monotonic() - t0 > config.steady_ticks * (config.tick_seconds + 60 + 0.03 * n) + 60:
@@ -408,6 +411,7 @@ async def run_one(  # noqa: C901 - issue 23 item 2
                 seen_ticks = last.ticks
                 reconciles.append(last.reconciles - previous.reconciles)
                 collections.append(last.full_collections - previous.full_collections)
+                causes.append(last.causes_since(previous))
                 tick_cpu.append(last.tick_cpu_seconds)
                 tick_wall.append(last.tick_duration_seconds)
                 queries.append(last.queries_per_tick)
@@ -437,7 +441,7 @@ async def run_one(  # noqa: C901 - issue 23 item 2
         writes_per_tick = sum(writes.values()) / ticks
         log(
             f"[{n}] steady over {ticks:.0f} ticks: tick CPU {tick_cpu}, RSS {rss:.0f} MB, "
-            f"writes/tick {writes_per_tick:g}, queries/tick {queries}, reconciles {reconciles}, "
+            f"writes/tick {writes_per_tick:g}, queries/tick {queries}, reconciles {reconciles} by cause {causes}, "
             f"full collections {collections}"
             + (f", {pods_running} Pods Running on {pods_nodes} fake nodes" if deployments else "")
         )
@@ -492,6 +496,7 @@ async def run_one(  # noqa: C901 - issue 23 item 2
             memory_report=memory,
             steady_reconciles=reconciles,
             steady_full_collections=collections,
+            steady_reconcile_causes=causes,
             writes_by_kind={k: v for k, v in sorted(writes.items()) if v},
             reaction_writes=after_shift.total_writes - before_shift.total_writes,
             create_seconds=round(create_seconds, 1),

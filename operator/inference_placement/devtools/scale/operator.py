@@ -7,7 +7,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from inference_placement.devtools.processes import log_tail, stop_process
@@ -36,6 +36,13 @@ class OperatorMetrics:
     """``inference_placement_reconcile_duration_seconds_count``: workloads reconciled so far."""
     full_collections: float = 0.0
     """``python_gc_collections_total{generation="2"}``: the cyclic collector's full collections so far."""
+    causes: dict[str, float] = field(default_factory=dict)
+    """``inference_placement_reconciles_total{cause}``: workloads reconciled so far, by cause."""
+
+    def causes_since(self, before: OperatorMetrics) -> dict[str, float]:
+        """Reconciles by cause since ``before`` (the causes that moved only)."""
+        moved = {cause: count - before.causes.get(cause, 0.0) for cause, count in self.causes.items()}
+        return {cause: count for cause, count in sorted(moved.items()) if count}
 
     @property
     def total_writes(self) -> float:
@@ -54,6 +61,7 @@ def parse_metrics(text: str) -> OperatorMetrics:
     values: dict[str, float] = {}
     writes: dict[str, float] = {}
     decisions = 0.0
+    causes: dict[str, float] = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
@@ -61,6 +69,8 @@ def parse_metrics(text: str) -> OperatorMetrics:
         number = float(value)
         if key.startswith("inference_placement_apiserver_writes_total{"):
             writes[_label(key, "kind")] = number
+        elif key.startswith("inference_placement_reconciles_total{"):
+            causes[_label(key, "cause")] = number
         elif key.startswith("inference_placement_decisions_total{"):
             decisions += number
         elif key.startswith("inference_placement_leader{"):  # labelled by the replica's identity
@@ -79,6 +89,7 @@ def parse_metrics(text: str) -> OperatorMetrics:
         leader_transitions=values.get("inference_placement_leader_transitions_total", 0.0),
         reconciles=values.get("inference_placement_reconcile_duration_seconds_count", 0.0),
         full_collections=values.get('python_gc_collections_total{generation="2"}', 0.0),
+        causes=causes,
     )
 
 
