@@ -78,9 +78,12 @@ def test_bench_scale_smoke(
         # reconciles at least the resync share
         assert 1 <= len(run["steady_reconciles"]) == len(run["steady_full_collections"]) <= run["steady_ticks"]
         assert all(count >= 1 for count in run["steady_reconciles"]), run["steady_reconciles"]
-        # each tick's reconciles, by cause, add up to its count
+        # each tick's reconciles, by cause, add up to its count (within the few a scrape can see done between
+        # reading the duration histogram and the cause counter: /metrics is served from its own thread)
         causes = run["steady_reconcile_causes"]
-        assert [sum(c.values()) for c in causes] == run["steady_reconciles"], (causes, run["steady_reconciles"])
+        assert len(causes) == len(run["steady_reconciles"])
+        for by_cause, count in zip(causes, run["steady_reconciles"], strict=True):
+            assert by_cause and abs(sum(by_cause.values()) - count) <= 2, (causes, run["steady_reconciles"])
         assert run["cluster_mode"] == "deployments" and run["kwok_nodes"] == 8
         assert run["pods_running"] == run["workloads"], "a workload's Pod is not Running on the KWOK fleet"
         assert run["history_seconds"] >= 86400
