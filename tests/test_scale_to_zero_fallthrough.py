@@ -133,10 +133,9 @@ def _status_at_zero(answered_by: str) -> dict[str, Any]:
     }
 
 
-def test_at_zero_with_a_serverless_answer_the_composite_falls_through_to_it_instead_of_the_activator() -> None:
-    applier, pods = _Applier(), PodEndpoints()
-    sync = RouterSync(cast(Any, applier), pods=pods, hold=True)
-    body = {
+def _at_zero_with_no_pod(sync: RouterSync, pods: PodEndpoints) -> dict[str, Any]:
+    """The router told of a workload at zero that Cloud Run answers for, and of its Service with no ready pod."""
+    body: dict[str, Any] = {
         "metadata": {"name": "w", "namespace": "unit", "resourceVersion": "1"},
         "status": _status_at_zero("cloudrun"),
     }
@@ -144,6 +143,13 @@ def test_at_zero_with_a_serverless_answer_the_composite_falls_through_to_it_inst
     service = pods.observe("ADDED", _slice("s1", []))
     assert service is not None
     sync.pods_changed(service)
+    return body
+
+
+def test_at_zero_with_a_serverless_answer_the_composite_falls_through_to_it_instead_of_the_activator() -> None:
+    applier, pods = _Applier(), PodEndpoints()
+    sync = RouterSync(cast(Any, applier), pods=pods, hold=True)
+    body = _at_zero_with_no_pod(sync, pods)
     asyncio.run(sync.sync())
     (route,) = applier.routes
     assert route.backends[0].upstream == PodsUpstream(())
@@ -300,14 +306,7 @@ def test_requests_that_fall_through_before_the_next_poll_after_the_cluster_appea
     seen: list[dict[WorkloadKey, WakeSignal]] = []
     watch = ActivatorWatch(envoy.read, seen.append, wanted=sync.falling_through)
     sync.before_fall_through = watch.poll_now
-    body = {
-        "metadata": {"name": "w", "namespace": "unit", "resourceVersion": "1"},
-        "status": _status_at_zero("cloudrun"),
-    }
-    sync.observe(KEY, body)
-    service = pods.observe("ADDED", _slice("s1", []))
-    assert service is not None
-    sync.pods_changed(service)
+    body = _at_zero_with_no_pod(sync, pods)
 
     async def scenario() -> None:
         assert await sync.sync()
