@@ -92,7 +92,8 @@ class BenchConfig:
     create_concurrency: int = 32
     workdir: Path | None = None
     operator_command: list[str] | None = None
-    """How to start the operator (default: this interpreter, ``-m inference_placement.cli``)."""
+    """How to start the operator (default: this interpreter, ``-m inference_placement.devtools.scale.as_deployed``:
+    the command line with only the image's packages importable, so RSS is the deployed operator's)."""
     operator_extra: tuple[str, ...] = ()
     keep_namespace: bool = False
     wait_history: bool = True

@@ -116,7 +116,7 @@ class OperatorProcess:
         env: Mapping[str, str] | None = None,
     ) -> OperatorProcess:
         args = [
-            *(python or [sys.executable, "-m", "inference_placement.cli"]),
+            *(python or [sys.executable, "-m", "inference_placement.devtools.scale.as_deployed"]),
             "run",
             *(["--kubeconfig", kubeconfig] if kubeconfig else []),
             "--namespace",
