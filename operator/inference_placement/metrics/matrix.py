@@ -156,6 +156,8 @@ def _write_points(
 
 
 def _pair(point: Any) -> tuple[float, Any]:
+    if type(point) is tuple:  # decoded as floats (``prometheus._MATRIX_DECODER``)
+        return point
     if type(point) is not list or len(point) != 2 or not isinstance(point[0], _TIME_TYPES):
         text = repr(point)
         raise BadSample(f"a sample is not [time, value]: {text[:200]}")
