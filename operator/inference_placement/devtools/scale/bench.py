@@ -133,6 +133,8 @@ class RunResult:
     steady_ticks: int = 0
     memory_report: dict[str, Any] | None = None
     """With ``trace_memory``: the leader's ``controller.memory_report.memory_report()`` after the steady ticks."""
+    standby_memory_report: dict[str, Any] | None = None
+    """With ``trace_memory`` and a standby: the same report of the (first) standby, right after the leader's."""
     steady_reconciles: list[float] = field(default_factory=list)
     steady_full_collections: list[float] = field(default_factory=list)
     steady_reconcile_causes: list[dict[str, float]] = field(default_factory=list)
@@ -448,10 +450,14 @@ async def run_one(  # noqa: C901 - issue 23 item 2
         )
 
         memory = await _memory_report(op, timeout=120 + 0.05 * n) if config.trace_memory else None
-        if memory is not None:
-            log(f"[{n}] traced heap {memory['traced_mb']} MB (peak {memory['traced_peak_mb']}); largest sites:")
-            for site in memory["top"][:10]:
-                log(f"    {site['mb']:8.2f} MB  {site['count']:>9,}  {site['site']}")
+        standby_memory = (
+            await _memory_report(standbys[0], timeout=120 + 0.05 * n) if config.trace_memory and standbys else None
+        )
+        for role, report in (("leader", memory), ("standby", standby_memory)):
+            if report is not None:
+                log(f"[{n}] {role}: traced heap {report['traced_mb']} MB (peak {report['traced_peak_mb']}); largest:")
+                for site in report["top"][:12]:
+                    log(f"    {site['mb']:8.2f} MB  {site['count']:>9,}  {site['site']}")
 
         # ---------------------------------------------------------------- fleet-wide traffic shift
         if time.monotonic() + 60 + 3 * (config.tick_seconds + max(tick_wall, default=0.0)) > data_end_mono:
@@ -495,6 +501,7 @@ async def run_one(  # noqa: C901 - issue 23 item 2
             switch_queries_per_tick=round(switch_queries, 2),
             steady_ticks=int(ticks),
             memory_report=memory,
+            standby_memory_report=standby_memory,
             steady_reconciles=reconciles,
             steady_full_collections=collections,
             steady_reconcile_causes=causes,
