@@ -83,8 +83,9 @@ class TrafficWindow:
     """What metrics say: a trailing window ending at ``end``."""
 
     step_seconds: float
-    rps: tuple[float, ...]
-    """Request rate per step, oldest first (the window covers >= sustain_seconds when available)."""
+    rps: Sequence[float]
+    """Request rate per step, oldest first (the window covers >= sustain_seconds when available). A tuple, or the
+    live source's ``FloatSeries`` (a view of the points it keeps as machine doubles: no Python float per point)."""
     observed_p99_seconds: float | None
     end: datetime
     """Time of the last sample (staleness = now - end)."""
