@@ -867,7 +867,8 @@ def _window_fingerprint(window: TrafficWindow | None, *, history: bool = True) -
 
 
 def _levels_fingerprint(window: TrafficWindow) -> tuple[Any, ...]:
-    rps = window.rps
+    # the live source's FloatSeries as a list once (one C call), not a float made per point and per builtin below
+    rps = window.rps.tolist() if isinstance(window.rps, FloatSeries) else window.rps
     recent = rps[-10:]
     return (
         window.step_seconds,
