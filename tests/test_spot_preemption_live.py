@@ -86,6 +86,9 @@ async def test_a_preempted_spot_workload_fails_no_request_only_while_a_spill_cov
     overflow = Overflow(R, _cloudrun(serverless.address)) if spilling else None
     model = {"image": kube_node.model_server_image, "port": 8080, "healthPath": "/healthz", "cpu": "50m"}
     model["memory"] = "64Mi"
+    # a replacement is Ready only after its model "loads" (3 s), as a real one is: the gap between the eviction and
+    # the replacements is then certain, not a race with a replacement Ready in 1 s (a CI run where no request met it)
+    model["env"] = [{"name": "STARTUP_SECONDS", "value": "3"}]
     manifest = workload_manifest(
         NAME,
         namespace,
