@@ -67,13 +67,17 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _parsed(raw: dict[str, Any]) -> tuple[Any, Any]:
+    """The generated answer parsed twice: decoded to floats, and as Prometheus sent it."""
+    series = {name: [(START + i * STEP, _text(v)) for i, v in sorted(points)] for name, points in raw.items()}
+    source = _source()
+    return tuple(source._parse(answer) for answer in _both(_body(series)))  # type: ignore[return-value]
+
+
 @settings(max_examples=150, deadline=None)
 @given(SERIES)
 def test_typed_and_untyped_answers_keep_the_same_windows_and_latest_samples(raw: dict[str, Any]) -> None:
-    series = {name: [(START + i * STEP, _text(v)) for i, v in sorted(points)] for name, points in raw.items()}
-    typed_answer, plain_answer = _both(_body(series))
-    source = _source()
-    typed, plain = source._parse(typed_answer), source._parse(plain_answer)
+    typed, plain = _parsed(raw)
     assert typed.series.keys() == plain.series.keys()
     wanted = frozenset(("ns", f"w{i}") for i in range(6))
     kept = {}
@@ -111,13 +115,9 @@ def test_typed_and_untyped_answers_keep_the_same_windows_and_latest_samples(raw:
 @settings(max_examples=80, deadline=None)
 @given(SERIES)
 def test_typed_and_untyped_answers_fill_the_same_matrix(raw: dict[str, Any]) -> None:
-    series = {name: [(START + i * STEP, _text(v)) for i, v in sorted(points)] for name, points in raw.items()}
-    typed_answer, plain_answer = _both(_body(series))
-    source = _source()
     rows = {("ns", f"w{i}"): i for i in range(6)}
     filled = []
-    for answer in (typed_answer, plain_answer):
-        result = source._parse(answer)
+    for result in _parsed(raw):
         matrix = matrix_module.SeriesMatrix(rows, np.full((6, POINTS), np.nan), END, STEP)
         matrix_module.fill(matrix, result.series, result.duplicated, from_ts=START)
         filled.append(matrix.values)

@@ -1049,25 +1049,16 @@ class PrometheusSource:
         series: dict[_LabelKey, _Points] = {}
         duplicated: set[_LabelKey] = set()
         unlabelled = 0
-        if answer and type(answer[0]) is _TypedSeries:  # decoded by _MATRIX_DECODER: every item is one
-            namespace_label, workload_label = self.namespace_label, self.workload_label
-            for typed in answer:
-                labels = typed.metric
-                namespace, name = labels.get(namespace_label), labels.get(workload_label)
-                if not (namespace and name):
-                    unlabelled += 1
-                    continue
-                key = (namespace, name)
-                if key in series:
-                    duplicated.add(key)
-                series[key] = typed.values
-            return _SignalResult(series, frozenset(duplicated), unlabelled)
+        typed = bool(answer) and type(answer[0]) is _TypedSeries  # _MATRIX_DECODER's: every item is one, checked
         for item in answer:
-            if not isinstance(item, dict):
-                raise _BadResponse("result is not a matrix (is the template a scalar?)")
-            metric, values = item.get("metric"), item.get("values")
-            if not isinstance(metric, dict) or not isinstance(values, list):
-                raise _BadResponse("a series lacks 'metric' or 'values' (an instant vector instead of a matrix?)")
+            if typed:
+                metric, values = item.metric, item.values
+            else:
+                if not isinstance(item, dict):
+                    raise _BadResponse("result is not a matrix (is the template a scalar?)")
+                metric, values = item.get("metric"), item.get("values")
+                if not isinstance(metric, dict) or not isinstance(values, list):
+                    raise _BadResponse("a series lacks 'metric' or 'values' (an instant vector instead of a matrix?)")
             namespace, name = metric.get(self.namespace_label), metric.get(self.workload_label)
             if not (isinstance(namespace, str) and isinstance(name, str) and namespace and name):
                 unlabelled += 1
