@@ -147,6 +147,6 @@ def test_the_optimum_knows_base_plus_overflow_and_the_serverless_answer_at_zero(
     best = optimum(w, economics, PB, warmup_seconds=600, router=RouterPlatform())
     assert ours.meets_slo and ours.spilled > 0
     assert best.meets_slo and best.spilled > 0 and best.cost_usd <= ours.cost_usd
-    modes = workload_modes(economics, w, activator=Activator(0.5, w.spec.slo.tolerable_cold_start_seconds, 60.0))
+    modes = workload_modes(economics, w, activator=Activator(0.5, w.spec.slo.tolerable_cold_start(), 60.0))
     assert {m.overflow for m in modes if m.overflow is not None} == {TargetName.LAMBDA}
     assert all(m.level >= 1 and m.target is TargetName.CLUSTER for m in modes if m.overflow is not None)

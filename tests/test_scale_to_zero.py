@@ -13,8 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from pydantic import ValidationError
 
-from inference_placement.api.spec import AcceleratorSpec, AcceleratorType, PlacementSpec, TargetName
+from inference_placement.api.spec import AcceleratorSpec, AcceleratorType, PlacementSpec, SLOSpec, TargetName
 from inference_placement.api.workload import WorkloadKey
 from inference_placement.controller.pod_endpoints import PodEndpoints, ready_addresses
 from inference_placement.controller.reconciler import Reconciler, TickInputs
@@ -120,6 +121,35 @@ def test_a_hold_bound_the_spec_does_not_give_cleanly_is_the_default_never_no_rou
     sync.observe(KEY, _workload(tolerable=tolerable))
     asyncio.run(sync.sync())
     assert applier.routes[0].hold_seconds == 10.0
+
+
+@pytest.mark.parametrize(
+    ("slo", "hold"),
+    [
+        ({"latencyP99Seconds": 60}, 60.0),  # unset: the objective, when longer than 10 s
+        ({"latencyP99Seconds": 0.3}, 10.0),
+        ({"latencyP99Seconds": 60, "tolerableColdStartSeconds": "x"}, 60.0),
+        ({"latencyP99Seconds": "x"}, 10.0),  # an objective that does not parse: the API's default objective
+        ({"latencyP99Seconds": 60, "tolerableColdStartSeconds": 5}, 5.0),  # set: as set
+    ],
+    ids=str,
+)
+def test_an_unset_hold_bound_is_the_objective_when_longer_as_the_policy_reads_it(
+    slo: dict[str, Any], hold: float
+) -> None:
+    applier, pods = _Applier(), PodEndpoints()
+    pods.observe("ADDED", _slice("s1", [("10.244.0.5", True)]))
+    sync = RouterSync(cast(Any, applier), pods=pods, hold=True)
+    body = _workload()
+    body["spec"] = {"slo": slo}
+    sync.observe(KEY, body)
+    asyncio.run(sync.sync())
+    assert applier.routes[0].hold_seconds == hold
+    try:
+        parsed = SLOSpec.model_validate(slo)
+    except ValidationError:
+        return
+    assert parsed.tolerable_cold_start() == hold
 
 
 def test_an_address_override_keeps_the_service_upstream() -> None:

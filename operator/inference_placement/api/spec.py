@@ -20,6 +20,7 @@ __all__ = [
     "AcceleratorSpec",
     "AcceleratorType",
     "CLOUD_RUN_REGION_PATTERN",
+    "DEFAULT_TOLERABLE_COLD_START_SECONDS",
     "LAMBDA_REGION_PATTERN",
     "ApiModel",
     "BudgetAction",
@@ -43,6 +44,7 @@ __all__ = [
     "TargetName",
     "ThresholdMode",
     "ThresholdsSpec",
+    "default_tolerable_cold_start",
     "parse_cpu_cores",
     "parse_memory_mib",
 ]
@@ -296,6 +298,18 @@ class AcceleratorSpec(AcceleratorOption):
         return cls.model_validate(option.model_dump())
 
 
+DEFAULT_TOLERABLE_COLD_START_SECONDS: Final = 10.0
+"""The tolerable cold start of a workload that sets none and whose objective is shorter."""
+
+
+def default_tolerable_cold_start(objective_seconds: float) -> float:
+    """The tolerable cold start of a workload that sets none: 10 s, or its latency objective when longer. A cold
+    start within the objective can still leave the request inside it (an image generated in 23 s after a 20 s
+    start meets a 60 s objective), so the default never rules out what the objective allows; whether a request
+    that waits for a start misses is the objective's own test (``SloTerms.cold_request_misses``)."""
+    return max(DEFAULT_TOLERABLE_COLD_START_SECONDS, objective_seconds)
+
+
 class SLOSpec(ApiModel):
     """The service level the workload must meet wherever it runs."""
 
@@ -305,9 +319,21 @@ class SLOSpec(ApiModel):
     attainment: float = Field(
         default=0.99, ge=0.5, le=1.0, description="Share of requests that must finish within latencyP99Seconds."
     )
-    tolerable_cold_start_seconds: float = Field(
-        default=10.0, ge=0, description="Longest cold start a request may wait (serverless feasibility)."
+    tolerable_cold_start_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Longest cold start a request may wait: a serverless target's or a woken replica's start (serverless "
+            "feasibility, the router's hold bound at zero replicas). Unset: 10 s, or latencyP99Seconds when longer "
+            "(a start the objective itself leaves room for is never ruled out by the default)."
+        ),
     )
+
+    def tolerable_cold_start(self) -> float:
+        """The tolerable cold start in force: the one set, else the default for this objective."""
+        if self.tolerable_cold_start_seconds is not None:
+            return self.tolerable_cold_start_seconds
+        return default_tolerable_cold_start(self.objective_seconds)
 
 
 class BudgetSpec(ApiModel):

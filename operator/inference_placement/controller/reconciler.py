@@ -479,7 +479,7 @@ class Reconciler:
         tracked = before or ScaleToZeroStatus()
         stamp = now_rfc3339(inputs.now)
         wake = inputs.wake
-        hold = spec.slo.tolerable_cold_start_seconds
+        hold = spec.slo.tolerable_cold_start()
         if at_zero and tracked.zeroed_at is None:
             tracked = tracked.model_copy(update={"zeroed_at": stamp, "gaps": tracked.gaps + 1, "hold_seconds": hold})
             pending.event(

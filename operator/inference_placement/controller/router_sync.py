@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from inference_placement.api.spec import SERVERLESS, SLOSpec, TargetName
+from inference_placement.api.spec import SERVERLESS, SLOSpec, TargetName, default_tolerable_cold_start
 from inference_placement.api.status import InferenceWorkloadStatus, SpillStep
 from inference_placement.api.workload import WorkloadKey
 from inference_placement.controller.log_context import workload_fields
@@ -383,12 +383,20 @@ def _answers_without_pods(route: Route) -> bool:
 
 def _hold_seconds(body: Mapping[str, Any]) -> float:
     """The workload's tolerable cold start (the activator's hold bound), read leniently: the route never depends on
-    the spec parsing (a spec that no longer parses keeps its route), so a missing or invalid value is the default."""
-    default = float(SLOSpec.model_fields["tolerable_cold_start_seconds"].default)
+    the spec parsing (a spec that no longer parses keeps its route), so a missing or invalid value is the default
+    (``default_tolerable_cold_start`` of the objective, itself the API's default when missing or invalid)."""
     slo = (body.get("spec") or {}).get("slo") if isinstance(body.get("spec"), Mapping) else None
-    value = slo.get("tolerableColdStartSeconds") if isinstance(slo, Mapping) else None
+    objective = _positive(slo.get("latencyP99Seconds") if isinstance(slo, Mapping) else None)
+    if objective is None:
+        objective = float(SLOSpec.model_fields["objective_seconds"].default)
+    value = _positive(slo.get("tolerableColdStartSeconds") if isinstance(slo, Mapping) else None)
+    return value if value is not None else default_tolerable_cold_start(objective)
+
+
+def _positive(value: object) -> float | None:
+    """A finite number above zero, else None (booleans are not numbers here)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        return default
+        return None
     return float(value)
 
 

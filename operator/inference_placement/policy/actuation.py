@@ -125,7 +125,7 @@ def zero_answer(
     only once it is deployed and ready (``ready``), and until then the activator holds. The live reconciler and
     the simulator's ``ours`` both ask this."""
     infeasible = infeasible or {}
-    tolerable = spec.slo.tolerable_cold_start_seconds
+    tolerable = spec.slo.tolerable_cold_start()
     if not actuators.zero_fall_through:
         return ZeroAnswer(None, None, f"held by the router's activator up to {tolerable:g}s")
     notes: list[str] = []

@@ -69,7 +69,7 @@ class SloTerms:
     @classmethod
     def from_spec(cls, spec: InferenceWorkloadSpec) -> SloTerms:
         slo = spec.slo
-        return cls(slo.objective_seconds, slo.attainment, slo.tolerable_cold_start_seconds)
+        return cls(slo.objective_seconds, slo.attainment, slo.tolerable_cold_start())
 
     @property
     def error_budget(self) -> float:

@@ -487,7 +487,7 @@ def optimum(
     if router is not None and router.activator:
         activator = Activator(
             router.wake_poll_seconds,
-            workload.spec.slo.tolerable_cold_start_seconds,
+            workload.spec.slo.tolerable_cold_start(),
             release_after_seconds=router.wake_keep_seconds,
         )
     modes = workload_modes(economics, workload, options, activator)

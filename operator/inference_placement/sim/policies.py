@@ -221,7 +221,7 @@ class OursPolicy:
         self._price_book = price_book
         self._cold_starts = {target: econ.cold_start_seconds for target, econ in economics.items()}
         self._activator = (
-            Activator(self.wake.poll_seconds, workload.spec.slo.tolerable_cold_start_seconds)
+            Activator(self.wake.poll_seconds, workload.spec.slo.tolerable_cold_start())
             if self.actuators.cluster_scale_to_zero
             else None
         )
