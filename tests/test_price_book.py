@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,19 +14,10 @@ from inference_placement.policy.price_book import (
     load_price_book,
     price_book_from_mapping,
 )
+from tests.shared_files import shared_file
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 PACKAGED = ROOT / "operator" / "inference_placement" / "data" / "price-book.yaml"
-
-
-def _shared(path: str) -> Path:
-    target = SHARED / path
-    if not target.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{target} is missing (CI needs ../shared)")
-        pytest.skip(f"{target} not available")
-    return target
 
 
 def _packaged() -> dict[str, object]:
@@ -48,7 +38,7 @@ def test_packaged_default_loads_with_the_reference_figures() -> None:
 
 
 def test_reference_scenario_is_a_price_book_plus_profiles() -> None:
-    raw = yaml.safe_load(_shared("scenario/reference.yaml").read_text(encoding="utf-8"))
+    raw = yaml.safe_load(shared_file("scenario/reference.yaml").read_text(encoding="utf-8"))
     raw.pop("profiles")
     raw.pop("benchmark")
     pb = price_book_from_mapping(raw)

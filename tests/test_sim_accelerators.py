@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,11 +38,11 @@ from inference_placement.sim.simulator import (
     simulate,
 )
 from inference_placement.sim.traces import MinuteTrace, requests_for
+from tests.shared_files import shared_file
 
 PB = default_price_book()
 MIG_1G = AcceleratorOption(type=AcceleratorType.NVIDIA_A100_80GB, sharing=GPUSharing.MIG, mig_profile="1g.10gb")
 L4 = AcceleratorOption(type=AcceleratorType.NVIDIA_L4)
-SCENARIO = Path(__file__).resolve().parents[2] / "shared" / "scenario" / "reference.yaml"
 
 
 def spec(*alternatives: AcceleratorOption, service: float = 0.025) -> InferenceWorkloadSpec:
@@ -124,11 +122,7 @@ def test_a_slower_accelerator_serves_slower_in_the_simulator() -> None:
 
 
 def test_the_scenario_lists_the_mig_slice_and_the_alternatives_in_its_order() -> None:
-    if not SCENARIO.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{SCENARIO} is missing (CI needs ../shared)")
-        pytest.skip("the shared reference scenario is not on this machine")
-    scenario = load_scenario(SCENARIO)
+    scenario = load_scenario(shared_file("scenario/reference.yaml"))
     embedding = profile_spec(scenario.profiles["embedding-gpu"], scenario.price_book).accelerator.options()
     assert [o.describe() for o in embedding] == ["nvidia-l4", "nvidia-a100-80gb MIG 1g.10gb"]
     llm = profile_spec(scenario.profiles["llm-7b"], scenario.price_book).accelerator.options()

@@ -7,7 +7,6 @@ waiting request, misses none), yet bursts outrun a reaction paced by ticks (the 
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +19,7 @@ from inference_placement.sim.simulator import feasible_economics, simulate
 from inference_placement.sim.synthetic import LONG_SERVICE_PROFILE, BurstyDay, bursty_arrivals, write_long_service_row
 from inference_placement.sim.traces import RequestTrace, load_trace
 from inference_placement.sim.workloads import profile_workloads
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _reference() -> Path:
-    for candidate in (ROOT.parent / "shared", Path("/work/shared")):
-        path = candidate / "scenario" / "reference.yaml"
-        if path.exists():
-            return path
-    if os.environ.get("CI") == "true":
-        pytest.fail("../shared is missing (CI needs it)")
-    pytest.skip("the shared scenario is not available")
+from tests.shared_files import shared_file
 
 
 def _per_minute(arrivals: np.ndarray, days: int) -> np.ndarray:
@@ -63,7 +51,7 @@ def test_nights_are_quiet_and_the_working_day_has_bursts() -> None:
 
 
 def test_the_written_row_is_the_regime_cloud_run_meets_every_request_and_the_hpa_misses(tmp_path: Path) -> None:
-    path = write_long_service_row(_reference(), tmp_path, days=1, seed=1)
+    path = write_long_service_row(shared_file("scenario/reference.yaml"), tmp_path, days=1, seed=1)
     scenario = load_scenario(path)
     (row,) = scenario.benchmark
     assert row.profile == LONG_SERVICE_PROFILE
@@ -92,7 +80,7 @@ def test_the_default_tolerable_cold_start_lets_ours_sleep_where_the_objective_le
     start as a miss and the activator would give up on a held request before its replica is ready: it never
     sleeps. (Measured on this 1-day row: $77.99 and 50 misses against $94.40 and 54; 20 of the night's 360
     minutes at zero against none.)"""
-    path = write_long_service_row(_reference(), tmp_path, days=1, seed=1)
+    path = write_long_service_row(shared_file("scenario/reference.yaml"), tmp_path, days=1, seed=1)
     scenario = load_scenario(path)
     (row,) = scenario.benchmark
     (workload,) = profile_workloads(load_trace(Path(row.trace)), scenario.profiles[row.profile], scenario.price_book)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +20,7 @@ from inference_placement.sim.traces import (
     snake_case,
 )
 from inference_placement.sim.workloads import profile_workloads
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-
-
-def _shared(path: str) -> Path:
-    target = SHARED / path
-    if not target.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{target} is missing (CI needs ../shared)")
-        pytest.skip(f"{target} not available")
-    return target
+from tests.shared_files import shared_file
 
 
 def test_per_step_matrix_every_row_is_a_workload(tmp_path: Path) -> None:
@@ -107,16 +95,16 @@ def test_snake_case() -> None:
 
 
 def test_reference_scenario_and_visible_traces() -> None:
-    scenario = load_scenario(_shared("scenario/reference.yaml"))
+    scenario = load_scenario(shared_file("scenario/reference.yaml"))
     assert [r.profile for r in scenario.benchmark] == ["sentiment-cpu", "embedding-gpu", "llm-7b", "llm-7b"]
     sentiment = profile_spec(scenario.profiles["sentiment-cpu"], scenario.price_book)
     assert set(sentiment.placement.allowed_targets) == set(TargetName)
     embedding = profile_spec(scenario.profiles["embedding-gpu"], scenario.price_book)
     assert TargetName.LAMBDA not in embedding.placement.allowed_targets
-    inv = load_trace(_shared("traces/azure-functions-2019/100_inv.csv"))
+    inv = load_trace(shared_file("traces/azure-functions-2019/100_inv.csv"))
     assert isinstance(inv, MinuteTrace) and inv.workloads == 100 and inv.steps == 1440
     assert int(inv.counts.sum()) == 621_128
-    code = load_trace(_shared("traces/azure-llm-2023/code.csv"))
+    code = load_trace(shared_file("traces/azure-llm-2023/code.csv"))
     assert isinstance(code, RequestTrace) and code.arrivals_seconds.size == 8_819
     workloads = profile_workloads(code, scenario.profiles["llm-7b"], scenario.price_book)
     assert len(workloads) == 1 and workloads[0].requests.count == 8_819
@@ -125,7 +113,7 @@ def test_reference_scenario_and_visible_traces() -> None:
 
 def test_default_price_book_runs_a_profile() -> None:
     pb = default_price_book()
-    scenario = load_scenario(_shared("scenario/reference.yaml"))
+    scenario = load_scenario(shared_file("scenario/reference.yaml"))
     spec = profile_spec(scenario.profiles["llm-7b"], pb)
     assert spec.accelerator.type.value == "nvidia-l4"
     assert spec.slo.objective_seconds == 2.0

@@ -8,7 +8,6 @@ here and never stored.
 from __future__ import annotations
 
 import math
-import os
 import tracemalloc
 from dataclasses import replace
 from pathlib import Path
@@ -31,8 +30,7 @@ from inference_placement.sim.simulator import SimPolicy, SimWorkload, WorkloadRe
 from inference_placement.sim.synthetic import FLEET_PROFILE, fleet_profile, high_volume_trace, write_high_volume_row
 from inference_placement.sim.traces import StepRequests, load_trace
 from inference_placement.sim.workloads import profile_workloads
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.shared_files import shared_file
 
 COST_ERROR_BOUND = 0.01
 """Aggregate vs per-request cost, relative, over the sampled windows of each policy."""
@@ -43,12 +41,9 @@ PEAK_ERROR_BOUND = 0.03
 
 
 def _shared() -> Path:
-    for candidate in (ROOT.parent / "shared", Path("/work/shared")):
-        if (candidate / "traces" / "azure-llm-2023" / "conv.csv").exists():
-            return candidate
-    if os.environ.get("CI") == "true":
-        pytest.fail("../shared is missing (CI needs it)")
-    pytest.skip("the shared traces are not available")
+    """``../shared``, once the files these tests read are there (``shared_file``: fails in CI, skips elsewhere)."""
+    shared_file("scenario/reference.yaml")
+    return shared_file("traces/azure-llm-2023/conv.csv").parents[2]
 
 
 def _fleet_workload(steps: int | None = None) -> tuple[SimWorkload, PriceBook]:
