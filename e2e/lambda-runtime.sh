@@ -6,7 +6,7 @@
 #     the Kubernetes build (e2e/lib/build.sh); a fresh machine downloads and compiles it in ~40 s.
 #   - lambda-adapter: the AWS Lambda Web Adapter, `cargo install --locked lambda_web_adapter@$LWA_VERSION` (the
 #     crate's Cargo.lock); a fresh machine compiles it in ~1.5 min on 2 cores, needs cargo (rustup's stable) and a C
-#     compiler.
+#     compiler (installed from Debian's gcc when there is none).
 #
 #   bash e2e/lambda-runtime.sh           build if needed, print "aws-lambda-rie=PATH" and "lambda-adapter=PATH"
 #   bash e2e/lambda-runtime.sh --check   exit 0 when both are cached (builds nothing)
@@ -78,6 +78,17 @@ build_lwa() {
   lwa_cached && return 0
   local cargo work started=$SECONDS
   cargo=$(find_cargo) || die "no cargo (PATH, ~/.cargo/bin): needed to build the Lambda Web Adapter $LWA_VERSION (rustup.rs)"
+  if ! command -v cc >/dev/null 2>&1; then
+    # cargo links through the system C toolchain: the packages the Kubernetes build installs (e2e/lib/install.sh),
+    # in a subshell so the cluster scripts' log/die stay theirs. `make demo` builds this before any cluster step.
+    (
+      # shellcheck source=e2e/lib/common.sh
+      source "$ROOT/e2e/lib/common.sh"
+      # shellcheck source=e2e/lib/install.sh
+      source "$ROOT/e2e/lib/install.sh"
+      ensure_packages "${PKGS_BUILD[@]}"
+    ) || die "no C compiler (cc), and installing one (gcc libc6-dev) failed"
+  fi
   mkdir -p "$CACHE_DIR"
   work=$(mktemp -d "$CACHE_DIR/lwa-build.XXXXXX")
   log "building lambda_web_adapter $LWA_VERSION (cargo install --locked; ~1.5 min on a cold machine)"
