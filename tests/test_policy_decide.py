@@ -29,7 +29,7 @@ from inference_placement.api.spec import (
 from inference_placement.policy.budget import seconds_to_month_end
 from inference_placement.policy.capacity import ClusterCapacity, NodeCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, decide
-from inference_placement.policy.forecast import rate_variability
+from inference_placement.policy.forecast import poisson_shrunk_rates, rate_variability
 from inference_placement.policy.price_book import default_price_book
 
 PB = default_price_book()
@@ -401,15 +401,20 @@ def test_observed_slo_misses_tighten_the_sizing_of_the_current_target() -> None:
     assert "stricter" in missing.reason
 
 
+def l4_cluster_spec(size_mb: int, memory: str, service: float, objective: float, slots: int) -> InferenceWorkloadSpec:
+    """A model on a whole L4, cluster only, up to 20 replicas of ``slots`` requests each."""
+    return InferenceWorkloadSpec(
+        model=ModelSpec(image="x", size_mb=size_mb, cpu="4", memory=memory, service_seconds=service),
+        accelerator=AcceleratorSpec(type=AcceleratorType.NVIDIA_L4),
+        slo=SLOSpec(objective_seconds=objective),
+        placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER]),
+        scaling=ScalingSpec(target_concurrency=slots, max_replicas=20),
+    )
+
+
 def llm_spec() -> InferenceWorkloadSpec:
     """LLM-like: 16 slots per replica, a 2 s time-to-first-token objective on a 4.45 s mean generation."""
-    return InferenceWorkloadSpec(
-        model=ModelSpec(image="x", size_mb=14000, cpu="4", memory="32Gi", service_seconds=4.45),
-        accelerator=AcceleratorSpec(type=AcceleratorType.NVIDIA_L4),
-        slo=SLOSpec(objective_seconds=2.0),
-        placement=PlacementSpec(allowed_targets=[TargetName.CLUSTER]),
-        scaling=ScalingSpec(target_concurrency=16, max_replicas=20),
-    )
+    return l4_cluster_spec(14000, "32Gi", 4.45, 2.0, 16)
 
 
 def llm_window(rates: list[float], peaks: list[float] | None = None) -> TrafficWindow:
@@ -549,3 +554,47 @@ def test_bursts_the_in_flight_peaks_showed_earlier_in_the_window_keep_their_capa
     assert "in-flight peaks show bursts" in bursty.reason
     assert "observed peak" not in bursty.reason  # the sustain window alone would not hold it
     assert bursty.replicas > calm.replicas, (bursty.reason, calm.reason)
+
+
+def image_gen_spec() -> InferenceWorkloadSpec:
+    """Long service, one request per replica: ~23 s per image on an L4, a 60 s objective (issue 17's regime)."""
+    return l4_cluster_spec(7000, "16Gi", 23.0, 60.0, 1)
+
+
+def test_poisson_shrunk_rates_drop_the_counts_noise_and_keep_what_moves() -> None:
+    """A step's count is a Poisson draw around its rate; the estimate keeps the rate, not the draw."""
+    rng = np.random.default_rng(11)
+    step = 60.0
+    # a sparse stream at 2 a minute: its busiest minutes are chance, the estimate stays near the rate
+    sparse = rng.poisson(2.0, 60).astype(np.float64) / step
+    estimated = poisson_shrunk_rates(sparse, step, 2)
+    assert sparse.max() * step >= 5.0
+    assert estimated.max() * step < 3.5
+    assert bool(((estimated > 0) == (sparse > 0)).all()), "idle steps stay idle, busy ones stay busy"
+    assert abs(estimated.mean() - sparse.mean()) < 0.25 * sparse.mean()
+    # a jump from 2 to 30 a minute is the rate moving: the estimate follows each level away from the jump
+    jump = np.concatenate([rng.poisson(2.0, 30), rng.poisson(30.0, 30)]).astype(np.float64) / step
+    levels = poisson_shrunk_rates(jump, step, 2) * step
+    assert 1.0 < levels[:25].mean() < 3.0 and 25.0 < levels[35:].mean() < 35.0
+    # a burst of 40 in one minute of that sparse stream is far beyond Poisson: it keeps most of its count
+    burst = sparse.copy()
+    burst[40] = 40.0 / step
+    assert poisson_shrunk_rates(burst, step, 2)[40] * step > 30.0
+    # at volume the Poisson noise is negligible against the rate's own swings: the counts are the rates
+    busy = rng.poisson(6000.0 * (1.0 + 0.08 * rng.standard_normal(60))).astype(np.float64) / step
+    assert np.allclose(poisson_shrunk_rates(busy, step, 2), busy, rtol=0.02)
+
+
+def test_a_sparse_stream_of_long_requests_is_sized_for_its_rate_not_its_busiest_minute() -> None:
+    """Issue 17's long-service regime: 23 s images at a steady 2 a minute (0.77 Erlang) are 1-5 requests a
+    minute by chance. Erlang C at the rate already counts that chance; sizing for the busiest minute of the
+    sustain window as if it were its rate (5 a minute, 1.9 Erlang) held 5 replicas. Read as the rates the counts
+    estimate (at most 3 a minute: the window's last steps have neighbours on one side only), 4 keep the wait tail
+    within the risk budget."""
+    counts = [2, 1, 3, 2, 0, 2, 3, 1, 2, 2, 1, 4, 2, 2, 1, 3, 2, 0, 2, 1, 3, 2, 1, 2, 2, 1, 5, 2, 1, 2]
+    rates = [c / 60.0 for c in counts]
+    w = TrafficWindow(60.0, tuple(rates), 23.0, NOW, service_seconds=23.0)
+    d = run(image_gen_spec(), w, state(TargetName.CLUSTER))
+    assert d.target is TargetName.CLUSTER
+    assert d.replicas <= 4, d.reason
+    assert "SLO risk" in d.reason and "<= 0.50% budget" in d.reason

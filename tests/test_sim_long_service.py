@@ -16,7 +16,13 @@ from inference_placement.sim.bench import run_workload
 from inference_placement.sim.policies import OursPolicy
 from inference_placement.sim.scenario import load_scenario
 from inference_placement.sim.simulator import feasible_economics, simulate
-from inference_placement.sim.synthetic import LONG_SERVICE_PROFILE, BurstyDay, bursty_arrivals, write_long_service_row
+from inference_placement.sim.synthetic import (
+    LONG_SERVICE_PROFILE,
+    BurstyDay,
+    bursty_arrivals,
+    write_long_service_row,
+)
+from inference_placement.sim.synthetic import main as synthetic_main
 from inference_placement.sim.traces import RequestTrace, load_trace
 from inference_placement.sim.workloads import profile_workloads
 from tests.shared_files import shared_file
@@ -108,3 +114,44 @@ def test_the_default_tolerable_cold_start_lets_ours_sleep_where_the_objective_le
     assert int((flat_result.capacity_per_step == 0).sum()) == 0
     assert default.cost_usd < 0.9 * flat_result.cost_usd
     assert default.misses <= flat_result.misses
+
+
+MILD = BurstyDay(burst_requests=(4, 12), burst_seconds=(60.0, 300.0))
+"""The milder bursts (``--burst-requests 4 12 --burst-seconds 60 300``) whose figures match issue 17's report."""
+
+
+def test_the_milder_variant_is_the_reported_regime_the_hpa_cloud_run_and_ours_meet_the_slo(tmp_path: Path) -> None:
+    """Issue 17 reports `ours` at 1.8x the autoscaled cluster *at the same SLO*: there the HPA meets it. With
+    bursts of 4-12 requests over 1-5 minutes it does (its in-flight target reacts every 15 s, and one image queued
+    behind another still meets 60 s), as does Cloud Run; the sharper default bursts are the harder row."""
+    path = write_long_service_row(shared_file("scenario/reference.yaml"), tmp_path, days=1, seed=1, shape=MILD)
+    scenario = load_scenario(path)
+    (row,) = scenario.benchmark
+    (workload,) = profile_workloads(load_trace(Path(row.trace)), scenario.profiles[row.profile], scenario.price_book)
+    outcomes = {
+        o.policy: o
+        for o in run_workload(workload, scenario, only=("ours", "cloudrun", "cluster-autoscaled"), warmup_seconds=300.0)
+    }
+    for name in ("ours", "cloudrun", "cluster-autoscaled"):
+        assert outcomes[name].requests > 1000
+        assert outcomes[name].meets_slo, (name, outcomes[name].misses, outcomes[name].requests)
+    # the HPA is the cheaper baseline, the one `ours` has to beat there (it does not yet: bench/README.md); `ours`
+    # stays below Cloud Run (measured: $53.44, Cloud Run $59.63, the HPA $33.17)
+    assert outcomes["cluster-autoscaled"].cost_usd < outcomes["cloudrun"].cost_usd
+    assert outcomes["ours"].cost_usd < outcomes["cloudrun"].cost_usd
+
+
+def test_the_generator_takes_the_burst_shape_from_the_command_line(tmp_path: Path) -> None:
+    argv = ["--row", "long-service", "--scenario", str(shared_file("scenario/reference.yaml")), "--days", "1"]
+    assert (
+        synthetic_main(
+            [*argv, "--out", str(tmp_path / "mild"), "--burst-requests", "4", "12", "--burst-seconds", "60", "300"]
+        )
+        == 0
+    )
+    assert synthetic_main([*argv, "--out", str(tmp_path / "sharp")]) == 0
+    mild = np.loadtxt(tmp_path / "mild" / "imagegen-bursty.csv", dtype=str, skiprows=1, delimiter=",").size
+    sharp = np.loadtxt(tmp_path / "sharp" / "imagegen-bursty.csv", dtype=str, skiprows=1, delimiter=",").size
+    assert mild < sharp, "smaller bursts, fewer requests on the same base"
+    with pytest.raises(SystemExit):
+        synthetic_main([*argv, "--out", str(tmp_path / "bad"), "--burst-requests", "12", "4"])

@@ -196,7 +196,7 @@ def _projection(
 
 def project_many(econ: TargetEconomics, forecast: TrafficForecast, warm: list[int], slo: SloTerms) -> list[Projection]:
     """Expected cost, misses and cold starts per step on one target, for each warm capacity."""
-    traffic = step_traffic(forecast.rps, forecast.step_seconds, forecast.service_seconds)
+    traffic = step_traffic(forecast.rps, forecast.step_seconds, forecast.service_seconds, forecast.estimated_rps)
     rows = _rows(
         econ,
         traffic,
@@ -253,7 +253,7 @@ def plan_target(econ: TargetEconomics, forecast: TrafficForecast, slo: SloTerms)
 
     When no capacity meets the budget (the target is at risk), the one with the fewest expected misses.
     """
-    traffic = step_traffic(forecast.rps, forecast.step_seconds, forecast.service_seconds)
+    traffic = step_traffic(forecast.rps, forecast.step_seconds, forecast.service_seconds, forecast.estimated_rps)
     candidates = _warm_candidates(econ, traffic, slo, slack(forecast, slo), forecast.observed_peak())
     warm = np.asarray(candidates, dtype=np.float64)
     rows = _rows(

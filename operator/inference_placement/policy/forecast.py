@@ -5,7 +5,9 @@ day); the near term is the trailing part of the window the workload is committed
 undone before the cooldown); replicas are sized for the peak of the trailing sustain window, extrapolated over the
 time a new replica needs to start when traffic is rising by more than its noise, and lifted by a quantile of the
 rate's own step-to-step variability beyond Poisson noise (its overdispersion) where the window shows one
-(``rate_variability``; it adds to the in-flight count's variance: ``queueing.rate_peakedness``).
+(``rate_variability``; it adds to the in-flight count's variance: ``queueing.rate_peakedness``). The queueing
+terms read each step's rate as its count estimates it (``poisson_shrunk_rates``): a count is a Poisson draw around
+the rate, and Erlang C already integrates over that draw.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -25,6 +28,7 @@ __all__ = [
     "clean_rates",
     "forecast_from_rates",
     "idle_forecast",
+    "poisson_shrunk_rates",
     "rate_variability",
 ]
 
@@ -93,8 +97,17 @@ class TrafficForecast:
     def sustain(self) -> slice:
         return slice(max(0, self.steps - self.sustain_steps), self.steps)
 
+    @cached_property
+    def estimated_rps(self) -> FloatArray:
+        """Each step's rate as its count estimates it (``poisson_shrunk_rates`` over a sustain window centred on
+        the step): what the queueing terms read. ``rps`` stays the observed counts (requests, costs, idle steps)."""
+        return poisson_shrunk_rates(self.rps, self.step_seconds, max(1, self.sustain_steps // 2))
+
     def sizing_rps(self, lead_seconds: float) -> float:
         """Rate to size replicas for now: the sustain window's peak, or the rising trend carried over the lead.
+
+        The peak is that of the estimated rates (``estimated_rps``): the largest of a few Poisson counts overstates
+        a sparse stream's rate (five minutes at 2 a minute reach 4 in one of them more often than not).
 
         The trend counts only when it stands out of the noise: its least-squares slope must exceed two standard
         errors, the noise being the larger of the fit's residuals and the Poisson noise of the counts (a steady
@@ -102,7 +115,7 @@ class TrafficForecast:
         if self.rps.size == 0:
             return 0.0
         window = self.rps[self.sustain]
-        peak = float(window.max())
+        peak = float(self.estimated_rps[self.sustain].max())
         slope = _significant_slope(window, self.step_seconds) if window.size >= 3 and peak > 0 else 0.0
         if slope > 0:
             peak = max(peak, float(window[-1]) + slope * (lead_seconds / self.step_seconds + 1.0))
@@ -188,13 +201,53 @@ def rate_variability(rates: FloatArray, step_seconds: float, lag: int = 1) -> Ra
     if mean <= 0:
         return _NO_VARIABILITY
     lag = max(1, min(lag, counts.size - 3))
-    diffs = counts[lag:] - counts[:-lag]
-    diffs = diffs - diffs.mean()  # a steady trend (a ramp of the daily cycle) is not variability
-    v = float(diffs @ diffs) / (2.0 * (diffs.size - 1))
+    v = _local_variance(counts, lag)
     dispersion = v / mean
-    noise = mean * (1.0 + 2.0 * math.sqrt(3.0 / diffs.size))
+    noise = mean * (1.0 + 2.0 * math.sqrt(3.0 / (counts.size - lag)))
     excess = math.sqrt(v - mean) / step_seconds if v > noise else 0.0
     return RateVariability(dispersion=dispersion, excess_sd_rps=excess)
+
+
+def _local_variance(counts: FloatArray, lag: int = 1) -> float:
+    """Variance of per-step counts around their local level: von Neumann's estimator, the variance of the
+    differences between steps ``lag`` apart over two, with the differences' mean (a steady trend) taken out."""
+    diffs: FloatArray = counts[lag:] - counts[:-lag]
+    diffs = diffs - diffs.mean()  # a steady trend (a ramp of the daily cycle) is not variability
+    squares = float(np.dot(diffs, diffs))
+    return squares / (2.0 * (diffs.size - 1))
+
+
+def poisson_shrunk_rates(rates: FloatArray, step_seconds: float, half_width: int) -> FloatArray:
+    """Each busy step's rate as its count estimates it, given the window (empirical Bayes for Poisson counts).
+
+    A step's count is a Poisson draw around the rate of its step, and the queue its requests met was set by that
+    rate: Erlang C at the rate already integrates over the draw, so reading the count itself as the rate counts the
+    Poisson noise twice (a sparse stream's minutes of 1-5 requests at a steady 2 a minute size capacity for 5 a
+    minute). The estimate shrinks the count's deviation from the local level ``L`` (the mean count of the
+    ``half_width`` steps on either side, the step itself left out so that a lone burst does not lift the level it is
+    judged by) by the share of the deviations' variance that Poisson noise explains, ``B = L / v`` (``v``: the
+    counts' variance around their local level, von Neumann's estimator; at most 1): ``L + (1 - B) (count - L)``. A
+    rate that really moves (``v`` well above the counts) keeps its steps: bursts, a jump, a high-volume stream whose
+    Poisson noise is negligible; a Poisson stream's steps become its local level. Idle steps stay idle (they carry
+    no request, and the idle-gap and serverless terms read them as they are). Windows of fewer than 4 steps are
+    returned as they are."""
+    rates = np.asarray(rates, dtype=np.float64)
+    n = rates.size
+    if n < 4 or step_seconds <= 0 or not bool((rates > 0).any()):
+        return rates
+    counts = rates * step_seconds
+    v = _local_variance(counts)
+    half = max(1, half_width)
+    cumulative = np.concatenate(([0.0], np.cumsum(counts)))
+    index = np.arange(n)
+    lo = np.clip(index - half, 0, n)
+    hi = np.clip(index + half + 1, 0, n)
+    # the neighbours' mean: the step's own count left out, so a lone burst does not lift the level it is judged by
+    level = (cumulative[hi] - cumulative[lo] - counts) / (hi - lo - 1)
+    noise_share = np.minimum(1.0, level / v) if v > 0 else np.ones(n)
+    shrunk = level + (1.0 - noise_share) * (counts - level)
+    estimated: FloatArray = np.where(rates > 0, np.maximum(shrunk, 0.0) / step_seconds, 0.0)
+    return estimated
 
 
 def _significant_slope(rates: FloatArray, step_seconds: float) -> float:

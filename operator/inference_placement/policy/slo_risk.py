@@ -112,7 +112,7 @@ class StepTraffic:
     rps: FloatArray
     requests: FloatArray
     in_flight: FloatArray
-    """Mean requests in flight (rate x service)."""
+    """Mean requests in flight (the step's estimated rate x service: what its queue met)."""
     busy: npt.NDArray[np.intp]
     """Indices of steps with traffic."""
 
@@ -121,12 +121,17 @@ class StepTraffic:
         return int(self.rps.size)
 
 
-def step_traffic(rps: FloatArray, step_seconds: float, service_seconds: float) -> StepTraffic:
+def step_traffic(
+    rps: FloatArray, step_seconds: float, service_seconds: float, estimated_rps: FloatArray | None = None
+) -> StepTraffic:
+    """The steps' requests from the observed rates; their mean load in flight from ``estimated_rps`` where given
+    (``TrafficForecast.estimated_rps``: the rates the counts estimate), else from the observed rates."""
+    rates = rps if estimated_rps is None else estimated_rps
     return StepTraffic(
         step_seconds=step_seconds,
         rps=rps,
         requests=rps * step_seconds,
-        in_flight=rps * service_seconds,
+        in_flight=rates * service_seconds,
         busy=np.flatnonzero(rps > 0),
     )
 

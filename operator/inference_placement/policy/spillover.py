@@ -126,7 +126,7 @@ def spill_plan(
     slots = max(1, cluster.concurrency)
     top = int(holding.capacity.max()) - 1 if holding.capacity.size else 0
     low = max(1, cluster.floor_instances)
-    offered = forecast.rps * forecast.service_seconds
+    offered = forecast.estimated_rps * forecast.service_seconds  # the load each step's queue met
     peaks = forecast.peak_in_flight
     budget = slo.risk_budget * total_requests
     best: SpillPlan | None = None
