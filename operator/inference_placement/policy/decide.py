@@ -461,7 +461,7 @@ def _replicas_for(
             (
                 r
                 for r in range(1, max(1, econ.max_instances) + 1)
-                if burst_level(r * concurrency, steady, slack(forecast, slo)) >= recent_peak - 1e-9
+                if burst_level(r * concurrency, steady, slack(forecast, slo), slo.sizing_tail) >= recent_peak - 1e-9
             ),
             max(1, econ.max_instances),
         )

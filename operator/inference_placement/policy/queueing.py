@@ -21,6 +21,7 @@ __all__ = [
     "burst_level",
     "busy_instances",
     "erlang_b_real",
+    "late_in_queue",
     "poisson_mean_within",
     "poisson_sf",
     "peaked_miss_share",
@@ -28,6 +29,7 @@ __all__ = [
     "queue_miss_many",
     "queue_miss_scalar",
     "queue_miss_share",
+    "queued_in_time",
     "rate_peakedness",
     "replicas_for_peaked_wait",
     "replicas_for_wait",
@@ -266,16 +268,56 @@ def slots_scalar(a: float, tail: float) -> float:
     return _scalar_slots(a, tail)
 
 
-def burst_level(slots: float, steady_in_flight: float, slack_over_service: float) -> float:
+def burst_level(slots: float, steady_in_flight: float, slack_over_service: float, tail: float = 0.0) -> float:
     """The in-flight level a burst may reach on ``slots`` before its last request waits past the slack.
 
     Beyond the slots a request waits for a departure. Requests of a steady stream that were already in flight
     before the burst leave at ``steady / service`` per second (Little's law), so the k-th request beyond the slots
     waits about ``k x service / steady`` and stays within the slack while ``k <= steady x slack_over_service``. A
-    burst's own requests start together and free no slot for a whole service time, so they absorb nothing: with no
-    steady stream under it, a burst needs its full slots."""
+    burst's own requests free their slots too once served: where the slack is a service time or more, the requests
+    queued behind the slots start in time as far as :func:`queued_in_time` allows (at a chance ``tail`` of one
+    waiting past the slack). With a slack under one service time, a burst's own requests, started together, free
+    no slot within it: with no steady stream under it, a burst needs its full slots."""
     steady = min(max(0.0, steady_in_flight), slots)
-    return slots + steady * max(0.0, slack_over_service)
+    return slots + max(steady * max(0.0, slack_over_service), float(queued_in_time(slots, slack_over_service, tail)))
+
+
+@lru_cache(maxsize=1 << 12)
+def queued_in_time(slots: float, slack_over_service: float, tail: float) -> int:
+    """How many requests may queue behind ``slots`` busy slots with each one starting within the slack, but for a
+    chance ``tail``, under the worse of two service laws (the queueing model's law, and the one a burst makes).
+
+    - Service times close to their mean, the requests in the slots started together (a burst's own): every slot
+      frees once per service time, so ``slots x floor(slack / service)`` start in time, and none within a slack
+      under one service time.
+    - Memoryless service times (Erlang C's law): departures from busy slots form a Poisson stream of ``slots /
+      service`` per second, ``D ~ Poisson(slots x slack / service)`` within the slack, and the k-th queued request
+      starts in time when ``D >= k``: at most the largest ``k`` with ``P(D < k) <= tail``."""
+    slack = max(0.0, slack_over_service)
+    if slots <= 0 or slack <= 0:
+        return 0
+    synchronised = int(slots * math.floor(slack + 1e-9))
+    mean = slots * slack
+    memoryless = 0
+    while memoryless < synchronised and 1.0 - sf_scalar(mean, memoryless + 1) <= tail:
+        memoryless += 1
+    return min(synchronised, memoryless)
+
+
+@lru_cache(maxsize=1 << 13)
+def late_in_queue(slots: float, queued: int, slack_over_service: float) -> float:
+    """Expected number of ``queued`` requests waiting behind ``slots`` busy slots that start past the slack, under
+    the worse of the two laws of :func:`queued_in_time`: ``queued - slots x floor(slack / service)`` when the slots
+    free together once per service time, ``queued - E[min(D, queued)]`` with memoryless departures."""
+    if queued <= 0:
+        return 0.0
+    slack = max(0.0, slack_over_service)
+    if slots <= 0 or slack <= 0:
+        return float(queued)
+    synchronised = max(0.0, queued - slots * math.floor(slack + 1e-9))
+    mean = slots * slack
+    started = math.fsum(sf_scalar(mean, k) for k in range(1, queued + 1))  # E[min(D, queued)]
+    return max(synchronised, queued - started)
 
 
 _LAGUERRE = np.polynomial.laguerre.laggauss(64)

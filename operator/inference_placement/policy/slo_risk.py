@@ -30,6 +30,8 @@ import numpy.typing as npt
 from inference_placement.api.spec import InferenceWorkloadSpec
 from inference_placement.policy.queueing import (
     FloatArray,
+    burst_level,
+    late_in_queue,
     queue_miss_many,
     replicas_for_wait_many,
     sf_many,
@@ -313,6 +315,31 @@ def serverless_rows(
     )
 
 
+def _burst_replicas(peak: float, slots: float, slack_over_service: float, tail: float, max_replicas: int) -> float:
+    """The fewest replicas of ``slots`` slots whose burst level (no steady stream under it) holds ``peak``."""
+    if peak <= 0:
+        return 0.0
+    replicas = max(1, math.ceil(peak / max(1.0, slots) - 1e-9))
+    while replicas > 1 and burst_level((replicas - 1) * slots, 0.0, slack_over_service, tail) >= peak - 1e-9:
+        replicas -= 1
+    return float(min(replicas, max_replicas))
+
+
+def _late_share(slots: FloatArray, peaks: FloatArray, slack_over_service: float) -> FloatArray:
+    """Per entry, the share of a step's peak in flight expected to start past the slack on ``slots`` (rows x busy
+    steps) when the peak's excess over the slots queues (``queueing.late_in_queue``)."""
+    excess = np.ceil(np.maximum(peaks[None, :] - slots, 0.0) - 1e-9)
+    share = np.zeros(np.broadcast_shapes(slots.shape, excess.shape), dtype=np.float64)
+    over = np.argwhere(excess > 0)
+    if over.size == 0:
+        return share
+    full = np.broadcast_to(slots, share.shape)
+    for i, j in over.tolist():
+        late = late_in_queue(float(full[i, j]), int(excess[i, j]), slack_over_service)
+        share[i, j] = min(1.0, late / max(float(peaks[j]), 1e-9))
+    return share
+
+
 def cluster_rows(
     traffic: StepTraffic,
     floor: FloatArray,
@@ -340,10 +367,10 @@ def cluster_rows(
     needed[idx] = replicas_for_wait_many(a_b, concurrency, slack_over_service, tail, max_replicas)
     peaks_b = peak_in_flight[idx] if peak_in_flight is not None else None
     if peaks_b is not None:
-        # bursts shorter than a step: the observed peak needs its slots too. Conservative: no queueing slack is
-        # counted on here, as a burst's own requests free no slot within it (``decide`` sizes replicas with what a
-        # steady stream under the burst works off, ``queueing.burst_level``)
-        burst = np.ceil(peaks_b / c - 1e-9)
+        # bursts shorter than a step: the observed peak needs its slots, less the requests that may queue behind
+        # them and still start within the slack (``queueing.burst_level`` with no steady stream under the burst:
+        # conservative, ``decide`` also counts what a steady stream works off)
+        burst = np.array([_burst_replicas(p, c, slack_over_service, tail, max_replicas) for p in peaks_b.tolist()])
         needed[idx] = np.minimum(np.maximum(needed[idx], burst), float(max_replicas))
     following = keep_alive_pool(needed, max(1, lag_steps))
     replicas = np.clip(np.maximum(following[None, :], floor[:, None]), 0.0, float(max_replicas))
@@ -354,8 +381,9 @@ def cluster_rows(
     serving_b = np.maximum(replicas_b, 1.0)
     queued_b = requests_b * queue_miss_many(a_b, serving_b * c, slack_over_service)
     if peaks_b is not None:
-        # a burst above the slots queues its excess: that share of the step's requests is at risk
-        over_b = np.clip(1.0 - serving_b * c / np.maximum(peaks_b, 1e-9), 0.0, 1.0)
+        # a burst above the slots queues its excess: the share of the step's requests expected to start past the
+        # slack is at risk (``queueing.late_in_queue``: all of the excess when the slack is under a service time)
+        over_b = _late_share(serving_b * c, peaks_b, slack_over_service)
         queued_b = np.maximum(queued_b, requests_b * over_b)
     cold_b = from_zero_b.astype(np.float64)
     if cold_misses:
