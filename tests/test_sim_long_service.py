@@ -118,7 +118,7 @@ def test_the_default_tolerable_cold_start_lets_ours_sleep_where_the_objective_le
 
 
 MILD = BurstyDay(burst_requests=(4, 12), burst_seconds=(60.0, 300.0))
-"""The milder bursts (``--burst-requests 4 12 --burst-seconds 60 300``) whose figures match issue 17's report."""
+"""The milder bursts (``--burst-requests 4 12 --burst-seconds 60 300``): the regime of issue 17's report."""
 
 
 def test_the_milder_variant_is_the_reported_regime_the_hpa_cloud_run_and_ours_meet_the_slo(tmp_path: Path) -> None:

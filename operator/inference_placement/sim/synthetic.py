@@ -13,8 +13,8 @@
   ``OUT/imagegen-bursty.csv`` (a per-request trace) and ``OUT/scenario.yaml`` (the scenario's price book and
   platforms with the ``image-gen`` profile and this row only). ``--burst-requests LOW HIGH`` and ``--burst-seconds
   LOW HIGH`` set the bursts' size and span (default 8-40 requests over 30-180 s); ``--burst-requests 4 12
-  --burst-seconds 60 300`` is the milder variant whose figures match the ones issue 17 reports (the autoscaled
-  cluster meets the SLO there).
+  --burst-seconds 60 300`` is the milder variant, the regime of issue 17's report: the autoscaled cluster meets
+  the SLO there (bench/README.md, "The long-service regime").
 """
 
 from __future__ import annotations
