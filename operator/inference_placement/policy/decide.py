@@ -454,8 +454,9 @@ def _replicas_for(
                 notes.append(", ".join(parts) + f": in flight {peakedness:.1f}x Poisson's variance")
         # the observed in-flight peak of the sustain window: bursts shorter than a step that rates average away
         recent_peak = forecast.observed_peak(forecast.sustain)
-        # the smallest replica count whose slots, plus what the steady stream under the burst works off within the
-        # slack, hold the peak; steady = the in-flight level every step of the sustain window carried
+        # the smallest replica count whose slots, plus what may queue behind them and still start within the slack
+        # (what the steady stream under the burst works off, or the slots freeing: ``queueing.burst_level``), hold
+        # the peak; steady = the in-flight level every step of the sustain window carried
         steady = float(forecast.rps[forecast.sustain].min()) * forecast.service_seconds if forecast.rps.size else 0.0
         observed = next(
             (

@@ -292,32 +292,38 @@ def queued_in_time(slots: float, slack_over_service: float, tail: float) -> int:
       under one service time.
     - Memoryless service times (Erlang C's law): departures from busy slots form a Poisson stream of ``slots /
       service`` per second, ``D ~ Poisson(slots x slack / service)`` within the slack, and the k-th queued request
-      starts in time when ``D >= k``: at most the largest ``k`` with ``P(D < k) <= tail``."""
+      starts in time when ``D >= k``: at most the largest ``k`` with ``P(D < k) <= tail`` (found by bisection,
+      ``P(D < k)`` growing with ``k``)."""
     slack = max(0.0, slack_over_service)
-    if slots <= 0 or slack <= 0:
+    synchronised = int(slots * math.floor(slack + 1e-9)) if slots > 0 else 0
+    if synchronised <= 0:
         return 0
-    synchronised = int(slots * math.floor(slack + 1e-9))
     mean = slots * slack
-    memoryless = 0
-    while memoryless < synchronised and 1.0 - sf_scalar(mean, memoryless + 1) <= tail:
-        memoryless += 1
-    return min(synchronised, memoryless)
+    low, high = 0, synchronised  # P(D < low) <= tail holds at low = 0 (P(D < 0) = 0)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if 1.0 - sf_scalar(mean, mid) <= tail:
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 @lru_cache(maxsize=1 << 13)
 def late_in_queue(slots: float, queued: int, slack_over_service: float) -> float:
     """Expected number of ``queued`` requests waiting behind ``slots`` busy slots that start past the slack, under
     the worse of the two laws of :func:`queued_in_time`: ``queued - slots x floor(slack / service)`` when the slots
-    free together once per service time, ``queued - E[min(D, queued)]`` with memoryless departures."""
+    free together once per service time, ``queued - E[min(D, queued)]`` with memoryless departures, where for
+    Poisson ``D`` of mean ``m``: ``E[min(D, q)] = m - E[(D - q)+] = m - m P(D >= q) + q P(D >= q + 1)``."""
     if queued <= 0:
         return 0.0
-    slack = max(0.0, slack_over_service)
-    if slots <= 0 or slack <= 0:
-        return float(queued)
-    synchronised = max(0.0, queued - slots * math.floor(slack + 1e-9))
-    mean = slots * slack
-    started = math.fsum(sf_scalar(mean, k) for k in range(1, queued + 1))  # E[min(D, queued)]
-    return max(synchronised, queued - started)
+    whole = math.floor(max(0.0, slack_over_service) + 1e-9)
+    if slots <= 0 or whole <= 0:
+        return float(queued)  # a slack under one service time: every queued request of a burst waits past it
+    synchronised = max(0.0, queued - slots * whole)
+    mean = slots * slack_over_service
+    started = mean - mean * sf_scalar(mean, queued) + queued * sf_scalar(mean, queued + 1)
+    return max(synchronised, queued - min(float(queued), max(0.0, started)))
 
 
 _LAGUERRE = np.polynomial.laguerre.laggauss(64)

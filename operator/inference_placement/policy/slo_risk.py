@@ -319,10 +319,15 @@ def _burst_replicas(peak: float, slots: float, slack_over_service: float, tail: 
     """The fewest replicas of ``slots`` slots whose burst level (no steady stream under it) holds ``peak``."""
     if peak <= 0:
         return 0.0
-    replicas = max(1, math.ceil(peak / max(1.0, slots) - 1e-9))
-    while replicas > 1 and burst_level((replicas - 1) * slots, 0.0, slack_over_service, tail) >= peak - 1e-9:
-        replicas -= 1
-    return float(min(replicas, max_replicas))
+    high = max(1, math.ceil(peak / max(1.0, slots) - 1e-9))  # holds the peak without any queueing
+    low = 1
+    while low < high:  # the burst level grows with the replicas: bisect for the fewest that hold the peak
+        mid = (low + high) // 2
+        if burst_level(mid * slots, 0.0, slack_over_service, tail) >= peak - 1e-9:
+            high = mid
+        else:
+            low = mid + 1
+    return float(min(high, max_replicas))
 
 
 def _late_share(slots: FloatArray, peaks: FloatArray, slack_over_service: float) -> FloatArray:
