@@ -53,9 +53,9 @@ from inference_placement.policy.forecast import TrafficForecast, clean_rates, fo
 from inference_placement.policy.idle_gaps import IdleGapPlan, idle_gap_plan, idle_gap_signature, known_idle_gap_plan
 from inference_placement.policy.price_book import PriceBook
 from inference_placement.policy.queueing import (
-    burst_level,
     poisson_mean_within,
     rate_peakedness,
+    replicas_for_burst,
     replicas_for_peaked_wait,
     replicas_for_wait_scalar,
 )
@@ -458,15 +458,9 @@ def _replicas_for(
         # (what the steady stream under the burst works off, or the slots freeing: ``queueing.burst_level``), hold
         # the peak; steady = the in-flight level every step of the sustain window carried
         steady = float(forecast.rps[forecast.sustain].min()) * forecast.service_seconds if forecast.rps.size else 0.0
-        observed = next(
-            (
-                r
-                for r in range(1, max(1, econ.max_instances) + 1)
-                if burst_level(r * concurrency, steady, slack(forecast, slo), slo.sizing_tail) >= recent_peak - 1e-9
-            ),
-            max(1, econ.max_instances),
+        observed = replicas_for_burst(
+            recent_peak, concurrency, steady, slack(forecast, slo), slo.sizing_tail, max(1, econ.max_instances)
         )
-        observed = observed if recent_peak > 0 else 0
         if observed > needed:
             needed = observed
             notes.append(f"observed peak {recent_peak:.0f} in flight")

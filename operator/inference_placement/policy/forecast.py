@@ -101,7 +101,7 @@ class TrafficForecast:
     def estimated_rps(self) -> FloatArray:
         """Each step's rate as its count estimates it (``poisson_shrunk_rates`` over a sustain window centred on
         the step): what the queueing terms read. ``rps`` stays the observed counts (requests, costs, idle steps)."""
-        return poisson_shrunk_rates(self.rps, self.step_seconds, max(1, self.sustain_steps // 2))
+        return poisson_shrunk_rates(self.rps, self.step_seconds, self.sustain_steps // 2)
 
     def sizing_rps(self, lead_seconds: float) -> float:
         """Rate to size replicas for now: the sustain window's peak, or the rising trend carried over the lead.

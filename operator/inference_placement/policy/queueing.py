@@ -31,6 +31,7 @@ __all__ = [
     "queue_miss_share",
     "queued_in_time",
     "rate_peakedness",
+    "replicas_for_burst",
     "replicas_for_peaked_wait",
     "replicas_for_wait",
     "replicas_for_wait_many",
@@ -280,6 +281,25 @@ def burst_level(slots: float, steady_in_flight: float, slack_over_service: float
     no slot within it: with no steady stream under it, a burst needs its full slots."""
     steady = min(max(0.0, steady_in_flight), slots)
     return slots + max(steady * max(0.0, slack_over_service), float(queued_in_time(slots, slack_over_service, tail)))
+
+
+def replicas_for_burst(
+    peak: float, concurrency: int, steady_in_flight: float, slack_over_service: float, tail: float, max_replicas: int
+) -> int:
+    """The fewest replicas (of ``concurrency`` slots) whose :func:`burst_level` holds an in-flight ``peak``; 0 for
+    no peak, at most ``max_replicas``. The burst level grows with the replicas, and ``ceil(peak / concurrency)``
+    holds the peak with no queueing at all: bisection between 1 and that."""
+    if peak <= 0:
+        return 0
+    slots = float(max(1, concurrency))
+    low, high = 1, max(1, math.ceil(peak / slots - 1e-9))
+    while low < high:
+        mid = (low + high) // 2
+        if burst_level(mid * slots, steady_in_flight, slack_over_service, tail) >= peak - 1e-9:
+            high = mid
+        else:
+            low = mid + 1
+    return min(high, max(1, max_replicas))
 
 
 @lru_cache(maxsize=1 << 12)

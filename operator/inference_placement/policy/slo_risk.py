@@ -30,9 +30,9 @@ import numpy.typing as npt
 from inference_placement.api.spec import InferenceWorkloadSpec
 from inference_placement.policy.queueing import (
     FloatArray,
-    burst_level,
     late_in_queue,
     queue_miss_many,
+    replicas_for_burst,
     replicas_for_wait_many,
     sf_many,
     slots_many,
@@ -315,21 +315,6 @@ def serverless_rows(
     )
 
 
-def _burst_replicas(peak: float, slots: float, slack_over_service: float, tail: float, max_replicas: int) -> float:
-    """The fewest replicas of ``slots`` slots whose burst level (no steady stream under it) holds ``peak``."""
-    if peak <= 0:
-        return 0.0
-    high = max(1, math.ceil(peak / max(1.0, slots) - 1e-9))  # holds the peak without any queueing
-    low = 1
-    while low < high:  # the burst level grows with the replicas: bisect for the fewest that hold the peak
-        mid = (low + high) // 2
-        if burst_level(mid * slots, 0.0, slack_over_service, tail) >= peak - 1e-9:
-            high = mid
-        else:
-            low = mid + 1
-    return float(min(high, max_replicas))
-
-
 def _late_share(slots: FloatArray, peaks: FloatArray, slack_over_service: float) -> FloatArray:
     """Per entry, the share of a step's peak in flight expected to start past the slack on ``slots`` (rows x busy
     steps) when the peak's excess over the slots queues (``queueing.late_in_queue``)."""
@@ -375,7 +360,10 @@ def cluster_rows(
         # bursts shorter than a step: the observed peak needs its slots, less the requests that may queue behind
         # them and still start within the slack (``queueing.burst_level`` with no steady stream under the burst:
         # conservative, ``decide`` also counts what a steady stream works off)
-        burst = np.array([_burst_replicas(p, c, slack_over_service, tail, max_replicas) for p in peaks_b.tolist()])
+        burst = np.array(
+            [replicas_for_burst(p, concurrency, 0.0, slack_over_service, tail, max_replicas) for p in peaks_b.tolist()],
+            dtype=np.float64,
+        )
         needed[idx] = np.minimum(np.maximum(needed[idx], burst), float(max_replicas))
     following = keep_alive_pool(needed, max(1, lag_steps))
     replicas = np.clip(np.maximum(following[None, :], floor[:, None]), 0.0, float(max_replicas))
