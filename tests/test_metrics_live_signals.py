@@ -186,6 +186,8 @@ _DECLARED = {
     "service_seconds": LIVE_OBSERVATION.service_seconds,
     "warm_latency_seconds": LIVE_OBSERVATION.warm_latency,
     "peak_in_flight": LIVE_OBSERVATION.peak_in_flight,
+    "service_per_step": LIVE_OBSERVATION.service_per_step,
+    "rate_window_seconds": LIVE_OBSERVATION.rate_window_seconds > 0,
     "slo_miss_share": LIVE_OBSERVATION.slo_miss_window_seconds > 0,
     "slo_misses": LIVE_OBSERVATION.slo_misses_per_step,
     "history_rps": LIVE_OBSERVATION.history_seconds > 0,
@@ -210,6 +212,8 @@ async def test_a_live_window_holds_exactly_what_live_observation_declares(prom: 
     assert source.slo_miss_window_seconds == LIVE_OBSERVATION.slo_miss_window_seconds
     assert source.history_points * source.history_step_seconds == LIVE_OBSERVATION.history_seconds
     assert window.history_step_seconds == LIVE_OBSERVATION.history_step_seconds
+    assert window.rate_window_seconds == LIVE_OBSERVATION.rate_window_seconds
+    assert window.service_per_step is not None and len(window.service_per_step) == len(window.rps)
 
 
 # ----------------------------------------------------------------------------------------------- incremental
@@ -240,9 +244,10 @@ async def test_every_tick_equals_a_whole_fetch_and_sends_the_same_queries_for_on
             steady.add((kept.queries, complete))
         ticks += 1
     assert incremental.whole_fetches == 1 and single.whole_fetches == 1
-    # one per signal (router_up included), the share, per-step misses, peaks, the history and its misses; and an
-    # older span of those two per fetch until the day is in (the first fetch's newest span, then 19 more)
-    base = len(incremental.queries) + 4
+    # one per signal (router_up included), the share, per-step misses, peaks and service times, the history and its
+    # misses; and an older span of those two per fetch until the day is in (the first fetch's newest span, then 19
+    # more)
+    base = len(incremental.queries) + 5
     assert steady == {(base + 2, False), (base, True)}
     assert ticks == 22 and incremental.history_complete
 

@@ -349,17 +349,18 @@ async def test_queries_per_tick_are_constant_for_10_and_1000_workloads(prom: Pro
         history[size] = len(source.history_spans) - history_before
         assert snapshot.problem is None and len(snapshot.windows) == size
         assert snapshot.queries == sent[size]
-    # a first fetch asks for the whole window, the windowed signals (request rate, GPU, per-step misses) in spans of
-    # WHOLE_WINDOW_POINTS_PER_QUERY; the very first also for the histogram's bucket bounds. The day's history
-    # (request rate, misses) comes one span of 15 points per fetch: the newest first, then one older span a fetch
+    # a first fetch asks for the whole window, the windowed signals (request rate, GPU, per-step misses, per-step
+    # service time) in spans of WHOLE_WINDOW_POINTS_PER_QUERY; the very first also for the histogram's bucket bounds.
+    # The day's history (request rate, misses) comes one span of 15 points per fetch: the newest first, then one
+    # older span a fetch
     spans = math.ceil(source.points / WHOLE_WINDOW_POINTS_PER_QUERY)
-    whole = 3 * spans + 3
+    whole = 4 * spans + 3
     assert sent[10] - 1 - history[10] == sent[FLEET_SIZE] - history[FLEET_SIZE] == whole
     assert history[10] == 2 and history[FLEET_SIZE] == 2 * 2  # new workloads: an older span again
-    # later fetches: one query per signal, per-step misses included, the history's two (and an older span's two
-    # until the day is in)
+    # later fetches: one query per signal, per-step misses and service times included, the history's two (and an
+    # older span's two until the day is in)
     before = prom.api_requests()
-    enabled = len(MODEL_SERVER_TEMPLATES.by_signal()) + 1 + 2
+    enabled = len(MODEL_SERVER_TEMPLATES.by_signal()) + 2 + 2
     assert not source.history_complete
     assert (await source.fetch(fleet, NOW, objectives)).queries == enabled + 2 == prom.api_requests() - before
     # and the numbers are right for all of them
@@ -473,8 +474,9 @@ async def test_prometheus_stopped_gives_a_problem_and_no_window(
     snapshot = await source.fetch(_keys("a", "w"), now)
     assert snapshot.windows == {}
     assert snapshot.problem is not None and "unreachable" in snapshot.problem
-    # no objective: no latency-bucket query (nor per-step misses); the history's request rate, newest and older
-    assert snapshot.queries == len(MODEL_SERVER_TEMPLATES.by_signal()) - 1 + 2
+    # no objective: no latency-bucket query (nor per-step misses); the per-step service time; the history's request
+    # rate, newest and older
+    assert snapshot.queries == len(MODEL_SERVER_TEMPLATES.by_signal()) - 1 + 1 + 2
 
 
 # ----------------------------------------------------------------------------------------------- not Prometheus
@@ -637,8 +639,9 @@ async def test_slo_misses_are_unknown_without_an_objective_or_a_bound_under_it(p
     without = await _source(prom.url, templates=plain).fetch(keys, NOW, {busy: 0.004, steady: 0.1})
     assert without.windows[busy] == snapshot.windows[busy]
     assert without.windows[steady].slo_miss_share is None and without.windows[steady].slo_misses is None
-    # the two windowed signals in two spans each; p99, service time; the day's newest span of request rate
-    assert without.queries == 2 * 2 + 2 + 1
+    # the three windowed signals (request rate, GPU, per-step service time) in two spans each; p99, service time;
+    # the day's newest span of request rate
+    assert without.queries == 3 * 2 + 2 + 1
     # the misses were asked for at the bound the objective needs (100 ms) only: +Inf less that bucket
     misses = [query for query, _ in source.spans if "ignoring (le)" in query]
     assert misses and all('le="+Inf"' in query and 'le="0.1"' in query for query in misses), misses
@@ -656,10 +659,11 @@ async def test_bucket_bounds_are_asked_for_once_an_hour_and_an_objective_change_
 
     first = await source.fetch(busy, at(-300), {busy[0]: 0.1})
     steady = await source.fetch(busy, at(-270), {busy[0]: 0.1})
-    # the bounds; 3 windowed signals (request rate, GPU, per-step misses) in two spans each; p99, service, share;
-    # the day's newest span of request rate and misses (then also an older span per fetch until the day is in)
-    assert first.queries == 1 + 3 * 2 + 3 + 2
-    assert steady.queries == 5 + 1 + 2 * 2 and source.whole_fetches == 1
+    # the bounds; 4 windowed signals (request rate, GPU, per-step misses and service times) in two spans each; p99,
+    # service, share; the day's newest span of request rate and misses (then also an older span per fetch until the
+    # day is in)
+    assert first.queries == 1 + 4 * 2 + 3 + 2
+    assert steady.queries == 5 + 2 + 2 * 2 and source.whole_fetches == 1
     tighter = await source.fetch(busy, at(-240), {busy[0]: 0.07})  # another bucket: its window is asked for whole
     assert source.whole_fetches == 2
     assert tighter.windows[busy[0]].slo_miss_share == pytest.approx(0.10)
@@ -720,10 +724,11 @@ async def test_fetching_only_the_newest_points_gives_the_whole_windows(
         assert kept.windows == whole.windows, now
         assert kept.per_workload_problem == whole.per_workload_problem, now
         assert kept.gpu_utilization == whole.gpu_utilization, now
-        # per bound: the share, the per-step misses, the history's misses; and the history's request rate; older
-        # history spans while the day is not in
+        # per bound: the share, the per-step misses, the history's misses; the per-step service times (where the
+        # service time is measured); and the history's request rate; older history spans while the day is not in
         history_spans = 1 if not ticks or complete else 2
-        assert kept.queries == (len(incremental.queries) + 1 + 2 if ticks else whole.queries - 3) + 3 * history_spans
+        per_step = 1 + 2 + int(incremental.service_query is not None)
+        assert kept.queries == (len(incremental.queries) + per_step if ticks else whole.queries - 3) + 3 * history_spans
         if not ticks:
             whole_queries = len(incremental.spans)  # the windowed signals in two spans each, the others in one
         ticks += 1

@@ -29,7 +29,12 @@ from inference_placement.api.spec import (
 from inference_placement.policy.budget import seconds_to_month_end
 from inference_placement.policy.capacity import ClusterCapacity, NodeCapacity
 from inference_placement.policy.decide import Decision, PlacementState, TrafficWindow, assess, decide
-from inference_placement.policy.forecast import poisson_shrunk_rates, rate_variability
+from inference_placement.policy.forecast import (
+    measured_service_scv,
+    poisson_shrunk_rates,
+    rate_variability,
+    service_scv,
+)
 from inference_placement.policy.price_book import default_price_book
 
 PB = default_price_book()
@@ -620,3 +625,57 @@ def test_the_cost_model_lets_a_burst_queue_behind_long_service_slots_within_the_
     llm_peaks = [18.0] * 29 + [40.0]  # 40 in flight on 16-slot replicas, 2 s against 4.45 s: no queueing slack
     llm = assess(llm_spec(), llm_window([3.0] * 30, llm_peaks), state(TargetName.CLUSTER), PB, UNKNOWN, NOW)
     assert llm.plans[TargetName.CLUSTER].capacity[-1] >= 3
+
+
+def test_service_scv_bounds_the_service_laws_variability_from_the_steps_means() -> None:
+    """Each step's mean of n service times varies by sigma^2 / n: the steps' means bound c_s^2 from above (95 %)."""
+    rng = np.random.default_rng(4)
+    counts = rng.integers(1, 4, 60).astype(np.float64)
+    constant = np.full(60, 23.0)
+    assert service_scv(constant, counts) == 0.0
+    exponential = np.array([rng.exponential(23.0, int(n)).mean() for n in counts])
+    assert 0.9 <= (service_scv(exponential, counts) or 0.0) <= 2.0
+    gamma = np.array([rng.gamma(4.0, 23.0 / 4.0, int(n)).mean() for n in counts])
+    assert 0.2 <= (service_scv(gamma, counts) or 0.0) <= 0.5
+    # three steps cannot show a law as regular as sixty do: the bound is wide, or there is none
+    few = service_scv(gamma[:3], counts[:3])
+    assert few is None or few > 1.0
+    assert service_scv(gamma[:1], counts[:1]) is None
+    # a step without requests (NaN), a garbage point, a misaligned series: skipped, skipped, unknown
+    rates = counts / 60.0
+    with_gaps = [*constant[:30].tolist(), float("nan"), -1.0, float("inf"), *constant[33:].tolist()]
+    assert measured_service_scv(rates, 60.0, with_gaps, None) == 0.0
+    assert measured_service_scv(rates, 60.0, constant[:59].tolist(), None) is None
+    # each point a mean over a 60 s rate window at a 30 s step: the counts behind it are the window's
+    assert measured_service_scv(rates, 30.0, exponential.tolist(), 60.0) == pytest.approx(
+        service_scv(exponential, counts), rel=1e-9
+    )
+
+
+def test_near_constant_long_service_is_sized_for_its_queueing_not_for_memoryless_service() -> None:
+    """Issue 17's image generation: every image takes 23 s. The router's per-step mean service times show a law
+    that regular (c_s^2 bounded at 0), and a queued image then waits for a slot freeing within one service time,
+    not for memoryless residuals: fewer replicas hold the same wait tail and the same observed burst. Without the
+    per-step means (the law unknown) the sizing stays with Erlang C's exponential law."""
+    counts = [2, 1, 3, 2, 0, 2, 3, 1, 2, 2, 1, 4, 2, 2, 1, 3, 2, 0, 2, 1, 3, 2, 1, 2, 2, 1, 5, 2, 1, 2]
+    peaks = [min(c, 3) for c in counts]
+    peaks[-4] = 5
+    rates = tuple(c / 60.0 for c in counts)
+    means = tuple(23.0 if c else float("nan") for c in counts)
+    unknown = TrafficWindow(60.0, rates, 23.0, NOW, service_seconds=23.0, peak_in_flight=tuple(map(float, peaks)))
+    measured = TrafficWindow(
+        60.0,
+        rates,
+        23.0,
+        NOW,
+        service_seconds=23.0,
+        peak_in_flight=tuple(map(float, peaks)),
+        service_per_step=means,
+        rate_window_seconds=60.0,
+    )
+    before = run(image_gen_spec(), unknown, state(TargetName.CLUSTER))
+    after = run(image_gen_spec(), measured, state(TargetName.CLUSTER))
+    assert before.target is after.target is TargetName.CLUSTER
+    assert after.replicas < before.replicas, (before.replicas, after.replicas, after.reason)
+    plan = assess(image_gen_spec(), measured, state(TargetName.CLUSTER), PB, UNKNOWN, NOW).plans[TargetName.CLUSTER]
+    assert plan.miss_share() <= 0.005

@@ -47,7 +47,9 @@ from inference_placement.policy.first_request import (
     observe_first_request,
     wants_bins,
 )
+from inference_placement.policy.forecast import clean_rates, measured_service_scv
 from inference_placement.policy.price_book import PriceBook
+from inference_placement.policy.queueing import allen_cunneen_scale
 from inference_placement.policy.series import FloatSeries
 from inference_placement.policy.traffic_health import TargetCounters
 
@@ -885,7 +887,15 @@ def _levels_fingerprint(window: TrafficWindow) -> tuple[Any, ...]:
         _q(_peak(window.peak_in_flight)) if window.peak_in_flight else None,
         _q(sum(window.slo_misses[-10:])) if window.slo_misses else None,
         _q(sum(window.slo_misses)) if window.slo_misses else None,
+        _q(_wait_scale(window, rps)) if window.service_per_step is not None else None,
     )
+
+
+def _wait_scale(window: TrafficWindow, rps: Sequence[float]) -> float:
+    """The queueing models' wait scale the window's per-step service times give (``forecast.service_scv``)."""
+    rates = clean_rates(rps)
+    scv = measured_service_scv(rates, window.step_seconds, window.service_per_step, window.rate_window_seconds)
+    return allen_cunneen_scale(scv)
 
 
 def _peak(values: Sequence[float | None]) -> float:

@@ -178,11 +178,17 @@ class PerStepReadout:
 
     ``part(key, first, last)``: the workload's points ``first..last`` times ``scale`` (a ``FloatSeries``), or None
     when it has no row or one of those points is missing, not finite, or (unless ``negative_is_zero``, which reads
-    them as 0) negative."""
+    them as 0) negative. ``gaps_are_zero``: such points read as 0 instead (a per-step mean over a step without
+    requests has no value: 0 is none) and only a missing row gives None."""
 
-    def __init__(self, matrix: SeriesMatrix, *, scale: float, negative_is_zero: bool) -> None:
+    def __init__(
+        self, matrix: SeriesMatrix, *, scale: float, negative_is_zero: bool, gaps_are_zero: bool = False
+    ) -> None:
         values = matrix.values
-        if negative_is_zero:
+        if gaps_are_zero:
+            values = np.where(np.isfinite(values) & (values >= 0), values, 0.0)
+            invalid = np.zeros(values.shape, dtype=bool)
+        elif negative_is_zero:
             values = np.maximum(values, 0.0)
             invalid = ~np.isfinite(values)
         else:

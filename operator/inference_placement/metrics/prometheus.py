@@ -123,6 +123,7 @@ _WINDOWED = frozenset({Signal.REQUEST_RATE, Signal.GPU_UTILIZATION})
 """Signals read over the whole window: kept between fetches, only their newest points fetched (module docstring)."""
 
 _PEAKS = "peak_in_flight"
+_SERVICE = "service_per_step"
 _MISSES = "slo_misses"
 _HISTORY = "history_rps"
 _HISTORY_MISSES = "history_slo_misses"
@@ -230,6 +231,7 @@ class _Readouts:
 
     peaks: PerStepReadout | None
     misses: PerStepReadout | None
+    service: PerStepReadout | None
     history: HistoryReadout | None
 
 
@@ -454,6 +456,9 @@ class PrometheusSource:
         """The PromQL sent every tick, one per enabled signal."""
         self.peak_query = self._render(Signal.IN_FLIGHT, self.step_seconds) if Signal.IN_FLIGHT in queries else None
         """The in-flight template with the step as its range: each step's peak (``TrafficWindow.peak_in_flight``)."""
+        self.service_query = queries.get(Signal.SERVICE_SECONDS)
+        """The mean service time over the rate window, asked for at every step of the window as the request rate is
+        (``TrafficWindow.service_per_step``)."""
         self.history_query = self._render(Signal.REQUEST_RATE, self.history_step_seconds) if history_points else None
         """The request rate over each history step (``TrafficWindow.history_rps``)."""
         port = f":{parts.port}" if parts.port else ""
@@ -491,6 +496,7 @@ class PrometheusSource:
             rate_window_seconds=self.rate_window_seconds,
             latency_p99=Signal.LATENCY_P99 in queries,
             service_seconds=Signal.SERVICE_SECONDS in queries,
+            service_per_step=Signal.SERVICE_SECONDS in queries,
             peak_in_flight=self.peak_query is not None,
             in_flight_sample_seconds=scrape_interval_seconds if self.peak_query is not None else 0.0,
             warm_latency=Signal.WARM_LATENCY in queries,
@@ -724,6 +730,8 @@ class PrometheusSource:
         fine = (window.start_ts, fine_from, window.end_ts, step)
         if self.peak_query is not None:
             add(_PEAKS, ((self.peak_query, None),), wanted, fine, fine_spans, np.float64)
+        if self.service_query is not None:
+            add(_SERVICE, ((self.service_query, None),), wanted, fine, fine_spans, np.float64)
         misses = tuple((self._miss_rate_query(le, self.rate_window_seconds), le) for le in bounds)
         if misses:
             add(_MISSES, misses, le_of.keys(), fine, fine_spans, np.float64)
@@ -1119,9 +1127,15 @@ class PrometheusSource:
 
     def _readouts(self, kept: _Kept) -> _Readouts:
         peaks, misses = kept.matrices.get(_PEAKS), kept.matrices.get(_MISSES)
+        service = kept.matrices.get(_SERVICE)
         return _Readouts(
             peaks=None if peaks is None else PerStepReadout(peaks, scale=1.0, negative_is_zero=False),
             misses=None if misses is None else PerStepReadout(misses, scale=misses.step, negative_is_zero=True),
+            service=(
+                None
+                if service is None
+                else PerStepReadout(service, scale=1.0, negative_is_zero=False, gaps_are_zero=True)
+            ),
             history=kept.history,
         )
 
@@ -1175,6 +1189,7 @@ class PrometheusSource:
         share = self._miss_share(kept.latest.get(Signal.LATENCY_BUCKETS), key, end_ts)
         peaks = None if readouts.peaks is None else readouts.peaks.part(key, first, last)
         misses = None if readouts.misses is None else readouts.misses.part(key, first, last)
+        per_step = None if readouts.service is None else readouts.service.part(key, first, last)
         history, history_misses = (None, None) if readouts.history is None else readouts.history.read(key)
         return TrafficWindow(
             step_seconds=float(step),
@@ -1186,6 +1201,8 @@ class PrometheusSource:
                 kept.latest.get(Signal.WARM_LATENCY), key, end_ts, self.max_staleness_seconds
             ),
             peak_in_flight=peaks,
+            service_per_step=per_step,
+            rate_window_seconds=float(self.rate_window_seconds),
             slo_miss_share=share,
             slo_misses=misses,
             history_rps=history,

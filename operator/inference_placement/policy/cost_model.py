@@ -36,6 +36,7 @@ from inference_placement.policy.queueing import (
     replicas_for_wait,
     replicas_for_wait_scalar,
     slots_scalar,
+    wait_slack,
 )
 from inference_placement.policy.slo_risk import SloTerms, StepTraffic, cluster_rows, serverless_rows, step_traffic
 
@@ -44,6 +45,7 @@ __all__ = [
     "break_even_rps",
     "migration_cost_usd",
     "plan_target",
+    "queue_slack",
     "project",
     "project_many",
     "slack",
@@ -117,7 +119,9 @@ def _rows(
     lag_steps: int,
     slack_over_service: float,
     peak_in_flight: FloatArray | None = None,
+    service_scv: float | None = None,
 ) -> _Rows:
+    """``slack_over_service``: the slack itself (``slack``); ``service_scv``: the measured service law."""
     step = traffic.step_seconds
     cold_misses = slo.cold_request_misses(econ.cold_start_seconds, service)
     if econ.billing is Billing.REPLICA:
@@ -132,6 +136,7 @@ def _rows(
             econ.max_instances,
             lag_steps,
             peak_in_flight,
+            service_scv,
         )
         cost = risk.capacity * (econ.instance_usd_per_second * step) + risk.cold_starts * econ.cold_start_usd
         idle_miss = 1.0 if cold_misses else 0.0
@@ -206,6 +211,7 @@ def project_many(econ: TargetEconomics, forecast: TrafficForecast, warm: list[in
         forecast.sustain_steps,
         slack(forecast, slo),
         forecast.peak_in_flight,
+        forecast.service_scv,
     )
     return [_projection(econ, rows, i, forecast.step_seconds, forecast.observed) for i in range(len(warm))]
 
@@ -218,6 +224,12 @@ def project(econ: TargetEconomics, forecast: TrafficForecast, warm: int, slo: Sl
 def slack(forecast: TrafficForecast, slo: SloTerms) -> float:
     """How long a request may queue before it misses, in service times."""
     return slo.slack_over_service(forecast.warm_latency, forecast.service_seconds)
+
+
+def queue_slack(forecast: TrafficForecast, slo: SloTerms) -> float:
+    """The slack as Erlang C's exponential waits count it under the measured service law: ``slack`` over the
+    forecast's ``wait_scale`` (``queueing.allen_cunneen_scale``; twice the slack for constant service times)."""
+    return wait_slack(slack(forecast, slo), forecast.wait_scale)
 
 
 def _warm_candidates(
@@ -254,7 +266,7 @@ def plan_target(econ: TargetEconomics, forecast: TrafficForecast, slo: SloTerms)
     When no capacity meets the budget (the target is at risk), the one with the fewest expected misses.
     """
     traffic = step_traffic(forecast.rps, forecast.step_seconds, forecast.service_seconds, forecast.estimated_rps)
-    candidates = _warm_candidates(econ, traffic, slo, slack(forecast, slo), forecast.observed_peak())
+    candidates = _warm_candidates(econ, traffic, slo, queue_slack(forecast, slo), forecast.observed_peak())
     warm = np.asarray(candidates, dtype=np.float64)
     rows = _rows(
         econ,
@@ -265,6 +277,7 @@ def plan_target(econ: TargetEconomics, forecast: TrafficForecast, slo: SloTerms)
         forecast.sustain_steps,
         slack(forecast, slo),
         forecast.peak_in_flight,
+        forecast.service_scv,
     )
     total_cost = rows.cost.sum(axis=1)
     requests = float(rows.requests.sum())

@@ -44,12 +44,18 @@ from inference_placement.policy.cost_model import (
     break_even_rps,
     migration_cost_usd,
     plan_target,
+    queue_slack,
     slack,
     steady_cost_per_second,
 )
 from inference_placement.policy.economics import Billing, TargetEconomics, economics_for, workload_economics
 from inference_placement.policy.feasibility import assess_feasibility
-from inference_placement.policy.forecast import TrafficForecast, clean_rates, forecast_from_rates, idle_forecast
+from inference_placement.policy.forecast import (
+    TrafficForecast,
+    clean_rates,
+    forecast_from_rates,
+    idle_forecast,
+)
 from inference_placement.policy.idle_gaps import IdleGapPlan, idle_gap_plan, idle_gap_signature, known_idle_gap_plan
 from inference_placement.policy.price_book import PriceBook
 from inference_placement.policy.queueing import (
@@ -97,6 +103,13 @@ class TrafficWindow:
     peak_in_flight: Sequence[float] | None = None
     """Peak requests in flight per step, aligned with ``rps`` (``max_over_time`` of the servers' in-flight gauge);
     None = unknown. Shows bursts shorter than a step that rates average away."""
+    service_per_step: Sequence[float] | None = None
+    """Mean service time of each step's requests (over the rate window ending at the step, as ``rps``), aligned
+    with ``rps``; 0 (or NaN) where a step had none, None = unknown. How much the means vary tells the service time's
+    variability (``forecast.service_scv``)."""
+    rate_window_seconds: float | None = None
+    """The span each point of ``rps`` and ``service_per_step`` averages over (the live ``rate()`` range); None =
+    the step."""
     slo_miss_share: float | None = None
     """Observed share of the window's requests slower than the SLO's latency (the latency histogram's bucket at
     the objective); None = unknown. Calibrates the model on the current target when it misses more than planned."""
@@ -263,7 +276,7 @@ def switch_thresholds(
         plans[serverless].warm,
         forecast.service_seconds,
         slo,
-        slack(forecast, slo),
+        queue_slack(forecast, slo),
     )
     h = th.hysteresis_fraction
     return b * (1.0 - h), b * (1.0 + h), f"auto: break-even {_rate(b)} rps -/+{h:.0%}"
@@ -424,7 +437,9 @@ def _replicas_for(
         rate = forecast.sizing_rps(econ.cold_start_seconds)
         a = rate * forecast.service_seconds
         needed = int(
-            replicas_for_wait_scalar(a, econ.concurrency, slack(forecast, slo), slo.sizing_tail, econ.max_instances)
+            replicas_for_wait_scalar(
+                a, econ.concurrency, queue_slack(forecast, slo), slo.sizing_tail, econ.max_instances
+            )
         )
         concurrency = max(1, econ.concurrency)
         notes: list[str] = []
@@ -439,7 +454,7 @@ def _replicas_for(
             level_a = level * forecast.service_seconds
             peakedness = rate_peakedness(level_a, forecast.service_seconds, variability.excess_sd_rps, clumping)
             varied = replicas_for_peaked_wait(
-                level_a, econ.concurrency, slack(forecast, slo), slo.sizing_tail, econ.max_instances, peakedness
+                level_a, econ.concurrency, queue_slack(forecast, slo), slo.sizing_tail, econ.max_instances, peakedness
             )
             if varied > needed:
                 needed = varied
@@ -459,11 +474,22 @@ def _replicas_for(
         # the peak; steady = the in-flight level every step of the sustain window carried
         steady = float(forecast.rps[forecast.sustain].min()) * forecast.service_seconds if forecast.rps.size else 0.0
         observed = replicas_for_burst(
-            recent_peak, concurrency, steady, slack(forecast, slo), slo.sizing_tail, max(1, econ.max_instances)
+            recent_peak,
+            concurrency,
+            steady,
+            slack(forecast, slo),
+            slo.sizing_tail,
+            max(1, econ.max_instances),
+            forecast.service_scv,
         )
         if observed > needed:
             needed = observed
             notes.append(f"observed peak {recent_peak:.0f} in flight")
+        if forecast.service_scv is not None and forecast.wait_scale < 1.0:
+            notes.append(
+                f"service times regular (c_s^2 <= {forecast.service_scv:.2f} from the steps' means): "
+                f"queueing waits x{forecast.wait_scale:.2f} of Erlang C's"
+            )
         replicas = max(plan.warm, needed, spec.scaling.min_replicas)
         p99 = window.observed_p99_seconds if window is not None else None
         # a step that began a burst after an idle gap may carry a cold start the idle-gap plan budgeted for
@@ -588,7 +614,7 @@ def _idle_gap(
     one_replica = replicas_for_wait_scalar(
         gap_plan.burst_start_rps * forecast.service_seconds,
         econ.concurrency,
-        slack(forecast, slo),
+        queue_slack(forecast, slo),
         slo.sizing_tail,
         econ.max_instances,
     )
@@ -694,6 +720,8 @@ def assess(
             window.service_seconds,
             window.warm_latency_seconds,
             peaks,
+            window.service_per_step,
+            window.rate_window_seconds,
         )
     else:
         forecast = idle_forecast(spec)

@@ -16,20 +16,25 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from statistics import NormalDist
 
 import numpy as np
 
 from inference_placement.api.spec import InferenceWorkloadSpec
-from inference_placement.policy.queueing import FloatArray
+from inference_placement.policy.queueing import FloatArray, allen_cunneen_scale
 
 __all__ = [
+    "SCV_CONFIDENCE",
     "RateVariability",
     "TrafficForecast",
     "clean_rates",
+    "clean_service",
     "forecast_from_rates",
     "idle_forecast",
+    "measured_service_scv",
     "poisson_shrunk_rates",
     "rate_variability",
+    "service_scv",
 ]
 
 
@@ -65,6 +70,15 @@ class TrafficForecast:
     mean, e.g. time to first token); None = the whole service time."""
     peak_in_flight: FloatArray | None = None
     """Observed peak requests in flight per step (None = unknown)."""
+    service_scv: float | None = None
+    """Squared coefficient of variation of the service time, as the steps' mean service times show it
+    (``service_scv``); None = unknown (the queueing models then take exponential service)."""
+
+    @property
+    def wait_scale(self) -> float:
+        """How much longer than under exponential service requests wait for a slot (``queueing.allen_cunneen_scale``
+        of the measured ``service_scv``)."""
+        return allen_cunneen_scale(self.service_scv)
 
     def observed_peak(self, part: slice | None = None) -> float:
         """The largest observed in-flight peak over ``part`` of the window (0 when unknown)."""
@@ -264,6 +278,71 @@ def _significant_slope(rates: FloatArray, step_seconds: float) -> float:
     return slope if slope > 2.0 * stderr else 0.0
 
 
+SCV_CONFIDENCE = 0.95
+"""``service_scv`` is an upper bound at this confidence: a short or quiet window cannot show service times as
+more regular than they are."""
+
+
+def _chi2_quantile(p: float, dof: int) -> float:
+    """The ``p`` quantile of chi-square with ``dof`` degrees of freedom (Wilson-Hilferty; 0 where it runs below)."""
+    z = NormalDist().inv_cdf(p)
+    h = 2.0 / (9.0 * dof)
+    return dof * max(0.0, 1.0 - h + z * math.sqrt(h)) ** 3
+
+
+def clean_service(values: Sequence[float] | None, steps: int) -> FloatArray | None:
+    """Per-step mean service times as ``service_scv`` reads them: finite and positive or NaN (a step without
+    requests, or a garbage point), aligned with the window's ``steps`` rates; None when unknown or misaligned."""
+    if values is None or len(values) != steps:
+        return None
+    out = np.asarray(values, dtype=np.float64).copy()
+    out[~(np.isfinite(out) & (out > 0))] = np.nan
+    return out
+
+
+def measured_service_scv(
+    rps: FloatArray, step_seconds: float, service_per_step: Sequence[float] | None, rate_window_seconds: float | None
+) -> float | None:
+    """``service_scv`` of a window: its per-step mean service times (``clean_service``) against the requests each
+    mean is over (the rate times the span each point averages over, ``rate_window_seconds``, None = the step)."""
+    means = clean_service(service_per_step, int(rps.size))
+    if means is None:
+        return None
+    return service_scv(means, rps * max(step_seconds, rate_window_seconds or 0.0))
+
+
+def service_scv(mean_service: FloatArray, requests: FloatArray) -> float | None:
+    """An upper bound (at ``SCV_CONFIDENCE``) of the service time's squared coefficient of variation ``c_s^2``
+    from each step's mean service time and request count (the router measures both per step; no request's own
+    time is kept).
+
+    A step's mean of ``n`` service times of variance ``sigma^2`` varies by ``sigma^2 / n`` around the mean ``mu``,
+    so over ``K`` steps with requests ``S = sum n_k (m_k - m)^2`` estimates ``(K - 1) sigma^2`` (the between-group
+    sum of squares of a one-way analysis of variance, ``m`` the request-weighted mean), and ``S / sigma^2`` is
+    about chi-square with ``K - 1`` degrees of freedom for near-normal means: ``sigma^2 <= S / chi2_(1 - conf)(K -
+    1)`` at confidence ``conf``, and ``c_s^2 <= that / m^2``. What else moves the step means (a request mix
+    drifting, requests that waited inside a replica) only adds to it: it errs towards more variable service, the
+    conservative side. Rounded to a hundredth; None (unknown) with fewer than 2 steps with requests or where the bound
+    is unbounded."""
+    m = np.asarray(mean_service, dtype=np.float64)
+    n = np.asarray(requests, dtype=np.float64)
+    if m.size != n.size:
+        return None
+    ok = np.isfinite(m) & np.isfinite(n) & (n > 0) & (m > 0)
+    k = int(ok.sum())
+    if k < 2:
+        return None
+    m, n = m[ok], n[ok]
+    mean = float((n * m).sum() / n.sum())
+    spread = float((n * (m - mean) ** 2).sum())
+    if spread <= 0.0:
+        return 0.0
+    low = _chi2_quantile(1.0 - SCV_CONFIDENCE, k - 1)
+    if low <= 0.0:
+        return None
+    return round(spread / low / (mean * mean), 2)
+
+
 def _steps(seconds: float, step_seconds: float) -> int:
     return max(1, math.ceil(seconds / step_seconds - 1e-9))
 
@@ -275,7 +354,11 @@ def forecast_from_rates(
     service_seconds: float | None = None,
     warm_latency_seconds: float | None = None,
     peak_in_flight: FloatArray | None = None,
+    service_per_step: Sequence[float] | None = None,
+    rate_window_seconds: float | None = None,
 ) -> TrafficForecast:
+    """The forecast from a window's per-step rates (and, where measured, its service time, warm latency, per-step
+    in-flight peaks and per-step mean service times, each point's over ``rate_window_seconds``, None = the step)."""
     placement = spec.placement
     horizon = max(placement.sustain_seconds, placement.cooldown_seconds, step_seconds)
     service = service_seconds if service_seconds is not None and service_seconds > 0 else spec.model.service_seconds
@@ -287,6 +370,7 @@ def forecast_from_rates(
         sustain_steps=_steps(max(placement.sustain_seconds, step_seconds), step_seconds),
         warm_latency_seconds=warm_latency_seconds if warm_latency_seconds and warm_latency_seconds > 0 else None,
         peak_in_flight=peak_in_flight if peak_in_flight is not None and peak_in_flight.size == rps.size else None,
+        service_scv=measured_service_scv(rps, step_seconds, service_per_step, rate_window_seconds),
     )
 
 

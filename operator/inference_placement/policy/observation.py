@@ -31,6 +31,8 @@ class ObservedSignals:
     """``observed_p99_seconds``: the recent p99 from the latency histogram."""
     service_seconds: bool = True
     """``service_seconds``: the window's mean service time (duration sum / count)."""
+    service_per_step: bool = False
+    """``service_per_step``: each step's mean service time, over the rate window as the rates are."""
     peak_in_flight: bool = False
     """``peak_in_flight``: the in-flight peak of each step."""
     in_flight_sample_seconds: float = 0.0
@@ -53,6 +55,7 @@ LIVE_OBSERVATION = ObservedSignals(
     rate_window_seconds=60.0,
     peak_in_flight=True,
     in_flight_sample_seconds=15.0,
+    service_per_step=True,
     slo_misses_per_step=True,
     history_seconds=86400.0,
     history_step_seconds=300.0,
@@ -60,6 +63,6 @@ LIVE_OBSERVATION = ObservedSignals(
 """What ``metrics/prometheus.py`` measures with the operator's default settings and templates
 (``PrometheusSource.observed_signals`` says so for any settings): the request rate of each step over a 60 s rate
 window, the in-flight peak of each step as the chart's 15 s scrapes of the router read it, the SLO misses of each
-step of the window, p99, mean service time, the SLO-miss share,
+step of the window, p99, mean service time (of the window and of each step), the SLO-miss share,
 and a day of request-rate and miss history at 300 s. Not ``warm_latency``: its template (time to first token) is off
 by default, and nothing at the router measures it."""

@@ -10,6 +10,7 @@ requests that find ``n`` slots all busy is ``P(N >= n)``, and ``n`` slots keep t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 from statistics import NormalDist
 
@@ -18,6 +19,7 @@ import numpy.typing as npt
 
 __all__ = [
     "FloatArray",
+    "allen_cunneen_scale",
     "burst_level",
     "busy_instances",
     "erlang_b_real",
@@ -40,6 +42,7 @@ __all__ = [
     "sf_scalar",
     "slots_many",
     "slots_scalar",
+    "wait_slack",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -269,7 +272,34 @@ def slots_scalar(a: float, tail: float) -> float:
     return _scalar_slots(a, tail)
 
 
-def burst_level(slots: float, steady_in_flight: float, slack_over_service: float, tail: float = 0.0) -> float:
+def allen_cunneen_scale(service_scv: float | None) -> float:
+    """How much longer than under exponential service requests wait for a slot, ``(1 + c_s^2) / 2`` for service
+    times of squared coefficient of variation ``c_s^2`` (Allen-Cunneen's M/G/c approximation of the wait:
+    ``W(M/G/c) ~ W(M/M/c) (1 + c_s^2) / 2``, Poisson arrivals): 1/2 for constant service, 1 for exponential and
+    for an unknown law. The models here keep Erlang C's exponential wait tail with the wait scaled, i.e. a slack of
+    ``x`` counts as ``x / scale`` of Erlang C's (within 0.76-2.3x of a simulated M/D/c or M/G/c's share waiting
+    past the slack, ``tests/test_policy_queueing.py``). ``c_s^2`` is taken at most 1: the estimate that measures it
+    (``forecast.service_scv``) cannot tell service variability from a mix that drifts between steps, so above 1
+    the models stay with Erlang C rather than charge the drift as queueing."""
+    if service_scv is None or not math.isfinite(service_scv):
+        return 1.0
+    return (1.0 + min(1.0, max(0.0, service_scv))) / 2.0
+
+
+def wait_slack(slack_over_service: float, wait_scale: float) -> float:
+    """The slack as Erlang C's exponential waits count it when the service law scales the waits by ``wait_scale``
+    (:func:`allen_cunneen_scale`, taken within its range 1/2..1)."""
+    scale = min(1.0, max(0.5, wait_scale)) if math.isfinite(wait_scale) else 1.0
+    return max(0.0, slack_over_service) / scale
+
+
+def burst_level(
+    slots: float,
+    steady_in_flight: float,
+    slack_over_service: float,
+    tail: float = 0.0,
+    service_scv: float | None = None,
+) -> float:
     """The in-flight level a burst may reach on ``slots`` before its last request waits past the slack.
 
     Beyond the slots a request waits for a departure. Requests of a steady stream that were already in flight
@@ -277,14 +307,22 @@ def burst_level(slots: float, steady_in_flight: float, slack_over_service: float
     waits about ``k x service / steady`` and stays within the slack while ``k <= steady x slack_over_service``. A
     burst's own requests free their slots too once served: where the slack is a service time or more, the requests
     queued behind the slots start in time as far as :func:`queued_in_time` allows (at a chance ``tail`` of one
-    waiting past the slack). With a slack under one service time, a burst's own requests, started together, free
-    no slot within it: with no steady stream under it, a burst needs its full slots."""
+    waiting past the slack, under the service law ``service_scv``). With a slack under one service time, a burst's
+    own requests, started together, free no slot within it: with no steady stream under it, a burst needs its full
+    slots."""
     steady = min(max(0.0, steady_in_flight), slots)
-    return slots + max(steady * max(0.0, slack_over_service), float(queued_in_time(slots, slack_over_service, tail)))
+    queued = queued_in_time(slots, slack_over_service, tail, _law(service_scv))
+    return slots + max(steady * max(0.0, slack_over_service), float(queued))
 
 
 def replicas_for_burst(
-    peak: float, concurrency: int, steady_in_flight: float, slack_over_service: float, tail: float, max_replicas: int
+    peak: float,
+    concurrency: int,
+    steady_in_flight: float,
+    slack_over_service: float,
+    tail: float,
+    max_replicas: int,
+    service_scv: float | None = None,
 ) -> int:
     """The fewest replicas (of ``concurrency`` slots) whose :func:`burst_level` holds an in-flight ``peak``; 0 for
     no peak, at most ``max_replicas``. The burst level grows with the replicas, and ``ceil(peak / concurrency)``
@@ -295,34 +333,149 @@ def replicas_for_burst(
     low, high = 1, max(1, math.ceil(peak / slots - 1e-9))
     while low < high:
         mid = (low + high) // 2
-        if burst_level(mid * slots, steady_in_flight, slack_over_service, tail) >= peak - 1e-9:
+        if burst_level(mid * slots, steady_in_flight, slack_over_service, tail, service_scv) >= peak - 1e-9:
             high = mid
         else:
             low = mid + 1
     return min(high, max(1, max_replicas))
 
 
+_MIN_SCV = 0.01
+"""The most regular service law the renewal counts model (a 10 % standard deviation); anything more regular is
+counted as this (fewer departures right at whole service times: the conservative side)."""
+_EXACT_SLOTS = 64
+"""Up to this many busy slots the departures' distribution is the exact convolution of the slots' own; above, the
+normal law with the same mean and variance."""
+
+
+def _law(service_scv: float | None) -> float | None:
+    """The service law the burst terms read: None (unknown: the worse of the synchronised and the memoryless
+    laws), else ``c_s^2`` within ``[_MIN_SCV, 1]`` rounded to a hundredth (the memos key on it)."""
+    if service_scv is None or not math.isfinite(service_scv):
+        return None
+    return round(min(1.0, max(_MIN_SCV, service_scv)), 2)
+
+
+def _gamma_cdf(shape: float, x: float) -> float:
+    """``P(G <= x)`` for ``G ~ Gamma(shape, 1)``: the regularised lower incomplete gamma function (its series below
+    ``shape + 1``, Lentz's continued fraction of the upper one above; Numerical Recipes 6.2)."""
+    if x <= 0:
+        return 0.0
+    log_front = shape * math.log(x) - x - math.lgamma(shape)
+    if x < shape + 1.0:
+        term = total = 1.0 / shape
+        a = shape
+        for _ in range(1000):
+            a += 1.0
+            term *= x / a
+            total += term
+            if abs(term) < abs(total) * 1e-14:
+                break
+        return min(1.0, total * math.exp(log_front))
+    tiny = 1e-300
+    b = x + 1.0 - shape
+    c = 1.0 / tiny
+    d = 1.0 / b
+    h = d
+    for i in range(1, 1000):
+        an = -i * (i - shape)
+        b += 2.0
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1.0 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-14:
+            break
+    return max(0.0, 1.0 - math.exp(log_front) * h)
+
+
+@lru_cache(maxsize=1 << 10)
+def _departures(slots: int, slack_over_service: float, scv: float) -> tuple[float, ...]:
+    """``P(D = j)`` for ``j = 0, 1, ...``: departures within the slack from ``slots`` busy slots whose requests
+    started together, each slot serving one after another with gamma service times (mean 1, ``c_s^2 = scv``).
+
+    A slot's ``k``-th departure comes at a sum of ``k`` service times, ``Gamma(k / scv, scv)``, so its departures
+    ``N`` within ``x`` have ``P(N >= k) = P(Gamma(k / scv, 1) <= x / scv)`` (a renewal count); the slots' ``D`` is
+    the sum of ``slots`` independent ones (exact convolution up to ``_EXACT_SLOTS`` slots, the normal law with
+    the same mean and variance above). At ``scv = 1`` this is Poisson with mean ``slots x x`` (memoryless
+    departures); towards 0 every slot frees exactly ``floor(x)`` times (the synchronised law)."""
+    shape = 1.0 / scv
+    x = max(0.0, slack_over_service)
+    at_least = [1.0]
+    k = 1
+    while k < 10_000:
+        p = _gamma_cdf(k * shape, x * shape)
+        if p < 1e-12:
+            break
+        at_least.append(p)
+        k += 1
+    at_least.append(0.0)
+    one = np.maximum(np.diff(-np.asarray(at_least)), 0.0)  # P(N = k), k = 0..
+    if slots <= _EXACT_SLOTS:
+        total = np.ones(1)
+        power = one
+        n = slots
+        while n:
+            if n & 1:
+                total = np.convolve(total, power)
+            n >>= 1
+            if n:
+                power = np.convolve(power, power)
+        return tuple(float(v) for v in total)
+    ks = np.arange(one.size, dtype=np.float64)
+    mean = float((ks * one).sum())
+    var = max(float((ks * ks * one).sum()) - mean * mean, 1e-12)
+    mu, sd = slots * mean, math.sqrt(slots * var)
+    top = int(mu + 9.0 * sd) + 2
+    edges = (np.arange(-1, top + 1, dtype=np.float64) + 0.5 - mu) / sd
+    cdf = _normal_cdf(edges)
+    pmf = np.maximum(np.diff(cdf), 0.0)
+    return tuple(float(v) for v in pmf / max(float(pmf.sum()), 1e-300))
+
+
 @lru_cache(maxsize=1 << 12)
-def queued_in_time(slots: float, slack_over_service: float, tail: float) -> int:
+def queued_in_time(slots: float, slack_over_service: float, tail: float, service_scv: float | None = None) -> int:
     """How many requests may queue behind ``slots`` busy slots with each one starting within the slack, but for a
-    chance ``tail``, under the worse of two service laws (the queueing model's law, and the one a burst makes).
+    chance ``tail``: the k-th queued request starts in time when the departures ``D`` within the slack reach ``k``,
+    so the largest ``k`` with ``P(D < k) <= tail`` (found by bisection, ``P(D < k)`` growing with ``k``), never
+    more than ``slots x floor(slack / service)`` and none within a slack under one service time.
+
+    With the service law unknown (``service_scv`` None), the worse of two laws:
 
     - Service times close to their mean, the requests in the slots started together (a burst's own): every slot
-      frees once per service time, so ``slots x floor(slack / service)`` start in time, and none within a slack
-      under one service time.
+      frees once per service time, so ``slots x floor(slack / service)`` start in time.
     - Memoryless service times (Erlang C's law): departures from busy slots form a Poisson stream of ``slots /
-      service`` per second, ``D ~ Poisson(slots x slack / service)`` within the slack, and the k-th queued request
-      starts in time when ``D >= k``: at most the largest ``k`` with ``P(D < k) <= tail`` (found by bisection,
-      ``P(D < k)`` growing with ``k``)."""
+      service`` per second, ``D ~ Poisson(slots x slack / service)`` within the slack.
+
+    With a measured law (``forecast.service_scv``), the departures of slots that started together with gamma
+    service times of that ``c_s^2`` (:func:`_departures`). For ``c_s^2 <= 1`` (an increasing failure rate) a slot
+    busy for a while frees sooner than a fresh one, so slots that started together are the worse case of a burst.
+    """
     slack = max(0.0, slack_over_service)
     synchronised = int(slots * math.floor(slack + 1e-9)) if slots > 0 else 0
     if synchronised <= 0:
         return 0
-    mean = slots * slack
+    law = _law(service_scv)
+    below: Callable[[int], float]
+    if law is None:
+        mean = slots * slack
+
+        def below(k: int) -> float:
+            return 1.0 - sf_scalar(mean, k)
+
+    else:
+        cdf = np.cumsum(_departures(max(1, round(slots)), slack, law))
+
+        def below(k: int) -> float:
+            return float(cdf[k - 1]) if 0 < k <= cdf.size else (0.0 if k <= 0 else 1.0)
+
     low, high = 0, synchronised  # P(D < low) <= tail holds at low = 0 (P(D < 0) = 0)
     while low < high:
         mid = (low + high + 1) // 2
-        if 1.0 - sf_scalar(mean, mid) <= tail:
+        if below(mid) <= tail:
             low = mid
         else:
             high = mid - 1
@@ -330,16 +483,21 @@ def queued_in_time(slots: float, slack_over_service: float, tail: float) -> int:
 
 
 @lru_cache(maxsize=1 << 13)
-def late_in_queue(slots: float, queued: int, slack_over_service: float) -> float:
+def late_in_queue(slots: float, queued: int, slack_over_service: float, service_scv: float | None = None) -> float:
     """Expected number of ``queued`` requests waiting behind ``slots`` busy slots that start past the slack, under
-    the worse of the two laws of :func:`queued_in_time`: ``queued - slots x floor(slack / service)`` when the slots
-    free together once per service time, ``queued - E[min(D, queued)]`` with memoryless departures, where for
+    the laws of :func:`queued_in_time`: ``queued - E[min(D, queued)]``. Unknown law: the worse of ``queued - slots x
+    floor(slack / service)`` (the slots free together once per service time) and memoryless departures, where for
     Poisson ``D`` of mean ``m``: ``E[min(D, q)] = m - E[(D - q)+] = m - m P(D >= q) + q P(D >= q + 1)``."""
     if queued <= 0:
         return 0.0
     whole = math.floor(max(0.0, slack_over_service) + 1e-9)
     if slots <= 0 or whole <= 0:
         return float(queued)  # a slack under one service time: every queued request of a burst waits past it
+    law = _law(service_scv)
+    if law is not None:
+        pmf = np.asarray(_departures(max(1, round(slots)), slack_over_service, law))
+        started = float((np.minimum(np.arange(pmf.size), queued) * pmf).sum())
+        return max(0.0, queued - min(float(queued), started))
     synchronised = max(0.0, queued - slots * whole)
     mean = slots * slack_over_service
     started = mean - mean * sf_scalar(mean, queued) + queued * sf_scalar(mean, queued + 1)

@@ -30,6 +30,7 @@ import numpy.typing as npt
 from inference_placement.api.spec import InferenceWorkloadSpec
 from inference_placement.policy.queueing import (
     FloatArray,
+    allen_cunneen_scale,
     late_in_queue,
     queue_miss_many,
     replicas_for_burst,
@@ -37,6 +38,7 @@ from inference_placement.policy.queueing import (
     sf_many,
     slots_many,
     slots_scalar,
+    wait_slack,
 )
 
 __all__ = [
@@ -315,7 +317,9 @@ def serverless_rows(
     )
 
 
-def _late_share(slots: FloatArray, peaks: FloatArray, slack_over_service: float) -> FloatArray:
+def _late_share(
+    slots: FloatArray, peaks: FloatArray, slack_over_service: float, service_scv: float | None = None
+) -> FloatArray:
     """Per entry, the share of a step's peak in flight expected to start past the slack on ``slots`` (rows x busy
     steps) when the peak's excess over the slots queues (``queueing.late_in_queue``)."""
     excess = np.ceil(np.maximum(peaks[None, :] - slots, 0.0) - 1e-9)
@@ -325,7 +329,7 @@ def _late_share(slots: FloatArray, peaks: FloatArray, slack_over_service: float)
         return share
     full = np.broadcast_to(slots, share.shape)
     for i, j in over.tolist():
-        late = late_in_queue(float(full[i, j]), int(excess[i, j]), slack_over_service)
+        late = late_in_queue(float(full[i, j]), int(excess[i, j]), slack_over_service, service_scv)
         share[i, j] = min(1.0, late / max(float(peaks[j]), 1e-9))
     return share
 
@@ -341,27 +345,34 @@ def cluster_rows(
     max_replicas: int,
     lag_steps: int,
     peak_in_flight: FloatArray | None = None,
+    service_scv: float | None = None,
 ) -> RiskRows:
     """Per-step replicas, queueing misses and scale-from-zero misses in the cluster.
 
     Replicas follow the traffic with a lag, as the policy sizes them: each step has the replicas the peak of the
     previous ``lag_steps`` needed (so that waits past the slack stay under ``tail``, Erlang C), never fewer than
     the floor. A burst above the recent peak is absorbed only by the floor; a step that finds no replica waits
-    for one to start.
+    for one to start. ``slack_over_service`` is the slack itself; ``service_scv`` the measured service law (None:
+    unknown), which scales the steady queue's waits (``queueing.allen_cunneen_scale``) and sets how a burst's slots
+    free (``queueing.queued_in_time``).
     """
     c = float(max(1, concurrency))
+    queue_slack = wait_slack(slack_over_service, allen_cunneen_scale(service_scv))
     n, idx = traffic.steps, traffic.busy
     rows = floor.size
     needed = np.zeros(n, dtype=np.float64)
     a_b = traffic.in_flight[idx]
-    needed[idx] = replicas_for_wait_many(a_b, concurrency, slack_over_service, tail, max_replicas)
+    needed[idx] = replicas_for_wait_many(a_b, concurrency, queue_slack, tail, max_replicas)
     peaks_b = peak_in_flight[idx] if peak_in_flight is not None else None
     if peaks_b is not None:
         # bursts shorter than a step: the observed peak needs its slots, less the requests that may queue behind
         # them and still start within the slack (``queueing.burst_level`` with no steady stream under the burst:
         # conservative, ``decide`` also counts what a steady stream works off)
         burst = np.array(
-            [replicas_for_burst(p, concurrency, 0.0, slack_over_service, tail, max_replicas) for p in peaks_b.tolist()],
+            [
+                replicas_for_burst(p, concurrency, 0.0, slack_over_service, tail, max_replicas, service_scv)
+                for p in peaks_b.tolist()
+            ],
             dtype=np.float64,
         )
         needed[idx] = np.minimum(np.maximum(needed[idx], burst), float(max_replicas))
@@ -372,11 +383,11 @@ def cluster_rows(
     from_zero_b = replicas_b <= 0
     # with no replica the first request starts one; it then serves the step
     serving_b = np.maximum(replicas_b, 1.0)
-    queued_b = requests_b * queue_miss_many(a_b, serving_b * c, slack_over_service)
+    queued_b = requests_b * queue_miss_many(a_b, serving_b * c, queue_slack)
     if peaks_b is not None:
         # a burst above the slots queues its excess: the share of the step's requests expected to start past the
         # slack is at risk (``queueing.late_in_queue``: all of the excess when the slack is under a service time)
-        over_b = _late_share(serving_b * c, peaks_b, slack_over_service)
+        over_b = _late_share(serving_b * c, peaks_b, slack_over_service, service_scv)
         queued_b = np.maximum(queued_b, requests_b * over_b)
     cold_b = from_zero_b.astype(np.float64)
     if cold_misses:

@@ -37,7 +37,7 @@ import numpy as np
 
 from inference_placement.api.spec import SERVERLESS, TargetName
 from inference_placement.policy.budget import MONTH_SECONDS
-from inference_placement.policy.cost_model import Projection, project, slack
+from inference_placement.policy.cost_model import Projection, project, queue_slack
 from inference_placement.policy.economics import Billing, TargetEconomics
 from inference_placement.policy.forecast import TrafficForecast
 from inference_placement.policy.price_book import SpotInterruption
@@ -101,7 +101,7 @@ def preemption_risk(
     replicas = np.maximum(np.asarray(plan.capacity, dtype=np.float64), 0.0)
     preemptions = replicas * interruption.interruptions_per_node_hour * step / 3600.0
     outage = node_provision_seconds + econ.cold_start_seconds
-    slack_over_service = slack(forecast, slo)
+    slack_over_service = queue_slack(forecast, slo)
     left = np.maximum(replicas - 1.0, 0.0)
     full = queue_miss_many(a, np.maximum(replicas, 1.0) * c, slack_over_service)
     if cover is not None:

@@ -91,8 +91,16 @@ def window_from_observation(
     rate_steps = round(signals.rate_window_seconds / step)
     rates = _trailing_mean(requests, rate_steps)[-steps:] / step
     service = None
+    service_sums = _coarsened(obs.service_sum_per_step, factor)
     if signals.service_seconds and total > 0:
-        service = float(_coarsened(obs.service_sum_per_step, factor)[-steps:].sum()) / total
+        service = float(service_sums[-steps:].sum()) / total
+    service_per_step = None
+    if signals.service_per_step:
+        # each point the mean over the rate window ending at it, as rate(sum) / rate(count) reads it; 0: none
+        counts_over = _trailing_mean(requests, rate_steps)[-steps:]
+        sums_over = _trailing_mean(service_sums, rate_steps)[-steps:]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            service_per_step = tuple(np.where(counts_over > 0, sums_over / counts_over, 0.0).tolist())
     misses = _coarsened(obs.misses_per_step, factor)
     recent_steps = max(1, round(signals.slo_miss_window_seconds / step))
     recent = float(requests[-recent_steps:].sum())
@@ -121,6 +129,8 @@ def window_from_observation(
         slo_miss_share=missed,
         slo_misses=tuple(_trailing_mean(misses, rate_steps)[-steps:].tolist()) if signals.slo_misses_per_step else None,
         peak_in_flight=peaks,
+        service_per_step=service_per_step,
+        rate_window_seconds=step * max(1, rate_steps),
         history_rps=history_rps,
         history_slo_misses=history_misses,
         history_step_seconds=history_step if history_rps is not None and history_step != step else None,
