@@ -679,3 +679,16 @@ def test_near_constant_long_service_is_sized_for_its_queueing_not_for_memoryless
     assert after.replicas < before.replicas, (before.replicas, after.replicas, after.reason)
     plan = assess(image_gen_spec(), measured, state(TargetName.CLUSTER), PB, UNKNOWN, NOW).plans[TargetName.CLUSTER]
     assert plan.miss_share() <= 0.005
+
+
+def test_a_lone_request_among_idle_steps_reads_as_the_windows_level_not_a_request_a_minute() -> None:
+    """A night's image stream, a request every five minutes: a busy step's neighbours carry none, and a level of
+    0 left its count as the rate (a request a minute, 0.38 Erlang, where the window says 0.2 a minute), which the
+    cost model priced as a queue that never forms. Read against the window's level instead, each lone request
+    estimates a rate near the window's; idle steps stay idle."""
+    counts = [0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0]
+    rates = np.array(counts, dtype=np.float64) / 60.0
+    estimated = poisson_shrunk_rates(rates, 60.0, 2) * 60.0
+    busy = rates > 0
+    assert bool((estimated[busy] < 0.5).all()) and bool((estimated[~busy] == 0).all()), estimated
+    assert bool((estimated[busy] >= (sum(counts) - 1) / (len(counts) - 1) - 1e-9).all()), estimated

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import aiohttp
+import numpy as np
 from kubernetes_asyncio.client.rest import ApiException
 
 from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
@@ -47,7 +48,7 @@ from inference_placement.policy.first_request import (
     observe_first_request,
     wants_bins,
 )
-from inference_placement.policy.forecast import clean_rates, measured_service_scv
+from inference_placement.policy.forecast import measured_service_scv
 from inference_placement.policy.price_book import PriceBook
 from inference_placement.policy.queueing import allen_cunneen_scale
 from inference_placement.policy.series import FloatSeries
@@ -887,13 +888,14 @@ def _levels_fingerprint(window: TrafficWindow) -> tuple[Any, ...]:
         _q(_peak(window.peak_in_flight)) if window.peak_in_flight else None,
         _q(sum(window.slo_misses[-10:])) if window.slo_misses else None,
         _q(sum(window.slo_misses)) if window.slo_misses else None,
-        _q(_wait_scale(window, rps)) if window.service_per_step is not None else None,
+        _q(_wait_scale(window)) if window.service_per_step is not None else None,
     )
 
 
-def _wait_scale(window: TrafficWindow, rps: Sequence[float]) -> float:
-    """The queueing models' wait scale the window's per-step service times give (``forecast.service_scv``)."""
-    rates = clean_rates(rps)
+def _wait_scale(window: TrafficWindow) -> float:
+    """The queueing models' wait scale the window's per-step service times give (``forecast.service_scv``; a
+    garbage rate only drops its step)."""
+    rates = np.asarray(window.rps, dtype=np.float64)
     scv = measured_service_scv(rates, window.step_seconds, window.service_per_step, window.rate_window_seconds)
     return allen_cunneen_scale(scv)
 

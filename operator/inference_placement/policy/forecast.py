@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from statistics import NormalDist
 
 import numpy as np
@@ -28,7 +28,6 @@ __all__ = [
     "RateVariability",
     "TrafficForecast",
     "clean_rates",
-    "clean_service",
     "forecast_from_rates",
     "idle_forecast",
     "measured_service_scv",
@@ -239,12 +238,12 @@ def poisson_shrunk_rates(rates: FloatArray, step_seconds: float, half_width: int
     Poisson noise twice (a sparse stream's minutes of 1-5 requests at a steady 2 a minute size capacity for 5 a
     minute). The estimate shrinks the count's deviation from the local level ``L`` (the mean count of the
     ``half_width`` steps on either side, the step itself left out so that a lone burst does not lift the level it is
-    judged by) by the share of the deviations' variance that Poisson noise explains, ``B = L / v`` (``v``: the
-    counts' variance around their local level, von Neumann's estimator; at most 1): ``L + (1 - B) (count - L)``. A
-    rate that really moves (``v`` well above the counts) keeps its steps: bursts, a jump, a high-volume stream whose
-    Poisson noise is negligible; a Poisson stream's steps become its local level. Idle steps stay idle (they carry
-    no request, and the idle-gap and serverless terms read them as they are). Windows of fewer than 4 steps are
-    returned as they are."""
+    judged by; the whole window's, the step left out, where those steps carry no request) by the share of the
+    deviations' variance that Poisson noise explains, ``B = L / v`` (``v``: the counts' variance around their local
+    level, von Neumann's estimator; at most 1): ``L + (1 - B) (count - L)``. A rate that really moves (``v`` well
+    above the counts) keeps its steps: bursts, a jump, a high-volume stream whose Poisson noise is negligible; a
+    Poisson stream's steps become its local level. Idle steps stay idle (they carry no request, and the idle-gap and
+    serverless terms read them as they are). Windows of fewer than 4 steps are returned as they are."""
     rates = np.asarray(rates, dtype=np.float64)
     n = rates.size
     if n < 4 or step_seconds <= 0 or not bool((rates > 0).any()):
@@ -258,6 +257,11 @@ def poisson_shrunk_rates(rates: FloatArray, step_seconds: float, half_width: int
     hi = np.clip(index + half + 1, 0, n)
     # the neighbours' mean: the step's own count left out, so a lone burst does not lift the level it is judged by
     level = (cumulative[hi] - cumulative[lo] - counts) / (hi - lo - 1)
+    # neighbours without a request say nothing of the rate of a busy step among them (a stream of a request every
+    # few minutes has such steps all the time, and a level of 0 would leave its lone count as the rate): the level
+    # is then the whole window's, the step itself left out
+    pooled = (cumulative[-1] - counts) / (n - 1)
+    level = np.where(level > 0, level, pooled)
     noise_share = np.minimum(1.0, level / v) if v > 0 else np.ones(n)
     shrunk = level + (1.0 - noise_share) * (counts - level)
     estimated: FloatArray = np.where(rates > 0, np.maximum(shrunk, 0.0) / step_seconds, 0.0)
@@ -283,6 +287,7 @@ SCV_CONFIDENCE = 0.95
 more regular than they are."""
 
 
+@lru_cache(maxsize=1024)
 def _chi2_quantile(p: float, dof: int) -> float:
     """The ``p`` quantile of chi-square with ``dof`` degrees of freedom (Wilson-Hilferty; 0 where it runs below)."""
     z = NormalDist().inv_cdf(p)
@@ -290,24 +295,15 @@ def _chi2_quantile(p: float, dof: int) -> float:
     return dof * max(0.0, 1.0 - h + z * math.sqrt(h)) ** 3
 
 
-def clean_service(values: Sequence[float] | None, steps: int) -> FloatArray | None:
-    """Per-step mean service times as ``service_scv`` reads them: finite and positive or NaN (a step without
-    requests, or a garbage point), aligned with the window's ``steps`` rates; None when unknown or misaligned."""
-    if values is None or len(values) != steps:
-        return None
-    out = np.asarray(values, dtype=np.float64).copy()
-    out[~(np.isfinite(out) & (out > 0))] = np.nan
-    return out
-
-
 def measured_service_scv(
     rps: FloatArray, step_seconds: float, service_per_step: Sequence[float] | None, rate_window_seconds: float | None
 ) -> float | None:
-    """``service_scv`` of a window: its per-step mean service times (``clean_service``) against the requests each
-    mean is over (the rate times the span each point averages over, ``rate_window_seconds``, None = the step)."""
-    means = clean_service(service_per_step, int(rps.size))
-    if means is None:
+    """``service_scv`` of a window: its per-step mean service times (aligned with ``rps``; a point that is not a
+    positive number is a step without requests) against the requests each mean is over (the rate times the span
+    each point averages over, ``rate_window_seconds``; None = the step). None when unknown or misaligned."""
+    if service_per_step is None or len(service_per_step) != rps.size:
         return None
+    means = np.asarray(service_per_step, dtype=np.float64)
     return service_scv(means, rps * max(step_seconds, rate_window_seconds or 0.0))
 
 
