@@ -324,8 +324,18 @@ def policy_classifier(
     below, above, spills = [], [], []
     for rate in grid:
         series = measured(float(rate)) if measured is not None else [(float(rate),) * points]
+        # the router measures the demo's model server, which takes the spec's service time per request: its
+        # per-step means show a constant law (``forecast.service_scv``), as the operator's windows do
+        service = spec.model.service_seconds
         windows = [
-            TrafficWindow(step_seconds=settings.tick_seconds, rps=rps, observed_p99_seconds=None, end=now)
+            TrafficWindow(
+                step_seconds=settings.tick_seconds,
+                rps=rps,
+                observed_p99_seconds=None,
+                end=now,
+                service_seconds=service,
+                service_per_step=(service,) * len(rps),
+            )
             for rps in series
         ]
         stays = [decide(spec, w, on_cluster, book, capacity, now, actuators=actuators) for w in windows]
