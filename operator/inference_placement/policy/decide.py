@@ -50,12 +50,7 @@ from inference_placement.policy.cost_model import (
 )
 from inference_placement.policy.economics import Billing, TargetEconomics, economics_for, workload_economics
 from inference_placement.policy.feasibility import assess_feasibility
-from inference_placement.policy.forecast import (
-    TrafficForecast,
-    clean_rates,
-    forecast_from_rates,
-    idle_forecast,
-)
+from inference_placement.policy.forecast import TrafficForecast, clean_rates, forecast_from_rates, idle_forecast
 from inference_placement.policy.idle_gaps import IdleGapPlan, idle_gap_plan, idle_gap_signature, known_idle_gap_plan
 from inference_placement.policy.price_book import PriceBook
 from inference_placement.policy.queueing import (

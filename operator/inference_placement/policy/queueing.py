@@ -277,7 +277,7 @@ def allen_cunneen_scale(service_scv: float | None) -> float:
     times of squared coefficient of variation ``c_s^2`` (Allen-Cunneen's M/G/c approximation of the wait:
     ``W(M/G/c) ~ W(M/M/c) (1 + c_s^2) / 2``, Poisson arrivals): 1/2 for constant service, 1 for exponential and
     for an unknown law. The models here keep Erlang C's exponential wait tail with the wait scaled, i.e. a slack of
-    ``x`` counts as ``x / scale`` of Erlang C's (within 0.76-2.3x of a simulated M/D/c or M/G/c's share waiting
+    ``x`` counts as ``x / scale`` of Erlang C's (within 0.7-2.5x of a simulated M/D/c or M/G/c's share waiting
     past the slack, ``tests/test_policy_queueing.py``). ``c_s^2`` is taken at most 1: the estimate that measures it
     (``forecast.service_scv``) cannot tell service variability from a mix that drifts between steps, so above 1
     the models stay with Erlang C rather than charge the drift as queueing."""
@@ -311,7 +311,7 @@ def burst_level(
     own requests, started together, free no slot within it: with no steady stream under it, a burst needs its full
     slots."""
     steady = min(max(0.0, steady_in_flight), slots)
-    queued = queued_in_time(slots, slack_over_service, tail, _law(service_scv))
+    queued = queued_in_time(slots, slack_over_service, tail, service_scv)
     return slots + max(steady * max(0.0, slack_over_service), float(queued))
 
 
