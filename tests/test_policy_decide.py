@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -692,3 +693,32 @@ def test_a_lone_request_among_idle_steps_reads_as_the_windows_level_not_a_reques
     busy = rates > 0
     assert bool((estimated[busy] < 0.5).all()) and bool((estimated[~busy] == 0).all()), estimated
     assert bool((estimated[busy] >= (sum(counts) - 1) / (len(counts) - 1) - 1e-9).all()), estimated
+
+
+def test_in_flight_peaks_are_read_against_each_steps_own_service_time() -> None:
+    """Issue 17's conversation trace: the request mix drifts, and a step's mean generation time with it (2.7-6.3 s
+    per minute around a 4 s window mean). The mean in flight of a step is its rate times its own mean service time
+    (Little's law per step, both measured at the router over the same span); read against the window's mean
+    instead, the long-answer minutes' in-flight peaks look like bursts Poisson arrivals never reach, and buy
+    replicas for bursts that never came. With the per-step means they are what their load predicts."""
+    spec = llm_spec()
+    rates = [6.0] * 30
+    means = [6.0] * 15 + [3.0] * 15  # window mean 4.5 s
+    # peaks within Poisson's reach of each step's own load: 36 in flight (+2.7 sd), then 18 (+2.7 sd)
+    peaks = [52.0] * 15 + [29.0] * 15
+    measured = TrafficWindow(
+        60.0,
+        tuple(rates),
+        None,
+        NOW,
+        service_seconds=4.5,
+        peak_in_flight=tuple(peaks),
+        service_per_step=tuple(means),
+        rate_window_seconds=60.0,
+    )
+    mean_only = replace(measured, service_per_step=None)
+    per_step = run(spec, measured, state(TargetName.CLUSTER))
+    window_mean = run(spec, mean_only, state(TargetName.CLUSTER))
+    assert "in-flight peaks show bursts" in window_mean.reason
+    assert "in-flight peaks show bursts" not in per_step.reason, per_step.reason
+    assert per_step.replicas < window_mean.replicas, (per_step.reason, window_mean.reason)

@@ -179,9 +179,11 @@ def _forecast_on(forecast: TrafficForecast, ratio: float) -> TrafficForecast:
         return forecast
     warm = forecast.warm_latency_seconds
     peaks = forecast.peak_in_flight
+    per_step = forecast.service_per_step
     return replace(
         forecast,
         service_seconds=forecast.service_seconds * ratio,
+        service_per_step=np.asarray(per_step * ratio, dtype=np.float64) if per_step is not None else None,
         warm_latency_seconds=warm * ratio if warm is not None else None,
         peak_in_flight=np.asarray(peaks * ratio, dtype=np.float64) if peaks is not None else None,
     )

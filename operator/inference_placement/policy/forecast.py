@@ -72,12 +72,26 @@ class TrafficForecast:
     service_scv: float | None = None
     """Squared coefficient of variation of the service time, as the steps' mean service times show it
     (``service_scv``); None = unknown (the queueing models then take exponential service)."""
+    service_per_step: FloatArray | None = None
+    """Each step's mean service time, aligned with ``rps`` (a point that is not a positive number: a step without
+    requests); None = unknown (every step then takes ``service_seconds``)."""
 
     @property
     def wait_scale(self) -> float:
         """How much longer than under exponential service requests wait for a slot (``queueing.allen_cunneen_scale``
         of the measured ``service_scv``)."""
         return allen_cunneen_scale(self.service_scv)
+
+    @cached_property
+    def in_flight_per_step(self) -> FloatArray:
+        """Each step's mean requests in flight, Little's law per step: its rate times its own mean service time
+        where measured (a request mix that shifts moves the one with the other), the window's mean elsewhere (a
+        step without requests, or no per-step measure)."""
+        service = self.service_per_step
+        if service is None or service.size != self.rps.size:
+            return self.rps * self.service_seconds
+        own = np.where(np.isfinite(service) & (service > 0), service, self.service_seconds)
+        return np.asarray(self.rps * own, dtype=np.float64)
 
     def observed_peak(self, part: slice | None = None) -> float:
         """The largest observed in-flight peak over ``part`` of the window (0 when unknown)."""
@@ -153,7 +167,7 @@ class TrafficForecast:
         scrapes sees only some of them."""
         if self.peak_in_flight is None or self.peak_in_flight.size != self.rps.size:
             return 1.0
-        a = self.rps * self.service_seconds
+        a = self.in_flight_per_step
         scale = _POISSON_BOUND * np.sqrt(np.maximum(a, 1.0))
         ratio_now = (self.peak_in_flight - a) / scale
         # requests of the step before are still in flight early in a step: after a fall in the rate the count
@@ -367,7 +381,14 @@ def forecast_from_rates(
         warm_latency_seconds=warm_latency_seconds if warm_latency_seconds and warm_latency_seconds > 0 else None,
         peak_in_flight=peak_in_flight if peak_in_flight is not None and peak_in_flight.size == rps.size else None,
         service_scv=measured_service_scv(rps, step_seconds, service_per_step, rate_window_seconds),
+        service_per_step=_aligned(service_per_step, rps.size),
     )
+
+
+def _aligned(values: Sequence[float] | None, size: int) -> FloatArray | None:
+    if values is None or len(values) != size:
+        return None
+    return np.asarray(values, dtype=np.float64)
 
 
 def idle_forecast(spec: InferenceWorkloadSpec, step_seconds: float = 60.0) -> TrafficForecast:

@@ -331,6 +331,15 @@ class OursPolicy:
         return [control] if control is not None else []
 
 
+def service_sums(requests: Requests | StepRequests) -> FloatArray:
+    """Each step's summed service time (what the simulator records of the requests it serves: the very requests
+    a step of counts draws)."""
+    if isinstance(requests, StepRequests):
+        return np.array([requests.service_sum(k) for k in range(requests.steps)], dtype=np.float64)
+    index = np.minimum((requests.arrivals // requests.step_seconds).astype(np.int64), requests.steps - 1)
+    return np.bincount(index, weights=requests.service, minlength=requests.steps)[: requests.steps].astype(np.float64)
+
+
 def demand_peaks(requests: Requests | StepRequests, sample_seconds: float = 0.0) -> FloatArray:
     """Each step's peak demand in flight (requests that would be in flight had none waited), as the simulator
     records it for a policy that reads it: the exact peak, or with ``sample_seconds`` the largest of the gauge's
@@ -394,12 +403,14 @@ class ClairvoyantOursPolicy(OursPolicy):
         super().__init__(window_seconds, capacity, signals=signals, actuators=actuators, wake=wake)
         self._counts: FloatArray = np.zeros(0)
         self._peaks: FloatArray = np.zeros(0)
+        self._service_sums: FloatArray = np.zeros(0)
         self._idle_run: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
 
     def reset(self, workload: SimWorkload, economics: dict[TargetName, TargetEconomics], price_book: PriceBook) -> None:
         super().reset(workload, economics, price_book)
         self._counts = workload.requests.per_step()
         self._peaks = demand_peaks(workload.requests, self.in_flight_sample_seconds)
+        self._service_sums = service_sums(workload.requests) if self.signals.service_per_step else np.zeros(0)
         # idle steps from each step on (the steps past the trace's end carry none)
         run = np.zeros(self._counts.size + 1, dtype=np.int64)
         run[-1] = 1 << 30
@@ -419,17 +430,29 @@ class ClairvoyantOursPolicy(OursPolicy):
         first = obs.step - (size - ahead) * factor  # in trace steps; the window ends ``ahead`` steps from now
         counts = np.zeros(size * factor)
         peaks = np.zeros(size * factor)
+        sums = np.zeros(size * factor)
         lo, hi = max(0, first), min(self._counts.size, first + size * factor)
         if hi > lo:
             counts[lo - first : hi - first] = self._counts[lo:hi]
             peaks[lo - first : hi - first] = self._peaks[lo:hi]
+            if self._service_sums.size:
+                sums[lo - first : hi - first] = self._service_sums[lo:hi]
         keep = size - min(size - ahead, obs.step // factor) - ahead  # leading steps before the trace began
-        rps = counts.reshape(size, factor).sum(axis=1)[keep:] / step
+        per_step = counts.reshape(size, factor).sum(axis=1)[keep:]
+        rps = per_step / step
         peak = peaks.reshape(size, factor).max(axis=1)[keep:]
+        # the coming steps' own mean service times, aligned with their rates (0: a step without requests)
+        service_per_step = observed.service_per_step
+        if service_per_step is not None:
+            summed = sums.reshape(size, factor).sum(axis=1)[keep:]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                service_per_step = tuple(np.where(per_step > 0, summed / per_step, 0.0).tolist())
         return replace(
             observed,
             rps=tuple(rps.tolist()),
             peak_in_flight=tuple(peak.tolist()),
+            service_per_step=service_per_step,
+            rate_window_seconds=step,  # each point is its own step's count
             slo_misses=None,  # the calibration reads the measured share of the last minutes instead
             known_idle_steps=int(self._idle_run[min(obs.step, self._idle_run.size - 1)]) // factor,
         )
