@@ -3,7 +3,9 @@
 What the router reports (``docs/promql.md``), for 40 minutes before ``NOW``, per (workload, target), sampled every
 15 s: ``envoy_cluster_upstream_rq_total``, the ``envoy_cluster_upstream_rq_time`` histogram (ms), the in-flight gauge
 ``envoy_cluster_upstream_rq_active``, and the router's ``up``; plus vLLM's time-to-first-token histogram for the
-opt-in warm latency. The default templates read them, as the operator does.
+opt-in warm latency. ``stream`` is a workload whose objective bounds the first token: the same router series
+(answers taking 500-1000 ms in all) and the router's first-token histogram (60 % within 250 ms, all within 500 ms).
+The default templates read them, as the operator does.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pytest
 
 from inference_placement.api.workload import WorkloadKey
@@ -22,6 +25,7 @@ from inference_placement.metrics.prometheus import PrometheusSource
 from inference_placement.metrics.promql import VLLM_WARM_LATENCY, PromQLTemplates
 from inference_placement.policy.decide import TrafficWindow
 from inference_placement.policy.observation import LIVE_OBSERVATION
+from inference_placement.sim.policies import bucket_quantile
 from tests.plugins.prometheus import OpenMetricsBuilder, PrometheusBinaries, PrometheusServer, running_prometheus
 
 NOW = datetime(2019, 7, 16, 12, 0, tzinfo=UTC)
@@ -39,6 +43,8 @@ ACTIVE = {"cluster": 4.0, "lambda": 2.0}
 SPIKE = 10.0
 """The cluster target's in-flight gauge reads ``SPIKE`` at 15 s past each minute (mid-step), ``ACTIVE`` otherwise."""
 MEAN_TTFT_SECONDS = 0.2
+FIRST_TOKEN_SHARES = {250.0: 0.6, 500.0: 0.4}
+"""``stream``'s first byte: 60 % within 250 ms, all within 500 ms; its whole answers all take 500-1000 ms."""
 
 ROUTER = PromQLTemplates()
 WITH_WARM_LATENCY = replace(ROUTER, warm_latency=VLLM_WARM_LATENCY)
@@ -84,6 +90,27 @@ def _openmetrics() -> str:
         bucket_shares={0.25: 1.0},
         mean_seconds=MEAN_TTFT_SECONDS,
     )
+    stream = {"namespace": "router", "workload": "stream", "target": "cluster"}
+    om.counter_from_minute_counts("envoy_cluster_upstream_rq_total", stream, START, [120.0] * MINUTES)
+    om.histogram_from_minute_counts(
+        "envoy_cluster_upstream_rq_time",
+        stream,
+        START,
+        [120.0] * MINUTES,
+        bucket_shares={1000.0: 1.0},
+        mean_seconds=800.0,
+        buckets=BUCKETS_MS,
+    )
+    om.gauge_every("envoy_cluster_upstream_rq_active", stream, START, NOW_TS, lambda _ts: 2.0)
+    om.histogram_from_minute_counts(
+        "envoy_inference_placement_first_token",
+        {"namespace": "router", "workload": "stream"},
+        START,
+        [120.0] * MINUTES,
+        bucket_shares=FIRST_TOKEN_SHARES,
+        mean_seconds=240.0,
+        buckets=BUCKETS_MS,
+    )
     om.gauge_every("up", {"job": "inference-router", "instance": "router-0"}, START, NOW_TS, lambda _ts: 1.0)
     return om.render()
 
@@ -98,6 +125,7 @@ def prom(
 
 CHAT = WorkloadKey("router", "chat")
 BROKEN = WorkloadKey("router", "broken-gauge")
+STREAM = WorkloadKey("router", "stream")
 OBJECTIVE = {CHAT: 0.1, BROKEN: 0.1}
 
 
@@ -164,8 +192,33 @@ async def test_the_history_is_a_day_at_300_s_with_its_misses(prom: PrometheusSer
     assert snapshot.windows[CHAT].history_rps == window.history_rps
 
 
+async def test_a_first_token_objective_is_measured_on_the_first_byte_and_its_median_is_the_warm_latency(
+    prom: PrometheusServer,
+) -> None:
+    """``stream``'s objective (0.5 s) bounds the first token: its p99, SLO misses (per step, recent, the day's) and
+    warm latency come from the router's first-token histogram, where no request misses, though every whole answer
+    takes longer than the objective. ``chat``, with no first-token histogram, is measured on its whole answers and
+    has no warm latency (the policy takes its service time)."""
+    snapshot = await _operator_source(prom.url).fetch([CHAT, STREAM], NOW, {CHAT: 0.1, STREAM: 0.5})
+    stream, chat = snapshot.windows[STREAM], snapshot.windows[CHAT]
+    assert stream.slo_miss_share == 0.0 and stream.history_slo_misses == 0.0
+    assert stream.slo_misses is not None and set(stream.slo_misses) == {0.0}
+    # Prometheus interpolates within the bucket: p99 at 250 + 250 x (0.99 - 0.6) / 0.4 ms, the median at
+    # 100 + 150 x 0.5 / 0.6 ms
+    assert stream.observed_p99_seconds == pytest.approx(0.49375, rel=1e-6)
+    assert stream.warm_latency_seconds == pytest.approx(0.225, rel=1e-6)
+    # the simulator reads its first-token histogram as Prometheus does (the benchmark's ``ours`` is shown the same)
+    bounds = np.asarray(BUCKETS_MS) / 1000
+    cumulative = np.r_[[sum(v for b, v in FIRST_TOKEN_SHARES.items() if b <= bound) for bound in BUCKETS_MS], 1.0]
+    assert bucket_quantile(0.5, bounds, cumulative) == pytest.approx(stream.warm_latency_seconds, rel=1e-6)
+    assert bucket_quantile(0.99, bounds, cumulative) == pytest.approx(stream.observed_p99_seconds, rel=1e-6)
+    assert chat.warm_latency_seconds is None
+    assert chat.slo_miss_share == pytest.approx(0.05)  # its whole answers: 5 % over 100 ms
+    # the same workload's whole answers, had its objective bounded them: every one over 0.5 s
+    assert stream.service_seconds == pytest.approx(0.8, rel=1e-6)
+
+
 async def test_warm_latency_is_the_mean_time_to_first_token_only_where_configured(prom: PrometheusServer) -> None:
-    assert (await _window(prom.url)).warm_latency_seconds is None  # the default: no router-side stand-in for it
     window = await _window(prom.url, templates=WITH_WARM_LATENCY)
     assert window.warm_latency_seconds == pytest.approx(MEAN_TTFT_SECONDS)
     assert (await _window(prom.url, BROKEN, templates=WITH_WARM_LATENCY)).warm_latency_seconds is None
@@ -204,7 +257,8 @@ async def test_a_live_window_holds_exactly_what_live_observation_declares(prom: 
     optional = {f.name for f in dataclasses.fields(TrafficWindow)} - {"step_seconds", "rps", "end"}
     assert optional == set(_DECLARED), "a new TrafficWindow field: say whether the live source fills it"
     source = _operator_source(prom.url)
-    window = (await source.fetch([CHAT], NOW, {CHAT: 0.1})).windows[CHAT]
+    # a workload whose objective bounds the first token: the warm latency is measured for such workloads only
+    window = (await source.fetch([STREAM], NOW, {STREAM: 0.5})).windows[STREAM]
     filled = {name: getattr(window, name) is not None for name in _DECLARED}
     assert filled == _DECLARED
     assert len(window.rps) * window.step_seconds == LIVE_OBSERVATION.window_seconds

@@ -192,20 +192,27 @@ def _keys(namespace: str, *names: str) -> list[WorkloadKey]:
 
 def test_default_queries_are_one_per_signal_grouped_by_workload() -> None:
     queries = render_queries(PromQLTemplates())
-    assert set(queries) == set(Signal) - {Signal.TIME_TO_FIRST_TOKEN, Signal.WARM_LATENCY}  # opt-in model-server extras
+    assert set(queries) == set(Signal) - {Signal.TIME_TO_FIRST_TOKEN}  # an opt-in model-server extra
     # each request once: every target's attempts less a spilling route's retries (its composite cluster)
     assert queries[Signal.REQUEST_RATE] == (
         'sum by (namespace, workload) (rate(envoy_cluster_upstream_rq_total{target!="composite",}[60s]))'
         ' - (sum by (namespace, workload) (rate(envoy_cluster_upstream_rq_retry{target="composite",}[60s]))'
         ' or 0 * sum by (namespace, workload) (rate(envoy_cluster_upstream_rq_total{target!="composite",}[60s])))'
     )
-    # latency as the client saw it: the composite's histogram where a route spills, else the targets'
+    # latency as the client saw it and as the objective bounds it: the first-token histogram where the router keeps
+    # one for the workload, else the composite's histogram where a route spills, else the targets'
+    first_token = (
+        'sum by (namespace, workload, le) (rate(envoy_inference_placement_first_token_bucket{workload!="",}[60s]))'
+    )
     assert queries[Signal.LATENCY_P99] == (
-        "histogram_quantile(0.99, sum by (namespace, workload, le) "
+        f"histogram_quantile(0.99, {first_token} or "
+        "sum by (namespace, workload, le) "
         '(rate(envoy_cluster_upstream_rq_time_bucket{target="composite",}[60s])) or '
         "sum by (namespace, workload, le) "
         '(rate(envoy_cluster_upstream_rq_time_bucket{target!="composite",}[60s]))) / 1000'
     )
+    # the warm latency: that histogram's median, for those workloads alone
+    assert queries[Signal.WARM_LATENCY] == f"histogram_quantile(0.5, {first_token}) / 1000"
     # in flight: the targets' gauges (a composite cluster's stays 0; tests/test_router_metrics_spill.py)
     assert queries[Signal.IN_FLIGHT] == (
         'sum by (namespace, workload) (max_over_time(envoy_cluster_upstream_rq_active{target!="composite",}[60s]))'

@@ -26,7 +26,7 @@ from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.decide import PlacementState, TrafficWindow, assess, decide
 from inference_placement.policy.price_book import default_price_book
 from inference_placement.sim.policies import OursPolicy, control_from_decision
-from inference_placement.sim.simulator import Observation
+from inference_placement.sim.simulator import FIRST_TOKEN_BOUNDS_SECONDS, Observation
 from inference_placement.targets.base import DesiredTarget, TargetState
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -267,7 +267,6 @@ def test_the_simulator_accrues_the_month_as_the_live_status_does() -> None:
             misses_per_step=np.zeros(steps),
             peak_in_flight_per_step=np.zeros(steps),
             observed_p99_seconds=0.1,
-            warm_latency_seconds=None,
             placement=TargetName.CLUSTER,
             migrating=False,
             last_migration_finished_at=None,
@@ -313,7 +312,6 @@ def test_the_simulated_window_holds_only_what_the_live_source_measures() -> None
         misses_per_step=np.r_[np.zeros(steps - 5), np.full(5, 60.0)],
         peak_in_flight_per_step=np.full(steps, 40.0),
         observed_p99_seconds=0.3,
-        warm_latency_seconds=0.04,
         placement=TargetName.CLUSTER,
         migrating=False,
         last_migration_finished_at=None,
@@ -330,8 +328,18 @@ def test_the_simulated_window_holds_only_what_the_live_source_measures() -> None
     # a day of history at the live source's coarse step (here all 120 minutes the trace has: 24 points of 300 s)
     assert window.history_step_seconds == LIVE_OBSERVATION.history_step_seconds == 300
     assert window.history_rps == (10.0,) * 24 and window.history_slo_misses == 300.0
-    # not measured live: the warm latency (time to first token is an opt-in model-server template)
-    assert window.warm_latency_seconds is None and not LIVE_OBSERVATION.warm_latency
+    # the warm latency is measured for a workload whose objective bounds the first token only (the router keeps a
+    # first-token histogram for it alone): none here
+    assert window.warm_latency_seconds is None and LIVE_OBSERVATION.warm_latency
+    # ... and for one that does, the window's median of that histogram, as Prometheus' histogram_quantile reads it:
+    # 600 requests a step, 450 within 250 ms and all within 500 ms -> the median lies in 0..250 ms, at 300/450 of it
+    ladder = FIRST_TOKEN_BOUNDS_SECONDS
+    per_step = np.where(ladder >= 0.5, 600.0, np.where(ladder >= 0.25, 450.0, 0.0))
+    le = np.tile(np.r_[per_step, 600.0], (steps, 1))
+    first_token = window_from_observation(replace(obs, first_token_le_per_step=le), LIVE_OBSERVATION)
+    assert first_token is not None and first_token.warm_latency_seconds is not None
+    below = float(ladder[ladder < 0.25].max())
+    assert first_token.warm_latency_seconds == pytest.approx(below + (0.25 - below) * 300 / 450)
 
 
 def test_the_operator_source_with_default_settings_measures_what_live_observation_declares() -> None:
@@ -362,7 +370,6 @@ def _observation(requests: np.ndarray, misses: np.ndarray, step_seconds: float =
         misses_per_step=misses,
         peak_in_flight_per_step=np.zeros(steps),
         observed_p99_seconds=0.2,
-        warm_latency_seconds=None,
         placement=TargetName.CLUSTER,
         migrating=False,
         last_migration_finished_at=None,

@@ -15,14 +15,11 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import socket
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -62,7 +59,7 @@ from inference_placement.routing.envoy import (
 from inference_placement.routing.manifests import render_router_deployment, render_router_service
 from inference_placement.routing.model import Backend, CloudRunUpstream, Route, ServiceUpstream, UpstreamAddress
 from inference_placement.targets.dry_run import DryRunTarget
-from tests.plugins.envoy import EnvoyRouter, start_envoy
+from tests.plugins.envoy import EnvoyRouter, loopback_server
 from tests.plugins.memory_api import inline_tenancy
 from tests.plugins.prometheus import PrometheusBinaries, PrometheusServer, scraping_prometheus
 
@@ -131,17 +128,6 @@ def test_default_templates_read_the_router_and_model_server_ones_stay_available(
 # ----------------------------------------------------------------------------------------------- loopback parts
 
 
-class _Upstream(ThreadingHTTPServer):
-    """A model-server stand-in: ``/fast`` 20 ms, ``/slow`` 0.6 s, ``/hold`` 12 s, ``/fail`` a 503."""
-
-    daemon_threads = True
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        conn, address = super().get_request()
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn, address
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     delays: ClassVar[dict[str, float]] = {"/fast": 0.02, "/slow": 0.6, "/hold": 12.0, "/fail": 0.0}
@@ -157,19 +143,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
-
-
-@contextmanager
-def _upstream() -> Iterator[UpstreamAddress]:
-    server = _Upstream(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield UpstreamAddress("127.0.0.1", int(server.server_address[1]))
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def _routes(cluster: UpstreamAddress, cloudrun: UpstreamAddress) -> list[Route]:
@@ -248,12 +221,8 @@ def _source(prometheus: PrometheusServer) -> PrometheusSource:
 
 
 @pytest.fixture
-def router(envoy_binary: str, tmp_path: Path) -> Iterator[EnvoyRouter]:
-    envoy = start_envoy(envoy_binary, tmp_path / "envoy", stats_listener=True, health_listener=True)
-    try:
-        yield envoy
-    finally:
-        envoy.stop()
+def router(envoy_router_with_stats: EnvoyRouter) -> EnvoyRouter:
+    return envoy_router_with_stats
 
 
 # ----------------------------------------------------------------------------------------------- the real thing
@@ -319,7 +288,7 @@ def _fetch(url: str, method: str = "GET") -> tuple[int, bytes]:
 async def test_prometheus_reads_rate_latency_misses_errors_and_in_flight_from_the_router(
     router: EnvoyRouter, prometheus_binaries: PrometheusBinaries, tmp_path: Path
 ) -> None:
-    with _upstream() as cluster, _upstream() as cloudrun:
+    with loopback_server(_Handler) as cluster, loopback_server(_Handler) as cloudrun:
         await router.applier().apply(_routes(cluster, cloudrun))
         # the router's stats carry the workload and target as labels, the latency histogram the ladder's bounds
         _, text = _fetch(f"http://{router.stats_target}{STATS_PATH}")
@@ -442,7 +411,7 @@ async def test_a_failing_or_garbage_router_scrape_freezes_placement_with_a_reaso
     target = f"127.0.0.1:{stand_in.server_address[1]}"
     stopped = False
     try:
-        with _upstream() as cluster, _upstream() as cloudrun:
+        with loopback_server(_Handler) as cluster, loopback_server(_Handler) as cloudrun:
             await router.applier().apply(_routes(cluster, cloudrun))
             config = _scrape_config([target])
             with scraping_prometheus(prometheus_binaries, config, tmp_path / "prom") as prom:

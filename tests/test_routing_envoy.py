@@ -9,6 +9,7 @@ import math
 import urllib.error
 import urllib.request
 import zipfile
+from dataclasses import replace
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,25 @@ def test_the_bootstrap_validates_with_its_xds_files_in_place(envoy_binary: str, 
     write_document(tmp_path / "cds.json", render_cds(routes, settings))
     write_document(tmp_path / "rds.json", render_rds(routes, settings))
     envoy_validate(render_bootstrap(settings), envoy_binary)
+
+
+def test_a_first_token_route_validates_and_only_it_tags_the_first_token_histogram(envoy_binary: str) -> None:
+    """The main listener records the time to the first byte (Envoy's stats access logger); only a route whose
+    objective bounds it carries the workload's tags (route metadata), so only its series is labelled."""
+    stream = replace(route_from_status(_workload(_status(C), name="stream")), first_token=True)
+    whole = route_from_status(_workload(_status(C), name="whole"))
+    static = render_static_config([stream, whole], _PRODUCTION)
+    envoy_validate(static, envoy_binary)
+    listener = next(x for x in static["static_resources"]["listeners"] if x["name"] == "inference")
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    assert [log["name"] for log in hcm["access_log"]] == ["envoy.access_loggers.stats"]
+    hosts = {h["name"]: h for h in hcm["route_config"]["virtual_hosts"]}
+    tagged = [r for h in hosts.values() for r in h["routes"] if "metadata" in r]
+    assert [r["name"] for r in tagged] == [stream.key]
+    assert tagged[0]["metadata"]["filter_metadata"]["inference-placement"] == {
+        "namespace": stream.namespace,
+        "workload": "stream",
+    }
 
 
 def test_validate_is_not_a_rubber_stamp(envoy_binary: str) -> None:

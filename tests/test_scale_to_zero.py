@@ -152,6 +152,30 @@ def test_an_unset_hold_bound_is_the_objective_when_longer_as_the_policy_reads_it
     assert parsed.tolerable_cold_start() == hold
 
 
+@pytest.mark.parametrize(
+    ("slo", "first_token"),
+    [
+        ({"latencyMeasure": "FirstToken"}, True),
+        ({"latencyMeasure": "Response"}, False),
+        ({}, False),
+        ({"latencyMeasure": "firsttoken"}, False),  # not the API's value: the default, never no route
+        ({"latencyMeasure": ["FirstToken"]}, False),
+        ("garbage", False),
+    ],
+    ids=str,
+)
+def test_the_router_measures_the_first_byte_of_a_workload_whose_objective_bounds_it(
+    slo: Any, first_token: bool
+) -> None:
+    applier, pods = _Applier(), PodEndpoints()
+    sync = RouterSync(cast(Any, applier), pods=pods, hold=True)
+    body = _workload()
+    body["spec"] = {"slo": slo}
+    sync.observe(KEY, body)
+    asyncio.run(sync.sync())
+    assert applier.routes[0].first_token is first_token
+
+
 def test_an_address_override_keeps_the_service_upstream() -> None:
     applier, pods = _Applier(), PodEndpoints()
     pods.observe("ADDED", _slice("s1", [("10.244.0.5", True)]))

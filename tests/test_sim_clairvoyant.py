@@ -71,7 +71,6 @@ def test_the_clairvoyant_window_ends_with_the_true_coming_sustain_window() -> No
         misses_per_step=np.zeros(11),
         peak_in_flight_per_step=np.zeros(11),
         observed_p99_seconds=None,
-        warm_latency_seconds=None,
         placement=TargetName.CLUSTER,
         migrating=False,
         last_migration_finished_at=None,

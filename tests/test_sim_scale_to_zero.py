@@ -185,7 +185,6 @@ def _obs(t: float, woken_at: float | None, held: bool = False) -> Observation:
         misses_per_step=empty,
         peak_in_flight_per_step=empty,
         observed_p99_seconds=None,
-        warm_latency_seconds=None,
         placement=TargetName.CLUSTER,
         migrating=False,
         last_migration_finished_at=None,

@@ -49,6 +49,7 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -142,6 +143,20 @@ class _NoDelayServer(ThreadingHTTPServer):
         conn, address = super().get_request()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # ~30 ms per request otherwise
         return conn, address
+
+
+@contextmanager
+def loopback_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[UpstreamAddress]:
+    """``handler`` served on a loopback port (a thread per request, no Nagle delay) while the block runs."""
+    server = _NoDelayServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield UpstreamAddress("127.0.0.1", int(server.server_address[1]))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 @dataclass
@@ -523,6 +538,16 @@ def envoy_router(envoy_binary: str, tmp_path: Path, fake_gcp_metadata: FakeGcpMe
 def envoy_router_with_health(envoy_binary: str, tmp_path: Path) -> Iterator[EnvoyRouter]:
     """Like ``envoy_router``, plus the health listener (``health_url``) the in-cluster probes and operator use."""
     router = start_envoy(envoy_binary, tmp_path, health_listener=True)
+    try:
+        yield router
+    finally:
+        router.stop()
+
+
+@pytest.fixture
+def envoy_router_with_stats(envoy_binary: str, tmp_path: Path) -> Iterator[EnvoyRouter]:
+    """The router with its stats (scrape) and health listeners, as a Prometheus scrapes it."""
+    router = start_envoy(envoy_binary, tmp_path / "envoy", stats_listener=True, health_listener=True)
     try:
         yield router
     finally:

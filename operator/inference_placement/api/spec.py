@@ -32,6 +32,7 @@ __all__ = [
     "GPUSharing",
     "InferenceWorkloadSpec",
     "LambdaArchitecture",
+    "LatencyMeasure",
     "LambdaSpec",
     "LambdaWebAdapter",
     "ModelSpec",
@@ -142,6 +143,16 @@ class BudgetAction(StrEnum):
     """Choose the cheapest feasible target even where a costlier one carries less SLO risk."""
     CAP_SCALING = "cap-scaling"
     """Cap replicas / serverless concurrency so the projected month stays within budget."""
+
+
+class LatencyMeasure(StrEnum):
+    """What the latency objective bounds, as the router measures it."""
+
+    RESPONSE = "Response"
+    """The whole answer: from the request to its last byte (the router's upstream request time)."""
+    FIRST_TOKEN = "FirstToken"
+    """The time to the answer's first byte as the client sees it at the router, waits and holds included: a streamed
+    LLM answer's first token."""
 
 
 class ThresholdMode(StrEnum):
@@ -318,6 +329,14 @@ class SLOSpec(ApiModel):
     )
     attainment: float = Field(
         default=0.99, ge=0.5, le=1.0, description="Share of requests that must finish within latencyP99Seconds."
+    )
+    latency_measure: LatencyMeasure = Field(
+        default=LatencyMeasure.RESPONSE,
+        description=(
+            "What latencyP99Seconds bounds: Response, the whole answer; FirstToken, the time to the answer's first "
+            "byte at the router (a streamed LLM answer's first token, waits included), which the router then "
+            "measures for this workload and the policy sizes queueing against."
+        ),
     )
     tolerable_cold_start_seconds: float | None = Field(
         default=None,

@@ -23,7 +23,13 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from inference_placement.api.spec import SERVERLESS, SLOSpec, TargetName, default_tolerable_cold_start
+from inference_placement.api.spec import (
+    SERVERLESS,
+    LatencyMeasure,
+    SLOSpec,
+    TargetName,
+    default_tolerable_cold_start,
+)
 from inference_placement.api.status import InferenceWorkloadStatus, SpillStep
 from inference_placement.api.workload import WorkloadKey
 from inference_placement.controller.log_context import workload_fields
@@ -93,7 +99,7 @@ class RouterSync:
     def __post_init__(self) -> None:
         self._routes: dict[WorkloadKey, Route] = {}
         self._versions: dict[WorkloadKey, str] = {}
-        self._views: dict[WorkloadKey, tuple[str, str, InferenceWorkloadStatus, float]] = {}
+        self._views: dict[WorkloadKey, tuple[str, str, InferenceWorkloadStatus, float, bool]] = {}
         self._services: dict[WorkloadKey, ServiceKey] = {}
         self._no_pod_answered: set[WorkloadKey] = set()
         self._applied: dict[WorkloadKey, Route] | None = None
@@ -119,7 +125,7 @@ class RouterSync:
         view = _routing_view(body)
         if view is None:
             return
-        self._views[key] = (*view, _hold_seconds(body))
+        self._views[key] = (*view, _hold_seconds(body), _first_token(body))
         if self._route(key):
             self._versions[key] = version
 
@@ -136,7 +142,7 @@ class RouterSync:
 
     def _route(self, key: WorkloadKey) -> bool:
         """Recompute the route of ``key`` from its last view and the pods seen; False when it cannot be routed."""
-        namespace, name, status, hold_seconds = self._views[key]
+        namespace, name, status, hold_seconds, first_token = self._views[key]
         pods = self._pod_addresses(key, status)
         endpoints = self.endpoints
         scope = self.lambda_scope() if self.lambda_scope is not None else None
@@ -151,6 +157,7 @@ class RouterSync:
                 pod_addresses=pods,
                 overflow=_spill_route(status) or _fall_through(status),
                 hold_seconds=hold_seconds if self.hold and pods is not None else None,
+                first_token=first_token,
             )
         except RouteError as err:
             log.warning("route of %s unchanged: %s", key, err, extra=workload_fields(key))
@@ -265,7 +272,7 @@ class RouterSync:
         or answered the requests of the last wake and their latency is not recorded yet (Envoy merges histograms
         at its stats flush, seconds after the counter moved: the woken cluster may be up by then): the ones whose
         router counters of that target the wake poll reads (``wake.router_stats_filter``)."""
-        return {key for key, (_, _, status, _) in self._views.items() if _reads_serverless_counters(status)}
+        return {key for key, (_, _, status, _, _) in self._views.items() if _reads_serverless_counters(status)}
 
     def confirmed_spill(self, key: WorkloadKey) -> TargetName | None:
         """The overflow target the router serves for ``key`` (it retries refused requests there); None = none."""
@@ -391,6 +398,14 @@ def _hold_seconds(body: Mapping[str, Any]) -> float:
         objective = float(SLOSpec.model_fields["objective_seconds"].default)
     value = _positive(slo.get("tolerableColdStartSeconds") if isinstance(slo, Mapping) else None)
     return value if value is not None else default_tolerable_cold_start(objective)
+
+
+def _first_token(body: Mapping[str, Any]) -> bool:
+    """Whether the workload's objective bounds the time to the first byte, read leniently like the hold bound (a
+    spec that no longer parses keeps its route; anything but ``FirstToken`` is the default, the whole answer)."""
+    spec = body.get("spec")
+    slo = spec.get("slo") if isinstance(spec, Mapping) else None
+    return isinstance(slo, Mapping) and slo.get("latencyMeasure") == LatencyMeasure.FIRST_TOKEN.value
 
 
 def _positive(value: object) -> float | None:

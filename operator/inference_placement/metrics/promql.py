@@ -46,6 +46,8 @@ __all__ = [
     "DEFAULT_REQUEST_RATE",
     "DEFAULT_ROUTER_UP",
     "DEFAULT_SERVICE_SECONDS",
+    "DEFAULT_WARM_LATENCY",
+    "FIRST_TOKEN_BUCKETS",
     "MODEL_SERVER_TEMPLATES",
     "PLACEHOLDERS",
     "ROUTER_JOB",
@@ -83,7 +85,16 @@ DEFAULT_REQUEST_RATE = (
 route's composite cluster made (a refused request is counted by the pods and again by the overflow target)."""
 _BUCKETS = "sum by ($by, le) (rate({metric}{{{sel}}}[$rate_window]))"
 _SUM = "sum by ($by) (rate({metric}{{{sel}}}[$rate_window]))"
-DEFAULT_LATENCY_BUCKETS = _client_view(_BUCKETS, "envoy_cluster_upstream_rq_time_bucket")
+FIRST_TOKEN_BUCKETS = _BUCKETS.format(
+    metric="envoy_inference_placement_first_token_bucket", sel='$workload_label!="",$selector'
+)
+"""The router's first-token histogram (``routing.envoy.FIRST_TOKEN_STAT``, milliseconds): series only for the
+workloads whose objective bounds the first token (the others, pings and replays share one with empty tags, left
+out here)."""
+DEFAULT_LATENCY_BUCKETS = f"{FIRST_TOKEN_BUCKETS} or {_client_view(_BUCKETS, 'envoy_cluster_upstream_rq_time_bucket')}"
+"""What each workload's objective bounds: its first-token histogram where the router keeps one (``or`` keeps the
+left side's series), else the whole answer's request time as the client saw it. The p99 and the SLO misses read
+it, so a first-token objective is measured against the first token and any other against the whole answer."""
 DEFAULT_LATENCY_P99 = f"histogram_quantile(0.99, {DEFAULT_LATENCY_BUCKETS}) / 1000"
 DEFAULT_SERVICE_SECONDS = (
     f"({_client_view(_SUM, 'envoy_cluster_upstream_rq_time_sum')})"
@@ -110,6 +121,9 @@ VLLM_TIME_TO_FIRST_TOKEN = (
     "(rate(vllm:time_to_first_token_seconds_bucket{$selector}[$rate_window])))"
 )
 """p99 time to first token from vLLM's histogram (relabel ``namespace``/``workload`` from the pod when scraping)."""
+DEFAULT_WARM_LATENCY = f"histogram_quantile(0.5, {FIRST_TOKEN_BUCKETS}) / 1000"
+"""The median time to first byte over the window, for the workloads whose objective bounds the first token (the
+latency of a request that neither queued nor waited for a start while fewer than half do)."""
 VLLM_WARM_LATENCY = (
     "sum by ($by) (rate(vllm:time_to_first_token_seconds_sum{$selector}[$rate_window]))"
     " / sum by ($by) (rate(vllm:time_to_first_token_seconds_count{$selector}[$rate_window]))"
@@ -171,11 +185,11 @@ class PromQLTemplates:
     time_to_first_token: str | None = None
     """Time to first token in seconds, where the model server exports it (``VLLM_TIME_TO_FIRST_TOKEN`` for vLLM);
     off by default: ``MetricsSnapshot.time_to_first_token``."""
-    warm_latency: str | None = None
-    """Mean latency in seconds of requests that did not queue, as the SLO measures it: for a streamed LLM answer,
-    the mean time to first token where the model server exports it (``VLLM_WARM_LATENCY``), sent with its
-    ``$rate_window`` set to the whole window (``TrafficWindow.warm_latency_seconds``). Off by default: the policy
-    then uses the service time (there is no router-side measure of it)."""
+    warm_latency: str | None = DEFAULT_WARM_LATENCY
+    """Latency in seconds of requests that did not queue, as the SLO measures it, sent with its ``$rate_window`` set
+    to the whole window (``TrafficWindow.warm_latency_seconds``): by default the median of the router's first-token
+    histogram, for the workloads whose objective bounds the first token (the others have no series: the policy
+    uses their service time); ``VLLM_WARM_LATENCY`` reads vLLM's own mean instead."""
     router_up: str | None = DEFAULT_ROUTER_UP
     """The router's scrape health, NOT grouped by workload: one series per scraped router (Prometheus' ``up``).
     Any series at 0, or none at all, is a problem of the whole fetch (placement freezes, as when Prometheus is
@@ -238,6 +252,7 @@ MODEL_SERVER_TEMPLATES = PromQLTemplates(
     in_flight=None,
     error_rate=None,
     overflow_rate=None,
+    warm_latency=None,
     router_up=None,
 )
 """Templates reading the project's model server (``e2e/model_server.py``) instead of the router: a workload is

@@ -39,7 +39,9 @@ class ObservedSignals:
     """How often the in-flight gauge is read (the router's scrape interval): each step's peak is the largest
     reading, so a burst between two scrapes is not seen. 0 = the exact peak."""
     warm_latency: bool = False
-    """``warm_latency_seconds``: latency of requests that neither queued nor waited for a start."""
+    """``warm_latency_seconds``: latency of requests that neither queued nor waited for a start; measured for a
+    workload whose objective bounds the first token as the median of the router's first-token histogram over the
+    window (a request that queued or waited for a start is slower than the median while fewer than half do)."""
     slo_misses_per_step: bool = False
     """``slo_misses``: requests slower than the SLO per step."""
     history_seconds: float = 0.0
@@ -59,10 +61,12 @@ LIVE_OBSERVATION = ObservedSignals(
     slo_misses_per_step=True,
     history_seconds=86400.0,
     history_step_seconds=300.0,
+    warm_latency=True,
 )
 """What ``metrics/prometheus.py`` measures with the operator's default settings and templates
 (``PrometheusSource.observed_signals`` says so for any settings): the request rate of each step over a 60 s rate
 window, the in-flight peak of each step as the chart's 15 s scrapes of the router read it, the SLO misses of each
 step of the window, p99, mean service time (of the window and of each step), the SLO-miss share,
-and a day of request-rate and miss history at 300 s. Not ``warm_latency``: its template (time to first token) is off
-by default, and nothing at the router measures it."""
+a day of request-rate and miss history at 300 s, and for a workload whose objective bounds the first token
+(``spec.slo.latencyMeasure: FirstToken``) the latency and misses of its first byte, and their median over the window
+as ``warm_latency`` (the router's first-token histogram, ``routing.envoy.FIRST_TOKEN_STAT``)."""

@@ -81,6 +81,9 @@ __all__ = [
     "CDS_FILE",
     "DEFAULT_LATENCY_BUCKETS_MS",
     "STATS_PATH",
+    "FIRST_TOKEN_SCOPE",
+    "FIRST_TOKEN_STAT",
+    "ROUTE_METADATA_KEY",
     "TAG_NAMESPACE",
     "TAG_TARGET",
     "TAG_WORKLOAD",
@@ -121,6 +124,17 @@ TAG_NAMESPACE: Final = "namespace"
 TAG_WORKLOAD: Final = "workload"
 TAG_TARGET: Final = "target"
 """Labels the router's cluster stats carry (from the cluster name, ``render_stats_config``)."""
+FIRST_TOKEN_SCOPE: Final = "inference_placement"
+FIRST_TOKEN_STAT: Final = "first_token"
+"""The router's time-to-first-byte histogram (milliseconds, bounds ``EnvoySettings.latency_buckets_ms``), kept for
+the workloads whose objective bounds it (``Route.first_token``): Envoy's stats access logger records, per request
+the main listener answers, the time from its first byte in to its first byte out (``%COMMON_DURATION(DS_RX_BEG:
+DS_TX_BEG:ms)%``: what the client waits for its first token, the activator's hold and a spilled retry included),
+tagged ``namespace``/``workload`` from the route's metadata. On ``/stats/prometheus``:
+``envoy_inference_placement_first_token_bucket{namespace=..,workload=..,le=..}``. Routes without that metadata (other
+workloads, keep-warm pings, the activator's replays, unknown hosts) share the one series with empty tags."""
+ROUTE_METADATA_KEY: Final = "inference-placement"
+"""The route metadata namespace the first-token histogram's tags are read from."""
 COMPOSITE_TARGET: Final = "composite"
 """The ``target`` label of a spilling route's composite cluster (``ip|NAMESPACE|NAME|composite``)."""
 ACTIVATOR_CLUSTER: Final = "inference-activator"
@@ -155,6 +169,7 @@ PODS_CLUSTER_HEADER: Final = "x-inference-pods-cluster"
 _SPILL_RETRY_ON: Final = "retriable-status-codes,connect-failure,refused-stream,reset-before-request"
 _HOLD_RETRY_ON: Final = "connect-failure,refused-stream,reset-before-request"
 _SPILL_STATUS_CODES: Final = (429, 503)
+_STATS_LOGGER_TYPE_URL: Final = "type.googleapis.com/envoy.extensions.access_loggers.stats.v3.Config"
 _COMPOSITE_TYPE_URL: Final = "type.googleapis.com/envoy.extensions.clusters.composite.v3.ClusterConfig"
 
 DEFAULT_LATENCY_BUCKETS_MS: Final[tuple[float, ...]] = (
@@ -577,6 +592,9 @@ def _route_entries(route: Route, settings: EnvoySettings) -> list[JsonDict]:
     if retry is not None:
         action["retry_policy"] = retry
     entry: JsonDict = {"name": route.key, "match": {"prefix": "/"}, "route": action}
+    if route.first_token:
+        tags = {TAG_NAMESPACE: route.namespace, TAG_WORKLOAD: route.name}
+        entry["metadata"] = {"filter_metadata": {ROUTE_METADATA_KEY: tags}}
     warm = _warm_backends(route)
     pings: list[JsonDict] = []
     if warm:
@@ -666,11 +684,36 @@ def _path_source(settings: EnvoySettings, file_name: str) -> JsonDict:
     }
 
 
-def _hcm(settings: EnvoySettings, routes_from: JsonDict) -> JsonDict:
+def _first_token_log() -> JsonDict:
+    """The access logger that records ``FIRST_TOKEN_STAT`` (Envoy's stats logger; a request Envoy answered without
+    a first byte records nothing)."""
+    tags = [
+        {"name": tag, "value_format": f"%METADATA(ROUTE:{ROUTE_METADATA_KEY}:{tag})%"}
+        for tag in (TAG_NAMESPACE, TAG_WORKLOAD)
+    ]
+    return {
+        "name": "envoy.access_loggers.stats",
+        "typed_config": {
+            "@type": _STATS_LOGGER_TYPE_URL,
+            "stats_scope": {"prefix": FIRST_TOKEN_SCOPE},
+            "histograms": [
+                {
+                    "stat": {"name": FIRST_TOKEN_STAT, "tags": tags},
+                    "unit": "Milliseconds",
+                    "value_format": "%COMMON_DURATION(DS_RX_BEG:DS_TX_BEG:ms)%",
+                }
+            ],
+        },
+    }
+
+
+def _hcm(settings: EnvoySettings, routes_from: JsonDict, *, first_token: bool = False) -> JsonDict:
+    """``first_token``: the main listener's, which records ``FIRST_TOKEN_STAT``."""
     return {
         "@type": _HCM_TYPE_URL,
         "stat_prefix": settings.stat_prefix,
         "strip_any_host_port": True,
+        **({"access_log": [_first_token_log()]} if first_token else {}),
         **routes_from,
         "http_filters": [
             {
@@ -747,7 +790,11 @@ def render_stats_config(settings: EnvoySettings | None = None) -> JsonDict:
                 # the router's clusters only, and not the external/internal split of the same histogram
                 "match": {"safe_regex": {"regex": r"^cluster\.ip\|.*\|[^|.]+\.upstream_rq_time$"}},
                 "buckets": [float(b) for b in settings.latency_buckets_ms],
-            }
+            },
+            {
+                "match": {"prefix": f"{FIRST_TOKEN_SCOPE}.{FIRST_TOKEN_STAT}"},
+                "buckets": [float(b) for b in settings.latency_buckets_ms],
+            },
         ],
     }
 
@@ -803,7 +850,11 @@ def _overflow_listener(settings: EnvoySettings, port: int) -> JsonDict:
 
 
 def _listeners(settings: EnvoySettings, routes_from: JsonDict) -> list[JsonDict]:
-    listeners = [_listener("inference", settings.listen_address, settings.listen_port, _hcm(settings, routes_from))]
+    listeners = [
+        _listener(
+            "inference", settings.listen_address, settings.listen_port, _hcm(settings, routes_from, first_token=True)
+        )
+    ]
     if settings.health_port is not None:
         listeners.append(_health_listener(settings, settings.health_port))
     if settings.stats_port is not None:

@@ -218,6 +218,9 @@ class Route:
     hold_seconds: float | None = None
     """Scale to zero without a serverless target: the router's activator holds a request that finds no pod for at
     most this long (the workload's tolerable cold start), then answers 503 with ``Retry-After`` (None: no hold)."""
+    first_token: bool = False
+    """The workload's objective bounds the time to the first byte (``spec.slo.latencyMeasure: FirstToken``): the
+    router measures that time for it, as the client sees it (``routing/envoy.py``, ``FIRST_TOKEN_STAT``)."""
 
     def __post_init__(self) -> None:
         if not self.namespace or not self.name:
@@ -483,6 +486,7 @@ def route_for(
     pod_addresses: Sequence[UpstreamAddress] | None = None,
     overflow: TargetName | None = None,
     hold_seconds: float | None = None,
+    first_token: bool = False,
 ) -> Route:
     """``route_from_status`` from the parts a route depends on: identity and status, never the spec.
 
@@ -491,7 +495,9 @@ def route_for(
     the serverless target that takes what the pods refuse or cannot take (its upstream from status.targets exactly
     like a backend's; left out while it has none, i.e. still provisioning); ``hold_seconds`` asks the activator to
     hold requests that find no pod (given with ``overflow``, it is the fallback while the overflow target has no
-    upstream yet). The spill parts apply only while the route has a cluster backend.
+    upstream yet). The spill parts apply only while the route has a cluster backend. ``first_token``: the router
+    measures the time to the first byte for this workload (its objective bounds that, read leniently from the spec
+    like the hold bound).
     """
     config = config or EndpointsConfig()
     backends: list[Backend] = []
@@ -513,4 +519,4 @@ def route_for(
         if isinstance(serverless, (CloudRunUpstream, LambdaUpstream)):
             spill = Overflow(overflow, serverless)
     hold = hold_seconds if has_pods and spill is None else None
-    return Route(namespace, name, tuple(backends), overflow=spill, hold_seconds=hold)
+    return Route(namespace, name, tuple(backends), overflow=spill, hold_seconds=hold, first_token=first_token)

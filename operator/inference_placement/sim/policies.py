@@ -32,15 +32,17 @@ from inference_placement.policy.observation import LIVE_OBSERVATION, ObservedSig
 from inference_placement.policy.price_book import PriceBook
 from inference_placement.sim.aggregate import demand_peak
 from inference_placement.sim.platforms import Activator
-from inference_placement.sim.simulator import Control, FloatArray, Observation, SimWorkload
+from inference_placement.sim.simulator import FIRST_TOKEN_BOUNDS_SECONDS, Control, FloatArray, Observation, SimWorkload
 from inference_placement.sim.traces import Requests, StepRequests
 
 __all__ = [
     "DEFAULT_WINDOW_SECONDS",
     "ClairvoyantOursPolicy",
     "OursPolicy",
+    "bucket_quantile",
     "demand_peaks",
     "control_from_decision",
+    "service_sums",
     "window_from_observation",
 ]
 
@@ -66,6 +68,33 @@ def _trailing_mean(values: FloatArray, width: int) -> FloatArray:
     shifted = np.concatenate((np.zeros(width), sums[:-width])) if sums.size > width else np.zeros(sums.size)
     mean: FloatArray = (sums - shifted[: sums.size]) / width
     return mean
+
+
+def bucket_quantile(q: float, bounds: FloatArray, cumulative: FloatArray) -> float | None:
+    """Prometheus' ``histogram_quantile``: ``cumulative`` counts at or under each of ``bounds`` (ascending), then
+    the ``+Inf`` bucket's; linear within the bucket the rank falls in (from 0 in the first), the largest finite
+    bound when it falls in ``+Inf``; None without a count."""
+    total = float(cumulative[-1])
+    if total <= 0:
+        return None
+    rank = q * total
+    j = int(np.searchsorted(cumulative[:-1], rank, side="left"))
+    if j >= bounds.size:
+        return float(bounds[-1])
+    below = float(cumulative[j - 1]) if j > 0 else 0.0
+    start = float(bounds[j - 1]) if j > 0 else 0.0
+    inside = float(cumulative[j]) - below
+    return start + (float(bounds[j]) - start) * ((rank - below) / inside if inside > 0 else 1.0)
+
+
+def _median_first_token(obs: Observation, trace_steps: int) -> float | None:
+    """What the live ``warm_latency`` template reads for a workload whose objective bounds the first token: the
+    median of the router's first-token histogram over the window (None for any other workload, as live: its
+    histogram has no series for it)."""
+    per_step = obs.first_token_le_per_step
+    if per_step is None or per_step.shape[0] == 0:
+        return None
+    return bucket_quantile(0.5, FIRST_TOKEN_BOUNDS_SECONDS, per_step[-trace_steps:].sum(axis=0))
 
 
 def window_from_observation(
@@ -125,7 +154,7 @@ def window_from_observation(
         observed_p99_seconds=obs.observed_p99_seconds if signals.latency_p99 else None,
         end=obs.now,
         service_seconds=service,
-        warm_latency_seconds=obs.warm_latency_seconds if signals.warm_latency else None,
+        warm_latency_seconds=_median_first_token(obs, steps * factor) if signals.warm_latency else None,
         slo_miss_share=missed,
         slo_misses=tuple(_trailing_mean(misses, rate_steps)[-steps:].tolist()) if signals.slo_misses_per_step else None,
         peak_in_flight=peaks,

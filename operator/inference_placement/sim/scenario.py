@@ -22,6 +22,7 @@ from inference_placement.api.spec import (
     GPUSharing,
     InferenceWorkloadSpec,
     LambdaSpec,
+    LatencyMeasure,
     ModelSpec,
     PlacementSpec,
     ScalingSpec,
@@ -34,7 +35,6 @@ from inference_placement.policy.price_book import PriceBook, PriceBookError, pri
 
 __all__ = [
     "BenchmarkRow",
-    "LatencyMeasure",
     "Profile",
     "ProfileSLO",
     "RouterPlatform",
@@ -160,10 +160,6 @@ class BenchmarkRow(BaseModel):
     service_sample: str | None = None
     """A per-request trace (under the traces directory, or an absolute path) whose requests' fields every request
     of this per-step row draws from (the service-time distribution of a high-volume row of that shape)."""
-
-
-LatencyMeasure = str
-"""``response`` (end-to-end) or ``first-token`` (time to first token, streamed LLM responses)."""
 
 
 @dataclass(frozen=True)
@@ -293,7 +289,11 @@ def profile_spec(profile: Profile, price_book: PriceBook) -> InferenceWorkloadSp
             service_seconds=profile.service_seconds,
         ),
         accelerator=profile.gpu.accelerator() if isinstance(profile.gpu, ProfileGPU) else AcceleratorSpec(),
-        slo=SLOSpec(objective_seconds=objective_seconds, attainment=profile.slo.attainment),
+        slo=SLOSpec(
+            objective_seconds=objective_seconds,
+            attainment=profile.slo.attainment,
+            latency_measure=profile_latency_measure(profile),
+        ),
         placement=PlacementSpec(allowed_targets=allowed),
         scaling=ScalingSpec(
             min_replicas=0, max_replicas=profile.max_replicas, target_concurrency=profile.concurrency_per_replica
@@ -312,4 +312,7 @@ def profile_spec(profile: Profile, price_book: PriceBook) -> InferenceWorkloadSp
 
 
 def profile_latency_measure(profile: Profile) -> LatencyMeasure:
-    return "first-token" if profile.slo.time_to_first_token_p99_seconds is not None else "response"
+    """What the profile's objective bounds: the first token where it sets ``time_to_first_token_p99_seconds``."""
+    if profile.slo.time_to_first_token_p99_seconds is not None:
+        return LatencyMeasure.FIRST_TOKEN
+    return LatencyMeasure.RESPONSE

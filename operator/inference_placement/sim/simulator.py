@@ -23,12 +23,13 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from inference_placement.api.spec import AcceleratorOption, InferenceWorkloadSpec, TargetName
+from inference_placement.api.spec import AcceleratorOption, InferenceWorkloadSpec, LatencyMeasure, TargetName
 from inference_placement.policy.accelerators import memory_share_gb, spec_on, speed_factor
 from inference_placement.policy.capacity import ClusterCapacity
 from inference_placement.policy.economics import TargetEconomics, economics_for, workload_economics
 from inference_placement.policy.feasibility import assess_feasibility
 from inference_placement.policy.price_book import PriceBook
+from inference_placement.routing.envoy import DEFAULT_LATENCY_BUCKETS_MS
 from inference_placement.sim.aggregate import AGGREGATE_MIN_ARRIVALS, ServiceLaw, WaitMixture, demand_peak
 from inference_placement.sim.platforms import Activator, ClusterPool, Dispatch, Pool, ServerlessPool, make_pool
 from inference_placement.sim.traces import Requests, StepRequests
@@ -45,10 +46,13 @@ __all__ = [
     "simulate",
     "FloatArray",
     "TARGET_INDEX",
+    "FIRST_TOKEN_BOUNDS_SECONDS",
 ]
 
 FloatArray = npt.NDArray[np.float64]
 TARGET_INDEX = {TargetName.CLUSTER: 0, TargetName.CLOUDRUN: 1, TargetName.LAMBDA: 2}
+FIRST_TOKEN_BOUNDS_SECONDS: FloatArray = np.asarray(DEFAULT_LATENCY_BUCKETS_MS, dtype=np.float64) / 1000.0
+"""The bounds of the router's first-token histogram, seconds (``routing.envoy.FIRST_TOKEN_STAT``)."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +118,6 @@ class Observation:
     a step without a scrape reads 0); else the exact peak."""
     observed_p99_seconds: float | None
     """p99 latency of the requests of the last completed step (None when it had none)."""
-    warm_latency_seconds: float | None
-    """Mean latency (as the SLO measures it) of the requests so far that neither queued nor waited for a start."""
     placement: TargetName | None
     migrating: bool
     last_migration_finished_at: datetime | None
@@ -131,6 +133,10 @@ class Observation:
     ``status.scaleToZero.lastWake`` holds live."""
     cluster_requests_held: bool = False
     """Requests wait for a woken replica now (the router's activator holds them)."""
+    first_token_le_per_step: FloatArray | None = None
+    """For a workload whose objective bounds the first token: each completed step's requests at or under each bound
+    of the router's latency ladder (``FIRST_TOKEN_BOUNDS_SECONDS``), cumulative, its last column every request (the
+    ``le="+Inf"`` bucket): the router's first-token histogram, per step (a view; do not modify). None otherwise."""
 
 
 class SimPolicy(Protocol):
@@ -629,8 +635,9 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
     warmup_steps = min(steps, round(warmup_seconds / step)) if warmup_seconds > 0 else 0
     scored_migrations = 0
     p99: float | None = None
-    warm_sum = 0.0
-    warm_count = 0.0
+    # the router's first-token histogram, per step, for a workload whose objective bounds the first token
+    measures_first_token = workload.spec.slo.latency_measure is LatencyMeasure.FIRST_TOKEN
+    first_token_le = np.zeros((steps, FIRST_TOKEN_BOUNDS_SECONDS.size + 1)) if measures_first_token else None
     start = workload.start
     for k in range(steps):
         t0 = k * step
@@ -648,7 +655,7 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
             misses_per_step=misses[:k],
             peak_in_flight_per_step=peaks[:k],
             observed_p99_seconds=p99,
-            warm_latency_seconds=warm_sum / warm_count if warm_count else None,
+            first_token_le_per_step=first_token_le[:k] if first_token_le is not None else None,
             placement=engine.active,
             accelerator=engine.accelerator,
             migrating=engine.migration is not None or engine.switch is not None,
@@ -684,9 +691,10 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
                 step_misses = math.floor(expected_misses + 1e-9) - counted_misses
                 counted_misses += step_misses
                 step_services = reqs.service_sum(k)
-                no_wait = count * waits.no_wait_share()
-                warm_sum += no_wait * law.part_mean
-                warm_count += no_wait
+                if first_token_le is not None:
+                    late = waits.late_share(law, FIRST_TOKEN_BOUNDS_SECONDS) if waits.weight > 0 else 0.0
+                    first_token_le[k, :-1] = count * np.clip(1.0 - late, 0.0, 1.0)
+                    first_token_le[k, -1] = count
                 if cold and k >= warmup_steps:
                     cold_requests += round(cold)
                 in_flight = []
@@ -753,9 +761,6 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
             factor = engine.part_factor()
             part = parts[i] * factor
             latency = begin - arrival + part
-            if begin <= arrival:
-                warm_sum += part
-                warm_count += 1
             step_latencies.append(latency)
             step_services += service * factor
             if latency > slo:
@@ -794,6 +799,9 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
         if step_latencies:
             step_latencies.sort()
             p99 = step_latencies[min(len(step_latencies) - 1, int(0.99 * len(step_latencies)))]
+            if first_token_le is not None:
+                first_token_le[k, :-1] = np.searchsorted(step_latencies, FIRST_TOKEN_BOUNDS_SECONDS, side="right")
+                first_token_le[k, -1] = len(step_latencies)
         else:
             p99 = None
     scored_requests = int(requests[warmup_steps:].sum())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from inference_placement.api.spec import InferenceWorkloadSpec
+from inference_placement.api.spec import InferenceWorkloadSpec, LatencyMeasure
 from inference_placement.policy.price_book import PriceBook
-from inference_placement.sim.scenario import Profile, parse_service_formula, profile_latency_measure, profile_spec
+from inference_placement.sim.scenario import Profile, parse_service_formula, profile_spec
 from inference_placement.sim.simulator import SimWorkload
 from inference_placement.sim.traces import MinuteTrace, RequestTrace, Trace, requests_for
 
@@ -18,12 +18,10 @@ def profile_workloads(
 ) -> list[SimWorkload]:
     """Every row of a per-step trace (or the one workload of a per-request trace) as this profile; a per-step row
     draws its requests' fields from ``sample`` when given."""
-    first_token = profile_latency_measure(profile) == "first-token"
     return spec_workloads(
         trace,
         profile_spec(profile, price_book),
         formula_text=profile.service_seconds_formula,
-        first_token=first_token,
         seed=seed,
         sample=sample,
     )
@@ -40,6 +38,12 @@ def spec_workloads(
     start: datetime | None = None,
     sample: RequestTrace | None = None,
 ) -> list[SimWorkload]:
+    """``first_token``: the objective bounds the first token (also when the spec says so; the spec then says it)."""
+    if first_token and spec.slo.latency_measure is not LatencyMeasure.FIRST_TOKEN:
+        spec = spec.model_copy(
+            update={"slo": spec.slo.model_copy(update={"latency_measure": LatencyMeasure.FIRST_TOKEN})}
+        )
+    first_token = spec.slo.latency_measure is LatencyMeasure.FIRST_TOKEN
     formula = parse_service_formula(formula_text) if formula_text else None
     out: list[SimWorkload] = []
     indices = rows if rows is not None else list(range(trace.workloads))
