@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from inference_placement.api.spec import InferenceWorkloadSpec, TargetName
 from inference_placement.api.status import BudgetStatus
@@ -19,7 +20,7 @@ from inference_placement.api.validation import parse_spec
 from inference_placement.api.workload import InferenceWorkload
 from inference_placement.controller.reconciler import Reconciler, TickInputs
 from inference_placement.devtools.merge_patch import apply_merge_patch
-from inference_placement.explain import explain_workload
+from inference_placement.explain import explain_workload, render
 from inference_placement.policy.actuation import Actuators, target_settings
 from inference_placement.policy.budget import MONTH_SECONDS, accrue_spend
 from inference_placement.policy.capacity import ClusterCapacity
@@ -194,6 +195,32 @@ def test_explain_prints_the_budget_verdict_the_controller_wrote() -> None:
     condition = next(c for c in body["status"]["conditions"] if c["type"] == "BudgetExceeded")
     assert (condition["status"], condition["reason"]) == ("True", "OverBudget")
     assert "(OverBudget)" in explain_workload(body, PB).budget_now
+
+
+def test_explain_sizes_a_first_token_objective_with_the_warm_latency_the_controller_recorded() -> None:
+    """A streamed answer of 4 s against a 2 s first-token objective: the warm latency the router measured (its first
+    byte's median) is in the status the controller writes, and explain's assessment reads it as the live decision
+    did (without it, a request would be given no time to queue, and explain would price more replicas than the
+    operator runs)."""
+    body = _body()
+    body["spec"]["model"]["serviceSeconds"] = 4.0
+    body["spec"]["slo"] = {"latencyP99Seconds": 2.0, "latencyMeasure": "FirstToken"}
+    body["spec"]["scaling"]["targetConcurrency"] = 16
+    window = replace(_window(6.0, end=NOW, p99=0.4), service_seconds=4.0, warm_latency_seconds=0.3)
+    _placed_on_cluster(body, window)
+    assert body["status"]["observed"]["warmLatencySeconds"] == 0.3
+    explained = explain_workload(body, PB)
+    console = Console(record=True, width=200)
+    render(explained, console)
+    assert "first token 300 ms (median)" in console.export_text()
+    with_warm = next(r for r in explained.targets if r.target is TargetName.CLUSTER)
+    del body["status"]["observed"]["warmLatencySeconds"]
+    without = next(r for r in explain_workload(body, PB).targets if r.target is TargetName.CLUSTER)
+    # the same traffic, sized for the queueing the objective leaves room for: fewer replicas, at a risk still within
+    # the budget
+    assert with_warm.projected_monthly_cost_usd is not None and without.projected_monthly_cost_usd is not None
+    assert with_warm.projected_monthly_cost_usd < without.projected_monthly_cost_usd
+    assert with_warm.slo_risk is not None and with_warm.slo_risk <= 0.005
 
 
 # ------------------------------------------------------------------------------------------------ thresholds

@@ -292,6 +292,7 @@ def _window(observed: ObservedTraffic | None, spec: InferenceWorkloadSpec) -> Tr
         observed_p99_seconds=observed.observed_p99_seconds,
         end=end,
         slo_miss_share=observed.slo_miss_share,
+        warm_latency_seconds=observed.warm_latency_seconds,
     )
 
 
@@ -576,8 +577,13 @@ def render(expl: Explanation, console: Any) -> None:  # noqa: C901 - issue 23 it
     if expl.observed is not None:
         obs = expl.observed
         p99 = f"{obs.observed_p99_seconds * 1000:.0f} ms" if obs.observed_p99_seconds is not None else "-"
+        first = (
+            f", first token {obs.warm_latency_seconds * 1000:.0f} ms (median)"
+            if obs.warm_latency_seconds is not None
+            else ""
+        )
         head.add_row(
-            "observed", f"{obs.rps if obs.rps is not None else '-'} rps, p99 {p99}, at {obs.sampled_at or '-'}"
+            "observed", f"{obs.rps if obs.rps is not None else '-'} rps, p99 {p99}{first}, at {obs.sampled_at or '-'}"
         )
     console.print(expl.verdict, style="bold", markup=False, highlight=False)
     console.print(f"[bold]InferenceWorkload {title}[/bold]")

@@ -173,6 +173,13 @@ class ObservedTraffic(ApiModel):
         description="Share of the last 5 minutes' requests slower than the latency objective (the latency "
         "histogram's bucket at or under it); unknown when the histogram has no bound at or under the objective.",
     )
+    warm_latency_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="For an objective that bounds the first token (spec.slo.latencyMeasure FirstToken): the median "
+        "time to the first byte over the window, measured at the router, which the policy takes as the latency of a "
+        "request that did not queue (the objective less it is the time a request may queue). Unset otherwise.",
+    )
     gpu_utilization: float | None = Field(default=None, ge=0, description="Mean GPU utilisation, 0..1.")
     window_seconds: int | None = Field(default=None, ge=0, description="Length of the window.")
     sampled_at: str | None = Field(default=None, description="RFC 3339 end of the window.")

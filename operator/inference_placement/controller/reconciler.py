@@ -1465,6 +1465,7 @@ def _observed(window: TrafficWindow | None) -> ObservedTraffic | None:
         rps=round(mean, 4),
         observed_p99_seconds=window.observed_p99_seconds,
         slo_miss_share=None if window.slo_miss_share is None else round(window.slo_miss_share, 5),
+        warm_latency_seconds=None if window.warm_latency_seconds is None else round(window.warm_latency_seconds, 4),
         window_seconds=int(window.step_seconds * len(window.rps)),
         sampled_at=now_rfc3339(window.end),
     )
