@@ -984,7 +984,7 @@ def test_dashboard_queries_parse_on_a_real_prometheus(prometheus_binaries: Any, 
 def _apply_crds_for_real(cluster: KubeCluster) -> None:
     cluster.kubectl("apply", "-f", str(CHART / "crds"))
     for name in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+        cluster.wait_crd_established(name, timeout=60)
 
 
 def dry_run_apply(cluster: KubeCluster, manifests: Sequence[Manifest]) -> str:

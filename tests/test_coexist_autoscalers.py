@@ -354,7 +354,7 @@ def ensure_keda_crd(cluster: KubeCluster) -> None:
         },
     }
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(crd))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/scaledobjects.keda.sh", "--timeout=60s")
+    cluster.wait_crd_established("scaledobjects.keda.sh", timeout=60)
 
 
 # ------------------------------------------------------------------------------------------------ the operator

@@ -218,9 +218,7 @@ def test_explain_reads_the_workload_from_the_apiserver(kube_cluster: KubeCluster
     from kubernetes import client, config
 
     kube_cluster.kubectl("apply", "-f", str(REPO_ROOT / "crds" / "inferenceworkloads.yaml"))
-    kube_cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/inferenceworkloads.placement.inference.dev", "--timeout=60s"
-    )
+    kube_cluster.wait_crd_established("inferenceworkloads.placement.inference.dev", timeout=60)
     admit_examples_in(kube_cluster, namespace)  # the example names the docs' admin targets
     doc = _workload()
     status = doc.pop("status")

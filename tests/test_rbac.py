@@ -57,7 +57,7 @@ def _install(cluster: KubeCluster, namespace: str, release: str, values: list[st
     cluster.kubectl("apply", "-f", str(CHART / "crds"))  # kopf's peering CRDs
     cluster.kubectl("apply", "-f", str(CHART / "files" / "crds"))  # the chart's own (also templates, below)
     for name in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev", "inferenceworkloads.placement.inference.dev"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+        cluster.wait_crd_established(name, timeout=60)
     # peering on (with one replica) so its RBAC is checked too; leader election is on by default
     chart_values = ["replicaCount=0", "peering.enabled=true", *values]
     manifests = render_chart(release=release, namespace=namespace, values=chart_values)

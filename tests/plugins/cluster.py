@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from tenacity import RetryError, retry, retry_if_result, stop_after_delay, wait_fixed
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "e2e" / "local-cluster.sh"
@@ -120,6 +121,23 @@ class KubeCluster:
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
         return result
+
+    def wait_crd_established(self, name: str, timeout: float = 30.0) -> None:
+        """Until the apiserver reports the CRD ``name`` Established. Not ``kubectl wait``: it fails at once, rather
+        than waiting, while a CRD just created has no status conditions yet, which a loaded apiserver leaves for a
+        moment (one such moment failed a whole session's cluster tests through the session-scoped fixture)."""
+
+        @retry(stop=stop_after_delay(timeout), wait=wait_fixed(0.2), retry=retry_if_result(lambda ok: not ok))
+        def established() -> bool:
+            query = 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
+            result = self.kubectl("get", f"crd/{name}", "-o", query, check=False)
+            return result.returncode == 0 and result.stdout.strip() == "True"
+
+        try:
+            established()
+        except RetryError:
+            status = self.kubectl("get", f"crd/{name}", "-o", "jsonpath={.status}", check=False).stdout
+            raise AssertionError(f"CRD {name} not Established within {timeout:g} s: status {status}") from None
 
     def kubectl_json(self, *args: str, timeout: float = 60.0) -> Any:
         """``kubectl get ... -o json`` parsed."""
@@ -241,7 +259,7 @@ def admit_examples_in(kube: KubeCluster, namespace: str) -> None:
     import yaml
 
     kube.kubectl("apply", "-f", str(REPO_ROOT / "crds" / "serverlesstargets.yaml"))
-    kube.kubectl("wait", "--for=condition=Established", "crd/serverlesstargets.placement.inference.dev")
+    kube.wait_crd_established("serverlesstargets.placement.inference.dev")
     path = REPO_ROOT / "examples" / "admin" / "serverless-targets.yaml"
     for doc in (d for d in yaml.safe_load_all(path.read_text()) if d):
         existing = kube.kubectl("get", "slt", doc["metadata"]["name"], "-o", "json", check=False)

@@ -128,7 +128,7 @@ def crd_installed(kube_cluster: KubeCluster) -> KubeCluster:
         (TARGET_CRD_FILE, "serverlesstargets.placement.inference.dev"),
     ):
         kube_cluster.kubectl("apply", "-f", str(path))
-        kube_cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")
+        kube_cluster.wait_crd_established(name)
     return kube_cluster
 
 

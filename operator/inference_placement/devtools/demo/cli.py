@@ -33,6 +33,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 import yaml
+from tenacity import RetryError, retry, retry_if_result, stop_after_delay, wait_fixed
 
 from inference_placement.commandline import CommandError, ExitCode, compact_table
 from inference_placement.devtools.demo.lambda_phase import lambda_environments, merge_live_phases
@@ -141,6 +142,20 @@ class _Demo:
         if check and result.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
         return result.stdout
+
+    def wait_established(self, crd: str, timeout: float = 60.0) -> None:
+        """Until the apiserver reports the CRD Established. Not ``kubectl wait``: it fails at once while a CRD just
+        created has no status conditions yet, which a loaded apiserver leaves for a moment."""
+
+        @retry(stop=stop_after_delay(timeout), wait=wait_fixed(0.2), retry=retry_if_result(lambda ok: not ok))
+        def established() -> bool:
+            query = 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
+            return self.kubectl("get", f"crd/{crd}", "-o", query, check=False).strip() == "True"
+
+        try:
+            established()
+        except RetryError:
+            raise RuntimeError(f"CRD {crd} not Established within {timeout:g} s") from None
 
     # ------------------------------------------------------------------ steps
 
@@ -294,7 +309,7 @@ class _Demo:
 
         for plural in ("inferenceworkloads", "serverlesstargets"):
             self.kubectl("apply", "-f", str(self.root / "crds" / f"{plural}.yaml"))
-            self.kubectl("wait", "--for=condition=Established", f"crd/{plural}.placement.inference.dev")
+            self.wait_established(f"{plural}.placement.inference.dev")
         # the platform admin's cloud targets: the workloads name them (no inline cloud identity in this operator)
         from inference_placement.devtools.demo.lambda_phase import lambda_image_prefix
 
