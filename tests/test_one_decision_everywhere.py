@@ -470,3 +470,45 @@ def test_the_simulated_in_flight_peak_is_what_the_routers_scrapes_read() -> None
         peaks[sample] = observer.seen[-1].peak_in_flight_per_step.tolist()
     assert peaks[1.0] == [0.0, 3.0]  # scrapes at 0, 1 | 2, 3: the burst of step 0 is missed
     assert peaks[0.0] == [5.0, 3.0]  # the exact peaks
+
+
+def test_the_simulator_shows_ours_the_first_tokens_median_of_the_requests_it_served() -> None:
+    """A first-token workload's window carries the median of what its served requests waited for their first token
+    (the router's first-token histogram, read as Prometheus reads it); a whole-answer workload's carries none."""
+    from inference_placement.sim.simulator import SimWorkload, feasible_economics, simulate
+    from inference_placement.sim.traces import Requests
+
+    body = _body()
+    body["spec"]["model"]["serviceSeconds"] = 2.0
+    body["spec"]["slo"] = {"latencyP99Seconds": 2.0, "latencyMeasure": "FirstToken"}
+    steps, step = 20, 60.0
+    arrivals = np.arange(0.0, steps * step, 2.0)  # one request every 2 s: 1 in flight, no queue
+    requests = Requests(
+        arrivals=arrivals,
+        service=np.full(arrivals.size, 2.0),
+        latency_part=np.full(arrivals.size, 0.23),  # the first token after 230 ms
+        steps=steps,
+        step_seconds=step,
+    )
+    seen: list[TrafficWindow] = []
+    for measure, expect_warm in (("FirstToken", True), ("Response", False)):
+        body["spec"]["slo"]["latencyMeasure"] = measure
+        spec = _spec(body)
+        policy = OursPolicy()
+        window = policy.window
+
+        def spy(obs: Observation, window: Any = window) -> TrafficWindow | None:
+            shown: TrafficWindow | None = window(obs)
+            if shown is not None:
+                seen.append(shown)
+            return shown
+
+        policy.window = spy  # type: ignore[method-assign]
+        workload = SimWorkload(name="w", spec=spec, requests=requests, start=NOW)
+        simulate(workload, policy, PB, economics=feasible_economics(spec, PB), warmup_seconds=0.0)
+        last = seen[-1]
+        if expect_warm:
+            # 230 ms lies in the ladder's 200..250 ms bucket, which holds every request: its middle, as interpolated
+            assert last.warm_latency_seconds is not None and 0.2 < last.warm_latency_seconds <= 0.25
+        else:
+            assert last.warm_latency_seconds is None

@@ -692,7 +692,9 @@ def simulate(  # noqa: C901 - shrinks when replicas come from policy/ (issue 23)
                 counted_misses += step_misses
                 step_services = reqs.service_sum(k)
                 if first_token_le is not None:
-                    late = waits.late_share(law, FIRST_TOKEN_BOUNDS_SECONDS) if waits.weight > 0 else 0.0
+                    # no wait recorded: each request's latency is its part alone
+                    bounds = FIRST_TOKEN_BOUNDS_SECONDS
+                    late = waits.late_share(law, bounds) if waits.weight > 0 else law.part_above(bounds)
                     first_token_le[k, :-1] = count * np.clip(1.0 - late, 0.0, 1.0)
                     first_token_le[k, -1] = count
                 if cold and k >= warmup_steps:
