@@ -105,8 +105,10 @@ async def test_a_first_token_objective_is_measured_on_the_first_byte_at_the_rout
                 f"{stream.warm_latency_seconds} service {stream.service_seconds}; whole p99 "
                 f"{whole.observed_p99_seconds} miss {whole.slo_miss_share} warm {whole.warm_latency_seconds}"
             )
-            # the first byte after 0.12 s: within the 0.5 s objective, its p99 in the ladder's 100..150 ms bucket
-            assert stream.observed_p99_seconds is not None and 0.1 < stream.observed_p99_seconds <= 0.15
+            # the first byte after 0.12 s: within the 0.5 s objective. A loaded machine can delay 1 % of the stand-in's
+            # answers by tens of ms, so the p99 is held only to what tells the two measures apart; the median (the
+            # warm latency) to the ladder's 100..150 ms bucket
+            assert stream.observed_p99_seconds is not None and 0.1 < stream.observed_p99_seconds < OBJECTIVE_SECONDS
             assert stream.slo_miss_share == 0.0
             assert stream.warm_latency_seconds is not None and 0.1 < stream.warm_latency_seconds <= 0.15
             # the whole answer (1.3 s) misses it every time, and its service time is still the whole answer's
